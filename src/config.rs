@@ -1,0 +1,435 @@
+//! Configuration: documented defaults, then an optional `parley.toml`, then `PARLEY_*`
+//! variables. Every value is parsed once, here, and a bad one is named in the error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::domain::policy::{ContactWindow, FrequencyCap};
+
+/// Every key parley reads; the environment name is `PARLEY_` + the upper-cased key, the
+/// `parley.toml` name is the key itself.
+const KEYS: &[&str] = &[
+    "http_addr",
+    "public_url",
+    "data_dir",
+    "database_url",
+    "database_max_connections",
+    "document_store",
+    "master_key",
+    "old_master_keys",
+    "smtp_url",
+    "email_from",
+    "inbound_domain",
+    "inbound_smtp_addr",
+    "imap_url",
+    "sms_url",
+    "sms_account",
+    "sms_token",
+    "sms_from",
+    "delivery_retry_schedule",
+    "webhook_retry_schedule",
+    "webhook_allow_private",
+    "max_upload_bytes",
+    "max_json_bytes",
+    "rate_limit_per_minute",
+    "frequency_cap",
+    "default_contact_hours",
+    "log_format",
+    "log_level",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}: {message}")]
+    Invalid { name: String, message: String },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    pub document_store: String,
+    /// Current master key (32 bytes); `None` means "generate once into the data folder".
+    pub master_key: Option<[u8; 32]>,
+    /// Earlier master keys, still accepted for decryption after a rotation.
+    pub old_master_keys: Vec<[u8; 32]>,
+    pub smtp_url: Option<Secret>,
+    pub email_from: String,
+    pub inbound_domain: String,
+    pub inbound_smtp_addr: Option<SocketAddr>,
+    pub imap_url: Option<Secret>,
+    pub sms_url: Option<String>,
+    pub sms_account: Option<String>,
+    pub sms_token: Option<Secret>,
+    pub sms_from: Option<String>,
+    pub delivery_retry_schedule: Vec<Duration>,
+    pub webhook_retry_schedule: Vec<Duration>,
+    pub webhook_allow_private: bool,
+    pub max_upload_bytes: u64,
+    pub max_json_bytes: usize,
+    pub rate_limit_per_minute: u32,
+    pub frequency_cap: Option<FrequencyCap>,
+    pub default_contact_hours: Option<ContactWindow>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Where a raw value came from, so an error can name it the way the operator wrote it.
+#[derive(Clone)]
+struct Raw {
+    value: String,
+    name: String,
+}
+
+impl Config {
+    /// Defaults, then `parley.toml` (or the file named by `PARLEY_CONFIG`), then the process
+    /// environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("PARLEY_CONFIG").ok().map(PathBuf::from);
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_sources(file.as_deref(), &env)
+    }
+
+    /// The same layering with explicit sources; used by tests and by `load`.
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        let default_file = PathBuf::from("parley.toml");
+        let (path, required) = match file {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_file, false),
+        };
+        if required || path.exists() {
+            read_toml(&path, &mut raw)?;
+        }
+        for key in KEYS {
+            let name = format!("PARLEY_{}", key.to_ascii_uppercase());
+            if let Some((_, v)) = env.iter().find(|(k, _)| *k == name) {
+                raw.insert(key, Raw { value: v.clone(), name });
+            }
+        }
+        Self::parse(&raw)
+    }
+
+    /// Defaults only, rooted at `data_dir`; tests build on this.
+    pub fn with_data_dir(data_dir: &Path) -> Self {
+        let mut raw = BTreeMap::new();
+        raw.insert(
+            "data_dir",
+            Raw { value: data_dir.display().to_string(), name: "data_dir".into() },
+        );
+        Self::parse(&raw).expect("defaults are valid")
+    }
+
+    fn parse(raw: &BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
+        let http_addr: SocketAddr = opt(raw, "http_addr", |v| {
+            v.parse().map_err(|_| format!("not a socket address: {v:?}"))
+        })?
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let public_url = opt(raw, "public_url", |v| parse_http_url(v).map(|()| v.trim_end_matches('/').to_string()))?
+            .unwrap_or_else(|| format!("http://{http_addr}"));
+        let data_dir = opt(raw, "data_dir", |v| Ok(PathBuf::from(v)))?
+            .unwrap_or_else(|| PathBuf::from("./parley-data"));
+        let database_url = opt(raw, "database_url", |v| parse_database_url(v).map(|()| v.to_string()))?
+            .unwrap_or_else(|| format!("sqlite://{}/parley.db", data_dir.display()));
+        let database_max_connections = opt(raw, "database_max_connections", |v| {
+            match v.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err(format!("expected a number from 1 to 1000, got {v:?}")),
+            }
+        })?
+        .unwrap_or(16);
+        let document_store = opt(raw, "document_store", |v| {
+            if v.starts_with("file://") || v.starts_with("s3://") {
+                Ok(v.to_string())
+            } else {
+                Err(format!("unsupported scheme {:?}: expected file:// or s3://", scheme(v)))
+            }
+        })?
+        .unwrap_or_else(|| format!("file://{}/documents", data_dir.display()));
+        let master_key = opt(raw, "master_key", parse_key)?;
+        let old_master_keys = opt(raw, "old_master_keys", |v| {
+            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_key).collect()
+        })?
+        .unwrap_or_default();
+        let smtp_url = opt(raw, "smtp_url", |v| match scheme(v) {
+            "smtp" | "smtps" => Ok(Secret::new(v)),
+            other => Err(format!("unsupported scheme {other:?}: expected smtp:// or smtps://")),
+        })?;
+        let email_from = opt(raw, "email_from", |v| {
+            crate::domain::EmailAddress::parse(v).map(|_| v.to_string()).map_err(|e| e.to_string())
+        })?
+        .unwrap_or_else(|| "noreply@localhost".into());
+        let inbound_domain = opt(raw, "inbound_domain", |v| {
+            if crate::domain::recipient::is_domain(v) {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(format!("not a domain name: {v:?}"))
+            }
+        })?
+        .unwrap_or_else(|| "localhost".into());
+        let inbound_smtp_addr = opt(raw, "inbound_smtp_addr", |v| {
+            v.parse().map_err(|_| format!("not a socket address: {v:?}"))
+        })?;
+        let imap_url = opt(raw, "imap_url", |v| match scheme(v) {
+            "imap" | "imaps" => Ok(Secret::new(v)),
+            other => Err(format!("unsupported scheme {other:?}: expected imap:// or imaps://")),
+        })?;
+        let sms_url = opt(raw, "sms_url", |v| parse_http_url(v).map(|()| v.trim_end_matches('/').to_string()))?;
+        let sms_account = opt(raw, "sms_account", |v| Ok(v.to_string()))?;
+        let sms_token = opt(raw, "sms_token", |v| Ok(Secret::new(v)))?;
+        let sms_from = opt(raw, "sms_from", |v| {
+            crate::domain::PhoneNumber::parse(v).map(|_| v.to_string()).map_err(|e| e.to_string())
+        })?;
+        let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
+            .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
+        let webhook_retry_schedule = opt(raw, "webhook_retry_schedule", parse_schedule)?
+            .unwrap_or_else(|| parse_schedule("5s,5m,30m,2h,5h,10h,10h").expect("valid default"));
+        let webhook_allow_private = opt(raw, "webhook_allow_private", parse_bool)?.unwrap_or(false);
+        let max_upload_bytes = opt(raw, "max_upload_bytes", |v| {
+            v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+        })?
+        .unwrap_or(52_428_800);
+        let max_json_bytes = opt(raw, "max_json_bytes", |v| {
+            v.parse::<usize>().ok().filter(|n| *n >= 1024).ok_or_else(|| format!("expected a number of bytes of at least 1024, got {v:?}"))
+        })?
+        .unwrap_or(1_048_576);
+        let rate_limit_per_minute = opt(raw, "rate_limit_per_minute", |v| {
+            v.parse::<u32>().map_err(|_| format!("expected a number of requests (0 = no limit), got {v:?}"))
+        })?
+        .unwrap_or(2000);
+        let frequency_cap = opt(raw, "frequency_cap", |v| {
+            if v.eq_ignore_ascii_case("off") { Ok(None) } else { FrequencyCap::parse(v).map(Some) }
+        })?
+        .unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
+        let default_contact_hours = opt(raw, "default_contact_hours", |v| {
+            if v.eq_ignore_ascii_case("off") { Ok(None) } else { ContactWindow::parse(v).map(Some) }
+        })?
+        .unwrap_or_else(|| ContactWindow::parse("08:00-21:00").ok());
+        let log_format = opt(raw, "log_format", |v| match v.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected \"text\" or \"json\", got {v:?}")),
+        })?
+        .unwrap_or(LogFormat::Text);
+        let log_level = opt(raw, "log_level", |v| {
+            tracing_subscriber::EnvFilter::try_new(v).map(|_| v.to_string()).map_err(|e| e.to_string())
+        })?
+        .unwrap_or_else(|| "info".into());
+
+        Ok(Self {
+            http_addr,
+            public_url,
+            data_dir,
+            database_url: Secret::new(database_url),
+            database_max_connections,
+            document_store,
+            master_key,
+            old_master_keys,
+            smtp_url,
+            email_from,
+            inbound_domain,
+            inbound_smtp_addr,
+            imap_url,
+            sms_url,
+            sms_account,
+            sms_token,
+            sms_from,
+            delivery_retry_schedule,
+            webhook_retry_schedule,
+            webhook_allow_private,
+            max_upload_bytes,
+            max_json_bytes,
+            rate_limit_per_minute,
+            frequency_cap,
+            default_contact_hours,
+            log_format,
+            log_level,
+        })
+    }
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name: name.to_string(), message: message.into() }
+}
+
+fn opt<T>(
+    raw: &BTreeMap<&'static str, Raw>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    match raw.get(key) {
+        Some(r) if !r.value.trim().is_empty() => {
+            parse(r.value.trim()).map(Some).map_err(|m| invalid(&r.name, m))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
+    let file_err = |message: String| ConfigError::File { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
+    for (k, v) in table {
+        let Some(key) = KEYS.iter().find(|key| **key == k) else {
+            return Err(file_err(format!("unknown key {k:?}")));
+        };
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(file_err(format!("{k}: expected a string, number or boolean, got {}", other.type_str()))),
+        };
+        raw.insert(key, Raw { value, name: format!("{}: {k}", path.display()) });
+    }
+    Ok(())
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map(|(s, _)| s).unwrap_or(url)
+}
+
+fn parse_http_url(v: &str) -> Result<(), String> {
+    match v.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
+        Some((s, _)) => Err(format!("unsupported scheme {s:?}: expected http:// or https://")),
+        None => Err(format!("not a URL: {v:?}")),
+    }
+}
+
+fn parse_database_url(v: &str) -> Result<(), String> {
+    match scheme(v) {
+        "sqlite" | "postgres" | "postgresql" if v.contains("://") => Ok(()),
+        _ if !v.contains("://") => Err(format!("not a URL: expected sqlite://PATH or postgres://..., got {v:?}")),
+        other => Err(format!("unsupported scheme {other:?}: expected sqlite:// or postgres://")),
+    }
+}
+
+fn parse_key(v: &str) -> Result<[u8; 32], String> {
+    let bytes = B64.decode(v.trim()).map_err(|_| "not valid base64".to_string())?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("expected 32 bytes, got {}", b.len()))
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected true or false, got {v:?}")),
+    }
+}
+
+/// `30s`, `2m`, `1h`, `7d`, `250ms`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn parse_schedule(v: &str) -> Result<Vec<Duration>, String> {
+    let steps: Vec<Duration> = v.split(',').map(parse_duration).collect::<Result<_, _>>()?;
+    if steps.is_empty() {
+        return Err("expected at least one delay".into());
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::from_sources(None, &[]).unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.database_url.expose(), "sqlite://./parley-data/parley.db");
+        assert_eq!(c.rate_limit_per_minute, 2000);
+        assert_eq!(c.delivery_retry_schedule.len(), 6);
+        assert_eq!(c.webhook_retry_schedule[1], Duration::from_secs(300));
+    }
+
+    #[test]
+    fn unsupported_database_scheme_is_named() {
+        let err = Config::from_sources(None, &env(&[("PARLEY_DATABASE_URL", "mysql://x/y")])).unwrap_err();
+        assert_eq!(err.to_string(), "PARLEY_DATABASE_URL: unsupported scheme \"mysql\": expected sqlite:// or postgres://");
+    }
+
+    #[test]
+    fn toml_is_overridden_by_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, "http_addr = \"127.0.0.1:9000\"\nrate_limit_per_minute = 10\n").unwrap();
+        let c = Config::from_sources(Some(&path), &env(&[("PARLEY_RATE_LIMIT_PER_MINUTE", "0")])).unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.rate_limit_per_minute, 0);
+    }
+
+    #[test]
+    fn bad_toml_value_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, "master_key = \"c2hvcnQ=\"\n").unwrap();
+        let err = Config::from_sources(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.ends_with("parley.toml: master_key: expected 32 bytes, got 5"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

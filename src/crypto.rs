@@ -1,0 +1,227 @@
+//! Encryption at rest and the other uses of the master key.
+//!
+//! A sealed value is `version (1) | key id (4) | nonce (12) | AES-256-GCM ciphertext and tag`.
+//! The key id names the master key that sealed it, so a value sealed before a rotation still
+//! opens with the old key while new values use the new one. Every seal binds an associated
+//! context (for example the note id), so a ciphertext copied onto another row does not open.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+const VERSION: u8 = 1;
+const HEADER: usize = 1 + 4 + 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("sealed value is malformed")]
+    Malformed,
+    #[error("sealed value names key {0}, which is not configured")]
+    UnknownKey(String),
+    #[error("sealed value failed authentication")]
+    Tampered,
+}
+
+struct Key {
+    id: [u8; 4],
+    cipher: Aes256Gcm,
+    /// Sub-key for keyed hashes (blind indexes, signed links), derived so the AES key itself
+    /// is used for one purpose only.
+    mac_key: [u8; 32],
+}
+
+impl Key {
+    fn new(raw: &[u8; 32]) -> Self {
+        let digest = Sha256::new().chain_update(b"parley key id\0").chain_update(raw).finalize();
+        let id = [digest[0], digest[1], digest[2], digest[3]];
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(raw).expect("any key length");
+        mac.update(b"parley mac key");
+        let mac_key: [u8; 32] = mac.finalize().into_bytes().into();
+        Self { id, cipher: Aes256Gcm::new(raw.into()), mac_key }
+    }
+}
+
+/// The current key, which seals, and the earlier ones, which still open.
+pub struct KeyRing {
+    current: Key,
+    older: HashMap<[u8; 4], Key>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing").field("current", &hex::encode(self.current.id)).finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    pub fn new(current: &[u8; 32], older: &[[u8; 32]]) -> Self {
+        let older = older.iter().map(Key::new).map(|k| (k.id, k)).collect();
+        Self { current: Key::new(current), older }
+    }
+
+    /// The configured key, or the one kept in `<data>/master.key`, generated on first use.
+    pub fn load(configured: Option<[u8; 32]>, older: &[[u8; 32]], data_dir: &Path) -> anyhow::Result<Self> {
+        if let Some(key) = configured {
+            return Ok(Self::new(&key, older));
+        }
+        let path = data_dir.join("master.key");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = B64.decode(text.trim()).with_context(|| format!("{}: not base64", path.display()))?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))?;
+            return Ok(Self::new(&key, older));
+        }
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        write_private(&path, B64.encode(key).as_bytes())?;
+        tracing::warn!(
+            path = %path.display(),
+            "no PARLEY_MASTER_KEY set: generated a master key into the data folder; back it up, data sealed with it is lost without it"
+        );
+        Ok(Self::new(&key, older))
+    }
+
+    pub fn current_key_id(&self) -> String {
+        hex::encode(self.current.id)
+    }
+
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .current
+            .cipher
+            .encrypt(&nonce, Payload { msg: plaintext, aad: context.as_bytes() })
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        let mut out = Vec::with_capacity(HEADER + ciphertext.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.current.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < HEADER + 16 || sealed[0] != VERSION {
+            return Err(CryptoError::Malformed);
+        }
+        let id: [u8; 4] = sealed[1..5].try_into().map_err(|_| CryptoError::Malformed)?;
+        let key = if id == self.current.id {
+            &self.current
+        } else {
+            self.older.get(&id).ok_or_else(|| CryptoError::UnknownKey(hex::encode(id)))?
+        };
+        let nonce = Nonce::from_slice(&sealed[5..HEADER]);
+        key.cipher
+            .decrypt(nonce, Payload { msg: &sealed[HEADER..], aad: context.as_bytes() })
+            .map_err(|_| CryptoError::Tampered)
+    }
+
+    pub fn seal_str(&self, context: &str, plaintext: &str) -> Vec<u8> {
+        self.seal(context, plaintext.as_bytes())
+    }
+
+    pub fn open_string(&self, context: &str, sealed: &[u8]) -> anyhow::Result<String> {
+        let bytes = self.open(context, sealed)?;
+        String::from_utf8(bytes).context("sealed text is not UTF-8")
+    }
+
+    /// A keyed hash for looking up a sealed value by equality (a debtor's email or phone)
+    /// without storing it in the clear.
+    pub fn blind_index(&self, purpose: &str, value: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.current.mac_key).expect("any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// A new API token: `pk_` and 32 random bytes, base64url. Shown once.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!("pk_{}", B64URL.encode(bytes))
+}
+
+/// What is stored of a token: its SHA-256, hex.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_binds_context() {
+        let ring = KeyRing::new(&[7; 32], &[]);
+        let sealed = ring.seal("note:1", b"Debtor called");
+        assert_eq!(ring.open("note:1", &sealed).unwrap(), b"Debtor called");
+        assert!(matches!(ring.open("note:2", &sealed), Err(CryptoError::Tampered)));
+        assert!(!sealed.windows(6).any(|w| w == b"Debtor"));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let ring = KeyRing::new(&[7; 32], &[]);
+        let mut sealed = ring.seal("c", b"hello");
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(matches!(ring.open("c", &sealed), Err(CryptoError::Tampered)));
+        assert!(matches!(ring.open("c", &sealed[..10]), Err(CryptoError::Malformed)));
+    }
+
+    #[test]
+    fn rotated_keys_still_open_old_values() {
+        let old = KeyRing::new(&[1; 32], &[]);
+        let sealed = old.seal("c", b"before rotation");
+        let rotated = KeyRing::new(&[2; 32], &[[1; 32]]);
+        assert_eq!(rotated.open("c", &sealed).unwrap(), b"before rotation");
+        let fresh = rotated.seal("c", b"after");
+        assert_ne!(fresh[1..5], sealed[1..5]);
+        let unrelated = KeyRing::new(&[3; 32], &[]);
+        assert!(matches!(unrelated.open("c", &sealed), Err(CryptoError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn key_is_generated_once_into_the_data_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = KeyRing::load(None, &[], dir.path()).unwrap();
+        let b = KeyRing::load(None, &[], dir.path()).unwrap();
+        assert_eq!(a.current_key_id(), b.current_key_id());
+        let sealed = a.seal("x", b"y");
+        assert_eq!(b.open("x", &sealed).unwrap(), b"y");
+    }
+
+    #[test]
+    fn tokens_are_long_and_hashed() {
+        let t = new_token();
+        assert!(t.len() >= 3 + 43);
+        assert_ne!(new_token(), t);
+        assert_eq!(token_hash(&t).len(), 64);
+        assert!(!token_hash(&t).contains(&t[3..]));
+    }
+}

@@ -1,0 +1,50 @@
+//! Time as stored (microseconds since the Unix epoch, UTC) and as shown (RFC 3339).
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+
+pub type Micros = i64;
+
+pub fn now_micros() -> Micros {
+    Utc::now().timestamp_micros()
+}
+
+pub fn to_micros(t: DateTime<Utc>) -> Micros {
+    t.timestamp_micros()
+}
+
+pub fn from_micros(m: Micros) -> DateTime<Utc> {
+    Utc.timestamp_micros(m).single().unwrap_or_default()
+}
+
+/// `2024-01-10T14:30:00Z`, with fractions only when there are any.
+pub fn rfc3339(m: Micros) -> String {
+    from_micros(m).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// An RFC 3339 date-time, or a plain date taken as midnight UTC.
+pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_round_trip() {
+        let t = parse_instant("2024-01-10T14:30:00Z").unwrap();
+        assert_eq!(rfc3339(to_micros(t)), "2024-01-10T14:30:00Z");
+        assert_eq!(rfc3339(to_micros(parse_instant("2024-01-10").unwrap())), "2024-01-10T00:00:00Z");
+        assert!(parse_instant("yesterday").is_none());
+    }
+}

@@ -1,0 +1,476 @@
+//! `/api/cases`: create, read, list, change; payments and deadlines.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::extract::{Auth, Json, Query, page_limit};
+use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::domain::case::{format_minor, parse_language, parse_minor, parse_name, parse_timezone};
+use crate::domain::time::{now_micros, parse_date, parse_instant, rfc3339, to_micros};
+use crate::domain::{CaseId, CaseNumber, CaseStatus, Debtor, EmailAddress, Money, PartyKind, PhoneNumber, has_control_chars};
+use crate::store::{CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment};
+
+/// A decimal amount, sent as a string (`"15000.00"`) or a JSON number.
+#[derive(Debug, Clone)]
+pub struct Decimal(pub String);
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(Self(s)),
+            serde_json::Value::Number(n) => Ok(Self(n.to_string())),
+            _ => Err(serde::de::Error::custom("expected a decimal amount as a string such as \"15000.00\"")),
+        }
+    }
+}
+
+/// Absent stays `None`; `null` becomes `Some(None)`.
+pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmountInput {
+    #[schema(value_type = String, example = "15000.00")]
+    pub value: Decimal,
+    #[schema(example = "DKK")]
+    pub currency: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DebtorInput {
+    pub name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub language: Option<String>,
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCaseRequest {
+    /// Generated as `DEB-YYYY-NNNNN` when absent.
+    pub case_number: Option<String>,
+    /// Required when an admin creates the case; a creditor creates its own.
+    pub creditor_id: Option<String>,
+    pub partner_id: Option<String>,
+    pub debtor: DebtorInput,
+    pub amount: AmountInput,
+    pub invoice_number: Option<String>,
+    /// `YYYY-MM-DD`
+    pub due_date: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DebtorPatch {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub language: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub timezone: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateCaseRequest {
+    /// `open`, `payment_plan`, `disputed`, `paid` or `closed`
+    pub status: Option<String>,
+    /// A partner party id, or `null` to unassign.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub partner_id: Option<Option<String>>,
+    pub debtor: Option<DebtorPatch>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AmountView {
+    pub value: String,
+    pub currency: String,
+}
+
+impl AmountView {
+    fn of(minor: i64, currency: &str) -> Self {
+        Self { value: format_minor(minor), currency: currency.to_string() }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DebtorView {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseResponse {
+    pub case_id: String,
+    pub case_number: String,
+    pub status: String,
+    pub creditor_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_id: Option<String>,
+    pub debtor: DebtorView,
+    pub amount: AmountView,
+    pub amount_paid: AmountView,
+    pub amount_outstanding: AmountView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_date: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<CaseView> for CaseResponse {
+    fn from(c: CaseView) -> Self {
+        let currency = c.amount.currency().to_string();
+        Self {
+            amount_paid: AmountView::of(c.paid_minor, &currency),
+            amount_outstanding: AmountView::of((c.amount.minor - c.paid_minor).max(0), &currency),
+            amount: AmountView::of(c.amount.minor, &currency),
+            case_id: c.id,
+            case_number: c.case_number,
+            status: c.status,
+            creditor_id: c.creditor_id,
+            partner_id: c.partner_id,
+            debtor: DebtorView {
+                name: c.debtor.name,
+                email: c.debtor.email,
+                phone: c.debtor.phone,
+                language: c.debtor.language,
+                timezone: c.debtor.timezone,
+            },
+            invoice_number: c.invoice_number,
+            due_date: c.due_date,
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseList {
+    pub cases: Vec<CaseResponse>,
+    pub total_count: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseListQuery {
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// A path's case id; anything that is not a UUID is a case that does not exist.
+pub(crate) fn case_id(raw: &str) -> ApiResult<String> {
+    CaseId::parse(raw).map(|id| id.to_string()).ok_or_else(|| ApiError::not_found("case"))
+}
+
+fn printable(field: &str, s: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    match s {
+        Some(v) if v.trim().is_empty() || v.chars().count() > max || has_control_chars(&v) => Err(ApiError::unprocessable(
+            "validation_failed",
+            format!("{field} must be 1 to {max} printable characters"),
+        )),
+        other => Ok(other.map(|v| v.trim().to_string())),
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("validation_failed", detail)
+}
+
+#[utoipa::path(post, path = "/api/cases", tag = "cases", request_body = CreateCaseRequest,
+    responses((status = 201, body = CaseResponse), (status = 403, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn create_case(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Json(req): Json<CreateCaseRequest>,
+) -> ApiResult<(StatusCode, axum::Json<CaseResponse>)> {
+    let creditor_id = match actor.kind {
+        PartyKind::Partner => return Err(ApiError::forbidden("a partner cannot create cases")),
+        PartyKind::Admin => req.creditor_id.ok_or_else(|| invalid("creditorId is required when an admin creates a case"))?,
+        PartyKind::Creditor => match req.creditor_id {
+            Some(id) if id != actor.party_id.as_str() => return Err(ApiError::forbidden("a creditor creates cases for itself only")),
+            _ => actor.party_id.to_string(),
+        },
+    };
+    let d = &req.debtor;
+    let new = NewCase {
+        case_number: req.case_number.as_deref().map(CaseNumber::parse).transpose()?,
+        creditor_id,
+        partner_id: req.partner_id,
+        debtor: Debtor::parse(&d.name, d.email.as_deref(), d.phone.as_deref(), d.language.as_deref(), d.timezone.as_deref())?,
+        amount: Money::parse(&req.amount.value.0, &req.amount.currency)?,
+        invoice_number: printable("invoiceNumber", req.invoice_number, 100)?,
+        due_date: req
+            .due_date
+            .as_deref()
+            .map(|s| parse_date(s).ok_or_else(|| invalid(format!("dueDate {s:?} is not a date (YYYY-MM-DD)"))))
+            .transpose()?,
+    };
+    let case = state.store.create_case(&actor, new).await?;
+    Ok((StatusCode::CREATED, axum::Json(case.into())))
+}
+
+#[utoipa::path(get, path = "/api/cases", tag = "cases", params(CaseListQuery),
+    responses((status = 200, body = CaseList)), security(("bearer" = [])))]
+pub async fn list_cases(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(q): Query<CaseListQuery>,
+) -> ApiResult<axum::Json<CaseList>> {
+    let status = q.status.as_deref().map(CaseStatus::parse).transpose().map_err(|e| ApiError::bad_request("invalid_query", e.0))?;
+    let (page, total_count) =
+        state.store.list_cases(&actor, ListCases { status, cursor: q.cursor, limit: page_limit(q.limit)? }).await?;
+    Ok(axum::Json(CaseList {
+        cases: page.items.into_iter().map(Into::into).collect(),
+        total_count,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/cases/{caseId}", tag = "cases", params(("caseId" = String, Path)),
+    responses((status = 200, body = CaseResponse), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn get_case(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<CaseResponse>> {
+    let id = case_id(&raw)?;
+    let case = state.store.get_case(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(case.into()))
+}
+
+#[utoipa::path(patch, path = "/api/cases/{caseId}", tag = "cases", params(("caseId" = String, Path)), request_body = UpdateCaseRequest,
+    responses((status = 200, body = CaseResponse), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn update_case(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Json(req): Json<UpdateCaseRequest>,
+) -> ApiResult<axum::Json<CaseResponse>> {
+    let id = case_id(&raw)?;
+    if req.partner_id.is_some() && actor.kind == PartyKind::Partner {
+        // Refuse with 403 only where the case is visible; elsewhere it does not exist.
+        state.store.get_case(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+        return Err(ApiError::forbidden("a partner cannot reassign a case"));
+    }
+    let debtor = req.debtor.unwrap_or_default();
+    let patch = CasePatch {
+        status: req.status.as_deref().map(CaseStatus::parse).transpose()?,
+        partner_id: req.partner_id,
+        debtor_name: debtor.name.as_deref().map(parse_name).transpose()?,
+        debtor_email: debtor
+            .email
+            .map(|e| e.map(|e| EmailAddress::parse(&e).map(|a| a.as_str().to_string())).transpose())
+            .transpose()?,
+        debtor_phone: debtor
+            .phone
+            .map(|p| p.map(|p| PhoneNumber::parse(&p).map(|n| n.as_str().to_string())).transpose())
+            .transpose()?,
+        debtor_language: debtor.language.map(|l| l.as_deref().map(parse_language).transpose()).transpose()?,
+        debtor_timezone: debtor.timezone.map(|t| t.as_deref().map(parse_timezone).transpose()).transpose()?,
+    };
+    let case = state.store.update_case(&actor, &id, patch).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(case.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PaymentAmount {
+    Object(AmountInput),
+    #[schema(value_type = String)]
+    Plain(Decimal),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePaymentRequest {
+    /// `"500.00"`, or `{"value": "500.00", "currency": "DKK"}` in the case's currency.
+    pub amount: PaymentAmount,
+    /// Date or date-time; now when absent.
+    pub paid_at: Option<String>,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResponse {
+    pub payment_id: String,
+    pub case_id: String,
+    pub amount: AmountView,
+    pub paid_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+impl From<Payment> for PaymentResponse {
+    fn from(p: Payment) -> Self {
+        Self {
+            amount: AmountView { value: p.amount.value(), currency: p.amount.currency().to_string() },
+            payment_id: p.id,
+            case_id: p.case_id,
+            paid_at: rfc3339(p.paid_at),
+            reference: p.reference,
+            created_by: p.created_by,
+            created_at: rfc3339(p.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentList {
+    pub payments: Vec<PaymentResponse>,
+}
+
+fn instant(field: &str, s: Option<&str>) -> ApiResult<i64> {
+    match s {
+        None => Ok(now_micros()),
+        Some(s) => parse_instant(s)
+            .map(to_micros)
+            .ok_or_else(|| invalid(format!("{field} {s:?} is not a date or an RFC 3339 date-time"))),
+    }
+}
+
+#[utoipa::path(post, path = "/api/cases/{caseId}/payments", tag = "cases", params(("caseId" = String, Path)), request_body = CreatePaymentRequest,
+    responses((status = 201, body = PaymentResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn create_payment(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Json(req): Json<CreatePaymentRequest>,
+) -> ApiResult<(StatusCode, axum::Json<PaymentResponse>)> {
+    let id = case_id(&raw)?;
+    let (value, currency) = match &req.amount {
+        PaymentAmount::Object(a) => (&a.value.0, Some(a.currency.as_str())),
+        PaymentAmount::Plain(d) => (&d.0, None),
+    };
+    let amount_minor = parse_minor(value)?;
+    if let Some(currency) = currency {
+        let case = state.store.get_case(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+        if case.amount.currency() != currency {
+            return Err(ApiError::unprocessable(
+                "currency_mismatch",
+                format!("the case is in {}, the payment in {currency}", case.amount.currency()),
+            ));
+        }
+    }
+    let new = NewPayment {
+        amount_minor,
+        paid_at: instant("paidAt", req.paid_at.as_deref())?,
+        reference: printable("reference", req.reference, 200)?,
+    };
+    let payment = state.store.add_payment(&actor, &id, new).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok((StatusCode::CREATED, axum::Json(payment.into())))
+}
+
+#[utoipa::path(get, path = "/api/cases/{caseId}/payments", tag = "cases", params(("caseId" = String, Path)),
+    responses((status = 200, body = PaymentList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn list_payments(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<PaymentList>> {
+    let id = case_id(&raw)?;
+    let payments = state.store.list_payments(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(PaymentList { payments: payments.into_iter().map(Into::into).collect() }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateDeadlineRequest {
+    pub title: String,
+    /// Date or RFC 3339 date-time.
+    pub due_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadlineResponse {
+    pub deadline_id: String,
+    pub case_id: String,
+    pub title: String,
+    pub due_at: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+impl From<Deadline> for DeadlineResponse {
+    fn from(d: Deadline) -> Self {
+        Self {
+            deadline_id: d.id,
+            case_id: d.case_id,
+            title: d.title,
+            due_at: rfc3339(d.due_at),
+            created_by: d.created_by,
+            created_at: rfc3339(d.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadlineList {
+    pub deadlines: Vec<DeadlineResponse>,
+}
+
+#[utoipa::path(post, path = "/api/cases/{caseId}/deadlines", tag = "cases", params(("caseId" = String, Path)), request_body = CreateDeadlineRequest,
+    responses((status = 201, body = DeadlineResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn create_deadline(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Json(req): Json<CreateDeadlineRequest>,
+) -> ApiResult<(StatusCode, axum::Json<DeadlineResponse>)> {
+    let id = case_id(&raw)?;
+    let title = printable("title", Some(req.title), 200)?.unwrap_or_default();
+    let due_at = instant("dueAt", Some(&req.due_at))?;
+    let deadline = state
+        .store
+        .add_deadline(&actor, &id, NewDeadline { title, due_at })
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok((StatusCode::CREATED, axum::Json(deadline.into())))
+}
+
+#[utoipa::path(get, path = "/api/cases/{caseId}/deadlines", tag = "cases", params(("caseId" = String, Path)),
+    responses((status = 200, body = DeadlineList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn list_deadlines(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<DeadlineList>> {
+    let id = case_id(&raw)?;
+    let deadlines = state.store.list_deadlines(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(DeadlineList { deadlines: deadlines.into_iter().map(Into::into).collect() }))
+}

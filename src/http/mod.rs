@@ -1,0 +1,108 @@
+//! The HTTP API: router, extractors, problem responses, one module per resource.
+
+mod cases;
+mod extract;
+mod metrics;
+mod notes;
+mod ops;
+pub mod problem;
+mod rate_limit;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Config;
+use crate::store::Store;
+pub use metrics::Metrics;
+use problem::problem_response;
+pub use rate_limit::RateLimiter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: Arc<Metrics>,
+    pub openapi: axum::body::Bytes,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "parley", description = "Communication Center for debt-collection cases."),
+    components(schemas(problem::ProblemBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The API's routes and their OpenAPI description, built from the same handler list so the
+/// document can not fall behind the code.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(cases::create_case, cases::list_cases))
+        .routes(routes!(cases::get_case, cases::update_case))
+        .routes(routes!(cases::create_payment, cases::list_payments))
+        .routes(routes!(cases::create_deadline, cases::list_deadlines))
+        .routes(routes!(notes::create_note, notes::list_notes))
+        .routes(routes!(notes::audit_log))
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi_json() -> String {
+    let (_, api) = api_routes().split_for_parts();
+    api.to_pretty_json().unwrap_or_default()
+}
+
+pub fn router(store: Store, config: Arc<Config>) -> Router {
+    let (api, openapi) = api_routes().split_for_parts();
+    let state = AppState {
+        store,
+        limiter: Arc::new(RateLimiter::new(config.rate_limit_per_minute)),
+        metrics: Arc::new(Metrics::default()),
+        openapi: openapi.to_pretty_json().unwrap_or_default().into(),
+        config: config.clone(),
+    };
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/docs", get(ops::docs))
+        .route("/docs/swagger-ui-bundle.js", get(ops::docs_js))
+        .route("/docs/swagger-ui.css", get(ops::docs_css))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_json_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::observe))
+        .layer(CatchPanicLayer::custom(|_| {
+            problem_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle this request", Default::default())
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    problem_response(StatusCode::NOT_FOUND, "not_found", "no such resource", Default::default()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    problem_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not accept that method", Default::default())
+}

@@ -1,0 +1,175 @@
+//! `/api/cases/{caseId}/notes` and `/api/cases/{caseId}/audit-log`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::cases::case_id;
+use super::extract::{Auth, Json, Query, page_limit};
+use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::domain::time::rfc3339;
+use crate::domain::{NoteVisibility, Tag};
+use crate::store::{AuditEntry, NewNote, Note, NoteFilter};
+
+const MAX_NOTE_CHARS: usize = 20_000;
+const MAX_TAGS: usize = 20;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateNoteRequest {
+    pub note: String,
+    /// `internal` (default): the case's creditor, partner and admins; `private`: your party only.
+    pub visibility: Option<String>,
+    /// e.g. `call_log`
+    pub category: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoteResponse {
+    pub note_id: String,
+    pub case_id: String,
+    pub note: String,
+    pub visibility: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+impl From<Note> for NoteResponse {
+    fn from(n: Note) -> Self {
+        Self {
+            note_id: n.id,
+            case_id: n.case_id,
+            note: n.note,
+            visibility: n.visibility,
+            category: n.category,
+            tags: n.tags,
+            created_at: rfc3339(n.created_at),
+            created_by: n.created_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoteList {
+    pub notes: Vec<NoteResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct NoteQuery {
+    pub category: Option<String>,
+    pub tag: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/cases/{caseId}/notes", tag = "notes", params(("caseId" = String, Path)), request_body = CreateNoteRequest,
+    responses((status = 201, body = NoteResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn create_note(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Json(req): Json<CreateNoteRequest>,
+) -> ApiResult<(StatusCode, axum::Json<NoteResponse>)> {
+    let id = case_id(&raw)?;
+    if req.note.trim().is_empty() || req.note.chars().count() > MAX_NOTE_CHARS || req.note.contains('\0') {
+        return Err(ApiError::unprocessable("validation_failed", format!("note must be 1 to {MAX_NOTE_CHARS} characters")));
+    }
+    if req.tags.len() > MAX_TAGS {
+        return Err(ApiError::unprocessable("validation_failed", format!("at most {MAX_TAGS} tags")));
+    }
+    let new = NewNote {
+        note: req.note,
+        visibility: req.visibility.as_deref().map(NoteVisibility::parse).transpose()?.unwrap_or(NoteVisibility::Internal),
+        category: req.category.as_deref().map(|c| Tag::parse("category", c)).transpose()?,
+        tags: req.tags.iter().map(|t| Tag::parse("tag", t)).collect::<Result<_, _>>()?,
+    };
+    let note = state.store.add_note(&actor, &id, new).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok((StatusCode::CREATED, axum::Json(note.into())))
+}
+
+#[utoipa::path(get, path = "/api/cases/{caseId}/notes", tag = "notes", params(("caseId" = String, Path), NoteQuery),
+    responses((status = 200, body = NoteList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn list_notes(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Query(q): Query<NoteQuery>,
+) -> ApiResult<axum::Json<NoteList>> {
+    let id = case_id(&raw)?;
+    let filter = NoteFilter { category: q.category, tag: q.tag, cursor: q.cursor, limit: page_limit(q.limit)? };
+    let page = state.store.list_notes(&actor, &id, filter).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(NoteList { notes: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntryResponse {
+    pub entry_id: i64,
+    /// e.g. `case.created`, `note.created`, `document.downloaded`
+    pub action: String,
+    /// The acting party's name (its token's label where set).
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_party_id: Option<String>,
+    pub target_type: String,
+    pub target_id: String,
+    pub at: String,
+}
+
+impl From<AuditEntry> for AuditEntryResponse {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            entry_id: e.id,
+            action: e.action,
+            actor: e.actor_name,
+            actor_party_id: e.actor_party_id,
+            target_type: e.target_type,
+            target_id: e.target_id,
+            at: rfc3339(e.at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLog {
+    pub entries: Vec<AuditEntryResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/cases/{caseId}/audit-log", tag = "audit", params(("caseId" = String, Path), AuditQuery),
+    responses((status = 200, body = AuditLog), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<axum::Json<AuditLog>> {
+    let id = case_id(&raw)?;
+    let limit = match q.limit {
+        None => 200,
+        Some(n) if (1..=1000).contains(&n) => n,
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 1000")),
+    };
+    let page = state.store.list_audit(&actor, &id, q.cursor.as_deref(), limit).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(AuditLog { entries: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+}

@@ -1,0 +1,83 @@
+//! parley: a Communication Center for debt-collection cases.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::crypto::KeyRing;
+use crate::store::Store;
+
+/// A built application: configuration checked, database migrated, ready to serve.
+pub struct App {
+    config: Arc<Config>,
+    store: Store,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        store.migrate().await?;
+        Ok(Self { config: Arc::new(config), store })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let router = http::router(self.store.clone(), self.config.clone());
+        tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the database named by the configuration, with the key ring for sealed columns.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let keys = KeyRing::load(config.master_key, &config.old_master_keys, &config.data_dir)?;
+    Store::connect(config.database_url.expose(), config.database_max_connections, Arc::new(keys)).await
+}
+
+/// `parley serve`: bind, build, serve until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
+    let app = App::build(config).await?;
+    app.run(listener, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}

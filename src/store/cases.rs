@@ -1,0 +1,476 @@
+//! Cases, their payments and deadlines.
+
+use chrono::{Datelike, NaiveDate, Utc};
+use serde_json::json;
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit, encode_cursor};
+use crate::domain::party::Actor;
+use crate::domain::time::{Micros, now_micros};
+use crate::domain::{CaseId, CaseNumber, CaseStatus, Debtor, Money, PartyKind, prefixed_id};
+
+pub struct NewCase {
+    pub case_number: Option<CaseNumber>,
+    pub creditor_id: String,
+    pub partner_id: Option<String>,
+    pub debtor: Debtor,
+    pub amount: Money,
+    pub invoice_number: Option<String>,
+    pub due_date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseView {
+    pub id: String,
+    pub case_number: String,
+    pub status: String,
+    pub creditor_id: String,
+    pub partner_id: Option<String>,
+    pub debtor: Debtor,
+    pub amount: Money,
+    pub paid_minor: i64,
+    pub invoice_number: Option<String>,
+    pub due_date: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// A change to a case; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Default)]
+pub struct CasePatch {
+    pub status: Option<CaseStatus>,
+    pub partner_id: Option<Option<String>>,
+    pub debtor_name: Option<String>,
+    pub debtor_email: Option<Option<String>>,
+    pub debtor_phone: Option<Option<String>>,
+    pub debtor_language: Option<Option<String>>,
+    pub debtor_timezone: Option<Option<String>>,
+}
+
+pub struct ListCases {
+    pub status: Option<CaseStatus>,
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+pub struct NewPayment {
+    pub amount_minor: i64,
+    pub paid_at: Micros,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Payment {
+    pub id: String,
+    pub case_id: String,
+    pub amount: Money,
+    pub paid_at: Micros,
+    pub reference: Option<String>,
+    pub created_by: String,
+    pub created_at: Micros,
+}
+
+pub struct NewDeadline {
+    pub title: String,
+    pub due_at: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    pub id: String,
+    pub case_id: String,
+    pub title: String,
+    pub due_at: Micros,
+    pub created_by: String,
+    pub created_at: Micros,
+}
+
+/// The case columns every read selects, with the sum of its payments.
+const CASE_SELECT: &str = "SELECT c.id, c.case_number, c.status, c.creditor_id, c.partner_id, c.debtor_sealed, \
+     c.amount_minor, c.currency, c.invoice_number, c.due_date, c.created_at, c.updated_at, \
+     CAST(COALESCE((SELECT SUM(p.amount_minor) FROM payments p WHERE p.case_id = c.id), 0) AS BIGINT) AS paid_minor \
+     FROM cases c";
+
+/// The visibility rule over `cases c`, with `$party` the acting party and `$admin` its admin
+/// flag: a creditor sees the cases it owns, a partner those assigned to it, an admin all.
+pub(crate) fn visible(party: u8, admin: u8) -> String {
+    format!("(c.creditor_id = ${party} OR c.partner_id = ${party} OR ${admin} = 1)")
+}
+
+fn debtor_context(case_id: &str) -> String {
+    format!("case:{case_id}:debtor")
+}
+
+impl Store {
+    fn case_from_row(&self, row: &AnyRow) -> StoreResult<CaseView> {
+        let id: String = row.try_get("id")?;
+        let sealed: Vec<u8> = row.try_get("debtor_sealed")?;
+        let debtor: Debtor = serde_json::from_slice(&self.keys.open(&debtor_context(&id), &sealed).map_err(anyhow::Error::from)?)
+            .map_err(anyhow::Error::from)?;
+        let currency: String = row.try_get("currency")?;
+        Ok(CaseView {
+            case_number: row.try_get("case_number")?,
+            status: row.try_get("status")?,
+            creditor_id: row.try_get("creditor_id")?,
+            partner_id: row.try_get("partner_id")?,
+            debtor,
+            amount: Money {
+                minor: row.try_get("amount_minor")?,
+                currency: crate::domain::case::parse_currency(&currency).map_err(|e| anyhow::anyhow!(e))?,
+            },
+            paid_minor: row.try_get("paid_minor")?,
+            invoice_number: row.try_get("invoice_number")?,
+            due_date: row.try_get("due_date")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            id,
+        })
+    }
+
+    fn seal_debtor(&self, case_id: &str, debtor: &Debtor) -> (Vec<u8>, Option<String>, Option<String>) {
+        let json = serde_json::to_vec(debtor).expect("a debtor serialises");
+        (
+            self.keys.seal(&debtor_context(case_id), &json),
+            debtor.email.as_deref().map(|e| self.keys.blind_index("email", &e.to_lowercase())),
+            debtor.phone.as_deref().map(|p| self.keys.blind_index("phone", p)),
+        )
+    }
+
+    async fn require_party_kind(conn: &mut AnyConnection, id: &str, kind: PartyKind, field: &str) -> StoreResult<()> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM parties WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+        if found.as_deref() == Some(kind.as_str()) {
+            Ok(())
+        } else {
+            Err(StoreError::invalid("invalid_party", format!("{field} {id:?} is not a {kind} party")))
+        }
+    }
+
+    pub async fn create_case(&self, actor: &Actor, new: NewCase) -> StoreResult<CaseView> {
+        let id = CaseId::new().to_string();
+        let mut tx = self.writer.begin().await?;
+        Self::require_party_kind(&mut tx, &new.creditor_id, PartyKind::Creditor, "creditorId").await?;
+        if let Some(partner) = &new.partner_id {
+            Self::require_party_kind(&mut tx, partner, PartyKind::Partner, "partnerId").await?;
+        }
+        let given = new.case_number.is_some();
+        let mut case_number = match new.case_number {
+            Some(n) => n,
+            None => next_case_number(&mut tx).await?,
+        };
+        let (sealed, email_index, phone_index) = self.seal_debtor(&id, &new.debtor);
+        let now = now_micros();
+        // A generated number can meet one a creditor chose by hand; draw the next one.
+        for attempt in 0.. {
+            let inserted = sqlx::query(
+                "INSERT INTO cases (id, case_number, creditor_id, partner_id, status, debtor_sealed, debtor_email_index, \
+                 debtor_phone_index, debtor_language, debtor_timezone, amount_minor, currency, invoice_number, due_date, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
+                 ON CONFLICT (case_number) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(case_number.as_str())
+            .bind(&new.creditor_id)
+            .bind(new.partner_id.as_deref())
+            .bind(&sealed)
+            .bind(email_index.as_deref())
+            .bind(phone_index.as_deref())
+            .bind(new.debtor.language.as_deref())
+            .bind(new.debtor.timezone.as_deref())
+            .bind(new.amount.minor)
+            .bind(new.amount.currency())
+            .bind(new.invoice_number.as_deref())
+            .bind(new.due_date.map(|d| d.to_string()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                break;
+            }
+            if given || attempt >= 100 {
+                return Err(StoreError::Conflict("case_number_taken"));
+            }
+            case_number = next_case_number(&mut tx).await?;
+        }
+        audit(&mut tx, Some(&id), actor, "case.created", "case", &id).await?;
+        emit(&mut tx, "case.created", Some(&id), &json!({"caseId": id, "caseNumber": case_number.as_str()})).await?;
+        tx.commit().await?;
+        Ok(CaseView {
+            id,
+            case_number: case_number.as_str().to_string(),
+            status: CaseStatus::Open.as_str().to_string(),
+            creditor_id: new.creditor_id,
+            partner_id: new.partner_id,
+            debtor: new.debtor,
+            amount: new.amount,
+            paid_minor: 0,
+            invoice_number: new.invoice_number,
+            due_date: new.due_date.map(|d| d.to_string()),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    pub async fn get_case(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<CaseView>> {
+        let row = sqlx::query(&format!("{CASE_SELECT} WHERE c.id = $1 AND {}", visible(2, 3)))
+            .bind(case_id)
+            .bind(actor.party_id.as_str())
+            .bind(admin_flag(actor))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| self.case_from_row(&r)).transpose()
+    }
+
+    /// True when the case exists and the actor may see it; the guard of every case-scoped verb.
+    pub(crate) async fn case_visible(conn: &mut AnyConnection, actor: &Actor, case_id: &str, lock: &str) -> StoreResult<bool> {
+        let found: Option<String> = sqlx::query_scalar(&format!("SELECT c.id FROM cases c WHERE c.id = $1 AND {}{lock}", visible(2, 3)))
+            .bind(case_id)
+            .bind(actor.party_id.as_str())
+            .bind(admin_flag(actor))
+            .fetch_optional(conn)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn list_cases(&self, actor: &Actor, q: ListCases) -> StoreResult<(Page<CaseView>, i64)> {
+        let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+        let status = q.status.map(CaseStatus::as_str);
+        let rows = sqlx::query(&format!(
+            "{CASE_SELECT} WHERE {} AND ($3 IS NULL OR c.status = $3) AND ($4 IS NULL OR c.id < $4) \
+             ORDER BY c.id DESC LIMIT $5",
+            visible(1, 2)
+        ))
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .bind(status)
+        .bind(cursor.as_deref())
+        .bind(q.limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM cases c WHERE {} AND ($3 IS NULL OR c.status = $3)",
+            visible(1, 2)
+        ))
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(|r| self.case_from_row(r)).collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = page_cursor(&mut items, q.limit, |c| &c.id);
+        Ok((Page { items, next_cursor }, total))
+    }
+
+    pub async fn update_case(&self, actor: &Actor, case_id: &str, patch: CasePatch) -> StoreResult<Option<CaseView>> {
+        let mut tx = self.writer.begin().await?;
+        if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!("{CASE_SELECT} WHERE c.id = $1")).bind(case_id).fetch_one(&mut *tx).await?;
+        let mut case = self.case_from_row(&row)?;
+        let now = now_micros();
+
+        if let Some(status) = patch.status.filter(|s| s.as_str() != case.status) {
+            let previous = std::mem::replace(&mut case.status, status.as_str().to_string());
+            audit(&mut tx, Some(case_id), actor, "case.status_changed", "case", case_id).await?;
+            let payload = json!({"caseId": case_id, "caseNumber": case.case_number, "previousStatus": previous, "status": case.status});
+            emit(&mut tx, "case.status_changed", Some(case_id), &payload).await?;
+        }
+        if let Some(partner) = patch.partner_id.filter(|p| *p != case.partner_id) {
+            if let Some(p) = &partner {
+                Self::require_party_kind(&mut tx, p, PartyKind::Partner, "partnerId").await?;
+            }
+            case.partner_id = partner;
+            audit(&mut tx, Some(case_id), actor, "case.partner_changed", "case", case_id).await?;
+        }
+        let before = case.debtor.clone();
+        let d = &mut case.debtor;
+        if let Some(name) = patch.debtor_name {
+            d.name = name;
+        }
+        if let Some(v) = patch.debtor_email {
+            d.email = v;
+        }
+        if let Some(v) = patch.debtor_phone {
+            d.phone = v;
+        }
+        if let Some(v) = patch.debtor_language {
+            d.language = v;
+        }
+        if let Some(v) = patch.debtor_timezone {
+            d.timezone = v;
+        }
+        if case.debtor != before {
+            audit(&mut tx, Some(case_id), actor, "case.debtor_updated", "case", case_id).await?;
+        }
+        let (sealed, email_index, phone_index) = self.seal_debtor(case_id, &case.debtor);
+        case.updated_at = now;
+        sqlx::query(
+            "UPDATE cases SET status = $2, partner_id = $3, debtor_sealed = $4, debtor_email_index = $5, \
+             debtor_phone_index = $6, debtor_language = $7, debtor_timezone = $8, updated_at = $9 WHERE id = $1",
+        )
+        .bind(case_id)
+        .bind(&case.status)
+        .bind(case.partner_id.as_deref())
+        .bind(&sealed)
+        .bind(email_index.as_deref())
+        .bind(phone_index.as_deref())
+        .bind(case.debtor.language.as_deref())
+        .bind(case.debtor.timezone.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(case))
+    }
+
+    pub async fn add_payment(&self, actor: &Actor, case_id: &str, new: NewPayment) -> StoreResult<Option<Payment>> {
+        let mut tx = self.writer.begin().await?;
+        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let currency: String =
+            sqlx::query_scalar("SELECT currency FROM cases WHERE id = $1").bind(case_id).fetch_one(&mut *tx).await?;
+        let payment = Payment {
+            id: prefixed_id("pay"),
+            case_id: case_id.to_string(),
+            amount: Money::parse(&crate::domain::case::format_minor(new.amount_minor), &currency)
+                .map_err(|e| anyhow::anyhow!(e))?,
+            paid_at: new.paid_at,
+            reference: new.reference,
+            created_by: actor.name.clone(),
+            created_at: now_micros(),
+        };
+        sqlx::query(
+            "INSERT INTO payments (id, case_id, amount_minor, currency, paid_at, reference, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&payment.id)
+        .bind(case_id)
+        .bind(payment.amount.minor)
+        .bind(&currency)
+        .bind(payment.paid_at)
+        .bind(payment.reference.as_deref())
+        .bind(&payment.created_by)
+        .bind(payment.created_at)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut tx, Some(case_id), actor, "payment.recorded", "payment", &payment.id).await?;
+        let payload = json!({"caseId": case_id, "paymentId": payment.id, "amount": {"value": payment.amount.value(), "currency": currency}});
+        emit(&mut tx, "payment.received", Some(case_id), &payload).await?;
+        tx.commit().await?;
+        Ok(Some(payment))
+    }
+
+    pub async fn list_payments(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<Vec<Payment>>> {
+        let mut conn = self.pool.acquire().await?;
+        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT id, case_id, amount_minor, currency, paid_at, reference, created_by, created_at FROM payments \
+             WHERE case_id = $1 ORDER BY id",
+        )
+        .bind(case_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let currency: String = r.try_get(3)?;
+                Ok(Payment {
+                    id: r.try_get(0)?,
+                    case_id: r.try_get(1)?,
+                    amount: Money {
+                        minor: r.try_get(2)?,
+                        currency: crate::domain::case::parse_currency(&currency).map_err(|e| anyhow::anyhow!(e))?,
+                    },
+                    paid_at: r.try_get(4)?,
+                    reference: r.try_get(5)?,
+                    created_by: r.try_get(6)?,
+                    created_at: r.try_get(7)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    pub async fn add_deadline(&self, actor: &Actor, case_id: &str, new: NewDeadline) -> StoreResult<Option<Deadline>> {
+        let mut tx = self.writer.begin().await?;
+        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let deadline = Deadline {
+            id: prefixed_id("ddl"),
+            case_id: case_id.to_string(),
+            title: new.title,
+            due_at: new.due_at,
+            created_by: actor.name.clone(),
+            created_at: now_micros(),
+        };
+        sqlx::query(
+            "INSERT INTO deadlines (id, case_id, title, due_at, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&deadline.id)
+        .bind(case_id)
+        .bind(&deadline.title)
+        .bind(deadline.due_at)
+        .bind(&deadline.created_by)
+        .bind(deadline.created_at)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut tx, Some(case_id), actor, "deadline.created", "deadline", &deadline.id).await?;
+        tx.commit().await?;
+        Ok(Some(deadline))
+    }
+
+    pub async fn list_deadlines(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<Vec<Deadline>>> {
+        let mut conn = self.pool.acquire().await?;
+        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT id, case_id, title, due_at, created_by, created_at FROM deadlines WHERE case_id = $1 ORDER BY due_at, id",
+        )
+        .bind(case_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Deadline {
+                    id: r.try_get(0)?,
+                    case_id: r.try_get(1)?,
+                    title: r.try_get(2)?,
+                    due_at: r.try_get(3)?,
+                    created_by: r.try_get(4)?,
+                    created_at: r.try_get(5)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
+    }
+}
+
+async fn next_case_number(conn: &mut AnyConnection) -> StoreResult<CaseNumber> {
+    let year = Utc::now().year();
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO case_number_counters (year, last_value) VALUES ($1, 1) \
+         ON CONFLICT (year) DO UPDATE SET last_value = case_number_counters.last_value + 1 RETURNING last_value",
+    )
+    .bind(year)
+    .fetch_one(conn)
+    .await?;
+    Ok(CaseNumber::generated(year, seq))
+}
+
+/// Trims a page fetched with one row extra and returns the cursor of the next page.
+pub(crate) fn page_cursor<T>(items: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> Option<String> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| encode_cursor(id(last)))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,236 @@
+//! Storage: the only place with SQL. One interface of domain verbs over two backends,
+//! SQLite (the default) and PostgreSQL, chosen by the URL's scheme. Queries are written once
+//! in the SQL both dialects share (`$n` parameters, `RETURNING`, `ON CONFLICT`) and checked at
+//! run time; each backend has its own migrations folder.
+//!
+//! Tenancy is enforced here, in the `WHERE` clause: every case-scoped verb takes the acting
+//! party and finds only the cases that party may see.
+
+mod audit;
+mod cases;
+mod notes;
+mod parties;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyConnection;
+use sqlx::{AnyPool, Executor};
+
+pub use audit::AuditEntry;
+pub use cases::{CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment};
+pub use notes::{NewNote, Note, NoteFilter};
+
+use crate::crypto::KeyRing;
+use crate::domain::party::Actor;
+use crate::domain::time::now_micros;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors a caller can act on; everything else is an internal failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{detail}")]
+    Invalid { code: &'static str, detail: String },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl StoreError {
+    pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Invalid { code, detail: detail.into() }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A page of a list and the cursor of the next one.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    /// Readers. On PostgreSQL also the writers.
+    pool: AnyPool,
+    /// Writers. On SQLite one connection, so writers queue in the process instead of
+    /// failing with SQLITE_BUSY when two transactions both want the write lock.
+    writer: AnyPool,
+    backend: Backend,
+    keys: Arc<KeyRing>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .context("connecting to PostgreSQL")?;
+            return Ok(Self { writer: pool.clone(), pool, backend: Backend::Postgres, keys });
+        }
+        let url = sqlite_url(url)?;
+        let options = |n: u32| {
+            AnyPoolOptions::new()
+                .max_connections(n)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn: &mut AnyConnection, _| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+        };
+        let writer = options(1).connect(&url).await.context("opening the SQLite database")?;
+        let pool = options(max_connections.max(2)).connect(&url).await.context("opening the SQLite database")?;
+        Ok(Self { pool, writer, backend: Backend::Sqlite, keys })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.writer).await.context("applying database migrations")?;
+        Ok(())
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// `sqlite://PATH` with the folder created and `mode=rwc`, so a new install starts empty.
+fn sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| anyhow::anyhow!("not a SQLite URL"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let query = if query.is_empty() { "mode=rwc".to_string() } else { query.to_string() };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// An entry of the audit log, written in the transaction of the change it records.
+pub(crate) async fn audit(
+    conn: &mut AnyConnection,
+    case_id: Option<&str>,
+    actor: &Actor,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(case_id)
+    .bind(actor.party_id.as_str())
+    .bind(&actor.name)
+    .bind(action)
+    .bind(target_type)
+    .bind(target_id)
+    .bind(now_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An event for the outbox, written in the transaction of the change it reports.
+pub(crate) async fn emit(
+    conn: &mut AnyConnection,
+    event_type: &str,
+    case_id: Option<&str>,
+    payload: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO events (event_type, case_id, payload, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(event_type)
+        .bind(case_id)
+        .bind(payload.to_string())
+        .bind(now_micros())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Cursor of keyset pagination: the last id of the page, opaque to clients.
+pub(crate) fn encode_cursor(id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| StoreError::invalid("invalid_cursor", "cursor is not one this API issued"))
+}
+
+impl Backend {
+    /// Row lock for read-modify-write on PostgreSQL; SQLite's single writer already
+    /// serialises them.
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Admin flag as bound into visibility predicates.
+pub(crate) fn admin_flag(actor: &Actor) -> i64 {
+    i64::from(actor.is_admin())
+}

@@ -1,0 +1,143 @@
+//! Notes on a case: sealed text, visibility, category and tags.
+
+use serde_json::json;
+use sqlx::Row;
+
+use super::cases::page_cursor;
+use super::{Page, Store, StoreResult, audit, decode_cursor, emit};
+use crate::domain::party::Actor;
+use crate::domain::time::{Micros, now_micros};
+use crate::domain::{NoteId, NoteVisibility, Tag};
+
+pub struct NewNote {
+    pub note: String,
+    pub visibility: NoteVisibility,
+    pub category: Option<Tag>,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub id: String,
+    pub case_id: String,
+    pub note: String,
+    pub visibility: String,
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    pub created_by: String,
+    pub created_at: Micros,
+}
+
+pub struct NoteFilter {
+    pub category: Option<String>,
+    pub tag: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+fn note_context(note_id: &str) -> String {
+    format!("note:{note_id}")
+}
+
+impl Store {
+    pub async fn add_note(&self, actor: &Actor, case_id: &str, new: NewNote) -> StoreResult<Option<Note>> {
+        let mut tx = self.writer.begin().await?;
+        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let id = NoteId::new().to_string();
+        let now = now_micros();
+        sqlx::query(
+            "INSERT INTO notes (id, case_id, author_party_id, created_by, visibility, category, note_sealed, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(case_id)
+        .bind(actor.party_id.as_str())
+        .bind(&actor.name)
+        .bind(new.visibility.as_str())
+        .bind(new.category.as_ref().map(Tag::as_str))
+        .bind(self.keys.seal_str(&note_context(&id), &new.note))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut tags: Vec<String> = new.tags.into_iter().map(Tag::into_string).collect();
+        tags.sort();
+        tags.dedup();
+        for tag in &tags {
+            sqlx::query("INSERT INTO note_tags (note_id, tag) VALUES ($1, $2)").bind(&id).bind(tag).execute(&mut *tx).await?;
+        }
+        audit(&mut tx, Some(case_id), actor, "note.created", "note", &id).await?;
+        if new.visibility == NoteVisibility::Internal {
+            let payload = json!({"noteId": id, "caseId": case_id, "category": new.category.as_ref().map(Tag::as_str), "createdBy": actor.name});
+            emit(&mut tx, "note.created", Some(case_id), &payload).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(Note {
+            id,
+            case_id: case_id.to_string(),
+            note: new.note,
+            visibility: new.visibility.as_str().to_string(),
+            category: new.category.map(Tag::into_string),
+            tags,
+            created_by: actor.name.clone(),
+            created_at: now,
+        }))
+    }
+
+    /// Notes of a case the actor may read: all internal ones and its own private ones,
+    /// newest first.
+    pub async fn list_notes(&self, actor: &Actor, case_id: &str, filter: NoteFilter) -> StoreResult<Option<Page<Note>>> {
+        let mut conn = self.pool.acquire().await?;
+        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let cursor = filter.cursor.as_deref().map(decode_cursor).transpose()?;
+        let rows = sqlx::query(
+            "SELECT n.id, n.created_by, n.visibility, n.category, n.note_sealed, n.created_at FROM notes n \
+             WHERE n.case_id = $1 AND (n.visibility = 'internal' OR n.author_party_id = $2) \
+             AND ($3 IS NULL OR n.category = $3) \
+             AND ($4 IS NULL OR EXISTS (SELECT 1 FROM note_tags t WHERE t.note_id = n.id AND t.tag = $4)) \
+             AND ($5 IS NULL OR n.id < $5) ORDER BY n.id DESC LIMIT $6",
+        )
+        .bind(case_id)
+        .bind(actor.party_id.as_str())
+        .bind(filter.category.as_deref())
+        .bind(filter.tag.as_deref())
+        .bind(cursor.as_deref())
+        .bind(filter.limit + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut notes = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get(0)?;
+            let sealed: Vec<u8> = r.try_get(4)?;
+            notes.push(Note {
+                note: self.keys.open_string(&note_context(&id), &sealed)?,
+                case_id: case_id.to_string(),
+                created_by: r.try_get(1)?,
+                visibility: r.try_get(2)?,
+                category: r.try_get(3)?,
+                tags: Vec::new(),
+                created_at: r.try_get(5)?,
+                id,
+            });
+        }
+        let next_cursor = page_cursor(&mut notes, filter.limit, |n| &n.id);
+        if !notes.is_empty() {
+            let placeholders: Vec<String> = (1..=notes.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT note_id, tag FROM note_tags WHERE note_id IN ({}) ORDER BY tag", placeholders.join(", "));
+            let mut query = sqlx::query(&sql);
+            for n in &notes {
+                query = query.bind(&n.id);
+            }
+            for r in query.fetch_all(&mut *conn).await? {
+                let note_id: String = r.try_get(0)?;
+                if let Some(n) = notes.iter_mut().find(|n| n.id == note_id) {
+                    n.tags.push(r.try_get(1)?);
+                }
+            }
+        }
+        Ok(Some(Page { items: notes, next_cursor }))
+    }
+}
