@@ -143,7 +143,13 @@ impl Config {
         for key in KEYS {
             let name = format!("PARLEY_{}", key.to_ascii_uppercase());
             if let Some((_, v)) = env.iter().find(|(k, _)| *k == name) {
-                raw.insert(key, Raw { value: v.clone(), name });
+                raw.insert(
+                    key,
+                    Raw {
+                        value: v.clone(),
+                        name,
+                    },
+                );
             }
         }
         Self::parse(&raw)
@@ -154,22 +160,30 @@ impl Config {
         let mut raw = BTreeMap::new();
         raw.insert(
             "data_dir",
-            Raw { value: data_dir.display().to_string(), name: "data_dir".into() },
+            Raw {
+                value: data_dir.display().to_string(),
+                name: "data_dir".into(),
+            },
         );
         Self::parse(&raw).expect("defaults are valid")
     }
 
     fn parse(raw: &BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
         let http_addr: SocketAddr = opt(raw, "http_addr", |v| {
-            v.parse().map_err(|_| format!("not a socket address: {v:?}"))
+            v.parse()
+                .map_err(|_| format!("not a socket address: {v:?}"))
         })?
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let public_url = opt(raw, "public_url", |v| parse_http_url(v).map(|()| v.trim_end_matches('/').to_string()))?
-            .unwrap_or_else(|| format!("http://{http_addr}"));
+        let public_url = opt(raw, "public_url", |v| {
+            parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
+        })?
+        .unwrap_or_else(|| format!("http://{http_addr}"));
         let data_dir = opt(raw, "data_dir", |v| Ok(PathBuf::from(v)))?
             .unwrap_or_else(|| PathBuf::from("./parley-data"));
-        let database_url = opt(raw, "database_url", |v| parse_database_url(v).map(|()| v.to_string()))?
-            .unwrap_or_else(|| format!("sqlite://{}/parley.db", data_dir.display()));
+        let database_url = opt(raw, "database_url", |v| {
+            parse_database_url(v).map(|()| v.to_string())
+        })?
+        .unwrap_or_else(|| format!("sqlite://{}/parley.db", data_dir.display()));
         let database_max_connections = opt(raw, "database_max_connections", |v| {
             match v.parse::<u32>() {
                 Ok(n) if (1..=1000).contains(&n) => Ok(n),
@@ -181,21 +195,32 @@ impl Config {
             if v.starts_with("file://") || v.starts_with("s3://") {
                 Ok(v.to_string())
             } else {
-                Err(format!("unsupported scheme {:?}: expected file:// or s3://", scheme(v)))
+                Err(format!(
+                    "unsupported scheme {:?}: expected file:// or s3://",
+                    scheme(v)
+                ))
             }
         })?
         .unwrap_or_else(|| format!("file://{}/documents", data_dir.display()));
         let master_key = opt(raw, "master_key", parse_key)?;
         let old_master_keys = opt(raw, "old_master_keys", |v| {
-            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_key).collect()
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(parse_key)
+                .collect()
         })?
         .unwrap_or_default();
         let smtp_url = opt(raw, "smtp_url", |v| match scheme(v) {
             "smtp" | "smtps" => Ok(Secret::new(v)),
-            other => Err(format!("unsupported scheme {other:?}: expected smtp:// or smtps://")),
+            other => Err(format!(
+                "unsupported scheme {other:?}: expected smtp:// or smtps://"
+            )),
         })?;
         let email_from = opt(raw, "email_from", |v| {
-            crate::domain::EmailAddress::parse(v).map(|_| v.to_string()).map_err(|e| e.to_string())
+            crate::domain::EmailAddress::parse(v)
+                .map(|_| v.to_string())
+                .map_err(|e| e.to_string())
         })?
         .unwrap_or_else(|| "noreply@localhost".into());
         let inbound_domain = opt(raw, "inbound_domain", |v| {
@@ -207,17 +232,24 @@ impl Config {
         })?
         .unwrap_or_else(|| "localhost".into());
         let inbound_smtp_addr = opt(raw, "inbound_smtp_addr", |v| {
-            v.parse().map_err(|_| format!("not a socket address: {v:?}"))
+            v.parse()
+                .map_err(|_| format!("not a socket address: {v:?}"))
         })?;
         let imap_url = opt(raw, "imap_url", |v| match scheme(v) {
             "imap" | "imaps" => Ok(Secret::new(v)),
-            other => Err(format!("unsupported scheme {other:?}: expected imap:// or imaps://")),
+            other => Err(format!(
+                "unsupported scheme {other:?}: expected imap:// or imaps://"
+            )),
         })?;
-        let sms_url = opt(raw, "sms_url", |v| parse_http_url(v).map(|()| v.trim_end_matches('/').to_string()))?;
+        let sms_url = opt(raw, "sms_url", |v| {
+            parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
+        })?;
         let sms_account = opt(raw, "sms_account", |v| Ok(v.to_string()))?;
         let sms_token = opt(raw, "sms_token", |v| Ok(Secret::new(v)))?;
         let sms_from = opt(raw, "sms_from", |v| {
-            crate::domain::PhoneNumber::parse(v).map(|_| v.to_string()).map_err(|e| e.to_string())
+            crate::domain::PhoneNumber::parse(v)
+                .map(|_| v.to_string())
+                .map_err(|e| e.to_string())
         })?;
         let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
             .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
@@ -225,33 +257,52 @@ impl Config {
             .unwrap_or_else(|| parse_schedule("5s,5m,30m,2h,5h,10h,10h").expect("valid default"));
         let webhook_allow_private = opt(raw, "webhook_allow_private", parse_bool)?.unwrap_or(false);
         let max_upload_bytes = opt(raw, "max_upload_bytes", |v| {
-            v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
         })?
         .unwrap_or(52_428_800);
         let max_json_bytes = opt(raw, "max_json_bytes", |v| {
-            v.parse::<usize>().ok().filter(|n| *n >= 1024).ok_or_else(|| format!("expected a number of bytes of at least 1024, got {v:?}"))
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1024)
+                .ok_or_else(|| format!("expected a number of bytes of at least 1024, got {v:?}"))
         })?
         .unwrap_or(1_048_576);
         let rate_limit_per_minute = opt(raw, "rate_limit_per_minute", |v| {
-            v.parse::<u32>().map_err(|_| format!("expected a number of requests (0 = no limit), got {v:?}"))
+            v.parse::<u32>()
+                .map_err(|_| format!("expected a number of requests (0 = no limit), got {v:?}"))
         })?
         .unwrap_or(2000);
         let frequency_cap = opt(raw, "frequency_cap", |v| {
-            if v.eq_ignore_ascii_case("off") { Ok(None) } else { FrequencyCap::parse(v).map(Some) }
+            if v.eq_ignore_ascii_case("off") {
+                Ok(None)
+            } else {
+                FrequencyCap::parse(v).map(Some)
+            }
         })?
         .unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
         let default_contact_hours = opt(raw, "default_contact_hours", |v| {
-            if v.eq_ignore_ascii_case("off") { Ok(None) } else { ContactWindow::parse(v).map(Some) }
+            if v.eq_ignore_ascii_case("off") {
+                Ok(None)
+            } else {
+                ContactWindow::parse(v).map(Some)
+            }
         })?
         .unwrap_or_else(|| ContactWindow::parse("08:00-21:00").ok());
-        let log_format = opt(raw, "log_format", |v| match v.to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(format!("expected \"text\" or \"json\", got {v:?}")),
+        let log_format = opt(raw, "log_format", |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!("expected \"text\" or \"json\", got {v:?}")),
+            }
         })?
         .unwrap_or(LogFormat::Text);
         let log_level = opt(raw, "log_level", |v| {
-            tracing_subscriber::EnvFilter::try_new(v).map(|_| v.to_string()).map_err(|e| e.to_string())
+            tracing_subscriber::EnvFilter::try_new(v)
+                .map(|_| v.to_string())
+                .map_err(|e| e.to_string())
         })?
         .unwrap_or_else(|| "info".into());
 
@@ -288,7 +339,10 @@ impl Config {
 }
 
 fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name: name.to_string(), message: message.into() }
+    ConfigError::Invalid {
+        name: name.to_string(),
+        message: message.into(),
+    }
 }
 
 fn opt<T>(
@@ -297,17 +351,22 @@ fn opt<T>(
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Option<T>, ConfigError> {
     match raw.get(key) {
-        Some(r) if !r.value.trim().is_empty() => {
-            parse(r.value.trim()).map(Some).map_err(|m| invalid(&r.name, m))
-        }
+        Some(r) if !r.value.trim().is_empty() => parse(r.value.trim())
+            .map(Some)
+            .map_err(|m| invalid(&r.name, m)),
         _ => Ok(None),
     }
 }
 
 fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
-    let file_err = |message: String| ConfigError::File { path: path.display().to_string(), message };
+    let file_err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
     for (k, v) in table {
         let Some(key) = KEYS.iter().find(|key| **key == k) else {
             return Err(file_err(format!("unknown key {k:?}")));
@@ -316,9 +375,20 @@ fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), C
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
-            other => return Err(file_err(format!("{k}: expected a string, number or boolean, got {}", other.type_str()))),
+            other => {
+                return Err(file_err(format!(
+                    "{k}: expected a string, number or boolean, got {}",
+                    other.type_str()
+                )));
+            }
         };
-        raw.insert(key, Raw { value, name: format!("{}: {k}", path.display()) });
+        raw.insert(
+            key,
+            Raw {
+                value,
+                name: format!("{}: {k}", path.display()),
+            },
+        );
     }
     Ok(())
 }
@@ -330,7 +400,9 @@ fn scheme(url: &str) -> &str {
 fn parse_http_url(v: &str) -> Result<(), String> {
     match v.split_once("://") {
         Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
-        Some((s, _)) => Err(format!("unsupported scheme {s:?}: expected http:// or https://")),
+        Some((s, _)) => Err(format!(
+            "unsupported scheme {s:?}: expected http:// or https://"
+        )),
         None => Err(format!("not a URL: {v:?}")),
     }
 }
@@ -338,14 +410,22 @@ fn parse_http_url(v: &str) -> Result<(), String> {
 fn parse_database_url(v: &str) -> Result<(), String> {
     match scheme(v) {
         "sqlite" | "postgres" | "postgresql" if v.contains("://") => Ok(()),
-        _ if !v.contains("://") => Err(format!("not a URL: expected sqlite://PATH or postgres://..., got {v:?}")),
-        other => Err(format!("unsupported scheme {other:?}: expected sqlite:// or postgres://")),
+        _ if !v.contains("://") => Err(format!(
+            "not a URL: expected sqlite://PATH or postgres://..., got {v:?}"
+        )),
+        other => Err(format!(
+            "unsupported scheme {other:?}: expected sqlite:// or postgres://"
+        )),
     }
 }
 
 fn parse_key(v: &str) -> Result<[u8; 32], String> {
-    let bytes = B64.decode(v.trim()).map_err(|_| "not valid base64".to_string())?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("expected 32 bytes, got {}", b.len()))
+    let bytes = B64
+        .decode(v.trim())
+        .map_err(|_| "not valid base64".to_string())?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("expected 32 bytes, got {}", b.len()))
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -361,14 +441,20 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)"))?;
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)")),
+        _ => {
+            return Err(format!(
+                "not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -386,7 +472,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -402,16 +491,25 @@ mod tests {
 
     #[test]
     fn unsupported_database_scheme_is_named() {
-        let err = Config::from_sources(None, &env(&[("PARLEY_DATABASE_URL", "mysql://x/y")])).unwrap_err();
-        assert_eq!(err.to_string(), "PARLEY_DATABASE_URL: unsupported scheme \"mysql\": expected sqlite:// or postgres://");
+        let err = Config::from_sources(None, &env(&[("PARLEY_DATABASE_URL", "mysql://x/y")]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PARLEY_DATABASE_URL: unsupported scheme \"mysql\": expected sqlite:// or postgres://"
+        );
     }
 
     #[test]
     fn toml_is_overridden_by_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("parley.toml");
-        std::fs::write(&path, "http_addr = \"127.0.0.1:9000\"\nrate_limit_per_minute = 10\n").unwrap();
-        let c = Config::from_sources(Some(&path), &env(&[("PARLEY_RATE_LIMIT_PER_MINUTE", "0")])).unwrap();
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:9000\"\nrate_limit_per_minute = 10\n",
+        )
+        .unwrap();
+        let c = Config::from_sources(Some(&path), &env(&[("PARLEY_RATE_LIMIT_PER_MINUTE", "0")]))
+            .unwrap();
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:9000");
         assert_eq!(c.rate_limit_per_minute, 0);
     }
@@ -421,8 +519,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("parley.toml");
         std::fs::write(&path, "master_key = \"c2hvcnQ=\"\n").unwrap();
-        let err = Config::from_sources(Some(&path), &[]).unwrap_err().to_string();
-        assert!(err.ends_with("parley.toml: master_key: expected 32 bytes, got 5"), "{err}");
+        let err = Config::from_sources(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("parley.toml: master_key: expected 32 bytes, got 5"),
+            "{err}"
+        );
     }
 
     #[test]

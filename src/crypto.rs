@@ -41,12 +41,19 @@ struct Key {
 
 impl Key {
     fn new(raw: &[u8; 32]) -> Self {
-        let digest = Sha256::new().chain_update(b"parley key id\0").chain_update(raw).finalize();
+        let digest = Sha256::new()
+            .chain_update(b"parley key id\0")
+            .chain_update(raw)
+            .finalize();
         let id = [digest[0], digest[1], digest[2], digest[3]];
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(raw).expect("any key length");
         mac.update(b"parley mac key");
         let mac_key: [u8; 32] = mac.finalize().into_bytes().into();
-        Self { id, cipher: Aes256Gcm::new(raw.into()), mac_key }
+        Self {
+            id,
+            cipher: Aes256Gcm::new(raw.into()),
+            mac_key,
+        }
     }
 }
 
@@ -58,31 +65,44 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing").field("current", &hex::encode(self.current.id)).finish_non_exhaustive()
+        f.debug_struct("KeyRing")
+            .field("current", &hex::encode(self.current.id))
+            .finish_non_exhaustive()
     }
 }
 
 impl KeyRing {
     pub fn new(current: &[u8; 32], older: &[[u8; 32]]) -> Self {
         let older = older.iter().map(Key::new).map(|k| (k.id, k)).collect();
-        Self { current: Key::new(current), older }
+        Self {
+            current: Key::new(current),
+            older,
+        }
     }
 
     /// The configured key, or the one kept in `<data>/master.key`, generated on first use.
-    pub fn load(configured: Option<[u8; 32]>, older: &[[u8; 32]], data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn load(
+        configured: Option<[u8; 32]>,
+        older: &[[u8; 32]],
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
         if let Some(key) = configured {
             return Ok(Self::new(&key, older));
         }
         let path = data_dir.join("master.key");
         if path.exists() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let bytes = B64.decode(text.trim()).with_context(|| format!("{}: not base64", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let bytes = B64
+                .decode(text.trim())
+                .with_context(|| format!("{}: not base64", path.display()))?;
             let key: [u8; 32] = bytes
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("{}: expected 32 bytes", path.display()))?;
             return Ok(Self::new(&key, older));
         }
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
         write_private(&path, B64.encode(key).as_bytes())?;
@@ -102,7 +122,13 @@ impl KeyRing {
         let ciphertext = self
             .current
             .cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: context.as_bytes() })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(HEADER + ciphertext.len());
         out.push(VERSION);
@@ -116,15 +142,25 @@ impl KeyRing {
         if sealed.len() < HEADER + 16 || sealed[0] != VERSION {
             return Err(CryptoError::Malformed);
         }
-        let id: [u8; 4] = sealed[1..5].try_into().map_err(|_| CryptoError::Malformed)?;
+        let id: [u8; 4] = sealed[1..5]
+            .try_into()
+            .map_err(|_| CryptoError::Malformed)?;
         let key = if id == self.current.id {
             &self.current
         } else {
-            self.older.get(&id).ok_or_else(|| CryptoError::UnknownKey(hex::encode(id)))?
+            self.older
+                .get(&id)
+                .ok_or_else(|| CryptoError::UnknownKey(hex::encode(id)))?
         };
         let nonce = Nonce::from_slice(&sealed[5..HEADER]);
         key.cipher
-            .decrypt(nonce, Payload { msg: &sealed[HEADER..], aad: context.as_bytes() })
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[HEADER..],
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Tampered)
     }
 
@@ -140,7 +176,8 @@ impl KeyRing {
     /// A keyed hash for looking up a sealed value by equality (a debtor's email or phone)
     /// without storing it in the clear.
     pub fn blind_index(&self, purpose: &str, value: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.current.mac_key).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.current.mac_key).expect("any key length");
         mac.update(purpose.as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());
@@ -153,7 +190,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
@@ -180,7 +219,10 @@ mod tests {
         let ring = KeyRing::new(&[7; 32], &[]);
         let sealed = ring.seal("note:1", b"Debtor called");
         assert_eq!(ring.open("note:1", &sealed).unwrap(), b"Debtor called");
-        assert!(matches!(ring.open("note:2", &sealed), Err(CryptoError::Tampered)));
+        assert!(matches!(
+            ring.open("note:2", &sealed),
+            Err(CryptoError::Tampered)
+        ));
         assert!(!sealed.windows(6).any(|w| w == b"Debtor"));
     }
 
@@ -190,8 +232,14 @@ mod tests {
         let mut sealed = ring.seal("c", b"hello");
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(matches!(ring.open("c", &sealed), Err(CryptoError::Tampered)));
-        assert!(matches!(ring.open("c", &sealed[..10]), Err(CryptoError::Malformed)));
+        assert!(matches!(
+            ring.open("c", &sealed),
+            Err(CryptoError::Tampered)
+        ));
+        assert!(matches!(
+            ring.open("c", &sealed[..10]),
+            Err(CryptoError::Malformed)
+        ));
     }
 
     #[test]
@@ -203,7 +251,10 @@ mod tests {
         let fresh = rotated.seal("c", b"after");
         assert_ne!(fresh[1..5], sealed[1..5]);
         let unrelated = KeyRing::new(&[3; 32], &[]);
-        assert!(matches!(unrelated.open("c", &sealed), Err(CryptoError::UnknownKey(_))));
+        assert!(matches!(
+            unrelated.open("c", &sealed),
+            Err(CryptoError::UnknownKey(_))
+        ));
     }
 
     #[test]

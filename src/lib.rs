@@ -28,7 +28,10 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
         store.migrate().await?;
-        Ok(Self { config: Arc::new(config), store })
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -36,10 +39,17 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let router = http::router(self.store.clone(), self.config.clone());
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -49,12 +59,19 @@ impl App {
 /// Opens the database named by the configuration, with the key ring for sealed columns.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let keys = KeyRing::load(config.master_key, &config.old_master_keys, &config.data_dir)?;
-    Store::connect(config.database_url.expose(), config.database_max_connections, Arc::new(keys)).await
+    Store::connect(
+        config.database_url.expose(),
+        config.database_max_connections,
+        Arc::new(keys),
+    )
+    .await
 }
 
 /// `parley serve`: bind, build, serve until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
     let app = App::build(config).await?;
     app.run(listener, shutdown_signal()).await
 }

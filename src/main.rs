@@ -8,7 +8,11 @@ use parley::config::Config;
 use parley::domain::PartyKind;
 
 #[derive(Parser)]
-#[command(name = "parley", version, about = "Communication Center for debt-collection cases")]
+#[command(
+    name = "parley",
+    version,
+    about = "Communication Center for debt-collection cases"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,10 @@ fn main() -> ExitCode {
         }
     };
     parley::telemetry::init(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("parley: {e}");
@@ -89,7 +96,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({"migrated": true}));
             Ok(())
         }
-        Command::Party { command: PartyCommand::Create { kind, name } } => {
+        Command::Party {
+            command: PartyCommand::Create { kind, name },
+        } => {
             let kind: PartyKind = kind.parse()?;
             let name = parley::domain::case::parse_name(&name)?;
             let store = migrated(&config).await?;
@@ -97,7 +106,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({"partyId": id.as_str()}));
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { party, label } } => {
+        Command::Token {
+            command: TokenCommand::Create { party, label },
+        } => {
             let store = migrated(&config).await?;
             let token = store
                 .create_token(&party, label.as_deref())

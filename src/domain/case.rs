@@ -14,13 +14,23 @@ pub enum CaseStatus {
 }
 
 impl CaseStatus {
-    pub const ALL: [Self; 5] = [Self::Open, Self::PaymentPlan, Self::Disputed, Self::Paid, Self::Closed];
+    pub const ALL: [Self; 5] = [
+        Self::Open,
+        Self::PaymentPlan,
+        Self::Disputed,
+        Self::Paid,
+        Self::Closed,
+    ];
 
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| Invalid::new(format!("unknown status {s:?}: expected open, payment_plan, disputed, paid or closed")))
+            .ok_or_else(|| {
+                Invalid::new(format!(
+                    "unknown status {s:?}: expected open, payment_plan, disputed, paid or closed"
+                ))
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -64,15 +74,29 @@ pub fn parse_currency(s: &str) -> Result<[u8; 3], Invalid> {
     if b.len() == 3 && b.iter().all(u8::is_ascii_uppercase) {
         Ok([b[0], b[1], b[2]])
     } else {
-        Err(Invalid::new(format!("invalid currency {s:?}: expected an ISO 4217 code such as DKK")))
+        Err(Invalid::new(format!(
+            "invalid currency {s:?}: expected an ISO 4217 code such as DKK"
+        )))
     }
 }
 
 /// `"15000"`, `"15000.5"`, `"15000.50"` → 1_500_050 minor units; positive, below 10^13.
 pub fn parse_minor(s: &str) -> Result<i64, Invalid> {
-    let bad = || Invalid::new(format!("invalid amount {s:?}: expected a positive decimal such as \"15000.00\""));
+    let bad = || {
+        Invalid::new(format!(
+            "invalid amount {s:?}: expected a positive decimal such as \"15000.00\""
+        ))
+    };
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    if whole.is_empty() || whole.len() > 13 || frac.len() > 2 || !whole.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) || (s.contains('.') && frac.is_empty()) {
+    if whole.is_empty()
+        || whole.len() > 13
+        || frac.len() > 2
+        || !whole
+            .chars()
+            .chain(frac.chars())
+            .all(|c| c.is_ascii_digit())
+        || (s.contains('.') && frac.is_empty())
+    {
         return Err(bad());
     }
     let whole: i64 = whole.parse().map_err(|_| bad())?;
@@ -98,7 +122,9 @@ impl CaseNumber {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         let s = s.trim();
         if s.is_empty() || s.len() > 64 || has_control_chars(s) {
-            return Err(Invalid::new("caseNumber must be 1 to 64 printable characters"));
+            return Err(Invalid::new(
+                "caseNumber must be 1 to 64 printable characters",
+            ));
         }
         Ok(Self(s.to_string()))
     }
@@ -130,8 +156,14 @@ impl Debtor {
     ) -> Result<Self, Invalid> {
         Ok(Self {
             name: parse_name(name)?,
-            email: email.map(EmailAddress::parse).transpose()?.map(|e| e.as_str().to_string()),
-            phone: phone.map(PhoneNumber::parse).transpose()?.map(|p| p.as_str().to_string()),
+            email: email
+                .map(EmailAddress::parse)
+                .transpose()?
+                .map(|e| e.as_str().to_string()),
+            phone: phone
+                .map(PhoneNumber::parse)
+                .transpose()?
+                .map(|p| p.as_str().to_string()),
             language: language.map(parse_language).transpose()?,
             timezone: timezone.map(parse_timezone).transpose()?,
         })
@@ -149,18 +181,27 @@ pub fn parse_name(s: &str) -> Result<String, Invalid> {
 /// A BCP 47 language tag of the common shapes: `da`, `en`, `en-GB`; normalised to
 /// lower-case language and upper-case region.
 pub fn parse_language(s: &str) -> Result<String, Invalid> {
-    let bad = || Invalid::new(format!("invalid language {s:?}: expected a tag such as \"da\" or \"en-GB\""));
+    let bad = || {
+        Invalid::new(format!(
+            "invalid language {s:?}: expected a tag such as \"da\" or \"en-GB\""
+        ))
+    };
     let mut parts = s.split(['-', '_']);
-    let lang = parts.next().filter(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic())).ok_or_else(bad)?;
+    let lang = parts
+        .next()
+        .filter(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()))
+        .ok_or_else(bad)?;
     let region = parts.next();
     if parts.next().is_some() {
         return Err(bad());
     }
     match region {
         None => Ok(lang.to_ascii_lowercase()),
-        Some(r) if r.len() == 2 && r.chars().all(|c| c.is_ascii_alphabetic()) => {
-            Ok(format!("{}-{}", lang.to_ascii_lowercase(), r.to_ascii_uppercase()))
-        }
+        Some(r) if r.len() == 2 && r.chars().all(|c| c.is_ascii_alphabetic()) => Ok(format!(
+            "{}-{}",
+            lang.to_ascii_lowercase(),
+            r.to_ascii_uppercase()
+        )),
         Some(_) => Err(bad()),
     }
 }
@@ -168,7 +209,11 @@ pub fn parse_language(s: &str) -> Result<String, Invalid> {
 pub fn parse_timezone(s: &str) -> Result<String, Invalid> {
     s.parse::<chrono_tz::Tz>()
         .map(|tz| tz.name().to_string())
-        .map_err(|_| Invalid::new(format!("unknown time zone {s:?}: expected an IANA name such as Europe/Copenhagen")))
+        .map_err(|_| {
+            Invalid::new(format!(
+                "unknown time zone {s:?}: expected an IANA name such as Europe/Copenhagen"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -180,7 +225,18 @@ mod tests {
         assert_eq!(parse_minor("15000.00").unwrap(), 1_500_000);
         assert_eq!(parse_minor("15000.5").unwrap(), 1_500_050);
         assert_eq!(parse_minor("7").unwrap(), 700);
-        for bad in ["", "0", "0.00", "-5", "1.234", "1.", ".5", "1e3", "12,5", "99999999999999"] {
+        for bad in [
+            "",
+            "0",
+            "0.00",
+            "-5",
+            "1.234",
+            "1.",
+            ".5",
+            "1e3",
+            "12,5",
+            "99999999999999",
+        ] {
             assert!(parse_minor(bad).is_err(), "{bad:?}");
         }
         assert_eq!(format_minor(1_500_050), "15000.50");
@@ -190,13 +246,19 @@ mod tests {
     fn languages_and_zones_normalise() {
         assert_eq!(parse_language("EN-gb").unwrap(), "en-GB");
         assert!(parse_language("english").is_err());
-        assert_eq!(parse_timezone("Europe/Copenhagen").unwrap(), "Europe/Copenhagen");
+        assert_eq!(
+            parse_timezone("Europe/Copenhagen").unwrap(),
+            "Europe/Copenhagen"
+        );
         assert!(parse_timezone("Mars/Olympus").is_err());
     }
 
     #[test]
     fn generated_case_numbers_have_the_contract_shape() {
-        assert_eq!(CaseNumber::generated(2024, 12345).as_str(), "DEB-2024-12345");
+        assert_eq!(
+            CaseNumber::generated(2024, 12345).as_str(),
+            "DEB-2024-12345"
+        );
         assert_eq!(CaseNumber::generated(2026, 7).as_str(), "DEB-2026-00007");
     }
 }

@@ -12,7 +12,9 @@ impl NoteVisibility {
         match s {
             "internal" => Ok(Self::Internal),
             "private" => Ok(Self::Private),
-            _ => Err(Invalid::new(format!("unknown visibility {s:?}: expected internal or private"))),
+            _ => Err(Invalid::new(format!(
+                "unknown visibility {s:?}: expected internal or private"
+            ))),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -31,7 +33,9 @@ impl Tag {
     pub fn parse(what: &str, s: &str) -> Result<Self, Invalid> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+            && s.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+            });
         if ok {
             Ok(Self(s.to_string()))
         } else {

@@ -29,7 +29,9 @@ impl FromStr for PartyKind {
             "admin" => Ok(Self::Admin),
             "creditor" => Ok(Self::Creditor),
             "partner" => Ok(Self::Partner),
-            _ => Err(Invalid::new(format!("unknown party kind {s:?}: expected admin, creditor or partner"))),
+            _ => Err(Invalid::new(format!(
+                "unknown party kind {s:?}: expected admin, creditor or partner"
+            ))),
         }
     }
 }

@@ -17,7 +17,12 @@ impl FrequencyCap {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || format!("expected COUNT/WINDOW such as \"3/7d\" or \"off\", got {s:?}");
         let (count, window) = s.split_once('/').ok_or_else(bad)?;
-        let count: u32 = count.trim().parse().ok().filter(|c| *c > 0).ok_or_else(bad)?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| *c > 0)
+            .ok_or_else(bad)?;
         let window = crate::config::parse_duration(window).map_err(|_| bad())?;
         if window.is_zero() {
             return Err(bad());

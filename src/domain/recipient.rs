@@ -13,11 +13,15 @@ pub struct EmailAddress(String);
 const ATEXT_SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~";
 
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(c) || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+    c.is_ascii_alphanumeric()
+        || ATEXT_SPECIALS.contains(c)
+        || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
 }
 
 fn is_dot_atom(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|part| !part.is_empty() && part.chars().all(is_atext))
+    !s.is_empty()
+        && s.split('.')
+            .all(|part| !part.is_empty() && part.chars().all(is_atext))
 }
 
 /// A host name: dot-separated labels of letters, digits and hyphens, no label starting or
@@ -30,7 +34,9 @@ pub fn is_domain(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()))
+                && label.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric())
+                })
         })
 }
 
@@ -70,10 +76,21 @@ pub struct PhoneNumber(String);
 
 impl PhoneNumber {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
-        let bad = || Invalid::new(format!("not an E.164 phone number (+ and 8 to 15 digits): {s:?}"));
-        let compact: String = s.trim().chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.')).collect();
+        let bad = || {
+            Invalid::new(format!(
+                "not an E.164 phone number (+ and 8 to 15 digits): {s:?}"
+            ))
+        };
+        let compact: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+            .collect();
         let digits = compact.strip_prefix('+').ok_or_else(bad)?;
-        if !(8..=15).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) || digits.starts_with('0') {
+        if !(8..=15).contains(&digits.len())
+            || !digits.chars().all(|c| c.is_ascii_digit())
+            || digits.starts_with('0')
+        {
             return Err(bad());
         }
         Ok(Self(compact))
@@ -96,21 +113,47 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_addresses() {
-        assert_eq!(EmailAddress::parse("Debtor.One+x@Example.COM").unwrap().as_str(), "Debtor.One+x@example.com");
+        assert_eq!(
+            EmailAddress::parse("Debtor.One+x@Example.COM")
+                .unwrap()
+                .as_str(),
+            "Debtor.One+x@example.com"
+        );
         assert!(EmailAddress::parse("noreply@localhost").is_ok());
     }
 
     #[test]
     fn refuses_broken_addresses_and_injection() {
-        for bad in ["", "a", "a@", "@b.c", "a..b@c.d", "a@b..c", "a@-b.c", "a b@c.d", "a@b.c\r\nBcc: x@y.z", "a@b.c\0"] {
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.c",
+            "a..b@c.d",
+            "a@b..c",
+            "a@-b.c",
+            "a b@c.d",
+            "a@b.c\r\nBcc: x@y.z",
+            "a@b.c\0",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn phone_numbers_are_e164() {
-        assert_eq!(PhoneNumber::parse("+45 12 34 56 78").unwrap().as_str(), "+4512345678");
-        for bad in ["4512345678", "+0512345678", "+45", "+45123456789012345", "+45abc45678", "+4512\n345678"] {
+        assert_eq!(
+            PhoneNumber::parse("+45 12 34 56 78").unwrap().as_str(),
+            "+4512345678"
+        );
+        for bad in [
+            "4512345678",
+            "+0512345678",
+            "+45",
+            "+45123456789012345",
+            "+45abc45678",
+            "+4512\n345678",
+        ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -44,7 +44,10 @@ mod tests {
     fn instants_round_trip() {
         let t = parse_instant("2024-01-10T14:30:00Z").unwrap();
         assert_eq!(rfc3339(to_micros(t)), "2024-01-10T14:30:00Z");
-        assert_eq!(rfc3339(to_micros(parse_instant("2024-01-10").unwrap())), "2024-01-10T00:00:00Z");
+        assert_eq!(
+            rfc3339(to_micros(parse_instant("2024-01-10").unwrap())),
+            "2024-01-10T00:00:00Z"
+        );
         assert!(parse_instant("yesterday").is_none());
     }
 }

@@ -10,8 +10,13 @@ use super::extract::{Auth, Json, Query, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::case::{format_minor, parse_language, parse_minor, parse_name, parse_timezone};
 use crate::domain::time::{now_micros, parse_date, parse_instant, rfc3339, to_micros};
-use crate::domain::{CaseId, CaseNumber, CaseStatus, Debtor, EmailAddress, Money, PartyKind, PhoneNumber, has_control_chars};
-use crate::store::{CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment};
+use crate::domain::{
+    CaseId, CaseNumber, CaseStatus, Debtor, EmailAddress, Money, PartyKind, PhoneNumber,
+    has_control_chars,
+};
+use crate::store::{
+    CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment,
+};
 
 /// A decimal amount, sent as a string (`"15000.00"`) or a JSON number.
 #[derive(Debug, Clone)]
@@ -22,13 +27,17 @@ impl<'de> Deserialize<'de> for Decimal {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => Ok(Self(s)),
             serde_json::Value::Number(n) => Ok(Self(n.to_string())),
-            _ => Err(serde::de::Error::custom("expected a decimal amount as a string such as \"15000.00\"")),
+            _ => Err(serde::de::Error::custom(
+                "expected a decimal amount as a string such as \"15000.00\"",
+            )),
         }
     }
 }
 
 /// Absent stays `None`; `null` becomes `Some(None)`.
-pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -104,7 +113,10 @@ pub struct AmountView {
 
 impl AmountView {
     fn of(minor: i64, currency: &str) -> Self {
-        Self { value: format_minor(minor), currency: currency.to_string() }
+        Self {
+            value: format_minor(minor),
+            currency: currency.to_string(),
+        }
     }
 }
 
@@ -189,15 +201,19 @@ pub struct CaseListQuery {
 
 /// A path's case id; anything that is not a UUID is a case that does not exist.
 pub(crate) fn case_id(raw: &str) -> ApiResult<String> {
-    CaseId::parse(raw).map(|id| id.to_string()).ok_or_else(|| ApiError::not_found("case"))
+    CaseId::parse(raw)
+        .map(|id| id.to_string())
+        .ok_or_else(|| ApiError::not_found("case"))
 }
 
 fn printable(field: &str, s: Option<String>, max: usize) -> ApiResult<Option<String>> {
     match s {
-        Some(v) if v.trim().is_empty() || v.chars().count() > max || has_control_chars(&v) => Err(ApiError::unprocessable(
-            "validation_failed",
-            format!("{field} must be 1 to {max} printable characters"),
-        )),
+        Some(v) if v.trim().is_empty() || v.chars().count() > max || has_control_chars(&v) => {
+            Err(ApiError::unprocessable(
+                "validation_failed",
+                format!("{field} must be 1 to {max} printable characters"),
+            ))
+        }
         other => Ok(other.map(|v| v.trim().to_string())),
     }
 }
@@ -216,24 +232,43 @@ pub async fn create_case(
 ) -> ApiResult<(StatusCode, axum::Json<CaseResponse>)> {
     let creditor_id = match actor.kind {
         PartyKind::Partner => return Err(ApiError::forbidden("a partner cannot create cases")),
-        PartyKind::Admin => req.creditor_id.ok_or_else(|| invalid("creditorId is required when an admin creates a case"))?,
+        PartyKind::Admin => req
+            .creditor_id
+            .ok_or_else(|| invalid("creditorId is required when an admin creates a case"))?,
         PartyKind::Creditor => match req.creditor_id {
-            Some(id) if id != actor.party_id.as_str() => return Err(ApiError::forbidden("a creditor creates cases for itself only")),
+            Some(id) if id != actor.party_id.as_str() => {
+                return Err(ApiError::forbidden(
+                    "a creditor creates cases for itself only",
+                ));
+            }
             _ => actor.party_id.to_string(),
         },
     };
     let d = &req.debtor;
     let new = NewCase {
-        case_number: req.case_number.as_deref().map(CaseNumber::parse).transpose()?,
+        case_number: req
+            .case_number
+            .as_deref()
+            .map(CaseNumber::parse)
+            .transpose()?,
         creditor_id,
         partner_id: req.partner_id,
-        debtor: Debtor::parse(&d.name, d.email.as_deref(), d.phone.as_deref(), d.language.as_deref(), d.timezone.as_deref())?,
+        debtor: Debtor::parse(
+            &d.name,
+            d.email.as_deref(),
+            d.phone.as_deref(),
+            d.language.as_deref(),
+            d.timezone.as_deref(),
+        )?,
         amount: Money::parse(&req.amount.value.0, &req.amount.currency)?,
         invoice_number: printable("invoiceNumber", req.invoice_number, 100)?,
         due_date: req
             .due_date
             .as_deref()
-            .map(|s| parse_date(s).ok_or_else(|| invalid(format!("dueDate {s:?} is not a date (YYYY-MM-DD)"))))
+            .map(|s| {
+                parse_date(s)
+                    .ok_or_else(|| invalid(format!("dueDate {s:?} is not a date (YYYY-MM-DD)")))
+            })
             .transpose()?,
     };
     let case = state.store.create_case(&actor, new).await?;
@@ -247,9 +282,23 @@ pub async fn list_cases(
     Auth(actor): Auth,
     Query(q): Query<CaseListQuery>,
 ) -> ApiResult<axum::Json<CaseList>> {
-    let status = q.status.as_deref().map(CaseStatus::parse).transpose().map_err(|e| ApiError::bad_request("invalid_query", e.0))?;
-    let (page, total_count) =
-        state.store.list_cases(&actor, ListCases { status, cursor: q.cursor, limit: page_limit(q.limit)? }).await?;
+    let status = q
+        .status
+        .as_deref()
+        .map(CaseStatus::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e.0))?;
+    let (page, total_count) = state
+        .store
+        .list_cases(
+            &actor,
+            ListCases {
+                status,
+                cursor: q.cursor,
+                limit: page_limit(q.limit)?,
+            },
+        )
+        .await?;
     Ok(axum::Json(CaseList {
         cases: page.items.into_iter().map(Into::into).collect(),
         total_count,
@@ -265,7 +314,11 @@ pub async fn get_case(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<CaseResponse>> {
     let id = case_id(&raw)?;
-    let case = state.store.get_case(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let case = state
+        .store
+        .get_case(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
     Ok(axum::Json(case.into()))
 }
 
@@ -281,7 +334,11 @@ pub async fn update_case(
     let id = case_id(&raw)?;
     if req.partner_id.is_some() && actor.kind == PartyKind::Partner {
         // Refuse with 403 only where the case is visible; elsewhere it does not exist.
-        state.store.get_case(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+        state
+            .store
+            .get_case(&actor, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("case"))?;
         return Err(ApiError::forbidden("a partner cannot reassign a case"));
     }
     let debtor = req.debtor.unwrap_or_default();
@@ -291,16 +348,32 @@ pub async fn update_case(
         debtor_name: debtor.name.as_deref().map(parse_name).transpose()?,
         debtor_email: debtor
             .email
-            .map(|e| e.map(|e| EmailAddress::parse(&e).map(|a| a.as_str().to_string())).transpose())
+            .map(|e| {
+                e.map(|e| EmailAddress::parse(&e).map(|a| a.as_str().to_string()))
+                    .transpose()
+            })
             .transpose()?,
         debtor_phone: debtor
             .phone
-            .map(|p| p.map(|p| PhoneNumber::parse(&p).map(|n| n.as_str().to_string())).transpose())
+            .map(|p| {
+                p.map(|p| PhoneNumber::parse(&p).map(|n| n.as_str().to_string()))
+                    .transpose()
+            })
             .transpose()?,
-        debtor_language: debtor.language.map(|l| l.as_deref().map(parse_language).transpose()).transpose()?,
-        debtor_timezone: debtor.timezone.map(|t| t.as_deref().map(parse_timezone).transpose()).transpose()?,
+        debtor_language: debtor
+            .language
+            .map(|l| l.as_deref().map(parse_language).transpose())
+            .transpose()?,
+        debtor_timezone: debtor
+            .timezone
+            .map(|t| t.as_deref().map(parse_timezone).transpose())
+            .transpose()?,
     };
-    let case = state.store.update_case(&actor, &id, patch).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let case = state
+        .store
+        .update_case(&actor, &id, patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
     Ok(axum::Json(case.into()))
 }
 
@@ -338,7 +411,10 @@ pub struct PaymentResponse {
 impl From<Payment> for PaymentResponse {
     fn from(p: Payment) -> Self {
         Self {
-            amount: AmountView { value: p.amount.value(), currency: p.amount.currency().to_string() },
+            amount: AmountView {
+                value: p.amount.value(),
+                currency: p.amount.currency().to_string(),
+            },
             payment_id: p.id,
             case_id: p.case_id,
             paid_at: rfc3339(p.paid_at),
@@ -357,9 +433,11 @@ pub struct PaymentList {
 fn instant(field: &str, s: Option<&str>) -> ApiResult<i64> {
     match s {
         None => Ok(now_micros()),
-        Some(s) => parse_instant(s)
-            .map(to_micros)
-            .ok_or_else(|| invalid(format!("{field} {s:?} is not a date or an RFC 3339 date-time"))),
+        Some(s) => parse_instant(s).map(to_micros).ok_or_else(|| {
+            invalid(format!(
+                "{field} {s:?} is not a date or an RFC 3339 date-time"
+            ))
+        }),
     }
 }
 
@@ -378,11 +456,18 @@ pub async fn create_payment(
     };
     let amount_minor = parse_minor(value)?;
     if let Some(currency) = currency {
-        let case = state.store.get_case(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+        let case = state
+            .store
+            .get_case(&actor, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("case"))?;
         if case.amount.currency() != currency {
             return Err(ApiError::unprocessable(
                 "currency_mismatch",
-                format!("the case is in {}, the payment in {currency}", case.amount.currency()),
+                format!(
+                    "the case is in {}, the payment in {currency}",
+                    case.amount.currency()
+                ),
             ));
         }
     }
@@ -391,7 +476,11 @@ pub async fn create_payment(
         paid_at: instant("paidAt", req.paid_at.as_deref())?,
         reference: printable("reference", req.reference, 200)?,
     };
-    let payment = state.store.add_payment(&actor, &id, new).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let payment = state
+        .store
+        .add_payment(&actor, &id, new)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
     Ok((StatusCode::CREATED, axum::Json(payment.into())))
 }
 
@@ -403,8 +492,14 @@ pub async fn list_payments(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<PaymentList>> {
     let id = case_id(&raw)?;
-    let payments = state.store.list_payments(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(PaymentList { payments: payments.into_iter().map(Into::into).collect() }))
+    let payments = state
+        .store
+        .list_payments(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(PaymentList {
+        payments: payments.into_iter().map(Into::into).collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -471,6 +566,12 @@ pub async fn list_deadlines(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<DeadlineList>> {
     let id = case_id(&raw)?;
-    let deadlines = state.store.list_deadlines(&actor, &id).await?.ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(DeadlineList { deadlines: deadlines.into_iter().map(Into::into).collect() }))
+    let deadlines = state
+        .store
+        .list_deadlines(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(DeadlineList {
+        deadlines: deadlines.into_iter().map(Into::into).collect(),
+    }))
 }

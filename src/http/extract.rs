@@ -36,11 +36,18 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "expected Content-Type: application/json",
         ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", format!("malformed JSON: {}", e.body_text_cause())),
-        JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_body", e.body_text_cause()),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than this endpoint accepts")
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            "malformed_json",
+            format!("malformed JSON: {}", e.body_text_cause()),
+        ),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::unprocessable("invalid_body", e.body_text_cause())
         }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is larger than this endpoint accepts",
+        ),
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
 }
@@ -89,8 +96,12 @@ pub struct Auth(pub Actor);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token =
+            bearer_token(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let actor = state
             .store
             .authenticate(token)
@@ -104,7 +115,11 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
@@ -115,6 +130,9 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(50),
         Some(n) if (1..=200).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 200")),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 200",
+        )),
     }
 }

@@ -49,7 +49,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         let components = api.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -92,17 +95,36 @@ pub fn router(store: Store, config: Arc<Config>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_json_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
-            problem_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle this request", Default::default())
+            problem_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the server failed to handle this request",
+                Default::default(),
+            )
         }))
         .with_state(state)
 }
 
 async fn not_found() -> Response {
-    problem_response(StatusCode::NOT_FOUND, "not_found", "no such resource", Default::default()).into_response()
+    problem_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such resource",
+        Default::default(),
+    )
+    .into_response()
 }
 
 async fn method_not_allowed() -> Response {
-    problem_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not accept that method", Default::default())
+    problem_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this resource does not accept that method",
+        Default::default(),
+    )
 }

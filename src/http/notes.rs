@@ -83,19 +83,45 @@ pub async fn create_note(
     Json(req): Json<CreateNoteRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<NoteResponse>)> {
     let id = case_id(&raw)?;
-    if req.note.trim().is_empty() || req.note.chars().count() > MAX_NOTE_CHARS || req.note.contains('\0') {
-        return Err(ApiError::unprocessable("validation_failed", format!("note must be 1 to {MAX_NOTE_CHARS} characters")));
+    if req.note.trim().is_empty()
+        || req.note.chars().count() > MAX_NOTE_CHARS
+        || req.note.contains('\0')
+    {
+        return Err(ApiError::unprocessable(
+            "validation_failed",
+            format!("note must be 1 to {MAX_NOTE_CHARS} characters"),
+        ));
     }
     if req.tags.len() > MAX_TAGS {
-        return Err(ApiError::unprocessable("validation_failed", format!("at most {MAX_TAGS} tags")));
+        return Err(ApiError::unprocessable(
+            "validation_failed",
+            format!("at most {MAX_TAGS} tags"),
+        ));
     }
     let new = NewNote {
         note: req.note,
-        visibility: req.visibility.as_deref().map(NoteVisibility::parse).transpose()?.unwrap_or(NoteVisibility::Internal),
-        category: req.category.as_deref().map(|c| Tag::parse("category", c)).transpose()?,
-        tags: req.tags.iter().map(|t| Tag::parse("tag", t)).collect::<Result<_, _>>()?,
+        visibility: req
+            .visibility
+            .as_deref()
+            .map(NoteVisibility::parse)
+            .transpose()?
+            .unwrap_or(NoteVisibility::Internal),
+        category: req
+            .category
+            .as_deref()
+            .map(|c| Tag::parse("category", c))
+            .transpose()?,
+        tags: req
+            .tags
+            .iter()
+            .map(|t| Tag::parse("tag", t))
+            .collect::<Result<_, _>>()?,
     };
-    let note = state.store.add_note(&actor, &id, new).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let note = state
+        .store
+        .add_note(&actor, &id, new)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
     Ok((StatusCode::CREATED, axum::Json(note.into())))
 }
 
@@ -108,9 +134,21 @@ pub async fn list_notes(
     Query(q): Query<NoteQuery>,
 ) -> ApiResult<axum::Json<NoteList>> {
     let id = case_id(&raw)?;
-    let filter = NoteFilter { category: q.category, tag: q.tag, cursor: q.cursor, limit: page_limit(q.limit)? };
-    let page = state.store.list_notes(&actor, &id, filter).await?.ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(NoteList { notes: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+    let filter = NoteFilter {
+        category: q.category,
+        tag: q.tag,
+        cursor: q.cursor,
+        limit: page_limit(q.limit)?,
+    };
+    let page = state
+        .store
+        .list_notes(&actor, &id, filter)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(NoteList {
+        notes: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -168,8 +206,20 @@ pub async fn audit_log(
     let limit = match q.limit {
         None => 200,
         Some(n) if (1..=1000).contains(&n) => n,
-        Some(_) => return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 1000")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "limit must be between 1 and 1000",
+            ));
+        }
     };
-    let page = state.store.list_audit(&actor, &id, q.cursor.as_deref(), limit).await?.ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(AuditLog { entries: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+    let page = state
+        .store
+        .list_audit(&actor, &id, q.cursor.as_deref(), limit)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(AuditLog {
+        entries: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }

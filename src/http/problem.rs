@@ -42,10 +42,20 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Problem(Box::new(Problem { status, code, detail: detail.into(), extra: Map::new(), retry_after: None }))
+        Self::Problem(Box::new(Problem {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+            retry_after: None,
+        }))
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn unauthorized(detail: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
@@ -60,7 +70,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }
     pub fn rate_limited(retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this token; retry later");
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests for this token; retry later",
+        );
         if let Self::Problem(p) = &mut e {
             p.retry_after = Some(retry_after);
         }
@@ -81,7 +95,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(code) => Self::new(StatusCode::CONFLICT, code, code.replace('_', " ")),
+            StoreError::Conflict(code) => {
+                Self::new(StatusCode::CONFLICT, code, code.replace('_', " "))
+            }
             StoreError::Invalid { code, detail } => Self::unprocessable(code, detail),
             StoreError::Internal(e) => Self::Internal(e),
         }
@@ -94,16 +110,34 @@ impl From<crate::domain::Invalid> for ApiError {
     }
 }
 
-pub fn problem_response(status: StatusCode, code: &str, detail: &str, extra: Map<String, Value>) -> Response {
+pub fn problem_response(
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+    extra: Map<String, Value>,
+) -> Response {
     let mut body = Map::new();
-    body.insert("type".into(), Value::String(format!("urn:parley:problem:{code}")));
-    body.insert("title".into(), Value::String(status.canonical_reason().unwrap_or("Error").to_string()));
+    body.insert(
+        "type".into(),
+        Value::String(format!("urn:parley:problem:{code}")),
+    );
+    body.insert(
+        "title".into(),
+        Value::String(status.canonical_reason().unwrap_or("Error").to_string()),
+    );
     body.insert("status".into(), Value::from(status.as_u16()));
     body.insert("detail".into(), Value::String(detail.to_string()));
     body.insert("code".into(), Value::String(code.to_string()));
     body.extend(extra);
-    let mut response = (status, serde_json::to_vec(&Value::Object(body)).unwrap_or_default()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    let mut response = (
+        status,
+        serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     response
 }
 
@@ -113,10 +147,14 @@ impl IntoResponse for ApiError {
             Self::Problem(p) => {
                 let mut response = problem_response(p.status, p.code, &p.detail, p.extra);
                 if let Some(secs) = p.retry_after {
-                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 }
                 if p.status == StatusCode::UNAUTHORIZED {
-                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 }
                 response
             }

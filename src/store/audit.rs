@@ -33,9 +33,9 @@ impl Store {
         }
         let after: i64 = match cursor {
             None => 0,
-            Some(c) => super::decode_cursor(c)?
-                .parse()
-                .map_err(|_| StoreError::invalid("invalid_cursor", "cursor is not one this API issued"))?,
+            Some(c) => super::decode_cursor(c)?.parse().map_err(|_| {
+                StoreError::invalid("invalid_cursor", "cursor is not one this API issued")
+            })?,
         };
         let rows = sqlx::query(
             "SELECT id, actor_party_id, actor_name, action, target_type, target_id, at FROM audit_log \
@@ -63,7 +63,9 @@ impl Store {
         let limit = usize::try_from(limit).unwrap_or(0);
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|e| super::encode_cursor(&e.id.to_string()))
+            items
+                .last()
+                .map(|e| super::encode_cursor(&e.id.to_string()))
         } else {
             None
         };

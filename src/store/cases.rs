@@ -3,10 +3,12 @@
 use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::AnyConnection;
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
-use super::{Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit, encode_cursor};
+use super::{
+    Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit, encode_cursor,
+};
 use crate::domain::party::Actor;
 use crate::domain::time::{Micros, now_micros};
 use crate::domain::{CaseId, CaseNumber, CaseStatus, Debtor, Money, PartyKind, prefixed_id};
@@ -107,8 +109,13 @@ impl Store {
     fn case_from_row(&self, row: &AnyRow) -> StoreResult<CaseView> {
         let id: String = row.try_get("id")?;
         let sealed: Vec<u8> = row.try_get("debtor_sealed")?;
-        let debtor: Debtor = serde_json::from_slice(&self.keys.open(&debtor_context(&id), &sealed).map_err(anyhow::Error::from)?)
-            .map_err(anyhow::Error::from)?;
+        let debtor: Debtor = serde_json::from_slice(
+            &self
+                .keys
+                .open(&debtor_context(&id), &sealed)
+                .map_err(anyhow::Error::from)?,
+        )
+        .map_err(anyhow::Error::from)?;
         let currency: String = row.try_get("currency")?;
         Ok(CaseView {
             case_number: row.try_get("case_number")?,
@@ -118,7 +125,8 @@ impl Store {
             debtor,
             amount: Money {
                 minor: row.try_get("amount_minor")?,
-                currency: crate::domain::case::parse_currency(&currency).map_err(|e| anyhow::anyhow!(e))?,
+                currency: crate::domain::case::parse_currency(&currency)
+                    .map_err(|e| anyhow::anyhow!(e))?,
             },
             paid_minor: row.try_get("paid_minor")?,
             invoice_number: row.try_get("invoice_number")?,
@@ -129,29 +137,50 @@ impl Store {
         })
     }
 
-    fn seal_debtor(&self, case_id: &str, debtor: &Debtor) -> (Vec<u8>, Option<String>, Option<String>) {
+    fn seal_debtor(
+        &self,
+        case_id: &str,
+        debtor: &Debtor,
+    ) -> (Vec<u8>, Option<String>, Option<String>) {
         let json = serde_json::to_vec(debtor).expect("a debtor serialises");
         (
             self.keys.seal(&debtor_context(case_id), &json),
-            debtor.email.as_deref().map(|e| self.keys.blind_index("email", &e.to_lowercase())),
-            debtor.phone.as_deref().map(|p| self.keys.blind_index("phone", p)),
+            debtor
+                .email
+                .as_deref()
+                .map(|e| self.keys.blind_index("email", &e.to_lowercase())),
+            debtor
+                .phone
+                .as_deref()
+                .map(|p| self.keys.blind_index("phone", p)),
         )
     }
 
-    async fn require_party_kind(conn: &mut AnyConnection, id: &str, kind: PartyKind, field: &str) -> StoreResult<()> {
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT kind FROM parties WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+    async fn require_party_kind(
+        conn: &mut AnyConnection,
+        id: &str,
+        kind: PartyKind,
+        field: &str,
+    ) -> StoreResult<()> {
+        let found: Option<String> = sqlx::query_scalar("SELECT kind FROM parties WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
         if found.as_deref() == Some(kind.as_str()) {
             Ok(())
         } else {
-            Err(StoreError::invalid("invalid_party", format!("{field} {id:?} is not a {kind} party")))
+            Err(StoreError::invalid(
+                "invalid_party",
+                format!("{field} {id:?} is not a {kind} party"),
+            ))
         }
     }
 
     pub async fn create_case(&self, actor: &Actor, new: NewCase) -> StoreResult<CaseView> {
         let id = CaseId::new().to_string();
         let mut tx = self.writer.begin().await?;
-        Self::require_party_kind(&mut tx, &new.creditor_id, PartyKind::Creditor, "creditorId").await?;
+        Self::require_party_kind(&mut tx, &new.creditor_id, PartyKind::Creditor, "creditorId")
+            .await?;
         if let Some(partner) = &new.partner_id {
             Self::require_party_kind(&mut tx, partner, PartyKind::Partner, "partnerId").await?;
         }
@@ -195,7 +224,13 @@ impl Store {
             case_number = next_case_number(&mut tx).await?;
         }
         audit(&mut tx, Some(&id), actor, "case.created", "case", &id).await?;
-        emit(&mut tx, "case.created", Some(&id), &json!({"caseId": id, "caseNumber": case_number.as_str()})).await?;
+        emit(
+            &mut tx,
+            "case.created",
+            Some(&id),
+            &json!({"caseId": id, "caseNumber": case_number.as_str()}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(CaseView {
             id,
@@ -214,27 +249,42 @@ impl Store {
     }
 
     pub async fn get_case(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<CaseView>> {
-        let row = sqlx::query(&format!("{CASE_SELECT} WHERE c.id = $1 AND {}", visible(2, 3)))
-            .bind(case_id)
-            .bind(actor.party_id.as_str())
-            .bind(admin_flag(actor))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "{CASE_SELECT} WHERE c.id = $1 AND {}",
+            visible(2, 3)
+        ))
+        .bind(case_id)
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| self.case_from_row(&r)).transpose()
     }
 
     /// True when the case exists and the actor may see it; the guard of every case-scoped verb.
-    pub(crate) async fn case_visible(conn: &mut AnyConnection, actor: &Actor, case_id: &str, lock: &str) -> StoreResult<bool> {
-        let found: Option<String> = sqlx::query_scalar(&format!("SELECT c.id FROM cases c WHERE c.id = $1 AND {}{lock}", visible(2, 3)))
-            .bind(case_id)
-            .bind(actor.party_id.as_str())
-            .bind(admin_flag(actor))
-            .fetch_optional(conn)
-            .await?;
+    pub(crate) async fn case_visible(
+        conn: &mut AnyConnection,
+        actor: &Actor,
+        case_id: &str,
+        lock: &str,
+    ) -> StoreResult<bool> {
+        let found: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT c.id FROM cases c WHERE c.id = $1 AND {}{lock}",
+            visible(2, 3)
+        ))
+        .bind(case_id)
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .fetch_optional(conn)
+        .await?;
         Ok(found.is_some())
     }
 
-    pub async fn list_cases(&self, actor: &Actor, q: ListCases) -> StoreResult<(Page<CaseView>, i64)> {
+    pub async fn list_cases(
+        &self,
+        actor: &Actor,
+        q: ListCases,
+    ) -> StoreResult<(Page<CaseView>, i64)> {
         let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let status = q.status.map(CaseStatus::as_str);
         let rows = sqlx::query(&format!(
@@ -258,23 +308,42 @@ impl Store {
         .bind(status)
         .fetch_one(&self.pool)
         .await?;
-        let mut items = rows.iter().map(|r| self.case_from_row(r)).collect::<StoreResult<Vec<_>>>()?;
+        let mut items = rows
+            .iter()
+            .map(|r| self.case_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = page_cursor(&mut items, q.limit, |c| &c.id);
         Ok((Page { items, next_cursor }, total))
     }
 
-    pub async fn update_case(&self, actor: &Actor, case_id: &str, patch: CasePatch) -> StoreResult<Option<CaseView>> {
+    pub async fn update_case(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        patch: CasePatch,
+    ) -> StoreResult<Option<CaseView>> {
         let mut tx = self.writer.begin().await?;
         if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
             return Ok(None);
         }
-        let row = sqlx::query(&format!("{CASE_SELECT} WHERE c.id = $1")).bind(case_id).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(&format!("{CASE_SELECT} WHERE c.id = $1"))
+            .bind(case_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let mut case = self.case_from_row(&row)?;
         let now = now_micros();
 
         if let Some(status) = patch.status.filter(|s| s.as_str() != case.status) {
             let previous = std::mem::replace(&mut case.status, status.as_str().to_string());
-            audit(&mut tx, Some(case_id), actor, "case.status_changed", "case", case_id).await?;
+            audit(
+                &mut tx,
+                Some(case_id),
+                actor,
+                "case.status_changed",
+                "case",
+                case_id,
+            )
+            .await?;
             let payload = json!({"caseId": case_id, "caseNumber": case.case_number, "previousStatus": previous, "status": case.status});
             emit(&mut tx, "case.status_changed", Some(case_id), &payload).await?;
         }
@@ -283,7 +352,15 @@ impl Store {
                 Self::require_party_kind(&mut tx, p, PartyKind::Partner, "partnerId").await?;
             }
             case.partner_id = partner;
-            audit(&mut tx, Some(case_id), actor, "case.partner_changed", "case", case_id).await?;
+            audit(
+                &mut tx,
+                Some(case_id),
+                actor,
+                "case.partner_changed",
+                "case",
+                case_id,
+            )
+            .await?;
         }
         let before = case.debtor.clone();
         let d = &mut case.debtor;
@@ -303,7 +380,15 @@ impl Store {
             d.timezone = v;
         }
         if case.debtor != before {
-            audit(&mut tx, Some(case_id), actor, "case.debtor_updated", "case", case_id).await?;
+            audit(
+                &mut tx,
+                Some(case_id),
+                actor,
+                "case.debtor_updated",
+                "case",
+                case_id,
+            )
+            .await?;
         }
         let (sealed, email_index, phone_index) = self.seal_debtor(case_id, &case.debtor);
         case.updated_at = now;
@@ -326,18 +411,28 @@ impl Store {
         Ok(Some(case))
     }
 
-    pub async fn add_payment(&self, actor: &Actor, case_id: &str, new: NewPayment) -> StoreResult<Option<Payment>> {
+    pub async fn add_payment(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        new: NewPayment,
+    ) -> StoreResult<Option<Payment>> {
         let mut tx = self.writer.begin().await?;
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
-        let currency: String =
-            sqlx::query_scalar("SELECT currency FROM cases WHERE id = $1").bind(case_id).fetch_one(&mut *tx).await?;
+        let currency: String = sqlx::query_scalar("SELECT currency FROM cases WHERE id = $1")
+            .bind(case_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let payment = Payment {
             id: prefixed_id("pay"),
             case_id: case_id.to_string(),
-            amount: Money::parse(&crate::domain::case::format_minor(new.amount_minor), &currency)
-                .map_err(|e| anyhow::anyhow!(e))?,
+            amount: Money::parse(
+                &crate::domain::case::format_minor(new.amount_minor),
+                &currency,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
             paid_at: new.paid_at,
             reference: new.reference,
             created_by: actor.name.clone(),
@@ -357,14 +452,26 @@ impl Store {
         .bind(payment.created_at)
         .execute(&mut *tx)
         .await?;
-        audit(&mut tx, Some(case_id), actor, "payment.recorded", "payment", &payment.id).await?;
+        audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "payment.recorded",
+            "payment",
+            &payment.id,
+        )
+        .await?;
         let payload = json!({"caseId": case_id, "paymentId": payment.id, "amount": {"value": payment.amount.value(), "currency": currency}});
         emit(&mut tx, "payment.received", Some(case_id), &payload).await?;
         tx.commit().await?;
         Ok(Some(payment))
     }
 
-    pub async fn list_payments(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<Vec<Payment>>> {
+    pub async fn list_payments(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+    ) -> StoreResult<Option<Vec<Payment>>> {
         let mut conn = self.pool.acquire().await?;
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
@@ -384,7 +491,8 @@ impl Store {
                     case_id: r.try_get(1)?,
                     amount: Money {
                         minor: r.try_get(2)?,
-                        currency: crate::domain::case::parse_currency(&currency).map_err(|e| anyhow::anyhow!(e))?,
+                        currency: crate::domain::case::parse_currency(&currency)
+                            .map_err(|e| anyhow::anyhow!(e))?,
                     },
                     paid_at: r.try_get(4)?,
                     reference: r.try_get(5)?,
@@ -396,7 +504,12 @@ impl Store {
             .map(Some)
     }
 
-    pub async fn add_deadline(&self, actor: &Actor, case_id: &str, new: NewDeadline) -> StoreResult<Option<Deadline>> {
+    pub async fn add_deadline(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        new: NewDeadline,
+    ) -> StoreResult<Option<Deadline>> {
         let mut tx = self.writer.begin().await?;
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
@@ -420,12 +533,24 @@ impl Store {
         .bind(deadline.created_at)
         .execute(&mut *tx)
         .await?;
-        audit(&mut tx, Some(case_id), actor, "deadline.created", "deadline", &deadline.id).await?;
+        audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "deadline.created",
+            "deadline",
+            &deadline.id,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(deadline))
     }
 
-    pub async fn list_deadlines(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<Vec<Deadline>>> {
+    pub async fn list_deadlines(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+    ) -> StoreResult<Option<Vec<Deadline>>> {
         let mut conn = self.pool.acquire().await?;
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
@@ -465,7 +590,11 @@ async fn next_case_number(conn: &mut AnyConnection) -> StoreResult<CaseNumber> {
 }
 
 /// Trims a page fetched with one row extra and returns the cursor of the next page.
-pub(crate) fn page_cursor<T>(items: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> Option<String> {
+pub(crate) fn page_cursor<T>(
+    items: &mut Vec<T>,
+    limit: i64,
+    id: impl Fn(&T) -> &str,
+) -> Option<String> {
     let limit = usize::try_from(limit).unwrap_or(0);
     if items.len() > limit {
         items.truncate(limit);

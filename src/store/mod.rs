@@ -16,12 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::any::AnyPoolOptions;
 use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use audit::AuditEntry;
-pub use cases::{CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment};
+pub use cases::{
+    CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment,
+};
 pub use notes::{NewNote, Note, NoteFilter};
 
 use crate::crypto::KeyRing;
@@ -56,7 +58,10 @@ impl From<sqlx::Error> for StoreError {
 
 impl StoreError {
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Invalid { code, detail: detail.into() }
+        Self::Invalid {
+            code,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -82,12 +87,18 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    pub async fn connect(url: &str, max_connections: u32, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        keys: Arc<KeyRing>,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = AnyPoolOptions::new()
@@ -96,7 +107,12 @@ impl Store {
                 .connect(url)
                 .await
                 .context("connecting to PostgreSQL")?;
-            return Ok(Self { writer: pool.clone(), pool, backend: Backend::Postgres, keys });
+            return Ok(Self {
+                writer: pool.clone(),
+                pool,
+                backend: Backend::Postgres,
+                keys,
+            });
         }
         let url = sqlite_url(url)?;
         let options = |n: u32| {
@@ -114,9 +130,20 @@ impl Store {
                     })
                 })
         };
-        let writer = options(1).connect(&url).await.context("opening the SQLite database")?;
-        let pool = options(max_connections.max(2)).connect(&url).await.context("opening the SQLite database")?;
-        Ok(Self { pool, writer, backend: Backend::Sqlite, keys })
+        let writer = options(1)
+            .connect(&url)
+            .await
+            .context("opening the SQLite database")?;
+        let pool = options(max_connections.max(2))
+            .connect(&url)
+            .await
+            .context("opening the SQLite database")?;
+        Ok(Self {
+            pool,
+            writer,
+            backend: Backend::Sqlite,
+            keys,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -132,7 +159,10 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&self.writer).await.context("applying database migrations")?;
+        migrator
+            .run(&self.writer)
+            .await
+            .context("applying database migrations")?;
         Ok(())
     }
 
@@ -155,10 +185,18 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .ok_or_else(|| anyhow::anyhow!("not a SQLite URL"))?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let query = if query.is_empty() { "mode=rwc".to_string() } else { query.to_string() };
+    let query = if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        query.to_string()
+    };
     Ok(format!("sqlite://{path}?{query}"))
 }
 
@@ -194,13 +232,15 @@ pub(crate) async fn emit(
     case_id: Option<&str>,
     payload: &serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO events (event_type, case_id, payload, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(event_type)
-        .bind(case_id)
-        .bind(payload.to_string())
-        .bind(now_micros())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO events (event_type, case_id, payload, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(event_type)
+    .bind(case_id)
+    .bind(payload.to_string())
+    .bind(now_micros())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -40,7 +40,12 @@ fn note_context(note_id: &str) -> String {
 }
 
 impl Store {
-    pub async fn add_note(&self, actor: &Actor, case_id: &str, new: NewNote) -> StoreResult<Option<Note>> {
+    pub async fn add_note(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        new: NewNote,
+    ) -> StoreResult<Option<Note>> {
         let mut tx = self.writer.begin().await?;
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
@@ -65,7 +70,11 @@ impl Store {
         tags.sort();
         tags.dedup();
         for tag in &tags {
-            sqlx::query("INSERT INTO note_tags (note_id, tag) VALUES ($1, $2)").bind(&id).bind(tag).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO note_tags (note_id, tag) VALUES ($1, $2)")
+                .bind(&id)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
         }
         audit(&mut tx, Some(case_id), actor, "note.created", "note", &id).await?;
         if new.visibility == NoteVisibility::Internal {
@@ -87,7 +96,12 @@ impl Store {
 
     /// Notes of a case the actor may read: all internal ones and its own private ones,
     /// newest first.
-    pub async fn list_notes(&self, actor: &Actor, case_id: &str, filter: NoteFilter) -> StoreResult<Option<Page<Note>>> {
+    pub async fn list_notes(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        filter: NoteFilter,
+    ) -> StoreResult<Option<Page<Note>>> {
         let mut conn = self.pool.acquire().await?;
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
@@ -126,7 +140,10 @@ impl Store {
         let next_cursor = page_cursor(&mut notes, filter.limit, |n| &n.id);
         if !notes.is_empty() {
             let placeholders: Vec<String> = (1..=notes.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT note_id, tag FROM note_tags WHERE note_id IN ({}) ORDER BY tag", placeholders.join(", "));
+            let sql = format!(
+                "SELECT note_id, tag FROM note_tags WHERE note_id IN ({}) ORDER BY tag",
+                placeholders.join(", ")
+            );
             let mut query = sqlx::query(&sql);
             for n in &notes {
                 query = query.bind(&n.id);
@@ -138,6 +155,9 @@ impl Store {
                 }
             }
         }
-        Ok(Some(Page { items: notes, next_cursor }))
+        Ok(Some(Page {
+            items: notes,
+            next_cursor,
+        }))
     }
 }

@@ -22,13 +22,20 @@ impl Store {
     }
 
     pub async fn party_kind(&self, id: &str) -> StoreResult<Option<PartyKind>> {
-        let row = sqlx::query("SELECT kind FROM parties WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT kind FROM parties WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.and_then(|r| r.get::<String, _>(0).parse().ok()))
     }
 
     /// A new token for the party; the token itself is returned once and only its hash kept.
     /// `None` when the party does not exist.
-    pub async fn create_token(&self, party_id: &str, label: Option<&str>) -> StoreResult<Option<String>> {
+    pub async fn create_token(
+        &self,
+        party_id: &str,
+        label: Option<&str>,
+    ) -> StoreResult<Option<String>> {
         if self.party_kind(party_id).await?.is_none() {
             return Ok(None);
         }
@@ -56,10 +63,14 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let label: Option<String> = row.try_get(1)?;
         let kind: String = row.try_get(3)?;
-        let Ok(kind) = kind.parse::<PartyKind>() else { return Ok(None) };
+        let Ok(kind) = kind.parse::<PartyKind>() else {
+            return Ok(None);
+        };
         Ok(Some(Actor {
             token_id: row.try_get(0)?,
-            name: label.filter(|l| !l.is_empty()).map_or_else(|| row.try_get(4), Ok)?,
+            name: label
+                .filter(|l| !l.is_empty())
+                .map_or_else(|| row.try_get(4), Ok)?,
             party_id: PartyId::from_stored(row.try_get(2)?),
             kind,
         }))

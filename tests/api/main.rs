@@ -1,1 +1,13 @@
+//! The integration suite: the real application on a random port, a database of its own per
+//! test (SQLite by default; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server).
 
+mod helpers;
+
+mod auth;
+mod cases;
+mod cli;
+mod errors;
+mod notes;
+mod ops;
+mod storage;
+mod tenancy;

@@ -1,0 +1,73 @@
+use parley::domain::PartyKind;
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn missing_malformed_and_unknown_tokens_get_401() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(format!("{}/api/cases", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_problem(r, 401, "unauthorized").await;
+    let r = app
+        .client
+        .get(format!("{}/api/cases", app.base))
+        .header("Authorization", "Basic Zm9vOmJhcg==")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+    assert_problem(
+        app.get("pk_not-a-real-token", "/api/cases").await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    let r = app
+        .client
+        .get(format!("{}/api/cases", app.base))
+        .header("Authorization", "Bearer")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(format!("{}/api/cases", app.base))
+        .header("Authorization", format!("bearer {}", app.admin.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn each_token_is_rate_limited_with_retry_after() {
+    let app = spawn_app_with(|c| c.rate_limit_per_minute = 3).await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&creditor.token, "/api/cases").await.status(), 200);
+    }
+    let r = app.get(&creditor.token, "/api/cases").await;
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert_problem(r, 429, "rate_limited").await;
+    assert_eq!(
+        app.get(&app.admin.token, "/api/cases").await.status(),
+        200,
+        "other tokens are not affected"
+    );
+}

@@ -1,0 +1,198 @@
+use std::path::Path;
+
+use parley::config::{Config, Secret};
+use parley::domain::PartyKind;
+use parley::store::Store;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// A party and one of its tokens.
+#[derive(Clone)]
+pub struct Party {
+    pub id: String,
+    pub token: String,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub config: Config,
+    pub admin: Party,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The database URL for a fresh test database: a new PostgreSQL database when the suite runs
+/// against PostgreSQL, else `None` (SQLite in the test's data folder).
+pub async fn fresh_database() -> Option<String> {
+    let admin_url = std::env::var("PARLEY_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = format!("parley_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    let _ = conn.close().await;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("admin URL names a database");
+    Some(format!("{base}/{name}"))
+}
+
+pub async fn test_config(dir: &Path) -> Config {
+    let mut config = Config::with_data_dir(dir);
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.master_key = Some([42; 32]);
+    config.database_max_connections = 5;
+    if let Some(url) = fresh_database().await {
+        config.database_url = Secret::new(url);
+    }
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path()).await;
+    adjust(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = parley::App::build(config.clone())
+        .await
+        .expect("building the app");
+    let store = app.store().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(app.run(listener, async move {
+        let _ = rx.await;
+    }));
+    let admin_id = store
+        .create_party(PartyKind::Admin, "Operations")
+        .await
+        .unwrap();
+    let admin_token = store
+        .create_token(admin_id.as_str(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        store,
+        config,
+        admin: Party {
+            id: admin_id.to_string(),
+            token: admin_token,
+        },
+        dir,
+        shutdown: Some(tx),
+    }
+}
+
+impl TestApp {
+    pub async fn party(&self, kind: PartyKind, name: &str) -> Party {
+        let id = self.store.create_party(kind, name).await.unwrap();
+        let token = self
+            .store
+            .create_token(id.as_str(), None)
+            .await
+            .unwrap()
+            .unwrap();
+        Party {
+            id: id.to_string(),
+            token,
+        }
+    }
+
+    pub async fn labelled_token(&self, party: &Party, label: &str) -> String {
+        self.store
+            .create_token(&party.id, Some(label))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    pub fn request(&self, method: Method, token: &str, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Response {
+        self.request(Method::GET, token, path).send().await.unwrap()
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, token, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.request(Method::PATCH, token, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A case owned by `creditor`, optionally assigned to `partner`.
+    pub async fn create_case(&self, creditor: &Party, partner: Option<&Party>) -> Value {
+        let mut body = case_body();
+        if let Some(p) = partner {
+            body["partnerId"] = json!(p.id);
+        }
+        let r = self.post(&creditor.token, "/api/cases", &body).await;
+        assert_eq!(r.status(), 201, "creating a case");
+        r.json().await.unwrap()
+    }
+}
+
+pub fn case_body() -> Value {
+    json!({
+        "debtor": {"name": "Example Company ApS", "email": "debtor@example.com", "phone": "+4512345678",
+                   "language": "da", "timezone": "Europe/Copenhagen"},
+        "amount": {"value": "15000.00", "currency": "DKK"},
+        "invoiceNumber": "INV-2024-001",
+        "dueDate": "2024-01-15"
+    })
+}
+
+/// Asserts an RFC 9457 problem response with the given status and code; returns its body.
+pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
+    assert_eq!(r.status(), status, "status");
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], format!("urn:parley:problem:{code}"));
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
