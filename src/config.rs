@@ -33,6 +33,10 @@ const KEYS: &[&str] = &[
     "sms_token",
     "sms_from",
     "delivery_retry_schedule",
+    "delivery_concurrency",
+    "delivery_lease",
+    "sms_rate_per_second",
+    "sms_status_callback_url",
     "webhook_retry_schedule",
     "webhook_allow_private",
     "max_upload_bytes",
@@ -99,6 +103,15 @@ pub struct Config {
     pub sms_token: Option<Secret>,
     pub sms_from: Option<String>,
     pub delivery_retry_schedule: Vec<Duration>,
+    /// Deliveries in flight at once in this process; `0` runs no delivery worker here.
+    pub delivery_concurrency: usize,
+    /// How long a claimed delivery job is reserved for its worker; a job whose worker died
+    /// is taken up again after this.
+    pub delivery_lease: Duration,
+    /// Sends per second from one SMS sender number.
+    pub sms_rate_per_second: f64,
+    /// The `StatusCallback` URL given to the SMS API (may carry basic-auth credentials).
+    pub sms_status_callback_url: String,
     pub webhook_retry_schedule: Vec<Duration>,
     pub webhook_allow_private: bool,
     pub max_upload_bytes: u64,
@@ -253,6 +266,20 @@ impl Config {
         })?;
         let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
             .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
+        let delivery_concurrency = opt(raw, "delivery_concurrency", |v| {
+            v.parse::<usize>().ok().filter(|n| *n <= 256).ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
+        })?
+        .unwrap_or(8);
+        let delivery_lease = opt(raw, "delivery_lease", |v| {
+            parse_duration(v).and_then(|d| if d >= Duration::from_secs(1) { Ok(d) } else { Err("expected at least 1s".into()) })
+        })?
+        .unwrap_or(Duration::from_secs(30));
+        let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {
+            v.parse::<f64>().ok().filter(|n| *n > 0.0 && n.is_finite()).ok_or_else(|| format!("expected a positive number, got {v:?}"))
+        })?
+        .unwrap_or(1.0);
+        let sms_status_callback_url = opt(raw, "sms_status_callback_url", |v| parse_http_url(v).map(|()| v.to_string()))?
+            .unwrap_or_else(|| format!("{public_url}/api/providers/sms/status"));
         let webhook_retry_schedule = opt(raw, "webhook_retry_schedule", parse_schedule)?
             .unwrap_or_else(|| parse_schedule("5s,5m,30m,2h,5h,10h,10h").expect("valid default"));
         let webhook_allow_private = opt(raw, "webhook_allow_private", parse_bool)?.unwrap_or(false);
@@ -325,6 +352,10 @@ impl Config {
             sms_token,
             sms_from,
             delivery_retry_schedule,
+            delivery_concurrency,
+            delivery_lease,
+            sms_rate_per_second,
+            sms_status_callback_url,
             webhook_retry_schedule,
             webhook_allow_private,
             max_upload_bytes,

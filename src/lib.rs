@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod store;
@@ -13,43 +14,59 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::crypto::KeyRing;
+use crate::delivery::Delivery;
 use crate::store::Store;
 
 /// A built application: configuration checked, database migrated, ready to serve.
 pub struct App {
     config: Arc<Config>,
     store: Store,
+    wake: Arc<Notify>,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
         store.migrate().await?;
-        Ok(Self {
-            config: Arc::new(config),
-            store,
-        })
+        Ok(Self { config: Arc::new(config), store, wake: Arc::new(Notify::new()) })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then lets requests in flight finish.
-    pub async fn run(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let router = http::router(self.store.clone(), self.config.clone());
+    /// The delivery worker of this application, for driving the queue one step at a time.
+    pub fn delivery(&self) -> anyhow::Result<Delivery> {
+        Delivery::new(self.store.clone(), self.config.clone(), self.wake.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets requests and deliveries in
+    /// flight finish. Runs the delivery worker unless `delivery_concurrency` is 0.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = if self.config.delivery_concurrency > 0 {
+            let delivery = Arc::new(self.delivery()?);
+            Some(tokio::spawn(delivery.run(stop_rx)))
+        } else {
+            None
+        };
+        let router = http::router(self.store.clone(), self.config.clone(), self.wake.clone());
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        served?;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -3,10 +3,13 @@
 
 pub mod case;
 pub mod ids;
+pub mod message;
 pub mod note;
 pub mod party;
 pub mod policy;
 pub mod recipient;
+pub mod sms;
+pub mod template;
 pub mod time;
 
 pub use case::{CaseNumber, CaseStatus, Debtor, Money};

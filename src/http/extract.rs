@@ -1,6 +1,6 @@
 //! Extractors that turn every kind of bad input into a problem response.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -65,6 +65,35 @@ impl<E: std::error::Error> CauseText for E {
             source = next;
         }
         source.to_string()
+    }
+}
+
+/// A form-encoded body (provider callbacks): 415 without the form content type, 422 when
+/// fields are missing or wrong.
+pub struct Form<T>(pub T);
+
+impl<S, T> FromRequest<S> for Form<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Form::<T>::from_request(req, state).await {
+            Ok(axum::extract::Form(v)) => Ok(Self(v)),
+            Err(FormRejection::InvalidFormContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/x-www-form-urlencoded",
+            )),
+            Err(FormRejection::FailedToDeserializeForm(e)) => Err(ApiError::unprocessable("invalid_body", e.body_text_cause())),
+            Err(FormRejection::FailedToDeserializeFormBody(e)) => Err(ApiError::unprocessable("invalid_body", e.body_text_cause())),
+            Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than this endpoint accepts"))
+            }
+            Err(other) => Err(ApiError::bad_request("invalid_body", other.body_text())),
+        }
     }
 }
 

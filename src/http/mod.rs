@@ -2,11 +2,15 @@
 
 mod cases;
 mod extract;
+mod messages;
 mod metrics;
 mod notes;
 mod ops;
 pub mod problem;
+mod providers;
 mod rate_limit;
+mod templates;
+mod tracking;
 
 use std::sync::Arc;
 
@@ -34,6 +38,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub openapi: axum::body::Bytes,
+    /// Wakes the delivery worker when a message is queued.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(OpenApi)]
@@ -66,6 +72,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cases::create_deadline, cases::list_deadlines))
         .routes(routes!(notes::create_note, notes::list_notes))
         .routes(routes!(notes::audit_log))
+        .routes(routes!(messages::send_message, messages::list_messages))
+        .routes(routes!(messages::get_message))
+        .routes(routes!(messages::delivery_report))
+        .routes(routes!(templates::list_templates, templates::create_template))
+        .routes(routes!(templates::get_template, templates::replace_template, templates::delete_template))
+        .routes(routes!(providers::sms_status))
+        .routes(routes!(providers::email_events))
+        .routes(routes!(tracking::open))
+        .routes(routes!(tracking::click))
+        .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.
@@ -74,7 +90,7 @@ pub fn openapi_json() -> String {
     api.to_pretty_json().unwrap_or_default()
 }
 
-pub fn router(store: Store, config: Arc<Config>) -> Router {
+pub fn router(store: Store, config: Arc<Config>, wake: Arc<tokio::sync::Notify>) -> Router {
     let (api, openapi) = api_routes().split_for_parts();
     let state = AppState {
         store,
@@ -82,6 +98,7 @@ pub fn router(store: Store, config: Arc<Config>) -> Router {
         metrics: Arc::new(Metrics::default()),
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),
+        wake,
     };
     Router::new()
         .route("/healthz", get(ops::healthz))

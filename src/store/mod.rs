@@ -8,8 +8,13 @@
 
 mod audit;
 mod cases;
+mod idempotency;
+mod jobs;
+mod messages;
 mod notes;
 mod parties;
+mod policy;
+mod templates;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +29,12 @@ pub use audit::AuditEntry;
 pub use cases::{
     CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment,
 };
+pub use idempotency::Replay;
+pub use jobs::{ClaimedJob, Outcome, Outgoing};
+pub use messages::{Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, StatusEvent};
 pub use notes::{NewNote, Note, NoteFilter};
+pub use policy::ContactPreferences;
+pub use templates::{Template, TemplateContent};
 
 use crate::crypto::KeyRing;
 use crate::domain::party::Actor;
@@ -209,13 +219,26 @@ pub(crate) async fn audit(
     target_type: &str,
     target_id: &str,
 ) -> sqlx::Result<()> {
+    audit_as(conn, case_id, Some(actor.party_id.as_str()), &actor.name, action, target_type, target_id).await
+}
+
+/// An audit entry for an actor without a token: a debtor following a link, a provider.
+pub(crate) async fn audit_as(
+    conn: &mut AnyConnection,
+    case_id: Option<&str>,
+    party_id: Option<&str>,
+    actor_name: &str,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(case_id)
-    .bind(actor.party_id.as_str())
-    .bind(&actor.name)
+    .bind(party_id)
+    .bind(actor_name)
     .bind(action)
     .bind(target_type)
     .bind(target_id)

@@ -1,0 +1,120 @@
+//! Outbound email: the MIME message (multipart/alternative, Message-ID, per-case Reply-To,
+//! threading headers, RFC 8058 one-click unsubscribe, tracked HTML) and its transports.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::SendError;
+use super::tracking::{LinkMaker, html_from_text, tracked_html};
+use crate::store::Outgoing;
+
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_string()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_string())
+    }
+}
+
+/// The per-case reply address: replies to it find their case.
+pub fn case_address(case_id: &str, inbound_domain: &str) -> String {
+    format!("case-{case_id}@{inbound_domain}")
+}
+
+/// Everything about an email that is not in the message row.
+pub struct EmailContext<'a> {
+    pub from: &'a str,
+    pub inbound_domain: &'a str,
+    pub links: LinkMaker<'a>,
+}
+
+pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError> {
+    let permanent = |what: &str, e: &dyn std::fmt::Display| SendError::Permanent(format!("{what}: {e}"));
+    let mailbox = |s: &str| s.parse::<Mailbox>().map_err(|e| permanent("invalid address", &e));
+    let unsubscribe = ctx.links.unsubscribe();
+    let mut builder = Message::builder()
+        .from(mailbox(ctx.from)?)
+        .reply_to(mailbox(&case_address(&m.case_id, ctx.inbound_domain))?)
+        .subject(m.subject.clone().unwrap_or_default())
+        .message_id(m.rfc_message_id.clone())
+        .header(ListUnsubscribe(format!("<{unsubscribe}>")))
+        .header(ListUnsubscribePost);
+    for to in &m.envelope.to {
+        builder = builder.to(mailbox(to)?);
+    }
+    for cc in &m.envelope.cc {
+        builder = builder.cc(mailbox(cc)?);
+    }
+    if let Some(parent) = &m.in_reply_to {
+        builder = builder.in_reply_to(parent.clone()).references(parent.clone());
+    }
+    let text = format!("{}\n\n--\nTo stop receiving these emails, unsubscribe: {unsubscribe}\n", m.body.trim_end());
+    let html_source = m.html.clone().unwrap_or_else(|| html_from_text(&m.body));
+    let html = tracked_html(&html_source, &ctx.links, &unsubscribe);
+    builder.multipart(MultiPart::alternative_plain_html(text, html)).map_err(|e| permanent("building the message", &e))
+}
+
+pub enum EmailTransport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// `<data>/outbox/<message id>.eml`
+    Outbox(PathBuf),
+}
+
+impl EmailTransport {
+    /// SMTP from `smtp://` (STARTTLS when the server offers it) or `smtps://`, with pooled
+    /// connections; without a URL, `.eml` files in the outbox folder.
+    pub fn new(smtp_url: Option<&str>, outbox: PathBuf) -> anyhow::Result<Self> {
+        let Some(url) = smtp_url else { return Ok(Self::Outbox(outbox)) };
+        let url = if url.starts_with("smtp://") && !url.contains("tls=") {
+            format!("{url}{}tls=opportunistic", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_string()
+        };
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
+            .map_err(|e| anyhow::anyhow!("PARLEY_SMTP_URL: {e}"))?
+            .timeout(Some(Duration::from_secs(20)))
+            .pool_config(PoolConfig::new().max_size(16))
+            .build();
+        Ok(Self::Smtp(transport))
+    }
+
+    pub async fn send(&self, id: &str, message: &Message) -> Result<(), SendError> {
+        match self {
+            Self::Smtp(transport) => match transport.send(message.clone()).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(format!("SMTP server refused the message: {e}"))),
+                Err(e) => Err(SendError::Transient { reason: format!("SMTP: {e}"), retry_after: None }),
+            },
+            Self::Outbox(dir) => super::write_outbox(dir, &format!("{id}.eml"), &message.formatted())
+                .await
+                .map_err(|e| SendError::Transient { reason: format!("writing the outbox: {e}"), retry_after: None }),
+        }
+    }
+}

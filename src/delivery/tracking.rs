@@ -1,0 +1,167 @@
+//! Tracking and unsubscribe links: opaque tokens sealed with the master key (so they can be
+//! neither forged nor read), the open pixel and link rewriting of the HTML part.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::KeyRing;
+use crate::domain::template::html_escape;
+
+const CONTEXT: &str = "tracking-link";
+
+/// What a link stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k")]
+pub enum Link {
+    #[serde(rename = "o")]
+    Open { m: String },
+    #[serde(rename = "c")]
+    Click { m: String, u: String },
+    #[serde(rename = "u")]
+    Unsubscribe { m: String },
+}
+
+pub fn seal(keys: &KeyRing, link: &Link) -> String {
+    let json = serde_json::to_vec(link).expect("a link serialises");
+    B64URL.encode(keys.seal(CONTEXT, &json))
+}
+
+/// `None` for anything not sealed by us, tampered with, or malformed.
+pub fn open(keys: &KeyRing, token: &str) -> Option<Link> {
+    let sealed = B64URL.decode(token).ok()?;
+    let json = keys.open(CONTEXT, &sealed).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+pub struct LinkMaker<'a> {
+    pub keys: &'a KeyRing,
+    pub public_url: &'a str,
+    pub message_id: &'a str,
+}
+
+impl LinkMaker<'_> {
+    pub fn open_pixel(&self) -> String {
+        format!("{}/t/open/{}", self.public_url, seal(self.keys, &Link::Open { m: self.message_id.to_string() }))
+    }
+    pub fn click(&self, url: &str) -> String {
+        format!("{}/t/click/{}", self.public_url, seal(self.keys, &Link::Click { m: self.message_id.to_string(), u: url.to_string() }))
+    }
+    pub fn unsubscribe(&self) -> String {
+        format!("{}/unsubscribe/{}", self.public_url, seal(self.keys, &Link::Unsubscribe { m: self.message_id.to_string() }))
+    }
+}
+
+/// An HTML part for a plain-text body: paragraphs, line breaks, and web addresses as links.
+pub fn html_from_text(text: &str) -> String {
+    let mut html = String::new();
+    for para in text.split("\n\n").filter(|p| !p.trim().is_empty()) {
+        html.push_str("<p>");
+        let lines: Vec<String> = para.lines().map(autolink).collect();
+        html.push_str(&lines.join("<br>\n"));
+        html.push_str("</p>\n");
+    }
+    html
+}
+
+fn autolink(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(start) = ["https://", "http://"].iter().filter_map(|p| rest.find(p)).min() {
+        out.push_str(&html_escape(&rest[..start]));
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"')).unwrap_or(tail.len());
+        let url = tail[..end].trim_end_matches(['.', ',', ')', ';', ':', '!', '?']);
+        out.push_str(&format!("<a href=\"{0}\">{0}</a>", html_escape(url)));
+        rest = &tail[url.len()..];
+    }
+    out.push_str(&html_escape(rest));
+    out
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+/// Rewrites every `href` to an http(s) address into a tracked link, adds the unsubscribe line
+/// and the open pixel, and wraps the result as a document.
+pub fn tracked_html(html: &str, links: &LinkMaker<'_>, unsubscribe_url: &str) -> String {
+    let mut out = String::with_capacity(html.len() + 512);
+    let mut rest = html;
+    loop {
+        let Some(pos) = rest.to_ascii_lowercase().find("href=") else { break };
+        let after = &rest[pos + 5..];
+        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            out.push_str(&rest[..pos + 5]);
+            rest = after;
+            continue;
+        };
+        let value_start = 1;
+        let Some(len) = after[value_start..].find(quote) else { break };
+        let raw = &after[value_start..value_start + len];
+        let url = html_unescape(raw);
+        out.push_str(&rest[..pos + 5]);
+        out.push(quote);
+        if url.starts_with("http://") || url.starts_with("https://") {
+            out.push_str(&html_escape(&links.click(&url)));
+        } else {
+            out.push_str(raw);
+        }
+        out.push(quote);
+        rest = &after[value_start + len + 1..];
+    }
+    out.push_str(rest);
+    let unsubscribe = html_escape(unsubscribe_url);
+    let pixel = html_escape(&links.open_pixel());
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"></head><body>\n{out}\n\
+         <p style=\"font-size:12px;color:#666\">To stop receiving these emails, <a href=\"{unsubscribe}\">unsubscribe</a>.</p>\n\
+         <img src=\"{pixel}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0\">\n</body></html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> KeyRing {
+        KeyRing::new(&[9; 32], &[])
+    }
+
+    #[test]
+    fn tokens_round_trip_and_refuse_tampering() {
+        let k = keys();
+        let link = Link::Click { m: "msg_1".into(), u: "https://pay.example.com/?a=1&b=2".into() };
+        let token = seal(&k, &link);
+        assert_eq!(open(&k, &token), Some(link));
+        let mut bytes = token.into_bytes();
+        let i = bytes.len() / 2;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(open(&k, &String::from_utf8(bytes).unwrap()), None);
+        assert_eq!(open(&k, "not-a-token"), None);
+        assert_eq!(open(&KeyRing::new(&[1; 32], &[]), &seal(&k, &Link::Open { m: "x".into() })), None);
+    }
+
+    #[test]
+    fn html_from_text_escapes_and_links() {
+        let html = html_from_text("Dear <customer>,\nplease pay at https://pay.example.com/x?a=1&b=2.\n\nThanks");
+        assert!(html.contains("Dear &lt;customer&gt;,<br>"));
+        assert!(html.contains("<a href=\"https://pay.example.com/x?a=1&amp;b=2\">"));
+        assert!(html.contains("</a>.<br>") || html.contains("</a>.</p>"));
+        assert!(html.contains("<p>Thanks</p>"));
+    }
+
+    #[test]
+    fn links_are_rewritten_and_pixel_added() {
+        let k = keys();
+        let maker = LinkMaker { keys: &k, public_url: "http://t.example", message_id: "msg_1" };
+        let html = tracked_html("<a href=\"https://pay.example.com/?a=1&amp;b=2\">Pay</a> <a href='mailto:x@y.z'>mail</a>", &maker, "http://t.example/unsubscribe/x");
+        assert!(!html.contains("https://pay.example.com"), "{html}");
+        assert!(html.contains("href='mailto:x@y.z'"));
+        let start = html.find("http://t.example/t/click/").unwrap() + "http://t.example/t/click/".len();
+        let token: String = html[start..].chars().take_while(|c| *c != '"').collect();
+        assert_eq!(open(&k, &token), Some(Link::Click { m: "msg_1".into(), u: "https://pay.example.com/?a=1&b=2".into() }));
+        assert!(html.contains("http://t.example/t/open/"));
+        assert!(html.contains("unsubscribe"));
+    }
+}

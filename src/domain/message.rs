@@ -1,0 +1,134 @@
+//! Messages: channels, priorities, categories and the status machine.
+
+use super::Invalid;
+
+macro_rules! word_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $word),+ }
+            }
+            pub fn parse(s: &str) -> Result<Self, Invalid> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    _ => Err(Invalid::new(format!(
+                        concat!("unknown ", $what, " {:?}: expected one of {}"),
+                        s,
+                        [$($word),+].join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+word_enum!(
+    /// `messageType`
+    Channel, "messageType" { Email => "email", Sms => "sms" }
+);
+word_enum!(Direction, "direction" { Outbound => "outbound", Inbound => "inbound" });
+word_enum!(Priority, "priority" { High => "high", Normal => "normal", Low => "low" });
+word_enum!(Category, "category" {
+    PaymentReminders => "payment_reminders",
+    CaseUpdates => "case_updates",
+    DocumentRequests => "document_requests",
+    SettlementOffers => "settlement_offers",
+    StatusNotifications => "status_notifications",
+    LegalNotices => "legal_notices",
+    PaymentConfirmations => "payment_confirmations",
+    DeadlineAlerts => "deadline_alerts",
+    General => "general",
+});
+word_enum!(
+    /// The seed's statuses; SMS use the first four and `failed`. `received` marks inbound mail.
+    MessageStatus, "status" {
+        Queued => "queued",
+        Sent => "sent",
+        Delivered => "delivered",
+        Opened => "opened",
+        Clicked => "clicked",
+        Failed => "failed",
+        Bounced => "bounced",
+        Received => "received",
+    }
+);
+
+impl Priority {
+    /// Queue order: lower runs first.
+    pub fn rank(self) -> i64 {
+        match self {
+            Self::High => 0,
+            Self::Normal => 1,
+            Self::Low => 2,
+        }
+    }
+}
+
+impl MessageStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Failed | Self::Bounced)
+    }
+
+    /// How far along a message is; a status only ever moves to a higher rank.
+    pub fn rank(self) -> i64 {
+        match self {
+            Self::Queued => 0,
+            Self::Sent => 1,
+            Self::Delivered => 2,
+            Self::Opened => 3,
+            Self::Clicked => 4,
+            Self::Received => 5,
+            Self::Failed | Self::Bounced => 10,
+        }
+    }
+
+    /// The status after `event` arrives: never backwards, and nothing leaves `failed` or
+    /// `bounced`. Events may arrive out of order (a late `delivered` after `opened`).
+    pub fn advance(self, event: Self) -> Self {
+        if self.is_final() || event.rank() <= self.rank() {
+            self
+        } else {
+            event
+        }
+    }
+
+    /// Whether `self` is a status a message of this channel can have.
+    pub fn applies_to(self, channel: Channel) -> bool {
+        match channel {
+            Channel::Email => !matches!(self, Self::Received),
+            Channel::Sms => matches!(self, Self::Queued | Self::Sent | Self::Delivered | Self::Failed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageStatus::*;
+    use super::*;
+
+    #[test]
+    fn status_never_moves_backwards_and_finals_stay() {
+        assert_eq!(Queued.advance(Sent), Sent);
+        assert_eq!(Opened.advance(Delivered), Opened, "a late delivered after opened keeps opened");
+        assert_eq!(Sent.advance(Clicked), Clicked);
+        assert_eq!(Delivered.advance(Bounced), Bounced);
+        assert_eq!(Bounced.advance(Clicked), Bounced);
+        assert_eq!(Failed.advance(Delivered), Failed);
+        assert_eq!(Failed.advance(Bounced), Failed);
+    }
+
+    #[test]
+    fn words_parse_and_name_the_choices() {
+        assert_eq!(Category::parse("legal_notices").unwrap(), Category::LegalNotices);
+        let err = Priority::parse("urgent").unwrap_err().0;
+        assert!(err.contains("high, normal, low"), "{err}");
+        assert!(!Opened.applies_to(Channel::Sms));
+        assert!(Delivered.applies_to(Channel::Sms));
+        assert!(Opened.applies_to(Channel::Email));
+    }
+}

@@ -1,0 +1,129 @@
+//! Delivery events from providers: Twilio-style SMS status callbacks and SendGrid-style email
+//! event webhooks. They authenticate with an admin token, as Bearer or as the password of
+//! HTTP basic auth (what a provider can put in a callback URL).
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::extract::{Form, Json};
+use super::problem::{ApiError, ApiResult};
+use crate::domain::PartyKind;
+use crate::domain::message::MessageStatus;
+use crate::domain::time::now_micros;
+
+/// An admin, by bearer token or basic-auth password.
+pub struct ProviderAuth;
+
+impl FromRequestParts<AppState> for ProviderAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let (scheme, rest) = value.split_once(' ').unwrap_or(("", ""));
+        let token = if scheme.eq_ignore_ascii_case("bearer") {
+            Some(rest.trim().to_string())
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.split_once(':').map(|(_, p)| p.to_string()))
+        } else {
+            None
+        };
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::unauthorized("missing credentials"))?;
+        let actor = state.store.authenticate(&token).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        if actor.kind != PartyKind::Admin {
+            return Err(ApiError::forbidden("provider callbacks need an admin token"));
+        }
+        Ok(Self)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SmsStatus {
+    #[serde(rename = "MessageSid")]
+    sid: String,
+    #[serde(rename = "MessageStatus")]
+    status: String,
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<String>,
+}
+
+/// Twilio-style status callback (form-encoded `MessageSid`, `MessageStatus`, `ErrorCode`).
+#[utoipa::path(post, path = "/api/providers/sms/status", tag = "providers",
+    request_body(content_type = "application/x-www-form-urlencoded", content = String),
+    responses((status = 204), (status = 401, body = super::problem::ProblemBody)), security(("bearer" = []), ("basic" = [])))]
+pub async fn sms_status(State(state): State<AppState>, _: ProviderAuth, Form(f): Form<SmsStatus>) -> ApiResult<StatusCode> {
+    let status = match f.status.as_str() {
+        "sent" => MessageStatus::Sent,
+        "delivered" => MessageStatus::Delivered,
+        "undelivered" | "failed" => MessageStatus::Failed,
+        _ => return Ok(StatusCode::NO_CONTENT),
+    };
+    let Some(id) = state.store.message_by_provider_id(&f.sid).await? else { return Ok(StatusCode::NO_CONTENT) };
+    let detail = f.error_code.filter(|c| !c.is_empty()).map(|c| format!("carrier error {c}"));
+    let event_id = format!("sms:{}:{}", f.sid, f.status);
+    state.store.record_status_event(&id, status, now_micros(), Some(&event_id), detail.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// SendGrid-style event webhook: a JSON array of events matched by `smtp-id`.
+#[utoipa::path(post, path = "/api/providers/email/events", tag = "providers", request_body = Vec<Object>,
+    responses((status = 200, description = "how many events were recorded and ignored"), (status = 401, body = super::problem::ProblemBody)),
+    security(("bearer" = []), ("basic" = [])))]
+pub async fn email_events(State(state): State<AppState>, _: ProviderAuth, Json(events): Json<Vec<Value>>) -> ApiResult<axum::Json<Value>> {
+    let (mut recorded, mut ignored) = (0, 0);
+    for e in &events {
+        let kind = e["event"].as_str().unwrap_or_default();
+        let status = match kind {
+            "delivered" => Some(MessageStatus::Delivered),
+            "open" => Some(MessageStatus::Opened),
+            "click" => Some(MessageStatus::Clicked),
+            "bounce" => Some(MessageStatus::Bounced),
+            "dropped" => Some(MessageStatus::Failed),
+            // Recorded for the history, without moving the status.
+            "deferred" | "spamreport" => None,
+            _ => {
+                ignored += 1;
+                continue;
+            }
+        };
+        let Some(smtp_id) = e["smtp-id"].as_str().filter(|s| !s.is_empty()) else {
+            ignored += 1;
+            continue;
+        };
+        let rfc_id = if smtp_id.starts_with('<') { smtp_id.to_string() } else { format!("<{smtp_id}>") };
+        let Some(id) = state.store.message_by_rfc_id(&rfc_id).await? else {
+            ignored += 1;
+            continue;
+        };
+        let event_id = match e["sg_event_id"].as_str() {
+            Some(s) => format!("email:{s}"),
+            None => format!("email:{}", hex::encode(Sha256::digest(e.to_string()))),
+        };
+        let at = e["timestamp"].as_i64().map_or_else(now_micros, |s| s.saturating_mul(1_000_000));
+        let reason = e["reason"].as_str().or(e["response"].as_str()).map(|r| r.chars().take(300).collect::<String>());
+        let fresh = match status {
+            Some(s) => state.store.record_status_event(&id, s, at, Some(&event_id), reason.as_deref()).await?,
+            None => state.store.record_plain_event(&id, kind, at, &event_id).await?,
+        };
+        if kind == "spamreport" {
+            if let Some(email) = e["email"].as_str() {
+                state.store.suppress("email", email, "spam report", None).await?;
+            }
+        }
+        if fresh {
+            recorded += 1;
+        } else {
+            ignored += 1;
+        }
+    }
+    Ok(axum::Json(json!({"recorded": recorded, "ignored": ignored})))
+}

@@ -1,0 +1,106 @@
+//! What the send policy reads: a case's communication preferences and the suppression list.
+//! Suppressed addresses are kept as blind indexes, never in the clear.
+
+use sqlx::Row;
+
+use super::{Store, StoreResult};
+use crate::domain::prefixed_id;
+use crate::domain::time::now_micros;
+
+/// The stored preferences of a case, as far as sending needs them.
+#[derive(Debug, Clone, Default)]
+pub struct ContactPreferences {
+    pub do_not_contact: bool,
+    pub allow_email: bool,
+    pub allow_sms: bool,
+    pub dnc_exceptions: Vec<String>,
+    pub preferred_language: Option<String>,
+}
+
+impl Store {
+    pub async fn contact_preferences(&self, case_id: &str) -> StoreResult<Option<ContactPreferences>> {
+        let row = sqlx::query(
+            "SELECT do_not_contact, allow_email, allow_sms, dnc_exceptions, preferred_language FROM preferences WHERE case_id = $1",
+        )
+        .bind(case_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let exceptions: Option<String> = r.try_get(3)?;
+        Ok(Some(ContactPreferences {
+            do_not_contact: r.try_get::<i32, _>(0)? != 0,
+            allow_email: r.try_get::<i32, _>(1)? != 0,
+            allow_sms: r.try_get::<i32, _>(2)? != 0,
+            dnc_exceptions: exceptions.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default(),
+            preferred_language: r.try_get(4)?,
+        }))
+    }
+
+    fn suppression_index(&self, channel: &str, value: &str) -> String {
+        self.keys.blind_index(&format!("suppression:{channel}"), &value.to_lowercase())
+    }
+
+    /// Adds an address or number to the suppression list; `false` when it was there already.
+    pub async fn suppress(&self, channel: &str, value: &str, reason: &str, case_id: Option<&str>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (channel, value_index) DO NOTHING",
+        )
+        .bind(prefixed_id("sup"))
+        .bind(channel)
+        .bind(self.suppression_index(channel, value))
+        .bind(reason)
+        .bind(case_id)
+        .bind(now_micros())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A recipient's one-click unsubscribe from a message: every `To` address of it is
+    /// suppressed, and the message and audit log record it, in one transaction. `false` for
+    /// an unknown message.
+    pub async fn unsubscribe(&self, message_id: &str) -> StoreResult<bool> {
+        let Some((case_id, channel, envelope)) = self.message_envelope(message_id).await? else { return Ok(false) };
+        let mut tx = self.writer.begin().await?;
+        let now = now_micros();
+        for to in &envelope.to {
+            sqlx::query(
+                "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, $2, $3, 'unsubscribed', $4, $5) \
+                 ON CONFLICT (channel, value_index) DO NOTHING",
+            )
+            .bind(prefixed_id("sup"))
+            .bind(&channel)
+            .bind(self.suppression_index(&channel, to))
+            .bind(case_id.as_deref())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("INSERT INTO message_events (message_id, event, at) VALUES ($1, 'unsubscribed', $2)")
+            .bind(message_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        super::audit_as(&mut tx, case_id.as_deref(), None, "recipient", "recipient.unsubscribed", "message", message_id).await?;
+        let payload = serde_json::json!({"messageId": message_id, "caseId": case_id, "channel": channel});
+        super::emit(&mut tx, "recipient.unsubscribed", case_id.as_deref(), &payload).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The first of `values` on the suppression list.
+    pub async fn suppressed<'a>(&self, channel: &str, values: &[&'a str]) -> StoreResult<Option<&'a str>> {
+        for v in values {
+            let found: Option<String> = sqlx::query_scalar("SELECT id FROM suppressions WHERE channel = $1 AND value_index = $2")
+                .bind(channel)
+                .bind(self.suppression_index(channel, v))
+                .fetch_optional(&self.pool)
+                .await?;
+            if found.is_some() {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+}

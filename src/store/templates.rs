@@ -1,0 +1,140 @@
+//! Message templates, each with its text in one or more languages.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, StoreResult, audit};
+use crate::domain::party::Actor;
+use crate::domain::time::now_micros;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateContent {
+    pub language: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub html_body: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub id: String,
+    pub name: String,
+    pub channel: String,
+    pub default_language: String,
+    /// The default language first.
+    pub contents: Vec<TemplateContent>,
+}
+
+impl Template {
+    pub fn content(&self, language: &str) -> Option<&TemplateContent> {
+        self.contents.iter().find(|c| c.language == language)
+    }
+    pub fn default_content(&self) -> Option<&TemplateContent> {
+        self.content(&self.default_language).or(self.contents.first())
+    }
+    pub fn languages(&self) -> Vec<String> {
+        self.contents.iter().map(|c| c.language.clone()).collect()
+    }
+}
+
+impl Store {
+    pub async fn list_templates(&self) -> StoreResult<Vec<Template>> {
+        let heads = sqlx::query("SELECT id, name, channel, default_language FROM templates ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        let bodies = sqlx::query("SELECT template_id, language, subject, body, html_body FROM template_contents ORDER BY template_id, language")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut templates = heads
+            .iter()
+            .map(|r| {
+                Ok(Template {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    channel: r.try_get(2)?,
+                    default_language: r.try_get(3)?,
+                    contents: Vec::new(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        for r in &bodies {
+            let id: String = r.try_get(0)?;
+            if let Some(t) = templates.iter_mut().find(|t| t.id == id) {
+                t.contents.push(TemplateContent {
+                    language: r.try_get(1)?,
+                    subject: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                    html_body: r.try_get(4)?,
+                });
+            }
+        }
+        for t in &mut templates {
+            let default = t.default_language.clone();
+            t.contents.sort_by_key(|c| c.language != default);
+        }
+        Ok(templates)
+    }
+
+    pub async fn get_template(&self, id: &str) -> StoreResult<Option<Template>> {
+        Ok(self.list_templates().await?.into_iter().find(|t| t.id == id))
+    }
+
+    /// Creates (`replace = false`) or replaces a template; `Ok(false)` when replacing one
+    /// that does not exist.
+    pub async fn save_template(&self, actor: &Actor, t: &Template, replace: bool) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        let now = now_micros();
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM templates WHERE id = $1").bind(&t.id).fetch_optional(&mut *tx).await?;
+        match (exists.is_some(), replace) {
+            (true, false) => return Err(StoreError::Conflict("template_exists")),
+            (false, true) => return Ok(false),
+            (true, true) => {
+                sqlx::query("UPDATE templates SET name = $2, channel = $3, default_language = $4, updated_at = $5 WHERE id = $1")
+                    .bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.channel)
+                    .bind(&t.default_language)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM template_contents WHERE template_id = $1").bind(&t.id).execute(&mut *tx).await?;
+            }
+            (false, false) => {
+                sqlx::query(
+                    "INSERT INTO templates (id, name, channel, default_language, owner_party_id, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(&t.id)
+                .bind(&t.name)
+                .bind(&t.channel)
+                .bind(&t.default_language)
+                .bind(actor.party_id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for c in &t.contents {
+            sqlx::query("INSERT INTO template_contents (template_id, language, subject, body, html_body) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&t.id)
+                .bind(&c.language)
+                .bind(c.subject.as_deref())
+                .bind(&c.body)
+                .bind(c.html_body.as_deref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        audit(&mut tx, None, actor, if replace { "template.replaced" } else { "template.created" }, "template", &t.id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn delete_template(&self, actor: &Actor, id: &str) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM template_contents WHERE template_id = $1").bind(id).execute(&mut *tx).await?;
+        let deleted = sqlx::query("DELETE FROM templates WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        audit(&mut tx, None, actor, "template.deleted", "template", id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
