@@ -267,19 +267,33 @@ impl Config {
         let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
             .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
         let delivery_concurrency = opt(raw, "delivery_concurrency", |v| {
-            v.parse::<usize>().ok().filter(|n| *n <= 256).ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 256)
+                .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
         })?
         .unwrap_or(8);
         let delivery_lease = opt(raw, "delivery_lease", |v| {
-            parse_duration(v).and_then(|d| if d >= Duration::from_secs(1) { Ok(d) } else { Err("expected at least 1s".into()) })
+            parse_duration(v).and_then(|d| {
+                if d >= Duration::from_secs(1) {
+                    Ok(d)
+                } else {
+                    Err("expected at least 1s".into())
+                }
+            })
         })?
         .unwrap_or(Duration::from_secs(30));
         let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {
-            v.parse::<f64>().ok().filter(|n| *n > 0.0 && n.is_finite()).ok_or_else(|| format!("expected a positive number, got {v:?}"))
+            v.parse::<f64>()
+                .ok()
+                .filter(|n| *n > 0.0 && n.is_finite())
+                .ok_or_else(|| format!("expected a positive number, got {v:?}"))
         })?
         .unwrap_or(1.0);
-        let sms_status_callback_url = opt(raw, "sms_status_callback_url", |v| parse_http_url(v).map(|()| v.to_string()))?
-            .unwrap_or_else(|| format!("{public_url}/api/providers/sms/status"));
+        let sms_status_callback_url = opt(raw, "sms_status_callback_url", |v| {
+            parse_http_url(v).map(|()| v.to_string())
+        })?
+        .unwrap_or_else(|| format!("{public_url}/api/providers/sms/status"));
         let webhook_retry_schedule = opt(raw, "webhook_retry_schedule", parse_schedule)?
             .unwrap_or_else(|| parse_schedule("5s,5m,30m,2h,5h,10h,10h").expect("valid default"));
         let webhook_allow_private = opt(raw, "webhook_allow_private", parse_bool)?.unwrap_or(false);

@@ -32,7 +32,11 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
         store.migrate().await?;
-        Ok(Self { config: Arc::new(config), store, wake: Arc::new(Notify::new()) })
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            wake: Arc::new(Notify::new()),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -46,7 +50,11 @@ impl App {
 
     /// Serves on `listener` until `shutdown` resolves, then lets requests and deliveries in
     /// flight finish. Runs the delivery worker unless `delivery_concurrency` is 0.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = if self.config.delivery_concurrency > 0 {
             let delivery = Arc::new(self.delivery()?);

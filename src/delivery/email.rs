@@ -56,8 +56,12 @@ pub struct EmailContext<'a> {
 }
 
 pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError> {
-    let permanent = |what: &str, e: &dyn std::fmt::Display| SendError::Permanent(format!("{what}: {e}"));
-    let mailbox = |s: &str| s.parse::<Mailbox>().map_err(|e| permanent("invalid address", &e));
+    let permanent =
+        |what: &str, e: &dyn std::fmt::Display| SendError::Permanent(format!("{what}: {e}"));
+    let mailbox = |s: &str| {
+        s.parse::<Mailbox>()
+            .map_err(|e| permanent("invalid address", &e))
+    };
     let unsubscribe = ctx.links.unsubscribe();
     let mut builder = Message::builder()
         .from(mailbox(ctx.from)?)
@@ -73,12 +77,19 @@ pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError>
         builder = builder.cc(mailbox(cc)?);
     }
     if let Some(parent) = &m.in_reply_to {
-        builder = builder.in_reply_to(parent.clone()).references(parent.clone());
+        builder = builder
+            .in_reply_to(parent.clone())
+            .references(parent.clone());
     }
-    let text = format!("{}\n\n--\nTo stop receiving these emails, unsubscribe: {unsubscribe}\n", m.body.trim_end());
+    let text = format!(
+        "{}\n\n--\nTo stop receiving these emails, unsubscribe: {unsubscribe}\n",
+        m.body.trim_end()
+    );
     let html_source = m.html.clone().unwrap_or_else(|| html_from_text(&m.body));
     let html = tracked_html(&html_source, &ctx.links, &unsubscribe);
-    builder.multipart(MultiPart::alternative_plain_html(text, html)).map_err(|e| permanent("building the message", &e))
+    builder
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| permanent("building the message", &e))
 }
 
 pub enum EmailTransport {
@@ -91,9 +102,14 @@ impl EmailTransport {
     /// SMTP from `smtp://` (STARTTLS when the server offers it) or `smtps://`, with pooled
     /// connections; without a URL, `.eml` files in the outbox folder.
     pub fn new(smtp_url: Option<&str>, outbox: PathBuf) -> anyhow::Result<Self> {
-        let Some(url) = smtp_url else { return Ok(Self::Outbox(outbox)) };
+        let Some(url) = smtp_url else {
+            return Ok(Self::Outbox(outbox));
+        };
         let url = if url.starts_with("smtp://") && !url.contains("tls=") {
-            format!("{url}{}tls=opportunistic", if url.contains('?') { '&' } else { '?' })
+            format!(
+                "{url}{}tls=opportunistic",
+                if url.contains('?') { '&' } else { '?' }
+            )
         } else {
             url.to_string()
         };
@@ -109,12 +125,22 @@ impl EmailTransport {
         match self {
             Self::Smtp(transport) => match transport.send(message.clone()).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(format!("SMTP server refused the message: {e}"))),
-                Err(e) => Err(SendError::Transient { reason: format!("SMTP: {e}"), retry_after: None }),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(format!(
+                    "SMTP server refused the message: {e}"
+                ))),
+                Err(e) => Err(SendError::Transient {
+                    reason: format!("SMTP: {e}"),
+                    retry_after: None,
+                }),
             },
-            Self::Outbox(dir) => super::write_outbox(dir, &format!("{id}.eml"), &message.formatted())
-                .await
-                .map_err(|e| SendError::Transient { reason: format!("writing the outbox: {e}"), retry_after: None }),
+            Self::Outbox(dir) => {
+                super::write_outbox(dir, &format!("{id}.eml"), &message.formatted())
+                    .await
+                    .map_err(|e| SendError::Transient {
+                        reason: format!("writing the outbox: {e}"),
+                        retry_after: None,
+                    })
+            }
         }
     }
 }

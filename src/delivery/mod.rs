@@ -27,7 +27,10 @@ use tracking::LinkMaker;
 #[derive(Debug)]
 pub enum SendError {
     /// Worth another attempt: connection trouble, SMTP 4xx, SMS API 5xx or 429.
-    Transient { reason: String, retry_after: Option<Duration> },
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// Will not succeed: SMTP 5xx, SMS API 4xx, a message that cannot be built.
     Permanent(String),
 }
@@ -45,16 +48,22 @@ pub struct Delivery {
 impl Delivery {
     pub fn new(store: Store, config: Arc<Config>, wake: Arc<Notify>) -> anyhow::Result<Self> {
         let outbox = config.data_dir.join("outbox");
-        let email = EmailTransport::new(config.smtp_url.as_ref().map(|s| s.expose()), outbox.clone())?;
+        let email =
+            EmailTransport::new(config.smtp_url.as_ref().map(|s| s.expose()), outbox.clone())?;
         let sms = match (&config.sms_url, &config.sms_account, &config.sms_token) {
             (Some(base), Some(account), Some(token)) => SmsTransport::Api {
-                client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().context("building the HTTP client")?,
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .context("building the HTTP client")?,
                 base: base.clone(),
                 account: account.clone(),
                 token: token.clone(),
                 status_callback: config.sms_status_callback_url.clone(),
             },
-            (Some(_), _, _) => anyhow::bail!("PARLEY_SMS_URL is set: PARLEY_SMS_ACCOUNT and PARLEY_SMS_TOKEN are needed too"),
+            (Some(_), _, _) => anyhow::bail!(
+                "PARLEY_SMS_URL is set: PARLEY_SMS_ACCOUNT and PARLEY_SMS_TOKEN are needed too"
+            ),
             _ => SmsTransport::Outbox(outbox),
         };
         Ok(Self {
@@ -71,9 +80,16 @@ impl Delivery {
     /// Claims what is due now (up to the concurrency) and delivers it; returns how many jobs
     /// it handled. Tests drive the queue with this instead of waiting for the loop.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
-        let jobs = self.store.claim_jobs(&self.owner, self.concurrency() as i64, self.lease_micros()).await?;
+        let jobs = self
+            .store
+            .claim_jobs(&self.owner, self.concurrency() as i64, self.lease_micros())
+            .await?;
         let n = jobs.len();
-        futures_util::future::join_all(jobs.into_iter().map(|job| async move { self.handle().process(job).await })).await;
+        futures_util::future::join_all(
+            jobs.into_iter()
+                .map(|job| async move { self.handle().process(job).await }),
+        )
+        .await;
         Ok(n)
     }
 
@@ -100,7 +116,11 @@ impl Delivery {
             let claimed = if free == 0 {
                 Vec::new()
             } else {
-                match self.store.claim_jobs(&self.owner, free as i64, self.lease_micros()).await {
+                match self
+                    .store
+                    .claim_jobs(&self.owner, free as i64, self.lease_micros())
+                    .await
+                {
                     Ok(jobs) => jobs,
                     Err(e) => {
                         tracing::error!(error = format!("{e}"), "claiming delivery jobs failed");
@@ -119,7 +139,9 @@ impl Delivery {
                 continue;
             }
             for job in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let this = self.clone();
                 set.spawn(async move {
                     Handle(&this).process(job).await;
@@ -128,14 +150,18 @@ impl Delivery {
             }
         }
         tracing::info!(in_flight = set.len(), "delivery worker stopping");
-        let _ = tokio::time::timeout(Duration::from_secs(20), async { while set.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(20), async {
+            while set.join_next().await.is_some() {}
+        })
+        .await;
     }
 
     /// How long to wait for work: until the next job is due, at most a second.
     async fn idle_wait(&self) -> Duration {
         let max = Duration::from_secs(1);
         match self.store.next_job_due().await {
-            Ok(Some(due)) => Duration::from_micros(u64::try_from(due - now_micros()).unwrap_or(0)).clamp(Duration::from_millis(5), max),
+            Ok(Some(due)) => Duration::from_micros(u64::try_from(due - now_micros()).unwrap_or(0))
+                .clamp(Duration::from_millis(5), max),
             _ => max,
         }
     }
@@ -157,7 +183,10 @@ impl Handle<'_> {
             match self.0.store.finish_delivery(&job, started, outcome).await {
                 Ok(()) => tracing::info!(outcome = label, "delivery attempt recorded"),
                 // The lease runs out and the job is attempted again.
-                Err(e) => tracing::error!(error = format!("{e}"), "recording a delivery attempt failed"),
+                Err(e) => tracing::error!(
+                    error = format!("{e}"),
+                    "recording a delivery attempt failed"
+                ),
             }
         }
         .instrument(span)
@@ -168,7 +197,11 @@ impl Handle<'_> {
         let d = self.0;
         let message = match d.store.outgoing(&job.ref_id).await {
             Ok(Some(m)) => m,
-            Ok(None) => return Outcome::Failed { error: "message no longer exists".into() },
+            Ok(None) => {
+                return Outcome::Failed {
+                    error: "message no longer exists".into(),
+                };
+            }
             Err(e) => return retry(d, job, format!("reading the message: {e}"), None),
         };
         if message.status != "queued" {
@@ -180,7 +213,11 @@ impl Handle<'_> {
                 let ctx = EmailContext {
                     from: &d.config.email_from,
                     inbound_domain: &d.config.inbound_domain,
-                    links: LinkMaker { keys: d.store.keys(), public_url: &d.config.public_url, message_id: &message.id },
+                    links: LinkMaker {
+                        keys: d.store.keys(),
+                        public_url: &d.config.public_url,
+                        message_id: &message.id,
+                    },
                 };
                 match email::build(&message, &ctx) {
                     Ok(mime) => d.email.send(&message.id, &mime).await.map(|()| None),
@@ -191,12 +228,17 @@ impl Handle<'_> {
                 d.pacer.wait(&message.envelope.from).await;
                 d.sms.send(&message).await
             }
-            other => Err(SendError::Permanent(format!("cannot deliver a message of type {other}"))),
+            other => Err(SendError::Permanent(format!(
+                "cannot deliver a message of type {other}"
+            ))),
         };
         match sent {
             Ok(provider_id) => Outcome::Sent { provider_id },
             Err(SendError::Permanent(reason)) => Outcome::Failed { error: reason },
-            Err(SendError::Transient { reason, retry_after }) => retry(d, job, reason, retry_after),
+            Err(SendError::Transient {
+                reason,
+                retry_after,
+            }) => retry(d, job, reason, retry_after),
         }
     }
 }
@@ -207,11 +249,16 @@ fn retry(d: &Delivery, job: &ClaimedJob, reason: String, retry_after: Option<Dur
     let schedule = &d.config.delivery_retry_schedule;
     let index = usize::try_from(job.attempt - 1).unwrap_or(usize::MAX);
     let Some(base) = schedule.get(index) else {
-        return Outcome::Failed { error: format!("gave up after {} attempts: {reason}", job.attempt) };
+        return Outcome::Failed {
+            error: format!("gave up after {} attempts: {reason}", job.attempt),
+        };
     };
     let jittered = base.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
     let delay = retry_after.unwrap_or(jittered);
-    Outcome::Retry { at: now_micros() + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX), error: reason }
+    Outcome::Retry {
+        at: now_micros() + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX),
+        error: reason,
+    }
 }
 
 /// Writes a file into the outbox atomically: a temporary name, then a rename.

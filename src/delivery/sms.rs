@@ -15,7 +15,13 @@ use crate::domain::sms::segments;
 use crate::store::Outgoing;
 
 pub enum SmsTransport {
-    Api { client: reqwest::Client, base: String, account: String, token: Secret, status_callback: String },
+    Api {
+        client: reqwest::Client,
+        base: String,
+        account: String,
+        token: Secret,
+        status_callback: String,
+    },
     /// `<data>/outbox/<message id>.json`
     Outbox(PathBuf),
 }
@@ -27,7 +33,11 @@ struct Created {
 
 impl SmsTransport {
     pub async fn send(&self, m: &Outgoing) -> Result<Option<String>, SendError> {
-        let to = m.envelope.to.first().ok_or_else(|| SendError::Permanent("no recipient".into()))?;
+        let to = m
+            .envelope
+            .to
+            .first()
+            .ok_or_else(|| SendError::Permanent("no recipient".into()))?;
         match self {
             Self::Outbox(dir) => {
                 let (encoding, count) = segments(&m.body);
@@ -37,25 +47,43 @@ impl SmsTransport {
                 });
                 super::write_outbox(dir, &format!("{}.json", m.id), json.to_string().as_bytes())
                     .await
-                    .map_err(|e| SendError::Transient { reason: format!("writing the outbox: {e}"), retry_after: None })?;
+                    .map_err(|e| SendError::Transient {
+                        reason: format!("writing the outbox: {e}"),
+                        retry_after: None,
+                    })?;
                 Ok(None)
             }
-            Self::Api { client, base, account, token, status_callback } => {
+            Self::Api {
+                client,
+                base,
+                account,
+                token,
+                status_callback,
+            } => {
                 let url = format!("{base}/2010-04-01/Accounts/{account}/Messages.json");
-                let form = [("To", to.as_str()), ("From", m.envelope.from.as_str()), ("Body", m.body.as_str()), ("StatusCallback", status_callback.as_str())];
+                let form = [
+                    ("To", to.as_str()),
+                    ("From", m.envelope.from.as_str()),
+                    ("Body", m.body.as_str()),
+                    ("StatusCallback", status_callback.as_str()),
+                ];
                 let response = client
                     .post(url)
                     .basic_auth(account, Some(token.expose()))
                     .form(&form)
                     .send()
                     .await
-                    .map_err(|e| SendError::Transient { reason: format!("SMS API unreachable: {}", without_url(&e)), retry_after: None })?;
+                    .map_err(|e| SendError::Transient {
+                        reason: format!("SMS API unreachable: {}", without_url(&e)),
+                        retry_after: None,
+                    })?;
                 let status = response.status();
                 if status.is_success() {
-                    let created: Created = response
-                        .json()
-                        .await
-                        .map_err(|e| SendError::Transient { reason: format!("SMS API answered without a sid: {}", without_url(&e)), retry_after: None })?;
+                    let created: Created =
+                        response.json().await.map_err(|e| SendError::Transient {
+                            reason: format!("SMS API answered without a sid: {}", without_url(&e)),
+                            retry_after: None,
+                        })?;
                     return Ok(Some(created.sid));
                 }
                 let retry_after = response
@@ -64,10 +92,19 @@ impl SmsTransport {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let detail: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+                let detail: String = response
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
                 let reason = format!("SMS API answered {}: {detail}", status.as_u16());
                 if status.as_u16() == 429 || status.is_server_error() {
-                    Err(SendError::Transient { reason, retry_after })
+                    Err(SendError::Transient {
+                        reason,
+                        retry_after,
+                    })
                 } else {
                     Err(SendError::Permanent(reason))
                 }
@@ -92,8 +129,15 @@ pub struct SenderPacer {
 
 impl SenderPacer {
     pub fn new(per_second: f64) -> Self {
-        let interval = if per_second > 0.0 { Duration::from_secs_f64(1.0 / per_second) } else { Duration::ZERO };
-        Self { interval, next: Mutex::new(HashMap::new()) }
+        let interval = if per_second > 0.0 {
+            Duration::from_secs_f64(1.0 / per_second)
+        } else {
+            Duration::ZERO
+        };
+        Self {
+            interval,
+            next: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Waits for this sender's next slot.
@@ -104,7 +148,11 @@ impl SenderPacer {
         let at = {
             let mut next = self.next.lock().await;
             let now = Instant::now();
-            let slot = next.get(sender).copied().filter(|t| *t > now).unwrap_or(now);
+            let slot = next
+                .get(sender)
+                .copied()
+                .filter(|t| *t > now)
+                .unwrap_or(now);
             next.insert(sender.to_string(), slot + self.interval);
             slot
         };

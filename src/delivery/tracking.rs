@@ -42,13 +42,41 @@ pub struct LinkMaker<'a> {
 
 impl LinkMaker<'_> {
     pub fn open_pixel(&self) -> String {
-        format!("{}/t/open/{}", self.public_url, seal(self.keys, &Link::Open { m: self.message_id.to_string() }))
+        format!(
+            "{}/t/open/{}",
+            self.public_url,
+            seal(
+                self.keys,
+                &Link::Open {
+                    m: self.message_id.to_string()
+                }
+            )
+        )
     }
     pub fn click(&self, url: &str) -> String {
-        format!("{}/t/click/{}", self.public_url, seal(self.keys, &Link::Click { m: self.message_id.to_string(), u: url.to_string() }))
+        format!(
+            "{}/t/click/{}",
+            self.public_url,
+            seal(
+                self.keys,
+                &Link::Click {
+                    m: self.message_id.to_string(),
+                    u: url.to_string()
+                }
+            )
+        )
     }
     pub fn unsubscribe(&self) -> String {
-        format!("{}/unsubscribe/{}", self.public_url, seal(self.keys, &Link::Unsubscribe { m: self.message_id.to_string() }))
+        format!(
+            "{}/unsubscribe/{}",
+            self.public_url,
+            seal(
+                self.keys,
+                &Link::Unsubscribe {
+                    m: self.message_id.to_string()
+                }
+            )
+        )
     }
 }
 
@@ -67,10 +95,16 @@ pub fn html_from_text(text: &str) -> String {
 fn autolink(line: &str) -> String {
     let mut out = String::new();
     let mut rest = line;
-    while let Some(start) = ["https://", "http://"].iter().filter_map(|p| rest.find(p)).min() {
+    while let Some(start) = ["https://", "http://"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
         out.push_str(&html_escape(&rest[..start]));
         let tail = &rest[start..];
-        let end = tail.find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"')).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+            .unwrap_or(tail.len());
         let url = tail[..end].trim_end_matches(['.', ',', ')', ';', ':', '!', '?']);
         out.push_str(&format!("<a href=\"{0}\">{0}</a>", html_escape(url)));
         rest = &tail[url.len()..];
@@ -80,27 +114,36 @@ fn autolink(line: &str) -> String {
 }
 
 fn html_unescape(s: &str) -> String {
-    s.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// Rewrites every `href` to an http(s) address into a tracked link, adds the unsubscribe line
 /// and the open pixel, and wraps the result as a document.
 pub fn tracked_html(html: &str, links: &LinkMaker<'_>, unsubscribe_url: &str) -> String {
+    // ASCII lower-casing keeps byte offsets, so positions found in `lower` index `html`.
+    let lower = html.to_ascii_lowercase();
     let mut out = String::with_capacity(html.len() + 512);
-    let mut rest = html;
-    loop {
-        let Some(pos) = rest.to_ascii_lowercase().find("href=") else { break };
-        let after = &rest[pos + 5..];
-        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
-            out.push_str(&rest[..pos + 5]);
-            rest = after;
+    let mut at = 0;
+    while let Some(found) = lower[at..].find("href=") {
+        let value = at + found + 5;
+        out.push_str(&html[at..value]);
+        at = value;
+        let Some(quote) = html[value..]
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+        else {
             continue;
         };
-        let value_start = 1;
-        let Some(len) = after[value_start..].find(quote) else { break };
-        let raw = &after[value_start..value_start + len];
+        let Some(len) = html[value + 1..].find(quote) else {
+            break;
+        };
+        let raw = &html[value + 1..value + 1 + len];
         let url = html_unescape(raw);
-        out.push_str(&rest[..pos + 5]);
         out.push(quote);
         if url.starts_with("http://") || url.starts_with("https://") {
             out.push_str(&html_escape(&links.click(&url)));
@@ -108,9 +151,9 @@ pub fn tracked_html(html: &str, links: &LinkMaker<'_>, unsubscribe_url: &str) ->
             out.push_str(raw);
         }
         out.push(quote);
-        rest = &after[value_start + len + 1..];
+        at = value + len + 2;
     }
-    out.push_str(rest);
+    out.push_str(&html[at..]);
     let unsubscribe = html_escape(unsubscribe_url);
     let pixel = html_escape(&links.open_pixel());
     format!(
@@ -131,7 +174,10 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_tampering() {
         let k = keys();
-        let link = Link::Click { m: "msg_1".into(), u: "https://pay.example.com/?a=1&b=2".into() };
+        let link = Link::Click {
+            m: "msg_1".into(),
+            u: "https://pay.example.com/?a=1&b=2".into(),
+        };
         let token = seal(&k, &link);
         assert_eq!(open(&k, &token), Some(link));
         let mut bytes = token.into_bytes();
@@ -139,12 +185,20 @@ mod tests {
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(open(&k, &String::from_utf8(bytes).unwrap()), None);
         assert_eq!(open(&k, "not-a-token"), None);
-        assert_eq!(open(&KeyRing::new(&[1; 32], &[]), &seal(&k, &Link::Open { m: "x".into() })), None);
+        assert_eq!(
+            open(
+                &KeyRing::new(&[1; 32], &[]),
+                &seal(&k, &Link::Open { m: "x".into() })
+            ),
+            None
+        );
     }
 
     #[test]
     fn html_from_text_escapes_and_links() {
-        let html = html_from_text("Dear <customer>,\nplease pay at https://pay.example.com/x?a=1&b=2.\n\nThanks");
+        let html = html_from_text(
+            "Dear <customer>,\nplease pay at https://pay.example.com/x?a=1&b=2.\n\nThanks",
+        );
         assert!(html.contains("Dear &lt;customer&gt;,<br>"));
         assert!(html.contains("<a href=\"https://pay.example.com/x?a=1&amp;b=2\">"));
         assert!(html.contains("</a>.<br>") || html.contains("</a>.</p>"));
@@ -154,13 +208,28 @@ mod tests {
     #[test]
     fn links_are_rewritten_and_pixel_added() {
         let k = keys();
-        let maker = LinkMaker { keys: &k, public_url: "http://t.example", message_id: "msg_1" };
-        let html = tracked_html("<a href=\"https://pay.example.com/?a=1&amp;b=2\">Pay</a> <a href='mailto:x@y.z'>mail</a>", &maker, "http://t.example/unsubscribe/x");
+        let maker = LinkMaker {
+            keys: &k,
+            public_url: "http://t.example",
+            message_id: "msg_1",
+        };
+        let html = tracked_html(
+            "<a href=\"https://pay.example.com/?a=1&amp;b=2\">Pay</a> <a href='mailto:x@y.z'>mail</a>",
+            &maker,
+            "http://t.example/unsubscribe/x",
+        );
         assert!(!html.contains("https://pay.example.com"), "{html}");
         assert!(html.contains("href='mailto:x@y.z'"));
-        let start = html.find("http://t.example/t/click/").unwrap() + "http://t.example/t/click/".len();
+        let start =
+            html.find("http://t.example/t/click/").unwrap() + "http://t.example/t/click/".len();
         let token: String = html[start..].chars().take_while(|c| *c != '"').collect();
-        assert_eq!(open(&k, &token), Some(Link::Click { m: "msg_1".into(), u: "https://pay.example.com/?a=1&b=2".into() }));
+        assert_eq!(
+            open(&k, &token),
+            Some(Link::Click {
+                m: "msg_1".into(),
+                u: "https://pay.example.com/?a=1&b=2".into()
+            })
+        );
         assert!(html.contains("http://t.example/t/open/"));
         assert!(html.contains("unsubscribe"));
     }

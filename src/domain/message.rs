@@ -101,7 +101,10 @@ impl MessageStatus {
     pub fn applies_to(self, channel: Channel) -> bool {
         match channel {
             Channel::Email => !matches!(self, Self::Received),
-            Channel::Sms => matches!(self, Self::Queued | Self::Sent | Self::Delivered | Self::Failed),
+            Channel::Sms => matches!(
+                self,
+                Self::Queued | Self::Sent | Self::Delivered | Self::Failed
+            ),
         }
     }
 }
@@ -114,7 +117,11 @@ mod tests {
     #[test]
     fn status_never_moves_backwards_and_finals_stay() {
         assert_eq!(Queued.advance(Sent), Sent);
-        assert_eq!(Opened.advance(Delivered), Opened, "a late delivered after opened keeps opened");
+        assert_eq!(
+            Opened.advance(Delivered),
+            Opened,
+            "a late delivered after opened keeps opened"
+        );
         assert_eq!(Sent.advance(Clicked), Clicked);
         assert_eq!(Delivered.advance(Bounced), Bounced);
         assert_eq!(Bounced.advance(Clicked), Bounced);
@@ -124,7 +131,10 @@ mod tests {
 
     #[test]
     fn words_parse_and_name_the_choices() {
-        assert_eq!(Category::parse("legal_notices").unwrap(), Category::LegalNotices);
+        assert_eq!(
+            Category::parse("legal_notices").unwrap(),
+            Category::LegalNotices
+        );
         let err = Priority::parse("urgent").unwrap_err().0;
         assert!(err.contains("high, normal, low"), "{err}");
         assert!(!Opened.applies_to(Channel::Sms));

@@ -37,7 +37,10 @@ pub fn segments(text: &str) -> (Encoding, u32) {
         Some(n) => (Encoding::Gsm7, if n <= 160 { 1 } else { n.div_ceil(153) }),
         None => {
             let units = u32::try_from(text.encode_utf16().count()).unwrap_or(u32::MAX);
-            (Encoding::Ucs2, if units <= 70 { 1 } else { units.div_ceil(67) })
+            (
+                Encoding::Ucs2,
+                if units <= 70 { 1 } else { units.div_ceil(67) },
+            )
         }
     }
 }
@@ -48,10 +51,17 @@ mod tests {
 
     #[test]
     fn counts_gsm7_and_ucs2_segments() {
-        assert_eq!(segments("Payment reminder: Invoice INV-2024-001 due. Please contact us."), (Encoding::Gsm7, 1));
+        assert_eq!(
+            segments("Payment reminder: Invoice INV-2024-001 due. Please contact us."),
+            (Encoding::Gsm7, 1)
+        );
         assert_eq!(segments(&"a".repeat(160)), (Encoding::Gsm7, 1));
         assert_eq!(segments(&"a".repeat(161)), (Encoding::Gsm7, 2));
-        assert_eq!(segments(&"€".repeat(80)), (Encoding::Gsm7, 1), "extension characters take two septets");
+        assert_eq!(
+            segments(&"€".repeat(80)),
+            (Encoding::Gsm7, 1),
+            "extension characters take two septets"
+        );
         assert_eq!(segments(&"€".repeat(81)), (Encoding::Gsm7, 2));
         assert_eq!(segments("Betal venligst, kære Søren"), (Encoding::Gsm7, 1));
         assert_eq!(segments("Zaplaťte prosím"), (Encoding::Ucs2, 1));

@@ -13,7 +13,9 @@ enum Piece<'a> {
 
 fn is_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
@@ -32,7 +34,10 @@ fn parse(text: &str) -> Result<Vec<Piece<'_>>, Invalid> {
             .ok_or_else(|| Invalid::new("template has an opening {{ without a closing }}"))?;
         let name = after[..end].trim();
         if !is_name(name) {
-            return Err(Invalid::new(format!("template placeholder {{{{{}}}}} is not a variable name", &after[..end])));
+            return Err(Invalid::new(format!(
+                "template placeholder {{{{{}}}}} is not a variable name",
+                &after[..end]
+            )));
         }
         pieces.push(Piece::Var(name));
         rest = &after[end + 2..];
@@ -53,10 +58,10 @@ pub fn variables<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for text in texts {
         for piece in parse(text).unwrap_or_default() {
-            if let Piece::Var(v) = piece {
-                if !out.iter().any(|o| o == v) {
-                    out.push(v.to_string());
-                }
+            if let Piece::Var(v) = piece
+                && !out.iter().any(|o| o == v)
+            {
+                out.push(v.to_string());
             }
         }
     }
@@ -69,7 +74,11 @@ pub struct Missing(pub Vec<String>);
 
 /// Renders `text`, escaping each value with `escape` (identity for text, HTML escaping for
 /// the HTML part). Every placeholder must have a value.
-pub fn render(text: &str, vars: &BTreeMap<String, String>, escape: fn(&str) -> String) -> Result<String, Missing> {
+pub fn render(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    escape: fn(&str) -> String,
+) -> Result<String, Missing> {
     let pieces = parse(text).map_err(|_| Missing(Vec::new()))?;
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
@@ -83,7 +92,11 @@ pub fn render(text: &str, vars: &BTreeMap<String, String>, escape: fn(&str) -> S
             },
         }
     }
-    if missing.is_empty() { Ok(out) } else { Err(Missing(missing)) }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(Missing(missing))
+    }
 }
 
 pub fn plain(s: &str) -> String {
@@ -113,10 +126,12 @@ pub fn choose_language<'a>(available: &'a [String], wanted: &[Option<&str>]) -> 
             return Some(exact);
         }
         let primary = want.split('-').next().unwrap_or(want);
-        if let Some(close) = available
-            .iter()
-            .find(|a| a.split('-').next().unwrap_or(a).eq_ignore_ascii_case(primary))
-        {
+        if let Some(close) = available.iter().find(|a| {
+            a.split('-')
+                .next()
+                .unwrap_or(a)
+                .eq_ignore_ascii_case(primary)
+        }) {
             return Some(close);
         }
     }
@@ -128,7 +143,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -149,12 +167,18 @@ mod tests {
     #[test]
     fn escapes_values_in_html() {
         let v = vars(&[("name", "<script>alert(1)</script>")]);
-        assert_eq!(render("<p>{{name}}</p>", &v, html_escape).unwrap(), "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>");
+        assert_eq!(
+            render("<p>{{name}}</p>", &v, html_escape).unwrap(),
+            "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"
+        );
     }
 
     #[test]
     fn variables_in_order_of_first_appearance() {
-        let v = variables(["Payment Reminder - Invoice {{invoiceNumber}}", "{{amount}} {{dueDate}} {{debtorName}} {{amount}}"]);
+        let v = variables([
+            "Payment Reminder - Invoice {{invoiceNumber}}",
+            "{{amount}} {{dueDate}} {{debtorName}} {{amount}}",
+        ]);
         assert_eq!(v, ["invoiceNumber", "amount", "dueDate", "debtorName"]);
     }
 
@@ -169,8 +193,14 @@ mod tests {
     #[test]
     fn language_falls_back_by_primary_subtag_then_order() {
         let available = vec!["en".to_string(), "da".to_string()];
-        assert_eq!(choose_language(&available, &[Some("da-DK"), Some("en")]), Some("da"));
-        assert_eq!(choose_language(&available, &[None, Some("de"), Some("en")]), Some("en"));
+        assert_eq!(
+            choose_language(&available, &[Some("da-DK"), Some("en")]),
+            Some("da")
+        );
+        assert_eq!(
+            choose_language(&available, &[None, Some("de"), Some("en")]),
+            Some("en")
+        );
         assert_eq!(choose_language(&available, &[Some("de")]), None);
     }
 }

@@ -87,11 +87,17 @@ where
                 "unsupported_media_type",
                 "expected Content-Type: application/x-www-form-urlencoded",
             )),
-            Err(FormRejection::FailedToDeserializeForm(e)) => Err(ApiError::unprocessable("invalid_body", e.body_text_cause())),
-            Err(FormRejection::FailedToDeserializeFormBody(e)) => Err(ApiError::unprocessable("invalid_body", e.body_text_cause())),
-            Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than this endpoint accepts"))
+            Err(FormRejection::FailedToDeserializeForm(e)) => {
+                Err(ApiError::unprocessable("invalid_body", e.body_text_cause()))
             }
+            Err(FormRejection::FailedToDeserializeFormBody(e)) => {
+                Err(ApiError::unprocessable("invalid_body", e.body_text_cause()))
+            }
+            Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than this endpoint accepts",
+            )),
             Err(other) => Err(ApiError::bad_request("invalid_body", other.body_text())),
         }
     }

@@ -20,7 +20,10 @@ use crate::domain::party::Actor;
 use crate::domain::sms::segments;
 use crate::domain::time::{Micros, now_micros, parse_instant, rfc3339, to_micros};
 use crate::domain::{EmailAddress, PhoneNumber, prefixed_id};
-use crate::store::{CaseView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Replay, StoreError};
+use crate::store::{
+    CaseView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Replay,
+    StoreError,
+};
 
 /// One address or a list of them.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -97,6 +100,9 @@ pub struct MessageResponse {
     pub language: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segments: Option<i64>,
+    /// The SMS provider's id of the message (its sid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +137,7 @@ impl From<MessageView> for MessageResponse {
             template_id: m.template_id,
             language: m.language,
             segments: m.segments,
+            provider_message_id: m.provider_id,
             scheduled_for: m.scheduled_for.map(rfc3339),
             sent_at: m.sent_at.map(rfc3339),
             received_at: m.received_at.map(rfc3339),
@@ -151,10 +158,19 @@ fn has_header_breaking(s: &str) -> bool {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
-    let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()));
-    key.map(|k| Some(k.to_string()))
-        .ok_or_else(|| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters"))
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()));
+    key.map(|k| Some(k.to_string())).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+    })
 }
 
 /// JSON with object keys sorted, so the same body hashes the same whatever its key order.
@@ -163,17 +179,26 @@ fn canonical(v: &Value) -> String {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            let inner: Vec<String> = keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&map[*k]))).collect();
+            let inner: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&map[*k])))
+                .collect();
             format!("{{{}}}", inner.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -192,16 +217,31 @@ pub async fn send_message(
     let case_id = case_id(&raw)?;
     let key = idempotency_key(&headers)?;
     let hash = hex::encode(Sha256::digest(format!("{case_id}\n{}", canonical(&body))));
-    if let Some(key) = &key {
-        if let Some(replay) = replay(&state, &actor, key, &hash).await? {
-            return Ok(replay);
-        }
+    if let Some(key) = &key
+        && let Some(replay) = replay(&state, &actor, key, &hash).await?
+    {
+        return Ok(replay);
     }
-    let req: SendMessageRequest = serde_json::from_value(body).map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
-    let case = state.store.get_case(&actor, &case_id).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let req: SendMessageRequest = serde_json::from_value(body)
+        .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
+    let case = state
+        .store
+        .get_case(&actor, &case_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
     let new = compose(&state, &actor, &case, req).await?;
-    let idem = key.as_deref().map(|k| IdempotencyRecord { key: k, request_hash: &hash });
-    let respond = |m: &MessageView| serde_json::to_string(&MessageResponse::from(MessageView { body: None, html: None, ..m.clone() })).unwrap_or_default();
+    let idem = key.as_deref().map(|k| IdempotencyRecord {
+        key: k,
+        request_hash: &hash,
+    });
+    let respond = |m: &MessageView| {
+        serde_json::to_string(&MessageResponse::from(MessageView {
+            body: None,
+            html: None,
+            ..m.clone()
+        }))
+        .unwrap_or_default()
+    };
     match state.store.queue_message(&actor, new, idem, respond).await {
         Ok(Some((_, response))) => {
             state.wake.notify_one();
@@ -210,22 +250,37 @@ pub async fn send_message(
         Ok(None) => Err(ApiError::not_found("case")),
         Err(StoreError::Conflict("idempotency_race")) => {
             let key = key.unwrap_or_default();
-            replay(&state, &actor, &key, &hash).await?.ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record vanished")))
+            replay(&state, &actor, &key, &hash)
+                .await?
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record vanished")))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-async fn replay(state: &AppState, actor: &Actor, key: &str, hash: &str) -> ApiResult<Option<Response>> {
-    match state.store.idempotent_replay(actor.party_id.as_str(), key, hash).await? {
+async fn replay(
+    state: &AppState,
+    actor: &Actor,
+    key: &str,
+    hash: &str,
+) -> ApiResult<Option<Response>> {
+    match state
+        .store
+        .idempotent_replay(actor.party_id.as_str(), key, hash)
+        .await?
+    {
         None => Ok(None),
         Some(Replay::Mismatch) => Err(ApiError::unprocessable(
             "idempotency_conflict",
             "this Idempotency-Key was used with a different request within the last 24 hours",
         )),
         Some(Replay::Stored { status, body }) => {
-            let mut r = json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED), body);
-            r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            let mut r = json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+                body,
+            );
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(Some(r))
         }
     }
@@ -233,17 +288,40 @@ async fn replay(state: &AppState, actor: &Actor, key: &str, hash: &str) -> ApiRe
 
 /// Turns a request into a message ready to queue: recipients parsed, template rendered,
 /// send policy checked.
-async fn compose(state: &AppState, actor: &Actor, case: &CaseView, req: SendMessageRequest) -> ApiResult<NewMessage> {
+async fn compose(
+    state: &AppState,
+    actor: &Actor,
+    case: &CaseView,
+    req: SendMessageRequest,
+) -> ApiResult<NewMessage> {
     let channel = Channel::parse(&req.message_type)?;
-    let priority = req.priority.as_deref().map(Priority::parse).transpose()?.unwrap_or(Priority::Normal);
-    let category = req.category.as_deref().map(Category::parse).transpose()?.unwrap_or(Category::General);
-    let language = req.language.as_deref().map(crate::domain::case::parse_language).transpose()?;
+    let priority = req
+        .priority
+        .as_deref()
+        .map(Priority::parse)
+        .transpose()?
+        .unwrap_or(Priority::Normal);
+    let category = req
+        .category
+        .as_deref()
+        .map(Category::parse)
+        .transpose()?
+        .unwrap_or(Category::General);
+    let language = req
+        .language
+        .as_deref()
+        .map(crate::domain::case::parse_language)
+        .transpose()?;
     let to = recipients(channel, req.to.clone(), case)?;
     let cc = match channel {
         Channel::Email => req
             .cc
             .iter()
-            .map(|c| EmailAddress::parse(c).map(|a| a.to_string()).map_err(|e| ApiError::unprocessable("invalid_recipient", e.0)))
+            .map(|c| {
+                EmailAddress::parse(c)
+                    .map(|a| a.to_string())
+                    .map_err(|e| ApiError::unprocessable("invalid_recipient", e.0))
+            })
             .collect::<ApiResult<Vec<_>>>()?,
         Channel::Sms if !req.cc.is_empty() => return Err(invalid("cc is for email only")),
         Channel::Sms => Vec::new(),
@@ -255,21 +333,40 @@ async fn compose(state: &AppState, actor: &Actor, case: &CaseView, req: SendMess
     let scheduled_at = req
         .scheduled_at
         .as_deref()
-        .map(|s| parse_instant(s).map(to_micros).ok_or_else(|| invalid(format!("scheduledAt {s:?} is not an RFC 3339 date-time"))))
+        .map(|s| {
+            parse_instant(s)
+                .map(to_micros)
+                .ok_or_else(|| invalid(format!("scheduledAt {s:?} is not an RFC 3339 date-time")))
+        })
         .transpose()?
         .filter(|t| *t > now);
 
     let preferences = state.store.contact_preferences(&case.id).await?;
-    let rendered = super::templates::render_for(state, case, channel, &req, language.as_deref(), preferences.as_ref()).await?;
+    let rendered = super::templates::render_for(
+        state,
+        case,
+        channel,
+        &req,
+        language.as_deref(),
+        preferences.as_ref(),
+    )
+    .await?;
     let subject = req.subject.or(rendered.subject);
-    let body = req.body.clone().or(rendered.body).filter(|b| !b.trim().is_empty()).ok_or_else(|| invalid("body is required (or a templateId)"))?;
+    let body = req
+        .body
+        .clone()
+        .or(rendered.body)
+        .filter(|b| !b.trim().is_empty())
+        .ok_or_else(|| invalid("body is required (or a templateId)"))?;
     let html = match (&req.body, req.html_body) {
         (_, Some(h)) => Some(h),
         (Some(_), None) => None,
         (None, None) => rendered.html,
     };
     if channel == Channel::Email && subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
-        return Err(invalid("subject is required for email (or a templateId whose template has one)"));
+        return Err(invalid(
+            "subject is required for email (or a templateId whose template has one)",
+        ));
     }
     if subject.as_deref().is_some_and(has_header_breaking) {
         return Err(invalid("the rendered subject contains CR, LF or NUL"));
@@ -278,37 +375,72 @@ async fn compose(state: &AppState, actor: &Actor, case: &CaseView, req: SendMess
     // The send policy: preferences, then the suppression list.
     if let Some(p) = &preferences {
         if p.do_not_contact && !p.dnc_exceptions.iter().any(|e| e == category.as_str()) {
-            return Err(ApiError::unprocessable("do_not_contact", "the debtor asked not to be contacted"));
+            return Err(ApiError::unprocessable(
+                "do_not_contact",
+                "the debtor asked not to be contacted",
+            ));
         }
         let allowed = match channel {
             Channel::Email => p.allow_email,
             Channel::Sms => p.allow_sms,
         };
         if !allowed {
-            return Err(ApiError::unprocessable("channel_not_allowed", format!("the debtor does not accept {}", channel.as_str())));
+            return Err(ApiError::unprocessable(
+                "channel_not_allowed",
+                format!("the debtor does not accept {}", channel.as_str()),
+            ));
         }
     }
     let all: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
-    if state.store.suppressed(channel.as_str(), &all).await?.is_some() {
-        return Err(ApiError::unprocessable("recipient_suppressed", "a recipient has unsubscribed or is on the suppression list"));
+    if state
+        .store
+        .suppressed(channel.as_str(), &all)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::unprocessable(
+            "recipient_suppressed",
+            "a recipient has unsubscribed or is on the suppression list",
+        ));
     }
 
     let id = prefixed_id("msg");
     let (from, rfc_message_id, in_reply_to, segment_count) = match channel {
         Channel::Email => {
-            let domain = state.config.email_from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+            let domain = state
+                .config
+                .email_from
+                .rsplit_once('@')
+                .map_or("localhost", |(_, d)| d);
             let parent = match req.in_reply_to.as_deref() {
                 None => None,
                 Some(parent) => {
-                    let m = state.store.get_message(actor, parent).await?.filter(|m| m.case_id.as_deref() == Some(case.id.as_str()));
-                    let m = m.ok_or_else(|| invalid(format!("inReplyTo {parent:?} is not a message of this case")))?;
+                    let m = state
+                        .store
+                        .get_message(actor, parent)
+                        .await?
+                        .filter(|m| m.case_id.as_deref() == Some(case.id.as_str()));
+                    let m = m.ok_or_else(|| {
+                        invalid(format!(
+                            "inReplyTo {parent:?} is not a message of this case"
+                        ))
+                    })?;
                     m.rfc_message_id
                 }
             };
-            (state.config.email_from.clone(), Some(format!("<{id}@{domain}>")), parent, None)
+            (
+                state.config.email_from.clone(),
+                Some(format!("<{id}@{domain}>")),
+                parent,
+                None,
+            )
         }
         Channel::Sms => {
-            let from = state.config.sms_from.clone().unwrap_or_else(|| "parley".into());
+            let from = state
+                .config
+                .sms_from
+                .clone()
+                .unwrap_or_else(|| "parley".into());
             (from, None, None, Some(i64::from(segments(&body).1)))
         }
     };
@@ -321,9 +453,17 @@ async fn compose(state: &AppState, actor: &Actor, case: &CaseView, req: SendMess
         template_id: rendered.template_id,
         language: rendered.language.or(language),
         envelope: Envelope { from, to, cc },
-        subject: if channel == Channel::Email { subject } else { None },
+        subject: if channel == Channel::Email {
+            subject
+        } else {
+            None
+        },
         body,
-        html: if channel == Channel::Email { html } else { None },
+        html: if channel == Channel::Email {
+            html
+        } else {
+            None
+        },
         rfc_message_id,
         in_reply_to,
         segments: segment_count,
@@ -340,7 +480,13 @@ fn recipients(channel: Channel, to: Option<OneOrMany>, case: &CaseView) -> ApiRe
             Channel::Sms => case.debtor.phone.clone(),
         };
         vec![fallback.ok_or_else(|| {
-            ApiError::unprocessable("invalid_recipient", format!("no recipient given and the debtor has no {}", channel.as_str()))
+            ApiError::unprocessable(
+                "invalid_recipient",
+                format!(
+                    "no recipient given and the debtor has no {}",
+                    channel.as_str()
+                ),
+            )
         })?]
     } else {
         given
@@ -349,15 +495,25 @@ fn recipients(channel: Channel, to: Option<OneOrMany>, case: &CaseView) -> ApiRe
     match channel {
         Channel::Email => {
             if list.len() > 50 {
-                return Err(ApiError::unprocessable("invalid_recipient", "at most 50 recipients"));
+                return Err(ApiError::unprocessable(
+                    "invalid_recipient",
+                    "at most 50 recipients",
+                ));
             }
-            list.iter().map(|a| EmailAddress::parse(a).map(|a| a.to_string()).map_err(bad)).collect()
+            list.iter()
+                .map(|a| EmailAddress::parse(a).map(|a| a.to_string()).map_err(bad))
+                .collect()
         }
         Channel::Sms => {
             if list.len() != 1 {
-                return Err(ApiError::unprocessable("invalid_recipient", "an SMS goes to exactly one number"));
+                return Err(ApiError::unprocessable(
+                    "invalid_recipient",
+                    "an SMS goes to exactly one number",
+                ));
             }
-            list.iter().map(|n| PhoneNumber::parse(n).map(|n| n.to_string()).map_err(bad)).collect()
+            list.iter()
+                .map(|n| PhoneNumber::parse(n).map(|n| n.to_string()).map_err(bad))
+                .collect()
         }
     }
 }
@@ -390,9 +546,21 @@ pub struct MessageQuery {
 
 fn query_time(name: &str, v: Option<&str>, end_of_day: bool) -> ApiResult<Option<Micros>> {
     let Some(v) = v else { return Ok(None) };
-    let t = parse_instant(v).ok_or_else(|| ApiError::bad_request("invalid_query", format!("{name} must be a date or an RFC 3339 date-time")))?;
+    let t = parse_instant(v).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{name} must be a date or an RFC 3339 date-time"),
+        )
+    })?;
     let date_only = v.len() == 10;
-    Ok(Some(to_micros(t) + if end_of_day && date_only { 86_400_000_000 - 1 } else { 0 }))
+    Ok(Some(
+        to_micros(t)
+            + if end_of_day && date_only {
+                86_400_000_000 - 1
+            } else {
+                0
+            },
+    ))
 }
 
 #[utoipa::path(get, path = "/api/cases/{caseId}/messages", tag = "messages", params(("caseId" = String, Path), MessageQuery),
@@ -406,22 +574,54 @@ pub async fn list_messages(
     let id = case_id(&raw)?;
     let bad = |e: crate::domain::Invalid| ApiError::bad_request("invalid_query", e.0);
     let filter = MessageFilter {
-        channel: q.kind.as_deref().map(Channel::parse).transpose().map_err(bad)?,
-        direction: q.direction.as_deref().map(Direction::parse).transpose().map_err(bad)?.map(|d| d.as_str().to_string()),
-        status: q.status.as_deref().map(MessageStatus::parse).transpose().map_err(bad)?,
+        channel: q
+            .kind
+            .as_deref()
+            .map(Channel::parse)
+            .transpose()
+            .map_err(bad)?,
+        direction: q
+            .direction
+            .as_deref()
+            .map(Direction::parse)
+            .transpose()
+            .map_err(bad)?
+            .map(|d| d.as_str().to_string()),
+        status: q
+            .status
+            .as_deref()
+            .map(MessageStatus::parse)
+            .transpose()
+            .map_err(bad)?,
         date_from: query_time("dateFrom", q.date_from.as_deref(), false)?,
         date_to: query_time("dateTo", q.date_to.as_deref(), true)?,
         cursor: q.cursor,
         limit: page_limit(q.limit)?,
     };
-    let (page, total_count) = state.store.list_messages(&actor, &id, filter).await?.ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(MessageList { messages: page.items.into_iter().map(Into::into).collect(), total_count, next_cursor: page.next_cursor }))
+    let (page, total_count) = state
+        .store
+        .list_messages(&actor, &id, filter)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(MessageList {
+        messages: page.items.into_iter().map(Into::into).collect(),
+        total_count,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/messages/{messageId}", tag = "messages", params(("messageId" = String, Path)),
     responses((status = 200, body = MessageResponse), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
-pub async fn get_message(State(state): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> ApiResult<axum::Json<MessageResponse>> {
-    let m = state.store.get_message(&actor, &id).await?.ok_or_else(|| ApiError::not_found("message"))?;
+pub async fn get_message(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MessageResponse>> {
+    let m = state
+        .store
+        .get_message(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
     Ok(axum::Json(m.into()))
 }
 
@@ -441,11 +641,25 @@ pub struct DeliveryReport {
 
 #[utoipa::path(get, path = "/api/messages/{messageId}/delivery-report", tag = "messages", params(("messageId" = String, Path)),
     responses((status = 200, body = DeliveryReport), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
-pub async fn delivery_report(State(state): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> ApiResult<axum::Json<DeliveryReport>> {
-    let (status, events) = state.store.delivery_report(&actor, &id).await?.ok_or_else(|| ApiError::not_found("message"))?;
+pub async fn delivery_report(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<DeliveryReport>> {
+    let (status, events) = state
+        .store
+        .delivery_report(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
     Ok(axum::Json(DeliveryReport {
         message_id: id,
         status,
-        events: events.into_iter().map(|e| DeliveryEvent { event: e.event, timestamp: rfc3339(e.at) }).collect(),
+        events: events
+            .into_iter()
+            .map(|e| DeliveryEvent {
+                event: e.event,
+                timestamp: rfc3339(e.at),
+            })
+            .collect(),
     }))
 }

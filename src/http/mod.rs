@@ -75,8 +75,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::send_message, messages::list_messages))
         .routes(routes!(messages::get_message))
         .routes(routes!(messages::delivery_report))
-        .routes(routes!(templates::list_templates, templates::create_template))
-        .routes(routes!(templates::get_template, templates::replace_template, templates::delete_template))
+        .routes(routes!(
+            templates::list_templates,
+            templates::create_template
+        ))
+        .routes(routes!(
+            templates::get_template,
+            templates::replace_template,
+            templates::delete_template
+        ))
         .routes(routes!(providers::sms_status))
         .routes(routes!(providers::email_events))
         .routes(routes!(tracking::open))

@@ -23,8 +23,15 @@ pub struct ProviderAuth;
 impl FromRequestParts<AppState> for ProviderAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let (scheme, rest) = value.split_once(' ').unwrap_or(("", ""));
         let token = if scheme.eq_ignore_ascii_case("bearer") {
             Some(rest.trim().to_string())
@@ -37,10 +44,18 @@ impl FromRequestParts<AppState> for ProviderAuth {
         } else {
             None
         };
-        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::unauthorized("missing credentials"))?;
-        let actor = state.store.authenticate(&token).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("missing credentials"))?;
+        let actor = state
+            .store
+            .authenticate(&token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
         if actor.kind != PartyKind::Admin {
-            return Err(ApiError::forbidden("provider callbacks need an admin token"));
+            return Err(ApiError::forbidden(
+                "provider callbacks need an admin token",
+            ));
         }
         Ok(Self)
     }
@@ -60,17 +75,35 @@ pub struct SmsStatus {
 #[utoipa::path(post, path = "/api/providers/sms/status", tag = "providers",
     request_body(content_type = "application/x-www-form-urlencoded", content = String),
     responses((status = 204), (status = 401, body = super::problem::ProblemBody)), security(("bearer" = []), ("basic" = [])))]
-pub async fn sms_status(State(state): State<AppState>, _: ProviderAuth, Form(f): Form<SmsStatus>) -> ApiResult<StatusCode> {
+pub async fn sms_status(
+    State(state): State<AppState>,
+    _: ProviderAuth,
+    Form(f): Form<SmsStatus>,
+) -> ApiResult<StatusCode> {
     let status = match f.status.as_str() {
         "sent" => MessageStatus::Sent,
         "delivered" => MessageStatus::Delivered,
         "undelivered" | "failed" => MessageStatus::Failed,
         _ => return Ok(StatusCode::NO_CONTENT),
     };
-    let Some(id) = state.store.message_by_provider_id(&f.sid).await? else { return Ok(StatusCode::NO_CONTENT) };
-    let detail = f.error_code.filter(|c| !c.is_empty()).map(|c| format!("carrier error {c}"));
+    let Some(id) = state.store.message_by_provider_id(&f.sid).await? else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let detail = f
+        .error_code
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("carrier error {c}"));
     let event_id = format!("sms:{}:{}", f.sid, f.status);
-    state.store.record_status_event(&id, status, now_micros(), Some(&event_id), detail.as_deref()).await?;
+    state
+        .store
+        .record_status_event(
+            &id,
+            status,
+            now_micros(),
+            Some(&event_id),
+            detail.as_deref(),
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -78,7 +111,11 @@ pub async fn sms_status(State(state): State<AppState>, _: ProviderAuth, Form(f):
 #[utoipa::path(post, path = "/api/providers/email/events", tag = "providers", request_body = Vec<Object>,
     responses((status = 200, description = "how many events were recorded and ignored"), (status = 401, body = super::problem::ProblemBody)),
     security(("bearer" = []), ("basic" = [])))]
-pub async fn email_events(State(state): State<AppState>, _: ProviderAuth, Json(events): Json<Vec<Value>>) -> ApiResult<axum::Json<Value>> {
+pub async fn email_events(
+    State(state): State<AppState>,
+    _: ProviderAuth,
+    Json(events): Json<Vec<Value>>,
+) -> ApiResult<axum::Json<Value>> {
     let (mut recorded, mut ignored) = (0, 0);
     for e in &events {
         let kind = e["event"].as_str().unwrap_or_default();
@@ -99,7 +136,11 @@ pub async fn email_events(State(state): State<AppState>, _: ProviderAuth, Json(e
             ignored += 1;
             continue;
         };
-        let rfc_id = if smtp_id.starts_with('<') { smtp_id.to_string() } else { format!("<{smtp_id}>") };
+        let rfc_id = if smtp_id.starts_with('<') {
+            smtp_id.to_string()
+        } else {
+            format!("<{smtp_id}>")
+        };
         let Some(id) = state.store.message_by_rfc_id(&rfc_id).await? else {
             ignored += 1;
             continue;
@@ -108,16 +149,34 @@ pub async fn email_events(State(state): State<AppState>, _: ProviderAuth, Json(e
             Some(s) => format!("email:{s}"),
             None => format!("email:{}", hex::encode(Sha256::digest(e.to_string()))),
         };
-        let at = e["timestamp"].as_i64().map_or_else(now_micros, |s| s.saturating_mul(1_000_000));
-        let reason = e["reason"].as_str().or(e["response"].as_str()).map(|r| r.chars().take(300).collect::<String>());
+        let at = e["timestamp"]
+            .as_i64()
+            .map_or_else(now_micros, |s| s.saturating_mul(1_000_000));
+        let reason = e["reason"]
+            .as_str()
+            .or(e["response"].as_str())
+            .map(|r| r.chars().take(300).collect::<String>());
         let fresh = match status {
-            Some(s) => state.store.record_status_event(&id, s, at, Some(&event_id), reason.as_deref()).await?,
-            None => state.store.record_plain_event(&id, kind, at, &event_id).await?,
-        };
-        if kind == "spamreport" {
-            if let Some(email) = e["email"].as_str() {
-                state.store.suppress("email", email, "spam report", None).await?;
+            Some(s) => {
+                state
+                    .store
+                    .record_status_event(&id, s, at, Some(&event_id), reason.as_deref())
+                    .await?
             }
+            None => {
+                state
+                    .store
+                    .record_plain_event(&id, kind, at, &event_id)
+                    .await?
+            }
+        };
+        if kind == "spamreport"
+            && let Some(email) = e["email"].as_str()
+        {
+            state
+                .store
+                .suppress("email", email, "spam report", None)
+                .await?;
         }
         if fresh {
             recorded += 1;
@@ -125,5 +184,7 @@ pub async fn email_events(State(state): State<AppState>, _: ProviderAuth, Json(e
             ignored += 1;
         }
     }
-    Ok(axum::Json(json!({"recorded": recorded, "ignored": ignored})))
+    Ok(axum::Json(
+        json!({"recorded": recorded, "ignored": ignored}),
+    ))
 }

@@ -34,8 +34,17 @@ fn case_variables(case: &CaseView) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("caseNumber".into(), case.case_number.clone());
     v.insert("debtorName".into(), case.debtor.name.clone());
-    v.insert("amount".into(), format!("{} {currency}", case.amount.value()));
-    v.insert("amountOutstanding".into(), format!("{} {currency}", format_minor((case.amount.minor - case.paid_minor).max(0))));
+    v.insert(
+        "amount".into(),
+        format!("{} {currency}", case.amount.value()),
+    );
+    v.insert(
+        "amountOutstanding".into(),
+        format!(
+            "{} {currency}",
+            format_minor((case.amount.minor - case.paid_minor).max(0))
+        ),
+    );
     if let Some(n) = &case.invoice_number {
         v.insert("invoiceNumber".into(), n.clone());
     }
@@ -56,16 +65,20 @@ pub async fn render_for(
     language: Option<&str>,
     preferences: Option<&ContactPreferences>,
 ) -> ApiResult<Rendered> {
-    let Some(id) = req.template_id.as_deref() else { return Ok(Rendered::default()) };
-    let t = state
-        .store
-        .get_template(id)
-        .await?
-        .ok_or_else(|| ApiError::unprocessable("template_not_found", format!("no template {id:?}")))?;
+    let Some(id) = req.template_id.as_deref() else {
+        return Ok(Rendered::default());
+    };
+    let t = state.store.get_template(id).await?.ok_or_else(|| {
+        ApiError::unprocessable("template_not_found", format!("no template {id:?}"))
+    })?;
     if t.channel != channel.as_str() {
         return Err(ApiError::unprocessable(
             "template_type_mismatch",
-            format!("template {id:?} is for {}, not {}", t.channel, channel.as_str()),
+            format!(
+                "template {id:?} is for {}, not {}",
+                t.channel,
+                channel.as_str()
+            ),
         ));
     }
     let languages = t.languages();
@@ -76,9 +89,11 @@ pub async fn render_for(
         Some(t.default_language.as_str()),
     ];
     let chosen = choose_language(&languages, &wanted).map(str::to_string);
-    let content = chosen.as_deref().and_then(|l| t.content(l)).or(t.default_content()).ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("template {id} has no content"))
-    })?;
+    let content = chosen
+        .as_deref()
+        .and_then(|l| t.content(l))
+        .or(t.default_content())
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("template {id} has no content")))?;
 
     let mut vars = case_variables(case);
     for (k, v) in &req.variables {
@@ -86,7 +101,12 @@ pub async fn render_for(
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
-            _ => return Err(ApiError::unprocessable("validation_failed", format!("variable {k:?} must be a string or a number"))),
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "validation_failed",
+                    format!("variable {k:?} must be a string or a number"),
+                ));
+            }
         };
         vars.insert(k.clone(), text);
     }
@@ -108,7 +128,10 @@ pub async fn render_for(
     };
     let (body, html) = if req.body.is_none() {
         let body = take(template::render(&content.body, &vars, plain));
-        let html = content.html_body.as_ref().and_then(|h| take(template::render(h, &vars, html_escape)));
+        let html = content
+            .html_body
+            .as_ref()
+            .and_then(|h| take(template::render(h, &vars, html_escape)));
         (body, html)
     } else {
         (None, None)
@@ -116,11 +139,20 @@ pub async fn render_for(
     if !missing.is_empty() {
         return Err(ApiError::unprocessable(
             "template_variables_missing",
-            format!("template {id:?} needs variables that were not given: {}", missing.join(", ")),
+            format!(
+                "template {id:?} needs variables that were not given: {}",
+                missing.join(", ")
+            ),
         )
         .with("missingVariables", json!(missing)));
     }
-    Ok(Rendered { template_id: Some(t.id.clone()), language: Some(content.language.clone()), subject, body, html })
+    Ok(Rendered {
+        template_id: Some(t.id.clone()),
+        language: Some(content.language.clone()),
+        subject,
+        body,
+        html,
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -167,7 +199,17 @@ pub struct TemplateList {
 }
 
 fn summary(t: &Template) -> TemplateSummary {
-    let texts = t.contents.iter().flat_map(|c| [c.subject.as_deref(), Some(c.body.as_str()), c.html_body.as_deref()]).flatten();
+    let texts = t
+        .contents
+        .iter()
+        .flat_map(|c| {
+            [
+                c.subject.as_deref(),
+                Some(c.body.as_str()),
+                c.html_body.as_deref(),
+            ]
+        })
+        .flatten();
     TemplateSummary {
         template_id: t.id.clone(),
         name: t.name.clone(),
@@ -189,7 +231,16 @@ fn full(t: &Template) -> TemplateResponse {
             .contents
             .iter()
             .filter(|c| c.language != t.default_language)
-            .map(|c| (c.language.clone(), TemplateText { subject: c.subject.clone(), body: c.body.clone(), html_body: c.html_body.clone() }))
+            .map(|c| {
+                (
+                    c.language.clone(),
+                    TemplateText {
+                        subject: c.subject.clone(),
+                        body: c.body.clone(),
+                        html_body: c.html_body.clone(),
+                    },
+                )
+            })
             .collect(),
     }
 }
@@ -219,17 +270,28 @@ fn invalid(detail: impl Into<String>) -> ApiError {
 
 fn parse_template(id: String, req: TemplateRequest) -> ApiResult<Template> {
     let channel = Channel::parse(&req.kind)?;
-    if req.name.trim().is_empty() || req.name.chars().count() > 200 || has_control_chars(&req.name) {
+    if req.name.trim().is_empty() || req.name.chars().count() > 200 || has_control_chars(&req.name)
+    {
         return Err(invalid("name must be 1 to 200 printable characters"));
     }
     let default_language = parse_language(req.default_language.as_deref().unwrap_or("en"))?;
-    let mut contents = vec![TemplateContent { language: default_language.clone(), subject: req.subject, body: req.body, html_body: req.html_body }];
+    let mut contents = vec![TemplateContent {
+        language: default_language.clone(),
+        subject: req.subject,
+        body: req.body,
+        html_body: req.html_body,
+    }];
     for (lang, text) in req.translations {
         let language = parse_language(&lang)?;
         if contents.iter().any(|c| c.language == language) {
             return Err(invalid(format!("language {language} is given twice")));
         }
-        contents.push(TemplateContent { language, subject: text.subject, body: text.body, html_body: text.html_body });
+        contents.push(TemplateContent {
+            language,
+            subject: text.subject,
+            body: text.body,
+            html_body: text.html_body,
+        });
     }
     for c in &contents {
         let lang = &c.language;
@@ -238,39 +300,79 @@ fn parse_template(id: String, req: TemplateRequest) -> ApiResult<Template> {
         }
         match channel {
             Channel::Email if c.subject.as_deref().is_none_or(|s| s.trim().is_empty()) => {
-                return Err(invalid(format!("{lang}: an email template needs a subject")));
+                return Err(invalid(format!(
+                    "{lang}: an email template needs a subject"
+                )));
             }
             Channel::Sms if c.subject.is_some() || c.html_body.is_some() => {
-                return Err(invalid(format!("{lang}: an SMS template has no subject or HTML")));
+                return Err(invalid(format!(
+                    "{lang}: an SMS template has no subject or HTML"
+                )));
             }
             _ => {}
         }
-        if c.subject.as_deref().is_some_and(|s| s.contains(['\r', '\n', '\0'])) {
-            return Err(invalid(format!("{lang}: subject must not contain CR, LF or NUL")));
+        if c.subject
+            .as_deref()
+            .is_some_and(|s| s.contains(['\r', '\n', '\0']))
+        {
+            return Err(invalid(format!(
+                "{lang}: subject must not contain CR, LF or NUL"
+            )));
         }
-        for text in [c.subject.as_deref(), Some(c.body.as_str()), c.html_body.as_deref()].into_iter().flatten() {
+        for text in [
+            c.subject.as_deref(),
+            Some(c.body.as_str()),
+            c.html_body.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             template::validate(text).map_err(|e| invalid(format!("{lang}: {}", e.0)))?;
         }
     }
-    Ok(Template { id, name: req.name.trim().to_string(), channel: channel.as_str().to_string(), default_language, contents })
+    Ok(Template {
+        id,
+        name: req.name.trim().to_string(),
+        channel: channel.as_str().to_string(),
+        default_language,
+        contents,
+    })
 }
 
 fn template_id(s: &str) -> ApiResult<String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-    if ok { Ok(s.to_string()) } else { Err(invalid("templateId must be 1 to 64 of a-z, 0-9, '-', '_', '.'")) }
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(invalid(
+            "templateId must be 1 to 64 of a-z, 0-9, '-', '_', '.'",
+        ))
+    }
 }
 
 fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
-    if actor.kind == PartyKind::Admin { Ok(()) } else { Err(ApiError::forbidden("templates are managed by admins")) }
+    if actor.kind == PartyKind::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("templates are managed by admins"))
+    }
 }
 
 #[utoipa::path(get, path = "/api/message-templates", tag = "templates", responses((status = 200, body = TemplateList)), security(("bearer" = [])))]
-pub async fn list_templates(State(state): State<AppState>, Auth(_): Auth) -> ApiResult<axum::Json<TemplateList>> {
+pub async fn list_templates(
+    State(state): State<AppState>,
+    Auth(_): Auth,
+) -> ApiResult<axum::Json<TemplateList>> {
     let templates = state.store.list_templates().await?;
-    Ok(axum::Json(TemplateList { templates: templates.iter().map(summary).collect() }))
+    Ok(axum::Json(TemplateList {
+        templates: templates.iter().map(summary).collect(),
+    }))
 }
 
 #[utoipa::path(post, path = "/api/message-templates", tag = "templates", request_body = TemplateRequest,
@@ -293,8 +395,16 @@ pub async fn create_template(
 
 #[utoipa::path(get, path = "/api/message-templates/{templateId}", tag = "templates", params(("templateId" = String, Path)),
     responses((status = 200, body = TemplateResponse), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
-pub async fn get_template(State(state): State<AppState>, Auth(_): Auth, Path(id): Path<String>) -> ApiResult<axum::Json<TemplateResponse>> {
-    let t = state.store.get_template(&id).await?.ok_or_else(|| ApiError::not_found("template"))?;
+pub async fn get_template(
+    State(state): State<AppState>,
+    Auth(_): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<TemplateResponse>> {
+    let t = state
+        .store
+        .get_template(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("template"))?;
     Ok(axum::Json(full(&t)))
 }
 
@@ -309,7 +419,9 @@ pub async fn replace_template(
 ) -> ApiResult<axum::Json<TemplateResponse>> {
     require_admin(&actor)?;
     if req.template_id.as_deref().is_some_and(|given| given != id) {
-        return Err(invalid("templateId in the body differs from the one in the path"));
+        return Err(invalid(
+            "templateId in the body differs from the one in the path",
+        ));
     }
     let t = parse_template(id, req)?;
     if !state.store.save_template(&actor, &t, true).await? {
@@ -320,7 +432,15 @@ pub async fn replace_template(
 
 #[utoipa::path(delete, path = "/api/message-templates/{templateId}", tag = "templates", params(("templateId" = String, Path)),
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
-pub async fn delete_template(State(state): State<AppState>, Auth(actor): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_template(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     require_admin(&actor)?;
-    if state.store.delete_template(&actor, &id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found("template")) }
+    if state.store.delete_template(&actor, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("template"))
+    }
 }

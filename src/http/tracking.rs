@@ -14,8 +14,9 @@ use crate::domain::time::now_micros;
 
 /// A transparent 1×1 GIF.
 const PIXEL: [u8; 43] = [
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04,
-    0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 fn link(state: &AppState, token: &str) -> ApiResult<Link> {
@@ -23,23 +24,39 @@ fn link(state: &AppState, token: &str) -> ApiResult<Link> {
 }
 
 fn no_store(mut r: Response) -> Response {
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
 #[utoipa::path(get, path = "/t/open/{token}", tag = "tracking", params(("token" = String, Path)),
     responses((status = 200, description = "a 1x1 GIF; the open is recorded", content_type = "image/gif"), (status = 404)))]
 pub async fn open(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
-    let Link::Open { m } = link(&state, &token)? else { return Err(ApiError::not_found("link")) };
-    state.store.record_status_event(&m, MessageStatus::Opened, now_micros(), None, None).await?;
-    Ok(no_store(([(header::CONTENT_TYPE, "image/gif")], PIXEL).into_response()))
+    let Link::Open { m } = link(&state, &token)? else {
+        return Err(ApiError::not_found("link"));
+    };
+    state
+        .store
+        .record_status_event(&m, MessageStatus::Opened, now_micros(), None, None)
+        .await?;
+    Ok(no_store(
+        ([(header::CONTENT_TYPE, "image/gif")], PIXEL).into_response(),
+    ))
 }
 
 #[utoipa::path(get, path = "/t/click/{token}", tag = "tracking", params(("token" = String, Path)),
     responses((status = 302, description = "to the original link; the click is recorded"), (status = 404)))]
-pub async fn click(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
-    let Link::Click { m, u } = link(&state, &token)? else { return Err(ApiError::not_found("link")) };
-    state.store.record_status_event(&m, MessageStatus::Clicked, now_micros(), None, None).await?;
+pub async fn click(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> ApiResult<Response> {
+    let Link::Click { m, u } = link(&state, &token)? else {
+        return Err(ApiError::not_found("link"));
+    };
+    state
+        .store
+        .record_status_event(&m, MessageStatus::Clicked, now_micros(), None, None)
+        .await?;
     let location = HeaderValue::from_str(&u).map_err(|_| ApiError::not_found("link"))?;
     let mut r = StatusCode::FOUND.into_response();
     r.headers_mut().insert(header::LOCATION, location);
@@ -47,7 +64,11 @@ pub async fn click(State(state): State<AppState>, Path(token): Path<String>) -> 
 }
 
 fn page(title: &str, text: &str, form: bool) -> String {
-    let button = if form { "<form method=\"post\"><button type=\"submit\">Unsubscribe</button></form>" } else { "" };
+    let button = if form {
+        "<form method=\"post\"><button type=\"submit\">Unsubscribe</button></form>"
+    } else {
+        ""
+    };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <title>{title}</title></head><body style=\"font-family:sans-serif;max-width:32rem;margin:3rem auto\">\
@@ -58,18 +79,37 @@ fn page(title: &str, text: &str, form: bool) -> String {
 /// The link in the body: asks before acting, since mail scanners follow links.
 #[utoipa::path(get, path = "/unsubscribe/{token}", tag = "tracking", params(("token" = String, Path)),
     responses((status = 200, description = "a page that asks before unsubscribing", content_type = "text/html"), (status = 404)))]
-pub async fn unsubscribe_page(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
-    let Link::Unsubscribe { .. } = link(&state, &token)? else { return Err(ApiError::not_found("link")) };
-    Ok(no_store(Html(page("Unsubscribe", "Stop receiving these emails?", true)).into_response()))
+pub async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> ApiResult<Response> {
+    let Link::Unsubscribe { .. } = link(&state, &token)? else {
+        return Err(ApiError::not_found("link"));
+    };
+    Ok(no_store(
+        Html(page("Unsubscribe", "Stop receiving these emails?", true)).into_response(),
+    ))
 }
 
 /// RFC 8058 one-click unsubscribe, and the form of the page above.
 #[utoipa::path(post, path = "/unsubscribe/{token}", tag = "tracking", params(("token" = String, Path)),
     responses((status = 200, description = "unsubscribed (RFC 8058 one-click)", content_type = "text/html"), (status = 404)))]
-pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
-    let Link::Unsubscribe { m } = link(&state, &token)? else { return Err(ApiError::not_found("link")) };
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> ApiResult<Response> {
+    let Link::Unsubscribe { m } = link(&state, &token)? else {
+        return Err(ApiError::not_found("link"));
+    };
     if !state.store.unsubscribe(&m).await? {
         return Err(ApiError::not_found("link"));
     }
-    Ok(no_store(Html(page("Unsubscribed", "You will not receive these emails any more.", false)).into_response()))
+    Ok(no_store(
+        Html(page(
+            "Unsubscribed",
+            "You will not receive these emails any more.",
+            false,
+        ))
+        .into_response(),
+    ))
 }

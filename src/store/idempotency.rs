@@ -15,7 +15,12 @@ pub enum Replay {
 }
 
 impl Store {
-    pub async fn idempotent_replay(&self, party_id: &str, key: &str, request_hash: &str) -> StoreResult<Option<Replay>> {
+    pub async fn idempotent_replay(
+        &self,
+        party_id: &str,
+        key: &str,
+        request_hash: &str,
+    ) -> StoreResult<Option<Replay>> {
         let row = sqlx::query(
             "SELECT request_hash, response_status, response_body FROM idempotency_keys \
              WHERE party_id = $1 AND idem_key = $2 AND created_at >= $3",
@@ -30,6 +35,9 @@ impl Store {
             return Ok(Some(Replay::Mismatch));
         }
         let status: i32 = r.try_get(1)?;
-        Ok(Some(Replay::Stored { status: u16::try_from(status).unwrap_or(201), body: r.try_get(2)? }))
+        Ok(Some(Replay::Stored {
+            status: u16::try_from(status).unwrap_or(201),
+            body: r.try_get(2)?,
+        }))
     }
 }

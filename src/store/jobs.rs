@@ -42,7 +42,12 @@ pub enum Outcome {
 }
 
 impl Store {
-    pub async fn claim_jobs(&self, owner: &str, limit: i64, lease_micros: i64) -> StoreResult<Vec<ClaimedJob>> {
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease_micros: i64,
+    ) -> StoreResult<Vec<ClaimedJob>> {
         let now = now_micros();
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -92,11 +97,18 @@ impl Store {
         let Some(r) = row else { return Ok(None) };
         let id: String = r.try_get(0)?;
         let open = |part: &str, sealed: Option<Vec<u8>>| -> StoreResult<Option<String>> {
-            Ok(sealed.map(|s| self.keys.open_string(&context(&id, part), &s)).transpose()?)
+            Ok(sealed
+                .map(|s| self.keys.open_string(&context(&id, part), &s))
+                .transpose()?)
         };
         let envelope_sealed: Vec<u8> = r.try_get(4)?;
-        let envelope = serde_json::from_slice(&self.keys.open(&context(&id, "envelope"), &envelope_sealed).map_err(anyhow::Error::from)?)
-            .map_err(anyhow::Error::from)?;
+        let envelope = serde_json::from_slice(
+            &self
+                .keys
+                .open(&context(&id, "envelope"), &envelope_sealed)
+                .map_err(anyhow::Error::from)?,
+        )
+        .map_err(anyhow::Error::from)?;
         Ok(Some(Outgoing {
             subject: open("subject", r.try_get(5)?)?,
             body: open("body", r.try_get(6)?)?.unwrap_or_default(),
@@ -113,7 +125,12 @@ impl Store {
 
     /// Records an attempt and its consequences in one transaction: the job's next state, the
     /// message's status and event, and the outbox event.
-    pub async fn finish_delivery(&self, job: &ClaimedJob, started_at: Micros, outcome: Outcome) -> StoreResult<()> {
+    pub async fn finish_delivery(
+        &self,
+        job: &ClaimedJob,
+        started_at: Micros,
+        outcome: Outcome,
+    ) -> StoreResult<()> {
         let now = now_micros();
         let mut tx = self.writer.begin().await?;
         let (label, error) = match &outcome {
@@ -131,7 +148,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let case_id: Option<String> =
-            sqlx::query_scalar("SELECT case_id FROM messages WHERE id = $1").bind(&job.ref_id).fetch_optional(&mut *tx).await?.flatten();
+            sqlx::query_scalar("SELECT case_id FROM messages WHERE id = $1")
+                .bind(&job.ref_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
         let event = match &outcome {
             Outcome::Retry { at, error } => {
                 sqlx::query("UPDATE jobs SET status = 'pending', run_at = $2, lease_owner = NULL, lease_until = NULL, last_error = $3, updated_at = $4 WHERE id = $1")
@@ -168,7 +189,10 @@ impl Store {
             }
         };
         if let Some((event, reason)) = event {
-            let current: String = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1").bind(&job.ref_id).fetch_one(&mut *tx).await?;
+            let current: String = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
+                .bind(&job.ref_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let current = MessageStatus::parse(&current).map_err(|e| anyhow::anyhow!(e))?;
             let next = current.advance(event);
             if next != current {
@@ -182,14 +206,23 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             let payload = json!({"messageId": job.ref_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(now)});
-            emit(&mut tx, &format!("message.{}", event.as_str()), case_id.as_deref(), &payload).await?;
+            emit(
+                &mut tx,
+                &format!("message.{}", event.as_str()),
+                case_id.as_deref(),
+                &payload,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     /// Attempts recorded for the delivery of a message: (attempt, outcome, error).
-    pub async fn delivery_attempts(&self, message_id: &str) -> StoreResult<Vec<(i64, String, Option<String>)>> {
+    pub async fn delivery_attempts(
+        &self,
+        message_id: &str,
+    ) -> StoreResult<Vec<(i64, String, Option<String>)>> {
         let rows = sqlx::query(
             "SELECT a.attempt, a.outcome, a.error FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.ref_id = $1 ORDER BY a.id",
         )
@@ -197,7 +230,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((i64::from(r.try_get::<i32, _>(0)?), r.try_get::<Option<String>, _>(1)?.unwrap_or_default(), r.try_get(2)?)))
+            .map(|r| {
+                Ok((
+                    i64::from(r.try_get::<i32, _>(0)?),
+                    r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+                    r.try_get(2)?,
+                ))
+            })
             .collect()
     }
 }

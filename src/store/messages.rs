@@ -102,15 +102,28 @@ const MESSAGE_COLUMNS: &str = "m.id, m.case_id, m.thread_id, m.direction, m.mess
      m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, m.received_at, m.created_at";
 
 impl Store {
-    fn open_opt(&self, id: &str, part: &str, sealed: Option<Vec<u8>>) -> StoreResult<Option<String>> {
-        sealed.map(|s| self.keys.open_string(&context(id, part), &s)).transpose().map_err(StoreError::from)
+    fn open_opt(
+        &self,
+        id: &str,
+        part: &str,
+        sealed: Option<Vec<u8>>,
+    ) -> StoreResult<Option<String>> {
+        sealed
+            .map(|s| self.keys.open_string(&context(id, part), &s))
+            .transpose()
+            .map_err(StoreError::from)
     }
 
     fn message_from_row(&self, r: &AnyRow) -> StoreResult<MessageView> {
         let id: String = r.try_get("id")?;
         let envelope_sealed: Vec<u8> = r.try_get("envelope_sealed")?;
-        let envelope: Envelope = serde_json::from_slice(&self.keys.open(&context(&id, "envelope"), &envelope_sealed).map_err(anyhow::Error::from)?)
-            .map_err(anyhow::Error::from)?;
+        let envelope: Envelope = serde_json::from_slice(
+            &self
+                .keys
+                .open(&context(&id, "envelope"), &envelope_sealed)
+                .map_err(anyhow::Error::from)?,
+        )
+        .map_err(anyhow::Error::from)?;
         Ok(MessageView {
             subject: self.open_opt(&id, "subject", r.try_get("subject_sealed")?)?,
             case_id: r.try_get("case_id")?,
@@ -199,7 +212,15 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        audit(&mut tx, Some(&new.case_id), actor, "message.queued", "message", id).await?;
+        audit(
+            &mut tx,
+            Some(&new.case_id),
+            actor,
+            "message.queued",
+            "message",
+            id,
+        )
+        .await?;
         let view = MessageView {
             id: new.id.clone(),
             case_id: Some(new.case_id.clone()),
@@ -273,7 +294,12 @@ impl Store {
         Ok(Some(m))
     }
 
-    pub async fn list_messages(&self, actor: &Actor, case_id: &str, f: MessageFilter) -> StoreResult<Option<(Page<MessageView>, i64)>> {
+    pub async fn list_messages(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        f: MessageFilter,
+    ) -> StoreResult<Option<(Page<MessageView>, i64)>> {
         let mut conn = self.pool.acquire().await?;
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
@@ -294,22 +320,31 @@ impl Store {
         .bind(f.limit + 1)
         .fetch_all(&mut *conn)
         .await?;
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM messages m WHERE {conditions}"))
-            .bind(case_id)
-            .bind(f.channel.map(Channel::as_str))
-            .bind(f.direction.as_deref())
-            .bind(f.status.map(MessageStatus::as_str))
-            .bind(f.date_from)
-            .bind(f.date_to)
-            .fetch_one(&mut *conn)
-            .await?;
-        let mut items = rows.iter().map(|r| self.message_from_row(r)).collect::<StoreResult<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM messages m WHERE {conditions}"
+        ))
+        .bind(case_id)
+        .bind(f.channel.map(Channel::as_str))
+        .bind(f.direction.as_deref())
+        .bind(f.status.map(MessageStatus::as_str))
+        .bind(f.date_from)
+        .bind(f.date_to)
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(|r| self.message_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = page_cursor(&mut items, f.limit, |m| &m.id);
         Ok(Some((Page { items, next_cursor }, total)))
     }
 
     /// The status and every recorded event of a message the actor may see, oldest first.
-    pub async fn delivery_report(&self, actor: &Actor, id: &str) -> StoreResult<Option<(String, Vec<StatusEvent>)>> {
+    pub async fn delivery_report(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<Option<(String, Vec<StatusEvent>)>> {
         let mut conn = self.pool.acquire().await?;
         let status: Option<String> = sqlx::query_scalar(&format!(
             "SELECT m.status FROM messages m JOIN cases c ON c.id = m.case_id WHERE m.id = $1 AND {}",
@@ -320,14 +355,23 @@ impl Store {
         .bind(admin_flag(actor))
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(status) = status else { return Ok(None) };
-        let events = sqlx::query("SELECT event, at FROM message_events WHERE message_id = $1 ORDER BY at, id")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| Ok(StatusEvent { event: r.try_get(0)?, at: r.try_get(1)? }))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let Some(status) = status else {
+            return Ok(None);
+        };
+        let events = sqlx::query(
+            "SELECT event, at FROM message_events WHERE message_id = $1 ORDER BY at, id",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StatusEvent {
+                event: r.try_get(0)?,
+                at: r.try_get(1)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
         Ok(Some((status, events)))
     }
 
@@ -365,21 +409,40 @@ impl Store {
         if inserted.rows_affected() == 0 {
             return Ok(false);
         }
-        let current = MessageStatus::parse(&row.try_get::<String, _>(0)?).map_err(|e| anyhow::anyhow!(e))?;
+        let current =
+            MessageStatus::parse(&row.try_get::<String, _>(0)?).map_err(|e| anyhow::anyhow!(e))?;
         let case_id: Option<String> = row.try_get(1)?;
         let next = current.advance(event);
         if next != current {
-            set_status(&mut tx, message_id, next, detail.filter(|_| next.is_final())).await?;
+            set_status(
+                &mut tx,
+                message_id,
+                next,
+                detail.filter(|_| next.is_final()),
+            )
+            .await?;
         }
         let payload = json!({"messageId": message_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(at)});
-        emit(&mut tx, &format!("message.{}", event.as_str()), case_id.as_deref(), &payload).await?;
+        emit(
+            &mut tx,
+            &format!("message.{}", event.as_str()),
+            case_id.as_deref(),
+            &payload,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// An event that does not move the status (a deferral, a spam report); `false` when the
     /// provider's event id was seen before.
-    pub async fn record_plain_event(&self, message_id: &str, event: &str, at: Micros, provider_event_id: &str) -> StoreResult<bool> {
+    pub async fn record_plain_event(
+        &self,
+        message_id: &str,
+        event: &str,
+        at: Micros,
+        provider_event_id: &str,
+    ) -> StoreResult<bool> {
         let inserted = sqlx::query(
             "INSERT INTO message_events (message_id, event, at, provider_event_id) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
@@ -395,26 +458,43 @@ impl Store {
 
     /// The message a provider's id or our `Message-ID` names.
     pub async fn message_by_provider_id(&self, provider_id: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM messages WHERE provider_id = $1").bind(provider_id).fetch_optional(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM messages WHERE provider_id = $1")
+                .bind(provider_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn message_by_rfc_id(&self, rfc_message_id: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM messages WHERE rfc_message_id = $1")
-            .bind(rfc_message_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM messages WHERE rfc_message_id = $1")
+                .bind(rfc_message_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// The envelope of a message, for the unsubscribe and suppression paths.
-    pub async fn message_envelope(&self, id: &str) -> StoreResult<Option<(Option<String>, String, Envelope)>> {
-        let row = sqlx::query("SELECT case_id, message_type, envelope_sealed FROM messages WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn message_envelope(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(Option<String>, String, Envelope)>> {
+        let row = sqlx::query(
+            "SELECT case_id, message_type, envelope_sealed FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(r) = row else { return Ok(None) };
         let sealed: Vec<u8> = r.try_get(2)?;
-        let envelope = serde_json::from_slice(&self.keys.open(&context(id, "envelope"), &sealed).map_err(anyhow::Error::from)?)
-            .map_err(anyhow::Error::from)?;
+        let envelope = serde_json::from_slice(
+            &self
+                .keys
+                .open(&context(id, "envelope"), &sealed)
+                .map_err(anyhow::Error::from)?,
+        )
+        .map_err(anyhow::Error::from)?;
         Ok(Some((r.try_get(0)?, r.try_get(1)?, envelope)))
     }
 }

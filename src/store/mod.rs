@@ -31,7 +31,9 @@ pub use cases::{
 };
 pub use idempotency::Replay;
 pub use jobs::{ClaimedJob, Outcome, Outgoing};
-pub use messages::{Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, StatusEvent};
+pub use messages::{
+    Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, StatusEvent,
+};
 pub use notes::{NewNote, Note, NoteFilter};
 pub use policy::ContactPreferences;
 pub use templates::{Template, TemplateContent};
@@ -219,7 +221,16 @@ pub(crate) async fn audit(
     target_type: &str,
     target_id: &str,
 ) -> sqlx::Result<()> {
-    audit_as(conn, case_id, Some(actor.party_id.as_str()), &actor.name, action, target_type, target_id).await
+    audit_as(
+        conn,
+        case_id,
+        Some(actor.party_id.as_str()),
+        &actor.name,
+        action,
+        target_type,
+        target_id,
+    )
+    .await
 }
 
 /// An audit entry for an actor without a token: a debtor following a link, a provider.

@@ -18,7 +18,10 @@ pub struct ContactPreferences {
 }
 
 impl Store {
-    pub async fn contact_preferences(&self, case_id: &str) -> StoreResult<Option<ContactPreferences>> {
+    pub async fn contact_preferences(
+        &self,
+        case_id: &str,
+    ) -> StoreResult<Option<ContactPreferences>> {
         let row = sqlx::query(
             "SELECT do_not_contact, allow_email, allow_sms, dnc_exceptions, preferred_language FROM preferences WHERE case_id = $1",
         )
@@ -31,17 +34,26 @@ impl Store {
             do_not_contact: r.try_get::<i32, _>(0)? != 0,
             allow_email: r.try_get::<i32, _>(1)? != 0,
             allow_sms: r.try_get::<i32, _>(2)? != 0,
-            dnc_exceptions: exceptions.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default(),
+            dnc_exceptions: exceptions
+                .and_then(|e| serde_json::from_str(&e).ok())
+                .unwrap_or_default(),
             preferred_language: r.try_get(4)?,
         }))
     }
 
     fn suppression_index(&self, channel: &str, value: &str) -> String {
-        self.keys.blind_index(&format!("suppression:{channel}"), &value.to_lowercase())
+        self.keys
+            .blind_index(&format!("suppression:{channel}"), &value.to_lowercase())
     }
 
     /// Adds an address or number to the suppression list; `false` when it was there already.
-    pub async fn suppress(&self, channel: &str, value: &str, reason: &str, case_id: Option<&str>) -> StoreResult<bool> {
+    pub async fn suppress(
+        &self,
+        channel: &str,
+        value: &str,
+        reason: &str,
+        case_id: Option<&str>,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (channel, value_index) DO NOTHING",
@@ -61,7 +73,9 @@ impl Store {
     /// suppressed, and the message and audit log record it, in one transaction. `false` for
     /// an unknown message.
     pub async fn unsubscribe(&self, message_id: &str) -> StoreResult<bool> {
-        let Some((case_id, channel, envelope)) = self.message_envelope(message_id).await? else { return Ok(false) };
+        let Some((case_id, channel, envelope)) = self.message_envelope(message_id).await? else {
+            return Ok(false);
+        };
         let mut tx = self.writer.begin().await?;
         let now = now_micros();
         for to in &envelope.to {
@@ -77,26 +91,50 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("INSERT INTO message_events (message_id, event, at) VALUES ($1, 'unsubscribed', $2)")
-            .bind(message_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        super::audit_as(&mut tx, case_id.as_deref(), None, "recipient", "recipient.unsubscribed", "message", message_id).await?;
-        let payload = serde_json::json!({"messageId": message_id, "caseId": case_id, "channel": channel});
-        super::emit(&mut tx, "recipient.unsubscribed", case_id.as_deref(), &payload).await?;
+        sqlx::query(
+            "INSERT INTO message_events (message_id, event, at) VALUES ($1, 'unsubscribed', $2)",
+        )
+        .bind(message_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        super::audit_as(
+            &mut tx,
+            case_id.as_deref(),
+            None,
+            "recipient",
+            "recipient.unsubscribed",
+            "message",
+            message_id,
+        )
+        .await?;
+        let payload =
+            serde_json::json!({"messageId": message_id, "caseId": case_id, "channel": channel});
+        super::emit(
+            &mut tx,
+            "recipient.unsubscribed",
+            case_id.as_deref(),
+            &payload,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// The first of `values` on the suppression list.
-    pub async fn suppressed<'a>(&self, channel: &str, values: &[&'a str]) -> StoreResult<Option<&'a str>> {
+    pub async fn suppressed<'a>(
+        &self,
+        channel: &str,
+        values: &[&'a str],
+    ) -> StoreResult<Option<&'a str>> {
         for v in values {
-            let found: Option<String> = sqlx::query_scalar("SELECT id FROM suppressions WHERE channel = $1 AND value_index = $2")
-                .bind(channel)
-                .bind(self.suppression_index(channel, v))
-                .fetch_optional(&self.pool)
-                .await?;
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM suppressions WHERE channel = $1 AND value_index = $2",
+            )
+            .bind(channel)
+            .bind(self.suppression_index(channel, v))
+            .fetch_optional(&self.pool)
+            .await?;
             if found.is_some() {
                 return Ok(Some(v));
             }

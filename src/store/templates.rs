@@ -29,7 +29,8 @@ impl Template {
         self.contents.iter().find(|c| c.language == language)
     }
     pub fn default_content(&self) -> Option<&TemplateContent> {
-        self.content(&self.default_language).or(self.contents.first())
+        self.content(&self.default_language)
+            .or(self.contents.first())
     }
     pub fn languages(&self) -> Vec<String> {
         self.contents.iter().map(|c| c.language.clone()).collect()
@@ -38,7 +39,11 @@ impl Template {
 
 impl Store {
     pub async fn list_templates(&self) -> StoreResult<Vec<Template>> {
-        let heads = sqlx::query("SELECT id, name, channel, default_language FROM templates ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        let heads = sqlx::query(
+            "SELECT id, name, channel, default_language FROM templates ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let bodies = sqlx::query("SELECT template_id, language, subject, body, html_body FROM template_contents ORDER BY template_id, language")
             .fetch_all(&self.pool)
             .await?;
@@ -73,15 +78,27 @@ impl Store {
     }
 
     pub async fn get_template(&self, id: &str) -> StoreResult<Option<Template>> {
-        Ok(self.list_templates().await?.into_iter().find(|t| t.id == id))
+        Ok(self
+            .list_templates()
+            .await?
+            .into_iter()
+            .find(|t| t.id == id))
     }
 
     /// Creates (`replace = false`) or replaces a template; `Ok(false)` when replacing one
     /// that does not exist.
-    pub async fn save_template(&self, actor: &Actor, t: &Template, replace: bool) -> StoreResult<bool> {
+    pub async fn save_template(
+        &self,
+        actor: &Actor,
+        t: &Template,
+        replace: bool,
+    ) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await?;
         let now = now_micros();
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM templates WHERE id = $1").bind(&t.id).fetch_optional(&mut *tx).await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM templates WHERE id = $1")
+            .bind(&t.id)
+            .fetch_optional(&mut *tx)
+            .await?;
         match (exists.is_some(), replace) {
             (true, false) => return Err(StoreError::Conflict("template_exists")),
             (false, true) => return Ok(false),
@@ -94,7 +111,10 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("DELETE FROM template_contents WHERE template_id = $1").bind(&t.id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM template_contents WHERE template_id = $1")
+                    .bind(&t.id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             (false, false) => {
                 sqlx::query(
@@ -121,15 +141,34 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        audit(&mut tx, None, actor, if replace { "template.replaced" } else { "template.created" }, "template", &t.id).await?;
+        audit(
+            &mut tx,
+            None,
+            actor,
+            if replace {
+                "template.replaced"
+            } else {
+                "template.created"
+            },
+            "template",
+            &t.id,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     pub async fn delete_template(&self, actor: &Actor, id: &str) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM template_contents WHERE template_id = $1").bind(id).execute(&mut *tx).await?;
-        let deleted = sqlx::query("DELETE FROM templates WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("DELETE FROM template_contents WHERE template_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM templates WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if deleted == 0 {
             return Ok(false);
         }

@@ -18,6 +18,9 @@ pub struct Party {
 
 pub struct TestApp {
     pub base: String,
+    /// The app's delivery worker, driven one step at a time (`deliver_due`): tests run no
+    /// background worker unless they ask for one.
+    pub delivery: parley::delivery::Delivery,
     pub client: reqwest::Client,
     pub store: Store,
     pub config: Config,
@@ -60,6 +63,9 @@ pub async fn test_config(dir: &Path) -> Config {
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.master_key = Some([42; 32]);
     config.database_max_connections = 5;
+    config.delivery_concurrency = 0;
+    config.sms_rate_per_second = 1000.0;
+    config.delivery_retry_schedule = vec![std::time::Duration::ZERO; 2];
     if let Some(url) = fresh_database().await {
         config.database_url = Secret::new(url);
     }
@@ -80,6 +86,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("building the app");
     let store = app.store().clone();
+    let delivery = app.delivery().expect("building the delivery worker");
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run(listener, async move {
         let _ = rx.await;
@@ -95,6 +102,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         .unwrap();
     TestApp {
         base,
+        delivery,
         client: reqwest::Client::new(),
         store,
         config,
@@ -154,6 +162,18 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Delivers everything that is due now, retries included, until the queue is idle.
+    pub async fn deliver_due(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.delivery.run_once().await.expect("a delivery step");
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
     }
 
     /// A case owned by `creditor`, optionally assigned to `partner`.

@@ -2,12 +2,16 @@
 //! test (SQLite by default; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server).
 
 mod helpers;
+mod peers;
 
 mod auth;
 mod cases;
 mod cli;
 mod errors;
+mod messages;
 mod notes;
 mod ops;
+mod providers;
 mod storage;
+mod templates;
 mod tenancy;

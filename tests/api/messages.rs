@@ -1,0 +1,781 @@
+//! Sending email and SMS: the seed's examples, real SMTP delivery, tracking, retries.
+
+use mail_parser::{MessageParser, MimeHeaders};
+use parley::domain::PartyKind;
+use serde_json::{Value, json};
+
+use crate::helpers::{Party, TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::peers::SmtpPeer;
+
+async fn app_with_smtp(smtp: &SmtpPeer) -> TestApp {
+    let url = smtp.url();
+    spawn_app_with(move |c| c.smtp_url = Some(parley::config::Secret::new(url))).await
+}
+
+async fn case_with_creditor(app: &TestApp) -> (Party, String) {
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let token = app.labelled_token(&creditor, "Collection Partner A").await;
+    let case = app.create_case(&creditor, None).await;
+    (
+        Party {
+            id: creditor.id,
+            token,
+        },
+        case["caseId"].as_str().unwrap().to_string(),
+    )
+}
+
+fn seed_email() -> Value {
+    json!({
+        "messageType": "email",
+        "to": "debtor@example.com",
+        "subject": "Payment Reminder - Invoice INV-2024-001",
+        "body": "Dear customer,\n\nThis is a reminder... Pay online at https://pay.example.com/inv?id=1&ref=x",
+        "cc": ["creditor@example.com"],
+        "priority": "normal",
+        "templateId": "payment-reminder-v1"
+    })
+}
+
+async fn send(app: &TestApp, party: &Party, case_id: &str, body: &Value) -> reqwest::Response {
+    app.post(
+        &party.token,
+        &format!("/api/cases/{case_id}/messages"),
+        body,
+    )
+    .await
+}
+
+async fn report(app: &TestApp, party: &Party, message_id: &str) -> Value {
+    app.get(
+        &party.token,
+        &format!("/api/messages/{message_id}/delivery-report"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+fn events(report: &Value) -> Vec<String> {
+    report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `href`/`src` value after `marker` in the HTML part.
+fn url_after(html: &str, marker: &str) -> String {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in {html}"));
+    html[start..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect::<String>()
+        .replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn seed_email_reaches_a_real_smtp_server_with_every_header() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+
+    let r = send(&app, &party, &case_id, &seed_email()).await;
+    assert_eq!(r.status(), 201);
+    let sent: Value = r.json().await.unwrap();
+    let id = sent["messageId"].as_str().unwrap();
+    assert!(id.starts_with("msg_"));
+    assert_eq!(sent["caseId"], case_id.as_str());
+    assert_eq!(sent["messageType"], "email");
+    assert_eq!(sent["to"], json!(["debtor@example.com"]));
+    assert_eq!(sent["subject"], "Payment Reminder - Invoice INV-2024-001");
+    assert_eq!(sent["status"], "queued");
+    assert_eq!(sent["sentBy"], "Collection Partner A");
+
+    assert_eq!(app.deliver_due().await, 1);
+    let raw = smtp.wait_for(1).await.remove(0);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(
+        text.starts_with("X-Sink-Rcpt-To: debtor@example.com, creditor@example.com"),
+        "both envelope recipients"
+    );
+    let mail = MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(
+        mail.subject(),
+        Some("Payment Reminder - Invoice INV-2024-001")
+    );
+    assert_eq!(mail.message_id(), Some(format!("{id}@localhost").as_str()));
+    assert_eq!(
+        mail.from().unwrap().first().unwrap().address(),
+        Some("noreply@localhost")
+    );
+    assert_eq!(
+        mail.to().unwrap().first().unwrap().address(),
+        Some("debtor@example.com")
+    );
+    assert_eq!(
+        mail.cc().unwrap().first().unwrap().address(),
+        Some("creditor@example.com")
+    );
+    assert_eq!(
+        mail.reply_to().unwrap().first().unwrap().address(),
+        Some(format!("case-{case_id}@localhost").as_str())
+    );
+    let ct = mail.content_type().unwrap();
+    assert_eq!(
+        (ct.ctype(), ct.subtype()),
+        ("multipart", Some("alternative"))
+    );
+    let unsubscribe = mail
+        .header_raw("List-Unsubscribe")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        unsubscribe.starts_with(&format!("<{}/unsubscribe/", app.config.public_url)),
+        "{unsubscribe}"
+    );
+    assert_eq!(
+        mail.header_raw("List-Unsubscribe-Post").unwrap().trim(),
+        "List-Unsubscribe=One-Click"
+    );
+    let plain = mail.body_text(0).unwrap();
+    assert!(plain.contains("This is a reminder..."));
+    assert!(
+        plain.contains("unsubscribe: http"),
+        "an unsubscribe line in the text"
+    );
+    let html = mail.body_html(0).unwrap();
+    assert!(html.contains("/t/open/"), "open pixel");
+    assert!(html.contains("/t/click/"), "tracked link");
+    assert!(
+        !html.contains("href=\"https://pay.example.com"),
+        "the original link only behind the tracked one"
+    );
+
+    let r = report(&app, &party, id).await;
+    assert_eq!(r["status"], "sent");
+    assert_eq!(events(&r), ["queued", "sent"]);
+    let m: Value = app
+        .get(&party.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["body"], seed_email()["body"]);
+    assert!(m["sentAt"].is_string());
+}
+
+#[tokio::test]
+async fn opened_and_clicked_appear_after_the_pixel_and_link_are_fetched() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let sent: Value = send(&app, &party, &case_id, &seed_email())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["messageId"].as_str().unwrap();
+    app.deliver_due().await;
+    let raw = smtp.wait_for(1).await.remove(0);
+    let mail = MessageParser::default().parse(&raw).unwrap();
+    let html = mail.body_html(0).unwrap().to_string();
+    let pixel = url_after(&html, &format!("{}/t/open/", app.config.public_url));
+    let link = url_after(&html, &format!("{}/t/click/", app.config.public_url));
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(pixel.replace(&app.config.public_url, &app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    assert_eq!(report(&app, &party, id).await["status"], "opened");
+
+    let r = client
+        .get(link.replace(&app.config.public_url, &app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "https://pay.example.com/inv?id=1&ref=x"
+    );
+    let rep = report(&app, &party, id).await;
+    assert_eq!(rep["status"], "clicked");
+    assert_eq!(events(&rep), ["queued", "sent", "opened", "clicked"]);
+
+    // A tampered token: 404, no redirect, nothing recorded.
+    let token_start = link.rfind('/').unwrap() + 1;
+    let mut tampered = link.clone().into_bytes();
+    let i = token_start + 20;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let r = client
+        .get(
+            String::from_utf8(tampered)
+                .unwrap()
+                .replace(&app.config.public_url, &app.base),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("location").is_none());
+    assert_problem(r, 404, "not_found").await;
+    let r = client
+        .get(format!("{}/t/open/bm90LWEtdG9rZW4", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(events(&report(&app, &party, id).await).len(), 4);
+}
+
+#[tokio::test]
+async fn one_click_unsubscribe_suppresses_the_recipient() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let body = json!({"messageType": "email", "to": "leave-me@example.com", "subject": "Hello", "body": "Text"});
+    assert_eq!(send(&app, &party, &case_id, &body).await.status(), 201);
+    app.deliver_due().await;
+    let mail_raw = smtp.wait_for(1).await.remove(0);
+    let mail = MessageParser::default().parse(&mail_raw).unwrap();
+    let header = mail.header_raw("List-Unsubscribe").unwrap().trim();
+    let url = header
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .replace(&app.config.public_url, &app.base);
+
+    // Following the link only asks; mail scanners do that.
+    let page = app.client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<form method=\"post\">")
+    );
+    assert_eq!(
+        send(&app, &party, &case_id, &body).await.status(),
+        201,
+        "not unsubscribed by a GET"
+    );
+
+    // RFC 8058: a POST with List-Unsubscribe=One-Click.
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_problem(
+        send(&app, &party, &case_id, &body).await,
+        422,
+        "recipient_suppressed",
+    )
+    .await;
+    let other = json!({"messageType": "email", "to": "stay@example.com", "subject": "Hello", "body": "Text"});
+    assert_eq!(send(&app, &party, &case_id, &other).await.status(), 201);
+    let log: Value = app
+        .get(&party.token, &format!("/api/cases/{case_id}/audit-log"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "recipient.unsubscribed")
+    );
+}
+
+#[tokio::test]
+async fn permanent_smtp_refusal_fails_at_once_with_the_reason() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let body = json!({"messageType": "email", "to": "reject-me@example.com", "subject": "Hi", "body": "Text"});
+    let id = send(&app, &party, &case_id, &body)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.deliver_due().await;
+    let m: Value = app
+        .get(&party.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["status"], "failed");
+    assert!(m["failureReason"].as_str().unwrap().contains("550"), "{m}");
+    assert_eq!(
+        events(&report(&app, &party, &id).await),
+        ["queued", "failed"]
+    );
+    assert_eq!(
+        app.store.delivery_attempts(&id).await.unwrap().len(),
+        1,
+        "no retry after a 5xx"
+    );
+}
+
+#[tokio::test]
+async fn transient_smtp_failures_are_retried_until_sent_or_given_up() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let once = json!({"messageType": "email", "to": "tempfail-1@example.com", "subject": "Hi", "body": "Text"});
+    let always = json!({"messageType": "email", "to": "tempfail@example.com", "subject": "Hi", "body": "Text"});
+    let once_id = send(&app, &party, &case_id, &once)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let always_id = send(&app, &party, &case_id, &always)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.deliver_due().await;
+
+    assert_eq!(report(&app, &party, &once_id).await["status"], "sent");
+    let attempts = app.store.delivery_attempts(&once_id).await.unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.1.as_str()).collect::<Vec<_>>(),
+        ["retry", "sent"]
+    );
+    assert!(attempts[0].2.as_deref().unwrap().contains("451"));
+
+    let m: Value = app
+        .get(&party.token, &format!("/api/messages/{always_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["status"], "failed");
+    assert!(
+        m["failureReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up after 3 attempts"),
+        "{m}"
+    );
+    assert_eq!(
+        app.store.delivery_attempts(&always_id).await.unwrap().len(),
+        3,
+        "the schedule has two retries"
+    );
+
+    let mails = smtp.wait_for(1).await;
+    let ids: Vec<String> = mails
+        .iter()
+        .map(|m| {
+            MessageParser::default()
+                .parse(m)
+                .unwrap()
+                .message_id()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [format!("{once_id}@localhost")],
+        "one Message-ID across attempts"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_smtp_server_is_a_transient_failure() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(move |c| {
+        c.smtp_url = Some(parley::config::Secret::new(format!(
+            "smtp://127.0.0.1:{port}"
+        )))
+    })
+    .await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let body = json!({"messageType": "email", "to": "someone@example.com", "subject": "Hi", "body": "Text"});
+    let id = send(&app, &party, &case_id, &body)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.deliver_due().await;
+    let attempts = app.store.delivery_attempts(&id).await.unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.1.as_str()).collect::<Vec<_>>(),
+        ["retry", "retry", "failed"]
+    );
+}
+
+#[tokio::test]
+async fn high_priority_is_served_first_and_scheduled_messages_wait() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    for (to, priority) in [
+        ("low@example.com", "low"),
+        ("normal@example.com", "normal"),
+        ("high@example.com", "high"),
+    ] {
+        let body = json!({"messageType": "email", "to": to, "subject": "Hi", "body": "Text", "priority": priority});
+        assert_eq!(send(&app, &party, &case_id, &body).await.status(), 201);
+    }
+    let later = json!({"messageType": "email", "to": "later@example.com", "subject": "Hi", "body": "Text", "scheduledAt": "2099-01-01T08:00:00Z"});
+    let r: Value = send(&app, &party, &case_id, &later)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["scheduledFor"], "2099-01-01T08:00:00Z");
+    assert_eq!(r["status"], "queued");
+
+    // The test worker claims one job per step.
+    for _ in 0..3 {
+        assert_eq!(app.delivery.run_once().await.unwrap(), 1);
+    }
+    assert_eq!(
+        app.delivery.run_once().await.unwrap(),
+        0,
+        "the scheduled message is not due"
+    );
+    let order: Vec<String> = smtp
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|m| {
+            MessageParser::default()
+                .parse(m)
+                .unwrap()
+                .to()
+                .unwrap()
+                .first()
+                .unwrap()
+                .address()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["high@example.com", "normal@example.com", "low@example.com"]
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_first_response_and_sends_once() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let path = format!("/api/cases/{case_id}/messages");
+    let post = |body: Value, key: &'static str| {
+        app.request(reqwest::Method::POST, &party.token, &path)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let first = post(seed_email(), "order-42").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    // The same body with its keys in another order is the same request.
+    let mut reordered = serde_json::Map::new();
+    for (k, v) in seed_email().as_object().unwrap().iter().rev() {
+        reordered.insert(k.clone(), v.clone());
+    }
+    let again = post(Value::Object(reordered), "order-42").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+
+    let mut changed = seed_email();
+    changed["subject"] = json!("Another subject");
+    assert_problem(
+        post(changed, "order-42").await.unwrap(),
+        422,
+        "idempotency_conflict",
+    )
+    .await;
+
+    app.deliver_due().await;
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+    let list: Value = app.get(&party.token, &path).await.json().await.unwrap();
+    assert_eq!(list["totalCount"], 1, "one message for the three requests");
+    // Keys belong to the party that used them.
+    let other = app.party(PartyKind::Creditor, "Other").await;
+    let other_case = app.create_case(&other, None).await;
+    let r = app
+        .request(
+            reqwest::Method::POST,
+            &other.token,
+            &format!(
+                "/api/cases/{}/messages",
+                other_case["caseId"].as_str().unwrap()
+            ),
+        )
+        .header("Idempotency-Key", "order-42")
+        .json(&seed_email())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_ne!(
+        r.json::<Value>().await.unwrap()["messageId"],
+        first["messageId"]
+    );
+}
+
+#[tokio::test]
+async fn header_injection_and_bad_recipients_are_refused() {
+    let app = spawn_app().await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let cases = [
+        (
+            json!({"messageType": "email", "to": "a@example.com", "subject": "Hi\r\nBcc: x@evil.example", "body": "b"}),
+            "validation_failed",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com\r\nBcc: x@evil.example", "subject": "Hi", "body": "b"}),
+            "invalid_recipient",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com", "cc": ["x\n@y.z"], "subject": "Hi", "body": "b"}),
+            "invalid_recipient",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com", "subject": "Hi\u{0}", "body": "b"}),
+            "validation_failed",
+        ),
+        (
+            json!({"messageType": "email", "to": "not an address", "subject": "Hi", "body": "b"}),
+            "invalid_recipient",
+        ),
+        (
+            json!({"messageType": "sms", "to": "12345", "body": "b"}),
+            "invalid_recipient",
+        ),
+        (
+            json!({"messageType": "sms", "to": ["+4511111111", "+4522222222"], "body": "b"}),
+            "invalid_recipient",
+        ),
+        (
+            json!({"messageType": "fax", "to": "a@example.com", "body": "b"}),
+            "validation_failed",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com", "subject": "Hi", "body": "b", "priority": "urgent"}),
+            "validation_failed",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com", "subject": "Hi", "body": "b", "category": "spam"}),
+            "validation_failed",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com", "body": "b"}),
+            "validation_failed",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com", "subject": "Hi"}),
+            "validation_failed",
+        ),
+        (
+            json!({"messageType": "email", "to": "a@example.com", "templateId": "payment-reminder-v1",
+                   "variables": {"invoiceNumber": "X\r\nBcc: x@evil.example", "dueDate": "d"}}),
+            "validation_failed",
+        ),
+    ];
+    for (body, code) in cases {
+        let problem = assert_problem(send(&app, &party, &case_id, &body).await, 422, code).await;
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{body}");
+    }
+    let list: Value = app
+        .get(&party.token, &format!("/api/cases/{case_id}/messages"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalCount"], 0, "nothing queued");
+}
+
+#[tokio::test]
+async fn messages_are_listed_filtered_and_paged() {
+    let app = spawn_app().await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    for i in 0..3 {
+        let body = json!({"messageType": "email", "to": format!("d{i}@example.com"), "subject": "Hi", "body": "Text"});
+        assert_eq!(send(&app, &party, &case_id, &body).await.status(), 201);
+    }
+    let sms = json!({"messageType": "sms", "body": "Payment reminder: Invoice INV-2024-001 due. Please contact us.", "priority": "high"});
+    let sms: Value = send(&app, &party, &case_id, &sms)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sms["to"],
+        json!(["+4512345678"]),
+        "the debtor's number when `to` is absent"
+    );
+    assert_eq!(sms["segments"], 1);
+    app.deliver_due().await;
+
+    let get = |q: &'static str| {
+        let (app, party, case_id) = (&app, &party, &case_id);
+        async move {
+            app.get(&party.token, &format!("/api/cases/{case_id}/messages{q}"))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let all = get("").await;
+    assert_eq!(all["totalCount"], 4);
+    let first = &all["messages"][0];
+    assert_eq!(first["messageType"], "sms");
+    assert_eq!(first["direction"], "outbound");
+    assert_eq!(first["status"], "sent");
+    assert!(
+        first.get("body").is_none(),
+        "bodies only on the single message"
+    );
+    assert_eq!(get("?type=email").await["totalCount"], 3);
+    assert_eq!(get("?type=email&direction=inbound").await["totalCount"], 0);
+    assert_eq!(get("?status=sent").await["totalCount"], 4);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(
+        app.get(
+            &party.token,
+            &format!("/api/cases/{case_id}/messages?dateFrom={today}&dateTo={today}")
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["totalCount"],
+        4
+    );
+    assert_eq!(get("?dateTo=2024-01-01").await["totalCount"], 0);
+    assert_eq!(get("?dateFrom=2099-01-01T00:00:00Z").await["totalCount"], 0);
+    assert_problem(
+        app.get(
+            &party.token,
+            &format!("/api/cases/{case_id}/messages?type=fax"),
+        )
+        .await,
+        400,
+        "invalid_query",
+    )
+    .await;
+    assert_problem(
+        app.get(
+            &party.token,
+            &format!("/api/cases/{case_id}/messages?dateFrom=soon"),
+        )
+        .await,
+        400,
+        "invalid_query",
+    )
+    .await;
+
+    let page = get("?limit=3").await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 3);
+    let cursor = page["nextCursor"].as_str().unwrap();
+    let rest: Value = app
+        .get(
+            &party.token,
+            &format!("/api/cases/{case_id}/messages?limit=3&cursor={cursor}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 1);
+    assert!(rest.get("nextCursor").is_none());
+}
+
+#[tokio::test]
+async fn other_tenants_cannot_send_or_read_messages() {
+    let app = spawn_app().await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let outsider = app.party(PartyKind::Creditor, "Outsider").await;
+    let sent: Value = send(
+        &app,
+        &party,
+        &case_id,
+        &json!({"messageType": "email", "subject": "Hi", "body": "Text"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = sent["messageId"].as_str().unwrap();
+    assert_problem(
+        send(&app, &outsider, &case_id, &seed_email()).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get(&outsider.token, &format!("/api/cases/{case_id}/messages"))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get(&outsider.token, &format!("/api/messages/{id}"))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get(
+            &outsider.token,
+            &format!("/api/messages/{id}/delivery-report"),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get(&party.token, "/api/messages/msg_0000/delivery-report")
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+}

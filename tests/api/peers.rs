@@ -1,0 +1,218 @@
+//! Real peers over loopback: an SMTP server process (aiosmtpd) and an HTTP server playing a
+//! Twilio-compatible SMS API.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+
+/// Polls `probe` until it yields, failing the test after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    loop {
+        tick.tick().await;
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+pub struct SmtpPeer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    _child: Child,
+}
+
+impl SmtpPeer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs the SMTP peer (scripts/test installs aiosmtpd)");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("SMTP peer did not start (is aiosmtpd installed?): {line:?}")
+        });
+        Self {
+            port,
+            dir,
+            _child: child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, raw, oldest first.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "eml")
+                    && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+            })
+            .collect();
+        names.sort();
+        names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    pub async fn wait_for(&self, n: usize) -> Vec<Vec<u8>> {
+        eventually(60, &format!("{n} messages at the SMTP peer"), || async {
+            let m = self.messages();
+            (m.len() >= n).then_some(m)
+        })
+        .await
+    }
+}
+
+/// What the SMS peer answers next; after the queue is empty, 201 with a new sid.
+#[derive(Clone)]
+pub enum SmsReply {
+    Status(u16),
+    TooMany { retry_after: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct SmsRequest {
+    pub account: String,
+    pub authorization: String,
+    pub form: Vec<(String, String)>,
+}
+
+impl SmsRequest {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct SmsState {
+    requests: Vec<SmsRequest>,
+    sids: Vec<String>,
+    replies: VecDeque<SmsReply>,
+}
+
+#[derive(Clone)]
+pub struct SmsPeer {
+    pub base: String,
+    state: Arc<Mutex<SmsState>>,
+}
+
+impl SmsPeer {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(SmsState::default()));
+        let app = axum::Router::new()
+            .route("/2010-04-01/Accounts/{account}/Messages.json", post(create))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, state }
+    }
+
+    pub fn reply_next(&self, replies: &[SmsReply]) {
+        self.state
+            .lock()
+            .unwrap()
+            .replies
+            .extend(replies.iter().cloned());
+    }
+
+    /// The message sids handed out, in order.
+    pub fn sids(&self) -> Vec<String> {
+        self.state.lock().unwrap().sids.clone()
+    }
+
+    pub fn requests(&self) -> Vec<SmsRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+async fn create(
+    State(state): State<Arc<Mutex<SmsState>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let form: Vec<(String, String)> = url_decode(&body);
+    let authorization = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let mut s = state.lock().unwrap();
+    s.requests.push(SmsRequest {
+        account: account.clone(),
+        authorization,
+        form,
+    });
+    match s.replies.pop_front() {
+        Some(SmsReply::Status(code)) => (
+            StatusCode::from_u16(code).unwrap(),
+            axum::Json(serde_json::json!({"code": 21211, "message": "refused"})),
+        )
+            .into_response(),
+        Some(SmsReply::TooMany { retry_after }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after.to_string())],
+            "slow down",
+        )
+            .into_response(),
+        None => {
+            let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+            s.sids.push(sid.clone());
+            (
+                StatusCode::CREATED,
+                axum::Json(
+                    serde_json::json!({"sid": sid, "status": "queued", "account_sid": account}),
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn url_decode(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k), decode(v))
+        })
+        .collect()
+}

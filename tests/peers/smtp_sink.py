@@ -1,0 +1,84 @@
+"""A real SMTP server for the test suite and the benchmarks (aiosmtpd).
+
+Every accepted message is stored as one .eml file in --dir, as received (after DATA).
+Recipients steer failures, so tests can provoke them:
+  reject...@       -> 550 (permanent)
+  tempfail-N...@   -> 451 for the first N attempts of that address, then accepted
+  tempfail...@     -> 451 always
+Prints the port it listens on, then serves until killed or until its stdin closes.
+"""
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+
+class Sink:
+    def __init__(self, directory):
+        self.directory = directory
+        self.tries = {}
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0].lower()
+        if local.startswith("reject"):
+            return "550 5.1.1 mailbox unavailable"
+        if local.startswith("tempfail"):
+            parts = local.split("-")
+            limit = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            with self.lock:
+                count = self.tries.get(address, 0)
+                self.tries[address] = count + 1
+            if limit is None or count < limit:
+                return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        name = f"{time.time_ns()}-{uuid.uuid4().hex}.eml"
+        tmp = os.path.join(self.directory, "." + name)
+        header = ("X-Sink-Rcpt-To: " + ", ".join(envelope.rcpt_tos) + "\r\n").encode()
+        with open(tmp, "wb") as f:
+            f.write(header + envelope.original_content)
+        os.rename(tmp, os.path.join(self.directory, name))
+        return "250 2.0.0 queued as " + name
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Controller8bit(Controller):
+    def factory(self):
+        return SMTP(self.handler, enable_SMTPUTF8=True, decode_data=False, data_size_limit=50 * 1024 * 1024)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    port = args.port or free_port()
+    controller = Controller8bit(Sink(args.dir), hostname="127.0.0.1", port=port)
+    controller.start()
+    print(port, flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+    controller.stop()
+
+
+if __name__ == "__main__":
+    main()
