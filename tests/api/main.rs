@@ -11,6 +11,7 @@ mod errors;
 mod messages;
 mod notes;
 mod ops;
+mod processes;
 mod providers;
 mod storage;
 mod templates;

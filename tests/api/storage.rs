@@ -56,7 +56,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 #[tokio::test]
-async fn tokens_note_texts_and_debtor_contacts_are_not_stored_in_plaintext() {
+async fn tokens_notes_debtor_contacts_and_messages_are_not_stored_in_plaintext() {
     let app = spawn_app().await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     let mut body = crate::helpers::case_body();
@@ -72,6 +72,12 @@ async fn tokens_note_texts_and_debtor_contacts_are_not_stored_in_plaintext() {
             .status(),
         201
     );
+
+    let message = json!({"messageType": "email", "to": "hidden-recipient@example.org", "subject": "Settlement qwerty-9911",
+                         "body": "Offer: zork-3344 in full settlement", "htmlBody": "<p>Offer: zork-3344</p>"});
+    let path = format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap());
+    assert_eq!(app.post(&creditor.token, &path, &message).await.status(), 201);
+    app.deliver_due().await;
 
     let contents = database_contents(&app).await;
     assert!(

@@ -1,0 +1,171 @@
+//! The real binary under faults: kill -9 with messages in flight, and two processes on one
+//! database.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use mail_parser::MessageParser;
+use parley::config::Config;
+use parley::domain::PartyKind;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::helpers::test_config;
+use crate::peers::{SmtpPeer, eventually};
+
+struct Setup {
+    config: Config,
+    token: String,
+    case_id: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A database with a creditor, its token and a case, ready for processes to share.
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path()).await;
+    let app = parley::App::build(config.clone()).await.unwrap();
+    let store = app.store();
+    let party = store.create_party(PartyKind::Creditor, "Acme").await.unwrap();
+    let token = store.create_token(party.as_str(), None).await.unwrap().unwrap();
+    let actor = store.authenticate(&token).await.unwrap().unwrap();
+    let case = store
+        .create_case(
+            &actor,
+            parley::store::NewCase {
+                case_number: None,
+                creditor_id: party.to_string(),
+                partner_id: None,
+                debtor: parley::domain::Debtor::parse("Debtor", Some("debtor@example.com"), None, None, None).unwrap(),
+                amount: parley::domain::Money::parse("100.00", "DKK").unwrap(),
+                invoice_number: None,
+                due_date: None,
+            },
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    Setup { config, token, case_id: case.id, _dir: dir }
+}
+
+struct Process {
+    base: String,
+    child: Child,
+}
+
+async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = &setup.config;
+    let key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(c.master_key.unwrap())
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PARLEY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("PARLEY_DATA_DIR", &c.data_dir)
+        .env("PARLEY_DATABASE_URL", c.database_url.expose())
+        .env("PARLEY_MASTER_KEY", key)
+        .env("PARLEY_SMTP_URL", smtp.url())
+        .env("PARLEY_DELIVERY_LEASE", "2s")
+        .env("PARLEY_DELIVERY_CONCURRENCY", "4")
+        .env("PARLEY_RATE_LIMIT_PER_MINUTE", "0")
+        .env("PARLEY_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually(30, "parley serve to answer", || {
+        let url = format!("{base}/healthz");
+        let client = client.clone();
+        async move { client.get(url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await;
+    Process { base, child }
+}
+
+impl Process {
+    async fn kill_9(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        self.child.wait().await.unwrap();
+    }
+}
+
+async fn queue(client: &reqwest::Client, p: &Process, s: &Setup, n: usize, tag: &str) -> Vec<String> {
+    let sends = (0..n).map(|i| {
+        let body = json!({"messageType": "email", "to": format!("{tag}-{i}@example.com"), "subject": format!("{tag} {i}"), "body": "Text"});
+        client.post(format!("{}/api/cases/{}/messages", p.base, s.case_id)).bearer_auth(&s.token).json(&body).send()
+    });
+    let mut ids = Vec::new();
+    for r in futures_util::future::join_all(sends).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 201);
+        ids.push(r.json::<Value>().await.unwrap()["messageId"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// Message-ID → how many times the SMTP peer received it.
+fn received(smtp: &SmtpPeer) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for raw in smtp.messages() {
+        let id = MessageParser::default().parse(&raw).unwrap().message_id().unwrap().to_string();
+        *seen.entry(id).or_default() += 1;
+    }
+    seen
+}
+
+async fn all_sent(client: &reqwest::Client, p: &Process, s: &Setup, ids: &[String]) {
+    eventually(90, "every accepted message to be sent", || async {
+        for id in ids {
+            let m: Value = client.get(format!("{}/api/messages/{id}", p.base)).bearer_auth(&s.token).send().await.ok()?.json().await.ok()?;
+            if m["status"] != "sent" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accepted_messages_survive_kill_9() {
+    let smtp = SmtpPeer::start().await;
+    let s = setup().await;
+    let client = reqwest::Client::new();
+    let first = start(&s, &smtp).await;
+    let ids = queue(&client, &first, &s, 40, "crash").await;
+    first.kill_9().await;
+
+    let second = start(&s, &smtp).await;
+    all_sent(&client, &second, &s, &ids).await;
+    let seen = received(&smtp);
+    for id in &ids {
+        assert!(seen.contains_key(&format!("{id}@localhost")), "{id} was accepted but never delivered");
+    }
+    second.kill_9().await;
+}
+
+#[tokio::test]
+async fn two_processes_on_one_database_never_send_a_job_twice() {
+    let smtp = SmtpPeer::start().await;
+    let s = setup().await;
+    let client = reqwest::Client::new();
+    let a = start(&s, &smtp).await;
+    let b = start(&s, &smtp).await;
+    let mut ids = queue(&client, &a, &s, 30, "a").await;
+    ids.extend(queue(&client, &b, &s, 30, "b").await);
+    all_sent(&client, &a, &s, &ids).await;
+    let seen = received(&smtp);
+    assert_eq!(seen.len(), ids.len());
+    assert!(seen.values().all(|n| *n == 1), "a message was delivered twice: {seen:?}");
+    a.kill_9().await;
+    b.kill_9().await;
+}
