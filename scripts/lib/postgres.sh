@@ -2,6 +2,8 @@
 # start_postgres: installs the server from Debian's packages when it is missing, starts a
 # cluster in a temporary folder on a free loopback port and exports PARLEY_PG_ADMIN_URL.
 # stop_postgres: stops it and removes the folder.
+# PARLEY_PG_DURABLE=1 keeps PostgreSQL's durable defaults (fsync, synchronous commit), as the
+# benchmarks need; the tests turn them off for speed.
 
 pg_bindir() {
     local d
@@ -41,14 +43,19 @@ start_postgres() {
     PARLEY_PG_DIR=$(mktemp -d /tmp/parley-pg.XXXXXX)
     export PARLEY_PG_DIR
     [ "$(id -u)" = 0 ] && chown postgres "$PARLEY_PG_DIR"
-    local port
+    local port durability=""
     port=$(free_port)
+    if [ "${PARLEY_PG_DURABLE:-0}" != 1 ]; then
+        durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    fi
     as_pg_user "$bindir/initdb" -D "$PARLEY_PG_DIR/data" -A trust -U postgres -E UTF8 --no-sync >/dev/null
     as_pg_user "$bindir/pg_ctl" -D "$PARLEY_PG_DIR/data" -l "$PARLEY_PG_DIR/server.log" -w -t 60 \
-        -o "-p $port -k $PARLEY_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        -o "-p $port -k $PARLEY_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 $durability" \
         start >/dev/null
     PARLEY_PG_BINDIR=$bindir
     export PARLEY_PG_BINDIR
+    PARLEY_PG_PORT=$port
+    export PARLEY_PG_PORT
     PARLEY_PG_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
     export PARLEY_PG_ADMIN_URL
     echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2

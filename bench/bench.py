@@ -1,0 +1,184 @@
+"""Benchmark driver (standard library only); see bench/run."""
+
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+KEY = "QkVOQ0hNQVJLLWtleS0zMi1ieXRlcy1sb25nLi4uLi4="  # 32 bytes, benchmark data only
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Parley:
+    def __init__(self, binary, data_dir, database_url, **extra):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "PARLEY_HTTP_ADDR": f"127.0.0.1:{self.port}",
+            "PARLEY_DATA_DIR": data_dir,
+            "PARLEY_DATABASE_URL": database_url,
+            "PARLEY_MASTER_KEY": KEY,
+            "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
+            "PARLEY_LOG_LEVEL": "warn",
+        }
+        self.env.update({k: str(v) for k, v in extra.items()})
+        self.binary = binary
+        self.proc = subprocess.Popen([binary, "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.base + "/healthz", timeout=1).read()
+                return
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("parley did not start")
+                time.sleep(0.05)
+
+    def cli(self, *args):
+        out = subprocess.run([self.binary, *args], env=self.env, check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    def request(self, method, path, token, body=None):
+        req = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode() if body else None)
+        req.add_header("Authorization", "Bearer " + token)
+        req.add_header("Content-Type", "application/json")
+        return json.loads(urllib.request.urlopen(req).read())
+
+    def setup(self):
+        party = self.cli("party", "create", "--kind", "creditor", "--name", "Bench Creditor")["partyId"]
+        token = self.cli("token", "create", "--party", party)["token"]
+        case = self.request("POST", "/api/cases", token, {
+            "debtor": {"name": "Example Company ApS", "email": "debtor@example.com", "phone": "+4512345678"},
+            "amount": {"value": "15000.00", "currency": "DKK"}, "invoiceNumber": "INV-2024-001"})
+        return token, case["caseId"]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def to_ms(value):
+    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    n, unit = float(m.group(1)), m.group(2)
+    return n / 1000 if unit == "us" else n * 1000 if unit == "s" else n
+
+
+def wrk(url, seconds, script=None, env=None):
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": int(bad.group(1)) if bad else 0}
+
+
+def send_api(binary, name, database_url, seconds):
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    url = database_url or f"sqlite://{data}/parley.db"
+    p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0)
+    try:
+        token, case = p.setup()
+        wrk(p.base + "/healthz", 2)  # warm-up
+        base = wrk(p.base + "/healthz", seconds)
+        send = wrk(f"{p.base}/api/cases/{case}/messages", seconds, "bench/send.lua", {"PARLEY_BENCH_TOKEN": token})
+    finally:
+        p.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    print(f"send API on {name}: {send['rps']:.0f} msg/s accepted, p50 {send['p50']:.2f} ms, p99 {send['p99']:.2f} ms, "
+          f"{send['errors']} non-2xx")
+    print(f"  /healthz same run: {base['rps']:.0f} req/s, p99 {base['p99']:.2f} ms -> throughput ratio "
+          f"{send['rps'] / base['rps']:.4f}, p99 ratio {send['p99'] / base['p99']:.1f}x")
+    return send
+
+
+def queue_messages(p, token, case, n, threads=16):
+    body = json.dumps({"messageType": "email", "to": "debtor@example.com", "subject": "Payment Reminder",
+                       "body": "Dear customer,\n\nThis is a reminder that invoice INV-2024-001 is due.\n\n" + "x" * 1500})
+
+    def worker(count):
+        conn = http.client.HTTPConnection("127.0.0.1", p.port)
+        for _ in range(count):
+            conn.request("POST", f"/api/cases/{case}/messages", body,
+                         {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 201, r.status
+        conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, [n // threads] * threads))
+    return (n // threads) * threads
+
+
+def sent_count(p, token, case):
+    return p.request("GET", f"/api/cases/{case}/messages?status=sent&limit=1", token)["totalCount"]
+
+
+def end_to_end(binary, name, database_url, sink, source, messages):
+    port = free_port()
+    sink_proc = subprocess.Popen([sink, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1000"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    url = database_url or f"sqlite://{data}/parley.db"
+    try:
+        t0 = time.time()
+        subprocess.run([source, "-s", "20", "-m", "20000", "-l", "2000", f"127.0.0.1:{port}"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        baseline = 20000 / (time.time() - t0)
+
+        queuer = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0)
+        token, case = queuer.setup()
+        n = queue_messages(queuer, token, case, messages)
+        queuer.stop()
+        t0 = time.time()
+        sender = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=32, PARLEY_SMTP_URL=f"smtp://127.0.0.1:{port}")
+        while sent_count(sender, token, case) < n:
+            time.sleep(0.1)
+        elapsed = time.time() - t0
+        sender.stop()
+    finally:
+        sink_proc.terminate()
+        shutil.rmtree(data, ignore_errors=True)
+    rate = n / elapsed
+    print(f"end-to-end email on {name}: {n} messages in {elapsed:.1f} s = {rate:.0f} msg/s into smtp-sink")
+    print(f"  smtp-source into the same sink: {baseline:.0f} msg/s -> ratio {rate / baseline:.3f}")
+    return rate
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--postgres", required=True)
+    parser.add_argument("--postgres-e2e", required=True)
+    parser.add_argument("--sink", required=True)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--messages", type=int, default=4000)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores; wrk -t2 -c32 -d{args.seconds}s; load generator and server share the cores")
+    send_api(args.binary, "SQLite", None, args.seconds)
+    send_api(args.binary, "PostgreSQL", args.postgres, args.seconds)
+    end_to_end(args.binary, "SQLite", None, args.sink, args.source, args.messages)
+    end_to_end(args.binary, "PostgreSQL", args.postgres_e2e, args.sink, args.source, args.messages)
+
+
+if __name__ == "__main__":
+    main()
