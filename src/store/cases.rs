@@ -178,7 +178,7 @@ impl Store {
 
     pub async fn create_case(&self, actor: &Actor, new: NewCase) -> StoreResult<CaseView> {
         let id = CaseId::new().to_string();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         Self::require_party_kind(&mut tx, &new.creditor_id, PartyKind::Creditor, "creditorId")
             .await?;
         if let Some(partner) = &new.partner_id {
@@ -322,7 +322,7 @@ impl Store {
         case_id: &str,
         patch: CasePatch,
     ) -> StoreResult<Option<CaseView>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
             return Ok(None);
         }
@@ -417,7 +417,7 @@ impl Store {
         case_id: &str,
         new: NewPayment,
     ) -> StoreResult<Option<Payment>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
@@ -510,7 +510,7 @@ impl Store {
         case_id: &str,
         new: NewDeadline,
     ) -> StoreResult<Option<Deadline>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }

@@ -132,7 +132,7 @@ impl Store {
         outcome: Outcome,
     ) -> StoreResult<()> {
         let now = now_micros();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let (label, error) = match &outcome {
             Outcome::Sent { .. } => ("sent", None),
             Outcome::Retry { error, .. } => ("retry", Some(error.as_str())),

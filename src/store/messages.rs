@@ -163,7 +163,7 @@ impl Store {
         idempotency: Option<IdempotencyRecord<'_>>,
         respond: impl FnOnce(&MessageView) -> String,
     ) -> StoreResult<Option<(MessageView, String)>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
             return Ok(None);
         }
@@ -386,7 +386,7 @@ impl Store {
         provider_event_id: Option<&str>,
         detail: Option<&str>,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(&format!(
             "SELECT m.status, m.case_id, m.message_type FROM messages m WHERE m.id = $1{}",
             self.backend.for_update()

@@ -158,6 +158,16 @@ impl Store {
         })
     }
 
+    /// A write transaction. On SQLite it takes the write lock at `BEGIN IMMEDIATE`, waiting
+    /// out other processes (busy timeout), instead of failing later when a read would have to
+    /// become a write.
+    pub(crate) async fn write_tx(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

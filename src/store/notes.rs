@@ -46,7 +46,7 @@ impl Store {
         case_id: &str,
         new: NewNote,
     ) -> StoreResult<Option<Note>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }

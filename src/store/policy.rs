@@ -76,7 +76,7 @@ impl Store {
         let Some((case_id, channel, envelope)) = self.message_envelope(message_id).await? else {
             return Ok(false);
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_micros();
         for to in &envelope.to {
             sqlx::query(

@@ -93,7 +93,7 @@ impl Store {
         t: &Template,
         replace: bool,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_micros();
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM templates WHERE id = $1")
             .bind(&t.id)
@@ -159,7 +159,7 @@ impl Store {
     }
 
     pub async fn delete_template(&self, actor: &Actor, id: &str) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM template_contents WHERE template_id = $1")
             .bind(id)
             .execute(&mut *tx)

@@ -779,3 +779,92 @@ async fn other_tenants_cannot_send_or_read_messages() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn smtp_auth_credentials_from_the_url_are_used() {
+    let smtp = SmtpPeer::start_with(&["--auth", "parley:s3cret"]).await;
+    let good = format!("smtp://parley:s3cret@127.0.0.1:{}", smtp.port);
+    let app = spawn_app_with(move |c| c.smtp_url = Some(parley::config::Secret::new(good))).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let body = json!({"messageType": "email", "subject": "Hi", "body": "Text"});
+    let id = send(&app, &party, &case_id, &body)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.deliver_due().await;
+    assert_eq!(report(&app, &party, &id).await["status"], "sent");
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+
+    let bad = format!("smtp://parley:wrong@127.0.0.1:{}", smtp.port);
+    let app = spawn_app_with(move |c| c.smtp_url = Some(parley::config::Secret::new(bad))).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let id = send(&app, &party, &case_id, &body)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.deliver_due().await;
+    let m: Value = app
+        .get(&party.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["status"], "failed", "a refused login is permanent: {m}");
+    assert!(m["failureReason"].as_str().unwrap().contains("535"), "{m}");
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_reply_carries_in_reply_to_and_references() {
+    let smtp = SmtpPeer::start().await;
+    let app = app_with_smtp(&smtp).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let first: Value = send(
+        &app,
+        &party,
+        &case_id,
+        &json!({"messageType": "email", "subject": "Hi", "body": "One"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let parent = first["messageId"].as_str().unwrap();
+    let reply =
+        json!({"messageType": "email", "subject": "Re: Hi", "body": "Two", "inReplyTo": parent});
+    assert_eq!(send(&app, &party, &case_id, &reply).await.status(), 201);
+    app.deliver_due().await;
+    let mails = smtp.wait_for(2).await;
+    let second = mails
+        .iter()
+        .map(|m| MessageParser::default().parse(m).unwrap())
+        .find(|m| m.subject() == Some("Re: Hi"))
+        .unwrap();
+    let expected = format!("{parent}@localhost");
+    assert_eq!(second.in_reply_to().as_text(), Some(expected.as_str()));
+    assert_eq!(second.references().as_text(), Some(expected.as_str()));
+
+    let other = app.party(PartyKind::Creditor, "Other").await;
+    let other_case = app.create_case(&other, None).await;
+    let foreign =
+        json!({"messageType": "email", "subject": "Re", "body": "x", "inReplyTo": parent});
+    let r = app
+        .post(
+            &other.token,
+            &format!(
+                "/api/cases/{}/messages",
+                other_case["caseId"].as_str().unwrap()
+            ),
+            &foreign,
+        )
+        .await;
+    assert_problem(r, 422, "validation_failed").await;
+}

@@ -39,12 +39,18 @@ pub struct SmtpPeer {
 
 impl SmtpPeer {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With `["--auth", "user:pass"]`, the server requires AUTH.
+    pub async fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtp_sink.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg("--dir")
             .arg(dir.path())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -26,8 +26,15 @@ async fn setup() -> Setup {
     let config = test_config(dir.path()).await;
     let app = parley::App::build(config.clone()).await.unwrap();
     let store = app.store();
-    let party = store.create_party(PartyKind::Creditor, "Acme").await.unwrap();
-    let token = store.create_token(party.as_str(), None).await.unwrap().unwrap();
+    let party = store
+        .create_party(PartyKind::Creditor, "Acme")
+        .await
+        .unwrap();
+    let token = store
+        .create_token(party.as_str(), None)
+        .await
+        .unwrap()
+        .unwrap();
     let actor = store.authenticate(&token).await.unwrap().unwrap();
     let case = store
         .create_case(
@@ -36,7 +43,14 @@ async fn setup() -> Setup {
                 case_number: None,
                 creditor_id: party.to_string(),
                 partner_id: None,
-                debtor: parley::domain::Debtor::parse("Debtor", Some("debtor@example.com"), None, None, None).unwrap(),
+                debtor: parley::domain::Debtor::parse(
+                    "Debtor",
+                    Some("debtor@example.com"),
+                    None,
+                    None,
+                    None,
+                )
+                .unwrap(),
                 amount: parley::domain::Money::parse("100.00", "DKK").unwrap(),
                 invoice_number: None,
                 due_date: None,
@@ -45,7 +59,12 @@ async fn setup() -> Setup {
         .await
         .unwrap();
     store.close().await;
-    Setup { config, token, case_id: case.id, _dir: dir }
+    Setup {
+        config,
+        token,
+        case_id: case.id,
+        _dir: dir,
+    }
 }
 
 struct Process {
@@ -54,7 +73,11 @@ struct Process {
 }
 
 async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let c = &setup.config;
     let key = {
         use base64::Engine;
@@ -84,7 +107,15 @@ async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
     eventually(30, "parley serve to answer", || {
         let url = format!("{base}/healthz");
         let client = client.clone();
-        async move { client.get(url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        }
     })
     .await;
     Process { base, child }
@@ -93,12 +124,24 @@ async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
 impl Process {
     async fn kill_9(mut self) {
         let pid = self.child.id().unwrap().to_string();
-        assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         self.child.wait().await.unwrap();
     }
 }
 
-async fn queue(client: &reqwest::Client, p: &Process, s: &Setup, n: usize, tag: &str) -> Vec<String> {
+async fn queue(
+    client: &reqwest::Client,
+    p: &Process,
+    s: &Setup,
+    n: usize,
+    tag: &str,
+) -> Vec<String> {
     let sends = (0..n).map(|i| {
         let body = json!({"messageType": "email", "to": format!("{tag}-{i}@example.com"), "subject": format!("{tag} {i}"), "body": "Text"});
         client.post(format!("{}/api/cases/{}/messages", p.base, s.case_id)).bearer_auth(&s.token).json(&body).send()
@@ -107,7 +150,12 @@ async fn queue(client: &reqwest::Client, p: &Process, s: &Setup, n: usize, tag: 
     for r in futures_util::future::join_all(sends).await {
         let r = r.unwrap();
         assert_eq!(r.status(), 201);
-        ids.push(r.json::<Value>().await.unwrap()["messageId"].as_str().unwrap().to_string());
+        ids.push(
+            r.json::<Value>().await.unwrap()["messageId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     ids
 }
@@ -116,7 +164,12 @@ async fn queue(client: &reqwest::Client, p: &Process, s: &Setup, n: usize, tag: 
 fn received(smtp: &SmtpPeer) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     for raw in smtp.messages() {
-        let id = MessageParser::default().parse(&raw).unwrap().message_id().unwrap().to_string();
+        let id = MessageParser::default()
+            .parse(&raw)
+            .unwrap()
+            .message_id()
+            .unwrap()
+            .to_string();
         *seen.entry(id).or_default() += 1;
     }
     seen
@@ -125,7 +178,15 @@ fn received(smtp: &SmtpPeer) -> HashMap<String, usize> {
 async fn all_sent(client: &reqwest::Client, p: &Process, s: &Setup, ids: &[String]) {
     eventually(90, "every accepted message to be sent", || async {
         for id in ids {
-            let m: Value = client.get(format!("{}/api/messages/{id}", p.base)).bearer_auth(&s.token).send().await.ok()?.json().await.ok()?;
+            let m: Value = client
+                .get(format!("{}/api/messages/{id}", p.base))
+                .bearer_auth(&s.token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             if m["status"] != "sent" {
                 return None;
             }
@@ -148,7 +209,10 @@ async fn accepted_messages_survive_kill_9() {
     all_sent(&client, &second, &s, &ids).await;
     let seen = received(&smtp);
     for id in &ids {
-        assert!(seen.contains_key(&format!("{id}@localhost")), "{id} was accepted but never delivered");
+        assert!(
+            seen.contains_key(&format!("{id}@localhost")),
+            "{id} was accepted but never delivered"
+        );
     }
     second.kill_9().await;
 }
@@ -165,7 +229,10 @@ async fn two_processes_on_one_database_never_send_a_job_twice() {
     all_sent(&client, &a, &s, &ids).await;
     let seen = received(&smtp);
     assert_eq!(seen.len(), ids.len());
-    assert!(seen.values().all(|n| *n == 1), "a message was delivered twice: {seen:?}");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a message was delivered twice: {seen:?}"
+    );
     a.kill_9().await;
     b.kill_9().await;
 }

@@ -76,7 +76,10 @@ async fn tokens_notes_debtor_contacts_and_messages_are_not_stored_in_plaintext()
     let message = json!({"messageType": "email", "to": "hidden-recipient@example.org", "subject": "Settlement qwerty-9911",
                          "body": "Offer: zork-3344 in full settlement", "htmlBody": "<p>Offer: zork-3344</p>"});
     let path = format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap());
-    assert_eq!(app.post(&creditor.token, &path, &message).await.status(), 201);
+    assert_eq!(
+        app.post(&creditor.token, &path, &message).await.status(),
+        201
+    );
     app.deliver_due().await;
 
     let contents = database_contents(&app).await;

@@ -5,6 +5,7 @@ Recipients steer failures, so tests can provoke them:
   reject...@       -> 550 (permanent)
   tempfail-N...@   -> 451 for the first N attempts of that address, then accepted
   tempfail...@     -> 451 always
+With --auth USER:PASS, AUTH (PLAIN or LOGIN) with those credentials is required.
 Prints the port it listens on, then serves until killed or until its stdin closes.
 """
 
@@ -18,7 +19,7 @@ import time
 import uuid
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
@@ -58,19 +59,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Controller8bit(Controller):
+class SinkController(Controller):
+    def __init__(self, handler, credentials=None, **kwargs):
+        self.credentials = credentials
+        super().__init__(handler, **kwargs)
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+        return AuthResult(success=ok, handled=False)
+
     def factory(self):
-        return SMTP(self.handler, enable_SMTPUTF8=True, decode_data=False, data_size_limit=50 * 1024 * 1024)
+        extra = {}
+        if self.credentials:
+            extra = {"auth_required": True, "auth_require_tls": False, "authenticator": self.authenticate}
+        return SMTP(self.handler, enable_SMTPUTF8=True, decode_data=False, data_size_limit=50 * 1024 * 1024, **extra)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--auth", help="USER:PASS required by AUTH before mail is accepted")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     port = args.port or free_port()
-    controller = Controller8bit(Sink(args.dir), hostname="127.0.0.1", port=port)
+    credentials = tuple(args.auth.split(":", 1)) if args.auth else None
+    controller = SinkController(Sink(args.dir), credentials=credentials, hostname="127.0.0.1", port=port)
     controller.start()
     print(port, flush=True)
     try:
