@@ -1,12 +1,12 @@
 //! `/api/cases`: create, read, list, change; payments and deadlines.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Auth, Json, Query, page_limit};
+use super::extract::{Auth, Json, Path, Query, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::case::{format_minor, parse_language, parse_minor, parse_name, parse_timezone};
 use crate::domain::time::{now_micros, parse_date, parse_instant, rfc3339, to_micros};

@@ -103,6 +103,24 @@ where
     }
 }
 
+/// A path segment. One that cannot be decoded names nothing that exists: 404.
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(_) => Err(ApiError::not_found("resource")),
+        }
+    }
+}
+
 /// Query parameters: 400 `invalid_query` when they do not parse.
 pub struct Query<T>(pub T);
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::cases::case_id;
-use super::extract::{Auth, Json, Query, page_limit};
+use super::extract::{Auth, Json, Path, Query, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::message::{Category, Channel, Direction, MessageStatus, Priority};
 use crate::domain::party::Actor;

@@ -1,13 +1,13 @@
 //! `/api/cases/{caseId}/notes` and `/api/cases/{caseId}/audit-log`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::cases::case_id;
-use super::extract::{Auth, Json, Query, page_limit};
+use super::extract::{Auth, Json, Path, Query, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::time::rfc3339;
 use crate::domain::{NoteVisibility, Tag};

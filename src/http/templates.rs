@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::{Auth, Json, Path};
 use super::messages::SendMessageRequest;
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::case::{format_minor, parse_language};
@@ -146,9 +146,11 @@ pub async fn render_for(
         )
         .with("missingVariables", json!(missing)));
     }
+    // The language is the template's only where its text was used.
+    let used = subject.is_some() || body.is_some();
     Ok(Rendered {
         template_id: Some(t.id.clone()),
-        language: Some(content.language.clone()),
+        language: used.then(|| content.language.clone()),
         subject,
         body,
         html,

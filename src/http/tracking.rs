@@ -2,11 +2,12 @@
 //! one-click unsubscribe (RFC 8058). A token that is not ours answers 404 and redirects
 //! nowhere; none of these pages says anything about the message.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
+use super::extract::Path;
 use super::problem::{ApiError, ApiResult};
 use crate::delivery::tracking::{self, Link};
 use crate::domain::message::MessageStatus;

@@ -7,6 +7,7 @@ mod peers;
 mod auth;
 mod cases;
 mod cli;
+mod clients;
 mod errors;
 mod messages;
 mod notes;
