@@ -3,13 +3,12 @@
 //! writer makes the claiming `UPDATE` atomic. A job whose lease ran out (its worker died) is
 //! due again.
 
-use serde_json::json;
 use sqlx::Row;
 
-use super::messages::{Envelope, context, set_status};
-use super::{Backend, Store, StoreResult, emit};
+use super::messages::{Envelope, apply_event};
+use super::{Backend, Store, StoreResult};
 use crate::domain::message::MessageStatus;
-use crate::domain::time::{Micros, now_micros, rfc3339};
+use crate::domain::time::{Micros, now_micros};
 
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
@@ -96,23 +95,14 @@ impl Store {
         .await?;
         let Some(r) = row else { return Ok(None) };
         let id: String = r.try_get(0)?;
-        let open = |part: &str, sealed: Option<Vec<u8>>| -> StoreResult<Option<String>> {
-            Ok(sealed
-                .map(|s| self.keys.open_string(&context(&id, part), &s))
-                .transpose()?)
-        };
         let envelope_sealed: Vec<u8> = r.try_get(4)?;
-        let envelope = serde_json::from_slice(
-            &self
-                .keys
-                .open(&context(&id, "envelope"), &envelope_sealed)
-                .map_err(anyhow::Error::from)?,
-        )
-        .map_err(anyhow::Error::from)?;
+        let envelope = self.open_envelope(&id, &envelope_sealed)?;
         Ok(Some(Outgoing {
-            subject: open("subject", r.try_get(5)?)?,
-            body: open("body", r.try_get(6)?)?.unwrap_or_default(),
-            html: open("html", r.try_get(7)?)?,
+            subject: self.open_opt(&id, "subject", r.try_get(5)?)?,
+            body: self
+                .open_opt(&id, "body", r.try_get(6)?)?
+                .unwrap_or_default(),
+            html: self.open_opt(&id, "html", r.try_get(7)?)?,
             case_id: r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
             channel: r.try_get(2)?,
             status: r.try_get(3)?,
@@ -147,12 +137,6 @@ impl Store {
             .bind(error)
             .execute(&mut *tx)
             .await?;
-        let case_id: Option<String> =
-            sqlx::query_scalar("SELECT case_id FROM messages WHERE id = $1")
-                .bind(&job.ref_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
         let event = match &outcome {
             Outcome::Retry { at, error } => {
                 sqlx::query("UPDATE jobs SET status = 'pending', run_at = $2, lease_owner = NULL, lease_until = NULL, last_error = $3, updated_at = $4 WHERE id = $1")
@@ -189,30 +173,7 @@ impl Store {
             }
         };
         if let Some((event, reason)) = event {
-            let current: String = sqlx::query_scalar("SELECT status FROM messages WHERE id = $1")
-                .bind(&job.ref_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let current = MessageStatus::parse(&current).map_err(|e| anyhow::anyhow!(e))?;
-            let next = current.advance(event);
-            if next != current {
-                set_status(&mut tx, &job.ref_id, next, reason).await?;
-            }
-            sqlx::query("INSERT INTO message_events (message_id, event, at, detail) VALUES ($1, $2, $3, $4)")
-                .bind(&job.ref_id)
-                .bind(event.as_str())
-                .bind(now)
-                .bind(reason)
-                .execute(&mut *tx)
-                .await?;
-            let payload = json!({"messageId": job.ref_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(now)});
-            emit(
-                &mut tx,
-                &format!("message.{}", event.as_str()),
-                case_id.as_deref(),
-                &payload,
-            )
-            .await?;
+            apply_event(&mut tx, self.backend, &job.ref_id, event, now, None, reason).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -102,7 +102,15 @@ const MESSAGE_COLUMNS: &str = "m.id, m.case_id, m.thread_id, m.direction, m.mess
      m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, m.received_at, m.created_at";
 
 impl Store {
-    fn open_opt(
+    pub(crate) fn open_envelope(&self, id: &str, sealed: &[u8]) -> StoreResult<Envelope> {
+        let json = self
+            .keys
+            .open(&context(id, "envelope"), sealed)
+            .map_err(anyhow::Error::from)?;
+        Ok(serde_json::from_slice(&json).map_err(anyhow::Error::from)?)
+    }
+
+    pub(crate) fn open_opt(
         &self,
         id: &str,
         part: &str,
@@ -117,13 +125,7 @@ impl Store {
     fn message_from_row(&self, r: &AnyRow) -> StoreResult<MessageView> {
         let id: String = r.try_get("id")?;
         let envelope_sealed: Vec<u8> = r.try_get("envelope_sealed")?;
-        let envelope: Envelope = serde_json::from_slice(
-            &self
-                .keys
-                .open(&context(&id, "envelope"), &envelope_sealed)
-                .map_err(anyhow::Error::from)?,
-        )
-        .map_err(anyhow::Error::from)?;
+        let envelope = self.open_envelope(&id, &envelope_sealed)?;
         Ok(MessageView {
             subject: self.open_opt(&id, "subject", r.try_get("subject_sealed")?)?,
             case_id: r.try_get("case_id")?,
@@ -387,51 +389,18 @@ impl Store {
         detail: Option<&str>,
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(&format!(
-            "SELECT m.status, m.case_id, m.message_type FROM messages m WHERE m.id = $1{}",
-            self.backend.for_update()
-        ))
-        .bind(message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Ok(false) };
-        let inserted = sqlx::query(
-            "INSERT INTO message_events (message_id, event, at, provider_event_id, detail) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(event.as_str())
-        .bind(at)
-        .bind(provider_event_id)
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(false);
-        }
-        let current =
-            MessageStatus::parse(&row.try_get::<String, _>(0)?).map_err(|e| anyhow::anyhow!(e))?;
-        let case_id: Option<String> = row.try_get(1)?;
-        let next = current.advance(event);
-        if next != current {
-            set_status(
-                &mut tx,
-                message_id,
-                next,
-                detail.filter(|_| next.is_final()),
-            )
-            .await?;
-        }
-        let payload = json!({"messageId": message_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(at)});
-        emit(
+        let fresh = apply_event(
             &mut tx,
-            &format!("message.{}", event.as_str()),
-            case_id.as_deref(),
-            &payload,
+            self.backend,
+            message_id,
+            event,
+            at,
+            provider_event_id,
+            detail,
         )
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(fresh)
     }
 
     /// An event that does not move the status (a deferral, a spam report); `false` when the
@@ -488,18 +457,70 @@ impl Store {
         .await?;
         let Some(r) = row else { return Ok(None) };
         let sealed: Vec<u8> = r.try_get(2)?;
-        let envelope = serde_json::from_slice(
-            &self
-                .keys
-                .open(&context(id, "envelope"), &sealed)
-                .map_err(anyhow::Error::from)?,
-        )
-        .map_err(anyhow::Error::from)?;
+        let envelope = self.open_envelope(id, &sealed)?;
         Ok(Some((r.try_get(0)?, r.try_get(1)?, envelope)))
     }
 }
 
-pub(crate) async fn set_status(
+/// Records `event` for a message and moves its status forward (never back; `failed` and
+/// `bounced` stay), with the outbox event, inside the caller's transaction. `false` for an
+/// unknown message or a provider event id seen before.
+pub(crate) async fn apply_event(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    message_id: &str,
+    event: MessageStatus,
+    at: Micros,
+    provider_event_id: Option<&str>,
+    detail: Option<&str>,
+) -> StoreResult<bool> {
+    let row = sqlx::query(&format!(
+        "SELECT status, case_id FROM messages WHERE id = $1{}",
+        backend.for_update()
+    ))
+    .bind(message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let inserted = sqlx::query(
+        "INSERT INTO message_events (message_id, event, at, provider_event_id, detail) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(event.as_str())
+    .bind(at)
+    .bind(provider_event_id)
+    .bind(detail)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let current =
+        MessageStatus::parse(&row.try_get::<String, _>(0)?).map_err(|e| anyhow::anyhow!(e))?;
+    let case_id: Option<String> = row.try_get(1)?;
+    let next = current.advance(event);
+    if next != current {
+        set_status(
+            &mut *conn,
+            message_id,
+            next,
+            detail.filter(|_| next.is_final()),
+        )
+        .await?;
+    }
+    let payload = json!({"messageId": message_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(at)});
+    emit(
+        &mut *conn,
+        &format!("message.{}", event.as_str()),
+        case_id.as_deref(),
+        &payload,
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn set_status(
     conn: &mut sqlx::AnyConnection,
     message_id: &str,
     status: MessageStatus,
