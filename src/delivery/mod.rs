@@ -176,6 +176,7 @@ impl Handle<'_> {
             let started = now_micros();
             let outcome = self.attempt(&job).await;
             let label = match &outcome {
+                Outcome::Defer { .. } => "deferred",
                 Outcome::Sent { .. } => "sent",
                 Outcome::Retry { .. } => "retry",
                 Outcome::Failed { .. } => "failed",
@@ -225,7 +226,12 @@ impl Handle<'_> {
                 }
             }
             "sms" => {
-                d.pacer.wait(&message.envelope.from).await;
+                let max_wait = d.config.delivery_lease / 2;
+                if let Err(wait) = d.pacer.wait(&message.envelope.from, max_wait).await {
+                    return Outcome::Defer {
+                        at: now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX),
+                    };
+                }
                 d.sms.send(&message).await
             }
             other => Err(SendError::Permanent(format!(

@@ -140,10 +140,12 @@ impl SenderPacer {
         }
     }
 
-    /// Waits for this sender's next slot.
-    pub async fn wait(&self, sender: &str) {
+    /// Takes this sender's next slot and waits for it, if it comes within `max_wait`;
+    /// otherwise takes nothing and returns how long until a slot is free, so the caller can
+    /// put the message back instead of holding its lease while it waits.
+    pub async fn wait(&self, sender: &str, max_wait: Duration) -> Result<(), Duration> {
         if self.interval.is_zero() {
-            return;
+            return Ok(());
         }
         let at = {
             let mut next = self.next.lock().await;
@@ -153,10 +155,14 @@ impl SenderPacer {
                 .copied()
                 .filter(|t| *t > now)
                 .unwrap_or(now);
+            if slot - now > max_wait {
+                return Err(slot - now);
+            }
             next.insert(sender.to_string(), slot + self.interval);
             slot
         };
         tokio::time::sleep_until(at).await;
+        Ok(())
     }
 }
 
@@ -168,10 +174,29 @@ mod tests {
     async fn pacer_spaces_one_sender_and_not_others() {
         let pacer = SenderPacer::new(1.0);
         let start = Instant::now();
-        pacer.wait("+4511111111").await;
-        pacer.wait("+4522222222").await;
+        let max = Duration::from_secs(5);
+        pacer.wait("+4511111111", max).await.unwrap();
+        pacer.wait("+4522222222", max).await.unwrap();
         assert!(start.elapsed() < Duration::from_millis(10));
-        pacer.wait("+4511111111").await;
+        pacer.wait("+4511111111", max).await.unwrap();
         assert!(start.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_hands_back_a_slot_too_far_away() {
+        let pacer = SenderPacer::new(0.5);
+        let max = Duration::from_secs(3);
+        pacer.wait("+4511111111", max).await.unwrap();
+        pacer.wait("+4511111111", max).await.unwrap();
+        let start = Instant::now();
+        let wait = pacer
+            .wait("+4511111111", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(wait, Duration::from_secs(2));
+        assert!(
+            start.elapsed() < Duration::from_millis(10),
+            "no waiting when handing back"
+        );
     }
 }

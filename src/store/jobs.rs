@@ -35,9 +35,20 @@ pub struct Outgoing {
 }
 
 pub enum Outcome {
-    Sent { provider_id: Option<String> },
-    Retry { at: Micros, error: String },
-    Failed { error: String },
+    /// Not attempted (the sender number's pace): due again at `at`, not counted as an attempt.
+    Defer {
+        at: Micros,
+    },
+    Sent {
+        provider_id: Option<String>,
+    },
+    Retry {
+        at: Micros,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 impl Store {
@@ -122,8 +133,21 @@ impl Store {
         outcome: Outcome,
     ) -> StoreResult<()> {
         let now = now_micros();
+        if let Outcome::Defer { at } = outcome {
+            sqlx::query(
+                "UPDATE jobs SET status = 'pending', run_at = $2, attempts = attempts - 1, lease_owner = NULL, \
+                 lease_until = NULL, updated_at = $3 WHERE id = $1",
+            )
+            .bind(&job.id)
+            .bind(at)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+            return Ok(());
+        }
         let mut tx = self.write_tx().await?;
         let (label, error) = match &outcome {
+            Outcome::Defer { .. } => ("deferred", None),
             Outcome::Sent { .. } => ("sent", None),
             Outcome::Retry { error, .. } => ("retry", Some(error.as_str())),
             Outcome::Failed { error } => ("failed", Some(error.as_str())),
@@ -138,6 +162,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let event = match &outcome {
+            Outcome::Defer { .. } => None,
             Outcome::Retry { at, error } => {
                 sqlx::query("UPDATE jobs SET status = 'pending', run_at = $2, lease_owner = NULL, lease_until = NULL, last_error = $3, updated_at = $4 WHERE id = $1")
                     .bind(&job.id)

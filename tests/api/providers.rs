@@ -302,3 +302,37 @@ async fn email_provider_events_map_onto_statuses_once_each() {
         .unwrap();
     assert_problem(r, 403, "forbidden").await;
 }
+
+#[tokio::test]
+async fn a_busy_sender_number_puts_sms_back_without_using_an_attempt() {
+    let peer = SmsPeer::start().await;
+    let base = peer.base.clone();
+    let app = spawn_app_with(move |c| {
+        c.sms_url = Some(base);
+        c.sms_account = Some("AC123".into());
+        c.sms_token = Some(Secret::new("sms-secret"));
+        c.sms_from = Some("+4570000000".into());
+        c.sms_rate_per_second = 0.1;
+        c.delivery_lease = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let (_, first) = send_sms(&app, &creditor, "one").await;
+    let (_, second) = send_sms(&app, &creditor, "two").await;
+    assert_eq!(app.deliver_due().await, 2, "both claimed once");
+    assert_eq!(status_of(&app, &creditor, &first).await["status"], "sent");
+    assert_eq!(
+        status_of(&app, &creditor, &second).await["status"],
+        "queued",
+        "the sender's next slot is 10 s away"
+    );
+    assert!(
+        app.store
+            .delivery_attempts(&second)
+            .await
+            .unwrap()
+            .is_empty(),
+        "waiting for a slot is no attempt"
+    );
+    assert_eq!(peer.requests().len(), 1);
+}
