@@ -260,10 +260,33 @@ impl Config {
         let sms_account = opt(raw, "sms_account", |v| Ok(v.to_string()))?;
         let sms_token = opt(raw, "sms_token", |v| Ok(Secret::new(v)))?;
         let sms_from = opt(raw, "sms_from", |v| {
+            // An E.164 number, or an alphanumeric sender id (up to 11 characters, a letter in it).
+            let alphanumeric = v.len() <= 11
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
+                && v.chars().any(|c| c.is_ascii_alphabetic());
+            if alphanumeric {
+                return Ok(v.to_string());
+            }
             crate::domain::PhoneNumber::parse(v)
-                .map(|_| v.to_string())
-                .map_err(|e| e.to_string())
+                .map(|n| n.to_string())
+                .map_err(|_| format!("expected an E.164 number or an alphanumeric sender id of up to 11 characters, got {v:?}"))
         })?;
+        if let Some(r) = raw.get("sms_url").filter(|r| !r.value.trim().is_empty()) {
+            let missing: Vec<&str> = [
+                ("PARLEY_SMS_ACCOUNT", sms_account.is_none()),
+                ("PARLEY_SMS_TOKEN", sms_token.is_none()),
+                ("PARLEY_SMS_FROM", sms_from.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                return Err(invalid(
+                    &r.name,
+                    format!("the SMS API also needs {}", missing.join(", ")),
+                ));
+            }
+        }
         let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
             .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
         let delivery_concurrency = opt(raw, "delivery_concurrency", |v| {
@@ -570,6 +593,38 @@ mod tests {
         assert!(
             err.ends_with("parley.toml: master_key: expected 32 bytes, got 5"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_sms_api_needs_its_credentials_and_sender() {
+        let err = Config::from_sources(
+            None,
+            &env(&[
+                ("PARLEY_SMS_URL", "https://api.example.com"),
+                ("PARLEY_SMS_ACCOUNT", "AC1"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "PARLEY_SMS_URL: the SMS API also needs PARLEY_SMS_TOKEN, PARLEY_SMS_FROM"
+        );
+        let ok = Config::from_sources(
+            None,
+            &env(&[
+                ("PARLEY_SMS_URL", "https://api.example.com"),
+                ("PARLEY_SMS_ACCOUNT", "AC1"),
+                ("PARLEY_SMS_TOKEN", "t"),
+                ("PARLEY_SMS_FROM", "Acme"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.sms_from.as_deref(), Some("Acme"));
+        assert!(
+            Config::from_sources(None, &env(&[("PARLEY_SMS_FROM", "Acme Collections Ltd")]))
+                .is_err()
         );
     }
 
