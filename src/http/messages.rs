@@ -15,15 +15,10 @@ use super::AppState;
 use super::cases::case_id;
 use super::extract::{Auth, Json, Path, Query, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::domain::message::{Category, Channel, Direction, MessageStatus, Priority};
+use crate::domain::message::{Channel, Direction, MessageStatus};
 use crate::domain::party::Actor;
-use crate::domain::sms::segments;
-use crate::domain::time::{Micros, now_micros, parse_instant, rfc3339, to_micros};
-use crate::domain::{EmailAddress, PhoneNumber, prefixed_id};
-use crate::store::{
-    CaseView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Replay,
-    StoreError,
-};
+use crate::domain::time::{Micros, parse_instant, rfc3339, to_micros};
+use crate::store::{IdempotencyRecord, MessageFilter, MessageView, Replay, StoreError};
 
 /// One address or a list of them.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -34,7 +29,7 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
+    pub(super) fn into_vec(self) -> Vec<String> {
         match self {
             Self::One(s) => vec![s],
             Self::Many(v) => v,
@@ -149,14 +144,6 @@ impl From<MessageView> for MessageResponse {
     }
 }
 
-fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("validation_failed", detail)
-}
-
-fn has_header_breaking(s: &str) -> bool {
-    s.contains(['\r', '\n', '\0'])
-}
-
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -229,7 +216,7 @@ pub async fn send_message(
         .get_case(&actor, &case_id)
         .await?
         .ok_or_else(|| ApiError::not_found("case"))?;
-    let new = compose(&state, &actor, &case, req).await?;
+    let new = super::compose::compose(&state, &actor, &case, req).await?;
     let idem = key.as_deref().map(|k| IdempotencyRecord {
         key: k,
         request_hash: &hash,
@@ -282,238 +269,6 @@ async fn replay(
             r.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(Some(r))
-        }
-    }
-}
-
-/// Turns a request into a message ready to queue: recipients parsed, template rendered,
-/// send policy checked.
-async fn compose(
-    state: &AppState,
-    actor: &Actor,
-    case: &CaseView,
-    req: SendMessageRequest,
-) -> ApiResult<NewMessage> {
-    let channel = Channel::parse(&req.message_type)?;
-    let priority = req
-        .priority
-        .as_deref()
-        .map(Priority::parse)
-        .transpose()?
-        .unwrap_or(Priority::Normal);
-    let category = req
-        .category
-        .as_deref()
-        .map(Category::parse)
-        .transpose()?
-        .unwrap_or(Category::General);
-    let language = req
-        .language
-        .as_deref()
-        .map(crate::domain::case::parse_language)
-        .transpose()?;
-    let to = recipients(channel, req.to.clone(), case)?;
-    let cc = match channel {
-        Channel::Email => req
-            .cc
-            .iter()
-            .map(|c| {
-                EmailAddress::parse(c)
-                    .map(|a| a.to_string())
-                    .map_err(|e| ApiError::unprocessable("invalid_recipient", e.0))
-            })
-            .collect::<ApiResult<Vec<_>>>()?,
-        Channel::Sms if !req.cc.is_empty() => return Err(invalid("cc is for email only")),
-        Channel::Sms => Vec::new(),
-    };
-    if req.subject.as_deref().is_some_and(has_header_breaking) {
-        return Err(invalid("subject must not contain CR, LF or NUL"));
-    }
-    let now = now_micros();
-    let scheduled_at = req
-        .scheduled_at
-        .as_deref()
-        .map(|s| {
-            parse_instant(s)
-                .map(to_micros)
-                .ok_or_else(|| invalid(format!("scheduledAt {s:?} is not an RFC 3339 date-time")))
-        })
-        .transpose()?
-        .filter(|t| *t > now);
-
-    let preferences = state.store.contact_preferences(&case.id).await?;
-    let rendered = super::templates::render_for(
-        state,
-        case,
-        channel,
-        &req,
-        language.as_deref(),
-        preferences.as_ref(),
-    )
-    .await?;
-    let subject = req.subject.or(rendered.subject);
-    let body = req
-        .body
-        .clone()
-        .or(rendered.body)
-        .filter(|b| !b.trim().is_empty())
-        .ok_or_else(|| invalid("body is required (or a templateId)"))?;
-    let html = match (&req.body, req.html_body) {
-        (_, Some(h)) => Some(h),
-        (Some(_), None) => None,
-        (None, None) => rendered.html,
-    };
-    if channel == Channel::Email && subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
-        return Err(invalid(
-            "subject is required for email (or a templateId whose template has one)",
-        ));
-    }
-    if subject.as_deref().is_some_and(has_header_breaking) {
-        return Err(invalid("the rendered subject contains CR, LF or NUL"));
-    }
-
-    // The send policy: preferences, then the suppression list.
-    if let Some(p) = &preferences {
-        if p.do_not_contact && !p.dnc_exceptions.iter().any(|e| e == category.as_str()) {
-            return Err(ApiError::unprocessable(
-                "do_not_contact",
-                "the debtor asked not to be contacted",
-            ));
-        }
-        let allowed = match channel {
-            Channel::Email => p.allow_email,
-            Channel::Sms => p.allow_sms,
-        };
-        if !allowed {
-            return Err(ApiError::unprocessable(
-                "channel_not_allowed",
-                format!("the debtor does not accept {}", channel.as_str()),
-            ));
-        }
-    }
-    let all: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
-    if state
-        .store
-        .suppressed(channel.as_str(), &all)
-        .await?
-        .is_some()
-    {
-        return Err(ApiError::unprocessable(
-            "recipient_suppressed",
-            "a recipient has unsubscribed or is on the suppression list",
-        ));
-    }
-
-    let id = prefixed_id("msg");
-    let (from, rfc_message_id, in_reply_to, segment_count) = match channel {
-        Channel::Email => {
-            let domain = state
-                .config
-                .email_from
-                .rsplit_once('@')
-                .map_or("localhost", |(_, d)| d);
-            let parent = match req.in_reply_to.as_deref() {
-                None => None,
-                Some(parent) => {
-                    let m = state
-                        .store
-                        .get_message(actor, parent)
-                        .await?
-                        .filter(|m| m.case_id.as_deref() == Some(case.id.as_str()));
-                    let m = m.ok_or_else(|| {
-                        invalid(format!(
-                            "inReplyTo {parent:?} is not a message of this case"
-                        ))
-                    })?;
-                    m.rfc_message_id
-                }
-            };
-            (
-                state.config.email_from.clone(),
-                Some(format!("<{id}@{domain}>")),
-                parent,
-                None,
-            )
-        }
-        Channel::Sms => {
-            let from = state
-                .config
-                .sms_from
-                .clone()
-                .unwrap_or_else(|| "parley".into());
-            (from, None, None, Some(i64::from(segments(&body).1)))
-        }
-    };
-    Ok(NewMessage {
-        id,
-        case_id: case.id.clone(),
-        channel,
-        priority,
-        category,
-        template_id: rendered.template_id,
-        language: rendered.language.or(language),
-        envelope: Envelope { from, to, cc },
-        subject: if channel == Channel::Email {
-            subject
-        } else {
-            None
-        },
-        body,
-        html: if channel == Channel::Email {
-            html
-        } else {
-            None
-        },
-        rfc_message_id,
-        in_reply_to,
-        segments: segment_count,
-        run_at: scheduled_at.unwrap_or(now),
-        scheduled_for: scheduled_at,
-    })
-}
-
-fn recipients(channel: Channel, to: Option<OneOrMany>, case: &CaseView) -> ApiResult<Vec<String>> {
-    let given = to.map(OneOrMany::into_vec).unwrap_or_default();
-    let list = if given.is_empty() {
-        let fallback = match channel {
-            Channel::Email => case.debtor.email.clone(),
-            Channel::Sms => case.debtor.phone.clone(),
-        };
-        vec![fallback.ok_or_else(|| {
-            ApiError::unprocessable(
-                "invalid_recipient",
-                format!(
-                    "no recipient given and the debtor has no {}",
-                    channel.as_str()
-                ),
-            )
-        })?]
-    } else {
-        given
-    };
-    let bad = |e: crate::domain::Invalid| ApiError::unprocessable("invalid_recipient", e.0);
-    match channel {
-        Channel::Email => {
-            if list.len() > 50 {
-                return Err(ApiError::unprocessable(
-                    "invalid_recipient",
-                    "at most 50 recipients",
-                ));
-            }
-            list.iter()
-                .map(|a| EmailAddress::parse(a).map(|a| a.to_string()).map_err(bad))
-                .collect()
-        }
-        Channel::Sms => {
-            if list.len() != 1 {
-                return Err(ApiError::unprocessable(
-                    "invalid_recipient",
-                    "an SMS goes to exactly one number",
-                ));
-            }
-            list.iter()
-                .map(|n| PhoneNumber::parse(n).map(|n| n.to_string()).map_err(bad))
-                .collect()
         }
     }
 }

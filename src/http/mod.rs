@@ -1,6 +1,7 @@
 //! The HTTP API: router, extractors, problem responses, one module per resource.
 
 mod cases;
+mod compose;
 mod extract;
 mod messages;
 mod metrics;

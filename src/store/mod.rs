@@ -13,6 +13,7 @@ mod jobs;
 mod messages;
 mod notes;
 mod parties;
+mod payments;
 mod policy;
 mod templates;
 
@@ -26,15 +27,14 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use audit::AuditEntry;
-pub use cases::{
-    CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment,
-};
+pub use cases::{CasePatch, CaseView, ListCases, NewCase};
 pub use idempotency::Replay;
 pub use jobs::{ClaimedJob, Outcome, Outgoing};
 pub use messages::{
     Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, StatusEvent,
 };
 pub use notes::{NewNote, Note, NoteFilter};
+pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
 pub use policy::ContactPreferences;
 pub use templates::{Template, TemplateContent};
 
