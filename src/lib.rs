@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod delivery;
 pub mod domain;
 pub mod http;
+pub mod inbound;
 pub mod store;
 pub mod telemetry;
 

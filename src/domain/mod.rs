@@ -10,6 +10,7 @@ pub mod policy;
 pub mod recipient;
 pub mod sms;
 pub mod template;
+pub mod thread;
 pub mod time;
 
 pub use case::{CaseNumber, CaseStatus, Debtor, Money};

@@ -3,6 +3,7 @@
 mod cases;
 mod compose;
 mod extract;
+mod inbound;
 mod messages;
 mod metrics;
 mod notes;
@@ -11,6 +12,7 @@ pub mod problem;
 mod providers;
 mod rate_limit;
 mod templates;
+mod threads;
 mod tracking;
 
 use std::sync::Arc;
@@ -85,6 +87,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
             templates::replace_template,
             templates::delete_template
         ))
+        .routes(routes!(threads::list_threads))
+        .routes(routes!(threads::thread_messages))
+        .routes(routes!(inbound::receive_email))
+        .routes(routes!(inbound::unmatched))
         .routes(routes!(providers::sms_status))
         .routes(routes!(providers::email_events))
         .routes(routes!(tracking::open))

@@ -172,11 +172,26 @@ impl Store {
         let now = now_micros();
         let id = new.id.as_str();
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
+        let parent_thread = match new.in_reply_to.as_deref() {
+            Some(parent) => Self::message_by_rfc_id_in(&mut tx, parent)
+                .await?
+                .and_then(|(_, _, thread)| thread),
+            None => None,
+        };
+        let thread_id = self
+            .join_thread(
+                &mut tx,
+                &new.case_id,
+                parent_thread,
+                new.subject.as_deref(),
+                now,
+            )
+            .await?;
         sqlx::query(
             "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, template_id, \
              language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, \
-             segments, scheduled_for, created_at, updated_at) \
-             VALUES ($1, $2, 'outbound', $3, 'queued', 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+             segments, scheduled_for, created_at, updated_at, thread_id) \
+             VALUES ($1, $2, 'outbound', $3, 'queued', 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19)",
         )
         .bind(id)
         .bind(&new.case_id)
@@ -196,6 +211,7 @@ impl Store {
         .bind(new.segments.and_then(|s| i32::try_from(s).ok()))
         .bind(new.scheduled_for)
         .bind(now)
+        .bind(&thread_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO message_events (message_id, event, at) VALUES ($1, 'queued', $2)")
@@ -226,7 +242,7 @@ impl Store {
         let view = MessageView {
             id: new.id.clone(),
             case_id: Some(new.case_id.clone()),
-            thread_id: None,
+            thread_id: Some(thread_id),
             direction: "outbound".into(),
             channel: new.channel.as_str().into(),
             status: MessageStatus::Queued.as_str().into(),

@@ -9,6 +9,7 @@
 mod audit;
 mod cases;
 mod idempotency;
+mod inbound;
 mod jobs;
 mod messages;
 mod notes;
@@ -16,6 +17,7 @@ mod parties;
 mod payments;
 mod policy;
 mod templates;
+mod threads;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::AuditEntry;
 pub use cases::{CasePatch, CaseView, ListCases, NewCase};
 pub use idempotency::Replay;
+pub use inbound::{Ingested, UnmatchedMail};
 pub use jobs::{ClaimedJob, Outcome, Outgoing};
 pub use messages::{
     Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, StatusEvent,
@@ -37,6 +40,7 @@ pub use notes::{NewNote, Note, NoteFilter};
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
 pub use policy::ContactPreferences;
 pub use templates::{Template, TemplateContent};
+pub use threads::{ThreadMessage, ThreadView};
 
 use crate::crypto::KeyRing;
 use crate::domain::party::Actor;

@@ -1,0 +1,151 @@
+//! Inbound mail over HTTP (`POST /api/inbound/email`, raw MIME) and the mail that matched no
+//! case. Both need an admin token.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::extract::{Auth, Query};
+use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::domain::PartyKind;
+use crate::domain::time::rfc3339;
+use crate::inbound::mime;
+use crate::store::Ingested;
+
+fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
+    if actor.kind == PartyKind::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "inbound mail is handled with an admin token",
+        ))
+    }
+}
+
+/// Takes one raw mail (`Content-Type: message/rfc822`). A reply to one of our messages, mail
+/// to a per-case address or with a case number in its subject joins its case (201); a bounce
+/// marks the original message `bounced` (200); anything else is kept for
+/// `GET /api/inbound/unmatched` (202).
+#[utoipa::path(post, path = "/api/inbound/email", tag = "inbound",
+    request_body(content_type = "message/rfc822", content = String),
+    responses((status = 201, description = "matched to a case"), (status = 200, description = "a bounce or a duplicate"),
+        (status = 202, description = "kept unmatched"), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody),
+        (status = 415, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn receive_email(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    require_admin(&actor)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("message/rfc822")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: message/rfc822",
+        ));
+    }
+    let limit = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the mail is larger than PARLEY_MAX_UPLOAD_BYTES",
+        )
+    })?;
+    let mail = mime::parse(&raw).ok_or_else(|| {
+        ApiError::unprocessable("invalid_mail", "the body is not an RFC 5322 mail")
+    })?;
+    let outcome = state
+        .store
+        .ingest_email("http", &raw, &mail, &state.config.inbound_domain)
+        .await?;
+    Ok(match outcome {
+        Ingested::Matched {
+            message_id,
+            case_id,
+            thread_id,
+        } => (
+            StatusCode::CREATED,
+            axum::Json(
+                json!({"outcome": "matched", "messageId": message_id, "caseId": case_id, "threadId": thread_id}),
+            ),
+        ),
+        Ingested::Bounce { message_id } => (
+            StatusCode::OK,
+            axum::Json(json!({"outcome": "bounce", "messageId": message_id})),
+        ),
+        Ingested::Duplicate { message_id } => (
+            StatusCode::OK,
+            axum::Json(json!({"outcome": "duplicate", "messageId": message_id})),
+        ),
+        Ingested::Unmatched { inbound_id } => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"outcome": "unmatched", "inboundId": inbound_id})),
+        ),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmatchedItem {
+    pub inbound_id: String,
+    pub source: String,
+    pub received_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnmatchedList {
+    pub messages: Vec<UnmatchedItem>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UnmatchedQuery {
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/inbound/unmatched", tag = "inbound", params(UnmatchedQuery),
+    responses((status = 200, body = UnmatchedList), (status = 403, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn unmatched(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(q): Query<UnmatchedQuery>,
+) -> ApiResult<axum::Json<UnmatchedList>> {
+    require_admin(&actor)?;
+    let limit = super::extract::page_limit(q.limit)?;
+    let mails = state.store.unmatched_mail(limit).await?;
+    let messages = mails
+        .into_iter()
+        .map(|m| {
+            let parsed = mime::parse(&m.raw).unwrap_or_default();
+            UnmatchedItem {
+                inbound_id: m.id,
+                source: m.source,
+                received_at: rfc3339(m.received_at),
+                from: parsed.from,
+                subject: parsed.subject,
+                message_id: parsed.message_id,
+            }
+        })
+        .collect();
+    Ok(axum::Json(UnmatchedList { messages }))
+}

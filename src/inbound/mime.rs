@@ -1,0 +1,205 @@
+//! Turning raw RFC 5322 mail into what parley keeps of it, and recognising delivery status
+//! notifications (bounces, RFC 3464).
+
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+
+/// A received mail, as far as matching and storing need it.
+#[derive(Debug, Clone, Default)]
+pub struct InboundMail {
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    /// Addresses the mail was delivered to according to the receiving server
+    /// (`Delivered-To`, `X-Original-To`), which Bcc'd per-case addresses only show up in.
+    pub delivered_to: Vec<String>,
+    pub subject: Option<String>,
+    /// `<...>`
+    pub message_id: Option<String>,
+    /// `In-Reply-To` then `References` (newest first), each `<...>`.
+    pub parents: Vec<String>,
+    pub text: String,
+    pub html: Option<String>,
+    pub attachments: usize,
+    pub bounce: Option<Bounce>,
+}
+
+/// What a delivery status notification reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounce {
+    /// `<...>` of the message that could not be delivered.
+    pub original_message_id: Option<String>,
+    /// `failed` (a bounce) or `delayed`.
+    pub action: String,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+}
+
+impl Bounce {
+    pub fn is_failure(&self) -> bool {
+        self.action.eq_ignore_ascii_case("failed")
+            || self.status.as_deref().is_some_and(|s| s.starts_with('5'))
+    }
+
+    /// A short reason for the message's `failureReason`.
+    pub fn reason(&self) -> String {
+        let mut r = format!(
+            "bounced ({})",
+            self.status.as_deref().unwrap_or(&self.action)
+        );
+        if let Some(d) = &self.diagnostic {
+            r.push_str(": ");
+            r.extend(d.chars().take(200));
+        }
+        r
+    }
+}
+
+fn addresses(a: Option<&Address<'_>>) -> Vec<String> {
+    a.map(|a| {
+        a.iter()
+            .filter_map(|x| x.address())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn bracketed(id: &str) -> String {
+    let id = id.trim().trim_start_matches('<').trim_end_matches('>');
+    format!("<{id}>")
+}
+
+fn id_list(v: &HeaderValue<'_>) -> Vec<String> {
+    match v {
+        HeaderValue::Text(t) => vec![bracketed(t)],
+        HeaderValue::TextList(list) => list.iter().map(|t| bracketed(t)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Parses a raw mail. `None` when it is not a mail at all (no header could be read).
+pub fn parse(raw: &[u8]) -> Option<InboundMail> {
+    let msg = MessageParser::default().parse(raw)?;
+    if msg.headers().is_empty() {
+        return None;
+    }
+    let mut parents = id_list(msg.in_reply_to());
+    for r in id_list(msg.references()).into_iter().rev() {
+        if !parents.contains(&r) {
+            parents.push(r);
+        }
+    }
+    let mut delivered_to = Vec::new();
+    for name in ["Delivered-To", "X-Original-To"] {
+        for h in msg
+            .headers()
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case(name))
+        {
+            if let Some(t) = h.value().as_text() {
+                delivered_to.push(t.trim().trim_matches(['<', '>']).to_string());
+            }
+        }
+    }
+    let is_report = msg.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    });
+    let bounce = if is_report {
+        delivery_status(&msg)
+    } else {
+        None
+    };
+    Some(InboundMail {
+        from: addresses(msg.from()).into_iter().next(),
+        to: addresses(msg.to()),
+        cc: addresses(msg.cc()),
+        delivered_to,
+        subject: msg.subject().map(|s| s.trim().to_string()),
+        message_id: msg.message_id().map(bracketed),
+        parents,
+        text: msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+        html: msg.body_html(0).map(|h| h.into_owned()),
+        attachments: if is_report { 0 } else { msg.attachment_count() },
+        bounce,
+    })
+}
+
+/// The fields of a `message/delivery-status` part and the Message-ID of the returned
+/// original (from `message/rfc822` or `text/rfc822-headers`).
+fn delivery_status(msg: &mail_parser::Message<'_>) -> Option<Bounce> {
+    let mut action = None;
+    let mut status = None;
+    let mut diagnostic = None;
+    let mut original = None;
+    for part in msg.parts.iter().skip(1) {
+        let Some(text) = part.text_contents() else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "action" if action.is_none() => action = Some(value.to_string()),
+                "status" if status.is_none() => status = Some(value.to_string()),
+                "diagnostic-code" if diagnostic.is_none() => diagnostic = Some(value.to_string()),
+                "message-id" if original.is_none() && value.contains('@') => {
+                    original = Some(bracketed(value))
+                }
+                _ => {}
+            }
+        }
+    }
+    action.map(|action| Bounce {
+        original_message_id: original,
+        action,
+        status,
+        diagnostic,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_addresses_ids_and_bodies() {
+        let raw = b"From: Debtor <debtor@example.com>\r\nTo: case-x@localhost\r\nCc: a@example.com, b@example.com\r\n\
+Subject: Re: Payment Reminder\r\nMessage-ID: <reply-1@example.com>\r\nIn-Reply-To: <msg_1@localhost>\r\n\
+References: <msg_0@localhost> <msg_1@localhost>\r\nDelivered-To: case-y@localhost\r\n\r\nI will pay next week.\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.from.as_deref(), Some("debtor@example.com"));
+        assert_eq!(m.cc, ["a@example.com", "b@example.com"]);
+        assert_eq!(m.message_id.as_deref(), Some("<reply-1@example.com>"));
+        assert_eq!(m.parents, ["<msg_1@localhost>", "<msg_0@localhost>"]);
+        assert_eq!(m.delivered_to, ["case-y@localhost"]);
+        assert_eq!(m.text.trim(), "I will pay next week.");
+        assert!(m.bounce.is_none());
+    }
+
+    #[test]
+    fn recognises_a_delivery_status_notification() {
+        let raw = b"From: MAILER-DAEMON@mx.example.com\r\nTo: noreply@localhost\r\nSubject: Undelivered Mail\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\n\
+Final-Recipient: rfc822; gone@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: noreply@localhost\r\nMessage-ID: <msg_9@localhost>\r\nSubject: Hi\r\n\
+--B--\r\n";
+        let m = parse(raw).unwrap();
+        let b = m.bounce.unwrap();
+        assert!(b.is_failure());
+        assert_eq!(b.original_message_id.as_deref(), Some("<msg_9@localhost>"));
+        assert_eq!(b.status.as_deref(), Some("5.1.1"));
+        assert!(b.reason().contains("user unknown"));
+    }
+
+    #[test]
+    fn refuses_what_is_not_mail() {
+        assert!(parse(b"").is_none());
+    }
+}

@@ -1,0 +1,215 @@
+//! Conversation threads: every message of a case joins one. A reply joins the thread of the
+//! message it answers; otherwise the thread with the same normalised subject; otherwise a
+//! new one.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyConnection, Row};
+
+use super::cases::visible;
+use super::{Store, StoreResult, admin_flag};
+use crate::domain::party::Actor;
+use crate::domain::prefixed_id;
+use crate::domain::thread::normalize_subject;
+use crate::domain::time::Micros;
+
+#[derive(Debug, Clone)]
+pub struct ThreadView {
+    pub id: String,
+    pub subject: Option<String>,
+    pub participants: Vec<String>,
+    pub message_count: i64,
+    pub last_message_at: Option<Micros>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThreadMessage {
+    pub id: String,
+    pub direction: String,
+    pub channel: String,
+    pub from: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub at: Micros,
+}
+
+fn thread_context(id: &str) -> String {
+    format!("thread:{id}")
+}
+
+impl Store {
+    fn subject_index(&self, subject: Option<&str>) -> String {
+        // SMS have no subject: they share one thread per case.
+        let key = subject.map_or_else(|| "\u{0}sms".to_string(), normalize_subject);
+        self.keys.blind_index("thread-subject", &key)
+    }
+
+    /// The thread a new message of `case_id` joins (created if needed), counted in.
+    pub(crate) async fn join_thread(
+        &self,
+        conn: &mut AnyConnection,
+        case_id: &str,
+        parent_thread: Option<String>,
+        subject: Option<&str>,
+        at: Micros,
+    ) -> StoreResult<String> {
+        let index = self.subject_index(subject);
+        let found = match parent_thread {
+            Some(t) => Some(t),
+            None => {
+                sqlx::query_scalar("SELECT id FROM threads WHERE case_id = $1 AND subject_index = $2 ORDER BY id LIMIT 1")
+                    .bind(case_id)
+                    .bind(&index)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+        };
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = prefixed_id("thread");
+                sqlx::query(
+                    "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, message_count, created_at) \
+                     VALUES ($1, $2, $3, $4, 'active', 0, $5)",
+                )
+                .bind(&id)
+                .bind(case_id)
+                .bind(subject.map(|s| self.keys.seal_str(&thread_context(&id), s)))
+                .bind(&index)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                id
+            }
+        };
+        sqlx::query(
+            "UPDATE threads SET message_count = message_count + 1, \
+             last_message_at = CASE WHEN last_message_at IS NULL OR last_message_at < $2 THEN $2 ELSE last_message_at END WHERE id = $1",
+        )
+        .bind(&id)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(id)
+    }
+
+    /// The threads of a case the actor may see, most recent first, with everyone who wrote
+    /// or was written to in them.
+    pub async fn list_threads(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+    ) -> StoreResult<Option<Vec<ThreadView>>> {
+        let mut conn = self.pool.acquire().await?;
+        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT id, subject_sealed, message_count, last_message_at, status FROM threads WHERE case_id = $1 \
+             ORDER BY last_message_at DESC, id DESC",
+        )
+        .bind(case_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in sqlx::query("SELECT thread_id, id, envelope_sealed FROM messages WHERE case_id = $1 AND thread_id IS NOT NULL ORDER BY id")
+            .bind(case_id)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let thread: String = r.try_get(0)?;
+            let id: String = r.try_get(1)?;
+            let envelope = self.open_envelope(&id, &r.try_get::<Vec<u8>, _>(2)?)?;
+            let list = participants.entry(thread).or_default();
+            for a in std::iter::once(envelope.from).chain(envelope.to).chain(envelope.cc) {
+                let a = a.to_lowercase();
+                if !list.contains(&a) {
+                    list.push(a);
+                }
+            }
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(0)?;
+                let subject: Option<Vec<u8>> = r.try_get(1)?;
+                Ok(ThreadView {
+                    subject: subject
+                        .map(|s| self.keys.open_string(&thread_context(&id), &s))
+                        .transpose()?,
+                    participants: participants.remove(&id).unwrap_or_default(),
+                    message_count: r.try_get(2)?,
+                    last_message_at: r.try_get(3)?,
+                    status: r.try_get(4)?,
+                    id,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// The messages of a thread the actor may see, oldest first.
+    pub async fn thread_messages(
+        &self,
+        actor: &Actor,
+        thread_id: &str,
+    ) -> StoreResult<Option<Vec<ThreadMessage>>> {
+        let mut conn = self.pool.acquire().await?;
+        let found: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT t.id FROM threads t JOIN cases c ON c.id = t.case_id WHERE t.id = $1 AND {}",
+            visible(2, 3)
+        ))
+        .bind(thread_id)
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT id, direction, message_type, envelope_sealed, subject_sealed, body_sealed, \
+             COALESCE(received_at, sent_at, created_at) AS at FROM messages WHERE thread_id = $1 ORDER BY at, id",
+        )
+        .bind(thread_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(0)?;
+                let envelope = self.open_envelope(&id, &r.try_get::<Vec<u8>, _>(3)?)?;
+                Ok(ThreadMessage {
+                    direction: r.try_get(1)?,
+                    channel: r.try_get(2)?,
+                    from: envelope.from,
+                    subject: self.open_opt(&id, "subject", r.try_get(4)?)?,
+                    body: self
+                        .open_opt(&id, "body", r.try_get(5)?)?
+                        .unwrap_or_default(),
+                    at: r.try_get(6)?,
+                    id,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// The thread of the message whose `Message-ID` is `rfc_id`, with its case.
+    pub(crate) async fn message_by_rfc_id_in(
+        conn: &mut AnyConnection,
+        rfc_id: &str,
+    ) -> StoreResult<Option<(String, String, Option<String>)>> {
+        let row = sqlx::query("SELECT id, case_id, thread_id FROM messages WHERE rfc_message_id = $1 AND case_id IS NOT NULL")
+            .bind(rfc_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+                r.try_get(2)?,
+            ))
+        })
+        .transpose()
+    }
+}

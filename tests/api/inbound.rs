@@ -1,0 +1,369 @@
+//! Inbound mail: matching to cases, threads, unmatched mail, bounces.
+
+use parley::domain::PartyKind;
+use serde_json::{Value, json};
+
+use crate::helpers::{Party, TestApp, assert_problem, spawn_app};
+
+async fn post_mail(app: &TestApp, token: &str, raw: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/inbound/email", app.base))
+        .bearer_auth(token)
+        .header("content-type", "message/rfc822")
+        .body(raw.replace('\n', "\r\n"))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn mail(headers: &[(&str, &str)], body: &str) -> String {
+    let mut s: String = headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    s.push('\n');
+    s.push_str(body);
+    s
+}
+
+async fn setup(app: &TestApp) -> (Party, Value) {
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    (creditor, case)
+}
+
+async fn send_email(app: &TestApp, party: &Party, case_id: &str, subject: &str) -> Value {
+    let r = app
+        .post(
+            &party.token,
+            &format!("/api/cases/{case_id}/messages"),
+            &json!({"messageType": "email", "subject": subject, "body": "Please pay."}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn reply_joins_thread_by_in_reply_to() {
+    let app = spawn_app().await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let sent = send_email(&app, &creditor, case_id, "Payment Reminder").await;
+    let parent = format!("<{}@localhost>", sent["messageId"].as_str().unwrap());
+    app.deliver_due().await;
+
+    let raw = mail(
+        &[
+            ("From", "Debtor <debtor@example.com>"),
+            ("To", "noreply@localhost"),
+            ("Subject", "Something else entirely"),
+            ("Message-ID", "<reply-1@example.com>"),
+            ("In-Reply-To", &parent),
+            ("References", &parent),
+        ],
+        "Can we agree on a payment plan?\n",
+    );
+    let r = post_mail(&app, &app.admin.token, &raw).await;
+    assert_eq!(r.status(), 201);
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got["outcome"], "matched");
+    assert_eq!(got["caseId"], case_id);
+    assert_eq!(
+        got["threadId"], sent["threadId"],
+        "the reply joins the thread of the message it answers"
+    );
+
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages?direction=inbound"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalCount"], 1);
+    let m = &list["messages"][0];
+    assert_eq!(m["from"], "debtor@example.com");
+    assert_eq!(m["status"], "received");
+    assert!(m["receivedAt"].is_string());
+    assert_eq!(m["hasAttachments"], false);
+
+    let threads: Value = app
+        .get(&creditor.token, &format!("/api/cases/{case_id}/threads"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let t = &threads["threads"][0];
+    assert_eq!(threads["threads"].as_array().unwrap().len(), 1);
+    assert_eq!(t["subject"], "Payment Reminder");
+    assert_eq!(t["messageCount"], 2);
+    assert_eq!(t["status"], "active");
+    assert!(
+        t["participants"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("debtor@example.com"))
+    );
+    let messages: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/threads/{}/messages", t["threadId"].as_str().unwrap()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = messages["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().trim())
+        .collect();
+    assert_eq!(bodies, ["Please pay.", "Can we agree on a payment plan?"]);
+    assert_eq!(messages["messages"][1]["from"], "debtor@example.com");
+
+    // The same mail again is not stored twice.
+    let again: Value = post_mail(&app, &app.admin.token, &raw)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["outcome"], "duplicate");
+    assert_eq!(again["messageId"], got["messageId"]);
+}
+
+#[tokio::test]
+async fn mail_to_the_case_address_or_with_the_case_number_finds_its_case() {
+    let app = spawn_app().await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let number = case["caseNumber"].as_str().unwrap();
+
+    let to_address = mail(
+        &[
+            ("From", "debtor@example.com"),
+            ("To", &format!("case-{case_id}@localhost")),
+            ("Subject", "Payment plan"),
+        ],
+        "Hello\n",
+    );
+    let first: Value = post_mail(&app, &app.admin.token, &to_address)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["caseId"], case_id);
+
+    let by_number = mail(
+        &[
+            ("From", "lawyer@example.com"),
+            ("To", "support@example.com"),
+            ("Subject", &format!("Re: payment  PLAN ({number})")),
+        ],
+        "Hi\n",
+    );
+    let second: Value = post_mail(&app, &app.admin.token, &by_number)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["caseId"], case_id);
+    assert_ne!(
+        second["threadId"], first["threadId"],
+        "another subject, another thread"
+    );
+
+    let same_subject = mail(
+        &[
+            ("From", "debtor@example.com"),
+            ("To", &format!("case-{case_id}@localhost")),
+            ("Subject", "RE: Payment plan"),
+        ],
+        "Again\n",
+    );
+    let third: Value = post_mail(&app, &app.admin.token, &same_subject)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        third["threadId"], first["threadId"],
+        "replies join by normalised subject"
+    );
+
+    let log: Value = app
+        .get(&creditor.token, &format!("/api/cases/{case_id}/audit-log"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "message.received")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn unmatched_mail_is_kept_and_listed_for_admins() {
+    let app = spawn_app().await;
+    let (creditor, _) = setup(&app).await;
+    let raw = mail(
+        &[
+            ("From", "stranger@example.com"),
+            ("To", "info@example.com"),
+            ("Subject", "Who are you?"),
+            ("Message-ID", "<s-1@example.com>"),
+        ],
+        "?\n",
+    );
+    let r = post_mail(&app, &app.admin.token, &raw).await;
+    assert_eq!(r.status(), 202);
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got["outcome"], "unmatched");
+    let list: Value = app
+        .get(&app.admin.token, "/api/inbound/unmatched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let item = &list["messages"][0];
+    assert_eq!(item["inboundId"], got["inboundId"]);
+    assert_eq!(item["from"], "stranger@example.com");
+    assert_eq!(item["subject"], "Who are you?");
+    assert_eq!(item["messageId"], "<s-1@example.com>");
+
+    assert_problem(
+        app.get(&creditor.token, "/api/inbound/unmatched").await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_problem(
+        post_mail(&app, &creditor.token, &raw).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let r = app
+        .client
+        .post(format!("{}/api/inbound/email", app.base))
+        .bearer_auth(&app.admin.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 415, "unsupported_media_type").await;
+    assert_problem(
+        post_mail(&app, &app.admin.token, "").await,
+        422,
+        "invalid_mail",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_delivery_status_notification_bounces_the_original() {
+    let app = spawn_app().await;
+    let (creditor, case) = setup(&app).await;
+    let sent = send_email(&app, &creditor, case["caseId"].as_str().unwrap(), "Hi").await;
+    let id = sent["messageId"].as_str().unwrap();
+    app.deliver_due().await;
+    let dsn = format!(
+        "From: MAILER-DAEMON@mx.example.com\nTo: noreply@localhost\nSubject: Undelivered Mail Returned to Sender\n\
+Message-ID: <dsn-1@mx.example.com>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n\
+--B\nContent-Type: text/plain\n\nYour message could not be delivered.\n\
+--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n\
+Final-Recipient: rfc822; debtor@example.com\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\n\n\
+--B\nContent-Type: text/rfc822-headers\n\nFrom: noreply@localhost\nMessage-ID: <{id}@localhost>\nSubject: Hi\n\n--B--\n"
+    );
+    let r = post_mail(&app, &app.admin.token, &dsn).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"outcome": "bounce", "messageId": id})
+    );
+    let m: Value = app
+        .get(&creditor.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["status"], "bounced");
+    assert!(
+        m["failureReason"].as_str().unwrap().contains("5.1.1"),
+        "{m}"
+    );
+    let report: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/messages/{id}/delivery-report"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["queued", "sent", "bounced"]);
+    // The notification is not a message of the case.
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!(
+                "/api/cases/{}/messages?direction=inbound",
+                case["caseId"].as_str().unwrap()
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalCount"], 0);
+}
+
+#[tokio::test]
+async fn other_tenants_cannot_see_threads() {
+    let app = spawn_app().await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let sent = send_email(&app, &creditor, case_id, "Hi").await;
+    let outsider = app.party(PartyKind::Partner, "Outsider").await;
+    assert_problem(
+        app.get(&outsider.token, &format!("/api/cases/{case_id}/threads"))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let thread = sent["threadId"].as_str().unwrap();
+    assert_problem(
+        app.get(&outsider.token, &format!("/api/threads/{thread}/messages"))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get(&creditor.token, "/api/threads/thread_nope/messages")
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let ok: Value = app
+        .get(&creditor.token, &format!("/api/threads/{thread}/messages"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["messages"].as_array().unwrap().len(), 1);
+}
