@@ -136,7 +136,15 @@ pub async fn unmatched(
     let messages = mails
         .into_iter()
         .map(|m| {
-            let parsed = mime::parse(&m.raw).unwrap_or_default();
+            let parsed = if m.source == "sms" {
+                let v: Value = serde_json::from_slice(&m.raw).unwrap_or_default();
+                mime::InboundMail {
+                    from: v["from"].as_str().map(str::to_string),
+                    ..Default::default()
+                }
+            } else {
+                mime::parse(&m.raw).unwrap_or_default()
+            };
             UnmatchedItem {
                 inbound_id: m.id,
                 source: m.source,
@@ -148,4 +156,45 @@ pub async fn unmatched(
         })
         .collect();
     Ok(axum::Json(UnmatchedList { messages }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SmsForm {
+    #[serde(rename = "From")]
+    from: String,
+    #[serde(rename = "To", default)]
+    to: String,
+    #[serde(rename = "Body", default)]
+    body: String,
+    #[serde(rename = "MessageSid")]
+    sid: Option<String>,
+}
+
+/// A received SMS in Twilio's webhook format; answered with empty TwiML, as Twilio expects.
+#[utoipa::path(post, path = "/api/inbound/sms", tag = "inbound",
+    request_body(content_type = "application/x-www-form-urlencoded", content = String),
+    responses((status = 200, description = "stored (matched to the debtor's case by number, or kept unmatched)", content_type = "text/xml"),
+        (status = 401, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = []), ("basic" = [])))]
+pub async fn receive_sms(
+    State(state): State<AppState>,
+    _: super::providers::ProviderAuth,
+    super::extract::Form(f): super::extract::Form<SmsForm>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let from = crate::domain::PhoneNumber::parse(&f.from)
+        .map_err(|e| ApiError::unprocessable("invalid_recipient", e.0))?;
+    let sms = crate::store::InboundSms {
+        from: from.as_str(),
+        to: &f.to,
+        body: &f.body,
+        sid: f.sid.as_deref(),
+    };
+    let outcome = state.store.ingest_sms(&sms).await?;
+    if let Ingested::Matched { message_id, .. } = &outcome {
+        tracing::info!(message = %message_id, "inbound SMS stored");
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+    ))
 }

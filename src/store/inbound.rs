@@ -37,6 +37,48 @@ pub struct UnmatchedMail {
     pub raw: Vec<u8>,
 }
 
+/// A received SMS as a Twilio-style webhook reports it; `from` is E.164.
+pub struct InboundSms<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub body: &'a str,
+    pub sid: Option<&'a str>,
+}
+
+/// What every received message has, whatever its channel.
+struct Received<'a> {
+    case_id: &'a str,
+    thread_id: &'a str,
+    channel: &'a str,
+    envelope: Envelope,
+    subject: Option<&'a str>,
+    body: &'a str,
+    html: Option<&'a str>,
+    rfc_message_id: Option<&'a str>,
+    in_reply_to: Option<&'a str>,
+    provider_id: Option<&'a str>,
+    has_attachments: bool,
+    source: &'a str,
+    raw: &'a [u8],
+    at: Micros,
+}
+
+/// The words carriers and regulators treat as an opt-out, alone in a message.
+fn is_stop_word(body: &str) -> bool {
+    const WORDS: [&str; 8] = [
+        "stop",
+        "stopall",
+        "unsubscribe",
+        "cancel",
+        "end",
+        "quit",
+        "afmeld",
+        "optout",
+    ];
+    let word = body.trim().trim_end_matches(['.', '!']).to_lowercase();
+    WORDS.contains(&word.as_str())
+}
+
 fn raw_context(id: &str) -> String {
     format!("inbound:{id}")
 }
@@ -125,20 +167,11 @@ impl Store {
             }
         }
 
-        let inbound_id = prefixed_id("inb");
         let Some(case_id) = case_id else {
-            sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched) VALUES ($1, $2, $3, $4, 0)")
-                .bind(&inbound_id)
-                .bind(source)
-                .bind(now)
-                .bind(self.keys.seal(&raw_context(&inbound_id), raw))
-                .execute(&mut *tx)
-                .await?;
+            let inbound_id = self.keep_unmatched(&mut tx, source, raw, now).await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
         };
-
-        let message_id = prefixed_id("msg");
         let thread_id = self
             .join_thread(
                 &mut tx,
@@ -148,67 +181,188 @@ impl Store {
                 now,
             )
             .await?;
-        let envelope = Envelope {
-            from: mail.from.clone().unwrap_or_default(),
-            to: mail.to.clone(),
-            cc: mail.cc.clone(),
+        let record = Received {
+            case_id: &case_id,
+            thread_id: &thread_id,
+            channel: "email",
+            envelope: Envelope {
+                from: mail.from.clone().unwrap_or_default(),
+                to: mail.to.clone(),
+                cc: mail.cc.clone(),
+            },
+            subject: mail.subject.as_deref(),
+            body: &mail.text,
+            html: mail.html.as_deref(),
+            rfc_message_id: mail.message_id.as_deref(),
+            in_reply_to: mail.parents.first().map(String::as_str),
+            provider_id: None,
+            has_attachments: mail.attachments > 0,
+            source,
+            raw,
+            at: now,
         };
-        let envelope = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
+        let message_id = self.store_received(&mut tx, &record).await?;
+        tx.commit().await?;
+        Ok(Ingested::Matched {
+            message_id,
+            case_id,
+            thread_id,
+        })
+    }
+
+    /// Writes a received message of a matched case: the message (sealed), its `received`
+    /// event, the raw original (sealed), the audit entry and `message.received` in the outbox.
+    async fn store_received(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        r: &Received<'_>,
+    ) -> StoreResult<String> {
+        let message_id = prefixed_id("msg");
         let id = message_id.as_str();
+        let envelope = serde_json::to_vec(&r.envelope).map_err(anyhow::Error::from)?;
         sqlx::query(
             "INSERT INTO messages (id, case_id, thread_id, direction, message_type, status, status_rank, envelope_sealed, \
-             subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, has_attachments, received_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'inbound', 'email', 'received', $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $12)",
+             subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, provider_id, has_attachments, received_at, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, 'inbound', $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14)",
         )
         .bind(id)
-        .bind(&case_id)
-        .bind(&thread_id)
+        .bind(r.case_id)
+        .bind(r.thread_id)
+        .bind(r.channel)
         .bind(MessageStatus::Received.rank())
         .bind(self.keys.seal(&context(id, "envelope"), &envelope))
-        .bind(mail.subject.as_deref().map(|s| self.keys.seal_str(&context(id, "subject"), s)))
-        .bind(self.keys.seal_str(&context(id, "body"), &mail.text))
-        .bind(mail.html.as_deref().map(|h| self.keys.seal_str(&context(id, "html"), h)))
-        .bind(mail.message_id.as_deref())
-        .bind(mail.parents.first().map(String::as_str))
-        .bind(i32::from(mail.attachments > 0))
-        .bind(now)
+        .bind(r.subject.map(|s| self.keys.seal_str(&context(id, "subject"), s)))
+        .bind(self.keys.seal_str(&context(id, "body"), r.body))
+        .bind(r.html.map(|h| self.keys.seal_str(&context(id, "html"), h)))
+        .bind(r.rfc_message_id)
+        .bind(r.in_reply_to)
+        .bind(r.provider_id)
+        .bind(i32::from(r.has_attachments))
+        .bind(r.at)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "INSERT INTO message_events (message_id, event, at) VALUES ($1, 'received', $2)",
         )
         .bind(id)
-        .bind(now)
+        .bind(r.at)
         .execute(&mut *tx)
         .await?;
+        let inbound_id = prefixed_id("inb");
         sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, message_id, matched) VALUES ($1, $2, $3, $4, $5, 1)")
             .bind(&inbound_id)
-            .bind(source)
-            .bind(now)
-            .bind(self.keys.seal(&raw_context(&inbound_id), raw))
+            .bind(r.source)
+            .bind(r.at)
+            .bind(self.keys.seal(&raw_context(&inbound_id), r.raw))
             .bind(id)
             .execute(&mut *tx)
             .await?;
         audit_as(
-            &mut tx,
-            Some(&case_id),
+            &mut *tx,
+            Some(r.case_id),
             None,
-            "inbound email",
+            &format!("inbound {}", r.channel),
             "message.received",
             "message",
             id,
         )
         .await?;
         let case_number: String = sqlx::query_scalar("SELECT case_number FROM cases WHERE id = $1")
-            .bind(&case_id)
+            .bind(r.case_id)
             .fetch_one(&mut *tx)
             .await?;
         // Ids only: the dispatcher reads sender and subject from the sealed message when it sends.
         let payload = json!({
-            "event": "message.received", "messageId": id, "caseId": case_id, "caseNumber": case_number,
-            "messageType": "email", "hasAttachments": mail.attachments > 0, "timestamp": rfc3339(now),
+            "event": "message.received", "messageId": id, "caseId": r.case_id, "caseNumber": case_number,
+            "messageType": r.channel, "hasAttachments": r.has_attachments, "timestamp": rfc3339(r.at),
         });
-        emit(&mut tx, "message.received", Some(&case_id), &payload).await?;
+        emit(&mut *tx, "message.received", Some(r.case_id), &payload).await?;
+        Ok(message_id)
+    }
+
+    async fn keep_unmatched(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        source: &str,
+        raw: &[u8],
+        at: Micros,
+    ) -> StoreResult<String> {
+        let inbound_id = prefixed_id("inb");
+        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched) VALUES ($1, $2, $3, $4, 0)")
+            .bind(&inbound_id)
+            .bind(source)
+            .bind(at)
+            .bind(self.keys.seal(&raw_context(&inbound_id), raw))
+            .execute(&mut *tx)
+            .await?;
+        Ok(inbound_id)
+    }
+
+    /// Stores one received SMS: matched to the most recently changed case whose debtor has
+    /// the sender's number, in the case's SMS thread. A stop word (`STOP`, `UNSUBSCRIBE`, …)
+    /// also puts the number on the SMS suppression list.
+    pub async fn ingest_sms(&self, sms: &InboundSms<'_>) -> StoreResult<Ingested> {
+        let now = now_micros();
+        let raw = serde_json::to_vec(
+            &json!({"from": sms.from, "to": sms.to, "body": sms.body, "sid": sms.sid}),
+        )
+        .map_err(anyhow::Error::from)?;
+        let mut tx = self.write_tx().await?;
+        if let Some(sid) = sms.sid {
+            let seen: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE provider_id = $1 AND direction = 'inbound'",
+            )
+            .bind(sid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(message_id) = seen {
+                return Ok(Ingested::Duplicate { message_id });
+            }
+        }
+        if is_stop_word(sms.body) {
+            sqlx::query(
+                "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, 'sms', $2, 'stop word', NULL, $3) \
+                 ON CONFLICT (channel, value_index) DO NOTHING",
+            )
+            .bind(prefixed_id("sup"))
+            .bind(self.suppression_index("sms", sms.from))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let case_id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM cases WHERE debtor_phone_index = $1 ORDER BY updated_at DESC, id DESC LIMIT 1")
+                .bind(self.keys.blind_index("phone", sms.from))
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(case_id) = case_id else {
+            let inbound_id = self.keep_unmatched(&mut tx, "sms", &raw, now).await?;
+            tx.commit().await?;
+            return Ok(Ingested::Unmatched { inbound_id });
+        };
+        let thread_id = self.join_thread(&mut tx, &case_id, None, None, now).await?;
+        let record = Received {
+            case_id: &case_id,
+            thread_id: &thread_id,
+            channel: "sms",
+            envelope: Envelope {
+                from: sms.from.to_string(),
+                to: vec![sms.to.to_string()],
+                cc: Vec::new(),
+            },
+            subject: None,
+            body: sms.body,
+            html: None,
+            rfc_message_id: None,
+            in_reply_to: None,
+            provider_id: sms.sid,
+            has_attachments: false,
+            source: "sms",
+            raw: &raw,
+            at: now,
+        };
+        let message_id = self.store_received(&mut tx, &record).await?;
         tx.commit().await?;
         Ok(Ingested::Matched {
             message_id,

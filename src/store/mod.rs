@@ -31,7 +31,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::AuditEntry;
 pub use cases::{CasePatch, CaseView, ListCases, NewCase};
 pub use idempotency::Replay;
-pub use inbound::{Ingested, UnmatchedMail};
+pub use inbound::{InboundSms, Ingested, UnmatchedMail};
 pub use jobs::{ClaimedJob, Outcome, Outgoing};
 pub use messages::{
     Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, StatusEvent,

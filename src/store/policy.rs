@@ -41,7 +41,7 @@ impl Store {
         }))
     }
 
-    fn suppression_index(&self, channel: &str, value: &str) -> String {
+    pub(crate) fn suppression_index(&self, channel: &str, value: &str) -> String {
         self.keys
             .blind_index(&format!("suppression:{channel}"), &value.to_lowercase())
     }

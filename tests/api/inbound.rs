@@ -367,3 +367,113 @@ async fn other_tenants_cannot_see_threads() {
         .unwrap();
     assert_eq!(ok["messages"].as_array().unwrap().len(), 1);
 }
+
+async fn post_sms(app: &TestApp, from: &str, body: &str, sid: &str) -> reqwest::Response {
+    use base64::Engine;
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("twilio:{}", app.admin.token));
+    app.client
+        .post(format!("{}/api/inbound/sms", app.base))
+        .header("authorization", format!("Basic {auth}"))
+        .form(&[
+            ("From", from),
+            ("To", "+4570000000"),
+            ("Body", body),
+            ("MessageSid", sid),
+            ("AccountSid", "AC1"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn inbound_sms_joins_the_debtors_case_and_stop_suppresses() {
+    let app = spawn_app().await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let r = post_sms(&app, "+4512345678", "I will pay on Friday", "SM100").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<Response>"));
+    post_sms(&app, "+4512345678", "I will pay on Friday", "SM100").await;
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages?direction=inbound&type=sms"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalCount"], 1, "a provider retry is stored once");
+    assert_eq!(list["messages"][0]["from"], "+4512345678");
+
+    // Outbound SMS share the case's SMS thread.
+    let sent: Value = app
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages"),
+            &json!({"messageType": "sms", "body": "Thank you, noted."}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let thread: Value = app
+        .get(
+            &creditor.token,
+            &format!(
+                "/api/threads/{}/messages",
+                sent["threadId"].as_str().unwrap()
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = thread["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["I will pay on Friday", "Thank you, noted."]);
+
+    assert_eq!(
+        post_sms(&app, "+4512345678", "STOP", "SM101")
+            .await
+            .status(),
+        200
+    );
+    let r = app
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages"),
+            &json!({"messageType": "sms", "body": "Reminder"}),
+        )
+        .await;
+    assert_problem(r, 422, "recipient_suppressed").await;
+
+    assert_eq!(
+        post_sms(&app, "+4599999999", "Who is this?", "SM102")
+            .await
+            .status(),
+        200
+    );
+    let unmatched: Value = app
+        .get(&app.admin.token, "/api/inbound/unmatched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unmatched["messages"][0]["source"], "sms");
+    assert_eq!(unmatched["messages"][0]["from"], "+4599999999");
+    let r = app
+        .client
+        .post(format!("{}/api/inbound/sms", app.base))
+        .form(&[("From", "+4512345678")])
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+}
