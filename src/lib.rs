@@ -59,9 +59,23 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = if self.config.delivery_concurrency > 0 {
             let delivery = Arc::new(self.delivery()?);
-            Some(tokio::spawn(delivery.run(stop_rx)))
+            Some(tokio::spawn(delivery.run(stop_rx.clone())))
         } else {
             None
+        };
+        let smtp = match self.config.inbound_smtp_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("PARLEY_INBOUND_SMTP_ADDR: binding {addr}"))?;
+                Some(tokio::spawn(inbound::smtp::serve(
+                    listener,
+                    self.store.clone(),
+                    self.config.clone(),
+                    stop_rx.clone(),
+                )))
+            }
+            None => None,
         };
         let router = http::router(self.store.clone(), self.config.clone(), self.wake.clone());
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
@@ -72,8 +86,8 @@ impl App {
             })
             .await
             .context("serving HTTP");
-        if let Some(worker) = worker {
-            let _ = worker.await;
+        for task in [worker, smtp].into_iter().flatten() {
+            let _ = task.await;
         }
         served?;
         self.store.close().await;

@@ -3,3 +3,4 @@
 //! `mime::parse`, then to `Store::ingest_email`.
 
 pub mod mime;
+pub mod smtp;

@@ -477,3 +477,68 @@ async fn inbound_sms_joins_the_debtors_case_and_stop_suppresses() {
         .unwrap();
     assert_problem(r, 401, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn replies_arrive_over_the_built_in_smtp_server() {
+    use lettre::message::Mailbox;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = crate::helpers::spawn_app_with(move |c| {
+        c.inbound_smtp_addr = Some(format!("127.0.0.1:{port}").parse().unwrap())
+    })
+    .await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let sent = send_email(&app, &creditor, case_id, "Payment Reminder").await;
+    let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(port)
+        .build();
+
+    // A reply to the per-case Reply-To address, threaded by In-Reply-To.
+    let reply = Message::builder()
+        .from("Debtor <debtor@example.com>".parse::<Mailbox>().unwrap())
+        .to(format!("case-{case_id}@localhost")
+            .parse::<Mailbox>()
+            .unwrap())
+        .subject("Re: Payment Reminder")
+        .in_reply_to(format!(
+            "<{}@localhost>",
+            sent["messageId"].as_str().unwrap()
+        ))
+        .body("Paid today.\r\n".to_string())
+        .unwrap();
+    let response = smtp
+        .send(reply)
+        .await
+        .expect("the SMTP server accepts the reply");
+    assert_eq!(response.code().to_string(), "250");
+
+    // Stored before the 250: no waiting needed.
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages?direction=inbound"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalCount"], 1);
+    assert_eq!(list["messages"][0]["threadId"], sent["threadId"]);
+    assert_eq!(list["messages"][0]["subject"], "Re: Payment Reminder");
+
+    // Mail for other domains is refused: no open relay.
+    let relay = Message::builder()
+        .from("x@example.com".parse::<Mailbox>().unwrap())
+        .to("victim@example.org".parse::<Mailbox>().unwrap())
+        .subject("spam")
+        .body("spam".to_string())
+        .unwrap();
+    let err = smtp.send(relay).await.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+}
