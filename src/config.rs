@@ -28,6 +28,7 @@ const KEYS: &[&str] = &[
     "inbound_domain",
     "inbound_smtp_addr",
     "imap_url",
+    "imap_poll_interval",
     "sms_url",
     "sms_account",
     "sms_token",
@@ -98,6 +99,7 @@ pub struct Config {
     pub inbound_domain: String,
     pub inbound_smtp_addr: Option<SocketAddr>,
     pub imap_url: Option<Secret>,
+    pub imap_poll_interval: Duration,
     pub sms_url: Option<String>,
     pub sms_account: Option<String>,
     pub sms_token: Option<Secret>,
@@ -254,6 +256,16 @@ impl Config {
                 "unsupported scheme {other:?}: expected imap:// or imaps://"
             )),
         })?;
+        let imap_poll_interval = opt(raw, "imap_poll_interval", |v| {
+            parse_duration(v).and_then(|d| {
+                if d >= Duration::from_secs(1) {
+                    Ok(d)
+                } else {
+                    Err("expected at least 1s".into())
+                }
+            })
+        })?
+        .unwrap_or(Duration::from_secs(30));
         let sms_url = opt(raw, "sms_url", |v| {
             parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
         })?;
@@ -384,6 +396,7 @@ impl Config {
             inbound_domain,
             inbound_smtp_addr,
             imap_url,
+            imap_poll_interval,
             sms_url,
             sms_account,
             sms_token,

@@ -77,6 +77,20 @@ impl App {
             }
             None => None,
         };
+        let imap = match &self.config.imap_url {
+            Some(url) => {
+                let target = inbound::imap::ImapTarget::parse(url.expose())?;
+                let interval = self.config.imap_poll_interval;
+                Some(tokio::spawn(inbound::imap::run(
+                    target,
+                    interval,
+                    self.store.clone(),
+                    self.config.clone(),
+                    stop_rx.clone(),
+                )))
+            }
+            None => None,
+        };
         let router = http::router(self.store.clone(), self.config.clone(), self.wake.clone());
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
         let served = axum::serve(listener, router)
@@ -86,7 +100,7 @@ impl App {
             })
             .await
             .context("serving HTTP");
-        for task in [worker, smtp].into_iter().flatten() {
+        for task in [worker, smtp, imap].into_iter().flatten() {
             let _ = task.await;
         }
         served?;

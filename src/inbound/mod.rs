@@ -2,5 +2,6 @@
 //! HTTP endpoint now; an SMTP server and IMAP polling to come) hands raw mail to
 //! `mime::parse`, then to `Store::ingest_email`.
 
+pub mod imap;
 pub mod mime;
 pub mod smtp;

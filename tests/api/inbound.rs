@@ -542,3 +542,79 @@ async fn replies_arrive_over_the_built_in_smtp_server() {
     let err = smtp.send(relay).await.unwrap_err();
     assert!(err.is_permanent(), "{err}");
 }
+
+#[tokio::test]
+async fn imap_polling_stores_new_mail_and_empties_the_mailbox() {
+    let imap = crate::peers::ImapPeer::start().await;
+    let app = spawn_app().await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    imap.append(&mail(
+        &[
+            ("From", "debtor@example.com"),
+            ("To", &format!("case-{case_id}@localhost")),
+            ("Subject", "Via IMAP"),
+            ("Message-ID", "<imap-1@example.com>"),
+        ],
+        "Hello from the mailbox\n",
+    ))
+    .await;
+    imap.append(&mail(
+        &[
+            ("From", "stranger@example.com"),
+            ("To", "info@localhost"),
+            ("Subject", "Unrelated"),
+        ],
+        "?\n",
+    ))
+    .await;
+    assert_eq!(imap.count().await, 2);
+
+    let target = parley::inbound::imap::ImapTarget::parse(&imap.url()).unwrap();
+    let report = parley::inbound::imap::poll_once(&target, &app.store, &app.config)
+        .await
+        .unwrap();
+    assert_eq!((report.fetched, report.stored), (2, 2));
+    assert_eq!(imap.count().await, 0, "stored mail leaves the mailbox");
+
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages?direction=inbound"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalCount"], 1);
+    assert_eq!(list["messages"][0]["subject"], "Via IMAP");
+    let unmatched: Value = app
+        .get(&app.admin.token, "/api/inbound/unmatched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unmatched["messages"][0]["source"], "imap");
+
+    // Fetched again (say the flags were lost in a crash): not stored twice.
+    imap.append(&mail(
+        &[
+            ("From", "debtor@example.com"),
+            ("To", &format!("case-{case_id}@localhost")),
+            ("Subject", "Via IMAP"),
+            ("Message-ID", "<imap-1@example.com>"),
+        ],
+        "Hello from the mailbox\n",
+    ))
+    .await;
+    let report = parley::inbound::imap::poll_once(&target, &app.store, &app.config)
+        .await
+        .unwrap();
+    assert_eq!((report.fetched, report.stored), (1, 0));
+    let wrong =
+        parley::inbound::imap::ImapTarget::parse(&imap.url().replace("secret", "wrong")).unwrap();
+    let err = parley::inbound::imap::poll_once(&wrong, &app.store, &app.config)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("login"), "{err:#}");
+}

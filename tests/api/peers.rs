@@ -222,3 +222,150 @@ fn url_decode(body: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A real IMAP server: Dovecot from Debian's packages, started in a folder of its own with
+/// one user (`parley` / `secret`) whose mail is a maildir.
+pub struct ImapPeer {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl ImapPeer {
+    pub async fn start() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(d.join("mail")).unwrap();
+        std::fs::set_permissions(d.join("mail"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (uid, gid) = if is_root() {
+            (65534, 65534)
+        } else {
+            current_ids()
+        };
+        std::fs::write(
+            d.join("passwd"),
+            format!(
+                "parley:{{PLAIN}}secret:{uid}:{gid}::{}/mail/parley\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let conf = format!(
+            "protocols = imap\nlisten = 127.0.0.1\nbase_dir = {d}/run\nstate_dir = {d}/run\nlog_path = {d}/dovecot.log\n\
+             ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+             default_internal_user = {internal}\ndefault_login_user = {login}\nfirst_valid_uid = 1\n\
+             mail_location = maildir:~/Maildir\n\
+             passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\nuserdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+             service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
+             service anvil {{\n  chroot =\n}}\n",
+            d = d.display(),
+            internal = if is_root() {
+                "dovecot"
+            } else {
+                "$default_internal_user"
+            },
+            login = if is_root() {
+                "dovenull"
+            } else {
+                "$default_login_user"
+            },
+        );
+        std::fs::write(d.join("dovecot.conf"), conf).unwrap();
+        let dovecot = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("dovecot");
+        let child = Command::new(dovecot)
+            .arg("-c")
+            .arg(d.join("dovecot.conf"))
+            .arg("-F")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dovecot runs (scripts/test installs dovecot-imapd)");
+        eventually(30, "Dovecot to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Self {
+            port,
+            _dir: dir,
+            child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("imap://parley:secret@127.0.0.1:{}/INBOX", self.port)
+    }
+
+    async fn python(&self, script: &str, input: &[u8]) -> String {
+        use tokio::io::AsyncWriteExt;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(format!("import imaplib, sys\nm = imaplib.IMAP4('127.0.0.1', {})\nm.login('parley', 'secret')\n{script}\nm.logout()\n", self.port))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).await.unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        assert!(out.status.success(), "imaplib: {script}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Puts a mail into the mailbox over IMAP (APPEND), as a mail server's delivery would.
+    pub async fn append(&self, raw: &str) {
+        self.python(
+            "m.append('INBOX', None, None, sys.stdin.buffer.read())",
+            raw.replace('\n', "\r\n").as_bytes(),
+        )
+        .await;
+    }
+
+    /// How many messages the mailbox holds.
+    pub async fn count(&self) -> usize {
+        self.python("print(int(m.select('INBOX')[1][0]))", b"")
+            .await
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for ImapPeer {
+    fn drop(&mut self) {
+        // Dovecot's master takes its helper processes down with it on SIGTERM.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    current_ids().0 == 0
+}
+
+fn current_ids() -> (u32, u32) {
+    let id = |flag: &str| {
+        std::process::Command::new("id")
+            .arg(flag)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (id("-u"), id("-g"))
+}
