@@ -4,6 +4,7 @@
 pub mod config;
 pub mod crypto;
 pub mod delivery;
+pub mod documents;
 pub mod domain;
 pub mod http;
 pub mod inbound;
@@ -91,7 +92,16 @@ impl App {
             }
             None => None,
         };
-        let router = http::router(self.store.clone(), self.config.clone(), self.wake.clone());
+        let documents = documents::store::DocumentStore::open(
+            &self.config.document_store,
+            self.store.keys_arc(),
+        )?;
+        let router = http::router(
+            self.store.clone(),
+            documents,
+            self.config.clone(),
+            self.wake.clone(),
+        );
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {

@@ -2,6 +2,7 @@
 //! parsing, so the rest of the program never sees an invalid one.
 
 pub mod case;
+pub mod document;
 pub mod ids;
 pub mod message;
 pub mod note;

@@ -2,6 +2,7 @@
 
 mod cases;
 mod compose;
+mod documents;
 mod extract;
 mod inbound;
 mod messages;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub openapi: axum::body::Bytes,
+    pub documents: crate::documents::store::DocumentStore,
     /// Wakes the delivery worker when a message is queued.
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -87,6 +89,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
             templates::replace_template,
             templates::delete_template
         ))
+        .routes(routes!(documents::upload, documents::list))
+        .routes(routes!(documents::metadata))
+        .routes(routes!(documents::download))
         .routes(routes!(threads::list_threads))
         .routes(routes!(threads::thread_messages))
         .routes(routes!(inbound::receive_email))
@@ -105,7 +110,12 @@ pub fn openapi_json() -> String {
     api.to_pretty_json().unwrap_or_default()
 }
 
-pub fn router(store: Store, config: Arc<Config>, wake: Arc<tokio::sync::Notify>) -> Router {
+pub fn router(
+    store: Store,
+    documents: crate::documents::store::DocumentStore,
+    config: Arc<Config>,
+    wake: Arc<tokio::sync::Notify>,
+) -> Router {
     let (api, openapi) = api_routes().split_for_parts();
     let state = AppState {
         store,
@@ -114,6 +124,7 @@ pub fn router(store: Store, config: Arc<Config>, wake: Arc<tokio::sync::Notify>)
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),
         wake,
+        documents,
     };
     Router::new()
         .route("/healthz", get(ops::healthz))

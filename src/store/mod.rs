@@ -8,6 +8,7 @@
 
 mod audit;
 mod cases;
+mod documents;
 mod idempotency;
 mod inbound;
 mod jobs;
@@ -30,6 +31,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::AuditEntry;
 pub use cases::{CasePatch, CaseView, ListCases, NewCase};
+pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
 pub use inbound::{InboundSms, Ingested, UnmatchedMail};
 pub use jobs::{ClaimedJob, Outcome, Outgoing};

@@ -9,6 +9,7 @@ mod auth;
 mod cases;
 mod cli;
 mod clients;
+mod documents;
 mod errors;
 mod messages;
 mod notes;

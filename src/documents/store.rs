@@ -1,0 +1,324 @@
+//! The file store of sealed documents (`PARLEY_DOCUMENT_STORE=file://DIR`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{CHUNK, chunk_context};
+use crate::crypto::KeyRing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the document is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("reading the upload failed")]
+    Upload,
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+}
+
+#[derive(Clone)]
+pub struct DocumentStore {
+    dir: PathBuf,
+    keys: Arc<KeyRing>,
+}
+
+impl std::fmt::Debug for DocumentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A document written to the store, not yet recorded in the database.
+#[derive(Debug)]
+pub struct Written {
+    pub size: u64,
+    pub sha256: String,
+    pub key: String,
+}
+
+impl DocumentStore {
+    pub fn open(url: &str, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
+        let Some(dir) = url.strip_prefix("file://") else {
+            anyhow::bail!("PARLEY_DOCUMENT_STORE: only file:// stores are available in this build");
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+        Ok(Self {
+            dir: PathBuf::from(dir),
+            keys,
+        })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// Seals the chunks of `next` as they arrive into a temporary file, then moves it into
+    /// place. Nothing is left behind on error.
+    pub async fn write<S, E>(
+        &self,
+        document_id: &str,
+        max: u64,
+        mut upload: S,
+    ) -> Result<Written, WriteError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let tmp = self.path(&format!(".upload-{document_id}"));
+        let result = self.write_to(&tmp, document_id, max, &mut upload).await;
+        match result {
+            Ok(w) => {
+                tokio::fs::rename(&tmp, self.path(&w.key))
+                    .await
+                    .context("moving the document into place")?;
+                Ok(w)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_to<S, E>(
+        &self,
+        tmp: &Path,
+        id: &str,
+        max: u64,
+        upload: &mut S,
+    ) -> Result<Written, WriteError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        use futures_util::StreamExt;
+        let mut file = tokio::fs::File::create(tmp)
+            .await
+            .context("creating the document file")?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut buffer: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut index: u64 = 0;
+        // A full buffer is sealed only when more data follows, so the last chunk is known.
+        let mut pending: Option<Vec<u8>> = None;
+        loop {
+            let Some(bytes) = upload
+                .next()
+                .await
+                .transpose()
+                .map_err(|_| WriteError::Upload)?
+            else {
+                break;
+            };
+            size += bytes.len() as u64;
+            if size > max {
+                return Err(WriteError::TooLarge(max));
+            }
+            hasher.update(&bytes);
+            let mut rest: &[u8] = &bytes;
+            while !rest.is_empty() {
+                let take = (CHUNK - buffer.len()).min(rest.len());
+                buffer.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if buffer.len() == CHUNK {
+                    if let Some(full) = pending.take() {
+                        self.write_frame(&mut file, id, index, false, &full).await?;
+                        index += 1;
+                    }
+                    pending = Some(std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK)));
+                }
+            }
+        }
+        match (pending, buffer.is_empty()) {
+            (Some(full), true) => self.write_frame(&mut file, id, index, true, &full).await?,
+            (Some(full), false) => {
+                self.write_frame(&mut file, id, index, false, &full).await?;
+                self.write_frame(&mut file, id, index + 1, true, &buffer)
+                    .await?;
+            }
+            (None, _) => {
+                self.write_frame(&mut file, id, index, true, &buffer)
+                    .await?
+            }
+        }
+        file.sync_all().await.context("syncing the document file")?;
+        Ok(Written {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+            key: id.to_string(),
+        })
+    }
+
+    async fn write_frame(
+        &self,
+        file: &mut tokio::fs::File,
+        id: &str,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+    ) -> Result<(), WriteError> {
+        let sealed = self.keys.seal(&chunk_context(id, index, last), plain);
+        let len = u32::try_from(sealed.len()).map_err(|_| anyhow::anyhow!("chunk too large"))?;
+        file.write_all(&len.to_be_bytes())
+            .await
+            .context("writing the document")?;
+        file.write_all(&sealed)
+            .await
+            .context("writing the document")?;
+        Ok(())
+    }
+
+    /// Removes a stored document (an upload the database refused).
+    pub async fn remove(&self, key: &str) {
+        let _ = tokio::fs::remove_file(self.path(key)).await;
+    }
+
+    /// Opens a stored document for reading, chunk by chunk.
+    pub async fn reader(&self, key: &str, document_id: &str) -> anyhow::Result<DocumentReader> {
+        let file = tokio::fs::File::open(self.path(key))
+            .await
+            .with_context(|| format!("opening document {document_id}"))?;
+        Ok(DocumentReader {
+            file: tokio::io::BufReader::new(file),
+            keys: self.keys.clone(),
+            id: document_id.to_string(),
+            index: 0,
+            next: None,
+            done: false,
+        })
+    }
+}
+
+pub struct DocumentReader {
+    file: tokio::io::BufReader<tokio::fs::File>,
+    keys: Arc<KeyRing>,
+    id: String,
+    index: u64,
+    /// The frame read ahead, to know whether the current one is the last.
+    next: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl DocumentReader {
+    async fn frame(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut len = [0u8; 4];
+        match self.file.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        anyhow::ensure!(
+            len <= CHUNK + 64,
+            "document frame of {len} bytes is not one of ours"
+        );
+        let mut sealed = vec![0; len];
+        self.file
+            .read_exact(&mut sealed)
+            .await
+            .context("document file is cut short")?;
+        Ok(Some(sealed))
+    }
+
+    /// The next chunk of plaintext; `None` at the end.
+    pub async fn next_chunk(&mut self) -> anyhow::Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        let current = match self.next.take() {
+            Some(f) => f,
+            None => match self.frame().await? {
+                Some(f) => f,
+                None => anyhow::bail!("document {} has no content", self.id),
+            },
+        };
+        self.next = self.frame().await?;
+        let last = self.next.is_none();
+        let plain = self
+            .keys
+            .open(&chunk_context(&self.id, self.index, last), &current)
+            .map_err(|e| anyhow::anyhow!("document {}: {e}", self.id))?;
+        self.index += 1;
+        self.done = last;
+        Ok(Some(Bytes::from(plain)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn round_trip(size: usize, piece: usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocumentStore::open(
+            &format!("file://{}", dir.path().display()),
+            Arc::new(KeyRing::new(&[5; 32], &[])),
+        )
+        .unwrap();
+        let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        let pieces: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(piece.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let written = store
+            .write("doc_1", u64::MAX, futures_util::stream::iter(pieces))
+            .await
+            .unwrap();
+        assert_eq!(written.size, size as u64);
+        let mut reader = store.reader(&written.key, "doc_1").await.unwrap();
+        let mut back = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await.unwrap() {
+            back.extend_from_slice(&chunk);
+        }
+        assert_eq!(back, data, "size {size}, pieces of {piece}");
+        assert!(
+            store
+                .reader(&written.key, "doc_2")
+                .await
+                .unwrap()
+                .next_chunk()
+                .await
+                .is_err(),
+            "bound to its document id"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunk_boundaries_round_trip() {
+        for (size, piece) in [
+            (0, 1),
+            (1, 1),
+            (CHUNK, 1000),
+            (2 * CHUNK, CHUNK),
+            (2 * CHUNK + 1, 7777),
+            (3 * CHUNK - 1, 100_000),
+        ] {
+            round_trip(size, piece).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_size_limit_stops_the_upload_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocumentStore::open(
+            &format!("file://{}", dir.path().display()),
+            Arc::new(KeyRing::new(&[5; 32], &[])),
+        )
+        .unwrap();
+        let pieces = vec![
+            Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 600])),
+            Ok(Bytes::from(vec![0u8; 600])),
+        ];
+        let err = store
+            .write("doc_1", 1000, futures_util::stream::iter(pieces))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WriteError::TooLarge(1000)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

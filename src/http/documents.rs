@@ -1,0 +1,317 @@
+//! Documents: upload (multipart, sealed as it streams in), versions, metadata, download.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::cases::case_id;
+use super::extract::{Auth, Path};
+use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::documents::store::{WriteError, Written};
+use crate::domain::document::{DocumentType, clean_file_name};
+use crate::domain::prefixed_id;
+use crate::domain::time::rfc3339;
+use crate::store::{DocumentView, NewDocument};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentResponse {
+    pub document_id: String,
+    pub case_id: String,
+    pub file_name: String,
+    pub document_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces_document_id: Option<String>,
+    pub latest: bool,
+    pub uploaded_at: String,
+    pub uploaded_by: String,
+}
+
+impl From<DocumentView> for DocumentResponse {
+    fn from(d: DocumentView) -> Self {
+        Self {
+            document_id: d.id,
+            case_id: d.case_id,
+            file_name: d.file_name,
+            document_type: d.document_type,
+            description: d.description,
+            content_type: d.content_type,
+            size: d.size,
+            sha256: d.sha256,
+            version: d.version,
+            replaces_document_id: d.replaces_document_id,
+            latest: d.is_latest,
+            uploaded_at: rfc3339(d.uploaded_at),
+            uploaded_by: d.uploaded_by,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentResponse>,
+}
+
+fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::unprocessable(code, detail)
+}
+
+/// The small text fields of an upload.
+async fn text_field(field: multer::Field<'_>) -> ApiResult<String> {
+    let text = field
+        .text()
+        .await
+        .map_err(|_| ApiError::bad_request("invalid_body", "unreadable multipart field"))?;
+    if text.len() > 2000 {
+        return Err(invalid(
+            "validation_failed",
+            "a text field is longer than 2000 bytes",
+        ));
+    }
+    Ok(text.trim().to_string())
+}
+
+/// `multipart/form-data` with `file`, `documentType`, and optionally `description` and
+/// `replacesDocumentId` (a new version of that document).
+#[utoipa::path(post, path = "/api/cases/{caseId}/documents", tag = "documents", params(("caseId" = String, Path)),
+    request_body(content_type = "multipart/form-data", content = String, description = "file, documentType, description?, replacesDocumentId?"),
+    responses((status = 201, body = DocumentResponse), (status = 404, body = ProblemBody), (status = 413, body = ProblemBody),
+        (status = 415, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn upload(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, axum::Json<DocumentResponse>)> {
+    let case = case_id(&raw)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: multipart/form-data",
+        )
+    })?;
+    if !state.store.can_see_case(&actor, &case).await? {
+        return Err(ApiError::not_found("case"));
+    }
+    let id = prefixed_id("doc");
+    let limits = multer::SizeLimit::new()
+        .whole_stream(state.config.max_upload_bytes.saturating_add(64 * 1024))
+        .for_field("documentType", 2048)
+        .for_field("description", 4096)
+        .for_field("replacesDocumentId", 256);
+    let constraints = multer::Constraints::new().size_limit(limits);
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let (mut written, mut file_name, mut file_type) =
+        (None::<Written>, String::new(), String::new());
+    let (mut document_type, mut description, mut replaces) = (None, None, None);
+    let result: ApiResult<()> = async {
+        while let Some(field) = multipart.next_field().await.map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("malformed multipart body: {e}"))
+        })? {
+            match field.name().unwrap_or_default() {
+                "file" if written.is_none() => {
+                    file_name = clean_file_name(field.file_name().unwrap_or("document"));
+                    file_type = field
+                        .content_type()
+                        .map_or("application/octet-stream".into(), |m| m.to_string());
+                    let stored = state
+                        .documents
+                        .write(&id, state.config.max_upload_bytes, field)
+                        .await
+                        .map_err(|e| match e {
+                            WriteError::TooLarge(max) => ApiError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "payload_too_large",
+                                format!("documents may be at most {max} bytes"),
+                            ),
+                            WriteError::Upload => {
+                                ApiError::bad_request("invalid_body", "the upload broke off")
+                            }
+                            WriteError::Io(e) => ApiError::internal(e),
+                        })?;
+                    written = Some(stored);
+                }
+                "documentType" => document_type = Some(text_field(field).await?),
+                "description" => {
+                    description = Some(text_field(field).await?).filter(|d| !d.is_empty())
+                }
+                "replacesDocumentId" => {
+                    replaces = Some(text_field(field).await?).filter(|r| !r.is_empty())
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let cleanup = |w: &Option<Written>| {
+        let key = w.as_ref().map(|w| w.key.clone());
+        let docs = state.documents.clone();
+        async move {
+            if let Some(k) = key {
+                docs.remove(&k).await;
+            }
+        }
+    };
+    if let Err(e) = result {
+        cleanup(&written).await;
+        return Err(e);
+    }
+    let checked = (|| {
+        let kind = DocumentType::parse(
+            document_type
+                .as_deref()
+                .ok_or_else(|| invalid("validation_failed", "documentType is required"))?,
+        )
+        .map_err(|e| invalid("invalid_document_type", e.0))?;
+        let w = written
+            .as_ref()
+            .ok_or_else(|| invalid("validation_failed", "file is required"))?;
+        Ok::<_, ApiError>((kind, w.size, w.sha256.clone(), w.key.clone()))
+    })();
+    let (kind, size, sha256, key) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup(&written).await;
+            return Err(e);
+        }
+    };
+    let new = NewDocument {
+        id,
+        case_id: case,
+        document_type: kind.as_str().to_string(),
+        description,
+        file_name,
+        content_type: file_type,
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        sha256,
+        storage_key: key,
+        replaces,
+    };
+    match state.store.add_document(&actor, new).await {
+        Ok(Some(doc)) => Ok((StatusCode::CREATED, axum::Json(doc.into()))),
+        Ok(None) => {
+            cleanup(&written).await;
+            Err(ApiError::not_found("case"))
+        }
+        Err(e) => {
+            cleanup(&written).await;
+            Err(e.into())
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/cases/{caseId}/documents", tag = "documents", params(("caseId" = String, Path)),
+    responses((status = 200, body = DocumentList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<DocumentList>> {
+    let case = case_id(&raw)?;
+    let docs = state
+        .store
+        .list_documents(&actor, &case)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(DocumentList {
+        documents: docs.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/documents/{documentId}", tag = "documents", params(("documentId" = String, Path)),
+    responses((status = 200, body = DocumentResponse), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn metadata(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<DocumentResponse>> {
+    let doc = state
+        .store
+        .get_document(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("document"))?;
+    Ok(axum::Json(doc.into()))
+}
+
+/// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266).
+fn disposition(name: &str) -> HeaderValue {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+#[utoipa::path(get, path = "/api/documents/{documentId}/download", tag = "documents", params(("documentId" = String, Path)),
+    responses((status = 200, description = "the document's bytes", content_type = "application/octet-stream"), (status = 404, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn download(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let doc = state
+        .store
+        .get_document(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("document"))?;
+    let reader = state
+        .documents
+        .reader(&doc.storage_key, &doc.id)
+        .await
+        .map_err(ApiError::internal)?;
+    state.store.record_download(&actor, &doc).await?;
+    let stream = futures_util::stream::unfold(reader, |mut r| async move {
+        match r.next_chunk().await {
+            Ok(Some(bytes)) => Some((Ok(bytes), r)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "reading a stored document failed");
+                Some((Err(std::io::Error::other("document unreadable")), r))
+            }
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&doc.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(doc.size));
+    h.insert(header::CONTENT_DISPOSITION, disposition(&doc.file_name));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,223 @@
+//! Document records: metadata and versions. The bytes live sealed in the document store.
+
+use serde_json::json;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::cases::visible;
+use super::{Store, StoreError, StoreResult, admin_flag, audit, emit};
+use crate::domain::party::Actor;
+use crate::domain::time::{Micros, now_micros};
+
+pub struct NewDocument {
+    pub id: String,
+    pub case_id: String,
+    pub document_type: String,
+    pub description: Option<String>,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub storage_key: String,
+    pub replaces: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DocumentView {
+    pub id: String,
+    pub case_id: String,
+    pub document_type: String,
+    pub description: Option<String>,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub storage_key: String,
+    pub version: i64,
+    pub replaces_document_id: Option<String>,
+    pub is_latest: bool,
+    pub uploaded_by: String,
+    pub uploaded_at: Micros,
+}
+
+const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d.file_name, d.content_type, d.size, d.sha256, \
+     d.storage_key, d.version, d.replaces_document_id, d.is_latest, d.uploaded_by, d.uploaded_at";
+
+fn description_context(id: &str) -> String {
+    format!("doc:{id}:description")
+}
+
+impl Store {
+    fn document_from_row(&self, r: &AnyRow) -> StoreResult<DocumentView> {
+        let id: String = r.try_get("id")?;
+        let description: Option<Vec<u8>> = r.try_get("description_sealed")?;
+        Ok(DocumentView {
+            description: description
+                .map(|d| self.keys.open_string(&description_context(&id), &d))
+                .transpose()?,
+            case_id: r.try_get("case_id")?,
+            document_type: r.try_get("document_type")?,
+            file_name: r.try_get("file_name")?,
+            content_type: r.try_get("content_type")?,
+            size: r.try_get("size")?,
+            sha256: r.try_get("sha256")?,
+            storage_key: r.try_get("storage_key")?,
+            version: i64::from(r.try_get::<i32, _>("version")?),
+            replaces_document_id: r.try_get("replaces_document_id")?,
+            is_latest: r.try_get::<i32, _>("is_latest")? != 0,
+            uploaded_by: r.try_get("uploaded_by")?,
+            uploaded_at: r.try_get("uploaded_at")?,
+            id,
+        })
+    }
+
+    /// Whether the actor may see the case; the document handler asks before writing bytes.
+    pub async fn can_see_case(&self, actor: &Actor, case_id: &str) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        Self::case_visible(&mut conn, actor, case_id, "").await
+    }
+
+    /// Records an uploaded document, as a new version of `replaces` when given (which must be
+    /// the latest version of a document of the same case). `None`: the case is not visible.
+    pub async fn add_document(
+        &self,
+        actor: &Actor,
+        new: NewDocument,
+    ) -> StoreResult<Option<DocumentView>> {
+        let mut tx = self.write_tx().await?;
+        if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
+            return Ok(None);
+        }
+        let mut version = 1;
+        if let Some(old) = &new.replaces {
+            let row = sqlx::query("SELECT version, is_latest FROM documents WHERE id = $1 AND case_id = $2 AND deleted_at IS NULL")
+                .bind(old)
+                .bind(&new.case_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Err(StoreError::invalid(
+                    "invalid_replaces",
+                    "replacesDocumentId is not a document of this case",
+                ));
+            };
+            if row.try_get::<i32, _>(1)? == 0 {
+                return Err(StoreError::invalid(
+                    "invalid_replaces",
+                    "replacesDocumentId is not the latest version",
+                ));
+            }
+            version = i64::from(row.try_get::<i32, _>(0)?) + 1;
+            sqlx::query("UPDATE documents SET is_latest = 0 WHERE id = $1")
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let now = now_micros();
+        sqlx::query(
+            "INSERT INTO documents (id, case_id, document_type, description_sealed, file_name, content_type, size, sha256, storage_key, \
+             key_id, version, replaces_document_id, is_latest, party_id, uploaded_by, uploaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $15)",
+        )
+        .bind(&new.id)
+        .bind(&new.case_id)
+        .bind(&new.document_type)
+        .bind(new.description.as_deref().map(|d| self.keys.seal_str(&description_context(&new.id), d)))
+        .bind(&new.file_name)
+        .bind(&new.content_type)
+        .bind(new.size)
+        .bind(&new.sha256)
+        .bind(&new.storage_key)
+        .bind(self.keys.current_key_id())
+        .bind(i32::try_from(version).unwrap_or(i32::MAX))
+        .bind(new.replaces.as_deref())
+        .bind(actor.party_id.as_str())
+        .bind(&actor.name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            Some(&new.case_id),
+            actor,
+            "document.uploaded",
+            "document",
+            &new.id,
+        )
+        .await?;
+        let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type, "version": version});
+        emit(&mut tx, "document.uploaded", Some(&new.case_id), &payload).await?;
+        tx.commit().await?;
+        Ok(Some(DocumentView {
+            id: new.id,
+            case_id: new.case_id,
+            document_type: new.document_type,
+            description: new.description,
+            file_name: new.file_name,
+            content_type: new.content_type,
+            size: new.size,
+            sha256: new.sha256,
+            storage_key: new.storage_key,
+            version,
+            replaces_document_id: new.replaces,
+            is_latest: true,
+            uploaded_by: actor.name.clone(),
+            uploaded_at: now,
+        }))
+    }
+
+    pub async fn get_document(&self, actor: &Actor, id: &str) -> StoreResult<Option<DocumentView>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM documents d JOIN cases c ON c.id = d.case_id WHERE d.id = $1 AND d.deleted_at IS NULL AND {}",
+            visible(2, 3)
+        ))
+        .bind(id)
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| self.document_from_row(&r)).transpose()
+    }
+
+    /// The latest version of every document of the case, newest first.
+    pub async fn list_documents(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+    ) -> StoreResult<Option<Vec<DocumentView>>> {
+        let mut conn = self.pool.acquire().await?;
+        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM documents d WHERE d.case_id = $1 AND d.is_latest = 1 AND d.deleted_at IS NULL ORDER BY d.id DESC"
+        ))
+        .bind(case_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| self.document_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Every download is in the audit log, before the bytes leave.
+    pub async fn record_download(&self, actor: &Actor, doc: &DocumentView) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        audit(
+            &mut tx,
+            Some(&doc.case_id),
+            actor,
+            "document.downloaded",
+            "document",
+            &doc.id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub fn keys_arc(&self) -> std::sync::Arc<crate::crypto::KeyRing> {
+        self.keys.clone()
+    }
+}
