@@ -33,6 +33,9 @@ class Parley:
             "PARLEY_DATABASE_URL": database_url,
             "PARLEY_MASTER_KEY": KEY,
             "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
+            # One case receives every message of the run, at any hour.
+            "PARLEY_FREQUENCY_CAP": "off",
+            "PARLEY_DEFAULT_CONTACT_HOURS": "off",
             "PARLEY_LOG_LEVEL": "warn",
         }
         self.env.update({k: str(v) for k, v in extra.items()})

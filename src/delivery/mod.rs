@@ -18,8 +18,10 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::domain::message::{Category, Channel};
+use crate::domain::policy::{SendContext, decide};
 use crate::domain::time::now_micros;
-use crate::store::{ClaimedJob, Outcome, Store};
+use crate::store::{ClaimedJob, Outcome, Outgoing, Store};
 use email::{EmailContext, EmailTransport};
 use sms::{SenderPacer, SmsTransport};
 use tracking::LinkMaker;
@@ -209,6 +211,9 @@ impl Handle<'_> {
             // Sent before a crash cut the bookkeeping short, or finished by another worker.
             return Outcome::Sent { provider_id: None };
         }
+        if let Some(outcome) = self.policy(&message).await {
+            return outcome;
+        }
         let sent = match message.channel.as_str() {
             "email" => {
                 let ctx = EmailContext {
@@ -245,6 +250,72 @@ impl Handle<'_> {
                 reason,
                 retry_after,
             }) => retry(d, job, reason, retry_after),
+        }
+    }
+}
+
+impl Handle<'_> {
+    /// The send policy again, at the moment of sending: an opt-out or an unsubscribe since
+    /// the message was queued stops it, and outside contact hours (a retry late in the
+    /// evening) it waits for the window. `None`: go ahead.
+    async fn policy(&self, m: &Outgoing) -> Option<Outcome> {
+        let d = self.0;
+        let (Ok(channel), Ok(category)) =
+            (Channel::parse(&m.channel), Category::parse(&m.category))
+        else {
+            return None;
+        };
+        let facts = async {
+            let preferences = d.store.preferences_for_sending(&m.case_id).await?;
+            let timezone = d.store.case_timezone(&m.case_id).await?;
+            let recipients: Vec<&str> = m
+                .envelope
+                .to
+                .iter()
+                .chain(&m.envelope.cc)
+                .map(String::as_str)
+                .collect();
+            let suppressed = d
+                .store
+                .suppressed(channel.as_str(), &recipients)
+                .await?
+                .is_some();
+            Ok::<_, crate::store::StoreError>((preferences, timezone, suppressed))
+        };
+        let (preferences, timezone, suppressed) = match facts.await {
+            Ok(f) => f,
+            Err(e) => {
+                return Some(Outcome::Retry {
+                    at: now_micros() + 5_000_000,
+                    error: format!("reading the send policy: {e}"),
+                });
+            }
+        };
+        if suppressed {
+            return Some(Outcome::Failed {
+                error:
+                    "recipient_suppressed: a recipient unsubscribed after the message was queued"
+                        .into(),
+            });
+        }
+        let context = SendContext {
+            channel,
+            category,
+            now: chrono::Utc::now(),
+            wanted: None,
+            default_hours: d.config.default_contact_hours,
+            debtor_timezone: timezone.as_deref(),
+            recent: 0,
+            cap: None,
+        };
+        match decide(&preferences, &context) {
+            Ok(None) => None,
+            Ok(Some(at)) => Some(Outcome::Defer {
+                at: at.timestamp_micros(),
+            }),
+            Err(r) => Some(Outcome::Failed {
+                error: format!("{}: {}", r.code, r.detail),
+            }),
         }
     }
 }

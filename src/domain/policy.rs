@@ -1,9 +1,13 @@
-//! Contact policy values read from configuration. The rules that use them (contact hours,
-//! frequency caps) live beside them as the compliance engine grows.
+//! The send policy: a debtor's communication preferences, contact hours and frequency caps,
+//! decided before every message is queued. Pure rules; the caller brings the facts.
 
 use std::time::Duration;
 
-use chrono::NaiveTime;
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::message::{Category, Channel};
 
 /// At most `count` messages per debtor and channel within `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +55,296 @@ impl ContactWindow {
     }
 }
 
+impl ContactWindow {
+    fn contains(&self, t: NaiveTime) -> bool {
+        if self.start < self.end {
+            self.start <= t && t < self.end
+        } else {
+            t >= self.start || t < self.end
+        }
+    }
+
+    /// The first instant at or after `t` inside the window, in `tz`'s local time.
+    pub fn next_allowed(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        let local = t.with_timezone(&tz);
+        if self.contains(local.time()) {
+            return t;
+        }
+        // Outside: the window opens next at `start`, today or tomorrow.
+        let today = local.date_naive();
+        let day = if local.time() < self.start {
+            today
+        } else {
+            today.checked_add_days(Days::new(1)).unwrap_or(today)
+        };
+        let naive = day.and_time(self.start);
+        // A start inside a daylight-saving gap opens at the first valid local time after it.
+        (0..4)
+            .find_map(|h| {
+                tz.from_local_datetime(&(naive + chrono::Duration::hours(h)))
+                    .earliest()
+            })
+            .map_or(t, |l| l.with_timezone(&Utc))
+    }
+}
+
+/// A case's communication preferences (the seed's `communication-preferences`, opt-out
+/// included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preferences {
+    pub preferred_channel: Option<String>,
+    pub email_address: Option<String>,
+    pub phone_number: Option<String>,
+    pub allow_sms: bool,
+    pub allow_email: bool,
+    pub preferred_language: Option<String>,
+    pub do_not_contact: bool,
+    pub reason: Option<String>,
+    /// `YYYY-MM-DD`: the opt-out holds from this day on (UTC).
+    pub effective_date: Option<String>,
+    /// Categories still allowed under an opt-out, e.g. `legal_notices`.
+    pub exceptions: Vec<String>,
+    /// `HH:MM` to `HH:MM` in `timezone` (else the debtor's time zone).
+    pub contact_hours: Option<(String, String, Option<String>)>,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self {
+            preferred_channel: None,
+            email_address: None,
+            phone_number: None,
+            allow_sms: true,
+            allow_email: true,
+            preferred_language: None,
+            do_not_contact: false,
+            reason: None,
+            effective_date: None,
+            exceptions: Vec::new(),
+            contact_hours: None,
+        }
+    }
+}
+
+/// Why a message may not go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub detail: String,
+}
+
+/// What the policy needs to know besides the preferences.
+pub struct SendContext<'a> {
+    pub channel: Channel,
+    pub category: Category,
+    pub now: DateTime<Utc>,
+    /// `scheduledAt`, if the sender asked for a later time.
+    pub wanted: Option<DateTime<Utc>>,
+    pub default_hours: Option<ContactWindow>,
+    pub debtor_timezone: Option<&'a str>,
+    /// Messages of this channel to this debtor inside the cap's window so far.
+    pub recent: u32,
+    pub cap: Option<FrequencyCap>,
+}
+
+/// Decides a send: `Ok(None)` to send now (or at `wanted`), `Ok(Some(t))` to hold it until
+/// `t`, the next opening of the contact window; `Err` to refuse. Opt-outs admit their
+/// exception categories; contact hours and caps apply to every message.
+pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Utc>>, Refusal> {
+    let refuse = |code, detail: String| Err(Refusal { code, detail });
+    let in_force = p
+        .effective_date
+        .as_deref()
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .is_none_or(|d| d <= c.now.date_naive());
+    if p.do_not_contact && in_force && !p.exceptions.iter().any(|e| e == c.category.as_str()) {
+        return refuse(
+            "do_not_contact",
+            "the debtor asked not to be contacted".into(),
+        );
+    }
+    let allowed = match c.channel {
+        Channel::Email => p.allow_email,
+        Channel::Sms => p.allow_sms,
+    };
+    if !allowed {
+        return refuse(
+            "channel_not_allowed",
+            format!("the debtor does not accept {}", c.channel.as_str()),
+        );
+    }
+    if let Some(cap) = c.cap
+        && c.recent >= cap.count
+    {
+        return refuse(
+            "frequency_cap_exceeded",
+            format!(
+                "{} {} messages to this debtor within {} s already",
+                c.recent,
+                c.channel.as_str(),
+                cap.window.as_secs()
+            ),
+        );
+    }
+    let window = match &p.contact_hours {
+        Some((start, end, _)) => ContactWindow::parse(&format!("{start}-{end}")).ok(),
+        None => c.default_hours,
+    };
+    let Some(window) = window else {
+        return Ok(c.wanted);
+    };
+    let tz_name = p
+        .contact_hours
+        .as_ref()
+        .and_then(|h| h.2.as_deref())
+        .or(c.debtor_timezone);
+    let tz: Tz = tz_name
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let at = c.wanted.unwrap_or(c.now);
+    let allowed_at = window.next_allowed(at, tz);
+    Ok((allowed_at != at || c.wanted.is_some()).then_some(allowed_at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn ctx(now: &str) -> SendContext<'static> {
+        SendContext {
+            channel: Channel::Email,
+            category: Category::General,
+            now: utc(now),
+            wanted: None,
+            default_hours: ContactWindow::parse("08:00-21:00").ok(),
+            debtor_timezone: Some("Europe/Copenhagen"),
+            recent: 0,
+            cap: FrequencyCap::parse("3/7d").ok(),
+        }
+    }
+
+    #[test]
+    fn outside_contact_hours_waits_for_the_window() {
+        let p = Preferences::default();
+        // 22:30 in Copenhagen (UTC+1 in January) waits until 08:00 the next morning.
+        assert_eq!(
+            decide(&p, &ctx("2024-01-10T21:30:00Z")).unwrap(),
+            Some(utc("2024-01-11T07:00:00Z"))
+        );
+        // 06:00 local waits until 08:00 the same day.
+        assert_eq!(
+            decide(&p, &ctx("2024-01-10T05:00:00Z")).unwrap(),
+            Some(utc("2024-01-10T07:00:00Z"))
+        );
+        assert_eq!(decide(&p, &ctx("2024-01-10T12:00:00Z")).unwrap(), None);
+        // The debtor's own hours and zone win over the default.
+        let own = Preferences {
+            contact_hours: Some((
+                "09:00".into(),
+                "17:00".into(),
+                Some("America/New_York".into()),
+            )),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&own, &ctx("2024-01-10T12:00:00Z")).unwrap(),
+            Some(utc("2024-01-10T14:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn overnight_windows_and_daylight_saving() {
+        let w = ContactWindow::parse("20:00-02:00").unwrap();
+        let tz: Tz = "Europe/Copenhagen".parse().unwrap();
+        assert_eq!(
+            w.next_allowed(utc("2024-01-10T23:30:00Z"), tz),
+            utc("2024-01-10T23:30:00Z")
+        );
+        assert_eq!(
+            w.next_allowed(utc("2024-01-10T12:00:00Z"), tz),
+            utc("2024-01-10T19:00:00Z")
+        );
+        // 02:30 on 31 March 2024 does not exist in Copenhagen: the window opens at 03:00 local.
+        let early = ContactWindow::parse("02:30-05:00").unwrap();
+        assert_eq!(
+            early.next_allowed(utc("2024-03-30T23:00:00Z"), tz),
+            utc("2024-03-31T01:30:00Z")
+        );
+    }
+
+    #[test]
+    fn opt_out_refuses_but_admits_its_exceptions_from_its_date() {
+        let p = Preferences {
+            do_not_contact: true,
+            effective_date: Some("2024-01-15".into()),
+            exceptions: vec!["legal_notices".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&p, &ctx("2024-01-14T12:00:00Z")).unwrap(),
+            None,
+            "not yet in force"
+        );
+        assert_eq!(
+            decide(&p, &ctx("2024-01-15T12:00:00Z")).unwrap_err().code,
+            "do_not_contact"
+        );
+        let legal = SendContext {
+            category: Category::LegalNotices,
+            ..ctx("2024-01-15T12:00:00Z")
+        };
+        assert_eq!(decide(&p, &legal).unwrap(), None);
+    }
+
+    #[test]
+    fn a_requested_time_is_kept_without_contact_hours() {
+        let c = SendContext {
+            default_hours: None,
+            wanted: Some(utc("2099-01-01T08:00:00Z")),
+            ..ctx("2024-01-10T12:00:00Z")
+        };
+        assert_eq!(
+            decide(&Preferences::default(), &c).unwrap(),
+            Some(utc("2099-01-01T08:00:00Z"))
+        );
+        let late = SendContext {
+            wanted: Some(utc("2099-01-01T23:00:00Z")),
+            ..ctx("2024-01-10T12:00:00Z")
+        };
+        assert_eq!(
+            decide(&Preferences::default(), &late).unwrap(),
+            Some(utc("2099-01-02T07:00:00Z")),
+            "moved into the window"
+        );
+    }
+
+    #[test]
+    fn channels_and_caps_refuse() {
+        let no_sms = Preferences {
+            allow_sms: false,
+            ..Default::default()
+        };
+        let sms = SendContext {
+            channel: Channel::Sms,
+            ..ctx("2024-01-10T12:00:00Z")
+        };
+        assert_eq!(
+            decide(&no_sms, &sms).unwrap_err().code,
+            "channel_not_allowed"
+        );
+        let capped = SendContext {
+            recent: 3,
+            ..ctx("2024-01-10T12:00:00Z")
+        };
+        assert_eq!(
+            decide(&Preferences::default(), &capped).unwrap_err().code,
+            "frequency_cap_exceeded"
+        );
+    }
 
     #[test]
     fn caps_and_windows_parse() {

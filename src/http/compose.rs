@@ -6,8 +6,9 @@ use super::messages::{OneOrMany, SendMessageRequest};
 use super::problem::{ApiError, ApiResult};
 use crate::domain::message::{Category, Channel, Priority};
 use crate::domain::party::Actor;
+use crate::domain::policy::{Preferences, SendContext, decide};
 use crate::domain::sms::segments;
-use crate::domain::time::{now_micros, parse_instant, to_micros};
+use crate::domain::time::{from_micros, now_micros, parse_instant, to_micros};
 use crate::domain::{EmailAddress, PhoneNumber, prefixed_id};
 use crate::store::{CaseView, Envelope, NewMessage};
 
@@ -45,7 +46,8 @@ pub async fn compose(
         .as_deref()
         .map(crate::domain::case::parse_language)
         .transpose()?;
-    let to = recipients(channel, req.to.clone(), case)?;
+    let preferences = state.store.preferences_for_sending(&case.id).await?;
+    let to = recipients(channel, req.to.clone(), case, &preferences)?;
     let cc = match channel {
         Channel::Email => req
             .cc
@@ -74,14 +76,13 @@ pub async fn compose(
         .transpose()?
         .filter(|t| *t > now);
 
-    let preferences = state.store.contact_preferences(&case.id).await?;
     let rendered = super::templates::render_for(
         state,
         case,
         channel,
         &req,
         language.as_deref(),
-        preferences.as_ref(),
+        Some(&preferences),
     )
     .await?;
     let subject = req.subject.or(rendered.subject);
@@ -105,25 +106,31 @@ pub async fn compose(
         return Err(invalid("the rendered subject contains CR, LF or NUL"));
     }
 
-    // The send policy: preferences, then the suppression list.
-    if let Some(p) = &preferences {
-        if p.do_not_contact && !p.dnc_exceptions.iter().any(|e| e == category.as_str()) {
-            return Err(ApiError::unprocessable(
-                "do_not_contact",
-                "the debtor asked not to be contacted",
-            ));
+    // The send policy: preferences, frequency cap, contact hours; then the suppression list.
+    let cap = state.config.frequency_cap;
+    let recent = match cap {
+        Some(cap) => {
+            let window = i64::try_from(cap.window.as_micros()).unwrap_or(i64::MAX);
+            state
+                .store
+                .recent_outbound(&case.id, channel.as_str(), now.saturating_sub(window))
+                .await?
         }
-        let allowed = match channel {
-            Channel::Email => p.allow_email,
-            Channel::Sms => p.allow_sms,
-        };
-        if !allowed {
-            return Err(ApiError::unprocessable(
-                "channel_not_allowed",
-                format!("the debtor does not accept {}", channel.as_str()),
-            ));
-        }
-    }
+        None => 0,
+    };
+    let context = SendContext {
+        channel,
+        category,
+        now: from_micros(now),
+        wanted: scheduled_at.map(from_micros),
+        default_hours: state.config.default_contact_hours,
+        debtor_timezone: case.debtor.timezone.as_deref(),
+        recent,
+        cap,
+    };
+    let scheduled_for = decide(&preferences, &context)
+        .map_err(|r| ApiError::unprocessable(r.code, r.detail))?
+        .map(to_micros);
     let all: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
     if state
         .store
@@ -200,17 +207,30 @@ pub async fn compose(
         rfc_message_id,
         in_reply_to,
         segments: segment_count,
-        run_at: scheduled_at.unwrap_or(now),
-        scheduled_for: scheduled_at,
+        run_at: scheduled_for.unwrap_or(now),
+        scheduled_for,
     })
 }
 
-fn recipients(channel: Channel, to: Option<OneOrMany>, case: &CaseView) -> ApiResult<Vec<String>> {
+/// The given recipients, else the debtor's: the address or number in the preferences,
+/// else the case's.
+fn recipients(
+    channel: Channel,
+    to: Option<OneOrMany>,
+    case: &CaseView,
+    preferences: &Preferences,
+) -> ApiResult<Vec<String>> {
     let given = to.map(OneOrMany::into_vec).unwrap_or_default();
     let list = if given.is_empty() {
         let fallback = match channel {
-            Channel::Email => case.debtor.email.clone(),
-            Channel::Sms => case.debtor.phone.clone(),
+            Channel::Email => preferences
+                .email_address
+                .clone()
+                .or_else(|| case.debtor.email.clone()),
+            Channel::Sms => preferences
+                .phone_number
+                .clone()
+                .or_else(|| case.debtor.phone.clone()),
         };
         vec![fallback.ok_or_else(|| {
             ApiError::unprocessable(

@@ -9,6 +9,7 @@ mod messages;
 mod metrics;
 mod notes;
 mod ops;
+mod preferences;
 pub mod problem;
 mod providers;
 mod rate_limit;
@@ -88,6 +89,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
             templates::get_template,
             templates::replace_template,
             templates::delete_template
+        ))
+        .routes(routes!(
+            preferences::get_preferences,
+            preferences::put_preferences
         ))
         .routes(routes!(documents::upload, documents::list))
         .routes(routes!(documents::metadata))

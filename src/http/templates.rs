@@ -14,9 +14,10 @@ use super::messages::SendMessageRequest;
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::case::{format_minor, parse_language};
 use crate::domain::message::Channel;
+use crate::domain::policy::Preferences;
 use crate::domain::template::{self, Missing, choose_language, html_escape, plain};
 use crate::domain::{PartyKind, has_control_chars, prefixed_id};
-use crate::store::{CaseView, ContactPreferences, Template, TemplateContent};
+use crate::store::{CaseView, Template, TemplateContent};
 
 /// What a template contributed to a message.
 #[derive(Default)]
@@ -63,7 +64,7 @@ pub async fn render_for(
     channel: Channel,
     req: &SendMessageRequest,
     language: Option<&str>,
-    preferences: Option<&ContactPreferences>,
+    preferences: Option<&Preferences>,
 ) -> ApiResult<Rendered> {
     let Some(id) = req.template_id.as_deref() else {
         return Ok(Rendered::default());

@@ -25,6 +25,7 @@ pub struct Outgoing {
     pub id: String,
     pub case_id: String,
     pub channel: String,
+    pub category: String,
     pub status: String,
     pub envelope: Envelope,
     pub subject: Option<String>,
@@ -99,7 +100,7 @@ impl Store {
     pub async fn outgoing(&self, message_id: &str) -> StoreResult<Option<Outgoing>> {
         let row = sqlx::query(
             "SELECT id, case_id, message_type, status, envelope_sealed, subject_sealed, body_sealed, html_sealed, rfc_message_id, \
-             in_reply_to FROM messages WHERE id = $1",
+             in_reply_to, category FROM messages WHERE id = $1",
         )
         .bind(message_id)
         .fetch_optional(&self.pool)
@@ -120,6 +121,7 @@ impl Store {
             envelope,
             rfc_message_id: r.try_get(8)?,
             in_reply_to: r.try_get(9)?,
+            category: r.try_get(10)?,
             id,
         }))
     }

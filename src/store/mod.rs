@@ -17,6 +17,7 @@ mod notes;
 mod parties;
 mod payments;
 mod policy;
+mod preferences;
 mod templates;
 mod threads;
 
@@ -40,7 +41,7 @@ pub use messages::{
 };
 pub use notes::{NewNote, Note, NoteFilter};
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
-pub use policy::ContactPreferences;
+pub use preferences::StoredPreferences;
 pub use templates::{Template, TemplateContent};
 pub use threads::{ThreadMessage, ThreadView};
 

@@ -1,46 +1,11 @@
 //! What the send policy reads: a case's communication preferences and the suppression list.
 //! Suppressed addresses are kept as blind indexes, never in the clear.
 
-use sqlx::Row;
-
 use super::{Store, StoreResult};
 use crate::domain::prefixed_id;
 use crate::domain::time::now_micros;
 
-/// The stored preferences of a case, as far as sending needs them.
-#[derive(Debug, Clone, Default)]
-pub struct ContactPreferences {
-    pub do_not_contact: bool,
-    pub allow_email: bool,
-    pub allow_sms: bool,
-    pub dnc_exceptions: Vec<String>,
-    pub preferred_language: Option<String>,
-}
-
 impl Store {
-    pub async fn contact_preferences(
-        &self,
-        case_id: &str,
-    ) -> StoreResult<Option<ContactPreferences>> {
-        let row = sqlx::query(
-            "SELECT do_not_contact, allow_email, allow_sms, dnc_exceptions, preferred_language FROM preferences WHERE case_id = $1",
-        )
-        .bind(case_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        let exceptions: Option<String> = r.try_get(3)?;
-        Ok(Some(ContactPreferences {
-            do_not_contact: r.try_get::<i32, _>(0)? != 0,
-            allow_email: r.try_get::<i32, _>(1)? != 0,
-            allow_sms: r.try_get::<i32, _>(2)? != 0,
-            dnc_exceptions: exceptions
-                .and_then(|e| serde_json::from_str(&e).ok())
-                .unwrap_or_default(),
-            preferred_language: r.try_get(4)?,
-        }))
-    }
-
     pub(crate) fn suppression_index(&self, channel: &str, value: &str) -> String {
         self.keys
             .blind_index(&format!("suppression:{channel}"), &value.to_lowercase())

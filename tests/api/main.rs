@@ -14,6 +14,7 @@ mod errors;
 mod messages;
 mod notes;
 mod ops;
+mod policy;
 mod processes;
 mod providers;
 mod storage;

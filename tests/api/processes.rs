@@ -95,6 +95,8 @@ async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
         .env("PARLEY_DELIVERY_LEASE", "2s")
         .env("PARLEY_DELIVERY_CONCURRENCY", "4")
         .env("PARLEY_RATE_LIMIT_PER_MINUTE", "0")
+        .env("PARLEY_DEFAULT_CONTACT_HOURS", "off")
+        .env("PARLEY_FREQUENCY_CAP", "off")
         .env("PARLEY_LOG_LEVEL", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,0 +1,217 @@
+//! `/api/cases/{caseId}/communication-preferences`: the seed's preferences and opt-out.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::cases::{case_id, nullable};
+use super::extract::{Auth, Json, Path};
+use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::domain::case::{parse_language, parse_timezone};
+use crate::domain::message::{Category, Channel};
+use crate::domain::policy::{ContactWindow, Preferences};
+use crate::domain::time::{parse_date, rfc3339};
+use crate::domain::{EmailAddress, PhoneNumber, has_control_chars};
+use crate::store::StoredPreferences;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactHours {
+    /// `HH:MM`
+    pub start: String,
+    /// `HH:MM`; before `start` for a window over midnight.
+    pub end: String,
+    /// IANA zone; the debtor's time zone when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// Every field is optional: what is left out keeps its current value, `null` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferencesRequest {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub preferred_channel: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub email_address: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub phone_number: Option<Option<String>>,
+    pub allow_sms: Option<bool>,
+    pub allow_email: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub preferred_language: Option<Option<String>>,
+    pub do_not_contact: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<Option<String>>,
+    /// `YYYY-MM-DD`
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub effective_date: Option<Option<String>>,
+    /// Categories still allowed under an opt-out, e.g. `legal_notices`.
+    pub exceptions: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<ContactHours>)]
+    pub contact_hours: Option<Option<ContactHours>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferencesResponse {
+    pub case_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    pub allow_sms: bool,
+    pub allow_email: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_language: Option<String>,
+    pub do_not_contact: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<String>,
+    pub exceptions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact_hours: Option<ContactHours>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+}
+
+fn response(case_id: String, s: StoredPreferences) -> PreferencesResponse {
+    let p = s.preferences;
+    PreferencesResponse {
+        case_id,
+        preferred_channel: p.preferred_channel,
+        email_address: p.email_address,
+        phone_number: p.phone_number,
+        allow_sms: p.allow_sms,
+        allow_email: p.allow_email,
+        preferred_language: p.preferred_language,
+        do_not_contact: p.do_not_contact,
+        reason: p.reason,
+        effective_date: p.effective_date,
+        exceptions: p.exceptions,
+        contact_hours: p.contact_hours.map(|(start, end, timezone)| ContactHours {
+            start,
+            end,
+            timezone,
+        }),
+        updated_at: s.updated_at.map(rfc3339),
+        updated_by: s.updated_by,
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("validation_failed", detail)
+}
+
+/// Applies a request to the current preferences, checking every value it brings.
+fn apply(mut p: Preferences, r: PreferencesRequest) -> ApiResult<Preferences> {
+    if let Some(c) = r.preferred_channel {
+        p.preferred_channel = c
+            .map(|c| Channel::parse(&c).map(|c| c.as_str().to_string()))
+            .transpose()?;
+    }
+    if let Some(e) = r.email_address {
+        p.email_address = e
+            .map(|e| EmailAddress::parse(&e).map(|a| a.to_string()))
+            .transpose()?;
+    }
+    if let Some(n) = r.phone_number {
+        p.phone_number = n
+            .map(|n| PhoneNumber::parse(&n).map(|n| n.to_string()))
+            .transpose()?;
+    }
+    p.allow_sms = r.allow_sms.unwrap_or(p.allow_sms);
+    p.allow_email = r.allow_email.unwrap_or(p.allow_email);
+    if let Some(l) = r.preferred_language {
+        p.preferred_language = l.as_deref().map(parse_language).transpose()?;
+    }
+    p.do_not_contact = r.do_not_contact.unwrap_or(p.do_not_contact);
+    if let Some(reason) = r.reason {
+        if reason.as_deref().is_some_and(|t| {
+            t.chars().count() > 1000 || has_control_chars(t.trim_end_matches('\n'))
+        }) {
+            return Err(invalid("reason must be at most 1000 printable characters"));
+        }
+        p.reason = reason;
+    }
+    if let Some(d) = r.effective_date {
+        if let Some(d) = &d {
+            parse_date(d).ok_or_else(|| {
+                invalid(format!("effectiveDate {d:?} is not a date (YYYY-MM-DD)"))
+            })?;
+        }
+        p.effective_date = d;
+    }
+    if let Some(ex) = r.exceptions {
+        p.exceptions = ex
+            .iter()
+            .map(|e| Category::parse(e).map(|c| c.as_str().to_string()))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(hours) = r.contact_hours {
+        p.contact_hours = match hours {
+            None => None,
+            Some(h) => {
+                ContactWindow::parse(&format!("{}-{}", h.start, h.end))
+                    .map_err(|e| invalid(format!("contactHours: {e}")))?;
+                let tz = h.timezone.as_deref().map(parse_timezone).transpose()?;
+                Some((h.start, h.end, tz))
+            }
+        };
+    }
+    Ok(p)
+}
+
+#[utoipa::path(get, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = String, Path)),
+    responses((status = 200, body = PreferencesResponse), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn get_preferences(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<PreferencesResponse>> {
+    let id = case_id(&raw)?;
+    let stored = state
+        .store
+        .preferences(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(response(id, stored)))
+}
+
+#[utoipa::path(put, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = String, Path)),
+    request_body = PreferencesRequest,
+    responses((status = 200, body = PreferencesResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn put_preferences(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Json(req): Json<PreferencesRequest>,
+) -> ApiResult<axum::Json<PreferencesResponse>> {
+    let id = case_id(&raw)?;
+    let current = state
+        .store
+        .preferences(&actor, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    let next = apply(current.preferences, req)?;
+    let stored = state
+        .store
+        .set_preferences(&actor, &id, &next)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    Ok(axum::Json(response(id, stored)))
+}

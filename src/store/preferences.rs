@@ -1,0 +1,198 @@
+//! Communication preferences of a case, and the counts the send policy needs.
+
+use serde_json::json;
+use sqlx::{AnyConnection, Row};
+
+use super::{Store, StoreResult, audit, emit};
+use crate::domain::party::Actor;
+use crate::domain::policy::Preferences;
+use crate::domain::time::{Micros, now_micros};
+
+fn contact_context(case_id: &str) -> String {
+    format!("case:{case_id}:preferences")
+}
+
+/// Preferences with who changed them last.
+#[derive(Debug, Clone)]
+pub struct StoredPreferences {
+    pub preferences: Preferences,
+    pub updated_at: Option<Micros>,
+    pub updated_by: Option<String>,
+}
+
+impl Store {
+    /// A case's preferences; the defaults where none were set.
+    pub(crate) async fn load_preferences(
+        &self,
+        conn: &mut AnyConnection,
+        case_id: &str,
+    ) -> StoreResult<StoredPreferences> {
+        let row = sqlx::query(
+            "SELECT preferred_channel, allow_email, allow_sms, do_not_contact, dnc_reason_sealed, dnc_effective_date, dnc_exceptions, \
+             preferred_language, contact_start, contact_end, contact_timezone, contact_sealed, updated_at, updated_by \
+             FROM preferences WHERE case_id = $1",
+        )
+        .bind(case_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(r) = row else {
+            return Ok(StoredPreferences {
+                preferences: Preferences::default(),
+                updated_at: None,
+                updated_by: None,
+            });
+        };
+        let ctx = contact_context(case_id);
+        let contact: Option<Vec<u8>> = r.try_get(11)?;
+        let (email_address, phone_number): (Option<String>, Option<String>) = match contact {
+            Some(sealed) => {
+                serde_json::from_slice(&self.keys.open(&ctx, &sealed).map_err(anyhow::Error::from)?)
+                    .map_err(anyhow::Error::from)?
+            }
+            None => (None, None),
+        };
+        let reason: Option<Vec<u8>> = r.try_get(4)?;
+        let exceptions: Option<String> = r.try_get(6)?;
+        let (start, end): (Option<String>, Option<String>) = (r.try_get(8)?, r.try_get(9)?);
+        let preferences = Preferences {
+            preferred_channel: r.try_get(0)?,
+            allow_email: r.try_get::<i32, _>(1)? != 0,
+            allow_sms: r.try_get::<i32, _>(2)? != 0,
+            do_not_contact: r.try_get::<i32, _>(3)? != 0,
+            reason: reason
+                .map(|s| self.keys.open_string(&format!("{ctx}:reason"), &s))
+                .transpose()?,
+            effective_date: r.try_get(5)?,
+            exceptions: exceptions
+                .and_then(|e| serde_json::from_str(&e).ok())
+                .unwrap_or_default(),
+            preferred_language: r.try_get(7)?,
+            contact_hours: start
+                .zip(end)
+                .map(|(s, e)| (s, e, r.try_get::<Option<String>, _>(10).ok().flatten())),
+            email_address,
+            phone_number,
+        };
+        Ok(StoredPreferences {
+            preferences,
+            updated_at: r.try_get(12)?,
+            updated_by: r.try_get(13)?,
+        })
+    }
+
+    /// The preferences of a case the actor may see.
+    pub async fn preferences(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+    ) -> StoreResult<Option<StoredPreferences>> {
+        let mut conn = self.pool.acquire().await?;
+        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        self.load_preferences(&mut conn, case_id).await.map(Some)
+    }
+
+    /// The preferences sending reads, without an actor (the delivery worker's check).
+    pub async fn preferences_for_sending(&self, case_id: &str) -> StoreResult<Preferences> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(self.load_preferences(&mut conn, case_id).await?.preferences)
+    }
+
+    /// Stores the whole set, with an audit entry and `preferences.updated` in the outbox.
+    pub async fn set_preferences(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        p: &Preferences,
+    ) -> StoreResult<Option<StoredPreferences>> {
+        let mut tx = self.write_tx().await?;
+        if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
+            return Ok(None);
+        }
+        let ctx = contact_context(case_id);
+        let contact = serde_json::to_vec(&(&p.email_address, &p.phone_number))
+            .map_err(anyhow::Error::from)?;
+        let now = now_micros();
+        let (start, end, tz) = match &p.contact_hours {
+            Some((s, e, t)) => (Some(s.as_str()), Some(e.as_str()), t.as_deref()),
+            None => (None, None, None),
+        };
+        sqlx::query(
+            "INSERT INTO preferences (case_id, preferred_channel, allow_email, allow_sms, do_not_contact, dnc_reason_sealed, \
+             dnc_effective_date, dnc_exceptions, preferred_language, contact_start, contact_end, contact_timezone, contact_sealed, \
+             updated_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (case_id) DO UPDATE SET preferred_channel = excluded.preferred_channel, allow_email = excluded.allow_email, \
+             allow_sms = excluded.allow_sms, do_not_contact = excluded.do_not_contact, dnc_reason_sealed = excluded.dnc_reason_sealed, \
+             dnc_effective_date = excluded.dnc_effective_date, dnc_exceptions = excluded.dnc_exceptions, \
+             preferred_language = excluded.preferred_language, contact_start = excluded.contact_start, contact_end = excluded.contact_end, \
+             contact_timezone = excluded.contact_timezone, contact_sealed = excluded.contact_sealed, updated_by = excluded.updated_by, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(case_id)
+        .bind(p.preferred_channel.as_deref())
+        .bind(i32::from(p.allow_email))
+        .bind(i32::from(p.allow_sms))
+        .bind(i32::from(p.do_not_contact))
+        .bind(p.reason.as_deref().map(|r| self.keys.seal_str(&format!("{ctx}:reason"), r)))
+        .bind(p.effective_date.as_deref())
+        .bind(serde_json::to_string(&p.exceptions).map_err(anyhow::Error::from)?)
+        .bind(p.preferred_language.as_deref())
+        .bind(start)
+        .bind(end)
+        .bind(tz)
+        .bind(self.keys.seal(&ctx, &contact))
+        .bind(&actor.name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "preferences.updated",
+            "case",
+            case_id,
+        )
+        .await?;
+        let payload = json!({"caseId": case_id, "doNotContact": p.do_not_contact, "allowEmail": p.allow_email, "allowSms": p.allow_sms});
+        emit(&mut tx, "preferences.updated", Some(case_id), &payload).await?;
+        tx.commit().await?;
+        Ok(Some(StoredPreferences {
+            preferences: p.clone(),
+            updated_at: Some(now),
+            updated_by: Some(actor.name.clone()),
+        }))
+    }
+
+    /// Outbound messages of a channel to a case since `since` that did not fail: what the
+    /// frequency cap counts.
+    pub async fn recent_outbound(
+        &self,
+        case_id: &str,
+        channel: &str,
+        since: Micros,
+    ) -> StoreResult<u32> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE case_id = $1 AND message_type = $2 AND direction = 'outbound' \
+             AND created_at >= $3 AND status <> 'failed'",
+        )
+        .bind(case_id)
+        .bind(channel)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The debtor's time zone of a case, for contact hours at delivery time.
+    pub async fn case_timezone(&self, case_id: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT debtor_timezone FROM cases WHERE id = $1",
+        )
+        .bind(case_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+}

@@ -1,0 +1,326 @@
+//! The send policy: preferences and opt-outs, contact hours, frequency caps, checked when a
+//! message is queued and again when it goes out.
+
+use chrono::{Duration, Timelike, Utc};
+use parley::domain::PartyKind;
+use serde_json::{Value, json};
+
+use crate::helpers::{Party, TestApp, assert_problem, spawn_app, spawn_app_with};
+
+async fn case_of(app: &TestApp) -> (Party, String) {
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    (creditor, case["caseId"].as_str().unwrap().to_string())
+}
+
+async fn put_prefs(app: &TestApp, party: &Party, case_id: &str, body: &Value) -> reqwest::Response {
+    app.request(
+        reqwest::Method::PUT,
+        &party.token,
+        &format!("/api/cases/{case_id}/communication-preferences"),
+    )
+    .json(body)
+    .send()
+    .await
+    .unwrap()
+}
+
+async fn send(app: &TestApp, party: &Party, case_id: &str, body: Value) -> reqwest::Response {
+    app.post(
+        &party.token,
+        &format!("/api/cases/{case_id}/messages"),
+        &body,
+    )
+    .await
+}
+
+fn email(category: &str) -> Value {
+    json!({"messageType": "email", "subject": "Hi", "body": "Text", "category": category})
+}
+
+#[tokio::test]
+async fn preferences_round_trip_in_the_seed_shape() {
+    let app = spawn_app().await;
+    let (creditor, case_id) = case_of(&app).await;
+    let defaults: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/communication-preferences"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(defaults["allowEmail"], true);
+    assert_eq!(defaults["doNotContact"], false);
+
+    let seed = json!({
+        "preferredChannel": "email", "emailAddress": "debtor@example.com", "phoneNumber": "+4512345678",
+        "allowSms": true, "allowEmail": true, "preferredLanguage": "da", "doNotContact": false,
+        "contactHours": {"start": "09:00", "end": "17:00", "timezone": "Europe/Copenhagen"}
+    });
+    let r = put_prefs(&app, &creditor, &case_id, &seed).await;
+    assert_eq!(r.status(), 200);
+    let got: Value = r.json().await.unwrap();
+    for key in [
+        "preferredChannel",
+        "emailAddress",
+        "phoneNumber",
+        "allowSms",
+        "allowEmail",
+        "preferredLanguage",
+        "doNotContact",
+        "contactHours",
+    ] {
+        assert_eq!(got[key], seed[key], "{key}");
+    }
+    // The opt-out example changes only what it names.
+    let optout = json!({"doNotContact": true, "reason": "Debtor requested no contact", "effectiveDate": "2024-01-15",
+                        "exceptions": ["legal_notices", "payment_confirmations"]});
+    let got: Value = put_prefs(&app, &creditor, &case_id, &optout)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["doNotContact"], true);
+    assert_eq!(got["reason"], "Debtor requested no contact");
+    assert_eq!(got["exceptions"], optout["exceptions"]);
+    assert_eq!(got["preferredLanguage"], "da", "untouched");
+    assert!(got["updatedAt"].is_string());
+
+    for bad in [
+        json!({"emailAddress": "nope"}),
+        json!({"contactHours": {"start": "25:00", "end": "17:00"}}),
+        json!({"contactHours": {"start": "09:00", "end": "17:00", "timezone": "Mars/Base"}}),
+        json!({"exceptions": ["everything"]}),
+        json!({"effectiveDate": "soon"}),
+        json!({"preferredChannel": "fax"}),
+    ] {
+        assert_problem(
+            put_prefs(&app, &creditor, &case_id, &bad).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+    }
+    let outsider = app.party(PartyKind::Creditor, "Outsider").await;
+    assert_problem(
+        put_prefs(&app, &outsider, &case_id, &seed).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get(
+            &outsider.token,
+            &format!("/api/cases/{case_id}/communication-preferences"),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let log: Value = app
+        .get(&creditor.token, &format!("/api/cases/{case_id}/audit-log"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "preferences.updated")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_opt_out_refuses_all_but_its_exceptions() {
+    let app = spawn_app().await;
+    let (creditor, case_id) = case_of(&app).await;
+    put_prefs(
+        &app,
+        &creditor,
+        &case_id,
+        &json!({"doNotContact": true, "exceptions": ["legal_notices"]}),
+    )
+    .await;
+    assert_problem(
+        send(&app, &creditor, &case_id, email("payment_reminders")).await,
+        422,
+        "do_not_contact",
+    )
+    .await;
+    assert_eq!(
+        send(&app, &creditor, &case_id, email("legal_notices"))
+            .await
+            .status(),
+        201
+    );
+    put_prefs(
+        &app,
+        &creditor,
+        &case_id,
+        &json!({"doNotContact": false, "allowSms": false}),
+    )
+    .await;
+    let sms = json!({"messageType": "sms", "body": "Reminder"});
+    assert_problem(
+        send(&app, &creditor, &case_id, sms).await,
+        422,
+        "channel_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn outside_contact_hours_a_message_waits_with_scheduled_for() {
+    let app = spawn_app().await;
+    let (creditor, case_id) = case_of(&app).await;
+    let now = Utc::now();
+    let start = (now + Duration::hours(2))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let end = start + Duration::hours(1);
+    let hours = json!({"start": start.format("%H:%M").to_string(), "end": end.format("%H:%M").to_string(), "timezone": "UTC"});
+    put_prefs(&app, &creditor, &case_id, &json!({"contactHours": hours})).await;
+
+    let r = send(&app, &creditor, &case_id, email("general")).await;
+    assert_eq!(r.status(), 201, "accepted");
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["status"], "queued");
+    assert_eq!(
+        m["scheduledFor"],
+        start.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    );
+    assert_eq!(
+        app.deliver_due().await,
+        0,
+        "nothing goes out before the window opens"
+    );
+}
+
+#[tokio::test]
+async fn the_default_contact_hours_apply_in_the_debtors_zone() {
+    // A window that is closed now in the debtor's zone, whatever the hour the suite runs.
+    let now = Utc::now();
+    let start = (now + Duration::hours(3))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let window = format!(
+        "{}-{}",
+        start.format("%H:%M"),
+        (start + Duration::minutes(30)).format("%H:%M")
+    );
+    let app = spawn_app_with(move |c| {
+        c.default_contact_hours = parley::domain::policy::ContactWindow::parse(&window).ok()
+    })
+    .await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let mut body = crate::helpers::case_body();
+    body["debtor"]["timezone"] = json!("UTC");
+    let case: Value = app
+        .post(&creditor.token, "/api/cases", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let m: Value = send(
+        &app,
+        &creditor,
+        case["caseId"].as_str().unwrap(),
+        email("general"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        m["scheduledFor"],
+        start.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    );
+}
+
+#[tokio::test]
+async fn the_frequency_cap_counts_per_channel() {
+    let app = spawn_app_with(|c| {
+        c.frequency_cap = parley::domain::policy::FrequencyCap::parse("2/1d").ok()
+    })
+    .await;
+    let (creditor, case_id) = case_of(&app).await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, &creditor, &case_id, email("general"))
+                .await
+                .status(),
+            201
+        );
+    }
+    assert_problem(
+        send(&app, &creditor, &case_id, email("general")).await,
+        422,
+        "frequency_cap_exceeded",
+    )
+    .await;
+    let sms = json!({"messageType": "sms", "body": "Reminder"});
+    assert_eq!(
+        send(&app, &creditor, &case_id, sms).await.status(),
+        201,
+        "another channel, another count"
+    );
+}
+
+#[tokio::test]
+async fn the_policy_is_checked_again_when_a_message_goes_out() {
+    let app = spawn_app().await;
+    let (creditor, case_id) = case_of(&app).await;
+    let m: Value = send(&app, &creditor, &case_id, email("payment_reminders"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = m["messageId"].as_str().unwrap();
+    // The debtor opts out after the message was queued, before it was sent.
+    put_prefs(&app, &creditor, &case_id, &json!({"doNotContact": true})).await;
+    app.deliver_due().await;
+    let m: Value = app
+        .get(&creditor.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["status"], "failed");
+    assert!(
+        m["failureReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("do_not_contact"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn the_preferred_address_is_the_default_recipient() {
+    let app = spawn_app().await;
+    let (creditor, case_id) = case_of(&app).await;
+    put_prefs(
+        &app,
+        &creditor,
+        &case_id,
+        &json!({"emailAddress": "preferred@example.com"}),
+    )
+    .await;
+    let m: Value = send(&app, &creditor, &case_id, email("general"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["to"], json!(["preferred@example.com"]));
+}
