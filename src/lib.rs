@@ -10,6 +10,7 @@ pub mod http;
 pub mod inbound;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +51,11 @@ impl App {
         Delivery::new(self.store.clone(), self.config.clone(), self.wake.clone())
     }
 
+    /// The webhook dispatcher of this application, for driving it one step at a time.
+    pub fn webhooks(&self) -> anyhow::Result<webhooks::Dispatcher> {
+        webhooks::Dispatcher::new(self.store.clone(), self.config.clone())
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then lets requests and deliveries in
     /// flight finish. Runs the delivery worker unless `delivery_concurrency` is 0.
     pub async fn run(
@@ -61,6 +67,13 @@ impl App {
         let worker = if self.config.delivery_concurrency > 0 {
             let delivery = Arc::new(self.delivery()?);
             Some(tokio::spawn(delivery.run(stop_rx.clone())))
+        } else {
+            None
+        };
+        let dispatcher = if self.config.delivery_concurrency > 0 {
+            Some(tokio::spawn(
+                Arc::new(self.webhooks()?).run(stop_rx.clone()),
+            ))
         } else {
             None
         };
@@ -110,7 +123,7 @@ impl App {
             })
             .await
             .context("serving HTTP");
-        for task in [worker, smtp, imap].into_iter().flatten() {
+        for task in [worker, dispatcher, smtp, imap].into_iter().flatten() {
             let _ = task.await;
         }
         served?;

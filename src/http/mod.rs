@@ -16,6 +16,7 @@ mod rate_limit;
 mod templates;
 mod threads;
 mod tracking;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -94,6 +95,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
             preferences::get_preferences,
             preferences::put_preferences
         ))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
         .routes(routes!(documents::upload, documents::list))
         .routes(routes!(documents::metadata))
         .routes(routes!(documents::download))

@@ -20,6 +20,7 @@ mod policy;
 mod preferences;
 mod templates;
 mod threads;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
 pub use preferences::StoredPreferences;
 pub use templates::{Template, TemplateContent};
 pub use threads::{ThreadMessage, ThreadView};
+pub use webhooks::{DeliveryView, DueDelivery, Webhook};
 
 use crate::crypto::KeyRing;
 use crate::domain::party::Actor;

@@ -21,6 +21,8 @@ pub struct TestApp {
     /// The app's delivery worker, driven one step at a time (`deliver_due`): tests run no
     /// background worker unless they ask for one.
     pub delivery: parley::delivery::Delivery,
+    /// The app's webhook dispatcher, driven one step at a time (`dispatch_webhooks`).
+    pub webhooks: parley::webhooks::Dispatcher,
     pub client: reqwest::Client,
     pub store: Store,
     pub config: Config,
@@ -68,6 +70,9 @@ pub async fn test_config(dir: &Path) -> Config {
     // rest of the suite passes at any hour and sends as often as it likes.
     config.default_contact_hours = None;
     config.frequency_cap = None;
+    // Webhook receivers of the tests listen on loopback; retries come due at once.
+    config.webhook_allow_private = true;
+    config.webhook_retry_schedule = vec![std::time::Duration::ZERO; 2];
     config.sms_rate_per_second = 1000.0;
     config.delivery_retry_schedule = vec![std::time::Duration::ZERO; 2];
     if let Some(url) = fresh_database().await {
@@ -91,6 +96,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         .expect("building the app");
     let store = app.store().clone();
     let delivery = app.delivery().expect("building the delivery worker");
+    let webhooks = app.webhooks().expect("building the webhook dispatcher");
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run(listener, async move {
         let _ = rx.await;
@@ -107,6 +113,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         base,
         delivery,
+        webhooks,
         client: reqwest::Client::new(),
         store,
         config,
@@ -173,6 +180,18 @@ impl TestApp {
         let mut total = 0;
         loop {
             let n = self.delivery.run_once().await.expect("a delivery step");
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    }
+
+    /// Sends every webhook delivery that is due, retries included, until none is left.
+    pub async fn dispatch_webhooks(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.webhooks.run_once().await.expect("a dispatch step");
             if n == 0 {
                 return total;
             }

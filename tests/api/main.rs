@@ -20,3 +20,4 @@ mod providers;
 mod storage;
 mod templates;
 mod tenancy;
+mod webhooks;

@@ -369,3 +369,42 @@ fn current_ids() -> (u32, u32) {
     };
     (id("-u"), id("-g"))
 }
+
+/// A webhook receiver: records every request; answers with the queued statuses first, then 204.
+#[derive(Clone)]
+pub struct HookReceiver {
+    pub url: String,
+    state: Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>>,
+}
+
+impl HookReceiver {
+    pub async fn start() -> Self {
+        let state: Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>> = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/hook",
+                post(
+                    |State(s): State<Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>>>,
+                     headers: HeaderMap,
+                     body: String| async move {
+                        let mut s = s.lock().unwrap();
+                        s.0.push((headers, body));
+                        StatusCode::from_u16(s.1.pop_front().unwrap_or(204)).unwrap()
+                    },
+                ),
+            )
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, state }
+    }
+
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.state.lock().unwrap().1.extend(statuses);
+    }
+
+    pub fn requests(&self) -> Vec<(HeaderMap, String)> {
+        self.state.lock().unwrap().0.clone()
+    }
+}

@@ -1,0 +1,264 @@
+//! Signed webhooks to a real HTTP receiver.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use parley::domain::PartyKind;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::peers::HookReceiver;
+
+/// Verifies a request the way a Standard Webhooks library does.
+fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> bool {
+    let id = headers["webhook-id"].to_str().unwrap();
+    let ts = headers["webhook-timestamp"].to_str().unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    headers["webhook-signature"]
+        .to_str()
+        .unwrap()
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+#[tokio::test]
+async fn events_of_visible_cases_arrive_signed_and_failures_are_retried() {
+    let receiver = HookReceiver::start().await;
+    let app = spawn_app().await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let other = app.party(PartyKind::Creditor, "Other").await;
+    let r = app.post(&creditor.token, "/api/webhooks", &json!({"url": receiver.url, "events": ["note.created", "case.status_changed", "message.received"]})).await;
+    assert_eq!(r.status(), 201);
+    let hook: Value = r.json().await.unwrap();
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    let hook_id = hook["webhookId"].as_str().unwrap();
+
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let foreign = app.create_case(&other, None).await;
+    receiver.fail_next(&[500]);
+    app.post(
+        &creditor.token,
+        &format!("/api/cases/{case_id}/notes"),
+        &json!({"note": "called"}),
+    )
+    .await;
+    app.post(
+        &other.token,
+        &format!("/api/cases/{}/notes", foreign["caseId"].as_str().unwrap()),
+        &json!({"note": "not yours"}),
+    )
+    .await;
+    app.patch(
+        &creditor.token,
+        &format!("/api/cases/{case_id}"),
+        &json!({"status": "disputed"}),
+    )
+    .await;
+    let mail = format!(
+        "From: debtor@example.com\r\nTo: case-{case_id}@localhost\r\nSubject: Re: Payment Reminder\r\n\r\nHello\r\n"
+    );
+    let r = app
+        .client
+        .post(format!("{}/api/inbound/email", app.base))
+        .bearer_auth(&app.admin.token)
+        .header("content-type", "message/rfc822")
+        .body(mail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    app.dispatch_webhooks().await;
+    let requests = receiver.requests();
+    let bodies: Vec<Value> = requests
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    let events: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "note.created",
+            "case.status_changed",
+            "message.received",
+            "note.created"
+        ],
+        "the failed one again at the end"
+    );
+    for (headers, body) in &requests {
+        assert!(verify(&secret, headers, body), "signature of {body}");
+    }
+    assert_eq!(
+        requests[0].0["webhook-id"], requests[3].0["webhook-id"],
+        "a retry carries the same webhook-id"
+    );
+    assert!(
+        bodies.iter().all(|b| b["caseId"] == case_id),
+        "nothing of another creditor's case"
+    );
+    let received = &bodies[2];
+    for key in [
+        "messageId",
+        "caseId",
+        "caseNumber",
+        "messageType",
+        "from",
+        "subject",
+        "hasAttachments",
+        "timestamp",
+    ] {
+        assert!(
+            received.get(key).is_some(),
+            "message.received carries {key}: {received}"
+        );
+    }
+    assert_eq!(received["from"], "debtor@example.com");
+    assert_eq!(received["caseNumber"], case["caseNumber"]);
+    assert_eq!(bodies[1]["status"], "disputed");
+
+    let deliveries: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/webhooks/{hook_id}/deliveries"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let note = deliveries["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["event"] == "note.created")
+        .unwrap();
+    assert_eq!(note["status"], "delivered");
+    assert_eq!(note["attempts"], 2);
+    assert_problem(
+        app.get(&other.token, &format!("/api/webhooks/{hook_id}/deliveries"))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_ends_failed_and_deleted_hooks_stop() {
+    let receiver = HookReceiver::start().await;
+    let app = spawn_app().await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let hook: Value = app
+        .post(
+            &creditor.token,
+            "/api/webhooks",
+            &json!({"url": receiver.url, "events": ["note.created"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hook_id = hook["webhookId"].as_str().unwrap();
+    let case = app.create_case(&creditor, None).await;
+    receiver.fail_next(&[500, 502, 503]);
+    app.post(
+        &creditor.token,
+        &format!("/api/cases/{}/notes", case["caseId"].as_str().unwrap()),
+        &json!({"note": "n"}),
+    )
+    .await;
+    app.dispatch_webhooks().await;
+    let deliveries: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/webhooks/{hook_id}/deliveries"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let d = &deliveries["deliveries"][0];
+    assert_eq!(d["status"], "failed");
+    assert_eq!(
+        d["attempts"], 3,
+        "the first try and the two retries of the schedule"
+    );
+    assert_eq!(d["lastStatusCode"], 503);
+
+    let list: Value = app
+        .get(&creditor.token, "/api/webhooks")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["webhooks"][0]["webhookId"], hook_id);
+    assert!(
+        list["webhooks"][0].get("secret").is_none(),
+        "the secret is shown once"
+    );
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &creditor.token,
+            &format!("/api/webhooks/{hook_id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    app.post(
+        &creditor.token,
+        &format!("/api/cases/{}/notes", case["caseId"].as_str().unwrap()),
+        &json!({"note": "n2"}),
+    )
+    .await;
+    assert_eq!(app.dispatch_webhooks().await, 0);
+    assert_eq!(receiver.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn webhook_targets_and_events_are_checked() {
+    let app = spawn_app_with(|c| c.webhook_allow_private = false).await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    for (body, code) in [
+        (
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["note.created"]}),
+            "webhook_url_not_allowed",
+        ),
+        (
+            json!({"url": "http://169.254.169.254/latest", "events": ["note.created"]}),
+            "webhook_url_not_allowed",
+        ),
+        (
+            json!({"url": "ftp://example.com/", "events": ["note.created"]}),
+            "webhook_url_not_allowed",
+        ),
+        (
+            json!({"url": "https://example.com/hook", "events": ["note.deleted"]}),
+            "validation_failed",
+        ),
+        (
+            json!({"url": "https://example.com/hook", "events": []}),
+            "validation_failed",
+        ),
+    ] {
+        assert_problem(
+            app.post(&creditor.token, "/api/webhooks", &body).await,
+            422,
+            code,
+        )
+        .await;
+    }
+}
