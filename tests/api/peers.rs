@@ -370,23 +370,24 @@ fn current_ids() -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
+/// What the receiver got, and the statuses it answers next.
+type Recorded = Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>>;
+
 /// A webhook receiver: records every request; answers with the queued statuses first, then 204.
 #[derive(Clone)]
 pub struct HookReceiver {
     pub url: String,
-    state: Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>>,
+    state: Recorded,
 }
 
 impl HookReceiver {
     pub async fn start() -> Self {
-        let state: Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>> = Arc::default();
+        let state: Recorded = Arc::default();
         let app = axum::Router::new()
             .route(
                 "/hook",
                 post(
-                    |State(s): State<Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>>>,
-                     headers: HeaderMap,
-                     body: String| async move {
+                    |State(s): State<Recorded>, headers: HeaderMap, body: String| async move {
                         let mut s = s.lock().unwrap();
                         s.0.push((headers, body));
                         StatusCode::from_u16(s.1.pop_front().unwrap_or(204)).unwrap()
