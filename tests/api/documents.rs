@@ -134,14 +134,21 @@ async fn a_tampered_file_does_not_download() {
     let len = stored.len();
     stored.truncate(len - 70_000);
     std::fs::write(&path, stored).unwrap();
-    let r = app
-        .get(&creditor.token, &format!("/api/documents/{id}/download"))
+    // The stream breaks off where the file was cut (sometimes before the headers are out):
+    // the response never carries the whole document.
+    let sent = app
+        .request(
+            reqwest::Method::GET,
+            &creditor.token,
+            &format!("/api/documents/{id}/download"),
+        )
+        .send()
         .await;
-    let body = r.bytes().await;
-    assert!(
-        body.is_err() || body.unwrap().len() < 200_000,
-        "a cut-short file never downloads whole"
-    );
+    let whole = match sent {
+        Err(_) => false,
+        Ok(r) => r.bytes().await.is_ok_and(|b| b.len() >= 200_000),
+    };
+    assert!(!whole, "a cut-short file never downloads whole");
 }
 
 #[tokio::test]
