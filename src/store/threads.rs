@@ -45,7 +45,7 @@ impl Store {
         self.keys.blind_index("thread-subject", &key)
     }
 
-    /// The thread a new message of `case_id` joins (created if needed), counted in.
+    /// The thread a new message of `case_id` joins, created if needed.
     pub(crate) async fn join_thread(
         &self,
         conn: &mut AnyConnection,
@@ -54,44 +54,37 @@ impl Store {
         subject: Option<&str>,
         at: Micros,
     ) -> StoreResult<String> {
+        if let Some(thread) = parent_thread {
+            return Ok(thread);
+        }
         let index = self.subject_index(subject);
-        let found = match parent_thread {
-            Some(t) => Some(t),
-            None => {
-                sqlx::query_scalar("SELECT id FROM threads WHERE case_id = $1 AND subject_index = $2 ORDER BY id LIMIT 1")
-                    .bind(case_id)
-                    .bind(&index)
-                    .fetch_optional(&mut *conn)
-                    .await?
-            }
-        };
-        let id = match found {
-            Some(id) => id,
-            None => {
-                let id = prefixed_id("thread");
-                sqlx::query(
-                    "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, message_count, created_at) \
-                     VALUES ($1, $2, $3, $4, 'active', 0, $5)",
-                )
-                .bind(&id)
-                .bind(case_id)
-                .bind(subject.map(|s| self.keys.seal_str(&thread_context(&id), s)))
-                .bind(&index)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                id
-            }
-        };
+        let find = "SELECT id FROM threads WHERE case_id = $1 AND subject_index = $2";
+        if let Some(id) = sqlx::query_scalar(find)
+            .bind(case_id)
+            .bind(&index)
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            return Ok(id);
+        }
+        let id = prefixed_id("thread");
         sqlx::query(
-            "UPDATE threads SET message_count = message_count + 1, \
-             last_message_at = CASE WHEN last_message_at IS NULL OR last_message_at < $2 THEN $2 ELSE last_message_at END WHERE id = $1",
+            "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at) VALUES ($1, $2, $3, $4, 'active', $5) \
+             ON CONFLICT (case_id, subject_index) DO NOTHING",
         )
         .bind(&id)
+        .bind(case_id)
+        .bind(subject.map(|s| self.keys.seal_str(&thread_context(&id), s)))
+        .bind(&index)
         .bind(at)
         .execute(&mut *conn)
         .await?;
-        Ok(id)
+        // Another transaction may have opened the same thread first.
+        Ok(sqlx::query_scalar(find)
+            .bind(case_id)
+            .bind(&index)
+            .fetch_one(&mut *conn)
+            .await?)
     }
 
     /// The threads of a case the actor may see, most recent first, with everyone who wrote
@@ -106,8 +99,10 @@ impl Store {
             return Ok(None);
         }
         let rows = sqlx::query(
-            "SELECT id, subject_sealed, message_count, last_message_at, status FROM threads WHERE case_id = $1 \
-             ORDER BY last_message_at DESC, id DESC",
+            "SELECT t.id, t.subject_sealed, COUNT(m.id) AS message_count, \
+             MAX(COALESCE(m.received_at, m.sent_at, m.created_at)) AS last_message_at, t.status \
+             FROM threads t LEFT JOIN messages m ON m.thread_id = t.id WHERE t.case_id = $1 \
+             GROUP BY t.id, t.subject_sealed, t.status ORDER BY last_message_at DESC, t.id DESC",
         )
         .bind(case_id)
         .fetch_all(&mut *conn)
