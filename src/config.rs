@@ -256,16 +256,8 @@ impl Config {
                 "unsupported scheme {other:?}: expected imap:// or imaps://"
             )),
         })?;
-        let imap_poll_interval = opt(raw, "imap_poll_interval", |v| {
-            parse_duration(v).and_then(|d| {
-                if d >= Duration::from_secs(1) {
-                    Ok(d)
-                } else {
-                    Err("expected at least 1s".into())
-                }
-            })
-        })?
-        .unwrap_or(Duration::from_secs(30));
+        let imap_poll_interval =
+            opt(raw, "imap_poll_interval", parse_interval)?.unwrap_or(Duration::from_secs(30));
         let sms_url = opt(raw, "sms_url", |v| {
             parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
         })?;
@@ -308,16 +300,8 @@ impl Config {
                 .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
         })?
         .unwrap_or(8);
-        let delivery_lease = opt(raw, "delivery_lease", |v| {
-            parse_duration(v).and_then(|d| {
-                if d >= Duration::from_secs(1) {
-                    Ok(d)
-                } else {
-                    Err("expected at least 1s".into())
-                }
-            })
-        })?
-        .unwrap_or(Duration::from_secs(30));
+        let delivery_lease =
+            opt(raw, "delivery_lease", parse_interval)?.unwrap_or(Duration::from_secs(30));
         let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {
             v.parse::<f64>()
                 .ok()
@@ -538,6 +522,17 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
         }
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// A duration of at least a second.
+fn parse_interval(v: &str) -> Result<Duration, String> {
+    parse_duration(v).and_then(|d| {
+        if d >= Duration::from_secs(1) {
+            Ok(d)
+        } else {
+            Err("expected at least 1s".into())
+        }
+    })
 }
 
 fn parse_schedule(v: &str) -> Result<Vec<Duration>, String> {

@@ -63,6 +63,24 @@ struct Received<'a> {
     at: Micros,
 }
 
+/// The first case `query` finds for one of `keys`.
+async fn first_case(
+    conn: &mut sqlx::AnyConnection,
+    query: &str,
+    keys: impl Iterator<Item = String>,
+) -> StoreResult<Option<String>> {
+    for key in keys {
+        if let Some(id) = sqlx::query_scalar(query)
+            .bind(&key)
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
 /// The words carriers and regulators treat as an opt-out, alone in a message.
 fn is_stop_word(body: &str) -> bool {
     const WORDS: [&str; 8] = [
@@ -139,32 +157,22 @@ impl Store {
             }
         }
         if case_id.is_none() {
-            for address in mail.to.iter().chain(&mail.cc).chain(&mail.delivered_to) {
-                if let Some(id) = case_from_address(address, inbound_domain) {
-                    let exists: Option<String> =
-                        sqlx::query_scalar("SELECT id FROM cases WHERE id = $1")
-                            .bind(&id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if exists.is_some() {
-                        case_id = exists;
-                        break;
-                    }
-                }
-            }
+            let addressed = mail
+                .to
+                .iter()
+                .chain(&mail.cc)
+                .chain(&mail.delivered_to)
+                .filter_map(|a| case_from_address(a, inbound_domain));
+            case_id = first_case(&mut tx, "SELECT id FROM cases WHERE id = $1", addressed).await?;
         }
         if case_id.is_none() {
-            for candidate in case_number_candidates(mail.subject.as_deref().unwrap_or_default()) {
-                let found: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM cases WHERE case_number = $1")
-                        .bind(&candidate)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if found.is_some() {
-                    case_id = found;
-                    break;
-                }
-            }
+            let numbers = case_number_candidates(mail.subject.as_deref().unwrap_or_default());
+            case_id = first_case(
+                &mut tx,
+                "SELECT id FROM cases WHERE case_number = $1",
+                numbers.into_iter(),
+            )
+            .await?;
         }
 
         let Some(case_id) = case_id else {
