@@ -17,6 +17,9 @@ use crate::store::{Ingested, Store};
 const MAX_LINE: usize = 4096;
 const MAX_RECIPIENTS: usize = 100;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Sessions at once; more wait for a free one (each may hold a message of up to
+/// `PARLEY_MAX_UPLOAD_BYTES` in memory).
+const MAX_SESSIONS: usize = 32;
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(
@@ -26,15 +29,18 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(addr = ?listener.local_addr().ok(), "inbound SMTP server listening");
+    let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     let (store, config) = (store.clone(), config.clone());
+                    let Ok(permit) = sessions.clone().acquire_owned().await else { break };
                     tokio::spawn(async move {
                         if let Err(e) = session(socket, &store, &config).await {
                             tracing::debug!(error = %e, "inbound SMTP session ended");
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) => tracing::warn!(error = %e, "accepting an SMTP connection failed"),
