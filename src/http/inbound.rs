@@ -198,3 +198,38 @@ pub async fn receive_sms(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
     ))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignRequest {
+    pub case_id: String,
+}
+
+/// Sorts an unmatched mail or SMS into a case (admin): it becomes a received message of the
+/// case, threaded and announced as if it had matched.
+#[utoipa::path(post, path = "/api/inbound/unmatched/{inboundId}/assign", tag = "inbound", params(("inboundId" = String, Path)),
+    request_body = AssignRequest,
+    responses((status = 201, description = "now a message of the case"), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn assign(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    super::extract::Path(id): super::extract::Path<String>,
+    super::extract::Json(req): super::extract::Json<AssignRequest>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    require_admin(&actor)?;
+    let case_id = super::cases::case_id(&req.case_id)?;
+    match state.store.assign_unmatched(&actor, &id, &case_id).await? {
+        Some(Ingested::Matched {
+            message_id,
+            case_id,
+            thread_id,
+        }) => Ok((
+            StatusCode::CREATED,
+            axum::Json(
+                json!({"outcome": "matched", "messageId": message_id, "caseId": case_id, "threadId": thread_id}),
+            ),
+        )),
+        _ => Err(ApiError::not_found("unmatched message")),
+    }
+}

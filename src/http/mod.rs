@@ -105,6 +105,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(threads::thread_messages))
         .routes(routes!(inbound::receive_email))
         .routes(routes!(inbound::unmatched))
+        .routes(routes!(inbound::assign))
         .routes(routes!(inbound::receive_sms))
         .routes(routes!(providers::sms_status))
         .routes(routes!(providers::email_events))

@@ -8,6 +8,7 @@ use sqlx::Row;
 use super::messages::{Envelope, apply_event, context};
 use super::{Store, StoreResult, audit_as, emit};
 use crate::domain::message::MessageStatus;
+use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
 use crate::domain::thread::{case_from_address, case_number_candidates};
 use crate::domain::time::{Micros, now_micros, rfc3339};
@@ -60,6 +61,8 @@ struct Received<'a> {
     has_attachments: bool,
     source: &'a str,
     raw: &'a [u8],
+    /// The unmatched original this message is sorted from, instead of a new raw record.
+    raw_id: Option<&'a str>,
     at: Micros,
 }
 
@@ -207,6 +210,7 @@ impl Store {
             has_attachments: mail.attachments > 0,
             source,
             raw,
+            raw_id: None,
             at: now,
         };
         let message_id = self.store_received(&mut tx, &record).await?;
@@ -257,8 +261,17 @@ impl Store {
         .bind(r.at)
         .execute(&mut *tx)
         .await?;
-        let inbound_id = prefixed_id("inb");
-        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, message_id, matched) VALUES ($1, $2, $3, $4, $5, 1)")
+        if let Some(raw_id) = r.raw_id {
+            sqlx::query("UPDATE inbound_raw SET matched = 1, message_id = $2 WHERE id = $1")
+                .bind(raw_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            let inbound_id = prefixed_id("inb");
+            sqlx::query(
+                "INSERT INTO inbound_raw (id, source, received_at, raw_sealed, message_id, matched) VALUES ($1, $2, $3, $4, $5, 1)",
+            )
             .bind(&inbound_id)
             .bind(r.source)
             .bind(r.at)
@@ -266,6 +279,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        }
         audit_as(
             &mut *tx,
             Some(r.case_id),
@@ -368,6 +382,7 @@ impl Store {
             has_attachments: false,
             source: "sms",
             raw: &raw,
+            raw_id: None,
             at: now,
         };
         let message_id = self.store_received(&mut tx, &record).await?;
@@ -377,6 +392,102 @@ impl Store {
             case_id,
             thread_id,
         })
+    }
+
+    /// Sorts an unmatched mail or SMS into a case the actor can see: it becomes a received
+    /// message of that case as if it had matched. `None`: no such unmatched item, or the case
+    /// is not visible.
+    pub async fn assign_unmatched(
+        &self,
+        actor: &Actor,
+        inbound_id: &str,
+        case_id: &str,
+    ) -> StoreResult<Option<Ingested>> {
+        let mut tx = self.write_tx().await?;
+        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+            return Ok(None);
+        }
+        let row =
+            sqlx::query("SELECT source, raw_sealed FROM inbound_raw WHERE id = $1 AND matched = 0")
+                .bind(inbound_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let source: String = row.try_get(0)?;
+        let raw = self
+            .keys
+            .open(&raw_context(inbound_id), &row.try_get::<Vec<u8>, _>(1)?)
+            .map_err(anyhow::Error::from)?;
+        let now = now_micros();
+        let (sms, mail, thread_id);
+        let received = if source == "sms" {
+            sms = serde_json::from_slice::<serde_json::Value>(&raw).map_err(anyhow::Error::from)?;
+            thread_id = self.join_thread(&mut tx, case_id, None, None, now).await?;
+            let text = |k: &str| sms[k].as_str().unwrap_or_default().to_string();
+            Received {
+                case_id,
+                thread_id: &thread_id,
+                channel: "sms",
+                envelope: Envelope {
+                    from: text("from"),
+                    to: vec![text("to")],
+                    cc: Vec::new(),
+                },
+                subject: None,
+                body: sms["body"].as_str().unwrap_or_default(),
+                html: None,
+                rfc_message_id: None,
+                in_reply_to: None,
+                provider_id: sms["sid"].as_str(),
+                has_attachments: false,
+                source: &source,
+                raw: &raw,
+                raw_id: Some(inbound_id),
+                at: now,
+            }
+        } else {
+            mail = crate::inbound::mime::parse(&raw).unwrap_or_default();
+            thread_id = self
+                .join_thread(&mut tx, case_id, None, mail.subject.as_deref(), now)
+                .await?;
+            Received {
+                case_id,
+                thread_id: &thread_id,
+                channel: "email",
+                envelope: Envelope {
+                    from: mail.from.clone().unwrap_or_default(),
+                    to: mail.to.clone(),
+                    cc: mail.cc.clone(),
+                },
+                subject: mail.subject.as_deref(),
+                body: &mail.text,
+                html: mail.html.as_deref(),
+                rfc_message_id: mail.message_id.as_deref(),
+                in_reply_to: mail.parents.first().map(String::as_str),
+                provider_id: None,
+                has_attachments: mail.attachments > 0,
+                source: &source,
+                raw: &raw,
+                raw_id: Some(inbound_id),
+                at: now,
+            }
+        };
+        let message_id = self.store_received(&mut tx, &received).await?;
+        super::audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "inbound.assigned",
+            "message",
+            &message_id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Ingested::Matched {
+            message_id,
+            case_id: case_id.to_string(),
+            thread_id,
+        }))
     }
 
     /// Inbound mail that matched no case, oldest first.
