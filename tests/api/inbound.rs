@@ -618,3 +618,31 @@ async fn imap_polling_stores_new_mail_and_empties_the_mailbox() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("login"), "{err:#}");
 }
+
+#[tokio::test]
+async fn a_running_parley_polls_its_imap_mailbox() {
+    let imap = crate::peers::ImapPeer::start().await;
+    let url = imap.url();
+    let app = crate::helpers::spawn_app_with(move |c| {
+        c.imap_url = Some(parley::config::Secret::new(url));
+        c.imap_poll_interval = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    imap.append(&mail(
+        &[
+            ("From", "debtor@example.com"),
+            ("To", &format!("case-{case_id}@localhost")),
+            ("Subject", "Polled"),
+        ],
+        "Hi\n",
+    ))
+    .await;
+    let path = format!("/api/cases/{case_id}/messages?direction=inbound");
+    crate::peers::eventually(30, "the poller to store the mail", || async {
+        let list: Value = app.get(&creditor.token, &path).await.json().await.ok()?;
+        (list["totalCount"] == 1).then_some(())
+    })
+    .await;
+}
