@@ -99,6 +99,18 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, code, code.replace('_', " "))
             }
             StoreError::Invalid { code, detail } => Self::unprocessable(code, detail),
+            StoreError::Unavailable(e) => {
+                tracing::error!(error = format!("{e:#}"), "database unavailable");
+                let mut p = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "the database is not reachable; try again shortly",
+                );
+                if let Self::Problem(p) = &mut p {
+                    p.retry_after = Some(5);
+                }
+                p
+            }
             StoreError::Internal(e) => Self::Internal(e),
         }
     }

@@ -67,13 +67,21 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("{detail}")]
     Invalid { code: &'static str, detail: String },
+    #[error("database unavailable: {0}")]
+    Unavailable(anyhow::Error),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(anyhow::Error::new(e))
+        match e {
+            // The database cannot be reached right now: worth trying again, not a bug.
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(anyhow::Error::new(e))
+            }
+            e => Self::Internal(anyhow::Error::new(e)),
+        }
     }
 }
 
