@@ -21,6 +21,8 @@ const KEYS: &[&str] = &[
     "database_url",
     "database_max_connections",
     "document_store",
+    "s3_access_key_id",
+    "s3_secret_access_key",
     "master_key",
     "old_master_keys",
     "smtp_url",
@@ -90,6 +92,8 @@ pub struct Config {
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub document_store: String,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
     /// Current master key (32 bytes); `None` means "generate once into the data folder".
     pub master_key: Option<[u8; 32]>,
     /// Earlier master keys, still accepted for decryption after a rotation.
@@ -217,6 +221,8 @@ impl Config {
             }
         })?
         .unwrap_or_else(|| format!("file://{}/documents", data_dir.display()));
+        let s3_access_key_id = opt(raw, "s3_access_key_id", |v| Ok(v.to_string()))?;
+        let s3_secret_access_key = opt(raw, "s3_secret_access_key", |v| Ok(Secret::new(v)))?;
         let master_key = opt(raw, "master_key", parse_key)?;
         let old_master_keys = opt(raw, "old_master_keys", |v| {
             v.split(',')
@@ -373,6 +379,8 @@ impl Config {
             database_url: Secret::new(database_url),
             database_max_connections,
             document_store,
+            s3_access_key_id,
+            s3_secret_access_key,
             master_key,
             old_master_keys,
             smtp_url,

@@ -105,10 +105,8 @@ impl App {
             }
             None => None,
         };
-        let documents = documents::store::DocumentStore::open(
-            &self.config.document_store,
-            self.store.keys_arc(),
-        )?;
+        let documents =
+            documents::store::DocumentStore::from_config(&self.config, self.store.keys_arc())?;
         let router = http::router(
             self.store.clone(),
             documents,

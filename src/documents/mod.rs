@@ -4,6 +4,7 @@
 //! at most 64 KiB of plaintext sealed with the context `doc:<id>:<index>:<last>`: a chunk
 //! cannot move, and a file cut short fails, since its new last frame was not sealed as last.
 
+pub mod s3;
 pub mod store;
 
 pub const CHUNK: usize = 64 * 1024;

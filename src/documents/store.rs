@@ -21,9 +21,12 @@ pub enum WriteError {
     Io(#[from] anyhow::Error),
 }
 
+/// Where sealed documents live: a folder, or an S3 bucket (with a local folder for uploads
+/// in progress).
 #[derive(Clone)]
 pub struct DocumentStore {
     dir: PathBuf,
+    s3: Option<Arc<super::s3::S3>>,
     keys: Arc<KeyRing>,
 }
 
@@ -46,13 +49,33 @@ pub struct Written {
 impl DocumentStore {
     pub fn open(url: &str, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
         let Some(dir) = url.strip_prefix("file://") else {
-            anyhow::bail!("PARLEY_DOCUMENT_STORE: only file:// stores are available in this build");
+            anyhow::bail!("PARLEY_DOCUMENT_STORE: expected file://DIR here");
         };
         std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
         Ok(Self {
             dir: PathBuf::from(dir),
+            s3: None,
             keys,
         })
+    }
+
+    /// The store the configuration names.
+    pub fn from_config(config: &crate::config::Config, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
+        if config.document_store.starts_with("s3://") {
+            let s3 = super::s3::S3::new(
+                &config.document_store,
+                config.s3_access_key_id.as_deref(),
+                config.s3_secret_access_key.as_ref(),
+            )?;
+            let dir = config.data_dir.join("uploads");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            return Ok(Self {
+                dir,
+                s3: Some(Arc::new(s3)),
+                keys,
+            });
+        }
+        Self::open(&config.document_store, keys)
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -74,9 +97,17 @@ impl DocumentStore {
         let result = self.write_to(&tmp, document_id, max, &mut upload).await;
         match result {
             Ok(w) => {
-                tokio::fs::rename(&tmp, self.path(&w.key))
-                    .await
-                    .context("moving the document into place")?;
+                if let Some(s3) = &self.s3 {
+                    let sealed = tokio::fs::read(&tmp)
+                        .await
+                        .context("reading the sealed upload");
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    s3.put(&w.key, sealed?).await?;
+                } else {
+                    tokio::fs::rename(&tmp, self.path(&w.key))
+                        .await
+                        .context("moving the document into place")?;
+                }
                 Ok(w)
             }
             Err(e) => {
@@ -175,16 +206,33 @@ impl DocumentStore {
 
     /// Removes a stored document (an upload the database refused).
     pub async fn remove(&self, key: &str) {
-        let _ = tokio::fs::remove_file(self.path(key)).await;
+        match &self.s3 {
+            Some(s3) => {
+                if let Err(e) = s3.delete(key).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "removing a refused upload from S3 failed"
+                    );
+                }
+            }
+            None => {
+                let _ = tokio::fs::remove_file(self.path(key)).await;
+            }
+        }
     }
 
     /// Opens a stored document for reading, chunk by chunk.
     pub async fn reader(&self, key: &str, document_id: &str) -> anyhow::Result<DocumentReader> {
-        let file = tokio::fs::File::open(self.path(key))
-            .await
-            .with_context(|| format!("opening document {document_id}"))?;
+        let source: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &self.s3 {
+            Some(s3) => Box::new(std::io::Cursor::new(s3.get(key).await?)),
+            None => Box::new(
+                tokio::fs::File::open(self.path(key))
+                    .await
+                    .with_context(|| format!("opening document {document_id}"))?,
+            ),
+        };
         Ok(DocumentReader {
-            file: tokio::io::BufReader::new(file),
+            file: tokio::io::BufReader::new(source),
             keys: self.keys.clone(),
             id: document_id.to_string(),
             index: 0,
@@ -195,7 +243,7 @@ impl DocumentStore {
 }
 
 pub struct DocumentReader {
-    file: tokio::io::BufReader<tokio::fs::File>,
+    file: tokio::io::BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
     keys: Arc<KeyRing>,
     id: String,
     index: u64,

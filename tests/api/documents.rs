@@ -305,3 +305,55 @@ async fn other_tenants_get_404_for_documents() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn documents_can_live_sealed_in_an_s3_bucket() {
+    let s3 = crate::peers::S3Peer::start().await;
+    let url = s3.url();
+    let app = spawn_app_with(move |c| {
+        c.document_store = url;
+        c.s3_access_key_id = Some("parley".into());
+        c.s3_secret_access_key = Some(parley::config::Secret::new("parley-secret"));
+    })
+    .await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let bytes = pdf_bytes(150_000);
+    let r = upload(
+        &app,
+        &creditor.token,
+        case["caseId"].as_str().unwrap(),
+        seed_form(bytes.clone()),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let doc: Value = r.json().await.unwrap();
+    let id = doc["documentId"].as_str().unwrap();
+    let back = app
+        .get(&creditor.token, &format!("/api/documents/{id}/download"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(back.to_vec(), bytes);
+
+    let client = parley::documents::s3::S3::new(
+        &s3.url(),
+        Some("parley"),
+        Some(&parley::config::Secret::new("parley-secret")),
+    )
+    .unwrap();
+    let stored = client.get(id).await.unwrap();
+    assert!(
+        stored.len() > bytes.len(),
+        "sealed frames add their overhead"
+    );
+    assert!(
+        !stored.windows(20).any(|w| w == &bytes[..20]),
+        "sealed in the bucket too"
+    );
+    assert!(
+        !app.dir.path().join("documents").join(id).exists(),
+        "nothing kept locally"
+    );
+}

@@ -409,3 +409,56 @@ impl HookReceiver {
         self.state.lock().unwrap().0.clone()
     }
 }
+
+/// A real S3 endpoint for the document store: moto's server (from PyPI), one bucket.
+pub struct S3Peer {
+    pub port: u16,
+    _child: Child,
+}
+
+impl S3Peer {
+    pub const BUCKET: &'static str = "parley-documents";
+
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("moto_server runs (scripts/test installs moto[server])");
+        let client = reqwest::Client::new();
+        let bucket = format!("http://127.0.0.1:{port}/{}", Self::BUCKET);
+        eventually(60, "the S3 server to create the bucket", || {
+            let (client, bucket) = (client.clone(), bucket.clone());
+            async move {
+                client
+                    .put(bucket)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        Self {
+            port,
+            _child: child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "s3://{}?endpoint=http://127.0.0.1:{}&region=us-east-1",
+            Self::BUCKET,
+            self.port
+        )
+    }
+}
