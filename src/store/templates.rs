@@ -39,14 +39,30 @@ impl Template {
 
 impl Store {
     pub async fn list_templates(&self) -> StoreResult<Vec<Template>> {
+        self.load_templates(None).await
+    }
+
+    /// One template: two indexed look-ups, not the whole list (a send with a template asks
+    /// for it).
+    pub async fn get_template(&self, id: &str) -> StoreResult<Option<Template>> {
+        Ok(self.load_templates(Some(id)).await?.into_iter().next())
+    }
+
+    /// Every template, or the one named.
+    async fn load_templates(&self, id: Option<&str>) -> StoreResult<Vec<Template>> {
         let heads = sqlx::query(
-            "SELECT id, name, channel, default_language FROM templates ORDER BY created_at, id",
+            "SELECT id, name, channel, default_language FROM templates WHERE ($1 IS NULL OR id = $1) ORDER BY created_at, id",
         )
+        .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let bodies = sqlx::query("SELECT template_id, language, subject, body, html_body FROM template_contents ORDER BY template_id, language")
-            .fetch_all(&self.pool)
-            .await?;
+        let bodies = sqlx::query(
+            "SELECT template_id, language, subject, body, html_body FROM template_contents \
+             WHERE ($1 IS NULL OR template_id = $1) ORDER BY template_id, language",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         let mut templates = heads
             .iter()
             .map(|r| {
@@ -75,14 +91,6 @@ impl Store {
             t.contents.sort_by_key(|c| c.language != default);
         }
         Ok(templates)
-    }
-
-    pub async fn get_template(&self, id: &str) -> StoreResult<Option<Template>> {
-        Ok(self
-            .list_templates()
-            .await?
-            .into_iter()
-            .find(|t| t.id == id))
     }
 
     /// Creates (`replace = false`) or replaces a template; `Ok(false)` when replacing one

@@ -272,27 +272,26 @@ impl Store {
         for c in &claimed {
             let webhook_id: String = c.try_get(1)?;
             let event_id: i64 = c.try_get(2)?;
-            let hook = sqlx::query("SELECT url, secret_sealed FROM webhooks WHERE id = $1")
-                .bind(&webhook_id)
-                .fetch_one(&self.pool)
-                .await?;
-            let event =
-                sqlx::query("SELECT event_type, case_id, payload FROM events WHERE id = $1")
-                    .bind(event_id)
-                    .fetch_one(&self.pool)
-                    .await?;
-            let sealed: Vec<u8> = hook.try_get(1)?;
-            let payload: String = event.try_get(2)?;
+            let row = sqlx::query(
+                "SELECT w.url, w.secret_sealed, e.event_type, e.case_id, e.payload FROM webhooks w, events e \
+                 WHERE w.id = $1 AND e.id = $2",
+            )
+            .bind(&webhook_id)
+            .bind(event_id)
+            .fetch_one(&self.pool)
+            .await?;
+            let sealed: Vec<u8> = row.try_get(1)?;
+            let payload: String = row.try_get(4)?;
             due.push(DueDelivery {
                 id: c.try_get(0)?,
-                url: hook.try_get(0)?,
+                url: row.try_get(0)?,
                 secret: self
                     .keys
                     .open_string(&secret_context(&webhook_id), &sealed)?,
                 webhook_id,
                 event_id,
-                event_type: event.try_get(0)?,
-                case_id: event.try_get(1)?,
+                event_type: row.try_get(2)?,
+                case_id: row.try_get(3)?,
                 payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
                 attempt: i64::from(c.try_get::<i32, _>(3)?),
             });
