@@ -1,6 +1,7 @@
 //! Configuration: documented defaults, then an optional `parley.toml`, then `PARLEY_*`
 //! variables. Every value is parsed once, here, and a bad one is named in the error.
 
+pub use crate::domain::time::parse_duration;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -510,28 +511,6 @@ fn parse_bool(v: &str) -> Result<bool, String> {
 }
 
 /// `30s`, `2m`, `1h`, `7d`, `250ms`.
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => {
-            return Err(format!(
-                "not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 /// A duration of at least a second.
 fn parse_interval(v: &str) -> Result<Duration, String> {
     parse_duration(v).and_then(|d| {

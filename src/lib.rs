@@ -1,6 +1,7 @@
 //! parley: a Communication Center for debt-collection cases.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
@@ -11,6 +12,7 @@ pub mod inbound;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;
+pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,27 +21,51 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::app::Services;
 use crate::config::Config;
 use crate::crypto::KeyRing;
-use crate::delivery::Delivery;
+use crate::delivery::DeliveryJob;
+use crate::domain::clock::{self, SharedClock};
 use crate::store::Store;
+use crate::webhooks::WebhookJob;
+use crate::worker::{Worker, WorkerSettings};
+
+/// The queue engine running message deliveries.
+pub type DeliveryWorker = Worker<DeliveryJob>;
+/// The queue engine running webhook deliveries.
+pub type WebhookWorker = Worker<WebhookJob>;
 
 /// A built application: configuration checked, database migrated, ready to serve.
 pub struct App {
     config: Arc<Config>,
     store: Store,
+    services: Services,
+    clock: SharedClock,
     wake: Arc<Notify>,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, clock::system()).await
+    }
+
+    /// An application whose rules read the time from `clock` (tests set and move it).
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
         store.migrate().await?;
+        let wake = Arc::new(Notify::new());
+        let services = Services::new(store.clone(), &config, clock.clone(), wake.clone());
         Ok(Self {
             config: Arc::new(config),
             store,
-            wake: Arc::new(Notify::new()),
+            services,
+            clock,
+            wake,
         })
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     pub fn store(&self) -> &Store {
@@ -47,13 +73,40 @@ impl App {
     }
 
     /// The delivery worker of this application, for driving the queue one step at a time.
-    pub fn delivery(&self) -> anyhow::Result<Delivery> {
-        Delivery::new(self.store.clone(), self.config.clone(), self.wake.clone())
+    pub fn delivery(&self) -> anyhow::Result<DeliveryWorker> {
+        let job = DeliveryJob::new(
+            self.store.clone(),
+            self.services.policy.clone(),
+            self.config.clone(),
+            self.clock.clone(),
+        )?;
+        Ok(Worker::new(
+            job,
+            self.store.clone(),
+            self.clock.clone(),
+            WorkerSettings {
+                concurrency: self.config.delivery_concurrency,
+                lease: self.config.delivery_lease,
+                idle: std::time::Duration::from_secs(1),
+            },
+            self.wake.clone(),
+        ))
     }
 
-    /// The webhook dispatcher of this application, for driving it one step at a time.
-    pub fn webhooks(&self) -> anyhow::Result<webhooks::Dispatcher> {
-        webhooks::Dispatcher::new(self.store.clone(), self.config.clone())
+    /// The webhook worker of this application, for driving it one step at a time.
+    pub fn webhooks(&self) -> anyhow::Result<WebhookWorker> {
+        let job = WebhookJob::new(self.store.clone(), self.config.clone(), self.clock.clone())?;
+        Ok(Worker::new(
+            job,
+            self.store.clone(),
+            self.clock.clone(),
+            WorkerSettings {
+                concurrency: webhooks::CONCURRENCY,
+                lease: webhooks::LEASE,
+                idle: std::time::Duration::from_secs(1),
+            },
+            Arc::new(Notify::new()),
+        ))
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets requests and deliveries in
@@ -111,7 +164,7 @@ impl App {
             self.store.clone(),
             documents,
             self.config.clone(),
-            self.wake.clone(),
+            self.services.clone(),
         );
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
         let served = axum::serve(listener, router)

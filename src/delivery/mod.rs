@@ -1,7 +1,7 @@
-//! Background delivery: workers claim due jobs from the durable queue, send each message
-//! through its transport, and record the attempt and its outcome. Transient failures are
-//! retried on the configured schedule with jitter; permanent ones, and the last attempt,
-//! end the message as `failed` with the reason.
+//! Background delivery: the queue engine (`worker.rs`) claims due delivery jobs; a
+//! [`DeliveryJob`] sends each message through its transport and records the attempt and its
+//! outcome. Transient failures are retried on the configured schedule with jitter;
+//! permanent ones, and the last attempt, end the message as `failed` with the reason.
 
 pub mod email;
 pub mod sms;
@@ -12,16 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rand::Rng;
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::task::JoinSet;
-use tracing::Instrument;
 
+use crate::app::AppError;
+use crate::app::policy::{Question, SendPolicy};
 use crate::config::Config;
-use crate::domain::message::{Category, Channel};
-use crate::domain::policy::{SendContext, decide};
-use crate::domain::time::now_micros;
-use crate::store::{ClaimedJob, Outcome, Outgoing, Store};
+use crate::domain::clock::SharedClock;
+use crate::domain::message::{Channel, MessageStatus};
+use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
+use crate::store::{Delivered, Outgoing, Store};
+use crate::worker::{Backoff, Job};
 use email::{EmailContext, EmailTransport};
 use sms::{SenderPacer, SmsTransport};
 use tracking::LinkMaker;
@@ -37,18 +36,25 @@ pub enum SendError {
     Permanent(String),
 }
 
-pub struct Delivery {
+/// One attempt at delivering a message: the send policy again, then the transport.
+pub struct DeliveryJob {
     store: Store,
+    policy: SendPolicy,
     config: Arc<Config>,
+    clock: SharedClock,
     email: EmailTransport,
     sms: SmsTransport,
     pacer: SenderPacer,
-    owner: String,
-    wake: Arc<Notify>,
+    backoff: Backoff,
 }
 
-impl Delivery {
-    pub fn new(store: Store, config: Arc<Config>, wake: Arc<Notify>) -> anyhow::Result<Self> {
+impl DeliveryJob {
+    pub fn new(
+        store: Store,
+        policy: SendPolicy,
+        config: Arc<Config>,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let outbox = config.data_dir.join("outbox");
         let email =
             EmailTransport::new(config.smtp_url.as_ref().map(|s| s.expose()), outbox.clone())?;
@@ -70,271 +76,163 @@ impl Delivery {
         };
         Ok(Self {
             pacer: SenderPacer::new(config.sms_rate_per_second),
-            owner: crate::domain::prefixed_id("worker"),
+            backoff: Backoff::new(config.delivery_retry_schedule.clone()),
             store,
+            policy,
             config,
+            clock,
             email,
             sms,
-            wake,
         })
     }
 
-    /// Claims what is due now (up to the concurrency) and delivers it; returns how many jobs
-    /// it handled. Tests drive the queue with this instead of waiting for the loop.
-    pub async fn run_once(&self) -> anyhow::Result<usize> {
-        let jobs = self
-            .store
-            .claim_jobs(&self.owner, self.concurrency() as i64, self.lease_micros())
-            .await?;
-        let n = jobs.len();
-        futures_util::future::join_all(
-            jobs.into_iter()
-                .map(|job| async move { self.handle().process(job).await }),
-        )
-        .await;
-        Ok(n)
-    }
-
-    fn concurrency(&self) -> usize {
-        self.config.delivery_concurrency.max(1)
-    }
-
-    fn lease_micros(&self) -> i64 {
-        i64::try_from(self.config.delivery_lease.as_micros()).unwrap_or(i64::MAX)
-    }
-
-    fn handle(&self) -> Handle<'_> {
-        Handle(self)
-    }
-
-    /// Delivers until `stop` turns true, then lets the jobs in flight finish.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.concurrency()));
-        let mut set: JoinSet<()> = JoinSet::new();
-        tracing::info!(worker = %self.owner, concurrency = self.concurrency(), "delivery worker started");
-        while !*stop.borrow() {
-            while set.try_join_next().is_some() {}
-            let free = slots.available_permits();
-            let claimed = if free == 0 {
-                Vec::new()
-            } else {
-                match self
-                    .store
-                    .claim_jobs(&self.owner, free as i64, self.lease_micros())
-                    .await
-                {
-                    Ok(jobs) => jobs,
-                    Err(e) => {
-                        tracing::error!(error = format!("{e}"), "claiming delivery jobs failed");
-                        Vec::new()
-                    }
-                }
-            };
-            if claimed.is_empty() {
-                let idle = self.idle_wait().await;
-                tokio::select! {
-                    () = self.wake.notified() => {},
-                    () = tokio::time::sleep(idle) => {},
-                    _ = stop.changed() => {},
-                    Some(_) = set.join_next(), if !set.is_empty() => {},
-                }
-                continue;
-            }
-            for job in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let this = self.clone();
-                set.spawn(async move {
-                    Handle(&this).process(job).await;
-                    drop(permit);
-                });
+    fn retry(
+        &self,
+        attempt: i32,
+        reason: String,
+        retry_after: Option<Duration>,
+    ) -> (Transition, Delivered) {
+        match self.backoff.next(attempt, self.clock.now(), retry_after) {
+            Some(at) => (
+                Transition::Retry { at, error: reason },
+                Delivered::Nothing,
+            ),
+            None => {
+                let reason = format!("gave up after {attempt} attempts: {reason}");
+                (
+                    Transition::Failed {
+                        error: reason.clone(),
+                    },
+                    Delivered::Failed { reason },
+                )
             }
         }
-        tracing::info!(in_flight = set.len(), "delivery worker stopping");
-        let _ = tokio::time::timeout(Duration::from_secs(20), async {
-            while set.join_next().await.is_some() {}
-        })
-        .await;
     }
 
-    /// How long to wait for work: until the next job is due, at most a second.
-    async fn idle_wait(&self) -> Duration {
-        let max = Duration::from_secs(1);
-        match self.store.next_job_due().await {
-            Ok(Some(due)) => Duration::from_micros(u64::try_from(due - now_micros()).unwrap_or(0))
-                .clamp(Duration::from_millis(5), max),
-            _ => max,
-        }
-    }
-}
-
-struct Handle<'a>(&'a Delivery);
-
-impl Handle<'_> {
-    async fn process(&self, job: ClaimedJob) {
-        let span = tracing::info_span!("deliver", job = %job.id, message = %job.ref_id, attempt = job.attempt);
-        async {
-            let started = now_micros();
-            let outcome = self.attempt(&job).await;
-            let label = match &outcome {
-                Outcome::Defer { .. } => "deferred",
-                Outcome::Sent { .. } => "sent",
-                Outcome::Retry { .. } => "retry",
-                Outcome::Failed { .. } => "failed",
-            };
-            match self.0.store.finish_delivery(&job, started, outcome).await {
-                Ok(()) => tracing::info!(outcome = label, "delivery attempt recorded"),
-                // The lease runs out and the job is attempted again.
-                Err(e) => tracing::error!(
-                    error = format!("{e}"),
-                    "recording a delivery attempt failed"
-                ),
-            }
-        }
-        .instrument(span)
-        .await;
-    }
-
-    async fn attempt(&self, job: &ClaimedJob) -> Outcome {
-        let d = self.0;
-        let message = match d.store.outgoing(&job.ref_id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Outcome::Failed {
-                    error: "message no longer exists".into(),
-                };
-            }
-            Err(e) => return retry(d, job, format!("reading the message: {e}"), None),
+    async fn attempt(&self, claim: &Claim) -> (Transition, Delivered) {
+        let fail = |reason: String| {
+            (
+                Transition::Failed {
+                    error: reason.clone(),
+                },
+                Delivered::Failed { reason },
+            )
         };
-        if message.status != "queued" {
+        let message = match self.store.outgoing(&claim.subject).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return fail("message no longer exists".into()),
+            // A stored word this build cannot read: never sent on a guess.
+            Err(crate::store::StoreError::Corrupt(e)) => {
+                return fail(format!("unreadable message: {e}"));
+            }
+            Err(e) => return self.retry(claim.attempts, format!("reading the message: {e}"), None),
+        };
+        if message.status != MessageStatus::Queued {
             // Sent before a crash cut the bookkeeping short, or finished by another worker.
-            return Outcome::Sent { provider_id: None };
+            return (Transition::Done, Delivered::Nothing);
         }
-        if let Some(outcome) = self.policy(&message).await {
-            return outcome;
+        match self.policy_at_send(&message).await {
+            Ok(None) => {}
+            Ok(Some(at)) => return (Transition::Defer(at), Delivered::Nothing),
+            Err(AppError::Refused { code, detail, .. }) => {
+                return fail(format!("{code}: {detail}"));
+            }
+            Err(e) => {
+                return (
+                    Transition::Retry {
+                        at: self.clock.now() + 5_000_000,
+                        error: format!("reading the send policy: {e}"),
+                    },
+                    Delivered::Nothing,
+                );
+            }
         }
-        let sent = match message.channel.as_str() {
-            "email" => {
+        let sent = match message.channel {
+            Channel::Email => {
                 let ctx = EmailContext {
-                    from: &d.config.email_from,
-                    inbound_domain: &d.config.inbound_domain,
+                    from: &self.config.email_from,
+                    inbound_domain: &self.config.inbound_domain,
                     links: LinkMaker {
-                        keys: d.store.keys(),
-                        public_url: &d.config.public_url,
+                        keys: self.store.keys(),
+                        public_url: &self.config.public_url,
                         message_id: &message.id,
                     },
                 };
                 match email::build(&message, &ctx) {
-                    Ok(mime) => d.email.send(&message.id, &mime).await.map(|()| None),
+                    Ok(mime) => self.email.send(&message.id, &mime).await.map(|()| None),
                     Err(e) => Err(e),
                 }
             }
-            "sms" => {
-                let max_wait = d.config.delivery_lease / 2;
-                if let Err(wait) = d.pacer.wait(&message.envelope.from, max_wait).await {
-                    return Outcome::Defer {
-                        at: now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX),
-                    };
+            Channel::Sms => {
+                let max_wait = self.config.delivery_lease / 2;
+                if let Err(wait) = self.pacer.wait(&message.envelope.from, max_wait).await {
+                    let at = self.clock.now() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
+                    return (Transition::Defer(at), Delivered::Nothing);
                 }
-                d.sms.send(&message).await
+                self.sms.send(&message).await
             }
-            other => Err(SendError::Permanent(format!(
-                "cannot deliver a message of type {other}"
-            ))),
         };
         match sent {
-            Ok(provider_id) => Outcome::Sent { provider_id },
-            Err(SendError::Permanent(reason)) => Outcome::Failed { error: reason },
+            Ok(provider_id) => (Transition::Done, Delivered::Sent { provider_id }),
+            Err(SendError::Permanent(reason)) => fail(reason),
             Err(SendError::Transient {
                 reason,
                 retry_after,
-            }) => retry(d, job, reason, retry_after),
+            }) => self.retry(claim.attempts, reason, retry_after),
         }
     }
-}
 
-impl Handle<'_> {
     /// The send policy again, at the moment of sending: an opt-out or an unsubscribe since
     /// the message was queued stops it, and outside contact hours (a retry late in the
     /// evening) it waits for the window. `None`: go ahead.
-    async fn policy(&self, m: &Outgoing) -> Option<Outcome> {
-        let d = self.0;
-        let (Ok(channel), Ok(category)) =
-            (Channel::parse(&m.channel), Category::parse(&m.category))
-        else {
-            return None;
-        };
-        let facts = async {
-            let preferences = d.store.preferences_for_sending(&m.case_id).await?;
-            let timezone = d.store.case_timezone(&m.case_id).await?;
-            let recipients: Vec<&str> = m
-                .envelope
-                .to
-                .iter()
-                .chain(&m.envelope.cc)
-                .map(String::as_str)
-                .collect();
-            let suppressed = d
-                .store
-                .suppressed(channel.as_str(), &recipients)
-                .await?
-                .is_some();
-            Ok::<_, crate::store::StoreError>((preferences, timezone, suppressed))
-        };
-        let (preferences, timezone, suppressed) = match facts.await {
-            Ok(f) => f,
-            Err(e) => {
-                return Some(Outcome::Retry {
-                    at: now_micros() + 5_000_000,
-                    error: format!("reading the send policy: {e}"),
-                });
-            }
-        };
-        if suppressed {
-            return Some(Outcome::Failed {
-                error:
-                    "recipient_suppressed: a recipient unsubscribed after the message was queued"
-                        .into(),
-            });
-        }
-        let context = SendContext {
-            channel,
-            category,
-            now: chrono::Utc::now(),
-            wanted: None,
-            default_hours: d.config.default_contact_hours,
-            debtor_timezone: timezone.as_deref(),
-            recent: 0,
-            cap: None,
-        };
-        match decide(&preferences, &context) {
-            Ok(None) => None,
-            Ok(Some(at)) => Some(Outcome::Defer {
-                at: at.timestamp_micros(),
-            }),
-            Err(r) => Some(Outcome::Failed {
-                error: format!("{}: {}", r.code, r.detail),
-            }),
-        }
+    async fn policy_at_send(&self, m: &Outgoing) -> Result<Option<i64>, AppError> {
+        let preferences = self.policy.preferences(&m.case_id).await?;
+        let recipients: Vec<&str> = m
+            .envelope
+            .to
+            .iter()
+            .chain(&m.envelope.cc)
+            .map(String::as_str)
+            .collect();
+        self.policy
+            .decide(
+                &preferences,
+                &Question {
+                    case_id: &m.case_id,
+                    channel: m.channel,
+                    category: m.category,
+                    recipients: &recipients,
+                    now: self.clock.now(),
+                    wanted: None,
+                    debtor_timezone: None,
+                    count_recent: false,
+                },
+            )
+            .await
     }
 }
 
-/// The next attempt after the schedule's delay for this attempt (±20 % jitter), or the
-/// provider's `Retry-After`; `failed` once the schedule is used up.
-fn retry(d: &Delivery, job: &ClaimedJob, reason: String, retry_after: Option<Duration>) -> Outcome {
-    let schedule = &d.config.delivery_retry_schedule;
-    let index = usize::try_from(job.attempt - 1).unwrap_or(usize::MAX);
-    let Some(base) = schedule.get(index) else {
-        return Outcome::Failed {
-            error: format!("gave up after {} attempts: {reason}", job.attempt),
-        };
-    };
-    let jittered = base.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
-    let delay = retry_after.unwrap_or(jittered);
-    Outcome::Retry {
-        at: now_micros() + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX),
-        error: reason,
+impl Job for DeliveryJob {
+    const QUEUE: QueueTable = DELIVERY_JOBS;
+    const NAME: &'static str = "delivery";
+
+    async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
+        let started = self.clock.now();
+        let (next, delivered) = self.attempt(claim).await;
+        let label = next.label();
+        self.store
+            .finish_delivery(
+                &claim.id,
+                &claim.subject,
+                claim.attempts,
+                started,
+                self.clock.now(),
+                next,
+                delivered,
+            )
+            .await?;
+        tracing::info!(outcome = label, "delivery attempt recorded");
+        Ok(())
     }
 }
 

@@ -1,31 +1,6 @@
 //! Messages: channels, priorities, categories and the status machine.
 
-use super::Invalid;
-
-macro_rules! word_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $word:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $word),+ }
-            }
-            pub fn parse(s: &str) -> Result<Self, Invalid> {
-                match s {
-                    $($word => Ok(Self::$variant),)+
-                    _ => Err(Invalid::new(format!(
-                        concat!("unknown ", $what, " {:?}: expected one of {}"),
-                        s,
-                        [$($word),+].join(", ")
-                    ))),
-                }
-            }
-        }
-    };
-}
+use super::word_enum;
 
 word_enum!(
     /// `messageType`

@@ -1,7 +1,68 @@
 //! Domain types and rules. Pure: no I/O, no HTTP, no SQL. Values here can only be built by
 //! parsing, so the rest of the program never sees an invalid one.
 
+/// An enum of fixed words: `as_str`, `parse` (refusing other words, naming the allowed ones)
+/// and `ALL`.
+macro_rules! word_enum_impl {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $word),+ }
+            }
+            pub fn parse(s: &str) -> Result<Self, $crate::domain::Invalid> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    _ => Err($crate::domain::Invalid::new(format!(
+                        concat!("unknown ", $what, " {:?}: expected one of {}"),
+                        s,
+                        [$($word),+].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($word),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(crate) use word_enum_impl as word_enum;
+
 pub mod case;
+pub mod clock;
+pub mod code;
+pub mod event;
 pub mod document;
 pub mod ids;
 pub mod message;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::code::Code;
 use super::message::{Category, Channel};
 
 /// At most `count` messages per debtor and channel within `window`.
@@ -27,7 +28,7 @@ impl FrequencyCap {
             .ok()
             .filter(|c| *c > 0)
             .ok_or_else(bad)?;
-        let window = crate::config::parse_duration(window).map_err(|_| bad())?;
+        let window = super::time::parse_duration(window).map_err(|_| bad())?;
         if window.is_zero() {
             return Err(bad());
         }
@@ -129,7 +130,7 @@ impl Default for Preferences {
 /// Why a message may not go out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub code: &'static str,
+    pub code: Code,
     pub detail: String,
 }
 
@@ -159,7 +160,7 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
         .is_none_or(|d| d <= c.now.date_naive());
     if p.do_not_contact && in_force && !p.exceptions.iter().any(|e| e == c.category.as_str()) {
         return refuse(
-            "do_not_contact",
+            Code::DoNotContact,
             "the debtor asked not to be contacted".into(),
         );
     }
@@ -169,7 +170,7 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
     };
     if !allowed {
         return refuse(
-            "channel_not_allowed",
+            Code::ChannelNotAllowed,
             format!("the debtor does not accept {}", c.channel.as_str()),
         );
     }
@@ -177,7 +178,7 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
         && c.recent >= cap.count
     {
         return refuse(
-            "frequency_cap_exceeded",
+            Code::FrequencyCapExceeded,
             format!(
                 "{} {} messages to this debtor within {} s already",
                 c.recent,
@@ -291,7 +292,7 @@ mod tests {
         );
         assert_eq!(
             decide(&p, &ctx("2024-01-15T12:00:00Z")).unwrap_err().code,
-            "do_not_contact"
+            Code::DoNotContact
         );
         let legal = SendContext {
             category: Category::LegalNotices,
@@ -334,7 +335,7 @@ mod tests {
         };
         assert_eq!(
             decide(&no_sms, &sms).unwrap_err().code,
-            "channel_not_allowed"
+            Code::ChannelNotAllowed
         );
         let capped = SendContext {
             recent: 3,
@@ -342,7 +343,7 @@ mod tests {
         };
         assert_eq!(
             decide(&Preferences::default(), &capped).unwrap_err().code,
-            "frequency_cap_exceeded"
+            Code::FrequencyCapExceeded
         );
     }
 

@@ -1,5 +1,6 @@
 //! `/api/cases`: create, read, list, change; payments and deadlines.
 
+use crate::domain::code::Code;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -164,7 +165,7 @@ impl From<CaseView> for CaseResponse {
             amount: AmountView::of(c.amount.minor, &currency),
             case_id: c.id,
             case_number: c.case_number,
-            status: c.status,
+            status: c.status.as_str().to_string(),
             creditor_id: c.creditor_id,
             partner_id: c.partner_id,
             debtor: DebtorView {
@@ -210,7 +211,7 @@ fn printable(field: &str, s: Option<String>, max: usize) -> ApiResult<Option<Str
     match s {
         Some(v) if v.trim().is_empty() || v.chars().count() > max || has_control_chars(&v) => {
             Err(ApiError::unprocessable(
-                "validation_failed",
+                Code::ValidationFailed,
                 format!("{field} must be 1 to {max} printable characters"),
             ))
         }
@@ -219,7 +220,7 @@ fn printable(field: &str, s: Option<String>, max: usize) -> ApiResult<Option<Str
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("validation_failed", detail)
+    ApiError::unprocessable(Code::ValidationFailed, detail)
 }
 
 #[utoipa::path(post, path = "/api/cases", tag = "cases", request_body = CreateCaseRequest,
@@ -287,7 +288,7 @@ pub async fn list_cases(
         .as_deref()
         .map(CaseStatus::parse)
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_query", e.0))?;
+        .map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.0))?;
     let (page, total_count) = state
         .store
         .list_cases(
@@ -463,7 +464,7 @@ pub async fn create_payment(
             .ok_or_else(|| ApiError::not_found("case"))?;
         if case.amount.currency() != currency {
             return Err(ApiError::unprocessable(
-                "currency_mismatch",
+                Code::CurrencyMismatch,
                 format!(
                     "the case is in {}, the payment in {currency}",
                     case.amount.currency()

@@ -1,5 +1,6 @@
 //! Documents: upload (multipart, sealed as it streams in), versions, metadata, download.
 
+use crate::domain::code::Code;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -43,7 +44,7 @@ impl From<DocumentView> for DocumentResponse {
             document_id: d.id,
             case_id: d.case_id,
             file_name: d.file_name,
-            document_type: d.document_type,
+            document_type: d.document_type.as_str().to_string(),
             description: d.description,
             content_type: d.content_type,
             size: d.size,
@@ -62,7 +63,7 @@ pub struct DocumentList {
     pub documents: Vec<DocumentResponse>,
 }
 
-fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
+fn invalid(code: Code, detail: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, detail)
 }
 
@@ -71,10 +72,10 @@ async fn text_field(field: multer::Field<'_>) -> ApiResult<String> {
     let text = field
         .text()
         .await
-        .map_err(|_| ApiError::bad_request("invalid_body", "unreadable multipart field"))?;
+        .map_err(|_| ApiError::bad_request(Code::InvalidBody, "unreadable multipart field"))?;
     if text.len() > 2000 {
         return Err(invalid(
-            "validation_failed",
+            Code::ValidationFailed,
             "a text field is longer than 2000 bytes",
         ));
     }
@@ -103,7 +104,7 @@ pub async fn upload(
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "expected Content-Type: multipart/form-data",
         )
     })?;
@@ -124,7 +125,7 @@ pub async fn upload(
     let (mut document_type, mut description, mut replaces) = (None, None, None);
     let result: ApiResult<()> = async {
         while let Some(field) = multipart.next_field().await.map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("malformed multipart body: {e}"))
+            ApiError::bad_request(Code::InvalidBody, format!("malformed multipart body: {e}"))
         })? {
             match field.name().unwrap_or_default() {
                 "file" if written.is_none() => {
@@ -139,11 +140,11 @@ pub async fn upload(
                         .map_err(|e| match e {
                             WriteError::TooLarge(max) => ApiError::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
-                                "payload_too_large",
+                                Code::PayloadTooLarge,
                                 format!("documents may be at most {max} bytes"),
                             ),
                             WriteError::Upload => {
-                                ApiError::bad_request("invalid_body", "the upload broke off")
+                                ApiError::bad_request(Code::InvalidBody, "the upload broke off")
                             }
                             WriteError::Io(e) => ApiError::internal(e),
                         })?;
@@ -179,12 +180,12 @@ pub async fn upload(
         let kind = DocumentType::parse(
             document_type
                 .as_deref()
-                .ok_or_else(|| invalid("validation_failed", "documentType is required"))?,
+                .ok_or_else(|| invalid(Code::ValidationFailed, "documentType is required"))?,
         )
-        .map_err(|e| invalid("invalid_document_type", e.0))?;
+        .map_err(|e| invalid(Code::InvalidDocumentType, e.0))?;
         let w = written
             .as_ref()
-            .ok_or_else(|| invalid("validation_failed", "file is required"))?;
+            .ok_or_else(|| invalid(Code::ValidationFailed, "file is required"))?;
         Ok::<_, ApiError>((kind, w.size, w.sha256.clone(), w.key.clone()))
     })();
     let (kind, size, sha256, key) = match checked {
@@ -197,7 +198,7 @@ pub async fn upload(
     let new = NewDocument {
         id,
         case_id: case,
-        document_type: kind.as_str().to_string(),
+        document_type: kind,
         description,
         file_name,
         content_type: file_type,

@@ -1,5 +1,6 @@
 //! Extractors that turn every kind of bad input into a problem response.
 
+use crate::domain::code::Code;
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -33,22 +34,22 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
-            "malformed_json",
+            Code::MalformedJson,
             format!("malformed JSON: {}", e.body_text_cause()),
         ),
         JsonRejection::JsonDataError(e) => {
-            ApiError::unprocessable("invalid_body", e.body_text_cause())
+            ApiError::unprocessable(Code::InvalidBody, e.body_text_cause())
         }
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            Code::PayloadTooLarge,
             "request body is larger than this endpoint accepts",
         ),
-        other => ApiError::bad_request("invalid_body", other.body_text()),
+        other => ApiError::bad_request(Code::InvalidBody, other.body_text()),
     }
 }
 
@@ -84,21 +85,21 @@ where
             Ok(axum::extract::Form(v)) => Ok(Self(v)),
             Err(FormRejection::InvalidFormContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "expected Content-Type: application/x-www-form-urlencoded",
             )),
             Err(FormRejection::FailedToDeserializeForm(e)) => {
-                Err(ApiError::unprocessable("invalid_body", e.body_text_cause()))
+                Err(ApiError::unprocessable(Code::InvalidBody, e.body_text_cause()))
             }
             Err(FormRejection::FailedToDeserializeFormBody(e)) => {
-                Err(ApiError::unprocessable("invalid_body", e.body_text_cause()))
+                Err(ApiError::unprocessable(Code::InvalidBody, e.body_text_cause()))
             }
             Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                Code::PayloadTooLarge,
                 "request body is larger than this endpoint accepts",
             )),
-            Err(other) => Err(ApiError::bad_request("invalid_body", other.body_text())),
+            Err(other) => Err(ApiError::bad_request(Code::InvalidBody, other.body_text())),
         }
     }
 }
@@ -135,9 +136,9 @@ where
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::bad_request("invalid_query", e.body_text_cause()))
+                Err(ApiError::bad_request(Code::InvalidQuery, e.body_text_cause()))
             }
-            Err(other) => Err(ApiError::bad_request("invalid_query", other.body_text())),
+            Err(other) => Err(ApiError::bad_request(Code::InvalidQuery, other.body_text())),
         }
     }
 }
@@ -184,7 +185,7 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
         None => Ok(50),
         Some(n) if (1..=200).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::bad_request(
-            "invalid_query",
+            Code::InvalidQuery,
             "limit must be between 1 and 200",
         )),
     }

@@ -1,6 +1,7 @@
 //! Inbound mail over HTTP (`POST /api/inbound/email`, raw MIME) and the mail that matched no
 //! case. Both need an admin token.
 
+use crate::domain::code::Code;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -54,7 +55,7 @@ pub async fn receive_email(
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "expected Content-Type: message/rfc822",
         ));
     }
@@ -62,12 +63,12 @@ pub async fn receive_email(
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            Code::PayloadTooLarge,
             "the mail is larger than PARLEY_MAX_UPLOAD_BYTES",
         )
     })?;
     let mail = mime::parse(&raw).ok_or_else(|| {
-        ApiError::unprocessable("invalid_mail", "the body is not an RFC 5322 mail")
+        ApiError::unprocessable(Code::InvalidMail, "the body is not an RFC 5322 mail")
     })?;
     let outcome = state
         .store
@@ -182,7 +183,7 @@ pub async fn receive_sms(
     super::extract::Form(f): super::extract::Form<SmsForm>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let from = crate::domain::PhoneNumber::parse(&f.from)
-        .map_err(|e| ApiError::unprocessable("invalid_recipient", e.0))?;
+        .map_err(|e| ApiError::unprocessable(Code::InvalidRecipient, e.0))?;
     let sms = crate::store::InboundSms {
         from: from.as_str(),
         to: &f.to,

@@ -15,10 +15,13 @@ use super::AppState;
 use super::cases::case_id;
 use super::extract::{Auth, Json, Path, Query, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::domain::message::{Channel, Direction, MessageStatus};
-use crate::domain::party::Actor;
+use crate::app::messaging::{Idempotency, Recipients, SendMessage};
+use crate::app::render::TemplateChoice;
+use crate::domain::code::Code;
+use crate::domain::message::{Category, Channel, Direction, MessageStatus, Priority};
 use crate::domain::time::{Micros, parse_instant, rfc3339, to_micros};
-use crate::store::{IdempotencyRecord, MessageFilter, MessageView, Replay, StoreError};
+use crate::domain::{CaseId, EmailAddress, PhoneNumber};
+use crate::store::{MessageFilter, MessageView};
 
 /// One address or a list of them.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -74,8 +77,8 @@ pub struct MessageResponse {
     pub case_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<String>,
-    pub message_type: String,
-    pub direction: String,
+    pub message_type: Channel,
+    pub direction: Direction,
     pub from: String,
     pub to: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -86,9 +89,9 @@ pub struct MessageResponse {
     pub body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub html_body: Option<String>,
-    pub status: String,
-    pub priority: String,
-    pub category: String,
+    pub status: MessageStatus,
+    pub priority: Priority,
+    pub category: Category,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,7 +157,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()));
     key.map(|k| Some(k.to_string())).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_idempotency_key",
+            Code::InvalidIdempotencyKey,
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         )
     })
@@ -189,6 +192,116 @@ fn json_response(status: StatusCode, body: String) -> Response {
     r
 }
 
+impl SendMessageRequest {
+    /// The command this request asks for: every field parsed, nothing looked up yet.
+    fn command(self) -> ApiResult<SendMessage> {
+        let invalid = |detail: String| ApiError::unprocessable(Code::ValidationFailed, detail);
+        let bad_recipient = |e: crate::domain::Invalid| ApiError::unprocessable(Code::InvalidRecipient, e.0);
+        let channel = Channel::parse(&self.message_type)?;
+        let priority = self
+            .priority
+            .as_deref()
+            .map(Priority::parse)
+            .transpose()?
+            .unwrap_or(Priority::Normal);
+        let category = self
+            .category
+            .as_deref()
+            .map(Category::parse)
+            .transpose()?
+            .unwrap_or(Category::General);
+        let language = self
+            .language
+            .as_deref()
+            .map(crate::domain::case::parse_language)
+            .transpose()?;
+        let given = self.to.map(OneOrMany::into_vec).unwrap_or_default();
+        let to = match channel {
+            _ if given.is_empty() => None,
+            Channel::Email if given.len() > 50 => {
+                return Err(ApiError::unprocessable(
+                    Code::InvalidRecipient,
+                    "at most 50 recipients",
+                ));
+            }
+            Channel::Email => Some(Recipients::Email(
+                given
+                    .iter()
+                    .map(|a| EmailAddress::parse(a))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad_recipient)?,
+            )),
+            Channel::Sms if given.len() != 1 => {
+                return Err(ApiError::unprocessable(
+                    Code::InvalidRecipient,
+                    "an SMS goes to exactly one number",
+                ));
+            }
+            Channel::Sms => Some(Recipients::Sms(
+                PhoneNumber::parse(&given[0]).map_err(bad_recipient)?,
+            )),
+        };
+        let cc = match channel {
+            Channel::Email => self
+                .cc
+                .iter()
+                .map(|c| EmailAddress::parse(c))
+                .collect::<Result<_, _>>()
+                .map_err(bad_recipient)?,
+            Channel::Sms if !self.cc.is_empty() => {
+                return Err(invalid("cc is for email only".into()));
+            }
+            Channel::Sms => Vec::new(),
+        };
+        let scheduled_at = self
+            .scheduled_at
+            .as_deref()
+            .map(|s| {
+                parse_instant(s)
+                    .map(to_micros)
+                    .ok_or_else(|| invalid(format!("scheduledAt {s:?} is not an RFC 3339 date-time")))
+            })
+            .transpose()?;
+        let template = match self.template_id {
+            None => None,
+            Some(template_id) => {
+                let mut variables = BTreeMap::new();
+                for (k, v) in self.variables {
+                    let text = match v {
+                        Value::String(s) => s,
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => {
+                            return Err(invalid(format!(
+                                "variable {k:?} must be a string or a number"
+                            )));
+                        }
+                    };
+                    variables.insert(k, text);
+                }
+                Some(TemplateChoice {
+                    template_id,
+                    variables,
+                })
+            }
+        };
+        Ok(SendMessage {
+            channel,
+            to,
+            cc,
+            subject: self.subject,
+            body: self.body,
+            html_body: self.html_body,
+            priority,
+            category,
+            template,
+            language,
+            scheduled_at,
+            in_reply_to: self.in_reply_to,
+        })
+    }
+}
+
 #[utoipa::path(post, path = "/api/cases/{caseId}/messages", tag = "messages", params(("caseId" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body within 24 hours returns the first response")),
     request_body = SendMessageRequest,
@@ -201,76 +314,31 @@ pub async fn send_message(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
-    let case_id = case_id(&raw)?;
+    let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
     let key = idempotency_key(&headers)?;
-    let hash = hex::encode(Sha256::digest(format!("{case_id}\n{}", canonical(&body))));
-    if let Some(key) = &key
-        && let Some(replay) = replay(&state, &actor, key, &hash).await?
-    {
-        return Ok(replay);
-    }
-    let req: SendMessageRequest = serde_json::from_value(body)
-        .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
-    let case = state
-        .store
-        .get_case(&actor, &case_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
-    let new = super::compose::compose(&state, &actor, &case, req).await?;
-    let idem = key.as_deref().map(|k| IdempotencyRecord {
-        key: k,
-        request_hash: &hash,
+    let idempotency = key.map(|key| Idempotency {
+        key,
+        request_hash: hex::encode(Sha256::digest(format!("{case}\n{}", canonical(&body)))),
     });
-    let respond = |m: &MessageView| {
-        serde_json::to_string(&MessageResponse::from(MessageView {
-            body: None,
-            html: None,
-            ..m.clone()
-        }))
-        .unwrap_or_default()
-    };
-    match state.store.queue_message(&actor, new, idem, respond).await {
-        Ok(Some((_, response))) => {
-            state.wake.notify_one();
-            Ok(json_response(StatusCode::CREATED, response))
-        }
-        Ok(None) => Err(ApiError::not_found("case")),
-        Err(StoreError::Conflict("idempotency_race")) => {
-            let key = key.unwrap_or_default();
-            replay(&state, &actor, &key, &hash)
-                .await?
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record vanished")))
-        }
-        Err(e) => Err(e.into()),
+    let req: SendMessageRequest = serde_json::from_value(body)
+        .map_err(|e| ApiError::unprocessable(Code::InvalidBody, e.to_string()))?;
+    let command = req.command()?;
+    let sent = state
+        .messaging
+        .send(&actor, &case, command, idempotency)
+        .await?;
+    let body = serde_json::to_string(&MessageResponse::from(MessageView {
+        body: None,
+        html: None,
+        ..sent.message
+    }))
+    .map_err(ApiError::internal)?;
+    let mut r = json_response(StatusCode::CREATED, body);
+    if sent.replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-}
-
-async fn replay(
-    state: &AppState,
-    actor: &Actor,
-    key: &str,
-    hash: &str,
-) -> ApiResult<Option<Response>> {
-    match state
-        .store
-        .idempotent_replay(actor.party_id.as_str(), key, hash)
-        .await?
-    {
-        None => Ok(None),
-        Some(Replay::Mismatch) => Err(ApiError::unprocessable(
-            "idempotency_conflict",
-            "this Idempotency-Key was used with a different request within the last 24 hours",
-        )),
-        Some(Replay::Stored { status, body }) => {
-            let mut r = json_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
-                body,
-            );
-            r.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(Some(r))
-        }
-    }
+    Ok(r)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -303,7 +371,7 @@ fn query_time(name: &str, v: Option<&str>, end_of_day: bool) -> ApiResult<Option
     let Some(v) = v else { return Ok(None) };
     let t = parse_instant(v).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_query",
+            Code::InvalidQuery,
             format!("{name} must be a date or an RFC 3339 date-time"),
         )
     })?;
@@ -327,7 +395,7 @@ pub async fn list_messages(
     Query(q): Query<MessageQuery>,
 ) -> ApiResult<axum::Json<MessageList>> {
     let id = case_id(&raw)?;
-    let bad = |e: crate::domain::Invalid| ApiError::bad_request("invalid_query", e.0);
+    let bad = |e: crate::domain::Invalid| ApiError::bad_request(Code::InvalidQuery, e.0);
     let filter = MessageFilter {
         channel: q
             .kind
@@ -340,8 +408,7 @@ pub async fn list_messages(
             .as_deref()
             .map(Direction::parse)
             .transpose()
-            .map_err(bad)?
-            .map(|d| d.as_str().to_string()),
+            .map_err(bad)?,
         status: q
             .status
             .as_deref()
@@ -390,7 +457,7 @@ pub struct DeliveryEvent {
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryReport {
     pub message_id: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub events: Vec<DeliveryEvent>,
 }
 

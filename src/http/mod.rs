@@ -1,7 +1,6 @@
 //! The HTTP API: router, extractors, problem responses, one module per resource.
 
 mod cases;
-mod compose;
 mod documents;
 mod extract;
 mod inbound;
@@ -18,6 +17,7 @@ mod threads;
 mod tracking;
 mod webhooks;
 
+use crate::domain::code::Code;
 use std::sync::Arc;
 
 use axum::Router;
@@ -45,8 +45,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub openapi: axum::body::Bytes,
     pub documents: crate::documents::store::DocumentStore,
-    /// Wakes the delivery worker when a message is queued.
-    pub wake: Arc<tokio::sync::Notify>,
+    /// Sending messages: the application layer's messaging service.
+    pub messaging: crate::app::messaging::Messaging,
+    pub clock: crate::domain::clock::SharedClock,
 }
 
 #[derive(OpenApi)]
@@ -124,7 +125,7 @@ pub fn router(
     store: Store,
     documents: crate::documents::store::DocumentStore,
     config: Arc<Config>,
-    wake: Arc<tokio::sync::Notify>,
+    services: crate::app::Services,
 ) -> Router {
     let (api, openapi) = api_routes().split_for_parts();
     let state = AppState {
@@ -133,7 +134,8 @@ pub fn router(
         metrics: Arc::new(Metrics::default()),
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),
-        wake,
+        messaging: services.messaging,
+        clock: services.clock,
         documents,
     };
     Router::new()
@@ -155,7 +157,7 @@ pub fn router(
         .layer(CatchPanicLayer::custom(|_| {
             problem_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                Code::InternalError,
                 "the server failed to handle this request",
                 Default::default(),
             )
@@ -166,7 +168,7 @@ pub fn router(
 async fn not_found() -> Response {
     problem_response(
         StatusCode::NOT_FOUND,
-        "not_found",
+        Code::NotFound,
         "no such resource",
         Default::default(),
     )
@@ -176,7 +178,7 @@ async fn not_found() -> Response {
 async fn method_not_allowed() -> Response {
     problem_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Code::MethodNotAllowed,
         "this resource does not accept that method",
         Default::default(),
     )

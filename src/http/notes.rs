@@ -1,5 +1,6 @@
 //! `/api/cases/{caseId}/notes` and `/api/cases/{caseId}/audit-log`.
 
+use crate::domain::code::Code;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,7 @@ impl From<Note> for NoteResponse {
             note_id: n.id,
             case_id: n.case_id,
             note: n.note,
-            visibility: n.visibility,
+            visibility: n.visibility.as_str().to_string(),
             category: n.category,
             tags: n.tags,
             created_at: rfc3339(n.created_at),
@@ -88,13 +89,13 @@ pub async fn create_note(
         || req.note.contains('\0')
     {
         return Err(ApiError::unprocessable(
-            "validation_failed",
+            Code::ValidationFailed,
             format!("note must be 1 to {MAX_NOTE_CHARS} characters"),
         ));
     }
     if req.tags.len() > MAX_TAGS {
         return Err(ApiError::unprocessable(
-            "validation_failed",
+            Code::ValidationFailed,
             format!("at most {MAX_TAGS} tags"),
         ));
     }
@@ -208,7 +209,7 @@ pub async fn audit_log(
         Some(n) if (1..=1000).contains(&n) => n,
         Some(_) => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                Code::InvalidQuery,
                 "limit must be between 1 and 1000",
             ));
         }

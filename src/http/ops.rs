@@ -1,5 +1,6 @@
 //! Operability: health, readiness, metrics, the OpenAPI document and the API page.
 
+use crate::domain::code::Code;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -18,7 +19,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             tracing::warn!(error = format!("{e:#}"), "database not reachable");
             problem_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
+                Code::NotReady,
                 "the database is not reachable",
                 Default::default(),
             )

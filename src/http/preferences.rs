@@ -1,5 +1,6 @@
 //! `/api/cases/{caseId}/communication-preferences`: the seed's preferences and opt-out.
 
+use crate::domain::code::Code;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -113,7 +114,7 @@ fn response(case_id: String, s: StoredPreferences) -> PreferencesResponse {
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("validation_failed", detail)
+    ApiError::unprocessable(Code::ValidationFailed, detail)
 }
 
 /// Applies a request to the current preferences, checking every value it brings.

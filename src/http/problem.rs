@@ -1,11 +1,13 @@
 //! RFC 9457 problem responses: every error this API gives, with a stable `code`.
 
+use crate::domain::code::Code;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use crate::app::AppError;
 use crate::store::StoreError;
 
 /// The body of every error response (`application/problem+json`).
@@ -24,7 +26,7 @@ pub struct ProblemBody {
 #[derive(Debug)]
 pub struct Problem {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub detail: String,
     pub extra: Map<String, Value>,
     pub retry_after: Option<u64>,
@@ -41,7 +43,7 @@ pub enum ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: Code, detail: impl Into<String>) -> Self {
         Self::Problem(Box::new(Problem {
             status,
             code,
@@ -53,26 +55,26 @@ impl ApiError {
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            Code::NotFound,
             format!("{what} not found"),
         )
     }
     pub fn unauthorized(detail: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+        Self::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, detail)
     }
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new(StatusCode::FORBIDDEN, Code::Forbidden, detail)
     }
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn unprocessable(code: Code, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn bad_request(code: Code, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }
     pub fn rate_limited(retry_after: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             "too many requests for this token; retry later",
         );
         if let Self::Problem(p) = &mut e {
@@ -96,14 +98,15 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(code) => {
-                Self::new(StatusCode::CONFLICT, code, code.replace('_', " "))
+                Self::new(StatusCode::CONFLICT, code, code.as_str().replace('_', " "))
             }
+            e @ StoreError::Corrupt(_) => Self::Internal(anyhow::Error::new(e)),
             StoreError::Invalid { code, detail } => Self::unprocessable(code, detail),
             StoreError::Unavailable(e) => {
                 tracing::error!(error = format!("{e:#}"), "database unavailable");
                 let mut p = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
+                    Code::ServiceUnavailable,
                     "the database is not reachable; try again shortly",
                 );
                 if let Self::Problem(p) = &mut p {
@@ -116,15 +119,35 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::NotFound(what) => Self::not_found(what),
+            AppError::Refused {
+                code,
+                detail,
+                extra,
+            } => {
+                let e = Self::unprocessable(code, detail);
+                match extra {
+                    Some((key, value)) => e.with(key, value),
+                    None => e,
+                }
+            }
+            AppError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::domain::Invalid> for ApiError {
     fn from(e: crate::domain::Invalid) -> Self {
-        Self::unprocessable("validation_failed", e.0)
+        Self::unprocessable(Code::ValidationFailed, e.0)
     }
 }
 
 pub fn problem_response(
     status: StatusCode,
-    code: &str,
+    code: Code,
     detail: &str,
     extra: Map<String, Value>,
 ) -> Response {
@@ -174,7 +197,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{e:#}"), "internal error");
                 problem_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                    Code::InternalError,
                     "the server failed to handle this request; it has been logged",
                     Map::new(),
                 )

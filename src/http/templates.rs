@@ -1,162 +1,21 @@
 //! `/api/message-templates` and the rendering of a template for a send.
 
+use crate::domain::code::Code;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{Auth, Json, Path};
-use super::messages::SendMessageRequest;
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::domain::case::{format_minor, parse_language};
+use crate::domain::case::parse_language;
 use crate::domain::message::Channel;
-use crate::domain::policy::Preferences;
-use crate::domain::template::{self, Missing, choose_language, html_escape, plain};
+use crate::domain::template;
 use crate::domain::{PartyKind, has_control_chars, prefixed_id};
-use crate::store::{CaseView, Template, TemplateContent};
-
-/// What a template contributed to a message.
-#[derive(Default)]
-pub struct Rendered {
-    pub template_id: Option<String>,
-    pub language: Option<String>,
-    pub subject: Option<String>,
-    pub body: Option<String>,
-    pub html: Option<String>,
-}
-
-/// Variables every template may use without the request naming them, from the case.
-fn case_variables(case: &CaseView) -> BTreeMap<String, String> {
-    let currency = case.amount.currency();
-    let mut v = BTreeMap::new();
-    v.insert("caseNumber".into(), case.case_number.clone());
-    v.insert("debtorName".into(), case.debtor.name.clone());
-    v.insert(
-        "amount".into(),
-        format!("{} {currency}", case.amount.value()),
-    );
-    v.insert(
-        "amountOutstanding".into(),
-        format!(
-            "{} {currency}",
-            format_minor((case.amount.minor - case.paid_minor).max(0))
-        ),
-    );
-    if let Some(n) = &case.invoice_number {
-        v.insert("invoiceNumber".into(), n.clone());
-    }
-    if let Some(d) = &case.due_date {
-        v.insert("dueDate".into(), d.clone());
-    }
-    v
-}
-
-/// Renders the request's template, if it names one, in the best language: the request's,
-/// else the debtor's preferred one, else the case's debtor language, else the template's
-/// default. Explicit `subject`/`body` in the request are kept and not taken from the template.
-pub async fn render_for(
-    state: &AppState,
-    case: &CaseView,
-    channel: Channel,
-    req: &SendMessageRequest,
-    language: Option<&str>,
-    preferences: Option<&Preferences>,
-) -> ApiResult<Rendered> {
-    let Some(id) = req.template_id.as_deref() else {
-        return Ok(Rendered::default());
-    };
-    let t = state.store.get_template(id).await?.ok_or_else(|| {
-        ApiError::unprocessable("template_not_found", format!("no template {id:?}"))
-    })?;
-    if t.channel != channel.as_str() {
-        return Err(ApiError::unprocessable(
-            "template_type_mismatch",
-            format!(
-                "template {id:?} is for {}, not {}",
-                t.channel,
-                channel.as_str()
-            ),
-        ));
-    }
-    let languages = t.languages();
-    let wanted = [
-        language,
-        preferences.and_then(|p| p.preferred_language.as_deref()),
-        case.debtor.language.as_deref(),
-        Some(t.default_language.as_str()),
-    ];
-    let chosen = choose_language(&languages, &wanted).map(str::to_string);
-    let content = chosen
-        .as_deref()
-        .and_then(|l| t.content(l))
-        .or(t.default_content())
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("template {id} has no content")))?;
-
-    let mut vars = case_variables(case);
-    for (k, v) in &req.variables {
-        let text = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                return Err(ApiError::unprocessable(
-                    "validation_failed",
-                    format!("variable {k:?} must be a string or a number"),
-                ));
-            }
-        };
-        vars.insert(k.clone(), text);
-    }
-    let mut missing: Vec<String> = Vec::new();
-    let mut take = |r: Result<String, Missing>| match r {
-        Ok(s) => Some(s),
-        Err(Missing(m)) => {
-            for v in m {
-                if !missing.contains(&v) {
-                    missing.push(v);
-                }
-            }
-            None
-        }
-    };
-    let subject = match (&req.subject, &content.subject) {
-        (None, Some(s)) => take(template::render(s, &vars, plain)),
-        _ => None,
-    };
-    let (body, html) = if req.body.is_none() {
-        let body = take(template::render(&content.body, &vars, plain));
-        let html = content
-            .html_body
-            .as_ref()
-            .and_then(|h| take(template::render(h, &vars, html_escape)));
-        (body, html)
-    } else {
-        (None, None)
-    };
-    if !missing.is_empty() {
-        return Err(ApiError::unprocessable(
-            "template_variables_missing",
-            format!(
-                "template {id:?} needs variables that were not given: {}",
-                missing.join(", ")
-            ),
-        )
-        .with("missingVariables", json!(missing)));
-    }
-    // The language is the template's only where its text was used.
-    let used = subject.is_some() || body.is_some();
-    Ok(Rendered {
-        template_id: Some(t.id.clone()),
-        language: used.then(|| content.language.clone()),
-        subject,
-        body,
-        html,
-    })
-}
+use crate::store::{Template, TemplateContent};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -216,7 +75,7 @@ fn summary(t: &Template) -> TemplateSummary {
     TemplateSummary {
         template_id: t.id.clone(),
         name: t.name.clone(),
-        kind: t.channel.clone(),
+        kind: t.channel.as_str().to_string(),
         subject: t.default_content().and_then(|c| c.subject.clone()),
         variables: template::variables(texts),
         default_language: t.default_language.clone(),
@@ -268,7 +127,7 @@ pub struct TemplateRequest {
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("validation_failed", detail)
+    ApiError::unprocessable(Code::ValidationFailed, detail)
 }
 
 fn parse_template(id: String, req: TemplateRequest) -> ApiResult<Template> {
@@ -336,7 +195,7 @@ fn parse_template(id: String, req: TemplateRequest) -> ApiResult<Template> {
     Ok(Template {
         id,
         name: req.name.trim().to_string(),
-        channel: channel.as_str().to_string(),
+        channel,
         default_language,
         contents,
     })

@@ -1,5 +1,6 @@
 //! `/api/webhooks`: subscriptions to events of the cases their owner can see.
 
+use crate::domain::code::Code;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,8 @@ use super::extract::{Auth, Json, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::time::rfc3339;
 use crate::store::{DeliveryView, Webhook};
-use crate::webhooks::{EVENTS, signing, target};
+use crate::domain::event::EventType;
+use crate::webhooks::{signing, target};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWebhookRequest {
@@ -25,7 +27,7 @@ pub struct CreateWebhookRequest {
 pub struct WebhookResponse {
     pub webhook_id: String,
     pub url: String,
-    pub events: Vec<String>,
+    pub events: Vec<EventType>,
     /// `whsec_…`: shown once, at creation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -76,8 +78,8 @@ impl From<DeliveryView> for DeliveryResponse {
             event: d.event_type,
             message_id: format!("evt_{}", d.event_id),
             status: d.status,
-            attempts: d.attempts,
-            last_status_code: d.last_status,
+            attempts: d.attempts.into(),
+            last_status_code: d.last_status.map(Into::into),
             last_error: d.last_error,
             next_attempt_at: d.next_attempt_at.filter(|_| waiting).map(rfc3339),
             created_at: rfc3339(d.created_at),
@@ -100,31 +102,26 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, axum::Json<WebhookResponse>)> {
     if req.url.len() > 2000 {
         return Err(ApiError::unprocessable(
-            "validation_failed",
+            Code::ValidationFailed,
             "url is longer than 2000 characters",
         ));
     }
     if req.events.is_empty() {
         return Err(ApiError::unprocessable(
-            "validation_failed",
+            Code::ValidationFailed,
             "events must name at least one event",
         ));
     }
-    let mut events = Vec::new();
+    let mut events: Vec<EventType> = Vec::new();
     for e in &req.events {
-        if !EVENTS.contains(&e.as_str()) {
-            return Err(ApiError::unprocessable(
-                "validation_failed",
-                format!("unknown event {e:?}: expected one of {}", EVENTS.join(", ")),
-            ));
-        }
-        if !events.contains(e) {
-            events.push(e.clone());
+        let e = EventType::parse(e)?;
+        if !events.contains(&e) {
+            events.push(e);
         }
     }
     target::check(&req.url, state.config.webhook_allow_private)
         .await
-        .map_err(|e| ApiError::unprocessable("webhook_url_not_allowed", e))?;
+        .map_err(|e| ApiError::unprocessable(Code::WebhookUrlNotAllowed, e))?;
     let secret = signing::new_secret();
     let hook = state
         .store

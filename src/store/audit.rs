@@ -1,9 +1,8 @@
 //! Reading the audit log. Entries are written by `super::audit` inside each change's
 //! transaction.
 
-use sqlx::Row;
-
 use super::{Page, Store, StoreError, StoreResult};
+use crate::domain::code::Code;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
 
@@ -16,6 +15,32 @@ pub struct AuditEntry {
     pub target_type: String,
     pub target_id: String,
     pub at: Micros,
+}
+
+/// A row of `audit_log` as the list reads it.
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    actor_party_id: Option<String>,
+    actor_name: String,
+    action: String,
+    target_type: String,
+    target_id: String,
+    at: i64,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        Self {
+            id: r.id,
+            actor_party_id: r.actor_party_id,
+            actor_name: r.actor_name,
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            at: r.at,
+        }
+    }
 }
 
 impl Store {
@@ -34,10 +59,10 @@ impl Store {
         let after: i64 = match cursor {
             None => 0,
             Some(c) => super::decode_cursor(c)?.parse().map_err(|_| {
-                StoreError::invalid("invalid_cursor", "cursor is not one this API issued")
+                StoreError::invalid(Code::InvalidCursor, "cursor is not one this API issued")
             })?,
         };
-        let rows = sqlx::query(
+        let mut items: Vec<AuditEntry> = sqlx::query_as::<_, AuditRow>(
             "SELECT id, actor_party_id, actor_name, action, target_type, target_id, at FROM audit_log \
              WHERE case_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
@@ -45,21 +70,10 @@ impl Store {
         .bind(after)
         .bind(limit + 1)
         .fetch_all(&mut *conn)
-        .await?;
-        let mut items = rows
-            .iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get(0)?,
-                    actor_party_id: r.try_get(1)?,
-                    actor_name: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    target_type: r.try_get(4)?,
-                    target_id: r.try_get(5)?,
-                    at: r.try_get(6)?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        .await?
+        .into_iter()
+        .map(AuditEntry::from)
+        .collect();
         let limit = usize::try_from(limit).unwrap_or(0);
         let next_cursor = if items.len() > limit {
             items.truncate(limit);

@@ -1,10 +1,10 @@
 //! Cases, their payments and deadlines.
 
+use crate::domain::code::Code;
+use crate::domain::event::EventType;
 use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::AnyConnection;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{
     Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit, encode_cursor,
@@ -27,7 +27,7 @@ pub struct NewCase {
 pub struct CaseView {
     pub id: String,
     pub case_number: String,
-    pub status: String,
+    pub status: CaseStatus,
     pub creditor_id: String,
     pub partner_id: Option<String>,
     pub debtor: Debtor,
@@ -63,6 +63,24 @@ const CASE_SELECT: &str = "SELECT c.id, c.case_number, c.status, c.creditor_id, 
      CAST(COALESCE((SELECT SUM(p.amount_minor) FROM payments p WHERE p.case_id = c.id), 0) AS BIGINT) AS paid_minor \
      FROM cases c";
 
+/// A case as `CASE_SELECT` reads it, the debtor still sealed.
+#[derive(sqlx::FromRow)]
+struct CaseRow {
+    id: String,
+    case_number: String,
+    status: String,
+    creditor_id: String,
+    partner_id: Option<String>,
+    debtor_sealed: Vec<u8>,
+    amount_minor: i64,
+    currency: String,
+    invoice_number: Option<String>,
+    due_date: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    paid_minor: i64,
+}
+
 /// The visibility rule over `cases c`, with `$party` the acting party and `$admin` its admin
 /// flag: a creditor sees the cases it owns, a partner those assigned to it, an admin all.
 pub(crate) fn visible(party: u8, admin: u8) -> String {
@@ -74,34 +92,31 @@ fn debtor_context(case_id: &str) -> String {
 }
 
 impl Store {
-    fn case_from_row(&self, row: &AnyRow) -> StoreResult<CaseView> {
-        let id: String = row.try_get("id")?;
-        let sealed: Vec<u8> = row.try_get("debtor_sealed")?;
+    fn case_from_row(&self, row: CaseRow) -> StoreResult<CaseView> {
         let debtor: Debtor = serde_json::from_slice(
             &self
                 .keys
-                .open(&debtor_context(&id), &sealed)
+                .open(&debtor_context(&row.id), &row.debtor_sealed)
                 .map_err(anyhow::Error::from)?,
         )
         .map_err(anyhow::Error::from)?;
-        let currency: String = row.try_get("currency")?;
         Ok(CaseView {
-            case_number: row.try_get("case_number")?,
-            status: row.try_get("status")?,
-            creditor_id: row.try_get("creditor_id")?,
-            partner_id: row.try_get("partner_id")?,
+            case_number: row.case_number,
+            status: CaseStatus::parse(&row.status).map_err(anyhow::Error::from)?,
+            creditor_id: row.creditor_id,
+            partner_id: row.partner_id,
             debtor,
             amount: Money {
-                minor: row.try_get("amount_minor")?,
-                currency: crate::domain::case::parse_currency(&currency)
+                minor: row.amount_minor,
+                currency: crate::domain::case::parse_currency(&row.currency)
                     .map_err(|e| anyhow::anyhow!(e))?,
             },
-            paid_minor: row.try_get("paid_minor")?,
-            invoice_number: row.try_get("invoice_number")?,
-            due_date: row.try_get("due_date")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            id,
+            paid_minor: row.paid_minor,
+            invoice_number: row.invoice_number,
+            due_date: row.due_date,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            id: row.id,
         })
     }
 
@@ -138,7 +153,7 @@ impl Store {
             Ok(())
         } else {
             Err(StoreError::invalid(
-                "invalid_party",
+                Code::InvalidParty,
                 format!("{field} {id:?} is not a {kind} party"),
             ))
         }
@@ -187,14 +202,14 @@ impl Store {
                 break;
             }
             if given || attempt >= 100 {
-                return Err(StoreError::Conflict("case_number_taken"));
+                return Err(StoreError::Conflict(Code::CaseNumberTaken));
             }
             case_number = next_case_number(&mut tx).await?;
         }
         audit(&mut tx, Some(&id), actor, "case.created", "case", &id).await?;
         emit(
             &mut tx,
-            "case.created",
+            EventType::CaseCreated,
             Some(&id),
             &json!({"caseId": id, "caseNumber": case_number.as_str()}),
         )
@@ -203,7 +218,7 @@ impl Store {
         Ok(CaseView {
             id,
             case_number: case_number.as_str().to_string(),
-            status: CaseStatus::Open.as_str().to_string(),
+            status: CaseStatus::Open,
             creditor_id: new.creditor_id,
             partner_id: new.partner_id,
             debtor: new.debtor,
@@ -217,7 +232,7 @@ impl Store {
     }
 
     pub async fn get_case(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<CaseView>> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as::<_, CaseRow>(&format!(
             "{CASE_SELECT} WHERE c.id = $1 AND {}",
             visible(2, 3)
         ))
@@ -226,7 +241,7 @@ impl Store {
         .bind(admin_flag(actor))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| self.case_from_row(&r)).transpose()
+        row.map(|r| self.case_from_row(r)).transpose()
     }
 
     /// True when the case exists and the actor may see it; the guard of every case-scoped verb.
@@ -255,7 +270,7 @@ impl Store {
     ) -> StoreResult<(Page<CaseView>, i64)> {
         let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let status = q.status.map(CaseStatus::as_str);
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, CaseRow>(&format!(
             "{CASE_SELECT} WHERE {} AND ($3 IS NULL OR c.status = $3) AND ($4 IS NULL OR c.id < $4) \
              ORDER BY c.id DESC LIMIT $5",
             visible(1, 2)
@@ -277,7 +292,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         let mut items = rows
-            .iter()
+            .into_iter()
             .map(|r| self.case_from_row(r))
             .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = page_cursor(&mut items, q.limit, |c| &c.id);
@@ -294,15 +309,15 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
             return Ok(None);
         }
-        let row = sqlx::query(&format!("{CASE_SELECT} WHERE c.id = $1"))
+        let row = sqlx::query_as::<_, CaseRow>(&format!("{CASE_SELECT} WHERE c.id = $1"))
             .bind(case_id)
             .fetch_one(&mut *tx)
             .await?;
-        let mut case = self.case_from_row(&row)?;
+        let mut case = self.case_from_row(row)?;
         let now = now_micros();
 
-        if let Some(status) = patch.status.filter(|s| s.as_str() != case.status) {
-            let previous = std::mem::replace(&mut case.status, status.as_str().to_string());
+        if let Some(status) = patch.status.filter(|s| *s != case.status) {
+            let previous = std::mem::replace(&mut case.status, status);
             audit(
                 &mut tx,
                 Some(case_id),
@@ -312,8 +327,14 @@ impl Store {
                 case_id,
             )
             .await?;
-            let payload = json!({"caseId": case_id, "caseNumber": case.case_number, "previousStatus": previous, "status": case.status});
-            emit(&mut tx, "case.status_changed", Some(case_id), &payload).await?;
+            let payload = json!({"caseId": case_id, "caseNumber": case.case_number, "previousStatus": previous.as_str(), "status": case.status.as_str()});
+            emit(
+                &mut tx,
+                EventType::CaseStatusChanged,
+                Some(case_id),
+                &payload,
+            )
+            .await?;
         }
         if let Some(partner) = patch.partner_id.filter(|p| *p != case.partner_id) {
             if let Some(p) = &partner {
@@ -365,7 +386,7 @@ impl Store {
              debtor_phone_index = $6, debtor_language = $7, debtor_timezone = $8, updated_at = $9 WHERE id = $1",
         )
         .bind(case_id)
-        .bind(&case.status)
+        .bind(case.status.as_str())
         .bind(case.partner_id.as_deref())
         .bind(&sealed)
         .bind(email_index.as_deref())

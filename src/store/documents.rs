@@ -1,18 +1,19 @@
 //! Document records: metadata and versions. The bytes live sealed in the document store.
 
+use crate::domain::code::Code;
+use crate::domain::event::EventType;
 use serde_json::json;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::cases::visible;
 use super::{Store, StoreError, StoreResult, admin_flag, audit, emit};
+use crate::domain::document::DocumentType;
 use crate::domain::party::Actor;
 use crate::domain::time::{Micros, now_micros};
 
 pub struct NewDocument {
     pub id: String,
     pub case_id: String,
-    pub document_type: String,
+    pub document_type: DocumentType,
     pub description: Option<String>,
     pub file_name: String,
     pub content_type: String,
@@ -26,7 +27,7 @@ pub struct NewDocument {
 pub struct DocumentView {
     pub id: String,
     pub case_id: String,
-    pub document_type: String,
+    pub document_type: DocumentType,
     pub description: Option<String>,
     pub file_name: String,
     pub content_type: String,
@@ -43,31 +44,56 @@ pub struct DocumentView {
 const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d.file_name, d.content_type, d.size, d.sha256, \
      d.storage_key, d.version, d.replaces_document_id, d.is_latest, d.uploaded_by, d.uploaded_at";
 
+/// A row of `documents` as `COLUMNS` selects it, the description still sealed.
+#[derive(sqlx::FromRow)]
+struct DocumentRow {
+    id: String,
+    case_id: String,
+    document_type: String,
+    description_sealed: Option<Vec<u8>>,
+    file_name: String,
+    content_type: String,
+    size: i64,
+    sha256: String,
+    storage_key: String,
+    version: i32,
+    replaces_document_id: Option<String>,
+    is_latest: i32,
+    uploaded_by: String,
+    uploaded_at: i64,
+}
+
+/// The version a new upload replaces.
+#[derive(sqlx::FromRow)]
+struct ReplacedRow {
+    version: i32,
+    is_latest: i32,
+}
+
 fn description_context(id: &str) -> String {
     format!("doc:{id}:description")
 }
 
 impl Store {
-    fn document_from_row(&self, r: &AnyRow) -> StoreResult<DocumentView> {
-        let id: String = r.try_get("id")?;
-        let description: Option<Vec<u8>> = r.try_get("description_sealed")?;
+    fn document_from_row(&self, r: DocumentRow) -> StoreResult<DocumentView> {
         Ok(DocumentView {
-            description: description
-                .map(|d| self.keys.open_string(&description_context(&id), &d))
+            description: r
+                .description_sealed
+                .map(|d| self.keys.open_string(&description_context(&r.id), &d))
                 .transpose()?,
-            case_id: r.try_get("case_id")?,
-            document_type: r.try_get("document_type")?,
-            file_name: r.try_get("file_name")?,
-            content_type: r.try_get("content_type")?,
-            size: r.try_get("size")?,
-            sha256: r.try_get("sha256")?,
-            storage_key: r.try_get("storage_key")?,
-            version: i64::from(r.try_get::<i32, _>("version")?),
-            replaces_document_id: r.try_get("replaces_document_id")?,
-            is_latest: r.try_get::<i32, _>("is_latest")? != 0,
-            uploaded_by: r.try_get("uploaded_by")?,
-            uploaded_at: r.try_get("uploaded_at")?,
-            id,
+            case_id: r.case_id,
+            document_type: DocumentType::parse(&r.document_type).map_err(anyhow::Error::from)?,
+            file_name: r.file_name,
+            content_type: r.content_type,
+            size: r.size,
+            sha256: r.sha256,
+            storage_key: r.storage_key,
+            version: i64::from(r.version),
+            replaces_document_id: r.replaces_document_id,
+            is_latest: r.is_latest != 0,
+            uploaded_by: r.uploaded_by,
+            uploaded_at: r.uploaded_at,
+            id: r.id,
         })
     }
 
@@ -90,24 +116,24 @@ impl Store {
         }
         let mut version = 1;
         if let Some(old) = &new.replaces {
-            let row = sqlx::query("SELECT version, is_latest FROM documents WHERE id = $1 AND case_id = $2 AND deleted_at IS NULL")
+            let row = sqlx::query_as::<_, ReplacedRow>("SELECT version, is_latest FROM documents WHERE id = $1 AND case_id = $2 AND deleted_at IS NULL")
                 .bind(old)
                 .bind(&new.case_id)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else {
                 return Err(StoreError::invalid(
-                    "invalid_replaces",
+                    Code::InvalidReplaces,
                     "replacesDocumentId is not a document of this case",
                 ));
             };
-            if row.try_get::<i32, _>(1)? == 0 {
+            if row.is_latest == 0 {
                 return Err(StoreError::invalid(
-                    "invalid_replaces",
+                    Code::InvalidReplaces,
                     "replacesDocumentId is not the latest version",
                 ));
             }
-            version = i64::from(row.try_get::<i32, _>(0)?) + 1;
+            version = i64::from(row.version) + 1;
             sqlx::query("UPDATE documents SET is_latest = 0 WHERE id = $1")
                 .bind(old)
                 .execute(&mut *tx)
@@ -121,7 +147,7 @@ impl Store {
         )
         .bind(&new.id)
         .bind(&new.case_id)
-        .bind(&new.document_type)
+        .bind(new.document_type.as_str())
         .bind(new.description.as_deref().map(|d| self.keys.seal_str(&description_context(&new.id), d)))
         .bind(&new.file_name)
         .bind(&new.content_type)
@@ -145,8 +171,14 @@ impl Store {
             &new.id,
         )
         .await?;
-        let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type, "version": version});
-        emit(&mut tx, "document.uploaded", Some(&new.case_id), &payload).await?;
+        let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type.as_str(), "version": version});
+        emit(
+            &mut tx,
+            EventType::DocumentUploaded,
+            Some(&new.case_id),
+            &payload,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(DocumentView {
             id: new.id,
@@ -167,7 +199,7 @@ impl Store {
     }
 
     pub async fn get_document(&self, actor: &Actor, id: &str) -> StoreResult<Option<DocumentView>> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as::<_, DocumentRow>(&format!(
             "SELECT {COLUMNS} FROM documents d JOIN cases c ON c.id = d.case_id WHERE d.id = $1 AND d.deleted_at IS NULL AND {}",
             visible(2, 3)
         ))
@@ -176,7 +208,7 @@ impl Store {
         .bind(admin_flag(actor))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| self.document_from_row(&r)).transpose()
+        row.map(|r| self.document_from_row(r)).transpose()
     }
 
     /// The latest version of every document of the case, newest first.
@@ -189,13 +221,13 @@ impl Store {
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, DocumentRow>(&format!(
             "SELECT {COLUMNS} FROM documents d WHERE d.case_id = $1 AND d.is_latest = 1 AND d.deleted_at IS NULL ORDER BY d.id DESC"
         ))
         .bind(case_id)
         .fetch_all(&mut *conn)
         .await?;
-        rows.iter()
+        rows.into_iter()
             .map(|r| self.document_from_row(r))
             .collect::<StoreResult<Vec<_>>>()
             .map(Some)

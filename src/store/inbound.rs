@@ -2,8 +2,8 @@
 //! address, then a case number in the subject), joined to its thread, announced in the
 //! outbox; kept sealed and listed when it matches nothing. Bounces mark the original message.
 
+use crate::domain::event::EventType;
 use serde_json::json;
-use sqlx::Row;
 
 use super::messages::{Envelope, apply_event, context};
 use super::{Store, StoreResult, audit_as, emit};
@@ -36,6 +36,22 @@ pub struct UnmatchedMail {
     pub source: String,
     pub received_at: Micros,
     pub raw: Vec<u8>,
+}
+
+/// A row of `inbound_raw`, still sealed.
+#[derive(sqlx::FromRow)]
+struct RawRow {
+    id: String,
+    source: String,
+    received_at: i64,
+    raw_sealed: Vec<u8>,
+}
+
+/// What sorting an unmatched item into a case reads of it.
+#[derive(sqlx::FromRow)]
+struct UnsortedRow {
+    source: String,
+    raw_sealed: Vec<u8>,
 }
 
 /// A received SMS as a Twilio-style webhook reports it; `from` is E.164.
@@ -299,7 +315,13 @@ impl Store {
             "event": "message.received", "messageId": id, "caseId": r.case_id, "caseNumber": case_number,
             "messageType": r.channel, "hasAttachments": r.has_attachments, "timestamp": rfc3339(r.at),
         });
-        emit(&mut *tx, "message.received", Some(r.case_id), &payload).await?;
+        emit(
+            &mut *tx,
+            EventType::MessageReceived,
+            Some(r.case_id),
+            &payload,
+        )
+        .await?;
         Ok(message_id)
     }
 
@@ -407,16 +429,17 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
-        let row =
-            sqlx::query("SELECT source, raw_sealed FROM inbound_raw WHERE id = $1 AND matched = 0")
-                .bind(inbound_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let row = sqlx::query_as::<_, UnsortedRow>(
+            "SELECT source, raw_sealed FROM inbound_raw WHERE id = $1 AND matched = 0",
+        )
+        .bind(inbound_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else { return Ok(None) };
-        let source: String = row.try_get(0)?;
+        let source = row.source;
         let raw = self
             .keys
-            .open(&raw_context(inbound_id), &row.try_get::<Vec<u8>, _>(1)?)
+            .open(&raw_context(inbound_id), &row.raw_sealed)
             .map_err(anyhow::Error::from)?;
         let now = now_micros();
         let (sms, mail, thread_id);
@@ -492,22 +515,20 @@ impl Store {
 
     /// Inbound mail that matched no case, oldest first.
     pub async fn unmatched_mail(&self, limit: i64) -> StoreResult<Vec<UnmatchedMail>> {
-        let rows = sqlx::query("SELECT id, source, received_at, raw_sealed FROM inbound_raw WHERE matched = 0 ORDER BY id LIMIT $1")
+        let rows = sqlx::query_as::<_, RawRow>("SELECT id, source, received_at, raw_sealed FROM inbound_raw WHERE matched = 0 ORDER BY id LIMIT $1")
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
+        rows.into_iter()
             .map(|r| {
-                let id: String = r.try_get(0)?;
-                let sealed: Vec<u8> = r.try_get(3)?;
                 Ok(UnmatchedMail {
                     raw: self
                         .keys
-                        .open(&raw_context(&id), &sealed)
+                        .open(&raw_context(&r.id), &r.raw_sealed)
                         .map_err(anyhow::Error::from)?,
-                    source: r.try_get(1)?,
-                    received_at: r.try_get(2)?,
-                    id,
+                    source: r.source,
+                    received_at: r.received_at,
+                    id: r.id,
                 })
             })
             .collect()

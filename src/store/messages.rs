@@ -3,12 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::cases::{page_cursor, visible};
 use super::{Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit};
-use crate::domain::message::{Category, Channel, MessageStatus, Priority};
+use crate::domain::Invalid;
+use crate::domain::event::EventType;
+use crate::domain::message::{Category, Channel, Direction, MessageStatus, Priority};
 use crate::domain::party::Actor;
 use crate::domain::time::{Micros, now_micros, rfc3339};
 
@@ -47,16 +47,28 @@ pub struct IdempotencyRecord<'a> {
     pub request_hash: &'a str,
 }
 
-#[derive(Debug, Clone)]
+/// What queueing a message did.
+#[derive(Debug)]
+pub enum Queued {
+    /// Committed: the message as it was queued.
+    Created(Box<MessageView>),
+    /// The case is not visible to the actor.
+    NoCase,
+    /// A concurrent request with the same idempotency key committed first; nothing was written.
+    KeyTaken,
+}
+
+/// A message as stored; the result of a send, kept with its idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessageView {
     pub id: String,
     pub case_id: Option<String>,
     pub thread_id: Option<String>,
-    pub direction: String,
-    pub channel: String,
-    pub status: String,
-    pub priority: String,
-    pub category: String,
+    pub direction: Direction,
+    pub channel: Channel,
+    pub status: MessageStatus,
+    pub priority: Priority,
+    pub category: Category,
     pub template_id: Option<String>,
     pub language: Option<String>,
     pub sent_by: Option<String>,
@@ -79,7 +91,7 @@ pub struct MessageView {
 
 pub struct MessageFilter {
     pub channel: Option<Channel>,
-    pub direction: Option<String>,
+    pub direction: Option<Direction>,
     pub status: Option<MessageStatus>,
     pub date_from: Option<Micros>,
     pub date_to: Option<Micros>,
@@ -87,10 +99,46 @@ pub struct MessageFilter {
     pub limit: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StatusEvent {
     pub event: String,
     pub at: Micros,
+}
+
+/// The columns of [`MESSAGE_COLUMNS`], by name.
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: String,
+    case_id: Option<String>,
+    thread_id: Option<String>,
+    direction: String,
+    message_type: String,
+    status: String,
+    priority: String,
+    category: String,
+    template_id: Option<String>,
+    language: Option<String>,
+    sent_by: Option<String>,
+    envelope_sealed: Vec<u8>,
+    subject_sealed: Option<Vec<u8>>,
+    rfc_message_id: Option<String>,
+    in_reply_to: Option<String>,
+    provider_id: Option<String>,
+    segments: Option<i32>,
+    has_attachments: i32,
+    failure_reason: Option<String>,
+    scheduled_for: Option<i64>,
+    sent_at: Option<i64>,
+    received_at: Option<i64>,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageWithBody {
+    #[sqlx(flatten)]
+    message: MessageRow,
+    body_sealed: Option<Vec<u8>>,
+    html_sealed: Option<Vec<u8>>,
 }
 
 pub(crate) fn context(id: &str, part: &str) -> String {
@@ -122,54 +170,51 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    fn message_from_row(&self, r: &AnyRow) -> StoreResult<MessageView> {
-        let id: String = r.try_get("id")?;
-        let envelope_sealed: Vec<u8> = r.try_get("envelope_sealed")?;
-        let envelope = self.open_envelope(&id, &envelope_sealed)?;
+    fn message_from_row(&self, r: MessageRow) -> StoreResult<MessageView> {
+        let corrupt = |e: Invalid| StoreError::Corrupt(e.0);
         Ok(MessageView {
-            subject: self.open_opt(&id, "subject", r.try_get("subject_sealed")?)?,
-            case_id: r.try_get("case_id")?,
-            thread_id: r.try_get("thread_id")?,
-            direction: r.try_get("direction")?,
-            channel: r.try_get("message_type")?,
-            status: r.try_get("status")?,
-            priority: r.try_get("priority")?,
-            category: r.try_get("category")?,
-            template_id: r.try_get("template_id")?,
-            language: r.try_get("language")?,
-            sent_by: r.try_get("sent_by")?,
-            envelope,
+            envelope: self.open_envelope(&r.id, &r.envelope_sealed)?,
+            subject: self.open_opt(&r.id, "subject", r.subject_sealed)?,
+            case_id: r.case_id,
+            thread_id: r.thread_id,
+            direction: Direction::parse(&r.direction).map_err(corrupt)?,
+            channel: Channel::parse(&r.message_type).map_err(corrupt)?,
+            status: MessageStatus::parse(&r.status).map_err(corrupt)?,
+            priority: Priority::parse(&r.priority).map_err(corrupt)?,
+            category: Category::parse(&r.category).map_err(corrupt)?,
+            template_id: r.template_id,
+            language: r.language,
+            sent_by: r.sent_by,
             body: None,
             html: None,
-            rfc_message_id: r.try_get("rfc_message_id")?,
-            in_reply_to: r.try_get("in_reply_to")?,
-            provider_id: r.try_get("provider_id")?,
-            segments: r.try_get::<Option<i32>, _>("segments")?.map(i64::from),
-            has_attachments: r.try_get::<i32, _>("has_attachments")? != 0,
-            failure_reason: r.try_get("failure_reason")?,
-            scheduled_for: r.try_get("scheduled_for")?,
-            sent_at: r.try_get("sent_at")?,
-            received_at: r.try_get("received_at")?,
-            created_at: r.try_get("created_at")?,
-            id,
+            rfc_message_id: r.rfc_message_id,
+            in_reply_to: r.in_reply_to,
+            provider_id: r.provider_id,
+            segments: r.segments.map(i64::from),
+            has_attachments: r.has_attachments != 0,
+            failure_reason: r.failure_reason,
+            scheduled_for: r.scheduled_for,
+            sent_at: r.sent_at,
+            received_at: r.received_at,
+            created_at: r.created_at,
+            id: r.id,
         })
     }
 
-    /// Queues an outbound message. `respond` renders the API response, which is stored with
-    /// the idempotency key (when there is one) in the same transaction. `None`: the case is
-    /// not visible to the actor.
+    /// Queues an outbound message at `now`: the message, its `queued` event, its delivery
+    /// job, the audit entry and the idempotency record (naming the message) in one
+    /// transaction.
     pub async fn queue_message(
         &self,
         actor: &Actor,
         new: NewMessage,
         idempotency: Option<IdempotencyRecord<'_>>,
-        respond: impl FnOnce(&MessageView) -> String,
-    ) -> StoreResult<Option<(MessageView, String)>> {
+        now: Micros,
+    ) -> StoreResult<Queued> {
         let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
-            return Ok(None);
+            return Ok(Queued::NoCase);
         }
-        let now = now_micros();
         let id = new.id.as_str();
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
         let parent_thread = match new.in_reply_to.as_deref() {
@@ -243,11 +288,11 @@ impl Store {
             id: new.id.clone(),
             case_id: Some(new.case_id.clone()),
             thread_id: Some(thread_id),
-            direction: "outbound".into(),
-            channel: new.channel.as_str().into(),
-            status: MessageStatus::Queued.as_str().into(),
-            priority: new.priority.as_str().into(),
-            category: new.category.as_str().into(),
+            direction: Direction::Outbound,
+            channel: new.channel,
+            status: MessageStatus::Queued,
+            priority: new.priority,
+            category: new.category,
             template_id: new.template_id,
             language: new.language,
             sent_by: Some(actor.name.clone()),
@@ -266,36 +311,35 @@ impl Store {
             received_at: None,
             created_at: now,
         };
-        let response = respond(&view);
         if let Some(idem) = idempotency {
             let cutoff = now - super::idempotency::KEEP_MICROS;
             let stored = sqlx::query(
-                "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, response_status, response_body, created_at) \
-                 VALUES ($1, $2, $3, 201, $4, $5) \
+                "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, result, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (party_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
-                 response_status = excluded.response_status, response_body = excluded.response_body, created_at = excluded.created_at \
+                 result = excluded.result, created_at = excluded.created_at \
                  WHERE idempotency_keys.created_at < $6",
             )
             .bind(actor.party_id.as_str())
             .bind(idem.key)
             .bind(idem.request_hash)
-            .bind(&response)
+            .bind(id)
             .bind(now)
             .bind(cutoff)
             .execute(&mut *tx)
             .await?;
             if stored.rows_affected() == 0 {
                 // A concurrent request with the same key committed first; this one sends nothing.
-                return Err(StoreError::Conflict("idempotency_race"));
+                return Ok(Queued::KeyTaken);
             }
         }
         tx.commit().await?;
-        Ok(Some((view, response)))
+        Ok(Queued::Created(Box::new(view)))
     }
 
     /// One message with its body, if the actor may see its case.
     pub async fn get_message(&self, actor: &Actor, id: &str) -> StoreResult<Option<MessageView>> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as::<_, MessageWithBody>(&format!(
             "SELECT {MESSAGE_COLUMNS}, m.body_sealed, m.html_sealed FROM messages m JOIN cases c ON c.id = m.case_id \
              WHERE m.id = $1 AND {}",
             visible(2, 3)
@@ -306,9 +350,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut m = self.message_from_row(&row)?;
-        m.body = self.open_opt(id, "body", row.try_get("body_sealed")?)?;
-        m.html = self.open_opt(id, "html", row.try_get("html_sealed")?)?;
+        let mut m = self.message_from_row(row.message)?;
+        m.body = self.open_opt(id, "body", row.body_sealed)?;
+        m.html = self.open_opt(id, "html", row.html_sealed)?;
         Ok(Some(m))
     }
 
@@ -325,12 +369,12 @@ impl Store {
         let cursor = f.cursor.as_deref().map(decode_cursor).transpose()?;
         let conditions = "m.case_id = $1 AND ($2 IS NULL OR m.message_type = $2) AND ($3 IS NULL OR m.direction = $3) \
              AND ($4 IS NULL OR m.status = $4) AND ($5 IS NULL OR m.created_at >= $5) AND ($6 IS NULL OR m.created_at <= $6)";
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, MessageRow>(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {conditions} AND ($7 IS NULL OR m.id < $7) ORDER BY m.id DESC LIMIT $8"
         ))
         .bind(case_id)
         .bind(f.channel.map(Channel::as_str))
-        .bind(f.direction.as_deref())
+        .bind(f.direction.map(Direction::as_str))
         .bind(f.status.map(MessageStatus::as_str))
         .bind(f.date_from)
         .bind(f.date_to)
@@ -343,14 +387,14 @@ impl Store {
         ))
         .bind(case_id)
         .bind(f.channel.map(Channel::as_str))
-        .bind(f.direction.as_deref())
+        .bind(f.direction.map(Direction::as_str))
         .bind(f.status.map(MessageStatus::as_str))
         .bind(f.date_from)
         .bind(f.date_to)
         .fetch_one(&mut *conn)
         .await?;
         let mut items = rows
-            .iter()
+            .into_iter()
             .map(|r| self.message_from_row(r))
             .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = page_cursor(&mut items, f.limit, |m| &m.id);
@@ -362,7 +406,7 @@ impl Store {
         &self,
         actor: &Actor,
         id: &str,
-    ) -> StoreResult<Option<(String, Vec<StatusEvent>)>> {
+    ) -> StoreResult<Option<(MessageStatus, Vec<StatusEvent>)>> {
         let mut conn = self.pool.acquire().await?;
         let status: Option<String> = sqlx::query_scalar(&format!(
             "SELECT m.status FROM messages m JOIN cases c ON c.id = m.case_id WHERE m.id = $1 AND {}",
@@ -376,20 +420,13 @@ impl Store {
         let Some(status) = status else {
             return Ok(None);
         };
-        let events = sqlx::query(
+        let events = sqlx::query_as::<_, StatusEvent>(
             "SELECT event, at FROM message_events WHERE message_id = $1 ORDER BY at, id",
         )
         .bind(id)
         .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(StatusEvent {
-                event: r.try_get(0)?,
-                at: r.try_get(1)?,
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+        .await?;
+        let status = MessageStatus::parse(&status).map_err(|e| StoreError::Corrupt(e.0))?;
         Ok(Some((status, events)))
     }
 
@@ -464,17 +501,23 @@ impl Store {
     pub async fn message_envelope(
         &self,
         id: &str,
-    ) -> StoreResult<Option<(Option<String>, String, Envelope)>> {
-        let row = sqlx::query(
+    ) -> StoreResult<Option<(Option<String>, Channel, Envelope)>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            case_id: Option<String>,
+            message_type: String,
+            envelope_sealed: Vec<u8>,
+        }
+        let row = sqlx::query_as::<_, Row>(
             "SELECT case_id, message_type, envelope_sealed FROM messages WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
-        let sealed: Vec<u8> = r.try_get(2)?;
-        let envelope = self.open_envelope(id, &sealed)?;
-        Ok(Some((r.try_get(0)?, r.try_get(1)?, envelope)))
+        let envelope = self.open_envelope(id, &r.envelope_sealed)?;
+        let channel = Channel::parse(&r.message_type).map_err(|e| StoreError::Corrupt(e.0))?;
+        Ok(Some((r.case_id, channel, envelope)))
     }
 }
 
@@ -490,7 +533,12 @@ pub(crate) async fn apply_event(
     provider_event_id: Option<&str>,
     detail: Option<&str>,
 ) -> StoreResult<bool> {
-    let row = sqlx::query(&format!(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        status: String,
+        case_id: Option<String>,
+    }
+    let row = sqlx::query_as::<_, Row>(&format!(
         "SELECT status, case_id FROM messages WHERE id = $1{}",
         backend.for_update()
     ))
@@ -512,9 +560,8 @@ pub(crate) async fn apply_event(
     if inserted.rows_affected() == 0 {
         return Ok(false);
     }
-    let current =
-        MessageStatus::parse(&row.try_get::<String, _>(0)?).map_err(|e| anyhow::anyhow!(e))?;
-    let case_id: Option<String> = row.try_get(1)?;
+    let current = MessageStatus::parse(&row.status).map_err(|e| StoreError::Corrupt(e.0))?;
+    let case_id = row.case_id;
     let next = current.advance(event);
     if next != current {
         set_status(
@@ -526,13 +573,9 @@ pub(crate) async fn apply_event(
         .await?;
     }
     let payload = json!({"messageId": message_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(at)});
-    emit(
-        &mut *conn,
-        &format!("message.{}", event.as_str()),
-        case_id.as_deref(),
-        &payload,
-    )
-    .await?;
+    if let Some(event_type) = EventType::for_status(event) {
+        emit(&mut *conn, event_type, case_id.as_deref(), &payload).await?;
+    }
     Ok(true)
 }
 

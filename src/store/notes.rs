@@ -1,7 +1,7 @@
 //! Notes on a case: sealed text, visibility, category and tags.
 
+use crate::domain::event::EventType;
 use serde_json::json;
-use sqlx::Row;
 
 use super::cases::page_cursor;
 use super::{Page, Store, StoreResult, audit, decode_cursor, emit};
@@ -21,7 +21,7 @@ pub struct Note {
     pub id: String,
     pub case_id: String,
     pub note: String,
-    pub visibility: String,
+    pub visibility: NoteVisibility,
     pub category: Option<String>,
     pub tags: Vec<String>,
     pub created_by: String,
@@ -33,6 +33,23 @@ pub struct NoteFilter {
     pub tag: Option<String>,
     pub cursor: Option<String>,
     pub limit: i64,
+}
+
+/// A note as `list_notes` reads it, still sealed and without its tags.
+#[derive(sqlx::FromRow)]
+struct NoteRow {
+    id: String,
+    created_by: String,
+    visibility: String,
+    category: Option<String>,
+    note_sealed: Vec<u8>,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct NoteTagRow {
+    note_id: String,
+    tag: String,
 }
 
 fn note_context(note_id: &str) -> String {
@@ -79,14 +96,14 @@ impl Store {
         audit(&mut tx, Some(case_id), actor, "note.created", "note", &id).await?;
         if new.visibility == NoteVisibility::Internal {
             let payload = json!({"noteId": id, "caseId": case_id, "category": new.category.as_ref().map(Tag::as_str), "createdBy": actor.name});
-            emit(&mut tx, "note.created", Some(case_id), &payload).await?;
+            emit(&mut tx, EventType::NoteCreated, Some(case_id), &payload).await?;
         }
         tx.commit().await?;
         Ok(Some(Note {
             id,
             case_id: case_id.to_string(),
             note: new.note,
-            visibility: new.visibility.as_str().to_string(),
+            visibility: new.visibility,
             category: new.category.map(Tag::into_string),
             tags,
             created_by: actor.name.clone(),
@@ -107,7 +124,7 @@ impl Store {
             return Ok(None);
         }
         let cursor = filter.cursor.as_deref().map(decode_cursor).transpose()?;
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, NoteRow>(
             "SELECT n.id, n.created_by, n.visibility, n.category, n.note_sealed, n.created_at FROM notes n \
              WHERE n.case_id = $1 AND (n.visibility = 'internal' OR n.author_party_id = $2) \
              AND ($3 IS NULL OR n.category = $3) \
@@ -123,18 +140,18 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?;
         let mut notes = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: String = r.try_get(0)?;
-            let sealed: Vec<u8> = r.try_get(4)?;
+        for r in rows {
             notes.push(Note {
-                note: self.keys.open_string(&note_context(&id), &sealed)?,
+                note: self
+                    .keys
+                    .open_string(&note_context(&r.id), &r.note_sealed)?,
                 case_id: case_id.to_string(),
-                created_by: r.try_get(1)?,
-                visibility: r.try_get(2)?,
-                category: r.try_get(3)?,
+                created_by: r.created_by,
+                visibility: NoteVisibility::parse(&r.visibility).map_err(anyhow::Error::from)?,
+                category: r.category,
                 tags: Vec::new(),
-                created_at: r.try_get(5)?,
-                id,
+                created_at: r.created_at,
+                id: r.id,
             });
         }
         let next_cursor = page_cursor(&mut notes, filter.limit, |n| &n.id);
@@ -144,14 +161,13 @@ impl Store {
                 "SELECT note_id, tag FROM note_tags WHERE note_id IN ({}) ORDER BY tag",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query_as::<_, NoteTagRow>(&sql);
             for n in &notes {
                 query = query.bind(&n.id);
             }
             for r in query.fetch_all(&mut *conn).await? {
-                let note_id: String = r.try_get(0)?;
-                if let Some(n) = notes.iter_mut().find(|n| n.id == note_id) {
-                    n.tags.push(r.try_get(1)?);
+                if let Some(n) = notes.iter_mut().find(|n| n.id == r.note_id) {
+                    n.tags.push(r.tag);
                 }
             }
         }

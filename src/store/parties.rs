@@ -1,12 +1,20 @@
 //! Parties and their API tokens.
 
-use sqlx::Row;
-
 use super::{Store, StoreResult};
 use crate::crypto::{new_token, token_hash};
 use crate::domain::party::Actor;
 use crate::domain::time::now_micros;
 use crate::domain::{PartyId, PartyKind, prefixed_id};
+
+/// A live token with its party, as `authenticate` reads it.
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    token_id: String,
+    label: Option<String>,
+    party_id: String,
+    party_kind: String,
+    party_name: String,
+}
 
 impl Store {
     pub async fn create_party(&self, kind: PartyKind, name: &str) -> StoreResult<PartyId> {
@@ -22,11 +30,11 @@ impl Store {
     }
 
     pub async fn party_kind(&self, id: &str) -> StoreResult<Option<PartyKind>> {
-        let row = sqlx::query("SELECT kind FROM parties WHERE id = $1")
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM parties WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.and_then(|r| r.get::<String, _>(0).parse().ok()))
+        Ok(kind.and_then(|k| k.parse().ok()))
     }
 
     /// A new token for the party; the token itself is returned once and only its hash kept.
@@ -53,25 +61,25 @@ impl Store {
 
     /// The party a bearer token belongs to, if the token is known and not revoked.
     pub async fn authenticate(&self, token: &str) -> StoreResult<Option<Actor>> {
-        let row = sqlx::query(
-            "SELECT t.id, t.label, p.id, p.kind, p.name FROM tokens t JOIN parties p ON p.id = t.party_id \
+        let row = sqlx::query_as::<_, TokenRow>(
+            "SELECT t.id AS token_id, t.label AS label, p.id AS party_id, p.kind AS party_kind, p.name AS party_name \
+             FROM tokens t JOIN parties p ON p.id = t.party_id \
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
         )
         .bind(token_hash(token))
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let label: Option<String> = row.try_get(1)?;
-        let kind: String = row.try_get(3)?;
-        let Ok(kind) = kind.parse::<PartyKind>() else {
+        let Ok(kind) = row.party_kind.parse::<PartyKind>() else {
             return Ok(None);
         };
         Ok(Some(Actor {
-            token_id: row.try_get(0)?,
-            name: label
+            token_id: row.token_id,
+            name: row
+                .label
                 .filter(|l| !l.is_empty())
-                .map_or_else(|| row.try_get(4), Ok)?,
-            party_id: PartyId::from_stored(row.try_get(2)?),
+                .unwrap_or(row.party_name),
+            party_id: PartyId::from_stored(row.party_id),
             kind,
         }))
     }

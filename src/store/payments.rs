@@ -1,7 +1,7 @@
 //! Payments and deadlines of a case.
 
+use crate::domain::event::EventType;
 use serde_json::json;
-use sqlx::Row;
 
 use super::{Store, StoreResult, audit, emit};
 use crate::domain::party::Actor;
@@ -38,6 +38,60 @@ pub struct Deadline {
     pub due_at: Micros,
     pub created_by: String,
     pub created_at: Micros,
+}
+
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    id: String,
+    case_id: String,
+    amount_minor: i64,
+    currency: String,
+    paid_at: i64,
+    reference: Option<String>,
+    created_by: String,
+    created_at: i64,
+}
+
+impl TryFrom<PaymentRow> for Payment {
+    type Error = anyhow::Error;
+    fn try_from(r: PaymentRow) -> anyhow::Result<Self> {
+        Ok(Self {
+            id: r.id,
+            case_id: r.case_id,
+            amount: Money {
+                minor: r.amount_minor,
+                currency: crate::domain::case::parse_currency(&r.currency)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            },
+            paid_at: r.paid_at,
+            reference: r.reference,
+            created_by: r.created_by,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DeadlineRow {
+    id: String,
+    case_id: String,
+    title: String,
+    due_at: i64,
+    created_by: String,
+    created_at: i64,
+}
+
+impl From<DeadlineRow> for Deadline {
+    fn from(r: DeadlineRow) -> Self {
+        Self {
+            id: r.id,
+            case_id: r.case_id,
+            title: r.title,
+            due_at: r.due_at,
+            created_by: r.created_by,
+            created_at: r.created_at,
+        }
+    }
 }
 
 impl Store {
@@ -92,7 +146,7 @@ impl Store {
         )
         .await?;
         let payload = json!({"caseId": case_id, "paymentId": payment.id, "amount": {"value": payment.amount.value(), "currency": currency}});
-        emit(&mut tx, "payment.received", Some(case_id), &payload).await?;
+        emit(&mut tx, EventType::PaymentReceived, Some(case_id), &payload).await?;
         tx.commit().await?;
         Ok(Some(payment))
     }
@@ -106,32 +160,18 @@ impl Store {
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, PaymentRow>(
             "SELECT id, case_id, amount_minor, currency, paid_at, reference, created_by, created_at FROM payments \
              WHERE case_id = $1 ORDER BY id",
         )
         .bind(case_id)
         .fetch_all(&mut *conn)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let currency: String = r.try_get(3)?;
-                Ok(Payment {
-                    id: r.try_get(0)?,
-                    case_id: r.try_get(1)?,
-                    amount: Money {
-                        minor: r.try_get(2)?,
-                        currency: crate::domain::case::parse_currency(&currency)
-                            .map_err(|e| anyhow::anyhow!(e))?,
-                    },
-                    paid_at: r.try_get(4)?,
-                    reference: r.try_get(5)?,
-                    created_by: r.try_get(6)?,
-                    created_at: r.try_get(7)?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()
-            .map(Some)
+        let payments = rows
+            .into_iter()
+            .map(Payment::try_from)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(payments))
     }
 
     pub async fn add_deadline(
@@ -185,24 +225,12 @@ impl Store {
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, DeadlineRow>(
             "SELECT id, case_id, title, due_at, created_by, created_at FROM deadlines WHERE case_id = $1 ORDER BY due_at, id",
         )
         .bind(case_id)
         .fetch_all(&mut *conn)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Deadline {
-                    id: r.try_get(0)?,
-                    case_id: r.try_get(1)?,
-                    title: r.try_get(2)?,
-                    due_at: r.try_get(3)?,
-                    created_by: r.try_get(4)?,
-                    created_at: r.try_get(5)?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()
-            .map(Some)
+        Ok(Some(rows.into_iter().map(Deadline::from).collect()))
     }
 }

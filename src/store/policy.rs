@@ -2,6 +2,7 @@
 //! Suppressed addresses are kept as blind indexes, never in the clear.
 
 use super::{Store, StoreResult};
+use crate::domain::event::EventType;
 use crate::domain::prefixed_id;
 use crate::domain::time::now_micros;
 
@@ -49,8 +50,8 @@ impl Store {
                  ON CONFLICT (channel, value_index) DO NOTHING",
             )
             .bind(prefixed_id("sup"))
-            .bind(&channel)
-            .bind(self.suppression_index(&channel, to))
+            .bind(channel.as_str())
+            .bind(self.suppression_index(channel.as_str(), to))
             .bind(case_id.as_deref())
             .bind(now)
             .execute(&mut *tx)
@@ -77,7 +78,7 @@ impl Store {
             serde_json::json!({"messageId": message_id, "caseId": case_id, "channel": channel});
         super::emit(
             &mut tx,
-            "recipient.unsubscribed",
+            EventType::RecipientUnsubscribed,
             case_id.as_deref(),
             &payload,
         )

@@ -1,7 +1,8 @@
 //! Communication preferences of a case, and the counts the send policy needs.
 
+use crate::domain::event::EventType;
 use serde_json::json;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::{Store, StoreResult, audit, emit};
 use crate::domain::party::Actor;
@@ -20,6 +21,25 @@ pub struct StoredPreferences {
     pub updated_by: Option<String>,
 }
 
+/// A `preferences` row, still sealed.
+#[derive(sqlx::FromRow)]
+struct PreferencesRow {
+    preferred_channel: Option<String>,
+    allow_email: i32,
+    allow_sms: i32,
+    do_not_contact: i32,
+    dnc_reason_sealed: Option<Vec<u8>>,
+    dnc_effective_date: Option<String>,
+    dnc_exceptions: Option<String>,
+    preferred_language: Option<String>,
+    contact_start: Option<String>,
+    contact_end: Option<String>,
+    contact_timezone: Option<String>,
+    contact_sealed: Option<Vec<u8>>,
+    updated_at: i64,
+    updated_by: String,
+}
+
 impl Store {
     /// A case's preferences; the defaults where none were set.
     pub(crate) async fn load_preferences(
@@ -27,7 +47,7 @@ impl Store {
         conn: &mut AnyConnection,
         case_id: &str,
     ) -> StoreResult<StoredPreferences> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, PreferencesRow>(
             "SELECT preferred_channel, allow_email, allow_sms, do_not_contact, dnc_reason_sealed, dnc_effective_date, dnc_exceptions, \
              preferred_language, contact_start, contact_end, contact_timezone, contact_sealed, updated_at, updated_by \
              FROM preferences WHERE case_id = $1",
@@ -43,40 +63,40 @@ impl Store {
             });
         };
         let ctx = contact_context(case_id);
-        let contact: Option<Vec<u8>> = r.try_get(11)?;
-        let (email_address, phone_number): (Option<String>, Option<String>) = match contact {
+        let (email_address, phone_number): (Option<String>, Option<String>) = match r.contact_sealed
+        {
             Some(sealed) => {
                 serde_json::from_slice(&self.keys.open(&ctx, &sealed).map_err(anyhow::Error::from)?)
                     .map_err(anyhow::Error::from)?
             }
             None => (None, None),
         };
-        let reason: Option<Vec<u8>> = r.try_get(4)?;
-        let exceptions: Option<String> = r.try_get(6)?;
-        let (start, end): (Option<String>, Option<String>) = (r.try_get(8)?, r.try_get(9)?);
         let preferences = Preferences {
-            preferred_channel: r.try_get(0)?,
-            allow_email: r.try_get::<i32, _>(1)? != 0,
-            allow_sms: r.try_get::<i32, _>(2)? != 0,
-            do_not_contact: r.try_get::<i32, _>(3)? != 0,
-            reason: reason
+            preferred_channel: r.preferred_channel,
+            allow_email: r.allow_email != 0,
+            allow_sms: r.allow_sms != 0,
+            do_not_contact: r.do_not_contact != 0,
+            reason: r
+                .dnc_reason_sealed
                 .map(|s| self.keys.open_string(&format!("{ctx}:reason"), &s))
                 .transpose()?,
-            effective_date: r.try_get(5)?,
-            exceptions: exceptions
+            effective_date: r.dnc_effective_date,
+            exceptions: r
+                .dnc_exceptions
                 .and_then(|e| serde_json::from_str(&e).ok())
                 .unwrap_or_default(),
-            preferred_language: r.try_get(7)?,
-            contact_hours: start
-                .zip(end)
-                .map(|(s, e)| (s, e, r.try_get::<Option<String>, _>(10).ok().flatten())),
+            preferred_language: r.preferred_language,
+            contact_hours: r
+                .contact_start
+                .zip(r.contact_end)
+                .map(|(s, e)| (s, e, r.contact_timezone)),
             email_address,
             phone_number,
         };
         Ok(StoredPreferences {
             preferences,
-            updated_at: r.try_get(12)?,
-            updated_by: r.try_get(13)?,
+            updated_at: Some(r.updated_at),
+            updated_by: Some(r.updated_by),
         })
     }
 
@@ -156,7 +176,13 @@ impl Store {
         )
         .await?;
         let payload = json!({"caseId": case_id, "doNotContact": p.do_not_contact, "allowEmail": p.allow_email, "allowSms": p.allow_sms});
-        emit(&mut tx, "preferences.updated", Some(case_id), &payload).await?;
+        emit(
+            &mut tx,
+            EventType::PreferencesUpdated,
+            Some(case_id),
+            &payload,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(StoredPreferences {
             preferences: p.clone(),

@@ -1,8 +1,8 @@
 //! Message templates, each with its text in one or more languages.
 
-use sqlx::Row;
-
 use super::{Store, StoreError, StoreResult, audit};
+use crate::domain::code::Code;
+use crate::domain::message::Channel;
 use crate::domain::party::Actor;
 use crate::domain::time::now_micros;
 
@@ -18,10 +18,27 @@ pub struct TemplateContent {
 pub struct Template {
     pub id: String,
     pub name: String,
-    pub channel: String,
+    pub channel: Channel,
     pub default_language: String,
     /// The default language first.
     pub contents: Vec<TemplateContent>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TemplateRow {
+    id: String,
+    name: String,
+    channel: String,
+    default_language: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct TemplateContentRow {
+    template_id: String,
+    language: String,
+    subject: Option<String>,
+    body: String,
+    html_body: Option<String>,
 }
 
 impl Template {
@@ -50,13 +67,13 @@ impl Store {
 
     /// Every template, or the one named.
     async fn load_templates(&self, id: Option<&str>) -> StoreResult<Vec<Template>> {
-        let heads = sqlx::query(
+        let heads = sqlx::query_as::<_, TemplateRow>(
             "SELECT id, name, channel, default_language FROM templates WHERE ($1 IS NULL OR id = $1) ORDER BY created_at, id",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let bodies = sqlx::query(
+        let bodies = sqlx::query_as::<_, TemplateContentRow>(
             "SELECT template_id, language, subject, body, html_body FROM template_contents \
              WHERE ($1 IS NULL OR template_id = $1) ORDER BY template_id, language",
         )
@@ -64,25 +81,24 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut templates = heads
-            .iter()
+            .into_iter()
             .map(|r| {
                 Ok(Template {
-                    id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    channel: r.try_get(2)?,
-                    default_language: r.try_get(3)?,
+                    channel: Channel::parse(&r.channel).map_err(anyhow::Error::from)?,
+                    id: r.id,
+                    name: r.name,
+                    default_language: r.default_language,
                     contents: Vec::new(),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        for r in &bodies {
-            let id: String = r.try_get(0)?;
-            if let Some(t) = templates.iter_mut().find(|t| t.id == id) {
+        for r in bodies {
+            if let Some(t) = templates.iter_mut().find(|t| t.id == r.template_id) {
                 t.contents.push(TemplateContent {
-                    language: r.try_get(1)?,
-                    subject: r.try_get(2)?,
-                    body: r.try_get(3)?,
-                    html_body: r.try_get(4)?,
+                    language: r.language,
+                    subject: r.subject,
+                    body: r.body,
+                    html_body: r.html_body,
                 });
             }
         }
@@ -108,13 +124,13 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         match (exists.is_some(), replace) {
-            (true, false) => return Err(StoreError::Conflict("template_exists")),
+            (true, false) => return Err(StoreError::Conflict(Code::TemplateExists)),
             (false, true) => return Ok(false),
             (true, true) => {
                 sqlx::query("UPDATE templates SET name = $2, channel = $3, default_language = $4, updated_at = $5 WHERE id = $1")
                     .bind(&t.id)
                     .bind(&t.name)
-                    .bind(&t.channel)
+                    .bind(t.channel.as_str())
                     .bind(&t.default_language)
                     .bind(now)
                     .execute(&mut *tx)
@@ -131,7 +147,7 @@ impl Store {
                 )
                 .bind(&t.id)
                 .bind(&t.name)
-                .bind(&t.channel)
+                .bind(t.channel.as_str())
                 .bind(&t.default_language)
                 .bind(actor.party_id.as_str())
                 .bind(now)

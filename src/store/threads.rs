@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::cases::visible;
 use super::{Store, StoreResult, admin_flag};
@@ -32,6 +32,42 @@ pub struct ThreadMessage {
     pub subject: Option<String>,
     pub body: String,
     pub at: Micros,
+}
+
+/// A thread with the count and time of its messages, as `list_threads` reads it.
+#[derive(sqlx::FromRow)]
+struct ThreadRow {
+    id: String,
+    subject_sealed: Option<Vec<u8>>,
+    message_count: i64,
+    last_message_at: Option<i64>,
+    status: String,
+}
+
+/// The sealed envelope of one message of a thread, for the thread's participants.
+#[derive(sqlx::FromRow)]
+struct ParticipantRow {
+    thread_id: String,
+    id: String,
+    envelope_sealed: Vec<u8>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ThreadMessageRow {
+    id: String,
+    direction: String,
+    message_type: String,
+    envelope_sealed: Vec<u8>,
+    subject_sealed: Option<Vec<u8>>,
+    body_sealed: Option<Vec<u8>>,
+    at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct RfcMessageRow {
+    id: String,
+    case_id: Option<String>,
+    thread_id: Option<String>,
 }
 
 fn thread_context(id: &str) -> String {
@@ -98,9 +134,9 @@ impl Store {
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
-        let rows = sqlx::query(
-            "SELECT t.id, t.subject_sealed, COUNT(m.id) AS message_count, \
-             MAX(COALESCE(m.received_at, m.sent_at, m.created_at)) AS last_message_at, t.status \
+        let rows = sqlx::query_as::<_, ThreadRow>(
+            "SELECT t.id AS id, t.subject_sealed AS subject_sealed, COUNT(m.id) AS message_count, \
+             MAX(COALESCE(m.received_at, m.sent_at, m.created_at)) AS last_message_at, t.status AS status \
              FROM threads t LEFT JOIN messages m ON m.thread_id = t.id WHERE t.case_id = $1 \
              GROUP BY t.id, t.subject_sealed, t.status ORDER BY last_message_at DESC, t.id DESC",
         )
@@ -108,15 +144,13 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?;
         let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in sqlx::query("SELECT thread_id, id, envelope_sealed FROM messages WHERE case_id = $1 AND thread_id IS NOT NULL ORDER BY id")
+        for r in sqlx::query_as::<_, ParticipantRow>("SELECT thread_id, id, envelope_sealed FROM messages WHERE case_id = $1 AND thread_id IS NOT NULL ORDER BY id")
             .bind(case_id)
             .fetch_all(&mut *conn)
             .await?
         {
-            let thread: String = r.try_get(0)?;
-            let id: String = r.try_get(1)?;
-            let envelope = self.open_envelope(&id, &r.try_get::<Vec<u8>, _>(2)?)?;
-            let list = participants.entry(thread).or_default();
+            let envelope = self.open_envelope(&r.id, &r.envelope_sealed)?;
+            let list = participants.entry(r.thread_id).or_default();
             for a in std::iter::once(envelope.from).chain(envelope.to).chain(envelope.cc) {
                 let a = a.to_lowercase();
                 if !list.contains(&a) {
@@ -124,19 +158,18 @@ impl Store {
                 }
             }
         }
-        rows.iter()
+        rows.into_iter()
             .map(|r| {
-                let id: String = r.try_get(0)?;
-                let subject: Option<Vec<u8>> = r.try_get(1)?;
                 Ok(ThreadView {
-                    subject: subject
-                        .map(|s| self.keys.open_string(&thread_context(&id), &s))
+                    subject: r
+                        .subject_sealed
+                        .map(|s| self.keys.open_string(&thread_context(&r.id), &s))
                         .transpose()?,
-                    participants: participants.remove(&id).unwrap_or_default(),
-                    message_count: r.try_get(2)?,
-                    last_message_at: r.try_get(3)?,
-                    status: r.try_get(4)?,
-                    id,
+                    participants: participants.remove(&r.id).unwrap_or_default(),
+                    message_count: r.message_count,
+                    last_message_at: r.last_message_at,
+                    status: r.status,
+                    id: r.id,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()
@@ -162,27 +195,26 @@ impl Store {
         if found.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, ThreadMessageRow>(
             "SELECT id, direction, message_type, envelope_sealed, subject_sealed, body_sealed, \
              COALESCE(received_at, sent_at, created_at) AS at FROM messages WHERE thread_id = $1 ORDER BY at, id",
         )
         .bind(thread_id)
         .fetch_all(&mut *conn)
         .await?;
-        rows.iter()
+        rows.into_iter()
             .map(|r| {
-                let id: String = r.try_get(0)?;
-                let envelope = self.open_envelope(&id, &r.try_get::<Vec<u8>, _>(3)?)?;
+                let envelope = self.open_envelope(&r.id, &r.envelope_sealed)?;
                 Ok(ThreadMessage {
-                    direction: r.try_get(1)?,
-                    channel: r.try_get(2)?,
+                    direction: r.direction,
+                    channel: r.message_type,
                     from: envelope.from,
-                    subject: self.open_opt(&id, "subject", r.try_get(4)?)?,
+                    subject: self.open_opt(&r.id, "subject", r.subject_sealed)?,
                     body: self
-                        .open_opt(&id, "body", r.try_get(5)?)?
+                        .open_opt(&r.id, "body", r.body_sealed)?
                         .unwrap_or_default(),
-                    at: r.try_get(6)?,
-                    id,
+                    at: r.at,
+                    id: r.id,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()
@@ -194,17 +226,10 @@ impl Store {
         conn: &mut AnyConnection,
         rfc_id: &str,
     ) -> StoreResult<Option<(String, String, Option<String>)>> {
-        let row = sqlx::query("SELECT id, case_id, thread_id FROM messages WHERE rfc_message_id = $1 AND case_id IS NOT NULL")
+        let row = sqlx::query_as::<_, RfcMessageRow>("SELECT id, case_id, thread_id FROM messages WHERE rfc_message_id = $1 AND case_id IS NOT NULL")
             .bind(rfc_id)
             .fetch_optional(&mut *conn)
             .await?;
-        row.map(|r| {
-            Ok((
-                r.try_get(0)?,
-                r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
-                r.try_get(2)?,
-            ))
-        })
-        .transpose()
+        Ok(row.map(|r| (r.id, r.case_id.unwrap_or_default(), r.thread_id)))
     }
 }

@@ -20,9 +20,9 @@ pub struct TestApp {
     pub base: String,
     /// The app's delivery worker, driven one step at a time (`deliver_due`): tests run no
     /// background worker unless they ask for one.
-    pub delivery: parley::delivery::Delivery,
+    pub delivery: parley::DeliveryWorker,
     /// The app's webhook dispatcher, driven one step at a time (`dispatch_webhooks`).
-    pub webhooks: parley::webhooks::Dispatcher,
+    pub webhooks: parley::WebhookWorker,
     pub client: reqwest::Client,
     pub store: Store,
     pub config: Config,

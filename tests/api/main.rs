@@ -17,6 +17,7 @@ mod ops;
 mod policy;
 mod processes;
 mod providers;
+mod schema;
 mod storage;
 mod templates;
 mod tenancy;

@@ -366,10 +366,10 @@ async fn transient_smtp_failures_are_retried_until_sent_or_given_up() {
     assert_eq!(report(&app, &party, &once_id).await["status"], "sent");
     let attempts = app.store.delivery_attempts(&once_id).await.unwrap();
     assert_eq!(
-        attempts.iter().map(|a| a.1.as_str()).collect::<Vec<_>>(),
+        attempts.iter().map(|a| a.outcome.as_deref().unwrap_or_default()).collect::<Vec<_>>(),
         ["retry", "sent"]
     );
-    assert!(attempts[0].2.as_deref().unwrap().contains("451"));
+    assert!(attempts[0].error.as_deref().unwrap().contains("451"));
 
     let m: Value = app
         .get(&party.token, &format!("/api/messages/{always_id}"))
@@ -436,7 +436,7 @@ async fn an_unreachable_smtp_server_is_a_transient_failure() {
     app.deliver_due().await;
     let attempts = app.store.delivery_attempts(&id).await.unwrap();
     assert_eq!(
-        attempts.iter().map(|a| a.1.as_str()).collect::<Vec<_>>(),
+        attempts.iter().map(|a| a.outcome.as_deref().unwrap_or_default()).collect::<Vec<_>>(),
         ["retry", "retry", "failed"]
     );
 }

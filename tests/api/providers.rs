@@ -164,7 +164,7 @@ async fn sms_api_failures_are_retried_or_final() {
     assert_eq!(status_of(&app, &creditor, &retried).await["status"], "sent");
     let attempts = app.store.delivery_attempts(&retried).await.unwrap();
     assert_eq!(
-        attempts.iter().map(|a| a.1.as_str()).collect::<Vec<_>>(),
+        attempts.iter().map(|a| a.outcome.as_deref().unwrap_or_default()).collect::<Vec<_>>(),
         ["retry", "sent"]
     );
 
@@ -185,7 +185,7 @@ async fn sms_api_failures_are_retried_or_final() {
     );
     let attempts = app.store.delivery_attempts(&throttled).await.unwrap();
     assert_eq!(attempts.len(), 1);
-    assert!(attempts[0].2.as_deref().unwrap().contains("429"));
+    assert!(attempts[0].error.as_deref().unwrap().contains("429"));
 }
 
 #[tokio::test]

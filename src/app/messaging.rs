@@ -1,0 +1,375 @@
+//! Sending a message: a [`SendMessage`] command becomes a queued message, or a refusal.
+//! Recipients, template, send policy and the answered message are settled here; the store
+//! writes the message, its job, its audit entry and its idempotency record in one
+//! transaction.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::policy::{Question, SendPolicy};
+use super::render::{Given, TemplateChoice, render};
+use super::{AppError, AppResult};
+use crate::domain::clock::SharedClock;
+use crate::domain::code::Code;
+use crate::domain::message::{Category, Channel, MessageStatus, Priority};
+use crate::domain::party::Actor;
+use crate::domain::policy::Preferences;
+use crate::domain::sms::segments;
+use crate::domain::time::Micros;
+use crate::domain::{CaseId, EmailAddress, PhoneNumber, prefixed_id};
+use crate::store::{
+    CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued, Replay, Store,
+};
+
+/// Who a message goes to, as the sender named them. `None` in [`SendMessage::to`]: the
+/// debtor, by the address or number in the preferences, else the case's.
+#[derive(Debug, Clone)]
+pub enum Recipients {
+    Email(Vec<EmailAddress>),
+    Sms(PhoneNumber),
+}
+
+/// A request to send one message about a case, parsed.
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    pub channel: Channel,
+    pub to: Option<Recipients>,
+    pub cc: Vec<EmailAddress>,
+    pub subject: Option<String>,
+    /// Plain text; replaces a template's text and HTML.
+    pub body: Option<String>,
+    pub html_body: Option<String>,
+    pub priority: Priority,
+    pub category: Category,
+    pub template: Option<TemplateChoice>,
+    pub language: Option<String>,
+    /// When delivery may start, if later than now.
+    pub scheduled_at: Option<Micros>,
+    /// A `messageId` of this case that this email answers.
+    pub in_reply_to: Option<String>,
+}
+
+/// An `Idempotency-Key` and the hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// The result of a send.
+#[derive(Debug)]
+pub struct Sent {
+    /// The message as it was queued.
+    pub message: MessageView,
+    /// The same request was made before: nothing new was queued.
+    pub replayed: bool,
+}
+
+/// Addresses of outbound mail and SMS (`PARLEY_EMAIL_FROM`, `PARLEY_SMS_FROM`).
+#[derive(Debug, Clone)]
+pub struct Senders {
+    pub email_from: String,
+    pub sms_from: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Messaging {
+    store: Store,
+    policy: SendPolicy,
+    senders: Senders,
+    clock: SharedClock,
+    /// Wakes the delivery worker when a message is queued.
+    wake: Arc<Notify>,
+}
+
+fn invalid(detail: impl Into<String>) -> AppError {
+    AppError::refused(Code::ValidationFailed, detail)
+}
+
+fn has_header_breaking(s: &str) -> bool {
+    s.contains(['\r', '\n', '\0'])
+}
+
+impl Messaging {
+    pub fn new(
+        store: Store,
+        policy: SendPolicy,
+        senders: Senders,
+        clock: SharedClock,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            senders,
+            clock,
+            wake,
+        }
+    }
+
+    /// What an earlier request with this key did: the message it queued (as it was then), or
+    /// a refusal when the key came with another request.
+    async fn replay(&self, actor: &Actor, idem: &Idempotency) -> AppResult<Option<Sent>> {
+        let now = self.clock.now();
+        match self
+            .store
+            .idempotent_replay(actor.party_id.as_str(), &idem.key, &idem.request_hash, now)
+            .await?
+        {
+            None => Ok(None),
+            Some(Replay::Mismatch) => Err(AppError::refused(
+                Code::IdempotencyConflict,
+                "this Idempotency-Key was used with a different request within the last 24 hours",
+            )),
+            Some(Replay::Queued { message_id }) => {
+                let message = self
+                    .store
+                    .get_message(actor, &message_id)
+                    .await?
+                    .ok_or(AppError::NotFound("message"))?;
+                Ok(Some(Sent {
+                    message: as_queued(message),
+                    replayed: true,
+                }))
+            }
+        }
+    }
+
+    /// Sends `cmd` about a case the actor may see: answers the first result again for a
+    /// repeated idempotency key, else queues the message (or refuses it).
+    pub async fn send(
+        &self,
+        actor: &Actor,
+        case_id: &CaseId,
+        cmd: SendMessage,
+        idempotency: Option<Idempotency>,
+    ) -> AppResult<Sent> {
+        if let Some(idem) = &idempotency
+            && let Some(sent) = self.replay(actor, idem).await?
+        {
+            return Ok(sent);
+        }
+        let case = self
+            .store
+            .get_case(actor, &case_id.to_string())
+            .await?
+            .ok_or(AppError::NotFound("case"))?;
+        let now = self.clock.now();
+        let new = self.compose(actor, &case, cmd, now).await?;
+        let record = idempotency.as_ref().map(|i| IdempotencyRecord {
+            key: &i.key,
+            request_hash: &i.request_hash,
+        });
+        match self.store.queue_message(actor, new, record, now).await? {
+            Queued::Created(view) => {
+                self.wake.notify_one();
+                Ok(Sent {
+                    message: *view,
+                    replayed: false,
+                })
+            }
+            Queued::NoCase => Err(AppError::NotFound("case")),
+            Queued::KeyTaken => match &idempotency {
+                Some(idem) => self.replay(actor, idem).await?.ok_or_else(|| {
+                    AppError::Store(crate::store::StoreError::Internal(anyhow::anyhow!(
+                        "idempotency record vanished"
+                    )))
+                }),
+                None => Err(AppError::Store(crate::store::StoreError::Internal(
+                    anyhow::anyhow!("a key conflict without a key"),
+                ))),
+            },
+        }
+    }
+
+    /// A message ready to queue: recipients settled, template rendered, send policy checked.
+    async fn compose(
+        &self,
+        actor: &Actor,
+        case: &CaseView,
+        cmd: SendMessage,
+        now: Micros,
+    ) -> AppResult<NewMessage> {
+        let channel = cmd.channel;
+        let preferences = self.policy.preferences(&case.id).await?;
+        let to = recipients(channel, cmd.to, case, &preferences)?;
+        if channel == Channel::Sms && !cmd.cc.is_empty() {
+            return Err(invalid("cc is for email only"));
+        }
+        let cc: Vec<String> = cmd.cc.iter().map(ToString::to_string).collect();
+        if cmd.subject.as_deref().is_some_and(has_header_breaking) {
+            return Err(invalid("subject must not contain CR, LF or NUL"));
+        }
+        let scheduled_at = cmd.scheduled_at.filter(|t| *t > now);
+
+        let rendered = render(
+            &self.store,
+            case,
+            channel,
+            cmd.template.as_ref(),
+            Given {
+                subject: cmd.subject.is_some(),
+                body: cmd.body.is_some(),
+            },
+            cmd.language.as_deref(),
+            Some(&preferences),
+        )
+        .await?;
+        let subject = cmd.subject.or(rendered.subject);
+        let body = cmd
+            .body
+            .clone()
+            .or(rendered.body)
+            .filter(|b| !b.trim().is_empty())
+            .ok_or_else(|| invalid("body is required (or a templateId)"))?;
+        let html = match (&cmd.body, cmd.html_body) {
+            (_, Some(h)) => Some(h),
+            (Some(_), None) => None,
+            (None, None) => rendered.html,
+        };
+        if channel == Channel::Email && subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(invalid(
+                "subject is required for email (or a templateId whose template has one)",
+            ));
+        }
+        if subject.as_deref().is_some_and(has_header_breaking) {
+            return Err(invalid("the rendered subject contains CR, LF or NUL"));
+        }
+
+        let all: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
+        let scheduled_for = self
+            .policy
+            .decide(
+                &preferences,
+                &Question {
+                    case_id: &case.id,
+                    channel,
+                    category: cmd.category,
+                    recipients: &all,
+                    now,
+                    wanted: scheduled_at,
+                    debtor_timezone: Some(case.debtor.timezone.as_deref()),
+                    count_recent: true,
+                },
+            )
+            .await?;
+
+        let id = prefixed_id("msg");
+        let (from, rfc_message_id, in_reply_to, segment_count) = match channel {
+            Channel::Email => {
+                let domain = self
+                    .senders
+                    .email_from
+                    .rsplit_once('@')
+                    .map_or("localhost", |(_, d)| d);
+                let parent = match cmd.in_reply_to.as_deref() {
+                    None => None,
+                    Some(parent) => {
+                        let m = self
+                            .store
+                            .get_message(actor, parent)
+                            .await?
+                            .filter(|m| m.case_id.as_deref() == Some(case.id.as_str()));
+                        let m = m.ok_or_else(|| {
+                            invalid(format!(
+                                "inReplyTo {parent:?} is not a message of this case"
+                            ))
+                        })?;
+                        m.rfc_message_id
+                    }
+                };
+                (
+                    self.senders.email_from.clone(),
+                    Some(format!("<{id}@{domain}>")),
+                    parent,
+                    None,
+                )
+            }
+            Channel::Sms => {
+                let from = self
+                    .senders
+                    .sms_from
+                    .clone()
+                    .unwrap_or_else(|| "parley".into());
+                (from, None, None, Some(i64::from(segments(&body).1)))
+            }
+        };
+        let email = channel == Channel::Email;
+        Ok(NewMessage {
+            id,
+            case_id: case.id.clone(),
+            channel,
+            priority: cmd.priority,
+            category: cmd.category,
+            template_id: rendered.template_id,
+            language: rendered.language.or(cmd.language),
+            envelope: Envelope { from, to, cc },
+            subject: if email { subject } else { None },
+            body,
+            html: if email { html } else { None },
+            rfc_message_id,
+            in_reply_to,
+            segments: segment_count,
+            run_at: scheduled_for.unwrap_or(now),
+            scheduled_for,
+        })
+    }
+}
+
+/// A message as the answer to its send showed it: what delivery changed since is left out.
+fn as_queued(m: MessageView) -> MessageView {
+    MessageView {
+        status: MessageStatus::Queued,
+        provider_id: None,
+        failure_reason: None,
+        sent_at: None,
+        body: None,
+        html: None,
+        ..m
+    }
+}
+
+/// The given recipients, else the debtor's: the address or number in the preferences,
+/// else the case's.
+fn recipients(
+    channel: Channel,
+    to: Option<Recipients>,
+    case: &CaseView,
+    preferences: &Preferences,
+) -> AppResult<Vec<String>> {
+    let bad = |e: crate::domain::Invalid| AppError::refused(Code::InvalidRecipient, e.0);
+    match (channel, to) {
+        (Channel::Email, Some(Recipients::Email(list))) if !list.is_empty() => {
+            Ok(list.iter().map(ToString::to_string).collect())
+        }
+        (Channel::Sms, Some(Recipients::Sms(n))) => Ok(vec![n.to_string()]),
+        (_, Some(_)) => Err(AppError::refused(
+            Code::InvalidRecipient,
+            format!("recipients do not fit a message of type {channel}"),
+        )),
+        (Channel::Email, None) => {
+            let a = preferences
+                .email_address
+                .clone()
+                .or_else(|| case.debtor.email.clone())
+                .ok_or_else(|| no_debtor_contact(channel))?;
+            Ok(vec![EmailAddress::parse(&a).map_err(bad)?.to_string()])
+        }
+        (Channel::Sms, None) => {
+            let n = preferences
+                .phone_number
+                .clone()
+                .or_else(|| case.debtor.phone.clone())
+                .ok_or_else(|| no_debtor_contact(channel))?;
+            Ok(vec![PhoneNumber::parse(&n).map_err(bad)?.to_string()])
+        }
+    }
+}
+
+fn no_debtor_contact(channel: Channel) -> AppError {
+    AppError::refused(
+        Code::InvalidRecipient,
+        format!("no recipient given and the debtor has no {channel}"),
+    )
+}

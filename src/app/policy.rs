@@ -1,0 +1,109 @@
+//! The send policy as a service: gathers the facts a decision needs (preferences, the
+//! debtor's time zone, recent messages, the suppression list) and asks
+//! `domain::policy::decide`. The send path and the delivery worker decide the same way.
+
+use std::time::Duration;
+
+use super::{AppError, AppResult};
+use crate::domain::code::Code;
+use crate::domain::message::{Category, Channel};
+use crate::domain::policy::{ContactWindow, FrequencyCap, Preferences, SendContext, decide};
+use crate::domain::time::{Micros, from_micros, to_micros};
+use crate::store::Store;
+
+/// The policy's settings (`PARLEY_FREQUENCY_CAP`, `PARLEY_DEFAULT_CONTACT_HOURS`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicySettings {
+    pub frequency_cap: Option<FrequencyCap>,
+    pub default_contact_hours: Option<ContactWindow>,
+}
+
+/// The moment of the decision and what it is about.
+pub struct Question<'a> {
+    pub case_id: &'a str,
+    pub channel: Channel,
+    pub category: Category,
+    /// Every address or number the message goes to.
+    pub recipients: &'a [&'a str],
+    pub now: Micros,
+    /// `scheduledAt`, if the sender asked for a later time.
+    pub wanted: Option<Micros>,
+    /// The debtor's time zone when the caller has the case at hand (`Some(None)`: it has
+    /// none); `None` to look it up.
+    pub debtor_timezone: Option<Option<&'a str>>,
+    /// Count recent messages against the frequency cap (at queueing; a queued message was
+    /// counted when it was accepted).
+    pub count_recent: bool,
+}
+
+#[derive(Clone)]
+pub struct SendPolicy {
+    store: Store,
+    settings: PolicySettings,
+}
+
+impl SendPolicy {
+    pub fn new(store: Store, settings: PolicySettings) -> Self {
+        Self { store, settings }
+    }
+
+    /// The case's preferences, for the caller that also needs them (recipients, language).
+    pub async fn preferences(&self, case_id: &str) -> AppResult<Preferences> {
+        Ok(self.store.preferences_for_sending(case_id).await?)
+    }
+
+    /// Decides a send under `preferences`: `None` to send now, `Some(t)` not before `t` (the
+    /// time asked for, or the next opening of the contact window). Refusals are [`AppError::Refused`] with the rule's
+    /// code: `do_not_contact`, `channel_not_allowed`, `frequency_cap_exceeded`,
+    /// `recipient_suppressed`.
+    pub async fn decide(
+        &self,
+        preferences: &Preferences,
+        q: &Question<'_>,
+    ) -> AppResult<Option<Micros>> {
+        let cap = self.settings.frequency_cap.filter(|_| q.count_recent);
+        let recent = match cap {
+            Some(cap) => {
+                let window = i64::try_from(cap.window.as_micros()).unwrap_or(i64::MAX);
+                self.store
+                    .recent_outbound(q.case_id, q.channel.as_str(), q.now.saturating_sub(window))
+                    .await?
+            }
+            None => 0,
+        };
+        let timezone = match q.debtor_timezone {
+            Some(known) => known.map(str::to_string),
+            None => self.store.case_timezone(q.case_id).await?,
+        };
+        let context = SendContext {
+            channel: q.channel,
+            category: q.category,
+            now: from_micros(q.now),
+            wanted: q.wanted.map(from_micros),
+            default_hours: self.settings.default_contact_hours,
+            debtor_timezone: timezone.as_deref(),
+            recent,
+            cap,
+        };
+        let not_before = decide(preferences, &context)
+            .map_err(|r| AppError::refused(r.code, r.detail))?
+            .map(to_micros);
+        if self
+            .store
+            .suppressed(q.channel.as_str(), q.recipients)
+            .await?
+            .is_some()
+        {
+            return Err(AppError::refused(
+                Code::RecipientSuppressed,
+                "a recipient has unsubscribed or is on the suppression list",
+            ));
+        }
+        Ok(not_before)
+    }
+}
+
+/// A duration as stored time.
+pub fn micros(d: Duration) -> Micros {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}

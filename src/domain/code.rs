@@ -1,0 +1,49 @@
+//! The stable, machine-readable reasons of a refusal: the `code` of every problem response.
+//! Clients branch on these words, so they are one enum, never loose strings.
+
+use super::word_enum;
+
+word_enum!(
+    /// A refusal's `code`.
+    Code, "code" {
+        // The caller and the request.
+        Unauthorized => "unauthorized",
+        Forbidden => "forbidden",
+        RateLimited => "rate_limited",
+        NotFound => "not_found",
+        MethodNotAllowed => "method_not_allowed",
+        MalformedJson => "malformed_json",
+        InvalidBody => "invalid_body",
+        InvalidQuery => "invalid_query",
+        InvalidCursor => "invalid_cursor",
+        UnsupportedMediaType => "unsupported_media_type",
+        PayloadTooLarge => "payload_too_large",
+        ValidationFailed => "validation_failed",
+        InvalidIdempotencyKey => "invalid_idempotency_key",
+        IdempotencyConflict => "idempotency_conflict",
+        // Cases, payments, parties.
+        CaseNumberTaken => "case_number_taken",
+        CurrencyMismatch => "currency_mismatch",
+        InvalidParty => "invalid_party",
+        // Messages and templates.
+        InvalidRecipient => "invalid_recipient",
+        TemplateNotFound => "template_not_found",
+        TemplateExists => "template_exists",
+        TemplateTypeMismatch => "template_type_mismatch",
+        TemplateVariablesMissing => "template_variables_missing",
+        // The send policy.
+        DoNotContact => "do_not_contact",
+        ChannelNotAllowed => "channel_not_allowed",
+        FrequencyCapExceeded => "frequency_cap_exceeded",
+        RecipientSuppressed => "recipient_suppressed",
+        // Documents, inbound mail, webhooks.
+        InvalidDocumentType => "invalid_document_type",
+        InvalidReplaces => "invalid_replaces",
+        InvalidMail => "invalid_mail",
+        WebhookUrlNotAllowed => "webhook_url_not_allowed",
+        // The service itself.
+        ServiceUnavailable => "service_unavailable",
+        NotReady => "not_ready",
+        InternalError => "internal_error",
+    }
+);

@@ -1,0 +1,61 @@
+//! The events parley announces: written to the outbox by every change that other systems
+//! hear of, and the names webhooks subscribe to. One enum for both, so an event that is
+//! emitted can always be subscribed to.
+
+use super::message::MessageStatus;
+use super::word_enum;
+
+word_enum!(
+    /// An event type, `resource.happening`.
+    EventType, "event" {
+        CaseCreated => "case.created",
+        CaseStatusChanged => "case.status_changed",
+        PaymentReceived => "payment.received",
+        NoteCreated => "note.created",
+        DocumentUploaded => "document.uploaded",
+        PreferencesUpdated => "preferences.updated",
+        RecipientUnsubscribed => "recipient.unsubscribed",
+        MessageReceived => "message.received",
+        MessageSent => "message.sent",
+        MessageDelivered => "message.delivered",
+        MessageOpened => "message.opened",
+        MessageClicked => "message.clicked",
+        MessageFailed => "message.failed",
+        MessageBounced => "message.bounced",
+    }
+);
+
+impl EventType {
+    /// The event that announces a message reaching `status`; `None` for `queued`, which is
+    /// the answer to the request itself.
+    pub fn for_status(status: MessageStatus) -> Option<Self> {
+        Some(match status {
+            MessageStatus::Queued => return None,
+            MessageStatus::Sent => Self::MessageSent,
+            MessageStatus::Delivered => Self::MessageDelivered,
+            MessageStatus::Opened => Self::MessageOpened,
+            MessageStatus::Clicked => Self::MessageClicked,
+            MessageStatus::Failed => Self::MessageFailed,
+            MessageStatus::Bounced => Self::MessageBounced,
+            MessageStatus::Received => Self::MessageReceived,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_but_queued_has_an_event_that_parses_back() {
+        for s in MessageStatus::ALL {
+            match EventType::for_status(*s) {
+                None => assert_eq!(*s, MessageStatus::Queued),
+                Some(e) => {
+                    assert_eq!(e.as_str(), format!("message.{}", s.as_str()));
+                    assert_eq!(EventType::parse(e.as_str()), Ok(e));
+                }
+            }
+        }
+    }
+}
