@@ -137,7 +137,7 @@ impl App {
                     .with_context(|| format!("PARLEY_INBOUND_SMTP_ADDR: binding {addr}"))?;
                 Some(tokio::spawn(inbound::smtp::serve(
                     listener,
-                    self.store.clone(),
+                    self.services.inbound.clone(),
                     self.config.clone(),
                     stop_rx.clone(),
                 )))
@@ -151,8 +151,7 @@ impl App {
                 Some(tokio::spawn(inbound::imap::run(
                     target,
                     interval,
-                    self.store.clone(),
-                    self.config.clone(),
+                    self.services.inbound.clone(),
                     stop_rx.clone(),
                 )))
             }

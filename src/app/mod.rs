@@ -3,9 +3,12 @@
 //! workers call the same services. The layer calls `domain` for rules and `store` for
 //! persistence, and knows nothing of HTTP.
 
+pub mod inbound;
 pub mod messaging;
 pub mod policy;
 pub mod render;
+pub mod tracking;
+pub mod webhook_target;
 
 use serde_json::Value;
 
@@ -64,6 +67,7 @@ impl From<Invalid> for AppError {
 /// The application's services, built once and shared by HTTP and the workers.
 #[derive(Clone)]
 pub struct Services {
+    pub inbound: inbound::Inbound,
     pub messaging: messaging::Messaging,
     pub policy: policy::SendPolicy,
     pub clock: crate::domain::clock::SharedClock,
@@ -88,6 +92,7 @@ impl Services {
             sms_from: config.sms_from.clone(),
         };
         Self {
+            inbound: inbound::Inbound::new(store.clone(), config.inbound_domain.clone()),
             messaging: messaging::Messaging::new(
                 store,
                 policy.clone(),

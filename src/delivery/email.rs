@@ -10,7 +10,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::SendError;
-use super::tracking::{LinkMaker, html_from_text, tracked_html};
+use crate::app::tracking::{LinkMaker, html_from_text, tracked_html};
 use crate::store::Outgoing;
 
 #[derive(Clone)]

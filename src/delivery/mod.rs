@@ -5,7 +5,6 @@
 
 pub mod email;
 pub mod sms;
-pub mod tracking;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,11 +18,11 @@ use crate::config::Config;
 use crate::domain::clock::SharedClock;
 use crate::domain::message::{Channel, MessageStatus};
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
-use crate::store::{Delivered, Outgoing, Store};
+use crate::store::{AttemptRecord, Delivered, Outgoing, Store};
 use crate::worker::{Backoff, Job};
 use email::{EmailContext, EmailTransport};
 use sms::{SenderPacer, SmsTransport};
-use tracking::LinkMaker;
+use crate::app::tracking::LinkMaker;
 
 #[derive(Debug)]
 pub enum SendError {
@@ -222,11 +221,13 @@ impl Job for DeliveryJob {
         let label = next.label();
         self.store
             .finish_delivery(
-                &claim.id,
-                &claim.subject,
-                claim.attempts,
-                started,
-                self.clock.now(),
+                AttemptRecord {
+                    job_id: &claim.id,
+                    message_id: &claim.subject,
+                    attempt: claim.attempts,
+                    started_at: started,
+                    finished_at: self.clock.now(),
+                },
                 next,
                 delivered,
             )

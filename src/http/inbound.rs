@@ -14,7 +14,6 @@ use super::extract::{Auth, Query};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::PartyKind;
 use crate::domain::time::rfc3339;
-use crate::inbound::mime;
 use crate::store::Ingested;
 
 fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
@@ -67,13 +66,7 @@ pub async fn receive_email(
             "the mail is larger than PARLEY_MAX_UPLOAD_BYTES",
         )
     })?;
-    let mail = mime::parse(&raw).ok_or_else(|| {
-        ApiError::unprocessable(Code::InvalidMail, "the body is not an RFC 5322 mail")
-    })?;
-    let outcome = state
-        .store
-        .ingest_email("http", &raw, &mail, &state.config.inbound_domain)
-        .await?;
+    let outcome = state.inbound.receive_email("http", &raw, &[]).await?;
     Ok(match outcome {
         Ingested::Matched {
             message_id,
@@ -133,27 +126,18 @@ pub async fn unmatched(
 ) -> ApiResult<axum::Json<UnmatchedList>> {
     require_admin(&actor)?;
     let limit = super::extract::page_limit(q.limit)?;
-    let mails = state.store.unmatched_mail(limit).await?;
-    let messages = mails
+    let messages = state
+        .inbound
+        .unmatched(limit)
+        .await?
         .into_iter()
-        .map(|m| {
-            let parsed = if m.source == "sms" {
-                let v: Value = serde_json::from_slice(&m.raw).unwrap_or_default();
-                mime::InboundMail {
-                    from: v["from"].as_str().map(str::to_string),
-                    ..Default::default()
-                }
-            } else {
-                mime::parse(&m.raw).unwrap_or_default()
-            };
-            UnmatchedItem {
-                inbound_id: m.id,
-                source: m.source,
-                received_at: rfc3339(m.received_at),
-                from: parsed.from,
-                subject: parsed.subject,
-                message_id: parsed.message_id,
-            }
+        .map(|m| UnmatchedItem {
+            inbound_id: m.inbound_id,
+            source: m.source,
+            received_at: rfc3339(m.received_at),
+            from: m.from,
+            subject: m.subject,
+            message_id: m.message_id,
         })
         .collect();
     Ok(axum::Json(UnmatchedList { messages }))
@@ -184,13 +168,13 @@ pub async fn receive_sms(
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let from = crate::domain::PhoneNumber::parse(&f.from)
         .map_err(|e| ApiError::unprocessable(Code::InvalidRecipient, e.0))?;
-    let sms = crate::store::InboundSms {
-        from: from.as_str(),
-        to: &f.to,
-        body: &f.body,
-        sid: f.sid.as_deref(),
+    let sms = crate::app::inbound::ReceivedSms {
+        from,
+        to: f.to,
+        body: f.body,
+        provider_id: f.sid,
     };
-    let outcome = state.store.ingest_sms(&sms).await?;
+    let outcome = state.inbound.receive_sms(&sms).await?;
     if let Ingested::Matched { message_id, .. } = &outcome {
         tracing::info!(message = %message_id, "inbound SMS stored");
     }
@@ -219,13 +203,14 @@ pub async fn assign(
     super::extract::Json(req): super::extract::Json<AssignRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     require_admin(&actor)?;
-    let case_id = super::cases::case_id(&req.case_id)?;
-    match state.store.assign_unmatched(&actor, &id, &case_id).await? {
-        Some(Ingested::Matched {
+    let case_id =
+        crate::domain::CaseId::parse(&req.case_id).ok_or_else(|| ApiError::not_found("case"))?;
+    match state.inbound.assign(&actor, &id, &case_id).await? {
+        Ingested::Matched {
             message_id,
             case_id,
             thread_id,
-        }) => Ok((
+        } => Ok((
             StatusCode::CREATED,
             axum::Json(
                 json!({"outcome": "matched", "messageId": message_id, "caseId": case_id, "threadId": thread_id}),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub documents: crate::documents::store::DocumentStore,
     /// Sending messages: the application layer's messaging service.
     pub messaging: crate::app::messaging::Messaging,
+    /// Receiving mail and SMS.
+    pub inbound: crate::app::inbound::Inbound,
     pub clock: crate::domain::clock::SharedClock,
 }
 
@@ -135,6 +137,7 @@ pub fn router(
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),
         messaging: services.messaging,
+        inbound: services.inbound,
         clock: services.clock,
         documents,
     };

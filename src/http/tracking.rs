@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::AppState;
 use super::extract::Path;
 use super::problem::{ApiError, ApiResult};
-use crate::delivery::tracking::{self, Link};
+use crate::app::tracking::{self, Link};
 use crate::domain::message::MessageStatus;
 use crate::domain::time::now_micros;
 

@@ -12,7 +12,8 @@ use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::time::rfc3339;
 use crate::store::{DeliveryView, Webhook};
 use crate::domain::event::EventType;
-use crate::webhooks::{signing, target};
+use crate::app::webhook_target as target;
+use crate::domain::signing;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWebhookRequest {

@@ -1,5 +1,5 @@
 //! IMAP polling (`PARLEY_IMAP_URL`): a small IMAP4rev1 client that logs in, takes every
-//! unseen message of the mailbox, stores it with `Store::ingest_email`, and only then flags
+//! unseen message of the mailbox, stores it with `app::inbound::Inbound::receive_email`, and only then flags
 //! it `\Seen \Deleted` and expunges. A crash between storing and flagging fetches the mail
 //! again; its Message-ID makes the second copy a duplicate, not a second message.
 
@@ -11,8 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::store::{Ingested, Store};
+use crate::app::AppError;
+use crate::app::inbound::Inbound;
+use crate::store::Ingested;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -199,8 +200,7 @@ pub struct PollReport {
 /// One round: every unseen message of the mailbox is stored and then removed from it.
 pub async fn poll_once(
     target: &ImapTarget,
-    store: &Store,
-    config: &Config,
+    inbound: &Inbound,
 ) -> anyhow::Result<PollReport> {
     let mut s = Session::connect(target).await?;
     s.command(&format!(
@@ -227,16 +227,13 @@ pub async fn poll_once(
             continue;
         };
         report.fetched += 1;
-        let outcome = match super::mime::parse(&raw) {
-            Some(mail) => {
-                store
-                    .ingest_email("imap", &raw, &mail, &config.inbound_domain)
-                    .await?
-            }
+        let outcome = match inbound.receive_email("imap", &raw, &[]).await {
+            Ok(outcome) => outcome,
             // Not mail at all: nothing to keep, and leaving it would fetch it forever.
-            None => Ingested::Unmatched {
+            Err(AppError::Refused { .. }) => Ingested::Unmatched {
                 inbound_id: String::new(),
             },
+            Err(e) => return Err(e.into()),
         };
         if !matches!(outcome, Ingested::Duplicate { .. }) {
             report.stored += 1;
@@ -253,13 +250,12 @@ pub async fn poll_once(
 pub async fn run(
     target: ImapTarget,
     interval: Duration,
-    store: Store,
-    config: Arc<Config>,
+    inbound: Inbound,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(mailbox = ?target, "IMAP polling started");
     loop {
-        match poll_once(&target, &store, &config).await {
+        match poll_once(&target, &inbound).await {
             Ok(r) if r.fetched > 0 => {
                 tracing::info!(fetched = r.fetched, stored = r.stored, "IMAP poll")
             }

@@ -3,5 +3,4 @@
 //! `mime::parse`, then to `Store::ingest_email`.
 
 pub mod imap;
-pub mod mime;
 pub mod smtp;

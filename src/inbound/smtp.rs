@@ -1,5 +1,5 @@
 //! The built-in inbound SMTP server (`PARLEY_INBOUND_SMTP_ADDR`): accepts mail for the
-//! inbound domain, hands each to `Store::ingest_email` before answering the end of DATA, so a
+//! inbound domain, hands each to `app::inbound::Inbound::receive_email` before answering the end of DATA, so a
 //! 250 means stored. Plain SMTP (RFC 5321) without STARTTLS or AUTH: it is meant to sit behind
 //! the organisation's MX, which relays the per-case domain to it.
 
@@ -12,7 +12,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::store::{Ingested, Store};
+use crate::app::AppError;
+use crate::app::inbound::Inbound;
+use crate::store::Ingested;
 
 const MAX_LINE: usize = 4096;
 const MAX_RECIPIENTS: usize = 100;
@@ -24,7 +26,7 @@ const MAX_SESSIONS: usize = 32;
 /// Accepts connections until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
-    store: Store,
+    inbound: Inbound,
     config: Arc<Config>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -34,10 +36,10 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
-                    let (store, config) = (store.clone(), config.clone());
+                    let (inbound, config) = (inbound.clone(), config.clone());
                     let Ok(permit) = sessions.clone().acquire_owned().await else { break };
                     tokio::spawn(async move {
-                        if let Err(e) = session(socket, &store, &config).await {
+                        if let Err(e) = session(socket, &inbound, &config).await {
                             tracing::debug!(error = %e, "inbound SMTP session ended");
                         }
                         drop(permit);
@@ -89,7 +91,7 @@ fn path_argument(arg: &str) -> Option<&str> {
 /// One SMTP conversation.
 pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     socket: S,
-    store: &Store,
+    inbound: &Inbound,
     config: &Config,
 ) -> std::io::Result<()> {
     let (read, mut write) = tokio::io::split(socket);
@@ -150,7 +152,7 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     .await?;
                 let reply = match read_data(&mut reader, max_size).await? {
                     None => "552 5.3.4 message too big\r\n".to_string(),
-                    Some(raw) => deliver(store, config, &raw, &recipients).await,
+                    Some(raw) => deliver(inbound, &raw, &recipients).await,
                 };
                 mail_from = None;
                 recipients.clear();
@@ -210,22 +212,15 @@ async fn read_data<R: AsyncRead + Unpin>(
     }
 }
 
-async fn deliver(store: &Store, config: &Config, raw: &[u8], recipients: &[String]) -> String {
-    let Some(mut mail) = super::mime::parse(raw) else {
-        return "554 5.6.0 not a mail message\r\n".into();
-    };
-    // The envelope names per-case addresses a Bcc hides from the headers.
-    mail.delivered_to.extend(recipients.iter().cloned());
-    match store
-        .ingest_email("smtp", raw, &mail, &config.inbound_domain)
-        .await
-    {
+async fn deliver(inbound: &Inbound, raw: &[u8], recipients: &[String]) -> String {
+    match inbound.receive_email("smtp", raw, recipients).await {
         Ok(Ingested::Matched { message_id, .. })
         | Ok(Ingested::Bounce { message_id })
         | Ok(Ingested::Duplicate { message_id }) => {
             format!("250 2.0.0 OK {message_id}\r\n")
         }
         Ok(Ingested::Unmatched { inbound_id }) => format!("250 2.0.0 OK {inbound_id}\r\n"),
+        Err(AppError::Refused { .. }) => "554 5.6.0 not a mail message\r\n".into(),
         Err(e) => {
             tracing::error!(error = %e, "storing inbound mail failed");
             "451 4.3.0 temporary failure, try again later\r\n".into()

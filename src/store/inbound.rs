@@ -7,12 +7,12 @@ use serde_json::json;
 
 use super::messages::{Envelope, apply_event, context};
 use super::{Store, StoreResult, audit_as, emit};
+use crate::domain::mail::InboundMail;
 use crate::domain::message::MessageStatus;
 use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
 use crate::domain::thread::{case_from_address, case_number_candidates};
 use crate::domain::time::{Micros, now_micros, rfc3339};
-use crate::inbound::mime::InboundMail;
 
 /// What became of an inbound mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,7 +469,7 @@ impl Store {
                 at: now,
             }
         } else {
-            mail = crate::inbound::mime::parse(&raw).unwrap_or_default();
+            mail = crate::domain::mail::parse(&raw).unwrap_or_default();
             thread_id = self
                 .join_thread(&mut tx, case_id, None, mail.subject.as_deref(), now)
                 .await?;

@@ -47,6 +47,17 @@ pub struct DeliveryAttempt {
     pub error: Option<String>,
 }
 
+/// One attempt of a delivery job, as it is recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    pub job_id: &'a str,
+    pub message_id: &'a str,
+    /// 1 on the first attempt.
+    pub attempt: i32,
+    pub started_at: Micros,
+    pub finished_at: Micros,
+}
+
 /// What an attempt did to the message, besides moving its job.
 #[derive(Debug, Clone)]
 pub enum Delivered {
@@ -93,14 +104,11 @@ impl Store {
     /// outbox event.
     pub async fn finish_delivery(
         &self,
-        job_id: &str,
-        message_id: &str,
-        attempt: i32,
-        started_at: Micros,
-        now: Micros,
+        a: AttemptRecord<'_>,
         next: Transition,
         delivered: Delivered,
     ) -> StoreResult<()> {
+        let (job_id, message_id, now) = (a.job_id, a.message_id, a.finished_at);
         let mut tx = self.write_tx().await?;
         if !matches!(next, Transition::Defer(_)) {
             let (label, error) = match (&next, &delivered) {
@@ -114,8 +122,8 @@ impl Store {
                 "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(job_id)
-            .bind(attempt)
-            .bind(started_at)
+            .bind(a.attempt)
+            .bind(a.started_at)
             .bind(now)
             .bind(label)
             .bind(error)

@@ -37,7 +37,7 @@ pub use cases::{CasePatch, CaseView, ListCases, NewCase};
 pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
 pub use inbound::{InboundSms, Ingested, UnmatchedMail};
-pub use jobs::{Delivered, DeliveryAttempt, Outgoing};
+pub use jobs::{AttemptRecord, Delivered, DeliveryAttempt, Outgoing};
 pub use messages::{
     Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Queued, StatusEvent,
 };

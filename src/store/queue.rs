@@ -211,3 +211,26 @@ pub(crate) async fn transition(
     query.execute(conn).await?;
     Ok(())
 }
+
+impl Store {
+    /// An item's status and lease expiry, for operators and tests.
+    pub async fn queue_item(
+        &self,
+        q: QueueTable,
+        id: &str,
+    ) -> StoreResult<Option<(String, Option<Micros>)>> {
+        #[derive(sqlx::FromRow)]
+        struct Item {
+            status: String,
+            lease_until: Option<i64>,
+        }
+        let item = sqlx::query_as::<_, Item>(&format!(
+            "SELECT status, lease_until FROM {} WHERE id = $1",
+            q.table
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(item.map(|i| (i.status, i.lease_until)))
+    }
+}

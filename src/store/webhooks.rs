@@ -330,6 +330,15 @@ impl Store {
         Ok(())
     }
 
+    /// The event types written to the outbox so far, each once.
+    pub async fn outbox_event_types(&self) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT event_type FROM events ORDER BY event_type")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Sender and subject of a message, for `message.received` payloads (sealed at rest, so
     /// read only when a delivery goes out).
     pub async fn message_sender_and_subject(

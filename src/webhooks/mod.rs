@@ -1,8 +1,6 @@
 //! Signed webhooks: the dispatcher turns outbox events into deliveries, signs each request
 //! per the Standard Webhooks specification, and retries on `PARLEY_WEBHOOK_RETRY_SCHEDULE`.
 
-pub mod signing;
-pub mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::app::webhook_target as target;
 use crate::config::Config;
+use crate::domain::signing;
 use crate::domain::clock::SharedClock;
 use crate::domain::event::EventType;
 use crate::store::queue::{Claim, QueueTable, Transition, WEBHOOK_DELIVERIES};

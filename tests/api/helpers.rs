@@ -23,6 +23,8 @@ pub struct TestApp {
     pub delivery: parley::DeliveryWorker,
     /// The app's webhook dispatcher, driven one step at a time (`dispatch_webhooks`).
     pub webhooks: parley::WebhookWorker,
+    /// The app's receiving service, for driving the IMAP poller.
+    pub inbound: parley::app::inbound::Inbound,
     pub client: reqwest::Client,
     pub store: Store,
     pub config: Config,
@@ -86,15 +88,25 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_clock(parley::domain::clock::system(), adjust).await
+}
+
+/// An app whose rules read the time from `clock`: tests of contact hours, retries and leases
+/// set and move it instead of depending on the wall clock.
+pub async fn spawn_app_with_clock(
+    clock: parley::domain::clock::SharedClock,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path()).await;
     adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = parley::App::build(config.clone())
+    let app = parley::App::build_with_clock(config.clone(), clock)
         .await
         .expect("building the app");
     let store = app.store().clone();
+    let inbound = app.services().inbound.clone();
     let delivery = app.delivery().expect("building the delivery worker");
     let webhooks = app.webhooks().expect("building the webhook dispatcher");
     let (tx, rx) = oneshot::channel::<()>();
@@ -114,6 +126,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         base,
         delivery,
         webhooks,
+        inbound,
         client: reqwest::Client::new(),
         store,
         config,

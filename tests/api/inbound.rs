@@ -571,7 +571,7 @@ async fn imap_polling_stores_new_mail_and_empties_the_mailbox() {
     assert_eq!(imap.count().await, 2);
 
     let target = parley::inbound::imap::ImapTarget::parse(&imap.url()).unwrap();
-    let report = parley::inbound::imap::poll_once(&target, &app.store, &app.config)
+    let report = parley::inbound::imap::poll_once(&target, &app.inbound)
         .await
         .unwrap();
     assert_eq!((report.fetched, report.stored), (2, 2));
@@ -607,13 +607,13 @@ async fn imap_polling_stores_new_mail_and_empties_the_mailbox() {
         "Hello from the mailbox\n",
     ))
     .await;
-    let report = parley::inbound::imap::poll_once(&target, &app.store, &app.config)
+    let report = parley::inbound::imap::poll_once(&target, &app.inbound)
         .await
         .unwrap();
     assert_eq!((report.fetched, report.stored), (1, 0));
     let wrong =
         parley::inbound::imap::ImapTarget::parse(&imap.url().replace("secret", "wrong")).unwrap();
-    let err = parley::inbound::imap::poll_once(&wrong, &app.store, &app.config)
+    let err = parley::inbound::imap::poll_once(&wrong, &app.inbound)
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("login"), "{err:#}");

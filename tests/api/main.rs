@@ -3,6 +3,7 @@
 
 mod helpers;
 mod inbound;
+mod layers;
 mod peers;
 
 mod auth;
@@ -17,6 +18,7 @@ mod ops;
 mod policy;
 mod processes;
 mod providers;
+mod queue;
 mod schema;
 mod storage;
 mod templates;

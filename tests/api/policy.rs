@@ -1,11 +1,15 @@
 //! The send policy: preferences and opt-outs, contact hours, frequency caps, checked when a
 //! message is queued and again when it goes out.
 
-use chrono::{Duration, Timelike, Utc};
+use std::sync::Arc;
+
+use parley::domain::clock::ManualClock;
 use parley::domain::PartyKind;
 use serde_json::{Value, json};
 
-use crate::helpers::{Party, TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Party, TestApp, assert_problem, spawn_app, spawn_app_with, spawn_app_with_clock,
+};
 
 async fn case_of(app: &TestApp) -> (Party, String) {
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
@@ -176,56 +180,63 @@ async fn an_opt_out_refuses_all_but_its_exceptions() {
     .await;
 }
 
+/// A clock standing at `at` (RFC 3339).
+fn clock_at(at: &str) -> Arc<ManualClock> {
+    ManualClock::at(
+        chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp_micros(),
+    )
+}
+
 #[tokio::test]
 async fn outside_contact_hours_a_message_waits_with_scheduled_for() {
-    let app = spawn_app().await;
+    let clock = clock_at("2025-03-10T07:15:00Z");
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
     let (creditor, case_id) = case_of(&app).await;
-    let now = Utc::now();
-    let start = (now + Duration::hours(2))
-        .with_second(0)
-        .unwrap()
-        .with_nanosecond(0)
-        .unwrap();
-    let end = start + Duration::hours(1);
-    let hours = json!({"start": start.format("%H:%M").to_string(), "end": end.format("%H:%M").to_string(), "timezone": "UTC"});
+    let hours = json!({"start": "09:00", "end": "17:00", "timezone": "UTC"});
     put_prefs(&app, &creditor, &case_id, &json!({"contactHours": hours})).await;
 
     let r = send(&app, &creditor, &case_id, email("general")).await;
     assert_eq!(r.status(), 201, "accepted");
     let m: Value = r.json().await.unwrap();
     assert_eq!(m["status"], "queued");
-    assert_eq!(
-        m["scheduledFor"],
-        start.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-    );
+    assert_eq!(m["scheduledFor"], "2025-03-10T09:00:00Z");
     assert_eq!(
         app.deliver_due().await,
         0,
         "nothing goes out before the window opens"
     );
+    clock.set(
+        chrono::DateTime::parse_from_rfc3339("2025-03-10T08:59:59Z")
+            .unwrap()
+            .timestamp_micros(),
+    );
+    assert_eq!(app.deliver_due().await, 0, "not a second early");
+    clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(app.deliver_due().await, 1, "out when the window opens");
+    let id = m["messageId"].as_str().unwrap();
+    let m: Value = app
+        .get(&creditor.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["status"], "sent");
 }
 
 #[tokio::test]
 async fn the_default_contact_hours_apply_in_the_debtors_zone() {
-    // A window that is closed now in the debtor's zone, whatever the hour the suite runs.
-    let now = Utc::now();
-    let start = (now + Duration::hours(3))
-        .with_second(0)
-        .unwrap()
-        .with_nanosecond(0)
-        .unwrap();
-    let window = format!(
-        "{}-{}",
-        start.format("%H:%M"),
-        (start + Duration::minutes(30)).format("%H:%M")
-    );
-    let app = spawn_app_with(move |c| {
-        c.default_contact_hours = parley::domain::policy::ContactWindow::parse(&window).ok()
+    // 20:30 in Copenhagen (UTC+1 in winter): the default window 08:00-21:00 is open there,
+    // and a window of 21:30-22:00 local opens in an hour.
+    let clock = clock_at("2025-01-15T19:30:00Z");
+    let app = spawn_app_with_clock(clock, move |c| {
+        c.default_contact_hours = parley::domain::policy::ContactWindow::parse("21:30-22:00").ok()
     })
     .await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     let mut body = crate::helpers::case_body();
-    body["debtor"]["timezone"] = json!("UTC");
+    body["debtor"]["timezone"] = json!("Europe/Copenhagen");
     let case: Value = app
         .post(&creditor.token, "/api/cases", &body)
         .await
@@ -242,10 +253,7 @@ async fn the_default_contact_hours_apply_in_the_debtors_zone() {
     .json()
     .await
     .unwrap();
-    assert_eq!(
-        m["scheduledFor"],
-        start.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-    );
+    assert_eq!(m["scheduledFor"], "2025-01-15T20:30:00Z");
 }
 
 #[tokio::test]

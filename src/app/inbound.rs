@@ -1,0 +1,118 @@
+//! Receiving: mail from the SMTP server, the IMAP poller and the HTTP endpoint, SMS from the
+//! provider's webhook, and the sorting of what matched no case. Every way in reads the mail
+//! the same way (`domain::mail`) and stores it with the same store verb.
+
+use super::{AppError, AppResult};
+use crate::domain::code::Code;
+use crate::domain::mail::{self, InboundMail};
+use crate::domain::party::Actor;
+use crate::domain::time::Micros;
+use crate::domain::{CaseId, PhoneNumber};
+use crate::store::{InboundSms, Ingested, Store};
+
+/// An SMS as the provider reported it.
+#[derive(Debug, Clone)]
+pub struct ReceivedSms {
+    pub from: PhoneNumber,
+    pub to: String,
+    pub body: String,
+    pub provider_id: Option<String>,
+}
+
+/// An unmatched mail or SMS, as an admin sees it in the list.
+#[derive(Debug, Clone)]
+pub struct Unmatched {
+    pub inbound_id: String,
+    pub source: String,
+    pub received_at: Micros,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Inbound {
+    store: Store,
+    /// The domain of per-case reply addresses (`PARLEY_INBOUND_DOMAIN`).
+    domain: String,
+}
+
+impl Inbound {
+    pub fn new(store: Store, domain: String) -> Self {
+        Self { store, domain }
+    }
+
+    /// Stores a received mail: matched to a case, a bounce, a duplicate, or kept unmatched.
+    /// `envelope_recipients` are the SMTP envelope's, which name per-case addresses a Bcc
+    /// hides from the headers. Not a mail at all: refused with `invalid_mail`.
+    pub async fn receive_email(
+        &self,
+        source: &str,
+        raw: &[u8],
+        envelope_recipients: &[String],
+    ) -> AppResult<Ingested> {
+        let mut parsed = mail::parse(raw).ok_or_else(|| {
+            AppError::refused(Code::InvalidMail, "the body is not an RFC 5322 mail")
+        })?;
+        parsed
+            .delivered_to
+            .extend(envelope_recipients.iter().cloned());
+        Ok(self
+            .store
+            .ingest_email(source, raw, &parsed, &self.domain)
+            .await?)
+    }
+
+    /// Stores a received SMS: in the case of the debtor with that number, or unmatched.
+    pub async fn receive_sms(&self, sms: &ReceivedSms) -> AppResult<Ingested> {
+        Ok(self
+            .store
+            .ingest_sms(&InboundSms {
+                from: sms.from.as_str(),
+                to: &sms.to,
+                body: &sms.body,
+                sid: sms.provider_id.as_deref(),
+            })
+            .await?)
+    }
+
+    /// What matched no case, oldest first.
+    pub async fn unmatched(&self, limit: i64) -> AppResult<Vec<Unmatched>> {
+        let items = self.store.unmatched_mail(limit).await?;
+        Ok(items
+            .into_iter()
+            .map(|m| {
+                let parsed = if m.source == "sms" {
+                    let v: serde_json::Value = serde_json::from_slice(&m.raw).unwrap_or_default();
+                    InboundMail {
+                        from: v["from"].as_str().map(str::to_string),
+                        ..Default::default()
+                    }
+                } else {
+                    mail::parse(&m.raw).unwrap_or_default()
+                };
+                Unmatched {
+                    inbound_id: m.id,
+                    source: m.source,
+                    received_at: m.received_at,
+                    from: parsed.from,
+                    subject: parsed.subject,
+                    message_id: parsed.message_id,
+                }
+            })
+            .collect())
+    }
+
+    /// Sorts an unmatched mail or SMS into a case the actor can see.
+    pub async fn assign(
+        &self,
+        actor: &Actor,
+        inbound_id: &str,
+        case_id: &CaseId,
+    ) -> AppResult<Ingested> {
+        self.store
+            .assign_unmatched(actor, inbound_id, &case_id.to_string())
+            .await?
+            .ok_or(AppError::NotFound("unmatched message"))
+    }
+}

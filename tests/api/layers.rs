@@ -1,0 +1,103 @@
+//! The dependency rule between layers, checked on the source: a module imports only modules
+//! of a lower layer (and itself). The layers, lowest first:
+//!
+//! 1. `domain`: types and rules, no I/O;
+//! 2. `config`, `crypto`: settings and sealing;
+//! 3. `store`, `documents`, `telemetry`: persistence (SQL, document bytes), logging;
+//! 4. `app`, `worker`: use cases, and the queue engine;
+//! 5. `http`, `delivery`, `webhooks`, `inbound`: the ways in and out, which call `app`
+//!    and never each other.
+//!
+//! `lib.rs` and `main.rs` put them together and may use all of them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const LAYERS: &[(&str, u8)] = &[
+    ("domain", 1),
+    ("config", 2),
+    ("crypto", 2),
+    ("telemetry", 3),
+    ("store", 3),
+    ("documents", 3),
+    ("app", 4),
+    ("worker", 4),
+    ("http", 5),
+    ("delivery", 5),
+    ("webhooks", 5),
+    ("inbound", 5),
+];
+
+fn layer(module: &str) -> Option<u8> {
+    LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level modules a source file names with `crate::…`.
+fn imports(source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            found.push(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn no_module_imports_a_module_of_a_higher_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut broken: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen = 0;
+    for file in &files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let first = relative.components().next().unwrap().as_os_str();
+        let module = first.to_str().unwrap().trim_end_matches(".rs");
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let own = layer(module)
+            .unwrap_or_else(|| panic!("src/{module} has no layer: add it to LAYERS"));
+        let source = std::fs::read_to_string(file).unwrap();
+        for import in imports(&source) {
+            seen += 1;
+            let Some(theirs) = layer(&import) else {
+                continue;
+            };
+            if import != module && theirs >= own {
+                broken
+                    .entry(relative.display().to_string())
+                    .or_default()
+                    .push(format!("crate::{import}"));
+            }
+        }
+    }
+    assert!(seen > 50, "the scan found the sources");
+    assert!(broken.is_empty(), "imports against the layers: {broken:#?}");
+}
+
+#[test]
+fn the_scan_finds_imports() {
+    assert_eq!(
+        imports("use crate::store::Store;\nlet x = crate::domain::time::now();"),
+        ["store", "domain"]
+    );
+}

@@ -1,0 +1,208 @@
+//! The one queue engine: leases renewed while an attempt runs, and events that every
+//! subscriber can name.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley::domain::PartyKind;
+use parley::domain::clock::{ManualClock, SharedClock};
+use parley::domain::event::EventType;
+use parley::store::Store;
+use parley::store::queue::{Claim, DELIVERY_JOBS, QueueTable};
+use parley::worker::{Job, Worker, WorkerSettings};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Notify};
+
+use crate::helpers::{spawn_app, spawn_app_with_clock};
+use crate::peers::{HookReceiver, eventually};
+
+/// A delivery job that holds every attempt until the test lets it go: a peer as slow as
+/// the test wants, without waiting on the wall clock.
+#[derive(Default)]
+struct HeldJob {
+    started: Notify,
+    release: Notify,
+    claims: Mutex<Vec<String>>,
+}
+
+impl Job for HeldJob {
+    const QUEUE: QueueTable = DELIVERY_JOBS;
+    const NAME: &'static str = "held";
+
+    async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
+        self.claims.lock().await.push(claim.id.clone());
+        self.started.notify_one();
+        self.release.notified().await;
+        Ok(())
+    }
+}
+
+fn worker(store: &Store, clock: SharedClock) -> Worker<HeldJob> {
+    Worker::new(
+        HeldJob::default(),
+        store.clone(),
+        clock,
+        WorkerSettings {
+            concurrency: 4,
+            lease: Duration::from_millis(300),
+            idle: Duration::from_millis(50),
+        },
+        Arc::new(Notify::new()),
+    )
+}
+
+#[tokio::test]
+async fn a_slow_attempt_keeps_its_lease_so_no_other_worker_claims_it() {
+    let clock = ManualClock::at(1_700_000_000_000_000);
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let r = app
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap()),
+            &json!({"messageType": "email", "subject": "Hello", "body": "Hello"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+
+    let a = Arc::new(worker(&app.store, clock.clone()));
+    let slow = a.job();
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { a.run_once().await.unwrap() }
+    });
+    slow.started.notified().await;
+    let job_id = slow.claims.lock().await[0].clone();
+    let (status, claimed_until) = app
+        .store
+        .queue_item(DELIVERY_JOBS, &job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, "running");
+    let claimed_until = claimed_until.unwrap();
+
+    // Time passes while the peer thinks; the worker renews its lease meanwhile.
+    clock.advance(Duration::from_millis(250));
+    let store = app.store.clone();
+    let renewed = eventually(10, "the lease to be renewed", || {
+        let (store, id) = (store.clone(), job_id.clone());
+        async move {
+            let (_, until) = store.queue_item(DELIVERY_JOBS, &id).await.ok()??;
+            until.filter(|u| *u > claimed_until)
+        }
+    })
+    .await;
+    assert!(renewed >= claimed_until + 250_000);
+
+    // Past the first lease: without the renewal another worker would claim the job now.
+    clock.advance(Duration::from_millis(200));
+    let b = Arc::new(worker(&app.store, clock.clone()));
+    let other = b.job();
+    assert_eq!(b.run_once().await.unwrap(), 0, "a renewed lease holds");
+
+    slow.release.notify_one();
+    assert_eq!(first.await.unwrap(), 1);
+    assert!(other.claims.lock().await.is_empty());
+
+    // A lease that is not renewed (its worker died) runs out, and the job is due again.
+    clock.advance(Duration::from_secs(1));
+    let again = tokio::spawn({
+        let b = b.clone();
+        async move { b.run_once().await.unwrap() }
+    });
+    other.started.notified().await;
+    other.release.notify_one();
+    assert_eq!(again.await.unwrap(), 1);
+    assert_eq!(other.claims.lock().await.as_slice(), [job_id]);
+}
+
+#[tokio::test]
+async fn every_event_that_is_emitted_can_be_subscribed_to() {
+    let receiver = HookReceiver::start().await;
+    let app = spawn_app().await;
+    let all: Vec<&str> = EventType::ALL.iter().map(|e| e.as_str()).collect();
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/webhooks",
+            &json!({"url": receiver.url, "events": all}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "every event type is subscribable");
+
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let path = format!("/api/cases/{case_id}");
+    for (p, body) in [
+        (
+            format!("{path}/payments"),
+            json!({"amount": "10.00", "paidAt": "2024-02-01"}),
+        ),
+        (format!("{path}/notes"), json!({"note": "called"})),
+        (
+            format!("{path}/messages"),
+            json!({"messageType": "email", "subject": "Hi", "body": "Hello"}),
+        ),
+    ] {
+        assert_eq!(app.post(&creditor.token, &p, &body).await.status(), 201, "{p}");
+    }
+    app.patch(&creditor.token, &path, &json!({"status": "disputed"}))
+        .await;
+    app.request(
+        reqwest::Method::PUT,
+        &creditor.token,
+        &format!("{path}/communication-preferences"),
+    )
+    .json(&json!({"allowSms": false}))
+    .send()
+    .await
+    .unwrap();
+    app.deliver_due().await;
+    let mail = format!("From: debtor@example.com\r\nTo: case-{case_id}@localhost\r\nSubject: Re: Hi\r\n\r\nHello\r\n");
+    let r = app
+        .client
+        .post(format!("{}/api/inbound/email", app.base))
+        .bearer_auth(&app.admin.token)
+        .header("content-type", "message/rfc822")
+        .body(mail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    app.dispatch_webhooks().await;
+
+    let emitted: BTreeSet<String> = app
+        .store
+        .outbox_event_types()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for e in &emitted {
+        assert!(EventType::parse(e).is_ok(), "{e} is an event type");
+    }
+    let received: BTreeSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|(_, b)| {
+            let v: Value = serde_json::from_str(b).unwrap();
+            v["event"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(received, emitted, "every emitted event reached the subscriber");
+    for e in [
+        "case.created",
+        "payment.received",
+        "note.created",
+        "case.status_changed",
+        "preferences.updated",
+        "message.sent",
+        "message.received",
+    ] {
+        assert!(emitted.contains(e), "{e} was emitted");
+    }
+}
