@@ -85,49 +85,114 @@ pub enum LogFormat {
     Json,
 }
 
+/// A 32-byte key that never prints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyBytes(pub [u8; 32]);
+
+impl KeyBytes {
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole configuration, in one section per subsystem; each subsystem is handed its own.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub http_addr: SocketAddr,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub mail: MailConfig,
+    pub sms: SmsConfig,
+    pub delivery: DeliveryConfig,
+    pub policy: PolicyConfig,
+    pub webhooks: WebhookConfig,
+    pub log: LogConfig,
+}
+
+/// The HTTP API (`PARLEY_HTTP_ADDR`, `PARLEY_PUBLIC_URL`, limits).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Base URL of tracking links and pixels.
     pub public_url: String,
+    pub max_upload_bytes: u64,
+    pub max_json_bytes: usize,
+    pub rate_limit_per_minute: u32,
+}
+
+/// Where data lives: the database, the document store, the keys that seal it.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub document_store: String,
     pub s3_access_key_id: Option<String>,
     pub s3_secret_access_key: Option<Secret>,
-    /// Current master key (32 bytes); `None` means "generate once into the data folder".
-    pub master_key: Option<[u8; 32]>,
-    /// Earlier master keys, still accepted for decryption after a rotation.
-    pub old_master_keys: Vec<[u8; 32]>,
+    /// Key of data at rest; generated into the data folder when unset.
+    pub master_key: Option<KeyBytes>,
+    /// Keys of earlier rotations, still read.
+    pub old_master_keys: Vec<KeyBytes>,
+}
+
+/// Email out (SMTP or outbox files) and in (the SMTP server, IMAP polling).
+#[derive(Debug, Clone)]
+pub struct MailConfig {
     pub smtp_url: Option<Secret>,
     pub email_from: String,
+    /// Domain of per-case reply addresses.
     pub inbound_domain: String,
     pub inbound_smtp_addr: Option<SocketAddr>,
     pub imap_url: Option<Secret>,
     pub imap_poll_interval: Duration,
-    pub sms_url: Option<String>,
-    pub sms_account: Option<String>,
-    pub sms_token: Option<Secret>,
-    pub sms_from: Option<String>,
-    pub delivery_retry_schedule: Vec<Duration>,
-    /// Deliveries in flight at once in this process; `0` runs no delivery worker here.
-    pub delivery_concurrency: usize,
-    /// How long a claimed delivery job is reserved for its worker; a job whose worker died
-    /// is taken up again after this.
-    pub delivery_lease: Duration,
-    /// Sends per second from one SMS sender number.
-    pub sms_rate_per_second: f64,
-    /// The `StatusCallback` URL given to the SMS API (may carry basic-auth credentials).
-    pub sms_status_callback_url: String,
-    pub webhook_retry_schedule: Vec<Duration>,
-    pub webhook_allow_private: bool,
-    pub max_upload_bytes: u64,
-    pub max_json_bytes: usize,
-    pub rate_limit_per_minute: u32,
+}
+
+/// SMS out through a Twilio-compatible API, or outbox files when `url` is unset.
+#[derive(Debug, Clone)]
+pub struct SmsConfig {
+    pub url: Option<String>,
+    pub account: Option<String>,
+    pub token: Option<Secret>,
+    pub from: Option<String>,
+    /// Messages a second per sender number.
+    pub rate_per_second: f64,
+    pub status_callback_url: String,
+}
+
+/// The message delivery queue.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub retry_schedule: Vec<Duration>,
+    /// Messages attempted at once; 0 runs no delivery worker.
+    pub concurrency: usize,
+    /// How long a claim holds before another worker may take the job.
+    pub lease: Duration,
+}
+
+/// The send policy's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyConfig {
     pub frequency_cap: Option<FrequencyCap>,
     pub default_contact_hours: Option<ContactWindow>,
-    pub log_format: LogFormat,
-    pub log_level: String,
+}
+
+/// Webhook deliveries.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub retry_schedule: Vec<Duration>,
+    /// Allow targets on loopback and private addresses.
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
 }
 
 /// Where a raw value came from, so an error can name it the way the operator wrote it.
@@ -225,7 +290,7 @@ impl Config {
         let s3_access_key_id = opt(raw, "s3_access_key_id", |v| Ok(v.to_string()))?;
         let s3_secret_access_key = opt(raw, "s3_secret_access_key", |v| Ok(Secret::new(v)))?;
         let master_key = opt(raw, "master_key", parse_key)?;
-        let old_master_keys = opt(raw, "old_master_keys", |v| {
+        let old_master_keys: Vec<[u8; 32]> = opt(raw, "old_master_keys", |v| {
             v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -374,40 +439,56 @@ impl Config {
         .unwrap_or_else(|| "info".into());
 
         Ok(Self {
-            http_addr,
-            public_url,
-            data_dir,
-            database_url: Secret::new(database_url),
-            database_max_connections,
-            document_store,
-            s3_access_key_id,
-            s3_secret_access_key,
-            master_key,
-            old_master_keys,
-            smtp_url,
-            email_from,
-            inbound_domain,
-            inbound_smtp_addr,
-            imap_url,
-            imap_poll_interval,
-            sms_url,
-            sms_account,
-            sms_token,
-            sms_from,
-            delivery_retry_schedule,
-            delivery_concurrency,
-            delivery_lease,
-            sms_rate_per_second,
-            sms_status_callback_url,
-            webhook_retry_schedule,
-            webhook_allow_private,
-            max_upload_bytes,
-            max_json_bytes,
-            rate_limit_per_minute,
-            frequency_cap,
-            default_contact_hours,
-            log_format,
-            log_level,
+            http: HttpConfig {
+                addr: http_addr,
+                public_url,
+                max_upload_bytes,
+                max_json_bytes,
+                rate_limit_per_minute,
+            },
+            storage: StorageConfig {
+                data_dir,
+                database_url: Secret::new(database_url),
+                database_max_connections,
+                document_store,
+                s3_access_key_id,
+                s3_secret_access_key,
+                master_key: master_key.map(KeyBytes),
+                old_master_keys: old_master_keys.into_iter().map(KeyBytes).collect(),
+            },
+            mail: MailConfig {
+                smtp_url,
+                email_from,
+                inbound_domain,
+                inbound_smtp_addr,
+                imap_url,
+                imap_poll_interval,
+            },
+            sms: SmsConfig {
+                url: sms_url,
+                account: sms_account,
+                token: sms_token,
+                from: sms_from,
+                rate_per_second: sms_rate_per_second,
+                status_callback_url: sms_status_callback_url,
+            },
+            delivery: DeliveryConfig {
+                retry_schedule: delivery_retry_schedule,
+                concurrency: delivery_concurrency,
+                lease: delivery_lease,
+            },
+            policy: PolicyConfig {
+                frequency_cap,
+                default_contact_hours,
+            },
+            webhooks: WebhookConfig {
+                retry_schedule: webhook_retry_schedule,
+                allow_private: webhook_allow_private,
+            },
+            log: LogConfig {
+                format: log_format,
+                level: log_level,
+            },
         })
     }
 }
@@ -544,12 +625,15 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = Config::from_sources(None, &[]).unwrap();
-        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.public_url, "http://127.0.0.1:8080");
-        assert_eq!(c.database_url.expose(), "sqlite://./parley-data/parley.db");
-        assert_eq!(c.rate_limit_per_minute, 2000);
-        assert_eq!(c.delivery_retry_schedule.len(), 6);
-        assert_eq!(c.webhook_retry_schedule[1], Duration::from_secs(300));
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.http.public_url, "http://127.0.0.1:8080");
+        assert_eq!(
+            c.storage.database_url.expose(),
+            "sqlite://./parley-data/parley.db"
+        );
+        assert_eq!(c.http.rate_limit_per_minute, 2000);
+        assert_eq!(c.delivery.retry_schedule.len(), 6);
+        assert_eq!(c.webhooks.retry_schedule[1], Duration::from_secs(300));
     }
 
     #[test]
@@ -573,8 +657,8 @@ mod tests {
         .unwrap();
         let c = Config::from_sources(Some(&path), &env(&[("PARLEY_RATE_LIMIT_PER_MINUTE", "0")]))
             .unwrap();
-        assert_eq!(c.http_addr.to_string(), "127.0.0.1:9000");
-        assert_eq!(c.rate_limit_per_minute, 0);
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.http.rate_limit_per_minute, 0);
     }
 
     #[test]
@@ -616,7 +700,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(ok.sms_from.as_deref(), Some("Acme"));
+        assert_eq!(ok.sms.from.as_deref(), Some("Acme"));
         assert!(
             Config::from_sources(None, &env(&[("PARLEY_SMS_FROM", "Acme Collections Ltd")]))
                 .is_err()

@@ -74,10 +74,18 @@ impl App {
 
     /// The delivery worker of this application, for driving the queue one step at a time.
     pub fn delivery(&self) -> anyhow::Result<DeliveryWorker> {
+        let c = &self.config;
+        let setup = delivery::DeliverySetup {
+            delivery: c.delivery.clone(),
+            mail: c.mail.clone(),
+            sms: c.sms.clone(),
+            public_url: c.http.public_url.clone(),
+            outbox: c.storage.data_dir.join("outbox"),
+        };
         let job = DeliveryJob::new(
             self.store.clone(),
             self.services.policy.clone(),
-            self.config.clone(),
+            setup,
             self.clock.clone(),
         )?;
         Ok(Worker::new(
@@ -85,8 +93,8 @@ impl App {
             self.store.clone(),
             self.clock.clone(),
             WorkerSettings {
-                concurrency: self.config.delivery_concurrency,
-                lease: self.config.delivery_lease,
+                concurrency: self.config.delivery.concurrency,
+                lease: self.config.delivery.lease,
                 idle: std::time::Duration::from_secs(1),
             },
             self.wake.clone(),
@@ -95,7 +103,11 @@ impl App {
 
     /// The webhook worker of this application, for driving it one step at a time.
     pub fn webhooks(&self) -> anyhow::Result<WebhookWorker> {
-        let job = WebhookJob::new(self.store.clone(), self.config.clone(), self.clock.clone())?;
+        let job = WebhookJob::new(
+            self.store.clone(),
+            self.config.webhooks.clone(),
+            self.clock.clone(),
+        )?;
         Ok(Worker::new(
             job,
             self.store.clone(),
@@ -117,20 +129,20 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let worker = if self.config.delivery_concurrency > 0 {
+        let worker = if self.config.delivery.concurrency > 0 {
             let delivery = Arc::new(self.delivery()?);
             Some(tokio::spawn(delivery.run(stop_rx.clone())))
         } else {
             None
         };
-        let dispatcher = if self.config.delivery_concurrency > 0 {
+        let dispatcher = if self.config.delivery.concurrency > 0 {
             Some(tokio::spawn(
                 Arc::new(self.webhooks()?).run(stop_rx.clone()),
             ))
         } else {
             None
         };
-        let smtp = match self.config.inbound_smtp_addr {
+        let smtp = match self.config.mail.inbound_smtp_addr {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
                     .await
@@ -138,16 +150,17 @@ impl App {
                 Some(tokio::spawn(inbound::smtp::serve(
                     listener,
                     self.services.inbound.clone(),
-                    self.config.clone(),
+                    Arc::new(self.config.mail.clone()),
+                    self.config.http.max_upload_bytes,
                     stop_rx.clone(),
                 )))
             }
             None => None,
         };
-        let imap = match &self.config.imap_url {
+        let imap = match &self.config.mail.imap_url {
             Some(url) => {
                 let target = inbound::imap::ImapTarget::parse(url.expose())?;
-                let interval = self.config.imap_poll_interval;
+                let interval = self.config.mail.imap_poll_interval;
                 Some(tokio::spawn(inbound::imap::run(
                     target,
                     interval,
@@ -185,10 +198,20 @@ impl App {
 
 /// Opens the database named by the configuration, with the key ring for sealed columns.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let keys = KeyRing::load(config.master_key, &config.old_master_keys, &config.data_dir)?;
+    let storage = &config.storage;
+    let older: Vec<[u8; 32]> = storage
+        .old_master_keys
+        .iter()
+        .map(|k| *k.expose())
+        .collect();
+    let keys = KeyRing::load(
+        storage.master_key.map(|k| *k.expose()),
+        &older,
+        &storage.data_dir,
+    )?;
     Store::connect(
-        config.database_url.expose(),
-        config.database_max_connections,
+        config.storage.database_url.expose(),
+        config.storage.database_max_connections,
         Arc::new(keys),
     )
     .await
@@ -196,9 +219,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// `parley serve`: bind, build, serve until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.http_addr)
+    let listener = TcpListener::bind(config.http.addr)
         .await
-        .with_context(|| format!("binding {}", config.http_addr))?;
+        .with_context(|| format!("binding {}", config.http.addr))?;
     let app = App::build(config).await?;
     app.run(listener, shutdown_signal()).await
 }

@@ -80,19 +80,13 @@ impl Services {
         clock: crate::domain::clock::SharedClock,
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Self {
-        let policy = policy::SendPolicy::new(
-            store.clone(),
-            policy::PolicySettings {
-                frequency_cap: config.frequency_cap,
-                default_contact_hours: config.default_contact_hours,
-            },
-        );
+        let policy = policy::SendPolicy::new(store.clone(), config.policy);
         let senders = messaging::Senders {
-            email_from: config.email_from.clone(),
-            sms_from: config.sms_from.clone(),
+            email_from: config.mail.email_from.clone(),
+            sms_from: config.sms.from.clone(),
         };
         Self {
-            inbound: inbound::Inbound::new(store.clone(), config.inbound_domain.clone()),
+            inbound: inbound::Inbound::new(store.clone(), config.mail.inbound_domain.clone()),
             messaging: messaging::Messaging::new(
                 store,
                 policy.clone(),

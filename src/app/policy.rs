@@ -7,16 +7,12 @@ use std::time::Duration;
 use super::{AppError, AppResult};
 use crate::domain::code::Code;
 use crate::domain::message::{Category, Channel};
-use crate::domain::policy::{ContactWindow, FrequencyCap, Preferences, SendContext, decide};
+use crate::domain::policy::{Preferences, SendContext, decide};
 use crate::domain::time::{Micros, from_micros, to_micros};
 use crate::store::Store;
 
 /// The policy's settings (`PARLEY_FREQUENCY_CAP`, `PARLEY_DEFAULT_CONTACT_HOURS`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PolicySettings {
-    pub frequency_cap: Option<FrequencyCap>,
-    pub default_contact_hours: Option<ContactWindow>,
-}
+pub use crate::config::PolicyConfig as PolicySettings;
 
 /// The moment of the decision and what it is about.
 pub struct Question<'a> {

@@ -79,9 +79,10 @@ pub async fn render(
         return Ok(Rendered::default());
     };
     let id = choice.template_id.as_str();
-    let t = store.get_template(id).await?.ok_or_else(|| {
-        AppError::refused(Code::TemplateNotFound, format!("no template {id:?}"))
-    })?;
+    let t = store
+        .get_template(id)
+        .await?
+        .ok_or_else(|| AppError::refused(Code::TemplateNotFound, format!("no template {id:?}")))?;
     if t.channel != channel {
         return Err(AppError::refused(
             Code::TemplateTypeMismatch,

@@ -14,7 +14,8 @@ use anyhow::Context;
 
 use crate::app::AppError;
 use crate::app::policy::{Question, SendPolicy};
-use crate::config::Config;
+use crate::app::tracking::LinkMaker;
+use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::clock::SharedClock;
 use crate::domain::message::{Channel, MessageStatus};
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
@@ -22,7 +23,6 @@ use crate::store::{AttemptRecord, Delivered, Outgoing, Store};
 use crate::worker::{Backoff, Job};
 use email::{EmailContext, EmailTransport};
 use sms::{SenderPacer, SmsTransport};
-use crate::app::tracking::LinkMaker;
 
 #[derive(Debug)]
 pub enum SendError {
@@ -36,10 +36,21 @@ pub enum SendError {
 }
 
 /// One attempt at delivering a message: the send policy again, then the transport.
+/// What delivery needs of the configuration: its own section, mail and SMS, where the
+/// outbox is and the base URL of tracking links.
+#[derive(Debug, Clone)]
+pub struct DeliverySetup {
+    pub delivery: DeliveryConfig,
+    pub mail: MailConfig,
+    pub sms: SmsConfig,
+    pub public_url: String,
+    pub outbox: PathBuf,
+}
+
 pub struct DeliveryJob {
     store: Store,
     policy: SendPolicy,
-    config: Arc<Config>,
+    config: DeliverySetup,
     clock: SharedClock,
     email: EmailTransport,
     sms: SmsTransport,
@@ -51,13 +62,15 @@ impl DeliveryJob {
     pub fn new(
         store: Store,
         policy: SendPolicy,
-        config: Arc<Config>,
+        config: DeliverySetup,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let outbox = config.data_dir.join("outbox");
-        let email =
-            EmailTransport::new(config.smtp_url.as_ref().map(|s| s.expose()), outbox.clone())?;
-        let sms = match (&config.sms_url, &config.sms_account, &config.sms_token) {
+        let outbox = config.outbox.clone();
+        let email = EmailTransport::new(
+            config.mail.smtp_url.as_ref().map(|s| s.expose()),
+            outbox.clone(),
+        )?;
+        let sms = match (&config.sms.url, &config.sms.account, &config.sms.token) {
             (Some(base), Some(account), Some(token)) => SmsTransport::Api {
                 client: reqwest::Client::builder()
                     .timeout(Duration::from_secs(20))
@@ -66,7 +79,7 @@ impl DeliveryJob {
                 base: base.clone(),
                 account: account.clone(),
                 token: token.clone(),
-                status_callback: config.sms_status_callback_url.clone(),
+                status_callback: config.sms.status_callback_url.clone(),
             },
             (Some(_), _, _) => anyhow::bail!(
                 "PARLEY_SMS_URL is set: PARLEY_SMS_ACCOUNT and PARLEY_SMS_TOKEN are needed too"
@@ -74,8 +87,8 @@ impl DeliveryJob {
             _ => SmsTransport::Outbox(outbox),
         };
         Ok(Self {
-            pacer: SenderPacer::new(config.sms_rate_per_second),
-            backoff: Backoff::new(config.delivery_retry_schedule.clone()),
+            pacer: SenderPacer::new(config.sms.rate_per_second),
+            backoff: Backoff::new(config.delivery.retry_schedule.clone()),
             store,
             policy,
             config,
@@ -92,10 +105,7 @@ impl DeliveryJob {
         retry_after: Option<Duration>,
     ) -> (Transition, Delivered) {
         match self.backoff.next(attempt, self.clock.now(), retry_after) {
-            Some(at) => (
-                Transition::Retry { at, error: reason },
-                Delivered::Nothing,
-            ),
+            Some(at) => (Transition::Retry { at, error: reason }, Delivered::Nothing),
             None => {
                 let reason = format!("gave up after {attempt} attempts: {reason}");
                 (
@@ -149,8 +159,8 @@ impl DeliveryJob {
         let sent = match message.channel {
             Channel::Email => {
                 let ctx = EmailContext {
-                    from: &self.config.email_from,
-                    inbound_domain: &self.config.inbound_domain,
+                    from: &self.config.mail.email_from,
+                    inbound_domain: &self.config.mail.inbound_domain,
                     links: LinkMaker {
                         keys: self.store.keys(),
                         public_url: &self.config.public_url,
@@ -163,7 +173,7 @@ impl DeliveryJob {
                 }
             }
             Channel::Sms => {
-                let max_wait = self.config.delivery_lease / 2;
+                let max_wait = self.config.delivery.lease / 2;
                 if let Err(wait) = self.pacer.wait(&message.envelope.from, max_wait).await {
                     let at = self.clock.now() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
                     return (Transition::Defer(at), Delivered::Nothing);

@@ -61,13 +61,13 @@ impl DocumentStore {
 
     /// The store the configuration names.
     pub fn from_config(config: &crate::config::Config, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
-        if config.document_store.starts_with("s3://") {
+        if config.storage.document_store.starts_with("s3://") {
             let s3 = super::s3::S3::new(
-                &config.document_store,
-                config.s3_access_key_id.as_deref(),
-                config.s3_secret_access_key.as_ref(),
+                &config.storage.document_store,
+                config.storage.s3_access_key_id.as_deref(),
+                config.storage.s3_secret_access_key.as_ref(),
             )?;
-            let dir = config.data_dir.join("uploads");
+            let dir = config.storage.data_dir.join("uploads");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             return Ok(Self {
                 dir,
@@ -75,7 +75,7 @@ impl DocumentStore {
                 keys,
             });
         }
-        Self::open(&config.document_store, keys)
+        Self::open(&config.storage.document_store, keys)
     }
 
     fn path(&self, key: &str) -> PathBuf {

@@ -113,7 +113,7 @@ pub async fn upload(
     }
     let id = prefixed_id("doc");
     let limits = multer::SizeLimit::new()
-        .whole_stream(state.config.max_upload_bytes.saturating_add(64 * 1024))
+        .whole_stream(state.config.http.max_upload_bytes.saturating_add(64 * 1024))
         .for_field("documentType", 2048)
         .for_field("description", 4096)
         .for_field("replacesDocumentId", 256);
@@ -135,7 +135,7 @@ pub async fn upload(
                         .map_or("application/octet-stream".into(), |m| m.to_string());
                     let stored = state
                         .documents
-                        .write(&id, state.config.max_upload_bytes, field)
+                        .write(&id, state.config.http.max_upload_bytes, field)
                         .await
                         .map_err(|e| match e {
                             WriteError::TooLarge(max) => ApiError::new(

@@ -88,12 +88,14 @@ where
                 Code::UnsupportedMediaType,
                 "expected Content-Type: application/x-www-form-urlencoded",
             )),
-            Err(FormRejection::FailedToDeserializeForm(e)) => {
-                Err(ApiError::unprocessable(Code::InvalidBody, e.body_text_cause()))
-            }
-            Err(FormRejection::FailedToDeserializeFormBody(e)) => {
-                Err(ApiError::unprocessable(Code::InvalidBody, e.body_text_cause()))
-            }
+            Err(FormRejection::FailedToDeserializeForm(e)) => Err(ApiError::unprocessable(
+                Code::InvalidBody,
+                e.body_text_cause(),
+            )),
+            Err(FormRejection::FailedToDeserializeFormBody(e)) => Err(ApiError::unprocessable(
+                Code::InvalidBody,
+                e.body_text_cause(),
+            )),
             Err(other) if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::PayloadTooLarge,
@@ -135,9 +137,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::bad_request(Code::InvalidQuery, e.body_text_cause()))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
+                Code::InvalidQuery,
+                e.body_text_cause(),
+            )),
             Err(other) => Err(ApiError::bad_request(Code::InvalidQuery, other.body_text())),
         }
     }

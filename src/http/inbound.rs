@@ -58,7 +58,7 @@ pub async fn receive_email(
             "expected Content-Type: message/rfc822",
         ));
     }
-    let limit = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(state.config.http.max_upload_bytes).unwrap_or(usize::MAX);
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -196,7 +196,8 @@ impl SendMessageRequest {
     /// The command this request asks for: every field parsed, nothing looked up yet.
     fn command(self) -> ApiResult<SendMessage> {
         let invalid = |detail: String| ApiError::unprocessable(Code::ValidationFailed, detail);
-        let bad_recipient = |e: crate::domain::Invalid| ApiError::unprocessable(Code::InvalidRecipient, e.0);
+        let bad_recipient =
+            |e: crate::domain::Invalid| ApiError::unprocessable(Code::InvalidRecipient, e.0);
         let channel = Channel::parse(&self.message_type)?;
         let priority = self
             .priority
@@ -257,9 +258,9 @@ impl SendMessageRequest {
             .scheduled_at
             .as_deref()
             .map(|s| {
-                parse_instant(s)
-                    .map(to_micros)
-                    .ok_or_else(|| invalid(format!("scheduledAt {s:?} is not an RFC 3339 date-time")))
+                parse_instant(s).map(to_micros).ok_or_else(|| {
+                    invalid(format!("scheduledAt {s:?} is not an RFC 3339 date-time"))
+                })
             })
             .transpose()?;
         let template = match self.template_id {

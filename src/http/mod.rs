@@ -7,6 +7,7 @@ mod inbound;
 mod messages;
 mod metrics;
 mod notes;
+mod openapi;
 mod ops;
 mod preferences;
 pub mod problem;
@@ -26,7 +27,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -54,23 +54,13 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "parley", description = "Communication Center for debt-collection cases."),
-    components(schemas(problem::ProblemBody)),
-    modifiers(&BearerAuth)
+    info(
+        title = "parley",
+        description = "Communication Center for debt-collection cases."
+    ),
+    components(schemas(problem::ProblemBody))
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        let components = api.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
 
 /// The API's routes and their OpenAPI description, built from the same handler list so the
 /// document can not fall behind the code.
@@ -117,9 +107,17 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tracking::unsubscribe_page, tracking::unsubscribe))
 }
 
+/// The routes and the finished document: what applies to every operation (the problem
+/// responses, the security schemes) is added once all operations are in it.
+fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut api) = api_routes().split_for_parts();
+    openapi::ProblemResponses.modify(&mut api);
+    (routes, api)
+}
+
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi_json() -> String {
-    let (_, api) = api_routes().split_for_parts();
+    let (_, api) = api_parts();
     api.to_pretty_json().unwrap_or_default()
 }
 
@@ -129,10 +127,10 @@ pub fn router(
     config: Arc<Config>,
     services: crate::app::Services,
 ) -> Router {
-    let (api, openapi) = api_routes().split_for_parts();
+    let (api, openapi) = api_parts();
     let state = AppState {
         store,
-        limiter: Arc::new(RateLimiter::new(config.rate_limit_per_minute)),
+        limiter: Arc::new(RateLimiter::new(config.http.rate_limit_per_minute)),
         metrics: Arc::new(Metrics::default()),
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),
@@ -152,7 +150,7 @@ pub fn router(
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.max_json_bytes))
+        .layer(DefaultBodyLimit::max(config.http.max_json_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::observe,

@@ -15,11 +15,17 @@ use crate::store::StoreError;
 pub struct ProblemBody {
     /// `urn:parley:problem:<code>`
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:parley:problem:[a-z_]+$")]
     pub kind: String,
+    /// The status's reason phrase, e.g. `Not Found`.
     pub title: String,
+    /// The response's status code.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What was wrong, for people.
     pub detail: String,
     /// Stable machine-readable reason, e.g. `not_found`, `malformed_json`.
+    #[schema(schema_with = super::openapi::problem_code)]
     pub code: String,
 }
 

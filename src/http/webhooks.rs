@@ -9,11 +9,11 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{Auth, Json, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::app::webhook_target as target;
+use crate::domain::event::EventType;
+use crate::domain::signing;
 use crate::domain::time::rfc3339;
 use crate::store::{DeliveryView, Webhook};
-use crate::domain::event::EventType;
-use crate::app::webhook_target as target;
-use crate::domain::signing;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWebhookRequest {
@@ -120,7 +120,7 @@ pub async fn create(
             events.push(e);
         }
     }
-    target::check(&req.url, state.config.webhook_allow_private)
+    target::check(&req.url, state.config.webhooks.allow_private)
         .await
         .map_err(|e| ApiError::unprocessable(Code::WebhookUrlNotAllowed, e))?;
     let secret = signing::new_secret();

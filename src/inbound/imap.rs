@@ -198,10 +198,7 @@ pub struct PollReport {
 }
 
 /// One round: every unseen message of the mailbox is stored and then removed from it.
-pub async fn poll_once(
-    target: &ImapTarget,
-    inbound: &Inbound,
-) -> anyhow::Result<PollReport> {
+pub async fn poll_once(target: &ImapTarget, inbound: &Inbound) -> anyhow::Result<PollReport> {
     let mut s = Session::connect(target).await?;
     s.command(&format!(
         "LOGIN {} {}",

@@ -10,10 +10,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::domain::EmailAddress;
 use crate::app::AppError;
 use crate::app::inbound::Inbound;
+use crate::config::MailConfig;
+use crate::domain::EmailAddress;
 use crate::store::Ingested;
 
 const MAX_LINE: usize = 4096;
@@ -27,7 +27,8 @@ const MAX_SESSIONS: usize = 32;
 pub async fn serve(
     listener: TcpListener,
     inbound: Inbound,
-    config: Arc<Config>,
+    config: Arc<MailConfig>,
+    max_size: u64,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(addr = ?listener.local_addr().ok(), "inbound SMTP server listening");
@@ -39,7 +40,7 @@ pub async fn serve(
                     let (inbound, config) = (inbound.clone(), config.clone());
                     let Ok(permit) = sessions.clone().acquire_owned().await else { break };
                     tokio::spawn(async move {
-                        if let Err(e) = session(socket, &inbound, &config).await {
+                        if let Err(e) = session(socket, &inbound, &config, max_size).await {
                             tracing::debug!(error = %e, "inbound SMTP session ended");
                         }
                         drop(permit);
@@ -92,12 +93,12 @@ fn path_argument(arg: &str) -> Option<&str> {
 pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     socket: S,
     inbound: &Inbound,
-    config: &Config,
+    config: &MailConfig,
+    max_size: u64,
 ) -> std::io::Result<()> {
     let (read, mut write) = tokio::io::split(socket);
     let mut reader = BufReader::new(read);
     let host = &config.inbound_domain;
-    let max_size = config.max_upload_bytes;
     write
         .write_all(format!("220 {host} parley ESMTP ready\r\n").as_bytes())
         .await?;

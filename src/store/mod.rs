@@ -323,7 +323,9 @@ pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<String> {
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| StoreError::invalid(Code::InvalidCursor, "cursor is not one this API issued"))
+        .ok_or_else(|| {
+            StoreError::invalid(Code::InvalidCursor, "cursor is not one this API issued")
+        })
 }
 
 impl Backend {

@@ -207,7 +207,11 @@ pub(crate) async fn transition(
         Transition::Retry { at, error } => query.bind(*at).bind(error.as_str()),
         Transition::Failed { error } => query.bind(error.as_str()),
     };
-    let query = if q.touch.is_empty() { query } else { query.bind(now) };
+    let query = if q.touch.is_empty() {
+        query
+    } else {
+        query.bind(now)
+    };
     query.execute(conn).await?;
     Ok(())
 }

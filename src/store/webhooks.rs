@@ -38,7 +38,8 @@ impl WebhookRow {
 
 /// A subscription's stored event list (a JSON array of event names).
 fn parse_events(stored: &str) -> StoreResult<Vec<EventType>> {
-    let words: Vec<String> = serde_json::from_str(stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let words: Vec<String> =
+        serde_json::from_str(stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     words
         .iter()
         .map(|w| EventType::parse(w).map_err(|e| StoreError::Corrupt(e.0)))

@@ -1,7 +1,6 @@
 //! Signed webhooks: the dispatcher turns outbox events into deliveries, signs each request
 //! per the Standard Webhooks specification, and retries on `PARLEY_WEBHOOK_RETRY_SCHEDULE`.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +8,10 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::app::webhook_target as target;
-use crate::config::Config;
-use crate::domain::signing;
+use crate::config::WebhookConfig;
 use crate::domain::clock::SharedClock;
 use crate::domain::event::EventType;
+use crate::domain::signing;
 use crate::store::queue::{Claim, QueueTable, Transition, WEBHOOK_DELIVERIES};
 use crate::store::{DueDelivery, Store};
 use crate::worker::{Backoff, Job};
@@ -27,21 +26,21 @@ pub const LEASE: Duration = Duration::from_secs(60);
 /// One webhook delivery attempt: a signed POST to the subscriber's URL.
 pub struct WebhookJob {
     store: Store,
-    config: Arc<Config>,
+    config: WebhookConfig,
     clock: SharedClock,
     client: reqwest::Client,
     backoff: Backoff,
 }
 
 impl WebhookJob {
-    pub fn new(store: Store, config: Arc<Config>, clock: SharedClock) -> anyhow::Result<Self> {
+    pub fn new(store: Store, config: WebhookConfig, clock: SharedClock) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the webhook HTTP client")?;
         Ok(Self {
-            backoff: Backoff::new(config.webhook_retry_schedule.clone()),
+            backoff: Backoff::new(config.retry_schedule.clone()),
             store,
             config,
             clock,
@@ -71,7 +70,7 @@ impl WebhookJob {
 
     /// One POST: `Ok(status)` for a 2xx, else the status (if any) and why.
     async fn attempt(&self, d: &DueDelivery) -> Result<u16, (Option<u16>, String)> {
-        if let Err(e) = target::check(&d.url, self.config.webhook_allow_private).await {
+        if let Err(e) = target::check(&d.url, self.config.allow_private).await {
             return Err((None, e));
         }
         let body = self

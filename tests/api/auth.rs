@@ -52,7 +52,7 @@ async fn bearer_scheme_is_case_insensitive() {
 
 #[tokio::test]
 async fn each_token_is_rate_limited_with_retry_after() {
-    let app = spawn_app_with(|c| c.rate_limit_per_minute = 3).await;
+    let app = spawn_app_with(|c| c.http.rate_limit_per_minute = 3).await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     for _ in 0..3 {
         assert_eq!(app.get(&creditor.token, "/api/cases").await.status(), 200);

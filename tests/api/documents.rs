@@ -208,7 +208,7 @@ async fn new_versions_replace_the_listed_document() {
 
 #[tokio::test]
 async fn bad_uploads_are_refused_and_leave_nothing() {
-    let app = spawn_app_with(|c| c.max_upload_bytes = 100_000).await;
+    let app = spawn_app_with(|c| c.http.max_upload_bytes = 100_000).await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     let case = app.create_case(&creditor, None).await;
     let case_id = case["caseId"].as_str().unwrap();
@@ -311,9 +311,9 @@ async fn documents_can_live_sealed_in_an_s3_bucket() {
     let s3 = crate::peers::S3Peer::start().await;
     let url = s3.url();
     let app = spawn_app_with(move |c| {
-        c.document_store = url;
-        c.s3_access_key_id = Some("parley".into());
-        c.s3_secret_access_key = Some(parley::config::Secret::new("parley-secret"));
+        c.storage.document_store = url;
+        c.storage.s3_access_key_id = Some("parley".into());
+        c.storage.s3_secret_access_key = Some(parley::config::Secret::new("parley-secret"));
     })
     .await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;

@@ -104,7 +104,7 @@ async fn malformed_json_wrong_type_and_wrong_shape_are_told_apart() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413() {
-    let app = spawn_app_with(|c| c.max_json_bytes = 4096).await;
+    let app = spawn_app_with(|c| c.http.max_json_bytes = 4096).await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     let body = json!({"debtor": {"name": "x".repeat(10_000)}, "amount": {"value": "1", "currency": "DKK"}});
     assert_problem(

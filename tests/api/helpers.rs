@@ -64,21 +64,21 @@ pub async fn fresh_database() -> Option<String> {
 
 pub async fn test_config(dir: &Path) -> Config {
     let mut config = Config::with_data_dir(dir);
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.master_key = Some([42; 32]);
-    config.database_max_connections = 5;
-    config.delivery_concurrency = 0;
+    config.http.addr = "127.0.0.1:0".parse().unwrap();
+    config.storage.master_key = Some(parley::config::KeyBytes([42; 32]));
+    config.storage.database_max_connections = 5;
+    config.delivery.concurrency = 0;
     // Time-of-day and volume rules are tested on their own (tests/api/policy.rs), so that the
     // rest of the suite passes at any hour and sends as often as it likes.
-    config.default_contact_hours = None;
-    config.frequency_cap = None;
+    config.policy.default_contact_hours = None;
+    config.policy.frequency_cap = None;
     // Webhook receivers of the tests listen on loopback; retries come due at once.
-    config.webhook_allow_private = true;
-    config.webhook_retry_schedule = vec![std::time::Duration::ZERO; 2];
-    config.sms_rate_per_second = 1000.0;
-    config.delivery_retry_schedule = vec![std::time::Duration::ZERO; 2];
+    config.webhooks.allow_private = true;
+    config.webhooks.retry_schedule = vec![std::time::Duration::ZERO; 2];
+    config.sms.rate_per_second = 1000.0;
+    config.delivery.retry_schedule = vec![std::time::Duration::ZERO; 2];
     if let Some(url) = fresh_database().await {
-        config.database_url = Secret::new(url);
+        config.storage.database_url = Secret::new(url);
     }
     config
 }

@@ -489,7 +489,7 @@ async fn replies_arrive_over_the_built_in_smtp_server() {
         .unwrap()
         .port();
     let app = crate::helpers::spawn_app_with(move |c| {
-        c.inbound_smtp_addr = Some(format!("127.0.0.1:{port}").parse().unwrap())
+        c.mail.inbound_smtp_addr = Some(format!("127.0.0.1:{port}").parse().unwrap())
     })
     .await;
     let (creditor, case) = setup(&app).await;
@@ -624,8 +624,8 @@ async fn a_running_parley_polls_its_imap_mailbox() {
     let imap = crate::peers::ImapPeer::start().await;
     let url = imap.url();
     let app = crate::helpers::spawn_app_with(move |c| {
-        c.imap_url = Some(parley::config::Secret::new(url));
-        c.imap_poll_interval = std::time::Duration::from_secs(1);
+        c.mail.imap_url = Some(parley::config::Secret::new(url));
+        c.mail.imap_poll_interval = std::time::Duration::from_secs(1);
     })
     .await;
     let (creditor, case) = setup(&app).await;

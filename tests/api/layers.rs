@@ -74,8 +74,8 @@ fn no_module_imports_a_module_of_a_higher_layer() {
         if module == "lib" || module == "main" {
             continue;
         }
-        let own = layer(module)
-            .unwrap_or_else(|| panic!("src/{module} has no layer: add it to LAYERS"));
+        let own =
+            layer(module).unwrap_or_else(|| panic!("src/{module} has no layer: add it to LAYERS"));
         let source = std::fs::read_to_string(file).unwrap();
         for import in imports(&source) {
             seen += 1;

@@ -9,7 +9,7 @@ use crate::peers::SmtpPeer;
 
 async fn app_with_smtp(smtp: &SmtpPeer) -> TestApp {
     let url = smtp.url();
-    spawn_app_with(move |c| c.smtp_url = Some(parley::config::Secret::new(url))).await
+    spawn_app_with(move |c| c.mail.smtp_url = Some(parley::config::Secret::new(url))).await
 }
 
 async fn case_with_creditor(app: &TestApp) -> (Party, String) {
@@ -136,7 +136,7 @@ async fn seed_email_reaches_a_real_smtp_server_with_every_header() {
         .trim()
         .to_string();
     assert!(
-        unsubscribe.starts_with(&format!("<{}/unsubscribe/", app.config.public_url)),
+        unsubscribe.starts_with(&format!("<{}/unsubscribe/", app.config.http.public_url)),
         "{unsubscribe}"
     );
     assert_eq!(
@@ -185,15 +185,15 @@ async fn opened_and_clicked_appear_after_the_pixel_and_link_are_fetched() {
     let raw = smtp.wait_for(1).await.remove(0);
     let mail = MessageParser::default().parse(&raw).unwrap();
     let html = mail.body_html(0).unwrap().to_string();
-    let pixel = url_after(&html, &format!("{}/t/open/", app.config.public_url));
-    let link = url_after(&html, &format!("{}/t/click/", app.config.public_url));
+    let pixel = url_after(&html, &format!("{}/t/open/", app.config.http.public_url));
+    let link = url_after(&html, &format!("{}/t/click/", app.config.http.public_url));
 
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let r = client
-        .get(pixel.replace(&app.config.public_url, &app.base))
+        .get(pixel.replace(&app.config.http.public_url, &app.base))
         .send()
         .await
         .unwrap();
@@ -202,7 +202,7 @@ async fn opened_and_clicked_appear_after_the_pixel_and_link_are_fetched() {
     assert_eq!(report(&app, &party, id).await["status"], "opened");
 
     let r = client
-        .get(link.replace(&app.config.public_url, &app.base))
+        .get(link.replace(&app.config.http.public_url, &app.base))
         .send()
         .await
         .unwrap();
@@ -224,7 +224,7 @@ async fn opened_and_clicked_appear_after_the_pixel_and_link_are_fetched() {
         .get(
             String::from_utf8(tampered)
                 .unwrap()
-                .replace(&app.config.public_url, &app.base),
+                .replace(&app.config.http.public_url, &app.base),
         )
         .send()
         .await
@@ -254,7 +254,7 @@ async fn one_click_unsubscribe_suppresses_the_recipient() {
     let url = header
         .trim_start_matches('<')
         .trim_end_matches('>')
-        .replace(&app.config.public_url, &app.base);
+        .replace(&app.config.http.public_url, &app.base);
 
     // Following the link only asks; mail scanners do that.
     let page = app.client.get(&url).send().await.unwrap();
@@ -366,7 +366,10 @@ async fn transient_smtp_failures_are_retried_until_sent_or_given_up() {
     assert_eq!(report(&app, &party, &once_id).await["status"], "sent");
     let attempts = app.store.delivery_attempts(&once_id).await.unwrap();
     assert_eq!(
-        attempts.iter().map(|a| a.outcome.as_deref().unwrap_or_default()).collect::<Vec<_>>(),
+        attempts
+            .iter()
+            .map(|a| a.outcome.as_deref().unwrap_or_default())
+            .collect::<Vec<_>>(),
         ["retry", "sent"]
     );
     assert!(attempts[0].error.as_deref().unwrap().contains("451"));
@@ -418,7 +421,7 @@ async fn an_unreachable_smtp_server_is_a_transient_failure() {
         .unwrap()
         .port();
     let app = spawn_app_with(move |c| {
-        c.smtp_url = Some(parley::config::Secret::new(format!(
+        c.mail.smtp_url = Some(parley::config::Secret::new(format!(
             "smtp://127.0.0.1:{port}"
         )))
     })
@@ -436,7 +439,10 @@ async fn an_unreachable_smtp_server_is_a_transient_failure() {
     app.deliver_due().await;
     let attempts = app.store.delivery_attempts(&id).await.unwrap();
     assert_eq!(
-        attempts.iter().map(|a| a.outcome.as_deref().unwrap_or_default()).collect::<Vec<_>>(),
+        attempts
+            .iter()
+            .map(|a| a.outcome.as_deref().unwrap_or_default())
+            .collect::<Vec<_>>(),
         ["retry", "retry", "failed"]
     );
 }
@@ -784,7 +790,8 @@ async fn other_tenants_cannot_send_or_read_messages() {
 async fn smtp_auth_credentials_from_the_url_are_used() {
     let smtp = SmtpPeer::start_with(&["--auth", "parley:s3cret"]).await;
     let good = format!("smtp://parley:s3cret@127.0.0.1:{}", smtp.port);
-    let app = spawn_app_with(move |c| c.smtp_url = Some(parley::config::Secret::new(good))).await;
+    let app =
+        spawn_app_with(move |c| c.mail.smtp_url = Some(parley::config::Secret::new(good))).await;
     let (party, case_id) = case_with_creditor(&app).await;
     let body = json!({"messageType": "email", "subject": "Hi", "body": "Text"});
     let id = send(&app, &party, &case_id, &body)
@@ -800,7 +807,8 @@ async fn smtp_auth_credentials_from_the_url_are_used() {
     assert_eq!(smtp.wait_for(1).await.len(), 1);
 
     let bad = format!("smtp://parley:wrong@127.0.0.1:{}", smtp.port);
-    let app = spawn_app_with(move |c| c.smtp_url = Some(parley::config::Secret::new(bad))).await;
+    let app =
+        spawn_app_with(move |c| c.mail.smtp_url = Some(parley::config::Secret::new(bad))).await;
     let (party, case_id) = case_with_creditor(&app).await;
     let id = send(&app, &party, &case_id, &body)
         .await

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use parley::domain::clock::ManualClock;
 use parley::domain::PartyKind;
+use parley::domain::clock::ManualClock;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -231,7 +231,8 @@ async fn the_default_contact_hours_apply_in_the_debtors_zone() {
     // and a window of 21:30-22:00 local opens in an hour.
     let clock = clock_at("2025-01-15T19:30:00Z");
     let app = spawn_app_with_clock(clock, move |c| {
-        c.default_contact_hours = parley::domain::policy::ContactWindow::parse("21:30-22:00").ok()
+        c.policy.default_contact_hours =
+            parley::domain::policy::ContactWindow::parse("21:30-22:00").ok()
     })
     .await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
@@ -259,7 +260,7 @@ async fn the_default_contact_hours_apply_in_the_debtors_zone() {
 #[tokio::test]
 async fn the_frequency_cap_counts_per_channel() {
     let app = spawn_app_with(|c| {
-        c.frequency_cap = parley::domain::policy::FrequencyCap::parse("2/1d").ok()
+        c.policy.frequency_cap = parley::domain::policy::FrequencyCap::parse("2/1d").ok()
     })
     .await;
     let (creditor, case_id) = case_of(&app).await;

@@ -81,15 +81,15 @@ async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
     let c = &setup.config;
     let key = {
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(c.master_key.unwrap())
+        base64::engine::general_purpose::STANDARD.encode(c.storage.master_key.unwrap().expose())
     };
     let child = Command::new(env!("CARGO_BIN_EXE_parley"))
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PARLEY_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("PARLEY_DATA_DIR", &c.data_dir)
-        .env("PARLEY_DATABASE_URL", c.database_url.expose())
+        .env("PARLEY_DATA_DIR", &c.storage.data_dir)
+        .env("PARLEY_DATABASE_URL", c.storage.database_url.expose())
         .env("PARLEY_MASTER_KEY", key)
         .env("PARLEY_SMTP_URL", smtp.url())
         .env("PARLEY_DELIVERY_LEASE", "2s")

@@ -10,10 +10,10 @@ use crate::peers::{SmsPeer, SmsReply};
 async fn app_with_sms(peer: &SmsPeer) -> TestApp {
     let base = peer.base.clone();
     spawn_app_with(move |c| {
-        c.sms_url = Some(base);
-        c.sms_account = Some("AC123".into());
-        c.sms_token = Some(Secret::new("sms-secret"));
-        c.sms_from = Some("+4570000000".into());
+        c.sms.url = Some(base);
+        c.sms.account = Some("AC123".into());
+        c.sms.token = Some(Secret::new("sms-secret"));
+        c.sms.from = Some("+4570000000".into());
     })
     .await
 }
@@ -73,7 +73,7 @@ async fn sms_goes_to_the_sms_api_and_status_callbacks_move_it() {
     assert_eq!(req.field("Body"), Some(text));
     assert_eq!(
         req.field("StatusCallback"),
-        Some(format!("{}/api/providers/sms/status", app.config.public_url).as_str())
+        Some(format!("{}/api/providers/sms/status", app.config.http.public_url).as_str())
     );
     let m = status_of(&app, &creditor, &id).await;
     assert_eq!(m["status"], "sent");
@@ -164,7 +164,10 @@ async fn sms_api_failures_are_retried_or_final() {
     assert_eq!(status_of(&app, &creditor, &retried).await["status"], "sent");
     let attempts = app.store.delivery_attempts(&retried).await.unwrap();
     assert_eq!(
-        attempts.iter().map(|a| a.outcome.as_deref().unwrap_or_default()).collect::<Vec<_>>(),
+        attempts
+            .iter()
+            .map(|a| a.outcome.as_deref().unwrap_or_default())
+            .collect::<Vec<_>>(),
         ["retry", "sent"]
     );
 
@@ -308,12 +311,12 @@ async fn a_busy_sender_number_puts_sms_back_without_using_an_attempt() {
     let peer = SmsPeer::start().await;
     let base = peer.base.clone();
     let app = spawn_app_with(move |c| {
-        c.sms_url = Some(base);
-        c.sms_account = Some("AC123".into());
-        c.sms_token = Some(Secret::new("sms-secret"));
-        c.sms_from = Some("+4570000000".into());
-        c.sms_rate_per_second = 0.1;
-        c.delivery_lease = std::time::Duration::from_secs(2);
+        c.sms.url = Some(base);
+        c.sms.account = Some("AC123".into());
+        c.sms.token = Some(Secret::new("sms-secret"));
+        c.sms.from = Some("+4570000000".into());
+        c.sms.rate_per_second = 0.1;
+        c.delivery.lease = std::time::Duration::from_secs(2);
     })
     .await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;

@@ -148,7 +148,11 @@ async fn every_event_that_is_emitted_can_be_subscribed_to() {
             json!({"messageType": "email", "subject": "Hi", "body": "Hello"}),
         ),
     ] {
-        assert_eq!(app.post(&creditor.token, &p, &body).await.status(), 201, "{p}");
+        assert_eq!(
+            app.post(&creditor.token, &p, &body).await.status(),
+            201,
+            "{p}"
+        );
     }
     app.patch(&creditor.token, &path, &json!({"status": "disputed"}))
         .await;
@@ -162,7 +166,9 @@ async fn every_event_that_is_emitted_can_be_subscribed_to() {
     .await
     .unwrap();
     app.deliver_due().await;
-    let mail = format!("From: debtor@example.com\r\nTo: case-{case_id}@localhost\r\nSubject: Re: Hi\r\n\r\nHello\r\n");
+    let mail = format!(
+        "From: debtor@example.com\r\nTo: case-{case_id}@localhost\r\nSubject: Re: Hi\r\n\r\nHello\r\n"
+    );
     let r = app
         .client
         .post(format!("{}/api/inbound/email", app.base))
@@ -193,7 +199,10 @@ async fn every_event_that_is_emitted_can_be_subscribed_to() {
             v["event"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(received, emitted, "every emitted event reached the subscriber");
+    assert_eq!(
+        received, emitted,
+        "every emitted event reached the subscriber"
+    );
     for e in [
         "case.created",
         "payment.received",

@@ -8,7 +8,7 @@ use crate::helpers::{TestApp, spawn_app};
 
 /// Everything the database holds, as bytes: the SQLite files, or every PostgreSQL row as text.
 async fn database_contents(app: &TestApp) -> Vec<u8> {
-    let url = app.config.database_url.expose();
+    let url = app.config.storage.database_url.expose();
     if url.starts_with("sqlite") {
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(app.dir.path()).unwrap() {

@@ -231,7 +231,7 @@ async fn a_receiver_that_keeps_failing_ends_failed_and_deleted_hooks_stop() {
 
 #[tokio::test]
 async fn webhook_targets_and_events_are_checked() {
-    let app = spawn_app_with(|c| c.webhook_allow_private = false).await;
+    let app = spawn_app_with(|c| c.webhooks.allow_private = false).await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     for (body, code) in [
         (

@@ -1,0 +1,424 @@
+//! What the OpenAPI document says beyond each handler's own annotation: the problem responses,
+//! declared once under `components.responses` and referenced from every operation that can give
+//! them, and the shapes of the strings the handlers check, so that a request the document calls
+//! valid is one the API accepts, and one it calls invalid is refused.
+
+use serde_json::Value;
+use utoipa::Modify;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, HeaderBuilder, OpenApi, Ref, RefOr};
+
+/// The media type of every error response (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Each problem response: status, component name, description.
+const PROBLEMS: &[(u16, &str, &str)] = &[
+    (
+        400,
+        "BadRequest",
+        "The query string or the body cannot be read: `invalid_query`, `malformed_json`, \
+         `invalid_body`.",
+    ),
+    (
+        401,
+        "Unauthorized",
+        "No credentials, or a token that is unknown or revoked: `unauthorized`.",
+    ),
+    (
+        403,
+        "Forbidden",
+        "The token's party may not do this: `forbidden`.",
+    ),
+    (
+        404,
+        "NotFound",
+        "No such resource, or not one this token's party can see: `not_found`.",
+    ),
+    (
+        409,
+        "Conflict",
+        "The request conflicts with the resource's current state.",
+    ),
+    (
+        413,
+        "PayloadTooLarge",
+        "The body is larger than this endpoint accepts: `payload_too_large`.",
+    ),
+    (
+        415,
+        "UnsupportedMediaType",
+        "The body's `Content-Type` is not one this endpoint reads: `unsupported_media_type`.",
+    ),
+    (
+        422,
+        "UnprocessableContent",
+        "The body is well-formed but its values are refused; `code` names the rule, e.g. \
+         `invalid_body`, `validation_failed`.",
+    ),
+    (
+        429,
+        "TooManyRequests",
+        "The token's rate limit is spent: `rate_limited`; retry after `Retry-After` seconds.",
+    ),
+    (
+        503,
+        "ServiceUnavailable",
+        "The database is not reachable: `service_unavailable`; retry after `Retry-After` \
+         seconds.",
+    ),
+];
+
+fn component_name(status: u16) -> Option<&'static str> {
+    PROBLEMS
+        .iter()
+        .find(|(s, _, _)| *s == status)
+        .map(|(_, name, _)| *name)
+}
+
+/// Declares the problem responses and the security schemes, then attaches to every operation
+/// the problems it can give:
+///
+/// - 401 (and 429 for bearer-only operations) where credentials are required;
+/// - 400 where there is a query string or a body to read;
+/// - 404 where a path names a resource;
+/// - 413, 415 and 422 where there is a body;
+/// - 503 everywhere: every operation reads the database.
+///
+/// Problem responses an annotation declares itself (`body = ProblemBody`, or a bare status)
+/// become references to the same components, so every error is `application/problem+json`.
+pub struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, api: &mut OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        for (status, name, description) in PROBLEMS {
+            let mut response = ResponseBuilder::new().description(*description).content(
+                PROBLEM_JSON,
+                Content::new(Some(Ref::from_schema_name("ProblemBody"))),
+            );
+            let integer = || {
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .build()
+            };
+            let text = || ObjectBuilder::new().schema_type(Type::String).build();
+            match status {
+                401 => {
+                    response = response.header(
+                        "WWW-Authenticate",
+                        HeaderBuilder::new()
+                            .schema(text())
+                            .description(Some("`Bearer`"))
+                            .build(),
+                    );
+                }
+                429 | 503 => {
+                    response = response.header(
+                        "Retry-After",
+                        HeaderBuilder::new()
+                            .schema(integer())
+                            .description(Some("seconds"))
+                            .build(),
+                    );
+                }
+                _ => {}
+            }
+            components
+                .responses
+                .insert((*name).to_string(), response.build().into());
+        }
+        for (path, item) in api.paths.paths.iter_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                attach_problems(path, op);
+            }
+        }
+    }
+}
+
+fn problem_ref(status: u16) -> Option<RefOr<utoipa::openapi::Response>> {
+    component_name(status)
+        .map(|name| RefOr::Ref(Ref::new(format!("#/components/responses/{name}"))))
+}
+
+fn attach_problems(path: &str, op: &mut Operation) {
+    // What an annotation declared as a problem becomes the shared component.
+    for (status, response) in op.responses.responses.iter_mut() {
+        let Ok(code) = status.parse::<u16>() else {
+            continue;
+        };
+        if code < 400 {
+            continue;
+        }
+        if let (RefOr::T(_), Some(shared)) = (&*response, problem_ref(code)) {
+            *response = shared;
+        }
+    }
+    let params = op.parameters.as_deref().unwrap_or_default();
+    let in_path = params.iter().any(|p| p.parameter_in == ParameterIn::Path) || path.contains('{');
+    let in_query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
+    let body = op.request_body.is_some();
+    let schemes: Vec<String> = op
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .filter_map(|v| v.as_object().cloned())
+        .flat_map(|o| o.keys().cloned().collect::<Vec<_>>())
+        .collect();
+    let mut add = |status: u16| {
+        if let Some(shared) = problem_ref(status) {
+            op.responses
+                .responses
+                .entry(status.to_string())
+                .or_insert(shared);
+        }
+    };
+    if !schemes.is_empty() {
+        add(401);
+        if schemes.iter().all(|s| s == "bearer") {
+            add(429);
+        }
+    }
+    if in_query || body {
+        add(400);
+    }
+    if in_path {
+        add(404);
+    }
+    if body {
+        add(413);
+        add(415);
+        add(422);
+    }
+    add(503);
+}
+
+// ---------------------------------------------------------------------------------------------
+// String shapes. Each mirrors a check the handlers make, so both sides agree on what is valid.
+
+/// Printable text that is not blank: no control characters, at least one character that is not
+/// white space (the handlers trim it).
+const PRINTABLE: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x1f\\x7f-\\x9f]*$";
+
+/// E.164 after dropping spaces, hyphens, dots and parentheses: `+`, a first digit that is not
+/// 0, 8 to 15 digits in all.
+const PHONE: &str = "^\\s*[ ().-]*\\+[ ().-]*[1-9](?:[ ().-]*[0-9]){7,14}[ ().-]*\\s*$";
+
+/// `da`, `en-GB`, `en_gb`.
+const LANGUAGE: &str = "^[A-Za-z]{2,3}(?:[-_][A-Za-z]{2})?$";
+
+/// ISO 4217.
+const CURRENCY: &str = "^[A-Z]{3}$";
+
+/// A positive amount with at most two decimals, below 10^13.
+const AMOUNT: &str = "^(?:[1-9][0-9]{0,12}(?:\\.[0-9]{1,2})?|0\\.(?:0[1-9]|[1-9][0-9]?))$";
+
+/// A page cursor: base64url (no padding) of printable ASCII, as `nextCursor` gives it.
+const CURSOR: &str = "^(?:[I-Za-f][C-HS-Xi-ny-z0-3](?:[AEIMQUYcgkosw048][g-z0-9_-]|[BFJNRVZdhlptx159][A-Za-z0-9_-]))*(?:[I-Za-f][AQgw]|[I-Za-f][C-HS-Xi-ny-z0-3][AEIMQUYcgkosw048])?$";
+
+/// The audit log's cursor: base64url (no padding) of an entry number of 1 to 18 digits.
+const NUMBER_CURSOR: &str = "^(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]|[MN][AQgw]|O[AQ])$";
+
+/// An http(s) URL with a plain host name, as webhooks take.
+const WEB_URL: &str =
+    "^https?://[a-z][a-z0-9]*(?:\\.[a-z][a-z0-9]*)*(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~/-]*)?$";
+
+fn string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+/// The same schema that also takes `null` (which the handler reads as "absent" or "clear").
+pub fn or_null(mut o: Object) -> Object {
+    let mut types = match o.schema_type {
+        SchemaType::Type(t) => vec![t],
+        SchemaType::Array(ts) => ts,
+        SchemaType::AnyValue => return o,
+    };
+    if !types.contains(&Type::Null) {
+        types.push(Type::Null);
+    }
+    o.schema_type = SchemaType::Array(types);
+    if let Some(values) = &mut o.enum_values {
+        values.push(Value::Null);
+    }
+    o
+}
+
+/// 1 to `max` printable characters, not blank.
+pub fn text(max: usize) -> Object {
+    string()
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(PRINTABLE))
+        .build()
+}
+
+/// One of fixed words.
+pub fn words<'a>(words: impl IntoIterator<Item = &'a str>) -> Object {
+    string()
+        .enum_values(Some(words.into_iter().collect::<Vec<_>>()))
+        .build()
+}
+
+pub fn email() -> Object {
+    string()
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+        .max_length(Some(254))
+        .build()
+}
+
+pub fn phone() -> Object {
+    string()
+        .pattern(Some(PHONE))
+        .max_length(Some(40))
+        .examples(["+4512345678"])
+        .build()
+}
+
+pub fn language() -> Object {
+    string()
+        .pattern(Some(LANGUAGE))
+        .examples(["da", "en-GB"])
+        .build()
+}
+
+/// An IANA time zone name.
+pub fn timezone() -> Object {
+    let mut names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+    names.sort_unstable();
+    names.dedup();
+    words(names)
+}
+
+pub fn currency() -> Object {
+    string().pattern(Some(CURRENCY)).examples(["DKK"]).build()
+}
+
+/// `YYYY-MM-DD`
+pub fn date() -> Object {
+    string()
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+        .build()
+}
+
+/// A date (midnight UTC) or an RFC 3339 date-time.
+pub fn instant() -> Schema {
+    AnyOfBuilder::new()
+        .item(
+            string()
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+                .build(),
+        )
+        .item(
+            string()
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// A decimal amount: a string such as `"15000.00"`, or a JSON number with at most two decimals.
+pub fn amount_value() -> Schema {
+    AnyOfBuilder::new()
+        .item(
+            string()
+                .pattern(Some(AMOUNT))
+                .examples(["15000.00"])
+                .build(),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .exclusive_minimum(Some(0))
+                .maximum(Some(9_999_999_999_999.99))
+                .multiple_of(Some(0.01))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// A machine word: 1 to 64 of `a-z`, `0-9`, `_`, `-`, `.`.
+pub fn tag() -> Object {
+    string()
+        .pattern(Some("^[a-z0-9_.-]{1,64}$"))
+        .examples(["call_log"])
+        .build()
+}
+
+pub fn cursor() -> Object {
+    string()
+        .pattern(Some(CURSOR))
+        .description(Some("`nextCursor` of the previous page"))
+        .build()
+}
+
+pub fn number_cursor() -> Object {
+    string()
+        .pattern(Some(NUMBER_CURSOR))
+        .description(Some("`nextCursor` of the previous page"))
+        .build()
+}
+
+pub fn web_url() -> Object {
+    string()
+        .pattern(Some(WEB_URL))
+        .max_length(Some(2000))
+        .examples(["https://hooks.example.com/parley"])
+        .build()
+}
+
+/// A problem's `code`: one of the stable words clients branch on.
+pub fn problem_code() -> Object {
+    words(crate::domain::code::Code::ALL.iter().map(|c| c.as_str()))
+}
+
+/// Page size: `1..=max`.
+pub fn limit(max: i64) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1))
+        .maximum(Some(max))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_timezone_in_the_document_parses() {
+        for v in timezone().enum_values.unwrap_or_default() {
+            let name = v.as_str().unwrap_or_default();
+            assert!(crate::domain::case::parse_timezone(name).is_ok(), "{name}");
+        }
+    }
+}
