@@ -25,6 +25,17 @@ word_enum!(
     }
 );
 
+word_enum!(
+    /// Where a webhook delivery stands.
+    WebhookDeliveryStatus, "delivery status" {
+        Pending => "pending",
+        Sending => "sending",
+        Delivered => "delivered",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
 impl EventType {
     /// The event that announces a message reaching `status`; `None` for `queued`, which is
     /// the answer to the request itself.

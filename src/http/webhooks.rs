@@ -10,7 +10,7 @@ use super::AppState;
 use super::extract::{Auth, Json, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::app::webhook_target as target;
-use crate::domain::event::EventType;
+use crate::domain::event::{EventType, WebhookDeliveryStatus};
 use crate::domain::signing;
 use crate::domain::time::rfc3339;
 use crate::store::{DeliveryView, Webhook};
@@ -54,11 +54,10 @@ pub struct WebhookList {
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryResponse {
     pub delivery_id: String,
-    pub event: String,
+    pub event: EventType,
     /// The `webhook-id` header of the requests: `evt_<eventId>`.
     pub message_id: String,
-    /// `pending`, `sending`, `delivered`, `failed` or `cancelled`
-    pub status: String,
+    pub status: WebhookDeliveryStatus,
     pub attempts: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_status_code: Option<i64>,

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::queue::{Transition, WEBHOOK_DELIVERIES, transition};
 use super::{Store, StoreError, StoreResult, audit_as};
-use crate::domain::event::EventType;
+use crate::domain::event::{EventType, WebhookDeliveryStatus};
 use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
 use crate::domain::time::{Micros, now_micros};
@@ -46,18 +46,50 @@ fn parse_events(stored: &str) -> StoreResult<Vec<EventType>> {
         .collect()
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeliveryView {
     pub id: String,
     pub event_id: i64,
-    pub event_type: String,
-    pub status: String,
+    pub event_type: EventType,
+    pub status: WebhookDeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: Option<Micros>,
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
     pub created_at: Micros,
     pub delivered_at: Option<Micros>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    event_id: i64,
+    event_type: String,
+    status: String,
+    attempts: i32,
+    next_attempt_at: Option<i64>,
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    created_at: i64,
+    delivered_at: Option<i64>,
+}
+
+impl DeliveryRow {
+    fn into_view(self) -> StoreResult<DeliveryView> {
+        let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
+        Ok(DeliveryView {
+            event_type: EventType::parse(&self.event_type).map_err(corrupt)?,
+            status: WebhookDeliveryStatus::parse(&self.status).map_err(corrupt)?,
+            id: self.id,
+            event_id: self.event_id,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            last_status: self.last_status,
+            last_error: self.last_error,
+            created_at: self.created_at,
+            delivered_at: self.delivered_at,
+        })
+    }
 }
 
 /// A delivery claimed for sending, with everything the request needs.
@@ -68,7 +100,7 @@ pub struct DueDelivery {
     pub url: String,
     pub secret: String,
     pub event_id: i64,
-    pub event_type: String,
+    pub event_type: EventType,
     pub case_id: Option<String>,
     pub payload: Value,
 }
@@ -183,7 +215,7 @@ impl Store {
         if owned.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query_as::<_, DeliveryView>(
+        let rows = sqlx::query_as::<_, DeliveryRow>(
             "SELECT d.id, d.event_id, e.event_type, d.status, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, \
              d.delivered_at FROM webhook_deliveries d JOIN events e ON e.id = d.event_id WHERE d.webhook_id = $1 ORDER BY d.id DESC LIMIT $2",
         )
@@ -191,7 +223,10 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(Some(rows))
+        rows.into_iter()
+            .map(DeliveryRow::into_view)
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
     }
 
     /// Turns new outbox events into deliveries for every webhook that subscribed to the
@@ -300,7 +335,7 @@ impl Store {
             webhook_id: r.webhook_id,
             url: r.url,
             event_id: r.event_id,
-            event_type: r.event_type,
+            event_type: EventType::parse(&r.event_type).map_err(|e| StoreError::Corrupt(e.0))?,
             case_id: r.case_id,
             payload: serde_json::from_str(&r.payload).unwrap_or(Value::Null),
         }))

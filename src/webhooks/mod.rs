@@ -54,8 +54,8 @@ impl WebhookJob {
             Value::Object(map) => map.clone(),
             _ => serde_json::Map::new(),
         };
-        payload.insert("event".into(), Value::String(d.event_type.clone()));
-        if d.event_type == EventType::MessageReceived.as_str()
+        payload.insert("event".into(), Value::String(d.event_type.to_string()));
+        if d.event_type == EventType::MessageReceived
             && let Some(id) = payload
                 .get("messageId")
                 .and_then(Value::as_str)
