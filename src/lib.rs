@@ -54,7 +54,8 @@ impl App {
         let store = open_store(&config).await?;
         store.migrate().await?;
         let wake = Arc::new(Notify::new());
-        let services = Services::new(store.clone(), &config, clock.clone(), wake.clone());
+        let files = documents::store::DocumentStore::from_config(&config, store.keys_arc())?;
+        let services = Services::new(store.clone(), &config, clock.clone(), files, wake.clone());
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -170,11 +171,8 @@ impl App {
             }
             None => None,
         };
-        let documents =
-            documents::store::DocumentStore::from_config(&self.config, self.store.keys_arc())?;
         let router = http::router(
             self.store.clone(),
-            documents,
             self.config.clone(),
             self.services.clone(),
         );

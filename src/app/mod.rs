@@ -3,6 +3,7 @@
 //! workers call the same services. The layer calls `domain` for rules and `store` for
 //! persistence, and knows nothing of HTTP.
 
+pub mod documents;
 pub mod inbound;
 pub mod messaging;
 pub mod policy;
@@ -30,6 +31,12 @@ pub enum AppError {
         detail: String,
         extra: Option<(&'static str, Value)>,
     },
+    /// More than a limit allows.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Input that cannot be read at all (a broken upload).
+    #[error("{0}")]
+    Malformed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,6 +74,7 @@ impl From<Invalid> for AppError {
 /// The application's services, built once and shared by HTTP and the workers.
 #[derive(Clone)]
 pub struct Services {
+    pub documents: documents::Documents,
     pub inbound: inbound::Inbound,
     pub messaging: messaging::Messaging,
     pub policy: policy::SendPolicy,
@@ -78,6 +86,7 @@ impl Services {
         store: crate::store::Store,
         config: &crate::config::Config,
         clock: crate::domain::clock::SharedClock,
+        files: crate::documents::store::DocumentStore,
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Self {
         let policy = policy::SendPolicy::new(store.clone(), config.policy);
@@ -86,6 +95,11 @@ impl Services {
             sms_from: config.sms.from.clone(),
         };
         Self {
+            documents: documents::Documents::new(
+                store.clone(),
+                files,
+                config.http.max_upload_bytes,
+            ),
             inbound: inbound::Inbound::new(store.clone(), config.mail.inbound_domain.clone()),
             messaging: messaging::Messaging::new(
                 store,

@@ -7,7 +7,6 @@ pub mod email;
 pub mod sms;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;

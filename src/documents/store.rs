@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::body::Bytes;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,7 +39,7 @@ impl std::fmt::Debug for DocumentStore {
 }
 
 /// A document written to the store, not yet recorded in the database.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Written {
     pub size: u64,
     pub sha256: String,

@@ -12,11 +12,11 @@ use super::AppState;
 use super::cases::case_id;
 use super::extract::{Auth, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::documents::store::{WriteError, Written};
-use crate::domain::document::{DocumentType, clean_file_name};
-use crate::domain::prefixed_id;
+use crate::app::documents::Described;
+use crate::domain::CaseId;
+use crate::domain::document::clean_file_name;
 use crate::domain::time::rfc3339;
-use crate::store::{DocumentView, NewDocument};
+use crate::store::DocumentView;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -96,7 +96,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, axum::Json<DocumentResponse>)> {
-    let case = case_id(&raw)?;
+    let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -108,54 +108,37 @@ pub async fn upload(
             "expected Content-Type: multipart/form-data",
         )
     })?;
-    if !state.store.can_see_case(&actor, &case).await? {
-        return Err(ApiError::not_found("case"));
-    }
-    let id = prefixed_id("doc");
+    let documents = &state.documents;
+    let mut upload = documents.begin(&actor, &case).await?;
     let limits = multer::SizeLimit::new()
-        .whole_stream(state.config.http.max_upload_bytes.saturating_add(64 * 1024))
+        .whole_stream(documents.max_bytes().saturating_add(64 * 1024))
         .for_field("documentType", 2048)
         .for_field("description", 4096)
         .for_field("replacesDocumentId", 256);
     let constraints = multer::Constraints::new().size_limit(limits);
     let mut multipart =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let (mut written, mut file_name, mut file_type) =
-        (None::<Written>, String::new(), String::new());
-    let (mut document_type, mut description, mut replaces) = (None, None, None);
-    let result: ApiResult<()> = async {
+    let mut described = Described::default();
+    let read: ApiResult<()> = async {
         while let Some(field) = multipart.next_field().await.map_err(|e| {
             ApiError::bad_request(Code::InvalidBody, format!("malformed multipart body: {e}"))
         })? {
             match field.name().unwrap_or_default() {
-                "file" if written.is_none() => {
-                    file_name = clean_file_name(field.file_name().unwrap_or("document"));
-                    file_type = field
+                "file" if !upload.has_file() => {
+                    let file_name = clean_file_name(field.file_name().unwrap_or("document"));
+                    let file_type = field
                         .content_type()
                         .map_or("application/octet-stream".into(), |m| m.to_string());
-                    let stored = state
-                        .documents
-                        .write(&id, state.config.http.max_upload_bytes, field)
-                        .await
-                        .map_err(|e| match e {
-                            WriteError::TooLarge(max) => ApiError::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                Code::PayloadTooLarge,
-                                format!("documents may be at most {max} bytes"),
-                            ),
-                            WriteError::Upload => {
-                                ApiError::bad_request(Code::InvalidBody, "the upload broke off")
-                            }
-                            WriteError::Io(e) => ApiError::internal(e),
-                        })?;
-                    written = Some(stored);
+                    documents
+                        .write_file(&mut upload, file_name, file_type, field)
+                        .await?;
                 }
-                "documentType" => document_type = Some(text_field(field).await?),
+                "documentType" => described.document_type = Some(text_field(field).await?),
                 "description" => {
-                    description = Some(text_field(field).await?).filter(|d| !d.is_empty())
+                    described.description = Some(text_field(field).await?).filter(|d| !d.is_empty())
                 }
                 "replacesDocumentId" => {
-                    replaces = Some(text_field(field).await?).filter(|r| !r.is_empty())
+                    described.replaces = Some(text_field(field).await?).filter(|r| !r.is_empty())
                 }
                 _ => {}
             }
@@ -163,61 +146,12 @@ pub async fn upload(
         Ok(())
     }
     .await;
-    let cleanup = |w: &Option<Written>| {
-        let key = w.as_ref().map(|w| w.key.clone());
-        let docs = state.documents.clone();
-        async move {
-            if let Some(k) = key {
-                docs.remove(&k).await;
-            }
-        }
-    };
-    if let Err(e) = result {
-        cleanup(&written).await;
+    if let Err(e) = read {
+        documents.abandon(upload).await;
         return Err(e);
     }
-    let checked = (|| {
-        let kind = DocumentType::parse(
-            document_type
-                .as_deref()
-                .ok_or_else(|| invalid(Code::ValidationFailed, "documentType is required"))?,
-        )
-        .map_err(|e| invalid(Code::InvalidDocumentType, e.0))?;
-        let w = written
-            .as_ref()
-            .ok_or_else(|| invalid(Code::ValidationFailed, "file is required"))?;
-        Ok::<_, ApiError>((kind, w.size, w.sha256.clone(), w.key.clone()))
-    })();
-    let (kind, size, sha256, key) = match checked {
-        Ok(v) => v,
-        Err(e) => {
-            cleanup(&written).await;
-            return Err(e);
-        }
-    };
-    let new = NewDocument {
-        id,
-        case_id: case,
-        document_type: kind,
-        description,
-        file_name,
-        content_type: file_type,
-        size: i64::try_from(size).unwrap_or(i64::MAX),
-        sha256,
-        storage_key: key,
-        replaces,
-    };
-    match state.store.add_document(&actor, new).await {
-        Ok(Some(doc)) => Ok((StatusCode::CREATED, axum::Json(doc.into()))),
-        Ok(None) => {
-            cleanup(&written).await;
-            Err(ApiError::not_found("case"))
-        }
-        Err(e) => {
-            cleanup(&written).await;
-            Err(e.into())
-        }
-    }
+    let doc = documents.finish(&actor, upload, described).await?;
+    Ok((StatusCode::CREATED, axum::Json(doc.into())))
 }
 
 #[utoipa::path(get, path = "/api/cases/{caseId}/documents", tag = "documents", params(("caseId" = String, Path)),
@@ -280,17 +214,7 @@ pub async fn download(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let doc = state
-        .store
-        .get_document(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("document"))?;
-    let reader = state
-        .documents
-        .reader(&doc.storage_key, &doc.id)
-        .await
-        .map_err(ApiError::internal)?;
-    state.store.record_download(&actor, &doc).await?;
+    let (doc, reader) = state.documents.open(&actor, &id).await?;
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         match r.next_chunk().await {
             Ok(Some(bytes)) => Some((Ok(bytes), r)),

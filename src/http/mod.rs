@@ -44,7 +44,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub openapi: axum::body::Bytes,
-    pub documents: crate::documents::store::DocumentStore,
+    /// Case documents: uploads and downloads.
+    pub documents: crate::app::documents::Documents,
     /// Sending messages: the application layer's messaging service.
     pub messaging: crate::app::messaging::Messaging,
     /// Receiving mail and SMS.
@@ -121,12 +122,7 @@ pub fn openapi_json() -> String {
     api.to_pretty_json().unwrap_or_default()
 }
 
-pub fn router(
-    store: Store,
-    documents: crate::documents::store::DocumentStore,
-    config: Arc<Config>,
-    services: crate::app::Services,
-) -> Router {
+pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services) -> Router {
     let (api, openapi) = api_parts();
     let state = AppState {
         store,
@@ -137,7 +133,7 @@ pub fn router(
         messaging: services.messaging,
         inbound: services.inbound,
         clock: services.clock,
-        documents,
+        documents: services.documents,
     };
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -140,6 +140,10 @@ impl From<AppError> for ApiError {
                     None => e,
                 }
             }
+            AppError::TooLarge(detail) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, detail)
+            }
+            AppError::Malformed(detail) => Self::bad_request(Code::InvalidBody, detail),
             AppError::Store(e) => e.into(),
         }
     }

@@ -1,7 +1,6 @@
 //! Signed webhooks: the dispatcher turns outbox events into deliveries, signs each request
 //! per the Standard Webhooks specification, and retries on `PARLEY_WEBHOOK_RETRY_SCHEDULE`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
