@@ -92,6 +92,9 @@ pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError>
         .map_err(|e| permanent("building the message", &e))
 }
 
+/// How long the SMTP client waits for any reply.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub enum EmailTransport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// `<data>/outbox/<message id>.eml`
@@ -115,7 +118,10 @@ impl EmailTransport {
         };
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
             .map_err(|e| anyhow::anyhow!("PARLEY_SMTP_URL: {e}"))?
-            .timeout(Some(Duration::from_secs(20)))
+            // RFC 5321 §4.5.3.2: the reply to the end of DATA may take 10 minutes. Giving up
+            // earlier and trying again is how a slow server gets two copies; the worker keeps
+            // its lease meanwhile.
+            .timeout(Some(SMTP_TIMEOUT))
             .pool_config(PoolConfig::new().max_size(16))
             .build();
         Ok(Self::Smtp(transport))

@@ -14,8 +14,8 @@ use parley::worker::{Job, Worker, WorkerSettings};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify};
 
-use crate::helpers::{spawn_app, spawn_app_with_clock};
-use crate::peers::{HookReceiver, eventually};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_app_with_clock};
+use crate::peers::{HookReceiver, SmtpPeer, eventually};
 
 /// A delivery job that holds every attempt until the test lets it go: a peer as slow as
 /// the test wants, without waiting on the wall clock.
@@ -214,4 +214,55 @@ async fn every_event_that_is_emitted_can_be_subscribed_to() {
     ] {
         assert!(emitted.contains(e), "{e} was emitted");
     }
+}
+
+#[tokio::test]
+async fn a_slow_smtp_server_gets_one_copy() {
+    let smtp = SmtpPeer::start().await;
+    let url = smtp.url();
+    let app = spawn_app_with(move |c| {
+        c.mail.smtp_url = Some(parley::config::Secret::new(url));
+        // A lease much shorter than the server's pause: without renewal another claim would
+        // come while the first attempt still waits for the reply to the end of DATA.
+        c.delivery.lease = Duration::from_secs(1);
+    })
+    .await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let r = app
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap()),
+            &json!({"messageType": "email", "to": "slow-3@example.com", "subject": "Hello", "body": "Hello"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+
+    let app = Arc::new(app);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { app.delivery.run_once().await.unwrap() }
+    });
+    let store = app.store.clone();
+    eventually(10, "the job to be claimed", || {
+        let store = store.clone();
+        async move {
+            let due = store.next_due(DELIVERY_JOBS).await.ok()??;
+            (due > parley::domain::time::now_micros()).then_some(())
+        }
+    })
+    .await;
+    // Meanwhile other claims keep coming, as another worker's would.
+    let mut claimed_again = 0;
+    while !first.is_finished() {
+        claimed_again += app.delivery.run_once().await.unwrap();
+        tokio::time::timeout(Duration::from_millis(100), std::future::pending::<()>())
+            .await
+            .ok();
+    }
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(claimed_again, 0, "the job stayed with its worker");
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+    assert_eq!(app.deliver_due().await, 0);
+    assert_eq!(smtp.messages().len(), 1, "one message, one copy");
 }

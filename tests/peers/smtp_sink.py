@@ -5,6 +5,7 @@ Recipients steer failures, so tests can provoke them:
   reject...@       -> 550 (permanent)
   tempfail-N...@   -> 451 for the first N attempts of that address, then accepted
   tempfail...@     -> 451 always
+  slow-N...@       -> accepted, but the reply to the end of DATA comes after N seconds
 With --auth USER:PASS, AUTH (PLAIN or LOGIN) with those credentials is required.
 Prints the port it listens on, then serves until killed or until its stdin closes.
 """
@@ -44,6 +45,10 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        for rcpt in envelope.rcpt_tos:
+            parts = rcpt.split("@", 1)[0].lower().split("-")
+            if parts[0] == "slow" and len(parts) > 1 and parts[1].isdigit():
+                await asyncio.sleep(int(parts[1]))
         name = f"{time.time_ns()}-{uuid.uuid4().hex}.eml"
         tmp = os.path.join(self.directory, "." + name)
         header = ("X-Sink-Rcpt-To: " + ", ".join(envelope.rcpt_tos) + "\r\n").encode()
