@@ -30,6 +30,9 @@ const KEYS: &[&str] = &[
     "email_from",
     "inbound_domain",
     "inbound_smtp_addr",
+    "inbound_max_bytes",
+    "inbound_tls_cert",
+    "inbound_tls_key",
     "imap_url",
     "imap_poll_interval",
     "sms_url",
@@ -148,8 +151,79 @@ pub struct MailConfig {
     /// Domain of per-case reply addresses.
     pub inbound_domain: String,
     pub inbound_smtp_addr: Option<SocketAddr>,
+    /// The largest mail the SMTP server takes (advertised as `SIZE`).
+    pub inbound_max_bytes: u64,
+    /// Certificate and key the SMTP server offers with STARTTLS; none: no STARTTLS.
+    pub inbound_tls: Option<TlsIdentity>,
     pub imap_url: Option<Secret>,
     pub imap_poll_interval: Duration,
+}
+
+/// A certificate chain and its private key, read from PEM files when the configuration loads
+/// (a file that is missing or does not parse stops the start). Prints its paths only.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    server: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+impl TlsIdentity {
+    /// Reads both files and checks that the key belongs to the certificate.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, String> {
+        Self::read(cert_path, key_path).map_err(|(_, message)| message)
+    }
+
+    /// `load`, saying which of the two keys (`inbound_tls_cert`, `inbound_tls_key`) is at fault.
+    fn read(cert_path: &Path, key_path: &Path) -> Result<Self, (&'static str, String)> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(cert_path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                let message = format!("reading certificates from {}: {e}", cert_path.display());
+                ("inbound_tls_cert", message)
+            })?;
+        if certs.is_empty() {
+            let message = format!("no certificate in {}", cert_path.display());
+            return Err(("inbound_tls_cert", message));
+        }
+        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+            let message = format!("reading a private key from {}: {e}", key_path.display());
+            ("inbound_tls_key", message)
+        })?;
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .map_err(|e| {
+                let message = format!(
+                    "{} and {} do not make a TLS identity: {e}",
+                    cert_path.display(),
+                    key_path.display()
+                );
+                ("inbound_tls_key", message)
+            })?;
+        Ok(Self {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            server: std::sync::Arc::new(server),
+        })
+    }
+
+    /// The TLS server settings offering this identity.
+    pub fn server_config(&self) -> std::sync::Arc<tokio_rustls::rustls::ServerConfig> {
+        self.server.clone()
+    }
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// SMS out through a Twilio-compatible API, or outbox files when `url` is unset.
@@ -322,6 +396,34 @@ impl Config {
             v.parse()
                 .map_err(|_| format!("not a socket address: {v:?}"))
         })?;
+        let inbound_max_bytes = opt(raw, "inbound_max_bytes", |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| (1024..=4 << 30).contains(n))
+                .ok_or_else(|| format!("expected a number of bytes from 1024 to 4 GiB, got {v:?}"))
+        })?
+        .unwrap_or(26_214_400);
+        let inbound_tls = match (
+            opt(raw, "inbound_tls_cert", |v| Ok(PathBuf::from(v)))?,
+            opt(raw, "inbound_tls_key", |v| Ok(PathBuf::from(v)))?,
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(
+                TlsIdentity::read(&cert, &key).map_err(|(key, m)| invalid(&raw[key].name, m))?,
+            ),
+            (Some(_), None) => {
+                return Err(invalid(
+                    &raw["inbound_tls_cert"].name,
+                    "STARTTLS also needs PARLEY_INBOUND_TLS_KEY",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    &raw["inbound_tls_key"].name,
+                    "STARTTLS also needs PARLEY_INBOUND_TLS_CERT",
+                ));
+            }
+        };
         let imap_url = opt(raw, "imap_url", |v| match scheme(v) {
             "imap" | "imaps" => Ok(Secret::new(v)),
             other => Err(format!(
@@ -461,6 +563,8 @@ impl Config {
                 email_from,
                 inbound_domain,
                 inbound_smtp_addr,
+                inbound_max_bytes,
+                inbound_tls,
                 imap_url,
                 imap_poll_interval,
             },

@@ -57,10 +57,13 @@ impl Key {
     }
 }
 
-/// The current key, which seals, and the earlier ones, which still open.
+/// The current key, which seals, and the earlier ones, which still open; and the key of
+/// blind indexes, which outlives rotations (it is kept in the database, sealed under the
+/// master key, so an index computed before a rotation still finds its row after it).
 pub struct KeyRing {
     current: Key,
     older: HashMap<[u8; 4], Key>,
+    index_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -77,6 +80,7 @@ impl KeyRing {
         Self {
             current: Key::new(current),
             older,
+            index_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -173,11 +177,23 @@ impl KeyRing {
         String::from_utf8(bytes).context("sealed text is not UTF-8")
     }
 
+    /// A new key for blind indexes, as installations that have none start with: the one
+    /// their indexes were computed with so far.
+    pub fn initial_index_key(&self) -> [u8; 32] {
+        self.current.mac_key
+    }
+
+    /// Sets the key of blind indexes (read from the database at start); once.
+    pub fn set_index_key(&self, key: [u8; 32]) {
+        let _ = self.index_key.set(key);
+    }
+
     /// A keyed hash for looking up a sealed value by equality (a debtor's email or phone)
-    /// without storing it in the clear.
+    /// without storing it in the clear. The same value gives the same index across master
+    /// key rotations.
     pub fn blind_index(&self, purpose: &str, value: &str) -> String {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.current.mac_key).expect("any key length");
+        let key = self.index_key.get().unwrap_or(&self.current.mac_key);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
         mac.update(purpose.as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());

@@ -151,8 +151,7 @@ impl App {
                 Some(tokio::spawn(inbound::smtp::serve(
                     listener,
                     self.services.inbound.clone(),
-                    Arc::new(self.config.mail.clone()),
-                    self.config.http.max_upload_bytes,
+                    inbound::smtp::Settings::new(&self.config.mail),
                     stop_rx.clone(),
                 )))
             }

@@ -52,10 +52,30 @@ pub struct Money {
     pub currency: [u8; 3],
 }
 
+/// The largest amount, and the largest sum of a case's payments: 12 integer digits.
+pub const MAX_MINOR: i64 = 100_000_000_000_000 - 1;
+
+/// Currencies without minor units (ISO 4217 exponent 0): their amounts are whole.
+const WHOLE_CURRENCIES: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+    "VUV", "XAF", "XOF", "XPF",
+];
+
+/// Refuses an amount with more decimals than its currency has.
+pub fn check_decimals(minor: i64, currency: &str) -> Result<(), Invalid> {
+    if WHOLE_CURRENCIES.contains(&currency) && minor % 100 != 0 {
+        return Err(Invalid::new(format!(
+            "{currency} amounts are whole: no decimals"
+        )));
+    }
+    Ok(())
+}
+
 impl Money {
     pub fn parse(value: &str, currency: &str) -> Result<Self, Invalid> {
         let currency = parse_currency(currency)?;
         let minor = parse_minor(value)?;
+        check_decimals(minor, std::str::from_utf8(&currency).unwrap_or_default())?;
         Ok(Self { minor, currency })
     }
 
@@ -80,16 +100,17 @@ pub fn parse_currency(s: &str) -> Result<[u8; 3], Invalid> {
     }
 }
 
-/// `"15000"`, `"15000.5"`, `"15000.50"` → 1_500_050 minor units; positive, below 10^13.
+/// `"15000"`, `"15000.5"`, `"15000.50"` → 1_500_050 minor units; positive, at most 12
+/// integer digits ([`MAX_MINOR`]).
 pub fn parse_minor(s: &str) -> Result<i64, Invalid> {
     let bad = || {
         Invalid::new(format!(
-            "invalid amount {s:?}: expected a positive decimal such as \"15000.00\""
+            "invalid amount {s:?}: expected a positive decimal of at most 12 integer digits and 2 decimals, such as \"15000.00\""
         ))
     };
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     if whole.is_empty()
-        || whole.len() > 13
+        || whole.len() > 12
         || frac.len() > 2
         || !whole
             .chars()
@@ -236,10 +257,15 @@ mod tests {
             "1e3",
             "12,5",
             "99999999999999",
+            "1000000000000",
         ] {
             assert!(parse_minor(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(parse_minor("999999999999.99").unwrap(), MAX_MINOR);
         assert_eq!(format_minor(1_500_050), "15000.50");
+        assert!(Money::parse("1500", "JPY").is_ok());
+        assert!(Money::parse("1500.50", "JPY").is_err(), "yen are whole");
+        assert!(Money::parse("1500.50", "DKK").is_ok());
     }
 
     #[test]

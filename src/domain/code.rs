@@ -24,6 +24,7 @@ word_enum!(
         // Cases, payments, parties.
         CaseNumberTaken => "case_number_taken",
         CurrencyMismatch => "currency_mismatch",
+        AmountOutOfRange => "amount_out_of_range",
         InvalidParty => "invalid_party",
         // Messages and templates.
         InvalidRecipient => "invalid_recipient",

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Auth, Json, Path, Query, page_limit};
+use super::extract::{Auth, Json, Path, Query, page_cursor, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::case::{format_minor, parse_language, parse_minor, parse_name, parse_timezone};
 use crate::domain::time::{now_micros, parse_date, parse_instant, rfc3339, to_micros};
@@ -45,59 +45,78 @@ pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AmountInput {
-    #[schema(value_type = String, example = "15000.00")]
+    #[schema(schema_with = super::openapi::amount_value)]
     pub value: Decimal,
-    #[schema(example = "DKK")]
+    /// ISO 4217 code.
+    #[schema(schema_with = super::openapi::currency)]
     pub currency: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DebtorInput {
+    #[schema(schema_with = super::openapi::name)]
     pub name: String,
+    #[schema(schema_with = super::openapi::email_or_null)]
     pub email: Option<String>,
+    /// E.164; spaces, hyphens, dots and parentheses are dropped.
+    #[schema(schema_with = super::openapi::phone_or_null)]
     pub phone: Option<String>,
+    #[schema(schema_with = super::openapi::language_or_null)]
     pub language: Option<String>,
+    /// IANA time zone.
+    #[schema(schema_with = super::openapi::timezone_or_null)]
     pub timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCaseRequest {
-    /// Generated as `DEB-YYYY-NNNNN` when absent.
+    /// Generated as `DEB-YYYY-NNNNN` when absent; unique.
+    #[schema(schema_with = super::openapi::case_number_or_null)]
     pub case_number: Option<String>,
-    /// Required when an admin creates the case; a creditor creates its own.
+    /// A creditor party's id. Required when an admin creates the case; a creditor creates its
+    /// own (leaving it out or naming itself).
+    #[schema(nullable = false)]
     pub creditor_id: Option<String>,
+    /// A partner party's id.
     pub partner_id: Option<String>,
     pub debtor: DebtorInput,
     pub amount: AmountInput,
+    #[schema(schema_with = super::openapi::invoice_number_or_null)]
     pub invoice_number: Option<String>,
     /// `YYYY-MM-DD`
+    #[schema(schema_with = super::openapi::date_or_null)]
     pub due_date: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DebtorPatch {
+    #[schema(schema_with = super::openapi::name_or_null)]
     pub name: Option<String>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::email_or_null)]
     pub email: Option<Option<String>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::phone_or_null)]
     pub phone: Option<Option<String>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::language_or_null)]
     pub language: Option<Option<String>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::timezone_or_null)]
     pub timezone: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateCaseRequest {
-    /// `open`, `payment_plan`, `disputed`, `paid` or `closed`
+    #[schema(schema_with = super::openapi::case_status_or_null)]
     pub status: Option<String>,
     /// A partner party id, or `null` to unassign.
     #[serde(default, deserialize_with = "nullable")]
@@ -193,10 +212,15 @@ pub struct CaseList {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct CaseListQuery {
+    #[param(schema_with = super::openapi::case_status)]
     pub status: Option<String>,
+    /// Page size, 50 when absent.
+    #[param(schema_with = super::openapi::limit_200)]
     pub limit: Option<i64>,
+    #[param(schema_with = super::openapi::cursor)]
     pub cursor: Option<String>,
 }
 
@@ -277,7 +301,8 @@ pub async fn create_case(
 }
 
 #[utoipa::path(get, path = "/api/cases", tag = "cases", params(CaseListQuery),
-    responses((status = 200, body = CaseList)), security(("bearer" = [])))]
+    responses((status = 200, body = CaseList), (status = 422, body = ProblemBody, description = "`invalid_cursor`")),
+    security(("bearer" = [])))]
 pub async fn list_cases(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -295,7 +320,7 @@ pub async fn list_cases(
             &actor,
             ListCases {
                 status,
-                cursor: q.cursor,
+                cursor: page_cursor(q.cursor)?,
                 limit: page_limit(q.limit)?,
             },
         )
@@ -307,7 +332,7 @@ pub async fn list_cases(
     }))
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}", tag = "cases", params(("caseId" = String, Path)),
+#[utoipa::path(get, path = "/api/cases/{caseId}", tag = "cases", params(("caseId" = uuid::Uuid, Path)),
     responses((status = 200, body = CaseResponse), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn get_case(
     State(state): State<AppState>,
@@ -323,7 +348,7 @@ pub async fn get_case(
     Ok(axum::Json(case.into()))
 }
 
-#[utoipa::path(patch, path = "/api/cases/{caseId}", tag = "cases", params(("caseId" = String, Path)), request_body = UpdateCaseRequest,
+#[utoipa::path(patch, path = "/api/cases/{caseId}", tag = "cases", params(("caseId" = uuid::Uuid, Path)), request_body = UpdateCaseRequest,
     responses((status = 200, body = CaseResponse), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn update_case(
@@ -390,9 +415,12 @@ pub enum PaymentAmount {
 #[serde(rename_all = "camelCase")]
 pub struct CreatePaymentRequest {
     /// `"500.00"`, or `{"value": "500.00", "currency": "DKK"}` in the case's currency.
+    #[schema(schema_with = super::openapi::payment_amount)]
     pub amount: PaymentAmount,
     /// Date or date-time; now when absent.
+    #[schema(schema_with = super::openapi::instant_or_null)]
     pub paid_at: Option<String>,
+    #[schema(schema_with = super::openapi::reference_or_null)]
     pub reference: Option<String>,
 }
 
@@ -442,7 +470,7 @@ fn instant(field: &str, s: Option<&str>) -> ApiResult<i64> {
     }
 }
 
-#[utoipa::path(post, path = "/api/cases/{caseId}/payments", tag = "cases", params(("caseId" = String, Path)), request_body = CreatePaymentRequest,
+#[utoipa::path(post, path = "/api/cases/{caseId}/payments", tag = "cases", params(("caseId" = uuid::Uuid, Path)), request_body = CreatePaymentRequest,
     responses((status = 201, body = PaymentResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn create_payment(
     State(state): State<AppState>,
@@ -485,7 +513,7 @@ pub async fn create_payment(
     Ok((StatusCode::CREATED, axum::Json(payment.into())))
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/payments", tag = "cases", params(("caseId" = String, Path)),
+#[utoipa::path(get, path = "/api/cases/{caseId}/payments", tag = "cases", params(("caseId" = uuid::Uuid, Path)),
     responses((status = 200, body = PaymentList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn list_payments(
     State(state): State<AppState>,
@@ -506,8 +534,10 @@ pub async fn list_payments(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDeadlineRequest {
+    #[schema(schema_with = super::openapi::title)]
     pub title: String,
     /// Date or RFC 3339 date-time.
+    #[schema(schema_with = super::openapi::instant)]
     pub due_at: String,
 }
 
@@ -540,7 +570,7 @@ pub struct DeadlineList {
     pub deadlines: Vec<DeadlineResponse>,
 }
 
-#[utoipa::path(post, path = "/api/cases/{caseId}/deadlines", tag = "cases", params(("caseId" = String, Path)), request_body = CreateDeadlineRequest,
+#[utoipa::path(post, path = "/api/cases/{caseId}/deadlines", tag = "cases", params(("caseId" = uuid::Uuid, Path)), request_body = CreateDeadlineRequest,
     responses((status = 201, body = DeadlineResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn create_deadline(
     State(state): State<AppState>,
@@ -559,7 +589,7 @@ pub async fn create_deadline(
     Ok((StatusCode::CREATED, axum::Json(deadline.into())))
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/deadlines", tag = "cases", params(("caseId" = String, Path)),
+#[utoipa::path(get, path = "/api/cases/{caseId}/deadlines", tag = "cases", params(("caseId" = uuid::Uuid, Path)),
     responses((status = 200, body = DeadlineList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn list_deadlines(
     State(state): State<AppState>,

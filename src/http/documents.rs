@@ -67,6 +67,25 @@ fn invalid(code: Code, detail: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, detail)
 }
 
+/// The parts of an upload; other parts are not read.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The file; its part's `Content-Type` and file name are kept.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    #[schema(schema_with = super::openapi::document_type)]
+    document_type: String,
+    /// At most 2000 bytes; blank counts as absent.
+    #[schema(max_length = 2000, nullable = false)]
+    description: Option<String>,
+    /// A `documentId` of this case, the latest version of its document: this upload becomes
+    /// its next version.
+    #[schema(nullable = false)]
+    replaces_document_id: Option<String>,
+}
+
 /// The small text fields of an upload.
 async fn text_field(field: multer::Field<'_>) -> ApiResult<String> {
     let text = field
@@ -84,8 +103,8 @@ async fn text_field(field: multer::Field<'_>) -> ApiResult<String> {
 
 /// `multipart/form-data` with `file`, `documentType`, and optionally `description` and
 /// `replacesDocumentId` (a new version of that document).
-#[utoipa::path(post, path = "/api/cases/{caseId}/documents", tag = "documents", params(("caseId" = String, Path)),
-    request_body(content_type = "multipart/form-data", content = String, description = "file, documentType, description?, replacesDocumentId?"),
+#[utoipa::path(post, path = "/api/cases/{caseId}/documents", tag = "documents", params(("caseId" = uuid::Uuid, Path)),
+    request_body(content_type = "multipart/form-data", content = UploadForm),
     responses((status = 201, body = DocumentResponse), (status = 404, body = ProblemBody), (status = 413, body = ProblemBody),
         (status = 415, body = ProblemBody), (status = 422, body = ProblemBody)),
     security(("bearer" = [])))]
@@ -140,7 +159,17 @@ pub async fn upload(
                 "replacesDocumentId" => {
                     described.replaces = Some(text_field(field).await?).filter(|r| !r.is_empty())
                 }
-                _ => {}
+                // A second file is not read.
+                "file" => {}
+                other => {
+                    return Err(invalid(
+                        Code::ValidationFailed,
+                        format!(
+                            "unknown part {other:?}: expected file, documentType, description, \
+                             replacesDocumentId"
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -154,7 +183,7 @@ pub async fn upload(
     Ok((StatusCode::CREATED, axum::Json(doc.into())))
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/documents", tag = "documents", params(("caseId" = String, Path)),
+#[utoipa::path(get, path = "/api/cases/{caseId}/documents", tag = "documents", params(("caseId" = uuid::Uuid, Path)),
     responses((status = 200, body = DocumentList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -207,7 +236,7 @@ fn disposition(name: &str) -> HeaderValue {
 }
 
 #[utoipa::path(get, path = "/api/documents/{documentId}/download", tag = "documents", params(("documentId" = String, Path)),
-    responses((status = 200, description = "the document's bytes", content_type = "application/octet-stream"), (status = 404, body = ProblemBody)),
+    responses((status = 200, description = "the document's bytes, as the `Content-Type` it was uploaded with", content_type = "*/*"), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn download(
     State(state): State<AppState>,

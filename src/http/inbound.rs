@@ -26,12 +26,20 @@ fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
     }
 }
 
+/// A mail as received (RFC 5322): it starts with a header field, a name of printable ASCII
+/// other than `:`, then `:`.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^[!-9;-~]+:", example = "From: debtor@example.com\r\nSubject: Re: DEB-2024-00001\r\n\r\nI will pay on Friday.\r\n")]
+#[allow(dead_code)]
+pub struct RawMail(String);
+
 /// Takes one raw mail (`Content-Type: message/rfc822`). A reply to one of our messages, mail
 /// to a per-case address or with a case number in its subject joins its case (201); a bounce
 /// marks the original message `bounced` (200); anything else is kept for
 /// `GET /api/inbound/unmatched` (202).
 #[utoipa::path(post, path = "/api/inbound/email", tag = "inbound",
-    request_body(content_type = "message/rfc822", content = String),
+    request_body(content_type = "message/rfc822", content = inline(RawMail),
+        description = "The mail as received: header fields, a blank line, the body."),
     responses((status = 201, description = "matched to a case"), (status = 200, description = "a bounce or a duplicate"),
         (status = 202, description = "kept unmatched"), (status = 403, body = ProblemBody), (status = 413, body = ProblemBody),
         (status = 415, body = ProblemBody), (status = 422, body = ProblemBody)),
@@ -66,6 +74,18 @@ pub async fn receive_email(
             "the mail is larger than PARLEY_MAX_UPLOAD_BYTES",
         )
     })?;
+    // RFC 5322: a message starts with a header field. What does not is refused here rather
+    // than left to the parser's guesses, as the document says.
+    let name = raw
+        .iter()
+        .take_while(|b| matches!(b, b'!'..=b'9' | b';'..=b'~'))
+        .count();
+    if name == 0 || raw.get(name) != Some(&b':') {
+        return Err(ApiError::unprocessable(
+            Code::InvalidMail,
+            "the body is not an RFC 5322 mail: it does not start with a header field",
+        ));
+    }
     let outcome = state.inbound.receive_email("http", &raw, &[]).await?;
     Ok(match outcome {
         Ingested::Matched {
@@ -113,7 +133,10 @@ pub struct UnmatchedList {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UnmatchedQuery {
+    /// At most this many, 50 when absent.
+    #[param(schema_with = super::openapi::limit_200)]
     pub limit: Option<i64>,
 }
 
@@ -143,23 +166,26 @@ pub async fn unmatched(
     Ok(axum::Json(UnmatchedList { messages }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SmsForm {
+    /// The sender, E.164.
     #[serde(rename = "From")]
+    #[schema(schema_with = super::openapi::phone)]
     from: String,
     #[serde(rename = "To", default)]
     to: String,
     #[serde(rename = "Body", default)]
     body: String,
     #[serde(rename = "MessageSid")]
+    #[schema(nullable = false)]
     sid: Option<String>,
 }
 
 /// A received SMS in Twilio's webhook format; answered with empty TwiML, as Twilio expects.
 #[utoipa::path(post, path = "/api/inbound/sms", tag = "inbound",
-    request_body(content_type = "application/x-www-form-urlencoded", content = String),
+    request_body(content_type = "application/x-www-form-urlencoded", content = SmsForm),
     responses((status = 200, description = "stored (matched to the debtor's case by number, or kept unmatched)", content_type = "text/xml"),
-        (status = 401, body = ProblemBody), (status = 422, body = ProblemBody)),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 422, body = ProblemBody)),
     security(("bearer" = []), ("basic" = [])))]
 pub async fn receive_sms(
     State(state): State<AppState>,
@@ -192,7 +218,7 @@ pub struct AssignRequest {
 
 /// Sorts an unmatched mail or SMS into a case (admin): it becomes a received message of the
 /// case, threaded and announced as if it had matched.
-#[utoipa::path(post, path = "/api/inbound/unmatched/{inboundId}/assign", tag = "inbound", params(("inboundId" = String, Path)),
+#[utoipa::path(post, path = "/api/inbound/unmatched/{inboundId}/assign", tag = "inbound", params(("inboundId" = String, Path, description = "`inboundId` of `GET /api/inbound/unmatched`")),
     request_body = AssignRequest,
     responses((status = 201, description = "now a message of the case"), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::cases::case_id;
-use super::extract::{Auth, Json, Path, Query, page_limit};
+use super::extract::{Auth, Json, Path, Query, number_cursor, page_cursor, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::time::rfc3339;
 use crate::domain::{NoteVisibility, Tag};
@@ -20,12 +20,18 @@ const MAX_TAGS: usize = 20;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateNoteRequest {
+    /// 1 to 20 000 characters, not blank.
+    #[schema(schema_with = super::openapi::note)]
     pub note: String,
     /// `internal` (default): the case's creditor, partner and admins; `private`: your party only.
+    #[schema(schema_with = super::openapi::visibility_or_null)]
     pub visibility: Option<String>,
     /// e.g. `call_log`
+    #[schema(schema_with = super::openapi::tag_or_null)]
     pub category: Option<String>,
+    /// At most 20 words of `a-z`, `0-9`, `_`, `-`, `.`.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::tags)]
     pub tags: Vec<String>,
 }
 
@@ -67,15 +73,21 @@ pub struct NoteList {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct NoteQuery {
+    /// Only notes of this category.
     pub category: Option<String>,
+    /// Only notes with this tag.
     pub tag: Option<String>,
+    /// Page size, 50 when absent.
+    #[param(schema_with = super::openapi::limit_200)]
     pub limit: Option<i64>,
+    #[param(schema_with = super::openapi::cursor)]
     pub cursor: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/cases/{caseId}/notes", tag = "notes", params(("caseId" = String, Path)), request_body = CreateNoteRequest,
+#[utoipa::path(post, path = "/api/cases/{caseId}/notes", tag = "notes", params(("caseId" = uuid::Uuid, Path)), request_body = CreateNoteRequest,
     responses((status = 201, body = NoteResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn create_note(
     State(state): State<AppState>,
@@ -126,8 +138,9 @@ pub async fn create_note(
     Ok((StatusCode::CREATED, axum::Json(note.into())))
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/notes", tag = "notes", params(("caseId" = String, Path), NoteQuery),
-    responses((status = 200, body = NoteList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/cases/{caseId}/notes", tag = "notes", params(("caseId" = uuid::Uuid, Path), NoteQuery),
+    responses((status = 200, body = NoteList), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody, description = "`invalid_cursor`")),
+    security(("bearer" = [])))]
 pub async fn list_notes(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -138,7 +151,7 @@ pub async fn list_notes(
     let filter = NoteFilter {
         category: q.category,
         tag: q.tag,
-        cursor: q.cursor,
+        cursor: page_cursor(q.cursor)?,
         limit: page_limit(q.limit)?,
     };
     let page = state
@@ -190,13 +203,18 @@ pub struct AuditLog {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Page size, 200 when absent.
+    #[param(schema_with = super::openapi::limit_1000)]
     pub limit: Option<i64>,
+    #[param(schema_with = super::openapi::number_cursor)]
     pub cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/audit-log", tag = "audit", params(("caseId" = String, Path), AuditQuery),
-    responses((status = 200, body = AuditLog), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/cases/{caseId}/audit-log", tag = "audit", params(("caseId" = uuid::Uuid, Path), AuditQuery),
+    responses((status = 200, body = AuditLog), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody, description = "`invalid_cursor`")),
+    security(("bearer" = [])))]
 pub async fn audit_log(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -216,7 +234,7 @@ pub async fn audit_log(
     };
     let page = state
         .store
-        .list_audit(&actor, &id, q.cursor.as_deref(), limit)
+        .list_audit(&actor, &id, number_cursor(q.cursor)?.as_deref(), limit)
         .await?
         .ok_or_else(|| ApiError::not_found("case"))?;
     Ok(axum::Json(AuditLog {

@@ -245,6 +245,12 @@ const CURSOR: &str = "^(?:[I-Za-f][C-HS-Xi-ny-z0-3](?:[AEIMQUYcgkosw048][g-z0-9_
 /// The audit log's cursor: base64url (no padding) of an entry number of 1 to 18 digits.
 const NUMBER_CURSOR: &str = "^(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,5}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]|(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]|[MN][AQgw]|O[AQ])$";
 
+/// A calendar date, `YYYY-MM-DD` (February 29 in leap years only).
+const DATE: &str = "^(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)";
+
+/// RFC 3339 time of day after a date: `THH:MM:SS`, optional fraction, `Z` or an offset.
+const TIME: &str = "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$";
+
 /// An http(s) URL with a plain host name, as webhooks take.
 const WEB_URL: &str =
     "^https?://[a-z][a-z0-9]*(?:\\.[a-z][a-z0-9]*)*(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~/-]*)?$";
@@ -296,7 +302,6 @@ pub fn email() -> Object {
 pub fn phone() -> Object {
     string()
         .pattern(Some(PHONE))
-        .max_length(Some(40))
         .examples(["+4512345678"])
         .build()
 }
@@ -324,20 +329,18 @@ pub fn currency() -> Object {
 pub fn date() -> Object {
     string()
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+        .pattern(Some(format!("{DATE}$")))
         .build()
 }
 
 /// A date (midnight UTC) or an RFC 3339 date-time.
 pub fn instant() -> Schema {
     AnyOfBuilder::new()
-        .item(
-            string()
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
-                .build(),
-        )
+        .item(date())
         .item(
             string()
                 .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .pattern(Some(format!("{DATE}{TIME}")))
                 .build(),
         )
         .build()
@@ -410,9 +413,261 @@ pub fn limit(max: i64) -> Object {
         .build()
 }
 
+// ---------------------------------------------------------------------------------------------
+// The fields of the request bodies and queries, for `#[schema(schema_with = ...)]` and
+// `#[param(schema_with = ...)]`.
+
+/// Text in a note: 1 to 20 000 characters, not blank, no NUL.
+const NOTE: &str = "^[^\\x00]*[^\\x00\\x09-\\x0d\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00]*$";
+
+/// At most 1000 characters, no control characters but trailing line feeds.
+const REASON: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*\\n*$";
+
+/// `HH:MM`, 24-hour clock.
+const CLOCK: &str = "^(?:[01][0-9]|2[0-3]):[0-5][0-9]$";
+
+fn array(items: Object) -> utoipa::openapi::schema::ArrayBuilder {
+    utoipa::openapi::schema::ArrayBuilder::new().items(items)
+}
+
+fn any_of_or_null(schema: Schema) -> Schema {
+    let Schema::AnyOf(mut any) = schema else {
+        return schema;
+    };
+    any.items
+        .push(ObjectBuilder::new().schema_type(Type::Null).build().into());
+    Schema::AnyOf(any)
+}
+
+pub fn name() -> Object {
+    text(200)
+}
+pub fn name_or_null() -> Object {
+    or_null(text(200))
+}
+pub fn title() -> Object {
+    text(200)
+}
+pub fn case_number_or_null() -> Object {
+    or_null(text(64))
+}
+pub fn invoice_number_or_null() -> Object {
+    or_null(text(100))
+}
+pub fn reference_or_null() -> Object {
+    or_null(text(200))
+}
+pub fn email_or_null() -> Object {
+    or_null(email())
+}
+pub fn phone_or_null() -> Object {
+    or_null(phone())
+}
+pub fn language_or_null() -> Object {
+    or_null(language())
+}
+pub fn timezone_or_null() -> Object {
+    or_null(timezone())
+}
+pub fn date_or_null() -> Object {
+    or_null(date())
+}
+pub fn instant_or_null() -> Schema {
+    any_of_or_null(instant())
+}
+/// A payment's amount: `{"value", "currency"}` in the case's currency, or the value alone.
+pub fn payment_amount() -> Schema {
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name("AmountInput"))
+        .item(amount_value())
+        .build()
+        .into()
+}
+pub fn case_status() -> Object {
+    words(crate::domain::CaseStatus::ALL.iter().map(|s| s.as_str()))
+}
+pub fn case_status_or_null() -> Object {
+    or_null(case_status())
+}
+pub fn note() -> Object {
+    string()
+        .min_length(Some(1))
+        .max_length(Some(20_000))
+        .pattern(Some(NOTE))
+        .build()
+}
+pub fn visibility_or_null() -> Object {
+    or_null(words(["internal", "private"]))
+}
+pub fn tag_or_null() -> Object {
+    or_null(tag())
+}
+pub fn tags() -> utoipa::openapi::schema::Array {
+    array(tag()).max_items(Some(20)).build()
+}
+pub fn channel_or_null() -> Object {
+    or_null(words(
+        crate::domain::message::Channel::ALL
+            .iter()
+            .map(|c| c.as_str()),
+    ))
+}
+pub fn categories_or_null() -> utoipa::openapi::schema::Array {
+    let mut a = array(words(
+        crate::domain::message::Category::ALL
+            .iter()
+            .map(|c| c.as_str()),
+    ))
+    .build();
+    a.schema_type = SchemaType::Array(vec![Type::Array, Type::Null]);
+    a
+}
+pub fn reason_or_null() -> Object {
+    or_null(
+        string()
+            .max_length(Some(1000))
+            .pattern(Some(REASON))
+            .build(),
+    )
+}
+pub fn clock() -> Object {
+    string().pattern(Some(CLOCK)).build()
+}
+pub fn events() -> utoipa::openapi::schema::Array {
+    array(words(
+        crate::domain::event::EventType::ALL
+            .iter()
+            .map(|e| e.as_str()),
+    ))
+    .min_items(Some(1))
+    .build()
+}
+pub fn document_type() -> Object {
+    words([
+        "invoice",
+        "contract",
+        "correspondence",
+        "payment_proof",
+        "settlement",
+        "legal",
+        "other",
+    ])
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+pub fn channel() -> Object {
+    words(
+        crate::domain::message::Channel::ALL
+            .iter()
+            .map(|c| c.as_str()),
+    )
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+pub fn direction() -> Object {
+    words(
+        crate::domain::message::Direction::ALL
+            .iter()
+            .map(|d| d.as_str()),
+    )
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+pub fn message_status() -> Object {
+    words(
+        crate::domain::message::MessageStatus::ALL
+            .iter()
+            .map(|s| s.as_str()),
+    )
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+pub fn priority_or_null() -> Object {
+    or_null(words(
+        crate::domain::message::Priority::ALL
+            .iter()
+            .map(|p| p.as_str()),
+    ))
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+pub fn category_or_null() -> Object {
+    or_null(words(
+        crate::domain::message::Category::ALL
+            .iter()
+            .map(|c| c.as_str()),
+    ))
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+pub fn idempotency_key() -> Object {
+    string().pattern(Some("^[!-~]{1,255}$")).build()
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+/// A template id: 1 to 64 of `a-z`, `0-9`, `-`, `_`, `.`, starting with a letter or digit.
+pub fn template_id() -> Object {
+    string()
+        .pattern(Some("^[a-z0-9][a-z0-9._-]{0,63}$"))
+        .build()
+}
+#[allow(dead_code)] // for messages.rs and templates.rs
+pub fn template_id_or_null() -> Object {
+    or_null(template_id())
+}
+pub fn limit_200() -> Object {
+    limit(200)
+}
+pub fn limit_1000() -> Object {
+    limit(1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn enum_words(o: Object) -> Vec<String> {
+        o.enum_values
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn every_word_in_the_document_is_one_the_handlers_take() {
+        for w in enum_words(document_type()) {
+            assert!(
+                crate::domain::document::DocumentType::parse(&w).is_ok(),
+                "{w}"
+            );
+        }
+        for w in enum_words(visibility_or_null()) {
+            assert!(crate::domain::NoteVisibility::parse(&w).is_ok(), "{w}");
+        }
+    }
+
+    #[test]
+    fn every_operation_declares_its_problems_once_and_its_parameters_where_they_are() {
+        let doc: Value = serde_json::from_str(&crate::http::openapi_json()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = p["name"].as_str().unwrap_or_default();
+                    assert_eq!(
+                        p["in"] == "path",
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: parameter {name} is declared in {}",
+                        p["in"]
+                    );
+                }
+                let responses = op["responses"].as_object().unwrap();
+                for (status, response) in responses {
+                    if status.as_str() >= "400" {
+                        assert!(
+                            response.get("$ref").is_some(),
+                            "{method} {path}: {status} is not a shared problem response"
+                        );
+                    }
+                }
+                assert!(responses.contains_key("503"), "{method} {path}: no 503");
+            }
+        }
+    }
 
     #[test]
     fn every_timezone_in_the_document_parses() {

@@ -20,11 +20,14 @@ use crate::store::StoredPreferences;
 #[serde(rename_all = "camelCase")]
 pub struct ContactHours {
     /// `HH:MM`
+    #[schema(schema_with = super::openapi::clock)]
     pub start: String,
-    /// `HH:MM`; before `start` for a window over midnight.
+    /// `HH:MM`, not `start`; before `start` for a window over midnight.
+    #[schema(schema_with = super::openapi::clock)]
     pub end: String,
     /// IANA zone; the debtor's time zone when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::timezone_or_null)]
     pub timezone: Option<String>,
 }
 
@@ -33,28 +36,30 @@ pub struct ContactHours {
 #[serde(rename_all = "camelCase")]
 pub struct PreferencesRequest {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::channel_or_null)]
     pub preferred_channel: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::email_or_null)]
     pub email_address: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::phone_or_null)]
     pub phone_number: Option<Option<String>>,
     pub allow_sms: Option<bool>,
     pub allow_email: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::language_or_null)]
     pub preferred_language: Option<Option<String>>,
     pub do_not_contact: Option<bool>,
+    /// At most 1000 characters.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::reason_or_null)]
     pub reason: Option<Option<String>>,
     /// `YYYY-MM-DD`
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::date_or_null)]
     pub effective_date: Option<Option<String>>,
     /// Categories still allowed under an opt-out, e.g. `legal_notices`.
+    #[schema(schema_with = super::openapi::categories_or_null)]
     pub exceptions: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<ContactHours>)]
@@ -176,7 +181,7 @@ fn apply(mut p: Preferences, r: PreferencesRequest) -> ApiResult<Preferences> {
     Ok(p)
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = String, Path)),
+#[utoipa::path(get, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = uuid::Uuid, Path)),
     responses((status = 200, body = PreferencesResponse), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn get_preferences(
     State(state): State<AppState>,
@@ -192,7 +197,7 @@ pub async fn get_preferences(
     Ok(axum::Json(response(id, stored)))
 }
 
-#[utoipa::path(put, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = String, Path)),
+#[utoipa::path(put, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = uuid::Uuid, Path)),
     request_body = PreferencesRequest,
     responses((status = 200, body = PreferencesResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
     security(("bearer" = [])))]

@@ -61,20 +61,23 @@ impl FromRequestParts<AppState> for ProviderAuth {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SmsStatus {
     #[serde(rename = "MessageSid")]
     sid: String,
     #[serde(rename = "MessageStatus")]
     status: String,
     #[serde(rename = "ErrorCode")]
+    #[schema(nullable = false)]
     error_code: Option<String>,
 }
 
 /// Twilio-style status callback (form-encoded `MessageSid`, `MessageStatus`, `ErrorCode`).
 #[utoipa::path(post, path = "/api/providers/sms/status", tag = "providers",
-    request_body(content_type = "application/x-www-form-urlencoded", content = String),
-    responses((status = 204), (status = 401, body = super::problem::ProblemBody)), security(("bearer" = []), ("basic" = [])))]
+    request_body(content_type = "application/x-www-form-urlencoded", content = SmsStatus),
+    responses((status = 204, description = "recorded, or ignored (an unknown message or status)"),
+        (status = 401, body = super::problem::ProblemBody), (status = 403, body = super::problem::ProblemBody)),
+    security(("bearer" = []), ("basic" = [])))]
 pub async fn sms_status(
     State(state): State<AppState>,
     _: ProviderAuth,
@@ -108,8 +111,9 @@ pub async fn sms_status(
 }
 
 /// SendGrid-style event webhook: a JSON array of events matched by `smtp-id`.
-#[utoipa::path(post, path = "/api/providers/email/events", tag = "providers", request_body = Vec<Object>,
-    responses((status = 200, description = "how many events were recorded and ignored"), (status = 401, body = super::problem::ProblemBody)),
+#[utoipa::path(post, path = "/api/providers/email/events", tag = "providers", request_body = Vec<serde_json::Value>,
+    responses((status = 200, description = "how many events were recorded and ignored"), (status = 401, body = super::problem::ProblemBody),
+        (status = 403, body = super::problem::ProblemBody)),
     security(("bearer" = []), ("basic" = [])))]
 pub async fn email_events(
     State(state): State<AppState>,

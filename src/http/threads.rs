@@ -48,7 +48,7 @@ pub struct ThreadMessages {
     pub messages: Vec<ThreadMessageItem>,
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/threads", tag = "threads", params(("caseId" = String, Path)),
+#[utoipa::path(get, path = "/api/cases/{caseId}/threads", tag = "threads", params(("caseId" = uuid::Uuid, Path)),
     responses((status = 200, body = ThreadList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
 pub async fn list_threads(
     State(state): State<AppState>,

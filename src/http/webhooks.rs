@@ -18,8 +18,10 @@ use crate::store::{DeliveryView, Webhook};
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWebhookRequest {
     /// http(s) URL that receives signed POSTs.
+    #[schema(schema_with = super::openapi::web_url)]
     pub url: String,
-    /// Events to receive, e.g. `message.received`.
+    /// Events to receive, e.g. `message.received`; repeats count once.
+    #[schema(schema_with = super::openapi::events)]
     pub events: Vec<String>,
 }
 

@@ -1,14 +1,39 @@
 //! The built-in inbound SMTP server (`PARLEY_INBOUND_SMTP_ADDR`): accepts mail for the
-//! inbound domain, hands each to `app::inbound::Inbound::receive_email` before answering the end of DATA, so a
-//! 250 means stored. Plain SMTP (RFC 5321) without STARTTLS or AUTH: it is meant to sit behind
-//! the organisation's MX, which relays the per-case domain to it.
+//! inbound domain and hands each to `app::inbound::Inbound::receive_email` before answering
+//! the end of DATA, so a 250 means stored. It is meant to sit behind the organisation's MX,
+//! which relays the per-case domain to it; STARTTLS is offered when a certificate is
+//! configured, AUTH is not.
+//!
+//! It is strict about what it reads, like Postfix with `smtpd_forbid_bare_newline`:
+//!
+//! - Lines end with CRLF only. A bare LF or CR, in a command or in DATA, is answered 550 and
+//!   ends the session; nothing of the transaction is stored (no SMTP smuggling).
+//! - A line holds at most 998 octets before its CRLF (RFC 5321 §4.5.3.1.6). A longer one is
+//!   refused (500) and what it said is read in small chunks and dropped, never buffered.
+//! - `SIZE` (`PARLEY_INBOUND_MAX_BYTES`) is advertised; `MAIL FROM:<…> SIZE=n` above it is 552,
+//!   and DATA that grows above it is no longer kept: 552 after the final dot, nothing stored.
+//! - Every session has a time limit (10 minutes) and an idle limit per read (5 minutes, RFC
+//!   5321 §4.5.3.2); either ends it with 421. So do 20 refused commands.
+//!
+//! Memory: a session holds one line (998 octets), a read buffer (16 KiB; a TLS session adds
+//! rustls' buffers) and at most one mail of `PARLEY_INBOUND_MAX_BYTES`. Sessions at once are
+//! as many as fit that maximum into a budget of 256 MiB of mail (10 at the default 25 MiB; at
+//! least 1, at most 32), and at most 4 come from one IP address. A session beyond either
+//! bound is answered 421 and closed.
+//!
+//! Commands are read by our framing (above) and parsed by `smtp-proto`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use smtp_proto::{Error as ParseError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::app::AppError;
 use crate::app::inbound::Inbound;
@@ -16,200 +41,725 @@ use crate::config::MailConfig;
 use crate::domain::EmailAddress;
 use crate::store::Ingested;
 
-const MAX_LINE: usize = 4096;
+/// Octets of a line before its CRLF (RFC 5321 §4.5.3.1.6: 1000 with the CRLF).
+pub const MAX_LINE: usize = 998;
 const MAX_RECIPIENTS: usize = 100;
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
-/// Sessions at once; more wait for a free one (each may hold a message of up to
-/// `PARLEY_MAX_UPLOAD_BYTES` in memory).
+/// Refused commands after which a session is closed.
+const MAX_ERRORS: usize = 20;
+/// Mail that all sessions together may hold in memory; sets how many sessions run at once.
+const MAIL_MEMORY_BUDGET: u64 = 256 << 20;
 const MAX_SESSIONS: usize = 32;
+const MAX_SESSIONS_PER_PEER: usize = 4;
+const SESSION_LIMIT: Duration = Duration::from_secs(600);
+const IDLE_LIMIT: Duration = Duration::from_secs(300);
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a refused or ended session's remaining input is drained so the final reply
+/// reaches the client instead of being cut off by a reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// What the server needs to run; `Settings::new` takes it from the configuration, tests
+/// may shorten the limits.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The inbound domain: the only one mail is accepted for, and the server's name.
+    pub domain: String,
+    /// The largest mail taken, advertised as `SIZE`.
+    pub max_bytes: u64,
+    /// STARTTLS is offered when set.
+    pub tls: Option<Arc<ServerConfig>>,
+    pub max_sessions: usize,
+    pub max_sessions_per_peer: usize,
+    /// The longest a session may last.
+    pub session_limit: Duration,
+    /// The longest the server waits for the client's next bytes.
+    pub idle_limit: Duration,
+}
+
+impl Settings {
+    pub fn new(mail: &MailConfig) -> Self {
+        Self {
+            domain: mail.inbound_domain.clone(),
+            max_bytes: mail.inbound_max_bytes,
+            tls: mail.inbound_tls.as_ref().map(|t| t.server_config()),
+            max_sessions: sessions_for(mail.inbound_max_bytes),
+            max_sessions_per_peer: MAX_SESSIONS_PER_PEER,
+            session_limit: SESSION_LIMIT,
+            idle_limit: IDLE_LIMIT,
+        }
+    }
+}
+
+/// Sessions at once: as many mails of `max_bytes` as fit the memory budget, 1 to 32.
+pub fn sessions_for(max_bytes: u64) -> usize {
+    let n = MAIL_MEMORY_BUDGET / max_bytes.max(1);
+    usize::try_from(n)
+        .unwrap_or(MAX_SESSIONS)
+        .clamp(1, MAX_SESSIONS)
+}
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
     inbound: Inbound,
-    config: Arc<MailConfig>,
-    max_size: u64,
+    settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
-    tracing::info!(addr = ?listener.local_addr().ok(), "inbound SMTP server listening");
-    let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        starttls = settings.tls.is_some(),
+        max_bytes = settings.max_bytes,
+        max_sessions = settings.max_sessions,
+        "inbound SMTP server listening"
+    );
+    let settings = Arc::new(settings);
+    let limits = Limits::new(&settings);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    let (inbound, config) = (inbound.clone(), config.clone());
-                    let Ok(permit) = sessions.clone().acquire_owned().await else { break };
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let slot = limits.take(peer.ip());
+                    let (inbound, settings) = (inbound.clone(), settings.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = session(socket, &inbound, &config, max_size).await {
-                            tracing::debug!(error = %e, "inbound SMTP session ended");
+                        let io: Box<dyn Io> = Box::new(socket);
+                        match slot {
+                            Ok(slot) => {
+                                session(io, &inbound, &settings).await;
+                                drop(slot);
+                            }
+                            Err(why) => refuse(io, &settings, why).await,
                         }
-                        drop(permit);
                     });
                 }
-                Err(e) => tracing::warn!(error = %e, "accepting an SMTP connection failed"),
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "accepting an SMTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             },
             _ = stop.changed() => break,
         }
     }
 }
 
-enum Line {
-    Text(String),
+/// The session bounds: all sessions, and sessions per peer address.
+struct Limits {
+    sessions: Arc<Semaphore>,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_peer: usize,
+}
+
+/// One session's place within the limits, given back when dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Busy {
+    Server,
+    Peer,
+}
+
+impl Limits {
+    fn new(settings: &Settings) -> Self {
+        Self {
+            sessions: Arc::new(Semaphore::new(settings.max_sessions.max(1))),
+            peers: Arc::default(),
+            per_peer: settings.max_sessions_per_peer.max(1),
+        }
+    }
+
+    fn take(&self, ip: IpAddr) -> Result<Slot, Busy> {
+        let ip = ip.to_canonical();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.get(&ip).copied().unwrap_or(0) >= self.per_peer {
+            return Err(Busy::Peer);
+        }
+        let permit = self
+            .sessions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy::Server)?;
+        *peers.entry(ip).or_insert(0) += 1;
+        Ok(Slot {
+            _permit: permit,
+            peers: self.peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = peers.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn refuse(io: Box<dyn Io>, settings: &Settings, why: Busy) {
+    tracing::debug!(?why, "inbound SMTP session refused: too many sessions");
+    let text = match why {
+        Busy::Server => "too many sessions, try again later",
+        Busy::Peer => "too many sessions from your address, try again later",
+    };
+    let mut conn = Conn::new(io, Instant::now() + LINGER, settings.idle_limit);
+    let _ = conn
+        .send(&format!("421 4.7.0 {} {text}\r\n", settings.domain))
+        .await;
+    conn.close().await;
+}
+
+/// A byte stream a session runs over: TCP, or TLS over TCP after STARTTLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// What the line reader found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A line ended by CRLF, of at most `MAX_LINE` octets; `Lines::line` holds it.
+    Line,
+    /// A line of more than `MAX_LINE` octets ended; its contents were dropped.
     TooLong,
-    Closed,
+    /// A CR not followed by LF, or an LF without a CR before it.
+    BareNewline,
 }
 
-async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> std::io::Result<Line> {
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        (&mut *r)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "SMTP client idle"))??;
-    if n == 0 {
-        return Ok(Line::Closed);
+/// Splits the client's bytes into CRLF-terminated lines, holding at most `MAX_LINE` octets
+/// of one. It does no I/O: `feed` takes whatever was read.
+#[derive(Debug, Default)]
+pub struct Lines {
+    line: Vec<u8>,
+    /// Octets of the current line so far, kept or not.
+    len: usize,
+    /// The last octet was a CR.
+    cr: bool,
+    /// `line` is a finished line, to be cleared when the next one starts.
+    done: bool,
+}
+
+impl Lines {
+    /// Takes octets of `input` up to the end of the first line (or the first bare CR or
+    /// LF) in it. Returns how many it took and, when a line ended, what it was.
+    pub fn feed(&mut self, input: &[u8]) -> (usize, Option<Frame>) {
+        if self.done {
+            self.line.clear();
+            self.len = 0;
+            self.done = false;
+        }
+        let Some(&first) = input.first() else {
+            return (0, None);
+        };
+        if self.cr {
+            self.cr = false;
+            return match first {
+                b'\n' => (1, Some(self.finish())),
+                _ => (1, Some(self.bare())),
+            };
+        }
+        let Some(i) = find_cr_or_lf(input) else {
+            self.keep(input);
+            return (input.len(), None);
+        };
+        self.keep(&input[..i]);
+        if input[i] == b'\n' {
+            return (i + 1, Some(self.finish()));
+        }
+        match input.get(i + 1) {
+            None => {
+                self.cr = true;
+                (i + 1, None)
+            }
+            Some(b'\n') => (i + 2, Some(self.finish())),
+            Some(_) => (i + 1, Some(self.bare())),
+        }
     }
-    if !buf.ends_with(b"\n") {
-        return Ok(Line::TooLong);
+
+    /// The last line `feed` reported as `Frame::Line`, without its CRLF.
+    pub fn line(&self) -> &[u8] {
+        &self.line
     }
-    Ok(Line::Text(
-        String::from_utf8_lossy(&buf)
-            .trim_end_matches(['\r', '\n'])
-            .to_string(),
-    ))
+
+    fn keep(&mut self, octets: &[u8]) {
+        let room = usize::MAX;
+        self.line
+            .extend_from_slice(&octets[..octets.len().min(room)]);
+        self.len = self.len.saturating_add(octets.len());
+    }
+
+    fn bare(&mut self) -> Frame {
+        self.done = true;
+        self.line.clear();
+        Frame::BareNewline
+    }
+
+    fn finish(&mut self) -> Frame {
+        self.done = true;
+        if self.len > usize::MAX - 1 {
+            self.line.clear();
+            Frame::TooLong
+        } else {
+            Frame::Line
+        }
+    }
 }
 
-/// The address inside `FROM:<...>` / `TO:<...>`.
-fn path_argument(arg: &str) -> Option<&str> {
-    let start = arg.find('<')?;
-    let end = arg[start..].find('>')? + start;
-    Some(arg[start + 1..end].trim())
+/// The position of the first CR or LF.
+fn find_cr_or_lf(octets: &[u8]) -> Option<usize> {
+    // Eight octets at a time (the usual "has a zero byte" test, on the octets XORed with CR
+    // and with LF), so that long lines are skipped quickly even in unoptimised builds.
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(LO) & !w & HI != 0;
+    let mut at = 0;
+    let mut words = octets.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_ne_bytes(word.try_into().expect("eight octets"));
+        if has_zero(w ^ (LO * u64::from(b'\r'))) || has_zero(w ^ (LO * u64::from(b'\n'))) {
+            break;
+        }
+        at += 8;
+    }
+    octets[at..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|i| at + i)
 }
 
-/// One SMTP conversation.
-pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
-    socket: S,
-    inbound: &Inbound,
-    config: &MailConfig,
-    max_size: u64,
-) -> std::io::Result<()> {
-    let (read, mut write) = tokio::io::split(socket);
-    let mut reader = BufReader::new(read);
-    let host = &config.inbound_domain;
-    write
-        .write_all(format!("220 {host} parley ESMTP ready\r\n").as_bytes())
-        .await?;
-    let mut mail_from: Option<String> = None;
-    let mut recipients: Vec<String> = Vec::new();
-    loop {
-        let line = match read_line(&mut reader).await? {
-            Line::Closed => return Ok(()),
-            Line::TooLong => {
-                write.write_all(b"500 5.5.2 line too long\r\n").await?;
+/// How the message after DATA ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataEnd {
+    /// The message, dot-stuffing undone, every line ending in CRLF.
+    Mail(Vec<u8>),
+    /// It grew above the maximum; the rest was read and dropped.
+    TooBig,
+    /// A line was longer than `MAX_LINE`; the rest was read and dropped.
+    TooLong,
+    /// A bare CR or LF: the session ends.
+    BareNewline,
+}
+
+/// Collects the lines of the message after DATA, up to the lone dot, holding at most
+/// `max` octets. It does no I/O: the caller hands it each frame of `Lines`.
+#[derive(Debug)]
+pub struct Data {
+    mail: Vec<u8>,
+    max: usize,
+    too_big: bool,
+    too_long: bool,
+}
+
+impl Data {
+    pub fn new(max: u64) -> Self {
+        Self {
+            mail: Vec::new(),
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            too_big: false,
+            too_long: false,
+        }
+    }
+
+    /// Takes one frame; returns how the message ended when it did.
+    pub fn push(&mut self, frame: Frame, line: &[u8]) -> Option<DataEnd> {
+        match frame {
+            Frame::BareNewline => {
+                self.mail = Vec::new();
+                Some(DataEnd::BareNewline)
+            }
+            Frame::TooLong => {
+                self.too_long = true;
+                self.mail = Vec::new();
+                None
+            }
+            Frame::Line if line == b"." => Some(if self.too_long {
+                DataEnd::TooLong
+            } else if self.too_big {
+                DataEnd::TooBig
+            } else {
+                DataEnd::Mail(std::mem::take(&mut self.mail))
+            }),
+            Frame::Line if self.too_long || self.too_big => None,
+            Frame::Line => {
+                let content = line.strip_prefix(b".").unwrap_or(line);
+                let needed = self.mail.len() + content.len() + 2;
+                if needed > self.max {
+                    self.too_big = true;
+                    self.mail = Vec::new();
+                    return None;
+                }
+                if needed > self.mail.capacity() {
+                    // Grow by doubling, but never past the maximum.
+                    let target = (self.mail.capacity() * 2)
+                        .max(needed)
+                        .max(4096)
+                        .min(self.max);
+                    self.mail.reserve_exact(target - self.mail.len());
+                }
+                self.mail.extend_from_slice(content);
+                self.mail.extend_from_slice(b"\r\n");
+                None
+            }
+        }
+    }
+
+    /// Octets held now.
+    pub fn held(&self) -> usize {
+        self.mail.capacity()
+    }
+}
+
+/// Why a session stopped reading.
+#[derive(Debug)]
+enum Stop {
+    /// The client closed the connection (or it failed).
+    Gone,
+    /// The client sent nothing for the idle limit.
+    Idle,
+    /// The session's time is up.
+    Expired,
+}
+
+/// One connection: a read buffer, the line reader, the deadlines.
+struct Conn {
+    io: Box<dyn Io>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    lines: Lines,
+    deadline: Instant,
+    idle: Duration,
+}
+
+impl Conn {
+    fn new(io: Box<dyn Io>, deadline: Instant, idle: Duration) -> Self {
+        Self {
+            io,
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            lines: Lines::default(),
+            deadline,
+            idle,
+        }
+    }
+
+    /// The earlier of the session's end and the idle limit from now, and what passing it means.
+    fn timer(&self) -> (Instant, Stop) {
+        let idle = Instant::now() + self.idle;
+        if idle < self.deadline {
+            (idle, Stop::Idle)
+        } else {
+            (self.deadline, Stop::Expired)
+        }
+    }
+
+    /// The next line (or what stands for one).
+    async fn frame(&mut self) -> Result<Frame, Stop> {
+        loop {
+            // Checked here too: a client that always has more to send never lets a read wait.
+            if Instant::now() >= self.deadline {
+                return Err(Stop::Expired);
+            }
+            if self.start < self.end {
+                let (used, frame) = self.lines.feed(&self.buf[self.start..self.end]);
+                self.start += used;
+                if let Some(frame) = frame {
+                    return Ok(frame);
+                }
                 continue;
             }
-            Line::Text(l) => l,
+            let (at, stop) = self.timer();
+            match tokio::time::timeout_at(at, self.io.read(&mut self.buf)).await {
+                Err(_) => return Err(stop),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Gone),
+                Ok(Ok(n)) => (self.start, self.end) = (0, n),
+            }
+        }
+    }
+
+    fn line(&self) -> &[u8] {
+        self.lines.line()
+    }
+
+    async fn send(&mut self, reply: &str) -> Result<(), Stop> {
+        let (at, stop) = self.timer();
+        let write = async {
+            self.io.write_all(reply.as_bytes()).await?;
+            self.io.flush().await
         };
-        let (verb, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let reply: String = match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => format!(
-                "250-{host}\r\n250-SIZE {max_size}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
-            ),
-            "HELO" => format!("250 {host}\r\n"),
-            "MAIL" => match path_argument(arg) {
-                Some(from) if arg.to_ascii_uppercase().starts_with("FROM:") => {
-                    mail_from = Some(from.to_string());
-                    recipients.clear();
-                    "250 2.1.0 OK\r\n".into()
+        match tokio::time::timeout_at(at, write).await {
+            Err(_) => Err(stop),
+            Ok(Err(_)) => Err(Stop::Gone),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Ends the connection: our side closes, then what the client still sends is read and
+    /// dropped for a moment, so that our last reply is not lost to a reset.
+    async fn close(mut self) {
+        let linger = async {
+            let _ = self.io.shutdown().await;
+            let mut drained = 0;
+            while drained < LINGER_BYTES {
+                match self.io.read(&mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
                 }
-                _ => "501 5.5.4 syntax: MAIL FROM:<address>\r\n".into(),
-            },
-            "RCPT" => match (path_argument(arg), &mail_from) {
-                (_, None) => "503 5.5.1 MAIL first\r\n".into(),
-                (Some(to), Some(_)) if arg.to_ascii_uppercase().starts_with("TO:") => {
-                    match EmailAddress::parse(to) {
-                        Ok(a) if !a.domain().eq_ignore_ascii_case(host) => {
-                            "550 5.7.1 relaying denied\r\n".into()
-                        }
-                        Ok(_) if recipients.len() >= MAX_RECIPIENTS => {
-                            "452 4.5.3 too many recipients\r\n".into()
-                        }
-                        Ok(a) => {
-                            recipients.push(a.to_string());
-                            "250 2.1.5 OK\r\n".into()
-                        }
-                        Err(_) => "501 5.1.3 bad recipient address\r\n".into(),
-                    }
-                }
-                _ => "501 5.5.4 syntax: RCPT TO:<address>\r\n".into(),
-            },
-            "DATA" if recipients.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
-            "DATA" => {
-                write
-                    .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
-                    .await?;
-                let reply = match read_data(&mut reader, max_size).await? {
-                    None => "552 5.3.4 message too big\r\n".to_string(),
-                    Some(raw) => deliver(inbound, &raw, &recipients).await,
-                };
-                mail_from = None;
-                recipients.clear();
-                reply
             }
-            "RSET" => {
-                mail_from = None;
-                recipients.clear();
-                "250 2.0.0 OK\r\n".into()
-            }
-            "NOOP" => "250 2.0.0 OK\r\n".into(),
-            "QUIT" => {
-                write.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
-            }
-            _ => "502 5.5.1 command not implemented\r\n".into(),
         };
-        write.write_all(reply.as_bytes()).await?;
+        let _ = tokio::time::timeout(LINGER, linger).await;
+    }
+
+    /// Starts TLS on the connection. Whatever the client sent after STARTTLS in the clear is
+    /// dropped (RFC 3207 §6: no command injection).
+    async fn start_tls(self, config: Arc<ServerConfig>) -> Result<Conn, Stop> {
+        let (at, stop) = self.timer();
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(self.io);
+        match tokio::time::timeout_at(at, accept).await {
+            Err(_) => Err(stop),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "STARTTLS handshake failed");
+                Err(Stop::Gone)
+            }
+            Ok(Ok(tls)) => Ok(Conn::new(Box::new(tls), self.deadline, self.idle)),
+        }
     }
 }
 
-/// Reads the message after DATA up to the lone dot, undoing dot-stuffing. `None` when it is
-/// larger than `max` (the rest is read and dropped so the session can go on).
-async fn read_data<R: AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
-    max: u64,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut data = Vec::new();
-    let mut too_big = false;
+/// The state of one SMTP conversation (RFC 5321 §4.1.4).
+#[derive(Default)]
+struct State {
+    greeted: bool,
+    mail_from: bool,
+    recipients: Vec<String>,
+    tls: bool,
+    errors: usize,
+}
+
+impl State {
+    fn reset_transaction(&mut self) {
+        self.mail_from = false;
+        self.recipients.clear();
+    }
+}
+
+/// What a command leads to.
+enum Next {
+    Reply(String),
+    Data,
+    StartTls(Arc<ServerConfig>),
+    Quit,
+}
+
+/// One SMTP conversation, ended by the client, a refusal or a time limit.
+async fn session(io: Box<dyn Io>, inbound: &Inbound, settings: &Settings) {
+    let deadline = Instant::now() + settings.session_limit;
+    let mut conn = Conn::new(io, deadline, settings.idle_limit);
+    let host = &settings.domain;
+    let mut state = State::default();
+    if conn
+        .send(&format!("220 {host} parley ESMTP ready\r\n"))
+        .await
+        .is_err()
+    {
+        return;
+    }
     loop {
-        let mut line = Vec::new();
-        let n = tokio::time::timeout(COMMAND_TIMEOUT, r.read_until(b'\n', &mut line))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "SMTP client idle in DATA")
-            })??;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed in DATA",
-            ));
-        }
-        if line == b".\r\n" || line == b".\n" {
-            return Ok(if too_big { None } else { Some(data) });
-        }
-        let content = if line.starts_with(b"..") {
-            &line[1..]
-        } else {
-            &line[..]
+        let frame = match conn.frame().await {
+            Ok(frame) => frame,
+            Err(stop) => return end(conn, host, stop).await,
         };
-        if data.len() as u64 + content.len() as u64 > max {
-            too_big = true;
-            data.clear();
-        } else if !too_big {
-            data.extend_from_slice(content);
+        let next = match frame {
+            Frame::BareNewline => return bare_newline(conn, host).await,
+            Frame::TooLong => Next::Reply("500 5.5.2 line too long\r\n".into()),
+            Frame::Line => command(conn.line(), &mut state, settings),
+        };
+        let reply = match next {
+            Next::Reply(reply) => reply,
+            Next::Quit => {
+                let _ = conn.send("221 2.0.0 bye\r\n").await;
+                return conn.close().await;
+            }
+            Next::StartTls(config) => {
+                if conn.send("220 2.0.0 ready to start TLS\r\n").await.is_err() {
+                    return;
+                }
+                conn = match conn.start_tls(config).await {
+                    Ok(conn) => conn,
+                    Err(_) => return,
+                };
+                // RFC 3207 §4.2: forget everything the client said before.
+                state = State {
+                    tls: true,
+                    ..State::default()
+                };
+                continue;
+            }
+            Next::Data => {
+                if let Err(stop) = conn.send("354 end data with <CR><LF>.<CR><LF>\r\n").await {
+                    return end(conn, host, stop).await;
+                }
+                let mut data = Data::new(settings.max_bytes);
+                let ended = loop {
+                    match conn.frame().await {
+                        Ok(frame) => {
+                            if let Some(ended) = data.push(frame, conn.line()) {
+                                break ended;
+                            }
+                        }
+                        Err(stop) => return end(conn, host, stop).await,
+                    }
+                };
+                let recipients = std::mem::take(&mut state.recipients);
+                state.reset_transaction();
+                match ended {
+                    DataEnd::Mail(raw) => deliver(inbound, &raw, &recipients).await,
+                    DataEnd::TooBig => "552 5.3.4 message exceeds the maximum size\r\n".into(),
+                    DataEnd::TooLong => "500 5.5.2 line too long\r\n".into(),
+                    DataEnd::BareNewline => return bare_newline(conn, host).await,
+                }
+            }
+        };
+        if reply.starts_with('5') {
+            state.errors += 1;
         }
+        if let Err(stop) = conn.send(&reply).await {
+            return end(conn, host, stop).await;
+        }
+        if state.errors >= MAX_ERRORS {
+            let _ = conn
+                .send(&format!("421 4.7.0 {host} too many errors, closing\r\n"))
+                .await;
+            return conn.close().await;
+        }
+    }
+}
+
+/// A bare CR or LF: 550 and the end of the session.
+async fn bare_newline(mut conn: Conn, host: &str) {
+    let _ = conn
+        .send(&format!(
+            "550 5.5.2 {host} bare <CR> or <LF> received: lines end with <CR><LF>\r\n"
+        ))
+        .await;
+    conn.close().await;
+}
+
+/// The end of a session the client did not end: 421 when the server ends it.
+async fn end(mut conn: Conn, host: &str, stop: Stop) {
+    let text = match stop {
+        Stop::Gone => return,
+        Stop::Idle => "idle for too long",
+        Stop::Expired => "session time limit reached",
+    };
+    tracing::debug!(?stop, "inbound SMTP session ended by the server");
+    // The limit is passed already: give the reply a moment of its own.
+    conn.deadline = Instant::now() + LINGER;
+    let _ = conn
+        .send(&format!("421 4.4.2 {host} {text}, closing\r\n"))
+        .await;
+    conn.close().await;
+}
+
+/// Reads one command line and answers it (or says what comes next).
+fn command(line: &[u8], state: &mut State, settings: &Settings) -> Next {
+    let host = &settings.domain;
+    let mut with_crlf = Vec::with_capacity(line.len() + 2);
+    with_crlf.extend_from_slice(line);
+    with_crlf.extend_from_slice(b"\r\n");
+    let request = match Request::parse(&mut with_crlf.iter()) {
+        Ok(request) => request,
+        Err(e) => return Next::Reply(refusal(e)),
+    };
+    Next::Reply(match request {
+        Request::Ehlo { .. } => {
+            state.greeted = true;
+            state.reset_transaction();
+            let mut lines = vec![
+                host.to_string(),
+                format!("SIZE {}", settings.max_bytes),
+                "8BITMIME".into(),
+                "ENHANCEDSTATUSCODES".into(),
+            ];
+            if settings.tls.is_some() && !state.tls {
+                lines.push("STARTTLS".into());
+            }
+            let last = lines.len() - 1;
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
+                .collect()
+        }
+        Request::Helo { .. } => {
+            state.greeted = true;
+            state.reset_transaction();
+            format!("250 {host}\r\n")
+        }
+        Request::Mail { .. } if !state.greeted => "503 5.5.1 send EHLO or HELO first\r\n".into(),
+        Request::Mail { .. } if state.mail_from => "503 5.5.1 MAIL already given\r\n".into(),
+        Request::Mail { from } if from.size as u64 > settings.max_bytes => format!(
+            "552 5.3.4 message size exceeds the maximum of {} octets\r\n",
+            settings.max_bytes
+        ),
+        Request::Mail { .. } => {
+            state.mail_from = true;
+            state.recipients.clear();
+            "250 2.1.0 OK\r\n".into()
+        }
+        Request::Rcpt { .. } if !state.mail_from => "503 5.5.1 MAIL first\r\n".into(),
+        Request::Rcpt { to } => match EmailAddress::parse(&to.address) {
+            Ok(a) if !a.domain().eq_ignore_ascii_case(host) => {
+                "550 5.7.1 relaying denied\r\n".into()
+            }
+            Ok(_) if state.recipients.len() >= MAX_RECIPIENTS => {
+                "452 4.5.3 too many recipients\r\n".into()
+            }
+            Ok(a) => {
+                state.recipients.push(a.to_string());
+                "250 2.1.5 OK\r\n".into()
+            }
+            Err(_) => "501 5.1.3 bad recipient address\r\n".into(),
+        },
+        Request::Data if !state.mail_from => "503 5.5.1 MAIL first\r\n".into(),
+        Request::Data if state.recipients.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
+        Request::Data => return Next::Data,
+        Request::Rset => {
+            state.reset_transaction();
+            "250 2.0.0 OK\r\n".into()
+        }
+        Request::Noop { .. } => "250 2.0.0 OK\r\n".into(),
+        Request::Quit => return Next::Quit,
+        Request::StartTls => match &settings.tls {
+            None => "502 5.5.1 STARTTLS not offered\r\n".into(),
+            Some(_) if state.tls => "503 5.5.1 TLS already active\r\n".into(),
+            Some(_) if line.len() != "STARTTLS".len() => "501 5.5.4 syntax: STARTTLS\r\n".into(),
+            Some(config) => return Next::StartTls(config.clone()),
+        },
+        _ => "502 5.5.1 command not implemented\r\n".into(),
+    })
+}
+
+/// The reply to a command that does not parse. Nothing the client wrote is echoed.
+fn refusal(e: ParseError) -> String {
+    match e {
+        ParseError::UnknownCommand => "500 5.5.1 command not recognized\r\n".into(),
+        ParseError::InvalidSenderAddress => "501 5.1.7 bad sender address\r\n".into(),
+        ParseError::InvalidRecipientAddress => "501 5.1.3 bad recipient address\r\n".into(),
+        ParseError::SyntaxError { syntax } => format!("501 5.5.4 syntax: {syntax}\r\n"),
+        ParseError::InvalidParameter { param } => {
+            format!("501 5.5.4 invalid value of {param}\r\n")
+        }
+        ParseError::UnsupportedParameter { .. } => "555 5.5.4 unsupported parameter\r\n".into(),
+        _ => "500 5.5.2 syntax error\r\n".into(),
     }
 }
 
@@ -231,12 +781,167 @@ async fn deliver(inbound: &Inbound, raw: &[u8], recipients: &[String]) -> String
 
 #[cfg(test)]
 mod tests {
-    use super::path_argument;
+    use super::*;
+
+    /// Every frame `Lines` finds in `input` fed in pieces of `step` octets, with its line.
+    fn frames(input: &[u8], step: usize) -> Vec<(Frame, Vec<u8>)> {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            let mut at = 0;
+            while at < piece.len() {
+                let (used, frame) = lines.feed(&piece[at..]);
+                assert!(used > 0, "feed makes progress");
+                at += used;
+                if let Some(frame) = frame {
+                    out.push((frame, lines.line().to_vec()));
+                }
+            }
+        }
+        out
+    }
 
     #[test]
-    fn paths_are_read_from_angle_brackets() {
-        assert_eq!(path_argument("FROM:<a@b.c> SIZE=10"), Some("a@b.c"));
-        assert_eq!(path_argument("TO:<>"), Some(""));
-        assert_eq!(path_argument("TO:a@b.c"), None);
+    fn lines_end_with_crlf_only() {
+        for step in [1, 2, 3, 7, 1000] {
+            assert_eq!(
+                frames(b"EHLO a\r\nNOOP\r\n", step),
+                [
+                    (Frame::Line, b"EHLO a".to_vec()),
+                    (Frame::Line, b"NOOP".to_vec())
+                ]
+            );
+            assert_eq!(
+                frames(b"body\n.\n", step)[0],
+                (Frame::BareNewline, Vec::new()),
+                "{step}"
+            );
+            assert_eq!(frames(b"a\rb\r\n", step)[0].0, Frame::BareNewline);
+            assert_eq!(frames(b"\r\r\n", step)[0].0, Frame::BareNewline);
+        }
+    }
+
+    #[test]
+    fn long_lines_are_dropped_not_kept() {
+        let mut input = vec![b'x'; MAX_LINE];
+        input.extend_from_slice(b"\r\n");
+        input.extend(std::iter::repeat_n(b'y', MAX_LINE + 1));
+        input.extend_from_slice(b"\r\nok\r\n");
+        for step in [1, 5, 4096] {
+            let got = frames(&input, step);
+            assert_eq!(got[0], (Frame::Line, vec![b'x'; MAX_LINE]));
+            assert_eq!(got[1], (Frame::TooLong, Vec::new()));
+            assert_eq!(got[2], (Frame::Line, b"ok".to_vec()));
+        }
+    }
+
+    #[test]
+    fn cr_and_lf_are_found_in_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for b in [b'\r', b'\n'] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = b;
+                    assert_eq!(find_cr_or_lf(&v), Some(at));
+                }
+            }
+            assert_eq!(find_cr_or_lf(&vec![0xff; len]), None);
+        }
+    }
+
+    fn data(input: &[u8], max: u64) -> Option<DataEnd> {
+        let mut lines = Lines::default();
+        let mut data = Data::new(max);
+        let mut at = 0;
+        while at < input.len() {
+            let (used, frame) = lines.feed(&input[at..]);
+            at += used;
+            if let Some(end) = frame.and_then(|f| data.push(f, lines.line())) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn data_undoes_dot_stuffing_and_ends_at_the_lone_dot() {
+        assert_eq!(
+            data(b"Subject: x\r\n\r\n..hi\r\n.\r\nMAIL", 1000),
+            Some(DataEnd::Mail(b"Subject: x\r\n\r\n.hi\r\n".to_vec()))
+        );
+        assert_eq!(
+            data(b"Subject: x\r\n\r\nbody\n.\nMAIL FROM:<a@b.c>\r\n", 1000),
+            Some(DataEnd::BareNewline)
+        );
+        assert_eq!(data(&[b'a'; 3000], 10_000), None);
+        let mut big = b"a\r\n".repeat(400);
+        big.extend_from_slice(b".\r\n");
+        assert_eq!(data(&big, 1000), Some(DataEnd::TooBig));
+        assert_eq!(data(&big, 1200), Some(DataEnd::Mail(b"a\r\n".repeat(400))));
+    }
+
+    #[test]
+    fn sessions_fit_the_memory_budget() {
+        assert_eq!(sessions_for(26_214_400), 10);
+        assert_eq!(sessions_for(1 << 30), 1);
+        assert_eq!(sessions_for(1024), 32);
+    }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Whatever arrives, in whatever pieces: no panic, every line within bounds, the
+            /// message within its maximum, and every octet accounted for.
+            #[test]
+            fn arbitrary_input_stays_bounded(
+                input in proptest::collection::vec(
+                    prop_oneof![
+                        4 => any::<u8>(),
+                        2 => Just(b'\r'),
+                        2 => Just(b'\n'),
+                        1 => Just(b'.'),
+                    ],
+                    0..4096,
+                ),
+                step in 1usize..600,
+                max in 0u64..2048,
+            ) {
+                let mut lines = Lines::default();
+                let mut data = Data::new(max);
+                let mut taken = 0;
+                for piece in input.chunks(step) {
+                    let mut at = 0;
+                    while at < piece.len() {
+                        let (used, frame) = lines.feed(&piece[at..]);
+                        prop_assert!(used > 0 && at + used <= piece.len());
+                        at += used;
+                        prop_assert!(lines.line().len() <= MAX_LINE);
+                        if let Some(frame) = frame {
+                            if frame == Frame::Line {
+                                prop_assert!(!lines.line().contains(&b'\r'));
+                                prop_assert!(!lines.line().contains(&b'\n'));
+                                // The command parser takes any line without panicking.
+                                let mut command = lines.line().to_vec();
+                                command.extend_from_slice(b"\r\n");
+                                let _ = Request::parse(&mut command.iter());
+                            }
+                            if let Some(end) = data.push(frame, lines.line()) {
+                                if let DataEnd::Mail(mail) = end {
+                                    prop_assert!(mail.len() as u64 <= max);
+                                }
+                                data = Data::new(max);
+                            }
+                            prop_assert!(data.held() as u64 <= max);
+                        }
+                    }
+                    taken += at;
+                }
+                prop_assert_eq!(taken, input.len());
+            }
+        }
     }
 }

@@ -208,6 +208,37 @@ impl Store {
             .run(&self.writer)
             .await
             .context("applying database migrations")?;
+        self.load_index_key().await
+    }
+
+    /// Reads the key of blind indexes (generating it on a new installation) into the key
+    /// ring. A master key that cannot open it is not this database's: refused.
+    async fn load_index_key(&self) -> anyhow::Result<()> {
+        const CONTEXT: &str = "key:blind-index";
+        let initial = self.keys.initial_index_key();
+        sqlx::query(
+            "INSERT INTO key_material (purpose, sealed, created_at) VALUES ('blind-index', $1, $2) \
+             ON CONFLICT (purpose) DO NOTHING",
+        )
+        .bind(self.keys.seal(CONTEXT, &initial))
+        .bind(now_micros())
+        .execute(&self.writer)
+        .await
+        .context("storing the key of blind indexes")?;
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT sealed FROM key_material WHERE purpose = 'blind-index'")
+                .fetch_one(&self.writer)
+                .await
+                .context("reading the key of blind indexes")?;
+        let key: [u8; 32] = self
+            .keys
+            .open(CONTEXT, &sealed)
+            .context(
+                "the master key (or PARLEY_OLD_MASTER_KEYS) does not open this database's keys",
+            )?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the key of blind indexes is not 32 bytes"))?;
+        self.keys.set_index_key(key);
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 use crate::domain::event::EventType;
 use serde_json::json;
 
-use super::{Store, StoreResult, audit, emit};
+use super::{Store, StoreError, StoreResult, audit, emit};
+use crate::domain::code::Code;
 use crate::domain::party::Actor;
 use crate::domain::time::{Micros, now_micros};
 use crate::domain::{Money, prefixed_id};
@@ -109,6 +110,25 @@ impl Store {
             .bind(case_id)
             .fetch_one(&mut *tx)
             .await?;
+        crate::domain::case::check_decimals(new.amount_minor, &currency)
+            .map_err(|e| StoreError::invalid(Code::ValidationFailed, e.0))?;
+        // The sum of a case's payments stays within what one amount may be, so no sum
+        // overflows when it is read.
+        let paid: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM payments WHERE case_id = $1",
+        )
+        .bind(case_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if paid
+            .checked_add(new.amount_minor)
+            .is_none_or(|total| total > crate::domain::case::MAX_MINOR)
+        {
+            return Err(StoreError::invalid(
+                Code::AmountOutOfRange,
+                "the payments of this case would exceed 999999999999.99 in total",
+            ));
+        }
         let payment = Payment {
             id: prefixed_id("pay"),
             case_id: case_id.to_string(),
@@ -116,7 +136,7 @@ impl Store {
                 &crate::domain::case::format_minor(new.amount_minor),
                 &currency,
             )
-            .map_err(|e| anyhow::anyhow!(e))?,
+            .map_err(|e| StoreError::invalid(Code::ValidationFailed, e.0))?,
             paid_at: new.paid_at,
             reference: new.reference,
             created_by: actor.name.clone(),

@@ -351,16 +351,19 @@ impl Store {
         now: Micros,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "UPDATE webhook_deliveries SET last_status = $2, \
+        // A delivery put back without an attempt keeps the last attempt's outcome.
+        if !matches!(next, Transition::Defer(_)) {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET last_status = $2, \
              delivered_at = CASE WHEN $3 = 1 THEN $4 ELSE delivered_at END WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status_code.map(i32::from))
-        .bind(i32::from(next == Transition::Done))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+            )
+            .bind(id)
+            .bind(status_code.map(i32::from))
+            .bind(i32::from(next == Transition::Done))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         transition(&mut tx, WEBHOOK_DELIVERIES, id, &next, now).await?;
         tx.commit().await?;
         Ok(())

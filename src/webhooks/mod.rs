@@ -1,10 +1,17 @@
-//! Signed webhooks: the dispatcher turns outbox events into deliveries, signs each request
+//! Signed webhooks: the webhook job turns outbox events into deliveries, signs each request
 //! per the Standard Webhooks specification, and retries on `PARLEY_WEBHOOK_RETRY_SCHEDULE`.
+//! Requests connect only to public addresses (the resolver filters them when connecting) and
+//! at most [`PER_ENDPOINT`] at a time go to one endpoint, so no tenant's slow receiver holds
+//! up another's.
 
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::webhook_target as target;
 use crate::config::WebhookConfig;
@@ -22,6 +29,14 @@ pub const EVENTS: &[EventType] = EventType::ALL;
 pub const CONCURRENCY: usize = 16;
 pub const LEASE: Duration = Duration::from_secs(60);
 
+/// Requests in flight to one endpoint (scheme, host and port) at once: a slow endpoint holds
+/// at most half of the worker's slots, and deliveries to it beyond that wait their turn
+/// without holding a slot.
+pub const PER_ENDPOINT: usize = CONCURRENCY / 2;
+
+/// How long a delivery whose endpoint is busy waits before it is claimed again.
+const ENDPOINT_BUSY_WAIT: i64 = 500_000;
+
 /// One webhook delivery attempt: a signed POST to the subscriber's URL.
 pub struct WebhookJob {
     store: Store,
@@ -29,6 +44,7 @@ pub struct WebhookJob {
     clock: SharedClock,
     client: reqwest::Client,
     backoff: Backoff,
+    endpoints: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl WebhookJob {
@@ -36,6 +52,10 @@ impl WebhookJob {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(target::PublicResolver {
+                allow_private: config.allow_private,
+            }))
             .build()
             .context("building the webhook HTTP client")?;
         Ok(Self {
@@ -44,7 +64,30 @@ impl WebhookJob {
             config,
             clock,
             client,
+            endpoints: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A slot for a request to `url`'s endpoint, if one is free now.
+    fn endpoint_slot(&self, url: &str) -> Option<OwnedSemaphorePermit> {
+        let key = url::Url::parse(url)
+            .map(|u| {
+                format!(
+                    "{}://{}:{}",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default(),
+                    u.port_or_known_default().unwrap_or(0)
+                )
+            })
+            .unwrap_or_else(|_| url.to_string());
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        // Endpoints nobody is sending to are forgotten, so the map stays small.
+        endpoints.retain(|_, s| s.available_permits() < PER_ENDPOINT);
+        let slots = endpoints
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_ENDPOINT)))
+            .clone();
+        slots.try_acquire_owned().ok()
     }
     /// The body of a delivery: the event's payload with `event` set; `message.received`
     /// gets the sender and subject the seed shows, read from the sealed message now.
@@ -69,7 +112,7 @@ impl WebhookJob {
 
     /// One POST: `Ok(status)` for a 2xx, else the status (if any) and why.
     async fn attempt(&self, d: &DueDelivery) -> Result<u16, (Option<u16>, String)> {
-        if let Err(e) = target::check(&d.url, self.config.allow_private).await {
+        if let Err(e) = target::check_before_request(&d.url, self.config.allow_private) {
             return Err((None, e));
         }
         let body = self
@@ -90,7 +133,7 @@ impl WebhookJob {
             .body(body)
             .send()
             .await
-            .map_err(|e| (None, format!("request failed: {}", e.without_url())))?;
+            .map_err(|e| (None, format!("request failed: {}", cause(&e.without_url()))))?;
         let code = response.status().as_u16();
         if response.status().is_success() {
             Ok(code)
@@ -114,6 +157,13 @@ impl Job for WebhookJob {
         let Some(d) = self.store.due_delivery(&claim.id).await? else {
             return Ok(());
         };
+        let Some(_slot) = self.endpoint_slot(&d.url) else {
+            let later = Transition::Defer(self.clock.now() + ENDPOINT_BUSY_WAIT);
+            self.store
+                .finish_webhook_delivery(&d.id, None, later, self.clock.now())
+                .await?;
+            return Ok(());
+        };
         let outcome = self.attempt(&d).await;
         let (status, next) = match outcome {
             Ok(code) => (Some(code), Transition::Done),
@@ -131,4 +181,16 @@ impl Job for WebhookJob {
             .await?;
         Ok(())
     }
+}
+
+/// An error with its causes, `a: b: c`: the resolver's refusal is a cause of reqwest's error.
+fn cause(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -395,3 +395,44 @@ async fn deadlines_are_stored_and_listed_by_due_date() {
         .collect();
     assert_eq!(titles, ["Reply", "Court filing"]);
 }
+
+#[tokio::test]
+async fn amounts_are_bounded_and_payment_sums_never_overflow() {
+    let app = spawn_app().await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let mut body = case_body();
+    body["amount"] = json!({"value": "1000000000000.00", "currency": "DKK"});
+    let r = app.post(&creditor.token, "/api/cases", &body).await;
+    assert_problem(r, 422, "validation_failed").await;
+    body["amount"] = json!({"value": "100.50", "currency": "JPY"});
+    let r = app.post(&creditor.token, "/api/cases", &body).await;
+    assert_problem(r, 422, "validation_failed").await;
+
+    let case = app.create_case(&creditor, None).await;
+    let path = format!("/api/cases/{}/payments", case["caseId"].as_str().unwrap());
+    let big = json!({"amount": "999999999999.99", "paidAt": "2024-02-01"});
+    assert_eq!(app.post(&creditor.token, &path, &big).await.status(), 201);
+    // A second one would make the case's sum larger than any amount: refused, not wrapped.
+    let r = app.post(&creditor.token, &path, &big).await;
+    assert_problem(r, 422, "amount_out_of_range").await;
+    let r = app
+        .post(
+            &creditor.token,
+            &path,
+            &json!({"amount": "0.01", "paidAt": "2024-02-01"}),
+        )
+        .await;
+    assert_problem(r, 422, "amount_out_of_range").await;
+    // Every list that sums payments still answers.
+    assert_eq!(app.get(&creditor.token, "/api/cases").await.status(), 200);
+    let got: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{}", case["caseId"].as_str().unwrap()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(got.is_object());
+}

@@ -22,7 +22,7 @@ pub struct TestApp {
     /// background worker unless they ask for one.
     pub delivery: parley::DeliveryWorker,
     /// The app's webhook dispatcher, driven one step at a time (`dispatch_webhooks`).
-    pub webhooks: parley::WebhookWorker,
+    pub webhooks: std::sync::Arc<parley::WebhookWorker>,
     /// The app's receiving service, for driving the IMAP poller.
     pub inbound: parley::app::inbound::Inbound,
     pub client: reqwest::Client,
@@ -108,7 +108,7 @@ pub async fn spawn_app_with_clock(
     let store = app.store().clone();
     let inbound = app.services().inbound.clone();
     let delivery = app.delivery().expect("building the delivery worker");
-    let webhooks = app.webhooks().expect("building the webhook dispatcher");
+    let webhooks = std::sync::Arc::new(app.webhooks().expect("building the webhook dispatcher"));
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run(listener, async move {
         let _ = rx.await;
@@ -152,6 +152,15 @@ impl TestApp {
             id: id.to_string(),
             token,
         }
+    }
+
+    /// The party behind a token, as the API sees it.
+    pub async fn actor(&self, party: &Party) -> parley::domain::party::Actor {
+        self.store
+            .authenticate(&party.token)
+            .await
+            .unwrap()
+            .expect("a valid token")
     }
 
     pub async fn labelled_token(&self, party: &Party, label: &str) -> String {
@@ -201,14 +210,39 @@ impl TestApp {
     }
 
     /// Sends every webhook delivery that is due, retries included, until none is left.
+    /// Sends every webhook delivery that is due, or due within a second (one put back while
+    /// its endpoint was busy), polling until none is left.
     pub async fn dispatch_webhooks(&self) -> usize {
+        let queue = parley::store::queue::WEBHOOK_DELIVERIES;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut total = 0;
         loop {
             let n = self.webhooks.run_once().await.expect("a dispatch step");
-            if n == 0 {
-                return total;
-            }
             total += n;
+            if n > 0 {
+                continue;
+            }
+            let soon = parley::domain::time::now_micros() + 1_000_000;
+            match self
+                .store
+                .next_due(queue)
+                .await
+                .expect("the next due delivery")
+            {
+                Some(due) if due <= soon => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "webhooks never drained"
+                    );
+                    tokio::time::timeout(
+                        std::time::Duration::from_millis(25),
+                        std::future::pending::<()>(),
+                    )
+                    .await
+                    .ok();
+                }
+                _ => return total,
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use parley::domain::PartyKind;
 use serde_json::{Value, json};
 
-use crate::helpers::{Party, TestApp, assert_problem, spawn_app};
+use crate::helpers::{Party, TestApp, assert_problem, spawn_app, spawn_app_with};
 
 async fn post_mail(app: &TestApp, token: &str, raw: &str) -> reqwest::Response {
     app.client
@@ -645,4 +645,73 @@ async fn a_running_parley_polls_its_imap_mailbox() {
         (list["totalCount"] == 1).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_opt_outs_and_matching_hold() {
+    let first = spawn_app().await;
+    let (creditor, case) = setup(&first).await;
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    assert_eq!(
+        post_sms(&first, "+4512345678", "STOP", "SM200")
+            .await
+            .status(),
+        200
+    );
+    let inbound = |app: &TestApp| {
+        let (app, token, path) = (
+            app.client.clone(),
+            creditor.token.clone(),
+            format!(
+                "{}/api/cases/{case_id}/messages?direction=inbound",
+                app.base
+            ),
+        );
+        async move {
+            let list: Value = app
+                .get(path)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            list["totalCount"].as_i64().unwrap()
+        }
+    };
+    let before = inbound(&first).await;
+
+    // The same database under a new master key, the old one kept for reading.
+    let storage = first.config.storage.clone();
+    let old = storage.master_key.expect("tests set a key");
+    let rotated = spawn_app_with(move |c| {
+        c.storage = storage;
+        c.storage.master_key = Some(parley::config::KeyBytes([7; 32]));
+        c.storage.old_master_keys = vec![old];
+    })
+    .await;
+    let r = rotated
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages"),
+            &json!({"messageType": "sms", "body": "Reminder"}),
+        )
+        .await;
+    assert_problem(r, 422, "recipient_suppressed").await;
+    // A reply from the debtor still finds the case by its number.
+    assert_eq!(
+        post_sms(&rotated, "+4512345678", "Sorry, I will pay", "SM201")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(inbound(&rotated).await, before + 1);
+
+    // A master key that opens nothing of this database is refused at start.
+    let mut stranger = first.config.clone();
+    stranger.storage.master_key = Some(parley::config::KeyBytes([9; 32]));
+    stranger.storage.old_master_keys = Vec::new();
+    let err = parley::App::build(stranger).await.err().expect("refused");
+    assert!(format!("{err:#}").contains("does not open"), "{err:#}");
 }

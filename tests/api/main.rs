@@ -20,6 +20,7 @@ mod processes;
 mod providers;
 mod queue;
 mod schema;
+mod smtp_hostile;
 mod storage;
 mod templates;
 mod tenancy;

@@ -374,31 +374,38 @@ fn current_ids() -> (u32, u32) {
 type Recorded = Arc<Mutex<(Vec<(HeaderMap, String)>, VecDeque<u16>)>>;
 
 /// A webhook receiver: records every request; answers with the queued statuses first, then 204.
+/// While held, it records a request and then keeps it waiting until released.
 #[derive(Clone)]
 pub struct HookReceiver {
     pub url: String,
     state: Recorded,
+    held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl HookReceiver {
     pub async fn start() -> Self {
         let state: Recorded = Arc::default();
+        let held = Arc::new(tokio::sync::watch::channel(false).0);
         let app = axum::Router::new()
             .route(
                 "/hook",
                 post(
-                    |State(s): State<Recorded>, headers: HeaderMap, body: String| async move {
-                        let mut s = s.lock().unwrap();
-                        s.0.push((headers, body));
-                        StatusCode::from_u16(s.1.pop_front().unwrap_or(204)).unwrap()
+                    |State((s, held)): State<(Recorded, Arc<tokio::sync::watch::Sender<bool>>)>,
+                     headers: HeaderMap,
+                     body: String| async move {
+                        s.lock().unwrap().0.push((headers, body));
+                        let mut gate = held.subscribe();
+                        let _ = gate.wait_for(|held| !*held).await;
+                        let status = s.lock().unwrap().1.pop_front().unwrap_or(204);
+                        StatusCode::from_u16(status).unwrap()
                     },
                 ),
             )
-            .with_state(state.clone());
+            .with_state((state.clone(), held.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, state }
+        Self { url, state, held }
     }
 
     pub fn fail_next(&self, statuses: &[u16]) {
@@ -407,6 +414,15 @@ impl HookReceiver {
 
     pub fn requests(&self) -> Vec<(HeaderMap, String)> {
         self.state.lock().unwrap().0.clone()
+    }
+
+    /// Keeps every request waiting, as a slow receiver does, until `release`.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 }
 

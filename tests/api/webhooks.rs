@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
-use crate::peers::HookReceiver;
+use crate::peers::{HookReceiver, eventually};
 
 /// Verifies a request the way a Standard Webhooks library does.
 fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> bool {
@@ -262,4 +262,110 @@ async fn webhook_targets_and_events_are_checked() {
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_inside_is_refused_when_connecting() {
+    let receiver = HookReceiver::start().await;
+    let app = spawn_app_with(|c| c.webhooks.allow_private = false).await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    // The name passed the check when it was registered; now it resolves to loopback (as a
+    // name whose DNS changed would).
+    let url = receiver.url.replace("127.0.0.1", "localhost");
+    let actor = app.actor(&creditor).await;
+    app.store
+        .create_webhook(
+            &actor,
+            &url,
+            &[parley::domain::event::EventType::NoteCreated],
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .await
+        .unwrap();
+    let case = app.create_case(&creditor, None).await;
+    app.post(
+        &creditor.token,
+        &format!("/api/cases/{}/notes", case["caseId"].as_str().unwrap()),
+        &json!({"note": "called"}),
+    )
+    .await;
+    app.dispatch_webhooks().await;
+    assert!(receiver.requests().is_empty(), "no request reached it");
+    let hooks: Value = app
+        .get(&creditor.token, "/api/webhooks")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = hooks["webhooks"][0]["webhookId"].as_str().unwrap();
+    let deliveries: Value = app
+        .get(&creditor.token, &format!("/api/webhooks/{id}/deliveries"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let error = deliveries["deliveries"][0]["lastError"].as_str().unwrap();
+    assert!(error.contains("private"), "{error}");
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_does_not_hold_up_another_tenants_webhooks() {
+    let slow = HookReceiver::start().await;
+    let fast = HookReceiver::start().await;
+    let app = spawn_app().await;
+    let a = app.party(PartyKind::Creditor, "Slow Ltd").await;
+    let b = app.party(PartyKind::Creditor, "Fast Ltd").await;
+    for (party, receiver) in [(&a, &slow), (&b, &fast)] {
+        let r = app
+            .post(
+                &party.token,
+                "/api/webhooks",
+                &json!({"url": receiver.url, "events": ["note.created"]}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    slow.hold();
+    let case_a = app.create_case(&a, None).await;
+    let many = parley::webhooks::PER_ENDPOINT + 3;
+    for i in 0..many {
+        app.post(
+            &a.token,
+            &format!("/api/cases/{}/notes", case_a["caseId"].as_str().unwrap()),
+            &json!({"note": format!("note {i}")}),
+        )
+        .await;
+    }
+    let case_b = app.create_case(&b, None).await;
+    app.post(
+        &b.token,
+        &format!("/api/cases/{}/notes", case_b["caseId"].as_str().unwrap()),
+        &json!({"note": "hello"}),
+    )
+    .await;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(app.webhooks.clone().run(stopped));
+    let fast_seen = fast.clone();
+    eventually(10, "the other tenant's delivery", || {
+        let fast = fast_seen.clone();
+        async move { (fast.requests().len() == 1).then_some(()) }
+    })
+    .await;
+    assert!(
+        slow.requests().len() <= parley::webhooks::PER_ENDPOINT,
+        "at most {} requests wait at the slow endpoint, not {}",
+        parley::webhooks::PER_ENDPOINT,
+        slow.requests().len()
+    );
+    slow.release();
+    let slow_seen = slow.clone();
+    eventually(20, "the slow tenant's deliveries", || {
+        let slow = slow_seen.clone();
+        async move { (slow.requests().len() >= many).then_some(()) }
+    })
+    .await;
+    stop.send_replace(true);
+    worker.await.unwrap();
+    assert_eq!(slow.requests().len(), many, "each once");
 }
