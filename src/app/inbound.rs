@@ -28,6 +28,8 @@ pub struct Unmatched {
     pub from: Option<String>,
     pub subject: Option<String>,
     pub message_id: Option<String>,
+    /// The cases it could belong to, when it matched more than one.
+    pub candidate_case_ids: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -92,6 +94,7 @@ impl Inbound {
                     mail::parse(&m.raw).unwrap_or_default()
                 };
                 Unmatched {
+                    candidate_case_ids: m.candidates,
                     inbound_id: m.id,
                     source: m.source,
                     received_at: m.received_at,

@@ -125,6 +125,10 @@ pub struct UnmatchedItem {
     pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+    /// The cases it could belong to when it matched more than one (an SMS from a number that
+    /// several cases share, a case number that several creditors use).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidate_case_ids: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -161,6 +165,7 @@ pub async fn unmatched(
             from: m.from,
             subject: m.subject,
             message_id: m.message_id,
+            candidate_case_ids: m.candidate_case_ids,
         })
         .collect();
     Ok(axum::Json(UnmatchedList { messages }))

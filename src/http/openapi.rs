@@ -594,11 +594,6 @@ pub fn category_or_null() -> Object {
     ))
 }
 #[allow(dead_code)] // for messages.rs and templates.rs
-/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
-pub fn idempotency_key() -> Object {
-    string().pattern(Some("^[!-~]{1,255}$")).build()
-}
-#[allow(dead_code)] // for messages.rs and templates.rs
 /// A template id: 1 to 64 of `a-z`, `0-9`, `-`, `_`, `.`, starting with a letter or digit.
 pub fn template_id() -> Object {
     string()

@@ -271,7 +271,7 @@ impl Lines {
         };
         self.keep(&input[..i]);
         if input[i] == b'\n' {
-            return (i + 1, Some(self.finish()));
+            return (i + 1, Some(self.bare()));
         }
         match input.get(i + 1) {
             None => {
@@ -289,7 +289,7 @@ impl Lines {
     }
 
     fn keep(&mut self, octets: &[u8]) {
-        let room = usize::MAX;
+        let room = MAX_LINE.saturating_sub(self.line.len());
         self.line
             .extend_from_slice(&octets[..octets.len().min(room)]);
         self.len = self.len.saturating_add(octets.len());
@@ -303,7 +303,7 @@ impl Lines {
 
     fn finish(&mut self) -> Frame {
         self.done = true;
-        if self.len > usize::MAX - 1 {
+        if self.len > MAX_LINE {
             self.line.clear();
             Frame::TooLong
         } else {
@@ -900,15 +900,21 @@ mod tests {
             fn arbitrary_input_stays_bounded(
                 input in proptest::collection::vec(
                     prop_oneof![
-                        4 => any::<u8>(),
-                        2 => Just(b'\r'),
-                        2 => Just(b'\n'),
-                        1 => Just(b'.'),
+                        8 => any::<u8>().prop_map(|b| vec![b]),
+                        4 => Just(b"\r\n".to_vec()),
+                        1 => Just(b"\r".to_vec()),
+                        1 => Just(b"\n".to_vec()),
+                        2 => Just(b".".to_vec()),
+                        4 => proptest::sample::select(&[
+                            "EHLO ", "MAIL FROM:<", "RCPT TO:<", "DATA", "STARTTLS", " SIZE=",
+                            " BODY=8BITMIME", "@", ">", "\"", "postmaster", ":",
+                        ][..]).prop_map(|s| s.as_bytes().to_vec()),
+                        1 => (0usize..1200).prop_map(|n| vec![b'x'; n]),
                     ],
-                    0..4096,
-                ),
+                    0..300,
+                ).prop_map(|pieces| pieces.concat()),
                 step in 1usize..600,
-                max in 0u64..2048,
+                max in 0u64..4096,
             ) {
                 let mut lines = Lines::default();
                 let mut data = Data::new(max);

@@ -36,6 +36,8 @@ pub struct UnmatchedMail {
     pub source: String,
     pub received_at: Micros,
     pub raw: Vec<u8>,
+    /// Cases it could belong to, when it matched more than one.
+    pub candidates: Vec<String>,
 }
 
 /// A row of `inbound_raw`, still sealed.
@@ -45,6 +47,7 @@ struct RawRow {
     source: String,
     received_at: i64,
     raw_sealed: Vec<u8>,
+    candidates: Option<String>,
 }
 
 /// What sorting an unmatched item into a case reads of it.
@@ -184,18 +187,32 @@ impl Store {
                 .filter_map(|a| case_from_address(a, inbound_domain));
             case_id = first_case(&mut tx, "SELECT id FROM cases WHERE id = $1", addressed).await?;
         }
+        // A case number in the subject, as a whole word, when the subject names exactly one
+        // case (creditors choose numbers freely, so two tenants may share one).
+        let mut candidates: Vec<String> = Vec::new();
         if case_id.is_none() {
-            let numbers = case_number_candidates(mail.subject.as_deref().unwrap_or_default());
-            case_id = first_case(
-                &mut tx,
-                "SELECT id FROM cases WHERE case_number = $1",
-                numbers.into_iter(),
-            )
-            .await?;
+            for number in case_number_candidates(mail.subject.as_deref().unwrap_or_default()) {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM cases WHERE case_number = $1 ORDER BY id LIMIT 20",
+                )
+                .bind(&number)
+                .fetch_all(&mut *tx)
+                .await?;
+                for id in ids {
+                    if !candidates.contains(&id) {
+                        candidates.push(id);
+                    }
+                }
+            }
+            if let [only] = candidates.as_slice() {
+                case_id = Some(only.clone());
+            }
         }
 
         let Some(case_id) = case_id else {
-            let inbound_id = self.keep_unmatched(&mut tx, source, raw, now).await?;
+            let inbound_id = self
+                .keep_unmatched(&mut tx, source, raw, now, &candidates)
+                .await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
         };
@@ -331,13 +348,19 @@ impl Store {
         source: &str,
         raw: &[u8],
         at: Micros,
+        candidates: &[String],
     ) -> StoreResult<String> {
         let inbound_id = prefixed_id("inb");
-        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched) VALUES ($1, $2, $3, $4, 0)")
+        let candidates = (!candidates.is_empty())
+            .then(|| serde_json::to_string(candidates))
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched, candidates) VALUES ($1, $2, $3, $4, 0, $5)")
             .bind(&inbound_id)
             .bind(source)
             .bind(at)
             .bind(self.keys.seal(&raw_context(&inbound_id), raw))
+            .bind(candidates)
             .execute(&mut *tx)
             .await?;
         Ok(inbound_id)
@@ -375,16 +398,35 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let case_id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM cases WHERE debtor_phone_index = $1 ORDER BY updated_at DESC, id DESC LIMIT 1")
-                .bind(self.keys.blind_index("phone", sms.from))
-                .fetch_optional(&mut *tx)
+        // The case that last sent an SMS to this number; else the only case with this debtor
+        // number. Several candidates and none of them wrote: no guess, an admin sorts it.
+        let number = self.keys.blind_index("phone", sms.from);
+        let last_writer: Option<String> = sqlx::query_scalar(
+            "SELECT case_id FROM messages WHERE recipient_index = $1 AND direction = 'outbound' \
+             AND message_type = 'sms' AND case_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(&number)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let candidates: Vec<String> = match last_writer {
+            Some(case) => vec![case],
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM cases WHERE debtor_phone_index = $1 ORDER BY id LIMIT 20",
+                )
+                .bind(&number)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        let [case_id] = candidates.as_slice() else {
+            let inbound_id = self
+                .keep_unmatched(&mut tx, "sms", &raw, now, &candidates)
                 .await?;
-        let Some(case_id) = case_id else {
-            let inbound_id = self.keep_unmatched(&mut tx, "sms", &raw, now).await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
         };
+        let case_id = case_id.clone();
         let thread_id = self.join_thread(&mut tx, &case_id, None, None, now).await?;
         let record = Received {
             case_id: &case_id,
@@ -515,7 +557,7 @@ impl Store {
 
     /// Inbound mail that matched no case, oldest first.
     pub async fn unmatched_mail(&self, limit: i64) -> StoreResult<Vec<UnmatchedMail>> {
-        let rows = sqlx::query_as::<_, RawRow>("SELECT id, source, received_at, raw_sealed FROM inbound_raw WHERE matched = 0 ORDER BY id LIMIT $1")
+        let rows = sqlx::query_as::<_, RawRow>("SELECT id, source, received_at, raw_sealed, candidates FROM inbound_raw WHERE matched = 0 ORDER BY id LIMIT $1")
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -526,6 +568,13 @@ impl Store {
                         .keys
                         .open(&raw_context(&r.id), &r.raw_sealed)
                         .map_err(anyhow::Error::from)?,
+                    candidates: r
+                        .candidates
+                        .as_deref()
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(|e| super::StoreError::Corrupt(e.to_string()))?
+                        .unwrap_or_default(),
                     source: r.source,
                     received_at: r.received_at,
                     id: r.id,

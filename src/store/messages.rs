@@ -217,6 +217,15 @@ impl Store {
         }
         let id = new.id.as_str();
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
+        // An SMS reply is routed to the case that last wrote to its number.
+        let recipient_index = match new.channel {
+            Channel::Sms => new
+                .envelope
+                .to
+                .first()
+                .map(|to| self.keys.blind_index("phone", to)),
+            Channel::Email => None,
+        };
         let parent_thread = match new.in_reply_to.as_deref() {
             Some(parent) => Self::message_by_rfc_id_in(&mut tx, parent)
                 .await?
@@ -235,8 +244,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, template_id, \
              language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, \
-             segments, scheduled_for, created_at, updated_at, thread_id) \
-             VALUES ($1, $2, 'outbound', $3, 'queued', 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19)",
+             segments, scheduled_for, created_at, updated_at, thread_id, recipient_index) \
+             VALUES ($1, $2, 'outbound', $3, 'queued', 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19, $20)",
         )
         .bind(id)
         .bind(&new.case_id)
@@ -257,6 +266,7 @@ impl Store {
         .bind(new.scheduled_for)
         .bind(now)
         .bind(&thread_id)
+        .bind(recipient_index)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO message_events (message_id, event, at) VALUES ($1, 'queued', $2)")

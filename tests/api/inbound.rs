@@ -715,3 +715,110 @@ async fn after_a_key_rotation_opt_outs_and_matching_hold() {
     let err = parley::App::build(stranger).await.err().expect("refused");
     assert!(format!("{err:#}").contains("does not open"), "{err:#}");
 }
+
+#[tokio::test]
+async fn replies_never_cross_tenants_on_a_guess() {
+    let app = spawn_app().await;
+    let a = app.party(PartyKind::Creditor, "Creditor A").await;
+    let b = app.party(PartyKind::Creditor, "Creditor B").await;
+    // Both creditors have a case for a debtor with the same number.
+    let mut cases = Vec::new();
+    for (party, number) in [(&a, "2024-0042"), (&b, "2024-0043")] {
+        let mut body = crate::helpers::case_body();
+        body["caseNumber"] = json!(number);
+        let r = app.post(&party.token, "/api/cases", &body).await;
+        assert_eq!(r.status(), 201);
+        let case: Value = r.json().await.unwrap();
+        cases.push(case["caseId"].as_str().unwrap().to_string());
+    }
+    let mut both = cases.clone();
+    both.sort();
+    let unmatched = |app: &TestApp| {
+        let (client, url, token) = (
+            app.client.clone(),
+            format!("{}/api/inbound/unmatched", app.base),
+            app.admin.token.clone(),
+        );
+        async move {
+            let v: Value = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["messages"].as_array().unwrap().clone()
+        }
+    };
+
+    // Neither has written to the number: the reply is not given to either.
+    assert_eq!(
+        post_sms(&app, "+4512345678", "Who is this?", "SM300")
+            .await
+            .status(),
+        200
+    );
+    let list = unmatched(&app).await;
+    assert_eq!(list.len(), 1);
+    let mut candidates: Vec<String> =
+        serde_json::from_value(list[0]["candidateCaseIds"].clone()).unwrap();
+    candidates.sort();
+    assert_eq!(candidates, both, "an admin chooses between the two");
+
+    // A subject naming a case of each: no guess either.
+    let mail = "From: debtor@example.com\r\nTo: inbox@localhost\r\nSubject: Re: 2024-0042 and 2024-0043\r\n\r\nPaid.\r\n";
+    let r = app
+        .client
+        .post(format!("{}/api/inbound/email", app.base))
+        .bearer_auth(&app.admin.token)
+        .header("content-type", "message/rfc822")
+        .body(mail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "kept unmatched");
+    let list = unmatched(&app).await;
+    assert_eq!(list.len(), 2);
+    let mut candidates: Vec<String> =
+        serde_json::from_value(list[1]["candidateCaseIds"].clone()).unwrap();
+    candidates.sort();
+    assert_eq!(candidates, both);
+
+    // Once creditor B writes to the number, replies go to B's case.
+    let r = app
+        .post(
+            &b.token,
+            &format!("/api/cases/{}/messages", cases[1]),
+            &json!({"messageType": "sms", "body": "Please call us."}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    post_sms(&app, "+4512345678", "Calling now", "SM301").await;
+    let of = |party: &Party, case: &str| {
+        let (client, url, token) = (
+            app.client.clone(),
+            format!("{}/api/cases/{case}/messages?direction=inbound", app.base),
+            party.token.clone(),
+        );
+        async move {
+            let v: Value = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["totalCount"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(of(&b, &cases[1]).await, 1);
+    assert_eq!(
+        of(&a, &cases[0]).await,
+        0,
+        "nothing of it reaches creditor A"
+    );
+}
