@@ -70,7 +70,7 @@ impl Documents {
     }
 
     /// Streams the upload's file into the store, sealed, never more than the limit.
-    pub async fn write_file<S, E>(
+    pub async fn write_file<S>(
         &self,
         upload: &mut Upload,
         file_name: String,
@@ -78,7 +78,7 @@ impl Documents {
         bytes: S,
     ) -> AppResult<()>
     where
-        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
         let written = self
             .files

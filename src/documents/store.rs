@@ -84,14 +84,16 @@ impl DocumentStore {
 
     /// Seals the chunks of `next` as they arrive into a temporary file, then moves it into
     /// place. Nothing is left behind on error.
-    pub async fn write<S, E>(
+    /// Streams an upload into the store, sealed. A stream error of kind `FileTooLarge` (the
+    /// upload's framing gave up on its size first) is [`WriteError::TooLarge`] too.
+    pub async fn write<S>(
         &self,
         document_id: &str,
         max: u64,
         mut upload: S,
     ) -> Result<Written, WriteError>
     where
-        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
         let tmp = self.path(&format!(".upload-{document_id}"));
         let result = self.write_to(&tmp, document_id, max, &mut upload).await;
@@ -117,7 +119,7 @@ impl DocumentStore {
         }
     }
 
-    async fn write_to<S, E>(
+    async fn write_to<S>(
         &self,
         tmp: &Path,
         id: &str,
@@ -125,7 +127,7 @@ impl DocumentStore {
         upload: &mut S,
     ) -> Result<Written, WriteError>
     where
-        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
         use futures_util::StreamExt;
         let mut file = tokio::fs::File::create(tmp)
@@ -142,7 +144,10 @@ impl DocumentStore {
                 .next()
                 .await
                 .transpose()
-                .map_err(|_| WriteError::Upload)?
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::FileTooLarge => WriteError::TooLarge(max),
+                    _ => WriteError::Upload,
+                })?
             else {
                 break;
             };

@@ -17,6 +17,7 @@ use crate::domain::CaseId;
 use crate::domain::document::clean_file_name;
 use crate::domain::time::rfc3339;
 use crate::store::DocumentView;
+use futures_util::TryStreamExt;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -78,11 +79,11 @@ pub struct UploadForm {
     #[schema(schema_with = super::openapi::document_type)]
     document_type: String,
     /// At most 2000 bytes; blank counts as absent.
-    #[schema(max_length = 2000, nullable = false)]
+    #[schema(max_length = 2000, nullable = false, pattern = "^[^\\x00]*$")]
     description: Option<String>,
     /// A `documentId` of this case, the latest version of its document: this upload becomes
     /// its next version.
-    #[schema(nullable = false)]
+    #[schema(nullable = false, pattern = "^[^\\x00]*$")]
     replaces_document_id: Option<String>,
 }
 
@@ -96,6 +97,12 @@ async fn text_field(field: multer::Field<'_>) -> ApiResult<String> {
         return Err(invalid(
             Code::ValidationFailed,
             "a text field is longer than 2000 bytes",
+        ));
+    }
+    if text.contains('\0') {
+        return Err(invalid(
+            Code::ValidationFailed,
+            "a text field holds a NUL character",
         ));
     }
     Ok(text.trim().to_string())
@@ -148,8 +155,17 @@ pub async fn upload(
                     let file_type = field
                         .content_type()
                         .map_or("application/octet-stream".into(), |m| m.to_string());
+                    // multer may give up on the body's size before the store counts the
+                    // file's bytes: that is the upload being too large, not broken.
+                    let bytes = field.map_err(|e| match e {
+                        multer::Error::StreamSizeExceeded { .. }
+                        | multer::Error::FieldSizeExceeded { .. } => {
+                            std::io::Error::new(std::io::ErrorKind::FileTooLarge, e)
+                        }
+                        other => std::io::Error::other(other),
+                    });
                     documents
-                        .write_file(&mut upload, file_name, file_type, field)
+                        .write_file(&mut upload, file_name, file_type, bytes)
                         .await?;
                 }
                 "documentType" => described.document_type = Some(text_field(field).await?),

@@ -178,11 +178,13 @@ pub struct SmsForm {
     #[schema(schema_with = super::openapi::phone)]
     from: String,
     #[serde(rename = "To", default)]
+    #[schema(pattern = "^[^\\x00]*$")]
     to: String,
     #[serde(rename = "Body", default)]
+    #[schema(pattern = "^[^\\x00]*$")]
     body: String,
     #[serde(rename = "MessageSid")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, pattern = "^[^\\x00]*$")]
     sid: Option<String>,
 }
 
@@ -199,6 +201,16 @@ pub async fn receive_sms(
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let from = crate::domain::PhoneNumber::parse(&f.from)
         .map_err(|e| ApiError::unprocessable(Code::InvalidRecipient, e.0))?;
+    if [Some(&f.to), Some(&f.body), f.sid.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|v| v.contains('\0'))
+    {
+        return Err(ApiError::unprocessable(
+            Code::InvalidBody,
+            "a form field holds a NUL character",
+        ));
+    }
     let sms = crate::app::inbound::ReceivedSms {
         from,
         to: f.to,

@@ -77,8 +77,10 @@ pub struct NoteList {
 #[serde(rename_all = "camelCase")]
 pub struct NoteQuery {
     /// Only notes of this category.
+    #[param(schema_with = super::openapi::tag)]
     pub category: Option<String>,
     /// Only notes with this tag.
+    #[param(schema_with = super::openapi::tag)]
     pub tag: Option<String>,
     /// Page size, 50 when absent.
     #[param(schema_with = super::openapi::limit_200)]
@@ -149,8 +151,8 @@ pub async fn list_notes(
 ) -> ApiResult<axum::Json<NoteList>> {
     let id = case_id(&raw)?;
     let filter = NoteFilter {
-        category: q.category,
-        tag: q.tag,
+        category: filter_word("category", q.category)?,
+        tag: filter_word("tag", q.tag)?,
         cursor: page_cursor(q.cursor)?,
         limit: page_limit(q.limit)?,
     };
@@ -163,6 +165,16 @@ pub async fn list_notes(
         notes: page.items.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+/// A filter names a category or tag as notes carry them; another word is 400 `invalid_query`.
+fn filter_word(what: &str, word: Option<String>) -> ApiResult<Option<String>> {
+    word.map(|w| {
+        Tag::parse(what, &w)
+            .map(Tag::into_string)
+            .map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.0))
+    })
+    .transpose()
 }
 
 #[derive(Debug, Serialize, ToSchema)]

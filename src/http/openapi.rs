@@ -236,8 +236,8 @@ const LANGUAGE: &str = "^[A-Za-z]{2,3}(?:[-_][A-Za-z]{2})?$";
 /// ISO 4217.
 const CURRENCY: &str = "^[A-Z]{3}$";
 
-/// A positive amount with at most two decimals, below 10^13.
-const AMOUNT: &str = "^(?:[1-9][0-9]{0,12}(?:\\.[0-9]{1,2})?|0\\.(?:0[1-9]|[1-9][0-9]?))$";
+/// A positive amount with at most two decimals, below 10^12.
+const AMOUNT: &str = "^(?:[1-9][0-9]{0,11}(?:\\.[0-9]{1,2})?|0\\.(?:0[1-9]|[1-9][0-9]?))$";
 
 /// A page cursor: base64url (no padding) of printable ASCII, as `nextCursor` gives it.
 const CURSOR: &str = "^(?:[I-Za-f][C-HS-Xi-ny-z0-3](?:[AEIMQUYcgkosw048][g-z0-9_-]|[BFJNRVZdhlptx159][A-Za-z0-9_-]))*(?:[I-Za-f][AQgw]|[I-Za-f][C-HS-Xi-ny-z0-3][AEIMQUYcgkosw048])?$";
@@ -251,9 +251,10 @@ const DATE: &str = "^(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(
 /// RFC 3339 time of day after a date: `THH:MM:SS`, optional fraction, `Z` or an offset.
 const TIME: &str = "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$";
 
-/// An http(s) URL with a plain host name, as webhooks take.
-const WEB_URL: &str =
-    "^https?://[a-z][a-z0-9]*(?:\\.[a-z][a-z0-9]*)*(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~/-]*)?$";
+/// A webhook URL: `http(s)://`, optional user info, a host name (its last label starting with
+/// a letter) or an IPv4 address, an optional port, path and query; no fragment. What
+/// `webhooks::web_url` takes.
+const WEB_URL: &str = r"^https?://(?:(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*@)?(?:(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*|(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?(?:\?(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$";
 
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
@@ -360,7 +361,7 @@ pub fn amount_value() -> Schema {
             ObjectBuilder::new()
                 .schema_type(Type::Number)
                 .exclusive_minimum(Some(0))
-                .maximum(Some(9_999_999_999_999.99))
+                .maximum(Some(999_999_999_999.99))
                 .multiple_of(Some(0.01))
                 .build(),
         )

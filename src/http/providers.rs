@@ -14,6 +14,7 @@ use super::AppState;
 use super::extract::{Form, Json};
 use super::problem::{ApiError, ApiResult};
 use crate::domain::PartyKind;
+use crate::domain::code::Code;
 use crate::domain::message::MessageStatus;
 use crate::domain::time::now_micros;
 
@@ -64,11 +65,14 @@ impl FromRequestParts<AppState> for ProviderAuth {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SmsStatus {
     #[serde(rename = "MessageSid")]
+    #[schema(pattern = "^[^\\x00]*$")]
     sid: String,
+    /// `sent`, `delivered`, `undelivered` or `failed` move the message; others are ignored.
     #[serde(rename = "MessageStatus")]
+    #[schema(pattern = "^[^\\x00]*$")]
     status: String,
     #[serde(rename = "ErrorCode")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, pattern = "^[^\\x00]*$")]
     error_code: Option<String>,
 }
 
@@ -83,6 +87,16 @@ pub async fn sms_status(
     _: ProviderAuth,
     Form(f): Form<SmsStatus>,
 ) -> ApiResult<StatusCode> {
+    if [Some(&f.sid), Some(&f.status), f.error_code.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|v| v.contains('\0'))
+    {
+        return Err(ApiError::unprocessable(
+            Code::InvalidBody,
+            "a form field holds a NUL character",
+        ));
+    }
     let status = match f.status.as_str() {
         "sent" => MessageStatus::Sent,
         "delivered" => MessageStatus::Delivered,
@@ -122,6 +136,11 @@ pub async fn email_events(
 ) -> ApiResult<axum::Json<Value>> {
     let (mut recorded, mut ignored) = (0, 0);
     for e in &events {
+        // Nothing a provider sends holds a NUL; such an event is not one of ours.
+        if e.to_string().contains("\\u0000") {
+            ignored += 1;
+            continue;
+        }
         let kind = e["event"].as_str().unwrap_or_default();
         let status = match kind {
             "delivered" => Some(MessageStatus::Delivered),

@@ -108,6 +108,13 @@ pub async fn create(
             "url is longer than 2000 characters",
         ));
     }
+    if !web_url(&req.url) {
+        return Err(ApiError::unprocessable(
+            Code::WebhookUrlNotAllowed,
+            "url must be http(s)://, optional user info, a host name or IPv4 address, an \
+             optional port, path and query, and no fragment",
+        ));
+    }
     if req.events.is_empty() {
         return Err(ApiError::unprocessable(
             Code::ValidationFailed,
@@ -175,4 +182,135 @@ pub async fn deliveries(
     Ok(axum::Json(DeliveryList {
         deliveries: list.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// The webhook URLs the document describes, and the only ones taken: `http(s)://`, optional
+/// user info, a host name whose last label starts with a letter (labels of letters and digits,
+/// single hyphens inside) or an IPv4 address, an optional port (1 to 65535), an optional path
+/// and query of URL characters and `%XX` escapes, no fragment.
+fn web_url(url: &str) -> bool {
+    fn escaped(s: &str, plain: impl Fn(u8) -> bool) -> bool {
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+            } else if plain(b[i]) {
+                i += 1;
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+    fn sub_delim(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || b"._~!$&'()*+,;=:-".contains(&c)
+    }
+    fn label(l: &str) -> bool {
+        !l.is_empty()
+            && l.split('-')
+                .all(|run| !run.is_empty() && run.bytes().all(|c| c.is_ascii_alphanumeric()))
+    }
+    fn octet(o: &str) -> bool {
+        !o.is_empty()
+            && o.len() <= 3
+            && o.bytes().all(|c| c.is_ascii_digit())
+            && (o == "0" || !o.starts_with('0'))
+            && o.parse::<u16>().is_ok_and(|n| n <= 255)
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host_port = match authority.split_once('@') {
+        Some((user, host_port)) => {
+            if !escaped(user, sub_delim) {
+                return false;
+            }
+            host_port
+        }
+        None => authority,
+    };
+    let (host, port) = match host_port.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (host_port, None),
+    };
+    if let Some(port) = port
+        && !(port.bytes().all(|c| c.is_ascii_digit())
+            && !port.starts_with('0')
+            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p)))
+    {
+        return false;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let dns = labels.iter().all(|l| label(l))
+        && labels
+            .last()
+            .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()));
+    let ipv4 = labels.len() == 4 && labels.iter().all(|o| octet(o));
+    if !(dns || ipv4) {
+        return false;
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    let path_char = |c: u8| sub_delim(c) || c == b'@' || c == b'/';
+    (path.is_empty() || (path.starts_with('/') && escaped(path, path_char)))
+        && query.is_none_or(|q| escaped(q, |c| path_char(c) || c == b'?'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::web_url;
+
+    #[test]
+    fn webhook_urls_are_the_ones_the_document_describes() {
+        for ok in [
+            "https://hooks.example.com/parley",
+            "http://a",
+            "http://a-b.c-d.e/x?y=1&z=%2F",
+            "http://u:p@h.io:8080/p",
+            "http://@h.io",
+            "http://1.2.3.4:65535",
+            "http://0.0.0.0",
+            "https://h.io?",
+            "https://h.io/?a?b",
+        ] {
+            assert!(web_url(ok), "{ok}");
+        }
+        for bad in [
+            "ftp://a",
+            "HTTP://a",
+            "http://",
+            "http://a.1",
+            "http://1.2.3",
+            "http://01.2.3.4",
+            "http://256.1.1.1",
+            "http://xn--a.com",
+            "http://-a.com",
+            "http://a..b",
+            "http://a.b.",
+            "http://a/b#c",
+            "http://[::1]/",
+            "http://a:0",
+            "http://a:65536",
+            "http://a:/",
+            "http://a/%zz",
+            "http://a/%2",
+            "http://a b",
+            "http://u@v@h",
+        ] {
+            assert!(!web_url(bad), "{bad}");
+        }
+    }
 }

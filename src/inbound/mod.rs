@@ -1,6 +1,5 @@
-//! Inbound mail: MIME parsing and what a mail says about where it belongs. Receiving (the
-//! HTTP endpoint now; an SMTP server and IMAP polling to come) hands raw mail to
-//! `mime::parse`, then to `Store::ingest_email`.
+//! Inbound mail: the built-in SMTP server (`smtp`) and IMAP polling (`imap`). Both hand each
+//! raw mail to `app::inbound::Inbound::receive_email`, as `POST /api/inbound/email` does.
 
 pub mod imap;
 pub mod smtp;

@@ -2,7 +2,7 @@
 
 use parley::domain::PartyKind;
 use reqwest::multipart::{Form, Part};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
 
@@ -356,4 +356,45 @@ async fn documents_can_live_sealed_in_an_s3_bucket() {
         !app.dir.path().join("documents").join(id).exists(),
         "nothing kept locally"
     );
+}
+
+#[tokio::test]
+async fn curl_gets_413_for_a_file_over_the_limit_however_it_sends_it() {
+    let app = spawn_app_with(|c| c.http.max_upload_bytes = 2 * 1024 * 1024).await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let url = format!(
+        "{}/api/cases/{}/documents",
+        app.base,
+        case["caseId"].as_str().unwrap()
+    );
+    let file = app.dir.path().join("big.bin");
+    std::fs::write(&file, vec![7u8; 3 * 1024 * 1024]).unwrap();
+    // curl sends `Expect: 100-continue` with a Content-Length; then again chunked, without one.
+    for extra in [None, Some("Transfer-Encoding: chunked")] {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {}", creditor.token)])
+            .args(["-F", &format!("file=@{}", file.display())])
+            .args(["-F", "documentType=invoice"]);
+        if let Some(h) = extra {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd.arg(&url).output().await.expect("curl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "413",
+            "curl with {extra:?}"
+        );
+    }
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{}/documents", case["caseId"].as_str().unwrap()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["documents"], json!([]), "nothing was kept");
 }
