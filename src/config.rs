@@ -17,6 +17,9 @@ use crate::domain::policy::{ContactWindow, FrequencyCap};
 /// `parley.toml` name is the key itself.
 const KEYS: &[&str] = &[
     "http_addr",
+    "http_header_timeout",
+    "http_request_timeout",
+    "http_max_connections",
     "public_url",
     "data_dir",
     "database_url",
@@ -121,6 +124,12 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub addr: SocketAddr,
+    /// A client that has not sent its request headers by then is disconnected.
+    pub header_timeout: Duration,
+    /// The longest a request may take, reading its body included.
+    pub request_timeout: Duration,
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
     /// Base URL of tracking links and pixels.
     pub public_url: String,
     pub max_upload_bytes: u64,
@@ -333,6 +342,17 @@ impl Config {
                 .map_err(|_| format!("not a socket address: {v:?}"))
         })?
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let http_header_timeout =
+            opt(raw, "http_header_timeout", parse_interval)?.unwrap_or(Duration::from_secs(30));
+        let http_request_timeout =
+            opt(raw, "http_request_timeout", parse_interval)?.unwrap_or(Duration::from_secs(300));
+        let http_max_connections = opt(raw, "http_max_connections", |v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| format!("expected a number from 1 to 100000, got {v:?}"))
+        })?
+        .unwrap_or(1024);
         let public_url = opt(raw, "public_url", |v| {
             parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
         })?
@@ -543,6 +563,9 @@ impl Config {
         Ok(Self {
             http: HttpConfig {
                 addr: http_addr,
+                header_timeout: http_header_timeout,
+                request_timeout: http_request_timeout,
+                max_connections: http_max_connections,
                 public_url,
                 max_upload_bytes,
                 max_json_bytes,

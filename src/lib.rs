@@ -176,13 +176,17 @@ impl App {
             self.services.clone(),
         );
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            })
-            .await
-            .context("serving HTTP");
+        let limits = http::server::ServerLimits {
+            header_timeout: self.config.http.header_timeout,
+            request_timeout: self.config.http.request_timeout,
+            max_connections: self.config.http.max_connections,
+        };
+        let served = http::server::serve(listener, router, limits, async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+        .context("serving HTTP");
         for task in [worker, dispatcher, smtp, imap].into_iter().flatten() {
             let _ = task.await;
         }

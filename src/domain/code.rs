@@ -18,6 +18,7 @@ word_enum!(
         InvalidCursor => "invalid_cursor",
         UnsupportedMediaType => "unsupported_media_type",
         PayloadTooLarge => "payload_too_large",
+        RequestTimeout => "request_timeout",
         ValidationFailed => "validation_failed",
         InvalidIdempotencyKey => "invalid_idempotency_key",
         IdempotencyConflict => "idempotency_conflict",

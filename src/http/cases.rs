@@ -243,6 +243,17 @@ fn printable(field: &str, s: Option<String>, max: usize) -> ApiResult<Option<Str
     }
 }
 
+/// A party id with a NUL in it names no party (and is nothing PostgreSQL could look up).
+fn party_id(field: &str, id: Option<String>) -> ApiResult<Option<String>> {
+    match id {
+        Some(id) if id.contains('\0') => Err(ApiError::unprocessable(
+            Code::InvalidParty,
+            format!("{field} is not a party id"),
+        )),
+        other => Ok(other),
+    }
+}
+
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::unprocessable(Code::ValidationFailed, detail)
 }
@@ -257,8 +268,7 @@ pub async fn create_case(
 ) -> ApiResult<(StatusCode, axum::Json<CaseResponse>)> {
     let creditor_id = match actor.kind {
         PartyKind::Partner => return Err(ApiError::forbidden("a partner cannot create cases")),
-        PartyKind::Admin => req
-            .creditor_id
+        PartyKind::Admin => party_id("creditorId", req.creditor_id)?
             .ok_or_else(|| invalid("creditorId is required when an admin creates a case"))?,
         PartyKind::Creditor => match req.creditor_id {
             Some(id) if id != actor.party_id.as_str() => {
@@ -277,7 +287,7 @@ pub async fn create_case(
             .map(CaseNumber::parse)
             .transpose()?,
         creditor_id,
-        partner_id: req.partner_id,
+        partner_id: party_id("partnerId", req.partner_id)?,
         debtor: Debtor::parse(
             &d.name,
             d.email.as_deref(),
@@ -370,7 +380,10 @@ pub async fn update_case(
     let debtor = req.debtor.unwrap_or_default();
     let patch = CasePatch {
         status: req.status.as_deref().map(CaseStatus::parse).transpose()?,
-        partner_id: req.partner_id,
+        partner_id: req
+            .partner_id
+            .map(|p| party_id("partnerId", p))
+            .transpose()?,
         debtor_name: debtor.name.as_deref().map(parse_name).transpose()?,
         debtor_email: debtor
             .email

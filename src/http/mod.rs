@@ -13,6 +13,7 @@ mod preferences;
 pub mod problem;
 mod providers;
 mod rate_limit;
+pub mod server;
 mod templates;
 mod threads;
 mod tracking;

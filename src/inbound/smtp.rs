@@ -519,7 +519,7 @@ impl Conn {
     }
 
     /// Starts TLS on the connection. Whatever the client sent after STARTTLS in the clear is
-    /// dropped (RFC 3207 §6: no command injection).
+    /// dropped, never read as if it had come through TLS (STARTTLS command injection).
     async fn start_tls(self, config: Arc<ServerConfig>) -> Result<Conn, Stop> {
         let (at, stop) = self.timer();
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(self.io);
@@ -599,6 +599,7 @@ async fn session(io: Box<dyn Io>, inbound: &Inbound, settings: &Settings) {
                 // RFC 3207 §4.2: forget everything the client said before.
                 state = State {
                     tls: true,
+                    errors: state.errors,
                     ..State::default()
                 };
                 continue;

@@ -2,6 +2,7 @@
 //! test (SQLite by default; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server).
 
 mod helpers;
+mod hostile;
 mod inbound;
 mod layers;
 mod peers;
