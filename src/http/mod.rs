@@ -38,11 +38,16 @@ pub use metrics::Metrics;
 use problem::problem_response;
 pub use rate_limit::RateLimiter;
 
+/// Opens and clicks recorded per client address and minute; more are served, not recorded.
+const TRACKING_PER_ADDRESS: u32 = 120;
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub limiter: Arc<RateLimiter>,
+    /// Limits and de-duplicates what the tracking links record.
+    pub tracking: Arc<tracking::TrackingGuard>,
     pub metrics: Arc<Metrics>,
     pub openapi: axum::body::Bytes,
     /// Case documents: uploads and downloads.
@@ -128,6 +133,7 @@ pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services)
     let state = AppState {
         store,
         limiter: Arc::new(RateLimiter::new(config.http.rate_limit_per_minute)),
+        tracking: Arc::new(tracking::TrackingGuard::new(TRACKING_PER_ADDRESS)),
         metrics: Arc::new(Metrics::default()),
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),

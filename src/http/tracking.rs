@@ -2,13 +2,19 @@
 //! one-click unsubscribe (RFC 8058). A token that is not ours answers 404 and redirects
 //! nowhere; none of these pages says anything about the message.
 
-use axum::extract::State;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
 use super::extract::Path;
 use super::problem::{ApiError, ApiResult};
+use super::rate_limit::RateLimiter;
 use crate::app::tracking::{self, Link};
 use crate::domain::message::MessageStatus;
 use crate::domain::time::now_micros;
@@ -19,6 +25,54 @@ const PIXEL: [u8; 43] = [
     0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
+
+/// What keeps the unauthenticated tracking links cheap: a limit per client address, and
+/// memory of what was recorded lately, so a flood of opens or clicks costs no writes.
+pub struct TrackingGuard {
+    per_address: RateLimiter,
+    recorded: Mutex<HashMap<(String, MessageStatus), Instant>>,
+}
+
+/// How long a recorded open or click of a message is not recorded again.
+const REPEAT_WINDOW: Duration = Duration::from_secs(600);
+/// Memory of recorded events is forgotten beyond this many entries.
+const REMEMBERED: usize = 100_000;
+
+impl TrackingGuard {
+    /// `per_minute` tracked requests per client address are recorded; more are served but
+    /// not recorded.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_address: RateLimiter::new(per_minute),
+            recorded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this event should be written: not over the address's limit, and not
+    /// recorded for this message within the last ten minutes.
+    fn admit(&self, peer: Option<SocketAddr>, message: &str, event: MessageStatus) -> bool {
+        let address = peer.map_or_else(|| "unknown".to_string(), |p| p.ip().to_string());
+        if self.per_address.check(&address).is_err() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if recorded.len() >= REMEMBERED {
+            recorded.retain(|_, at| now.duration_since(*at) < REPEAT_WINDOW);
+            if recorded.len() >= REMEMBERED {
+                recorded.clear();
+            }
+        }
+        let key = (message.to_string(), event);
+        match recorded.get(&key) {
+            Some(at) if now.duration_since(*at) < REPEAT_WINDOW => false,
+            _ => {
+                recorded.insert(key, now);
+                true
+            }
+        }
+    }
+}
 
 fn link(state: &AppState, token: &str) -> ApiResult<Link> {
     tracking::open(state.store.keys(), token).ok_or_else(|| ApiError::not_found("link"))
@@ -32,14 +86,20 @@ fn no_store(mut r: Response) -> Response {
 
 #[utoipa::path(get, path = "/t/open/{token}", tag = "tracking", params(("token" = String, Path)),
     responses((status = 200, description = "a 1x1 GIF; the open is recorded", content_type = "image/gif"), (status = 404)))]
-pub async fn open(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
+pub async fn open(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> ApiResult<Response> {
     let Link::Open { m } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
-    state
-        .store
-        .record_status_event(&m, MessageStatus::Opened, now_micros(), None, None)
-        .await?;
+    if state.tracking.admit(Some(peer), &m, MessageStatus::Opened) {
+        state
+            .store
+            .record_status_event(&m, MessageStatus::Opened, now_micros(), None, None)
+            .await?;
+    }
     Ok(no_store(
         ([(header::CONTENT_TYPE, "image/gif")], PIXEL).into_response(),
     ))
@@ -49,15 +109,18 @@ pub async fn open(State(state): State<AppState>, Path(token): Path<String>) -> A
     responses((status = 302, description = "to the original link; the click is recorded"), (status = 404)))]
 pub async fn click(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
     let Link::Click { m, u } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
-    state
-        .store
-        .record_status_event(&m, MessageStatus::Clicked, now_micros(), None, None)
-        .await?;
+    if state.tracking.admit(Some(peer), &m, MessageStatus::Clicked) {
+        state
+            .store
+            .record_status_event(&m, MessageStatus::Clicked, now_micros(), None, None)
+            .await?;
+    }
     let location = HeaderValue::from_str(&u).map_err(|_| ApiError::not_found("link"))?;
     let mut r = StatusCode::FOUND.into_response();
     r.headers_mut().insert(header::LOCATION, location);
@@ -113,4 +176,30 @@ pub async fn unsubscribe(
         ))
         .into_response(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_and_floods_are_not_recorded() {
+        let guard = TrackingGuard::new(3);
+        let a: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        assert!(guard.admit(Some(a), "msg_1", MessageStatus::Opened));
+        assert!(
+            !guard.admit(Some(a), "msg_1", MessageStatus::Opened),
+            "a repeat"
+        );
+        assert!(guard.admit(Some(a), "msg_1", MessageStatus::Clicked));
+        assert!(
+            !guard.admit(Some(a), "msg_2", MessageStatus::Opened),
+            "over the limit"
+        );
+        assert!(
+            guard.admit(Some(b), "msg_2", MessageStatus::Opened),
+            "another address"
+        );
+    }
 }

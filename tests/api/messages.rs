@@ -200,6 +200,15 @@ async fn opened_and_clicked_appear_after_the_pixel_and_link_are_fetched() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/gif");
     assert_eq!(report(&app, &party, id).await["status"], "opened");
+    // A mail client that loads the pixel again and again: served, recorded once.
+    for _ in 0..30 {
+        let r = client
+            .get(pixel.replace(&app.config.http.public_url, &app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
 
     let r = client
         .get(link.replace(&app.config.http.public_url, &app.base))
