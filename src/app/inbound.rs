@@ -2,6 +2,7 @@
 //! provider's webhook, and the sorting of what matched no case. Every way in reads the mail
 //! the same way (`domain::mail`) and stores it with the same store verb.
 
+use super::tracking::bounced_message;
 use super::{AppError, AppResult};
 use crate::domain::code::Code;
 use crate::domain::mail::{self, InboundMail};
@@ -59,9 +60,16 @@ impl Inbound {
         parsed
             .delivered_to
             .extend(envelope_recipients.iter().cloned());
+        // A bounce is believed only when it comes back to a message's own bounce address.
+        let returned = parsed
+            .to
+            .iter()
+            .chain(&parsed.cc)
+            .chain(&parsed.delivered_to)
+            .find_map(|a| bounced_message(self.store.keys(), a, &self.domain));
         Ok(self
             .store
-            .ingest_email(source, raw, &parsed, &self.domain)
+            .ingest_email(source, raw, &parsed, &self.domain, returned.as_deref())
             .await?)
     }
 

@@ -34,6 +34,36 @@ pub fn open(keys: &KeyRing, token: &str) -> Option<Link> {
     serde_json::from_slice(&json).ok()
 }
 
+/// The per-message envelope sender (VERP) of outbound email,
+/// `bounce+<message hex>-<mac>@<inbound domain>`: a delivery status notification sent to it
+/// proves which message it answers. The address fits the 64 octets of a local part and
+/// survives relays that lower-case it.
+pub fn bounce_address(keys: &KeyRing, message_id: &str, inbound_domain: &str) -> Option<String> {
+    let hex = message_id.strip_prefix("msg_")?;
+    let mac = keys.blind_index("verp", message_id);
+    Some(format!("bounce+{hex}-{}@{inbound_domain}", &mac[..16]))
+}
+
+/// The message a bounce address names, if it is one of ours with a valid token.
+pub fn bounced_message(keys: &KeyRing, address: &str, inbound_domain: &str) -> Option<String> {
+    let (local, domain) = address.trim().rsplit_once('@')?;
+    if !domain.eq_ignore_ascii_case(inbound_domain) {
+        return None;
+    }
+    let token = local.to_ascii_lowercase();
+    let (hex, mac) = token.strip_prefix("bounce+")?.split_once('-')?;
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let message_id = format!("msg_{hex}");
+    let expected = keys.blind_index("verp", &message_id);
+    let valid: bool = expected.as_bytes()[..16]
+        .iter()
+        .zip(mac.as_bytes())
+        .fold(mac.len() == 16, |ok, (a, b)| ok & (a == b));
+    valid.then_some(message_id)
+}
+
 pub struct LinkMaker<'a> {
     pub keys: &'a KeyRing,
     pub public_url: &'a str,
@@ -166,6 +196,33 @@ pub fn tracked_html(html: &str, links: &LinkMaker<'_>, unsubscribe_url: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounce_addresses_name_their_message_and_cannot_be_forged() {
+        let keys = KeyRing::new(&[1; 32], &[]);
+        let id = "msg_0192f0c4a1b27c3d8e9f0a1b2c3d4e5f";
+        let address = bounce_address(&keys, id, "inbound.example").unwrap();
+        assert!(address.split('@').next().unwrap().len() <= 64, "{address}");
+        assert_eq!(
+            bounced_message(&keys, &address, "inbound.example").as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            bounced_message(&keys, &address.to_uppercase(), "INBOUND.EXAMPLE").as_deref(),
+            Some(id),
+            "relays may change the case"
+        );
+        let forged = address.replacen("-", "-0", 1);
+        assert_eq!(bounced_message(&keys, &forged, "inbound.example"), None);
+        let other = address.replace("0192", "0193");
+        assert_eq!(bounced_message(&keys, &other, "inbound.example"), None);
+        assert_eq!(bounced_message(&keys, &address, "elsewhere.example"), None);
+        let stranger = KeyRing::new(&[2; 32], &[]);
+        assert_eq!(
+            bounced_message(&stranger, &address, "inbound.example"),
+            None
+        );
+    }
 
     fn keys() -> KeyRing {
         KeyRing::new(&[9; 32], &[])

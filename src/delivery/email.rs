@@ -10,7 +10,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::SendError;
-use crate::app::tracking::{LinkMaker, html_from_text, tracked_html};
+use crate::app::tracking::{LinkMaker, bounce_address, html_from_text, tracked_html};
 use crate::store::Outgoing;
 
 #[derive(Clone)]
@@ -63,7 +63,25 @@ pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError>
             .map_err(|e| permanent("invalid address", &e))
     };
     let unsubscribe = ctx.links.unsubscribe();
+    // The envelope sender is the message's own bounce address (VERP): a bounce that does
+    // not come back to it is not believed.
+    let address = |s: &str| {
+        s.parse::<lettre::Address>()
+            .map_err(|e| permanent("invalid address", &e))
+    };
+    let bounce_to = bounce_address(ctx.links.keys, &m.id, ctx.inbound_domain)
+        .ok_or_else(|| permanent("no bounce address for", &m.id))?;
+    let recipients = m
+        .envelope
+        .to
+        .iter()
+        .chain(&m.envelope.cc)
+        .map(|r| address(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envelope = lettre::address::Envelope::new(Some(address(&bounce_to)?), recipients)
+        .map_err(|e| permanent("building the envelope", &e))?;
     let mut builder = Message::builder()
+        .envelope(envelope)
         .from(mailbox(ctx.from)?)
         .reply_to(mailbox(&case_address(&m.case_id, ctx.inbound_domain))?)
         .subject(m.subject.clone().unwrap_or_default())

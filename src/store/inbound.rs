@@ -124,23 +124,30 @@ fn raw_context(id: &str) -> String {
 }
 
 impl Store {
-    /// Stores one received mail. `inbound_domain` is the domain of per-case addresses.
+    /// Stores one received mail. `inbound_domain` is the domain of per-case addresses;
+    /// `returned` is the message whose bounce address (VERP) the mail came to, checked by
+    /// the caller: only then does a delivery status notification mark it bounced.
     pub async fn ingest_email(
         &self,
         source: &str,
         raw: &[u8],
         mail: &InboundMail,
         inbound_domain: &str,
+        returned: Option<&str>,
     ) -> StoreResult<Ingested> {
         let now = now_micros();
         let mut tx = self.write_tx().await?;
 
-        if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure()) {
-            let original = match &bounce.original_message_id {
-                Some(id) => Self::message_by_rfc_id_in(&mut tx, id).await?,
-                None => None,
-            };
-            if let Some((message_id, _, _)) = original {
+        if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure())
+            && let Some(returned) = returned
+        {
+            let original: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE id = $1 AND direction = 'outbound'",
+            )
+            .bind(returned)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(message_id) = original {
                 let reason = bounce.reason();
                 let event_id = mail.message_id.as_ref().map(|m| format!("dsn:{m}"));
                 apply_event(

@@ -268,19 +268,53 @@ async fn unmatched_mail_is_kept_and_listed_for_admins() {
 
 #[tokio::test]
 async fn a_delivery_status_notification_bounces_the_original() {
-    let app = spawn_app().await;
+    let smtp = crate::peers::SmtpPeer::start().await;
+    let url = smtp.url();
+    let app = spawn_app_with(move |c| {
+        c.mail.smtp_url = Some(parley::config::Secret::new(url));
+    })
+    .await;
     let (creditor, case) = setup(&app).await;
     let sent = send_email(&app, &creditor, case["caseId"].as_str().unwrap(), "Hi").await;
     let id = sent["messageId"].as_str().unwrap();
     app.deliver_due().await;
-    let dsn = format!(
-        "From: MAILER-DAEMON@mx.example.com\nTo: noreply@localhost\nSubject: Undelivered Mail Returned to Sender\n\
-Message-ID: <dsn-1@mx.example.com>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n\
+    // The mail went out with its own bounce address as the envelope sender (VERP).
+    let raw = String::from_utf8(smtp.wait_for(1).await.remove(0)).unwrap();
+    let bounce_to = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Sink-Mail-From: "))
+        .unwrap()
+        .to_string();
+    assert!(
+        bounce_to.starts_with("bounce+") && bounce_to.ends_with("@localhost"),
+        "{bounce_to}"
+    );
+    let report_to = |to: &str, dsn_id: &str| {
+        format!(
+            "From: MAILER-DAEMON@mx.example.com\nTo: {to}\nSubject: Undelivered Mail Returned to Sender\n\
+Message-ID: <{dsn_id}@mx.example.com>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n\
 --B\nContent-Type: text/plain\n\nYour message could not be delivered.\n\
 --B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n\
 Final-Recipient: rfc822; debtor@example.com\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\n\n\
 --B\nContent-Type: text/rfc822-headers\n\nFrom: noreply@localhost\nMessage-ID: <{id}@localhost>\nSubject: Hi\n\n--B--\n"
-    );
+        )
+    };
+    // A forged notification names the message but not its bounce address: not believed.
+    for forged_to in [
+        "noreply@localhost",
+        "bounce+00000000000000000000000000000000-0123456789abcdef@localhost",
+    ] {
+        let r = post_mail(&app, &app.admin.token, &report_to(forged_to, forged_to)).await;
+        assert_eq!(r.status(), 202, "kept unmatched, not a bounce");
+        let m: Value = app
+            .get(&creditor.token, &format!("/api/messages/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(m["status"], "sent", "a forged bounce changes nothing");
+    }
+    let dsn = report_to(&bounce_to, "dsn-1");
     let r = post_mail(&app, &app.admin.token, &dsn).await;
     assert_eq!(r.status(), 200);
     assert_eq!(

@@ -100,8 +100,12 @@ async fn seed_email_reaches_a_real_smtp_server_with_every_header() {
     let raw = smtp.wait_for(1).await.remove(0);
     let text = String::from_utf8_lossy(&raw).to_string();
     assert!(
-        text.starts_with("X-Sink-Rcpt-To: debtor@example.com, creditor@example.com"),
+        text.contains("\r\nX-Sink-Rcpt-To: debtor@example.com, creditor@example.com\r\n"),
         "both envelope recipients"
+    );
+    assert!(
+        text.starts_with(&format!("X-Sink-Mail-From: bounce+{}-", &id[4..])),
+        "the message's own bounce address as the envelope sender"
     );
     let mail = MessageParser::default().parse(&raw).unwrap();
     assert_eq!(

@@ -51,7 +51,10 @@ class Sink:
                 await asyncio.sleep(int(parts[1]))
         name = f"{time.time_ns()}-{uuid.uuid4().hex}.eml"
         tmp = os.path.join(self.directory, "." + name)
-        header = ("X-Sink-Rcpt-To: " + ", ".join(envelope.rcpt_tos) + "\r\n").encode()
+        header = (
+            "X-Sink-Mail-From: " + (envelope.mail_from or "") + "\r\n"
+            + "X-Sink-Rcpt-To: " + ", ".join(envelope.rcpt_tos) + "\r\n"
+        ).encode()
         with open(tmp, "wb") as f:
             f.write(header + envelope.original_content)
         os.rename(tmp, os.path.join(self.directory, name))
