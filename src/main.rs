@@ -49,13 +49,24 @@ enum PartyCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Create a token for a party; prints {"token": "..."} once, only its hash is kept.
+    /// Create a token for a party; prints {"token": "...", "tokenId": "..."} once, only its
+    /// hash is kept.
     Create {
         #[arg(long)]
         party: String,
         #[arg(long)]
         label: Option<String>,
+        /// The token expires this long after now, e.g. 90d, 12h.
+        #[arg(long)]
+        expires_in: Option<String>,
     },
+    /// List a party's tokens (never the tokens themselves).
+    List {
+        #[arg(long)]
+        party: String,
+    },
+    /// Revoke a token at once, by its id.
+    Revoke { token_id: String },
 }
 
 fn main() -> ExitCode {
@@ -107,14 +118,66 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token {
-            command: TokenCommand::Create { party, label },
+            command:
+                TokenCommand::Create {
+                    party,
+                    label,
+                    expires_in,
+                },
         } => {
+            let expires_at = expires_in
+                .as_deref()
+                .map(|v| {
+                    parley::domain::time::parse_duration(v)
+                        .map_err(|e| anyhow::anyhow!("--expires-in: {e}"))
+                        .map(|d| {
+                            parley::domain::time::now_micros()
+                                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                        })
+                })
+                .transpose()?;
             let store = migrated(&config).await?;
-            let token = store
-                .create_token(&party, label.as_deref())
+            let (id, token) = store
+                .issue_token(&party, label.as_deref(), expires_at)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no party with id {party:?}"))?;
-            println!("{}", serde_json::json!({"token": token}));
+            let mut out = serde_json::json!({"token": token, "tokenId": id});
+            if let Some(at) = expires_at {
+                out["expiresAt"] = parley::domain::time::rfc3339(at).into();
+            }
+            println!("{out}");
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::List { party },
+        } => {
+            let store = migrated(&config).await?;
+            let time = |t: Option<i64>| t.map(parley::domain::time::rfc3339);
+            let tokens: Vec<serde_json::Value> = store
+                .list_tokens(&party)
+                .await?
+                .into_iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "tokenId": t.id,
+                        "label": t.label,
+                        "createdAt": parley::domain::time::rfc3339(t.created_at),
+                        "expiresAt": time(t.expires_at),
+                        "revokedAt": time(t.revoked_at),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::json!({"tokens": tokens}));
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { token_id },
+        } => {
+            let store = migrated(&config).await?;
+            if !store.revoke_token(&token_id).await? {
+                anyhow::bail!("no live token with id {token_id:?}");
+            }
+            println!("{}", serde_json::json!({"revoked": token_id}));
             Ok(())
         }
     }

@@ -42,6 +42,7 @@ pub use messages::{
     Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Queued, StatusEvent,
 };
 pub use notes::{NewNote, Note, NoteFilter};
+pub use parties::TokenInfo;
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
 pub use preferences::StoredPreferences;
 pub use templates::{Template, TemplateContent};

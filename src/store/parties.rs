@@ -3,8 +3,18 @@
 use super::{Store, StoreResult};
 use crate::crypto::{new_token, token_hash};
 use crate::domain::party::Actor;
-use crate::domain::time::now_micros;
+use crate::domain::time::{Micros, now_micros};
 use crate::domain::{PartyId, PartyKind, prefixed_id};
+
+/// A token as an operator sees it: never the token itself.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub label: Option<String>,
+    pub created_at: Micros,
+    pub expires_at: Option<Micros>,
+    pub revoked_at: Option<Micros>,
+}
 
 /// A live token with its party, as `authenticate` reads it.
 #[derive(sqlx::FromRow)]
@@ -44,19 +54,58 @@ impl Store {
         party_id: &str,
         label: Option<&str>,
     ) -> StoreResult<Option<String>> {
+        Ok(self
+            .issue_token(party_id, label, None)
+            .await?
+            .map(|(_, token)| token))
+    }
+
+    /// A new token (its id and the token, shown once), valid until `expires_at` if given.
+    /// `None` when the party does not exist.
+    pub async fn issue_token(
+        &self,
+        party_id: &str,
+        label: Option<&str>,
+        expires_at: Option<Micros>,
+    ) -> StoreResult<Option<(String, String)>> {
         if self.party_kind(party_id).await?.is_none() {
             return Ok(None);
         }
         let token = new_token();
-        sqlx::query("INSERT INTO tokens (id, party_id, token_hash, label, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(prefixed_id("tok"))
-            .bind(party_id)
-            .bind(token_hash(&token))
-            .bind(label)
-            .bind(now_micros())
-            .execute(&self.writer)
-            .await?;
-        Ok(Some(token))
+        let id = prefixed_id("tok");
+        sqlx::query(
+            "INSERT INTO tokens (id, party_id, token_hash, label, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(party_id)
+        .bind(token_hash(&token))
+        .bind(label)
+        .bind(now_micros())
+        .bind(expires_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(Some((id, token)))
+    }
+
+    /// A party's tokens, newest first; never the tokens themselves.
+    pub async fn list_tokens(&self, party_id: &str) -> StoreResult<Vec<TokenInfo>> {
+        Ok(sqlx::query_as::<_, TokenInfo>(
+            "SELECT id, label, created_at, expires_at, revoked_at FROM tokens WHERE party_id = $1 ORDER BY id DESC",
+        )
+        .bind(party_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes a token at once; `false` when there is no such token or it was revoked before.
+    pub async fn revoke_token(&self, token_id: &str) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(token_id)
+                .bind(now_micros())
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The party a bearer token belongs to, if the token is known and not revoked.
@@ -64,9 +113,10 @@ impl Store {
         let row = sqlx::query_as::<_, TokenRow>(
             "SELECT t.id AS token_id, t.label AS label, p.id AS party_id, p.kind AS party_kind, p.name AS party_name \
              FROM tokens t JOIN parties p ON p.id = t.party_id \
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)",
         )
         .bind(token_hash(token))
+        .bind(now_micros())
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };

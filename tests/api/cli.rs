@@ -155,3 +155,95 @@ async fn a_bad_configuration_value_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key \"http_adr\""));
 }
+
+#[tokio::test]
+async fn tokens_are_listed_revoked_and_expire() {
+    let cli = Cli::new().await;
+    let party = cli
+        .json(&["party", "create", "--kind", "creditor", "--name", "Acme"])
+        .await;
+    let party_id = party["partyId"].as_str().unwrap();
+    let kept = cli
+        .json(&["token", "create", "--party", party_id, "--label", "desk"])
+        .await;
+    let revoked = cli
+        .json(&[
+            "token",
+            "create",
+            "--party",
+            party_id,
+            "--expires-in",
+            "90d",
+        ])
+        .await;
+    assert!(revoked["expiresAt"].is_string(), "{revoked}");
+    let expired = cli
+        .json(&["token", "create", "--party", party_id, "--expires-in", "0s"])
+        .await;
+
+    let list = cli.json(&["token", "list", "--party", party_id]).await;
+    let tokens = list["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 3);
+    let text = list.to_string();
+    for t in [&kept, &revoked, &expired] {
+        assert!(
+            !text.contains(t["token"].as_str().unwrap()),
+            "a listing never shows a token"
+        );
+        assert!(text.contains(t["tokenId"].as_str().unwrap()));
+    }
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = cli
+        .command(&["serve"])
+        .env("PARLEY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let status = |token: Value| {
+        let (client, url) = (client.clone(), format!("{base}/api/cases"));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token.as_str().unwrap())
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+        }
+    };
+    crate::peers::eventually(30, "parley serve", || {
+        let s = status(kept["token"].clone());
+        async move { s.await.filter(|c| *c == 200) }
+    })
+    .await;
+    assert_eq!(status(revoked["token"].clone()).await, Some(200));
+    assert_eq!(status(expired["token"].clone()).await, Some(401), "expired");
+
+    // Revoked while the server runs: refused at once.
+    let id = revoked["tokenId"].as_str().unwrap();
+    assert_eq!(cli.json(&["token", "revoke", id]).await["revoked"], id);
+    assert_eq!(status(revoked["token"].clone()).await, Some(401));
+    assert_eq!(status(kept["token"].clone()).await, Some(200));
+    let again = cli
+        .command(&["token", "revoke", id])
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success(), "a token is revoked once");
+    let list = cli.json(&["token", "list", "--party", party_id]).await;
+    let entry = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tokenId"] == id)
+        .unwrap()
+        .clone();
+    assert!(entry["revokedAt"].is_string(), "{entry}");
+}
