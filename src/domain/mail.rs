@@ -166,6 +166,32 @@ fn delivery_status(msg: &mail_parser::Message<'_>) -> Option<Bounce> {
 mod tests {
     use super::*;
 
+    mod fuzz {
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            /// Any bytes at all: parsed or refused, never a panic, and nothing read that
+            /// was not there.
+            #[test]
+            fn any_bytes_parse_or_are_refused(raw in proptest::collection::vec(any::<u8>(), 0..4096)) {
+                if let Some(mail) = super::super::parse(&raw) {
+                    prop_assert!(mail.text.len() <= raw.len() * 4 + 16);
+                    prop_assert!(mail.attachments <= raw.len());
+                }
+            }
+
+            /// Header-shaped lines in any order and number.
+            #[test]
+            fn header_soup_never_panics(lines in proptest::collection::vec(
+                "(From|To|Cc|Subject|Message-ID|In-Reply-To|References|Content-Type|Content-Transfer-Encoding): [ -~]{0,80}", 0..30)) {
+                let raw = format!("{}\r\n\r\nbody\r\n", lines.join("\r\n"));
+                let _ = super::super::parse(raw.as_bytes());
+            }
+        }
+    }
+
     #[test]
     fn reads_addresses_ids_and_bodies() {
         let raw = b"From: Debtor <debtor@example.com>\r\nTo: case-x@localhost\r\nCc: a@example.com, b@example.com\r\n\
