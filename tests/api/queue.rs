@@ -266,3 +266,65 @@ async fn a_slow_smtp_server_gets_one_copy() {
     assert_eq!(app.deliver_due().await, 0);
     assert_eq!(smtp.messages().len(), 1, "one message, one copy");
 }
+
+#[tokio::test]
+async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message() {
+    // A port where nothing listens yet: the mail server is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let clock = ManualClock::at(1_700_000_000_000_000);
+    let app = spawn_app_with_clock(clock.clone(), move |c| {
+        c.mail.smtp_url = Some(parley::config::Secret::new(format!(
+            "smtp://127.0.0.1:{port}"
+        )));
+        c.delivery.retry_schedule = vec![Duration::from_secs(60); 3];
+    })
+    .await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let sent: Value = app
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap()),
+            &json!({"messageType": "email", "subject": "Hello", "body": "Hello"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["messageId"].as_str().unwrap();
+    assert_eq!(app.deliver_due().await, 1, "the first attempt fails");
+    let attempts = app.store.delivery_attempts(id).await.unwrap();
+    assert_eq!(attempts[0].outcome.as_deref(), Some("retry"), "{attempts:?}");
+
+    // Still down a minute later (the second attempt), then up again.
+    clock.advance(Duration::from_secs(75));
+    assert_eq!(app.deliver_due().await, 1);
+    let smtp = SmtpPeer::start_with(&["--port", &port.to_string()]).await;
+    assert_eq!(app.deliver_due().await, 0, "the next try waits for its step");
+    clock.advance(Duration::from_secs(75));
+    assert_eq!(app.deliver_due().await, 1);
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+    let m: Value = app
+        .get(&creditor.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["status"], "sent", "accepted work is not lost");
+    let outcomes: Vec<Option<String>> = app
+        .store
+        .delivery_attempts(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Some("retry".into()), Some("retry".into()), Some("sent".into())]
+    );
+}
