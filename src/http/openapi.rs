@@ -40,6 +40,12 @@ const PROBLEMS: &[(u16, &str, &str)] = &[
         "No such resource, or not one this token's party can see: `not_found`.",
     ),
     (
+        408,
+        "RequestTimeout",
+        "The request, its body included, took longer than the server allows: \
+         `request_timeout`.",
+    ),
+    (
         409,
         "Conflict",
         "The request conflicts with the resource's current state.",
@@ -87,7 +93,8 @@ fn component_name(status: u16) -> Option<&'static str> {
 /// - 400 where there is a query string or a body to read;
 /// - 404 where a path names a resource;
 /// - 413, 415 and 422 where there is a body;
-/// - 503 everywhere: every operation reads the database.
+/// - 408 and 503 everywhere: any request may run over the server's time limit, and every
+///   operation reads the database.
 ///
 /// Problem responses an annotation declares itself (`body = ProblemBody`, or a bare status)
 /// become references to the same components, so every error is `application/problem+json`.
@@ -216,6 +223,7 @@ fn attach_problems(path: &str, op: &mut Operation) {
         add(415);
         add(422);
     }
+    add(408);
     add(503);
 }
 

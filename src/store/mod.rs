@@ -84,7 +84,17 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             // The database cannot be reached right now: worth trying again, not a bug.
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(anyhow::Error::new(e)),
+            // The server going away under a connection: shutting down (57P01..57P03, class
+            // 57), the connection broken (class 08), out of resources (class 53).
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|c| {
+                    c.starts_with("57") || c.starts_with("08") || c.starts_with("53")
+                }) =>
+            {
                 Self::Unavailable(anyhow::Error::new(e))
             }
             e => Self::Internal(anyhow::Error::new(e)),

@@ -13,6 +13,7 @@ mod cli;
 mod clients;
 mod documents;
 mod errors;
+mod faults;
 mod fuzz;
 mod messages;
 mod notes;

@@ -478,3 +478,88 @@ impl S3Peer {
         )
     }
 }
+
+/// A PostgreSQL cluster of one test's own, which the test may stop and start (the suite's
+/// shared cluster must stay up for every other test). Started with the project's own
+/// `scripts/lib/postgres.sh`, so it runs as the `postgres` user like the suite's.
+pub struct PgCluster {
+    pub admin_url: String,
+    dir: String,
+    bindir: String,
+}
+
+impl PgCluster {
+    pub async fn start() -> Self {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/postgres.sh");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                ". {}; start_postgres >/dev/null 2>&1 && echo \"$PARLEY_PG_DIR $PARLEY_PG_BINDIR $PARLEY_PG_ADMIN_URL\"",
+                script.display()
+            ))
+            .output()
+            .await
+            .expect("bash runs");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut parts = line.split(' ');
+        let (Some(dir), Some(bindir), Some(url)) = (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("a PostgreSQL cluster of its own did not start: {line:?}");
+        };
+        Self {
+            admin_url: url.to_string(),
+            dir: dir.to_string(),
+            bindir: bindir.to_string(),
+        }
+    }
+
+    async fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = format!("{}/pg_ctl", self.bindir);
+        let data = format!("{}/data", self.dir);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let status = cmd
+            .args(["-D", &data, "-w", "-t", "60"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "pg_ctl {args:?}");
+    }
+
+    /// Stops the server (fast: open connections are cut).
+    pub async fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "stop"]).await;
+    }
+
+    /// Starts it again with the options it had (`restart` reads them back from
+    /// `postmaster.opts`, also when the server is down).
+    pub async fn start_again(&self) {
+        let log = format!("{}/server.log", self.dir);
+        self.pg_ctl(&["-l", &log, "restart"]).await;
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let pg_ctl = format!("{}/pg_ctl", self.bindir);
+        let data = format!("{}/data", self.dir);
+        let mut cmd = std::process::Command::new(if is_root() { "runuser" } else { &pg_ctl });
+        if is_root() {
+            cmd.args(["-u", "postgres", "--", &pg_ctl]);
+        }
+        let _ = cmd
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -298,13 +298,21 @@ async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message(
     let id = sent["messageId"].as_str().unwrap();
     assert_eq!(app.deliver_due().await, 1, "the first attempt fails");
     let attempts = app.store.delivery_attempts(id).await.unwrap();
-    assert_eq!(attempts[0].outcome.as_deref(), Some("retry"), "{attempts:?}");
+    assert_eq!(
+        attempts[0].outcome.as_deref(),
+        Some("retry"),
+        "{attempts:?}"
+    );
 
     // Still down a minute later (the second attempt), then up again.
     clock.advance(Duration::from_secs(75));
     assert_eq!(app.deliver_due().await, 1);
     let smtp = SmtpPeer::start_with(&["--port", &port.to_string()]).await;
-    assert_eq!(app.deliver_due().await, 0, "the next try waits for its step");
+    assert_eq!(
+        app.deliver_due().await,
+        0,
+        "the next try waits for its step"
+    );
     clock.advance(Duration::from_secs(75));
     assert_eq!(app.deliver_due().await, 1);
     assert_eq!(smtp.wait_for(1).await.len(), 1);
@@ -325,6 +333,10 @@ async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message(
         .collect();
     assert_eq!(
         outcomes,
-        [Some("retry".into()), Some("retry".into()), Some("sent".into())]
+        [
+            Some("retry".into()),
+            Some("retry".into()),
+            Some("sent".into())
+        ]
     );
 }
