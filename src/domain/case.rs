@@ -142,7 +142,7 @@ pub struct CaseNumber(String);
 impl CaseNumber {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         let s = s.trim();
-        if s.is_empty() || s.len() > 64 || has_control_chars(s) {
+        if s.is_empty() || s.chars().count() > 64 || has_control_chars(s) {
             return Err(Invalid::new(
                 "caseNumber must be 1 to 64 printable characters",
             ));

@@ -44,6 +44,7 @@ impl OneOrMany {
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageRequest {
     /// `email` or `sms`
+    #[schema(schema_with = super::openapi::channel)]
     pub message_type: String,
     /// An address (email) or E.164 number (SMS), or a list of addresses; the debtor's when absent.
     pub to: Option<OneOrMany>,
@@ -55,15 +56,20 @@ pub struct SendMessageRequest {
     /// HTML part; derived from `body` when absent.
     pub html_body: Option<String>,
     /// `low`, `normal` (default) or `high`
+    #[schema(schema_with = super::openapi::priority_or_null)]
     pub priority: Option<String>,
     /// Default `general`.
+    #[schema(schema_with = super::openapi::category_or_null)]
     pub category: Option<String>,
+    #[schema(schema_with = super::openapi::template_id_or_null)]
     pub template_id: Option<String>,
     #[serde(default)]
     #[schema(value_type = Object)]
     pub variables: BTreeMap<String, Value>,
+    #[schema(schema_with = super::openapi::language_or_null)]
     pub language: Option<String>,
     /// RFC 3339; the message waits in the queue until then.
+    #[schema(schema_with = super::openapi::instant_or_null)]
     pub scheduled_at: Option<String>,
     /// A `messageId` of this case that this email answers (sets In-Reply-To and References).
     pub in_reply_to: Option<String>,
@@ -303,8 +309,9 @@ impl SendMessageRequest {
     }
 }
 
-#[utoipa::path(post, path = "/api/cases/{caseId}/messages", tag = "messages", params(("caseId" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body within 24 hours returns the first response")),
+#[utoipa::path(post, path = "/api/cases/{caseId}/messages", tag = "messages", params(("caseId" = uuid::Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "A repeat with the same key and body within 24 hours returns the first response")),
     request_body = SendMessageRequest,
     responses((status = 201, body = MessageResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)),
     security(("bearer" = [])))]
@@ -352,19 +359,28 @@ pub struct MessageList {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQuery {
     /// `email` or `sms`
     #[serde(rename = "type")]
+    #[param(schema_with = super::openapi::channel)]
     pub kind: Option<String>,
     /// `outbound` or `inbound`
+    #[param(schema_with = super::openapi::direction)]
     pub direction: Option<String>,
+    #[param(schema_with = super::openapi::message_status)]
     pub status: Option<String>,
     /// Date or RFC 3339 date-time, inclusive.
+    #[param(schema_with = super::openapi::instant)]
     pub date_from: Option<String>,
     /// Date (the whole day) or RFC 3339 date-time, inclusive.
+    #[param(schema_with = super::openapi::instant)]
     pub date_to: Option<String>,
+    /// Page size, 50 when absent.
+    #[param(schema_with = super::openapi::limit_200)]
     pub limit: Option<i64>,
+    #[param(schema_with = super::openapi::cursor)]
     pub cursor: Option<String>,
 }
 
@@ -387,8 +403,9 @@ fn query_time(name: &str, v: Option<&str>, end_of_day: bool) -> ApiResult<Option
     ))
 }
 
-#[utoipa::path(get, path = "/api/cases/{caseId}/messages", tag = "messages", params(("caseId" = String, Path), MessageQuery),
-    responses((status = 200, body = MessageList), (status = 404, body = ProblemBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/cases/{caseId}/messages", tag = "messages", params(("caseId" = uuid::Uuid, Path), MessageQuery),
+    responses((status = 200, body = MessageList), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody, description = "`invalid_cursor`")),
+    security(("bearer" = [])))]
 pub async fn list_messages(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -418,7 +435,7 @@ pub async fn list_messages(
             .map_err(bad)?,
         date_from: query_time("dateFrom", q.date_from.as_deref(), false)?,
         date_to: query_time("dateTo", q.date_to.as_deref(), true)?,
-        cursor: q.cursor,
+        cursor: super::extract::page_cursor(q.cursor)?,
         limit: page_limit(q.limit)?,
     };
     let (page, total_count) = state

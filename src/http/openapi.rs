@@ -562,7 +562,6 @@ pub fn document_type() -> Object {
         "other",
     ])
 }
-#[allow(dead_code)] // for messages.rs and templates.rs
 pub fn channel() -> Object {
     words(
         crate::domain::message::Channel::ALL
@@ -570,7 +569,6 @@ pub fn channel() -> Object {
             .map(|c| c.as_str()),
     )
 }
-#[allow(dead_code)] // for messages.rs and templates.rs
 pub fn direction() -> Object {
     words(
         crate::domain::message::Direction::ALL
@@ -578,7 +576,6 @@ pub fn direction() -> Object {
             .map(|d| d.as_str()),
     )
 }
-#[allow(dead_code)] // for messages.rs and templates.rs
 pub fn message_status() -> Object {
     words(
         crate::domain::message::MessageStatus::ALL
@@ -586,7 +583,6 @@ pub fn message_status() -> Object {
             .map(|s| s.as_str()),
     )
 }
-#[allow(dead_code)] // for messages.rs and templates.rs
 pub fn priority_or_null() -> Object {
     or_null(words(
         crate::domain::message::Priority::ALL
@@ -594,7 +590,6 @@ pub fn priority_or_null() -> Object {
             .map(|p| p.as_str()),
     ))
 }
-#[allow(dead_code)] // for messages.rs and templates.rs
 pub fn category_or_null() -> Object {
     or_null(words(
         crate::domain::message::Category::ALL
@@ -602,14 +597,12 @@ pub fn category_or_null() -> Object {
             .map(|c| c.as_str()),
     ))
 }
-#[allow(dead_code)] // for messages.rs and templates.rs
 /// A template id: 1 to 64 of `a-z`, `0-9`, `-`, `_`, `.`, starting with a letter or digit.
 pub fn template_id() -> Object {
     string()
         .pattern(Some("^[a-z0-9][a-z0-9._-]{0,63}$"))
         .build()
 }
-#[allow(dead_code)] // for messages.rs and templates.rs
 pub fn template_id_or_null() -> Object {
     or_null(template_id())
 }

@@ -111,12 +111,16 @@ fn full(t: &Template) -> TemplateResponse {
 #[serde(rename_all = "camelCase")]
 pub struct TemplateRequest {
     /// Lower-case letters, digits, `-`, `_`, `.`; generated when absent (POST only).
+    #[schema(schema_with = super::openapi::template_id_or_null)]
     pub template_id: Option<String>,
+    #[schema(schema_with = super::openapi::name)]
     pub name: String,
     /// `email` or `sms`
     #[serde(rename = "type")]
+    #[schema(schema_with = super::openapi::channel)]
     pub kind: String,
     /// Default `en`.
+    #[schema(schema_with = super::openapi::language_or_null)]
     pub default_language: Option<String>,
     pub subject: Option<String>,
     pub body: String,

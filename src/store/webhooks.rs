@@ -206,12 +206,13 @@ impl Store {
         id: &str,
         limit: i64,
     ) -> StoreResult<Option<Vec<DeliveryView>>> {
-        let owned: Option<String> =
-            sqlx::query_scalar("SELECT id FROM webhooks WHERE id = $1 AND owner_party_id = $2")
-                .bind(id)
-                .bind(actor.party_id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let owned: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM webhooks WHERE id = $1 AND owner_party_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(actor.party_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         if owned.is_none() {
             return Ok(None);
         }
