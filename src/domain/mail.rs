@@ -69,10 +69,16 @@ fn bracketed(id: &str) -> String {
     format!("<{id}>")
 }
 
+/// A message id as it may be looked up: printable and not absurdly long (RFC 5322 ids are
+/// printable ASCII); anything else names no message of ours.
+fn usable_id(id: &str) -> Option<String> {
+    (id.len() <= 998 && !id.chars().any(char::is_control)).then(|| bracketed(id))
+}
+
 fn id_list(v: &HeaderValue<'_>) -> Vec<String> {
     match v {
-        HeaderValue::Text(t) => vec![bracketed(t)],
-        HeaderValue::TextList(list) => list.iter().map(|t| bracketed(t)).collect(),
+        HeaderValue::Text(t) => usable_id(t).into_iter().collect(),
+        HeaderValue::TextList(list) => list.iter().filter_map(|t| usable_id(t)).collect(),
         _ => Vec::new(),
     }
 }
@@ -96,7 +102,11 @@ pub fn parse(raw: &[u8]) -> Option<InboundMail> {
             .iter()
             .filter(|h| h.name().eq_ignore_ascii_case(name))
         {
-            if let Some(t) = h.value().as_text() {
+            if let Some(t) = h
+                .value()
+                .as_text()
+                .filter(|t| !t.chars().any(char::is_control))
+            {
                 delivered_to.push(t.trim().trim_matches(['<', '>']).to_string());
             }
         }
@@ -118,7 +128,7 @@ pub fn parse(raw: &[u8]) -> Option<InboundMail> {
         cc: addresses(msg.cc()),
         delivered_to,
         subject: msg.subject().map(|s| s.trim().to_string()),
-        message_id: msg.message_id().map(bracketed),
+        message_id: msg.message_id().and_then(usable_id),
         parents,
         text: msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
         html: msg.body_html(0).map(|h| h.into_owned()),
@@ -148,7 +158,7 @@ fn delivery_status(msg: &mail_parser::Message<'_>) -> Option<Bounce> {
                 "status" if status.is_none() => status = Some(value.to_string()),
                 "diagnostic-code" if diagnostic.is_none() => diagnostic = Some(value.to_string()),
                 "message-id" if original.is_none() && value.contains('@') => {
-                    original = Some(bracketed(value))
+                    original = usable_id(value)
                 }
                 _ => {}
             }
@@ -190,6 +200,15 @@ mod tests {
                 let _ = super::super::parse(raw.as_bytes());
             }
         }
+    }
+
+    #[test]
+    fn ids_with_control_characters_name_nothing() {
+        let raw = b"From: a@example.com\r\nMessage-ID: <a\x00b@x>\r\nIn-Reply-To: <msg_1@localho\x00st>\r\n\
+References: <ok@example.com>\r\n\r\nbody\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.message_id, None);
+        assert_eq!(m.parents, ["<ok@example.com>"]);
     }
 
     #[test]

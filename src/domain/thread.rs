@@ -56,6 +56,7 @@ pub fn case_number_candidates(subject: &str) -> Vec<String> {
         let w = word.trim_matches(|c: char| matches!(c, '.' | ':' | '!' | '?' | '#'));
         if !w.is_empty()
             && w.len() <= 64
+            && !w.chars().any(char::is_control)
             && w.chars().any(|c| c.is_ascii_digit())
             && !out.iter().any(|o| o == w)
         {

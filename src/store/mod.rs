@@ -90,6 +90,16 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed => Self::Unavailable(anyhow::Error::new(e)),
             // The server going away under a connection: shutting down (57P01..57P03, class
             // 57), the connection broken (class 08), out of resources (class 53).
+            // Text PostgreSQL cannot hold (a NUL character): bad input, not a fault.
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|c| c == "22021" || c == "22P05") =>
+            {
+                Self::Invalid {
+                    code: Code::ValidationFailed,
+                    detail: "the request holds text with a NUL or otherwise unstorable character"
+                        .into(),
+                }
+            }
             sqlx::Error::Database(ref db)
                 if db.code().is_some_and(|c| {
                     c.starts_with("57") || c.starts_with("08") || c.starts_with("53")
