@@ -52,6 +52,7 @@ const KEYS: &[&str] = &[
     "max_upload_bytes",
     "max_json_bytes",
     "rate_limit_per_minute",
+    "auth_failures_per_minute",
     "frequency_cap",
     "default_contact_hours",
     "log_format",
@@ -135,6 +136,8 @@ pub struct HttpConfig {
     pub max_upload_bytes: u64,
     pub max_json_bytes: usize,
     pub rate_limit_per_minute: u32,
+    /// Failed authentications a client address may make a minute before 429; `0` = no limit.
+    pub auth_failures_per_minute: u32,
 }
 
 /// Where data lives: the database, the document store, the keys that seal it.
@@ -529,6 +532,11 @@ impl Config {
                 .map_err(|_| format!("expected a number of requests (0 = no limit), got {v:?}"))
         })?
         .unwrap_or(2000);
+        let auth_failures_per_minute = opt(raw, "auth_failures_per_minute", |v| {
+            v.parse::<u32>()
+                .map_err(|_| format!("expected a number of failures (0 = no limit), got {v:?}"))
+        })?
+        .unwrap_or(30);
         let frequency_cap = opt(raw, "frequency_cap", |v| {
             if v.eq_ignore_ascii_case("off") {
                 Ok(None)
@@ -570,6 +578,7 @@ impl Config {
                 max_upload_bytes,
                 max_json_bytes,
                 rate_limit_per_minute,
+                auth_failures_per_minute,
             },
             storage: StorageConfig {
                 data_dir,

@@ -194,18 +194,26 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let client = client_address(parts);
+        if let Err(retry_after) = state.auth_failures.would_allow(&client) {
+            return Err(ApiError::rate_limited(retry_after));
+        }
         let token =
             bearer_token(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let actor = state
-            .store
-            .authenticate(token)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        let Some(actor) = state.store.authenticate(token).await? else {
+            let _ = state.auth_failures.check(&client);
+            return Err(ApiError::unauthorized("unknown, revoked or expired token"));
+        };
         if let Err(retry_after) = state.limiter.check(&actor.token_id) {
             return Err(ApiError::rate_limited(retry_after));
         }
         Ok(Self(actor))
     }
+}
+
+/// The client's address as the server recorded it, for limits per client.
+pub(super) fn client_address(parts: &Parts) -> String {
+    super::server::peer(&parts.extensions).map_or_else(|| "unknown".into(), |p| p.ip().to_string())
 }
 
 fn bearer_token(parts: &Parts) -> Option<&str> {

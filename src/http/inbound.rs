@@ -196,8 +196,7 @@ pub struct SmsForm {
     security(("bearer" = []), ("basic" = [])))]
 pub async fn receive_sms(
     State(state): State<AppState>,
-    _: super::providers::ProviderAuth,
-    super::extract::Form(f): super::extract::Form<SmsForm>,
+    super::providers::TwilioForm(f): super::providers::TwilioForm<SmsForm>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let from = crate::domain::PhoneNumber::parse(&f.from)
         .map_err(|e| ApiError::unprocessable(Code::InvalidRecipient, e.0))?;

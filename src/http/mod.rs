@@ -46,6 +46,9 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub limiter: Arc<RateLimiter>,
+    /// Failed authentications per client address: past the limit, 429 before any token is
+    /// looked at.
+    pub auth_failures: Arc<RateLimiter>,
     /// Limits and de-duplicates what the tracking links record.
     pub tracking: Arc<tracking::TrackingGuard>,
     pub metrics: Arc<Metrics>,
@@ -134,6 +137,7 @@ pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services)
         store,
         limiter: Arc::new(RateLimiter::new(config.http.rate_limit_per_minute)),
         tracking: Arc::new(tracking::TrackingGuard::new(TRACKING_PER_ADDRESS)),
+        auth_failures: Arc::new(RateLimiter::new(config.http.auth_failures_per_minute)),
         metrics: Arc::new(Metrics::default()),
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),

@@ -1,8 +1,9 @@
 //! Delivery events from providers: Twilio-style SMS status callbacks and SendGrid-style email
 //! event webhooks. They authenticate with an admin token, as Bearer or as the password of
-//! HTTP basic auth (what a provider can put in a callback URL).
+//! HTTP basic auth (what a provider can put in a callback URL); Twilio's form callbacks also
+//! with their `X-Twilio-Signature`, so no admin token needs to sit in Twilio's settings.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use base64::Engine;
@@ -45,14 +46,17 @@ impl FromRequestParts<AppState> for ProviderAuth {
         } else {
             None
         };
+        let client = super::extract::client_address(parts);
+        if let Err(retry_after) = state.auth_failures.would_allow(&client) {
+            return Err(ApiError::rate_limited(retry_after));
+        }
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("missing credentials"))?;
-        let actor = state
-            .store
-            .authenticate(&token)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        let Some(actor) = state.store.authenticate(&token).await? else {
+            let _ = state.auth_failures.check(&client);
+            return Err(ApiError::unauthorized("unknown, revoked or expired token"));
+        };
         if actor.kind != PartyKind::Admin {
             return Err(ApiError::forbidden(
                 "provider callbacks need an admin token",
@@ -60,6 +64,90 @@ impl FromRequestParts<AppState> for ProviderAuth {
         }
         Ok(Self)
     }
+}
+
+/// A Twilio form callback, authenticated by its `X-Twilio-Signature` (HMAC-SHA1 under
+/// `PARLEY_SMS_TOKEN` over the public URL and the sorted parameters; a wrong one is 403) or,
+/// without one, by an admin token as [`ProviderAuth`].
+pub struct TwilioForm<T>(pub T);
+
+/// The largest form a provider callback may send.
+const MAX_CALLBACK_BYTES: usize = 64 * 1024;
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for TwilioForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let signature = parts
+            .headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = axum::body::to_bytes(body, MAX_CALLBACK_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Code::PayloadTooLarge,
+                    "a provider callback is at most 64 KiB",
+                )
+            })?;
+        match signature {
+            Some(signature) => {
+                let client = super::extract::client_address(&parts);
+                if let Err(retry_after) = state.auth_failures.would_allow(&client) {
+                    return Err(ApiError::rate_limited(retry_after));
+                }
+                let token = state.config.sms.token.as_ref().ok_or_else(|| {
+                    ApiError::forbidden("no PARLEY_SMS_TOKEN to check a Twilio signature with")
+                })?;
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string();
+                let url = format!("{}{path}", state.config.http.public_url);
+                if !twilio_signature_valid(token.expose(), &url, &bytes, &signature) {
+                    let _ = state.auth_failures.check(&client);
+                    return Err(ApiError::forbidden("the X-Twilio-Signature does not match"));
+                }
+            }
+            None => {
+                ProviderAuth::from_request_parts(&mut parts, state).await?;
+            }
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Form(value) = Form::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Twilio's request signature: base64 of HMAC-SHA1 under the account's auth token over the
+/// URL followed by every POST parameter's name and value, sorted by name.
+pub fn twilio_signature(token: &str, url: &str, form: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(form)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    params.sort();
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(token.as_bytes()).expect("any key");
+    mac.update(url.as_bytes());
+    for (k, v) in &params {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn twilio_signature_valid(token: &str, url: &str, form: &[u8], given: &str) -> bool {
+    let expected = twilio_signature(token, url, form);
+    expected.len() == given.len()
+        && expected
+            .bytes()
+            .zip(given.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -84,8 +172,7 @@ pub struct SmsStatus {
     security(("bearer" = []), ("basic" = [])))]
 pub async fn sms_status(
     State(state): State<AppState>,
-    _: ProviderAuth,
-    Form(f): Form<SmsStatus>,
+    TwilioForm(f): TwilioForm<SmsStatus>,
 ) -> ApiResult<StatusCode> {
     if [Some(&f.sid), Some(&f.status), f.error_code.as_ref()]
         .into_iter()

@@ -28,6 +28,27 @@ impl RateLimiter {
         self.check_at(key, Instant::now())
     }
 
+    /// Like `check`, without using a request: whether `key` has one left now.
+    pub fn would_allow(&self, key: &str) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bucket) = buckets.get(key) else {
+            return Ok(());
+        };
+        let per_second = f64::from(self.per_minute) / 60.0;
+        let elapsed = Instant::now()
+            .saturating_duration_since(bucket.updated)
+            .as_secs_f64();
+        let tokens = (bucket.tokens + elapsed * per_second).min(f64::from(self.per_minute));
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - tokens) / per_second).ceil().max(1.0) as u64)
+        }
+    }
+
     fn check_at(&self, key: &str, now: Instant) -> Result<(), u64> {
         if self.per_minute == 0 {
             return Ok(());

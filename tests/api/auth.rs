@@ -71,3 +71,36 @@ async fn each_token_is_rate_limited_with_retry_after() {
         "other tokens are not affected"
     );
 }
+
+#[tokio::test]
+async fn guessing_tokens_is_slowed_down_per_client_address() {
+    let app = spawn_app().await;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let r = app
+            .client
+            .get(format!("{}/api/cases", app.base))
+            .bearer_auth(format!("pk_guess{i}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(
+                r.headers().contains_key("retry-after"),
+                "says when to come back"
+            );
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses[..30].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[30..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The address is held off for a while, whatever token it shows.
+    let r = app
+        .client
+        .get(format!("{}/api/cases", app.base))
+        .bearer_auth(&app.admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}

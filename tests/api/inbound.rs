@@ -856,3 +856,69 @@ async fn replies_never_cross_tenants_on_a_guess() {
         "nothing of it reaches creditor A"
     );
 }
+
+/// Twilio's request signature, computed here independently of parley's code.
+fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_string();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn twilio_callbacks_are_accepted_by_their_signature_without_an_admin_token() {
+    let app = spawn_app_with(|c| {
+        c.sms.token = Some(parley::config::Secret::new("twilio-auth-token"));
+    })
+    .await;
+    let (creditor, case) = setup(&app).await;
+    let params = [
+        ("From", "+4512345678"),
+        ("To", "+4570000000"),
+        ("Body", "Signed and sealed"),
+        ("MessageSid", "SM900"),
+        ("AccountSid", "AC1"),
+    ];
+    let url = format!("{}/api/inbound/sms", app.config.http.public_url);
+    let post = |signature: Option<String>| {
+        let mut r = app
+            .client
+            .post(format!("{}/api/inbound/sms", app.base))
+            .form(&params);
+        if let Some(s) = signature {
+            r = r.header("x-twilio-signature", s);
+        }
+        r.send()
+    };
+    let r = post(Some(twilio_signature("twilio-auth-token", &url, &params)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a valid signature is enough");
+    let r = post(Some(twilio_signature("another-token", &url, &params)))
+        .await
+        .unwrap();
+    assert_problem(r, 403, "forbidden").await;
+    let r = post(None).await.unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!(
+                "/api/cases/{}/messages?direction=inbound",
+                case["caseId"].as_str().unwrap()
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalCount"], 1, "only the signed one was stored");
+}
