@@ -132,7 +132,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--expires-in: {e}"))
                         .map(|d| {
                             parley::domain::time::now_micros()
-                                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                                .saturating_add(parley::domain::time::duration_micros(d))
                         })
                 })
                 .transpose()?;

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::domain::clock::SharedClock;
-use crate::domain::time::Micros;
+use crate::domain::time::{Micros, duration_micros as micros};
 use crate::store::Store;
 use crate::store::queue::{Claim, QueueTable};
 
@@ -54,10 +54,6 @@ pub struct Worker<J: Job> {
     settings: WorkerSettings,
     owner: String,
     wake: Arc<Notify>,
-}
-
-fn micros(d: Duration) -> Micros {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl<J: Job> Worker<J> {

@@ -2,13 +2,11 @@
 //! debtor's time zone, recent messages, the suppression list) and asks
 //! `domain::policy::decide`. The send path and the delivery worker decide the same way.
 
-use std::time::Duration;
-
 use super::{AppError, AppResult};
 use crate::domain::code::Code;
 use crate::domain::message::{Category, Channel};
 use crate::domain::policy::{Preferences, SendContext, decide};
-use crate::domain::time::{Micros, from_micros, to_micros};
+use crate::domain::time::{Micros, duration_micros, from_micros, to_micros};
 use crate::store::Store;
 
 /// The policy's settings (`PARLEY_FREQUENCY_CAP`, `PARLEY_DEFAULT_CONTACT_HOURS`).
@@ -60,7 +58,7 @@ impl SendPolicy {
         let cap = self.settings.frequency_cap.filter(|_| q.count_recent);
         let recent = match cap {
             Some(cap) => {
-                let window = i64::try_from(cap.window.as_micros()).unwrap_or(i64::MAX);
+                let window = duration_micros(cap.window);
                 self.store
                     .recent_outbound(q.case_id, q.channel.as_str(), q.now.saturating_sub(window))
                     .await?
@@ -97,9 +95,4 @@ impl SendPolicy {
         }
         Ok(not_before)
     }
-}
-
-/// A duration as stored time.
-pub fn micros(d: Duration) -> Micros {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }

@@ -174,7 +174,7 @@ impl DeliveryJob {
             Channel::Sms => {
                 let max_wait = self.config.delivery.lease / 2;
                 if let Err(wait) = self.pacer.wait(&message.envelope.from, max_wait).await {
-                    let at = self.clock.now() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
+                    let at = self.clock.now() + crate::domain::time::duration_micros(wait);
                     return (Transition::Defer(at), Delivered::Nothing);
                 }
                 self.sms.send(&message).await

@@ -41,7 +41,7 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: std::time::Duration) {
-        let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        let by = super::time::duration_micros(by);
         self.0.fetch_add(by, Ordering::SeqCst);
     }
 }

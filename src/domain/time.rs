@@ -8,6 +8,11 @@ pub fn now_micros() -> Micros {
     Utc::now().timestamp_micros()
 }
 
+/// A duration as stored time, saturating.
+pub fn duration_micros(d: std::time::Duration) -> Micros {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
 pub fn to_micros(t: DateTime<Utc>) -> Micros {
     t.timestamp_micros()
 }

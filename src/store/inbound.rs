@@ -85,6 +85,41 @@ struct Received<'a> {
     at: Micros,
 }
 
+impl<'a> Received<'a> {
+    /// A received mail of `case_id`, as read from `raw`.
+    fn email(
+        case_id: &'a str,
+        thread_id: &'a str,
+        mail: &'a InboundMail,
+        source: &'a str,
+        raw: &'a [u8],
+        raw_id: Option<&'a str>,
+        at: Micros,
+    ) -> Self {
+        Self {
+            case_id,
+            thread_id,
+            channel: "email",
+            envelope: Envelope {
+                from: mail.from.clone().unwrap_or_default(),
+                to: mail.to.clone(),
+                cc: mail.cc.clone(),
+            },
+            subject: mail.subject.as_deref(),
+            body: &mail.text,
+            html: mail.html.as_deref(),
+            rfc_message_id: mail.message_id.as_deref(),
+            in_reply_to: mail.parents.first().map(String::as_str),
+            provider_id: None,
+            has_attachments: mail.attachments > 0,
+            source,
+            raw,
+            raw_id,
+            at,
+        }
+    }
+}
+
 /// The first case `query` finds for one of `keys`.
 async fn first_case(
     conn: &mut sqlx::AnyConnection,
@@ -232,27 +267,7 @@ impl Store {
                 now,
             )
             .await?;
-        let record = Received {
-            case_id: &case_id,
-            thread_id: &thread_id,
-            channel: "email",
-            envelope: Envelope {
-                from: mail.from.clone().unwrap_or_default(),
-                to: mail.to.clone(),
-                cc: mail.cc.clone(),
-            },
-            subject: mail.subject.as_deref(),
-            body: &mail.text,
-            html: mail.html.as_deref(),
-            rfc_message_id: mail.message_id.as_deref(),
-            in_reply_to: mail.parents.first().map(String::as_str),
-            provider_id: None,
-            has_attachments: mail.attachments > 0,
-            source,
-            raw,
-            raw_id: None,
-            at: now,
-        };
+        let record = Received::email(&case_id, &thread_id, mail, source, raw, None, now);
         let message_id = self.store_received(&mut tx, &record).await?;
         tx.commit().await?;
         Ok(Ingested::Matched {
@@ -522,27 +537,15 @@ impl Store {
             thread_id = self
                 .join_thread(&mut tx, case_id, None, mail.subject.as_deref(), now)
                 .await?;
-            Received {
+            Received::email(
                 case_id,
-                thread_id: &thread_id,
-                channel: "email",
-                envelope: Envelope {
-                    from: mail.from.clone().unwrap_or_default(),
-                    to: mail.to.clone(),
-                    cc: mail.cc.clone(),
-                },
-                subject: mail.subject.as_deref(),
-                body: &mail.text,
-                html: mail.html.as_deref(),
-                rfc_message_id: mail.message_id.as_deref(),
-                in_reply_to: mail.parents.first().map(String::as_str),
-                provider_id: None,
-                has_attachments: mail.attachments > 0,
-                source: &source,
-                raw: &raw,
-                raw_id: Some(inbound_id),
-                at: now,
-            }
+                &thread_id,
+                &mail,
+                &source,
+                &raw,
+                Some(inbound_id),
+                now,
+            )
         };
         let message_id = self.store_received(&mut tx, &received).await?;
         super::audit(

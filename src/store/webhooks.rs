@@ -267,6 +267,11 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
+        // A subscription this build cannot read subscribes to nothing.
+        let subscribed: Vec<Vec<EventType>> = hooks
+            .iter()
+            .map(|h| parse_events(&h.events).unwrap_or_default())
+            .collect();
         for e in &events {
             let case_parties = match &e.case_id {
                 Some(c) => {
@@ -279,13 +284,8 @@ impl Store {
                 }
                 None => None,
             };
-            for h in &hooks {
-                // A subscription this build cannot read subscribes to nothing.
-                let subscribed = parse_events(&h.events)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|x| x.as_str() == e.event_type);
-                if !subscribed {
+            for (h, wants) in hooks.iter().zip(&subscribed) {
+                if !wants.iter().any(|x| x.as_str() == e.event_type) {
                     continue;
                 }
                 let sees = h.kind == "admin"

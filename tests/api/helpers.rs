@@ -154,6 +154,18 @@ impl TestApp {
         }
     }
 
+    /// Posts a raw mail to `POST /api/inbound/email`, its line ends made CRLF.
+    pub async fn post_mail(&self, token: &str, raw: &str) -> Response {
+        self.client
+            .post(format!("{}/api/inbound/email", self.base))
+            .bearer_auth(token)
+            .header("content-type", "message/rfc822")
+            .body(raw.replace("\r\n", "\n").replace('\n', "\r\n"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The party behind a token, as the API sees it.
     pub async fn actor(&self, party: &Party) -> parley::domain::party::Actor {
         self.store

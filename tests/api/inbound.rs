@@ -6,14 +6,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Party, TestApp, assert_problem, spawn_app, spawn_app_with};
 
 async fn post_mail(app: &TestApp, token: &str, raw: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/api/inbound/email", app.base))
-        .bearer_auth(token)
-        .header("content-type", "message/rfc822")
-        .body(raw.replace('\n', "\r\n"))
-        .send()
-        .await
-        .unwrap()
+    app.post_mail(token, raw).await
 }
 
 fn mail(headers: &[(&str, &str)], body: &str) -> String {
@@ -27,6 +20,31 @@ async fn setup(app: &TestApp) -> (Party, Value) {
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     let case = app.create_case(&creditor, None).await;
     (creditor, case)
+}
+
+/// How many inbound messages a case has, as `party` sees it.
+async fn inbound_total(app: &TestApp, token: &str, case_id: &str) -> i64 {
+    let list: Value = app
+        .get(
+            token,
+            &format!("/api/cases/{case_id}/messages?direction=inbound"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    list["totalCount"].as_i64().unwrap()
+}
+
+/// The unmatched inbox, as an admin sees it.
+async fn unmatched_list(app: &TestApp) -> Vec<Value> {
+    let v: Value = app
+        .get(&app.admin.token, "/api/inbound/unmatched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    v["messages"].as_array().unwrap().clone()
 }
 
 async fn send_email(app: &TestApp, party: &Party, case_id: &str, subject: &str) -> Value {
@@ -692,29 +710,7 @@ async fn after_a_key_rotation_opt_outs_and_matching_hold() {
             .status(),
         200
     );
-    let inbound = |app: &TestApp| {
-        let (app, token, path) = (
-            app.client.clone(),
-            creditor.token.clone(),
-            format!(
-                "{}/api/cases/{case_id}/messages?direction=inbound",
-                app.base
-            ),
-        );
-        async move {
-            let list: Value = app
-                .get(path)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            list["totalCount"].as_i64().unwrap()
-        }
-    };
-    let before = inbound(&first).await;
+    let before = inbound_total(&first, &creditor.token, &case_id).await;
 
     // The same database under a new master key, the old one kept for reading.
     let storage = first.config.storage.clone();
@@ -740,7 +736,10 @@ async fn after_a_key_rotation_opt_outs_and_matching_hold() {
             .status(),
         200
     );
-    assert_eq!(inbound(&rotated).await, before + 1);
+    assert_eq!(
+        inbound_total(&rotated, &creditor.token, &case_id).await,
+        before + 1
+    );
 
     // A master key that opens nothing of this database is refused at start.
     let mut stranger = first.config.clone();
@@ -767,25 +766,6 @@ async fn replies_never_cross_tenants_on_a_guess() {
     }
     let mut both = cases.clone();
     both.sort();
-    let unmatched = |app: &TestApp| {
-        let (client, url, token) = (
-            app.client.clone(),
-            format!("{}/api/inbound/unmatched", app.base),
-            app.admin.token.clone(),
-        );
-        async move {
-            let v: Value = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["messages"].as_array().unwrap().clone()
-        }
-    };
 
     // Neither has written to the number: the reply is not given to either.
     assert_eq!(
@@ -794,7 +774,7 @@ async fn replies_never_cross_tenants_on_a_guess() {
             .status(),
         200
     );
-    let list = unmatched(&app).await;
+    let list = unmatched_list(&app).await;
     assert_eq!(list.len(), 1);
     let mut candidates: Vec<String> =
         serde_json::from_value(list[0]["candidateCaseIds"].clone()).unwrap();
@@ -803,17 +783,9 @@ async fn replies_never_cross_tenants_on_a_guess() {
 
     // A subject naming a case of each: no guess either.
     let mail = "From: debtor@example.com\r\nTo: inbox@localhost\r\nSubject: Re: 2024-0042 and 2024-0043\r\n\r\nPaid.\r\n";
-    let r = app
-        .client
-        .post(format!("{}/api/inbound/email", app.base))
-        .bearer_auth(&app.admin.token)
-        .header("content-type", "message/rfc822")
-        .body(mail)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_mail(&app.admin.token, &mail).await;
     assert_eq!(r.status(), 202, "kept unmatched");
-    let list = unmatched(&app).await;
+    let list = unmatched_list(&app).await;
     assert_eq!(list.len(), 2);
     let mut candidates: Vec<String> =
         serde_json::from_value(list[1]["candidateCaseIds"].clone()).unwrap();
@@ -830,28 +802,9 @@ async fn replies_never_cross_tenants_on_a_guess() {
         .await;
     assert_eq!(r.status(), 201);
     post_sms(&app, "+4512345678", "Calling now", "SM301").await;
-    let of = |party: &Party, case: &str| {
-        let (client, url, token) = (
-            app.client.clone(),
-            format!("{}/api/cases/{case}/messages?direction=inbound", app.base),
-            party.token.clone(),
-        );
-        async move {
-            let v: Value = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["totalCount"].as_i64().unwrap()
-        }
-    };
-    assert_eq!(of(&b, &cases[1]).await, 1);
+    assert_eq!(inbound_total(&app, &b.token, &cases[1]).await, 1);
     assert_eq!(
-        of(&a, &cases[0]).await,
+        inbound_total(&app, &a.token, &cases[0]).await,
         0,
         "nothing of it reaches creditor A"
     );

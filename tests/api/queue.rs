@@ -169,15 +169,7 @@ async fn every_event_that_is_emitted_can_be_subscribed_to() {
     let mail = format!(
         "From: debtor@example.com\r\nTo: case-{case_id}@localhost\r\nSubject: Re: Hi\r\n\r\nHello\r\n"
     );
-    let r = app
-        .client
-        .post(format!("{}/api/inbound/email", app.base))
-        .bearer_auth(&app.admin.token)
-        .header("content-type", "message/rfc822")
-        .body(mail)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_mail(&app.admin.token, &mail).await;
     assert_eq!(r.status(), 201);
     app.dispatch_webhooks().await;
 

@@ -67,15 +67,7 @@ async fn events_of_visible_cases_arrive_signed_and_failures_are_retried() {
     let mail = format!(
         "From: debtor@example.com\r\nTo: case-{case_id}@localhost\r\nSubject: Re: Payment Reminder\r\n\r\nHello\r\n"
     );
-    let r = app
-        .client
-        .post(format!("{}/api/inbound/email", app.base))
-        .bearer_auth(&app.admin.token)
-        .header("content-type", "message/rfc822")
-        .body(mail)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_mail(&app.admin.token, &mail).await;
     assert_eq!(r.status(), 201);
 
     app.dispatch_webhooks().await;
