@@ -783,7 +783,7 @@ async fn replies_never_cross_tenants_on_a_guess() {
 
     // A subject naming a case of each: no guess either.
     let mail = "From: debtor@example.com\r\nTo: inbox@localhost\r\nSubject: Re: 2024-0042 and 2024-0043\r\n\r\nPaid.\r\n";
-    let r = app.post_mail(&app.admin.token, &mail).await;
+    let r = app.post_mail(&app.admin.token, mail).await;
     assert_eq!(r.status(), 202, "kept unmatched");
     let list = unmatched_list(&app).await;
     assert_eq!(list.len(), 2);
