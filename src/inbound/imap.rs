@@ -16,6 +16,13 @@ use crate::app::inbound::Inbound;
 use crate::store::Ingested;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// The server is outside: what it sends is bounded. A line (a long `SEARCH` answer fits)…
+const MAX_LINE: usize = 1 << 20;
+/// …a literal (one mail)…
+const MAX_LITERAL: usize = 64 << 20;
+/// …and what one command may take in all, lines, literals and time.
+const MAX_REPLY: usize = 128 << 20;
+const COMMAND_LIMIT: Duration = Duration::from_secs(600);
 
 /// Where to poll, from `imap[s]://user:pass@host:port/MAILBOX`.
 #[derive(Clone)]
@@ -88,6 +95,7 @@ struct Session {
 }
 
 /// A tagged command's untagged lines and the literals that came with them.
+#[derive(Debug)]
 struct Reply {
     lines: Vec<String>,
     literals: Vec<Vec<u8>>,
@@ -129,19 +137,33 @@ impl Session {
 
     async fn line(&mut self) -> anyhow::Result<String> {
         let mut buf = Vec::new();
-        let n = tokio::time::timeout(TIMEOUT, self.io.read_until(b'\n', &mut buf))
-            .await
-            .context("IMAP server idle")??;
+        let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
+        let n = tokio::time::timeout(
+            TIMEOUT,
+            (&mut self.io).take(limit).read_until(b'\n', &mut buf),
+        )
+        .await
+        .context("IMAP server idle")??;
         if n == 0 {
             bail!("IMAP server closed the connection");
+        }
+        if !buf.ends_with(b"\n") {
+            bail!("IMAP server sent a line longer than {MAX_LINE} bytes");
         }
         Ok(String::from_utf8_lossy(&buf)
             .trim_end_matches(['\r', '\n'])
             .to_string())
     }
 
-    /// Sends a command and reads up to its tagged answer, which must be OK.
+    /// Sends a command and reads up to its tagged answer, which must be OK, within
+    /// [`COMMAND_LIMIT`] and [`MAX_REPLY`] bytes.
     async fn command(&mut self, command: &str) -> anyhow::Result<Reply> {
+        tokio::time::timeout(COMMAND_LIMIT, self.command_unbounded(command))
+            .await
+            .context("IMAP command took too long")?
+    }
+
+    async fn command_unbounded(&mut self, command: &str) -> anyhow::Result<Reply> {
         let tag = format!("p{}", self.next_tag);
         self.next_tag += 1;
         self.io
@@ -152,8 +174,13 @@ impl Session {
             lines: Vec::new(),
             literals: Vec::new(),
         };
+        let mut taken = 0usize;
         loop {
             let line = self.line().await?;
+            taken += line.len();
+            if taken > MAX_REPLY {
+                bail!("IMAP server sent more than {MAX_REPLY} bytes for one command");
+            }
             if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
                 if rest.starts_with("OK") {
                     return Ok(reply);
@@ -166,6 +193,12 @@ impl Session {
                 );
             }
             if let Some(size) = literal_size(&line) {
+                if size > MAX_LITERAL || taken + size > MAX_REPLY {
+                    bail!(
+                        "IMAP server announced a literal of {size} bytes (at most {MAX_LITERAL})"
+                    );
+                }
+                taken += size;
                 let mut literal = vec![0; size];
                 tokio::time::timeout(TIMEOUT, self.io.read_exact(&mut literal))
                     .await
@@ -269,6 +302,38 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hostile IMAP server: greets, then answers the first command with `reply`.
+    async fn hostile(reply: Vec<u8>) -> ImapTarget {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _ = s.write_all(b"* OK ready\r\n").await;
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(&reply).await;
+            // Keep the connection open as a stalling server would.
+            let _ = s.read(&mut buf).await;
+        });
+        ImapTarget::parse(&format!("imap://u:p@127.0.0.1:{port}/INBOX")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_huge_literal_is_refused_before_it_is_allocated() {
+        let target = hostile(b"* 1 FETCH (UID 1 BODY[] {99999999999}\r\n".to_vec()).await;
+        let mut s = Session::connect(&target).await.unwrap();
+        let err = s.command("UID FETCH 1 (BODY.PEEK[])").await.unwrap_err();
+        assert!(format!("{err:#}").contains("literal"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_refused_at_its_bound() {
+        let target = hostile(vec![b'x'; MAX_LINE + 10]).await;
+        let mut s = Session::connect(&target).await.unwrap();
+        let err = s.command("NOOP").await.unwrap_err();
+        assert!(format!("{err:#}").contains("longer than"), "{err:#}");
+    }
 
     #[test]
     fn urls_name_every_part() {
