@@ -133,27 +133,23 @@ pub fn check_before_request(url: &str, allow_private: bool) -> Result<(), String
 
 /// `Err` with a reason when the URL is not one parley may call.
 pub async fn check(url: &str, allow_private: bool) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|_| format!("not a URL: {url:?}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("webhook URLs are http:// or https://".into());
-    }
-    let host = parsed
-        .host_str()
-        .ok_or("the URL names no host")?
-        .trim_matches(['[', ']'])
-        .to_string();
+    check_before_request(url, allow_private)?;
     if allow_private {
         return Ok(());
     }
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|_| format!("cannot resolve {host}"))?
-            .map(|a| a.ip())
-            .collect(),
+    let parsed = url::Url::parse(url).map_err(|_| format!("not a URL: {url:?}"))?;
+    let Some(url::Host::Domain(host)) = parsed.host() else {
+        // An address written into the URL was checked above.
+        return Ok(());
     };
+    // When registered, every address of the name must be public (when connecting, the
+    // resolver drops the others).
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| format!("cannot resolve {host}"))?
+        .map(|a| a.ip())
+        .collect();
     if addrs.is_empty() || addrs.into_iter().any(is_private) {
         return Err(format!("{host} is a loopback, private or reserved address"));
     }

@@ -194,16 +194,9 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let client = client_address(parts);
-        if let Err(retry_after) = state.auth_failures.would_allow(&client) {
-            return Err(ApiError::rate_limited(retry_after));
-        }
-        let token =
-            bearer_token(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let Some(actor) = state.store.authenticate(token).await? else {
-            let _ = state.auth_failures.check(&client);
-            return Err(ApiError::unauthorized("unknown, revoked or expired token"));
-        };
+        let actor = AuthAttempt::start(parts, state)?
+            .actor(bearer_token(parts), "missing bearer token")
+            .await?;
         if let Err(retry_after) = state.limiter.check(&actor.token_id) {
             return Err(ApiError::rate_limited(retry_after));
         }
@@ -211,8 +204,50 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// One attempt at authenticating, from a client address that guesses are counted against:
+/// past `PARLEY_AUTH_FAILURES_PER_MINUTE` failures the address gets 429 before any credential
+/// is looked at.
+pub(super) struct AuthAttempt<'a> {
+    state: &'a AppState,
+    client: String,
+}
+
+impl<'a> AuthAttempt<'a> {
+    pub(super) fn start(parts: &Parts, state: &'a AppState) -> Result<Self, ApiError> {
+        let client = client_address(parts);
+        state
+            .auth_failures
+            .would_allow(&client)
+            .map_err(ApiError::rate_limited)?;
+        Ok(Self { state, client })
+    }
+
+    /// Counts a failed attempt against the client's address.
+    pub(super) fn failed(&self) {
+        let _ = self.state.auth_failures.check(&self.client);
+    }
+
+    /// The party behind `token`; 401 (`missing` when there is none) otherwise.
+    pub(super) async fn actor(
+        &self,
+        token: Option<&str>,
+        missing: &str,
+    ) -> Result<Actor, ApiError> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized(missing))?;
+        match self.state.store.authenticate(token).await? {
+            Some(actor) => Ok(actor),
+            None => {
+                self.failed();
+                Err(ApiError::unauthorized("unknown, revoked or expired token"))
+            }
+        }
+    }
+}
+
 /// The client's address as the server recorded it, for limits per client.
-pub(super) fn client_address(parts: &Parts) -> String {
+fn client_address(parts: &Parts) -> String {
     super::server::peer(&parts.extensions).map_or_else(|| "unknown".into(), |p| p.ip().to_string())
 }
 

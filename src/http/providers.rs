@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::extract::{Form, Json};
+use super::extract::{AuthAttempt, Form, Json};
 use super::problem::{ApiError, ApiResult};
 use crate::domain::PartyKind;
 use crate::domain::code::Code;
@@ -46,17 +46,9 @@ impl FromRequestParts<AppState> for ProviderAuth {
         } else {
             None
         };
-        let client = super::extract::client_address(parts);
-        if let Err(retry_after) = state.auth_failures.would_allow(&client) {
-            return Err(ApiError::rate_limited(retry_after));
-        }
-        let token = token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("missing credentials"))?;
-        let Some(actor) = state.store.authenticate(&token).await? else {
-            let _ = state.auth_failures.check(&client);
-            return Err(ApiError::unauthorized("unknown, revoked or expired token"));
-        };
+        let actor = AuthAttempt::start(parts, state)?
+            .actor(token.as_deref(), "missing credentials")
+            .await?;
         if actor.kind != PartyKind::Admin {
             return Err(ApiError::forbidden(
                 "provider callbacks need an admin token",
@@ -95,10 +87,7 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for TwilioForm<T> {
             })?;
         match signature {
             Some(signature) => {
-                let client = super::extract::client_address(&parts);
-                if let Err(retry_after) = state.auth_failures.would_allow(&client) {
-                    return Err(ApiError::rate_limited(retry_after));
-                }
+                let attempt = AuthAttempt::start(&parts, state)?;
                 let token = state.config.sms.token.as_ref().ok_or_else(|| {
                     ApiError::forbidden("no PARLEY_SMS_TOKEN to check a Twilio signature with")
                 })?;
@@ -109,7 +98,7 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for TwilioForm<T> {
                     .to_string();
                 let url = format!("{}{path}", state.config.http.public_url);
                 if !twilio_signature_valid(token.expose(), &url, &bytes, &signature) {
-                    let _ = state.auth_failures.check(&client);
+                    attempt.failed();
                     return Err(ApiError::forbidden("the X-Twilio-Signature does not match"));
                 }
             }
