@@ -168,6 +168,20 @@ impl KeyRing {
             .map_err(|_| CryptoError::Tampered)
     }
 
+    /// Whether `sealed` was sealed under the current key (so a rekey leaves it as it is).
+    pub fn is_current(&self, sealed: &[u8]) -> bool {
+        sealed.get(1..5) == Some(&self.current.id[..])
+    }
+
+    /// The value sealed again under the current key; `None` when it already is.
+    pub fn reseal(&self, context: &str, sealed: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
+        if self.is_current(sealed) {
+            return Ok(None);
+        }
+        let plain = self.open(context, sealed)?;
+        Ok(Some(self.seal(context, &plain)))
+    }
+
     pub fn seal_str(&self, context: &str, plaintext: &str) -> Vec<u8> {
         self.seal(context, plaintext.as_bytes())
     }

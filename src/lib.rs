@@ -218,6 +218,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     .await
 }
 
+/// `parley rekey`: seals everything held under an earlier master key again under the
+/// current one.
+pub async fn rekey(config: &Config) -> anyhow::Result<app::rekey::Rekeyed> {
+    let store = open_store(config).await?;
+    store.migrate().await?;
+    let files = documents::store::DocumentStore::from_config(config, store.keys_arc())?;
+    app::rekey::rekey(&store, &files).await
+}
+
 /// `parley serve`: bind, build, serve until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.http.addr)

@@ -24,6 +24,9 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Seal everything held under an earlier master key (PARLEY_OLD_MASTER_KEYS) again under
+    /// PARLEY_MASTER_KEY, so the earlier key can be retired; prints what it changed.
+    Rekey,
     /// Manage parties.
     Party {
         #[command(subcommand)]
@@ -105,6 +108,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = parley::open_store(&config).await?;
             store.migrate().await?;
             println!("{}", serde_json::json!({"migrated": true}));
+            Ok(())
+        }
+        Command::Rekey => {
+            let done = parley::rekey(&config).await?;
+            println!("{}", serde_json::to_string(&done)?);
             Ok(())
         }
         Command::Party {

@@ -7,6 +7,7 @@ pub mod documents;
 pub mod inbound;
 pub mod messaging;
 pub mod policy;
+pub mod rekey;
 pub mod render;
 pub mod tracking;
 pub mod webhook_target;

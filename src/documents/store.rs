@@ -209,6 +209,29 @@ impl DocumentStore {
         Ok(())
     }
 
+    /// Seals a stored document again under the current master key: its plaintext, chunk by
+    /// chunk, into a new file that then replaces the old one.
+    pub async fn reseal(&self, key: &str, document_id: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            key == document_id,
+            "document {document_id} is stored under another name ({key})"
+        );
+        let reader = self.reader(key, document_id).await?;
+        let chunks = futures_util::stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(reader))),
+                Ok(None) => None,
+                Err(e) => Some((Err(std::io::Error::other(format!("{e:#}"))), None)),
+            }
+        });
+        match self.write(document_id, u64::MAX, Box::pin(chunks)).await {
+            Ok(_) => Ok(()),
+            Err(WriteError::Io(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("document {document_id}: {e}")),
+        }
+    }
+
     /// Removes a stored document (an upload the database refused).
     pub async fn remove(&self, key: &str) {
         match &self.s3 {

@@ -87,7 +87,7 @@ pub(crate) fn visible(party: u8, admin: u8) -> String {
     format!("(c.creditor_id = ${party} OR c.partner_id = ${party} OR ${admin} = 1)")
 }
 
-fn debtor_context(case_id: &str) -> String {
+pub(super) fn debtor_context(case_id: &str) -> String {
     format!("case:{case_id}:debtor")
 }
 

@@ -70,7 +70,7 @@ struct ReplacedRow {
     is_latest: i32,
 }
 
-fn description_context(id: &str) -> String {
+pub(super) fn description_context(id: &str) -> String {
     format!("doc:{id}:description")
 }
 

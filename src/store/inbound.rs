@@ -154,7 +154,7 @@ fn is_stop_word(body: &str) -> bool {
     WORDS.contains(&word.as_str())
 }
 
-fn raw_context(id: &str) -> String {
+pub(super) fn raw_context(id: &str) -> String {
     format!("inbound:{id}")
 }
 

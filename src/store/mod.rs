@@ -19,6 +19,7 @@ mod payments;
 mod policy;
 mod preferences;
 pub mod queue;
+mod rekey;
 mod templates;
 mod threads;
 mod webhooks;
@@ -235,13 +236,13 @@ impl Store {
     /// Reads the key of blind indexes (generating it on a new installation) into the key
     /// ring. A master key that cannot open it is not this database's: refused.
     async fn load_index_key(&self) -> anyhow::Result<()> {
-        const CONTEXT: &str = "key:blind-index";
+        let context = key_context("blind-index");
         let initial = self.keys.initial_index_key();
         sqlx::query(
             "INSERT INTO key_material (purpose, sealed, created_at) VALUES ('blind-index', $1, $2) \
              ON CONFLICT (purpose) DO NOTHING",
         )
-        .bind(self.keys.seal(CONTEXT, &initial))
+        .bind(self.keys.seal(&context, &initial))
         .bind(now_micros())
         .execute(&self.writer)
         .await
@@ -253,7 +254,7 @@ impl Store {
                 .context("reading the key of blind indexes")?;
         let key: [u8; 32] = self
             .keys
-            .open(CONTEXT, &sealed)
+            .open(&context, &sealed)
             .context(
                 "the master key (or PARLEY_OLD_MASTER_KEYS) does not open this database's keys",
             )?
@@ -364,6 +365,11 @@ pub(crate) async fn emit(
 }
 
 /// Cursor of keyset pagination: the last id of the page, opaque to clients.
+/// The context a key kept in `key_material` is sealed under.
+pub(super) fn key_context(purpose: &str) -> String {
+    format!("key:{purpose}")
+}
+
 pub(crate) fn encode_cursor(id: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)

@@ -52,7 +52,7 @@ struct NoteTagRow {
     tag: String,
 }
 
-fn note_context(note_id: &str) -> String {
+pub(super) fn note_context(note_id: &str) -> String {
     format!("note:{note_id}")
 }
 

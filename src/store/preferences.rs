@@ -9,7 +9,7 @@ use crate::domain::party::Actor;
 use crate::domain::policy::Preferences;
 use crate::domain::time::{Micros, now_micros};
 
-fn contact_context(case_id: &str) -> String {
+pub(super) fn contact_context(case_id: &str) -> String {
     format!("case:{case_id}:preferences")
 }
 

@@ -70,7 +70,7 @@ struct RfcMessageRow {
     thread_id: Option<String>,
 }
 
-fn thread_context(id: &str) -> String {
+pub(super) fn thread_context(id: &str) -> String {
     format!("thread:{id}")
 }
 

@@ -117,7 +117,7 @@ struct DueRow {
     payload: String,
 }
 
-fn secret_context(id: &str) -> String {
+pub(super) fn secret_context(id: &str) -> String {
     format!("webhook:{id}:secret")
 }
 

@@ -6,13 +6,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
 
-fn pdf_bytes(n: usize) -> Vec<u8> {
+pub(crate) fn pdf_bytes(n: usize) -> Vec<u8> {
     let mut v = b"%PDF-1.7 invoice INV-2024-001 ".to_vec();
     v.extend((0..n).map(|i| (i * 31 % 251) as u8));
     v
 }
 
-async fn upload(app: &TestApp, token: &str, case_id: &str, form: Form) -> reqwest::Response {
+pub(crate) async fn upload(app: &TestApp, token: &str, case_id: &str, form: Form) -> reqwest::Response {
     app.client
         .post(format!("{}/api/cases/{case_id}/documents", app.base))
         .bearer_auth(token)
@@ -22,7 +22,7 @@ async fn upload(app: &TestApp, token: &str, case_id: &str, form: Form) -> reqwes
         .unwrap()
 }
 
-fn seed_form(bytes: Vec<u8>) -> Form {
+pub(crate) fn seed_form(bytes: Vec<u8>) -> Form {
     Form::new()
         .part(
             "file",

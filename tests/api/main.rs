@@ -22,6 +22,7 @@ mod policy;
 mod processes;
 mod providers;
 mod queue;
+mod rekey;
 mod schema;
 mod smtp_hostile;
 mod storage;

@@ -10,7 +10,7 @@ use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
 use crate::peers::{HookReceiver, eventually};
 
 /// Verifies a request the way a Standard Webhooks library does.
-fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> bool {
+pub(crate) fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> bool {
     let id = headers["webhook-id"].to_str().unwrap();
     let ts = headers["webhook-timestamp"].to_str().unwrap();
     let key = base64::engine::general_purpose::STANDARD
