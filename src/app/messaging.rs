@@ -158,8 +158,8 @@ impl Messaging {
         let now = self.clock.now();
         let new = self.compose(actor, &case, cmd, now).await?;
         let record = idempotency.as_ref().map(|i| IdempotencyRecord {
-            key: &i.key,
-            request_hash: &i.request_hash,
+            key: i.key.clone(),
+            request_hash: i.request_hash.clone(),
         });
         match self.store.queue_message(actor, new, record, now).await? {
             Queued::Created(view) => {

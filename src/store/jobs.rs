@@ -4,6 +4,8 @@
 
 use super::messages::{Envelope, apply_event};
 use super::queue::{DELIVERY_JOBS, Transition, transition};
+use sqlx::AnyConnection;
+
 use super::{Store, StoreError, StoreResult};
 use crate::domain::message::{Category, Channel, MessageStatus};
 use crate::domain::time::Micros;
@@ -108,8 +110,37 @@ impl Store {
         next: Transition,
         delivered: Delivered,
     ) -> StoreResult<()> {
+        let store = self.clone();
+        let (job_id, message_id) = (a.job_id.to_string(), a.message_id.to_string());
+        let (attempt, started_at, finished_at) = (a.attempt, a.started_at, a.finished_at);
+        self.pipeline
+            .submit(move |conn| {
+                let (store, job_id, message_id) =
+                    (store.clone(), job_id.clone(), message_id.clone());
+                let (next, delivered) = (next.clone(), delivered.clone());
+                Box::pin(async move {
+                    let a = AttemptRecord {
+                        job_id: &job_id,
+                        message_id: &message_id,
+                        attempt,
+                        started_at,
+                        finished_at,
+                    };
+                    store.finish_delivery_in(conn, a, next, delivered).await
+                })
+            })
+            .await
+    }
+
+    /// Recording an attempt on `conn`, in the commit pipeline.
+    async fn finish_delivery_in(
+        &self,
+        tx: &mut AnyConnection,
+        a: AttemptRecord<'_>,
+        next: Transition,
+        delivered: Delivered,
+    ) -> StoreResult<()> {
         let (job_id, message_id, now) = (a.job_id, a.message_id, a.finished_at);
-        let mut tx = self.write_tx().await?;
         if !matches!(next, Transition::Defer(_)) {
             let (label, error) = match (&next, &delivered) {
                 (Transition::Done, _) => ("sent", None),
@@ -130,7 +161,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        transition(&mut tx, DELIVERY_JOBS, job_id, &next, now).await?;
+        transition(&mut *tx, DELIVERY_JOBS, job_id, &next, now).await?;
         match &delivered {
             Delivered::Nothing => {}
             Delivered::Sent { provider_id } => {
@@ -143,7 +174,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 apply_event(
-                    &mut tx,
+                    &mut *tx,
                     self.backend,
                     message_id,
                     MessageStatus::Sent,
@@ -155,7 +186,7 @@ impl Store {
             }
             Delivered::Failed { reason } => {
                 apply_event(
-                    &mut tx,
+                    &mut *tx,
                     self.backend,
                     message_id,
                     MessageStatus::Failed,
@@ -166,7 +197,6 @@ impl Store {
                 .await?;
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 

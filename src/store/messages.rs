@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::AnyConnection;
 
 use super::cases::{page_cursor, visible};
 use super::{Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit};
@@ -21,6 +22,7 @@ pub struct Envelope {
     pub cc: Vec<String>,
 }
 
+#[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: String,
     pub case_id: String,
@@ -42,9 +44,10 @@ pub struct NewMessage {
 }
 
 /// The idempotency record written with a new message.
-pub struct IdempotencyRecord<'a> {
-    pub key: &'a str,
-    pub request_hash: &'a str,
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    pub request_hash: String,
 }
 
 /// What queueing a message did.
@@ -204,18 +207,69 @@ impl Store {
     /// Queues an outbound message at `now`: the message, its `queued` event, its delivery
     /// job, the audit entry and the idempotency record (naming the message) in one
     /// transaction.
+    /// Queues a message (its delivery job, event and audit entry with it), in the commit
+    /// pipeline: concurrent sends share a transaction, and the result comes once it is
+    /// committed.
     pub async fn queue_message(
         &self,
         actor: &Actor,
         new: NewMessage,
-        idempotency: Option<IdempotencyRecord<'_>>,
+        idempotency: Option<IdempotencyRecord>,
         now: Micros,
     ) -> StoreResult<Queued> {
-        let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
+        let (store, actor) = (self.clone(), actor.clone());
+        self.pipeline
+            .submit(move |conn| {
+                let (store, actor, new, idempotency) = (
+                    store.clone(),
+                    actor.clone(),
+                    new.clone(),
+                    idempotency.clone(),
+                );
+                Box::pin(async move {
+                    store
+                        .queue_message_in(conn, &actor, new, idempotency, now)
+                        .await
+                })
+            })
+            .await
+    }
+
+    /// Queueing on `conn`: reads first, then all writes or none (see `pipeline.rs`).
+    async fn queue_message_in(
+        &self,
+        conn: &mut AnyConnection,
+        actor: &Actor,
+        new: NewMessage,
+        idempotency: Option<IdempotencyRecord>,
+        now: Micros,
+    ) -> StoreResult<Queued> {
+        if !Self::case_visible(conn, actor, &new.case_id, "").await? {
             return Ok(Queued::NoCase);
         }
         let id = new.id.as_str();
+        if let Some(idem) = &idempotency {
+            let cutoff = now - super::idempotency::KEEP_MICROS;
+            let stored = sqlx::query(
+                "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, result, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (party_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
+                 result = excluded.result, created_at = excluded.created_at \
+                 WHERE idempotency_keys.created_at < $6",
+            )
+            .bind(actor.party_id.as_str())
+            .bind(&idem.key)
+            .bind(&idem.request_hash)
+            .bind(id)
+            .bind(now)
+            .bind(cutoff)
+            .execute(&mut *conn)
+            .await?;
+            if stored.rows_affected() == 0 {
+                // A request with the same key committed first; this one writes nothing.
+                return Ok(Queued::KeyTaken);
+            }
+        }
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
         // An SMS reply is routed to the case that last wrote to its number.
         let recipient_index = match new.channel {
@@ -227,14 +281,14 @@ impl Store {
             Channel::Email => None,
         };
         let parent_thread = match new.in_reply_to.as_deref() {
-            Some(parent) => Self::message_by_rfc_id_in(&mut tx, parent)
+            Some(parent) => Self::message_by_rfc_id_in(&mut *conn, parent)
                 .await?
                 .and_then(|(_, _, thread)| thread),
             None => None,
         };
         let thread_id = self
             .join_thread(
-                &mut tx,
+                &mut *conn,
                 &new.case_id,
                 parent_thread,
                 new.subject.as_deref(),
@@ -267,12 +321,12 @@ impl Store {
         .bind(now)
         .bind(&thread_id)
         .bind(recipient_index)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         sqlx::query("INSERT INTO message_events (message_id, event, at) VALUES ($1, 'queued', $2)")
             .bind(id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         sqlx::query(
             "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
@@ -283,10 +337,10 @@ impl Store {
         .bind(new.priority.rank())
         .bind(new.run_at)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         audit(
-            &mut tx,
+            &mut *conn,
             Some(&new.case_id),
             actor,
             "message.queued",
@@ -321,29 +375,6 @@ impl Store {
             received_at: None,
             created_at: now,
         };
-        if let Some(idem) = idempotency {
-            let cutoff = now - super::idempotency::KEEP_MICROS;
-            let stored = sqlx::query(
-                "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, result, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (party_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
-                 result = excluded.result, created_at = excluded.created_at \
-                 WHERE idempotency_keys.created_at < $6",
-            )
-            .bind(actor.party_id.as_str())
-            .bind(idem.key)
-            .bind(idem.request_hash)
-            .bind(id)
-            .bind(now)
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?;
-            if stored.rows_affected() == 0 {
-                // A concurrent request with the same key committed first; this one sends nothing.
-                return Ok(Queued::KeyTaken);
-            }
-        }
-        tx.commit().await?;
         Ok(Queued::Created(Box::new(view)))
     }
 

@@ -16,6 +16,7 @@ mod messages;
 mod notes;
 mod parties;
 mod payments;
+mod pipeline;
 mod policy;
 mod preferences;
 pub mod queue;
@@ -140,6 +141,8 @@ pub struct Store {
     writer: AnyPool,
     backend: Backend,
     keys: Arc<KeyRing>,
+    /// Group commit of the hot writes (queueing a message, recording an attempt).
+    pipeline: pipeline::Pipeline,
 }
 
 impl std::fmt::Debug for Store {
@@ -164,7 +167,12 @@ impl Store {
                 .connect(url)
                 .await
                 .context("connecting to PostgreSQL")?;
+            // Lanes overlap their commits; a quarter of the connections, the rest for reads.
+            let lanes = usize::try_from(max_connections / 4)
+                .unwrap_or(1)
+                .clamp(1, 8);
             return Ok(Self {
+                pipeline: pipeline::Pipeline::start(pool.clone(), Backend::Postgres, lanes),
                 writer: pool.clone(),
                 pool,
                 backend: Backend::Postgres,
@@ -196,6 +204,7 @@ impl Store {
             .await
             .context("opening the SQLite database")?;
         Ok(Self {
+            pipeline: pipeline::Pipeline::start(writer.clone(), Backend::Sqlite, 1),
             pool,
             writer,
             backend: Backend::Sqlite,

@@ -183,12 +183,12 @@ impl Store {
 
     /// Documents whose files are sealed under another key than the current one.
     pub async fn stale_documents(&self) -> StoreResult<Vec<StaleDocument>> {
-        Ok(sqlx::query_as(
-            "SELECT id, storage_key FROM documents WHERE key_id <> $1 ORDER BY id",
+        Ok(
+            sqlx::query_as("SELECT id, storage_key FROM documents WHERE key_id <> $1 ORDER BY id")
+                .bind(self.keys.current_key_id())
+                .fetch_all(&self.pool)
+                .await?,
         )
-        .bind(self.keys.current_key_id())
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Records that a document's file is now sealed under the current key.

@@ -22,7 +22,7 @@ impl Cli {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parley"));
+        let mut cmd = Command::new(crate::binary::parley_bin());
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("PARLEY_DATA_DIR", self.dir.path())

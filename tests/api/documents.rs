@@ -12,7 +12,12 @@ pub(crate) fn pdf_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-pub(crate) async fn upload(app: &TestApp, token: &str, case_id: &str, form: Form) -> reqwest::Response {
+pub(crate) async fn upload(
+    app: &TestApp,
+    token: &str,
+    case_id: &str,
+    form: Form,
+) -> reqwest::Response {
     app.client
         .post(format!("{}/api/cases/{case_id}/documents", app.base))
         .bearer_auth(token)

@@ -55,7 +55,7 @@ async fn postgres_restarted_under_send_load_loses_nothing_and_answers_503_meanwh
             .kill_on_drop(true);
     };
     let cli = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parley"));
+        let mut cmd = Command::new(crate::binary::parley_bin());
         cmd.args(args);
         env(&mut cmd);
         cmd

@@ -420,7 +420,12 @@ async fn other_tenants_cannot_see_threads() {
     assert_eq!(ok["messages"].as_array().unwrap().len(), 1);
 }
 
-pub(crate) async fn post_sms(app: &TestApp, from: &str, body: &str, sid: &str) -> reqwest::Response {
+pub(crate) async fn post_sms(
+    app: &TestApp,
+    from: &str,
+    body: &str,
+    sid: &str,
+) -> reqwest::Response {
     use base64::Engine;
     let auth =
         base64::engine::general_purpose::STANDARD.encode(format!("twilio:{}", app.admin.token));

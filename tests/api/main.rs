@@ -1,12 +1,14 @@
 //! The integration suite: the real application on a random port, a database of its own per
 //! test (SQLite by default; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server).
 
+mod binary;
 mod helpers;
 mod hostile;
 mod inbound;
 mod layers;
 mod peers;
 
+mod attacks;
 mod auth;
 mod cases;
 mod cli;

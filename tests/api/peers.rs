@@ -90,6 +90,14 @@ impl SmtpPeer {
         names.iter().map(|p| std::fs::read(p).unwrap()).collect()
     }
 
+    /// How many transactions have reached the end of DATA, finished or still waiting for
+    /// the sink's reply.
+    pub fn data_started(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join(".data-started"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
     pub async fn wait_for(&self, n: usize) -> Vec<Vec<u8>> {
         eventually(60, &format!("{n} messages at the SMTP peer"), || async {
             let m = self.messages();

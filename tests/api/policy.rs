@@ -17,7 +17,12 @@ async fn case_of(app: &TestApp) -> (Party, String) {
     (creditor, case["caseId"].as_str().unwrap().to_string())
 }
 
-pub(crate) async fn put_prefs(app: &TestApp, party: &Party, case_id: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn put_prefs(
+    app: &TestApp,
+    party: &Party,
+    case_id: &str,
+    body: &Value,
+) -> reqwest::Response {
     app.request(
         reqwest::Method::PUT,
         &party.token,

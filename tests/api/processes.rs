@@ -83,7 +83,7 @@ async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(c.storage.master_key.unwrap().expose())
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_parley"))
+    let child = Command::new(crate::binary::parley_bin())
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -20,7 +20,7 @@ const NEW_KEY: [u8; 32] = [7; 32];
 async fn rekey(app: &TestApp) -> Value {
     let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
     let old = app.config.storage.master_key.expect("tests set a key");
-    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+    let out = Command::new(crate::binary::parley_bin())
         .arg("rekey")
         .env("PARLEY_DATA_DIR", app.dir.path())
         .env(
@@ -72,7 +72,11 @@ async fn after_a_rekey_the_old_key_can_go_and_nothing_is_lost() {
     );
     let notes = format!("/api/cases/{case_id}/notes");
     let r = first
-        .post(&creditor.token, &notes, &json!({"note": "Called, no answer"}))
+        .post(
+            &creditor.token,
+            &notes,
+            &json!({"note": "Called, no answer"}),
+        )
         .await;
     assert_eq!(r.status(), 201);
     let messages = format!("/api/cases/{case_id}/messages");
@@ -160,7 +164,13 @@ async fn after_a_rekey_the_old_key_can_go_and_nothing_is_lost() {
             .json()
             .await
             .unwrap();
-        bodies.push(one["body"].as_str().unwrap_or_default().trim_end().to_string());
+        bodies.push(
+            one["body"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_end()
+                .to_string(),
+        );
     }
     bodies.sort();
     assert_eq!(bodies, ["I will pay Friday", "Please pay", "STOP"]);
@@ -203,7 +213,7 @@ async fn a_rekey_without_the_old_key_stops_and_changes_nothing() {
     let app = spawn_app().await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     app.create_case(&creditor, None).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_parley"))
+    let out = Command::new(crate::binary::parley_bin())
         .arg("rekey")
         .env("PARLEY_DATA_DIR", app.dir.path())
         .env(

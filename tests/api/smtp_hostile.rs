@@ -3,7 +3,6 @@
 //! speak raw SMTP over TCP (or TLS) so that they can send what a real client never would.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
+use crate::binary::{Installation, free_port, resident};
 use crate::helpers::{TestApp, spawn_app_with};
 use crate::peers::eventually;
 
@@ -107,14 +107,6 @@ async fn connect(port: u16) -> Smtp<TcpStream> {
     let (code, text) = smtp.reply().await;
     assert_eq!(code, 220, "{text}");
     smtp
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An app with the SMTP server on a port of its own.
@@ -524,45 +516,13 @@ fn tls_files_are_read_when_the_configuration_loads() {
     assert!(err.starts_with("PARLEY_INBOUND_MAX_BYTES: "), "{err}");
 }
 
-/// The resident memory of process `pid`, in bytes.
-fn resident(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 #[tokio::test]
 async fn the_real_server_stays_small_under_three_hundred_mib_of_unbroken_lines() {
     const MIB: usize = 1 << 20;
     const PER_SESSION: usize = 100;
     const LIMIT: u64 = 150_000_000;
-    let dir = tempfile::tempdir().unwrap();
-    let (http, smtp_port) = (free_port(), free_port());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PARLEY_DATA_DIR", dir.path())
-        .env("PARLEY_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("PARLEY_INBOUND_SMTP_ADDR", format!("127.0.0.1:{smtp_port}"))
-        .env("PARLEY_DELIVERY_CONCURRENCY", "0")
-        .env("PARLEY_LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    drop(
-        eventually(30, "parley serve to answer SMTP", || async move {
-            let stream = TcpStream::connect(("127.0.0.1", smtp_port)).await.ok()?;
-            let mut smtp = Smtp::new(stream);
-            (smtp.reply().await.0 == 220).then_some(smtp)
-        })
-        .await,
-    );
+    let server = Installation::new().await.serve().await;
+    let (pid, smtp_port) = (server.pid(), server.smtp_port);
     let before = resident(pid).unwrap();
 
     // Watch the process's memory while three sessions send 100 MiB each: two without a single
@@ -614,5 +574,5 @@ async fn the_real_server_stays_small_under_three_hundred_mib_of_unbroken_lines()
         peak / 1_000_000
     );
     assert!(peak < LIMIT, "peak {peak} bytes");
-    child.kill().await.unwrap();
+    server.stop().await;
 }

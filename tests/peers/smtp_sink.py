@@ -1,6 +1,7 @@
 """A real SMTP server for the test suite and the benchmarks (aiosmtpd).
 
-Every accepted message is stored as one .eml file in --dir, as received (after DATA).
+Every accepted message is stored as one .eml file in --dir, as received (after DATA); every
+DATA that begins (finished or not) adds a line to --dir/.data-started.
 Recipients steer failures, so tests can provoke them:
   reject...@       -> 550 (permanent)
   tempfail-N...@   -> 451 for the first N attempts of that address, then accepted
@@ -45,6 +46,8 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        with self.lock, open(os.path.join(self.directory, ".data-started"), "a") as f:
+            f.write(",".join(envelope.rcpt_tos) + "\n")
         for rcpt in envelope.rcpt_tos:
             parts = rcpt.split("@", 1)[0].lower().split("-")
             if parts[0] == "slow" and len(parts) > 1 and parts[1].isdigit():

@@ -1,0 +1,23 @@
+# Installs the real peers the tests talk to, when missing. Sourced by scripts/test and
+# bench/attacks.
+
+install_test_peers() {
+    # The IMAP peer of the tests is Dovecot, from Debian's packages (started per test, no daemon).
+    if ! command -v dovecot >/dev/null && [ ! -x /usr/sbin/dovecot ]; then
+        echo "installing Dovecot from Debian's packages" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
+    fi
+
+    # The SMTP peer of the tests is aiosmtpd, a real SMTP server.
+    if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+        echo "installing aiosmtpd from PyPI" >&2
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+    fi
+
+    # The S3 peer of the document-store tests is moto's server.
+    if ! command -v moto_server >/dev/null; then
+        echo "installing moto (S3 server) from PyPI" >&2
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check 'moto[server,s3]'
+    fi
+}
