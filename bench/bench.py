@@ -40,7 +40,7 @@ class Parley:
         }
         self.env.update({k: str(v) for k, v in extra.items()})
         self.binary = binary
-        self.proc = subprocess.Popen([binary, "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([binary, "serve"], env=self.env, stdout=open(os.environ.get("BENCH_LOG", "/dev/null"), "a"), stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while True:
             try:
@@ -111,6 +111,46 @@ def send_api(binary, name, database_url, seconds):
     return send
 
 
+def pgbench(pgbench_bin, database_url, seconds):
+    """One-row INSERT transactions from 8 clients: PostgreSQL's commit rate on this machine."""
+    setup = ("CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, a text, b text, c bigint, "
+             "payload text); CREATE INDEX IF NOT EXISTS bench_rows_a ON bench_rows (a); "
+             "CREATE INDEX IF NOT EXISTS bench_rows_b ON bench_rows (b);")
+    subprocess.run([pgbench_bin.replace("pgbench", "psql"), "-q", "-d", database_url, "-c", setup], check=True,
+                   stdout=subprocess.DEVNULL)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write("INSERT INTO bench_rows (a, b, c, payload) VALUES (md5(random()::text), md5(random()::text), "
+                "1, repeat('x', 400));\n")
+        script = f.name
+    out = subprocess.run([pgbench_bin, "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", script, database_url],
+                         check=True, capture_output=True, text=True).stdout
+    os.unlink(script)
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+def sqlite_commits(seconds):
+    """One ~500-byte row per commit into SQLite (WAL, synchronous=NORMAL): its commit rate here."""
+    import sqlite3
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    db = sqlite3.connect(os.path.join(data, "raw.db"), isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, a TEXT, b TEXT, c INTEGER, payload TEXT)")
+    db.execute("CREATE INDEX rows_a ON rows (a)")
+    db.execute("CREATE INDEX rows_b ON rows (b)")
+    n, t0 = 0, time.time()
+    while time.time() - t0 < seconds:
+        db.execute("BEGIN")
+        db.execute("INSERT INTO rows (a, b, c, payload) VALUES (hex(randomblob(16)), hex(randomblob(16)), 1, ?)",
+                   ("x" * 400,))
+        db.execute("COMMIT")
+        n += 1
+    rate = n / (time.time() - t0)
+    db.close()
+    shutil.rmtree(data, ignore_errors=True)
+    return rate
+
+
 def queue_messages(p, token, case, n, threads=16):
     body = json.dumps({"messageType": "email", "to": "debtor@example.com", "subject": "Payment Reminder",
                        "body": "Dear customer,\n\nThis is a reminder that invoice INV-2024-001 is due.\n\n" + "x" * 1500})
@@ -152,7 +192,8 @@ def end_to_end(binary, name, database_url, sink, source, messages):
         n = queue_messages(queuer, token, case, messages)
         queuer.stop()
         t0 = time.time()
-        sender = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=32, PARLEY_SMTP_URL=f"smtp://127.0.0.1:{port}")
+        # A dedicated sender on default settings.
+        sender = Parley(binary, data, url, PARLEY_SMTP_URL=f"smtp://127.0.0.1:{port}")
         while sent_count(sender, token, case) < n:
             time.sleep(0.1)
         elapsed = time.time() - t0
@@ -166,21 +207,75 @@ def end_to_end(binary, name, database_url, sink, source, messages):
     return rate
 
 
+def together(binary, name, database_url, sink, source, seconds):
+    """The API and delivery in one process on default settings: wrk sends for `seconds`,
+    then the clock runs until every accepted message has left."""
+    port = free_port()
+    sink_proc = subprocess.Popen([sink, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1000"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    url = database_url or f"sqlite://{data}/parley.db"
+    try:
+        t0 = time.time()
+        subprocess.run([source, "-s", "20", "-m", "20000", "-l", "2000", f"127.0.0.1:{port}"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        baseline = 20000 / (time.time() - t0)
+        p = Parley(binary, data, url, PARLEY_SMTP_URL=f"smtp://127.0.0.1:{port}")
+        token, case = p.setup()
+        t0 = time.time()
+        send = wrk(f"{p.base}/api/cases/{case}/messages", seconds, "bench/send.lua", {"PARLEY_BENCH_TOKEN": token})
+        accepted = p.request("GET", f"/api/cases/{case}/messages?limit=1", token)["totalCount"]
+        sent_during = sent_count(p, token, case)
+        while sent_count(p, token, case) < accepted:
+            time.sleep(0.1)
+        elapsed = time.time() - t0
+        p.stop()
+    finally:
+        sink_proc.terminate()
+        shutil.rmtree(data, ignore_errors=True)
+    rate = accepted / elapsed
+    print(f"API and delivery in one process on {name}, defaults: {send['rps']:.0f} msg/s accepted (p99 "
+          f"{send['p99']:.1f} ms), {sent_during} of {accepted} sent when the load stopped, all sent after "
+          f"{elapsed:.1f} s = {rate:.0f} msg/s into smtp-sink")
+    print(f"  smtp-source into the same sink: {baseline:.0f} msg/s -> ratio {rate / baseline:.3f}")
+    return rate
+
+
+PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres"]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--postgres", required=True)
     parser.add_argument("--postgres-e2e", required=True)
+    parser.add_argument("--postgres-together", required=True)
     parser.add_argument("--sink", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--pgbench", required=True)
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable)")
     args = parser.parse_args()
+    parts = args.only or PARTS
     print(f"machine: {os.cpu_count()} cores; wrk -t2 -c32 -d{args.seconds}s; load generator and server share the cores")
-    send_api(args.binary, "SQLite", None, args.seconds)
-    send_api(args.binary, "PostgreSQL", args.postgres, args.seconds)
-    end_to_end(args.binary, "SQLite", None, args.sink, args.source, args.messages)
-    end_to_end(args.binary, "PostgreSQL", args.postgres_e2e, args.sink, args.source, args.messages)
+    if "send-sqlite" in parts:
+        send = send_api(args.binary, "SQLite", None, args.seconds)
+        raw = sqlite_commits(args.seconds)
+        print(f"  raw SQLite one-row commits same run: {raw:.0f}/s -> ratio {send['rps'] / raw:.3f}")
+    if "send-postgres" in parts:
+        send = send_api(args.binary, "PostgreSQL", args.postgres, args.seconds)
+        tps = pgbench(args.pgbench, args.postgres, args.seconds)
+        print(f"  pgbench one-row INSERT commits, 8 clients, same run: {tps:.0f}/s -> ratio {send['rps'] / tps:.3f}")
+    if "e2e-sqlite" in parts:
+        end_to_end(args.binary, "SQLite", None, args.sink, args.source, args.messages)
+    if "e2e-postgres" in parts:
+        end_to_end(args.binary, "PostgreSQL", args.postgres_e2e, args.sink, args.source, args.messages)
+    if "together-sqlite" in parts:
+        together(args.binary, "SQLite", None, args.sink, args.source, args.seconds)
+    if "together-postgres" in parts:
+        together(args.binary, "PostgreSQL", args.postgres_together, args.sink, args.source, args.seconds)
 
 
 if __name__ == "__main__":

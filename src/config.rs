@@ -496,7 +496,7 @@ impl Config {
                 .filter(|n| *n <= 256)
                 .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
         })?
-        .unwrap_or(8);
+        .unwrap_or(32);
         let delivery_lease =
             opt(raw, "delivery_lease", parse_interval)?.unwrap_or(Duration::from_secs(30));
         let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {

@@ -140,9 +140,19 @@ impl<J: Job> Worker<J> {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut set: JoinSet<()> = JoinSet::new();
         tracing::info!(queue = J::NAME, worker = %self.owner, concurrency = self.settings.concurrency, "worker started");
+        // Claims are taken in batches: with attempts in flight, the worker waits until a
+        // quarter of its slots are free, so one claiming transaction serves several items.
+        let batch = (self.settings.concurrency / 4).max(1);
         while !*stop.borrow() {
             while set.try_join_next().is_some() {}
             let free = slots.available_permits();
+            if free < batch && !set.is_empty() {
+                tokio::select! {
+                    _ = set.join_next() => {},
+                    _ = stop.changed() => {},
+                }
+                continue;
+            }
             let claimed = if free == 0 {
                 Vec::new()
             } else {

@@ -2,12 +2,10 @@
 //! threading headers, RFC 8058 one-click unsubscribe, tracked HTML) and its transports.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use lettre::Message;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::SendError;
 use crate::app::tracking::{LinkMaker, bounce_address, html_from_text, tracked_html};
@@ -110,44 +108,34 @@ pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError>
         .map_err(|e| permanent("building the message", &e))
 }
 
-/// How long the SMTP client waits for any reply.
-pub const SMTP_TIMEOUT: Duration = Duration::from_secs(600);
-
 pub enum EmailTransport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(super::smtp::SmtpClient),
     /// `<data>/outbox/<message id>.eml`
     Outbox(PathBuf),
 }
 
 impl EmailTransport {
-    /// SMTP from `smtp://` (STARTTLS when the server offers it) or `smtps://`, with pooled
-    /// connections; without a URL, `.eml` files in the outbox folder.
-    pub fn new(smtp_url: Option<&str>, outbox: PathBuf) -> anyhow::Result<Self> {
-        let Some(url) = smtp_url else {
-            return Ok(Self::Outbox(outbox));
-        };
-        let url = if url.starts_with("smtp://") && !url.contains("tls=") {
-            format!(
-                "{url}{}tls=opportunistic",
-                if url.contains('?') { '&' } else { '?' }
-            )
-        } else {
-            url.to_string()
-        };
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
-            .map_err(|e| anyhow::anyhow!("PARLEY_SMTP_URL: {e}"))?
-            // RFC 5321 §4.5.3.2: the reply to the end of DATA may take 10 minutes. Giving up
-            // earlier and trying again is how a slow server gets two copies; the worker keeps
-            // its lease meanwhile.
-            .timeout(Some(SMTP_TIMEOUT))
-            .pool_config(PoolConfig::new().max_size(16))
-            .build();
-        Ok(Self::Smtp(transport))
+    /// SMTP from `smtp://` (STARTTLS when the server offers it) or `smtps://`, keeping as
+    /// many connections as deliveries run at once (`smtp.rs`); without a URL, `.eml` files
+    /// in the outbox folder.
+    pub fn new(
+        smtp_url: Option<&str>,
+        outbox: PathBuf,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        match smtp_url {
+            Some(url) => Ok(Self::Smtp(super::smtp::SmtpClient::from_url(
+                url,
+                connections,
+            )?)),
+            None => Ok(Self::Outbox(outbox)),
+        }
     }
 
     pub async fn send(&self, id: &str, message: &Message) -> Result<(), SendError> {
         match self {
-            Self::Smtp(transport) => match transport.send(message.clone()).await {
+            Self::Smtp(client) => match client.send(message.envelope(), &message.formatted()).await
+            {
                 Ok(_) => Ok(()),
                 Err(e) if e.is_permanent() => Err(SendError::Permanent(format!(
                     "SMTP server refused the message: {e}"

@@ -5,6 +5,7 @@
 
 pub mod email;
 pub mod sms;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,6 +69,7 @@ impl DeliveryJob {
         let email = EmailTransport::new(
             config.mail.smtp_url.as_ref().map(|s| s.expose()),
             outbox.clone(),
+            config.delivery.concurrency,
         )?;
         let sms = match (&config.sms.url, &config.sms.account, &config.sms.token) {
             (Some(base), Some(account), Some(token)) => SmsTransport::Api {

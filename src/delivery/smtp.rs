@@ -1,0 +1,251 @@
+//! The SMTP client of outbound mail: lettre's protocol implementation on connections this
+//! module opens and keeps.
+//!
+//! Two things lettre's own transport does not do are needed here. Its connections keep
+//! Nagle's algorithm on, and it writes a message's body and the closing `CRLF.CRLF` as two
+//! writes: the second waits for the server's delayed acknowledgement of the first (40 ms on
+//! Linux), which caps one connection at some 25 messages a second. Connections opened here
+//! set `TCP_NODELAY`. And its timeout covers the connect only; here each send as a whole is
+//! bounded (RFC 5321 §4.5.3.2: up to 10 minutes for the reply to the end of DATA alone).
+//!
+//! Connections are kept for reuse, as many as deliveries run at once. A connection idle for
+//! a while is checked with NOOP before it is used again; one used a moment ago is not.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+
+/// The longest a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest one message may take, all commands together: the reply to the end of DATA
+/// alone may take 10 minutes (RFC 5321 §4.5.3.2), MAIL and RCPT 5 each.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// A connection idle longer than this is checked with NOOP before it is used again.
+const CHECK_AFTER: Duration = Duration::from_secs(5);
+/// Idle connections are dropped after this (servers close theirs after about 5 minutes).
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// STARTTLS when the server offers it (`smtp://`, the default).
+    Opportunistic,
+    /// STARTTLS or nothing (`smtp://…?tls=required`).
+    Required,
+    /// TLS from the first byte (`smtps://`).
+    Wrapper,
+}
+
+/// Why a send failed: a reply of the server (permanent for 5xx), or anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    #[error("{0}")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("connection: {0}")]
+    Network(#[from] std::io::Error),
+    #[error("the SMTP server does not offer STARTTLS (tls=required)")]
+    NoStartTls,
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+}
+
+impl SmtpError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Smtp(e) if e.is_permanent())
+    }
+}
+
+struct Idle {
+    connection: AsyncSmtpConnection,
+    since: Instant,
+}
+
+pub struct SmtpClient {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    idle: Mutex<Vec<Idle>>,
+    keep: usize,
+}
+
+impl std::fmt::Debug for SmtpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpClient")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpClient {
+    /// From `smtp://[user:pass@]host[:port][/helo-name][?tls=opportunistic|required]` or
+    /// `smtps://…`; port 587 by default (465 for `smtps`). Keeps up to `keep` connections.
+    pub fn from_url(url: &str, keep: usize) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("PARLEY_SMTP_URL: {e}"))?;
+        let tls = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let security = match (parsed.scheme(), tls.as_deref()) {
+            ("smtp", None | Some("opportunistic")) => Security::Opportunistic,
+            ("smtp", Some("required")) => Security::Required,
+            ("smtps", None) => Security::Wrapper,
+            (scheme, tls) => anyhow::bail!(
+                "PARLEY_SMTP_URL: unsupported scheme {scheme:?} with tls={tls:?} (expected smtp:// with tls=opportunistic or required, or smtps://)"
+            ),
+        };
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("PARLEY_SMTP_URL: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = parsed.port().unwrap_or(match security {
+            Security::Wrapper => 465,
+            _ => 587,
+        });
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|e| anyhow::anyhow!("PARLEY_SMTP_URL: {e}"))
+        };
+        let credentials = match parsed.password() {
+            Some(password) => Some(Credentials::new(
+                decode(parsed.username())?,
+                decode(password)?,
+            )),
+            None => None,
+        };
+        let name = parsed.path().trim_matches('/');
+        let hello = if name.is_empty() {
+            ClientId::default()
+        } else {
+            ClientId::Domain(name.to_string())
+        };
+        Ok(Self {
+            host,
+            port,
+            security,
+            credentials,
+            hello,
+            idle: Mutex::new(Vec::new()),
+            keep: keep.max(1),
+        })
+    }
+
+    /// Sends one message; the connection goes back for reuse unless the send broke it.
+    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SmtpError> {
+        let attempt = async {
+            let mut connection = self.take().await?;
+            let sent = connection.send(envelope, message).await;
+            if sent.is_ok() && !connection.has_broken() {
+                self.put_back(connection);
+            } else {
+                connection.abort().await;
+            }
+            sent.map(|_| ()).map_err(SmtpError::from)
+        };
+        tokio::time::timeout(SEND_TIMEOUT, attempt)
+            .await
+            .unwrap_or(Err(SmtpError::Timeout(SEND_TIMEOUT)))
+    }
+
+    fn put_back(&self, connection: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.keep {
+            idle.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        }
+        // Else dropped: the server sees the connection close.
+    }
+
+    /// A connection ready for a transaction: the most recently used idle one, else a new one.
+    async fn take(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        loop {
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.retain(|i| i.since.elapsed() < IDLE_LIMIT);
+                idle.pop()
+            };
+            let Some(Idle {
+                mut connection,
+                since,
+            }) = idle
+            else {
+                return self.connect().await;
+            };
+            if since.elapsed() < CHECK_AFTER || connection.test_connected().await {
+                return Ok(connection);
+            }
+            connection.abort().await;
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let connecting = async {
+            let tls = || TlsParameters::new(self.host.clone());
+            let mut connection = match self.security {
+                Security::Wrapper => {
+                    AsyncSmtpConnection::connect_tokio1(
+                        (self.host.as_str(), self.port),
+                        Some(CONNECT_TIMEOUT),
+                        &self.hello,
+                        Some(tls()?),
+                        None,
+                    )
+                    .await?
+                }
+                Security::Opportunistic | Security::Required => {
+                    let stream = tcp(&self.host, self.port).await?;
+                    let mut connection =
+                        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                            .await?;
+                    if connection.can_starttls() {
+                        connection.starttls(tls()?, &self.hello).await?;
+                    } else if self.security == Security::Required {
+                        connection.abort().await;
+                        return Err(SmtpError::NoStartTls);
+                    }
+                    connection
+                }
+            };
+            if let Some(credentials) = &self.credentials {
+                connection
+                    .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .await?;
+            }
+            Ok(connection)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .unwrap_or(Err(SmtpError::Timeout(CONNECT_TIMEOUT)))
+    }
+}
+
+/// A TCP connection with Nagle's algorithm off, to the first address of `host` that answers.
+async fn tcp(host: &str, port: u16) -> Result<tokio::net::TcpStream, SmtpError> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    let mut last = None;
+    for address in addresses {
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(SmtpError::Network(last.unwrap_or_else(|| {
+        std::io::Error::other(format!("{host} resolves to no address"))
+    })))
+}
