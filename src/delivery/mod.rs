@@ -214,7 +214,7 @@ impl DeliveryJob {
                     recipients: &recipients,
                     now: self.clock.now(),
                     wanted: None,
-                    debtor_timezone: None,
+                    debtor_timezone: Some(m.debtor_timezone.as_deref()),
                     count_recent: false,
                 },
             )

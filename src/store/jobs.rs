@@ -4,9 +4,10 @@
 
 use super::messages::{Envelope, apply_event};
 use super::queue::{DELIVERY_JOBS, Transition, transition};
+use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 
-use super::{Store, StoreError, StoreResult};
+use super::{Backend, Store, StoreError, StoreResult};
 use crate::domain::message::{Category, Channel, MessageStatus};
 use crate::domain::time::Micros;
 
@@ -24,6 +25,8 @@ pub struct Outgoing {
     pub html: Option<String>,
     pub rfc_message_id: Option<String>,
     pub in_reply_to: Option<String>,
+    /// The debtor's time zone, as the case names it, for the contact window.
+    pub debtor_timezone: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -39,6 +42,7 @@ struct OutgoingRow {
     html_sealed: Option<Vec<u8>>,
     rfc_message_id: Option<String>,
     in_reply_to: Option<String>,
+    debtor_timezone: Option<String>,
 }
 
 /// One recorded attempt of a message's delivery.
@@ -76,8 +80,9 @@ impl Store {
     /// [`StoreError::Corrupt`], so the worker fails the message rather than guess.
     pub async fn outgoing(&self, message_id: &str) -> StoreResult<Option<Outgoing>> {
         let row = sqlx::query_as::<_, OutgoingRow>(
-            "SELECT id, case_id, message_type, category, status, envelope_sealed, subject_sealed, body_sealed, html_sealed, \
-             rfc_message_id, in_reply_to FROM messages WHERE id = $1",
+            "SELECT m.id, m.case_id, m.message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
+             m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone \
+             FROM messages m LEFT JOIN cases c ON c.id = m.case_id WHERE m.id = $1",
         )
         .bind(message_id)
         .fetch_optional(&self.pool)
@@ -97,107 +102,32 @@ impl Store {
             status: MessageStatus::parse(&r.status).map_err(corrupt)?,
             rfc_message_id: r.rfc_message_id,
             in_reply_to: r.in_reply_to,
+            debtor_timezone: r.debtor_timezone,
             id: r.id,
         }))
     }
 
-    /// Records an attempt and its consequences in one transaction: the attempt (unless the
-    /// job was only deferred), the job's next state, the message's status and event, and the
-    /// outbox event.
+    /// Records an attempt and its consequences: the attempt (unless the job was only
+    /// deferred), the job's next state, the message's status and event, and the outbox
+    /// event. Outcomes finishing at the same time are written together (`finish_all`); this
+    /// returns once they are committed.
     pub async fn finish_delivery(
         &self,
         a: AttemptRecord<'_>,
         next: Transition,
         delivered: Delivered,
     ) -> StoreResult<()> {
-        let store = self.clone();
-        let (job_id, message_id) = (a.job_id.to_string(), a.message_id.to_string());
-        let (attempt, started_at, finished_at) = (a.attempt, a.started_at, a.finished_at);
-        self.pipeline
-            .submit(move |conn| {
-                let (store, job_id, message_id) =
-                    (store.clone(), job_id.clone(), message_id.clone());
-                let (next, delivered) = (next.clone(), delivered.clone());
-                Box::pin(async move {
-                    let a = AttemptRecord {
-                        job_id: &job_id,
-                        message_id: &message_id,
-                        attempt,
-                        started_at,
-                        finished_at,
-                    };
-                    store.finish_delivery_in(conn, a, next, delivered).await
-                })
+        self.finishes
+            .submit(Finish {
+                job_id: a.job_id.to_string(),
+                message_id: a.message_id.to_string(),
+                attempt: a.attempt,
+                started_at: a.started_at,
+                finished_at: a.finished_at,
+                next,
+                delivered,
             })
             .await
-    }
-
-    /// Recording an attempt on `conn`, in the commit pipeline.
-    async fn finish_delivery_in(
-        &self,
-        tx: &mut AnyConnection,
-        a: AttemptRecord<'_>,
-        next: Transition,
-        delivered: Delivered,
-    ) -> StoreResult<()> {
-        let (job_id, message_id, now) = (a.job_id, a.message_id, a.finished_at);
-        if !matches!(next, Transition::Defer(_)) {
-            let (label, error) = match (&next, &delivered) {
-                (Transition::Done, _) => ("sent", None),
-                (Transition::Retry { error, .. }, _) => ("retry", Some(error.as_str())),
-                (_, Delivered::Failed { reason }) => ("failed", Some(reason.as_str())),
-                (Transition::Failed { error }, _) => ("failed", Some(error.as_str())),
-                (Transition::Defer(_), _) => ("deferred", None),
-            };
-            sqlx::query(
-                "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(job_id)
-            .bind(a.attempt)
-            .bind(a.started_at)
-            .bind(now)
-            .bind(label)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
-        }
-        transition(&mut *tx, DELIVERY_JOBS, job_id, &next, now).await?;
-        match &delivered {
-            Delivered::Nothing => {}
-            Delivered::Sent { provider_id } => {
-                sqlx::query(
-                    "UPDATE messages SET sent_at = $2, provider_id = COALESCE($3, provider_id) WHERE id = $1",
-                )
-                .bind(message_id)
-                .bind(now)
-                .bind(provider_id.as_deref())
-                .execute(&mut *tx)
-                .await?;
-                apply_event(
-                    &mut *tx,
-                    self.backend,
-                    message_id,
-                    MessageStatus::Sent,
-                    now,
-                    None,
-                    None,
-                )
-                .await?;
-            }
-            Delivered::Failed { reason } => {
-                apply_event(
-                    &mut *tx,
-                    self.backend,
-                    message_id,
-                    MessageStatus::Failed,
-                    now,
-                    None,
-                    Some(reason),
-                )
-                .await?;
-            }
-        }
-        Ok(())
     }
 
     /// Attempts recorded for the delivery of a message, oldest first.
@@ -210,4 +140,151 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// One delivery outcome waiting to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Finish {
+    job_id: String,
+    message_id: String,
+    attempt: i32,
+    started_at: Micros,
+    finished_at: Micros,
+    next: Transition,
+    delivered: Delivered,
+}
+
+impl Finish {
+    /// The attempt's outcome and error as `job_attempts` records them.
+    fn outcome(&self) -> (&'static str, Option<&str>) {
+        match (&self.next, &self.delivered) {
+            (Transition::Done, _) => ("sent", None),
+            (Transition::Retry { error, .. }, _) => ("retry", Some(error.as_str())),
+            (_, Delivered::Failed { reason }) => ("failed", Some(reason.as_str())),
+            (Transition::Failed { error }, _) => ("failed", Some(error.as_str())),
+            (Transition::Defer(_), _) => ("deferred", None),
+        }
+    }
+}
+
+/// Rows per multi-row statement.
+const ROWS: usize = 100;
+
+/// `($1, $2, …), ($n, …)`: `rows` tuples of `columns` placeholders from `$first` on.
+fn placeholders(rows: usize, columns: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (0..columns)
+                .map(|c| format!("${}", first + r * columns + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The batch writer of delivery outcomes (a [`super::pipeline::Batcher`]).
+pub(crate) fn finish_batch<'c>(
+    conn: &'c mut AnyConnection,
+    backend: Backend,
+    items: &'c [Finish],
+) -> BoxFuture<'c, StoreResult<()>> {
+    Box::pin(finish_all(conn, backend, items))
+}
+
+/// Writes a batch of outcomes with a few multi-row statements: the attempts, the jobs that
+/// are done, the messages sent and their events. What is rare (retries, failures, deferrals,
+/// provider ids) is written one by one.
+async fn finish_all(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    items: &[Finish],
+) -> StoreResult<()> {
+    let recorded: Vec<&Finish> = items
+        .iter()
+        .filter(|f| !matches!(f.next, Transition::Defer(_)))
+        .collect();
+    for chunk in recorded.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) VALUES {}",
+            placeholders(chunk.len(), 6, 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for f in chunk {
+            let (outcome, error) = f.outcome();
+            q = q
+                .bind(&f.job_id)
+                .bind(f.attempt)
+                .bind(f.started_at)
+                .bind(f.finished_at)
+                .bind(outcome)
+                .bind(error);
+        }
+        q.execute(&mut *conn).await?;
+    }
+
+    let (done, other): (Vec<&Finish>, Vec<&Finish>) =
+        items.iter().partition(|f| f.next == Transition::Done);
+    for chunk in done.chunks(ROWS) {
+        let ids: Vec<&str> = chunk.iter().map(|f| f.job_id.as_str()).collect();
+        let now = chunk
+            .iter()
+            .map(|f| f.finished_at)
+            .max()
+            .unwrap_or_default();
+        super::queue::finish_done(&mut *conn, DELIVERY_JOBS, &ids, now).await?;
+    }
+    for f in other {
+        transition(&mut *conn, DELIVERY_JOBS, &f.job_id, &f.next, f.finished_at).await?;
+    }
+
+    let sent: Vec<(&Finish, Option<&str>)> = items
+        .iter()
+        .filter_map(|f| match &f.delivered {
+            Delivered::Sent { provider_id } => Some((f, provider_id.as_deref())),
+            _ => None,
+        })
+        .collect();
+    for chunk in sent.chunks(ROWS) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = 3 * i + 1;
+                format!(
+                    "SELECT CAST(${n} AS TEXT) AS id, CAST(${} AS BIGINT) AS at, CAST(${} AS TEXT) AS pid",
+                    n + 1,
+                    n + 2
+                )
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE messages SET sent_at = v.at, provider_id = COALESCE(v.pid, messages.provider_id) \
+             FROM ({}) v WHERE messages.id = v.id",
+            rows.join(" UNION ALL ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (f, provider_id) in chunk {
+            q = q.bind(&f.message_id).bind(f.finished_at).bind(*provider_id);
+        }
+        q.execute(&mut *conn).await?;
+        let events: Vec<(&str, Micros)> = chunk
+            .iter()
+            .map(|(f, _)| (f.message_id.as_str(), f.finished_at))
+            .collect();
+        super::messages::apply_sent_events(&mut *conn, backend, &events).await?;
+    }
+    for f in items {
+        if let Delivered::Failed { reason } = &f.delivered {
+            apply_event(
+                &mut *conn,
+                backend,
+                &f.message_id,
+                MessageStatus::Failed,
+                f.finished_at,
+                None,
+                Some(reason),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

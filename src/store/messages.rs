@@ -620,6 +620,90 @@ pub(crate) async fn apply_event(
     Ok(true)
 }
 
+/// `sent` for a batch of messages (`(message id, time)`): the batch form of
+/// [`apply_event`] for an event without a provider event id, in four statements.
+pub(crate) async fn apply_sent_events(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    events: &[(&str, Micros)],
+) -> StoreResult<()> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        status: String,
+        case_id: Option<String>,
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    let list = |first: usize| {
+        (first..first + events.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!(
+        "SELECT id, status, case_id FROM messages WHERE id IN ({}){}",
+        list(1),
+        backend.for_update()
+    );
+    let mut q = sqlx::query_as::<_, Row>(&sql);
+    for (id, _) in events {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let found: Vec<(&Row, Micros)> = events
+        .iter()
+        .filter_map(|(id, at)| rows.iter().find(|r| r.id == *id).map(|r| (r, *at)))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..found.len())
+        .map(|i| format!("(${}, 'sent', ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "INSERT INTO message_events (message_id, event, at) VALUES {}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for (row, at) in &found {
+        q = q.bind(row.id.as_str()).bind(*at);
+    }
+    q.execute(&mut *conn).await?;
+
+    let mut advanced = Vec::new();
+    let mut outbox = Vec::new();
+    for (row, at) in &found {
+        let current = MessageStatus::parse(&row.status).map_err(|e| StoreError::Corrupt(e.0))?;
+        let next = current.advance(MessageStatus::Sent);
+        if next != current {
+            advanced.push(row.id.as_str());
+        }
+        let payload = json!({"messageId": row.id, "caseId": row.case_id, "event": "sent", "status": next.as_str(), "timestamp": rfc3339(*at)});
+        outbox.push((row.case_id.as_deref(), payload.to_string()));
+    }
+    if !advanced.is_empty() {
+        let ids: Vec<String> = (4..advanced.len() + 4).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE messages SET status = $1, status_rank = $2, updated_at = $3 WHERE id IN ({})",
+            ids.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(MessageStatus::Sent.as_str())
+            .bind(MessageStatus::Sent.rank())
+            .bind(now_micros());
+        for id in &advanced {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
+        super::emit_many(&mut *conn, event_type, &outbox).await?;
+    }
+    Ok(())
+}
+
 async fn set_status(
     conn: &mut sqlx::AnyConnection,
     message_id: &str,

@@ -141,8 +141,10 @@ pub struct Store {
     writer: AnyPool,
     backend: Backend,
     keys: Arc<KeyRing>,
-    /// Group commit of the hot writes (queueing a message, recording an attempt).
+    /// Group commit of queued messages.
     pipeline: pipeline::Pipeline,
+    /// Group commit of delivery outcomes, written with multi-row statements.
+    finishes: pipeline::Batcher<jobs::Finish>,
 }
 
 impl std::fmt::Debug for Store {
@@ -173,6 +175,11 @@ impl Store {
                 .clamp(1, 8);
             return Ok(Self {
                 pipeline: pipeline::Pipeline::start(pool.clone(), Backend::Postgres, lanes),
+                finishes: pipeline::Batcher::start(
+                    pool.clone(),
+                    Backend::Postgres,
+                    jobs::finish_batch,
+                ),
                 writer: pool.clone(),
                 pool,
                 backend: Backend::Postgres,
@@ -205,6 +212,7 @@ impl Store {
             .context("opening the SQLite database")?;
         Ok(Self {
             pipeline: pipeline::Pipeline::start(writer.clone(), Backend::Sqlite, 1),
+            finishes: pipeline::Batcher::start(writer.clone(), Backend::Sqlite, jobs::finish_batch),
             pool,
             writer,
             backend: Backend::Sqlite,
@@ -373,12 +381,38 @@ pub(crate) async fn emit(
     Ok(())
 }
 
-/// Cursor of keyset pagination: the last id of the page, opaque to clients.
+/// Several events of one type into the outbox in one statement (`(case id, payload)`).
+pub(crate) async fn emit_many(
+    conn: &mut AnyConnection,
+    event_type: EventType,
+    events: &[(Option<&str>, String)],
+) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..events.len())
+        .map(|i| format!("($1, ${}, ${}, $2)", 2 * i + 3, 2 * i + 4))
+        .collect();
+    let sql = format!(
+        "INSERT INTO events (event_type, case_id, payload, created_at) VALUES {}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(event_type.as_str())
+        .bind(now_micros());
+    for (case_id, payload) in events {
+        q = q.bind(*case_id).bind(payload.as_str());
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
 /// The context a key kept in `key_material` is sealed under.
 pub(super) fn key_context(purpose: &str) -> String {
     format!("key:{purpose}")
 }
 
+/// Cursor of keyset pagination: the last id of the page, opaque to clients.
 pub(crate) fn encode_cursor(id: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)

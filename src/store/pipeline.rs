@@ -13,6 +13,10 @@
 //!
 //! SQLite has one writer, so it gets one lane; PostgreSQL gets several, each on its own
 //! connection, so batches overlap with each other's commits.
+//!
+//! A [`Batcher`] goes one step further for writes of one kind: the items of a batch are
+//! written together, by one function, with multi-row statements (recording delivery
+//! outcomes: one statement for all their attempts, one for all their messages, …).
 
 use std::sync::Arc;
 
@@ -180,4 +184,96 @@ impl Lane {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Group commit of writes of one kind: the items gathered into a batch are written by one
+/// call of the batch's writer function, in one transaction.
+pub(crate) struct Batcher<I> {
+    queue: mpsc::Sender<(I, oneshot::Sender<StoreResult<()>>)>,
+}
+
+impl<I> Clone for Batcher<I> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<I> std::fmt::Debug for Batcher<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+/// Writes a batch of items on a connection inside the batch's transaction.
+pub(crate) type WriteBatch<I> =
+    for<'c> fn(&'c mut AnyConnection, Backend, &'c [I]) -> BoxFuture<'c, StoreResult<()>>;
+
+impl<I: Send + Sync + 'static> Batcher<I> {
+    /// One lane writing batches with `write` through `writer`; it stops when the last
+    /// handle is dropped.
+    pub(crate) fn start(writer: AnyPool, backend: Backend, write: WriteBatch<I>) -> Self {
+        let (queue, mut incoming) = mpsc::channel::<(I, oneshot::Sender<StoreResult<()>>)>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(first) = incoming.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match incoming.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+                match write_in_transaction(&writer, backend, write, &items).await {
+                    Ok(()) => {
+                        for reply in replies {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Err(e) if items.len() == 1 => {
+                        if let Some(reply) = replies.into_iter().next() {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                    // One bad item costs only its own caller: each again, alone.
+                    Err(_) => {
+                        for (item, reply) in items.iter().zip(replies) {
+                            let alone = std::slice::from_ref(item);
+                            let _ = reply
+                                .send(write_in_transaction(&writer, backend, write, alone).await);
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Writes `item` in the next batch; returns once that batch is committed.
+    pub(crate) async fn submit(&self, item: I) -> StoreResult<()> {
+        let (reply, done) = oneshot::channel();
+        let stopped = || StoreError::Internal(anyhow::anyhow!("the commit pipeline stopped"));
+        self.queue
+            .send((item, reply))
+            .await
+            .map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_in_transaction<I>(
+    writer: &AnyPool,
+    backend: Backend,
+    write: WriteBatch<I>,
+    items: &[I],
+) -> StoreResult<()> {
+    let mut conn = writer.acquire().await?;
+    let mut tx = match backend {
+        Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => conn.begin().await?,
+    };
+    write(&mut tx, backend, items).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -93,17 +93,26 @@ impl Store {
         channel: &str,
         values: &[&'a str],
     ) -> StoreResult<Option<&'a str>> {
-        for v in values {
-            let found: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM suppressions WHERE channel = $1 AND value_index = $2",
-            )
-            .bind(channel)
-            .bind(self.suppression_index(channel, v))
-            .fetch_optional(&self.pool)
-            .await?;
-            if found.is_some() {
-                return Ok(Some(v));
-            }
+        if values.is_empty() {
+            return Ok(None);
+        }
+        // One look-up for every recipient at once.
+        let indexes: Vec<String> = values
+            .iter()
+            .map(|v| self.suppression_index(channel, v))
+            .collect();
+        let placeholders: Vec<String> = (2..indexes.len() + 2).map(|i| format!("${i}")).collect();
+        let query = format!(
+            "SELECT value_index FROM suppressions WHERE channel = $1 AND value_index IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&query).bind(channel);
+        for index in &indexes {
+            q = q.bind(index);
+        }
+        let found = q.fetch_all(&self.pool).await?;
+        if let Some(i) = indexes.iter().position(|index| found.contains(index)) {
+            return Ok(Some(values[i]));
         }
         Ok(None)
     }

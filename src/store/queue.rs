@@ -24,6 +24,9 @@ pub struct QueueTable {
     pub done: &'static str,
     /// Claim order.
     pub order: &'static str,
+    /// The index that walks pending items in claim order (SQLite is told to use it: without
+    /// statistics it would rather read every due item and sort them).
+    pub order_index: &'static str,
     /// The column naming what an item is about, returned with each claim.
     pub subject: &'static str,
     /// Extra assignments on every change (`updated_at`), with `$now` for the time.
@@ -38,6 +41,7 @@ pub const DELIVERY_JOBS: QueueTable = QueueTable {
     claimed: "running",
     done: "done",
     order: "priority, run_at",
+    order_index: "jobs_ready",
     subject: "ref_id",
     touch: ", updated_at = $now",
     on_end: "",
@@ -49,6 +53,7 @@ pub const WEBHOOK_DELIVERIES: QueueTable = QueueTable {
     claimed: "sending",
     done: "delivered",
     order: "next_attempt_at",
+    order_index: "webhook_deliveries_due",
     subject: "id",
     touch: "",
     on_end: ", next_attempt_at = NULL",
@@ -98,9 +103,9 @@ impl Store {
         now: Micros,
         lease_until: Micros,
     ) -> StoreResult<Vec<Claim>> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        let (lock, indexed) = match self.backend {
+            Backend::Postgres => (" FOR UPDATE SKIP LOCKED", String::new()),
+            Backend::Sqlite => ("", format!(" INDEXED BY {}", q.order_index)),
         };
         let QueueTable {
             table,
@@ -111,18 +116,37 @@ impl Store {
             ..
         } = q;
         let touch = q.touch.replace("$now", "$3");
-        let claims = sqlx::query_as::<_, Claim>(&format!(
-            "UPDATE {table} SET status = '{claimed}', lease_owner = $1, lease_until = $2, attempts = attempts + 1{touch} \
-             WHERE id IN (SELECT id FROM {table} WHERE (status = 'pending' AND {due} <= $3) \
-             OR (status = '{claimed}' AND lease_until < $3) ORDER BY {order} LIMIT $4{lock}) \
-             RETURNING id, {subject} AS subject, attempts"
-        ))
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
+        // Two claims, each a walk along an index that stops at the limit: items whose lease
+        // ran out (their worker died; few), then pending items in the queue's order. One
+        // statement with an OR of both would read every pending item and sort them.
+        let claim = |candidates: String| {
+            format!(
+                "UPDATE {table} SET status = '{claimed}', lease_owner = $1, lease_until = $2, attempts = attempts + 1{touch} \
+                 WHERE id IN ({candidates}) RETURNING id, {subject} AS subject, attempts"
+            )
+        };
+        let expired = claim(format!(
+            "SELECT id FROM {table} WHERE status = '{claimed}' AND lease_until < $3 ORDER BY lease_until LIMIT $4{lock}"
+        ));
+        let pending = claim(format!(
+            "SELECT id FROM {table}{indexed} WHERE status = 'pending' AND {due} <= $3 ORDER BY {order} LIMIT $4{lock}"
+        ));
+        let mut claims = Vec::new();
+        for query in [expired, pending] {
+            let left = limit - i64::try_from(claims.len()).unwrap_or(limit);
+            if left <= 0 {
+                break;
+            }
+            claims.extend(
+                sqlx::query_as::<_, Claim>(&query)
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(left)
+                    .fetch_all(&self.writer)
+                    .await?,
+            );
+        }
         Ok(claims)
     }
 
@@ -155,9 +179,10 @@ impl Store {
     /// The earliest time an item becomes due (a pending one, or a held one whose lease runs
     /// out), to sleep until then.
     pub async fn next_due(&self, q: QueueTable) -> StoreResult<Option<Micros>> {
+        // Two minimums, each the first entry of an index (`*_due`, `*_lease`).
         Ok(sqlx::query_scalar(&format!(
-            "SELECT MIN(CASE WHEN status = 'pending' THEN {due} ELSE lease_until END) FROM {table} \
-             WHERE status IN ('pending', '{claimed}')",
+            "SELECT MIN(t) FROM (SELECT MIN({due}) AS t FROM {table} WHERE status = 'pending' \
+             UNION ALL SELECT MIN(lease_until) AS t FROM {table} WHERE status = '{claimed}') due",
             due = q.due,
             table = q.table,
             claimed = q.claimed,
@@ -212,6 +237,36 @@ pub(crate) async fn transition(
     } else {
         query.bind(now)
     };
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Moves the items `ids` to done in one statement (the batch form of
+/// [`transition`]`(Transition::Done)`).
+pub(crate) async fn finish_done(
+    conn: &mut AnyConnection,
+    q: QueueTable,
+    ids: &[&str],
+    now: Micros,
+) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE {table} SET status = '{done}', last_error = NULL, lease_owner = NULL, lease_until = NULL{touch}{end} \
+         WHERE id IN ({list})",
+        table = q.table,
+        done = q.done,
+        touch = q.touch.replace("$now", "$1"),
+        end = q.on_end,
+        list = list.join(", "),
+    );
+    // `$1` is bound always; a table without a change time simply does not use it.
+    let mut query = sqlx::query(&sql).bind(now);
+    for id in ids {
+        query = query.bind(*id);
+    }
     query.execute(conn).await?;
     Ok(())
 }
