@@ -170,26 +170,16 @@ impl Finish {
 /// Rows per multi-row statement.
 const ROWS: usize = 100;
 
-/// `($1, $2, …), ($n, …)`: `rows` tuples of `columns` placeholders from `$first` on.
-fn placeholders(rows: usize, columns: usize, first: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (0..columns)
-                .map(|c| format!("${}", first + r * columns + c))
-                .collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The batch writer of delivery outcomes (a [`super::pipeline::Batcher`]).
 pub(crate) fn finish_batch<'c>(
     conn: &'c mut AnyConnection,
     backend: Backend,
     items: &'c [Finish],
-) -> BoxFuture<'c, StoreResult<()>> {
-    Box::pin(finish_all(conn, backend, items))
+) -> BoxFuture<'c, StoreResult<Vec<()>>> {
+    Box::pin(async move {
+        finish_all(conn, backend, items).await?;
+        Ok(vec![(); items.len()])
+    })
 }
 
 /// Writes a batch of outcomes with a few multi-row statements: the attempts, the jobs that
@@ -207,7 +197,7 @@ async fn finish_all(
     for chunk in recorded.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) VALUES {}",
-            placeholders(chunk.len(), 6, 1)
+            super::rows_sql(chunk.len(), &["", "", "", "", "", ""])
         );
         let mut q = sqlx::query(&sql);
         for f in chunk {

@@ -1,12 +1,13 @@
 //! Messages: queueing (message, `queued` event, delivery job, audit entry and idempotency
 //! record in one transaction), reading, and status events.
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::cases::{page_cursor, visible};
-use super::{Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit};
+use super::{Page, Store, StoreError, StoreResult, admin_flag, decode_cursor, emit, rows_sql};
 use crate::domain::Invalid;
 use crate::domain::event::EventType;
 use crate::domain::message::{Category, Channel, Direction, MessageStatus, Priority};
@@ -207,9 +208,9 @@ impl Store {
     /// Queues an outbound message at `now`: the message, its `queued` event, its delivery
     /// job, the audit entry and the idempotency record (naming the message) in one
     /// transaction.
-    /// Queues a message (its delivery job, event and audit entry with it), in the commit
-    /// pipeline: concurrent sends share a transaction, and the result comes once it is
-    /// committed.
+    /// Queues a message with its delivery job, event and audit entry. Concurrent sends are
+    /// written together (`queue_all`, multi-row statements in one transaction); the result
+    /// comes once that transaction is committed.
     pub async fn queue_message(
         &self,
         actor: &Actor,
@@ -217,165 +218,44 @@ impl Store {
         idempotency: Option<IdempotencyRecord>,
         now: Micros,
     ) -> StoreResult<Queued> {
-        let (store, actor) = (self.clone(), actor.clone());
-        self.pipeline
-            .submit(move |conn| {
-                let (store, actor, new, idempotency) = (
-                    store.clone(),
-                    actor.clone(),
-                    new.clone(),
-                    idempotency.clone(),
-                );
-                Box::pin(async move {
-                    store
-                        .queue_message_in(conn, &actor, new, idempotency, now)
-                        .await
-                })
-            })
-            .await
-    }
-
-    /// Queueing on `conn`: reads first, then all writes or none (see `pipeline.rs`).
-    async fn queue_message_in(
-        &self,
-        conn: &mut AnyConnection,
-        actor: &Actor,
-        new: NewMessage,
-        idempotency: Option<IdempotencyRecord>,
-        now: Micros,
-    ) -> StoreResult<Queued> {
-        if !Self::case_visible(conn, actor, &new.case_id, "").await? {
-            return Ok(Queued::NoCase);
-        }
         let id = new.id.as_str();
-        if let Some(idem) = &idempotency {
-            let cutoff = now - super::idempotency::KEEP_MICROS;
-            let stored = sqlx::query(
-                "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, result, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (party_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
-                 result = excluded.result, created_at = excluded.created_at \
-                 WHERE idempotency_keys.created_at < $6",
-            )
-            .bind(actor.party_id.as_str())
-            .bind(&idem.key)
-            .bind(&idem.request_hash)
-            .bind(id)
-            .bind(now)
-            .bind(cutoff)
-            .execute(&mut *conn)
-            .await?;
-            if stored.rows_affected() == 0 {
-                // A request with the same key committed first; this one writes nothing.
-                return Ok(Queued::KeyTaken);
-            }
-        }
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
-        // An SMS reply is routed to the case that last wrote to its number.
-        let recipient_index = match new.channel {
-            Channel::Sms => new
-                .envelope
-                .to
-                .first()
-                .map(|to| self.keys.blind_index("phone", to)),
-            Channel::Email => None,
+        let new_thread = crate::domain::prefixed_id("thread");
+        let item = QueueItem {
+            party_id: actor.party_id.as_str().to_string(),
+            actor_name: actor.name.clone(),
+            admin: admin_flag(actor),
+            idempotency,
+            envelope_sealed: self.keys.seal(&context(id, "envelope"), &envelope),
+            subject_sealed: new
+                .subject
+                .as_deref()
+                .map(|s| self.keys.seal_str(&context(id, "subject"), s)),
+            body_sealed: self.keys.seal_str(&context(id, "body"), &new.body),
+            html_sealed: new
+                .html
+                .as_deref()
+                .map(|h| self.keys.seal_str(&context(id, "html"), h)),
+            // An SMS reply is routed to the case that last wrote to its number.
+            recipient_index: match new.channel {
+                Channel::Sms => new
+                    .envelope
+                    .to
+                    .first()
+                    .map(|to| self.keys.blind_index("phone", to)),
+                Channel::Email => None,
+            },
+            subject_index: self.subject_index(new.subject.as_deref()),
+            new_thread_subject: new.subject.as_deref().map(|s| {
+                self.keys
+                    .seal_str(&super::threads::thread_context(&new_thread), s)
+            }),
+            new_thread,
+            job_id: crate::domain::prefixed_id("job"),
+            now,
+            new,
         };
-        let parent_thread = match new.in_reply_to.as_deref() {
-            Some(parent) => Self::message_by_rfc_id_in(&mut *conn, parent)
-                .await?
-                .and_then(|(_, _, thread)| thread),
-            None => None,
-        };
-        let thread_id = self
-            .join_thread(
-                &mut *conn,
-                &new.case_id,
-                parent_thread,
-                new.subject.as_deref(),
-                now,
-            )
-            .await?;
-        sqlx::query(
-            "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, template_id, \
-             language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, \
-             segments, scheduled_for, created_at, updated_at, thread_id, recipient_index) \
-             VALUES ($1, $2, 'outbound', $3, 'queued', 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19, $20)",
-        )
-        .bind(id)
-        .bind(&new.case_id)
-        .bind(new.channel.as_str())
-        .bind(new.priority.as_str())
-        .bind(new.category.as_str())
-        .bind(new.template_id.as_deref())
-        .bind(new.language.as_deref())
-        .bind(actor.party_id.as_str())
-        .bind(&actor.name)
-        .bind(self.keys.seal(&context(id, "envelope"), &envelope))
-        .bind(new.subject.as_deref().map(|s| self.keys.seal_str(&context(id, "subject"), s)))
-        .bind(self.keys.seal_str(&context(id, "body"), &new.body))
-        .bind(new.html.as_deref().map(|h| self.keys.seal_str(&context(id, "html"), h)))
-        .bind(new.rfc_message_id.as_deref())
-        .bind(new.in_reply_to.as_deref())
-        .bind(new.segments.and_then(|s| i32::try_from(s).ok()))
-        .bind(new.scheduled_for)
-        .bind(now)
-        .bind(&thread_id)
-        .bind(recipient_index)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("INSERT INTO message_events (message_id, event, at) VALUES ($1, 'queued', $2)")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
-             VALUES ($1, 'deliver_message', $2, $3, 'pending', $4, 0, $5, $5)",
-        )
-        .bind(crate::domain::prefixed_id("job"))
-        .bind(id)
-        .bind(new.priority.rank())
-        .bind(new.run_at)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        audit(
-            &mut *conn,
-            Some(&new.case_id),
-            actor,
-            "message.queued",
-            "message",
-            id,
-        )
-        .await?;
-        let view = MessageView {
-            id: new.id.clone(),
-            case_id: Some(new.case_id.clone()),
-            thread_id: Some(thread_id),
-            direction: Direction::Outbound,
-            channel: new.channel,
-            status: MessageStatus::Queued,
-            priority: new.priority,
-            category: new.category,
-            template_id: new.template_id,
-            language: new.language,
-            sent_by: Some(actor.name.clone()),
-            envelope: new.envelope,
-            subject: new.subject,
-            body: Some(new.body),
-            html: new.html,
-            rfc_message_id: new.rfc_message_id,
-            in_reply_to: new.in_reply_to,
-            provider_id: None,
-            segments: new.segments,
-            has_attachments: false,
-            failure_reason: None,
-            scheduled_for: new.scheduled_for,
-            sent_at: None,
-            received_at: None,
-            created_at: now,
-        };
-        Ok(Queued::Created(Box::new(view)))
+        self.queued.submit(item).await
     }
 
     /// One message with its body, if the actor may see its case.
@@ -721,4 +601,316 @@ async fn set_status(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A message ready to be queued: sealed and indexed beforehand, so that writing a batch
+/// needs no keys and a batch run again writes the same values.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueItem {
+    party_id: String,
+    actor_name: String,
+    admin: i64,
+    idempotency: Option<IdempotencyRecord>,
+    envelope_sealed: Vec<u8>,
+    subject_sealed: Option<Vec<u8>>,
+    body_sealed: Vec<u8>,
+    html_sealed: Option<Vec<u8>>,
+    recipient_index: Option<String>,
+    subject_index: String,
+    /// The thread to open if the message starts one, with its sealed subject.
+    new_thread: String,
+    new_thread_subject: Option<Vec<u8>>,
+    job_id: String,
+    now: Micros,
+    new: NewMessage,
+}
+
+impl QueueItem {
+    fn view(&self, thread_id: String) -> MessageView {
+        let new = self.new.clone();
+        MessageView {
+            id: new.id,
+            case_id: Some(new.case_id),
+            thread_id: Some(thread_id),
+            direction: Direction::Outbound,
+            channel: new.channel,
+            status: MessageStatus::Queued,
+            priority: new.priority,
+            category: new.category,
+            template_id: new.template_id,
+            language: new.language,
+            sent_by: Some(self.actor_name.clone()),
+            envelope: new.envelope,
+            subject: new.subject,
+            body: Some(new.body),
+            html: new.html,
+            rfc_message_id: new.rfc_message_id,
+            in_reply_to: new.in_reply_to,
+            provider_id: None,
+            segments: new.segments,
+            has_attachments: false,
+            failure_reason: None,
+            scheduled_for: new.scheduled_for,
+            sent_at: None,
+            received_at: None,
+            created_at: self.now,
+        }
+    }
+}
+
+/// The batch writer of queued messages (a [`super::pipeline::Batcher`]).
+pub(crate) fn queue_batch<'c>(
+    conn: &'c mut AnyConnection,
+    _backend: super::Backend,
+    items: &'c [QueueItem],
+) -> BoxFuture<'c, StoreResult<Vec<Queued>>> {
+    Box::pin(queue_all(conn, items))
+}
+
+/// Writes a batch of sends. Each item first decides from reads whether it writes at all
+/// (its case visible, its idempotency key free); then the threads they need, and the
+/// messages, events, jobs and audit entries of all of them in multi-row statements.
+async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult<Vec<Queued>> {
+    let mut outcomes: Vec<Option<Queued>> = items.iter().map(|_| None).collect();
+
+    // Visibility, once per case and party.
+    let mut visible_to: std::collections::HashMap<(&str, &str, i64), bool> = Default::default();
+    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
+        let key = (
+            item.new.case_id.as_str(),
+            item.party_id.as_str(),
+            item.admin,
+        );
+        let visible = match visible_to.get(&key) {
+            Some(v) => *v,
+            None => {
+                let found: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT c.id FROM cases c WHERE c.id = $1 AND {}",
+                    visible(2, 3)
+                ))
+                .bind(key.0)
+                .bind(key.1)
+                .bind(key.2)
+                .fetch_optional(&mut *conn)
+                .await?;
+                visible_to.insert(key, found.is_some());
+                found.is_some()
+            }
+        };
+        if !visible {
+            *outcome = Some(Queued::NoCase);
+        }
+    }
+
+    // Idempotency keys: a key taken (by an earlier request, or earlier in this batch) means
+    // this item writes nothing.
+    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
+        let (Some(idem), None) = (&item.idempotency, &outcome) else {
+            continue;
+        };
+        let cutoff = item.now - super::idempotency::KEEP_MICROS;
+        let stored = sqlx::query(
+            "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, result, created_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (party_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
+             result = excluded.result, created_at = excluded.created_at \
+             WHERE idempotency_keys.created_at < $6",
+        )
+        .bind(&item.party_id)
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(&item.new.id)
+        .bind(item.now)
+        .bind(cutoff)
+        .execute(&mut *conn)
+        .await?;
+        if stored.rows_affected() == 0 {
+            *outcome = Some(Queued::KeyTaken);
+        }
+    }
+
+    // Threads: the parent's for a reply, else the case's thread of that subject, opened
+    // by the first message that needs it.
+    let mut threads: std::collections::HashMap<(String, String), String> = Default::default();
+    let mut thread_of: Vec<Option<String>> = items.iter().map(|_| None).collect();
+    for (i, item) in items.iter().enumerate() {
+        if outcomes[i].is_some() {
+            continue;
+        }
+        if let Some(parent) = item.new.in_reply_to.as_deref()
+            && let Some((_, _, Some(thread))) =
+                Store::message_by_rfc_id_in(&mut *conn, parent).await?
+        {
+            thread_of[i] = Some(thread);
+            continue;
+        }
+        let key = (item.new.case_id.clone(), item.subject_index.clone());
+        if let Some(thread) = threads.get(&key) {
+            thread_of[i] = Some(thread.clone());
+            continue;
+        }
+        let find = "SELECT id FROM threads WHERE case_id = $1 AND subject_index = $2";
+        let mut found: Option<String> = sqlx::query_scalar(find)
+            .bind(&key.0)
+            .bind(&key.1)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            sqlx::query(
+                "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at) \
+                 VALUES ($1, $2, $3, $4, 'active', $5) ON CONFLICT (case_id, subject_index) DO NOTHING",
+            )
+            .bind(&item.new_thread)
+            .bind(&key.0)
+            .bind(item.new_thread_subject.as_deref())
+            .bind(&key.1)
+            .bind(item.now)
+            .execute(&mut *conn)
+            .await?;
+            // Another transaction may have opened the same thread first.
+            found = Some(
+                sqlx::query_scalar(find)
+                    .bind(&key.0)
+                    .bind(&key.1)
+                    .fetch_one(&mut *conn)
+                    .await?,
+            );
+        }
+        let thread = found.unwrap_or_default();
+        threads.insert(key, thread.clone());
+        thread_of[i] = Some(thread);
+    }
+
+    let going: Vec<(usize, &QueueItem, &str)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| thread_of[i].as_deref().map(|t| (i, item, t)))
+        .collect();
+    // 20 columns a message: 40 rows stay far below every bound on parameters.
+    for chunk in going.chunks(40) {
+        let sql = format!(
+            "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, \
+             template_id, language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, \
+             rfc_message_id, in_reply_to, segments, scheduled_for, created_at, updated_at, thread_id, recipient_index) \
+             VALUES {}",
+            rows_sql(
+                chunk.len(),
+                &[
+                    "",
+                    "",
+                    "'outbound'",
+                    "",
+                    "'queued'",
+                    "0",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "=",
+                    "",
+                    "",
+                ]
+            )
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, item, thread) in chunk {
+            let new = &item.new;
+            q = q
+                .bind(new.id.as_str())
+                .bind(new.case_id.as_str())
+                .bind(new.channel.as_str())
+                .bind(new.priority.as_str())
+                .bind(new.category.as_str())
+                .bind(new.template_id.as_deref())
+                .bind(new.language.as_deref())
+                .bind(item.party_id.as_str())
+                .bind(item.actor_name.as_str())
+                .bind(item.envelope_sealed.as_slice())
+                .bind(item.subject_sealed.as_deref())
+                .bind(item.body_sealed.as_slice())
+                .bind(item.html_sealed.as_deref())
+                .bind(new.rfc_message_id.as_deref())
+                .bind(new.in_reply_to.as_deref())
+                .bind(new.segments.and_then(|s| i32::try_from(s).ok()))
+                .bind(new.scheduled_for)
+                .bind(item.now)
+                .bind(*thread)
+                .bind(item.recipient_index.as_deref());
+        }
+        q.execute(&mut *conn).await?;
+
+        let sql = format!(
+            "INSERT INTO message_events (message_id, event, at) VALUES {}",
+            rows_sql(chunk.len(), &["", "'queued'", ""])
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, item, _) in chunk {
+            q = q.bind(item.new.id.as_str()).bind(item.now);
+        }
+        q.execute(&mut *conn).await?;
+
+        let sql = format!(
+            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) VALUES {}",
+            rows_sql(
+                chunk.len(),
+                &[
+                    "",
+                    "'deliver_message'",
+                    "",
+                    "",
+                    "'pending'",
+                    "",
+                    "0",
+                    "",
+                    "="
+                ]
+            )
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, item, _) in chunk {
+            q = q
+                .bind(item.job_id.as_str())
+                .bind(item.new.id.as_str())
+                .bind(item.new.priority.rank())
+                .bind(item.new.run_at)
+                .bind(item.now);
+        }
+        q.execute(&mut *conn).await?;
+
+        let sql = format!(
+            "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) VALUES {}",
+            rows_sql(
+                chunk.len(),
+                &["", "", "", "'message.queued'", "'message'", "", ""]
+            )
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, item, _) in chunk {
+            q = q
+                .bind(item.new.case_id.as_str())
+                .bind(item.party_id.as_str())
+                .bind(item.actor_name.as_str())
+                .bind(item.new.id.as_str())
+                .bind(item.now);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for (i, item, thread) in going {
+        outcomes[i] = Some(Queued::Created(Box::new(item.view(thread.to_string()))));
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Queued::NoCase))
+        .collect())
 }

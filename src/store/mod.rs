@@ -142,9 +142,9 @@ pub struct Store {
     backend: Backend,
     keys: Arc<KeyRing>,
     /// Group commit of queued messages.
-    pipeline: pipeline::Pipeline,
-    /// Group commit of delivery outcomes, written with multi-row statements.
-    finishes: pipeline::Batcher<jobs::Finish>,
+    queued: pipeline::Batcher<messages::QueueItem, Queued>,
+    /// Group commit of delivery outcomes.
+    finishes: pipeline::Batcher<jobs::Finish, ()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -174,10 +174,16 @@ impl Store {
                 .unwrap_or(1)
                 .clamp(1, 8);
             return Ok(Self {
-                pipeline: pipeline::Pipeline::start(pool.clone(), Backend::Postgres, lanes),
+                queued: pipeline::Batcher::start(
+                    pool.clone(),
+                    Backend::Postgres,
+                    lanes,
+                    messages::queue_batch,
+                ),
                 finishes: pipeline::Batcher::start(
                     pool.clone(),
                     Backend::Postgres,
+                    lanes,
                     jobs::finish_batch,
                 ),
                 writer: pool.clone(),
@@ -211,8 +217,18 @@ impl Store {
             .await
             .context("opening the SQLite database")?;
         Ok(Self {
-            pipeline: pipeline::Pipeline::start(writer.clone(), Backend::Sqlite, 1),
-            finishes: pipeline::Batcher::start(writer.clone(), Backend::Sqlite, jobs::finish_batch),
+            queued: pipeline::Batcher::start(
+                writer.clone(),
+                Backend::Sqlite,
+                1,
+                messages::queue_batch,
+            ),
+            finishes: pipeline::Batcher::start(
+                writer.clone(),
+                Backend::Sqlite,
+                1,
+                jobs::finish_batch,
+            ),
             pool,
             writer,
             backend: Backend::Sqlite,
@@ -379,6 +395,30 @@ pub(crate) async fn emit(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The `VALUES` of a multi-row statement: `rows` tuples, each column of `columns` a new
+/// placeholder (`""`), the previous placeholder again (`"="`), or an SQL literal.
+pub(crate) fn rows_sql(rows: usize, columns: &[&str]) -> String {
+    let per_row = columns.iter().filter(|c| c.is_empty()).count();
+    (0..rows)
+        .map(|r| {
+            let mut n = r * per_row;
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| match *c {
+                    "" => {
+                        n += 1;
+                        format!("${n}")
+                    }
+                    "=" => format!("${n}"),
+                    literal => literal.to_string(),
+                })
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Several events of one type into the outbox in one statement (`(case id, payload)`).

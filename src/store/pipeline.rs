@@ -1,22 +1,21 @@
 //! Group commit: writes of concurrent requests share one database transaction.
 //!
-//! A write is submitted as a unit of work, a function that runs its statements on the
-//! connection it is given. A lane takes the first unit that arrives, then every unit that
-//! has arrived meanwhile (while the previous batch was being committed), runs them one after
-//! another in a single transaction and commits once. Only then does each caller get its
-//! result: a response is never sent before its own data is durable.
+//! Writes of one kind (queueing a message, recording a delivery outcome) are submitted to a
+//! [`Batcher`] as items, prepared beforehand (sealed, indexed) so that writing them needs
+//! nothing but a connection. A lane takes the first item that arrives, then every item that
+//! has arrived meanwhile (while the previous batch was being committed), writes them all
+//! with one call of the kind's batch writer (multi-row statements: one for all their
+//! messages, one for all their jobs, …) in a single transaction, and commits once. Only
+//! then does each caller get its result: a response is never sent before its own data is
+//! durable.
 //!
-//! A unit either writes everything or nothing of its own (it decides what to do from reads
-//! before its first write), so a batch never needs to undo one unit alone. When a unit fails
-//! with an error, the batch is rolled back and its units are run again one transaction each,
-//! so one bad write costs only its own caller.
+//! An item whose write cannot happen (an invisible case, an idempotency key already taken)
+//! decides so from reads before anything is written, and writes nothing. When a batch fails
+//! with an error, it is rolled back and its items are written again one transaction each,
+//! so one bad item costs only its own caller.
 //!
 //! SQLite has one writer, so it gets one lane; PostgreSQL gets several, each on its own
 //! connection, so batches overlap with each other's commits.
-//!
-//! A [`Batcher`] goes one step further for writes of one kind: the items of a batch are
-//! written together, by one function, with multi-row statements (recording delivery
-//! outcomes: one statement for all their attempts, one for all their messages, …).
 
 use std::sync::Arc;
 
@@ -26,173 +25,24 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Backend, StoreError, StoreResult};
 
-/// Units in one transaction at most.
+/// Items in one transaction at most.
 const MAX_BATCH: usize = 256;
-/// Units waiting for a lane at most; submitters wait beyond that (backpressure).
+/// Items waiting for a lane at most; submitters wait beyond that (backpressure).
 const QUEUE: usize = 4096;
 
-/// A unit of work as a lane sees it.
-trait Unit: Send {
-    /// Runs the unit's statements on `conn` (inside the batch's transaction) and keeps its
-    /// result for later.
-    fn apply<'c>(&'c mut self, conn: &'c mut AnyConnection) -> BoxFuture<'c, StoreResult<()>>;
-    /// Hands the kept result to the caller (after the commit), or `error`.
-    fn finish(self: Box<Self>, error: Option<StoreError>);
+/// Writes a batch of items on a connection inside the batch's transaction: one output per
+/// item, in order.
+pub(crate) type WriteBatch<I, O> =
+    for<'c> fn(&'c mut AnyConnection, Backend, &'c [I]) -> BoxFuture<'c, StoreResult<Vec<O>>>;
+
+type Pending<I, O> = (I, oneshot::Sender<StoreResult<O>>);
+
+/// Group commit of writes of one kind.
+pub(crate) struct Batcher<I, O> {
+    queue: mpsc::Sender<Pending<I, O>>,
 }
 
-struct Pending<T, F> {
-    work: F,
-    result: Option<T>,
-    reply: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<T, F> Unit for Pending<T, F>
-where
-    T: Send,
-    F: for<'c> FnMut(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send,
-{
-    fn apply<'c>(&'c mut self, conn: &'c mut AnyConnection) -> BoxFuture<'c, StoreResult<()>> {
-        Box::pin(async move {
-            let value = (self.work)(conn).await?;
-            self.result = Some(value);
-            Ok(())
-        })
-    }
-
-    fn finish(self: Box<Self>, error: Option<StoreError>) {
-        let outcome = match (error, self.result) {
-            (Some(e), _) => Err(e),
-            (None, Some(v)) => Ok(v),
-            (None, None) => Err(StoreError::Internal(anyhow::anyhow!(
-                "a committed unit of work kept no result"
-            ))),
-        };
-        // A caller that gave up (its request was dropped) no longer listens.
-        let _ = self.reply.send(outcome);
-    }
-}
-
-/// The commit pipeline of one store.
-#[derive(Clone)]
-pub(crate) struct Pipeline {
-    queue: mpsc::Sender<Box<dyn Unit>>,
-}
-
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").finish_non_exhaustive()
-    }
-}
-
-impl Pipeline {
-    /// Starts `lanes` lanes writing through `writer`. They stop when the last handle of the
-    /// pipeline is dropped.
-    pub(crate) fn start(writer: AnyPool, backend: Backend, lanes: usize) -> Self {
-        let (queue, incoming) = mpsc::channel::<Box<dyn Unit>>(QUEUE);
-        let incoming = Arc::new(Mutex::new(incoming));
-        for _ in 0..lanes.max(1) {
-            let lane = Lane {
-                writer: writer.clone(),
-                backend,
-                incoming: incoming.clone(),
-            };
-            tokio::spawn(lane.run());
-        }
-        Self { queue }
-    }
-
-    /// Runs `work` in the next batch; its result once that batch is committed. `work` may
-    /// run more than once (a batch that failed is run again unit by unit), so it must build
-    /// its writes from what it captured, and write all of them or none.
-    pub(crate) async fn submit<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnMut(&'c mut AnyConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-    {
-        let (reply, result) = oneshot::channel();
-        let unit = Box::new(Pending {
-            work,
-            result: None,
-            reply,
-        });
-        self.queue
-            .send(unit)
-            .await
-            .map_err(|_| StoreError::Internal(anyhow::anyhow!("the commit pipeline stopped")))?;
-        result
-            .await
-            .map_err(|_| StoreError::Internal(anyhow::anyhow!("the commit pipeline stopped")))?
-    }
-}
-
-struct Lane {
-    writer: AnyPool,
-    backend: Backend,
-    incoming: Arc<Mutex<mpsc::Receiver<Box<dyn Unit>>>>,
-}
-
-impl Lane {
-    async fn run(self) {
-        loop {
-            let batch = {
-                let mut incoming = self.incoming.lock().await;
-                let Some(first) = incoming.recv().await else {
-                    return;
-                };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match incoming.try_recv() {
-                        Ok(unit) => batch.push(unit),
-                        Err(_) => break,
-                    }
-                }
-                batch
-            };
-            self.commit(batch).await;
-        }
-    }
-
-    async fn commit(&self, mut batch: Vec<Box<dyn Unit>>) {
-        match self.transaction(&mut batch).await {
-            Ok(()) => batch.into_iter().for_each(|u| u.finish(None)),
-            Err(e) if batch.len() == 1 => {
-                if let Some(unit) = batch.pop() {
-                    unit.finish(Some(e));
-                }
-            }
-            Err(_) => {
-                for unit in batch {
-                    let mut alone = vec![unit];
-                    let error = self.transaction(&mut alone).await.err();
-                    if let Some(unit) = alone.pop() {
-                        unit.finish(error);
-                    }
-                }
-            }
-        }
-    }
-
-    async fn transaction(&self, units: &mut [Box<dyn Unit>]) -> StoreResult<()> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => conn.begin().await?,
-        };
-        for unit in units.iter_mut() {
-            unit.apply(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// Group commit of writes of one kind: the items gathered into a batch are written by one
-/// call of the batch's writer function, in one transaction.
-pub(crate) struct Batcher<I> {
-    queue: mpsc::Sender<(I, oneshot::Sender<StoreResult<()>>)>,
-}
-
-impl<I> Clone for Batcher<I> {
+impl<I, O> Clone for Batcher<I, O> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
@@ -200,58 +50,37 @@ impl<I> Clone for Batcher<I> {
     }
 }
 
-impl<I> std::fmt::Debug for Batcher<I> {
+impl<I, O> std::fmt::Debug for Batcher<I, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher").finish_non_exhaustive()
     }
 }
 
-/// Writes a batch of items on a connection inside the batch's transaction.
-pub(crate) type WriteBatch<I> =
-    for<'c> fn(&'c mut AnyConnection, Backend, &'c [I]) -> BoxFuture<'c, StoreResult<()>>;
-
-impl<I: Send + Sync + 'static> Batcher<I> {
-    /// One lane writing batches with `write` through `writer`; it stops when the last
+impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
+    /// `lanes` lanes writing batches with `write` through `writer`; they stop when the last
     /// handle is dropped.
-    pub(crate) fn start(writer: AnyPool, backend: Backend, write: WriteBatch<I>) -> Self {
-        let (queue, mut incoming) = mpsc::channel::<(I, oneshot::Sender<StoreResult<()>>)>(QUEUE);
-        tokio::spawn(async move {
-            while let Some(first) = incoming.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match incoming.try_recv() {
-                        Ok(item) => batch.push(item),
-                        Err(_) => break,
-                    }
-                }
-                let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
-                match write_in_transaction(&writer, backend, write, &items).await {
-                    Ok(()) => {
-                        for reply in replies {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                    Err(e) if items.len() == 1 => {
-                        if let Some(reply) = replies.into_iter().next() {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                    // One bad item costs only its own caller: each again, alone.
-                    Err(_) => {
-                        for (item, reply) in items.iter().zip(replies) {
-                            let alone = std::slice::from_ref(item);
-                            let _ = reply
-                                .send(write_in_transaction(&writer, backend, write, alone).await);
-                        }
-                    }
-                }
-            }
-        });
+    pub(crate) fn start(
+        writer: AnyPool,
+        backend: Backend,
+        lanes: usize,
+        write: WriteBatch<I, O>,
+    ) -> Self {
+        let (queue, incoming) = mpsc::channel::<Pending<I, O>>(QUEUE);
+        let incoming = Arc::new(Mutex::new(incoming));
+        for _ in 0..lanes.max(1) {
+            let lane = Lane {
+                writer: writer.clone(),
+                backend,
+                write,
+                incoming: incoming.clone(),
+            };
+            tokio::spawn(lane.run());
+        }
         Self { queue }
     }
 
-    /// Writes `item` in the next batch; returns once that batch is committed.
-    pub(crate) async fn submit(&self, item: I) -> StoreResult<()> {
+    /// Writes `item` in the next batch; its output once that batch is committed.
+    pub(crate) async fn submit(&self, item: I) -> StoreResult<O> {
         let (reply, done) = oneshot::channel();
         let stopped = || StoreError::Internal(anyhow::anyhow!("the commit pipeline stopped"));
         self.queue
@@ -262,18 +91,133 @@ impl<I: Send + Sync + 'static> Batcher<I> {
     }
 }
 
-async fn write_in_transaction<I>(
-    writer: &AnyPool,
+struct Lane<I, O> {
+    writer: AnyPool,
     backend: Backend,
-    write: WriteBatch<I>,
-    items: &[I],
-) -> StoreResult<()> {
-    let mut conn = writer.acquire().await?;
-    let mut tx = match backend {
-        Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => conn.begin().await?,
-    };
-    write(&mut tx, backend, items).await?;
-    tx.commit().await?;
-    Ok(())
+    write: WriteBatch<I, O>,
+    incoming: Arc<Mutex<mpsc::Receiver<Pending<I, O>>>>,
+}
+
+impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
+    async fn run(self) {
+        loop {
+            let batch = {
+                let mut incoming = self.incoming.lock().await;
+                let Some(first) = incoming.recv().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match incoming.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+            match self.transaction(&items).await {
+                Ok(outputs) if outputs.len() == items.len() => {
+                    for (reply, output) in replies.into_iter().zip(outputs) {
+                        // A caller that gave up (its request was dropped) no longer listens.
+                        let _ = reply.send(Ok(output));
+                    }
+                }
+                Ok(_) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Internal(anyhow::anyhow!(
+                            "a batch writer gave an output count unlike its input"
+                        ))));
+                    }
+                }
+                Err(e) if items.len() == 1 => {
+                    if let Some(reply) = replies.into_iter().next() {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+                // One bad item costs only its own caller: each again, alone.
+                Err(_) => {
+                    for (item, reply) in items.iter().zip(replies) {
+                        let alone = self.transaction(std::slice::from_ref(item)).await.and_then(
+                            |mut outputs| {
+                                outputs.pop().ok_or_else(|| {
+                                    StoreError::Internal(anyhow::anyhow!(
+                                        "a batch writer gave no output"
+                                    ))
+                                })
+                            },
+                        );
+                        let _ = reply.send(alone);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn transaction(&self, items: &[I]) -> StoreResult<Vec<O>> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
+        };
+        let outputs = (self.write)(&mut tx, self.backend, items).await?;
+        tx.commit().await?;
+        Ok(outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::any::AnyPoolOptions;
+
+    use super::*;
+
+    /// Inserts each item as a row; the item 13 writes into a table that does not exist.
+    fn write<'c>(
+        conn: &'c mut AnyConnection,
+        _: Backend,
+        items: &'c [i64],
+    ) -> BoxFuture<'c, StoreResult<Vec<i64>>> {
+        Box::pin(async move {
+            for item in items {
+                let table = if *item == 13 { "missing" } else { "rows" };
+                sqlx::query(&format!("INSERT INTO {table} (n) VALUES ($1)"))
+                    .bind(*item)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(items.iter().map(|i| i * 10).collect())
+        })
+    }
+
+    #[tokio::test]
+    async fn one_bad_item_fails_alone_and_every_other_is_written_once() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE rows (n INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let batcher = Batcher::start(pool.clone(), Backend::Sqlite, 1, write);
+        let results = futures_util::future::join_all((0..40).map(|i| batcher.submit(i))).await;
+        for (i, result) in (0..40).zip(&results) {
+            match (i, result) {
+                (13, Err(_)) => {}
+                (i, Ok(out)) => assert_eq!(*out, i * 10),
+                (i, other) => panic!("item {i}: {other:?}"),
+            }
+        }
+        let (count, sum): (i64, i64) = sqlx::query_as("SELECT COUNT(*), SUM(n) FROM rows")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 39);
+        assert_eq!(sum, (0..40).sum::<i64>() - 13);
+    }
 }

@@ -75,7 +75,7 @@ pub(super) fn thread_context(id: &str) -> String {
 }
 
 impl Store {
-    fn subject_index(&self, subject: Option<&str>) -> String {
+    pub(super) fn subject_index(&self, subject: Option<&str>) -> String {
         // SMS have no subject: they share one thread per case.
         let key = subject.map_or_else(|| "\u{0}sms".to_string(), normalize_subject);
         self.keys.blind_index("thread-subject", &key)
