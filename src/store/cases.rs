@@ -87,6 +87,34 @@ pub(crate) fn visible(party: u8, admin: u8) -> String {
     format!("(c.creditor_id = ${party} OR c.partner_id = ${party} OR ${admin} = 1)")
 }
 
+/// The cases a party sees, as a condition on `c` with the party in `$1`: spelled per kind of
+/// party, so that a creditor's or partner's list walks their own index (`cases_creditor`,
+/// `cases_partner`) and an admin's the whole table, never both behind an `OR`.
+fn visible_to(actor: &Actor) -> &'static str {
+    if actor.kind == crate::domain::PartyKind::Admin {
+        "$1 = $1"
+    } else {
+        "(c.creditor_id = $1 OR c.partner_id = $1)"
+    }
+}
+
+/// A page of the cases `actor` sees, newest first: `$2` status, `$3` cursor, `$4` size + 1.
+pub(crate) fn list_cases_sql(actor: &Actor) -> String {
+    format!(
+        "{CASE_SELECT} WHERE {} AND ($2 IS NULL OR c.status = $2) AND ($3 IS NULL OR c.id < $3) \
+         ORDER BY c.id DESC LIMIT $4",
+        visible_to(actor)
+    )
+}
+
+/// How many cases `actor` sees with the list's filter.
+pub(crate) fn count_cases_sql(actor: &Actor) -> String {
+    format!(
+        "SELECT COUNT(*) FROM cases c WHERE {} AND ($2 IS NULL OR c.status = $2)",
+        visible_to(actor)
+    )
+}
+
 pub(super) fn debtor_context(case_id: &str) -> String {
     format!("case:{case_id}:debtor")
 }
@@ -270,27 +298,18 @@ impl Store {
     ) -> StoreResult<(Page<CaseView>, i64)> {
         let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let status = q.status.map(CaseStatus::as_str);
-        let rows = sqlx::query_as::<_, CaseRow>(&format!(
-            "{CASE_SELECT} WHERE {} AND ($3 IS NULL OR c.status = $3) AND ($4 IS NULL OR c.id < $4) \
-             ORDER BY c.id DESC LIMIT $5",
-            visible(1, 2)
-        ))
-        .bind(actor.party_id.as_str())
-        .bind(admin_flag(actor))
-        .bind(status)
-        .bind(cursor.as_deref())
-        .bind(q.limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let total: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM cases c WHERE {} AND ($3 IS NULL OR c.status = $3)",
-            visible(1, 2)
-        ))
-        .bind(actor.party_id.as_str())
-        .bind(admin_flag(actor))
-        .bind(status)
-        .fetch_one(&self.pool)
-        .await?;
+        let rows = sqlx::query_as::<_, CaseRow>(&list_cases_sql(actor))
+            .bind(actor.party_id.as_str())
+            .bind(status)
+            .bind(cursor.as_deref())
+            .bind(q.limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let total: i64 = sqlx::query_scalar(&count_cases_sql(actor))
+            .bind(actor.party_id.as_str())
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await?;
         let mut items = rows
             .into_iter()
             .map(|r| self.case_from_row(r))

@@ -149,6 +149,23 @@ pub(crate) fn context(id: &str, part: &str) -> String {
     format!("msg:{id}:{part}")
 }
 
+/// The filters of a case's message list: `$1` the case, `$2`–`$6` optional filters.
+const LIST_CONDITIONS: &str = "m.case_id = $1 AND ($2 IS NULL OR m.message_type = $2) AND ($3 IS NULL OR m.direction = $3) \
+     AND ($4 IS NULL OR m.status = $4) AND ($5 IS NULL OR m.created_at >= $5) AND ($6 IS NULL OR m.created_at <= $6)";
+
+/// A page of a case's messages, newest first: `$7` the cursor, `$8` the page size + 1.
+pub(crate) fn list_messages_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {LIST_CONDITIONS} AND ($7 IS NULL OR m.id < $7) \
+         ORDER BY m.id DESC LIMIT $8"
+    )
+}
+
+/// How many messages of a case match the list's filters.
+pub(crate) fn count_messages_sql() -> String {
+    format!("SELECT COUNT(*) FROM messages m WHERE {LIST_CONDITIONS}")
+}
+
 const MESSAGE_COLUMNS: &str = "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.status, m.priority, m.category, \
      m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, m.in_reply_to, \
      m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, m.received_at, m.created_at";
@@ -288,32 +305,26 @@ impl Store {
             return Ok(None);
         }
         let cursor = f.cursor.as_deref().map(decode_cursor).transpose()?;
-        let conditions = "m.case_id = $1 AND ($2 IS NULL OR m.message_type = $2) AND ($3 IS NULL OR m.direction = $3) \
-             AND ($4 IS NULL OR m.status = $4) AND ($5 IS NULL OR m.created_at >= $5) AND ($6 IS NULL OR m.created_at <= $6)";
-        let rows = sqlx::query_as::<_, MessageRow>(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {conditions} AND ($7 IS NULL OR m.id < $7) ORDER BY m.id DESC LIMIT $8"
-        ))
-        .bind(case_id)
-        .bind(f.channel.map(Channel::as_str))
-        .bind(f.direction.map(Direction::as_str))
-        .bind(f.status.map(MessageStatus::as_str))
-        .bind(f.date_from)
-        .bind(f.date_to)
-        .bind(cursor.as_deref())
-        .bind(f.limit + 1)
-        .fetch_all(&mut *conn)
-        .await?;
-        let total: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM messages m WHERE {conditions}"
-        ))
-        .bind(case_id)
-        .bind(f.channel.map(Channel::as_str))
-        .bind(f.direction.map(Direction::as_str))
-        .bind(f.status.map(MessageStatus::as_str))
-        .bind(f.date_from)
-        .bind(f.date_to)
-        .fetch_one(&mut *conn)
-        .await?;
+        let rows = sqlx::query_as::<_, MessageRow>(&list_messages_sql())
+            .bind(case_id)
+            .bind(f.channel.map(Channel::as_str))
+            .bind(f.direction.map(Direction::as_str))
+            .bind(f.status.map(MessageStatus::as_str))
+            .bind(f.date_from)
+            .bind(f.date_to)
+            .bind(cursor.as_deref())
+            .bind(f.limit + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+        let total: i64 = sqlx::query_scalar(&count_messages_sql())
+            .bind(case_id)
+            .bind(f.channel.map(Channel::as_str))
+            .bind(f.direction.map(Direction::as_str))
+            .bind(f.status.map(MessageStatus::as_str))
+            .bind(f.date_from)
+            .bind(f.date_to)
+            .fetch_one(&mut *conn)
+            .await?;
         let mut items = rows
             .into_iter()
             .map(|r| self.message_from_row(r))

@@ -17,6 +17,7 @@ mod notes;
 mod parties;
 mod payments;
 mod pipeline;
+mod plans;
 mod policy;
 mod preferences;
 pub mod queue;

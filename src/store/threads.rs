@@ -70,6 +70,12 @@ struct RfcMessageRow {
     thread_id: Option<String>,
 }
 
+/// A case's threads (`$1`) with their counts, most recent first.
+pub(crate) const LIST_THREADS_SQL: &str = "SELECT t.id AS id, t.subject_sealed AS subject_sealed, \
+     COUNT(m.id) AS message_count, MAX(COALESCE(m.received_at, m.sent_at, m.created_at)) AS last_message_at, \
+     t.status AS status FROM threads t LEFT JOIN messages m ON m.thread_id = t.id WHERE t.case_id = $1 \
+     GROUP BY t.id, t.subject_sealed, t.status ORDER BY last_message_at DESC, t.id DESC";
+
 pub(super) fn thread_context(id: &str) -> String {
     format!("thread:{id}")
 }
@@ -134,15 +140,10 @@ impl Store {
         if !Self::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
-        let rows = sqlx::query_as::<_, ThreadRow>(
-            "SELECT t.id AS id, t.subject_sealed AS subject_sealed, COUNT(m.id) AS message_count, \
-             MAX(COALESCE(m.received_at, m.sent_at, m.created_at)) AS last_message_at, t.status AS status \
-             FROM threads t LEFT JOIN messages m ON m.thread_id = t.id WHERE t.case_id = $1 \
-             GROUP BY t.id, t.subject_sealed, t.status ORDER BY last_message_at DESC, t.id DESC",
-        )
-        .bind(case_id)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query_as::<_, ThreadRow>(LIST_THREADS_SQL)
+            .bind(case_id)
+            .fetch_all(&mut *conn)
+            .await?;
         let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in sqlx::query_as::<_, ParticipantRow>("SELECT thread_id, id, envelope_sealed FROM messages WHERE case_id = $1 AND thread_id IS NOT NULL ORDER BY id")
             .bind(case_id)

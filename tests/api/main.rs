@@ -20,6 +20,7 @@ mod fuzz;
 mod messages;
 mod notes;
 mod ops;
+mod plans;
 mod policy;
 mod processes;
 mod providers;
