@@ -242,7 +242,60 @@ def together(binary, name, database_url, sink, source, seconds):
     return rate
 
 
-PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres"]
+def post_notes(p, token, case, n, threads=16):
+    body = json.dumps({"note": "Called the debtor; promised to pay on Friday.", "tags": ["call"]})
+
+    def worker(count):
+        conn = http.client.HTTPConnection("127.0.0.1", p.port)
+        for _ in range(count):
+            conn.request("POST", f"/api/cases/{case}/notes", body,
+                         {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 201, r.status
+        conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, [n // threads] * threads))
+    return (n // threads) * threads
+
+
+def webhooks(binary, name, database_url, seconds, events):
+    """Webhook deliveries into a local receiver (Node.js), against wrk posting the same
+    shape of request straight to it: `events` notes are written first with no dispatcher,
+    then a process on default settings fans them out and delivers them."""
+    receiver = subprocess.Popen(["node", "bench/receiver.js"], stdout=subprocess.PIPE, text=True)
+    port = int(receiver.stdout.readline())
+    target = f"http://127.0.0.1:{port}"
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    url = database_url or f"sqlite://{data}/parley.db"
+    try:
+        base = wrk(target + "/", seconds, "bench/webhook.lua")
+        before = int(urllib.request.urlopen(target + "/count").read())
+        writer = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_ALLOW_PRIVATE="true")
+        token, case = writer.setup()
+        writer.request("POST", "/api/webhooks", token, {"url": target + "/hook", "events": ["note.created"]})
+        n = post_notes(writer, token, case, events)
+        writer.stop()
+        t0 = time.time()
+        sender = Parley(binary, data, url, PARLEY_WEBHOOK_ALLOW_PRIVATE="true")
+        while int(urllib.request.urlopen(target + "/count").read()) - before < n:
+            if time.time() - t0 > 300:
+                raise RuntimeError("webhook deliveries did not arrive")
+            time.sleep(0.05)
+        elapsed = time.time() - t0
+        sender.stop()
+    finally:
+        receiver.terminate()
+        shutil.rmtree(data, ignore_errors=True)
+    rate = n / elapsed
+    print(f"webhooks on {name}: {n} deliveries in {elapsed:.1f} s = {rate:.0f}/s into the receiver")
+    print(f"  wrk -c32 posting the same request to it: {base['rps']:.0f}/s -> ratio {rate / base['rps']:.3f}")
+    return rate
+
+
+PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
+         "webhooks-sqlite", "webhooks-postgres"]
 
 
 def main():
@@ -251,6 +304,7 @@ def main():
     parser.add_argument("--postgres", required=True)
     parser.add_argument("--postgres-e2e", required=True)
     parser.add_argument("--postgres-together", required=True)
+    parser.add_argument("--postgres-webhooks", required=True)
     parser.add_argument("--sink", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--seconds", type=int, default=10)
@@ -276,6 +330,10 @@ def main():
         together(args.binary, "SQLite", None, args.sink, args.source, args.seconds)
     if "together-postgres" in parts:
         together(args.binary, "PostgreSQL", args.postgres_together, args.sink, args.source, args.seconds)
+    if "webhooks-sqlite" in parts:
+        webhooks(args.binary, "SQLite", None, args.seconds, args.messages)
+    if "webhooks-postgres" in parts:
+        webhooks(args.binary, "PostgreSQL", args.postgres_webhooks, args.seconds, args.messages)
 
 
 if __name__ == "__main__":

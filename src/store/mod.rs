@@ -146,6 +146,8 @@ pub struct Store {
     queued: pipeline::Batcher<messages::QueueItem, Queued>,
     /// Group commit of delivery outcomes.
     finishes: pipeline::Batcher<jobs::Finish, ()>,
+    /// Group commit of webhook attempts' outcomes.
+    webhook_outcomes: pipeline::Batcher<webhooks::WebhookOutcome, ()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,6 +188,12 @@ impl Store {
                     Backend::Postgres,
                     lanes,
                     jobs::finish_batch,
+                ),
+                webhook_outcomes: pipeline::Batcher::start(
+                    pool.clone(),
+                    Backend::Postgres,
+                    lanes,
+                    webhooks::webhook_outcome_batch,
                 ),
                 writer: pool.clone(),
                 pool,
@@ -229,6 +237,12 @@ impl Store {
                 Backend::Sqlite,
                 1,
                 jobs::finish_batch,
+            ),
+            webhook_outcomes: pipeline::Batcher::start(
+                writer.clone(),
+                Backend::Sqlite,
+                1,
+                webhooks::webhook_outcome_batch,
             ),
             pool,
             writer,

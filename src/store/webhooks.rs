@@ -248,6 +248,7 @@ impl Store {
         }
         #[derive(sqlx::FromRow)]
         struct CaseParties {
+            id: String,
             creditor_id: String,
             partner_id: Option<String>,
         }
@@ -272,46 +273,65 @@ impl Store {
             .iter()
             .map(|h| parse_events(&h.events).unwrap_or_default())
             .collect();
+        // The parties of every case the events name, in one read.
+        let mut parties: std::collections::HashMap<String, CaseParties> = Default::default();
+        let mut case_ids: Vec<&str> = events.iter().filter_map(|e| e.case_id.as_deref()).collect();
+        case_ids.sort_unstable();
+        case_ids.dedup();
+        for chunk in case_ids.chunks(200) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, creditor_id, partner_id FROM cases WHERE id IN ({})",
+                list.join(", ")
+            );
+            let mut q = sqlx::query_as::<_, CaseParties>(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for c in q.fetch_all(&mut *tx).await? {
+                parties.insert(c.id.clone(), c);
+            }
+        }
+        let mut deliveries: Vec<(String, &str, i64)> = Vec::new();
         for e in &events {
-            let case_parties = match &e.case_id {
-                Some(c) => {
-                    sqlx::query_as::<_, CaseParties>(
-                        "SELECT creditor_id, partner_id FROM cases WHERE id = $1",
-                    )
-                    .bind(c)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }
-                None => None,
-            };
+            let case_parties = e.case_id.as_deref().and_then(|c| parties.get(c));
             for (h, wants) in hooks.iter().zip(&subscribed) {
                 if !wants.iter().any(|x| x.as_str() == e.event_type) {
                     continue;
                 }
                 let sees = h.kind == "admin"
-                    || case_parties.as_ref().is_some_and(|c| {
+                    || case_parties.is_some_and(|c| {
                         c.creditor_id == h.owner_party_id
                             || c.partner_id.as_deref() == Some(h.owner_party_id.as_str())
                     });
-                if !sees {
-                    continue;
+                if sees {
+                    deliveries.push((prefixed_id("whd"), h.id.as_str(), e.id));
                 }
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries (id, webhook_id, event_id, status, attempts, next_attempt_at, created_at) \
-                     VALUES ($1, $2, $3, 'pending', 0, $4, $4) ON CONFLICT (webhook_id, event_id) DO NOTHING",
-                )
-                .bind(prefixed_id("whd"))
-                .bind(&h.id)
-                .bind(e.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             }
-            sqlx::query("UPDATE events SET dispatched_at = $2 WHERE id = $1")
-                .bind(e.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+        }
+        for chunk in deliveries.chunks(100) {
+            let sql = format!(
+                "INSERT INTO webhook_deliveries (id, webhook_id, event_id, status, attempts, next_attempt_at, created_at) \
+                 VALUES {} ON CONFLICT (webhook_id, event_id) DO NOTHING",
+                super::rows_sql(chunk.len(), &["", "", "", "'pending'", "0", "", "="])
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, webhook, event) in chunk {
+                q = q.bind(id.as_str()).bind(*webhook).bind(*event).bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in events.chunks(200) {
+            let list: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE events SET dispatched_at = $1 WHERE id IN ({})",
+                list.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for e in chunk {
+                q = q.bind(e.id);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(events.len())
@@ -351,23 +371,14 @@ impl Store {
         next: Transition,
         now: Micros,
     ) -> StoreResult<()> {
-        let mut tx = self.write_tx().await?;
-        // A delivery put back without an attempt keeps the last attempt's outcome.
-        if !matches!(next, Transition::Defer(_)) {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET last_status = $2, \
-             delivered_at = CASE WHEN $3 = 1 THEN $4 ELSE delivered_at END WHERE id = $1",
-            )
-            .bind(id)
-            .bind(status_code.map(i32::from))
-            .bind(i32::from(next == Transition::Done))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        transition(&mut tx, WEBHOOK_DELIVERIES, id, &next, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.webhook_outcomes
+            .submit(WebhookOutcome {
+                id: id.to_string(),
+                status_code,
+                next,
+                now,
+            })
+            .await
     }
 
     /// The event types written to the outbox so far, each once.
@@ -403,4 +414,75 @@ impl Store {
             self.open_opt(id, "subject", r.subject_sealed)?,
         )))
     }
+}
+
+/// The outcome of one webhook attempt, waiting to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct WebhookOutcome {
+    id: String,
+    status_code: Option<u16>,
+    next: Transition,
+    now: Micros,
+}
+
+/// The batch writer of webhook outcomes (a [`super::pipeline::Batcher`]).
+pub(crate) fn webhook_outcome_batch<'c>(
+    conn: &'c mut sqlx::AnyConnection,
+    _backend: super::Backend,
+    items: &'c [WebhookOutcome],
+) -> futures_util::future::BoxFuture<'c, StoreResult<Vec<()>>> {
+    Box::pin(async move {
+        write_webhook_outcomes(conn, items).await?;
+        Ok(vec![(); items.len()])
+    })
+}
+
+/// Delivered ones with two statements for all of them (their status and time, then done);
+/// retries, failures and deferrals one by one. A delivery put back without an attempt keeps
+/// the last attempt's outcome.
+async fn write_webhook_outcomes(
+    conn: &mut sqlx::AnyConnection,
+    items: &[WebhookOutcome],
+) -> StoreResult<()> {
+    let (done, other): (Vec<&WebhookOutcome>, Vec<&WebhookOutcome>) =
+        items.iter().partition(|o| o.next == Transition::Done);
+    for chunk in done.chunks(100) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = 3 * i + 1;
+                format!(
+                    "SELECT CAST(${n} AS TEXT) AS id, CAST(${} AS INTEGER) AS status, CAST(${} AS BIGINT) AS at",
+                    n + 1,
+                    n + 2
+                )
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE webhook_deliveries SET last_status = v.status, delivered_at = v.at \
+             FROM ({}) v WHERE webhook_deliveries.id = v.id",
+            rows.join(" UNION ALL ")
+        );
+        let mut q = sqlx::query(&sql);
+        for o in chunk {
+            q = q
+                .bind(o.id.as_str())
+                .bind(o.status_code.map(i32::from))
+                .bind(o.now);
+        }
+        q.execute(&mut *conn).await?;
+        let ids: Vec<&str> = chunk.iter().map(|o| o.id.as_str()).collect();
+        let now = chunk.iter().map(|o| o.now).max().unwrap_or_default();
+        super::queue::finish_done(&mut *conn, WEBHOOK_DELIVERIES, &ids, now).await?;
+    }
+    for o in other {
+        if !matches!(o.next, Transition::Defer(_)) {
+            sqlx::query("UPDATE webhook_deliveries SET last_status = $2 WHERE id = $1")
+                .bind(o.id.as_str())
+                .bind(o.status_code.map(i32::from))
+                .execute(&mut *conn)
+                .await?;
+        }
+        transition(&mut *conn, WEBHOOK_DELIVERIES, &o.id, &o.next, o.now).await?;
+    }
+    Ok(())
 }

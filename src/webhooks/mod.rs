@@ -26,7 +26,7 @@ use crate::worker::{Backoff, Job};
 pub const EVENTS: &[EventType] = EventType::ALL;
 
 /// Attempts of webhook deliveries at once, and how long a claim holds.
-pub const CONCURRENCY: usize = 16;
+pub const CONCURRENCY: usize = 32;
 pub const LEASE: Duration = Duration::from_secs(60);
 
 /// Requests in flight to one endpoint (scheme, host and port) at once: a slow endpoint holds
