@@ -294,8 +294,44 @@ def webhooks(binary, name, database_url, seconds, events):
     return rate
 
 
+def uploads(binary, name, database_url, size_mib):
+    """One document of `size_mib` MiB uploaded with curl, against dd writing (and syncing) as
+    much to the same disk; the server's peak resident memory from /proc (VmHWM)."""
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    url = database_url or f"sqlite://{data}/parley.db"
+    source = os.path.join(data, "upload.bin")
+    try:
+        with open(source, "wb") as f:
+            block = os.urandom(1 << 20)
+            for _ in range(size_mib):
+                f.write(block)
+        t0 = time.time()
+        subprocess.run(["dd", "if=/dev/zero", f"of={os.path.join(data, 'dd.bin')}", "bs=1M", f"count={size_mib}",
+                        "conv=fdatasync"], check=True, capture_output=True)
+        disk = size_mib / (time.time() - t0)
+        os.unlink(os.path.join(data, "dd.bin"))
+        p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0,
+                   PARLEY_MAX_UPLOAD_BYTES=str((size_mib + 1) << 20))
+        token, case = p.setup()
+        t0 = time.time()
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {token}",
+                              "-F", f"file=@{source}", "-F", "documentType=other",
+                              f"{p.base}/api/cases/{case}/documents"], check=True, capture_output=True, text=True).stdout
+        elapsed = time.time() - t0
+        assert out == "201", out
+        with open(f"/proc/{p.proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+        p.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    rate = size_mib / elapsed
+    print(f"upload on {name}: {size_mib} MiB in {elapsed:.1f} s = {rate:.0f} MiB/s, server peak RSS {peak:.0f} MB")
+    print(f"  dd to the same disk (fdatasync): {disk:.0f} MiB/s -> ratio {rate / disk:.2f}")
+    return rate
+
+
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
-         "webhooks-sqlite", "webhooks-postgres"]
+         "webhooks-sqlite", "webhooks-postgres", "upload"]
 
 
 def main():
@@ -310,6 +346,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--pgbench", required=True)
+    parser.add_argument("--upload-mib", type=int, default=1024)
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable)")
     args = parser.parse_args()
     parts = args.only or PARTS
@@ -334,6 +371,8 @@ def main():
         webhooks(args.binary, "SQLite", None, args.seconds, args.messages)
     if "webhooks-postgres" in parts:
         webhooks(args.binary, "PostgreSQL", args.postgres_webhooks, args.seconds, args.messages)
+    if "upload" in parts:
+        uploads(args.binary, "SQLite", None, args.upload_mib)
 
 
 if __name__ == "__main__":
