@@ -330,8 +330,63 @@ def uploads(binary, name, database_url, size_mib):
     return rate
 
 
+def latency(port, token, path, samples):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    times = []
+    for i in range(samples + 20):
+        t0 = time.perf_counter()
+        conn.request("GET", path(i), headers={"Authorization": "Bearer " + token})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200, r.status
+        if i >= 20:  # the first ones warm the caches
+            times.append((time.perf_counter() - t0) * 1000)
+    conn.close()
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.99) - 1]
+
+
+def lists(binary, seed, name, database_url, messages, samples=400):
+    """List latency with `messages` messages over 10,000 cases of 100 creditors (seeded
+    through the library's write path), one client asking in turn."""
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    url = database_url or f"sqlite://{data}/parley.db"
+    env = {"PATH": os.environ["PATH"], "PARLEY_DATA_DIR": data, "PARLEY_DATABASE_URL": url, "PARLEY_MASTER_KEY": KEY,
+           "PARLEY_LOG_LEVEL": "warn"}
+    try:
+        t0 = time.time()
+        out = subprocess.run([seed, "--creditors", "100", "--cases", "10000", "--messages", str(messages)], env=env,
+                             check=True, capture_output=True, text=True).stdout
+        seeded = time.time() - t0
+        info = json.loads(out)
+        token, cases = info["token"], info["cases"]
+        p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0)
+        paths = {
+            "messages of a case": lambda i: f"/api/cases/{cases[i % len(cases)]}/messages",
+            "  type=email&direction=outbound": lambda i: f"/api/cases/{cases[i % len(cases)]}/messages?type=email&direction=outbound",
+            "  type=sms&status=queued": lambda i: f"/api/cases/{cases[i % len(cases)]}/messages?type=sms&status=queued",
+            "cases of a creditor": lambda i: "/api/cases",
+            "threads of a case": lambda i: f"/api/cases/{cases[i % len(cases)]}/threads",
+        }
+        results = {k: latency(p.port, token, f, samples) for k, f in paths.items()}
+        p.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    print(f"lists on {name} with {messages} messages (seeded in {seeded:.0f} s), one client, {samples} requests each:")
+    for k, (p50, p99) in results.items():
+        print(f"  {k}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    return results
+
+
+def lists_compare(binary, seed, name, database_url, small_url, big):
+    small = lists(binary, seed, name, small_url, 10_000)
+    large = lists(binary, seed, name, database_url, big)
+    worst = max(large[k][1] / max(small[k][1], 0.01) for k in small)
+    print(f"  lists at {big} against 10000 messages: worst p99 ratio {worst:.2f}x")
+
+
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
-         "webhooks-sqlite", "webhooks-postgres", "upload"]
+         "webhooks-sqlite", "webhooks-postgres", "upload", "lists-sqlite", "lists-postgres"]
 
 
 def main():
@@ -347,6 +402,10 @@ def main():
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--pgbench", required=True)
     parser.add_argument("--upload-mib", type=int, default=1024)
+    parser.add_argument("--seed", required=True)
+    parser.add_argument("--list-messages", type=int, default=1_000_000)
+    parser.add_argument("--postgres-lists", required=True)
+    parser.add_argument("--postgres-lists-small", required=True)
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable)")
     args = parser.parse_args()
     parts = args.only or PARTS
@@ -373,6 +432,11 @@ def main():
         webhooks(args.binary, "PostgreSQL", args.postgres_webhooks, args.seconds, args.messages)
     if "upload" in parts:
         uploads(args.binary, "SQLite", None, args.upload_mib)
+    if "lists-sqlite" in parts:
+        lists_compare(args.binary, args.seed, "SQLite", None, None, args.list_messages)
+    if "lists-postgres" in parts:
+        lists_compare(args.binary, args.seed, "PostgreSQL", args.postgres_lists, args.postgres_lists_small,
+                      args.list_messages)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+//! Seeds a database for the list benchmarks through the library's own write path (the
+//! group commit of `Store::queue_message`): `--creditors` creditors, `--cases` cases spread
+//! over them, `--messages` outbound messages spread over the cases (email and SMS by turns).
+//! Reads the same configuration as `parley serve` (PARLEY_DATABASE_URL, PARLEY_DATA_DIR,
+//! PARLEY_MASTER_KEY). Prints `{"token": …, "cases": [ids of the first creditor's cases]}`.
+//!
+//! `cargo run --release --example seed -- --creditors 100 --cases 10000 --messages 1000000`
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use parley::domain::message::{Category, Channel, Priority};
+use parley::domain::{Debtor, Money, PartyKind};
+use parley::store::{Envelope, NewCase, NewMessage};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (creditors, cases, messages) = (
+        arg("--creditors", 100),
+        arg("--cases", 10_000),
+        arg("--messages", 1_000_000),
+    );
+    let config = parley::config::Config::load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = parley::open_store(&config).await?;
+    store.migrate().await?;
+
+    let mut actors = Vec::new();
+    let mut first_token = String::new();
+    for i in 0..creditors {
+        let party = store
+            .create_party(PartyKind::Creditor, &format!("Creditor {i}"))
+            .await?;
+        let token = store
+            .create_token(party.as_str(), None)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no party"))?;
+        if i == 0 {
+            first_token = token.clone();
+        }
+        let actor = store
+            .authenticate(&token)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("token refused"))?;
+        actors.push((party, actor));
+    }
+    let mut case_ids: Vec<(usize, String)> = Vec::new();
+    for i in 0..cases {
+        let owner = i % creditors;
+        let (party, actor) = &actors[owner];
+        let case = store
+            .create_case(
+                actor,
+                NewCase {
+                    case_number: None,
+                    creditor_id: party.to_string(),
+                    partner_id: None,
+                    debtor: Debtor::parse(
+                        &format!("Debtor {i}"),
+                        Some(&format!("debtor{i}@example.com")),
+                        Some("+4512345678"),
+                        None,
+                        None,
+                    )?,
+                    amount: Money::parse("1500.00", "DKK")?,
+                    invoice_number: None,
+                    due_date: None,
+                },
+            )
+            .await?;
+        case_ids.push((owner, case.id));
+    }
+    let store = Arc::new(store);
+    let actors = Arc::new(actors);
+    let case_ids = Arc::new(case_ids);
+    let now = parley::domain::time::now_micros();
+    let mut sends = futures_util::stream::iter(0..messages)
+        .map(|i| {
+            let (store, actors, case_ids) = (store.clone(), actors.clone(), case_ids.clone());
+            async move {
+                let (owner, case_id) = &case_ids[i % case_ids.len()];
+                let channel = if i % 2 == 0 {
+                    Channel::Email
+                } else {
+                    Channel::Sms
+                };
+                let id = parley::domain::prefixed_id("msg");
+                let (to, subject) = match channel {
+                    Channel::Email => (
+                        format!("debtor{}@example.com", i % case_ids.len()),
+                        Some(format!("Payment reminder {}", i % 7)),
+                    ),
+                    Channel::Sms => ("+4512345678".to_string(), None),
+                };
+                let new = NewMessage {
+                    rfc_message_id: Some(format!("<{id}@bench.parley>")),
+                    id,
+                    case_id: case_id.clone(),
+                    channel,
+                    priority: Priority::Normal,
+                    category: Category::PaymentReminders,
+                    template_id: None,
+                    language: None,
+                    envelope: Envelope {
+                        from: "noreply@bench.parley".into(),
+                        to: vec![to],
+                        cc: Vec::new(),
+                    },
+                    subject,
+                    body: "Dear customer, this is a reminder that your invoice is due.".into(),
+                    html: None,
+                    in_reply_to: None,
+                    segments: None,
+                    run_at: now,
+                    scheduled_for: None,
+                };
+                store.queue_message(&actors[*owner].1, new, None, now).await
+            }
+        })
+        .buffer_unordered(256);
+    let mut done = 0usize;
+    while let Some(result) = sends.next().await {
+        result?;
+        done += 1;
+        if done % 100_000 == 0 {
+            eprintln!("{done} messages");
+        }
+    }
+    let first: Vec<&str> = case_ids
+        .iter()
+        .filter(|(owner, _)| *owner == 0)
+        .map(|(_, id)| id.as_str())
+        .take(20)
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"token": first_token, "cases": first})
+    );
+    Ok(())
+}
