@@ -1,6 +1,7 @@
 """Benchmark driver (standard library only); see bench/run."""
 
 import argparse
+import atexit
 import concurrent.futures
 import http.client
 import json
@@ -14,6 +15,10 @@ import time
 import urllib.request
 
 KEY = "QkVOQ0hNQVJLLWtleS0zMi1ieXRlcy1sb25nLi4uLi4="  # 32 bytes, benchmark data only
+
+# Every server process started, stopped at exit however the run ends.
+STARTED = []
+atexit.register(lambda: [p.kill() for p in STARTED if p.poll() is None])
 
 
 def free_port():
@@ -41,6 +46,7 @@ class Parley:
         self.env.update({k: str(v) for k, v in extra.items()})
         self.binary = binary
         self.proc = subprocess.Popen([binary, "serve"], env=self.env, stdout=open(os.environ.get("BENCH_LOG", "/dev/null"), "a"), stderr=subprocess.STDOUT)
+        STARTED.append(self.proc)
         deadline = time.time() + 60
         while True:
             try:

@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     while let Some(result) = sends.next().await {
         result?;
         done += 1;
-        if done % 100_000 == 0 {
+        if done.is_multiple_of(100_000) {
             eprintln!("{done} messages");
         }
     }
