@@ -246,6 +246,7 @@ impl Messaging {
                     case_id: &case.id,
                     channel,
                     category: cmd.category,
+                    case_status: case.status,
                     recipients: &all,
                     now,
                     wanted: scheduled_at,

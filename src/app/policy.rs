@@ -3,6 +3,7 @@
 //! `domain::policy::decide`. The send path and the delivery worker decide the same way.
 
 use super::{AppError, AppResult};
+use crate::domain::CaseStatus;
 use crate::domain::code::Code;
 use crate::domain::message::{Category, Channel};
 use crate::domain::policy::{Preferences, SendContext, decide};
@@ -17,6 +18,8 @@ pub struct Question<'a> {
     pub case_id: &'a str,
     pub channel: Channel,
     pub category: Category,
+    /// The case's status at the moment of the check.
+    pub case_status: CaseStatus,
     /// Every address or number the message goes to.
     pub recipients: &'a [&'a str],
     pub now: Micros,
@@ -72,6 +75,7 @@ impl SendPolicy {
         let context = SendContext {
             channel: q.channel,
             category: q.category,
+            case_status: q.case_status,
             now: from_micros(q.now),
             wanted: q.wanted.map(from_micros),
             default_hours: self.settings.default_contact_hours,

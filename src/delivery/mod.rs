@@ -211,6 +211,7 @@ impl DeliveryJob {
                     case_id: &m.case_id,
                     channel: m.channel,
                     category: m.category,
+                    case_status: m.case_status,
                     recipients: &recipients,
                     now: self.clock.now(),
                     wanted: None,

@@ -35,6 +35,7 @@ word_enum!(
         TemplateVariablesMissing => "template_variables_missing",
         // The send policy.
         DoNotContact => "do_not_contact",
+        CaseNotContactable => "case_not_contactable",
         ChannelNotAllowed => "channel_not_allowed",
         FrequencyCapExceeded => "frequency_cap_exceeded",
         RecipientSuppressed => "recipient_suppressed",

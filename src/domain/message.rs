@@ -19,6 +19,17 @@ word_enum!(Category, "category" {
     DeadlineAlerts => "deadline_alerts",
     General => "general",
 });
+impl Category {
+    /// The categories that pursue the debt (reminders, offers, deadline alerts): held while a
+    /// case is disputed or closed (Reg F §1006.34 validation period; Danish inkasso practice).
+    pub fn is_collection(self) -> bool {
+        matches!(
+            self,
+            Self::PaymentReminders | Self::SettlementOffers | Self::DeadlineAlerts
+        )
+    }
+}
+
 word_enum!(
     /// The seed's statuses; SMS use the first four and `failed`. `received` marks inbound mail.
     MessageStatus, "status" {

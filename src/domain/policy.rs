@@ -7,6 +7,7 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::case::CaseStatus;
 use super::code::Code;
 use super::message::{Category, Channel};
 
@@ -138,6 +139,8 @@ pub struct Refusal {
 pub struct SendContext<'a> {
     pub channel: Channel,
     pub category: Category,
+    /// The case's status: a disputed or closed case holds collection messages.
+    pub case_status: CaseStatus,
     pub now: DateTime<Utc>,
     /// `scheduledAt`, if the sender asked for a later time.
     pub wanted: Option<DateTime<Utc>>,
@@ -153,6 +156,18 @@ pub struct SendContext<'a> {
 /// exception categories; contact hours and caps apply to every message.
 pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Utc>>, Refusal> {
     let refuse = |code, detail: String| Err(Refusal { code, detail });
+    if matches!(c.case_status, CaseStatus::Disputed | CaseStatus::Closed)
+        && c.category.is_collection()
+    {
+        return refuse(
+            Code::CaseNotContactable,
+            format!(
+                "the case is {}: {} messages are held",
+                c.case_status.as_str(),
+                c.category.as_str()
+            ),
+        );
+    }
     let in_force = p
         .effective_date
         .as_deref()
@@ -219,6 +234,7 @@ mod tests {
         SendContext {
             channel: Channel::Email,
             category: Category::General,
+            case_status: CaseStatus::Open,
             now: utc(now),
             wanted: None,
             default_hours: ContactWindow::parse("08:00-21:00").ok(),
@@ -299,6 +315,39 @@ mod tests {
             ..ctx("2024-01-15T12:00:00Z")
         };
         assert_eq!(decide(&p, &legal).unwrap(), None);
+    }
+
+    #[test]
+    fn disputed_and_closed_cases_hold_collection_messages_only() {
+        let p = Preferences::default();
+        for status in [CaseStatus::Disputed, CaseStatus::Closed] {
+            for category in [
+                Category::PaymentReminders,
+                Category::SettlementOffers,
+                Category::DeadlineAlerts,
+            ] {
+                let c = SendContext {
+                    case_status: status,
+                    category,
+                    ..ctx("2024-01-15T12:00:00Z")
+                };
+                assert_eq!(decide(&p, &c).unwrap_err().code, Code::CaseNotContactable);
+            }
+            let legal = SendContext {
+                case_status: status,
+                category: Category::LegalNotices,
+                ..ctx("2024-01-15T12:00:00Z")
+            };
+            assert_eq!(decide(&p, &legal).unwrap(), None);
+        }
+        for status in [CaseStatus::Open, CaseStatus::PaymentPlan, CaseStatus::Paid] {
+            let c = SendContext {
+                case_status: status,
+                category: Category::PaymentReminders,
+                ..ctx("2024-01-15T12:00:00Z")
+            };
+            assert_eq!(decide(&p, &c).unwrap(), None, "{status:?}");
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Outgoing {
     pub in_reply_to: Option<String>,
     /// The debtor's time zone, as the case names it, for the contact window.
     pub debtor_timezone: Option<String>,
+    /// The case's status now (a case disputed since queueing holds collection messages).
+    pub case_status: crate::domain::CaseStatus,
 }
 
 #[derive(sqlx::FromRow)]
@@ -43,6 +45,7 @@ struct OutgoingRow {
     rfc_message_id: Option<String>,
     in_reply_to: Option<String>,
     debtor_timezone: Option<String>,
+    case_status: Option<String>,
 }
 
 /// One recorded attempt of a message's delivery.
@@ -81,7 +84,7 @@ impl Store {
     pub async fn outgoing(&self, message_id: &str) -> StoreResult<Option<Outgoing>> {
         let row = sqlx::query_as::<_, OutgoingRow>(
             "SELECT m.id, m.case_id, m.message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
-             m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone \
+             m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status \
              FROM messages m LEFT JOIN cases c ON c.id = m.case_id WHERE m.id = $1",
         )
         .bind(message_id)
@@ -103,6 +106,10 @@ impl Store {
             rfc_message_id: r.rfc_message_id,
             in_reply_to: r.in_reply_to,
             debtor_timezone: r.debtor_timezone,
+            case_status: crate::domain::CaseStatus::parse(
+                r.case_status.as_deref().unwrap_or_default(),
+            )
+            .map_err(corrupt)?,
             id: r.id,
         }))
     }

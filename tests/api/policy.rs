@@ -321,6 +321,76 @@ async fn the_policy_is_checked_again_when_a_message_goes_out() {
 }
 
 #[tokio::test]
+async fn a_disputed_case_holds_reminders_but_sends_a_legal_notice() {
+    let smtp = crate::peers::SmtpPeer::start().await;
+    let url = smtp.url();
+    let app = spawn_app_with(move |c| {
+        c.mail.smtp_url = Some(parley::config::Secret::new(url));
+    })
+    .await;
+    let (creditor, case_id) = case_of(&app).await;
+    // A reminder queued while the case is open, then the debtor disputes the debt.
+    let queued: Value = send(&app, &creditor, &case_id, email("payment_reminders"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .patch(
+            &creditor.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "disputed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    for category in ["payment_reminders", "settlement_offers", "deadline_alerts"] {
+        let r = send(&app, &creditor, &case_id, email(category)).await;
+        let problem = assert_problem(r, 422, "case_not_contactable").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("disputed"),
+            "{problem}"
+        );
+    }
+    let legal: Value = send(&app, &creditor, &case_id, email("legal_notices"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(legal["status"], "queued");
+    app.deliver_due().await;
+    let status = |id: String| {
+        let app = &app;
+        let token = creditor.token.clone();
+        async move {
+            let m: Value = app
+                .get(&token, &format!("/api/messages/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            m
+        }
+    };
+    let held = status(queued["messageId"].as_str().unwrap().to_string()).await;
+    assert_eq!(held["status"], "failed", "{held}");
+    assert!(
+        held["failureReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("case_not_contactable"),
+        "{held}"
+    );
+    let sent = status(legal["messageId"].as_str().unwrap().to_string()).await;
+    assert_eq!(sent["status"], "sent", "{sent}");
+    let mails = smtp.wait_for(1).await;
+    assert_eq!(
+        mails.len(),
+        1,
+        "only the legal notice reached the mail server"
+    );
+}
+
+#[tokio::test]
 async fn the_preferred_address_is_the_default_recipient() {
     let app = spawn_app().await;
     let (creditor, case_id) = case_of(&app).await;
