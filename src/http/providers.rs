@@ -269,13 +269,18 @@ pub async fn email_events(
                     .await?
             }
         };
-        if kind == "spamreport"
+        // Spam complaints and hard bounces put the recipient on the suppression list
+        // (`blocked` is SendGrid's word for a bounce it may retry: not hard).
+        let suppress = match kind {
+            "spamreport" => Some("spam report"),
+            "bounce" if e["type"].as_str() != Some("blocked") => Some("hard bounce"),
+            "dropped" => Some("dropped by the provider"),
+            _ => None,
+        };
+        if let Some(why) = suppress
             && let Some(email) = e["email"].as_str()
         {
-            state
-                .store
-                .suppress("email", email, "spam report", None)
-                .await?;
+            state.store.suppress("email", email, why, None).await?;
         }
         if fresh {
             recorded += 1;

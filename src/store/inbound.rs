@@ -185,7 +185,7 @@ impl Store {
             if let Some(message_id) = original {
                 let reason = bounce.reason();
                 let event_id = mail.message_id.as_ref().map(|m| format!("dsn:{m}"));
-                apply_event(
+                let fresh = apply_event(
                     &mut tx,
                     self.backend,
                     &message_id,
@@ -195,6 +195,11 @@ impl Store {
                     Some(&reason),
                 )
                 .await?;
+                if fresh {
+                    // A hard bounce: the next send to those addresses is refused.
+                    self.suppress_recipients_in(&mut tx, &message_id, "hard bounce", now)
+                        .await?;
+                }
                 tx.commit().await?;
                 return Ok(Ingested::Bounce { message_id });
             }

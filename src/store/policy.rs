@@ -35,6 +35,46 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Puts every `To` recipient of an outbound message on the suppression list, in the
+    /// caller's transaction (a hard bounce of that message).
+    pub(crate) async fn suppress_recipients_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        message_id: &str,
+        reason: &str,
+        now: crate::domain::time::Micros,
+    ) -> StoreResult<()> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            case_id: Option<String>,
+            message_type: String,
+            envelope_sealed: Vec<u8>,
+        }
+        let row = sqlx::query_as::<_, Row>(
+            "SELECT case_id, message_type, envelope_sealed FROM messages WHERE id = $1",
+        )
+        .bind(message_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        let envelope = self.open_envelope(message_id, &row.envelope_sealed)?;
+        for to in &envelope.to {
+            sqlx::query(
+                "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (channel, value_index) DO NOTHING",
+            )
+            .bind(prefixed_id("sup"))
+            .bind(row.message_type.as_str())
+            .bind(self.suppression_index(&row.message_type, to))
+            .bind(reason)
+            .bind(row.case_id.as_deref())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A recipient's one-click unsubscribe from a message: every `To` address of it is
     /// suppressed, and the message and audit log record it, in one transaction. `false` for
     /// an unknown message.

@@ -332,6 +332,9 @@ Final-Recipient: rfc822; debtor@example.com\nAction: failed\nStatus: 5.1.1\nDiag
             .unwrap();
         assert_eq!(m["status"], "sent", "a forged bounce changes nothing");
     }
+    // The forgeries suppressed nothing: the address still takes mail.
+    let case_id = case["caseId"].as_str().unwrap();
+    send_email(&app, &creditor, case_id, "Still reachable").await;
     let dsn = report_to(&bounce_to, "dsn-1");
     let r = post_mail(&app, &app.admin.token, &dsn).await;
     assert_eq!(r.status(), 200);
@@ -366,6 +369,15 @@ Final-Recipient: rfc822; debtor@example.com\nAction: failed\nStatus: 5.1.1\nDiag
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(events, ["queued", "sent", "bounced"]);
+    // The hard bounce put the address on the suppression list.
+    let r = app
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages"),
+            &json!({"messageType": "email", "subject": "Hi again", "body": "Please pay."}),
+        )
+        .await;
+    assert_problem(r, 422, "recipient_suppressed").await;
     // The notification is not a message of the case.
     let list: Value = app
         .get(

@@ -255,6 +255,9 @@ async fn email_provider_events_map_onto_statuses_once_each() {
         "de-duplicated by the provider's event id"
     );
 
+    // Until the bounce, the address takes mail.
+    let again = json!({"messageType": "email", "subject": "Again", "body": "Text"});
+    assert_eq!(app.post(&creditor.token, &path, &again).await.status(), 201);
     let r: Value = post(json!([ev("bounce", "e3", 200), ev("click", "e4", 300)]))
         .await
         .unwrap()
@@ -272,6 +275,9 @@ async fn email_provider_events_map_onto_statuses_once_each() {
         .await
         .unwrap();
     assert_eq!(report["status"], "bounced", "bounced is final");
+    // A hard bounce puts the address on the suppression list.
+    let r = app.post(&creditor.token, &path, &again).await;
+    assert_problem(r, 422, "recipient_suppressed").await;
     let events: Vec<&str> = report["events"]
         .as_array()
         .unwrap()
