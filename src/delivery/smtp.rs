@@ -96,7 +96,7 @@ impl SmtpClient {
         let security = match (parsed.scheme(), tls.as_deref()) {
             ("smtp", None | Some("opportunistic")) => Security::Opportunistic,
             ("smtp", Some("required")) => Security::Required,
-            ("smtps", None) => Security::Wrapper,
+            ("smtps", _) => Security::Wrapper,
             (scheme, tls) => anyhow::bail!(
                 "PARLEY_SMTP_URL: unsupported scheme {scheme:?} with tls={tls:?} (expected smtp:// with tls=opportunistic or required, or smtps://)"
             ),
@@ -248,4 +248,29 @@ async fn tcp(host: &str, port: u16) -> Result<tokio::net::TcpStream, SmtpError> 
     Err(SmtpError::Network(last.unwrap_or_else(|| {
         std::io::Error::other(format!("{host} resolves to no address"))
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_server_security_and_credentials() {
+        let c = SmtpClient::from_url("smtp://user%40x:p%3Ass@mail.example.com/helo.example", 4)
+            .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("mail.example.com", 587));
+        assert_eq!(c.security, Security::Opportunistic);
+        assert!(c.credentials.is_some());
+        assert_eq!(c.hello, ClientId::Domain("helo.example".into()));
+        let c = SmtpClient::from_url("smtp://127.0.0.1:2525?tls=required", 4).unwrap();
+        assert_eq!((c.port, c.security), (2525, Security::Required));
+        assert!(c.credentials.is_none());
+        let c = SmtpClient::from_url("smtps://[::1]", 4).unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.security),
+            ("::1", 465, Security::Wrapper)
+        );
+        assert!(SmtpClient::from_url("smtp://h?tls=sometimes", 4).is_err());
+        assert!(SmtpClient::from_url("http://h", 4).is_err());
+    }
 }
