@@ -14,6 +14,7 @@ pub mod problem;
 mod providers;
 mod rate_limit;
 pub mod server;
+mod suppressions;
 mod templates;
 mod threads;
 mod tracking;
@@ -110,6 +111,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(inbound::unmatched))
         .routes(routes!(inbound::assign))
         .routes(routes!(inbound::receive_sms))
+        .routes(routes!(suppressions::list))
+        .routes(routes!(suppressions::lift))
         .routes(routes!(providers::sms_status))
         .routes(routes!(providers::email_events))
         .routes(routes!(tracking::open))

@@ -92,9 +92,45 @@ pub struct PreferencesResponse {
     pub updated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
+    /// The debtor's addresses and numbers on the suppression list (unsubscribed, `STOP`,
+    /// bounced, complained): why a send to them is refused.
+    pub suppressions: Vec<super::suppressions::SuppressionResponse>,
 }
 
-fn response(case_id: String, s: StoredPreferences) -> PreferencesResponse {
+/// The preferences with the debtor's entries on the suppression list: those of the
+/// preferences' address and number and of the case's.
+async fn response(
+    state: &AppState,
+    actor: &crate::domain::party::Actor,
+    case_id: String,
+    s: StoredPreferences,
+) -> ApiResult<PreferencesResponse> {
+    let case = state.store.get_case(actor, &case_id).await?;
+    let mut values: Vec<String> = [&s.preferences.email_address, &s.preferences.phone_number]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if let Some(c) = case {
+        values.extend(c.debtor.email);
+        values.extend(c.debtor.phone);
+    }
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let suppressions = state
+        .store
+        .suppressions_of(&refs)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(view(case_id, s, suppressions))
+}
+
+fn view(
+    case_id: String,
+    s: StoredPreferences,
+    suppressions: Vec<super::suppressions::SuppressionResponse>,
+) -> PreferencesResponse {
     let p = s.preferences;
     PreferencesResponse {
         case_id,
@@ -115,6 +151,7 @@ fn response(case_id: String, s: StoredPreferences) -> PreferencesResponse {
         }),
         updated_at: s.updated_at.map(rfc3339),
         updated_by: s.updated_by,
+        suppressions,
     }
 }
 
@@ -194,7 +231,7 @@ pub async fn get_preferences(
         .preferences(&actor, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(response(id, stored)))
+    Ok(axum::Json(response(&state, &actor, id, stored).await?))
 }
 
 #[utoipa::path(put, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = uuid::Uuid, Path)),
@@ -219,5 +256,5 @@ pub async fn put_preferences(
         .set_preferences(&actor, &id, &next)
         .await?
         .ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(response(id, stored)))
+    Ok(axum::Json(response(&state, &actor, id, stored).await?))
 }

@@ -280,7 +280,10 @@ pub async fn email_events(
         if let Some(why) = suppress
             && let Some(email) = e["email"].as_str()
         {
-            state.store.suppress("email", email, why, None).await?;
+            state
+                .store
+                .suppress("email", email, why, None, Some(&id))
+                .await?;
         }
         if fresh {
             recorded += 1;

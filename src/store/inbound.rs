@@ -415,15 +415,14 @@ impl Store {
             }
         }
         if is_stop_word(sms.body) {
-            sqlx::query(
-                "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, 'sms', $2, 'stop word', NULL, $3) \
-                 ON CONFLICT (channel, value_index) DO NOTHING",
-            )
-            .bind(prefixed_id("sup"))
-            .bind(self.suppression_index("sms", sms.from))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let new = super::policy::NewSuppression {
+                channel: "sms",
+                value: sms.from,
+                reason: "stop word",
+                case_id: None,
+                message_id: None,
+            };
+            self.insert_suppression(&mut tx, new, now).await?;
         }
         // The case that last sent an SMS to this number; else the only case with this debtor
         // number. Several candidates and none of them wrote: no guess, an admin sorts it.

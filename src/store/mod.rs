@@ -47,6 +47,7 @@ pub use messages::{
 pub use notes::{NewNote, Note, NoteFilter};
 pub use parties::TokenInfo;
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
+pub use policy::Suppression;
 pub use preferences::StoredPreferences;
 pub use templates::{Template, TemplateContent};
 pub use threads::{ThreadMessage, ThreadView};

@@ -6,7 +6,181 @@ use crate::domain::event::EventType;
 use crate::domain::prefixed_id;
 use crate::domain::time::now_micros;
 
+/// The context a suppressed address is sealed under.
+pub(super) fn address_context(id: &str) -> String {
+    format!("suppression:{id}:address")
+}
+
+/// One entry of the suppression list.
+#[derive(Debug, Clone)]
+pub struct Suppression {
+    pub id: String,
+    pub channel: String,
+    /// The address or number; `None` for entries made before addresses were kept.
+    pub address: Option<String>,
+    pub reason: String,
+    pub case_id: Option<String>,
+    /// The message whose bounce, complaint or unsubscribe caused it.
+    pub message_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// What goes on the suppression list, and why.
+pub(crate) struct NewSuppression<'a> {
+    pub channel: &'a str,
+    pub value: &'a str,
+    pub reason: &'a str,
+    pub case_id: Option<&'a str>,
+    /// The message whose bounce, complaint or unsubscribe caused it.
+    pub message_id: Option<&'a str>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SuppressionRow {
+    id: String,
+    channel: String,
+    address_sealed: Option<Vec<u8>>,
+    reason: String,
+    case_id: Option<String>,
+    message_id: Option<String>,
+    created_at: i64,
+}
+
+const SUPPRESSION_COLUMNS: &str =
+    "id, channel, address_sealed, reason, case_id, message_id, created_at";
+
 impl Store {
+    /// Adds `value` to the suppression list in the caller's transaction, its address sealed;
+    /// nothing when it is there already.
+    pub(crate) async fn insert_suppression(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        new: NewSuppression<'_>,
+        now: crate::domain::time::Micros,
+    ) -> StoreResult<bool> {
+        let NewSuppression {
+            channel,
+            value,
+            reason,
+            case_id,
+            message_id,
+        } = new;
+        let id = prefixed_id("sup");
+        let done = sqlx::query(
+            "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at, address_sealed, message_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (channel, value_index) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(channel)
+        .bind(self.suppression_index(channel, value))
+        .bind(reason)
+        .bind(case_id)
+        .bind(now)
+        .bind(self.keys.seal_str(&address_context(&id), value))
+        .bind(message_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn suppression_from_row(&self, r: SuppressionRow) -> StoreResult<Suppression> {
+        let address = r
+            .address_sealed
+            .map(|s| self.keys.open_string(&address_context(&r.id), &s))
+            .transpose()
+            .map_err(|e| super::StoreError::Corrupt(format!("{e:#}")))?;
+        Ok(Suppression {
+            id: r.id,
+            channel: r.channel,
+            address,
+            reason: r.reason,
+            case_id: r.case_id,
+            message_id: r.message_id,
+            created_at: r.created_at,
+        })
+    }
+
+    /// The suppression list, newest first, a page at a time; with `address`, the entries of
+    /// that address or number only (found by its blind index).
+    pub async fn list_suppressions(
+        &self,
+        address: Option<&str>,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<super::Page<Suppression>> {
+        let cursor = cursor.map(super::decode_cursor).transpose()?;
+        let (email, sms) = match address {
+            Some(a) => (
+                Some(self.suppression_index("email", a)),
+                Some(self.suppression_index("sms", a)),
+            ),
+            None => (None, None),
+        };
+        let rows = sqlx::query_as::<_, SuppressionRow>(&format!(
+            "SELECT {SUPPRESSION_COLUMNS} FROM suppressions \
+             WHERE ($1 IS NULL OR (channel = 'email' AND value_index = $1) OR (channel = 'sms' AND value_index = $2)) \
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(email)
+        .bind(sms)
+        .bind(cursor.as_deref())
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .into_iter()
+            .map(|r| self.suppression_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = super::cases::page_cursor(&mut items, limit, |s| &s.id);
+        Ok(super::Page { items, next_cursor })
+    }
+
+    /// The entries for any of `values` (a debtor's addresses and numbers).
+    pub async fn suppressions_of(&self, values: &[&str]) -> StoreResult<Vec<Suppression>> {
+        let mut found = Vec::new();
+        for v in values {
+            let page = self.list_suppressions(Some(v), None, 10).await?;
+            for s in page.items {
+                if !found.iter().any(|f: &Suppression| f.id == s.id) {
+                    found.push(s);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Lifts an entry, with an audit entry naming who did; `false` when there is none.
+    pub async fn lift_suppression(
+        &self,
+        actor: &crate::domain::party::Actor,
+        id: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let case_id: Option<Option<String>> =
+            sqlx::query_scalar("SELECT case_id FROM suppressions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(case_id) = case_id else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM suppressions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        super::audit(
+            &mut tx,
+            case_id.as_deref(),
+            actor,
+            "suppression.lifted",
+            "suppression",
+            id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub(crate) fn suppression_index(&self, channel: &str, value: &str) -> String {
         self.keys
             .blind_index(&format!("suppression:{channel}"), &value.to_lowercase())
@@ -19,20 +193,17 @@ impl Store {
         value: &str,
         reason: &str,
         case_id: Option<&str>,
+        message_id: Option<&str>,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (channel, value_index) DO NOTHING",
-        )
-        .bind(prefixed_id("sup"))
-        .bind(channel)
-        .bind(self.suppression_index(channel, value))
-        .bind(reason)
-        .bind(case_id)
-        .bind(now_micros())
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.writer.acquire().await?;
+        let new = NewSuppression {
+            channel,
+            value,
+            reason,
+            case_id,
+            message_id,
+        };
+        self.insert_suppression(&mut conn, new, now_micros()).await
     }
 
     /// Puts every `To` recipient of an outbound message on the suppression list, in the
@@ -59,18 +230,14 @@ impl Store {
         let Some(row) = row else { return Ok(()) };
         let envelope = self.open_envelope(message_id, &row.envelope_sealed)?;
         for to in &envelope.to {
-            sqlx::query(
-                "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (channel, value_index) DO NOTHING",
-            )
-            .bind(prefixed_id("sup"))
-            .bind(row.message_type.as_str())
-            .bind(self.suppression_index(&row.message_type, to))
-            .bind(reason)
-            .bind(row.case_id.as_deref())
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+            let new = NewSuppression {
+                channel: &row.message_type,
+                value: to,
+                reason,
+                case_id: row.case_id.as_deref(),
+                message_id: Some(message_id),
+            };
+            self.insert_suppression(conn, new, now).await?;
         }
         Ok(())
     }
@@ -85,17 +252,14 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let now = now_micros();
         for to in &envelope.to {
-            sqlx::query(
-                "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at) VALUES ($1, $2, $3, 'unsubscribed', $4, $5) \
-                 ON CONFLICT (channel, value_index) DO NOTHING",
-            )
-            .bind(prefixed_id("sup"))
-            .bind(channel.as_str())
-            .bind(self.suppression_index(channel.as_str(), to))
-            .bind(case_id.as_deref())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let new = NewSuppression {
+                channel: channel.as_str(),
+                value: to,
+                reason: "unsubscribed",
+                case_id: case_id.as_deref(),
+                message_id: Some(message_id),
+            };
+            self.insert_suppression(&mut tx, new, now).await?;
         }
         sqlx::query(
             "INSERT INTO message_events (message_id, event, at) VALUES ($1, 'unsubscribed', $2)",

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Store, StoreResult, cases, documents, inbound, messages, notes, preferences};
+use super::{Store, StoreResult, cases, documents, inbound, messages, notes, policy, preferences};
 use super::{threads, webhooks};
 
 /// A column of sealed values, the column that names its row, and the seal's context.
@@ -92,6 +92,12 @@ const SEALED: &[SealedColumn] = &[
         key: "id",
         column: "secret_sealed",
         context: webhooks::secret_context,
+    },
+    SealedColumn {
+        table: "suppressions",
+        key: "id",
+        column: "address_sealed",
+        context: policy::address_context,
     },
     SealedColumn {
         table: "inbound_raw",

@@ -29,6 +29,7 @@ mod rekey;
 mod schema;
 mod smtp_hostile;
 mod storage;
+mod suppressions;
 mod templates;
 mod tenancy;
 mod webhooks;

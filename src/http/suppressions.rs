@@ -1,0 +1,117 @@
+//! The suppression list (admin): every address and number parley will not write to, why, and
+//! lifting an entry. The debtor's own entries are also shown with a case's preferences.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::extract::{Auth, Path, Query};
+use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::domain::PartyKind;
+use crate::domain::time::rfc3339;
+use crate::store::Suppression;
+
+/// One address or number on the suppression list.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuppressionResponse {
+    pub suppression_id: String,
+    /// `email` or `sms`.
+    pub channel: String,
+    /// The address or number (absent for entries made before addresses were kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `unsubscribed`, `stop word`, `hard bounce`, `spam report`, `dropped by the provider`.
+    pub reason: String,
+    /// The message whose bounce, complaint or unsubscribe put it there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub created_at: String,
+}
+
+impl From<Suppression> for SuppressionResponse {
+    fn from(s: Suppression) -> Self {
+        Self {
+            suppression_id: s.id,
+            channel: s.channel,
+            address: s.address,
+            reason: s.reason,
+            message_id: s.message_id,
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuppressionList {
+    pub suppressions: Vec<SuppressionResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SuppressionQuery {
+    /// Only the entries of this email address or phone number.
+    #[param(pattern = "^[^\\x00]*$")]
+    pub address: Option<String>,
+    /// Page size, 50 when absent.
+    #[param(schema_with = super::openapi::limit_200)]
+    pub limit: Option<i64>,
+    #[param(schema_with = super::openapi::cursor)]
+    pub cursor: Option<String>,
+}
+
+fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
+    if actor.kind == PartyKind::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "the suppression list is kept by admins",
+        ))
+    }
+}
+
+#[utoipa::path(get, path = "/api/suppressions", tag = "suppressions", params(SuppressionQuery),
+    responses((status = 200, body = SuppressionList), (status = 403, body = ProblemBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(q): Query<SuppressionQuery>,
+) -> ApiResult<axum::Json<SuppressionList>> {
+    require_admin(&actor)?;
+    let limit = super::extract::page_limit(q.limit)?;
+    let address = q
+        .address
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
+    let page = state
+        .store
+        .list_suppressions(address, q.cursor.as_deref(), limit)
+        .await?;
+    Ok(axum::Json(SuppressionList {
+        suppressions: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/suppressions/{suppressionId}", tag = "suppressions",
+    params(("suppressionId" = String, Path)),
+    responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn lift(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    require_admin(&actor)?;
+    if state.store.lift_suppression(&actor, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("suppression"))
+    }
+}
