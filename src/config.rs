@@ -55,6 +55,7 @@ const KEYS: &[&str] = &[
     "auth_failures_per_minute",
     "frequency_cap",
     "default_contact_hours",
+    "closed_days",
     "log_format",
     "log_level",
 ];
@@ -261,10 +262,12 @@ pub struct DeliveryConfig {
 }
 
 /// The send policy's defaults.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PolicyConfig {
     pub frequency_cap: Option<FrequencyCap>,
     pub default_contact_hours: Option<ContactWindow>,
+    /// `PARLEY_CLOSED_DAYS`: days on which nothing goes out.
+    pub closed_days: crate::domain::calendar::ClosedDays,
 }
 
 /// Webhook deliveries.
@@ -553,6 +556,12 @@ impl Config {
             }
         })?
         .unwrap_or_else(|| ContactWindow::parse("08:00-21:00").ok());
+        let closed_days = opt(
+            raw,
+            "closed_days",
+            crate::domain::calendar::ClosedDays::parse,
+        )?
+        .unwrap_or_default();
         let log_format = opt(raw, "log_format", |v| {
             match v.to_ascii_lowercase().as_str() {
                 "text" => Ok(LogFormat::Text),
@@ -616,6 +625,7 @@ impl Config {
             policy: PolicyConfig {
                 frequency_cap,
                 default_contact_hours,
+                closed_days,
             },
             webhooks: WebhookConfig {
                 retry_schedule: webhook_retry_schedule,

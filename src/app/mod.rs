@@ -90,7 +90,7 @@ impl Services {
         files: crate::documents::store::DocumentStore,
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Self {
-        let policy = policy::SendPolicy::new(store.clone(), config.policy);
+        let policy = policy::SendPolicy::new(store.clone(), config.policy.clone());
         let senders = messaging::Senders {
             email_from: config.mail.email_from.clone(),
             sms_from: config.sms.from.clone(),

@@ -82,6 +82,7 @@ impl SendPolicy {
             debtor_timezone: timezone.as_deref(),
             recent,
             cap,
+            closed_days: Some(&self.settings.closed_days),
         };
         let not_before = decide(preferences, &context)
             .map_err(|r| AppError::refused(r.code, r.detail))?

@@ -7,6 +7,7 @@ use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::calendar::ClosedDays;
 use super::case::CaseStatus;
 use super::code::Code;
 use super::message::{Category, Channel};
@@ -149,6 +150,8 @@ pub struct SendContext<'a> {
     /// Messages of this channel to this debtor inside the cap's window so far.
     pub recent: u32,
     pub cap: Option<FrequencyCap>,
+    /// Days on which nothing goes out, in the debtor's calendar.
+    pub closed_days: Option<&'a ClosedDays>,
 }
 
 /// Decides a send: `Ok(None)` to send now (or at `wanted`), `Ok(Some(t))` to hold it until
@@ -206,9 +209,6 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
         Some((start, end, _)) => ContactWindow::parse(&format!("{start}-{end}")).ok(),
         None => c.default_hours,
     };
-    let Some(window) = window else {
-        return Ok(c.wanted);
-    };
     let tz_name = p
         .contact_hours
         .as_ref()
@@ -218,8 +218,36 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
         .and_then(|t| t.parse().ok())
         .unwrap_or(chrono_tz::UTC);
     let at = c.wanted.unwrap_or(c.now);
-    let allowed_at = window.next_allowed(at, tz);
+    let mut allowed_at = window.map_or(at, |w| w.next_allowed(at, tz));
+    // On a closed day (debtor-local), the next open day's window; a run of closed days is
+    // never longer than a few, the bound only keeps a bad list from looping.
+    if let Some(closed) = c.closed_days.filter(|d| !d.is_empty()) {
+        for _ in 0..60 {
+            let day = allowed_at.with_timezone(&tz).date_naive();
+            if !closed.is_closed(day) {
+                break;
+            }
+            let next = day.checked_add_days(Days::new(1)).unwrap_or(day);
+            let start = window.map_or(NaiveTime::MIN, |w| w.start);
+            allowed_at = local_instant(next, start, tz);
+            if let Some(w) = window {
+                allowed_at = w.next_allowed(allowed_at, tz);
+            }
+        }
+    }
     Ok((allowed_at != at || c.wanted.is_some()).then_some(allowed_at))
+}
+
+/// `time` on `day` in `tz`; a time inside a daylight-saving gap is the first valid one after.
+fn local_instant(day: NaiveDate, time: NaiveTime, tz: Tz) -> DateTime<Utc> {
+    let naive = day.and_time(time);
+    (0..4)
+        .find_map(|h| {
+            tz.from_local_datetime(&(naive + chrono::Duration::hours(h)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| Utc.from_utc_datetime(&naive))
 }
 
 #[cfg(test)]
@@ -241,6 +269,7 @@ mod tests {
             debtor_timezone: Some("Europe/Copenhagen"),
             recent: 0,
             cap: FrequencyCap::parse("3/7d").ok(),
+            closed_days: None,
         }
     }
 
@@ -315,6 +344,48 @@ mod tests {
             ..ctx("2024-01-15T12:00:00Z")
         };
         assert_eq!(decide(&p, &legal).unwrap(), None);
+    }
+
+    #[test]
+    fn closed_days_defer_to_the_next_open_days_window() {
+        let p = Preferences::default();
+        let dk = ClosedDays::parse("dk").unwrap();
+        let on = |now: &str| SendContext {
+            closed_days: Some(&dk),
+            ..ctx(now)
+        };
+        // Maundy Thursday 2027, 10:00 in Copenhagen: Thursday and Good Friday are closed,
+        // Saturday is open; 08:00 local (UTC+1 until 28 March).
+        assert_eq!(
+            decide(&p, &on("2027-03-25T09:00:00Z")).unwrap(),
+            Some(utc("2027-03-27T07:00:00Z"))
+        );
+        // Easter Saturday evening waits past Easter Sunday and Monday (summer time by then).
+        assert_eq!(
+            decide(&p, &on("2027-03-27T21:00:00Z")).unwrap(),
+            Some(utc("2027-03-30T06:00:00Z"))
+        );
+        // 24 December at noon: 24, 25 and 26 December are closed.
+        assert_eq!(
+            decide(&p, &on("2026-12-24T11:00:00Z")).unwrap(),
+            Some(utc("2026-12-27T07:00:00Z"))
+        );
+        // Late on 23 December the window opens on the 27th, not the 24th.
+        assert_eq!(
+            decide(&p, &on("2026-12-23T21:00:00Z")).unwrap(),
+            Some(utc("2026-12-27T07:00:00Z"))
+        );
+        // An open day is unaffected; without a contact window, the first open day's midnight
+        // (31 December and 1 January are closed: 2 January, 00:00 local).
+        assert_eq!(decide(&p, &on("2027-03-30T09:00:00Z")).unwrap(), None);
+        let no_window = SendContext {
+            default_hours: None,
+            ..on("2026-12-31T12:00:00Z")
+        };
+        assert_eq!(
+            decide(&p, &no_window).unwrap(),
+            Some(utc("2027-01-01T23:00:00Z"))
+        );
     }
 
     #[test]

@@ -231,6 +231,37 @@ async fn outside_contact_hours_a_message_waits_with_scheduled_for() {
 }
 
 #[tokio::test]
+async fn on_closed_days_a_message_waits_for_the_next_open_days_window() {
+    for (now, opens) in [
+        // 24 December at noon in Copenhagen: 24–26 December are closed.
+        ("2027-12-24T11:00:00Z", "2027-12-27T07:00:00Z"),
+        // Maundy Thursday 2027: Thursday and Good Friday closed, Saturday open.
+        ("2027-03-25T09:00:00Z", "2027-03-27T07:00:00Z"),
+    ] {
+        let clock = clock_at(now);
+        let app = spawn_app_with_clock(clock.clone(), |c| {
+            c.policy.closed_days = parley::domain::calendar::ClosedDays::parse("dk").unwrap();
+            c.policy.default_contact_hours =
+                parley::domain::policy::ContactWindow::parse("08:00-21:00").ok();
+        })
+        .await;
+        let (creditor, case_id) = case_of(&app).await;
+        let r = send(&app, &creditor, &case_id, email("payment_reminders")).await;
+        assert_eq!(r.status(), 201, "accepted on a closed day");
+        let m: Value = r.json().await.unwrap();
+        assert_eq!(m["status"], "queued");
+        assert_eq!(m["scheduledFor"], opens, "{now}");
+        assert_eq!(app.deliver_due().await, 0, "nothing goes out on {now}");
+        clock.set(
+            chrono::DateTime::parse_from_rfc3339(opens)
+                .unwrap()
+                .timestamp_micros(),
+        );
+        assert_eq!(app.deliver_due().await, 1, "out when {opens} comes");
+    }
+}
+
+#[tokio::test]
 async fn the_default_contact_hours_apply_in_the_debtors_zone() {
     // 20:30 in Copenhagen (UTC+1 in winter): the default window 08:00-21:00 is open there,
     // and a window of 21:30-22:00 local opens in an hour.
