@@ -76,7 +76,8 @@ fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
 }
 
 #[utoipa::path(get, path = "/api/suppressions", tag = "suppressions", params(SuppressionQuery),
-    responses((status = 200, body = SuppressionList), (status = 403, body = ProblemBody)), security(("bearer" = [])))]
+    responses((status = 200, body = SuppressionList), (status = 403, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(actor): Auth,
