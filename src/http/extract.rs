@@ -290,6 +290,15 @@ fn check_cursor(
 }
 
 /// Page size from a query: default 50, at most 200.
+/// Admins only: anyone else is 403 with `detail`.
+pub(crate) fn require_admin(actor: &Actor, detail: &str) -> Result<(), ApiError> {
+    if actor.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(detail.to_string()))
+    }
+}
+
 pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(50),

@@ -12,19 +12,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{Auth, Query};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::domain::PartyKind;
 use crate::domain::time::rfc3339;
 use crate::store::Ingested;
-
-fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
-    if actor.kind == PartyKind::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "inbound mail is handled with an admin token",
-        ))
-    }
-}
 
 /// A mail as received (RFC 5322): it starts with a header field, a name of printable ASCII
 /// other than `:`, then `:`.
@@ -50,7 +39,7 @@ pub async fn receive_email(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    require_admin(&actor)?;
+    super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -151,7 +140,7 @@ pub async fn unmatched(
     Auth(actor): Auth,
     Query(q): Query<UnmatchedQuery>,
 ) -> ApiResult<axum::Json<UnmatchedList>> {
-    require_admin(&actor)?;
+    super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
     let limit = super::extract::page_limit(q.limit)?;
     let messages = state
         .inbound
@@ -244,7 +233,7 @@ pub async fn assign(
     super::extract::Path(id): super::extract::Path<String>,
     super::extract::Json(req): super::extract::Json<AssignRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    require_admin(&actor)?;
+    super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
     let case_id =
         crate::domain::CaseId::parse(&req.case_id).ok_or_else(|| ApiError::not_found("case"))?;
     match state.inbound.assign(&actor, &id, &case_id).await? {

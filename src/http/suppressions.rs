@@ -9,7 +9,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{Auth, Path, Query};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::domain::PartyKind;
 use crate::domain::time::rfc3339;
 use crate::store::Suppression;
 
@@ -65,16 +64,6 @@ pub struct SuppressionQuery {
     pub cursor: Option<String>,
 }
 
-fn require_admin(actor: &crate::domain::party::Actor) -> ApiResult<()> {
-    if actor.kind == PartyKind::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "the suppression list is kept by admins",
-        ))
-    }
-}
-
 #[utoipa::path(get, path = "/api/suppressions", tag = "suppressions", params(SuppressionQuery),
     responses((status = 200, body = SuppressionList), (status = 403, body = ProblemBody), (status = 422, body = ProblemBody)),
     security(("bearer" = [])))]
@@ -83,7 +72,7 @@ pub async fn list(
     Auth(actor): Auth,
     Query(q): Query<SuppressionQuery>,
 ) -> ApiResult<axum::Json<SuppressionList>> {
-    require_admin(&actor)?;
+    super::extract::require_admin(&actor, "the suppression list is kept by admins")?;
     let limit = super::extract::page_limit(q.limit)?;
     let address = q
         .address
@@ -109,7 +98,7 @@ pub async fn lift(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require_admin(&actor)?;
+    super::extract::require_admin(&actor, "the suppression list is kept by admins")?;
     if state.store.lift_suppression(&actor, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -243,20 +243,13 @@ async fn finish_all(
         })
         .collect();
     for chunk in sent.chunks(ROWS) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let n = 3 * i + 1;
-                format!(
-                    "SELECT CAST(${n} AS TEXT) AS id, CAST(${} AS BIGINT) AS at, CAST(${} AS TEXT) AS pid",
-                    n + 1,
-                    n + 2
-                )
-            })
-            .collect();
         let sql = format!(
             "UPDATE messages SET sent_at = v.at, provider_id = COALESCE(v.pid, messages.provider_id) \
              FROM ({}) v WHERE messages.id = v.id",
-            rows.join(" UNION ALL ")
+            super::values_table(
+                chunk.len(),
+                &[("id", "TEXT"), ("at", "BIGINT"), ("pid", "TEXT")]
+            )
         );
         let mut q = sqlx::query(&sql);
         for (f, provider_id) in chunk {

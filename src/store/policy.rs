@@ -135,18 +135,29 @@ impl Store {
         Ok(super::Page { items, next_cursor })
     }
 
-    /// The entries for any of `values` (a debtor's addresses and numbers).
+    /// The entries for any of `values` (a debtor's addresses and numbers), in one query.
     pub async fn suppressions_of(&self, values: &[&str]) -> StoreResult<Vec<Suppression>> {
-        let mut found = Vec::new();
-        for v in values {
-            let page = self.list_suppressions(Some(v), None, 10).await?;
-            for s in page.items {
-                if !found.iter().any(|f: &Suppression| f.id == s.id) {
-                    found.push(s);
-                }
-            }
+        if values.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(found)
+        let indexes: Vec<String> = values
+            .iter()
+            .flat_map(|v| ["email", "sms"].map(|channel| self.suppression_index(channel, v)))
+            .collect();
+        let list: Vec<String> = (1..=indexes.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE value_index IN ({}) ORDER BY id DESC",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, SuppressionRow>(&sql);
+        for index in &indexes {
+            q = q.bind(index);
+        }
+        q.fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| self.suppression_from_row(r))
+            .collect()
     }
 
     /// Lifts an entry, with an audit entry naming who did; `false` when there is none.

@@ -447,20 +447,13 @@ async fn write_webhook_outcomes(
     let (done, other): (Vec<&WebhookOutcome>, Vec<&WebhookOutcome>) =
         items.iter().partition(|o| o.next == Transition::Done);
     for chunk in done.chunks(100) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let n = 3 * i + 1;
-                format!(
-                    "SELECT CAST(${n} AS TEXT) AS id, CAST(${} AS INTEGER) AS status, CAST(${} AS BIGINT) AS at",
-                    n + 1,
-                    n + 2
-                )
-            })
-            .collect();
         let sql = format!(
             "UPDATE webhook_deliveries SET last_status = v.status, delivered_at = v.at \
              FROM ({}) v WHERE webhook_deliveries.id = v.id",
-            rows.join(" UNION ALL ")
+            super::values_table(
+                chunk.len(),
+                &[("id", "TEXT"), ("status", "INTEGER"), ("at", "BIGINT")]
+            )
         );
         let mut q = sqlx::query(&sql);
         for o in chunk {

@@ -2,32 +2,14 @@
 //! build when `bench/attacks` runs them): what the contract's "Hostile input and hostile
 //! peers" promises, seen from outside.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::binary::{Installation, Server, b64};
 use crate::helpers::case_body;
+use crate::hostile::closed_within;
 use crate::peers::{SmtpPeer, eventually};
-
-/// Everything the peer sends until it closes the connection, failing after `secs`.
-async fn read_to_close(stream: &mut TcpStream, secs: u64) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(secs), async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "still open after {secs} s");
-    String::from_utf8_lossy(&got).into_owned()
-}
 
 async fn get(server: &Server, token: &str, path: &str) -> reqwest::Response {
     server
@@ -112,7 +94,7 @@ async fn smtp_smuggling_stores_nothing() {
     )
     .await
     .unwrap();
-    let replies = read_to_close(&mut smtp, 30).await;
+    let replies = closed_within(&mut smtp, 30).await;
     assert_eq!(replies.matches("\r\n354 ").count(), 1, "{replies}");
     assert!(replies.contains("\r\n550 "), "{replies}");
     assert_eq!(unmatched(&server, &admin).await, Vec::<Value>::new());
@@ -135,7 +117,7 @@ async fn slowloris_is_cut_off_and_others_are_served_meanwhile() {
     let r = server.client.get(server.url("/healthz")).send().await;
     assert_eq!(r.unwrap().status(), 200, "served beside fifty slow clients");
     for s in &mut slow {
-        read_to_close(s, 15).await;
+        closed_within(s, 15).await;
     }
 }
 

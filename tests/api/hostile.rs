@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use crate::helpers::spawn_app_with;
 
 /// Reads until the server closes the connection (or answers), failing after `secs`.
-async fn closed_within(stream: &mut TcpStream, secs: u64) -> String {
+pub(crate) async fn closed_within(stream: &mut TcpStream, secs: u64) -> String {
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(secs), async {
