@@ -50,12 +50,14 @@ const KEYS: &[&str] = &[
     "webhook_retry_schedule",
     "webhook_allow_private",
     "max_upload_bytes",
+    "max_attachment_bytes",
     "max_json_bytes",
     "rate_limit_per_minute",
     "auth_failures_per_minute",
     "frequency_cap",
     "default_contact_hours",
     "closed_days",
+    "deadline_warning",
     "log_format",
     "log_level",
 ];
@@ -170,6 +172,8 @@ pub struct MailConfig {
     pub inbound_tls: Option<TlsIdentity>,
     pub imap_url: Option<Secret>,
     pub imap_poll_interval: Duration,
+    /// The most an email's attachments may add up to (`PARLEY_MAX_ATTACHMENT_BYTES`).
+    pub max_attachment_bytes: u64,
 }
 
 /// A certificate chain and its private key, read from PEM files when the configuration loads
@@ -268,6 +272,8 @@ pub struct PolicyConfig {
     pub default_contact_hours: Option<ContactWindow>,
     /// `PARLEY_CLOSED_DAYS`: days on which nothing goes out.
     pub closed_days: crate::domain::calendar::ClosedDays,
+    /// `PARLEY_DEADLINE_WARNING`: how long before a deadline its system message comes.
+    pub deadline_warning: Duration,
 }
 
 /// Webhook deliveries.
@@ -523,6 +529,13 @@ impl Config {
                 .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
         })?
         .unwrap_or(52_428_800);
+        let max_attachment_bytes = opt(raw, "max_attachment_bytes", |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+        })?
+        .unwrap_or(10 * 1024 * 1024);
         let max_json_bytes = opt(raw, "max_json_bytes", |v| {
             v.parse::<usize>()
                 .ok()
@@ -562,6 +575,8 @@ impl Config {
             crate::domain::calendar::ClosedDays::parse,
         )?
         .unwrap_or_default();
+        let deadline_warning =
+            opt(raw, "deadline_warning", parse_duration)?.unwrap_or(Duration::from_secs(3 * 86_400));
         let log_format = opt(raw, "log_format", |v| {
             match v.to_ascii_lowercase().as_str() {
                 "text" => Ok(LogFormat::Text),
@@ -608,6 +623,7 @@ impl Config {
                 inbound_tls,
                 imap_url,
                 imap_poll_interval,
+                max_attachment_bytes,
             },
             sms: SmsConfig {
                 url: sms_url,
@@ -626,6 +642,7 @@ impl Config {
                 frequency_cap,
                 default_contact_hours,
                 closed_days,
+                deadline_warning,
             },
             webhooks: WebhookConfig {
                 retry_schedule: webhook_retry_schedule,

@@ -82,10 +82,13 @@ impl App {
             sms: c.sms.clone(),
             public_url: c.http.public_url.clone(),
             outbox: c.storage.data_dir.join("outbox"),
+            deadline_warning: c.policy.deadline_warning,
         };
         let job = DeliveryJob::new(
             self.store.clone(),
             self.services.policy.clone(),
+            self.services.messaging.clone(),
+            self.services.documents.clone(),
             setup,
             self.clock.clone(),
         )?;

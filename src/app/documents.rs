@@ -44,6 +44,11 @@ pub struct Documents {
 }
 
 impl Documents {
+    /// Where the bytes are kept.
+    pub fn files(&self) -> &DocumentStore {
+        &self.files
+    }
+
     pub fn new(store: Store, files: DocumentStore, max_bytes: u64) -> Self {
         Self {
             store,
@@ -93,6 +98,59 @@ impl Documents {
             })?;
         upload.file = Some((written, file_name, content_type));
         Ok(())
+    }
+
+    /// Stores the attachments of the received message `message_id` as `correspondence`
+    /// documents of its case, uploaded by the sender, each linked from the message. One
+    /// stored before (a retried job) is not stored again. Returns how many it stored.
+    pub async fn file_received_attachments(&self, message_id: &str) -> AppResult<usize> {
+        let Some((case_id, from, raw)) = self.store.received_original(message_id).await? else {
+            return Ok(0);
+        };
+        let mut stored = 0;
+        for (position, a) in crate::domain::mail::attachments(&raw)
+            .into_iter()
+            .enumerate()
+        {
+            let id = prefixed_id("doc");
+            let size = a.bytes.len();
+            let bytes = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(a.bytes))]);
+            let written = match self.files.write(&id, u64::MAX, bytes).await {
+                Ok(w) => w,
+                Err(WriteError::Io(e)) => return Err(AppError::Store(e.into())),
+                Err(e) => {
+                    return Err(AppError::Store(
+                        anyhow::anyhow!("storing an attachment: {e}").into(),
+                    ));
+                }
+            };
+            let new = NewDocument {
+                id,
+                case_id: case_id.clone(),
+                document_type: DocumentType::Correspondence,
+                description: None,
+                file_name: a.file_name,
+                content_type: a.content_type,
+                size: i64::try_from(size).unwrap_or(i64::MAX),
+                sha256: written.sha256.clone(),
+                storage_key: written.key.clone(),
+                replaces: None,
+            };
+            let position = i32::try_from(position).unwrap_or(i32::MAX);
+            match self
+                .store
+                .add_received_document(message_id, position, &from, new)
+                .await
+            {
+                Ok(true) => stored += 1,
+                Ok(false) => self.files.remove(&written.key).await,
+                Err(e) => {
+                    self.files.remove(&written.key).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(stored)
     }
 
     /// Gives up an upload, removing its file.

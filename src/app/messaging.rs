@@ -12,14 +12,15 @@ use super::render::{Given, TemplateChoice, render};
 use super::{AppError, AppResult};
 use crate::domain::clock::SharedClock;
 use crate::domain::code::Code;
-use crate::domain::message::{Category, Channel, MessageStatus, Priority};
+use crate::domain::message::{Category, Channel, MessageStatus, MessageType, Priority};
 use crate::domain::party::Actor;
 use crate::domain::policy::Preferences;
 use crate::domain::sms::segments;
 use crate::domain::time::Micros;
 use crate::domain::{CaseId, EmailAddress, PhoneNumber, prefixed_id};
 use crate::store::{
-    CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued, Replay, Store,
+    AttachmentView, CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued,
+    Replay, Store,
 };
 
 /// Who a message goes to, as the sender named them. `None` in [`SendMessage::to`]: the
@@ -48,6 +49,8 @@ pub struct SendMessage {
     pub scheduled_at: Option<Micros>,
     /// A `messageId` of this case that this email answers.
     pub in_reply_to: Option<String>,
+    /// Documents of the case to attach (email only).
+    pub attachments: Vec<String>,
 }
 
 /// An `Idempotency-Key` and the hash of the request it came with.
@@ -66,21 +69,39 @@ pub struct Sent {
     pub replayed: bool,
 }
 
-/// Addresses of outbound mail and SMS (`PARLEY_EMAIL_FROM`, `PARLEY_SMS_FROM`).
+/// Addresses of outbound mail and SMS (`PARLEY_EMAIL_FROM`, `PARLEY_SMS_FROM`), and what
+/// an email may carry (`PARLEY_MAX_ATTACHMENT_BYTES`).
 #[derive(Debug, Clone)]
 pub struct Senders {
     pub email_from: String,
     pub sms_from: Option<String>,
+    pub max_attachment_bytes: u64,
+}
+
+impl Senders {
+    /// The `Message-ID` of an outbound email, in the sender's domain.
+    pub fn message_id(&self, id: &str) -> String {
+        let domain = self
+            .email_from
+            .rsplit_once('@')
+            .map_or("localhost", |(_, d)| d);
+        format!("<{id}@{domain}>")
+    }
+
+    /// The sender of an SMS.
+    pub fn sms_sender(&self) -> String {
+        self.sms_from.clone().unwrap_or_else(|| "parley".into())
+    }
 }
 
 #[derive(Clone)]
 pub struct Messaging {
-    store: Store,
-    policy: SendPolicy,
-    senders: Senders,
-    clock: SharedClock,
+    pub(super) store: Store,
+    pub(super) policy: SendPolicy,
+    pub(super) senders: Senders,
+    pub(super) clock: SharedClock,
     /// Wakes the delivery worker when a message is queued.
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
 }
 
 fn invalid(detail: impl Into<String>) -> AppError {
@@ -237,8 +258,10 @@ impl Messaging {
             return Err(invalid("the rendered subject contains CR, LF or NUL"));
         }
 
+        let attachments = self.attachments(channel, &case.id, cmd.attachments).await?;
+
         let all: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
-        let scheduled_for = self
+        let allowed = self
             .policy
             .decide(
                 &preferences,
@@ -254,16 +277,23 @@ impl Messaging {
                     count_recent: true,
                 },
             )
-            .await?;
+            .await;
+        let allowed = match allowed {
+            Err(AppError::Refused { code, .. }) if code.is_policy() => {
+                // The refusal is evidence too: kept in the case's audit log, without the
+                // message's content.
+                self.store
+                    .audit_refusal(actor, &case.id, code.as_str())
+                    .await?;
+                return Err(allowed.err().unwrap_or(AppError::NotFound("case")));
+            }
+            other => other?,
+        };
+        let scheduled_for = allowed.not_before;
 
         let id = prefixed_id("msg");
         let (from, rfc_message_id, in_reply_to, segment_count) = match channel {
             Channel::Email => {
-                let domain = self
-                    .senders
-                    .email_from
-                    .rsplit_once('@')
-                    .map_or("localhost", |(_, d)| d);
                 let parent = match cmd.in_reply_to.as_deref() {
                     None => None,
                     Some(parent) => {
@@ -282,25 +312,28 @@ impl Messaging {
                 };
                 (
                     self.senders.email_from.clone(),
-                    Some(format!("<{id}@{domain}>")),
+                    Some(self.senders.message_id(&id)),
                     parent,
                     None,
                 )
             }
-            Channel::Sms => {
-                let from = self
-                    .senders
-                    .sms_from
-                    .clone()
-                    .unwrap_or_else(|| "parley".into());
-                (from, None, None, Some(i64::from(segments(&body).1)))
-            }
+            Channel::Sms => (
+                self.senders.sms_sender(),
+                None,
+                None,
+                Some(i64::from(segments(&body).1)),
+            ),
         };
         let email = channel == Channel::Email;
         Ok(NewMessage {
             id,
             case_id: case.id.clone(),
-            channel,
+            message_type: MessageType::from(channel),
+            channel: Some(channel),
+            status: MessageStatus::Queued,
+            system: None,
+            evidence: Some(allowed.evidence),
+            attachments,
             priority: cmd.priority,
             category: cmd.category,
             template_id: rendered.template_id,
@@ -315,6 +348,59 @@ impl Messaging {
             run_at: scheduled_for.unwrap_or(now),
             scheduled_for,
         })
+    }
+}
+
+impl Messaging {
+    /// The documents a send names as attachments: email only, each a document of the case,
+    /// together within `PARLEY_MAX_ATTACHMENT_BYTES`.
+    async fn attachments(
+        &self,
+        channel: Channel,
+        case_id: &str,
+        ids: Vec<String>,
+    ) -> AppResult<Vec<AttachmentView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refuse = |detail: String| AppError::refused(Code::InvalidAttachment, detail);
+        if channel != Channel::Email {
+            return Err(refuse("attachments are for email only".into()));
+        }
+        if ids.len() > 20 {
+            return Err(refuse("at most 20 attachments".into()));
+        }
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != ids.len() {
+            return Err(refuse("a document is attached twice".into()));
+        }
+        let found = self.store.case_documents(case_id, &ids).await?;
+        if let Some(missing) = ids.iter().find(|id| !found.iter().any(|d| &d.id == *id)) {
+            return Err(refuse(format!(
+                "attachment {missing:?} is not a document of this case"
+            )));
+        }
+        let total: u64 = found
+            .iter()
+            .map(|d| u64::try_from(d.size).unwrap_or(0))
+            .sum();
+        if total > self.senders.max_attachment_bytes {
+            return Err(refuse(format!(
+                "the attachments add up to {total} bytes; at most {} are allowed",
+                self.senders.max_attachment_bytes
+            )));
+        }
+        Ok(found
+            .into_iter()
+            .map(|d| AttachmentView {
+                document_id: d.id,
+                file_name: d.file_name,
+                size: d.size,
+                content_type: d.content_type,
+            })
+            .collect())
     }
 }
 
@@ -333,7 +419,7 @@ fn as_queued(m: MessageView) -> MessageView {
 
 /// The given recipients, else the debtor's: the address or number in the preferences,
 /// else the case's.
-fn recipients(
+pub(super) fn recipients(
     channel: Channel,
     to: Option<Recipients>,
     case: &CaseView,

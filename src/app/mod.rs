@@ -9,6 +9,7 @@ pub mod messaging;
 pub mod policy;
 pub mod rekey;
 pub mod render;
+pub mod system;
 pub mod tracking;
 pub mod webhook_target;
 
@@ -94,6 +95,7 @@ impl Services {
         let senders = messaging::Senders {
             email_from: config.mail.email_from.clone(),
             sms_from: config.sms.from.clone(),
+            max_attachment_bytes: config.mail.max_attachment_bytes,
         };
         Self {
             documents: documents::Documents::new(

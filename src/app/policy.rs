@@ -6,7 +6,7 @@ use super::{AppError, AppResult};
 use crate::domain::CaseStatus;
 use crate::domain::code::Code;
 use crate::domain::message::{Category, Channel};
-use crate::domain::policy::{Preferences, SendContext, decide};
+use crate::domain::policy::{Evidence, Preferences, SendContext, decide};
 use crate::domain::time::{Micros, duration_micros, from_micros, to_micros};
 use crate::store::Store;
 
@@ -33,6 +33,13 @@ pub struct Question<'a> {
     pub count_recent: bool,
 }
 
+/// A send the policy allows: now, or not before a time; with the evidence to keep.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    pub not_before: Option<Micros>,
+    pub evidence: Evidence,
+}
+
 #[derive(Clone)]
 pub struct SendPolicy {
     store: Store,
@@ -49,15 +56,12 @@ impl SendPolicy {
         Ok(self.store.preferences_for_sending(case_id).await?)
     }
 
-    /// Decides a send under `preferences`: `None` to send now, `Some(t)` not before `t` (the
-    /// time asked for, or the next opening of the contact window). Refusals are [`AppError::Refused`] with the rule's
-    /// code: `do_not_contact`, `channel_not_allowed`, `frequency_cap_exceeded`,
+    /// Decides a send under `preferences`: `not_before` `None` to send now, `Some(t)` not
+    /// before `t` (the time asked for, or the next opening of the contact window). Refusals
+    /// are [`AppError::Refused`] with the rule's code: `case_not_contactable`,
+    /// `do_not_contact`, `channel_not_allowed`, `frequency_cap_exceeded`,
     /// `recipient_suppressed`.
-    pub async fn decide(
-        &self,
-        preferences: &Preferences,
-        q: &Question<'_>,
-    ) -> AppResult<Option<Micros>> {
+    pub async fn decide(&self, preferences: &Preferences, q: &Question<'_>) -> AppResult<Allowed> {
         let cap = self.settings.frequency_cap.filter(|_| q.count_recent);
         let recent = match cap {
             Some(cap) => {
@@ -84,9 +88,8 @@ impl SendPolicy {
             cap,
             closed_days: Some(&self.settings.closed_days),
         };
-        let not_before = decide(preferences, &context)
-            .map_err(|r| AppError::refused(r.code, r.detail))?
-            .map(to_micros);
+        let verdict =
+            decide(preferences, &context).map_err(|r| AppError::refused(r.code, r.detail))?;
         if self
             .store
             .suppressed(q.channel.as_str(), q.recipients)
@@ -98,6 +101,9 @@ impl SendPolicy {
                 "a recipient has unsubscribed or is on the suppression list",
             ));
         }
-        Ok(not_before)
+        Ok(Allowed {
+            not_before: verdict.not_before.map(to_micros),
+            evidence: verdict.evidence(context.now),
+        })
     }
 }

@@ -53,7 +53,19 @@ pub struct EmailContext<'a> {
     pub links: LinkMaker<'a>,
 }
 
-pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError> {
+/// The email of `m`: multipart/alternative, or with attachments multipart/mixed, whose
+/// attachment parts [`super::attach`] streams in after the text (`Composed::Mixed`).
+pub enum Composed {
+    Whole(Message),
+    Mixed {
+        envelope: lettre::address::Envelope,
+        /// Headers and the text parts, up to (not including) the closing boundary.
+        head: Vec<u8>,
+        boundary: String,
+    },
+}
+
+pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Composed, SendError> {
     let permanent =
         |what: &str, e: &dyn std::fmt::Display| SendError::Permanent(format!("{what}: {e}"));
     let mailbox = |s: &str| {
@@ -103,9 +115,34 @@ pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Message, SendError>
     );
     let html_source = m.html.clone().unwrap_or_else(|| html_from_text(&m.body));
     let html = tracked_html(&html_source, &ctx.links, &unsubscribe);
-    builder
-        .multipart(MultiPart::alternative_plain_html(text, html))
-        .map_err(|e| permanent("building the message", &e))
+    let alternative = MultiPart::alternative_plain_html(text, html);
+    if !m.has_attachments {
+        return builder
+            .multipart(alternative)
+            .map(Composed::Whole)
+            .map_err(|e| permanent("building the message", &e));
+    }
+    let boundary = format!("parley-mixed-{}", uuid::Uuid::new_v4().simple());
+    let message = builder
+        .multipart(
+            MultiPart::mixed()
+                .boundary(boundary.clone())
+                .multipart(alternative),
+        )
+        .map_err(|e| permanent("building the message", &e))?;
+    let mut head = message.formatted();
+    let close = format!("--{boundary}--\r\n");
+    if !head.ends_with(close.as_bytes()) {
+        return Err(SendError::Permanent(
+            "building the message: unexpected end of the multipart body".into(),
+        ));
+    }
+    head.truncate(head.len() - close.len());
+    Ok(Composed::Mixed {
+        envelope: message.envelope().clone(),
+        head,
+        boundary,
+    })
 }
 
 pub enum EmailTransport {
@@ -129,6 +166,39 @@ impl EmailTransport {
                 connections,
             )?)),
             None => Ok(Self::Outbox(outbox)),
+        }
+    }
+
+    /// Sends a message spooled to `path` (`attach.rs`); the outbox keeps a copy of it.
+    pub async fn send_spooled(
+        &self,
+        id: &str,
+        envelope: &lettre::address::Envelope,
+        path: &std::path::Path,
+    ) -> Result<(), SendError> {
+        match self {
+            Self::Smtp(client) => match client.send_file(envelope, path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(format!(
+                    "SMTP server refused the message: {e}"
+                ))),
+                Err(e) => Err(SendError::Transient {
+                    reason: format!("SMTP: {e}"),
+                    retry_after: None,
+                }),
+            },
+            Self::Outbox(dir) => {
+                let moved = async {
+                    tokio::fs::create_dir_all(dir).await?;
+                    let tmp = dir.join(format!(".{id}.eml.tmp"));
+                    tokio::fs::copy(path, &tmp).await?;
+                    tokio::fs::rename(&tmp, dir.join(format!("{id}.eml"))).await
+                };
+                moved.await.map_err(|e| SendError::Transient {
+                    reason: format!("writing the outbox: {e}"),
+                    retry_after: None,
+                })
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! outcome. Transient failures are retried on the configured schedule with jitter;
 //! permanent ones, and the last attempt, end the message as `failed` with the reason.
 
+pub mod attach;
 pub mod email;
 pub mod sms;
 pub mod smtp;
@@ -13,7 +14,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::app::AppError;
-use crate::app::policy::{Question, SendPolicy};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::app::messaging::Messaging;
+use crate::app::policy::{Allowed, Question, SendPolicy};
+use crate::domain::policy::{Decision, Evidence};
+use crate::domain::time::from_micros;
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::clock::SharedClock;
@@ -21,7 +27,8 @@ use crate::domain::message::{Channel, MessageStatus};
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
 use crate::store::{AttemptRecord, Delivered, Outgoing, Store};
 use crate::worker::{Backoff, Job};
-use email::{EmailContext, EmailTransport};
+use crate::app::documents::Documents;
+use email::{Composed, EmailContext, EmailTransport};
 use sms::{SenderPacer, SmsTransport};
 
 #[derive(Debug)]
@@ -45,11 +52,22 @@ pub struct DeliverySetup {
     pub sms: SmsConfig,
     pub public_url: String,
     pub outbox: PathBuf,
+    /// `PARLEY_DEADLINE_WARNING`: how long before a deadline its system message comes.
+    pub deadline_warning: Duration,
 }
+
+/// How often one process looks for deadlines coming due.
+const DEADLINE_SCAN_EVERY: i64 = 10_000_000;
 
 pub struct DeliveryJob {
     store: Store,
     policy: SendPolicy,
+    /// Writes system messages (`system_message` jobs) and announces deadlines.
+    messaging: Messaging,
+    /// Where attachments are read from, and received ones filed.
+    documents: Documents,
+    /// When this process last looked for deadlines coming due.
+    last_deadline_scan: AtomicI64,
     config: DeliverySetup,
     clock: SharedClock,
     email: EmailTransport,
@@ -62,6 +80,8 @@ impl DeliveryJob {
     pub fn new(
         store: Store,
         policy: SendPolicy,
+        messaging: Messaging,
+        documents: Documents,
         config: DeliverySetup,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
@@ -92,6 +112,9 @@ impl DeliveryJob {
             backoff: Backoff::new(config.delivery.retry_schedule.clone()),
             store,
             policy,
+            messaging,
+            documents,
+            last_deadline_scan: AtomicI64::new(i64::MIN),
             config,
             clock,
             email,
@@ -119,7 +142,18 @@ impl DeliveryJob {
         }
     }
 
-    async fn attempt(&self, claim: &Claim) -> (Transition, Delivered) {
+    /// One attempt, with the policy's evidence when it was asked.
+    async fn attempt(&self, claim: &Claim) -> (Transition, Delivered, Option<Evidence>) {
+        let mut evidence = None;
+        let (next, delivered) = self.attempt_with(claim, &mut evidence).await;
+        (next, delivered, evidence)
+    }
+
+    async fn attempt_with(
+        &self,
+        claim: &Claim,
+        evidence: &mut Option<Evidence>,
+    ) -> (Transition, Delivered) {
         let fail = |reason: String| {
             (
                 Transition::Failed {
@@ -142,9 +176,18 @@ impl DeliveryJob {
             return (Transition::Done, Delivered::Nothing);
         }
         match self.policy_at_send(&message).await {
-            Ok(None) => {}
-            Ok(Some(at)) => return (Transition::Defer(at), Delivered::Nothing),
+            Ok(allowed) => {
+                *evidence = Some(allowed.evidence);
+                if let Some(at) = allowed.not_before.filter(|at| *at > self.clock.now()) {
+                    return (Transition::Defer(at), Delivered::Nothing);
+                }
+            }
             Err(AppError::Refused { code, detail, .. }) => {
+                *evidence = Some(Evidence {
+                    decision: Decision::Refuse,
+                    rule: code.as_str().to_string(),
+                    checked_at: from_micros(self.clock.now()),
+                });
                 return fail(format!("{code}: {detail}"));
             }
             Err(e) => {
@@ -169,7 +212,17 @@ impl DeliveryJob {
                     },
                 };
                 match email::build(&message, &ctx) {
-                    Ok(mime) => self.email.send(&message.id, &mime).await.map(|()| None),
+                    Ok(Composed::Whole(mime)) => {
+                        self.email.send(&message.id, &mime).await.map(|()| None)
+                    }
+                    Ok(Composed::Mixed {
+                        envelope,
+                        head,
+                        boundary,
+                    }) => self
+                        .send_with_attachments(&message.id, &envelope, &head, &boundary)
+                        .await
+                        .map(|()| None),
                     Err(e) => Err(e),
                 }
             }
@@ -195,7 +248,7 @@ impl DeliveryJob {
     /// The send policy again, at the moment of sending: an opt-out or an unsubscribe since
     /// the message was queued stops it, and outside contact hours (a retry late in the
     /// evening) it waits for the window. `None`: go ahead.
-    async fn policy_at_send(&self, m: &Outgoing) -> Result<Option<i64>, AppError> {
+    async fn policy_at_send(&self, m: &Outgoing) -> Result<Allowed, AppError> {
         let preferences = self.policy.preferences(&m.case_id).await?;
         let recipients: Vec<&str> = m
             .envelope
@@ -223,13 +276,102 @@ impl DeliveryJob {
     }
 }
 
+impl DeliveryJob {
+    /// An email with attachments: spooled to a file (the documents streamed from the
+    /// document store), sent from it, and the spool removed.
+    async fn send_with_attachments(
+        &self,
+        id: &str,
+        envelope: &lettre::address::Envelope,
+        head: &[u8],
+        boundary: &str,
+    ) -> Result<(), SendError> {
+        let transient = |what: &str, e: &dyn std::fmt::Display| SendError::Transient {
+            reason: format!("{what}: {e}"),
+            retry_after: None,
+        };
+        let documents = self
+            .store
+            .message_documents(id)
+            .await
+            .map_err(|e| transient("reading the attachments", &e))?;
+        let spool = self
+            .config
+            .outbox
+            .with_file_name("spool")
+            .join(format!("{id}.eml"));
+        let written = attach::spool(
+            &spool,
+            head,
+            boundary,
+            &documents,
+            self.documents.files(),
+        )
+        .await;
+        let sent = match written {
+            Ok(()) => self.email.send_spooled(id, envelope, &spool).await,
+            Err(e) => Err(transient("spooling the attachments", &e)),
+        };
+        let _ = tokio::fs::remove_file(&spool).await;
+        sent
+    }
+
+    /// A job beside the deliveries: a `system_message` writes the message of its event, an
+    /// `inbound_attachments` files a received mail's attachments as documents. Both are
+    /// idempotent: a retry finds done what was done.
+    async fn side_job(&self, claim: &Claim) -> anyhow::Result<()> {
+        let started = self.clock.now();
+        let done = match claim.kind.as_str() {
+            "system_message" => self.messaging.make_system_message(&claim.subject).await,
+            "inbound_attachments" => self
+                .documents
+                .file_received_attachments(&claim.subject)
+                .await
+                .map(|_| ()),
+            other => Err(AppError::Store(
+                anyhow::anyhow!("unknown kind of job {other:?}").into(),
+            )),
+        };
+        let next = match done {
+            Ok(()) => Transition::Done,
+            Err(e) => self.retry(claim.attempts, format!("{e}"), None).0,
+        };
+        tracing::info!(kind = %claim.kind, outcome = next.label(), "job");
+        self.store
+            .finish_system_job(&claim.id, claim.attempts, started, next, self.clock.now())
+            .await?;
+        Ok(())
+    }
+}
+
 impl Job for DeliveryJob {
     const QUEUE: QueueTable = DELIVERY_JOBS;
     const NAME: &'static str = "delivery";
 
+    /// Looks for deadlines coming due, at most every ten seconds in a process; each is
+    /// announced once across all processes (`Store::announce_deadlines`).
+    async fn prepare(&self) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let last = self.last_deadline_scan.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= DEADLINE_SCAN_EVERY
+            && self
+                .last_deadline_scan
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.messaging
+                .announce_deadlines(self.config.deadline_warning)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
+        if claim.kind != "deliver_message" {
+            return self.side_job(claim).await;
+        }
         let started = self.clock.now();
-        let (next, delivered) = self.attempt(claim).await;
+        let (next, delivered, evidence) = self.attempt(claim).await;
         let label = next.label();
         self.store
             .finish_delivery(
@@ -239,6 +381,7 @@ impl Job for DeliveryJob {
                     attempt: claim.attempts,
                     started_at: started,
                     finished_at: self.clock.now(),
+                    evidence,
                 },
                 next,
                 delivered,

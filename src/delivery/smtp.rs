@@ -12,6 +12,7 @@
 //! a while is checked with NOOP before it is used again; one used a moment ago is not.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -158,6 +159,26 @@ impl SmtpClient {
             .unwrap_or(Err(SmtpError::Timeout(SEND_TIMEOUT)))
     }
 
+    /// Sends the message spooled in `path` (one with attachments), read in pieces of 64 KiB:
+    /// never whole in memory. The spool is ASCII (lettre encodes the text parts; the
+    /// attachments are base64), so no 8BITMIME is asked for.
+    pub async fn send_file(&self, envelope: &Envelope, path: &Path) -> Result<(), SmtpError> {
+        let file = std::fs::File::open(path)?;
+        let attempt = async {
+            let mut connection = self.take().await?;
+            let sent = transaction(&mut connection, envelope, file).await;
+            if sent.is_ok() && !connection.has_broken() {
+                self.put_back(connection);
+            } else {
+                connection.abort().await;
+            }
+            sent
+        };
+        tokio::time::timeout(SEND_TIMEOUT, attempt)
+            .await
+            .unwrap_or(Err(SmtpError::Timeout(SEND_TIMEOUT)))
+    }
+
     fn put_back(&self, connection: AsyncSmtpConnection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.keep {
@@ -229,6 +250,59 @@ impl SmtpClient {
         tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .unwrap_or(Err(SmtpError::Timeout(CONNECT_TIMEOUT)))
+    }
+}
+
+/// MAIL, RCPT and DATA, then the file's content. The pieces are read from a local file
+/// that was just written and synced (page cache); a read error there is reported, but the
+/// server will have been sent what came before it.
+async fn transaction(
+    connection: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    file: std::fs::File,
+) -> Result<(), SmtpError> {
+    use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+    connection
+        .command(Mail::new(envelope.from().cloned(), Vec::new()))
+        .await?;
+    for to in envelope.to() {
+        connection.command(Rcpt::new(to.clone(), Vec::new())).await?;
+    }
+    connection.command(Data).await?;
+    let failed = Mutex::new(None);
+    let pieces = FilePieces {
+        file,
+        failed: &failed,
+    };
+    connection.message_iter(pieces).await?;
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(SmtpError::Network(e)),
+        None => Ok(()),
+    }
+}
+
+struct FilePieces<'a> {
+    file: std::fs::File,
+    failed: &'a Mutex<Option<std::io::Error>>,
+}
+
+impl Iterator for FilePieces<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut buf = vec![0; 64 * 1024];
+        match self.file.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some(buf)
+            }
+            Err(e) => {
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                None
+            }
+        }
     }
 }
 

@@ -33,6 +33,7 @@ word_enum!(
         TemplateExists => "template_exists",
         TemplateTypeMismatch => "template_type_mismatch",
         TemplateVariablesMissing => "template_variables_missing",
+        InvalidAttachment => "invalid_attachment",
         // The send policy.
         DoNotContact => "do_not_contact",
         CaseNotContactable => "case_not_contactable",
@@ -50,3 +51,17 @@ word_enum!(
         InternalError => "internal_error",
     }
 );
+
+impl Code {
+    /// A refusal of the send policy (kept as evidence in the case's audit log).
+    pub fn is_policy(self) -> bool {
+        matches!(
+            self,
+            Self::DoNotContact
+                | Self::CaseNotContactable
+                | Self::ChannelNotAllowed
+                | Self::FrequencyCapExceeded
+                | Self::RecipientSuppressed
+        )
+    }
+}

@@ -13,6 +13,7 @@ word_enum!(
         PaymentReceived => "payment.received",
         NoteCreated => "note.created",
         DocumentUploaded => "document.uploaded",
+        DeadlineApproaching => "deadline.approaching",
         PreferencesUpdated => "preferences.updated",
         RecipientUnsubscribed => "recipient.unsubscribed",
         MessageReceived => "message.received",
@@ -37,11 +38,23 @@ word_enum!(
 );
 
 impl EventType {
+    /// The system message this event makes on its case, if any.
+    pub fn system_event(self) -> Option<crate::domain::message::SystemEvent> {
+        use crate::domain::message::SystemEvent;
+        Some(match self {
+            Self::CaseStatusChanged => SystemEvent::CaseStatusChanged,
+            Self::PaymentReceived => SystemEvent::PaymentReceived,
+            Self::DocumentUploaded => SystemEvent::DocumentUploaded,
+            Self::DeadlineApproaching => SystemEvent::DeadlineApproaching,
+            _ => return None,
+        })
+    }
+
     /// The event that announces a message reaching `status`; `None` for `queued`, which is
     /// the answer to the request itself.
     pub fn for_status(status: MessageStatus) -> Option<Self> {
         Some(match status {
-            MessageStatus::Queued => return None,
+            MessageStatus::Queued | MessageStatus::Refused => return None,
             MessageStatus::Sent => Self::MessageSent,
             MessageStatus::Delivered => Self::MessageDelivered,
             MessageStatus::Opened => Self::MessageOpened,
@@ -61,7 +74,7 @@ mod tests {
     fn every_status_but_queued_has_an_event_that_parses_back() {
         for s in MessageStatus::ALL {
             match EventType::for_status(*s) {
-                None => assert_eq!(*s, MessageStatus::Queued),
+                None => assert!(matches!(s, MessageStatus::Queued | MessageStatus::Refused)),
                 Some(e) => {
                     assert_eq!(e.as_str(), format!("message.{}", s.as_str()));
                     assert_eq!(EventType::parse(e.as_str()), Ok(e));

@@ -83,6 +83,57 @@ fn id_list(v: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
+/// A file a received mail carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The name it came with, cleaned (`domain::document::clean_file_name`); `attachment-N`
+    /// when it has none.
+    pub file_name: String,
+    /// `type/subtype`, lower case.
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The attachments of a raw mail, in order. A delivery report carries none (its parts are
+/// the report and the returned message).
+pub fn attachments(raw: &[u8]) -> Vec<Attachment> {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return Vec::new();
+    };
+    let is_report = msg.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    });
+    if is_report {
+        return Vec::new();
+    }
+    msg.attachments()
+        .enumerate()
+        .map(|(i, part)| {
+            let content_type = part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into())
+                .to_ascii_lowercase();
+            let file_name = part
+                .attachment_name()
+                .map(super::document::clean_file_name)
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| format!("attachment-{}", i + 1));
+            Attachment {
+                file_name,
+                content_type,
+                bytes: part.contents().to_vec(),
+            }
+        })
+        .collect()
+}
+
 /// Parses a raw mail. `None` when it is not a mail at all (no header could be read).
 pub fn parse(raw: &[u8]) -> Option<InboundMail> {
     let msg = MessageParser::default().parse(raw)?;

@@ -6,6 +6,43 @@ word_enum!(
     /// `messageType`
     Channel, "messageType" { Email => "email", Sms => "sms" }
 );
+word_enum!(
+    /// `messageType` as a message shows it: a system message is one of the case's own
+    /// notifications, whatever channel (if any) carried it.
+    MessageType, "messageType" { Email => "email", Sms => "sms", System => "system" }
+);
+impl From<Channel> for MessageType {
+    fn from(c: Channel) -> Self {
+        match c {
+            Channel::Email => Self::Email,
+            Channel::Sms => Self::Sms,
+        }
+    }
+}
+word_enum!(
+    /// The events that make a system message on their case.
+    SystemEvent, "event" {
+        CaseStatusChanged => "case.status_changed",
+        PaymentReceived => "payment.received",
+        DocumentUploaded => "document.uploaded",
+        DeadlineApproaching => "deadline.approaching",
+    }
+);
+impl SystemEvent {
+    /// The template that renders it.
+    pub fn template_id(self) -> String {
+        format!("system-{}", self.as_str())
+    }
+
+    /// The category of its delivery to the debtor, for the send policy.
+    pub fn category(self) -> Category {
+        match self {
+            Self::PaymentReceived => Category::PaymentConfirmations,
+            Self::DeadlineApproaching => Category::DeadlineAlerts,
+            Self::CaseStatusChanged | Self::DocumentUploaded => Category::StatusNotifications,
+        }
+    }
+}
 word_enum!(Direction, "direction" { Outbound => "outbound", Inbound => "inbound" });
 word_enum!(Priority, "priority" { High => "high", Normal => "normal", Low => "low" });
 word_enum!(Category, "category" {
@@ -31,7 +68,8 @@ impl Category {
 }
 
 word_enum!(
-    /// The seed's statuses; SMS use the first four and `failed`. `received` marks inbound mail.
+    /// The seed's statuses; SMS use the first four and `failed`. `received` marks inbound mail;
+    /// `refused`, a system message the send policy kept from the debtor.
     MessageStatus, "status" {
         Queued => "queued",
         Sent => "sent",
@@ -41,6 +79,7 @@ word_enum!(
         Failed => "failed",
         Bounced => "bounced",
         Received => "received",
+        Refused => "refused",
     }
 );
 
@@ -57,7 +96,7 @@ impl Priority {
 
 impl MessageStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Failed | Self::Bounced)
+        matches!(self, Self::Failed | Self::Bounced | Self::Refused)
     }
 
     /// How far along a message is; a status only ever moves to a higher rank.
@@ -69,7 +108,7 @@ impl MessageStatus {
             Self::Opened => 3,
             Self::Clicked => 4,
             Self::Received => 5,
-            Self::Failed | Self::Bounced => 10,
+            Self::Failed | Self::Bounced | Self::Refused => 10,
         }
     }
 
@@ -86,7 +125,7 @@ impl MessageStatus {
     /// Whether `self` is a status a message of this channel can have.
     pub fn applies_to(self, channel: Channel) -> bool {
         match channel {
-            Channel::Email => !matches!(self, Self::Received),
+            Channel::Email => !matches!(self, Self::Received | Self::Refused),
             Channel::Sms => matches!(
                 self,
                 Self::Queued | Self::Sent | Self::Delivered | Self::Failed

@@ -53,6 +53,17 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// parley itself, for its own work (system messages): sees every case, and is named
+    /// `system` where it acts.
+    pub fn system() -> Self {
+        Self {
+            party_id: super::PartyId::from_stored("party_system".to_string()),
+            kind: PartyKind::Admin,
+            name: "system".to_string(),
+            token_id: String::new(),
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.kind == PartyKind::Admin
     }

@@ -129,6 +129,42 @@ impl Default for Preferences {
     }
 }
 
+super::word_enum!(
+    /// What a send-policy check decided.
+    Decision, "decision" { Allow => "allow", Defer => "defer", Refuse => "refuse" }
+);
+
+/// A send decision kept as evidence: what was decided, by which rule, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub decision: Decision,
+    /// `contact_permitted`, `opt_out_exception`, `scheduled`, `contact_hours`, `closed_day`,
+    /// or the refusal's code.
+    pub rule: String,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// A message may go out: now (`not_before` is `None`) or not before a time, by `rule`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub not_before: Option<DateTime<Utc>>,
+    pub rule: &'static str,
+}
+
+impl Verdict {
+    pub fn evidence(&self, checked_at: DateTime<Utc>) -> Evidence {
+        Evidence {
+            decision: if self.not_before.is_some_and(|t| t > checked_at) {
+                Decision::Defer
+            } else {
+                Decision::Allow
+            },
+            rule: self.rule.to_string(),
+            checked_at,
+        }
+    }
+}
+
 /// Why a message may not go out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -154,10 +190,21 @@ pub struct SendContext<'a> {
     pub closed_days: Option<&'a ClosedDays>,
 }
 
-/// Decides a send: `Ok(None)` to send now (or at `wanted`), `Ok(Some(t))` to hold it until
-/// `t`, the next opening of the contact window; `Err` to refuse. Opt-outs admit their
-/// exception categories; contact hours and caps apply to every message.
-pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Utc>>, Refusal> {
+impl Refusal {
+    pub fn evidence(&self, checked_at: DateTime<Utc>) -> Evidence {
+        Evidence {
+            decision: Decision::Refuse,
+            rule: self.code.as_str().to_string(),
+            checked_at,
+        }
+    }
+}
+
+/// Decides a send: `not_before` `None` to send now, `Some(t)` to hold it until `t` (the time
+/// asked for, or the next opening of the contact window on an open day); `Err` to refuse.
+/// Opt-outs admit their exception categories; contact hours and caps apply to every message.
+/// The verdict names the rule that decided it.
+pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Verdict, Refusal> {
     let refuse = |code, detail: String| Err(Refusal { code, detail });
     if matches!(c.case_status, CaseStatus::Disputed | CaseStatus::Closed)
         && c.category.is_collection()
@@ -176,12 +223,18 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
         .as_deref()
         .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
         .is_none_or(|d| d <= c.now.date_naive());
-    if p.do_not_contact && in_force && !p.exceptions.iter().any(|e| e == c.category.as_str()) {
+    let excepted = p.exceptions.iter().any(|e| e == c.category.as_str());
+    if p.do_not_contact && in_force && !excepted {
         return refuse(
             Code::DoNotContact,
             "the debtor asked not to be contacted".into(),
         );
     }
+    let mut rule = if p.do_not_contact && in_force {
+        "opt_out_exception"
+    } else {
+        "contact_permitted"
+    };
     let allowed = match c.channel {
         Channel::Email => p.allow_email,
         Channel::Sms => p.allow_sms,
@@ -218,7 +271,13 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
         .and_then(|t| t.parse().ok())
         .unwrap_or(chrono_tz::UTC);
     let at = c.wanted.unwrap_or(c.now);
+    if c.wanted.is_some() {
+        rule = "scheduled";
+    }
     let mut allowed_at = window.map_or(at, |w| w.next_allowed(at, tz));
+    if allowed_at != at {
+        rule = "contact_hours";
+    }
     // On a closed day (debtor-local), the next open day's window; a run of closed days is
     // never longer than a few, the bound only keeps a bad list from looping.
     if let Some(closed) = c.closed_days.filter(|d| !d.is_empty()) {
@@ -227,6 +286,7 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
             if !closed.is_closed(day) {
                 break;
             }
+            rule = "closed_day";
             let next = day.checked_add_days(Days::new(1)).unwrap_or(day);
             let start = window.map_or(NaiveTime::MIN, |w| w.start);
             allowed_at = local_instant(next, start, tz);
@@ -235,7 +295,10 @@ pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Option<DateTime<Ut
             }
         }
     }
-    Ok((allowed_at != at || c.wanted.is_some()).then_some(allowed_at))
+    Ok(Verdict {
+        not_before: (allowed_at != at || c.wanted.is_some()).then_some(allowed_at),
+        rule,
+    })
 }
 
 /// `time` on `day` in `tz`; a time inside a daylight-saving gap is the first valid one after.
@@ -278,15 +341,15 @@ mod tests {
         let p = Preferences::default();
         // 22:30 in Copenhagen (UTC+1 in January) waits until 08:00 the next morning.
         assert_eq!(
-            decide(&p, &ctx("2024-01-10T21:30:00Z")).unwrap(),
+            decide(&p, &ctx("2024-01-10T21:30:00Z")).unwrap().not_before,
             Some(utc("2024-01-11T07:00:00Z"))
         );
         // 06:00 local waits until 08:00 the same day.
         assert_eq!(
-            decide(&p, &ctx("2024-01-10T05:00:00Z")).unwrap(),
+            decide(&p, &ctx("2024-01-10T05:00:00Z")).unwrap().not_before,
             Some(utc("2024-01-10T07:00:00Z"))
         );
-        assert_eq!(decide(&p, &ctx("2024-01-10T12:00:00Z")).unwrap(), None);
+        assert_eq!(decide(&p, &ctx("2024-01-10T12:00:00Z")).unwrap().not_before, None);
         // The debtor's own hours and zone win over the default.
         let own = Preferences {
             contact_hours: Some((
@@ -297,7 +360,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            decide(&own, &ctx("2024-01-10T12:00:00Z")).unwrap(),
+            decide(&own, &ctx("2024-01-10T12:00:00Z")).unwrap().not_before,
             Some(utc("2024-01-10T14:00:00Z"))
         );
     }
@@ -331,7 +394,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            decide(&p, &ctx("2024-01-14T12:00:00Z")).unwrap(),
+            decide(&p, &ctx("2024-01-14T12:00:00Z")).unwrap().not_before,
             None,
             "not yet in force"
         );
@@ -343,7 +406,8 @@ mod tests {
             category: Category::LegalNotices,
             ..ctx("2024-01-15T12:00:00Z")
         };
-        assert_eq!(decide(&p, &legal).unwrap(), None);
+        assert_eq!(decide(&p, &legal).unwrap().not_before, None);
+        assert_eq!(decide(&p, &legal).unwrap().rule, "opt_out_exception");
     }
 
     #[test]
@@ -357,33 +421,45 @@ mod tests {
         // Maundy Thursday 2027, 10:00 in Copenhagen: Thursday and Good Friday are closed,
         // Saturday is open; 08:00 local (UTC+1 until 28 March).
         assert_eq!(
-            decide(&p, &on("2027-03-25T09:00:00Z")).unwrap(),
+            decide(&p, &on("2027-03-25T09:00:00Z")).unwrap().not_before,
             Some(utc("2027-03-27T07:00:00Z"))
         );
         // Easter Saturday evening waits past Easter Sunday and Monday (summer time by then).
         assert_eq!(
-            decide(&p, &on("2027-03-27T21:00:00Z")).unwrap(),
+            decide(&p, &on("2027-03-27T21:00:00Z")).unwrap().not_before,
             Some(utc("2027-03-30T06:00:00Z"))
         );
         // 24 December at noon: 24, 25 and 26 December are closed.
         assert_eq!(
-            decide(&p, &on("2026-12-24T11:00:00Z")).unwrap(),
+            decide(&p, &on("2026-12-24T11:00:00Z")).unwrap().not_before,
             Some(utc("2026-12-27T07:00:00Z"))
         );
         // Late on 23 December the window opens on the 27th, not the 24th.
         assert_eq!(
-            decide(&p, &on("2026-12-23T21:00:00Z")).unwrap(),
+            decide(&p, &on("2026-12-23T21:00:00Z")).unwrap().not_before,
             Some(utc("2026-12-27T07:00:00Z"))
         );
         // An open day is unaffected; without a contact window, the first open day's midnight
         // (31 December and 1 January are closed: 2 January, 00:00 local).
-        assert_eq!(decide(&p, &on("2027-03-30T09:00:00Z")).unwrap(), None);
+        assert_eq!(decide(&p, &on("2027-03-30T09:00:00Z")).unwrap().not_before, None);
+        // The verdict names the rule that decided it, and keeps it as evidence.
+        let now = utc("2026-12-24T11:00:00Z");
+        let held = decide(&p, &on("2026-12-24T11:00:00Z")).unwrap();
+        assert_eq!(held.rule, "closed_day");
+        assert_eq!(held.evidence(now).decision, Decision::Defer);
+        let open = decide(&p, &on("2027-03-30T09:00:00Z")).unwrap();
+        assert_eq!(open.rule, "contact_permitted");
+        assert_eq!(open.evidence(now).decision, Decision::Allow);
+        assert_eq!(
+            decide(&p, &on("2027-03-30T21:00:00Z")).unwrap().rule,
+            "contact_hours"
+        );
         let no_window = SendContext {
             default_hours: None,
             ..on("2026-12-31T12:00:00Z")
         };
         assert_eq!(
-            decide(&p, &no_window).unwrap(),
+            decide(&p, &no_window).unwrap().not_before,
             Some(utc("2027-01-01T23:00:00Z"))
         );
     }
@@ -409,7 +485,7 @@ mod tests {
                 category: Category::LegalNotices,
                 ..ctx("2024-01-15T12:00:00Z")
             };
-            assert_eq!(decide(&p, &legal).unwrap(), None);
+            assert_eq!(decide(&p, &legal).unwrap().not_before, None);
         }
         for status in [CaseStatus::Open, CaseStatus::PaymentPlan, CaseStatus::Paid] {
             let c = SendContext {
@@ -417,7 +493,7 @@ mod tests {
                 category: Category::PaymentReminders,
                 ..ctx("2024-01-15T12:00:00Z")
             };
-            assert_eq!(decide(&p, &c).unwrap(), None, "{status:?}");
+            assert_eq!(decide(&p, &c).unwrap().not_before, None, "{status:?}");
         }
     }
 
@@ -429,7 +505,7 @@ mod tests {
             ..ctx("2024-01-10T12:00:00Z")
         };
         assert_eq!(
-            decide(&Preferences::default(), &c).unwrap(),
+            decide(&Preferences::default(), &c).unwrap().not_before,
             Some(utc("2099-01-01T08:00:00Z"))
         );
         let late = SendContext {
@@ -437,7 +513,7 @@ mod tests {
             ..ctx("2024-01-10T12:00:00Z")
         };
         assert_eq!(
-            decide(&Preferences::default(), &late).unwrap(),
+            decide(&Preferences::default(), &late).unwrap().not_before,
             Some(utc("2099-01-02T07:00:00Z")),
             "moved into the window"
         );

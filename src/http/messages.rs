@@ -18,7 +18,10 @@ use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::app::messaging::{Idempotency, Recipients, SendMessage};
 use crate::app::render::TemplateChoice;
 use crate::domain::code::Code;
-use crate::domain::message::{Category, Channel, Direction, MessageStatus, Priority};
+use crate::domain::message::{
+    Category, Channel, Direction, MessageStatus, MessageType, Priority, SystemEvent,
+};
+use crate::domain::policy::Decision;
 use crate::domain::time::{Micros, parse_instant, rfc3339, to_micros};
 use crate::domain::{CaseId, EmailAddress, PhoneNumber};
 use crate::store::{MessageFilter, MessageView};
@@ -73,6 +76,19 @@ pub struct SendMessageRequest {
     pub scheduled_at: Option<String>,
     /// A `messageId` of this case that this email answers (sets In-Reply-To and References).
     pub in_reply_to: Option<String>,
+    /// Documents of the case (`doc_…`) sent as attachments of the email.
+    #[serde(default)]
+    pub attachments: Vec<String>,
+}
+
+/// A document a message carries.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentResponse {
+    pub document_id: String,
+    pub file_name: String,
+    pub size: i64,
+    pub content_type: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -83,7 +99,17 @@ pub struct MessageResponse {
     pub case_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<String>,
-    pub message_type: Channel,
+    /// `email`, `sms` or `system`.
+    pub message_type: MessageType,
+    /// A system message's delivery channel (`email`, `sms`), or `null` when it only informs
+    /// the case's parties; absent on other messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Channel>)]
+    pub channel: Option<Option<Channel>>,
+    /// A system message's event: `case.status_changed`, `payment.received`,
+    /// `document.uploaded` or `deadline.approaching`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<SystemEvent>,
     pub direction: Direction,
     pub from: String,
     pub to: Vec<String>,
@@ -118,6 +144,9 @@ pub struct MessageResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     pub has_attachments: bool,
+    /// Listed where one message is shown (and in the answer to a send).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentResponse>,
     pub created_at: String,
 }
 
@@ -127,7 +156,9 @@ impl From<MessageView> for MessageResponse {
             message_id: m.id,
             case_id: m.case_id,
             thread_id: m.thread_id,
-            message_type: m.channel,
+            message_type: m.message_type,
+            channel: (m.message_type == MessageType::System).then_some(m.channel),
+            event: m.event,
             direction: m.direction,
             from: m.envelope.from,
             to: m.envelope.to,
@@ -148,6 +179,16 @@ impl From<MessageView> for MessageResponse {
             sent_by: m.sent_by,
             failure_reason: m.failure_reason,
             has_attachments: m.has_attachments,
+            attachments: m
+                .attachments
+                .into_iter()
+                .map(|a| AttachmentResponse {
+                    document_id: a.document_id,
+                    file_name: a.file_name,
+                    size: a.size,
+                    content_type: a.content_type,
+                })
+                .collect(),
             created_at: rfc3339(m.created_at),
         }
     }
@@ -305,6 +346,7 @@ impl SendMessageRequest {
             language,
             scheduled_at,
             in_reply_to: self.in_reply_to,
+            attachments: self.attachments,
         })
     }
 }
@@ -415,10 +457,10 @@ pub async fn list_messages(
     let id = case_id(&raw)?;
     let bad = |e: crate::domain::Invalid| ApiError::bad_request(Code::InvalidQuery, e.0);
     let filter = MessageFilter {
-        channel: q
+        message_type: q
             .kind
             .as_deref()
-            .map(Channel::parse)
+            .map(MessageType::parse)
             .transpose()
             .map_err(bad)?,
         direction: q
@@ -477,6 +519,20 @@ pub struct DeliveryReport {
     pub message_id: String,
     pub status: MessageStatus,
     pub events: Vec<DeliveryEvent>,
+    /// The last send-policy decision on the message; absent on inbound messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyEvidence>,
+}
+
+/// A send-policy decision kept as evidence.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyEvidence {
+    pub decision: Decision,
+    /// The rule that decided: `contact_permitted`, `opt_out_exception`, `scheduled`,
+    /// `contact_hours`, `closed_day`, or the code of a refusal.
+    pub rule: String,
+    pub checked_at: String,
 }
 
 #[utoipa::path(get, path = "/api/messages/{messageId}/delivery-report", tag = "messages", params(("messageId" = String, Path)),
@@ -486,7 +542,7 @@ pub async fn delivery_report(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeliveryReport>> {
-    let (status, events) = state
+    let (status, evidence, events) = state
         .store
         .delivery_report(&actor, &id)
         .await?
@@ -501,5 +557,10 @@ pub async fn delivery_report(
                 timestamp: rfc3339(e.at),
             })
             .collect(),
+        policy: evidence.map(|e| PolicyEvidence {
+            decision: e.decision,
+            rule: e.rule,
+            checked_at: rfc3339(to_micros(e.checked_at)),
+        }),
     }))
 }

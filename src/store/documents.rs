@@ -249,6 +249,139 @@ impl Store {
         Ok(())
     }
 
+    /// A document an inbound mail brought, stored with the message that carried it (at
+    /// `position`) and uploaded by the sender, with its audit entry and `document.uploaded`.
+    /// `false`, writing nothing, when that attachment is stored already (a retried job).
+    pub async fn add_received_document(
+        &self,
+        message_id: &str,
+        position: i32,
+        uploaded_by: &str,
+        new: NewDocument,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let stored: Option<String> = sqlx::query_scalar(
+            "SELECT document_id FROM message_attachments WHERE message_id = $1 AND position = $2",
+        )
+        .bind(message_id)
+        .bind(position)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if stored.is_some() {
+            return Ok(false);
+        }
+        let now = now_micros();
+        sqlx::query(
+            "INSERT INTO documents (id, case_id, document_type, file_name, content_type, size, sha256, storage_key, \
+             key_id, version, is_latest, uploaded_by, uploaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, 1, $10, $11)",
+        )
+        .bind(&new.id)
+        .bind(&new.case_id)
+        .bind(new.document_type.as_str())
+        .bind(&new.file_name)
+        .bind(&new.content_type)
+        .bind(new.size)
+        .bind(&new.sha256)
+        .bind(&new.storage_key)
+        .bind(self.keys.current_key_id())
+        .bind(uploaded_by)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO message_attachments (message_id, position, document_id) VALUES ($1, $2, $3)",
+        )
+        .bind(message_id)
+        .bind(position)
+        .bind(&new.id)
+        .execute(&mut *tx)
+        .await?;
+        super::audit_as(
+            &mut tx,
+            Some(&new.case_id),
+            None,
+            uploaded_by,
+            "document.uploaded",
+            "document",
+            &new.id,
+        )
+        .await?;
+        let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type.as_str(), "version": 1, "messageId": message_id});
+        emit(
+            &mut tx,
+            EventType::DocumentUploaded,
+            Some(&new.case_id),
+            &payload,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The documents of `case_id` among `ids`, in the order of `ids`; an id that names no
+    /// document of that case is left out.
+    pub async fn case_documents(
+        &self,
+        case_id: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<DocumentView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM documents d WHERE d.case_id = $1 AND d.deleted_at IS NULL AND d.id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, DocumentRow>(&sql).bind(case_id);
+        for id in ids {
+            q = q.bind(id.as_str());
+        }
+        let found = q
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| self.document_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.iter().find(|d| &d.id == id).cloned())
+            .collect())
+    }
+
+    /// The documents a message carries (sent or received), in order.
+    pub async fn message_documents(&self, message_id: &str) -> StoreResult<Vec<DocumentView>> {
+        let rows = sqlx::query_as::<_, DocumentRow>(&format!(
+            "SELECT {COLUMNS} FROM message_attachments a JOIN documents d ON d.id = a.document_id \
+             WHERE a.message_id = $1 ORDER BY a.position"
+        ))
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| self.document_from_row(r))
+            .collect()
+    }
+
+    /// A message's attachments as its view lists them.
+    pub async fn message_attachments(
+        &self,
+        message_id: &str,
+    ) -> StoreResult<Vec<super::messages::AttachmentView>> {
+        Ok(self
+            .message_documents(message_id)
+            .await?
+            .into_iter()
+            .map(|d| super::messages::AttachmentView {
+                document_id: d.id,
+                file_name: d.file_name,
+                size: d.size,
+                content_type: d.content_type,
+            })
+            .collect())
+    }
+
     pub fn keys_arc(&self) -> std::sync::Arc<crate::crypto::KeyRing> {
         self.keys.clone()
     }

@@ -340,6 +340,19 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        if r.has_attachments {
+            // Its attachments become documents of the case through the queue, from this
+            // transaction: never lost, never stored twice.
+            sqlx::query(
+                "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
+                 VALUES ($1, 'inbound_attachments', $2, 1, 'pending', $3, 0, $3, $3)",
+            )
+            .bind(prefixed_id("job"))
+            .bind(id)
+            .bind(r.at)
+            .execute(&mut *tx)
+            .await?;
+        }
         audit_as(
             &mut *tx,
             Some(r.case_id),
@@ -414,16 +427,7 @@ impl Store {
                 return Ok(Ingested::Duplicate { message_id });
             }
         }
-        if is_stop_word(sms.body) {
-            let new = super::policy::NewSuppression {
-                channel: "sms",
-                value: sms.from,
-                reason: "stop word",
-                case_id: None,
-                message_id: None,
-            };
-            self.insert_suppression(&mut tx, new, now).await?;
-        }
+        let stop = is_stop_word(sms.body);
         // The case that last sent an SMS to this number; else the only case with this debtor
         // number. Several candidates and none of them wrote: no guess, an admin sorts it.
         let number = self.keys.blind_index("phone", sms.from);
@@ -446,6 +450,16 @@ impl Store {
             }
         };
         let [case_id] = candidates.as_slice() else {
+            if stop {
+                let new = super::policy::NewSuppression {
+                    channel: "sms",
+                    value: sms.from,
+                    reason: "stop word",
+                    case_id: None,
+                    message_id: None,
+                };
+                self.insert_suppression(&mut tx, new, now).await?;
+            }
             let inbound_id = self
                 .keep_unmatched(&mut tx, "sms", &raw, now, &candidates)
                 .await?;
@@ -476,6 +490,19 @@ impl Store {
             at: now,
         };
         let message_id = self.store_received(&mut tx, &record).await?;
+        if stop {
+            // The number goes on the suppression list with the case and the message that
+            // asked; the case's preferences view lists it (`suppressions`), and a send to it
+            // is refused with `recipient_suppressed`. Lifting it is an admin's act.
+            let new = super::policy::NewSuppression {
+                channel: "sms",
+                value: sms.from,
+                reason: "stop word",
+                case_id: Some(&case_id),
+                message_id: Some(&message_id),
+            };
+            self.insert_suppression(&mut tx, new, now).await?;
+        }
         tx.commit().await?;
         Ok(Ingested::Matched {
             message_id,
@@ -567,6 +594,37 @@ impl Store {
             case_id: case_id.to_string(),
             thread_id,
         }))
+    }
+
+    /// A received message's case, sender and raw original, for storing its attachments.
+    pub async fn received_original(
+        &self,
+        message_id: &str,
+    ) -> StoreResult<Option<(String, String, Vec<u8>)>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: String,
+            raw_sealed: Vec<u8>,
+            case_id: Option<String>,
+            envelope_sealed: Vec<u8>,
+        }
+        let row = sqlx::query_as::<_, Row>(
+            "SELECT r.id, r.raw_sealed, m.case_id, m.envelope_sealed FROM inbound_raw r \
+             JOIN messages m ON m.id = r.message_id WHERE r.message_id = $1",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let Some(case_id) = r.case_id else {
+            return Ok(None);
+        };
+        let raw = self
+            .keys
+            .open(&raw_context(&r.id), &r.raw_sealed)
+            .map_err(anyhow::Error::from)?;
+        let from = self.open_envelope(message_id, &r.envelope_sealed)?.from;
+        Ok(Some((case_id, from, raw)))
     }
 
     /// Inbound mail that matched no case, oldest first.

@@ -9,6 +9,7 @@ use sqlx::AnyConnection;
 
 use super::{Backend, Store, StoreError, StoreResult};
 use crate::domain::message::{Category, Channel, MessageStatus};
+use crate::domain::policy::Evidence;
 use crate::domain::time::Micros;
 
 /// What a delivery worker needs of a message.
@@ -29,6 +30,8 @@ pub struct Outgoing {
     pub debtor_timezone: Option<String>,
     /// The case's status now (a case disputed since queueing holds collection messages).
     pub case_status: crate::domain::CaseStatus,
+    /// Whether it carries documents (`message_attachments`).
+    pub has_attachments: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -46,6 +49,7 @@ struct OutgoingRow {
     in_reply_to: Option<String>,
     debtor_timezone: Option<String>,
     case_status: Option<String>,
+    has_attachments: i32,
 }
 
 /// One recorded attempt of a message's delivery.
@@ -65,6 +69,8 @@ pub struct AttemptRecord<'a> {
     pub attempt: i32,
     pub started_at: Micros,
     pub finished_at: Micros,
+    /// The send policy's decision, when it was asked.
+    pub evidence: Option<Evidence>,
 }
 
 /// What an attempt did to the message, besides moving its job.
@@ -83,8 +89,8 @@ impl Store {
     /// [`StoreError::Corrupt`], so the worker fails the message rather than guess.
     pub async fn outgoing(&self, message_id: &str) -> StoreResult<Option<Outgoing>> {
         let row = sqlx::query_as::<_, OutgoingRow>(
-            "SELECT m.id, m.case_id, m.message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
-             m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status \
+            "SELECT m.id, m.case_id, COALESCE(m.channel, m.message_type) AS message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
+             m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status, m.has_attachments \
              FROM messages m LEFT JOIN cases c ON c.id = m.case_id WHERE m.id = $1",
         )
         .bind(message_id)
@@ -105,6 +111,7 @@ impl Store {
             status: MessageStatus::parse(&r.status).map_err(corrupt)?,
             rfc_message_id: r.rfc_message_id,
             in_reply_to: r.in_reply_to,
+            has_attachments: r.has_attachments != 0,
             debtor_timezone: r.debtor_timezone,
             case_status: crate::domain::CaseStatus::parse(
                 r.case_status.as_deref().unwrap_or_default(),
@@ -131,6 +138,7 @@ impl Store {
                 attempt: a.attempt,
                 started_at: a.started_at,
                 finished_at: a.finished_at,
+                evidence: a.evidence,
                 next,
                 delivered,
             })
@@ -157,6 +165,7 @@ pub(crate) struct Finish {
     attempt: i32,
     started_at: Micros,
     finished_at: Micros,
+    evidence: Option<Evidence>,
     next: Transition,
     delivered: Delivered,
 }
@@ -219,6 +228,12 @@ async fn finish_all(
         }
         q.execute(&mut *conn).await?;
     }
+
+    let evidence: Vec<(&str, &Evidence)> = items
+        .iter()
+        .filter_map(|f| f.evidence.as_ref().map(|e| (f.message_id.as_str(), e)))
+        .collect();
+    super::messages::record_evidence(&mut *conn, &evidence).await?;
 
     let (done, other): (Vec<&Finish>, Vec<&Finish>) =
         items.iter().partition(|f| f.next == Transition::Done);

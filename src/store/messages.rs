@@ -10,7 +10,10 @@ use super::cases::{page_cursor, visible};
 use super::{Page, Store, StoreError, StoreResult, admin_flag, decode_cursor, emit, rows_sql};
 use crate::domain::Invalid;
 use crate::domain::event::EventType;
-use crate::domain::message::{Category, Channel, Direction, MessageStatus, Priority};
+use crate::domain::message::{
+    Category, Channel, Direction, MessageStatus, MessageType, Priority, SystemEvent,
+};
+use crate::domain::policy::{Decision, Evidence};
 use crate::domain::party::Actor;
 use crate::domain::time::{Micros, now_micros, rfc3339};
 
@@ -27,7 +30,19 @@ pub struct Envelope {
 pub struct NewMessage {
     pub id: String,
     pub case_id: String,
-    pub channel: Channel,
+    pub message_type: MessageType,
+    /// The channel it is delivered by; `None` for a system message that only informs the
+    /// case's parties.
+    pub channel: Option<Channel>,
+    /// `queued`; a system message may start `refused` (by the policy) or `sent` (to the
+    /// parties only).
+    pub status: MessageStatus,
+    /// A system message's event and the key of the occurrence it answers (one message each).
+    pub system: Option<(SystemEvent, String)>,
+    /// The send policy's decision at queueing.
+    pub evidence: Option<Evidence>,
+    /// Documents of the case sent as attachments, in order.
+    pub attachments: Vec<AttachmentView>,
     pub priority: Priority,
     pub category: Category,
     pub template_id: Option<String>,
@@ -44,6 +59,15 @@ pub struct NewMessage {
     pub scheduled_for: Option<Micros>,
 }
 
+/// A document attached to a message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachmentView {
+    pub document_id: String,
+    pub file_name: String,
+    pub size: i64,
+    pub content_type: String,
+}
+
 /// The idempotency record written with a new message.
 #[derive(Debug, Clone)]
 pub struct IdempotencyRecord {
@@ -58,7 +82,8 @@ pub enum Queued {
     Created(Box<MessageView>),
     /// The case is not visible to the actor.
     NoCase,
-    /// A concurrent request with the same idempotency key committed first; nothing was written.
+    /// A concurrent request with the same idempotency key committed first, or the system
+    /// message of this occurrence exists already; nothing was written.
     KeyTaken,
 }
 
@@ -69,7 +94,13 @@ pub struct MessageView {
     pub case_id: Option<String>,
     pub thread_id: Option<String>,
     pub direction: Direction,
-    pub channel: Channel,
+    pub message_type: MessageType,
+    /// The delivery channel: the type of an email or SMS; of a system message, the channel
+    /// that took it to the debtor, if any.
+    pub channel: Option<Channel>,
+    /// A system message's event.
+    #[serde(default)]
+    pub event: Option<SystemEvent>,
     pub status: MessageStatus,
     pub priority: Priority,
     pub category: Category,
@@ -86,6 +117,9 @@ pub struct MessageView {
     pub provider_id: Option<String>,
     pub segments: Option<i64>,
     pub has_attachments: bool,
+    /// Only filled where one message is read.
+    #[serde(default)]
+    pub attachments: Vec<AttachmentView>,
     pub failure_reason: Option<String>,
     pub scheduled_for: Option<Micros>,
     pub sent_at: Option<Micros>,
@@ -94,7 +128,7 @@ pub struct MessageView {
 }
 
 pub struct MessageFilter {
-    pub channel: Option<Channel>,
+    pub message_type: Option<MessageType>,
     pub direction: Option<Direction>,
     pub status: Option<MessageStatus>,
     pub date_from: Option<Micros>,
@@ -117,6 +151,8 @@ struct MessageRow {
     thread_id: Option<String>,
     direction: String,
     message_type: String,
+    channel: Option<String>,
+    system_event: Option<String>,
     status: String,
     priority: String,
     category: String,
@@ -166,7 +202,7 @@ pub(crate) fn count_messages_sql() -> String {
     format!("SELECT COUNT(*) FROM messages m WHERE {LIST_CONDITIONS}")
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.status, m.priority, m.category, \
+const MESSAGE_COLUMNS: &str = "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.channel, m.system_event, m.status, m.priority, m.category, \
      m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, m.in_reply_to, \
      m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, m.received_at, m.created_at";
 
@@ -199,7 +235,14 @@ impl Store {
             case_id: r.case_id,
             thread_id: r.thread_id,
             direction: Direction::parse(&r.direction).map_err(corrupt)?,
-            channel: Channel::parse(&r.message_type).map_err(corrupt)?,
+            message_type: MessageType::parse(&r.message_type).map_err(corrupt)?,
+            channel: delivery_channel(&r.message_type, r.channel.as_deref())?,
+            event: r
+                .system_event
+                .as_deref()
+                .map(SystemEvent::parse)
+                .transpose()
+                .map_err(corrupt)?,
             status: MessageStatus::parse(&r.status).map_err(corrupt)?,
             priority: Priority::parse(&r.priority).map_err(corrupt)?,
             category: Category::parse(&r.category).map_err(corrupt)?,
@@ -213,6 +256,7 @@ impl Store {
             provider_id: r.provider_id,
             segments: r.segments.map(i64::from),
             has_attachments: r.has_attachments != 0,
+            attachments: Vec::new(),
             failure_reason: r.failure_reason,
             scheduled_for: r.scheduled_for,
             sent_at: r.sent_at,
@@ -238,10 +282,16 @@ impl Store {
         let id = new.id.as_str();
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
         let new_thread = crate::domain::prefixed_id("thread");
+        // A system message is the case's own: no party sent it.
+        let system = new.system.is_some();
         let item = QueueItem {
-            party_id: actor.party_id.as_str().to_string(),
-            actor_name: actor.name.clone(),
-            admin: admin_flag(actor),
+            party_id: (!system).then(|| actor.party_id.as_str().to_string()),
+            actor_name: if system {
+                "system".to_string()
+            } else {
+                actor.name.clone()
+            },
+            admin: if system { 1 } else { admin_flag(actor) },
             idempotency,
             envelope_sealed: self.keys.seal(&context(id, "envelope"), &envelope),
             subject_sealed: new
@@ -255,12 +305,12 @@ impl Store {
                 .map(|h| self.keys.seal_str(&context(id, "html"), h)),
             // An SMS reply is routed to the case that last wrote to its number.
             recipient_index: match new.channel {
-                Channel::Sms => new
+                Some(Channel::Sms) => new
                     .envelope
                     .to
                     .first()
                     .map(|to| self.keys.blind_index("phone", to)),
-                Channel::Email => None,
+                _ => None,
             },
             subject_index: self.subject_index(new.subject.as_deref()),
             new_thread_subject: new.subject.as_deref().map(|s| {
@@ -291,6 +341,7 @@ impl Store {
         let mut m = self.message_from_row(row.message)?;
         m.body = self.open_opt(id, "body", row.body_sealed)?;
         m.html = self.open_opt(id, "html", row.html_sealed)?;
+        m.attachments = self.message_attachments(id).await?;
         Ok(Some(m))
     }
 
@@ -307,7 +358,7 @@ impl Store {
         let cursor = f.cursor.as_deref().map(decode_cursor).transpose()?;
         let rows = sqlx::query_as::<_, MessageRow>(&list_messages_sql())
             .bind(case_id)
-            .bind(f.channel.map(Channel::as_str))
+            .bind(f.message_type.map(MessageType::as_str))
             .bind(f.direction.map(Direction::as_str))
             .bind(f.status.map(MessageStatus::as_str))
             .bind(f.date_from)
@@ -318,7 +369,7 @@ impl Store {
             .await?;
         let total: i64 = sqlx::query_scalar(&count_messages_sql())
             .bind(case_id)
-            .bind(f.channel.map(Channel::as_str))
+            .bind(f.message_type.map(MessageType::as_str))
             .bind(f.direction.map(Direction::as_str))
             .bind(f.status.map(MessageStatus::as_str))
             .bind(f.date_from)
@@ -338,10 +389,18 @@ impl Store {
         &self,
         actor: &Actor,
         id: &str,
-    ) -> StoreResult<Option<(MessageStatus, Vec<StatusEvent>)>> {
+    ) -> StoreResult<Option<(MessageStatus, Option<Evidence>, Vec<StatusEvent>)>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            status: String,
+            policy_decision: Option<String>,
+            policy_rule: Option<String>,
+            policy_checked_at: Option<i64>,
+        }
         let mut conn = self.pool.acquire().await?;
-        let status: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT m.status FROM messages m JOIN cases c ON c.id = m.case_id WHERE m.id = $1 AND {}",
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT m.status, m.policy_decision, m.policy_rule, m.policy_checked_at FROM messages m \
+             JOIN cases c ON c.id = m.case_id WHERE m.id = $1 AND {}",
             visible(2, 3)
         ))
         .bind(id)
@@ -349,8 +408,17 @@ impl Store {
         .bind(admin_flag(actor))
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(status) = status else {
+        let Some(row) = row else {
             return Ok(None);
+        };
+        let status = row.status;
+        let evidence = match (row.policy_decision, row.policy_rule, row.policy_checked_at) {
+            (Some(d), Some(rule), Some(at)) => Some(Evidence {
+                decision: Decision::parse(&d).map_err(|e| StoreError::Corrupt(e.0))?,
+                rule,
+                checked_at: crate::domain::time::from_micros(at),
+            }),
+            _ => None,
         };
         let events = sqlx::query_as::<_, StatusEvent>(
             "SELECT event, at FROM message_events WHERE message_id = $1 ORDER BY at, id",
@@ -359,7 +427,7 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?;
         let status = MessageStatus::parse(&status).map_err(|e| StoreError::Corrupt(e.0))?;
-        Ok(Some((status, events)))
+        Ok(Some((status, evidence, events)))
     }
 
     /// Records a status event reported after sending (a provider callback, a tracked open or
@@ -441,16 +509,58 @@ impl Store {
             envelope_sealed: Vec<u8>,
         }
         let row = sqlx::query_as::<_, Row>(
-            "SELECT case_id, message_type, envelope_sealed FROM messages WHERE id = $1",
+            "SELECT case_id, COALESCE(channel, message_type) AS message_type, envelope_sealed FROM messages WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
         let envelope = self.open_envelope(id, &r.envelope_sealed)?;
-        let channel = Channel::parse(&r.message_type).map_err(|e| StoreError::Corrupt(e.0))?;
+        let Ok(channel) = Channel::parse(&r.message_type) else {
+            // A system message that went to no one has no address to act on.
+            return Ok(None);
+        };
         Ok(Some((r.case_id, channel, envelope)))
     }
+}
+
+/// The channel a stored message went by: its type, or a system message's `channel`.
+fn delivery_channel(message_type: &str, channel: Option<&str>) -> StoreResult<Option<Channel>> {
+    let word = if message_type == MessageType::System.as_str() {
+        channel
+    } else {
+        Some(message_type)
+    };
+    word.map(Channel::parse)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.0))
+}
+
+/// Stores the policy's evidence on messages (`(id, evidence)`), in one statement.
+pub(crate) async fn record_evidence(
+    conn: &mut AnyConnection,
+    items: &[(&str, &Evidence)],
+) -> sqlx::Result<()> {
+    for chunk in items.chunks(100) {
+        let sql = format!(
+            "UPDATE messages SET policy_decision = v.d, policy_rule = v.r, policy_checked_at = v.at \
+             FROM ({}) v WHERE messages.id = v.id",
+            super::values_table(
+                chunk.len(),
+                &[("id", "TEXT"), ("d", "TEXT"), ("r", "TEXT"), ("at", "BIGINT")]
+            )
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, e) in chunk {
+            q = q
+                .bind(*id)
+                .bind(e.decision.as_str())
+                .bind(e.rule.as_str())
+                .bind(crate::domain::time::to_micros(e.checked_at));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Records `event` for a message and moves its status forward (never back; `failed` and
@@ -618,7 +728,8 @@ async fn set_status(
 /// needs no keys and a batch run again writes the same values.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueItem {
-    party_id: String,
+    /// The sending party; `None` for a system message.
+    party_id: Option<String>,
     actor_name: String,
     admin: i64,
     idempotency: Option<IdempotencyRecord>,
@@ -644,8 +755,10 @@ impl QueueItem {
             case_id: Some(new.case_id),
             thread_id: Some(thread_id),
             direction: Direction::Outbound,
+            message_type: new.message_type,
             channel: new.channel,
-            status: MessageStatus::Queued,
+            event: new.system.as_ref().map(|(e, _)| *e),
+            status: new.status,
             priority: new.priority,
             category: new.category,
             template_id: new.template_id,
@@ -659,10 +772,11 @@ impl QueueItem {
             in_reply_to: new.in_reply_to,
             provider_id: None,
             segments: new.segments,
-            has_attachments: false,
+            has_attachments: !new.attachments.is_empty(),
+            attachments: new.attachments,
             failure_reason: None,
             scheduled_for: new.scheduled_for,
-            sent_at: None,
+            sent_at: (new.status == MessageStatus::Sent).then_some(self.now),
             received_at: None,
             created_at: self.now,
         }
@@ -689,7 +803,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
     for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
         let key = (
             item.new.case_id.as_str(),
-            item.party_id.as_str(),
+            item.party_id.as_deref().unwrap_or(""),
             item.admin,
         );
         let visible = match visible_to.get(&key) {
@@ -736,6 +850,26 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
         .execute(&mut *conn)
         .await?;
         if stored.rows_affected() == 0 {
+            *outcome = Some(Queued::KeyTaken);
+        }
+    }
+
+    // A system message answers one occurrence of its event: one that exists already is not
+    // written again (a retried or repeated job).
+    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
+        let (Some((_, key)), None) = (&item.new.system, &outcome) else {
+            continue;
+        };
+        let taken = items
+            .iter()
+            .take_while(|other| !std::ptr::eq(*other, item))
+            .any(|other| other.new.system.as_ref().is_some_and(|(_, k)| k == key));
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE system_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if taken || found.is_some() {
             *outcome = Some(Queued::KeyTaken);
         }
     }
@@ -797,12 +931,13 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
         .enumerate()
         .filter_map(|(i, item)| thread_of[i].as_deref().map(|t| (i, item, t)))
         .collect();
-    // 20 columns a message: 40 rows stay far below every bound on parameters.
-    for chunk in going.chunks(40) {
+    // 31 columns a message: 30 rows stay far below every bound on parameters.
+    for chunk in going.chunks(30) {
         let sql = format!(
             "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, \
              template_id, language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, \
-             rfc_message_id, in_reply_to, segments, scheduled_for, created_at, updated_at, thread_id, recipient_index) \
+             rfc_message_id, in_reply_to, segments, scheduled_for, created_at, updated_at, thread_id, recipient_index, \
+             channel, system_event, system_key, policy_decision, policy_rule, policy_checked_at, sent_at, has_attachments) \
              VALUES {}",
             rows_sql(
                 chunk.len(),
@@ -811,8 +946,8 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                     "",
                     "'outbound'",
                     "",
-                    "'queued'",
-                    "0",
+                    "",
+                    "",
                     "",
                     "",
                     "",
@@ -831,21 +966,32 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                     "=",
                     "",
                     "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
                 ]
             )
         );
         let mut q = sqlx::query(&sql);
         for (_, item, thread) in chunk {
             let new = &item.new;
+            let evidence = new.evidence.as_ref();
             q = q
                 .bind(new.id.as_str())
                 .bind(new.case_id.as_str())
-                .bind(new.channel.as_str())
+                .bind(new.message_type.as_str())
+                .bind(new.status.as_str())
+                .bind(new.status.rank())
                 .bind(new.priority.as_str())
                 .bind(new.category.as_str())
                 .bind(new.template_id.as_deref())
                 .bind(new.language.as_deref())
-                .bind(item.party_id.as_str())
+                .bind(item.party_id.as_deref())
                 .bind(item.actor_name.as_str())
                 .bind(item.envelope_sealed.as_slice())
                 .bind(item.subject_sealed.as_deref())
@@ -857,24 +1003,66 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 .bind(new.scheduled_for)
                 .bind(item.now)
                 .bind(*thread)
-                .bind(item.recipient_index.as_deref());
+                .bind(item.recipient_index.as_deref())
+                .bind(new.channel.map(Channel::as_str))
+                .bind(new.system.as_ref().map(|(e, _)| e.as_str()))
+                .bind(new.system.as_ref().map(|(_, k)| k.as_str()))
+                .bind(evidence.map(|e| e.decision.as_str()))
+                .bind(evidence.map(|e| e.rule.as_str()))
+                .bind(evidence.map(|e| crate::domain::time::to_micros(e.checked_at)))
+                .bind((new.status == MessageStatus::Sent).then_some(item.now))
+                .bind(i32::from(!new.attachments.is_empty()));
         }
         q.execute(&mut *conn).await?;
 
         let sql = format!(
             "INSERT INTO message_events (message_id, event, at) VALUES {}",
-            rows_sql(chunk.len(), &["", "'queued'", ""])
+            rows_sql(chunk.len(), &["", "", ""])
         );
         let mut q = sqlx::query(&sql);
         for (_, item, _) in chunk {
-            q = q.bind(item.new.id.as_str()).bind(item.now);
+            q = q
+                .bind(item.new.id.as_str())
+                .bind(item.new.status.as_str())
+                .bind(item.now);
         }
         q.execute(&mut *conn).await?;
+
+        let attached: Vec<(&str, usize, &str)> = chunk
+            .iter()
+            .flat_map(|(_, item, _)| {
+                item.new
+                    .attachments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (item.new.id.as_str(), i, a.document_id.as_str()))
+            })
+            .collect();
+        for part in attached.chunks(100) {
+            let sql = format!(
+                "INSERT INTO message_attachments (message_id, position, document_id) VALUES {}",
+                rows_sql(part.len(), &["", "", ""])
+            );
+            let mut q = sqlx::query(&sql);
+            for (message, position, document) in part {
+                q = q
+                    .bind(*message)
+                    .bind(i32::try_from(*position).unwrap_or(i32::MAX))
+                    .bind(*document);
+            }
+            q.execute(&mut *conn).await?;
+        }
+
+        // Only a queued message has a delivery to make.
+        let queued: Vec<_> = chunk
+            .iter()
+            .filter(|(_, item, _)| item.new.status == MessageStatus::Queued)
+            .collect();
 
         let sql = format!(
             "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) VALUES {}",
             rows_sql(
-                chunk.len(),
+                queued.len(),
                 &[
                     "",
                     "'deliver_message'",
@@ -889,7 +1077,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
             )
         );
         let mut q = sqlx::query(&sql);
-        for (_, item, _) in chunk {
+        for (_, item, _) in &queued {
             q = q
                 .bind(item.job_id.as_str())
                 .bind(item.new.id.as_str())
@@ -897,7 +1085,9 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 .bind(item.new.run_at)
                 .bind(item.now);
         }
-        q.execute(&mut *conn).await?;
+        if !queued.is_empty() {
+            q.execute(&mut *conn).await?;
+        }
 
         let sql = format!(
             "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) VALUES {}",
@@ -910,7 +1100,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
         for (_, item, _) in chunk {
             q = q
                 .bind(item.new.case_id.as_str())
-                .bind(item.party_id.as_str())
+                .bind(item.party_id.as_deref())
                 .bind(item.actor_name.as_str())
                 .bind(item.new.id.as_str())
                 .bind(item.now);

@@ -22,6 +22,7 @@ mod policy;
 mod preferences;
 pub mod queue;
 mod rekey;
+pub mod system;
 mod templates;
 mod threads;
 mod webhooks;
@@ -42,7 +43,8 @@ pub use idempotency::Replay;
 pub use inbound::{InboundSms, Ingested, UnmatchedMail};
 pub use jobs::{AttemptRecord, Delivered, DeliveryAttempt, Outgoing};
 pub use messages::{
-    Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Queued, StatusEvent,
+    AttachmentView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Queued,
+    StatusEvent,
 };
 pub use notes::{NewNote, Note, NoteFilter};
 pub use parties::TokenInfo;
@@ -368,6 +370,16 @@ pub(crate) async fn audit(
     .await
 }
 
+impl Store {
+    /// A send the policy refused, in the case's audit log: the rule, never the content.
+    pub async fn audit_refusal(&self, actor: &Actor, case_id: &str, rule: &str) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        audit(&mut tx, Some(case_id), actor, "message.refused", "rule", rule).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// An audit entry for an actor without a token: a debtor following a link, a provider.
 pub(crate) async fn audit_as(
     conn: &mut AnyConnection,
@@ -401,15 +413,29 @@ pub(crate) async fn emit(
     case_id: Option<&str>,
     payload: &serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO events (event_type, case_id, payload, created_at) VALUES ($1, $2, $3, $4)",
+    let now = now_micros();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (event_type, case_id, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(event_type.as_str())
     .bind(case_id)
     .bind(payload.to_string())
-    .bind(now_micros())
-    .execute(conn)
+    .bind(now)
+    .fetch_one(&mut *conn)
     .await?;
+    // An event that makes a system message on its case makes it through the queue, from the
+    // same transaction: it is neither lost nor made twice.
+    if event_type.system_event().is_some() && case_id.is_some() {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
+             VALUES ($1, 'system_message', $2, 1, 'pending', $3, 0, $3, $3)",
+        )
+        .bind(crate::domain::prefixed_id("job"))
+        .bind(id.to_string())
+        .bind(now)
+        .execute(conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -29,6 +29,8 @@ pub struct QueueTable {
     pub order_index: &'static str,
     /// The column naming what an item is about, returned with each claim.
     pub subject: &'static str,
+    /// The SQL naming what kind of work an item is, returned with each claim.
+    pub kind: &'static str,
     /// Extra assignments on every change (`updated_at`), with `$now` for the time.
     pub touch: &'static str,
     /// Assignments when an item ends (the due time no longer means anything).
@@ -43,6 +45,7 @@ pub const DELIVERY_JOBS: QueueTable = QueueTable {
     order: "priority, run_at",
     order_index: "jobs_ready",
     subject: "ref_id",
+    kind: "kind",
     touch: ", updated_at = $now",
     on_end: "",
 };
@@ -55,6 +58,7 @@ pub const WEBHOOK_DELIVERIES: QueueTable = QueueTable {
     order: "next_attempt_at",
     order_index: "webhook_deliveries_due",
     subject: "id",
+    kind: "'webhook'",
     touch: "",
     on_end: ", next_attempt_at = NULL",
 };
@@ -65,6 +69,8 @@ pub struct Claim {
     pub id: String,
     /// What the item is about: the message of a delivery job.
     pub subject: String,
+    /// What kind of work it is: `deliver_message` or `system_message` in the jobs table.
+    pub kind: String,
     pub attempts: i32,
 }
 
@@ -113,6 +119,7 @@ impl Store {
             claimed,
             order,
             subject,
+            kind,
             ..
         } = q;
         let touch = q.touch.replace("$now", "$3");
@@ -122,7 +129,7 @@ impl Store {
         let claim = |candidates: String| {
             format!(
                 "UPDATE {table} SET status = '{claimed}', lease_owner = $1, lease_until = $2, attempts = attempts + 1{touch} \
-                 WHERE id IN ({candidates}) RETURNING id, {subject} AS subject, attempts"
+                 WHERE id IN ({candidates}) RETURNING id, {subject} AS subject, {kind} AS kind, attempts"
             )
         };
         let expired = claim(format!(
