@@ -575,8 +575,8 @@ impl Config {
             crate::domain::calendar::ClosedDays::parse,
         )?
         .unwrap_or_default();
-        let deadline_warning =
-            opt(raw, "deadline_warning", parse_duration)?.unwrap_or(Duration::from_secs(3 * 86_400));
+        let deadline_warning = opt(raw, "deadline_warning", parse_duration)?
+            .unwrap_or(Duration::from_secs(3 * 86_400));
         let log_format = opt(raw, "log_format", |v| {
             match v.to_ascii_lowercase().as_str() {
                 "text" => Ok(LogFormat::Text),

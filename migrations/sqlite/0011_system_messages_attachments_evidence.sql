@@ -15,9 +15,9 @@ ALTER TABLE messages ADD COLUMN policy_checked_at BIGINT;
 DROP TABLE message_attachments;
 CREATE TABLE message_attachments (
     message_id   TEXT NOT NULL REFERENCES messages (id),
-    position     INTEGER NOT NULL,
+    ordinal      INTEGER NOT NULL,
     document_id  TEXT NOT NULL REFERENCES documents (id),
-    PRIMARY KEY (message_id, position)
+    PRIMARY KEY (message_id, ordinal)
 );
 CREATE INDEX message_attachments_document ON message_attachments (document_id);
 

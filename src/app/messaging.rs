@@ -19,8 +19,8 @@ use crate::domain::sms::segments;
 use crate::domain::time::Micros;
 use crate::domain::{CaseId, EmailAddress, PhoneNumber, prefixed_id};
 use crate::store::{
-    AttachmentView, CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued,
-    Replay, Store,
+    AttachmentView, CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued, Replay,
+    Store,
 };
 
 /// Who a message goes to, as the sender named them. `None` in [`SendMessage::to`]: the

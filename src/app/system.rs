@@ -15,9 +15,9 @@ use crate::domain::CaseStatus;
 use crate::domain::message::{Channel, MessageStatus, MessageType, Priority, SystemEvent};
 use crate::domain::party::Actor;
 use crate::domain::policy::{Evidence, Preferences};
+use crate::domain::prefixed_id;
 use crate::domain::sms::segments;
 use crate::domain::time::{duration_micros, from_micros};
-use crate::domain::prefixed_id;
 use crate::store::system::Occurrence;
 use crate::store::{CaseView, Envelope, NewMessage, Queued};
 
@@ -147,8 +147,7 @@ impl Messaging {
                 None
             },
             body: text.body,
-            rfc_message_id: (channel == Some(Channel::Email))
-                .then(|| self.senders.message_id(&id)),
+            rfc_message_id: (channel == Some(Channel::Email)).then(|| self.senders.message_id(&id)),
             in_reply_to: None,
             run_at: scheduled_for.unwrap_or(now),
             scheduled_for,
@@ -200,7 +199,9 @@ impl Messaging {
                 let doc = self.store.get_document(system, &text("documentId")).await?;
                 v.insert(
                     "fileName".into(),
-                    doc.as_ref().map(|d| d.file_name.clone()).unwrap_or_default(),
+                    doc.as_ref()
+                        .map(|d| d.file_name.clone())
+                        .unwrap_or_default(),
                 );
                 v.insert("documentType".into(), text("documentType"));
             }

@@ -192,10 +192,21 @@ mod tests {
             uploaded_by: String::new(),
             uploaded_at: 0,
         };
-        let h = part_header("B", &doc("kvittering æøå \"x\".pdf\r\nBcc: a@b", "application/pdf"));
+        let h = part_header(
+            "B",
+            &doc("kvittering æøå \"x\".pdf\r\nBcc: a@b", "application/pdf"),
+        );
         assert_eq!(h.matches("\r\n").count(), 5, "{h}");
-        assert!(h.contains("filename*=utf-8''kvittering%20%C3%A6%C3%B8%C3%A5%20%22x%22.pdf%0D%0ABcc%3A%20a%40b"), "{h}");
+        assert!(
+            h.contains(
+                "filename*=utf-8''kvittering%20%C3%A6%C3%B8%C3%A5%20%22x%22.pdf%0D%0ABcc%3A%20a%40b"
+            ),
+            "{h}"
+        );
         let h = part_header("B", &doc("a.pdf", "text/html\r\nX: y"));
-        assert!(h.contains("Content-Type: application/octet-stream\r\n"), "{h}");
+        assert!(
+            h.contains("Content-Type: application/octet-stream\r\n"),
+            "{h}"
+        );
     }
 }

@@ -16,18 +16,18 @@ use anyhow::Context;
 use crate::app::AppError;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::app::documents::Documents;
 use crate::app::messaging::Messaging;
 use crate::app::policy::{Allowed, Question, SendPolicy};
-use crate::domain::policy::{Decision, Evidence};
-use crate::domain::time::from_micros;
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::clock::SharedClock;
 use crate::domain::message::{Channel, MessageStatus};
+use crate::domain::policy::{Decision, Evidence};
+use crate::domain::time::from_micros;
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
 use crate::store::{AttemptRecord, Delivered, Outgoing, Store};
 use crate::worker::{Backoff, Job};
-use crate::app::documents::Documents;
 use email::{Composed, EmailContext, EmailTransport};
 use sms::{SenderPacer, SmsTransport};
 
@@ -300,14 +300,8 @@ impl DeliveryJob {
             .outbox
             .with_file_name("spool")
             .join(format!("{id}.eml"));
-        let written = attach::spool(
-            &spool,
-            head,
-            boundary,
-            &documents,
-            self.documents.files(),
-        )
-        .await;
+        let written =
+            attach::spool(&spool, head, boundary, &documents, self.documents.files()).await;
         let sent = match written {
             Ok(()) => self.email.send_spooled(id, envelope, &spool).await,
             Err(e) => Err(transient("spooling the attachments", &e)),

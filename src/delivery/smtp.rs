@@ -266,7 +266,9 @@ async fn transaction(
         .command(Mail::new(envelope.from().cloned(), Vec::new()))
         .await?;
     for to in envelope.to() {
-        connection.command(Rcpt::new(to.clone(), Vec::new())).await?;
+        connection
+            .command(Rcpt::new(to.clone(), Vec::new()))
+            .await?;
     }
     connection.command(Data).await?;
     let failed = Mutex::new(None);

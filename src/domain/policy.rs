@@ -349,7 +349,10 @@ mod tests {
             decide(&p, &ctx("2024-01-10T05:00:00Z")).unwrap().not_before,
             Some(utc("2024-01-10T07:00:00Z"))
         );
-        assert_eq!(decide(&p, &ctx("2024-01-10T12:00:00Z")).unwrap().not_before, None);
+        assert_eq!(
+            decide(&p, &ctx("2024-01-10T12:00:00Z")).unwrap().not_before,
+            None
+        );
         // The debtor's own hours and zone win over the default.
         let own = Preferences {
             contact_hours: Some((
@@ -360,7 +363,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            decide(&own, &ctx("2024-01-10T12:00:00Z")).unwrap().not_before,
+            decide(&own, &ctx("2024-01-10T12:00:00Z"))
+                .unwrap()
+                .not_before,
             Some(utc("2024-01-10T14:00:00Z"))
         );
     }
@@ -441,7 +446,10 @@ mod tests {
         );
         // An open day is unaffected; without a contact window, the first open day's midnight
         // (31 December and 1 January are closed: 2 January, 00:00 local).
-        assert_eq!(decide(&p, &on("2027-03-30T09:00:00Z")).unwrap().not_before, None);
+        assert_eq!(
+            decide(&p, &on("2027-03-30T09:00:00Z")).unwrap().not_before,
+            None
+        );
         // The verdict names the rule that decided it, and keeps it as evidence.
         let now = utc("2026-12-24T11:00:00Z");
         let held = decide(&p, &on("2026-12-24T11:00:00Z")).unwrap();

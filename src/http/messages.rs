@@ -404,9 +404,9 @@ pub struct MessageList {
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQuery {
-    /// `email` or `sms`
+    /// `email`, `sms` or `system`
     #[serde(rename = "type")]
-    #[param(schema_with = super::openapi::channel)]
+    #[param(schema_with = super::openapi::message_type)]
     pub kind: Option<String>,
     /// `outbound` or `inbound`
     #[param(schema_with = super::openapi::direction)]

@@ -261,7 +261,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         let stored: Option<String> = sqlx::query_scalar(
-            "SELECT document_id FROM message_attachments WHERE message_id = $1 AND position = $2",
+            "SELECT document_id FROM message_attachments WHERE message_id = $1 AND ordinal = $2",
         )
         .bind(message_id)
         .bind(position)
@@ -290,7 +290,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO message_attachments (message_id, position, document_id) VALUES ($1, $2, $3)",
+            "INSERT INTO message_attachments (message_id, ordinal, document_id) VALUES ($1, $2, $3)",
         )
         .bind(message_id)
         .bind(position)
@@ -354,7 +354,7 @@ impl Store {
     pub async fn message_documents(&self, message_id: &str) -> StoreResult<Vec<DocumentView>> {
         let rows = sqlx::query_as::<_, DocumentRow>(&format!(
             "SELECT {COLUMNS} FROM message_attachments a JOIN documents d ON d.id = a.document_id \
-             WHERE a.message_id = $1 ORDER BY a.position"
+             WHERE a.message_id = $1 ORDER BY a.ordinal"
         ))
         .bind(message_id)
         .fetch_all(&self.pool)

@@ -13,8 +13,8 @@ use crate::domain::event::EventType;
 use crate::domain::message::{
     Category, Channel, Direction, MessageStatus, MessageType, Priority, SystemEvent,
 };
-use crate::domain::policy::{Decision, Evidence};
 use crate::domain::party::Actor;
+use crate::domain::policy::{Decision, Evidence};
 use crate::domain::time::{Micros, now_micros, rfc3339};
 
 /// Who a message is from and to. Personal data: sealed at rest.
@@ -547,7 +547,12 @@ pub(crate) async fn record_evidence(
              FROM ({}) v WHERE messages.id = v.id",
             super::values_table(
                 chunk.len(),
-                &[("id", "TEXT"), ("d", "TEXT"), ("r", "TEXT"), ("at", "BIGINT")]
+                &[
+                    ("id", "TEXT"),
+                    ("d", "TEXT"),
+                    ("r", "TEXT"),
+                    ("at", "BIGINT")
+                ]
             )
         );
         let mut q = sqlx::query(&sql);
@@ -1040,7 +1045,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
             .collect();
         for part in attached.chunks(100) {
             let sql = format!(
-                "INSERT INTO message_attachments (message_id, position, document_id) VALUES {}",
+                "INSERT INTO message_attachments (message_id, ordinal, document_id) VALUES {}",
                 rows_sql(part.len(), &["", "", ""])
             );
             let mut q = sqlx::query(&sql);

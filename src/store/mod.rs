@@ -374,7 +374,15 @@ impl Store {
     /// A send the policy refused, in the case's audit log: the rule, never the content.
     pub async fn audit_refusal(&self, actor: &Actor, case_id: &str, rule: &str) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        audit(&mut tx, Some(case_id), actor, "message.refused", "rule", rule).await?;
+        audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "message.refused",
+            "rule",
+            rule,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

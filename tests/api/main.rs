@@ -8,6 +8,7 @@ mod inbound;
 mod layers;
 mod peers;
 
+mod attachments;
 mod attacks;
 mod auth;
 mod cases;
@@ -30,6 +31,7 @@ mod schema;
 mod smtp_hostile;
 mod storage;
 mod suppressions;
+mod system;
 mod templates;
 mod tenancy;
 mod webhooks;

@@ -163,11 +163,25 @@ async fn an_opt_out_refuses_all_but_its_exceptions() {
         "do_not_contact",
     )
     .await;
+    // The refusal is evidence in the case's audit log: the rule, not the message.
+    let log: Value = app
+        .get(&creditor.token, &format!("/api/cases/{case_id}/audit-log"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    let refused = entries
+        .iter()
+        .find(|e| e["action"] == "message.refused")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(refused["targetId"], "do_not_contact", "{refused}");
+    let r = send(&app, &creditor, &case_id, email("legal_notices")).await;
+    assert_eq!(r.status(), 201);
+    let m: Value = r.json().await.unwrap();
     assert_eq!(
-        send(&app, &creditor, &case_id, email("legal_notices"))
-            .await
-            .status(),
-        201
+        evidence(&app, &creditor, m["messageId"].as_str().unwrap()).await["rule"],
+        "opt_out_exception"
     );
     put_prefs(
         &app,
@@ -207,6 +221,13 @@ async fn outside_contact_hours_a_message_waits_with_scheduled_for() {
     let m: Value = r.json().await.unwrap();
     assert_eq!(m["status"], "queued");
     assert_eq!(m["scheduledFor"], "2025-03-10T09:00:00Z");
+    let id = m["messageId"].as_str().unwrap();
+    let e = evidence(&app, &creditor, id).await;
+    assert_eq!(
+        (&e["decision"], &e["rule"]),
+        (&json!("defer"), &json!("contact_hours"))
+    );
+    assert_eq!(e["checkedAt"], "2025-03-10T07:15:00Z");
     assert_eq!(
         app.deliver_due().await,
         0,
@@ -220,7 +241,13 @@ async fn outside_contact_hours_a_message_waits_with_scheduled_for() {
     assert_eq!(app.deliver_due().await, 0, "not a second early");
     clock.advance(std::time::Duration::from_secs(1));
     assert_eq!(app.deliver_due().await, 1, "out when the window opens");
-    let id = m["messageId"].as_str().unwrap();
+    // The last check is the one kept: at sending, inside the window.
+    let e = evidence(&app, &creditor, id).await;
+    assert_eq!(
+        (&e["decision"], &e["rule"]),
+        (&json!("allow"), &json!("contact_permitted"))
+    );
+    assert_eq!(e["checkedAt"], "2025-03-10T09:00:00Z");
     let m: Value = app
         .get(&creditor.token, &format!("/api/messages/{id}"))
         .await
@@ -251,6 +278,8 @@ async fn on_closed_days_a_message_waits_for_the_next_open_days_window() {
         let m: Value = r.json().await.unwrap();
         assert_eq!(m["status"], "queued");
         assert_eq!(m["scheduledFor"], opens, "{now}");
+        let e = evidence(&app, &creditor, m["messageId"].as_str().unwrap()).await;
+        assert_eq!(e["rule"], "closed_day", "{now}");
         assert_eq!(app.deliver_due().await, 0, "nothing goes out on {now}");
         clock.set(
             chrono::DateTime::parse_from_rfc3339(opens)
@@ -349,6 +378,22 @@ async fn the_policy_is_checked_again_when_a_message_goes_out() {
             .starts_with("do_not_contact"),
         "{m}"
     );
+    let e = evidence(&app, &creditor, id).await;
+    assert_eq!(
+        (&e["decision"], &e["rule"]),
+        (&json!("refuse"), &json!("do_not_contact"))
+    );
+}
+
+/// The `policy` evidence of a message's delivery report.
+async fn evidence(app: &TestApp, party: &Party, id: &str) -> Value {
+    let report: Value = app
+        .get(&party.token, &format!("/api/messages/{id}/delivery-report"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    report["policy"].clone()
 }
 
 #[tokio::test]
