@@ -433,7 +433,7 @@ impl Store {
         let number = self.keys.blind_index("phone", sms.from);
         let last_writer: Option<String> = sqlx::query_scalar(
             "SELECT case_id FROM messages WHERE recipient_index = $1 AND direction = 'outbound' \
-             AND message_type = 'sms' AND case_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
+             AND (message_type = 'sms' OR channel = 'sms') AND case_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(&number)
         .fetch_optional(&mut *tx)

@@ -1096,10 +1096,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
 
         let sql = format!(
             "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) VALUES {}",
-            rows_sql(
-                chunk.len(),
-                &["", "", "", "'message.queued'", "'message'", "", ""]
-            )
+            rows_sql(chunk.len(), &["", "", "", "", "'message'", "", ""])
         );
         let mut q = sqlx::query(&sql);
         for (_, item, _) in chunk {
@@ -1107,6 +1104,11 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 .bind(item.new.case_id.as_str())
                 .bind(item.party_id.as_deref())
                 .bind(item.actor_name.as_str())
+                .bind(if item.new.system.is_some() {
+                    "system_message.created"
+                } else {
+                    "message.queued"
+                })
                 .bind(item.new.id.as_str())
                 .bind(item.now);
         }

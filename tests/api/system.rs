@@ -148,6 +148,20 @@ async fn status_changes_inform_the_parties_and_tell_the_debtor_only_what_concern
             .contains("disputed til payment_plan"),
         "{full}"
     );
+    // The audit log names them as the case's own.
+    let log: Value = app
+        .get(&creditor.token, &format!("{path}/audit-log"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let made = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "system_message.created" && e["actor"] == "system")
+        .count();
+    assert_eq!(made, 2, "{log}");
     // Nothing for the debtor went into the outbox for the dispute: one email only.
     let outbox = app.dir.path().join("outbox");
     let emails = std::fs::read_dir(outbox).unwrap().count();
