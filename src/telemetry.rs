@@ -20,3 +20,32 @@ pub fn init(config: &Config) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Outcomes of delivery and webhook attempts since the process started, for `/metrics`:
+/// `(queue, channel, outcome)` → count.
+pub static OUTCOMES: Outcomes = Outcomes::new();
+
+pub struct Outcomes {
+    counts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String, String), u64>>,
+}
+
+impl Outcomes {
+    const fn new() -> Self {
+        Self {
+            counts: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    pub fn count(&self, queue: &'static str, channel: &str, outcome: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts
+            .entry((queue, channel.to_string(), outcome.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Every count so far.
+    pub fn snapshot(&self) -> Vec<((&'static str, String, String), u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}

@@ -42,7 +42,13 @@ pub enum SendError {
     Permanent(String),
 }
 
-/// One attempt at delivering a message: the send policy again, then the transport.
+/// What an attempt learnt on its way: the message's channel, the policy's evidence.
+#[derive(Default)]
+struct Attempted {
+    channel: Option<Channel>,
+    evidence: Option<Evidence>,
+}
+
 /// What delivery needs of the configuration: its own section, mail and SMS, where the
 /// outbox is and the base URL of tracking links.
 #[derive(Debug, Clone)]
@@ -142,18 +148,16 @@ impl DeliveryJob {
         }
     }
 
-    /// One attempt, with the policy's evidence when it was asked.
-    async fn attempt(&self, claim: &Claim) -> (Transition, Delivered, Option<Evidence>) {
-        let mut evidence = None;
-        let (next, delivered) = self.attempt_with(claim, &mut evidence).await;
-        (next, delivered, evidence)
+    /// One attempt at delivering a message: the policy again, then the transport; with what
+    /// it learnt on the way.
+    async fn attempt(&self, claim: &Claim) -> (Transition, Delivered, Attempted) {
+        let mut seen = Attempted::default();
+        let (next, delivered) = self.attempt_with(claim, &mut seen).await;
+        (next, delivered, seen)
     }
 
-    async fn attempt_with(
-        &self,
-        claim: &Claim,
-        evidence: &mut Option<Evidence>,
-    ) -> (Transition, Delivered) {
+    async fn attempt_with(&self, claim: &Claim, seen: &mut Attempted) -> (Transition, Delivered) {
+        let evidence = &mut seen.evidence;
         let fail = |reason: String| {
             (
                 Transition::Failed {
@@ -171,6 +175,7 @@ impl DeliveryJob {
             }
             Err(e) => return self.retry(claim.attempts, format!("reading the message: {e}"), None),
         };
+        seen.channel = Some(message.channel);
         if message.status != MessageStatus::Queued {
             // Sent before a crash cut the bookkeeping short, or finished by another worker.
             return (Transition::Done, Delivered::Nothing);
@@ -365,8 +370,18 @@ impl Job for DeliveryJob {
             return self.side_job(claim).await;
         }
         let started = self.clock.now();
-        let (next, delivered, evidence) = self.attempt(claim).await;
+        let (next, delivered, seen) = self.attempt(claim).await;
         let label = next.label();
+        crate::telemetry::OUTCOMES.count(
+            "delivery",
+            seen.channel.map_or("unknown", Channel::as_str),
+            match &delivered {
+                Delivered::Sent { .. } => "sent",
+                Delivered::Failed { .. } => "failed",
+                Delivered::Nothing => label,
+            },
+        );
+        let evidence = seen.evidence;
         self.store
             .finish_delivery(
                 AttemptRecord {

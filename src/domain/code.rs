@@ -22,6 +22,7 @@ word_enum!(
         ValidationFailed => "validation_failed",
         InvalidIdempotencyKey => "invalid_idempotency_key",
         IdempotencyConflict => "idempotency_conflict",
+        InvalidState => "invalid_state",
         // Cases, payments, parties.
         CaseNumberTaken => "case_number_taken",
         CurrencyMismatch => "currency_mismatch",

@@ -54,7 +54,9 @@ impl EventType {
     /// the answer to the request itself.
     pub fn for_status(status: MessageStatus) -> Option<Self> {
         Some(match status {
-            MessageStatus::Queued | MessageStatus::Refused => return None,
+            MessageStatus::Queued | MessageStatus::Refused | MessageStatus::Cancelled => {
+                return None;
+            }
             MessageStatus::Sent => Self::MessageSent,
             MessageStatus::Delivered => Self::MessageDelivered,
             MessageStatus::Opened => Self::MessageOpened,
@@ -74,7 +76,10 @@ mod tests {
     fn every_status_but_queued_has_an_event_that_parses_back() {
         for s in MessageStatus::ALL {
             match EventType::for_status(*s) {
-                None => assert!(matches!(s, MessageStatus::Queued | MessageStatus::Refused)),
+                None => assert!(matches!(
+                    s,
+                    MessageStatus::Queued | MessageStatus::Refused | MessageStatus::Cancelled
+                )),
                 Some(e) => {
                     assert_eq!(e.as_str(), format!("message.{}", s.as_str()));
                     assert_eq!(EventType::parse(e.as_str()), Ok(e));

@@ -43,6 +43,17 @@ impl SystemEvent {
         }
     }
 }
+word_enum!(
+    /// Where a message's delivery work stands, as operators list it: `queued` (due, or being
+    /// attempted), `scheduled` (waiting for its time, not yet attempted), `retrying` (attempted,
+    /// waiting for the next try), `failed`.
+    JobState, "state" {
+        Queued => "queued",
+        Scheduled => "scheduled",
+        Retrying => "retrying",
+        Failed => "failed",
+    }
+);
 word_enum!(Direction, "direction" { Outbound => "outbound", Inbound => "inbound" });
 word_enum!(Priority, "priority" { High => "high", Normal => "normal", Low => "low" });
 word_enum!(Category, "category" {
@@ -69,7 +80,8 @@ impl Category {
 
 word_enum!(
     /// The seed's statuses; SMS use the first four and `failed`. `received` marks inbound mail;
-    /// `refused`, a system message the send policy kept from the debtor.
+    /// `refused`, a system message the send policy kept from the debtor; `cancelled`, a
+    /// queued message an operator stopped.
     MessageStatus, "status" {
         Queued => "queued",
         Sent => "sent",
@@ -80,6 +92,7 @@ word_enum!(
         Bounced => "bounced",
         Received => "received",
         Refused => "refused",
+        Cancelled => "cancelled",
     }
 );
 
@@ -96,7 +109,10 @@ impl Priority {
 
 impl MessageStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Failed | Self::Bounced | Self::Refused)
+        matches!(
+            self,
+            Self::Failed | Self::Bounced | Self::Refused | Self::Cancelled
+        )
     }
 
     /// How far along a message is; a status only ever moves to a higher rank.
@@ -108,7 +124,7 @@ impl MessageStatus {
             Self::Opened => 3,
             Self::Clicked => 4,
             Self::Received => 5,
-            Self::Failed | Self::Bounced | Self::Refused => 10,
+            Self::Failed | Self::Bounced | Self::Refused | Self::Cancelled => 10,
         }
     }
 
@@ -125,7 +141,7 @@ impl MessageStatus {
     /// Whether `self` is a status a message of this channel can have.
     pub fn applies_to(self, channel: Channel) -> bool {
         match channel {
-            Channel::Email => !matches!(self, Self::Received | Self::Refused),
+            Channel::Email => !matches!(self, Self::Received | Self::Refused | Self::Cancelled),
             Channel::Sms => matches!(
                 self,
                 Self::Queued | Self::Sent | Self::Delivered | Self::Failed

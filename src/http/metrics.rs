@@ -97,6 +97,44 @@ impl Metrics {
     }
 }
 
+/// The queue's figures in the exposition format: jobs and webhook deliveries by state, the
+/// age of the oldest due job, attempt outcomes by queue and channel, the pool's connections.
+pub fn render_queues(
+    f: &crate::store::operators::QueueFigures,
+    now: i64,
+    (open, idle): (u32, usize),
+    outcomes: &[((&'static str, String, String), u64)],
+) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP parley_jobs Jobs by kind and state (done ones are not counted).\n");
+    out.push_str("# TYPE parley_jobs gauge\n");
+    for (kind, status, n) in &f.jobs {
+        let _ = writeln!(out, "parley_jobs{{kind=\"{kind}\",state=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP parley_oldest_due_job_age_seconds How long the oldest due job has waited (0: none).\n");
+    out.push_str("# TYPE parley_oldest_due_job_age_seconds gauge\n");
+    let age = f.oldest_due.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6);
+    let _ = writeln!(out, "parley_oldest_due_job_age_seconds {age}");
+    out.push_str("# HELP parley_webhook_deliveries Webhook deliveries by state (delivered ones are not counted).\n");
+    out.push_str("# TYPE parley_webhook_deliveries gauge\n");
+    for (status, n) in &f.webhook_deliveries {
+        let _ = writeln!(out, "parley_webhook_deliveries{{state=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP parley_attempts_total Delivery and webhook attempts by queue, channel and outcome, since start.\n");
+    out.push_str("# TYPE parley_attempts_total counter\n");
+    for ((queue, channel, outcome), n) in outcomes {
+        let _ = writeln!(
+            out,
+            "parley_attempts_total{{queue=\"{queue}\",channel=\"{channel}\",outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP parley_db_connections Connections of the database pool.\n");
+    out.push_str("# TYPE parley_db_connections gauge\n");
+    let _ = writeln!(out, "parley_db_connections{{state=\"open\"}} {open}");
+    let _ = writeln!(out, "parley_db_connections{{state=\"idle\"}} {idle}");
+    out
+}
+
 /// Gives each request an id (the client's `X-Request-Id` when it is sane), a span carrying
 /// it, a log line and its metrics.
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -8,6 +8,7 @@ mod messages;
 mod metrics;
 mod notes;
 mod openapi;
+mod operators;
 mod ops;
 mod preferences;
 pub mod problem;
@@ -102,6 +103,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::delete))
         .routes(routes!(webhooks::deliveries))
+        .routes(routes!(operators::resend))
+        .routes(routes!(operators::recover))
+        .routes(routes!(operators::list_jobs))
+        .routes(routes!(operators::retry))
+        .routes(routes!(operators::cancel))
         .routes(routes!(documents::upload, documents::list))
         .routes(routes!(documents::metadata))
         .routes(routes!(documents::download))

@@ -569,6 +569,13 @@ pub fn channel() -> Object {
             .map(|c| c.as_str()),
     )
 }
+pub fn job_state() -> Object {
+    words(
+        crate::domain::message::JobState::ALL
+            .iter()
+            .map(|c| c.as_str()),
+    )
+}
 pub fn message_type() -> Object {
     words(
         crate::domain::message::MessageType::ALL

@@ -27,11 +27,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Requests, and the queues: read from the database on each scrape (a database that does not
+/// answer leaves the queue figures out, not the scrape).
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    let now = crate::domain::time::now_micros();
+    if let Ok(figures) = state.store.queue_figures(now).await {
+        text.push_str(&super::metrics::render_queues(
+            &figures,
+            now,
+            state.store.pool_use(),
+            &crate::telemetry::OUTCOMES.snapshot(),
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {

@@ -14,6 +14,7 @@ mod inbound;
 mod jobs;
 mod messages;
 mod notes;
+pub mod operators;
 mod parties;
 mod payments;
 mod pipeline;

@@ -176,6 +176,7 @@ impl Job for WebhookJob {
             ),
         };
         tracing::info!(webhook = %d.webhook_id, event = d.event_id, outcome = next.label(), "webhook attempt");
+        crate::telemetry::OUTCOMES.count("webhook", "http", next.label());
         self.store
             .finish_webhook_delivery(&d.id, status, next, self.clock.now())
             .await?;

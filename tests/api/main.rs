@@ -20,6 +20,7 @@ mod faults;
 mod fuzz;
 mod messages;
 mod notes;
+mod operators;
 mod ops;
 mod plans;
 mod policy;
