@@ -168,6 +168,10 @@ impl App {
                     target,
                     interval,
                     self.services.inbound.clone(),
+                    store::singleton::Singleton::new(
+                        self.store.clone(),
+                        store::singleton::Work::ImapPolling,
+                    ),
                     stop_rx.clone(),
                 )))
             }

@@ -49,3 +49,30 @@ impl Outcomes {
         counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }
+
+/// Which work that runs once across processes this process holds, for `/metrics`.
+pub static LEADS: Leads = Leads::new();
+
+pub struct Leads {
+    held: std::sync::Mutex<std::collections::BTreeMap<&'static str, bool>>,
+}
+
+impl Leads {
+    const fn new() -> Self {
+        Self {
+            held: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    /// Records whether this process holds `work`; returns `held`.
+    pub fn record(&self, work: &'static str, held: bool) -> bool {
+        let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(work, held);
+        held
+    }
+
+    pub fn snapshot(&self) -> Vec<(&'static str, bool)> {
+        let map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}

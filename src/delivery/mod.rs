@@ -26,6 +26,7 @@ use crate::domain::message::{Channel, MessageStatus};
 use crate::domain::policy::{Decision, Evidence};
 use crate::domain::time::from_micros;
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
+use crate::store::singleton::{Singleton, Work};
 use crate::store::{AttemptRecord, Delivered, Outgoing, Store};
 use crate::worker::{Backoff, Job};
 use email::{Composed, EmailContext, EmailTransport};
@@ -74,6 +75,8 @@ pub struct DeliveryJob {
     documents: Documents,
     /// When this process last looked for deadlines coming due.
     last_deadline_scan: AtomicI64,
+    /// The deadline scanner runs in one process at a time.
+    deadline_scanner: Singleton,
     config: DeliverySetup,
     clock: SharedClock,
     email: EmailTransport,
@@ -114,13 +117,15 @@ impl DeliveryJob {
             _ => SmsTransport::Outbox(outbox),
         };
         Ok(Self {
-            pacer: SenderPacer::new(config.sms.rate_per_second),
+            deadline_scanner: Singleton::new(store.clone(), Work::DeadlineScanner),
+            pacer: SenderPacer::new(store.clone(), config.sms.rate_per_second),
             backoff: Backoff::new(config.delivery.retry_schedule.clone()),
             store,
             policy,
             messaging,
             documents,
             last_deadline_scan: AtomicI64::new(i64::MIN),
+
             config,
             clock,
             email,
@@ -347,8 +352,9 @@ impl Job for DeliveryJob {
     const QUEUE: QueueTable = DELIVERY_JOBS;
     const NAME: &'static str = "delivery";
 
-    /// Looks for deadlines coming due, at most every ten seconds in a process; each is
-    /// announced once across all processes (`Store::announce_deadlines`).
+    /// Looks for deadlines coming due, at most every ten seconds, in the one process that
+    /// holds the scanner (another takes it over when that one dies); each deadline is
+    /// announced once however many scan (`Store::announce_deadlines`).
     async fn prepare(&self) -> anyhow::Result<()> {
         let now = self.clock.now();
         let last = self.last_deadline_scan.load(Ordering::Relaxed);
@@ -357,6 +363,10 @@ impl Job for DeliveryJob {
                 .last_deadline_scan
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+            && crate::telemetry::LEADS.record(
+                Work::DeadlineScanner.name(),
+                self.deadline_scanner.held().await,
+            )
         {
             self.messaging
                 .announce_deadlines(self.config.deadline_warning)

@@ -1,18 +1,15 @@
 //! Outbound SMS through a Twilio-compatible HTTP API, or `.json` files in the outbox folder;
 //! paced per sender number, as carriers require.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 use super::SendError;
 use crate::config::Secret;
 use crate::domain::sms::segments;
-use crate::store::Outgoing;
+use crate::store::{Outgoing, Store};
 
 pub enum SmsTransport {
     Api {
@@ -121,82 +118,48 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-/// Spaces sends from one sender number at least `interval` apart.
+/// Spaces sends from one sender number at least `interval` apart, across every process on
+/// the database: the slots are taken in the database (`Store::reserve_send_slot`).
 pub struct SenderPacer {
+    store: Store,
     interval: Duration,
-    next: Mutex<HashMap<String, Instant>>,
 }
 
 impl SenderPacer {
-    pub fn new(per_second: f64) -> Self {
+    pub fn new(store: Store, per_second: f64) -> Self {
         let interval = if per_second > 0.0 {
             Duration::from_secs_f64(1.0 / per_second)
         } else {
             Duration::ZERO
         };
-        Self {
-            interval,
-            next: Mutex::new(HashMap::new()),
-        }
+        Self { store, interval }
     }
 
     /// Takes this sender's next slot and waits for it, if it comes within `max_wait`;
     /// otherwise takes nothing and returns how long until a slot is free, so the caller can
-    /// put the message back instead of holding its lease while it waits.
+    /// put the message back instead of holding its lease while it waits. A database that
+    /// does not answer is a wait of a second.
     pub async fn wait(&self, sender: &str, max_wait: Duration) -> Result<(), Duration> {
         if self.interval.is_zero() {
             return Ok(());
         }
-        let at = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = next
-                .get(sender)
-                .copied()
-                .filter(|t| *t > now)
-                .unwrap_or(now);
-            if slot - now > max_wait {
-                return Err(slot - now);
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let now = crate::domain::time::now_micros();
+        let slot = self
+            .store
+            .reserve_send_slot(sender, micros(self.interval), micros(max_wait), now)
+            .await;
+        match slot {
+            Ok(Ok(at)) => {
+                let wait = u64::try_from(at - now).unwrap_or(0);
+                tokio::time::sleep(Duration::from_micros(wait)).await;
+                Ok(())
             }
-            next.insert(sender.to_string(), slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(at).await;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn pacer_spaces_one_sender_and_not_others() {
-        let pacer = SenderPacer::new(1.0);
-        let start = Instant::now();
-        let max = Duration::from_secs(5);
-        pacer.wait("+4511111111", max).await.unwrap();
-        pacer.wait("+4522222222", max).await.unwrap();
-        assert!(start.elapsed() < Duration::from_millis(10));
-        pacer.wait("+4511111111", max).await.unwrap();
-        assert!(start.elapsed() >= Duration::from_secs(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pacer_hands_back_a_slot_too_far_away() {
-        let pacer = SenderPacer::new(0.5);
-        let max = Duration::from_secs(3);
-        pacer.wait("+4511111111", max).await.unwrap();
-        pacer.wait("+4511111111", max).await.unwrap();
-        let start = Instant::now();
-        let wait = pacer
-            .wait("+4511111111", Duration::from_secs(1))
-            .await
-            .unwrap_err();
-        assert_eq!(wait, Duration::from_secs(2));
-        assert!(
-            start.elapsed() < Duration::from_millis(10),
-            "no waiting when handing back"
-        );
+            Ok(Err(wait)) => Err(Duration::from_micros(u64::try_from(wait).unwrap_or(0))),
+            Err(e) => {
+                tracing::warn!(error = %e, "taking an SMS send slot");
+                Err(Duration::from_secs(1))
+            }
+        }
     }
 }

@@ -40,6 +40,16 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             &crate::telemetry::OUTCOMES.snapshot(),
         ));
     }
+    text.push_str(
+        "# HELP parley_singleton_held Work that runs in one process at a time: 1 where this process holds it.\n\
+         # TYPE parley_singleton_held gauge\n",
+    );
+    for (work, held) in crate::telemetry::LEADS.snapshot() {
+        text.push_str(&format!(
+            "parley_singleton_held{{work=\"{work}\"}} {}\n",
+            u8::from(held)
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -277,23 +277,32 @@ pub async fn poll_once(target: &ImapTarget, inbound: &Inbound) -> anyhow::Result
 }
 
 /// Polls every `interval` until `stop` turns true.
+/// Polls the mailbox every `interval` in the one process that holds the polling (`lead`);
+/// the others ask every 10 s at most, so one of them takes over soon after the holder dies.
 pub async fn run(
     target: ImapTarget,
     interval: Duration,
     inbound: Inbound,
+    lead: crate::store::singleton::Singleton,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(mailbox = ?target, "IMAP polling started");
     loop {
-        match poll_once(&target, &inbound).await {
-            Ok(r) if r.fetched > 0 => {
-                tracing::info!(fetched = r.fetched, stored = r.stored, "IMAP poll")
+        let holds = lead.held().await;
+        let pause = if crate::telemetry::LEADS.record(lead.work().name(), holds) {
+            match poll_once(&target, &inbound).await {
+                Ok(r) if r.fetched > 0 => {
+                    tracing::info!(fetched = r.fetched, stored = r.stored, "IMAP poll")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "IMAP poll failed"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "IMAP poll failed"),
-        }
+            interval
+        } else {
+            interval.min(Duration::from_secs(10))
+        };
         tokio::select! {
-            () = tokio::time::sleep(interval) => {},
+            () = tokio::time::sleep(pause) => {},
             _ = stop.changed() => break,
         }
     }

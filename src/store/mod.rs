@@ -23,6 +23,7 @@ mod policy;
 mod preferences;
 pub mod queue;
 mod rekey;
+pub mod singleton;
 pub mod system;
 mod templates;
 mod threads;
