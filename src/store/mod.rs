@@ -146,6 +146,8 @@ pub struct Store {
     /// failing with SQLITE_BUSY when two transactions both want the write lock.
     writer: AnyPool,
     backend: Backend,
+    /// The SQLite database's file, beside which the locks of once-only work are kept.
+    sqlite_file: Option<std::path::PathBuf>,
     keys: Arc<KeyRing>,
     /// Group commit of queued messages.
     queued: pipeline::Batcher<messages::QueueItem, Queued>,
@@ -203,10 +205,16 @@ impl Store {
                 writer: pool.clone(),
                 pool,
                 backend: Backend::Postgres,
+                sqlite_file: None,
                 keys,
             });
         }
         let url = sqlite_url(url)?;
+        let sqlite_file = url
+            .strip_prefix("sqlite://")
+            .and_then(|rest| rest.split('?').next())
+            .filter(|p| !p.is_empty() && !p.starts_with(':'))
+            .map(std::path::PathBuf::from);
         let options = |n: u32| {
             AnyPoolOptions::new()
                 .max_connections(n)
@@ -252,6 +260,7 @@ impl Store {
             pool,
             writer,
             backend: Backend::Sqlite,
+            sqlite_file,
             keys,
         })
     }

@@ -1,8 +1,9 @@
 //! Work that runs in one process at a time (IMAP polling, the deadline scanner): on
 //! PostgreSQL the process that holds a session advisory lock does it. The lock lives as long
 //! as its connection: when the process dies, PostgreSQL sees the connection close and frees
-//! the lock, and the next process that asks takes it over. On SQLite, one process serves the
-//! database, and it always holds the work.
+//! the lock, and the next process that asks takes it over. On SQLite the lock is a file lock
+//! beside the database file (`parley.db.imap.lock`), which the system frees when its process
+//! dies.
 
 use sqlx::Connection;
 
@@ -37,8 +38,13 @@ impl Work {
 pub struct Singleton {
     store: Store,
     work: Work,
-    /// The connection that holds the lock (PostgreSQL).
-    held: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
+    held: tokio::sync::Mutex<Option<Holder>>,
+}
+
+/// What holds the lock: a connection (PostgreSQL), or a locked file (SQLite).
+enum Holder {
+    Connection(sqlx::AnyConnection),
+    File(#[allow(dead_code)] std::fs::File),
 }
 
 impl Singleton {
@@ -57,20 +63,40 @@ impl Singleton {
     /// `true` when this process holds the work now: it keeps the lock while its connection
     /// answers, and takes the lock when no other process holds it.
     pub async fn held(&self) -> bool {
-        if self.store.backend == Backend::Sqlite {
-            return true;
-        }
         let mut held = self.held.lock().await;
-        if let Some(conn) = held.as_mut() {
-            if conn.ping().await.is_ok() {
-                return true;
+        match held.as_mut() {
+            Some(Holder::File(_)) => return true,
+            Some(Holder::Connection(conn)) => {
+                if conn.ping().await.is_ok() {
+                    return true;
+                }
+                // The connection is gone, and the lock with it: another process may hold it.
+                tracing::warn!(
+                    work = self.work.name(),
+                    "lost the connection holding the work"
+                );
+                *held = None;
             }
-            // The connection is gone, and the lock with it: another process may hold it now.
-            tracing::warn!(
-                work = self.work.name(),
-                "lost the connection holding the work"
-            );
-            *held = None;
+            None => {}
+        }
+        if self.store.backend == Backend::Sqlite {
+            let Some(db) = &self.store.sqlite_file else {
+                return true;
+            };
+            let path = format!("{}.{}.lock", db.display(), self.work.name());
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path);
+            return match file {
+                Ok(f) if f.try_lock().is_ok() => {
+                    tracing::info!(work = self.work.name(), "this process holds the work");
+                    *held = Some(Holder::File(f));
+                    true
+                }
+                _ => false,
+            };
         }
         let Ok(conn) = self.store.writer.acquire().await else {
             return false;
@@ -83,7 +109,7 @@ impl Singleton {
         match taken {
             Ok(true) => {
                 tracing::info!(work = self.work.name(), "this process holds the work");
-                *held = Some(conn);
+                *held = Some(Holder::Connection(conn));
                 true
             }
             _ => {

@@ -73,6 +73,10 @@ struct Process {
 }
 
 async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
+    start_with(setup, smtp, &[]).await
+}
+
+async fn start_with(setup: &Setup, smtp: &SmtpPeer, extra: &[(&str, &str)]) -> Process {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -98,6 +102,7 @@ async fn start(setup: &Setup, smtp: &SmtpPeer) -> Process {
         .env("PARLEY_DEFAULT_CONTACT_HOURS", "off")
         .env("PARLEY_FREQUENCY_CAP", "off")
         .env("PARLEY_LOG_LEVEL", "warn")
+        .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -237,4 +242,149 @@ async fn two_processes_on_one_database_never_send_a_job_twice() {
     );
     a.kill_9().await;
     b.kill_9().await;
+}
+
+/// Whether the process holds `work` (from its `/metrics`).
+async fn holds(client: &reqwest::Client, p: &Process, work: &str) -> bool {
+    let Ok(r) = client.get(format!("{}/metrics", p.base)).send().await else {
+        return false;
+    };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .contains(&format!("parley_singleton_held{{work=\"{work}\"}} 1"))
+}
+
+/// The index of the one process that holds `work`, once exactly one does.
+async fn holder(client: &reqwest::Client, ps: &[&Process], work: &str) -> usize {
+    eventually(30, &format!("one process to hold {work}"), || async {
+        let mut held = Vec::new();
+        for (i, p) in ps.iter().enumerate() {
+            if holds(client, p, work).await {
+                held.push(i);
+            }
+        }
+        (held.len() == 1).then(|| held[0])
+    })
+    .await
+}
+
+async fn inbound_count(client: &reqwest::Client, p: &Process, s: &Setup) -> Option<u64> {
+    let list: Value = client
+        .get(format!(
+            "{}/api/cases/{}/messages?direction=inbound",
+            p.base, s.case_id
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    list["totalCount"].as_u64()
+}
+
+#[tokio::test]
+async fn three_processes_share_the_work_and_one_takes_over_the_mailbox() {
+    let imap = crate::peers::ImapPeer::start().await;
+    let smtp = SmtpPeer::start().await;
+    let s = setup().await;
+    let client = reqwest::Client::new();
+    let url = imap.url();
+    let env = [
+        ("PARLEY_IMAP_URL", url.as_str()),
+        ("PARLEY_IMAP_POLL_INTERVAL", "1s"),
+        ("PARLEY_SMS_FROM", "+4570000000"),
+        ("PARLEY_SMS_RATE_PER_SECOND", "2"),
+    ];
+    let mut ps = Vec::new();
+    for _ in 0..3 {
+        ps.push(start_with(&s, &smtp, &env).await);
+    }
+    let first = holder(&client, &ps.iter().collect::<Vec<_>>(), "imap").await;
+    // Mail without a Message-ID: a second poller would store it twice.
+    let reply = |n: usize| {
+        format!(
+            "From: debtor@example.com\nTo: case-{}@localhost\nSubject: Reply {n}\n\nAnswer {n}\n",
+            s.case_id
+        )
+    };
+    for n in 0..4 {
+        imap.append(&reply(n)).await;
+    }
+    eventually(30, "the first replies to be stored", || async {
+        (inbound_count(&client, &ps[0], &s).await? == 4).then_some(())
+    })
+    .await;
+
+    // The holder dies; another takes the mailbox over within 30 s.
+    let dead = ps.remove(first);
+    dead.kill_9().await;
+    let next = holder(&client, &ps.iter().collect::<Vec<_>>(), "imap").await;
+    for n in 4..8 {
+        imap.append(&reply(n)).await;
+    }
+    eventually(30, "the later replies to be stored", || async {
+        (inbound_count(&client, &ps[next], &s).await? == 8).then_some(())
+    })
+    .await;
+    assert_eq!(imap.count().await, 0);
+    // Stored once each, by whichever process held the mailbox.
+    assert_eq!(inbound_count(&client, &ps[0], &s).await, Some(8));
+
+    // Each message sent once, whichever process takes it.
+    let mut ids = queue(&client, &ps[0], &s, 15, "x").await;
+    ids.extend(queue(&client, &ps[1], &s, 15, "y").await);
+    all_sent(&client, &ps[0], &s, &ids).await;
+    let seen = received(&smtp);
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    assert_eq!(seen.len(), ids.len());
+
+    // SMS from one number keep its pace (2 a second) across both processes.
+    let sms = (0..6).map(|i| {
+        let p = &ps[i % 2];
+        let body =
+            json!({"messageType": "sms", "to": "+4512345678", "body": format!("Reminder {i}")});
+        client
+            .post(format!("{}/api/cases/{}/messages", p.base, s.case_id))
+            .bearer_auth(&s.token)
+            .json(&body)
+            .send()
+    });
+    let mut sms_ids = Vec::new();
+    for r in futures_util::future::join_all(sms).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 201);
+        sms_ids.push(
+            r.json::<Value>().await.unwrap()["messageId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    all_sent(&client, &ps[0], &s, &sms_ids).await;
+    let mut sent_at = Vec::new();
+    for id in &sms_ids {
+        let m: Value = client
+            .get(format!("{}/api/messages/{id}", ps[0].base))
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339(m["sentAt"].as_str().unwrap()).unwrap();
+        sent_at.push(t.timestamp_millis());
+    }
+    sent_at.sort_unstable();
+    let span = sent_at[5] - sent_at[0];
+    assert!(
+        span >= 2_400,
+        "6 SMS at 2 a second take 2.5 s at least; took {span} ms"
+    );
+    for p in ps {
+        p.kill_9().await;
+    }
 }
