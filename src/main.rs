@@ -24,6 +24,9 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Ask the serving process on PARLEY_HTTP_ADDR for /healthz: exit 0 when it answers 200
+    /// (the container's health check).
+    Health,
     /// Seal everything held under an earlier master key (PARLEY_OLD_MASTER_KEYS) again under
     /// PARLEY_MASTER_KEY, so the earlier key can be retired; prints what it changed.
     Rekey,
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => parley::serve(config).await,
+        Command::Health => health(&config).await,
         Command::Migrate => {
             let store = parley::open_store(&config).await?;
             store.migrate().await?;
@@ -189,6 +193,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn health(config: &Config) -> anyhow::Result<()> {
+    let mut addr = config.http.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/healthz");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let status = client.get(&url).send().await?.status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    println!("{}", serde_json::json!({"healthy": true}));
+    Ok(())
 }
 
 async fn migrated(config: &Config) -> anyhow::Result<parley::store::Store> {

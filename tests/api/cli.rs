@@ -247,3 +247,23 @@ async fn tokens_are_listed_revoked_and_expire() {
         .clone();
     assert!(entry["revokedAt"].is_string(), "{entry}");
 }
+
+#[tokio::test]
+async fn the_health_command_asks_the_serving_process() {
+    let mut install = crate::binary::Installation::new().await;
+    let server = install.serve().await;
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    // As in the container: the process listens on every address, the check asks loopback.
+    install.set("PARLEY_HTTP_ADDR", &format!("0.0.0.0:{port}"));
+    let out = install.command(&["health"]).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["healthy"], true);
+    server.stop().await;
+    let out = install.command(&["health"]).output().await.unwrap();
+    assert!(!out.status.success(), "nothing answers any more");
+}
