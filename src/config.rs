@@ -36,6 +36,9 @@ const KEYS: &[&str] = &[
     "inbound_max_bytes",
     "inbound_tls_cert",
     "inbound_tls_key",
+    "dkim_key",
+    "dkim_selector",
+    "dkim_domain",
     "imap_url",
     "imap_poll_interval",
     "sms_url",
@@ -174,6 +177,25 @@ pub struct MailConfig {
     pub imap_poll_interval: Duration,
     /// The most an email's attachments may add up to (`PARLEY_MAX_ATTACHMENT_BYTES`).
     pub max_attachment_bytes: u64,
+    /// DKIM signing of outbound mail (`PARLEY_DKIM_KEY`, `_SELECTOR`, `_DOMAIN`); none: unsigned.
+    pub dkim: Option<DkimSettings>,
+}
+
+/// The DKIM key (its PEM, read at start), selector and signing domain.
+#[derive(Clone)]
+pub struct DkimSettings {
+    pub key_pem: Secret,
+    pub selector: String,
+    pub domain: String,
+}
+
+impl std::fmt::Debug for DkimSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimSettings")
+            .field("selector", &self.selector)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A certificate chain and its private key, read from PEM files when the configuration loads
@@ -456,6 +478,48 @@ impl Config {
                 ));
             }
         };
+        let dkim_selector = opt(raw, "dkim_selector", |v| {
+            let ok = !v.is_empty()
+                && v.len() <= 63
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if ok {
+                Ok(v.to_string())
+            } else {
+                Err(format!("not a DKIM selector: {v:?}"))
+            }
+        })?
+        .unwrap_or_else(|| "parley".into());
+        let dkim_domain = opt(raw, "dkim_domain", |v| {
+            let ok = !v.is_empty()
+                && v.len() <= 253
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if ok {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(format!("not a domain: {v:?}"))
+            }
+        })?
+        .unwrap_or_else(|| {
+            email_from
+                .rsplit_once('@')
+                .map_or("localhost", |(_, d)| d)
+                .to_ascii_lowercase()
+        });
+        let dkim = opt(raw, "dkim_key", |v| {
+            let pem = std::fs::read_to_string(v).map_err(|e| format!("reading {v}: {e}"))?;
+            if pem.contains("PRIVATE KEY-----") {
+                Ok(Secret::new(pem))
+            } else {
+                Err(format!("{v} holds no PEM private key"))
+            }
+        })?
+        .map(|key_pem| DkimSettings {
+            key_pem,
+            selector: dkim_selector,
+            domain: dkim_domain,
+        });
         let imap_url = opt(raw, "imap_url", |v| match scheme(v) {
             "imap" | "imaps" => Ok(Secret::new(v)),
             other => Err(format!(
@@ -624,6 +688,7 @@ impl Config {
                 imap_url,
                 imap_poll_interval,
                 max_attachment_bytes,
+                dkim,
             },
             sms: SmsConfig {
                 url: sms_url,

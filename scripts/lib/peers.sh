@@ -9,6 +9,13 @@ install_test_peers() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
     fi
 
+    # The DKIM verifier of the tests is dkimpy, from Debian's packages (for /usr/bin/python3).
+    if ! /usr/bin/python3 -c 'import dkim' 2>/dev/null; then
+        echo "installing python3-dkim from Debian's packages" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dkim >/dev/null
+    fi
+
     # The SMTP peer of the tests is aiosmtpd, a real SMTP server.
     if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
         echo "installing aiosmtpd from PyPI" >&2

@@ -169,15 +169,17 @@ impl EmailTransport {
         }
     }
 
-    /// Sends a message spooled to `path` (`attach.rs`); the outbox keeps a copy of it.
+    /// Sends a message spooled to `path` (`attach.rs`), after `prefix` (a signature header);
+    /// the outbox keeps a copy of it.
     pub async fn send_spooled(
         &self,
         id: &str,
         envelope: &lettre::address::Envelope,
+        prefix: &[u8],
         path: &std::path::Path,
     ) -> Result<(), SendError> {
         match self {
-            Self::Smtp(client) => match client.send_file(envelope, path).await {
+            Self::Smtp(client) => match client.send_file(envelope, prefix, path).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.is_permanent() => Err(SendError::Permanent(format!(
                     "SMTP server refused the message: {e}"
@@ -191,7 +193,11 @@ impl EmailTransport {
                 let moved = async {
                     tokio::fs::create_dir_all(dir).await?;
                     let tmp = dir.join(format!(".{id}.eml.tmp"));
-                    tokio::fs::copy(path, &tmp).await?;
+                    let mut out = tokio::fs::File::create(&tmp).await?;
+                    tokio::io::AsyncWriteExt::write_all(&mut out, prefix).await?;
+                    let mut spooled = tokio::fs::File::open(path).await?;
+                    tokio::io::copy(&mut spooled, &mut out).await?;
+                    out.sync_data().await?;
                     tokio::fs::rename(&tmp, dir.join(format!("{id}.eml"))).await
                 };
                 moved.await.map_err(|e| SendError::Transient {
@@ -202,10 +208,15 @@ impl EmailTransport {
         }
     }
 
-    pub async fn send(&self, id: &str, message: &Message) -> Result<(), SendError> {
+    /// Sends a whole message (`bytes`, the formatted message with any signature before it).
+    pub async fn send(
+        &self,
+        id: &str,
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<(), SendError> {
         match self {
-            Self::Smtp(client) => match client.send(message.envelope(), &message.formatted()).await
-            {
+            Self::Smtp(client) => match client.send(envelope, bytes).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.is_permanent() => Err(SendError::Permanent(format!(
                     "SMTP server refused the message: {e}"
@@ -215,14 +226,12 @@ impl EmailTransport {
                     retry_after: None,
                 }),
             },
-            Self::Outbox(dir) => {
-                super::write_outbox(dir, &format!("{id}.eml"), &message.formatted())
-                    .await
-                    .map_err(|e| SendError::Transient {
-                        reason: format!("writing the outbox: {e}"),
-                        retry_after: None,
-                    })
-            }
+            Self::Outbox(dir) => super::write_outbox(dir, &format!("{id}.eml"), bytes)
+                .await
+                .map_err(|e| SendError::Transient {
+                    reason: format!("writing the outbox: {e}"),
+                    retry_after: None,
+                }),
         }
     }
 }

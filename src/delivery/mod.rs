@@ -4,6 +4,7 @@
 //! permanent ones, and the last attempt, end the message as `failed` with the reason.
 
 pub mod attach;
+pub mod dkim;
 pub mod email;
 pub mod sms;
 pub mod smtp;
@@ -73,6 +74,8 @@ pub struct DeliveryJob {
     messaging: Messaging,
     /// Where attachments are read from, and received ones filed.
     documents: Documents,
+    /// Signs outbound email (`PARLEY_DKIM_KEY`).
+    dkim: Option<dkim::DkimSigner>,
     /// When this process last looked for deadlines coming due.
     last_deadline_scan: AtomicI64,
     /// The deadline scanner runs in one process at a time.
@@ -116,7 +119,15 @@ impl DeliveryJob {
             ),
             _ => SmsTransport::Outbox(outbox),
         };
+        let dkim = config
+            .mail
+            .dkim
+            .as_ref()
+            .map(|d| dkim::DkimSigner::from_pem(d.key_pem.expose(), &d.domain, &d.selector))
+            .transpose()
+            .context("PARLEY_DKIM_KEY")?;
         Ok(Self {
+            dkim,
             deadline_scanner: Singleton::new(store.clone(), Work::DeadlineScanner),
             pacer: SenderPacer::new(store.clone(), config.sms.rate_per_second),
             backoff: Backoff::new(config.delivery.retry_schedule.clone()),
@@ -222,9 +233,14 @@ impl DeliveryJob {
                     },
                 };
                 match email::build(&message, &ctx) {
-                    Ok(Composed::Whole(mime)) => {
-                        self.email.send(&message.id, &mime).await.map(|()| None)
-                    }
+                    Ok(Composed::Whole(mime)) => match self.signed(mime.formatted()) {
+                        Ok(bytes) => self
+                            .email
+                            .send(&message.id, mime.envelope(), &bytes)
+                            .await
+                            .map(|()| None),
+                        Err(e) => Err(e),
+                    },
                     Ok(Composed::Mixed {
                         envelope,
                         head,
@@ -287,6 +303,47 @@ impl DeliveryJob {
 }
 
 impl DeliveryJob {
+    /// A whole message with its DKIM signature in front, when a key is configured.
+    fn signed(&self, message: Vec<u8>) -> Result<Vec<u8>, SendError> {
+        let Some(signer) = &self.dkim else {
+            return Ok(message);
+        };
+        let (head, body) = dkim::split_message(&message)
+            .ok_or_else(|| SendError::Permanent("the message has no header block".into()))?;
+        let mut hash = dkim::BodyHash::default();
+        hash.update(body);
+        let signature = signer
+            .signature(head, &hash.finish(), self.clock.now() / 1_000_000)
+            .map_err(|e| SendError::Permanent(format!("signing the message: {e:#}")))?;
+        let mut out = signature.into_bytes();
+        out.extend_from_slice(&message);
+        Ok(out)
+    }
+
+    /// The DKIM signature of a spooled message (empty without a key): its body hashed as
+    /// it is read back from the spool, a piece at a time.
+    async fn spool_signature(&self, head: &[u8], spool: &Path) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let Some(signer) = &self.dkim else {
+            return Ok(String::new());
+        };
+        let (headers, _) = dkim::split_message(head)
+            .ok_or_else(|| anyhow::anyhow!("the message has no header block"))?;
+        let mut file = tokio::fs::File::open(spool).await?;
+        file.seek(std::io::SeekFrom::Start(headers.len() as u64 + 2))
+            .await?;
+        let mut hash = dkim::BodyHash::default();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+        }
+        signer.signature(headers, &hash.finish(), self.clock.now() / 1_000_000)
+    }
+
     /// An email with attachments: spooled to a file (the documents streamed from the
     /// document store), sent from it, and the spool removed.
     async fn send_with_attachments(
@@ -312,9 +369,20 @@ impl DeliveryJob {
             .join(format!("{id}.eml"));
         let written =
             attach::spool(&spool, head, boundary, &documents, self.documents.files()).await;
-        let sent = match written {
-            Ok(()) => self.email.send_spooled(id, envelope, &spool).await,
+        let signature = match written {
+            Ok(()) => self
+                .spool_signature(head, &spool)
+                .await
+                .map_err(|e| transient("signing the message", &e)),
             Err(e) => Err(transient("spooling the attachments", &e)),
+        };
+        let sent = match signature {
+            Ok(prefix) => {
+                self.email
+                    .send_spooled(id, envelope, prefix.as_bytes(), &spool)
+                    .await
+            }
+            Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&spool).await;
         sent

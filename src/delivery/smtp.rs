@@ -162,11 +162,16 @@ impl SmtpClient {
     /// Sends the message spooled in `path` (one with attachments), read in pieces of 64 KiB:
     /// never whole in memory. The spool is ASCII (lettre encodes the text parts; the
     /// attachments are base64), so no 8BITMIME is asked for.
-    pub async fn send_file(&self, envelope: &Envelope, path: &Path) -> Result<(), SmtpError> {
+    pub async fn send_file(
+        &self,
+        envelope: &Envelope,
+        prefix: &[u8],
+        path: &Path,
+    ) -> Result<(), SmtpError> {
         let file = std::fs::File::open(path)?;
         let attempt = async {
             let mut connection = self.take().await?;
-            let sent = transaction(&mut connection, envelope, file).await;
+            let sent = transaction(&mut connection, envelope, prefix, file).await;
             if sent.is_ok() && !connection.has_broken() {
                 self.put_back(connection);
             } else {
@@ -259,6 +264,7 @@ impl SmtpClient {
 async fn transaction(
     connection: &mut AsyncSmtpConnection,
     envelope: &Envelope,
+    prefix: &[u8],
     file: std::fs::File,
 ) -> Result<(), SmtpError> {
     use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
@@ -276,7 +282,10 @@ async fn transaction(
         file,
         failed: &failed,
     };
-    connection.message_iter(pieces).await?;
+    let first = (!prefix.is_empty()).then(|| prefix.to_vec());
+    connection
+        .message_iter(first.into_iter().chain(pieces))
+        .await?;
     match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(SmtpError::Network(e)),
         None => Ok(()),

@@ -14,6 +14,7 @@ mod auth;
 mod cases;
 mod cli;
 mod clients;
+mod dkim;
 mod documents;
 mod errors;
 mod faults;
