@@ -100,11 +100,9 @@ impl DocumentStore {
         match result {
             Ok(w) => {
                 if let Some(s3) = &self.s3 {
-                    let sealed = tokio::fs::read(&tmp)
-                        .await
-                        .context("reading the sealed upload");
+                    let put = s3.put_file(&w.key, &tmp).await;
                     let _ = tokio::fs::remove_file(&tmp).await;
-                    s3.put(&w.key, sealed?).await?;
+                    put?;
                 } else {
                     tokio::fs::rename(&tmp, self.path(&w.key))
                         .await
@@ -252,7 +250,7 @@ impl DocumentStore {
     /// Opens a stored document for reading, chunk by chunk.
     pub async fn reader(&self, key: &str, document_id: &str) -> anyhow::Result<DocumentReader> {
         let source: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &self.s3 {
-            Some(s3) => Box::new(std::io::Cursor::new(s3.get(key).await?)),
+            Some(s3) => Box::new(s3.reader(key).await?),
             None => Box::new(
                 tokio::fs::File::open(self.path(key))
                     .await

@@ -315,15 +315,17 @@ async fn other_tenants_get_404_for_documents() {
 async fn documents_can_live_sealed_in_an_s3_bucket() {
     let s3 = crate::peers::S3Peer::start().await;
     let url = s3.url();
+    let (id_key, secret) = (s3.access_key.clone(), s3.secret_key.clone());
     let app = spawn_app_with(move |c| {
         c.storage.document_store = url;
-        c.storage.s3_access_key_id = Some("parley".into());
-        c.storage.s3_secret_access_key = Some(parley::config::Secret::new("parley-secret"));
+        c.storage.s3_access_key_id = Some(id_key);
+        c.storage.s3_secret_access_key = Some(parley::config::Secret::new(secret));
     })
     .await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     let case = app.create_case(&creditor, None).await;
-    let bytes = pdf_bytes(150_000);
+    // More than two parts of the upload and two ranges of the download.
+    let bytes = pdf_bytes(20 * 1024 * 1024 + 123);
     let r = upload(
         &app,
         &creditor.token,
@@ -340,12 +342,12 @@ async fn documents_can_live_sealed_in_an_s3_bucket() {
         .bytes()
         .await
         .unwrap();
-    assert_eq!(back.to_vec(), bytes);
+    assert!(back.as_ref() == bytes.as_slice(), "the same bytes back");
 
     let client = parley::documents::s3::S3::new(
         &s3.url(),
-        Some("parley"),
-        Some(&parley::config::Secret::new("parley-secret")),
+        Some(&s3.access_key),
+        Some(&parley::config::Secret::new(s3.secret_key.clone())),
     )
     .unwrap();
     let stored = client.get(id).await.unwrap();
@@ -361,6 +363,15 @@ async fn documents_can_live_sealed_in_an_s3_bucket() {
         !app.dir.path().join("documents").join(id).exists(),
         "nothing kept locally"
     );
+    // The server checks signatures: the right key id with a wrong secret is refused.
+    let forged = parley::documents::s3::S3::new(
+        &s3.url(),
+        Some(&s3.access_key),
+        Some(&parley::config::Secret::new("not-the-secret")),
+    )
+    .unwrap();
+    let refused = forged.get(id).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("S3"), "{refused:#}");
 }
 
 #[tokio::test]

@@ -434,9 +434,14 @@ impl HookReceiver {
     }
 }
 
-/// A real S3 endpoint for the document store: moto's server (from PyPI), one bucket.
+/// A real S3 endpoint for the document store: moto's server (from PyPI), one bucket, that
+/// checks every request's SigV4 signature and the IAM policy of its key. The first four
+/// requests (moto's `INITIAL_NO_AUTH_ACTION_COUNT`) set it up: a user, its access key, a
+/// policy allowing it S3, the bucket; from then on a wrong signature is refused.
 pub struct S3Peer {
     pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
     _child: Child,
 }
 
@@ -451,29 +456,50 @@ impl S3Peer {
             .port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("moto_server runs (scripts/test installs moto[server])");
-        let client = reqwest::Client::new();
-        let bucket = format!("http://127.0.0.1:{port}/{}", Self::BUCKET);
-        eventually(60, "the S3 server to create the bucket", || {
-            let (client, bucket) = (client.clone(), bucket.clone());
-            async move {
-                client
-                    .put(bucket)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
+        // Only a connection: a request would count as one of the four.
+        eventually(60, "the S3 server to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
         })
         .await;
+        let script = format!(
+            "import boto3, json\n\
+             kw = dict(endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1',\n\
+                       aws_access_key_id='setup', aws_secret_access_key='setup')\n\
+             iam = boto3.client('iam', **kw)\n\
+             iam.create_user(UserName='parley')\n\
+             key = iam.create_access_key(UserName='parley')['AccessKey']\n\
+             iam.put_user_policy(UserName='parley', PolicyName='documents', PolicyDocument=json.dumps(\n\
+                 {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': 's3:*', 'Resource': '*'}}]}}))\n\
+             boto3.client('s3', **kw).create_bucket(Bucket='{bucket}')\n\
+             print(json.dumps([key['AccessKeyId'], key['SecretAccessKey']]))\n",
+            bucket = Self::BUCKET
+        );
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "setting up moto: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let [access_key, secret_key]: [String; 2] = serde_json::from_slice(&out.stdout).unwrap();
         Self {
             port,
+            access_key,
+            secret_key,
             _child: child,
         }
     }
