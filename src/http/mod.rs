@@ -15,6 +15,7 @@ pub mod problem;
 mod providers;
 mod rate_limit;
 pub mod server;
+mod subjects;
 mod suppressions;
 mod templates;
 mod threads;
@@ -105,6 +106,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(operators::resend))
         .routes(routes!(operators::recover))
+        .routes(routes!(subjects::export))
         .routes(routes!(operators::list_jobs))
         .routes(routes!(operators::retry))
         .routes(routes!(operators::cancel))

@@ -151,6 +151,7 @@ pub async fn list_notes(
 ) -> ApiResult<axum::Json<NoteList>> {
     let id = case_id(&raw)?;
     let filter = NoteFilter {
+        every_party: false,
         category: filter_word("category", q.category)?,
         tag: filter_word("tag", q.tag)?,
         cursor: page_cursor(q.cursor)?,

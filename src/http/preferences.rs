@@ -99,7 +99,7 @@ pub struct PreferencesResponse {
 
 /// The preferences with the debtor's entries on the suppression list: those of the
 /// preferences' address and number and of the case's.
-async fn response(
+pub(super) async fn response(
     state: &AppState,
     actor: &crate::domain::party::Actor,
     case_id: String,

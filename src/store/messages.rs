@@ -174,7 +174,7 @@ struct MessageRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct MessageWithBody {
+pub(crate) struct MessageWithBody {
     #[sqlx(flatten)]
     message: MessageRow,
     body_sealed: Option<Vec<u8>>,
@@ -202,9 +202,20 @@ pub(crate) fn count_messages_sql() -> String {
     format!("SELECT COUNT(*) FROM messages m WHERE {LIST_CONDITIONS}")
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.channel, m.system_event, m.status, m.priority, m.category, \
-     m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, m.in_reply_to, \
-     m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, m.received_at, m.created_at";
+/// The columns of a message as [`MessageRow`] reads them (a macro, so that the list with the
+/// body can be built from it at compile time).
+macro_rules! message_columns {
+    () => {
+        "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.channel, m.system_event, m.status, m.priority, \
+         m.category, m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, \
+         m.in_reply_to, m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, \
+         m.received_at, m.created_at"
+    };
+}
+const MESSAGE_COLUMNS: &str = message_columns!();
+/// [`MESSAGE_COLUMNS`] with the sealed body and HTML.
+pub(crate) const MESSAGE_COLUMNS_WITH_BODY: &str =
+    concat!(message_columns!(), ", m.body_sealed, m.html_sealed");
 
 impl Store {
     pub(crate) fn open_envelope(&self, id: &str, sealed: &[u8]) -> StoreResult<Envelope> {
@@ -328,7 +339,7 @@ impl Store {
     /// One message with its body, if the actor may see its case.
     pub async fn get_message(&self, actor: &Actor, id: &str) -> StoreResult<Option<MessageView>> {
         let row = sqlx::query_as::<_, MessageWithBody>(&format!(
-            "SELECT {MESSAGE_COLUMNS}, m.body_sealed, m.html_sealed FROM messages m JOIN cases c ON c.id = m.case_id \
+            "SELECT {MESSAGE_COLUMNS_WITH_BODY} FROM messages m JOIN cases c ON c.id = m.case_id \
              WHERE m.id = $1 AND {}",
             visible(2, 3)
         ))
@@ -338,11 +349,17 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut m = self.message_from_row(row.message)?;
-        m.body = self.open_opt(id, "body", row.body_sealed)?;
-        m.html = self.open_opt(id, "html", row.html_sealed)?;
+        let mut m = self.message_with_body(row)?;
         m.attachments = self.message_attachments(id).await?;
         Ok(Some(m))
+    }
+
+    /// A message read with its body, opened.
+    pub(crate) fn message_with_body(&self, row: MessageWithBody) -> StoreResult<MessageView> {
+        let mut m = self.message_from_row(row.message)?;
+        m.body = self.open_opt(&m.id, "body", row.body_sealed)?;
+        m.html = self.open_opt(&m.id, "html", row.html_sealed)?;
+        Ok(m)
     }
 
     pub async fn list_messages(

@@ -24,6 +24,7 @@ mod preferences;
 pub mod queue;
 mod rekey;
 pub mod singleton;
+mod subjects;
 pub mod system;
 mod templates;
 mod threads;
@@ -382,6 +383,22 @@ pub(crate) async fn audit(
 }
 
 impl Store {
+    /// An export of the case's debtor's data (a data subject's access request), audited.
+    pub async fn audit_export(&self, actor: &Actor, case_id: &str) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "data_subject.exported",
+            "case",
+            case_id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A send the policy refused, in the case's audit log: the rule, never the content.
     pub async fn audit_refusal(&self, actor: &Actor, case_id: &str, rule: &str) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;

@@ -29,6 +29,8 @@ pub struct Note {
 }
 
 pub struct NoteFilter {
+    /// Private notes of every party too (a data subject's export), not only the actor's own.
+    pub every_party: bool,
     pub category: Option<String>,
     pub tag: Option<String>,
     pub cursor: Option<String>,
@@ -126,7 +128,7 @@ impl Store {
         let cursor = filter.cursor.as_deref().map(decode_cursor).transpose()?;
         let rows = sqlx::query_as::<_, NoteRow>(
             "SELECT n.id, n.created_by, n.visibility, n.category, n.note_sealed, n.created_at FROM notes n \
-             WHERE n.case_id = $1 AND (n.visibility = 'internal' OR n.author_party_id = $2) \
+             WHERE n.case_id = $1 AND (n.visibility = 'internal' OR n.author_party_id = $2 OR $7 = 1) \
              AND ($3 IS NULL OR n.category = $3) \
              AND ($4 IS NULL OR EXISTS (SELECT 1 FROM note_tags t WHERE t.note_id = n.id AND t.tag = $4)) \
              AND ($5 IS NULL OR n.id < $5) ORDER BY n.id DESC LIMIT $6",
@@ -137,6 +139,7 @@ impl Store {
         .bind(filter.tag.as_deref())
         .bind(cursor.as_deref())
         .bind(filter.limit + 1)
+        .bind(i64::from(filter.every_party))
         .fetch_all(&mut *conn)
         .await?;
         let mut notes = Vec::with_capacity(rows.len());

@@ -32,6 +32,7 @@ mod rekey;
 mod schema;
 mod smtp_hostile;
 mod storage;
+mod subjects;
 mod suppressions;
 mod system;
 mod templates;
