@@ -314,6 +314,12 @@ impl Store {
         .bind(r.at)
         .execute(&mut *tx)
         .await?;
+        let participants = self.participants_of(&r.envelope);
+        let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = participants
+            .iter()
+            .map(|p| (r.thread_id, p, r.at))
+            .collect();
+        Self::keep_participants(&mut *tx, &joined).await?;
         sqlx::query(
             "INSERT INTO message_events (message_id, event, at) VALUES ($1, 'received', $2)",
         )

@@ -328,6 +328,7 @@ impl Store {
                 self.keys
                     .seal_str(&super::threads::thread_context(&new_thread), s)
             }),
+            participants: self.participants_of(&new.envelope),
             new_thread,
             job_id: crate::domain::prefixed_id("job"),
             now,
@@ -761,6 +762,8 @@ pub(crate) struct QueueItem {
     html_sealed: Option<Vec<u8>>,
     recipient_index: Option<String>,
     subject_index: String,
+    /// Its envelope's participants, for the thread it joins.
+    participants: Vec<super::threads::NewParticipant>,
     /// The thread to open if the message starts one, with its sealed subject.
     new_thread: String,
     new_thread_subject: Option<Vec<u8>>,
@@ -924,8 +927,8 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
             .await?;
         if found.is_none() {
             sqlx::query(
-                "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at) \
-                 VALUES ($1, $2, $3, $4, 'active', $5) ON CONFLICT (case_id, subject_index) DO NOTHING",
+                "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at, participants_kept) \
+                 VALUES ($1, $2, $3, $4, 'active', $5, 1) ON CONFLICT (case_id, subject_index) DO NOTHING",
             )
             .bind(&item.new_thread)
             .bind(&key.0)
@@ -1049,6 +1052,16 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 .bind(item.now);
         }
         q.execute(&mut *conn).await?;
+
+        let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = chunk
+            .iter()
+            .flat_map(|(_, item, thread)| {
+                item.participants
+                    .iter()
+                    .map(move |p| (*thread, p, item.now))
+            })
+            .collect();
+        Store::keep_participants(&mut *conn, &joined).await?;
 
         let attached: Vec<(&str, usize, &str)> = chunk
             .iter()

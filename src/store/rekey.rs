@@ -46,6 +46,12 @@ const SEALED: &[SealedColumn] = &[
         context: threads::thread_context,
     },
     SealedColumn {
+        table: "thread_participants",
+        key: "id",
+        column: "participant_sealed",
+        context: threads::participant_context,
+    },
+    SealedColumn {
         table: "messages",
         key: "id",
         column: "envelope_sealed",

@@ -42,6 +42,27 @@ struct ThreadRow {
     message_count: i64,
     last_message_at: Option<i64>,
     status: String,
+    participants_kept: i32,
+}
+
+/// A participant of a thread, as `thread_participants` keeps it.
+#[derive(sqlx::FromRow)]
+struct KeptParticipant {
+    id: String,
+    thread_id: String,
+    participant_sealed: Vec<u8>,
+}
+
+/// A participant of a thread, sealed and indexed, ready to be written with a message.
+#[derive(Debug, Clone)]
+pub(crate) struct NewParticipant {
+    pub id: String,
+    pub index: String,
+    pub sealed: Vec<u8>,
+}
+
+pub(crate) fn participant_context(id: &str) -> String {
+    format!("participant:{id}")
 }
 
 /// The sealed envelope of one message of a thread, for the thread's participants.
@@ -73,14 +94,41 @@ struct RfcMessageRow {
 /// A case's threads (`$1`) with their counts, most recent first.
 pub(crate) const LIST_THREADS_SQL: &str = "SELECT t.id AS id, t.subject_sealed AS subject_sealed, \
      COUNT(m.id) AS message_count, MAX(COALESCE(m.received_at, m.sent_at, m.created_at)) AS last_message_at, \
-     t.status AS status FROM threads t LEFT JOIN messages m ON m.thread_id = t.id WHERE t.case_id = $1 \
-     GROUP BY t.id, t.subject_sealed, t.status ORDER BY last_message_at DESC, t.id DESC";
+     t.status AS status, t.participants_kept AS participants_kept FROM threads t LEFT JOIN messages m ON m.thread_id = t.id \
+     WHERE t.case_id = $1 GROUP BY t.id, t.subject_sealed, t.status, t.participants_kept \
+     ORDER BY last_message_at DESC, t.id DESC";
 
 pub(super) fn thread_context(id: &str) -> String {
     format!("thread:{id}")
 }
 
 impl Store {
+    /// The addresses and numbers of an envelope as participants of a thread, sealed (what is
+    /// not an address, such as a system message's sender, is left out).
+    pub(crate) fn participants_of(&self, envelope: &super::Envelope) -> Vec<NewParticipant> {
+        let mut out: Vec<NewParticipant> = Vec::new();
+        for a in std::iter::once(&envelope.from)
+            .chain(&envelope.to)
+            .chain(&envelope.cc)
+        {
+            if !(a.contains('@') || a.starts_with('+')) {
+                continue;
+            }
+            let a = a.to_lowercase();
+            let index = self.keys.blind_index("participant", &a);
+            if out.iter().any(|p| p.index == index) {
+                continue;
+            }
+            let id = prefixed_id("tp");
+            out.push(NewParticipant {
+                sealed: self.keys.seal_str(&participant_context(&id), &a),
+                id,
+                index,
+            });
+        }
+        out
+    }
+
     pub(super) fn subject_index(&self, subject: Option<&str>) -> String {
         // SMS have no subject: they share one thread per case.
         let key = subject.map_or_else(|| "\u{0}sms".to_string(), normalize_subject);
@@ -111,7 +159,8 @@ impl Store {
         }
         let id = prefixed_id("thread");
         sqlx::query(
-            "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at) VALUES ($1, $2, $3, $4, 'active', $5) \
+            "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at, participants_kept) \
+             VALUES ($1, $2, $3, $4, 'active', $5, 1) \
              ON CONFLICT (case_id, subject_index) DO NOTHING",
         )
         .bind(&id)
@@ -145,17 +194,41 @@ impl Store {
             .fetch_all(&mut *conn)
             .await?;
         let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in sqlx::query_as::<_, ParticipantRow>("SELECT thread_id, id, envelope_sealed FROM messages WHERE case_id = $1 AND thread_id IS NOT NULL ORDER BY id")
+        // Kept with the thread as its messages came.
+        for r in sqlx::query_as::<_, KeptParticipant>(
+            "SELECT p.id, p.thread_id, p.participant_sealed FROM thread_participants p \
+             JOIN threads t ON t.id = p.thread_id WHERE t.case_id = $1 AND t.participants_kept = 1 \
+             ORDER BY p.first_at, p.id",
+        )
+        .bind(case_id)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let a = self
+                .keys
+                .open_string(&participant_context(&r.id), &r.participant_sealed)?;
+            participants.entry(r.thread_id).or_default().push(a);
+        }
+        // Threads from before participants were kept: from their messages' envelopes.
+        if rows.iter().any(|r| r.participants_kept == 0) {
+            for r in sqlx::query_as::<_, ParticipantRow>(
+                "SELECT m.thread_id, m.id, m.envelope_sealed FROM messages m JOIN threads t ON t.id = m.thread_id \
+                 WHERE t.case_id = $1 AND t.participants_kept = 0 ORDER BY m.id",
+            )
             .bind(case_id)
             .fetch_all(&mut *conn)
             .await?
-        {
-            let envelope = self.open_envelope(&r.id, &r.envelope_sealed)?;
-            let list = participants.entry(r.thread_id).or_default();
-            for a in std::iter::once(envelope.from).chain(envelope.to).chain(envelope.cc) {
-                let a = a.to_lowercase();
-                if !list.contains(&a) {
-                    list.push(a);
+            {
+                let envelope = self.open_envelope(&r.id, &r.envelope_sealed)?;
+                let list = participants.entry(r.thread_id).or_default();
+                for a in std::iter::once(envelope.from)
+                    .chain(envelope.to)
+                    .chain(envelope.cc)
+                {
+                    let a = a.to_lowercase();
+                    if !list.contains(&a) {
+                        list.push(a);
+                    }
                 }
             }
         }
@@ -220,6 +293,35 @@ impl Store {
             })
             .collect::<StoreResult<Vec<_>>>()
             .map(Some)
+    }
+
+    /// The participants of a message's envelope join its thread (what is there already is
+    /// left), inside the caller's transaction.
+    pub(crate) async fn keep_participants(
+        conn: &mut AnyConnection,
+        rows: &[(&str, &NewParticipant, Micros)],
+    ) -> sqlx::Result<()> {
+        for chunk in rows.chunks(100) {
+            if chunk.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO thread_participants (id, thread_id, participant_index, participant_sealed, first_at) \
+                 VALUES {} ON CONFLICT (thread_id, participant_index) DO NOTHING",
+                super::rows_sql(chunk.len(), &["", "", "", "", ""])
+            );
+            let mut q = sqlx::query(&sql);
+            for (thread, p, at) in chunk {
+                q = q
+                    .bind(p.id.as_str())
+                    .bind(*thread)
+                    .bind(p.index.as_str())
+                    .bind(p.sealed.as_slice())
+                    .bind(*at);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     /// The thread of the message whose `Message-ID` is `rfc_id`, with its case.

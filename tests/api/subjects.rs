@@ -162,7 +162,10 @@ async fn an_export_holds_everything_the_persons_cases_show_across_tenants() {
         .iter()
         .find(|m| m["direction"] == "inbound")
         .expect("the reply");
-    assert_eq!(inbound["body"].as_str().unwrap().trim_end(), "I will pay Friday");
+    assert_eq!(
+        inbound["body"].as_str().unwrap().trim_end(),
+        "I will pay Friday"
+    );
     assert!(
         inbound["original"]
             .as_str()
@@ -240,6 +243,10 @@ async fn every_table_is_in_the_export_or_named_as_holding_no_personal_data() {
         ),
         ("inbound_raw", "messages[].original of received mail"),
         ("threads", "the thread subject is the messages' subject"),
+        (
+            "thread_participants",
+            "the addresses of the messages' envelopes",
+        ),
         ("notes", "notes"),
         ("note_tags", "notes[].tags"),
         ("documents", "documents"),
