@@ -10,3 +10,6 @@ CREATE TABLE thread_participants (
     UNIQUE (thread_id, participant_index)
 );
 ALTER TABLE threads ADD COLUMN participants_kept INTEGER NOT NULL DEFAULT 0;
+
+-- The sender of a received attachment, sealed (uploaded_by then says "inbound email").
+ALTER TABLE documents ADD COLUMN uploaded_by_sealed BYTEA;

@@ -115,8 +115,16 @@ impl Documents {
             let id = prefixed_id("doc");
             let size = a.bytes.len();
             let bytes = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(a.bytes))]);
-            let written = match self.files.write(&id, u64::MAX, bytes).await {
+            let written = match self.files.write(&id, self.max_bytes, bytes).await {
                 Ok(w) => w,
+                // Larger than any upload may be: not filed (the raw mail keeps it).
+                Err(WriteError::TooLarge(_)) => {
+                    tracing::warn!(
+                        message = message_id,
+                        "a received attachment is over PARLEY_MAX_UPLOAD_BYTES: not filed"
+                    );
+                    continue;
+                }
                 Err(WriteError::Io(e)) => return Err(AppError::Store(e.into())),
                 Err(e) => {
                     return Err(AppError::Store(

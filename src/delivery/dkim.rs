@@ -9,7 +9,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use sha2::{Digest, Sha256};
 
-/// The headers signed, where the message has them (`h=`).
+/// The headers signed, where the message has them (`h=`). Those in [`OVERSIGNED`] are
+/// named once more (and when absent), so that one added on the way breaks the signature.
 const SIGNED: &[&str] = &[
     "from",
     "reply-to",
@@ -22,6 +23,16 @@ const SIGNED: &[&str] = &[
     "references",
     "mime-version",
     "content-type",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+];
+
+const OVERSIGNED: &[&str] = &[
+    "from",
+    "reply-to",
+    "to",
+    "cc",
+    "subject",
     "list-unsubscribe",
     "list-unsubscribe-post",
 ];
@@ -76,12 +87,19 @@ impl DkimSigner {
         let mut names = Vec::new();
         let mut hashed = Vec::new();
         for name in SIGNED {
-            if let Some((_, value)) = fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            // The last instance, as verifiers take them (RFC 6376 §5.4.2).
+            if let Some((_, value)) = fields
+                .iter()
+                .rev()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 names.push(*name);
                 hashed.extend_from_slice(relaxed_header(name, value).as_bytes());
                 hashed.extend_from_slice(b"\r\n");
             }
         }
+        // Named again, these stand for "no further instance": they hash nothing.
+        names.extend_from_slice(OVERSIGNED);
         let b64 = &base64::engine::general_purpose::STANDARD;
         let value = format!(
             "v=1; a=rsa-sha256; c=relaxed/relaxed; d={}; s={}; t={now}; h={}; bh={}; b=",

@@ -119,6 +119,7 @@ impl DeliveryJob {
             ),
             _ => SmsTransport::Outbox(outbox),
         };
+        attach::sweep(&config.outbox.with_file_name("spool"));
         let dkim = config
             .mail
             .dkim
@@ -366,7 +367,7 @@ impl DeliveryJob {
             .config
             .outbox
             .with_file_name("spool")
-            .join(format!("{id}.eml"));
+            .join(format!("{id}-{}.eml", uuid::Uuid::new_v4().simple()));
         let written =
             attach::spool(&spool, head, boundary, &documents, self.documents.files()).await;
         let signature = match written {

@@ -52,11 +52,18 @@ pub enum SmtpError {
     NoStartTls,
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The spool broke while its content was being sent: the server may hold a cut copy, so
+    /// the message is not sent again.
+    #[error(
+        "reading the spooled message failed after DATA began ({0}); the server may have a truncated copy"
+    )]
+    SpoolUnreadable(std::io::Error),
 }
 
 impl SmtpError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::Smtp(e) if e.is_permanent())
+            || matches!(self, Self::SpoolUnreadable(_))
     }
 }
 
@@ -259,8 +266,10 @@ impl SmtpClient {
 }
 
 /// MAIL, RCPT and DATA, then the file's content. The pieces are read from a local file
-/// that was just written and synced (page cache); a read error there is reported, but the
-/// server will have been sent what came before it.
+/// that was just written and synced (page cache). lettre ends DATA however the pieces end,
+/// so a read error there cannot stop the server from taking what came before it: it is
+/// reported as [`SmtpError::SpoolUnreadable`], a permanent failure, never retried into a
+/// second copy.
 async fn transaction(
     connection: &mut AsyncSmtpConnection,
     envelope: &Envelope,
@@ -287,7 +296,7 @@ async fn transaction(
         .message_iter(first.into_iter().chain(pieces))
         .await?;
     match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(SmtpError::Network(e)),
+        Some(e) => Err(SmtpError::SpoolUnreadable(e)),
         None => Ok(()),
     }
 }

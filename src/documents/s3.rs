@@ -104,12 +104,18 @@ impl S3 {
                 break;
             }
             // At most two parts in flight: the memory of an upload stays bounded.
-            writer
-                .wait_for_capacity(2)
-                .await
-                .context("S3: uploading a part")?;
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                let _ = writer.abort().await;
+                return Err(anyhow::Error::new(e).context("S3: uploading a part"));
+            }
             writer.write(&buf[..n]);
         }
+        if let Err(e) = writer.wait_for_capacity(0).await {
+            let _ = writer.abort().await;
+            return Err(anyhow::Error::new(e).context("S3: uploading a part"));
+        }
+        // Completing aborts the upload when it fails; only a failure of the last part in
+        // `finish` leaves parts behind, for the bucket's rule on incomplete uploads.
         writer.finish().await.context("S3: finishing the upload")?;
         Ok(())
     }

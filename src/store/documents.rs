@@ -42,7 +42,7 @@ pub struct DocumentView {
 }
 
 const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d.file_name, d.content_type, d.size, d.sha256, \
-     d.storage_key, d.version, d.replaces_document_id, d.is_latest, d.uploaded_by, d.uploaded_at";
+     d.storage_key, d.version, d.replaces_document_id, d.is_latest, d.uploaded_by, d.uploaded_by_sealed, d.uploaded_at";
 
 /// A row of `documents` as `COLUMNS` selects it, the description still sealed.
 #[derive(sqlx::FromRow)]
@@ -60,6 +60,7 @@ struct DocumentRow {
     replaces_document_id: Option<String>,
     is_latest: i32,
     uploaded_by: String,
+    uploaded_by_sealed: Option<Vec<u8>>,
     uploaded_at: i64,
 }
 
@@ -72,6 +73,10 @@ struct ReplacedRow {
 
 pub(super) fn description_context(id: &str) -> String {
     format!("doc:{id}:description")
+}
+
+pub(super) fn uploader_context(id: &str) -> String {
+    format!("doc:{id}:uploader")
 }
 
 impl Store {
@@ -91,7 +96,11 @@ impl Store {
             version: i64::from(r.version),
             replaces_document_id: r.replaces_document_id,
             is_latest: r.is_latest != 0,
-            uploaded_by: r.uploaded_by,
+            // A received attachment's sender is personal data: kept sealed.
+            uploaded_by: match r.uploaded_by_sealed {
+                Some(sealed) => self.keys.open_string(&uploader_context(&r.id), &sealed)?,
+                None => r.uploaded_by,
+            },
             uploaded_at: r.uploaded_at,
             id: r.id,
         })
@@ -273,8 +282,8 @@ impl Store {
         let now = now_micros();
         sqlx::query(
             "INSERT INTO documents (id, case_id, document_type, file_name, content_type, size, sha256, storage_key, \
-             key_id, version, is_latest, uploaded_by, uploaded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, 1, $10, $11)",
+             key_id, version, is_latest, uploaded_by, uploaded_by_sealed, uploaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, 1, 'inbound email', $10, $11)",
         )
         .bind(&new.id)
         .bind(&new.case_id)
@@ -285,7 +294,7 @@ impl Store {
         .bind(&new.sha256)
         .bind(&new.storage_key)
         .bind(self.keys.current_key_id())
-        .bind(uploaded_by)
+        .bind(self.keys.seal_str(&uploader_context(&new.id), uploaded_by))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -301,7 +310,7 @@ impl Store {
             &mut tx,
             Some(&new.case_id),
             None,
-            uploaded_by,
+            "inbound email",
             "document.uploaded",
             "document",
             &new.id,

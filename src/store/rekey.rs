@@ -46,6 +46,12 @@ const SEALED: &[SealedColumn] = &[
         context: threads::thread_context,
     },
     SealedColumn {
+        table: "documents",
+        key: "id",
+        column: "uploaded_by_sealed",
+        context: documents::uploader_context,
+    },
+    SealedColumn {
         table: "thread_participants",
         key: "id",
         column: "participant_sealed",

@@ -123,4 +123,8 @@ async fn outbound_mail_carries_a_dkim_signature_that_dkimpy_accepts() {
     let at = tampered.windows(8).position(|w| w == b"reminder").unwrap();
     tampered[at] = b'R';
     assert!(!verifies(&tampered, &public).await);
+    // So does a header added on the way (the signature names the absent Reply-To too).
+    let mut added = b"Reply-To: attacker@example.net\r\n".to_vec();
+    added.extend_from_slice(&mails[0]);
+    assert!(!verifies(&added, &public).await);
 }
