@@ -29,7 +29,7 @@ pub struct ExportQuery {
     #[param(pattern = "^[^\\x00]*$")]
     pub email: Option<String>,
     /// The person's phone number, E.164.
-    #[param(pattern = "^[^\\x00]*$")]
+    #[param(pattern = "^\\+[0-9]{8,15}$")]
     pub phone: Option<String>,
 }
 
