@@ -892,3 +892,57 @@ async fn twilio_callbacks_are_accepted_by_their_signature_without_an_admin_token
         .unwrap();
     assert_eq!(list["totalCount"], 1, "only the signed one was stored");
 }
+
+/// Threads from before participants were kept (`participants_kept = 0`, no rows in
+/// `thread_participants`) still list everyone, read from their messages.
+#[tokio::test]
+async fn threads_from_before_kept_participants_still_name_them() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let (creditor, case) = setup(&app).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let r = app
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages"),
+            &json!({"messageType": "email", "to": "debtor@example.com", "cc": ["boss@example.com"],
+                    "subject": "Old thread", "body": "B"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let path = format!("/api/cases/{case_id}/threads");
+    let kept: Value = app.get(&creditor.token, &path).await.json().await.unwrap();
+    // As a database from before the migration holds it.
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(app.config.storage.database_url.expose())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM thread_participants")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE threads SET participants_kept = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let old: Value = app.get(&creditor.token, &path).await.json().await.unwrap();
+    let names = |v: &Value| {
+        let mut p: Vec<String> = v["threads"][0]["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        names(&kept),
+        [
+            "boss@example.com",
+            "debtor@example.com",
+            "noreply@localhost"
+        ]
+    );
+    assert_eq!(names(&old), names(&kept));
+}
