@@ -96,11 +96,7 @@ impl Messaging {
                     // A refusal leaves the message `refused` with the rule: never an error.
                     Err(AppError::Refused { code, .. }) => (
                         MessageStatus::Refused,
-                        Some(Evidence {
-                            decision: crate::domain::policy::Decision::Refuse,
-                            rule: code.as_str().to_string(),
-                            checked_at: from_micros(now),
-                        }),
+                        Some(Evidence::refused(code, from_micros(now))),
                         None,
                     ),
                     Err(e) => return Err(e),

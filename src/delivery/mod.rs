@@ -24,7 +24,7 @@ use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::clock::SharedClock;
 use crate::domain::message::{Channel, MessageStatus};
-use crate::domain::policy::{Decision, Evidence};
+use crate::domain::policy::Evidence;
 use crate::domain::time::from_micros;
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
 use crate::store::singleton::{Singleton, Work};
@@ -205,11 +205,7 @@ impl DeliveryJob {
                 }
             }
             Err(AppError::Refused { code, detail, .. }) => {
-                *evidence = Some(Evidence {
-                    decision: Decision::Refuse,
-                    rule: code.as_str().to_string(),
-                    checked_at: from_micros(self.clock.now()),
-                });
+                *evidence = Some(Evidence::refused(code, from_micros(self.clock.now())));
                 return fail(format!("{code}: {detail}"));
             }
             Err(e) => {

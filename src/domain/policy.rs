@@ -190,13 +190,20 @@ pub struct SendContext<'a> {
     pub closed_days: Option<&'a ClosedDays>,
 }
 
-impl Refusal {
-    pub fn evidence(&self, checked_at: DateTime<Utc>) -> Evidence {
-        Evidence {
+impl Evidence {
+    /// A refusal under the rule of `code`.
+    pub fn refused(code: Code, checked_at: DateTime<Utc>) -> Self {
+        Self {
             decision: Decision::Refuse,
-            rule: self.code.as_str().to_string(),
+            rule: code.as_str().to_string(),
             checked_at,
         }
+    }
+}
+
+impl Refusal {
+    pub fn evidence(&self, checked_at: DateTime<Utc>) -> Evidence {
+        Evidence::refused(self.code, checked_at)
     }
 }
 

@@ -145,18 +145,26 @@ fn not_now(what: &str, n: NotNow) -> ApiError {
     )
 }
 
-/// The message as it is now, for the answer to a change.
-async fn message_now(
+/// The answer to a change of a message: the message as it is now, or why not.
+async fn changed(
     state: &AppState,
     actor: &crate::domain::party::Actor,
     id: &str,
+    outcome: Option<Result<(), NotNow>>,
+    refusal: &str,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    let m = state
-        .store
-        .get_message(actor, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("message"))?;
-    Ok(axum::Json(m.into()))
+    match outcome {
+        None => Err(ApiError::not_found("message")),
+        Some(Err(n)) => Err(not_now(refusal, n)),
+        Some(Ok(())) => {
+            let m = state
+                .store
+                .get_message(actor, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("message"))?;
+            Ok(axum::Json(m.into()))
+        }
+    }
 }
 
 /// Queues a `failed` message again, with the same `Message-ID` (whoever may send on its case).
@@ -169,18 +177,21 @@ pub async fn retry(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    match state
+    let outcome = state
         .store
         .retry_message(&actor, &id, state.clock.now())
-        .await?
-    {
-        None => Err(ApiError::not_found("message")),
-        Some(Err(n)) => Err(not_now("only a failed message can be retried", n)),
-        Some(Ok(())) => {
-            state.messaging.wake_delivery();
-            message_now(&state, &actor, &id).await
-        }
+        .await?;
+    if matches!(outcome, Some(Ok(()))) {
+        state.messaging.wake_delivery();
     }
+    changed(
+        &state,
+        &actor,
+        &id,
+        outcome,
+        "only a failed message can be retried",
+    )
+    .await
 }
 
 /// Stops a `queued` message: it ends `cancelled` (whoever may send on its case).
@@ -193,15 +204,18 @@ pub async fn cancel(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    match state
+    let outcome = state
         .store
         .cancel_message(&actor, &id, state.clock.now())
-        .await?
-    {
-        None => Err(ApiError::not_found("message")),
-        Some(Err(n)) => Err(not_now("only a queued message can be cancelled", n)),
-        Some(Ok(())) => message_now(&state, &actor, &id).await,
-    }
+        .await?;
+    changed(
+        &state,
+        &actor,
+        &id,
+        outcome,
+        "only a queued message can be cancelled",
+    )
+    .await
 }
 
 #[derive(Debug, Serialize, ToSchema)]

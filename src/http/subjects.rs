@@ -263,14 +263,16 @@ async fn write_case(
             break;
         };
         for m in page {
-            let attempts = store.delivery_attempts(&m.id).await?;
-            let original = if m.direction == crate::domain::message::Direction::Inbound {
-                store
+            // Attempts are made for outbound mail only, the original kept for inbound only.
+            let (attempts, original) = if m.direction == crate::domain::message::Direction::Inbound
+            {
+                let original = store
                     .received_original(&m.id)
                     .await?
-                    .map(|(_, _, raw)| String::from_utf8_lossy(&raw).into_owned())
+                    .map(|(_, _, raw)| String::from_utf8_lossy(&raw).into_owned());
+                (Vec::new(), original)
             } else {
-                None
+                (store.delivery_attempts(&m.id).await?, None)
             };
             let mut v = serde_json::to_value(MessageResponse::from(m))?;
             if !attempts.is_empty() {
