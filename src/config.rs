@@ -41,6 +41,8 @@ const KEYS: &[&str] = &[
     "dkim_domain",
     "imap_url",
     "imap_poll_interval",
+    "imap_oauth2_token_file",
+    "imap_oauth2_token_command",
     "sms_url",
     "sms_account",
     "sms_token",
@@ -175,10 +177,22 @@ pub struct MailConfig {
     pub inbound_tls: Option<TlsIdentity>,
     pub imap_url: Option<Secret>,
     pub imap_poll_interval: Duration,
+    /// Where IMAP polling takes an OAuth2 token for `AUTHENTICATE XOAUTH2`; none: the URL's
+    /// password.
+    pub imap_oauth2: Option<ImapToken>,
     /// The most an email's attachments may add up to (`PARLEY_MAX_ATTACHMENT_BYTES`).
     pub max_attachment_bytes: u64,
     /// DKIM signing of outbound mail (`PARLEY_DKIM_KEY`, `_SELECTOR`, `_DOMAIN`); none: unsigned.
     pub dkim: Option<DkimSettings>,
+}
+
+/// An OAuth2 access token for IMAP, read at each login: from a file that something else keeps
+/// fresh (`PARLEY_IMAP_OAUTH2_TOKEN_FILE`), or printed by a command
+/// (`PARLEY_IMAP_OAUTH2_TOKEN_COMMAND`, run with `/bin/sh -c`).
+#[derive(Debug, Clone)]
+pub enum ImapToken {
+    File(PathBuf),
+    Command(Secret),
 }
 
 /// The DKIM key (its PEM, read at start), selector and signing domain.
@@ -528,6 +542,19 @@ impl Config {
         })?;
         let imap_poll_interval =
             opt(raw, "imap_poll_interval", parse_interval)?.unwrap_or(Duration::from_secs(30));
+        let imap_token_file = opt(raw, "imap_oauth2_token_file", |v| Ok(PathBuf::from(v)))?;
+        let imap_token_command = opt(raw, "imap_oauth2_token_command", |v| Ok(Secret::new(v)))?;
+        let imap_oauth2 = match (imap_token_file, imap_token_command) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "PARLEY_IMAP_OAUTH2_TOKEN_COMMAND",
+                    "set either it or PARLEY_IMAP_OAUTH2_TOKEN_FILE, not both",
+                ));
+            }
+            (Some(file), None) => Some(ImapToken::File(file)),
+            (None, Some(command)) => Some(ImapToken::Command(command)),
+            (None, None) => None,
+        };
         let sms_url = opt(raw, "sms_url", |v| {
             parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
         })?;
@@ -687,6 +714,7 @@ impl Config {
                 inbound_tls,
                 imap_url,
                 imap_poll_interval,
+                imap_oauth2,
                 max_attachment_bytes,
                 dkim,
             },

@@ -162,7 +162,17 @@ impl App {
         };
         let imap = match &self.config.mail.imap_url {
             Some(url) => {
-                let target = inbound::imap::ImapTarget::parse(url.expose())?;
+                let mut target = inbound::imap::ImapTarget::parse(url.expose())?;
+                if let Some(token) = &self.config.mail.imap_oauth2 {
+                    target = target.with_oauth2(match token {
+                        config::ImapToken::File(path) => {
+                            inbound::imap::TokenSource::File(path.clone())
+                        }
+                        config::ImapToken::Command(command) => {
+                            inbound::imap::TokenSource::Command(command.expose().to_string())
+                        }
+                    });
+                }
                 let interval = self.config.mail.imap_poll_interval;
                 Some(tokio::spawn(inbound::imap::run(
                     target,

@@ -9,7 +9,7 @@ use crate::domain::mail::{self, InboundMail};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
 use crate::domain::{CaseId, PhoneNumber};
-use crate::store::{InboundSms, Ingested, Store};
+use crate::store::{InboundSms, Ingested, MailboxProgress, Store};
 
 /// An SMS as the provider reported it.
 #[derive(Debug, Clone)]
@@ -70,6 +70,23 @@ impl Inbound {
         Ok(self
             .store
             .ingest_email(source, raw, &parsed, &self.domain, returned.as_deref())
+            .await?)
+    }
+
+    /// How far IMAP polling has read a mailbox (named by a digest, see `inbound::imap`).
+    pub async fn mailbox_progress(&self, mailbox: &str) -> AppResult<Option<MailboxProgress>> {
+        Ok(self.store.mailbox_progress(mailbox).await?)
+    }
+
+    /// Records IMAP polling's progress, once what it names is stored and removed.
+    pub async fn record_mailbox_progress(
+        &self,
+        mailbox: &str,
+        progress: MailboxProgress,
+    ) -> AppResult<()> {
+        Ok(self
+            .store
+            .record_mailbox_progress(mailbox, progress)
             .await?)
     }
 

@@ -661,3 +661,46 @@ impl Store {
             .collect()
     }
 }
+
+/// How far IMAP polling has read a mailbox: its UIDVALIDITY and the highest UID stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxProgress {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+impl Store {
+    /// The progress recorded for `mailbox` (a digest naming server, user and mailbox).
+    pub async fn mailbox_progress(&self, mailbox: &str) -> StoreResult<Option<MailboxProgress>> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT uid_validity, last_uid FROM imap_progress WHERE mailbox = $1")
+                .bind(mailbox)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(v, u)| MailboxProgress {
+            uid_validity: u32::try_from(v).unwrap_or(0),
+            last_uid: u32::try_from(u).unwrap_or(0),
+        }))
+    }
+
+    /// Records that every UID up to `last_uid` of `mailbox` is stored.
+    pub async fn record_mailbox_progress(
+        &self,
+        mailbox: &str,
+        progress: MailboxProgress,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO imap_progress (mailbox, uid_validity, last_uid) VALUES ($1, $2, $3) \
+             ON CONFLICT (mailbox) DO UPDATE SET uid_validity = excluded.uid_validity, \
+             last_uid = excluded.last_uid",
+        )
+        .bind(mailbox)
+        .bind(i64::from(progress.uid_validity))
+        .bind(i64::from(progress.last_uid))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -43,7 +43,7 @@ pub use audit::AuditEntry;
 pub use cases::{CasePatch, CaseView, ListCases, NewCase};
 pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
-pub use inbound::{InboundSms, Ingested, UnmatchedMail};
+pub use inbound::{InboundSms, Ingested, MailboxProgress, UnmatchedMail};
 pub use jobs::{AttemptRecord, Delivered, DeliveryAttempt, Outgoing};
 pub use messages::{
     AttachmentView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Queued,

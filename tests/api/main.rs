@@ -4,6 +4,7 @@
 mod binary;
 mod helpers;
 mod hostile;
+mod imap;
 mod inbound;
 mod layers;
 mod peers;

@@ -231,16 +231,31 @@ fn url_decode(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How an [`ImapPeer`] is set up beyond its defaults (plain text, `LOGIN` with a password).
+#[derive(Default)]
+pub struct ImapSetup {
+    /// Offer STARTTLS with a certificate for 127.0.0.1 from a CA of its own ([`ImapPeer::ca`]).
+    pub tls: bool,
+    /// Take `AUTHENTICATE XOAUTH2`, asking this OAuth2 introspection URL about each token.
+    pub oauth2_introspection: Option<String>,
+    /// Announce these capabilities instead of Dovecot's own.
+    pub capabilities: Option<&'static str>,
+}
+
 /// A real IMAP server: Dovecot from Debian's packages, started in a folder of its own with
 /// one user (`parley` / `secret`) whose mail is a maildir.
 pub struct ImapPeer {
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     child: Child,
 }
 
 impl ImapPeer {
     pub async fn start() -> Self {
+        Self::start_with(ImapSetup::default()).await
+    }
+
+    pub async fn start_with(setup: ImapSetup) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -265,12 +280,56 @@ impl ImapPeer {
             ),
         )
         .unwrap();
+        let mut extra = String::new();
+        if setup.tls {
+            let ca_key = rcgen::KeyPair::generate().unwrap();
+            let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+            ])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+            std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+            std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
+            std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+            extra += &format!(
+                "ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n",
+                d = d.display()
+            );
+        } else {
+            extra += "ssl = no\n";
+        }
+        let mut mechanisms = "plain login".to_string();
+        let mut passdbs = String::new();
+        if let Some(url) = &setup.oauth2_introspection {
+            mechanisms += " xoauth2 oauthbearer";
+            std::fs::write(
+                d.join("oauth2.conf"),
+                format!(
+                    "introspection_mode = post\nintrospection_url = {url}\n\
+                     username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+                ),
+            )
+            .unwrap();
+            passdbs += &format!(
+                "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}/oauth2.conf\n}}\n",
+                d.display()
+            );
+        }
+        if let Some(capabilities) = setup.capabilities {
+            extra += &format!("protocol imap {{\n  imap_capability = {capabilities}\n}}\n");
+        }
         let conf = format!(
             "protocols = imap\nlisten = 127.0.0.1\nbase_dir = {d}/run\nstate_dir = {d}/run\nlog_path = {d}/dovecot.log\n\
-             ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+             {extra}disable_plaintext_auth = no\nauth_mechanisms = {mechanisms}\n\
              default_internal_user = {internal}\ndefault_login_user = {login}\nfirst_valid_uid = 1\n\
              mail_location = maildir:~/Maildir\n\
-             passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\nuserdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+             {passdbs}passdb {{\n  driver = passwd-file\n  mechanisms = plain login\n  args = {d}/passwd\n}}\nuserdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
              service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
              service anvil {{\n  chroot =\n}}\n",
             d = d.display(),
@@ -307,18 +366,29 @@ impl ImapPeer {
                 .map(|_| ())
         })
         .await;
-        Self {
-            port,
-            _dir: dir,
-            child,
-        }
+        Self { port, dir, child }
+    }
+
+    /// The certificate of the CA that signed the server's (with [`ImapSetup::tls`]).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Dovecot's log, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// The URL parley polls in plain text (`?tls=none`).
+    pub fn plain_url(&self) -> String {
+        format!("{}?tls=none", self.url())
     }
 
     pub fn url(&self) -> String {
         format!("imap://parley:secret@127.0.0.1:{}/INBOX", self.port)
     }
 
-    async fn python(&self, script: &str, input: &[u8]) -> String {
+    pub async fn python(&self, script: &str, input: &[u8]) -> String {
         use tokio::io::AsyncWriteExt;
         let mut child = Command::new("python3")
             .arg("-c")

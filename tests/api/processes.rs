@@ -291,7 +291,7 @@ async fn three_processes_share_the_work_and_one_takes_over_the_mailbox() {
     let smtp = SmtpPeer::start().await;
     let s = setup().await;
     let client = reqwest::Client::new();
-    let url = imap.url();
+    let url = imap.plain_url();
     let env = [
         ("PARLEY_IMAP_URL", url.as_str()),
         ("PARLEY_IMAP_POLL_INTERVAL", "1s"),

@@ -1,0 +1,544 @@
+//! IMAP polling (`PARLEY_IMAP_URL`) on async-imap. One connection stays open: the mailbox is
+//! selected, every message with a UID above the progress kept in the database is fetched
+//! (seen or not), stored with `app::inbound::Inbound::receive_email`, and only then flagged
+//! `\Seen \Deleted`; those UIDs, and no others, are removed with `UID EXPUNGE`, and then the
+//! progress moves on. A crash in between fetches the mail again; its Message-ID makes the
+//! second copy a duplicate, not a second message. Between rounds the connection waits in
+//! `IDLE` where the server offers it, so new mail is taken at once; otherwise it sleeps the
+//! poll interval. Bytes from the server are bounded by [`guard`], each step by a timeout.
+
+mod connect;
+mod guard;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use sha2::Digest;
+use tokio::sync::watch;
+
+pub use connect::TokenSource;
+use connect::{ImapSession, within};
+
+use crate::app::AppError;
+use crate::app::inbound::Inbound;
+use crate::store::{Ingested, MailboxProgress};
+
+/// How long a fetch of one mail may take in all.
+const FETCH_LIMIT: Duration = Duration::from_secs(600);
+/// The longest wait in `IDLE` before the connection checks in (RFC 9051 asks for < 30 min).
+const IDLE_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// `imaps://`: TLS from the first byte.
+    Tls,
+    /// `imap://`: `STARTTLS` before anything else; a server without it is refused.
+    StartTls,
+    /// `imap://…?tls=none`: plain text, for a server on a network you trust.
+    None,
+}
+
+/// How parley logs in.
+#[derive(Clone)]
+pub enum Auth {
+    Password(String),
+    OAuth2(TokenSource),
+}
+
+/// Where to poll, from `imap[s]://user:pass@host:port/MAILBOX[?tls=none][&ca=/path.pem]`.
+#[derive(Clone)]
+pub struct ImapTarget {
+    pub security: Security,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: Auth,
+    pub mailbox: String,
+    /// Certificates trusted besides the public roots (a private CA).
+    pub ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ImapTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}://{}:{}/{}",
+            if self.security == Security::Tls {
+                "imaps"
+            } else {
+                "imap"
+            },
+            self.host,
+            self.port,
+            self.mailbox
+        )?;
+        if self.security == Security::None {
+            write!(f, "?tls=none")?;
+        }
+        Ok(())
+    }
+}
+
+impl ImapTarget {
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let url = url::Url::parse(raw).context("PARLEY_IMAP_URL is not a URL")?;
+        let mut security = match url.scheme() {
+            "imap" => Security::StartTls,
+            "imaps" => Security::Tls,
+            other => bail!("PARLEY_IMAP_URL: unsupported scheme {other:?}"),
+        };
+        let mut ca = None;
+        for (key, value) in url.query_pairs() {
+            match (key.as_ref(), value.as_ref()) {
+                ("tls", "none") if security == Security::StartTls => security = Security::None,
+                ("tls", "starttls") if security == Security::StartTls => {}
+                ("tls", other) => bail!(
+                    "PARLEY_IMAP_URL: tls={other:?} (imap:// takes tls=starttls, the default, or tls=none)"
+                ),
+                ("ca", path) if !path.is_empty() => ca = Some(PathBuf::from(path)),
+                (other, _) => bail!("PARLEY_IMAP_URL: unknown parameter {other:?}"),
+            }
+        }
+        let mailbox = percent_decode(url.path().trim_start_matches('/'));
+        let tls = security == Security::Tls;
+        Ok(Self {
+            security,
+            host: url
+                .host_str()
+                .context("PARLEY_IMAP_URL names no host")?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: url.port().unwrap_or(if tls { 993 } else { 143 }),
+            user: percent_decode(url.username()),
+            auth: Auth::Password(percent_decode(url.password().unwrap_or_default())),
+            mailbox: if mailbox.is_empty() {
+                "INBOX".into()
+            } else {
+                mailbox
+            },
+            ca,
+        })
+    }
+
+    /// Logs in with `AUTHENTICATE XOAUTH2` and a token from `source` instead of a password.
+    pub fn with_oauth2(mut self, source: TokenSource) -> Self {
+        self.auth = Auth::OAuth2(source);
+        self
+    }
+
+    /// The name under which this mailbox's progress is kept: a digest of server, user and
+    /// mailbox, so the database names no account.
+    pub fn progress_key(&self) -> String {
+        let digest = sha2::Sha256::digest(
+            format!(
+                "{}\n{}\n{}\n{}",
+                self.host, self.port, self.user, self.mailbox
+            )
+            .as_bytes(),
+        );
+        hex::encode(&digest[..16])
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollReport {
+    /// Mails fetched from the mailbox.
+    pub fetched: usize,
+    /// Of those, new to parley (not duplicates).
+    pub stored: usize,
+}
+
+/// A logged-in session with its mailbox selected.
+struct Mailbox {
+    session: ImapSession,
+    uid_validity: u32,
+    uidplus: bool,
+    idle: bool,
+}
+
+impl Mailbox {
+    async fn open(target: &ImapTarget) -> anyhow::Result<Self> {
+        let mut session = connect::open(target).await?;
+        let capabilities = within(session.capabilities()).await?;
+        let selected = within(session.select(&target.mailbox))
+            .await
+            .context("selecting the mailbox")?;
+        Ok(Self {
+            uid_validity: selected.uid_validity.unwrap_or(0),
+            uidplus: capabilities.has_str("UIDPLUS"),
+            idle: capabilities.has_str("IDLE"),
+            session,
+        })
+    }
+
+    /// Untagged answers nobody asked for wait in a channel of the client: emptied after
+    /// each step, so they never hold memory.
+    fn forget_unsolicited(&mut self) {
+        while self.session.unsolicited_responses.try_recv().is_ok() {}
+    }
+
+    /// Takes every mail above the recorded progress.
+    async fn take_new(&mut self, key: &str, inbound: &Inbound) -> anyhow::Result<PollReport> {
+        let last = match inbound.mailbox_progress(key).await? {
+            Some(p) if p.uid_validity == self.uid_validity => p.last_uid,
+            _ => 0,
+        };
+        // `n:*` always names the highest UID, even one below n.
+        let mut uids: Vec<u32> = within(self.session.uid_search(format!("UID {}:*", last + 1)))
+            .await?
+            .into_iter()
+            .filter(|uid| *uid > last)
+            .collect();
+        uids.sort_unstable();
+        self.forget_unsolicited();
+        let mut report = PollReport::default();
+        let mut taken = Vec::new();
+        let mut failure = None;
+        for uid in uids {
+            match self.take_one(uid, inbound).await {
+                Ok(stored) => {
+                    report.fetched += 1;
+                    report.stored += usize::from(stored);
+                    taken.push(uid);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            self.forget_unsolicited();
+        }
+        if let Some(&highest) = taken.last() {
+            if self.uidplus {
+                let set = taken
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let expunged = within(self.session.uid_expunge(&set)).await?;
+                within(expunged.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) }))
+                    .await?;
+            }
+            inbound
+                .record_mailbox_progress(
+                    key,
+                    MailboxProgress {
+                        uid_validity: self.uid_validity,
+                        last_uid: highest,
+                    },
+                )
+                .await?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Fetches, stores and flags one mail; whether it was new.
+    async fn take_one(&mut self, uid: u32, inbound: &Inbound) -> anyhow::Result<bool> {
+        let raw = tokio::time::timeout(FETCH_LIMIT, async {
+            let mut fetches =
+                within(self.session.uid_fetch(uid.to_string(), "BODY.PEEK[]")).await?;
+            let mut raw = None;
+            while let Some(fetch) = fetches.next().await {
+                let fetch = fetch.map_err(|e| anyhow::anyhow!(connect::describe(&e)))?;
+                if fetch.uid == Some(uid) {
+                    raw = fetch.body().map(<[u8]>::to_vec);
+                }
+            }
+            anyhow::Ok(raw)
+        })
+        .await
+        .context("fetching one mail took longer than 10 minutes")??;
+        let stored = match raw {
+            Some(raw) => match inbound.receive_email("imap", &raw, &[]).await {
+                Ok(Ingested::Duplicate { .. }) => false,
+                Ok(_) => true,
+                // Not mail at all: nothing to keep, and leaving it would fetch it forever.
+                Err(AppError::Refused { .. }) => false,
+                Err(e) => return Err(e.into()),
+            },
+            // Gone between the search and the fetch.
+            None => false,
+        };
+        let flags = if self.uidplus {
+            "+FLAGS.SILENT (\\Seen \\Deleted)"
+        } else {
+            // Without UID EXPUNGE, removing it would mean a bare EXPUNGE, which takes
+            // whatever else is flagged deleted in a shared mailbox: it stays, marked read.
+            "+FLAGS.SILENT (\\Seen)"
+        };
+        let flagged = within(self.session.uid_store(uid.to_string(), flags)).await?;
+        within(flagged.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) })).await?;
+        Ok(stored)
+    }
+
+    /// Waits in `IDLE` until the server announces something, `wait` passes, or `stop`;
+    /// `None` when stopped.
+    async fn idle(
+        self,
+        wait: Duration,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Self>> {
+        let Self {
+            session,
+            uid_validity,
+            uidplus,
+            idle,
+        } = self;
+        let mut handle = session.idle();
+        within(handle.init()).await?;
+        let stopped = {
+            let (news, _interrupt) = handle.wait_with_timeout(wait);
+            tokio::select! {
+                woke = tokio::time::timeout(wait + connect::TIMEOUT, news) => {
+                    woke.context("IMAP IDLE overran its wait")?
+                        .map_err(|e| anyhow::anyhow!(connect::describe(&e)))?;
+                    false
+                }
+                _ = stop.changed() => true,
+            }
+        };
+        if stopped {
+            return Ok(None);
+        }
+        let session = within(handle.done()).await?;
+        Ok(Some(Self {
+            session,
+            uid_validity,
+            uidplus,
+            idle,
+        }))
+    }
+}
+
+/// One round on a connection of its own: every mail above the progress is stored and
+/// removed from the mailbox.
+pub async fn poll_once(target: &ImapTarget, inbound: &Inbound) -> anyhow::Result<PollReport> {
+    let mut mailbox = Mailbox::open(target).await?;
+    let report = mailbox.take_new(&target.progress_key(), inbound).await;
+    let _ = within(mailbox.session.logout()).await;
+    report
+}
+
+/// Takes new mail from the mailbox in the one process that holds the polling (`lead`), on
+/// one connection that waits in `IDLE` between rounds (or sleeps `interval` where the server
+/// has no `IDLE`); the other processes ask every 10 s at most, so one of them takes over soon
+/// after the holder dies.
+pub async fn run(
+    target: ImapTarget,
+    interval: Duration,
+    inbound: Inbound,
+    lead: crate::store::singleton::Singleton,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::info!(mailbox = ?target, "IMAP polling started");
+    let key = target.progress_key();
+    let mut open: Option<Mailbox> = None;
+    loop {
+        let holds = lead.held().await;
+        if !crate::telemetry::LEADS.record(lead.work().name(), holds) {
+            open = None;
+            tokio::select! {
+                () = tokio::time::sleep(interval.min(Duration::from_secs(10))) => continue,
+                _ = stop.changed() => break,
+            }
+        }
+        let round = async {
+            let mailbox = match &mut open {
+                Some(m) => m,
+                None => open.insert(Mailbox::open(&target).await?),
+            };
+            mailbox.take_new(&key, &inbound).await
+        }
+        .await;
+        match round {
+            Ok(r) if r.fetched > 0 => {
+                tracing::info!(fetched = r.fetched, stored = r.stored, "IMAP poll")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "IMAP poll failed");
+                open = None;
+            }
+        }
+        match open.take() {
+            Some(mailbox) if mailbox.idle => {
+                match mailbox.idle(interval.min(IDLE_MAX), &mut stop).await {
+                    Ok(Some(mailbox)) => open = Some(mailbox),
+                    Ok(None) => break,
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "IMAP IDLE failed"),
+                }
+            }
+            other => {
+                open = other;
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {},
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+    if let Some(mut mailbox) = open {
+        let _ = tokio::time::timeout(Duration::from_secs(5), mailbox.session.logout()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A hostile IMAP server: sends `greeting`, then answers each command line with `reply`;
+    /// hands back everything it received.
+    async fn hostile(
+        greeting: Vec<u8>,
+        reply: &'static [u8],
+    ) -> (u16, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _ = s.write_all(&greeting).await;
+            let mut received = Vec::new();
+            let mut buf = [0u8; 1024];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buf[..n]);
+                let tag = received
+                    .split(|b| *b == b' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_vec();
+                let _ = s.write_all(&[&tag[..], b" ", reply].concat()).await;
+            }
+            let _ = tx.send(received);
+        });
+        (port, rx)
+    }
+
+    /// A receiving service on a database of its own: never reached, since each of these
+    /// servers fails the session before any mail.
+    async fn inbound() -> (Inbound, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let keys = std::sync::Arc::new(crate::crypto::KeyRing::new(&[7; 32], &[]));
+        let store = crate::store::Store::connect(&url, 2, keys).await.unwrap();
+        (Inbound::new(store, "localhost".to_string()), dir)
+    }
+
+    #[tokio::test]
+    async fn a_huge_literal_is_refused_before_it_is_allocated() {
+        let (port, _) = hostile(b"* OK {99999999999}\r\n".to_vec(), b"OK\r\n").await;
+        let target = ImapTarget::parse(&format!("imap://u:p@127.0.0.1:{port}/?tls=none")).unwrap();
+        let err = poll_once(&target, &inbound().await.0).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("literal over 64 MiB"),
+            "{err:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_refused_at_its_bound() {
+        let (port, _) = hostile(vec![b'x'; guard::MAX_LINE + 10], b"OK\r\n").await;
+        let target = ImapTarget::parse(&format!("imap://u:p@127.0.0.1:{port}/?tls=none")).unwrap();
+        let err = poll_once(&target, &inbound().await.0).await.unwrap_err();
+        assert!(format!("{err:#}").contains("longer than 1 MiB"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn no_password_goes_to_a_server_that_refuses_starttls() {
+        let (port, received) = hostile(b"* OK ready\r\n".to_vec(), b"BAD unknown\r\n").await;
+        let target =
+            ImapTarget::parse(&format!("imap://u:hunter2@127.0.0.1:{port}/INBOX")).unwrap();
+        let err = poll_once(&target, &inbound().await.0).await.unwrap_err();
+        assert!(format!("{err:#}").contains("STARTTLS"), "{err:#}");
+        let received = String::from_utf8(received.await.unwrap()).unwrap();
+        assert!(received.contains("STARTTLS"), "{received}");
+        assert!(
+            !received.contains("hunter2") && !received.contains("LOGIN"),
+            "{received}"
+        );
+    }
+
+    #[test]
+    fn urls_name_every_part() {
+        let t =
+            ImapTarget::parse("imap://parley%40example.com:p%3Ass@127.0.0.1:1143/Support%20Mail")
+                .unwrap();
+        let Auth::Password(password) = &t.auth else {
+            panic!("a password")
+        };
+        assert_eq!(
+            (
+                t.user.as_str(),
+                password.as_str(),
+                t.port,
+                t.mailbox.as_str(),
+                t.security
+            ),
+            (
+                "parley@example.com",
+                "p:ss",
+                1143,
+                "Support Mail",
+                Security::StartTls
+            )
+        );
+        let t = ImapTarget::parse("imaps://u:p@mail.example.com").unwrap();
+        assert_eq!(
+            (t.port, t.mailbox.as_str(), t.security),
+            (993, "INBOX", Security::Tls)
+        );
+        assert_eq!(
+            format!("{t:?}"),
+            "imaps://mail.example.com:993/INBOX",
+            "no credentials in debug output"
+        );
+        let t =
+            ImapTarget::parse("imap://u:p@127.0.0.1:143/INBOX?tls=none&ca=/etc/ca.pem").unwrap();
+        assert_eq!(t.security, Security::None);
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(format!("{t:?}"), "imap://127.0.0.1:143/INBOX?tls=none");
+        for bad in [
+            "imaps://u:p@h/INBOX?tls=none",
+            "imap://u:p@h/INBOX?tls=maybe",
+            "imap://u:p@h/INBOX?tsl=none",
+            "pop3://u:p@h/",
+        ] {
+            assert!(ImapTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn progress_keys_differ_by_mailbox_and_name_no_account() {
+        let a = ImapTarget::parse("imap://parley:x@h/INBOX").unwrap();
+        let b = ImapTarget::parse("imap://parley:y@h/Archive").unwrap();
+        let c = ImapTarget::parse("imap://parley:z@h/INBOX?tls=none").unwrap();
+        assert_ne!(a.progress_key(), b.progress_key());
+        assert_eq!(
+            a.progress_key(),
+            c.progress_key(),
+            "the password is not part of it"
+        );
+        assert!(!a.progress_key().contains("parley"));
+    }
+}
