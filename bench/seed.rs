@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
                     segments: None,
                     run_at: now,
                     scheduled_for: None,
+                    trace_parent: None,
                 };
                 store.queue_message(&actors[*owner].1, new, None, now).await
             }

@@ -65,6 +65,7 @@ const KEYS: &[&str] = &[
     "deadline_warning",
     "log_format",
     "log_level",
+    "otlp_endpoint",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +325,9 @@ pub struct WebhookConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// Where spans go by OTLP/HTTP (`PARLEY_OTLP_ENDPOINT`, e.g. `http://collector:4318`);
+    /// none: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Where a raw value came from, so an error can name it the way the operator wrote it.
@@ -682,6 +686,9 @@ impl Config {
                 .map_err(|e| e.to_string())
         })?
         .unwrap_or_else(|| "info".into());
+        let otlp_endpoint = opt(raw, "otlp_endpoint", |v| {
+            parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
+        })?;
 
         Ok(Self {
             http: HttpConfig {
@@ -744,6 +751,7 @@ impl Config {
             log: LogConfig {
                 format: log_format,
                 level: log_level,
+                otlp_endpoint,
             },
         })
     }

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    parley::telemetry::init(&config);
+    let _telemetry = parley::telemetry::init(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -107,7 +107,15 @@ impl<J: Job> Worker<J> {
 
     /// One attempt, with its lease renewed until the handler is done.
     async fn attempt(&self, claim: Claim) {
-        let span = tracing::info_span!("attempt", queue = J::NAME, item = %claim.id, attempt = claim.attempts);
+        let span = tracing::info_span!(
+            "attempt",
+            queue = J::NAME,
+            item = %claim.id,
+            attempt = claim.attempts,
+            otel.name = %format!("{} {}", J::NAME, claim.kind),
+            otel.kind = "consumer",
+        );
+        crate::telemetry::continue_trace(&span, claim.trace_parent.as_deref());
         self.attempt_in_span(claim).instrument(span).await;
     }
 

@@ -352,6 +352,7 @@ impl Messaging {
             segments: segment_count,
             run_at: scheduled_for.unwrap_or(now),
             scheduled_for,
+            trace_parent: crate::telemetry::current_traceparent(),
         })
     }
 }

@@ -147,6 +147,8 @@ impl Messaging {
             in_reply_to: None,
             run_at: scheduled_for.unwrap_or(now),
             scheduled_for,
+            // The system job's attempt: the event's delivery continues its trace.
+            trace_parent: crate::telemetry::current_traceparent(),
             id,
         };
         match self.store.queue_message(&system, new, None, now).await? {

@@ -155,11 +155,29 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    // Named and described for OpenTelemetry as its HTTP conventions ask; a client's
+    // `traceparent` makes the request part of the client's trace.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(
+        &span,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     let mut response = next.run(req).instrument(span.clone()).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
     span.in_scope(|| tracing::info!(status, latency_ms = seconds * 1000.0, "handled"));
     state.metrics.record(&method, &route, status, seconds);
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -57,6 +57,8 @@ pub struct NewMessage {
     /// When delivery may start: now, or the requested `scheduledAt`.
     pub run_at: Micros,
     pub scheduled_for: Option<Micros>,
+    /// The trace context of the request that queues it (see `telemetry`), kept with its job.
+    pub trace_parent: Option<String>,
 }
 
 /// A document attached to a message.
@@ -1095,7 +1097,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
             .collect();
 
         let sql = format!(
-            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) VALUES {}",
+            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at, trace_parent) VALUES {}",
             rows_sql(
                 queued.len(),
                 &[
@@ -1107,7 +1109,8 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                     "",
                     "0",
                     "",
-                    "="
+                    "=",
+                    ""
                 ]
             )
         );
@@ -1118,7 +1121,8 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 .bind(item.new.id.as_str())
                 .bind(item.new.priority.rank())
                 .bind(item.new.run_at)
-                .bind(item.now);
+                .bind(item.now)
+                .bind(item.new.trace_parent.as_deref());
         }
         if !queued.is_empty() {
             q.execute(&mut *conn).await?;

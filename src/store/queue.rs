@@ -31,6 +31,9 @@ pub struct QueueTable {
     pub subject: &'static str,
     /// The SQL naming what kind of work an item is, returned with each claim.
     pub kind: &'static str,
+    /// The SQL of the trace context an item continues (see `telemetry`), returned with each
+    /// claim.
+    pub trace: &'static str,
     /// Extra assignments on every change (`updated_at`), with `$now` for the time.
     pub touch: &'static str,
     /// Assignments when an item ends (the due time no longer means anything).
@@ -46,6 +49,7 @@ pub const DELIVERY_JOBS: QueueTable = QueueTable {
     order_index: "jobs_ready",
     subject: "ref_id",
     kind: "kind",
+    trace: "trace_parent",
     touch: ", updated_at = $now",
     on_end: "",
 };
@@ -59,6 +63,7 @@ pub const WEBHOOK_DELIVERIES: QueueTable = QueueTable {
     order_index: "webhook_deliveries_due",
     subject: "id",
     kind: "'webhook'",
+    trace: "CAST(NULL AS TEXT)",
     touch: "",
     on_end: ", next_attempt_at = NULL",
 };
@@ -72,6 +77,8 @@ pub struct Claim {
     /// What kind of work it is: `deliver_message` or `system_message` in the jobs table.
     pub kind: String,
     pub attempts: i32,
+    /// The trace context of the request that queued it, if traces are exported.
+    pub trace_parent: Option<String>,
 }
 
 /// Where an attempt leaves an item.
@@ -120,6 +127,7 @@ impl Store {
             order,
             subject,
             kind,
+            trace,
             ..
         } = q;
         let touch = q.touch.replace("$now", "$3");
@@ -129,7 +137,7 @@ impl Store {
         let claim = |candidates: String| {
             format!(
                 "UPDATE {table} SET status = '{claimed}', lease_owner = $1, lease_until = $2, attempts = attempts + 1{touch} \
-                 WHERE id IN ({candidates}) RETURNING id, {subject} AS subject, {kind} AS kind, attempts"
+                 WHERE id IN ({candidates}) RETURNING id, {subject} AS subject, {kind} AS kind, attempts, {trace} AS trace_parent"
             )
         };
         let expired = claim(format!(

@@ -388,3 +388,88 @@ async fn three_processes_share_the_work_and_one_takes_over_the_mailbox() {
         p.kill_9().await;
     }
 }
+
+/// An OpenTelemetry collector's OTLP/HTTP endpoint: keeps every span it receives (JSON).
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    let router = axum::Router::new().route(
+        "/v1/traces",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let kept = kept.clone();
+            async move {
+                for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+                    for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                        for span in scope["spans"].as_array().into_iter().flatten() {
+                            let mut span = span.clone();
+                            span["service"] = resource["resource"]["attributes"].clone();
+                            kept.lock().unwrap().push(span);
+                        }
+                    }
+                }
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, spans)
+}
+
+#[tokio::test]
+async fn a_request_s_trace_continues_into_the_delivery_of_its_message() {
+    let smtp = SmtpPeer::start().await;
+    let s = setup().await;
+    let (endpoint, spans) = collector().await;
+    let p = start_with(
+        &s,
+        &smtp,
+        &[
+            ("PARLEY_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    // The client's own trace: the request joins it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let sent: Value = reqwest::Client::new()
+        .post(format!("{}/api/cases/{}/messages", p.base, s.case_id))
+        .bearer_auth(&s.token)
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .json(&json!({"messageType": "email", "to": "debtor@example.com", "subject": "Traced", "body": "Text"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["status"], "queued", "{sent}");
+
+    let (request, delivery) = eventually(30, "the request's and the delivery's spans", || {
+        let spans = spans.lock().unwrap().clone();
+        async move {
+            let in_trace: Vec<&Value> = spans.iter().filter(|s| s["traceId"] == trace_id).collect();
+            let request = in_trace
+                .iter()
+                .find(|s| s["name"] == "POST /api/cases/{caseId}/messages")?;
+            let delivery = in_trace
+                .iter()
+                .find(|s| s["name"] == "delivery deliver_message")?;
+            Some(((*request).clone(), (*delivery).clone()))
+        }
+    })
+    .await;
+    assert_eq!(request["parentSpanId"], client_span, "{request}");
+    assert_eq!(delivery["parentSpanId"], request["spanId"], "{delivery}");
+    assert!(
+        request["service"].to_string().contains("parley"),
+        "{request}"
+    );
+    // Spans carry ids and routes, never the message or its recipient.
+    let all = serde_json::to_string(&*spans.lock().unwrap()).unwrap();
+    assert!(!all.contains("debtor@example.com") && !all.contains("Traced"));
+    drop(p);
+}
