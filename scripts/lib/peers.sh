@@ -22,6 +22,13 @@ install_test_peers() {
         PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
     fi
 
+    # The console's browser tests run Debian's Chromium.
+    if ! command -v chromium >/dev/null; then
+        echo "installing Chromium from Debian's packages" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+
     # The S3 peer of the document-store tests is moto's server.
     if ! command -v moto_server >/dev/null; then
         echo "installing moto (S3 server) from PyPI" >&2

@@ -217,6 +217,9 @@ pub struct CaseList {
 pub struct CaseListQuery {
     #[param(schema_with = super::openapi::case_status)]
     pub status: Option<String>,
+    /// The start of a case number, or a debtor's whole email address or phone number.
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+    pub q: Option<String>,
     /// Page size, 50 when absent.
     #[param(schema_with = super::openapi::limit_200)]
     pub limit: Option<i64>,
@@ -330,6 +333,21 @@ pub async fn list_cases(
             &actor,
             ListCases {
                 status,
+                search: q
+                    .q
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        if s.chars().count() > 200 || has_control_chars(&s) {
+                            Err(ApiError::bad_request(
+                                Code::InvalidQuery,
+                                "q is at most 200 printable characters",
+                            ))
+                        } else {
+                            Ok(s)
+                        }
+                    })
+                    .transpose()?,
                 cursor: page_cursor(q.cursor)?,
                 limit: page_limit(q.limit)?,
             },

@@ -391,6 +391,71 @@ pub async fn send_message(
     Ok(r)
 }
 
+/// What a send would queue, rendered by the server; nothing is stored or sent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePreview {
+    /// `email` or `sms`
+    pub message_type: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// SMS segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<i64>,
+    /// When it would go out, if not now (contact hours, closed days, `scheduledAt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+    /// Documents it would carry.
+    pub attachments: Vec<String>,
+    /// The send policy's decision, as the send would record it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyEvidence>,
+}
+
+#[utoipa::path(post, path = "/api/cases/{caseId}/messages/preview", tag = "messages", params(("caseId" = uuid::Uuid, Path)),
+    request_body = SendMessageRequest,
+    responses((status = 200, body = MessagePreview), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody, description = "the refusals of a send")),
+    security(("bearer" = [])))]
+pub async fn preview_message(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(raw): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<axum::Json<MessagePreview>> {
+    let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
+    let req: SendMessageRequest = serde_json::from_value(body)
+        .map_err(|e| ApiError::unprocessable(Code::InvalidBody, e.to_string()))?;
+    let command = req.command()?;
+    let new = state.messaging.preview(&actor, &case, command).await?;
+    Ok(axum::Json(MessagePreview {
+        message_type: new.channel.map_or("system", |c| c.as_str()).to_string(),
+        to: new.envelope.to,
+        cc: new.envelope.cc,
+        subject: new.subject,
+        body: new.body,
+        html_body: new.html,
+        template_id: new.template_id,
+        language: new.language,
+        segments: new.segments,
+        scheduled_for: new.scheduled_for.map(rfc3339),
+        attachments: new.attachments.into_iter().map(|a| a.document_id).collect(),
+        policy: new.evidence.map(|e| PolicyEvidence {
+            decision: e.decision,
+            rule: e.rule,
+            checked_at: rfc3339(to_micros(e.checked_at)),
+        }),
+    }))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageList {

@@ -1,6 +1,7 @@
 //! The HTTP API: router, extractors, problem responses, one module per resource.
 
 mod cases;
+mod console;
 mod documents;
 mod extract;
 mod inbound;
@@ -86,6 +87,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(notes::create_note, notes::list_notes))
         .routes(routes!(notes::audit_log))
         .routes(routes!(messages::send_message, messages::list_messages))
+        .routes(routes!(messages::preview_message))
         .routes(routes!(messages::get_message))
         .routes(routes!(messages::delivery_report))
         .routes(routes!(
@@ -165,6 +167,9 @@ pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services)
         .route("/docs", get(ops::docs))
         .route("/docs/swagger-ui-bundle.js", get(ops::docs_js))
         .route("/docs/swagger-ui.css", get(ops::docs_css))
+        .route("/console", get(console::page))
+        .route("/console/", get(console::page))
+        .route("/console/{name}", get(console::asset))
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

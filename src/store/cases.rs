@@ -53,6 +53,9 @@ pub struct CasePatch {
 
 pub struct ListCases {
     pub status: Option<CaseStatus>,
+    /// A search: the start of a case number, or a debtor's whole email address or phone
+    /// number (found through the blind indexes).
+    pub search: Option<String>,
     pub cursor: Option<String>,
     pub limit: i64,
 }
@@ -104,6 +107,21 @@ pub(crate) fn list_cases_sql(actor: &Actor) -> String {
         "{CASE_SELECT} WHERE {} AND ($2 IS NULL OR c.status = $2) AND ($3 IS NULL OR c.id < $3) \
          ORDER BY c.id DESC LIMIT $4",
         visible_to(actor)
+    )
+}
+
+/// The cases `actor` sees whose number starts with `$2`, or whose debtor's email or phone
+/// index is `$3` or `$4`, with the list's status filter and cursor.
+fn search_cases_sql(actor: &Actor, select: &str, page: bool) -> String {
+    format!(
+        "{select} WHERE {} AND (LOWER(c.case_number) LIKE $2 ESCAPE '\\' \
+         OR c.debtor_email_index = $3 OR c.debtor_phone_index = $4) AND ($5 IS NULL OR c.status = $5){}",
+        visible_to(actor),
+        if page {
+            " AND ($6 IS NULL OR c.id < $6) ORDER BY c.id DESC LIMIT $7"
+        } else {
+            ""
+        }
     )
 }
 
@@ -298,6 +316,46 @@ impl Store {
     ) -> StoreResult<(Page<CaseView>, i64)> {
         let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let status = q.status.map(CaseStatus::as_str);
+        if let Some(search) = q.search.as_deref() {
+            let pattern = format!(
+                "{}%",
+                search
+                    .to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            let email = self.keys.blind_index("email", &search.to_lowercase());
+            let phone = self.keys.blind_index("phone", search);
+            let rows = sqlx::query_as::<_, CaseRow>(&search_cases_sql(actor, CASE_SELECT, true))
+                .bind(actor.party_id.as_str())
+                .bind(&pattern)
+                .bind(&email)
+                .bind(&phone)
+                .bind(status)
+                .bind(cursor.as_deref())
+                .bind(q.limit + 1)
+                .fetch_all(&self.pool)
+                .await?;
+            let total: i64 = sqlx::query_scalar(&search_cases_sql(
+                actor,
+                "SELECT COUNT(*) FROM cases c",
+                false,
+            ))
+            .bind(actor.party_id.as_str())
+            .bind(&pattern)
+            .bind(&email)
+            .bind(&phone)
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await?;
+            let mut items = rows
+                .into_iter()
+                .map(|r| self.case_from_row(r))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let next_cursor = page_cursor(&mut items, q.limit, |c| &c.id);
+            return Ok((Page { items, next_cursor }, total));
+        }
         let rows = sqlx::query_as::<_, CaseRow>(&list_cases_sql(actor))
             .bind(actor.party_id.as_str())
             .bind(status)

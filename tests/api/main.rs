@@ -15,6 +15,7 @@ mod auth;
 mod cases;
 mod cli;
 mod clients;
+mod console;
 mod dkim;
 mod documents;
 mod errors;

@@ -1,0 +1,793 @@
+// The parley console: one page, routed by the location's hash, speaking only the public API.
+// Everything shown is built with DOM nodes and text, never parsed as HTML.
+
+import { session, get, post, put, patch, del, request, query, download, Problem } from './api.js';
+import { t, lang, setLang, when } from './i18n.js';
+
+const main = document.getElementById('main');
+const top = document.getElementById('top');
+const announcer = document.getElementById('status');
+let stopPolling = () => {};
+
+// ---- small DOM helpers ----------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'value') el.value = v;
+    else if (k === 'checked') el.checked = !!v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+let ids = 0;
+const uid = (p) => `${p}-${++ids}`;
+
+function announce(text) {
+  announcer.textContent = '';
+  setTimeout(() => { announcer.textContent = text; }, 50);
+}
+
+/// A labelled control with a place for its error; `name` is the API's name of the field.
+function field(label, control, { help, name } = {}) {
+  control.id ||= uid('f');
+  const error = h('p', { class: 'error', id: `${control.id}-error`, hidden: true });
+  const described = [error.id];
+  let helpEl = null;
+  if (help) {
+    helpEl = h('p', { class: 'help', id: `${control.id}-help` }, help);
+    described.push(helpEl.id);
+  }
+  control.setAttribute('aria-describedby', described.join(' '));
+  return h('div', { class: 'field', 'data-field': name || control.name || '' },
+    h('label', { for: control.id }, label), control, helpEl, error);
+}
+
+/// A group of controls (radios, checkboxes) under a legend, with a place for its error.
+function group(legend, controls, { name } = {}) {
+  const error = h('p', { class: 'error', hidden: true, id: uid('g-error') });
+  return h('fieldset', { class: 'field', 'data-field': name || '', 'aria-describedby': error.id },
+    h('legend', {}, legend), controls, error);
+}
+
+function clearErrors(form) {
+  for (const e of form.querySelectorAll('.error')) { e.hidden = true; e.textContent = ''; }
+  for (const c of form.querySelectorAll('[aria-invalid]')) c.removeAttribute('aria-invalid');
+}
+
+/// Shows a refusal beside the field it concerns (by `fieldFor`, else by the field the detail
+/// names), or beside the form's buttons.
+function showProblem(form, err, fieldFor = () => null) {
+  clearErrors(form);
+  const detail = err instanceof Problem ? err.detail : String(err.message || err);
+  let name = err instanceof Problem ? fieldFor(err.code, detail) : null;
+  if (!name) {
+    for (const f of form.querySelectorAll('[data-field]')) {
+      const n = f.dataset.field;
+      if (n && new RegExp(`\\b${n}\\b`).test(detail)) { name = n; break; }
+    }
+  }
+  const target = (name && form.querySelector(`[data-field="${name}"]`)) || form.querySelector('.form-error');
+  const slot = target.classList.contains('form-error') ? target : target.querySelector(':scope > .error');
+  slot.textContent = detail;
+  slot.hidden = false;
+  const control = target.querySelector('input, select, textarea');
+  if (control && !target.classList.contains('form-error')) {
+    control.setAttribute('aria-invalid', 'true');
+    control.focus();
+  }
+  announce(detail);
+}
+
+function formError() {
+  return h('p', { class: 'error form-error', role: 'alert', hidden: true });
+}
+
+function button(text, onclick, attrs = {}) {
+  return h('button', { type: 'button', onclick, ...attrs }, text);
+}
+
+function table(headers, rows) {
+  if (!rows.length) return h('p', { class: 'empty' }, t('noItems'));
+  return h('div', { class: 'table-wrap' },
+    h('table', {},
+      h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows)));
+}
+
+function badge(text, kind) {
+  return h('span', { class: `badge ${kind || ''}` }, text);
+}
+
+function statusBadge(status) {
+  return badge(status, `status-${status}`);
+}
+
+function money(m) {
+  return m ? `${m.value} ${m.currency}` : '';
+}
+
+function page(title, ...content) {
+  document.title = `${title} · parley`;
+  main.replaceChildren(h('h1', {}, title), ...content);
+}
+
+async function guarded(form, work, fieldFor) {
+  clearErrors(form);
+  const buttons = form.querySelectorAll('button');
+  buttons.forEach((b) => { b.disabled = true; });
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof Problem && err.status === 401) return signOut();
+    showProblem(form, err, fieldFor);
+    return undefined;
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+// ---- frame and routing ----------------------------------------------------------------------
+
+function renderTop() {
+  document.getElementById('skip').textContent = t('skip');
+  const here = location.hash.split('/')[1] || 'cases';
+  const link = (name, label) => h('a', { href: `#/${name}`, 'aria-current': here === name ? 'page' : null }, label);
+  const links = session.token ? [
+    link('cases', t('cases')),
+    session.admin && link('unmatched', t('unmatched')),
+    session.admin && link('deliveries', t('deliveries')),
+    link('webhooks', t('webhooks')),
+    session.admin && link('suppressions', t('suppressions')),
+  ] : [];
+  top.replaceChildren(
+    h('div', { class: 'bar' },
+      h('a', { class: 'brand', href: '#/cases' }, 'parley'),
+      h('nav', { 'aria-label': t('cases') }, links),
+      h('div', { class: 'tools' },
+        button(t('switchLanguage'), async () => {
+          setLang(lang() === 'da' ? 'en' : 'da');
+          await route();
+          document.getElementById('language')?.focus();
+        },
+          { lang: lang() === 'da' ? 'en' : 'da', id: 'language' }),
+        session.token && button(t('signOut'), signOut, { id: 'sign-out' }))));
+}
+
+function signOut() {
+  session.clear();
+  location.hash = '#/';
+  route();
+}
+
+const routes = [
+  [/^#\/cases\/([0-9a-f-]{36})$/, (m) => casePage(m[1])],
+  [/^#\/cases$/, () => casesPage()],
+  [/^#\/unmatched$/, () => unmatchedPage()],
+  [/^#\/deliveries(?:\/(\w+))?$/, (m) => deliveriesPage(m[1] || 'failed')],
+  [/^#\/webhooks(?:\/(wh_\w+))?$/, (m) => webhooksPage(m[1])],
+  [/^#\/suppressions$/, () => suppressionsPage()],
+];
+
+async function route() {
+  stopPolling();
+  stopPolling = () => {};
+  document.documentElement.lang = lang();
+  renderTop();
+  if (!session.token) return signInPage();
+  const hash = location.hash || '#/cases';
+  for (const [re, view] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      try {
+        await view(m);
+      } catch (err) {
+        if (err instanceof Problem && err.status === 401) return signOut();
+        page(t('notFound'), h('p', { class: 'error' }, err.detail || String(err)));
+      }
+      return;
+    }
+  }
+  location.hash = '#/cases';
+}
+
+window.addEventListener('hashchange', () => { route().then(() => main.focus()); });
+
+// ---- sign-in --------------------------------------------------------------------------------
+
+function signInPage() {
+  const input = h('input', { type: 'password', name: 'token', autocomplete: 'off', required: true });
+  const form = h('form', { class: 'card narrow' },
+    field(t('token'), input, { help: t('tokenHelp'), name: 'token' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('signIn'))));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    session.token = input.value.trim();
+    await guarded(form, async () => {
+      try {
+        await get('/api/cases?limit=1');
+      } catch (err) {
+        session.clear();
+        // Refused here: shown beside the token, not a reason to sign out.
+        throw new Problem(400, { ...(err.body || {}), code: 'token', detail: err.detail || String(err) });
+      }
+      try {
+        await get('/api/jobs?state=failed&limit=1');
+        session.admin = true;
+      } catch {
+        session.admin = false;
+      }
+      location.hash = '#/cases';
+      await route();
+    }, (code) => (code === 'token' || code === 'unauthorized' ? 'token' : null));
+  });
+  page(t('signIn'), form);
+  input.focus();
+}
+
+// ---- cases ----------------------------------------------------------------------------------
+
+const STATUSES = ['open', 'payment_plan', 'disputed', 'paid', 'closed'];
+
+async function casesPage() {
+  const search = h('input', { type: 'search', name: 'q', value: sessionStorage.getItem('parley.q') || '' });
+  const status = h('select', { name: 'status' },
+    h('option', { value: '' }, t('any')),
+    STATUSES.map((s) => h('option', { value: s }, t(`status.${s}`))));
+  status.value = sessionStorage.getItem('parley.status') || '';
+  const results = h('div', { 'aria-live': 'polite' });
+  const form = h('form', { class: 'filters', role: 'search' },
+    field(t('search'), search, { help: t('searchHelp'), name: 'q' }),
+    field(t('status'), status, { name: 'status' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('search'))));
+  const load = async (cursor) => {
+    sessionStorage.setItem('parley.q', search.value);
+    sessionStorage.setItem('parley.status', status.value);
+    const list = await get(`/api/cases${query({ q: search.value.trim(), status: status.value, limit: 50, cursor })}`);
+    const rows = list.cases.map((c) => h('tr', {},
+      h('td', {}, h('a', { href: `#/cases/${c.caseId}` }, c.caseNumber)),
+      h('td', {}, c.debtor.name),
+      h('td', {}, t(`status.${c.status}`)),
+      h('td', { class: 'num' }, money(c.amountOutstanding))));
+    if (!cursor) results.replaceChildren();
+    results.querySelector('.more')?.remove();
+    const existing = results.querySelector('tbody');
+    if (existing) existing.append(...rows);
+    else results.append(list.cases.length
+      ? table([t('caseNumber'), t('debtor'), t('status'), t('outstanding')], rows)
+      : h('p', { class: 'empty' }, t('noneFound')));
+    if (list.nextCursor) results.append(button(t('more'), () => load(list.nextCursor), { class: 'more' }));
+  };
+  form.addEventListener('submit', (e) => { e.preventDefault(); guarded(form, () => load()); });
+  page(t('cases'), form, results);
+  await load();
+}
+
+// ---- one case -------------------------------------------------------------------------------
+
+async function casePage(caseId) {
+  const base = `/api/cases/${caseId}`;
+  const state = { caseId, base, selected: null, bodies: {}, open: new Set(), signature: '' };
+  const [kase, templates] = await Promise.all([get(base), get('/api/message-templates')]);
+  state.case = kase;
+  state.templates = templates.templates.filter((x) => !x.templateId.startsWith('system-'));
+
+  const conversation = h('section', { 'aria-labelledby': 'h-conversation', class: 'card wide' });
+  const compose = h('section', { 'aria-labelledby': 'h-compose', class: 'card' });
+  const documents = h('section', { 'aria-labelledby': 'h-documents', class: 'card' });
+  const notes = h('section', { 'aria-labelledby': 'h-notes', class: 'card' });
+  const money_ = h('section', { 'aria-labelledby': 'h-payments', class: 'card' });
+  const prefs = h('section', { 'aria-labelledby': 'h-preferences', class: 'card' });
+  const summary = h('div', { class: 'summary' });
+
+  page(`${kase.caseNumber} · ${kase.debtor.name}`, summary,
+    h('div', { class: 'grid' }, conversation, compose, documents, notes, money_, prefs));
+
+  const refreshCase = async () => {
+    state.case = await get(base);
+    renderSummary(summary, state, refreshCase);
+  };
+  renderSummary(summary, state, refreshCase);
+  await Promise.all([
+    refreshConversation(conversation, state),
+    renderDocuments(documents, state, () => renderCompose(compose, state, conversation)),
+    renderNotes(notes, state),
+    renderMoney(money_, state, refreshCase),
+    renderPreferences(prefs, state),
+  ]);
+  renderCompose(compose, state, conversation);
+
+  // New messages and status changes appear without reloading.
+  const timer = setInterval(async () => {
+    try {
+      const before = state.signature;
+      const inbound = state.messages.filter((m) => m.direction === 'inbound').length;
+      await refreshConversation(conversation, state, true);
+      if (state.signature !== before
+        && state.messages.filter((m) => m.direction === 'inbound').length > inbound) {
+        announce(t('newMail'));
+      }
+    } catch { /* the next round tries again */ }
+  }, 3000);
+  stopPolling = () => clearInterval(timer);
+}
+
+function renderSummary(el, state, refresh) {
+  const c = state.case;
+  const select = h('select', { name: 'status' }, STATUSES.map((s) => h('option', { value: s }, t(`status.${s}`))));
+  select.value = c.status;
+  const form = h('form', { class: 'inline' },
+    field(t('status'), select, { name: 'status' }),
+    formError(),
+    h('button', { type: 'submit' }, t('changeStatus')));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      await patch(state.base, { status: select.value });
+      await refresh();
+      announce(t('saved'));
+    });
+  });
+  el.replaceChildren(
+    h('dl', { class: 'facts' },
+      h('dt', {}, t('debtor')), h('dd', {}, [c.debtor.name, c.debtor.email, c.debtor.phone].filter(Boolean).join(' · ')),
+      h('dt', {}, t('amount')), h('dd', {}, money(c.amount)),
+      h('dt', {}, t('paid')), h('dd', {}, money(c.amountPaid)),
+      h('dt', {}, t('outstanding')), h('dd', {}, money(c.amountOutstanding))),
+    form);
+}
+
+async function refreshConversation(el, state, quiet = false) {
+  const [threads, list] = await Promise.all([
+    get(`${state.base}/threads`),
+    get(`${state.base}/messages?limit=200`),
+  ]);
+  const signature = list.messages.map((m) => `${m.messageId}:${m.status}`).join(',');
+  if (quiet && signature === state.signature) return;
+  state.signature = signature;
+  state.threads = threads.threads.slice().sort((a, b) => (b.lastMessageAt || '').localeCompare(a.lastMessageAt || ''));
+  state.messages = list.messages;
+  if (!state.selected || !state.threads.some((x) => x.threadId === state.selected)) {
+    state.selected = state.threads.find((x) => !isSystemThread(state, x.threadId))?.threadId || state.threads[0]?.threadId || null;
+  }
+  if (state.selected) await loadBodies(state, state.selected);
+  renderConversation(el, state);
+}
+
+function isSystemThread(state, threadId) {
+  const ms = state.messages.filter((m) => m.threadId === threadId);
+  return ms.length > 0 && ms.every((m) => m.messageType === 'system');
+}
+
+async function loadBodies(state, threadId) {
+  const thread = await get(`/api/threads/${threadId}/messages`);
+  for (const m of thread.messages) state.bodies[m.messageId] = m.body;
+}
+
+function renderConversation(el, state) {
+  const heading = h('h2', { id: 'h-conversation' }, t('conversation'));
+  if (!state.threads.length) {
+    el.replaceChildren(heading, h('p', { class: 'empty' }, t('noThreads')));
+    return;
+  }
+  const list = h('ul', { class: 'threads', 'aria-label': t('threads') },
+    state.threads.map((th) => h('li', {},
+      h('button', {
+        type: 'button',
+        class: 'thread',
+        'aria-pressed': th.threadId === state.selected ? 'true' : 'false',
+        onclick: async () => {
+          state.selected = th.threadId;
+          await loadBodies(state, th.threadId);
+          renderConversation(el, state);
+          el.querySelector('.thread[aria-pressed="true"]')?.focus();
+        },
+      },
+      isSystemThread(state, th.threadId) ? badge(t('system'), 'system') : null,
+      h('span', { class: 'subject' }, th.subject || '—'),
+      h('span', { class: 'count' }, t(th.messageCount === 1 ? 'oneMessage' : 'manyMessages', { n: th.messageCount }))))));
+  const messages = state.messages
+    .filter((m) => m.threadId === state.selected)
+    .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  const panel = h('div', { class: 'messages' }, messages.map((m) => renderMessage(m, state)));
+  el.replaceChildren(heading, h('div', { class: 'conversation' }, list, panel));
+}
+
+function renderMessage(m, state) {
+  const kind = m.messageType === 'system' ? 'system' : m.direction;
+  const timeline = h('div', { class: 'timeline', hidden: !state.open.has(m.messageId) });
+  const toggle = button(state.open.has(m.messageId) ? t('hideTimeline') : t('timeline'), async () => {
+    if (state.open.has(m.messageId)) {
+      state.open.delete(m.messageId);
+      timeline.hidden = true;
+      toggle.textContent = t('timeline');
+      toggle.setAttribute('aria-expanded', 'false');
+      return;
+    }
+    state.open.add(m.messageId);
+    await fillTimeline(timeline, m.messageId);
+    timeline.hidden = false;
+    toggle.textContent = t('hideTimeline');
+    toggle.setAttribute('aria-expanded', 'true');
+  }, { class: 'link', 'aria-expanded': state.open.has(m.messageId) ? 'true' : 'false' });
+  if (state.open.has(m.messageId)) fillTimeline(timeline, m.messageId);
+  const body = state.bodies[m.messageId];
+  return h('article', { class: `message ${kind}`, 'data-message-id': m.messageId },
+    h('header', {},
+      badge(t(kind === 'system' ? 'system' : m.direction), kind),
+      h('span', { class: 'who' }, `${m.from} → ${(m.to || []).join(', ') || '—'}`),
+      h('time', { datetime: m.createdAt }, when(m.createdAt)),
+      m.direction === 'outbound' ? statusBadge(m.status) : null),
+    m.subject ? h('p', { class: 'msg-subject' }, m.subject) : null,
+    body ? h('p', { class: 'body' }, body) : null,
+    m.scheduledFor && m.status === 'queued' ? h('p', { class: 'help' }, `${t('scheduledFor')}: ${when(m.scheduledFor)}`) : null,
+    m.failureReason ? h('p', { class: 'error' }, m.failureReason) : null,
+    m.direction === 'outbound' ? toggle : null,
+    timeline);
+}
+
+async function fillTimeline(el, messageId) {
+  const report = await get(`/api/messages/${messageId}/delivery-report`);
+  el.replaceChildren(
+    h('ol', {}, report.events.map((e) => h('li', {}, h('span', { class: 'event' }, e.event), ' ',
+      h('time', { datetime: e.timestamp }, when(e.timestamp))))),
+    report.policy ? h('p', { class: 'help' }, `${t('policy')}: ${report.policy.decision} (${report.policy.rule})`) : null);
+}
+
+// Compose: a template's variables are filled from the case; the server renders the preview.
+function renderCompose(el, state) {
+  const c = state.case;
+  const channelName = 'channel';
+  let channel = el.dataset.channel || (c.debtor.email ? 'email' : 'sms');
+  const radios = ['email', 'sms'].map((ch) => {
+    const input = h('input', { type: 'radio', name: channelName, value: ch, id: uid('ch'), checked: ch === channel });
+    input.addEventListener('change', () => { el.dataset.channel = ch; renderCompose(el, state); });
+    return h('span', { class: 'choice' }, input, h('label', { for: input.id }, t(ch)));
+  });
+  const templates = state.templates.filter((x) => x.type === channel);
+  const template = h('select', { name: 'templateId' },
+    h('option', { value: '' }, t('noTemplate')),
+    templates.map((x) => h('option', { value: x.templateId }, x.name)));
+  template.value = el.dataset.template && templates.some((x) => x.templateId === el.dataset.template) ? el.dataset.template : '';
+  template.addEventListener('change', () => { el.dataset.template = template.value; renderCompose(el, state); });
+  const chosen = templates.find((x) => x.templateId === template.value);
+  const known = {
+    debtorName: c.debtor.name,
+    caseNumber: c.caseNumber,
+    amount: money(c.amountOutstanding),
+    invoiceNumber: c.invoiceNumber || '',
+    dueDate: c.dueDate || '',
+    deadline: state.nextDeadline || '',
+  };
+  const variables = chosen ? chosen.variables.map((v) =>
+    field(v, h('input', { name: `var-${v}`, 'data-variable': v, value: known[v] ?? '' }))) : [];
+  const to = h('input', { name: 'to', value: channel === 'email' ? (c.debtor.email || '') : (c.debtor.phone || '') });
+  const subject = h('input', { name: 'subject' });
+  const body = h('textarea', { name: 'body', rows: 6 });
+  const docs = state.documents || [];
+  const attachments = channel === 'email'
+    ? group(t('attachments'), docs.length
+      ? docs.map((d) => {
+        const box = h('input', { type: 'checkbox', value: d.documentId, id: uid('att') });
+        return h('span', { class: 'choice' }, box, h('label', { for: box.id }, d.fileName));
+      })
+      : h('p', { class: 'help' }, t('noDocuments')), { name: 'attachments' })
+    : null;
+  const preview = h('div', { class: 'preview', 'aria-live': 'polite' });
+  const form = h('form', { novalidate: true },
+    group(t('channel'), radios, { name: 'messageType' }),
+    field(t('template'), template, { name: 'templateId' }),
+    chosen ? group(t('variables'), variables, { name: 'variables' }) : null,
+    field(t('to'), to, { name: 'to' }),
+    channel === 'email' ? field(t('subject'), subject, { name: 'subject' }) : null,
+    field(t('body'), body, { name: 'body' }),
+    attachments,
+    formError(),
+    h('div', { class: 'actions' },
+      button(t('preview'), () => guarded(form, async () => showPreview(preview, await post(`${state.base}/messages/preview`, request_())), composeField), { id: 'preview' }),
+      h('button', { type: 'submit', id: 'send' }, t('send'))),
+    preview);
+  const request_ = () => {
+    const r = { messageType: channel };
+    if (to.value.trim()) r.to = to.value.trim();
+    if (chosen) {
+      r.templateId = chosen.templateId;
+      r.variables = Object.fromEntries([...form.querySelectorAll('[data-variable]')]
+        .filter((i) => i.value.trim()).map((i) => [i.dataset.variable, i.value.trim()]));
+    }
+    if (channel === 'email' && subject.value.trim()) r.subject = subject.value.trim();
+    if (body.value.trim()) r.body = body.value;
+    const picked = [...form.querySelectorAll('input[type=checkbox]:checked')].map((b) => b.value);
+    if (picked.length) r.attachments = picked;
+    return r;
+  };
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      const sent = await post(`${state.base}/messages`, request_());
+      body.value = '';
+      subject.value = '';
+      preview.replaceChildren(h('p', { class: 'ok' }, t('queued', { id: sent.messageId })));
+      announce(t('queued', { id: sent.messageId }));
+      state.selected = sent.threadId;
+      await refreshConversation(document.querySelector('[aria-labelledby="h-conversation"]'), state);
+    }, composeField);
+  });
+  el.replaceChildren(h('h2', { id: 'h-compose' }, t('compose')), form);
+}
+
+function composeField(code, detail) {
+  switch (code) {
+    case 'template_variables_missing': return 'variables';
+    case 'invalid_recipient':
+    case 'recipient_suppressed':
+    case 'do_not_contact':
+    case 'channel_not_allowed': return 'to';
+    case 'invalid_attachment': return 'attachments';
+    default:
+      if (/\bsubject\b/.test(detail)) return 'subject';
+      if (/\bbody\b/.test(detail)) return 'body';
+      if (/\btemplate/.test(detail)) return 'templateId';
+      return null;
+  }
+}
+
+function showPreview(el, p) {
+  el.replaceChildren(
+    h('h3', {}, t('previewTitle')),
+    h('dl', { class: 'facts' },
+      h('dt', {}, t('to')), h('dd', {}, p.to.join(', ')),
+      p.subject ? [h('dt', {}, t('subject')), h('dd', { class: 'preview-subject' }, p.subject)] : null,
+      p.scheduledFor ? [h('dt', {}, t('scheduledFor')), h('dd', {}, when(p.scheduledFor))] : null,
+      p.policy ? [h('dt', {}, t('policy')), h('dd', {}, `${p.policy.decision} (${p.policy.rule})`)] : null),
+    h('p', { class: 'body preview-body' }, p.body));
+}
+
+async function renderDocuments(el, state, onChange) {
+  const list = await get(`${state.base}/documents`);
+  state.documents = list.documents.filter((d) => d.latest !== false);
+  const file = h('input', { type: 'file', name: 'file', required: true });
+  const type = h('select', { name: 'documentType' },
+    ['invoice', 'contract', 'correspondence', 'payment_proof', 'settlement', 'legal', 'other']
+      .map((x) => h('option', { value: x }, x)));
+  const form = h('form', {},
+    field(t('file'), file, { name: 'file' }),
+    field(t('documentType'), type, { name: 'documentType' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('upload'))));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      if (!file.files.length) throw new Problem(422, { detail: 'file', code: 'invalid_body' });
+      const data = new FormData();
+      data.append('documentType', type.value);
+      data.append('file', file.files[0]);
+      const doc = await request('POST', `${state.base}/documents`, undefined, { form: data });
+      announce(t('uploaded', { name: doc.fileName }));
+      await renderDocuments(el, state, onChange);
+      onChange();
+    });
+  });
+  el.replaceChildren(h('h2', { id: 'h-documents' }, t('documents')),
+    table([t('file'), t('documentType'), t('created'), ''], state.documents.map((d) => h('tr', {},
+      h('td', {}, d.fileName),
+      h('td', {}, d.documentType),
+      h('td', {}, when(d.uploadedAt)),
+      h('td', {}, button(t('download'), () => download(d.documentId, d.fileName), { 'aria-label': `${t('download')} ${d.fileName}` }))))),
+    form);
+}
+
+async function renderNotes(el, state) {
+  const list = await get(`${state.base}/notes?limit=50`);
+  const note = h('textarea', { name: 'note', rows: 3 });
+  const category = h('input', { name: 'category' });
+  const form = h('form', {},
+    field(t('note'), note, { name: 'note' }),
+    field(t('category'), category, { name: 'category' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('addNote'))));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      const body = { note: note.value };
+      if (category.value.trim()) body.category = category.value.trim();
+      await post(`${state.base}/notes`, body);
+      await renderNotes(el, state);
+      announce(t('saved'));
+    });
+  });
+  el.replaceChildren(h('h2', { id: 'h-notes' }, t('notes')),
+    h('ul', { class: 'notes' }, list.notes.map((n) => h('li', {},
+      h('p', { class: 'body' }, n.note),
+      h('p', { class: 'help' }, [n.category, n.createdBy, when(n.createdAt)].filter(Boolean).join(' · '))))),
+    form);
+}
+
+async function renderMoney(el, state, refreshCase) {
+  const [payments, deadlines] = await Promise.all([
+    get(`${state.base}/payments`), get(`${state.base}/deadlines`)]);
+  const upcoming = deadlines.deadlines.map((d) => d.dueAt).filter((d) => d > new Date().toISOString()).sort();
+  state.nextDeadline = upcoming[0] ? upcoming[0].slice(0, 10) : '';
+  const amount = h('input', { name: 'amount', inputmode: 'decimal' });
+  const pay = h('form', {},
+    field(`${t('amount')} (${state.case.amount.currency})`, amount, { name: 'amount' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('recordPayment'))));
+  pay.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(pay, async () => {
+      await post(`${state.base}/payments`, { amount: { value: amount.value.trim(), currency: state.case.amount.currency } });
+      await Promise.all([renderMoney(el, state, refreshCase), refreshCase()]);
+      announce(t('saved'));
+    });
+  });
+  const title = h('input', { name: 'title' });
+  const due = h('input', { name: 'dueAt', type: 'datetime-local' });
+  const deadline = h('form', {},
+    field(t('title'), title, { name: 'title' }),
+    field(t('dueAt'), due, { name: 'dueAt' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('addDeadline'))));
+  deadline.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(deadline, async () => {
+      const at = due.value ? new Date(due.value).toISOString() : '';
+      await post(`${state.base}/deadlines`, { title: title.value, dueAt: at });
+      await renderMoney(el, state, refreshCase);
+      announce(t('saved'));
+    });
+  });
+  el.replaceChildren(
+    h('h2', { id: 'h-payments' }, t('payments')),
+    table([t('amount'), t('paidAt')], payments.payments.map((p) => h('tr', {},
+      h('td', { class: 'num' }, money(p.amount)), h('td', {}, when(p.paidAt))))),
+    pay,
+    h('h2', {}, t('deadlines')),
+    table([t('title'), t('dueAt')], deadlines.deadlines.map((d) => h('tr', {},
+      h('td', {}, d.title), h('td', {}, when(d.dueAt))))),
+    deadline);
+}
+
+async function renderPreferences(el, state) {
+  const p = await get(`${state.base}/communication-preferences`);
+  const box = (name, value) => {
+    const input = h('input', { type: 'checkbox', name, id: uid('pref'), checked: value });
+    return h('span', { class: 'choice' }, input, h('label', { for: input.id }, t(name)));
+  };
+  const preferred = h('select', { name: 'preferredChannel' },
+    h('option', { value: '' }, '—'), h('option', { value: 'email' }, t('email')), h('option', { value: 'sms' }, t('sms')));
+  preferred.value = p.preferredChannel || '';
+  const form = h('form', {},
+    group(t('preferences'), [box('allowEmail', p.allowEmail), box('allowSms', p.allowSms), box('doNotContact', p.doNotContact)], { name: 'allowEmail' }),
+    field(t('preferredChannel'), preferred, { name: 'preferredChannel' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('save'))));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      const v = (n) => form.querySelector(`[name=${n}]`).checked;
+      await put(`${state.base}/communication-preferences`, {
+        allowEmail: v('allowEmail'), allowSms: v('allowSms'), doNotContact: v('doNotContact'),
+        preferredChannel: preferred.value || null,
+      });
+      await renderPreferences(el, state);
+      announce(t('saved'));
+    });
+  });
+  const lift = h('form', {}, formError());
+  el.replaceChildren(h('h2', { id: 'h-preferences' }, t('preferences')), form,
+    h('h3', {}, t('suppressions')),
+    table([t('address'), t('reason'), ''], (p.suppressions || []).map((s) => h('tr', {},
+      h('td', {}, s.address || s.channel), h('td', {}, s.reason),
+      h('td', {}, button(t('lift'), () => guarded(lift, async () => {
+        await del(`/api/suppressions/${s.suppressionId}`);
+        await renderPreferences(el, state);
+        announce(t('lifted'));
+      })))))),
+    lift);
+}
+
+// ---- operators ------------------------------------------------------------------------------
+
+async function unmatchedPage() {
+  const list = await get('/api/inbound/unmatched?limit=100');
+  const rows = list.messages.map((m) => {
+    const number = h('input', { name: 'caseNumber', size: 16 });
+    const form = h('form', { class: 'inline' },
+      field(t('assignTo'), number, { name: 'caseNumber' }),
+      formError(),
+      h('button', { type: 'submit' }, t('assign')));
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      guarded(form, async () => {
+        const wanted = number.value.trim();
+        const found = await get(`/api/cases${query({ q: wanted, limit: 5 })}`);
+        const kase = found.cases.find((c) => c.caseNumber.toLowerCase() === wanted.toLowerCase()) || (found.cases.length === 1 ? found.cases[0] : null);
+        if (!kase) throw new Problem(404, { detail: t('caseNotFound'), code: 'case' });
+        await post(`/api/inbound/unmatched/${m.inboundId}/assign`, { caseId: kase.caseId });
+        announce(t('assigned', { n: kase.caseNumber }));
+        await unmatchedPage();
+      }, () => 'caseNumber');
+    });
+    return h('tr', {},
+      h('td', {}, m.from || ''), h('td', {}, m.subject || ''), h('td', {}, when(m.receivedAt)),
+      h('td', {}, m.source), h('td', {}, form));
+  });
+  page(t('unmatched'), table([t('from'), t('subject'), t('received'), t('source'), t('assign')], rows));
+}
+
+async function deliveriesPage(stateName) {
+  const states = ['failed', 'scheduled', 'retrying', 'queued'];
+  const tabs = h('nav', { class: 'tabs', 'aria-label': t('deliveries') }, states.map((s) =>
+    h('a', { href: `#/deliveries/${s}`, 'aria-current': s === stateName ? 'page' : null }, t(`state.${s}`))));
+  const list = await get(`/api/jobs${query({ state: stateName, limit: 100 })}`);
+  const actions = h('form', {}, formError());
+  const rows = list.jobs.map((j) => h('tr', {},
+    h('td', {}, j.caseId ? h('a', { href: `#/cases/${j.caseId}` }, j.messageId) : j.messageId),
+    h('td', {}, j.messageType), h('td', {}, statusBadge(j.status)), h('td', {}, when(j.runAt)),
+    h('td', { class: 'num' }, String(j.attempts)), h('td', {}, j.lastError || ''),
+    h('td', {},
+      j.status === 'failed' ? button(t('retry'), () => guarded(actions, async () => {
+        await post(`/api/messages/${j.messageId}/retry`);
+        await deliveriesPage(stateName);
+      })) : null,
+      j.status === 'queued' ? button(t('cancel'), () => guarded(actions, async () => {
+        await post(`/api/messages/${j.messageId}/cancel`);
+        await deliveriesPage(stateName);
+      })) : null)));
+  page(t('deliveries'), tabs, actions,
+    table([t('message'), t('type'), t('status'), t('runAt'), t('attempts'), t('lastError'), ''], rows));
+}
+
+async function webhooksPage(webhookId) {
+  const list = await get('/api/webhooks');
+  const links = table([t('url'), t('events')], list.webhooks.map((w) => h('tr', {},
+    h('td', {}, h('a', { href: `#/webhooks/${w.webhookId}` }, w.url)), h('td', {}, w.events.join(', ')))));
+  if (!webhookId) return page(t('webhooks'), links);
+  const deliveries = await get(`/api/webhooks/${webhookId}/deliveries`);
+  const actions = h('form', {}, formError());
+  const rows = deliveries.deliveries.map((d) => h('tr', {},
+    h('td', {}, d.event), h('td', {}, statusBadge(d.status)), h('td', { class: 'num' }, String(d.attempts)),
+    h('td', {}, d.lastError || ''), h('td', {}, when(d.createdAt)),
+    h('td', {}, button(t('resend'), () => guarded(actions, async () => {
+      await post(`/api/webhooks/${webhookId}/deliveries/${d.deliveryId}/resend`);
+      announce(t('resent'));
+      await webhooksPage(webhookId);
+    })))));
+  page(t('webhooks'), links, h('h2', {}, t('deliveries')), actions,
+    table([t('events'), t('status'), t('attempts'), t('lastError'), t('created'), ''], rows));
+}
+
+async function suppressionsPage() {
+  const address = h('input', { type: 'search', name: 'address' });
+  const results = h('div', {});
+  const form = h('form', { class: 'filters', role: 'search' },
+    field(t('address'), address, { name: 'address' }), formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('search'))));
+  const load = async () => {
+    const list = await get(`/api/suppressions${query({ address: address.value.trim(), limit: 100 })}`);
+    results.replaceChildren(table([t('address'), t('channel'), t('reason'), t('created'), ''],
+      list.suppressions.map((s) => h('tr', {},
+        h('td', {}, s.address || ''), h('td', {}, s.channel), h('td', {}, s.reason), h('td', {}, when(s.createdAt)),
+        h('td', {}, button(t('lift'), () => guarded(form, async () => {
+          await del(`/api/suppressions/${s.suppressionId}`);
+          announce(t('lifted'));
+          await load();
+        }), { 'aria-label': `${t('lift')} ${s.address || s.channel}` }))))));
+  };
+  form.addEventListener('submit', (e) => { e.preventDefault(); guarded(form, load); });
+  page(t('suppressions'), form, results);
+  await load();
+}
+
+route();

@@ -1,0 +1,101 @@
+// The console's words in English and Danish; the choice is kept in local storage.
+
+const words = {
+  en: {
+    skip: 'Skip to content',
+    signIn: 'Sign in', signOut: 'Sign out', token: 'API token',
+    tokenHelp: 'A token made with “parley token create”. It is kept in this tab only.',
+    language: 'Language', switchLanguage: 'Dansk',
+    cases: 'Cases', unmatched: 'Unmatched mail', deliveries: 'Deliveries', webhooks: 'Webhooks',
+    suppressions: 'Suppressions',
+    search: 'Search', searchHelp: 'Case number (or its start), debtor email or phone',
+    status: 'Status', any: 'Any', caseNumber: 'Case number', debtor: 'Debtor',
+    outstanding: 'Outstanding', amount: 'Amount', paid: 'Paid', more: 'Load more', noneFound: 'Nothing found.',
+    'status.open': 'Open', 'status.payment_plan': 'Payment plan', 'status.disputed': 'Disputed',
+    'status.paid': 'Paid', 'status.closed': 'Closed',
+    conversation: 'Conversation', threads: 'Threads', oneMessage: '1 message', manyMessages: '{n} messages', noThreads: 'No messages yet.',
+    inbound: 'Received', outbound: 'Sent', system: 'System', from: 'From', to: 'To',
+    timeline: 'Delivery timeline', hideTimeline: 'Hide timeline', policy: 'Send policy',
+    compose: 'Compose', channel: 'Channel', email: 'Email', sms: 'SMS', template: 'Template',
+    noTemplate: 'No template', variables: 'Template variables', subject: 'Subject', body: 'Message',
+    attachments: 'Attachments', noDocuments: 'No documents on this case.',
+    preview: 'Preview', send: 'Send', previewTitle: 'Preview (rendered by the server)',
+    scheduledFor: 'Goes out at', queued: 'Queued: {id}',
+    documents: 'Documents', upload: 'Upload', file: 'File', documentType: 'Document type',
+    download: 'Download', uploaded: 'Uploaded {name}',
+    notes: 'Notes', note: 'Note', addNote: 'Add note', category: 'Category',
+    payments: 'Payments', recordPayment: 'Record payment', paidAt: 'Paid at',
+    deadlines: 'Deadlines', title: 'Title', dueAt: 'Due', addDeadline: 'Add deadline',
+    preferences: 'Preferences', allowEmail: 'Email allowed', allowSms: 'SMS allowed',
+    doNotContact: 'Do not contact', preferredChannel: 'Preferred channel', save: 'Save', saved: 'Saved',
+    lift: 'Lift', lifted: 'Lifted', reason: 'Reason', address: 'Address', created: 'Created',
+    changeStatus: 'Change status', newMail: 'New message received',
+    assignTo: 'Case number to assign to', assign: 'Assign', assigned: 'Assigned to {n}',
+    source: 'Source', received: 'Received',
+    'state.failed': 'Failed', 'state.scheduled': 'Scheduled', 'state.retrying': 'Retrying', 'state.queued': 'Queued',
+    runAt: 'Runs at', attempts: 'Attempts', lastError: 'Last error', retry: 'Retry', cancel: 'Cancel',
+    events: 'Events', url: 'URL', resend: 'Resend', resent: 'Sent again',
+    noItems: 'Nothing here.', loading: 'Loading…', notFound: 'Not found.',
+    caseNotFound: 'No case with that number.', type: 'Type', message: 'Message', case: 'Case',
+  },
+  da: {
+    skip: 'Gå til indhold',
+    signIn: 'Log ind', signOut: 'Log ud', token: 'API-nøgle',
+    tokenHelp: 'En nøgle lavet med “parley token create”. Den gemmes kun i denne fane.',
+    language: 'Sprog', switchLanguage: 'English',
+    cases: 'Sager', unmatched: 'Uplaceret post', deliveries: 'Forsendelser', webhooks: 'Webhooks',
+    suppressions: 'Spærringer',
+    search: 'Søg', searchHelp: 'Sagsnummer (eller begyndelsen), skyldners e-mail eller telefon',
+    status: 'Status', any: 'Alle', caseNumber: 'Sagsnummer', debtor: 'Skyldner',
+    outstanding: 'Udestående', amount: 'Beløb', paid: 'Betalt', more: 'Vis flere', noneFound: 'Intet fundet.',
+    'status.open': 'Åben', 'status.payment_plan': 'Afdragsordning', 'status.disputed': 'Bestridt',
+    'status.paid': 'Betalt', 'status.closed': 'Lukket',
+    conversation: 'Korrespondance', threads: 'Tråde', oneMessage: '1 besked', manyMessages: '{n} beskeder', noThreads: 'Ingen beskeder endnu.',
+    inbound: 'Modtaget', outbound: 'Sendt', system: 'System', from: 'Fra', to: 'Til',
+    timeline: 'Leveringsforløb', hideTimeline: 'Skjul forløb', policy: 'Afsendelsesregel',
+    compose: 'Skriv', channel: 'Kanal', email: 'E-mail', sms: 'SMS', template: 'Skabelon',
+    noTemplate: 'Ingen skabelon', variables: 'Skabelonens felter', subject: 'Emne', body: 'Besked',
+    attachments: 'Vedhæftninger', noDocuments: 'Ingen dokumenter på sagen.',
+    preview: 'Forhåndsvis', send: 'Send', previewTitle: 'Forhåndsvisning (dannet af serveren)',
+    scheduledFor: 'Sendes', queued: 'I kø: {id}',
+    documents: 'Dokumenter', upload: 'Upload', file: 'Fil', documentType: 'Dokumenttype',
+    download: 'Hent', uploaded: '{name} er uploadet',
+    notes: 'Noter', note: 'Note', addNote: 'Tilføj note', category: 'Kategori',
+    payments: 'Betalinger', recordPayment: 'Registrér betaling', paidAt: 'Betalt',
+    deadlines: 'Frister', title: 'Titel', dueAt: 'Forfald', addDeadline: 'Tilføj frist',
+    preferences: 'Præferencer', allowEmail: 'E-mail tilladt', allowSms: 'SMS tilladt',
+    doNotContact: 'Må ikke kontaktes', preferredChannel: 'Foretrukken kanal', save: 'Gem', saved: 'Gemt',
+    lift: 'Ophæv', lifted: 'Ophævet', reason: 'Årsag', address: 'Adresse', created: 'Oprettet',
+    changeStatus: 'Skift status', newMail: 'Ny besked modtaget',
+    assignTo: 'Sagsnummer at placere på', assign: 'Placér', assigned: 'Placeret på {n}',
+    source: 'Kilde', received: 'Modtaget',
+    'state.failed': 'Fejlet', 'state.scheduled': 'Planlagt', 'state.retrying': 'Forsøges igen', 'state.queued': 'I kø',
+    runAt: 'Kører', attempts: 'Forsøg', lastError: 'Seneste fejl', retry: 'Prøv igen', cancel: 'Annullér',
+    events: 'Hændelser', url: 'URL', resend: 'Send igen', resent: 'Sendt igen',
+    noItems: 'Her er intet.', loading: 'Henter…', notFound: 'Findes ikke.',
+    caseNotFound: 'Ingen sag med det nummer.', type: 'Type', message: 'Besked', case: 'Sag',
+  },
+};
+
+let current = localStorage.getItem('parley.lang')
+  || ((navigator.language || 'en').toLowerCase().startsWith('da') ? 'da' : 'en');
+
+export function lang() { return current; }
+
+export function setLang(l) {
+  current = words[l] ? l : 'en';
+  localStorage.setItem('parley.lang', current);
+  document.documentElement.lang = current;
+}
+
+export function t(key, vars = {}) {
+  const s = words[current][key] ?? words.en[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ''));
+}
+
+export function when(iso) {
+  if (!iso) return '';
+  return new Date(iso).toLocaleString(current === 'da' ? 'da-DK' : 'en-GB', {
+    dateStyle: 'medium', timeStyle: 'short',
+  });
+}
