@@ -312,6 +312,23 @@ await step('an operator resends a webhook delivery', async () => {
   await until('the delivery sent again', () => hooks.length > before);
 });
 
+await step('an operator lifts a suppression, one at a time', async () => {
+  // The debtor answers STOP by SMS: their number is suppressed.
+  const stop = await fetch(`${base}/api/inbound/sms`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${admin}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ From: '+4512345678', To: '+4598765432', Body: 'STOP', MessageSid: 'SM-console-1' }),
+  });
+  if (!stop.ok) throw new Error(`STOP: ${stop.status}`);
+  await page.goto(`${base}/console#/suppressions`);
+  await waitText('td', '+4512345678');
+  await axe('suppressions');
+  await page.click('button[aria-label="Lift +4512345678"]');
+  await page.waitForFunction(() => ![...document.querySelectorAll('td')].some((e) => e.textContent === '+4512345678'));
+  const left = await api(admin, 'GET', '/api/suppressions?address=%2B4512345678');
+  if (left.suppressions.length) throw new Error(`still suppressed: ${JSON.stringify(left)}`);
+});
+
 await step('operator pages: deliveries, webhooks, suppressions', async () => {
   for (const [hash, heading] of [['#/deliveries/failed', 'Deliveries'], ['#/deliveries/scheduled', 'Deliveries'], ['#/webhooks', 'Webhooks'], ['#/suppressions', 'Suppressions']]) {
     await page.goto(`${base}/console${hash}`);
