@@ -8,6 +8,13 @@ const main = document.getElementById('main');
 const top = document.getElementById('top');
 const announcer = document.getElementById('status');
 let stopPolling = () => {};
+// Each navigation gets a number: a view still loading when the next one starts stops at
+// its next `alive(seq)` instead of drawing over it.
+let routeSeq = 0;
+class Stale extends Error {}
+function alive(seq) {
+  if (seq !== routeSeq) throw new Stale();
+}
 
 // ---- small DOM helpers ----------------------------------------------------------------------
 
@@ -169,15 +176,16 @@ function signOut() {
 }
 
 const routes = [
-  [/^#\/cases\/([0-9a-f-]{36})$/, (m) => casePage(m[1])],
-  [/^#\/cases$/, () => casesPage()],
-  [/^#\/unmatched$/, () => unmatchedPage()],
-  [/^#\/deliveries(?:\/(\w+))?$/, (m) => deliveriesPage(m[1] || 'failed')],
-  [/^#\/webhooks(?:\/(wh_\w+))?$/, (m) => webhooksPage(m[1])],
-  [/^#\/suppressions$/, () => suppressionsPage()],
+  [/^#\/cases\/([0-9a-f-]{36})$/, (m, seq) => casePage(seq, m[1])],
+  [/^#\/cases$/, (m, seq) => casesPage(seq)],
+  [/^#\/unmatched$/, (m, seq) => unmatchedPage(seq)],
+  [/^#\/deliveries(?:\/(\w+))?$/, (m, seq) => deliveriesPage(seq, m[1] || 'failed')],
+  [/^#\/webhooks(?:\/(wh_\w+))?$/, (m, seq) => webhooksPage(seq, m[1])],
+  [/^#\/suppressions$/, (m, seq) => suppressionsPage(seq)],
 ];
 
 async function route() {
+  const seq = ++routeSeq;
   stopPolling();
   stopPolling = () => {};
   document.documentElement.lang = lang();
@@ -188,8 +196,9 @@ async function route() {
     const m = hash.match(re);
     if (m) {
       try {
-        await view(m);
+        await view(m, seq);
       } catch (err) {
+        if (err instanceof Stale) return;
         if (err instanceof Problem && err.status === 401) return signOut();
         page(t('notFound'), h('p', { class: 'error' }, err.detail || String(err)));
       }
@@ -238,13 +247,13 @@ function signInPage() {
 
 const STATUSES = ['open', 'payment_plan', 'disputed', 'paid', 'closed'];
 
-async function casesPage() {
+async function casesPage(seq) {
   const search = h('input', { type: 'search', name: 'q', value: sessionStorage.getItem('parley.q') || '' });
   const status = h('select', { name: 'status' },
     h('option', { value: '' }, t('any')),
     STATUSES.map((s) => h('option', { value: s }, t(`status.${s}`))));
   status.value = sessionStorage.getItem('parley.status') || '';
-  const results = h('div', { 'aria-live': 'polite' });
+  const results = h('div', {});
   const form = h('form', { class: 'filters', role: 'search' },
     field(t('search'), search, { help: t('searchHelp'), name: 'q' }),
     field(t('status'), status, { name: 'status' }),
@@ -254,6 +263,8 @@ async function casesPage() {
     sessionStorage.setItem('parley.q', search.value);
     sessionStorage.setItem('parley.status', status.value);
     const list = await get(`/api/cases${query({ q: search.value.trim(), status: status.value, limit: 50, cursor })}`);
+    alive(seq);
+    if (!cursor) announce(t('casesFound', { n: list.totalCount }));
     const rows = list.cases.map((c) => h('tr', {},
       h('td', {}, h('a', { href: `#/cases/${c.caseId}` }, c.caseNumber)),
       h('td', {}, c.debtor.name),
@@ -275,10 +286,11 @@ async function casesPage() {
 
 // ---- one case -------------------------------------------------------------------------------
 
-async function casePage(caseId) {
+async function casePage(seq, caseId) {
   const base = `/api/cases/${caseId}`;
   const state = { caseId, base, selected: null, bodies: {}, open: new Set(), signature: '' };
   const [kase, templates] = await Promise.all([get(base), get('/api/message-templates')]);
+  alive(seq);
   state.case = kase;
   state.templates = templates.templates.filter((x) => !x.templateId.startsWith('system-'));
 
@@ -305,6 +317,7 @@ async function casePage(caseId) {
     renderMoney(money_, state, refreshCase),
     renderPreferences(prefs, state),
   ]);
+  alive(seq);
   renderCompose(compose, state, conversation);
 
   // New messages and status changes appear without reloading.
@@ -317,7 +330,10 @@ async function casePage(caseId) {
         && state.messages.filter((m) => m.direction === 'inbound').length > inbound) {
         announce(t('newMail'));
       }
-    } catch { /* the next round tries again */ }
+    } catch (err) {
+      if (err instanceof Problem && err.status === 401) signOut();
+      // Otherwise the next round tries again.
+    }
   }, 3000);
   stopPolling = () => clearInterval(timer);
 }
@@ -375,6 +391,8 @@ async function loadBodies(state, threadId) {
 }
 
 function renderConversation(el, state) {
+  // A refresh keeps the keyboard where it was.
+  const focused = el.contains(document.activeElement) ? document.activeElement.dataset.key : null;
   const heading = h('h2', { id: 'h-conversation' }, t('conversation'));
   if (!state.threads.length) {
     el.replaceChildren(heading, h('p', { class: 'empty' }, t('noThreads')));
@@ -385,6 +403,7 @@ function renderConversation(el, state) {
       h('button', {
         type: 'button',
         class: 'thread',
+        'data-key': th.threadId,
         'aria-pressed': th.threadId === state.selected ? 'true' : 'false',
         onclick: async () => {
           state.selected = th.threadId;
@@ -401,6 +420,7 @@ function renderConversation(el, state) {
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   const panel = h('div', { class: 'messages' }, messages.map((m) => renderMessage(m, state)));
   el.replaceChildren(heading, h('div', { class: 'conversation' }, list, panel));
+  if (focused) [...el.querySelectorAll('[data-key]')].find((x) => x.dataset.key === focused)?.focus();
 }
 
 function renderMessage(m, state) {
@@ -419,7 +439,7 @@ function renderMessage(m, state) {
     timeline.hidden = false;
     toggle.textContent = t('hideTimeline');
     toggle.setAttribute('aria-expanded', 'true');
-  }, { class: 'link', 'aria-expanded': state.open.has(m.messageId) ? 'true' : 'false' });
+  }, { class: 'link', 'data-key': m.messageId, 'aria-expanded': state.open.has(m.messageId) ? 'true' : 'false' });
   if (state.open.has(m.messageId)) fillTimeline(timeline, m.messageId);
   const body = state.bodies[m.messageId];
   return h('article', { class: `message ${kind}`, 'data-message-id': m.messageId },
@@ -445,21 +465,33 @@ async function fillTimeline(el, messageId) {
 }
 
 // Compose: a template's variables are filled from the case; the server renders the preview.
-function renderCompose(el, state) {
+function renderCompose(el, state, focusName) {
   const c = state.case;
+  // What was typed survives a change of channel or template, or a new document.
+  const old = el.querySelector('form');
+  if (old) {
+    state.draft = {
+      channel: el.dataset.drafted,
+      to: old.querySelector('[name=to]')?.value,
+      subject: old.querySelector('[name=subject]')?.value,
+      body: old.querySelector('[name=body]')?.value,
+      vars: Object.fromEntries([...old.querySelectorAll('[data-variable]')].map((i) => [i.dataset.variable, i.value])),
+    };
+  }
+  const draft = state.draft || { vars: {} };
   const channelName = 'channel';
   let channel = el.dataset.channel || (c.debtor.email ? 'email' : 'sms');
   const radios = ['email', 'sms'].map((ch) => {
-    const input = h('input', { type: 'radio', name: channelName, value: ch, id: uid('ch'), checked: ch === channel });
-    input.addEventListener('change', () => { el.dataset.channel = ch; renderCompose(el, state); });
+    const input = h('input', { type: 'radio', name: channelName, value: ch, id: uid('ch'), checked: ch === channel, 'data-focus': `channel-${ch}` });
+    input.addEventListener('change', () => { el.dataset.channel = ch; renderCompose(el, state, `channel-${ch}`); });
     return h('span', { class: 'choice' }, input, h('label', { for: input.id }, t(ch)));
   });
   const templates = state.templates.filter((x) => x.type === channel);
-  const template = h('select', { name: 'templateId' },
+  const template = h('select', { name: 'templateId', 'data-focus': 'template' },
     h('option', { value: '' }, t('noTemplate')),
     templates.map((x) => h('option', { value: x.templateId }, x.name)));
   template.value = el.dataset.template && templates.some((x) => x.templateId === el.dataset.template) ? el.dataset.template : '';
-  template.addEventListener('change', () => { el.dataset.template = template.value; renderCompose(el, state); });
+  template.addEventListener('change', () => { el.dataset.template = template.value; renderCompose(el, state, 'template'); });
   const chosen = templates.find((x) => x.templateId === template.value);
   const known = {
     debtorName: c.debtor.name,
@@ -470,10 +502,16 @@ function renderCompose(el, state) {
     deadline: state.nextDeadline || '',
   };
   const variables = chosen ? chosen.variables.map((v) =>
-    field(v, h('input', { name: `var-${v}`, 'data-variable': v, value: known[v] ?? '' }))) : [];
-  const to = h('input', { name: 'to', value: channel === 'email' ? (c.debtor.email || '') : (c.debtor.phone || '') });
-  const subject = h('input', { name: 'subject' });
+    field(v, h('input', { name: `var-${v}`, 'data-variable': v, value: draft.vars[v] || known[v] || '' }))) : [];
+  const sameChannel = draft.channel === channel;
+  const to = h('input', {
+    name: 'to',
+    value: sameChannel && draft.to !== undefined ? draft.to : (channel === 'email' ? (c.debtor.email || '') : (c.debtor.phone || '')),
+  });
+  const subject = h('input', { name: 'subject', value: draft.subject || '' });
   const body = h('textarea', { name: 'body', rows: 6 });
+  body.value = draft.body || '';
+  el.dataset.drafted = channel;
   const docs = state.documents || [];
   const attachments = channel === 'email'
     ? group(t('attachments'), docs.length
@@ -517,6 +555,7 @@ function renderCompose(el, state) {
       const sent = await post(`${state.base}/messages`, request_());
       body.value = '';
       subject.value = '';
+      state.draft = null;
       preview.replaceChildren(h('p', { class: 'ok' }, t('queued', { id: sent.messageId })));
       announce(t('queued', { id: sent.messageId }));
       state.selected = sent.threadId;
@@ -524,6 +563,7 @@ function renderCompose(el, state) {
     }, composeField);
   });
   el.replaceChildren(h('h2', { id: 'h-compose' }, t('compose')), form);
+  if (focusName) form.querySelector(`[data-focus="${focusName}"]`)?.focus();
 }
 
 function composeField(code, detail) {
@@ -699,8 +739,22 @@ async function renderPreferences(el, state) {
 
 // ---- operators ------------------------------------------------------------------------------
 
-async function unmatchedPage() {
+/// The case with exactly this number (the search also finds numbers that start with it).
+async function caseByNumber(number) {
+  let cursor;
+  for (let i = 0; i < 10; i++) {
+    const found = await get(`/api/cases${query({ q: number, limit: 200, cursor })}`);
+    const hit = found.cases.find((c) => c.caseNumber.toLowerCase() === number.toLowerCase());
+    if (hit) return hit;
+    if (!found.nextCursor) return null;
+    cursor = found.nextCursor;
+  }
+  return null;
+}
+
+async function unmatchedPage(seq) {
   const list = await get('/api/inbound/unmatched?limit=100');
+  alive(seq);
   const rows = list.messages.map((m) => {
     const number = h('input', { name: 'caseNumber', size: 16 });
     const form = h('form', { class: 'inline' },
@@ -710,13 +764,11 @@ async function unmatchedPage() {
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       guarded(form, async () => {
-        const wanted = number.value.trim();
-        const found = await get(`/api/cases${query({ q: wanted, limit: 5 })}`);
-        const kase = found.cases.find((c) => c.caseNumber.toLowerCase() === wanted.toLowerCase()) || (found.cases.length === 1 ? found.cases[0] : null);
+        const kase = await caseByNumber(number.value.trim());
         if (!kase) throw new Problem(404, { detail: t('caseNotFound'), code: 'case' });
         await post(`/api/inbound/unmatched/${m.inboundId}/assign`, { caseId: kase.caseId });
         announce(t('assigned', { n: kase.caseNumber }));
-        await unmatchedPage();
+        await unmatchedPage(routeSeq);
       }, () => 'caseNumber');
     });
     return h('tr', {},
@@ -726,11 +778,12 @@ async function unmatchedPage() {
   page(t('unmatched'), table([t('from'), t('subject'), t('received'), t('source'), t('assign')], rows));
 }
 
-async function deliveriesPage(stateName) {
+async function deliveriesPage(seq, stateName) {
   const states = ['failed', 'scheduled', 'retrying', 'queued'];
   const tabs = h('nav', { class: 'tabs', 'aria-label': t('deliveries') }, states.map((s) =>
     h('a', { href: `#/deliveries/${s}`, 'aria-current': s === stateName ? 'page' : null }, t(`state.${s}`))));
   const list = await get(`/api/jobs${query({ state: stateName, limit: 100 })}`);
+  alive(seq);
   const actions = h('form', {}, formError());
   const rows = list.jobs.map((j) => h('tr', {},
     h('td', {}, j.caseId ? h('a', { href: `#/cases/${j.caseId}` }, j.messageId) : j.messageId),
@@ -739,22 +792,24 @@ async function deliveriesPage(stateName) {
     h('td', {},
       j.status === 'failed' ? button(t('retry'), () => guarded(actions, async () => {
         await post(`/api/messages/${j.messageId}/retry`);
-        await deliveriesPage(stateName);
+        await deliveriesPage(routeSeq, stateName);
       })) : null,
       j.status === 'queued' ? button(t('cancel'), () => guarded(actions, async () => {
         await post(`/api/messages/${j.messageId}/cancel`);
-        await deliveriesPage(stateName);
+        await deliveriesPage(routeSeq, stateName);
       })) : null)));
   page(t('deliveries'), tabs, actions,
     table([t('message'), t('type'), t('status'), t('runAt'), t('attempts'), t('lastError'), ''], rows));
 }
 
-async function webhooksPage(webhookId) {
+async function webhooksPage(seq, webhookId) {
   const list = await get('/api/webhooks');
+  alive(seq);
   const links = table([t('url'), t('events')], list.webhooks.map((w) => h('tr', {},
     h('td', {}, h('a', { href: `#/webhooks/${w.webhookId}` }, w.url)), h('td', {}, w.events.join(', ')))));
   if (!webhookId) return page(t('webhooks'), links);
   const deliveries = await get(`/api/webhooks/${webhookId}/deliveries`);
+  alive(seq);
   const actions = h('form', {}, formError());
   const rows = deliveries.deliveries.map((d) => h('tr', {},
     h('td', {}, d.event), h('td', {}, statusBadge(d.status)), h('td', { class: 'num' }, String(d.attempts)),
@@ -762,13 +817,13 @@ async function webhooksPage(webhookId) {
     h('td', {}, button(t('resend'), () => guarded(actions, async () => {
       await post(`/api/webhooks/${webhookId}/deliveries/${d.deliveryId}/resend`);
       announce(t('resent'));
-      await webhooksPage(webhookId);
+      await webhooksPage(routeSeq, webhookId);
     })))));
   page(t('webhooks'), links, h('h2', {}, t('deliveries')), actions,
     table([t('events'), t('status'), t('attempts'), t('lastError'), t('created'), ''], rows));
 }
 
-async function suppressionsPage() {
+async function suppressionsPage(seq) {
   const address = h('input', { type: 'search', name: 'address' });
   const results = h('div', {});
   const form = h('form', { class: 'filters', role: 'search' },
@@ -776,6 +831,7 @@ async function suppressionsPage() {
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('search'))));
   const load = async () => {
     const list = await get(`/api/suppressions${query({ address: address.value.trim(), limit: 100 })}`);
+    alive(seq);
     results.replaceChildren(table([t('address'), t('channel'), t('reason'), t('created'), ''],
       list.suppressions.map((s) => h('tr', {},
         h('td', {}, s.address || ''), h('td', {}, s.channel), h('td', {}, s.reason), h('td', {}, when(s.createdAt)),

@@ -182,7 +182,7 @@ impl Messaging {
             .await?
             .ok_or(AppError::NotFound("case"))?;
         let now = self.clock.now();
-        let new = self.compose(actor, &case, cmd, now, true).await?;
+        let new = self.compose(actor, &case, cmd, now).await?;
         let record = idempotency.as_ref().map(|i| IdempotencyRecord {
             key: i.key.clone(),
             request_hash: i.request_hash.clone(),
@@ -209,9 +209,10 @@ impl Messaging {
         }
     }
 
-    /// A message ready to queue: recipients settled, template rendered, send policy checked.
     /// What a send would queue — rendered text, recipients and the policy's decision — with
-    /// nothing stored or sent: the same refusals as the send, none of them audited.
+    /// nothing stored or sent. Its refusals are the send's, and a refusal by the send policy
+    /// is audited as the send's would be: asking whether an address is suppressed leaves the
+    /// same trace either way.
     pub async fn preview(
         &self,
         actor: &Actor,
@@ -223,17 +224,16 @@ impl Messaging {
             .get_case(actor, &case_id.to_string())
             .await?
             .ok_or(AppError::NotFound("case"))?;
-        self.compose(actor, &case, cmd, self.clock.now(), false)
-            .await
+        self.compose(actor, &case, cmd, self.clock.now()).await
     }
 
+    /// A message ready to queue: recipients settled, template rendered, send policy checked.
     async fn compose(
         &self,
         actor: &Actor,
         case: &CaseView,
         cmd: SendMessage,
         now: Micros,
-        audit_refusals: bool,
     ) -> AppResult<NewMessage> {
         let channel = cmd.channel;
         let preferences = self.policy.preferences(&case.id).await?;
@@ -302,7 +302,7 @@ impl Messaging {
             )
             .await;
         let allowed = match allowed {
-            Err(AppError::Refused { code, .. }) if code.is_policy() && audit_refusals => {
+            Err(AppError::Refused { code, .. }) if code.is_policy() => {
                 // The refusal is evidence too: kept in the case's audit log, without the
                 // message's content.
                 self.store

@@ -326,7 +326,10 @@ impl Store {
                     .replace('_', "\\_")
             );
             let email = self.keys.blind_index("email", &search.to_lowercase());
-            let phone = self.keys.blind_index("phone", search);
+            let phone = crate::domain::PhoneNumber::parse(search).map_or_else(
+                |_| self.keys.blind_index("phone", search),
+                |p| self.keys.blind_index("phone", p.as_str()),
+            );
             let rows = sqlx::query_as::<_, CaseRow>(&search_cases_sql(actor, CASE_SELECT, true))
                 .bind(actor.party_id.as_str())
                 .bind(&pattern)

@@ -341,3 +341,33 @@ async fn a_running_parley_waits_in_idle_and_takes_new_mail_at_once() {
     .await;
     assert_eq!(imap.count().await, 0);
 }
+
+#[tokio::test]
+async fn what_is_not_mail_stays_in_the_mailbox_marked_read_and_is_not_fetched_again() {
+    let imap = ImapPeer::start().await;
+    let app = spawn_app().await;
+    let (creditor, case_id) = setup(&app).await;
+    let target = ImapTarget::parse(&imap.plain_url()).unwrap();
+    imap.append("not a mail at all, no headers\n").await;
+    imap.append(&to_case(&case_id, "After it", "<after@example.com>"))
+        .await;
+
+    let report = poll_once(&target, &app.inbound).await.unwrap();
+    assert_eq!(
+        (report.fetched, report.stored, report.left),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    let left = flags(&imap).await;
+    assert_eq!(left.len(), 1, "the only copy is kept: {left:?}");
+    assert!(
+        left[0].contains("\\Seen") && !left[0].contains("\\Deleted"),
+        "{left:?}"
+    );
+    assert_eq!(
+        inbound_subjects(&app, &creditor.token, &case_id).await,
+        ["After it"]
+    );
+    let again = poll_once(&target, &app.inbound).await.unwrap();
+    assert_eq!((again.fetched, again.left), (0, 0), "{again:?}");
+}

@@ -215,6 +215,15 @@ await step('a refusal is shown beside the field it concerns', async () => {
   await page.type('input[name=to]', 'not-an-address');
   await page.type('input[name=subject]', 'Hello');
   await page.type('textarea[name=body]', 'Text');
+  // What was typed survives a change of template, and the keyboard stays on the picker.
+  await page.select('select[name=templateId]', 'payment-reminder-v1');
+  await page.waitForSelector('[data-variable]');
+  const kept = await page.$eval('textarea[name=body]', (e) => e.value);
+  if (kept !== 'Text') throw new Error(`the draft was lost: ${JSON.stringify(kept)}`);
+  const focused = await page.evaluate(() => document.activeElement.name);
+  if (focused !== 'templateId') throw new Error(`focus moved to ${focused}`);
+  await page.select('select[name=templateId]', '');
+  await page.waitForFunction(() => !document.querySelector('[data-variable]'));
   await page.click('#send');
   await page.waitForSelector('[data-field=to] .error:not([hidden])');
   const detail = await text('[data-field=to] .error');

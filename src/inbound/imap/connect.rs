@@ -65,9 +65,18 @@ impl TokenSource {
 }
 
 async fn run_token_command(command: &str) -> anyhow::Result<Vec<u8>> {
+    // Only PATH and HOME: the command is someone else's program, and parley's environment
+    // holds its keys. In a process group of its own, so all of it can be stopped.
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
+        .env_clear()
+        .envs(
+            ["PATH", "HOME"]
+                .into_iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+        )
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -75,11 +84,11 @@ async fn run_token_command(command: &str) -> anyhow::Result<Vec<u8>> {
         .spawn()
         .context("starting the IMAP token command")?;
     let mut out = child.stdout.take().context("token command output")?;
-    tokio::time::timeout(TOKEN_COMMAND_LIMIT, async {
+    let group = child.id();
+    let outcome = tokio::time::timeout(TOKEN_COMMAND_LIMIT, async {
         let mut raw = Vec::new();
         (&mut out).take(MAX_TOKEN + 1).read_to_end(&mut raw).await?;
         if raw.len() as u64 > MAX_TOKEN {
-            let _ = child.kill().await;
             bail!("the IMAP token is longer than {MAX_TOKEN} bytes");
         }
         drop(out);
@@ -90,7 +99,18 @@ async fn run_token_command(command: &str) -> anyhow::Result<Vec<u8>> {
         Ok(raw)
     })
     .await
-    .context("the IMAP token command took longer than 30 s")?
+    .context("the IMAP token command took longer than 30 s")
+    .and_then(|r| r);
+    if outcome.is_err()
+        && let Some(pid) = group
+    {
+        // The shell and whatever it started.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    outcome
 }
 
 /// SASL XOAUTH2: the user and the bearer token; an empty answer to the server's error.
@@ -275,5 +295,12 @@ mod tests {
         assert!(format!("{:#}", endless.unwrap_err()).contains("longer than"));
         let two_lines = TokenSource::Command("printf 'a\\nb'".into()).token().await;
         assert!(two_lines.is_err());
+        // parley's own environment stays with parley (cargo gives the tests some of its own).
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let env = TokenSource::Command("env | grep -c '^CARGO' || true".into())
+            .token()
+            .await
+            .unwrap();
+        assert_eq!(env, "0");
     }
 }

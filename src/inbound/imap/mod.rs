@@ -1,11 +1,13 @@
 //! IMAP polling (`PARLEY_IMAP_URL`) on async-imap. One connection stays open: the mailbox is
 //! selected, every message with a UID above the progress kept in the database is fetched
-//! (seen or not), stored with `app::inbound::Inbound::receive_email`, and only then flagged
-//! `\Seen \Deleted`; those UIDs, and no others, are removed with `UID EXPUNGE`, and then the
-//! progress moves on. A crash in between fetches the mail again; its Message-ID makes the
-//! second copy a duplicate, not a second message. Between rounds the connection waits in
-//! `IDLE` where the server offers it, so new mail is taken at once; otherwise it sleeps the
-//! poll interval. Bytes from the server are bounded by [`guard`], each step by a timeout.
+//! (seen or not; up to 500 a round), stored with `app::inbound::Inbound::receive_email`, and
+//! only then flagged `\Seen \Deleted`; the progress moves on, and those UIDs, and no others,
+//! are removed with `UID EXPUNGE`. A crash in between fetches the mail again; its Message-ID
+//! makes the second copy a duplicate, not a second message. A mail over 64 MiB, or one that
+//! is not mail at all, stays in the mailbox marked `\Seen`, and the progress moves past it.
+//! Between rounds the connection waits in `IDLE` where the server offers it, so new mail is
+//! taken at once; otherwise it sleeps the poll interval. Bytes from the server are bounded by
+//! [`guard`], each step by a timeout.
 
 mod connect;
 mod guard;
@@ -157,6 +159,49 @@ pub struct PollReport {
     pub fetched: usize,
     /// Of those, new to parley (not duplicates).
     pub stored: usize,
+    /// Mails left in the mailbox, marked read: over 64 MiB, or not mail at all.
+    pub left: usize,
+    /// More new mail is waiting than one round takes.
+    pub more: bool,
+}
+
+/// At most this many mails a round; the next round follows at once.
+const ROUND: usize = 500;
+
+/// What became of one mail of the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    New,
+    Duplicate,
+    /// Left in the mailbox, marked read.
+    Left,
+}
+
+/// Sorted UIDs as IMAP sets of ranges (`1:5,7,9:12`), a few hundred ranges to a command.
+fn uid_sets(uids: &[u32]) -> Vec<String> {
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for &uid in uids {
+        match ranges.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(uid) => *end = uid,
+            _ => ranges.push((uid, uid)),
+        }
+    }
+    ranges
+        .chunks(200)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}:{b}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
 }
 
 /// A logged-in session with its mailbox selected.
@@ -188,29 +233,60 @@ impl Mailbox {
         while self.session.unsolicited_responses.try_recv().is_ok() {}
     }
 
-    /// Takes every mail above the recorded progress.
-    async fn take_new(&mut self, key: &str, inbound: &Inbound) -> anyhow::Result<PollReport> {
+    /// Takes the mail above the recorded progress, at most [`ROUND`] of it (the report says
+    /// when more is waiting). `stop` ends the round between two mails.
+    async fn take_new(
+        &mut self,
+        key: &str,
+        inbound: &Inbound,
+        stop: Option<&watch::Receiver<bool>>,
+    ) -> anyhow::Result<PollReport> {
         let last = match inbound.mailbox_progress(key).await? {
             Some(p) if p.uid_validity == self.uid_validity => p.last_uid,
             _ => 0,
         };
-        // `n:*` always names the highest UID, even one below n.
-        let mut uids: Vec<u32> = within(self.session.uid_search(format!("UID {}:*", last + 1)))
-            .await?
-            .into_iter()
-            .filter(|uid| *uid > last)
-            .collect();
-        uids.sort_unstable();
+        // The UIDs and sizes of what is new, a short line each (a SEARCH answer would be one
+        // line for all of them). `n:*` always names the highest UID, even one below n.
+        let mut found = tokio::time::timeout(FETCH_LIMIT, async {
+            let mut fetches = within(
+                self.session
+                    .uid_fetch(format!("{}:*", last + 1), "RFC822.SIZE"),
+            )
+            .await?;
+            let mut found = Vec::new();
+            while let Some(fetch) = fetches.next().await {
+                let fetch = fetch.map_err(|e| anyhow::anyhow!(connect::describe(&e)))?;
+                if let Some(uid) = fetch.uid.filter(|uid| *uid > last) {
+                    found.push((uid, fetch.size.unwrap_or(0)));
+                }
+            }
+            anyhow::Ok(found)
+        })
+        .await
+        .context("listing new mail took longer than 10 minutes")??;
+        found.sort_unstable();
         self.forget_unsolicited();
-        let mut report = PollReport::default();
-        let mut taken = Vec::new();
+        let mut report = PollReport {
+            more: found.len() > ROUND,
+            ..PollReport::default()
+        };
+        found.truncate(ROUND);
+        let mut done = Vec::new();
+        let mut removed = Vec::new();
         let mut failure = None;
-        for uid in uids {
-            match self.take_one(uid, inbound).await {
-                Ok(stored) => {
-                    report.fetched += 1;
-                    report.stored += usize::from(stored);
-                    taken.push(uid);
+        for (uid, size) in found {
+            if stop.is_some_and(|s| *s.borrow()) {
+                break;
+            }
+            match self.take_one(uid, size, inbound).await {
+                Ok(taken) => {
+                    report.fetched += usize::from(taken != Taken::Left);
+                    report.stored += usize::from(taken == Taken::New);
+                    report.left += usize::from(taken == Taken::Left);
+                    if taken != Taken::Left && self.uidplus {
+                        removed.push(uid);
+                    }
+                    done.push(uid);
                 }
                 Err(e) => {
                     failure = Some(e);
@@ -219,17 +295,8 @@ impl Mailbox {
             }
             self.forget_unsolicited();
         }
-        if let Some(&highest) = taken.last() {
-            if self.uidplus {
-                let set = taken
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let expunged = within(self.session.uid_expunge(&set)).await?;
-                within(expunged.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) }))
-                    .await?;
-            }
+        if let Some(&highest) = done.last() {
+            // What is stored is recorded first: removing it from the mailbox is tidying up.
             inbound
                 .record_mailbox_progress(
                     key,
@@ -239,6 +306,19 @@ impl Mailbox {
                     },
                 )
                 .await?;
+            for set in uid_sets(&removed) {
+                let expunged = async {
+                    let stream = within(self.session.uid_expunge(&set)).await?;
+                    within(stream.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) }))
+                        .await
+                }
+                .await;
+                if let Err(e) = expunged {
+                    // Flagged deleted and recorded: nothing is fetched twice for it.
+                    tracing::warn!(error = format!("{e:#}"), "IMAP UID EXPUNGE failed");
+                    break;
+                }
+            }
         }
         match failure {
             Some(e) => Err(e),
@@ -246,8 +326,15 @@ impl Mailbox {
         }
     }
 
-    /// Fetches, stores and flags one mail; whether it was new.
-    async fn take_one(&mut self, uid: u32, inbound: &Inbound) -> anyhow::Result<bool> {
+    /// Fetches, stores and flags one mail.
+    async fn take_one(&mut self, uid: u32, size: u32, inbound: &Inbound) -> anyhow::Result<Taken> {
+        if u64::from(size) > guard::MAX_LITERAL {
+            // The guard would cut the connection on it, round after round: it stays where it
+            // is, marked read, for someone to look at.
+            tracing::warn!(uid, size, "IMAP: a mail over 64 MiB is left in the mailbox");
+            self.flag(uid, "+FLAGS.SILENT (\\Seen)").await?;
+            return Ok(Taken::Left);
+        }
         let raw = tokio::time::timeout(FETCH_LIMIT, async {
             let mut fetches =
                 within(self.session.uid_fetch(uid.to_string(), "BODY.PEEK[]")).await?;
@@ -262,27 +349,31 @@ impl Mailbox {
         })
         .await
         .context("fetching one mail took longer than 10 minutes")??;
-        let stored = match raw {
+        let taken = match raw {
             Some(raw) => match inbound.receive_email("imap", &raw, &[]).await {
-                Ok(Ingested::Duplicate { .. }) => false,
-                Ok(_) => true,
-                // Not mail at all: nothing to keep, and leaving it would fetch it forever.
-                Err(AppError::Refused { .. }) => false,
+                Ok(Ingested::Duplicate { .. }) => Taken::Duplicate,
+                Ok(_) => Taken::New,
+                // Not mail at all: the only copy stays in the mailbox, marked read.
+                Err(AppError::Refused { .. }) => Taken::Left,
                 Err(e) => return Err(e.into()),
             },
-            // Gone between the search and the fetch.
-            None => false,
+            // Gone between the listing and the fetch.
+            None => Taken::Left,
         };
-        let flags = if self.uidplus {
+        let flags = if taken != Taken::Left && self.uidplus {
             "+FLAGS.SILENT (\\Seen \\Deleted)"
         } else {
             // Without UID EXPUNGE, removing it would mean a bare EXPUNGE, which takes
             // whatever else is flagged deleted in a shared mailbox: it stays, marked read.
             "+FLAGS.SILENT (\\Seen)"
         };
+        self.flag(uid, flags).await?;
+        Ok(taken)
+    }
+
+    async fn flag(&mut self, uid: u32, flags: &str) -> anyhow::Result<()> {
         let flagged = within(self.session.uid_store(uid.to_string(), flags)).await?;
-        within(flagged.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) })).await?;
-        Ok(stored)
+        within(flagged.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) })).await
     }
 
     /// Waits in `IDLE` until the server announces something, `wait` passes, or `stop`;
@@ -302,10 +393,13 @@ impl Mailbox {
         within(handle.init()).await?;
         let stopped = {
             let (news, _interrupt) = handle.wait_with_timeout(wait);
+            // A deadline of its own: the client's timeout starts again at every keepalive
+            // (`* OK Still here`), so it would never pass on a server that sends them.
             tokio::select! {
-                woke = tokio::time::timeout(wait + connect::TIMEOUT, news) => {
-                    woke.context("IMAP IDLE overran its wait")?
-                        .map_err(|e| anyhow::anyhow!(connect::describe(&e)))?;
+                woke = tokio::time::timeout(wait, news) => {
+                    if let Ok(woke) = woke {
+                        woke.map_err(|e| anyhow::anyhow!(connect::describe(&e)))?;
+                    }
                     false
                 }
                 _ = stop.changed() => true,
@@ -328,7 +422,9 @@ impl Mailbox {
 /// removed from the mailbox.
 pub async fn poll_once(target: &ImapTarget, inbound: &Inbound) -> anyhow::Result<PollReport> {
     let mut mailbox = Mailbox::open(target).await?;
-    let report = mailbox.take_new(&target.progress_key(), inbound).await;
+    let report = mailbox
+        .take_new(&target.progress_key(), inbound, None)
+        .await;
     let _ = within(mailbox.session.logout()).await;
     report
 }
@@ -361,25 +457,46 @@ pub async fn run(
                 Some(m) => m,
                 None => open.insert(Mailbox::open(&target).await?),
             };
-            mailbox.take_new(&key, &inbound).await
+            mailbox.take_new(&key, &inbound, Some(&stop)).await
         }
         .await;
+        let mut more = false;
         match round {
-            Ok(r) if r.fetched > 0 => {
-                tracing::info!(fetched = r.fetched, stored = r.stored, "IMAP poll")
+            Ok(r) => {
+                if r.fetched + r.left > 0 {
+                    tracing::info!(
+                        fetched = r.fetched,
+                        stored = r.stored,
+                        left = r.left,
+                        "IMAP poll"
+                    );
+                }
+                more = r.more;
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "IMAP poll failed");
                 open = None;
             }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        if more && open.is_some() {
+            continue;
         }
         match open.take() {
             Some(mailbox) if mailbox.idle => {
                 match mailbox.idle(interval.min(IDLE_MAX), &mut stop).await {
                     Ok(Some(mailbox)) => open = Some(mailbox),
                     Ok(None) => break,
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "IMAP IDLE failed"),
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "IMAP IDLE failed");
+                        // Not straight back at a server that keeps dropping the connection.
+                        tokio::select! {
+                            () = tokio::time::sleep(interval.min(Duration::from_secs(10))) => {},
+                            _ = stop.changed() => break,
+                        }
+                    }
                 }
             }
             other => {
@@ -526,6 +643,20 @@ mod tests {
         ] {
             assert!(ImapTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn uid_sets_are_ranges_in_pieces() {
+        assert_eq!(uid_sets(&[1, 2, 3, 5, 7, 8]), ["1:3,5,7:8"]);
+        assert!(uid_sets(&[]).is_empty());
+        let many: Vec<u32> = (1..=1000).map(|n| n * 2).collect();
+        let sets = uid_sets(&many);
+        assert_eq!(sets.len(), 5);
+        assert!(sets.iter().all(|s| s.split(',').count() <= 200));
+        assert_eq!(
+            uid_sets(&[u32::MAX - 1, u32::MAX]),
+            ["4294967294:4294967295"]
+        );
     }
 
     #[test]
