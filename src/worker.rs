@@ -31,6 +31,12 @@ pub trait Job: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Reads what the claimed items need, all at once, before each is attempted (one query
+    /// for the batch instead of one per item); an item it misses reads its own.
+    fn preload(&self, _claims: &[Claim]) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Attempts the item and records where it goes next. `Err` leaves the item leased: its
     /// lease runs out and it is attempted again.
     fn handle(&self, claim: &Claim) -> impl Future<Output = anyhow::Result<()>> + Send;
@@ -84,7 +90,7 @@ impl<J: Job> Worker<J> {
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<Claim>> {
         self.job.prepare().await?;
         let now = self.clock.now();
-        Ok(self
+        let claims = self
             .store
             .claim(
                 J::QUEUE,
@@ -93,7 +99,11 @@ impl<J: Job> Worker<J> {
                 now,
                 now + micros(self.settings.lease),
             )
-            .await?)
+            .await?;
+        if claims.len() > 1 {
+            self.job.preload(&claims).await;
+        }
+        Ok(claims)
     }
 
     /// Claims what is due now (up to the concurrency) and attempts it; returns how many

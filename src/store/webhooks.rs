@@ -339,16 +339,37 @@ impl Store {
 
     /// A claimed delivery with everything its request needs; `None` when it is gone.
     pub async fn due_delivery(&self, id: &str) -> StoreResult<Option<DueDelivery>> {
-        let row = sqlx::query_as::<_, DueRow>(
+        Ok(self.due_deliveries(&[id]).await?.pop())
+    }
+
+    /// The claimed deliveries of `ids` with everything their requests need, in one query;
+    /// those that are gone are left out.
+    pub async fn due_deliveries(&self, ids: &[&str]) -> StoreResult<Vec<DueDelivery>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
             "SELECT d.id, d.webhook_id, w.url, w.secret_sealed, d.event_id, e.event_type, e.case_id, e.payload \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
-             WHERE d.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(DueDelivery {
+             WHERE d.id IN ({placeholders})"
+        );
+        let mut q = sqlx::query_as::<_, DueRow>(&sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| self.due_from_row(r))
+            .collect()
+    }
+
+    fn due_from_row(&self, r: DueRow) -> StoreResult<DueDelivery> {
+        Ok(DueDelivery {
             secret: self
                 .keys
                 .open_string(&secret_context(&r.webhook_id), &r.secret_sealed)?,
@@ -359,7 +380,7 @@ impl Store {
             event_type: EventType::parse(&r.event_type).map_err(|e| StoreError::Corrupt(e.0))?,
             case_id: r.case_id,
             payload: serde_json::from_str(&r.payload).unwrap_or(Value::Null),
-        }))
+        })
     }
 
     /// Records the outcome of an attempt: the peer's status and error, and where the
