@@ -1,7 +1,8 @@
 //! The one queue engine. A [`Worker`] claims due items of one queue with a lease, hands each
 //! to its [`Job`] handler, renews the lease while the attempt runs (a slow peer never lets
 //! another worker claim the same item), and sleeps until the next item is due or it is
-//! woken. Message deliveries and webhook deliveries both run on it; they differ only in
+//! woken. An attempt holds one of the worker's slots until its peer has answered
+//! ([`free_slot`]); its outcome is committed after that, the item still leased. Message deliveries and webhook deliveries both run on it; they differ only in
 //! what one attempt does. Retries follow a [`Backoff`] schedule with jitter. Time comes from
 //! the injected clock, so tests can stand it still or move it.
 
@@ -18,6 +19,18 @@ use crate::domain::clock::SharedClock;
 use crate::domain::time::{Micros, duration_micros as micros};
 use crate::store::Store;
 use crate::store::queue::{Claim, QueueTable};
+
+tokio::task_local! {
+    /// The worker slot the current attempt holds.
+    static SLOT: std::cell::RefCell<Option<tokio::sync::OwnedSemaphorePermit>>;
+}
+
+/// Gives the current attempt's slot back to its worker. A job calls it once its peer has
+/// answered: the worker then claims more while this attempt's outcome is committed (the item
+/// stays leased until it is). Outside a running worker (`run_once`) it does nothing.
+pub fn free_slot() {
+    let _ = SLOT.try_with(|slot| slot.borrow_mut().take());
+}
 
 /// What one queue does with a claimed item.
 pub trait Job: Send + Sync + 'static {
@@ -194,10 +207,11 @@ impl<J: Job> Worker<J> {
                     break;
                 };
                 let this = self.clone();
-                set.spawn(async move {
-                    this.attempt(claim).await;
-                    drop(permit);
-                });
+                set.spawn(
+                    SLOT.scope(std::cell::RefCell::new(Some(permit)), async move {
+                        this.attempt(claim).await;
+                    }),
+                );
             }
         }
         tracing::info!(queue = J::NAME, in_flight = set.len(), "worker stopping");

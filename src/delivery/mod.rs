@@ -446,6 +446,7 @@ impl Job for DeliveryJob {
         }
         let started = self.clock.now();
         let (next, delivered, seen) = self.attempt(claim).await;
+        crate::worker::free_slot();
         let label = next.label();
         crate::telemetry::OUTCOMES.count(
             "delivery",

@@ -191,6 +191,7 @@ impl Job for WebhookJob {
         // The endpoint's slot is for requests in flight to it: free it before the outcome's
         // commit, which it does not need to wait for.
         drop(slot);
+        crate::worker::free_slot();
         let (status, next) = match outcome {
             Ok(code) => (Some(code), Transition::Done),
             Err((code, error)) => (
