@@ -178,9 +178,12 @@ impl<J: Job> Worker<J> {
             while set.try_join_next().is_some() {}
             let free = slots.available_permits();
             if free < batch && !set.is_empty() {
+                // Slots come back when attempts end or when their peers have answered.
+                let wanted = u32::try_from(batch).unwrap_or(u32::MAX);
                 tokio::select! {
                     _ = set.join_next() => {},
                     _ = stop.changed() => {},
+                    Ok(permits) = slots.clone().acquire_many_owned(wanted) => drop(permits),
                 }
                 continue;
             }

@@ -332,3 +332,64 @@ async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message(
         ]
     );
 }
+
+/// A job whose peer answers at once and whose outcome takes as long as the test wants to
+/// be written: it gives its slot back in between, as the real jobs do.
+struct CommittingJob {
+    claims: Mutex<Vec<String>>,
+    committed: tokio::sync::Semaphore,
+}
+
+impl Job for CommittingJob {
+    const QUEUE: QueueTable = DELIVERY_JOBS;
+    const NAME: &'static str = "committing";
+
+    async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
+        self.claims.lock().await.push(claim.id.clone());
+        parley::worker::free_slot();
+        let _ = self.committed.acquire().await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_slot_is_free_while_the_outcome_is_written() {
+    let app = spawn_app().await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    for i in 0..2 {
+        let r = app
+            .post(
+                &creditor.token,
+                &format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap()),
+                &json!({"messageType": "email", "subject": format!("Hello {i}"), "body": "Hello"}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    // One slot: without giving it back, the second item would wait for the first's outcome.
+    let w = Arc::new(Worker::new(
+        CommittingJob {
+            claims: Mutex::new(Vec::new()),
+            committed: tokio::sync::Semaphore::new(0),
+        },
+        app.store.clone(),
+        parley::domain::clock::system(),
+        WorkerSettings {
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            idle: Duration::from_millis(20),
+        },
+        Arc::new(Notify::new()),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(w.clone().run(stopped));
+    let job = w.job();
+    eventually(10, "both attempts, the first still writing", || async {
+        (job.claims.lock().await.len() == 2).then_some(())
+    })
+    .await;
+    job.committed.add_permits(2);
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}
