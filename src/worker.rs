@@ -177,16 +177,20 @@ impl<J: Job> Worker<J> {
         while !*stop.borrow() {
             while set.try_join_next().is_some() {}
             let free = slots.available_permits();
-            if free < batch && !set.is_empty() {
+            // Attempts whose peers have answered and whose outcomes are being written hold no
+            // slot, but they are bounded too: at most as many again as there are slots.
+            let room = (2 * self.settings.concurrency).saturating_sub(set.len());
+            if (free < batch || room < batch) && !set.is_empty() {
                 // Slots come back when attempts end or when their peers have answered.
                 let wanted = u32::try_from(batch).unwrap_or(u32::MAX);
                 tokio::select! {
                     _ = set.join_next() => {},
                     _ = stop.changed() => {},
-                    Ok(permits) = slots.clone().acquire_many_owned(wanted) => drop(permits),
+                    Ok(permits) = slots.clone().acquire_many_owned(wanted), if room >= batch => drop(permits),
                 }
                 continue;
             }
+            let free = free.min(room);
             let claimed = if free == 0 {
                 Vec::new()
             } else {

@@ -345,6 +345,13 @@ impl Store {
     /// The claimed deliveries of `ids` with everything their requests need, in one query;
     /// those that are gone are left out.
     pub async fn due_deliveries(&self, ids: &[&str]) -> StoreResult<Vec<DueDelivery>> {
+        if ids.len() > 500 {
+            let mut all = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(500) {
+                all.extend(Box::pin(self.due_deliveries(chunk)).await?);
+            }
+            return Ok(all);
+        }
         if ids.is_empty() {
             return Ok(Vec::new());
         }

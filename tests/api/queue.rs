@@ -389,6 +389,20 @@ async fn a_slot_is_free_while_the_outcome_is_written() {
         (job.claims.lock().await.len() == 2).then_some(())
     })
     .await;
+    let claims = job.claims.lock().await.clone();
+    assert_ne!(claims[0], claims[1], "two items, not one twice");
+    for id in &claims {
+        let (status, _) = app
+            .store
+            .queue_item(DELIVERY_JOBS, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            status, "running",
+            "still leased while its outcome is written"
+        );
+    }
     job.committed.add_permits(2);
     stop.send(true).unwrap();
     running.await.unwrap();
