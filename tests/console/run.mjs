@@ -26,6 +26,39 @@ const freePort = () => new Promise((ok) => {
   s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => ok(port)); });
 });
 
+// A small SMTP server: takes every mail but refuses one recipient for good (550), so the
+// operator has a failed delivery to retry.
+const smtpPort = await freePort();
+const refusedRecipient = 'refused@example.com';
+const received = [];
+const smtp = createServer((socket) => {
+  let data = false;
+  let buffer = '';
+  const say = (line) => socket.write(`${line}\r\n`);
+  say('220 console-test ESMTP');
+  socket.on('data', (chunk) => {
+    buffer += chunk.toString('latin1');
+    let at;
+    while ((at = buffer.indexOf('\r\n')) >= 0) {
+      const line = buffer.slice(0, at);
+      buffer = buffer.slice(at + 2);
+      if (data) {
+        if (line === '.') { data = false; received.push(Date.now()); say('250 queued'); }
+        continue;
+      }
+      const verb = line.slice(0, 4).toUpperCase();
+      if (verb === 'EHLO' || verb === 'HELO') say('250 console-test');
+      else if (verb === 'MAIL' || verb === 'RSET' || verb === 'NOOP') say('250 ok');
+      else if (verb === 'RCPT') say(line.includes(refusedRecipient) ? '550 no such user' : '250 ok');
+      else if (verb === 'DATA') { data = true; say('354 go on'); }
+      else if (verb === 'QUIT') { say('221 bye'); socket.end(); }
+      else say('502 not here');
+    }
+  });
+  socket.on('error', () => {});
+});
+await new Promise((ok) => smtp.listen(smtpPort, '127.0.0.1', ok));
+
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const env = {
@@ -36,6 +69,7 @@ const env = {
   PARLEY_FREQUENCY_CAP: 'off',
   PARLEY_LOG_LEVEL: 'warn',
   PARLEY_WEBHOOK_ALLOW_PRIVATE: 'true',
+  PARLEY_SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
 };
 const cli = (...args) => JSON.parse(execFileSync(BIN, args, { env, encoding: 'utf8' }));
 const tokenFor = (kind, name) => {
@@ -294,6 +328,27 @@ await step('an admin assigns the unmatched mail to the case', async () => {
   await page.waitForFunction(() => ![...document.querySelectorAll('td')].some((e) => e.textContent.includes('About my debt')));
   const list = await api(creditor, 'GET', `/api/cases/${kase.caseId}/messages?direction=inbound`);
   if (!list.messages.some((m) => m.subject === 'About my debt')) throw new Error('the mail is not on the case');
+});
+
+await step('an operator retries a failed delivery', async () => {
+  const refused = await api(creditor, 'POST', `/api/cases/${kase.caseId}/messages`, {
+    messageType: 'email', to: refusedRecipient, subject: 'Bounces', body: 'Refused by the server',
+  });
+  await until('the delivery to fail', async () =>
+    (await api(creditor, 'GET', `/api/messages/${refused.messageId}`)).status === 'failed');
+  await page.goto(`${base}/console#/deliveries/failed`);
+  await waitText('td a', refused.messageId);
+  await axe('failed deliveries');
+  await shot('deliveries-failed');
+  const row = (id) => page.$$eval('tr', (rows, i) => rows.find((r) => r.textContent.includes(i))?.textContent || '', id);
+  if (!(await row(refused.messageId)).includes('550')) throw new Error('the failure reason is not shown');
+  await page.$$eval('tr', (rows, id) => rows.find((r) => r.textContent.includes(id)).querySelector('button').click(), refused.messageId);
+  // Tried again: it leaves the list, is attempted once more and fails again.
+  await until('the second attempt', async () => {
+    const jobs = await api(admin, 'GET', '/api/jobs?state=failed');
+    const job = jobs.jobs.find((j) => j.messageId === refused.messageId);
+    return job && job.attemptLog.length >= 2;
+  });
 });
 
 await step('an operator cancels a scheduled delivery', async () => {
