@@ -17,6 +17,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{Config, LogFormat};
 
+/// Whether spans are exported: without it, a request carries no trace context worth keeping.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Holds the span exporter: dropping it sends what is left.
 pub struct Telemetry {
     traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
@@ -65,10 +68,15 @@ pub fn init(config: &Config) -> Telemetry {
                     .with_target("parley", tracing::Level::INFO),
             )
     });
-    let _ = tracing_subscriber::registry()
+    let exporting = otel.is_some();
+    if tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
+    }
     Telemetry { traces }
 }
 
@@ -92,6 +100,9 @@ fn exporter(endpoint: &str) -> anyhow::Result<opentelemetry_sdk::trace::SdkTrace
 
 /// The W3C `traceparent` of the current span; none when tracing is off.
 pub fn current_traceparent() -> Option<String> {
+    if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
     carrier.remove("traceparent")
@@ -100,6 +111,9 @@ pub fn current_traceparent() -> Option<String> {
 /// Makes `span` continue the trace a `traceparent` names (a client's, or a request's kept
 /// with its job). An invalid value is ignored: the span starts a trace of its own.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let Some(traceparent) = traceparent.filter(|t| t.len() <= 128) else {
         return;
     };

@@ -316,61 +316,62 @@ impl Store {
     ) -> StoreResult<(Page<CaseView>, i64)> {
         let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let status = q.status.map(CaseStatus::as_str);
-        if let Some(search) = q.search.as_deref() {
-            let pattern = format!(
-                "{}%",
-                search
-                    .to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
-            let email = self.keys.blind_index("email", &search.to_lowercase());
-            let phone = crate::domain::PhoneNumber::parse(search).map_or_else(
-                |_| self.keys.blind_index("phone", search),
-                |p| self.keys.blind_index("phone", p.as_str()),
-            );
-            let rows = sqlx::query_as::<_, CaseRow>(&search_cases_sql(actor, CASE_SELECT, true))
+        let (rows, total) = match q.search.as_deref() {
+            Some(search) => {
+                let pattern = format!(
+                    "{}%",
+                    search
+                        .to_lowercase()
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                );
+                let email = self.keys.blind_index("email", &search.to_lowercase());
+                let phone = crate::domain::PhoneNumber::parse(search).map_or_else(
+                    |_| self.keys.blind_index("phone", search),
+                    |p| self.keys.blind_index("phone", p.as_str()),
+                );
+                let rows =
+                    sqlx::query_as::<_, CaseRow>(&search_cases_sql(actor, CASE_SELECT, true))
+                        .bind(actor.party_id.as_str())
+                        .bind(&pattern)
+                        .bind(&email)
+                        .bind(&phone)
+                        .bind(status)
+                        .bind(cursor.as_deref())
+                        .bind(q.limit + 1)
+                        .fetch_all(&self.pool)
+                        .await?;
+                let total: i64 = sqlx::query_scalar(&search_cases_sql(
+                    actor,
+                    "SELECT COUNT(*) FROM cases c",
+                    false,
+                ))
                 .bind(actor.party_id.as_str())
                 .bind(&pattern)
                 .bind(&email)
                 .bind(&phone)
                 .bind(status)
-                .bind(cursor.as_deref())
-                .bind(q.limit + 1)
-                .fetch_all(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-            let total: i64 = sqlx::query_scalar(&search_cases_sql(
-                actor,
-                "SELECT COUNT(*) FROM cases c",
-                false,
-            ))
-            .bind(actor.party_id.as_str())
-            .bind(&pattern)
-            .bind(&email)
-            .bind(&phone)
-            .bind(status)
-            .fetch_one(&self.pool)
-            .await?;
-            let mut items = rows
-                .into_iter()
-                .map(|r| self.case_from_row(r))
-                .collect::<StoreResult<Vec<_>>>()?;
-            let next_cursor = page_cursor(&mut items, q.limit, |c| &c.id);
-            return Ok((Page { items, next_cursor }, total));
-        }
-        let rows = sqlx::query_as::<_, CaseRow>(&list_cases_sql(actor))
-            .bind(actor.party_id.as_str())
-            .bind(status)
-            .bind(cursor.as_deref())
-            .bind(q.limit + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let total: i64 = sqlx::query_scalar(&count_cases_sql(actor))
-            .bind(actor.party_id.as_str())
-            .bind(status)
-            .fetch_one(&self.pool)
-            .await?;
+                (rows, total)
+            }
+            None => {
+                let rows = sqlx::query_as::<_, CaseRow>(&list_cases_sql(actor))
+                    .bind(actor.party_id.as_str())
+                    .bind(status)
+                    .bind(cursor.as_deref())
+                    .bind(q.limit + 1)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(&count_cases_sql(actor))
+                    .bind(actor.party_id.as_str())
+                    .bind(status)
+                    .fetch_one(&self.pool)
+                    .await?;
+                (rows, total)
+            }
+        };
         let mut items = rows
             .into_iter()
             .map(|r| self.case_from_row(r))

@@ -8,14 +8,8 @@ use parley::inbound::imap::{ImapTarget, TokenSource, poll_once};
 use serde_json::{Value, json};
 
 use crate::helpers::{Party, TestApp, spawn_app, spawn_app_with};
+use crate::inbound::mail;
 use crate::peers::{ImapPeer, ImapSetup, eventually};
-
-fn mail(headers: &[(&str, &str)], body: &str) -> String {
-    let mut s: String = headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-    s.push('\n');
-    s.push_str(body);
-    s
-}
 
 async fn setup(app: &TestApp) -> (Party, String) {
     let creditor = app.party(PartyKind::Creditor, "Acme").await;

@@ -9,7 +9,7 @@ async fn post_mail(app: &TestApp, token: &str, raw: &str) -> reqwest::Response {
     app.post_mail(token, raw).await
 }
 
-fn mail(headers: &[(&str, &str)], body: &str) -> String {
+pub(crate) fn mail(headers: &[(&str, &str)], body: &str) -> String {
     let mut s: String = headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
     s.push('\n');
     s.push_str(body);

@@ -165,6 +165,13 @@ pub struct PollReport {
     pub more: bool,
 }
 
+/// Reads a command's answers to its end, where only the outcome matters.
+async fn to_the_end<T>(
+    answers: impl futures_util::Stream<Item = Result<T, async_imap::error::Error>>,
+) -> anyhow::Result<()> {
+    within(answers.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) })).await
+}
+
 /// At most this many mails a round; the next round follows at once.
 const ROUND: usize = 500;
 
@@ -309,8 +316,7 @@ impl Mailbox {
             for set in uid_sets(&removed) {
                 let expunged = async {
                     let stream = within(self.session.uid_expunge(&set)).await?;
-                    within(stream.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) }))
-                        .await
+                    to_the_end(stream).await
                 }
                 .await;
                 if let Err(e) = expunged {
@@ -373,7 +379,7 @@ impl Mailbox {
 
     async fn flag(&mut self, uid: u32, flags: &str) -> anyhow::Result<()> {
         let flagged = within(self.session.uid_store(uid.to_string(), flags)).await?;
-        within(flagged.fold(Ok(()), |acc, r| async move { acc.and(r.map(|_| ())) })).await
+        to_the_end(flagged).await
     }
 
     /// Waits in `IDLE` until the server announces something, `wait` passes, or `stop`;
