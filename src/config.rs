@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "database_max_connections",
+    "subject_keys_url",
     "document_store",
     "s3_access_key_id",
     "s3_secret_access_key",
@@ -63,6 +64,7 @@ const KEYS: &[&str] = &[
     "default_contact_hours",
     "closed_days",
     "deadline_warning",
+    "retention",
     "log_format",
     "log_level",
     "otlp_endpoint",
@@ -155,6 +157,11 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub database_url: Secret,
     pub database_max_connections: u32,
+    /// `PARLEY_SUBJECT_KEYS_URL`: the key store of data subjects' keys. Kept apart from the
+    /// database so a backup of the database holds no key; defaults to
+    /// `sqlite://<data>/subject-keys.db` beside a SQLite database, and to the database
+    /// itself on PostgreSQL (with a warning at start).
+    pub subject_keys_url: Option<Secret>,
     pub document_store: String,
     pub s3_access_key_id: Option<String>,
     pub s3_secret_access_key: Option<Secret>,
@@ -311,6 +318,9 @@ pub struct PolicyConfig {
     pub closed_days: crate::domain::calendar::ClosedDays,
     /// `PARLEY_DEADLINE_WARNING`: how long before a deadline its system message comes.
     pub deadline_warning: Duration,
+    /// `PARLEY_RETENTION`: how long a closed case's personal data is kept before an
+    /// erasure request is carried out.
+    pub retention: Duration,
 }
 
 /// Webhook deliveries.
@@ -422,6 +432,9 @@ impl Config {
             }
         })?
         .unwrap_or(16);
+        let subject_keys_url = opt(raw, "subject_keys_url", |v| {
+            parse_database_url(v).map(|()| Secret::new(v))
+        })?;
         let document_store = opt(raw, "document_store", |v| {
             if v.starts_with("file://") || v.starts_with("s3://") {
                 Ok(v.to_string())
@@ -672,6 +685,8 @@ impl Config {
         .unwrap_or_default();
         let deadline_warning = opt(raw, "deadline_warning", parse_duration)?
             .unwrap_or(Duration::from_secs(3 * 86_400));
+        let retention =
+            opt(raw, "retention", parse_duration)?.unwrap_or(Duration::from_secs(5 * 31_557_600));
         let log_format = opt(raw, "log_format", |v| {
             match v.to_ascii_lowercase().as_str() {
                 "text" => Ok(LogFormat::Text),
@@ -706,6 +721,7 @@ impl Config {
                 data_dir,
                 database_url: Secret::new(database_url),
                 database_max_connections,
+                subject_keys_url,
                 document_store,
                 s3_access_key_id,
                 s3_secret_access_key,
@@ -743,6 +759,7 @@ impl Config {
                 default_contact_hours,
                 closed_days,
                 deadline_warning,
+                retention,
             },
             webhooks: WebhookConfig {
                 retry_schedule: webhook_retry_schedule,

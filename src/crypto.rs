@@ -4,10 +4,19 @@
 //! The key id names the master key that sealed it, so a value sealed before a rotation still
 //! opens with the old key while new values use the new one. Every seal binds an associated
 //! context (for example the note id), so a ciphertext copied onto another row does not open.
+//!
+//! A data subject's personal data is sealed under a key of its own instead: `version (2) |
+//! subject key id (16) | nonce (12) | ciphertext and tag`. Subject keys are random, kept
+//! sealed under the master key in the key store (not the database), and destroyed to erase the
+//! subject: every copy of what they sealed, backups included, is unreadable from then on. The
+//! ring caches the subject keys the store has looked up (`remember_subject`); opening a value
+//! of a subject whose key was destroyed is `CryptoError::Erased`.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -20,6 +29,12 @@ use sha2::{Digest, Sha256};
 
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 4 + 12;
+const SUBJECT_VERSION: u8 = 2;
+const SUBJECT_HEADER: usize = 1 + 16 + 12;
+/// Subject keys kept in memory at most; the cache starts over beyond it.
+const SUBJECT_CACHE: usize = 100_000;
+/// How long a looked-up subject key (or its absence) is trusted before it is read again.
+const SUBJECT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -29,6 +44,104 @@ pub enum CryptoError {
     UnknownKey(String),
     #[error("sealed value failed authentication")]
     Tampered,
+    /// The data subject's key was destroyed: the value is erased.
+    #[error("sealed value belongs to an erased data subject")]
+    Erased,
+    /// The subject key was not looked up before opening (a bug in the caller).
+    #[error("sealed value names subject key {0}, which was not loaded")]
+    NotLoaded(String),
+}
+
+/// The id of a subject key, as sealed values name it.
+pub type SubjectKeyId = [u8; 16];
+
+/// A data subject's key: seals that subject's personal data.
+pub struct SubjectKey {
+    id: SubjectKeyId,
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectKey")
+            .field("id", &hex::encode(self.id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubjectKey {
+    pub fn new(id: SubjectKeyId, raw: &[u8; 32]) -> Self {
+        Self {
+            id,
+            cipher: Aes256Gcm::new(raw.into()),
+        }
+    }
+
+    pub fn id(&self) -> SubjectKeyId {
+        self.id
+    }
+
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        let mut out = Vec::with_capacity(SUBJECT_HEADER + ciphertext.len());
+        out.push(SUBJECT_VERSION);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    pub fn seal_str(&self, context: &str, plaintext: &str) -> Vec<u8> {
+        self.seal(context, plaintext.as_bytes())
+    }
+
+    fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce = Nonce::from_slice(&sealed[17..SUBJECT_HEADER]);
+        self.cipher
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[SUBJECT_HEADER..],
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Tampered)
+    }
+}
+
+/// A new subject key: its id and its 32 bytes.
+pub fn new_subject_key() -> (SubjectKeyId, [u8; 32]) {
+    let mut id = [0u8; 16];
+    let mut raw = [0u8; 32];
+    OsRng.fill_bytes(&mut id);
+    OsRng.fill_bytes(&mut raw);
+    (id, raw)
+}
+
+/// The subject key a value is sealed under, if it is sealed under one.
+pub fn subject_key_of(sealed: &[u8]) -> Option<SubjectKeyId> {
+    if sealed.len() < SUBJECT_HEADER + 16 || sealed[0] != SUBJECT_VERSION {
+        return None;
+    }
+    sealed[1..17].try_into().ok()
+}
+
+#[derive(Default)]
+struct SubjectCache {
+    /// Key id → the key, or `None` when it was destroyed; and when it was looked up.
+    by_id: HashMap<SubjectKeyId, (Option<Arc<SubjectKey>>, Instant)>,
+    /// A case's key, for sealing.
+    by_case: HashMap<String, (Arc<SubjectKey>, Instant)>,
 }
 
 struct Key {
@@ -64,6 +177,7 @@ pub struct KeyRing {
     current: Key,
     older: HashMap<[u8; 4], Key>,
     index_key: std::sync::OnceLock<[u8; 32]>,
+    subjects: RwLock<SubjectCache>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -81,6 +195,7 @@ impl KeyRing {
             current: Key::new(current),
             older,
             index_key: std::sync::OnceLock::new(),
+            subjects: RwLock::default(),
         }
     }
 
@@ -143,6 +258,14 @@ impl KeyRing {
     }
 
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if let Some(id) = subject_key_of(sealed) {
+            let cache = self.subjects.read().unwrap_or_else(|e| e.into_inner());
+            return match cache.by_id.get(&id) {
+                Some((Some(key), _)) => key.open(context, sealed),
+                Some((None, _)) => Err(CryptoError::Erased),
+                None => Err(CryptoError::NotLoaded(hex::encode(id))),
+            };
+        }
         if sealed.len() < HEADER + 16 || sealed[0] != VERSION {
             return Err(CryptoError::Malformed);
         }
@@ -168,9 +291,94 @@ impl KeyRing {
             .map_err(|_| CryptoError::Tampered)
     }
 
-    /// Whether `sealed` was sealed under the current key (so a rekey leaves it as it is).
+    /// Whether `sealed` was sealed under the current key, or under a subject key (whose own
+    /// seal is what a rekey renews): a rekey leaves it as it is.
     pub fn is_current(&self, sealed: &[u8]) -> bool {
-        sealed.get(1..5) == Some(&self.current.id[..])
+        subject_key_of(sealed).is_some() || sealed.get(1..5) == Some(&self.current.id[..])
+    }
+
+    /// A subject key sealed under the master key, for the key store.
+    pub fn wrap_subject_key(&self, id: &SubjectKeyId, raw: &[u8; 32]) -> Vec<u8> {
+        self.seal(&subject_key_context(id), raw)
+    }
+
+    /// A subject key from the key store.
+    pub fn unwrap_subject_key(
+        &self,
+        id: &SubjectKeyId,
+        wrapped: &[u8],
+    ) -> Result<SubjectKey, CryptoError> {
+        let raw: [u8; 32] = self
+            .open(&subject_key_context(id), wrapped)?
+            .try_into()
+            .map_err(|_| CryptoError::Malformed)?;
+        Ok(SubjectKey::new(*id, &raw))
+    }
+
+    /// A subject key wrapped again under the current master key; `None` when it already is.
+    pub fn rewrap_subject_key(
+        &self,
+        id: &SubjectKeyId,
+        wrapped: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError> {
+        self.reseal(&subject_key_context(id), wrapped)
+    }
+
+    /// Keeps what the key store said of a subject key: the key (and, when given, the case it
+    /// belongs to), or `None` when it was destroyed.
+    pub fn remember_subject(
+        &self,
+        id: SubjectKeyId,
+        key: Option<Arc<SubjectKey>>,
+        case_id: Option<&str>,
+    ) {
+        let mut cache = self.subjects.write().unwrap_or_else(|e| e.into_inner());
+        if cache.by_id.len() >= SUBJECT_CACHE || cache.by_case.len() >= SUBJECT_CACHE {
+            *cache = SubjectCache::default();
+        }
+        let now = Instant::now();
+        if let (Some(key), Some(case_id)) = (&key, case_id) {
+            cache
+                .by_case
+                .insert(case_id.to_string(), (key.clone(), now));
+        }
+        if key.is_none()
+            && let Some(case_id) = case_id
+        {
+            cache.by_case.remove(case_id);
+        }
+        cache.by_id.insert(id, (key, now));
+    }
+
+    /// The key of a case, when it was looked up lately.
+    pub fn cached_case_key(&self, case_id: &str) -> Option<Arc<SubjectKey>> {
+        let cache = self.subjects.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .by_case
+            .get(case_id)
+            .filter(|(_, at)| at.elapsed() < SUBJECT_TTL)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Of the subject keys these values are sealed under, those not looked up lately.
+    pub fn subject_keys_to_load<'a>(
+        &self,
+        sealed: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<SubjectKeyId> {
+        let cache = self.subjects.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<SubjectKeyId> = sealed
+            .into_iter()
+            .filter_map(subject_key_of)
+            .filter(|id| {
+                cache
+                    .by_id
+                    .get(id)
+                    .is_none_or(|(_, at)| at.elapsed() >= SUBJECT_TTL)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The value sealed again under the current key; `None` when it already is.
@@ -213,6 +421,10 @@ impl KeyRing {
         mac.update(value.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
+}
+
+fn subject_key_context(id: &SubjectKeyId) -> String {
+    format!("subject-key:{}", hex::encode(id))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -285,6 +497,41 @@ mod tests {
             unrelated.open("c", &sealed),
             Err(CryptoError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn subject_keys_seal_apart_from_the_master_key_and_erase() {
+        let ring = KeyRing::new(&[7; 32], &[]);
+        let (id, raw) = new_subject_key();
+        let wrapped = ring.wrap_subject_key(&id, &raw);
+        let key = Arc::new(ring.unwrap_subject_key(&id, &wrapped).unwrap());
+        let sealed = key.seal_str("note:1", "Debtor called");
+        assert_eq!(subject_key_of(&sealed), Some(id));
+        assert!(
+            ring.is_current(&sealed),
+            "a rekey leaves subject seals alone"
+        );
+        assert!(matches!(
+            ring.open("note:1", &sealed),
+            Err(CryptoError::NotLoaded(_))
+        ));
+        assert_eq!(ring.subject_keys_to_load([&sealed[..]]), vec![id]);
+        ring.remember_subject(id, Some(key), Some("case-1"));
+        assert!(ring.subject_keys_to_load([&sealed[..]]).is_empty());
+        assert_eq!(ring.open("note:1", &sealed).unwrap(), b"Debtor called");
+        assert!(matches!(
+            ring.open("note:2", &sealed),
+            Err(CryptoError::Tampered)
+        ));
+        assert!(ring.cached_case_key("case-1").is_some());
+        ring.remember_subject(id, None, Some("case-1"));
+        assert!(ring.cached_case_key("case-1").is_none());
+        assert!(matches!(
+            ring.open("note:1", &sealed),
+            Err(CryptoError::Erased)
+        ));
+        let other = KeyRing::new(&[8; 32], &[]);
+        assert!(other.unwrap_subject_key(&id, &wrapped).is_err());
     }
 
     #[test]

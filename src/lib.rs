@@ -89,6 +89,7 @@ impl App {
             self.services.policy.clone(),
             self.services.messaging.clone(),
             self.services.documents.clone(),
+            self.services.subjects.clone(),
             setup,
             self.clock.clone(),
         )?;
@@ -227,10 +228,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         &older,
         &storage.data_dir,
     )?;
-    Store::connect(
+    Store::connect_with_subject_keys(
         config.storage.database_url.expose(),
         config.storage.database_max_connections,
         Arc::new(keys),
+        config.storage.subject_keys_url.as_ref().map(|u| u.expose()),
     )
     .await
 }

@@ -22,13 +22,16 @@ struct Cli {
 enum Command {
     /// Run the HTTP API (and, as they arrive, the background workers).
     Serve,
-    /// Apply database migrations and exit.
+    /// Apply database migrations, then seal a data subject's values that an earlier version
+    /// kept under the master key under that subject's key (documents too); prints what it
+    /// changed.
     Migrate,
     /// Ask the serving process on PARLEY_HTTP_ADDR for /healthz: exit 0 when it answers 200
     /// (the container's health check).
     Health,
     /// Seal everything held under an earlier master key (PARLEY_OLD_MASTER_KEYS) again under
-    /// PARLEY_MASTER_KEY, so the earlier key can be retired; prints what it changed.
+    /// PARLEY_MASTER_KEY (data subjects' keys wrapped anew), so the earlier key can be
+    /// retired; prints what it changed.
     Rekey,
     /// Manage parties.
     Party {
@@ -109,9 +112,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => parley::serve(config).await,
         Command::Health => health(&config).await,
         Command::Migrate => {
-            let store = parley::open_store(&config).await?;
-            store.migrate().await?;
-            println!("{}", serde_json::json!({"migrated": true}));
+            let resealed = parley::rekey(&config).await?;
+            println!(
+                "{}",
+                serde_json::json!({"migrated": true, "resealed": resealed})
+            );
             Ok(())
         }
         Command::Rekey => {

@@ -85,9 +85,10 @@ impl Documents {
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
+        let key = self.store.case_key(&upload.case_id).await?;
         let written = self
             .files
-            .write(&upload.id, self.max_bytes, bytes)
+            .write(&upload.id, &key, self.max_bytes, bytes)
             .await
             .map_err(|e| match e {
                 WriteError::TooLarge(max) => {
@@ -107,6 +108,9 @@ impl Documents {
         let Some((case_id, from, raw)) = self.store.received_original(message_id).await? else {
             return Ok(0);
         };
+        let Some(key) = self.store.key_unless_erased(&case_id).await? else {
+            return Ok(0);
+        };
         let mut stored = 0;
         for (position, a) in crate::domain::mail::attachments(&raw)
             .into_iter()
@@ -115,7 +119,7 @@ impl Documents {
             let id = prefixed_id("doc");
             let size = a.bytes.len();
             let bytes = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(a.bytes))]);
-            let written = match self.files.write(&id, self.max_bytes, bytes).await {
+            let written = match self.files.write(&id, &key, self.max_bytes, bytes).await {
                 Ok(w) => w,
                 // Larger than any upload may be: not filed (the raw mail keeps it).
                 Err(WriteError::TooLarge(_)) => {
@@ -226,6 +230,10 @@ impl Documents {
             .get_document(actor, document_id)
             .await?
             .ok_or(AppError::NotFound("document"))?;
+        // The file opens with the key of the case's debtor; an erased debtor's is gone.
+        if self.store.key_unless_erased(&doc.case_id).await?.is_none() {
+            return Err(AppError::NotFound("document"));
+        }
         let reader = self
             .files
             .reader(&doc.storage_key, &doc.id)

@@ -298,6 +298,7 @@ impl Messaging {
                     wanted: scheduled_at,
                     debtor_timezone: Some(case.debtor.timezone.as_deref()),
                     count_recent: true,
+                    restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
                 },
             )
             .await;

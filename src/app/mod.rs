@@ -9,6 +9,7 @@ pub mod messaging;
 pub mod policy;
 pub mod rekey;
 pub mod render;
+pub mod subjects;
 pub mod system;
 pub mod tracking;
 pub mod webhook_target;
@@ -80,6 +81,8 @@ pub struct Services {
     pub inbound: inbound::Inbound,
     pub messaging: messaging::Messaging,
     pub policy: policy::SendPolicy,
+    /// Erasure and restriction of data subjects, and the retention sweeper.
+    pub subjects: subjects::DataSubjects,
     pub clock: crate::domain::clock::SharedClock,
 }
 
@@ -98,6 +101,12 @@ impl Services {
             max_attachment_bytes: config.mail.max_attachment_bytes,
         };
         Self {
+            subjects: subjects::DataSubjects::new(
+                store.clone(),
+                files.clone(),
+                config.policy.retention,
+                clock.clone(),
+            ),
             documents: documents::Documents::new(
                 store.clone(),
                 files,

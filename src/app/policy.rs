@@ -31,6 +31,9 @@ pub struct Question<'a> {
     /// Count recent messages against the frequency cap (at queueing; a queued message was
     /// counted when it was accepted).
     pub count_recent: bool,
+    /// The debtor asked for erasure while a retention rule holds (or was erased): nothing
+    /// more goes to them.
+    pub restricted: bool,
 }
 
 /// A send the policy allows: now, or not before a time; with the evidence to keep.
@@ -58,10 +61,16 @@ impl SendPolicy {
 
     /// Decides a send under `preferences`: `not_before` `None` to send now, `Some(t)` not
     /// before `t` (the time asked for, or the next opening of the contact window). Refusals
-    /// are [`AppError::Refused`] with the rule's code: `case_not_contactable`,
+    /// are [`AppError::Refused`] with the rule's code: `restricted`, `case_not_contactable`,
     /// `do_not_contact`, `channel_not_allowed`, `frequency_cap_exceeded`,
     /// `recipient_suppressed`.
     pub async fn decide(&self, preferences: &Preferences, q: &Question<'_>) -> AppResult<Allowed> {
+        if q.restricted {
+            return Err(AppError::refused(
+                Code::Restricted,
+                "the debtor asked for their personal data to be erased: processing is restricted and nothing more is sent",
+            ));
+        }
         let cap = self.settings.frequency_cap.filter(|_| q.count_recent);
         let recent = match cap {
             Some(cap) => {

@@ -20,13 +20,18 @@ pub struct Rekeyed {
     pub documents: u64,
 }
 
-/// Re-seals the database, then the document files. Safe to run again (what is current is
+/// Re-seals the database (a data subject's values under the subject's key, the rest and the
+/// subject keys under the current master key), then the document files (under their case's
+/// subject key). Safe to run again (what is current is
 /// left alone) and beside a serving process.
 pub async fn rekey(store: &Store, files: &DocumentStore) -> anyhow::Result<Rekeyed> {
     let values = store.reseal_all().await?;
     let mut documents = 0;
     for doc in store.stale_documents().await? {
-        files.reseal(&doc.storage_key, &doc.id).await?;
+        let Some(key) = store.key_unless_erased(&doc.case_id).await? else {
+            continue;
+        };
+        files.reseal(&doc.storage_key, &doc.id, &key).await?;
         store.document_resealed(&doc.id).await?;
         documents += 1;
     }

@@ -84,6 +84,7 @@ impl Messaging {
                             wanted: None,
                             debtor_timezone: Some(case.debtor.timezone.as_deref()),
                             count_recent: false,
+                            restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
                         },
                     )
                     .await;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use crate::app::documents::Documents;
 use crate::app::messaging::Messaging;
 use crate::app::policy::{Allowed, Question, SendPolicy};
+use crate::app::subjects::DataSubjects;
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::clock::SharedClock;
@@ -80,6 +81,9 @@ pub struct DeliveryJob {
     last_deadline_scan: AtomicI64,
     /// The deadline scanner runs in one process at a time.
     deadline_scanner: Singleton,
+    /// Erases restricted data subjects whose retention ended; in one process at a time.
+    subjects: DataSubjects,
+    retention_sweeper: Singleton,
     config: DeliverySetup,
     clock: SharedClock,
     email: EmailTransport,
@@ -94,6 +98,7 @@ impl DeliveryJob {
         policy: SendPolicy,
         messaging: Messaging,
         documents: Documents,
+        subjects: DataSubjects,
         config: DeliverySetup,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
@@ -130,6 +135,8 @@ impl DeliveryJob {
         Ok(Self {
             dkim,
             deadline_scanner: Singleton::new(store.clone(), Work::DeadlineScanner),
+            retention_sweeper: Singleton::new(store.clone(), Work::RetentionSweeper),
+            subjects,
             pacer: SenderPacer::new(store.clone(), config.sms.rate_per_second),
             backoff: Backoff::new(config.delivery.retry_schedule.clone()),
             store,
@@ -293,6 +300,7 @@ impl DeliveryJob {
                     wanted: None,
                     debtor_timezone: Some(m.debtor_timezone.as_deref()),
                     count_recent: false,
+                    restricted: m.restricted,
                 },
             )
             .await
@@ -419,15 +427,17 @@ impl Job for DeliveryJob {
 
     /// Looks for deadlines coming due, at most every ten seconds, in the one process that
     /// holds the scanner (another takes it over when that one dies); each deadline is
-    /// announced once however many scan (`Store::announce_deadlines`).
+    /// announced once however many scan (`Store::announce_deadlines`). At the same pace, the
+    /// process holding the retention sweeper erases data subjects whose retention ended.
     async fn prepare(&self) -> anyhow::Result<()> {
         let now = self.clock.now();
         let last = self.last_deadline_scan.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= DEADLINE_SCAN_EVERY
+        let due = now.saturating_sub(last) >= DEADLINE_SCAN_EVERY
             && self
                 .last_deadline_scan
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+                .is_ok();
+        if due
             && crate::telemetry::LEADS.record(
                 Work::DeadlineScanner.name(),
                 self.deadline_scanner.held().await,
@@ -436,6 +446,14 @@ impl Job for DeliveryJob {
             self.messaging
                 .announce_deadlines(self.config.deadline_warning)
                 .await?;
+        }
+        if due
+            && crate::telemetry::LEADS.record(
+                Work::RetentionSweeper.name(),
+                self.retention_sweeper.held().await,
+            )
+        {
+            self.subjects.sweep().await?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{CHUNK, chunk_context};
-use crate::crypto::KeyRing;
+use crate::crypto::{KeyRing, SubjectKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -89,6 +89,7 @@ impl DocumentStore {
     pub async fn write<S>(
         &self,
         document_id: &str,
+        key: &SubjectKey,
         max: u64,
         mut upload: S,
     ) -> Result<Written, WriteError>
@@ -96,7 +97,9 @@ impl DocumentStore {
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
         let tmp = self.path(&format!(".upload-{document_id}"));
-        let result = self.write_to(&tmp, document_id, max, &mut upload).await;
+        let result = self
+            .write_to(&tmp, document_id, key, max, &mut upload)
+            .await;
         match result {
             Ok(w) => {
                 if let Some(s3) = &self.s3 {
@@ -121,6 +124,7 @@ impl DocumentStore {
         &self,
         tmp: &Path,
         id: &str,
+        key: &SubjectKey,
         max: u64,
         upload: &mut S,
     ) -> Result<Written, WriteError>
@@ -161,7 +165,8 @@ impl DocumentStore {
                 rest = &rest[take..];
                 if buffer.len() == CHUNK {
                     if let Some(full) = pending.take() {
-                        self.write_frame(&mut file, id, index, false, &full).await?;
+                        self.write_frame(&mut file, key, id, index, false, &full)
+                            .await?;
                         index += 1;
                     }
                     pending = Some(std::mem::replace(&mut buffer, Vec::with_capacity(CHUNK)));
@@ -169,14 +174,18 @@ impl DocumentStore {
             }
         }
         match (pending, buffer.is_empty()) {
-            (Some(full), true) => self.write_frame(&mut file, id, index, true, &full).await?,
+            (Some(full), true) => {
+                self.write_frame(&mut file, key, id, index, true, &full)
+                    .await?
+            }
             (Some(full), false) => {
-                self.write_frame(&mut file, id, index, false, &full).await?;
-                self.write_frame(&mut file, id, index + 1, true, &buffer)
+                self.write_frame(&mut file, key, id, index, false, &full)
+                    .await?;
+                self.write_frame(&mut file, key, id, index + 1, true, &buffer)
                     .await?;
             }
             (None, _) => {
-                self.write_frame(&mut file, id, index, true, &buffer)
+                self.write_frame(&mut file, key, id, index, true, &buffer)
                     .await?
             }
         }
@@ -191,12 +200,13 @@ impl DocumentStore {
     async fn write_frame(
         &self,
         file: &mut tokio::fs::File,
+        key: &SubjectKey,
         id: &str,
         index: u64,
         last: bool,
         plain: &[u8],
     ) -> Result<(), WriteError> {
-        let sealed = self.keys.seal(&chunk_context(id, index, last), plain);
+        let sealed = key.seal(&chunk_context(id, index, last), plain);
         let len = u32::try_from(sealed.len()).map_err(|_| anyhow::anyhow!("chunk too large"))?;
         file.write_all(&len.to_be_bytes())
             .await
@@ -207,9 +217,14 @@ impl DocumentStore {
         Ok(())
     }
 
-    /// Seals a stored document again under the current master key: its plaintext, chunk by
+    /// Seals a stored document again under its case's subject key: its plaintext, chunk by
     /// chunk, into a new file that then replaces the old one.
-    pub async fn reseal(&self, key: &str, document_id: &str) -> anyhow::Result<()> {
+    pub async fn reseal(
+        &self,
+        key: &str,
+        document_id: &str,
+        subject: &SubjectKey,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             key == document_id,
             "document {document_id} is stored under another name ({key})"
@@ -223,7 +238,10 @@ impl DocumentStore {
                 Err(e) => Some((Err(std::io::Error::other(format!("{e:#}"))), None)),
             }
         });
-        match self.write(document_id, u64::MAX, Box::pin(chunks)).await {
+        match self
+            .write(document_id, subject, u64::MAX, Box::pin(chunks))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(WriteError::Io(e)) => Err(e),
             Err(e) => Err(anyhow::anyhow!("document {document_id}: {e}")),
@@ -327,20 +345,26 @@ impl DocumentReader {
 mod tests {
     use super::*;
 
+    /// A key ring that knows one subject key, and that key.
+    fn ring_and_key() -> (Arc<KeyRing>, Arc<SubjectKey>) {
+        let ring = Arc::new(KeyRing::new(&[5; 32], &[]));
+        let (id, raw) = crate::crypto::new_subject_key();
+        let key = Arc::new(SubjectKey::new(id, &raw));
+        ring.remember_subject(id, Some(key.clone()), None);
+        (ring, key)
+    }
+
     async fn round_trip(size: usize, piece: usize) {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocumentStore::open(
-            &format!("file://{}", dir.path().display()),
-            Arc::new(KeyRing::new(&[5; 32], &[])),
-        )
-        .unwrap();
+        let (ring, key) = ring_and_key();
+        let store = DocumentStore::open(&format!("file://{}", dir.path().display()), ring).unwrap();
         let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
         let pieces: Vec<Result<Bytes, std::io::Error>> = data
             .chunks(piece.max(1))
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let written = store
-            .write("doc_1", u64::MAX, futures_util::stream::iter(pieces))
+            .write("doc_1", &key, u64::MAX, futures_util::stream::iter(pieces))
             .await
             .unwrap();
         assert_eq!(written.size, size as u64);
@@ -379,17 +403,14 @@ mod tests {
     #[tokio::test]
     async fn a_size_limit_stops_the_upload_and_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DocumentStore::open(
-            &format!("file://{}", dir.path().display()),
-            Arc::new(KeyRing::new(&[5; 32], &[])),
-        )
-        .unwrap();
+        let (ring, key) = ring_and_key();
+        let store = DocumentStore::open(&format!("file://{}", dir.path().display()), ring).unwrap();
         let pieces = vec![
             Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 600])),
             Ok(Bytes::from(vec![0u8; 600])),
         ];
         let err = store
-            .write("doc_1", 1000, futures_util::stream::iter(pieces))
+            .write("doc_1", &key, 1000, futures_util::stream::iter(pieces))
             .await
             .unwrap_err();
         assert!(matches!(err, WriteError::TooLarge(1000)));

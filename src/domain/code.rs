@@ -37,6 +37,7 @@ word_enum!(
         InvalidAttachment => "invalid_attachment",
         // The send policy.
         DoNotContact => "do_not_contact",
+        Restricted => "restricted",
         CaseNotContactable => "case_not_contactable",
         ChannelNotAllowed => "channel_not_allowed",
         FrequencyCapExceeded => "frequency_cap_exceeded",

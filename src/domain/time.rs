@@ -43,7 +43,7 @@ pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
     let v = v.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (n, unit) = v.split_at(split);
-    let bad = || format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d)");
+    let bad = || format!("not a duration: {v:?} (expected e.g. 30s, 5m, 2h, 7d, 5y)");
     let n: u64 = n.parse().map_err(|_| bad())?;
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
@@ -51,6 +51,8 @@ pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
+        // A year of 365¼ days, so five years hold their leap day.
+        "y" => n.checked_mul(31_557_600).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     Ok(Duration::from_secs(secs))

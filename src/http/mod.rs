@@ -63,6 +63,8 @@ pub struct AppState {
     pub messaging: crate::app::messaging::Messaging,
     /// Receiving mail and SMS.
     pub inbound: crate::app::inbound::Inbound,
+    /// Erasure and restriction of data subjects.
+    pub subjects: crate::app::subjects::DataSubjects,
     pub clock: crate::domain::clock::SharedClock,
 }
 
@@ -109,6 +111,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operators::resend))
         .routes(routes!(operators::recover))
         .routes(routes!(subjects::export))
+        .routes(routes!(subjects::erase))
         .routes(routes!(operators::list_jobs))
         .routes(routes!(operators::retry))
         .routes(routes!(operators::cancel))
@@ -156,6 +159,7 @@ pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services)
         config: config.clone(),
         messaging: services.messaging,
         inbound: services.inbound,
+        subjects: services.subjects,
         clock: services.clock,
         documents: services.documents,
     };

@@ -1,6 +1,8 @@
 //! Data subjects (admin): `GET /api/data-subjects/export?email=…|phone=…`, everything held
 //! about one person as one JSON document, streamed case by case and message page by message
-//! page, so a person with many messages needs no memory for all of them.
+//! page, so a person with many messages needs no memory for all of them; and `POST
+//! /api/data-subjects/erase`, erasure where no retention rule holds, restriction where one
+//! does.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -21,6 +23,82 @@ use crate::store::NoteFilter;
 
 /// Messages read per round while the export streams.
 const PAGE: i64 = 200;
+
+/// An erasure request: exactly one of `email` and `phone`, and why.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    /// The person's email address.
+    #[schema(pattern = "^[^\\x00]*$")]
+    pub email: Option<String>,
+    /// The person's phone number, E.164.
+    #[schema(pattern = "^\\+[0-9]{8,15}$")]
+    pub phone: Option<String>,
+    /// Why (for example the request's reference); answered back, not stored.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+/// The person's email or phone, checked: exactly one of them.
+fn subject_of(
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let invalid = |detail: String| ApiError::unprocessable(Code::ValidationFailed, detail);
+    match (email, phone) {
+        (Some(e), None) => Ok((
+            Some(
+                EmailAddress::parse(e.trim())
+                    .map_err(|e| invalid(e.0))?
+                    .to_string(),
+            ),
+            None,
+        )),
+        (None, Some(p)) => Ok((
+            None,
+            Some(
+                PhoneNumber::parse(p.trim())
+                    .map_err(|e| invalid(e.0))?
+                    .to_string(),
+            ),
+        )),
+        _ => Err(invalid("give exactly one of email and phone".into())),
+    }
+}
+
+/// Erases the person's personal data in every case where no retention rule holds (its key
+/// is destroyed: every copy, backups included, becomes unreadable), and restricts it where
+/// one does: an open case, or one that ended less than `PARLEY_RETENTION` ago. Restricted
+/// cases take no more messages (422 `restricted`) and are erased by parley when their
+/// retention ends. Answers `erased` and `retained` (with `rule` and `retainedUntil`).
+#[utoipa::path(post, path = "/api/data-subjects/erase", tag = "data subjects",
+    request_body = EraseRequest,
+    responses((status = 200, description = "what was erased, and what was kept and why"),
+        (status = 403, body = ProblemBody), (status = 422, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn erase(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    super::extract::Json(body): super::extract::Json<EraseRequest>,
+) -> ApiResult<Response> {
+    super::extract::require_admin(&actor, "data subjects are answered by admins")?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            Code::ValidationFailed,
+            "reason must be 1 to 500 characters, without control characters",
+        ));
+    }
+    let (email, phone) = subject_of(body.email.as_deref(), body.phone.as_deref())?;
+    let done = state
+        .subjects
+        .erase(&actor, email.as_deref(), phone.as_deref())
+        .await?;
+    let mut answer = serde_json::to_value(&done).map_err(ApiError::internal)?;
+    answer["subject"] = json!({"email": email, "phone": phone});
+    answer["reason"] = json!(reason);
+    Ok((StatusCode::OK, axum::Json(answer)).into_response())
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -47,26 +125,7 @@ pub async fn export(
     Query(q): Query<ExportQuery>,
 ) -> ApiResult<Response> {
     super::extract::require_admin(&actor, "data subjects are answered by admins")?;
-    let invalid = |detail: String| ApiError::unprocessable(Code::ValidationFailed, detail);
-    let (email, phone) = match (q.email.as_deref(), q.phone.as_deref()) {
-        (Some(e), None) => (
-            Some(
-                EmailAddress::parse(e.trim())
-                    .map_err(|e| invalid(e.0))?
-                    .to_string(),
-            ),
-            None,
-        ),
-        (None, Some(p)) => (
-            None,
-            Some(
-                PhoneNumber::parse(p.trim())
-                    .map_err(|e| invalid(e.0))?
-                    .to_string(),
-            ),
-        ),
-        _ => return Err(invalid("give exactly one of email and phone".into())),
-    };
+    let (email, phone) = subject_of(q.email.as_deref(), q.phone.as_deref())?;
     let cases = state
         .store
         .subject_cases(email.as_deref(), phone.as_deref())

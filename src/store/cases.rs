@@ -37,6 +37,10 @@ pub struct CaseView {
     pub due_date: Option<String>,
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// Its debtor asked for erasure while a retention rule holds: nothing more is sent.
+    pub restricted_at: Option<Micros>,
+    /// Its debtor's personal data was erased.
+    pub erased_at: Option<Micros>,
 }
 
 /// A change to a case; `None` leaves a field as it is, `Some(None)` clears it.
@@ -62,7 +66,7 @@ pub struct ListCases {
 
 /// The case columns every read selects, with the sum of its payments.
 const CASE_SELECT: &str = "SELECT c.id, c.case_number, c.status, c.creditor_id, c.partner_id, c.debtor_sealed, \
-     c.amount_minor, c.currency, c.invoice_number, c.due_date, c.created_at, c.updated_at, \
+     c.amount_minor, c.currency, c.invoice_number, c.due_date, c.created_at, c.updated_at, c.restricted_at, c.erased_at, \
      CAST(COALESCE((SELECT SUM(p.amount_minor) FROM payments p WHERE p.case_id = c.id), 0) AS BIGINT) AS paid_minor \
      FROM cases c";
 
@@ -81,6 +85,8 @@ struct CaseRow {
     due_date: Option<String>,
     created_at: i64,
     updated_at: i64,
+    restricted_at: Option<i64>,
+    erased_at: Option<i64>,
     paid_minor: i64,
 }
 
@@ -138,14 +144,19 @@ pub(super) fn debtor_context(case_id: &str) -> String {
 }
 
 impl Store {
+    /// A case from its row (its subject key looked up first by `unlock`); the debtor of an
+    /// erased case is `[erased]`, without contact details.
     fn case_from_row(&self, row: CaseRow) -> StoreResult<CaseView> {
-        let debtor: Debtor = serde_json::from_slice(
-            &self
-                .keys
-                .open(&debtor_context(&row.id), &row.debtor_sealed)
-                .map_err(anyhow::Error::from)?,
-        )
-        .map_err(anyhow::Error::from)?;
+        let debtor: Debtor = match self.open_kept(&debtor_context(&row.id), &row.debtor_sealed)? {
+            Some(json) => serde_json::from_slice(&json).map_err(anyhow::Error::from)?,
+            None => Debtor {
+                name: super::subject_keys::ERASED.to_string(),
+                email: None,
+                phone: None,
+                language: None,
+                timezone: None,
+            },
+        };
         Ok(CaseView {
             case_number: row.case_number,
             status: CaseStatus::parse(&row.status).map_err(anyhow::Error::from)?,
@@ -162,18 +173,23 @@ impl Store {
             due_date: row.due_date,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            restricted_at: row.restricted_at,
+            erased_at: row.erased_at,
             id: row.id,
         })
     }
 
+    /// The debtor sealed under the case's subject key, and the blind indexes of its contact
+    /// details.
     fn seal_debtor(
         &self,
+        key: &crate::crypto::SubjectKey,
         case_id: &str,
         debtor: &Debtor,
     ) -> (Vec<u8>, Option<String>, Option<String>) {
         let json = serde_json::to_vec(debtor).expect("a debtor serialises");
         (
-            self.keys.seal(&debtor_context(case_id), &json),
+            key.seal(&debtor_context(case_id), &json),
             debtor
                 .email
                 .as_deref()
@@ -207,6 +223,7 @@ impl Store {
 
     pub async fn create_case(&self, actor: &Actor, new: NewCase) -> StoreResult<CaseView> {
         let id = CaseId::new().to_string();
+        let key = self.case_key(&id).await?;
         let mut tx = self.write_tx().await?;
         Self::require_party_kind(&mut tx, &new.creditor_id, PartyKind::Creditor, "creditorId")
             .await?;
@@ -218,7 +235,7 @@ impl Store {
             Some(n) => n,
             None => next_case_number(&mut tx).await?,
         };
-        let (sealed, email_index, phone_index) = self.seal_debtor(&id, &new.debtor);
+        let (sealed, email_index, phone_index) = self.seal_debtor(&key, &id, &new.debtor);
         let now = now_micros();
         // A generated number can meet one a creditor chose by hand; draw the next one.
         for attempt in 0.. {
@@ -274,6 +291,8 @@ impl Store {
             due_date: new.due_date.map(|d| d.to_string()),
             created_at: now,
             updated_at: now,
+            restricted_at: None,
+            erased_at: None,
         })
     }
 
@@ -287,6 +306,9 @@ impl Store {
         .bind(admin_flag(actor))
         .fetch_optional(&self.pool)
         .await?;
+        if let Some(r) = &row {
+            self.unlock([&r.debtor_sealed[..]]).await?;
+        }
         row.map(|r| self.case_from_row(r)).transpose()
     }
 
@@ -372,6 +394,8 @@ impl Store {
                 (rows, total)
             }
         };
+        self.unlock(rows.iter().map(|r| &r.debtor_sealed[..]))
+            .await?;
         let mut items = rows
             .into_iter()
             .map(|r| self.case_from_row(r))
@@ -394,6 +418,9 @@ impl Store {
             .bind(case_id)
             .fetch_one(&mut *tx)
             .await?;
+        // An erased case's debtor cannot be sealed again: the key is gone.
+        let key = self.case_key(case_id).await?;
+        self.unlock([&row.debtor_sealed[..]]).await?;
         let mut case = self.case_from_row(row)?;
         let now = now_micros();
 
@@ -460,11 +487,12 @@ impl Store {
             )
             .await?;
         }
-        let (sealed, email_index, phone_index) = self.seal_debtor(case_id, &case.debtor);
+        let (sealed, email_index, phone_index) = self.seal_debtor(&key, case_id, &case.debtor);
         case.updated_at = now;
         sqlx::query(
             "UPDATE cases SET status = $2, partner_id = $3, debtor_sealed = $4, debtor_email_index = $5, \
-             debtor_phone_index = $6, debtor_language = $7, debtor_timezone = $8, updated_at = $9 WHERE id = $1",
+             debtor_phone_index = $6, debtor_language = $7, debtor_timezone = $8, updated_at = $9, \
+             ended_at = CASE WHEN $2 IN ('paid', 'closed') THEN COALESCE(ended_at, $9) ELSE NULL END WHERE id = $1",
         )
         .bind(case_id)
         .bind(case.status.as_str())

@@ -84,7 +84,7 @@ impl Store {
         Ok(DocumentView {
             description: r
                 .description_sealed
-                .map(|d| self.keys.open_string(&description_context(&r.id), &d))
+                .map(|d| self.open_text(&description_context(&r.id), &d))
                 .transpose()?,
             case_id: r.case_id,
             document_type: DocumentType::parse(&r.document_type).map_err(anyhow::Error::from)?,
@@ -98,12 +98,28 @@ impl Store {
             is_latest: r.is_latest != 0,
             // A received attachment's sender is personal data: kept sealed.
             uploaded_by: match r.uploaded_by_sealed {
-                Some(sealed) => self.keys.open_string(&uploader_context(&r.id), &sealed)?,
+                Some(sealed) => self.open_text(&uploader_context(&r.id), &sealed)?,
                 None => r.uploaded_by,
             },
             uploaded_at: r.uploaded_at,
             id: r.id,
         })
+    }
+
+    /// Documents from their rows, their subject keys looked up first.
+    async fn documents_from_rows(&self, rows: Vec<DocumentRow>) -> StoreResult<Vec<DocumentView>> {
+        self.unlock(rows.iter().flat_map(|r| {
+            [
+                r.description_sealed.as_deref(),
+                r.uploaded_by_sealed.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+        }))
+        .await?;
+        rows.into_iter()
+            .map(|r| self.document_from_row(r))
+            .collect()
     }
 
     /// Whether the actor may see the case; the document handler asks before writing bytes.
@@ -119,6 +135,7 @@ impl Store {
         actor: &Actor,
         new: NewDocument,
     ) -> StoreResult<Option<DocumentView>> {
+        let key = self.case_key(&new.case_id).await?;
         let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
             return Ok(None);
@@ -157,13 +174,13 @@ impl Store {
         .bind(&new.id)
         .bind(&new.case_id)
         .bind(new.document_type.as_str())
-        .bind(new.description.as_deref().map(|d| self.keys.seal_str(&description_context(&new.id), d)))
+        .bind(new.description.as_deref().map(|d| key.seal_str(&description_context(&new.id), d)))
         .bind(&new.file_name)
         .bind(&new.content_type)
         .bind(new.size)
         .bind(&new.sha256)
         .bind(&new.storage_key)
-        .bind(self.keys.current_key_id())
+        .bind(super::rekey::SUBJECT_SEALED)
         .bind(i32::try_from(version).unwrap_or(i32::MAX))
         .bind(new.replaces.as_deref())
         .bind(actor.party_id.as_str())
@@ -217,7 +234,10 @@ impl Store {
         .bind(admin_flag(actor))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| self.document_from_row(r)).transpose()
+        Ok(self
+            .documents_from_rows(row.into_iter().collect())
+            .await?
+            .pop())
     }
 
     /// The latest version of every document of the case, newest first.
@@ -236,10 +256,8 @@ impl Store {
         .bind(case_id)
         .fetch_all(&mut *conn)
         .await?;
-        rows.into_iter()
-            .map(|r| self.document_from_row(r))
-            .collect::<StoreResult<Vec<_>>>()
-            .map(Some)
+        drop(conn);
+        self.documents_from_rows(rows).await.map(Some)
     }
 
     /// Every download is in the audit log, before the bytes leave.
@@ -268,6 +286,7 @@ impl Store {
         uploaded_by: &str,
         new: NewDocument,
     ) -> StoreResult<bool> {
+        let key = self.case_key(&new.case_id).await?;
         let mut tx = self.write_tx().await?;
         let stored: Option<String> = sqlx::query_scalar(
             "SELECT document_id FROM message_attachments WHERE message_id = $1 AND ordinal = $2",
@@ -293,8 +312,8 @@ impl Store {
         .bind(new.size)
         .bind(&new.sha256)
         .bind(&new.storage_key)
-        .bind(self.keys.current_key_id())
-        .bind(self.keys.seal_str(&uploader_context(&new.id), uploaded_by))
+        .bind(super::rekey::SUBJECT_SEALED)
+        .bind(key.seal_str(&uploader_context(&new.id), uploaded_by))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -347,12 +366,9 @@ impl Store {
         for id in ids {
             q = q.bind(id.as_str());
         }
-        let found = q
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| self.document_from_row(r))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let found = self
+            .documents_from_rows(q.fetch_all(&self.pool).await?)
+            .await?;
         Ok(ids
             .iter()
             .filter_map(|id| found.iter().find(|d| &d.id == id).cloned())
@@ -368,9 +384,11 @@ impl Store {
         .bind(message_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| self.document_from_row(r))
-            .collect()
+        // Their files open with the key of the case's debtor: looked up for the reader.
+        if let Some(first) = rows.first() {
+            self.key_unless_erased(&first.case_id).await?;
+        }
+        self.documents_from_rows(rows).await
     }
 
     /// A message's attachments as its view lists them.

@@ -256,7 +256,12 @@ impl Store {
             }
         }
 
-        let Some(case_id) = case_id else {
+        // A case whose debtor was erased takes nothing more: the mail waits unmatched.
+        let key = match case_id.as_deref() {
+            Some(id) => self.key_unless_erased(id).await?,
+            None => None,
+        };
+        let (Some(case_id), Some(key)) = (case_id, key) else {
             let inbound_id = self
                 .keep_unmatched(&mut tx, source, raw, now, &candidates)
                 .await?;
@@ -266,6 +271,7 @@ impl Store {
         let thread_id = self
             .join_thread(
                 &mut tx,
+                &key,
                 &case_id,
                 parent_thread,
                 mail.subject.as_deref(),
@@ -273,7 +279,7 @@ impl Store {
             )
             .await?;
         let record = Received::email(&case_id, &thread_id, mail, source, raw, None, now);
-        let message_id = self.store_received(&mut tx, &record).await?;
+        let message_id = self.store_received(&mut tx, &key, &record).await?;
         tx.commit().await?;
         Ok(Ingested::Matched {
             message_id,
@@ -287,6 +293,7 @@ impl Store {
     async fn store_received(
         &self,
         tx: &mut sqlx::AnyConnection,
+        key: &crate::crypto::SubjectKey,
         r: &Received<'_>,
     ) -> StoreResult<String> {
         let message_id = prefixed_id("msg");
@@ -303,10 +310,10 @@ impl Store {
         .bind(r.thread_id)
         .bind(r.channel)
         .bind(MessageStatus::Received.rank())
-        .bind(self.keys.seal(&context(id, "envelope"), &envelope))
-        .bind(r.subject.map(|s| self.keys.seal_str(&context(id, "subject"), s)))
-        .bind(self.keys.seal_str(&context(id, "body"), r.body))
-        .bind(r.html.map(|h| self.keys.seal_str(&context(id, "html"), h)))
+        .bind(key.seal(&context(id, "envelope"), &envelope))
+        .bind(r.subject.map(|s| key.seal_str(&context(id, "subject"), s)))
+        .bind(key.seal_str(&context(id, "body"), r.body))
+        .bind(r.html.map(|h| key.seal_str(&context(id, "html"), h)))
         .bind(r.rfc_message_id)
         .bind(r.in_reply_to)
         .bind(r.provider_id)
@@ -314,7 +321,7 @@ impl Store {
         .bind(r.at)
         .execute(&mut *tx)
         .await?;
-        let participants = self.participants_of(&r.envelope);
+        let participants = self.participants_of(key, &r.envelope);
         let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = participants
             .iter()
             .map(|p| (r.thread_id, p, r.at))
@@ -328,11 +335,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if let Some(raw_id) = r.raw_id {
-            sqlx::query("UPDATE inbound_raw SET matched = 1, message_id = $2 WHERE id = $1")
-                .bind(raw_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Sorted into a case: from now on under the key of the case's debtor.
+            sqlx::query(
+                "UPDATE inbound_raw SET matched = 1, message_id = $2, raw_sealed = $3 WHERE id = $1",
+            )
+            .bind(raw_id)
+            .bind(id)
+            .bind(key.seal(&raw_context(raw_id), r.raw))
+            .execute(&mut *tx)
+            .await?;
         } else {
             let inbound_id = prefixed_id("inb");
             sqlx::query(
@@ -341,7 +352,7 @@ impl Store {
             .bind(&inbound_id)
             .bind(r.source)
             .bind(r.at)
-            .bind(self.keys.seal(&raw_context(&inbound_id), r.raw))
+            .bind(key.seal(&raw_context(&inbound_id), r.raw))
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -473,7 +484,16 @@ impl Store {
             return Ok(Ingested::Unmatched { inbound_id });
         };
         let case_id = case_id.clone();
-        let thread_id = self.join_thread(&mut tx, &case_id, None, None, now).await?;
+        let Some(key) = self.key_unless_erased(&case_id).await? else {
+            let inbound_id = self
+                .keep_unmatched(&mut tx, "sms", &raw, now, &candidates)
+                .await?;
+            tx.commit().await?;
+            return Ok(Ingested::Unmatched { inbound_id });
+        };
+        let thread_id = self
+            .join_thread(&mut tx, &key, &case_id, None, None, now)
+            .await?;
         let record = Received {
             case_id: &case_id,
             thread_id: &thread_id,
@@ -495,7 +515,7 @@ impl Store {
             raw_id: None,
             at: now,
         };
-        let message_id = self.store_received(&mut tx, &record).await?;
+        let message_id = self.store_received(&mut tx, &key, &record).await?;
         if stop {
             // The number goes on the suppression list with the case and the message that
             // asked; the case's preferences view lists it (`suppressions`), and a send to it
@@ -537,6 +557,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let key = self.case_key(case_id).await?;
         let source = row.source;
         let raw = self
             .keys
@@ -546,7 +567,9 @@ impl Store {
         let (sms, mail, thread_id);
         let received = if source == "sms" {
             sms = serde_json::from_slice::<serde_json::Value>(&raw).map_err(anyhow::Error::from)?;
-            thread_id = self.join_thread(&mut tx, case_id, None, None, now).await?;
+            thread_id = self
+                .join_thread(&mut tx, &key, case_id, None, None, now)
+                .await?;
             let text = |k: &str| sms[k].as_str().unwrap_or_default().to_string();
             Received {
                 case_id,
@@ -572,7 +595,7 @@ impl Store {
         } else {
             mail = crate::domain::mail::parse(&raw).unwrap_or_default();
             thread_id = self
-                .join_thread(&mut tx, case_id, None, mail.subject.as_deref(), now)
+                .join_thread(&mut tx, &key, case_id, None, mail.subject.as_deref(), now)
                 .await?;
             Received::email(
                 case_id,
@@ -584,7 +607,7 @@ impl Store {
                 now,
             )
         };
-        let message_id = self.store_received(&mut tx, &received).await?;
+        let message_id = self.store_received(&mut tx, &key, &received).await?;
         super::audit(
             &mut tx,
             Some(case_id),
@@ -625,10 +648,12 @@ impl Store {
         let Some(case_id) = r.case_id else {
             return Ok(None);
         };
-        let raw = self
-            .keys
-            .open(&raw_context(&r.id), &r.raw_sealed)
-            .map_err(anyhow::Error::from)?;
+        self.unlock([&r.raw_sealed[..], &r.envelope_sealed[..]])
+            .await?;
+        // An erased debtor's mail is gone.
+        let Some(raw) = self.open_kept(&raw_context(&r.id), &r.raw_sealed)? else {
+            return Ok(None);
+        };
         let from = self.open_envelope(message_id, &r.envelope_sealed)?.from;
         Ok(Some((case_id, from, raw)))
     }

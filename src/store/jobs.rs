@@ -30,6 +30,8 @@ pub struct Outgoing {
     pub debtor_timezone: Option<String>,
     /// The case's status now (a case disputed since queueing holds collection messages).
     pub case_status: crate::domain::CaseStatus,
+    /// The debtor asked for erasure: the policy refuses.
+    pub restricted: bool,
     /// Whether it carries documents (`message_attachments`).
     pub has_attachments: bool,
 }
@@ -49,6 +51,7 @@ struct OutgoingRow {
     in_reply_to: Option<String>,
     debtor_timezone: Option<String>,
     case_status: Option<String>,
+    restricted: i32,
     has_attachments: i32,
 }
 
@@ -90,13 +93,25 @@ impl Store {
     pub async fn outgoing(&self, message_id: &str) -> StoreResult<Option<Outgoing>> {
         let row = sqlx::query_as::<_, OutgoingRow>(
             "SELECT m.id, m.case_id, COALESCE(m.channel, m.message_type) AS message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
-             m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status, m.has_attachments \
+             m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status, m.has_attachments, \
+             CASE WHEN c.restricted_at IS NULL AND c.erased_at IS NULL THEN 0 ELSE 1 END AS restricted \
              FROM messages m LEFT JOIN cases c ON c.id = m.case_id WHERE m.id = $1",
         )
         .bind(message_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
+        self.unlock([&r.envelope_sealed[..]]).await?;
+        if matches!(
+            self.keys.open(
+                &super::messages::context(&r.id, "envelope"),
+                &r.envelope_sealed
+            ),
+            Err(crate::crypto::CryptoError::Erased)
+        ) {
+            // Its debtor was erased: there is nothing left to send, and no one to send it to.
+            return Ok(None);
+        }
         let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
         Ok(Some(Outgoing {
             envelope: self.open_envelope(&r.id, &r.envelope_sealed)?,
@@ -112,6 +127,7 @@ impl Store {
             rfc_message_id: r.rfc_message_id,
             in_reply_to: r.in_reply_to,
             has_attachments: r.has_attachments != 0,
+            restricted: r.restricted != 0,
             debtor_timezone: r.debtor_timezone,
             case_status: crate::domain::CaseStatus::parse(
                 r.case_status.as_deref().unwrap_or_default(),

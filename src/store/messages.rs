@@ -183,6 +183,13 @@ pub(crate) struct MessageWithBody {
     html_sealed: Option<Vec<u8>>,
 }
 
+impl MessageWithBody {
+    /// A sealed value of the row, naming the subject key all of them are sealed under.
+    pub(crate) fn sealed(&self) -> &[u8] {
+        &self.message.envelope_sealed
+    }
+}
+
 pub(crate) fn context(id: &str, part: &str) -> String {
     format!("msg:{id}:{part}")
 }
@@ -220,14 +227,20 @@ pub(crate) const MESSAGE_COLUMNS_WITH_BODY: &str =
     concat!(message_columns!(), ", m.body_sealed, m.html_sealed");
 
 impl Store {
+    /// A message's envelope (its subject key looked up first by `unlock`); an erased one
+    /// is from `[erased]` to no one.
     pub(crate) fn open_envelope(&self, id: &str, sealed: &[u8]) -> StoreResult<Envelope> {
-        let json = self
-            .keys
-            .open(&context(id, "envelope"), sealed)
-            .map_err(anyhow::Error::from)?;
-        Ok(serde_json::from_slice(&json).map_err(anyhow::Error::from)?)
+        match self.open_kept(&context(id, "envelope"), sealed)? {
+            Some(json) => Ok(serde_json::from_slice(&json).map_err(anyhow::Error::from)?),
+            None => Ok(Envelope {
+                from: super::subject_keys::ERASED.to_string(),
+                to: Vec::new(),
+                cc: Vec::new(),
+            }),
+        }
     }
 
+    /// A sealed part of a message; `[erased]` when its data subject was erased.
     pub(crate) fn open_opt(
         &self,
         id: &str,
@@ -235,9 +248,8 @@ impl Store {
         sealed: Option<Vec<u8>>,
     ) -> StoreResult<Option<String>> {
         sealed
-            .map(|s| self.keys.open_string(&context(id, part), &s))
+            .map(|s| self.open_text(&context(id, part), &s))
             .transpose()
-            .map_err(StoreError::from)
     }
 
     fn message_from_row(&self, r: MessageRow) -> StoreResult<MessageView> {
@@ -297,6 +309,8 @@ impl Store {
         let new_thread = crate::domain::prefixed_id("thread");
         // A system message is the case's own: no party sent it.
         let system = new.system.is_some();
+        // Everything about the message is sealed under the key of the case's debtor.
+        let key = self.case_key(&new.case_id).await?;
         let item = QueueItem {
             party_id: (!system).then(|| actor.party_id.as_str().to_string()),
             actor_name: if system {
@@ -306,16 +320,16 @@ impl Store {
             },
             admin: if system { 1 } else { admin_flag(actor) },
             idempotency,
-            envelope_sealed: self.keys.seal(&context(id, "envelope"), &envelope),
+            envelope_sealed: key.seal(&context(id, "envelope"), &envelope),
             subject_sealed: new
                 .subject
                 .as_deref()
-                .map(|s| self.keys.seal_str(&context(id, "subject"), s)),
-            body_sealed: self.keys.seal_str(&context(id, "body"), &new.body),
+                .map(|s| key.seal_str(&context(id, "subject"), s)),
+            body_sealed: key.seal_str(&context(id, "body"), &new.body),
             html_sealed: new
                 .html
                 .as_deref()
-                .map(|h| self.keys.seal_str(&context(id, "html"), h)),
+                .map(|h| key.seal_str(&context(id, "html"), h)),
             // An SMS reply is routed to the case that last wrote to its number.
             recipient_index: match new.channel {
                 Some(Channel::Sms) => new
@@ -326,11 +340,11 @@ impl Store {
                 _ => None,
             },
             subject_index: self.subject_index(new.subject.as_deref()),
-            new_thread_subject: new.subject.as_deref().map(|s| {
-                self.keys
-                    .seal_str(&super::threads::thread_context(&new_thread), s)
-            }),
-            participants: self.participants_of(&new.envelope),
+            new_thread_subject: new
+                .subject
+                .as_deref()
+                .map(|s| key.seal_str(&super::threads::thread_context(&new_thread), s)),
+            participants: self.participants_of(&key, &new.envelope),
             new_thread,
             job_id: crate::domain::prefixed_id("job"),
             now,
@@ -352,6 +366,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        self.unlock([row.sealed()]).await?;
         let mut m = self.message_with_body(row)?;
         m.attachments = self.message_attachments(id).await?;
         Ok(Some(m))
@@ -395,6 +410,9 @@ impl Store {
             .bind(f.date_from)
             .bind(f.date_to)
             .fetch_one(&mut *conn)
+            .await?;
+        drop(conn);
+        self.unlock(rows.iter().map(|r| &r.envelope_sealed[..]))
             .await?;
         let mut items = rows
             .into_iter()
@@ -535,6 +553,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
+        self.unlock([&r.envelope_sealed[..]]).await?;
         let envelope = self.open_envelope(id, &r.envelope_sealed)?;
         let Ok(channel) = Channel::parse(&r.message_type) else {
             // A system message that went to no one has no address to act on.

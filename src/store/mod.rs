@@ -24,6 +24,7 @@ mod preferences;
 pub mod queue;
 mod rekey;
 pub mod singleton;
+mod subject_keys;
 mod subjects;
 pub mod system;
 mod templates;
@@ -54,6 +55,7 @@ pub use parties::TokenInfo;
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
 pub use policy::Suppression;
 pub use preferences::StoredPreferences;
+pub use subjects::{Erased, SubjectCase};
 pub use templates::{Template, TemplateContent};
 pub use threads::{ThreadMessage, ThreadView};
 pub use webhooks::{DeliveryView, DueDelivery, Webhook};
@@ -150,6 +152,8 @@ pub struct Store {
     /// The SQLite database's file, beside which the locks of once-only work are kept.
     sqlite_file: Option<std::path::PathBuf>,
     keys: Arc<KeyRing>,
+    /// The keys of data subjects, apart from the database.
+    subject_keys: subject_keys::KeyStore,
     /// Group commit of queued messages.
     queued: pipeline::Batcher<messages::QueueItem, Queued>,
     /// Group commit of delivery outcomes.
@@ -172,7 +176,22 @@ impl Store {
         max_connections: u32,
         keys: Arc<KeyRing>,
     ) -> anyhow::Result<Self> {
+        Self::connect_with_subject_keys(url, max_connections, keys, None).await
+    }
+
+    /// Opens the database at `url` and the key store of data subjects at `subject_keys_url`
+    /// (by default beside a SQLite database, or in the PostgreSQL database itself).
+    pub async fn connect_with_subject_keys(
+        url: &str,
+        max_connections: u32,
+        keys: Arc<KeyRing>,
+        subject_keys_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
+        let explicit = match subject_keys_url {
+            Some(u) => Some(subject_keys::KeyStore::connect(u).await?),
+            None => None,
+        };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
@@ -203,6 +222,15 @@ impl Store {
                     lanes,
                     webhooks::webhook_outcome_batch,
                 ),
+                subject_keys: match explicit {
+                    Some(k) => k,
+                    None => {
+                        tracing::warn!(
+                            "PARLEY_SUBJECT_KEYS_URL is not set: data subjects' keys are kept in the database itself, so a backup of it can still be read after an erasure"
+                        );
+                        subject_keys::KeyStore::connect(url).await?.shared()
+                    }
+                },
                 writer: pool.clone(),
                 pool,
                 backend: Backend::Postgres,
@@ -239,7 +267,18 @@ impl Store {
             .connect(&url)
             .await
             .context("opening the SQLite database")?;
+        let subject_keys = match (explicit, &sqlite_file) {
+            (Some(k), _) => k,
+            (None, Some(file)) => {
+                let mut name = file.file_name().unwrap_or_default().to_os_string();
+                name.push(".subject-keys");
+                let beside = file.with_file_name(name);
+                subject_keys::KeyStore::connect(&format!("sqlite://{}", beside.display())).await?
+            }
+            (None, None) => subject_keys::KeyStore::connect(&url).await?.shared(),
+        };
         Ok(Self {
+            subject_keys,
             queued: pipeline::Batcher::start(
                 writer.clone(),
                 Backend::Sqlite,
@@ -293,6 +332,7 @@ impl Store {
             .run(&self.writer)
             .await
             .context("applying database migrations")?;
+        self.subject_keys.migrate().await?;
         self.load_index_key().await
     }
 
@@ -336,6 +376,7 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+        self.subject_keys.pool.close().await;
     }
 }
 

@@ -69,6 +69,7 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
+        let key = self.case_key(case_id).await?;
         let id = NoteId::new().to_string();
         let now = now_micros();
         sqlx::query(
@@ -81,7 +82,7 @@ impl Store {
         .bind(&actor.name)
         .bind(new.visibility.as_str())
         .bind(new.category.as_ref().map(Tag::as_str))
-        .bind(self.keys.seal_str(&note_context(&id), &new.note))
+        .bind(key.seal_str(&note_context(&id), &new.note))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -142,12 +143,11 @@ impl Store {
         .bind(i64::from(filter.every_party))
         .fetch_all(&mut *conn)
         .await?;
+        self.unlock(rows.iter().map(|r| &r.note_sealed[..])).await?;
         let mut notes = Vec::with_capacity(rows.len());
         for r in rows {
             notes.push(Note {
-                note: self
-                    .keys
-                    .open_string(&note_context(&r.id), &r.note_sealed)?,
+                note: self.open_text(&note_context(&r.id), &r.note_sealed)?,
                 case_id: case_id.to_string(),
                 created_by: r.created_by,
                 visibility: NoteVisibility::parse(&r.visibility).map_err(anyhow::Error::from)?,

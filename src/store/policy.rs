@@ -66,6 +66,15 @@ impl Store {
             message_id,
         } = new;
         let id = prefixed_id("sup");
+        // About a case's debtor: under that debtor's key (an erased one's under the master key).
+        let key = match case_id {
+            Some(case_id) => self.key_unless_erased(case_id).await?,
+            None => None,
+        };
+        let address_sealed = match &key {
+            Some(key) => key.seal_str(&address_context(&id), value),
+            None => self.keys.seal_str(&address_context(&id), value),
+        };
         let done = sqlx::query(
             "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at, address_sealed, message_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (channel, value_index) DO NOTHING",
@@ -76,7 +85,7 @@ impl Store {
         .bind(reason)
         .bind(case_id)
         .bind(now)
-        .bind(self.keys.seal_str(&address_context(&id), value))
+        .bind(address_sealed)
         .bind(message_id)
         .execute(&mut *conn)
         .await?;
@@ -86,9 +95,8 @@ impl Store {
     fn suppression_from_row(&self, r: SuppressionRow) -> StoreResult<Suppression> {
         let address = r
             .address_sealed
-            .map(|s| self.keys.open_string(&address_context(&r.id), &s))
-            .transpose()
-            .map_err(|e| super::StoreError::Corrupt(format!("{e:#}")))?;
+            .map(|s| self.open_text(&address_context(&r.id), &s))
+            .transpose()?;
         Ok(Suppression {
             id: r.id,
             channel: r.channel,
@@ -127,6 +135,8 @@ impl Store {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
+        self.unlock(rows.iter().filter_map(|r| r.address_sealed.as_deref()))
+            .await?;
         let mut items = rows
             .into_iter()
             .map(|r| self.suppression_from_row(r))
@@ -153,9 +163,10 @@ impl Store {
         for index in &indexes {
             q = q.bind(index);
         }
-        q.fetch_all(&self.pool)
-            .await?
-            .into_iter()
+        let rows = q.fetch_all(&self.pool).await?;
+        self.unlock(rows.iter().filter_map(|r| r.address_sealed.as_deref()))
+            .await?;
+        rows.into_iter()
             .map(|r| self.suppression_from_row(r))
             .collect()
     }
@@ -239,6 +250,7 @@ impl Store {
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else { return Ok(()) };
+        self.unlock([&row.envelope_sealed[..]]).await?;
         let envelope = self.open_envelope(message_id, &row.envelope_sealed)?;
         for to in &envelope.to {
             let new = NewSuppression {

@@ -63,12 +63,18 @@ impl Store {
             });
         };
         let ctx = contact_context(case_id);
-        let (email_address, phone_number): (Option<String>, Option<String>) = match r.contact_sealed
-        {
-            Some(sealed) => {
-                serde_json::from_slice(&self.keys.open(&ctx, &sealed).map_err(anyhow::Error::from)?)
-                    .map_err(anyhow::Error::from)?
-            }
+        self.unlock(
+            [r.contact_sealed.as_deref(), r.dnc_reason_sealed.as_deref()]
+                .into_iter()
+                .flatten(),
+        )
+        .await?;
+        let contact = match &r.contact_sealed {
+            Some(sealed) => self.open_kept(&ctx, sealed)?,
+            None => None,
+        };
+        let (email_address, phone_number): (Option<String>, Option<String>) = match contact {
+            Some(json) => serde_json::from_slice(&json).map_err(anyhow::Error::from)?,
             None => (None, None),
         };
         let preferences = Preferences {
@@ -78,7 +84,7 @@ impl Store {
             do_not_contact: r.do_not_contact != 0,
             reason: r
                 .dnc_reason_sealed
-                .map(|s| self.keys.open_string(&format!("{ctx}:reason"), &s))
+                .map(|s| self.open_text(&format!("{ctx}:reason"), &s))
                 .transpose()?,
             effective_date: r.dnc_effective_date,
             exceptions: r
@@ -130,6 +136,7 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
             return Ok(None);
         }
+        let key = self.case_key(case_id).await?;
         let ctx = contact_context(case_id);
         let contact = serde_json::to_vec(&(&p.email_address, &p.phone_number))
             .map_err(anyhow::Error::from)?;
@@ -154,14 +161,14 @@ impl Store {
         .bind(i32::from(p.allow_email))
         .bind(i32::from(p.allow_sms))
         .bind(i32::from(p.do_not_contact))
-        .bind(p.reason.as_deref().map(|r| self.keys.seal_str(&format!("{ctx}:reason"), r)))
+        .bind(p.reason.as_deref().map(|r| key.seal_str(&format!("{ctx}:reason"), r)))
         .bind(p.effective_date.as_deref())
         .bind(serde_json::to_string(&p.exceptions).map_err(anyhow::Error::from)?)
         .bind(p.preferred_language.as_deref())
         .bind(start)
         .bind(end)
         .bind(tz)
-        .bind(self.keys.seal(&ctx, &contact))
+        .bind(key.seal(&ctx, &contact))
         .bind(&actor.name)
         .bind(now)
         .execute(&mut *tx)

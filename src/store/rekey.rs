@@ -1,9 +1,12 @@
-//! Re-sealing stored values under the current master key (`parley rekey`), so an earlier
-//! key can be retired.
+//! Re-sealing stored values (`parley rekey`, `parley migrate`): a data subject's values
+//! sealed under the master key move under the subject's key (installations from before
+//! subject keys), the rest under the current master key, so an earlier key can be retired;
+//! and subject keys are wrapped again under the current master key.
 //!
-//! Every sealed column is listed here with the context its values were sealed under. Rows
-//! are read a page at a time and each changed value is written back only if the row still
-//! holds what was read, so a rekey can run beside a serving process.
+//! Every sealed column is listed here with the context its values were sealed under and how
+//! its row's case is found. Rows are read a page at a time and each changed value is written
+//! back only if the row still holds what was read, so a rekey can run beside a serving
+//! process.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +19,9 @@ struct SealedColumn {
     key: &'static str,
     column: &'static str,
     context: fn(&str) -> String,
+    /// The SQL naming the row's case, whose debtor's key seals the value; `None` for values
+    /// about no data subject (keys, webhook secrets).
+    case_of: Option<&'static str>,
 }
 
 const PAGE: i64 = 500;
@@ -26,96 +32,114 @@ const SEALED: &[SealedColumn] = &[
         key: "purpose",
         column: "sealed",
         context: super::key_context,
+        case_of: None,
     },
     SealedColumn {
         table: "cases",
         key: "id",
         column: "debtor_sealed",
         context: cases::debtor_context,
+        case_of: Some("id"),
     },
     SealedColumn {
         table: "notes",
         key: "id",
         column: "note_sealed",
         context: notes::note_context,
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "threads",
         key: "id",
         column: "subject_sealed",
         context: threads::thread_context,
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "documents",
         key: "id",
         column: "uploaded_by_sealed",
         context: documents::uploader_context,
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "thread_participants",
         key: "id",
         column: "participant_sealed",
         context: threads::participant_context,
+        case_of: Some(
+            "(SELECT t.case_id FROM threads t WHERE t.id = thread_participants.thread_id)",
+        ),
     },
     SealedColumn {
         table: "messages",
         key: "id",
         column: "envelope_sealed",
         context: |id| messages::context(id, "envelope"),
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "messages",
         key: "id",
         column: "subject_sealed",
         context: |id| messages::context(id, "subject"),
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "messages",
         key: "id",
         column: "body_sealed",
         context: |id| messages::context(id, "body"),
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "messages",
         key: "id",
         column: "html_sealed",
         context: |id| messages::context(id, "html"),
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "documents",
         key: "id",
         column: "description_sealed",
         context: documents::description_context,
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "preferences",
         key: "case_id",
         column: "contact_sealed",
         context: preferences::contact_context,
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "preferences",
         key: "case_id",
         column: "dnc_reason_sealed",
         context: |id| format!("{}:reason", preferences::contact_context(id)),
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "webhooks",
         key: "id",
         column: "secret_sealed",
         context: webhooks::secret_context,
+        case_of: None,
     },
     SealedColumn {
         table: "suppressions",
         key: "id",
         column: "address_sealed",
         context: policy::address_context,
+        case_of: Some("case_id"),
     },
     SealedColumn {
         table: "inbound_raw",
         key: "id",
         column: "raw_sealed",
         context: inbound::raw_context,
+        case_of: Some("(SELECT m.case_id FROM messages m WHERE m.id = inbound_raw.message_id)"),
     },
 ];
 
@@ -123,14 +147,19 @@ const SEALED: &[SealedColumn] = &[
 struct SealedRow {
     id: String,
     sealed: Vec<u8>,
+    case_id: Option<String>,
 }
 
-/// A document whose file is sealed under an earlier key.
+/// A document whose file is sealed under the master key, not its case's subject key.
 #[derive(Debug, sqlx::FromRow)]
 pub struct StaleDocument {
     pub id: String,
+    pub case_id: String,
     pub storage_key: String,
 }
+
+/// What `documents.key_id` holds for a file sealed under its case's subject key.
+pub(crate) const SUBJECT_SEALED: &str = "subject";
 
 impl Store {
     /// Seals every value held under an earlier master key again under the current one.
@@ -138,6 +167,10 @@ impl Store {
     /// key opens stops the run with an error naming its row (nothing is guessed over).
     pub async fn reseal_all(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut counts = BTreeMap::new();
+        counts.insert(
+            "subject_keys.key_sealed".to_string(),
+            self.rewrap_subject_keys().await?,
+        );
         for c in SEALED {
             let n = self.reseal_column(c).await?;
             counts.insert(format!("{}.{}", c.table, c.column), n);
@@ -147,11 +180,12 @@ impl Store {
 
     async fn reseal_column(&self, c: &SealedColumn) -> anyhow::Result<u64> {
         let select = format!(
-            "SELECT {key} AS id, {column} AS sealed FROM {table} \
+            "SELECT {key} AS id, {column} AS sealed, {case_of} AS case_id FROM {table} \
              WHERE {key} > $1 AND {column} IS NOT NULL ORDER BY {key} LIMIT {PAGE}",
             key = c.key,
             column = c.column,
             table = c.table,
+            case_of = c.case_of.unwrap_or("NULL"),
         );
         let update = format!(
             "UPDATE {table} SET {column} = $1 WHERE {key} = $2 AND {column} = $3",
@@ -170,12 +204,22 @@ impl Store {
             after = last.id.clone();
             let mut changed = Vec::new();
             for row in &rows {
-                let fresh = self
-                    .keys
-                    .reseal(&(c.context)(&row.id), &row.sealed)
-                    .map_err(|e| {
-                        anyhow::anyhow!("{}.{} of row {}: {e}", c.table, c.column, row.id)
-                    })?;
+                let context = (c.context)(&row.id);
+                let failed = |e: crate::crypto::CryptoError| {
+                    anyhow::anyhow!("{}.{} of row {}: {e}", c.table, c.column, row.id)
+                };
+                let fresh = match (&row.case_id, crate::crypto::subject_key_of(&row.sealed)) {
+                    // A data subject's value still under the master key: under the subject's
+                    // key from now on (unless the subject was erased meanwhile).
+                    (Some(case_id), None) => match self.key_unless_erased(case_id).await? {
+                        Some(key) => {
+                            let plain = self.keys.open(&context, &row.sealed).map_err(failed)?;
+                            Some(key.seal(&context, &plain))
+                        }
+                        None => None,
+                    },
+                    _ => self.keys.reseal(&context, &row.sealed).map_err(failed)?,
+                };
                 if let Some(fresh) = fresh {
                     changed.push((row, fresh));
                 }
@@ -199,20 +243,22 @@ impl Store {
         Ok(resealed)
     }
 
-    /// Documents whose files are sealed under another key than the current one.
+    /// Documents whose files are sealed under the master key (of an installation from
+    /// before subject keys), of debtors not erased.
     pub async fn stale_documents(&self) -> StoreResult<Vec<StaleDocument>> {
-        Ok(
-            sqlx::query_as("SELECT id, storage_key FROM documents WHERE key_id <> $1 ORDER BY id")
-                .bind(self.keys.current_key_id())
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT d.id, d.case_id, d.storage_key FROM documents d JOIN cases c ON c.id = d.case_id \
+             WHERE d.key_id <> $1 AND c.erased_at IS NULL ORDER BY d.id",
         )
+        .bind(SUBJECT_SEALED)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
-    /// Records that a document's file is now sealed under the current key.
+    /// Records that a document's file is now sealed under its case's subject key.
     pub async fn document_resealed(&self, id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE documents SET key_id = $1 WHERE id = $2")
-            .bind(self.keys.current_key_id())
+            .bind(SUBJECT_SEALED)
             .bind(id)
             .execute(&self.writer)
             .await?;

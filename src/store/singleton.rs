@@ -1,4 +1,5 @@
-//! Work that runs in one process at a time (IMAP polling, the deadline scanner): on
+//! Work that runs in one process at a time (IMAP polling, the deadline scanner, the
+//! retention sweeper): on
 //! PostgreSQL the process that holds a session advisory lock does it. The lock lives as long
 //! as its connection: when the process dies, PostgreSQL sees the connection close and frees
 //! the lock, and the next process that asks takes it over. On SQLite the lock is a file lock
@@ -14,6 +15,7 @@ use super::{Backend, Store};
 pub enum Work {
     ImapPolling,
     DeadlineScanner,
+    RetentionSweeper,
 }
 
 impl Work {
@@ -21,6 +23,7 @@ impl Work {
         match self {
             Self::ImapPolling => "imap",
             Self::DeadlineScanner => "deadlines",
+            Self::RetentionSweeper => "retention",
         }
     }
 
@@ -30,6 +33,7 @@ impl Work {
         base + match self {
             Self::ImapPolling => 1,
             Self::DeadlineScanner => 2,
+            Self::RetentionSweeper => 3,
         }
     }
 }

@@ -1,8 +1,29 @@
 //! Data subjects: finding everything held about one person through the blind indexes (never
-//! by opening every row), for an export.
+//! by opening every row), for an export; restricting and erasing a case's debtor.
 
 use super::messages::MESSAGE_COLUMNS_WITH_BODY;
-use super::{MessageView, Store, StoreResult};
+use super::subject_keys::ERASED;
+use super::{MessageView, Store, StoreResult, audit};
+use crate::domain::party::Actor;
+use crate::domain::time::Micros;
+
+/// A case of a data subject, with what decides whether its data may be erased.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubjectCase {
+    pub id: String,
+    pub case_number: String,
+    pub status: String,
+    /// When it was paid or closed: its retention runs from then.
+    pub ended_at: Option<i64>,
+    pub restricted_at: Option<i64>,
+    pub erased_at: Option<i64>,
+}
+
+/// What an erasure left behind: the stored document files to remove.
+#[derive(Debug, Default)]
+pub struct Erased {
+    pub storage_keys: Vec<String>,
+}
 
 impl Store {
     /// The cases whose debtor has this email address or phone number, oldest first.
@@ -40,6 +61,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        self.unlock(rows.iter().map(|r| r.sealed())).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut m = self.message_with_body(row)?;
@@ -53,6 +75,153 @@ impl Store {
 }
 
 impl Store {
+    /// The cases of a data subject found through the blind indexes, erased ones too (their
+    /// indexes are gone, so only when `ids` names them).
+    pub async fn subject_case_states(
+        &self,
+        email: Option<&str>,
+        phone: Option<&str>,
+    ) -> StoreResult<Vec<SubjectCase>> {
+        let email = email.map(|e| self.keys.blind_index("email", &e.to_lowercase()));
+        let phone = phone.map(|p| self.keys.blind_index("phone", p));
+        Ok(sqlx::query_as(
+            "SELECT id, case_number, status, ended_at, restricted_at, erased_at FROM cases \
+             WHERE ($1 IS NOT NULL AND debtor_email_index = $1) OR ($2 IS NOT NULL AND debtor_phone_index = $2) \
+             ORDER BY created_at, id",
+        )
+        .bind(email)
+        .bind(phone)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Restricts the processing of a case's debtor's data (an erasure asked for while a
+    /// retention rule holds): nothing more is sent; the retention sweeper erases it later.
+    pub async fn restrict_case(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        now: Micros,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE cases SET restricted_at = $2 WHERE id = $1 AND restricted_at IS NULL AND erased_at IS NULL",
+        )
+        .bind(case_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            audit(
+                &mut tx,
+                Some(case_id),
+                actor,
+                "data_subject.restricted",
+                "case",
+                case_id,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Erases the personal data of a case's debtor: the subject key is destroyed first (from
+    /// then on every copy of what it sealed is unreadable, backups included), then what is
+    /// kept in the clear beside it goes: blind indexes, delivery errors that may quote an
+    /// address, document names, tags, deadline titles, payment references. Deliveries still
+    /// waiting are cancelled. The audit log records that it happened, without the data.
+    pub async fn erase_case(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        now: Micros,
+    ) -> StoreResult<Erased> {
+        self.destroy_case_keys(&[case_id.to_string()]).await?;
+        let mut tx = self.write_tx().await?;
+        let storage_keys: Vec<String> =
+            sqlx::query_scalar("SELECT storage_key FROM documents WHERE case_id = $1 ORDER BY id")
+                .bind(case_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let messages = "SELECT id FROM messages WHERE case_id = $1";
+        let statements = [
+            "UPDATE cases SET erased_at = $2, restricted_at = COALESCE(restricted_at, $2), debtor_email_index = NULL, \
+             debtor_phone_index = NULL, debtor_language = NULL, debtor_timezone = NULL, invoice_number = NULL \
+             WHERE id = $1 AND erased_at IS NULL".to_string(),
+            format!(
+                "UPDATE jobs SET status = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = $2 \
+                 WHERE kind = 'deliver_message' AND status = 'pending' AND ref_id IN ({messages})"
+            ),
+            format!(
+                "UPDATE messages SET status = 'cancelled', status_rank = {rank}, updated_at = $2 \
+                 WHERE case_id = $1 AND status IN ('queued', 'scheduled') AND id IN \
+                 (SELECT ref_id FROM jobs WHERE kind = 'deliver_message' AND status = 'cancelled')",
+                rank = crate::domain::message::MessageStatus::Cancelled.rank()
+            ),
+            format!(
+                "UPDATE messages SET recipient_index = NULL, failure_reason = CASE WHEN failure_reason IS NULL \
+                 THEN NULL ELSE '{ERASED}' END WHERE case_id = $1"
+            ),
+            format!("UPDATE message_events SET detail = NULL WHERE message_id IN ({messages})"),
+            format!(
+                "UPDATE jobs SET last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '{ERASED}' END \
+                 WHERE ref_id IN ({messages})"
+            ),
+            format!(
+                "UPDATE job_attempts SET error = '{ERASED}' WHERE error IS NOT NULL AND job_id IN \
+                 (SELECT j.id FROM jobs j WHERE j.ref_id IN ({messages}))"
+            ),
+            "UPDATE threads SET subject_index = id WHERE case_id = $1".to_string(),
+            "UPDATE thread_participants SET participant_index = id WHERE thread_id IN \
+             (SELECT id FROM threads WHERE case_id = $1)"
+                .to_string(),
+            format!("UPDATE documents SET file_name = '{ERASED}' WHERE case_id = $1"),
+            "DELETE FROM note_tags WHERE note_id IN (SELECT id FROM notes WHERE case_id = $1)"
+                .to_string(),
+            format!("UPDATE deadlines SET title = '{ERASED}' WHERE case_id = $1"),
+            "UPDATE payments SET reference = NULL WHERE case_id = $1".to_string(),
+        ];
+        for sql in &statements {
+            let query = sqlx::query(sql).bind(case_id);
+            // Only the statements that name the time take it.
+            let query = if sql.contains("$2") {
+                query.bind(now)
+            } else {
+                query
+            };
+            query.execute(&mut *tx).await?;
+        }
+        audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "data_subject.erased",
+            "case",
+            case_id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Erased { storage_keys })
+    }
+
+    /// Restricted cases whose retention has ended (ended before `ended_before`), up to
+    /// `limit`: the retention sweeper erases them.
+    pub async fn cases_due_for_erasure(
+        &self,
+        ended_before: Micros,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM cases WHERE restricted_at IS NOT NULL AND erased_at IS NULL \
+             AND ended_at IS NOT NULL AND ended_at <= $1 AND status IN ('paid', 'closed') ORDER BY id LIMIT $2",
+        )
+        .bind(ended_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The tables of the schema (for the test that every table is placed in or out of the
     /// data subject export).
     #[doc(hidden)]
@@ -66,5 +235,40 @@ impl Store {
             }
         };
         Ok(sqlx::query_scalar(sql).fetch_all(&self.pool).await?)
+    }
+}
+
+impl Store {
+    /// A sealed value as stored (for the tests of what is stored).
+    #[doc(hidden)]
+    pub async fn stored_value(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        id: &str,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar(&format!("SELECT {column} FROM {table} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Overwrites a sealed value (for the tests of installations from before subject keys).
+    #[doc(hidden)]
+    pub async fn overwrite_stored_value(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        id: &str,
+        sealed: &[u8],
+    ) -> StoreResult<()> {
+        sqlx::query(&format!("UPDATE {table} SET {column} = $1 WHERE id = $2"))
+            .bind(sealed)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 }

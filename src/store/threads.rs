@@ -105,7 +105,11 @@ pub(super) fn thread_context(id: &str) -> String {
 impl Store {
     /// The addresses and numbers of an envelope as participants of a thread, sealed (what is
     /// not an address, such as a system message's sender, is left out).
-    pub(crate) fn participants_of(&self, envelope: &super::Envelope) -> Vec<NewParticipant> {
+    pub(crate) fn participants_of(
+        &self,
+        key: &crate::crypto::SubjectKey,
+        envelope: &super::Envelope,
+    ) -> Vec<NewParticipant> {
         let mut out: Vec<NewParticipant> = Vec::new();
         for a in std::iter::once(&envelope.from)
             .chain(&envelope.to)
@@ -121,7 +125,7 @@ impl Store {
             }
             let id = prefixed_id("tp");
             out.push(NewParticipant {
-                sealed: self.keys.seal_str(&participant_context(&id), &a),
+                sealed: key.seal_str(&participant_context(&id), &a),
                 id,
                 index,
             });
@@ -139,6 +143,7 @@ impl Store {
     pub(crate) async fn join_thread(
         &self,
         conn: &mut AnyConnection,
+        key: &crate::crypto::SubjectKey,
         case_id: &str,
         parent_thread: Option<String>,
         subject: Option<&str>,
@@ -165,7 +170,7 @@ impl Store {
         )
         .bind(&id)
         .bind(case_id)
-        .bind(subject.map(|s| self.keys.seal_str(&thread_context(&id), s)))
+        .bind(subject.map(|s| key.seal_str(&thread_context(&id), s)))
         .bind(&index)
         .bind(at)
         .execute(&mut *conn)
@@ -195,30 +200,43 @@ impl Store {
             .await?;
         let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // Kept with the thread as its messages came.
-        for r in sqlx::query_as::<_, KeptParticipant>(
+        let kept = sqlx::query_as::<_, KeptParticipant>(
             "SELECT p.id, p.thread_id, p.participant_sealed FROM thread_participants p \
              JOIN threads t ON t.id = p.thread_id WHERE t.case_id = $1 AND t.participants_kept = 1 \
              ORDER BY p.first_at, p.id",
         )
         .bind(case_id)
         .fetch_all(&mut *conn)
-        .await?
-        {
-            let a = self
-                .keys
-                .open_string(&participant_context(&r.id), &r.participant_sealed)?;
-            participants.entry(r.thread_id).or_default().push(a);
-        }
+        .await?;
         // Threads from before participants were kept: from their messages' envelopes.
-        if rows.iter().any(|r| r.participants_kept == 0) {
-            for r in sqlx::query_as::<_, ParticipantRow>(
+        let from_envelopes = if rows.iter().any(|r| r.participants_kept == 0) {
+            sqlx::query_as::<_, ParticipantRow>(
                 "SELECT m.thread_id, m.id, m.envelope_sealed FROM messages m JOIN threads t ON t.id = m.thread_id \
                  WHERE t.case_id = $1 AND t.participants_kept = 0 ORDER BY m.id",
             )
             .bind(case_id)
             .fetch_all(&mut *conn)
             .await?
-            {
+        } else {
+            Vec::new()
+        };
+        drop(conn);
+        self.unlock(
+            kept.iter()
+                .map(|r| &r.participant_sealed[..])
+                .chain(from_envelopes.iter().map(|r| &r.envelope_sealed[..]))
+                .chain(rows.iter().filter_map(|r| r.subject_sealed.as_deref())),
+        )
+        .await?;
+        for r in kept {
+            let a = self.open_text(&participant_context(&r.id), &r.participant_sealed)?;
+            let list = participants.entry(r.thread_id).or_default();
+            if !list.contains(&a) {
+                list.push(a);
+            }
+        }
+        {
+            for r in from_envelopes {
                 let envelope = self.open_envelope(&r.id, &r.envelope_sealed)?;
                 let list = participants.entry(r.thread_id).or_default();
                 for a in std::iter::once(envelope.from)
@@ -237,7 +255,7 @@ impl Store {
                 Ok(ThreadView {
                     subject: r
                         .subject_sealed
-                        .map(|s| self.keys.open_string(&thread_context(&r.id), &s))
+                        .map(|s| self.open_text(&thread_context(&r.id), &s))
                         .transpose()?,
                     participants: participants.remove(&r.id).unwrap_or_default(),
                     message_count: r.message_count,
@@ -276,6 +294,9 @@ impl Store {
         .bind(thread_id)
         .fetch_all(&mut *conn)
         .await?;
+        drop(conn);
+        self.unlock(rows.iter().map(|r| &r.envelope_sealed[..]))
+            .await?;
         rows.into_iter()
             .map(|r| {
                 let envelope = self.open_envelope(&r.id, &r.envelope_sealed)?;

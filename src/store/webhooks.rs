@@ -436,6 +436,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
+        self.unlock([&r.envelope_sealed[..]]).await?;
         let envelope = self.open_envelope(id, &r.envelope_sealed)?;
         Ok(Some((
             envelope.from,

@@ -18,6 +18,7 @@ mod clients;
 mod console;
 mod dkim;
 mod documents;
+mod erasure;
 mod errors;
 mod faults;
 mod fuzz;

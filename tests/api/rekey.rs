@@ -1,5 +1,6 @@
 //! `parley rekey`: after a rotation, everything sealed under the old master key is sealed
-//! again under the new one, and the old key can go.
+//! again under the new one (data subjects' keys wrapped anew, legacy values moved under
+//! their subject's key), and the old key can go.
 
 use base64::Engine;
 use parley::domain::PartyKind;
@@ -107,22 +108,63 @@ async fn after_a_rekey_the_old_key_can_go_and_nothing_is_lost() {
         200
     );
 
+    // A note as an installation from before subject keys holds it: under the master key.
+    let note_list: Value = first
+        .get(&creditor.token, &notes)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let note_id = note_list["notes"][0]["noteId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_ring = parley::crypto::KeyRing::new(
+        first.config.storage.master_key.as_ref().unwrap().expose(),
+        &[],
+    );
+    first
+        .store
+        .overwrite_stored_value(
+            "notes",
+            "note_sealed",
+            &note_id,
+            &old_ring.seal_str(&format!("note:{note_id}"), "Called, no answer"),
+        )
+        .await
+        .unwrap();
+
     let done = rekey(&first).await;
     let values = &done["values"];
+    // The case's data is under its debtor's key, which the rekey wraps anew; what is no
+    // one's personal data is sealed again under the new master key; the legacy note moves
+    // under the debtor's key.
     for column in [
         "key_material.sealed",
-        "cases.debtor_sealed",
+        "webhooks.secret_sealed",
+        "subject_keys.key_sealed",
         "notes.note_sealed",
+    ] {
+        assert!(values[column].as_u64().unwrap() >= 1, "{column}: {done}");
+    }
+    for column in [
+        "cases.debtor_sealed",
         "messages.body_sealed",
         "messages.envelope_sealed",
         "preferences.contact_sealed",
         "documents.description_sealed",
-        "webhooks.secret_sealed",
         "inbound_raw.raw_sealed",
     ] {
-        assert!(values[column].as_u64().unwrap() >= 1, "{column}: {done}");
+        assert_eq!(values[column], 0, "{column} is under a subject key: {done}");
     }
-    assert_eq!(done["documents"], 1, "{done}");
+    let note = first
+        .store
+        .stored_value("notes", "note_sealed", &note_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(note[0], 2, "sealed under a subject key now");
+    assert_eq!(done["documents"], 0, "{done}");
     // A second run finds nothing left to do.
     let again = rekey(&first).await;
     assert!(

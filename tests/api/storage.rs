@@ -7,7 +7,7 @@ use sqlx::{Connection, Row};
 use crate::helpers::{TestApp, spawn_app};
 
 /// Everything the database holds, as bytes: the SQLite files, or every PostgreSQL row as text.
-async fn database_contents(app: &TestApp) -> Vec<u8> {
+pub(crate) async fn database_contents(app: &TestApp) -> Vec<u8> {
     let url = app.config.storage.database_url.expose();
     if url.starts_with("sqlite") {
         let mut bytes = Vec::new();
@@ -48,7 +48,7 @@ async fn database_contents(app: &TestApp) -> Vec<u8> {
     text.into_bytes()
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &str) -> bool {
     let plain = needle.as_bytes();
     let hex = hex::encode(plain);
     haystack.windows(plain.len()).any(|w| w == plain)

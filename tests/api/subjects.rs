@@ -264,6 +264,10 @@ async fn every_table_is_in_the_export_or_named_as_holding_no_personal_data() {
         ),
         ("tokens", "hashes of API tokens"),
         ("key_material", "keys"),
+        (
+            "subject_keys",
+            "data subjects' keys, sealed (in the database only where no key store is configured)",
+        ),
         ("templates", "texts with placeholders"),
         ("template_contents", "texts with placeholders"),
         ("webhooks", "receivers of the parties"),

@@ -1,0 +1,163 @@
+//! Data subjects: erasure on request, where no retention rule holds; restriction where one
+//! does, and erasure by the retention sweeper when it ends.
+//!
+//! The data subject is the debtor of a case, found by email or phone through the blind
+//! indexes. A case's data is kept while the case is open, and for `PARLEY_RETENTION` after it
+//! ended (paid or closed): bookkeeping law keeps records that long.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::AppResult;
+use crate::documents::store::DocumentStore;
+use crate::domain::clock::SharedClock;
+use crate::domain::party::Actor;
+use crate::domain::time::{Micros, duration_micros, rfc3339};
+use crate::store::{Store, SubjectCase};
+
+/// Cases the sweeper erases in one round at most.
+const SWEEP_BATCH: i64 = 100;
+
+#[derive(Clone)]
+pub struct DataSubjects {
+    store: Store,
+    files: DocumentStore,
+    retention: Duration,
+    clock: SharedClock,
+}
+
+/// A case whose data was erased.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasedCase {
+    pub case_id: String,
+    pub case_number: String,
+    pub erased_at: String,
+}
+
+/// A case whose data is kept, restricted, and why.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetainedCase {
+    pub case_id: String,
+    pub case_number: String,
+    /// `case_open` (kept while the case runs, and for the retention period after it ends)
+    /// or `retention_period` (the case ended less than `PARLEY_RETENTION` ago).
+    pub rule: &'static str,
+    /// When the sweeper erases it; `None` while the case is open.
+    pub retained_until: Option<String>,
+    pub restricted_at: String,
+}
+
+/// The answer to an erasure request.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Erasure {
+    pub erased: Vec<ErasedCase>,
+    pub retained: Vec<RetainedCase>,
+}
+
+impl DataSubjects {
+    pub fn new(
+        store: Store,
+        files: DocumentStore,
+        retention: Duration,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            store,
+            files,
+            retention,
+            clock,
+        }
+    }
+
+    /// When the data of a case that ended at `ended_at` may go.
+    fn retained_until(&self, ended_at: Micros) -> Micros {
+        ended_at.saturating_add(duration_micros(self.retention))
+    }
+
+    /// Erases the person's data in every case where no retention rule holds, and restricts
+    /// it in the others (the sweeper erases those when their retention ends).
+    pub async fn erase(
+        &self,
+        actor: &Actor,
+        email: Option<&str>,
+        phone: Option<&str>,
+    ) -> AppResult<Erasure> {
+        let now = self.clock.now();
+        let mut answer = Erasure::default();
+        for case in self.store.subject_case_states(email, phone).await? {
+            if let Some(at) = case.erased_at {
+                answer.erased.push(ErasedCase {
+                    case_id: case.id,
+                    case_number: case.case_number,
+                    erased_at: rfc3339(at),
+                });
+                continue;
+            }
+            match self.rule(&case, now) {
+                None => {
+                    self.erase_case(actor, &case.id, now).await?;
+                    answer.erased.push(ErasedCase {
+                        case_id: case.id,
+                        case_number: case.case_number,
+                        erased_at: rfc3339(now),
+                    });
+                }
+                Some((rule, until)) => {
+                    self.store.restrict_case(actor, &case.id, now).await?;
+                    answer.retained.push(RetainedCase {
+                        case_id: case.id,
+                        case_number: case.case_number,
+                        rule,
+                        retained_until: until.map(rfc3339),
+                        restricted_at: rfc3339(case.restricted_at.unwrap_or(now)),
+                    });
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The retention rule that keeps a case's data, and until when; `None`: none holds.
+    fn rule(&self, case: &SubjectCase, now: Micros) -> Option<(&'static str, Option<Micros>)> {
+        let ended = matches!(case.status.as_str(), "paid" | "closed");
+        match case.ended_at.filter(|_| ended) {
+            None => Some(("case_open", None)),
+            Some(at) if self.retained_until(at) > now => {
+                Some(("retention_period", Some(self.retained_until(at))))
+            }
+            Some(_) => None,
+        }
+    }
+
+    async fn erase_case(&self, actor: &Actor, case_id: &str, now: Micros) -> AppResult<()> {
+        let erased = self.store.erase_case(actor, case_id, now).await?;
+        // The files are unreadable already (their key is gone); removing them frees the space.
+        for key in &erased.storage_keys {
+            self.files.remove(key).await;
+        }
+        Ok(())
+    }
+
+    /// One round of the retention sweeper: erases restricted cases whose retention ended.
+    /// Returns how many it erased.
+    pub async fn sweep(&self) -> AppResult<usize> {
+        let now = self.clock.now();
+        let ended_before = now.saturating_sub(duration_micros(self.retention));
+        let due = self
+            .store
+            .cases_due_for_erasure(ended_before, SWEEP_BATCH)
+            .await?;
+        let system = Actor::system();
+        for case_id in &due {
+            self.erase_case(&system, case_id, now).await?;
+        }
+        if !due.is_empty() {
+            tracing::info!(cases = due.len(), "retention ended: erased");
+        }
+        Ok(due.len())
+    }
+}

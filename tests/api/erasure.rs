@@ -1,0 +1,482 @@
+//! Erasure of a data subject by crypto-shredding: the debtor's key is destroyed, and no copy
+//! of their data opens again with the keys parley still holds, a backup taken before
+//! included; where a retention rule holds, processing is restricted and the retention
+//! sweeper erases the data when it ends.
+
+use std::time::Duration;
+
+use parley::config::Secret;
+use parley::domain::PartyKind;
+use parley::domain::clock::ManualClock;
+use serde_json::{Value, json};
+
+use crate::documents::{seed_form, upload};
+use crate::helpers::{
+    Party, TestApp, assert_problem, fresh_database, spawn_app_with, spawn_app_with_clock,
+};
+use crate::policy::put_prefs;
+use crate::storage::{contains, database_contents};
+
+const NAME: &str = "Zebulon Quixwright";
+const EMAIL: &str = "zebulon.quixwright@example.com";
+const PHONE: &str = "+4529876543";
+/// Words that appear only in the person's data: none may be found in the clear, anywhere.
+const MARKERS: &[&str] = &["Quixwright", "quixwright", "29876543", "Yellowhammer"];
+
+async fn case_of(app: &TestApp, creditor: &Party, email: &str, phone: &str) -> String {
+    let r = app
+        .post(
+            &creditor.token,
+            "/api/cases",
+            &json!({"debtor": {"name": NAME, "email": email, "phone": phone},
+                    "amount": {"value": "100.00", "currency": "DKK"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["caseId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn erase(app: &TestApp, body: &Value) -> Value {
+    let r = app
+        .post(&app.admin.token, "/api/data-subjects/erase", body)
+        .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Everything a case's API shows of its debtor's data, as one JSON value.
+async fn shown(app: &TestApp, token: &str, case_id: &str) -> Value {
+    let base = format!("/api/cases/{case_id}");
+    let mut all = json!({});
+    for (key, path) in [
+        ("case", base.clone()),
+        ("messages", format!("{base}/messages")),
+        ("notes", format!("{base}/notes")),
+        ("threads", format!("{base}/threads")),
+        ("documents", format!("{base}/documents")),
+        ("preferences", format!("{base}/communication-preferences")),
+    ] {
+        let r = app.get(token, &path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        all[key] = r.json().await.unwrap();
+    }
+    let mut bodies = Vec::new();
+    for m in all["messages"]["messages"].as_array().unwrap().clone() {
+        let id = m["messageId"].as_str().unwrap();
+        let one: Value = app
+            .get(token, &format!("/api/messages/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        bodies.push(one);
+    }
+    all["bodies"] = json!(bodies);
+    all
+}
+
+/// A copy of the database as a backup would hold it: the SQLite files, or a `pg_dump`.
+async fn backup(app: &TestApp, to: &std::path::Path) {
+    let url = app.config.storage.database_url.expose();
+    if url.starts_with("sqlite") {
+        for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("parley.db") && !name.contains("subject-keys") {
+                std::fs::copy(&path, to.join(&name)).unwrap();
+            }
+        }
+        return;
+    }
+    let bindir = std::env::var("PARLEY_PG_BINDIR").expect("PostgreSQL's binaries");
+    let out = tokio::process::Command::new(format!("{bindir}/pg_dump"))
+        .args(["--format=custom", "--no-owner", "--file"])
+        .arg(to.join("dump"))
+        .arg(url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The database URL of a restored backup: the SQLite files as copied, or the dump restored
+/// into a new PostgreSQL database.
+async fn restore(app: &TestApp, from: &std::path::Path) -> String {
+    let url = app.config.storage.database_url.expose();
+    if url.starts_with("sqlite") {
+        return format!("sqlite://{}", from.join("parley.db").display());
+    }
+    let fresh = fresh_database().await.unwrap();
+    let bindir = std::env::var("PARLEY_PG_BINDIR").unwrap();
+    let out = tokio::process::Command::new(format!("{bindir}/pg_restore"))
+        .args(["--no-owner", "--dbname", &fresh])
+        .arg(from.join("dump"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fresh
+}
+
+async fn debtor_name(app: &TestApp, party: &Party, case_id: &str) -> String {
+    let case: Value = app
+        .get(&party.token, &format!("/api/cases/{case_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    case["debtor"]["name"].as_str().unwrap().to_string()
+}
+
+fn no_markers(what: &str, bytes: &[u8]) {
+    for m in MARKERS {
+        assert!(!contains(bytes, m), "{what} holds {m:?} in the clear");
+    }
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.extend(bytes);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
+    // On PostgreSQL the keys are kept in a database of their own, as the README asks (on
+    // SQLite the key store is a file beside the database's).
+    let key_store = fresh_database().await;
+    let app = spawn_app_with(move |c| {
+        c.policy.retention = Duration::ZERO;
+        c.storage.subject_keys_url = key_store.map(Secret::new);
+    })
+    .await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case_id = case_of(&app, &acme, EMAIL, PHONE).await;
+    // Someone else, whose data must survive the erasure (and the restored backup).
+    let other = app.create_case(&acme, None).await;
+    let other_id = other["caseId"].as_str().unwrap().to_string();
+    let base = format!("/api/cases/{case_id}");
+    assert_eq!(
+        app.post(
+            &acme.token,
+            &format!("{base}/notes"),
+            &json!({"note": "Quixwright called about the Yellowhammer invoice"}),
+        )
+        .await
+        .status(),
+        201
+    );
+    let prefs = json!({"preferredChannel": "email", "emailAddress": EMAIL, "phoneNumber": PHONE,
+        "allowSms": true, "allowEmail": true, "doNotContact": false});
+    assert_eq!(put_prefs(&app, &acme, &case_id, &prefs).await.status(), 200);
+    let r = app
+        .post(
+            &acme.token,
+            &format!("{base}/messages"),
+            &json!({"messageType": "email", "subject": "Yellowhammer reminder",
+                    "body": "Dear Zebulon Quixwright, please pay"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let mut document = b"%PDF-1.7 Yellowhammer statement for Quixwright ".to_vec();
+    document.extend((0..200_000).map(|i| (i * 7 % 251) as u8));
+    let r = upload(&app, &acme.token, &case_id, seed_form(document)).await;
+    assert_eq!(r.status(), 201);
+    let document_id = r.json::<Value>().await.unwrap()["documentId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = format!(
+        "From: {EMAIL}\r\nTo: case-{case_id}@localhost\r\nSubject: Re: Yellowhammer reminder\r\n\r\nQuixwright here: I pay Friday\r\n"
+    );
+    assert_eq!(app.post_mail(&app.admin.token, &reply).await.status(), 201);
+    app.deliver_due().await;
+    assert_eq!(
+        app.patch(&acme.token, &base, &json!({"status": "closed"}))
+            .await
+            .status(),
+        200
+    );
+    let before = shown(&app, &acme.token, &case_id).await;
+    assert_eq!(before["case"]["debtor"]["name"], NAME);
+    assert!(before.to_string().contains("I pay Friday"));
+
+    // A backup, as an operator takes it every night.
+    let saved = tempfile::tempdir().unwrap();
+    backup(&app, saved.path()).await;
+    no_markers(
+        "the database before the erasure",
+        &database_contents(&app).await,
+    );
+    no_markers(
+        "the document store",
+        &files_under(&app.dir.path().join("documents")),
+    );
+
+    let got = erase(
+        &app,
+        &json!({"email": "Zebulon.Quixwright@example.com", "reason": "Art. 17 request 2026-118"}),
+    )
+    .await;
+    assert_eq!(got["erased"][0]["caseId"], case_id.as_str(), "{got}");
+    assert_eq!(got["retained"], json!([]));
+    assert_eq!(got["reason"], "Art. 17 request 2026-118");
+
+    // The API shows `[erased]` where the person's data was.
+    let after = shown(&app, &acme.token, &case_id).await;
+    assert_eq!(after["case"]["debtor"]["name"], "[erased]");
+    assert!(after["case"]["debtor"]["email"].is_null());
+    assert_eq!(after["notes"]["notes"][0]["note"], "[erased]");
+    for m in after["bodies"].as_array().unwrap() {
+        assert_eq!(m["body"], "[erased]", "{m}");
+    }
+    assert_eq!(after["documents"]["documents"][0]["fileName"], "[erased]");
+    assert!(after["preferences"]["emailAddress"].is_null(), "{after}");
+    for m in MARKERS {
+        assert!(!after.to_string().contains(m), "{m} still shown: {after}");
+    }
+    let r = app
+        .get(
+            &acme.token,
+            &format!("/api/documents/{document_id}/download"),
+        )
+        .await;
+    assert_problem(r, 404, "not_found").await;
+    assert!(
+        files_under(&app.dir.path().join("documents")).is_empty(),
+        "the document's file is removed"
+    );
+    // Nothing more goes to the erased case; a new request finds no one.
+    let r = app
+        .post(
+            &acme.token,
+            &format!("{base}/messages"),
+            &json!({"messageType": "email", "to": ["someone@example.com"], "subject": "x", "body": "y"}),
+        )
+        .await;
+    assert_problem(r, 422, "restricted").await;
+    let again = erase(&app, &json!({"email": EMAIL, "reason": "again"})).await;
+    assert_eq!(again["erased"], json!([]), "the indexes are gone: {again}");
+    let log: Value = app
+        .get(&app.admin.token, &format!("{base}/audit-log"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "data_subject.erased"),
+        "{log}"
+    );
+    no_markers(
+        "the database after the erasure",
+        &database_contents(&app).await,
+    );
+    // The other debtor is untouched.
+    let kept = shown(&app, &acme.token, &other_id).await;
+    assert_eq!(kept["case"]["debtor"], other["debtor"]);
+
+    // The backup from before the erasure, restored beside the keys parley still holds:
+    // the person's data does not open; everyone else's does.
+    let restored = restore(&app, saved.path()).await;
+    let storage = app.config.storage.clone();
+    let key_store = match &storage.subject_keys_url {
+        Some(url) => url.expose().to_string(),
+        None => format!(
+            "sqlite://{}",
+            app.dir.path().join("parley.db.subject-keys").display()
+        ),
+    };
+    let old = spawn_app_with(move |c| {
+        c.storage.master_key = storage.master_key;
+        c.storage.database_url = Secret::new(restored);
+        c.storage.subject_keys_url = Some(Secret::new(key_store));
+        c.storage.document_store = storage.document_store;
+    })
+    .await;
+    let from_backup = shown(&old, &acme.token, &case_id).await;
+    assert_eq!(from_backup["case"]["debtor"]["name"], "[erased]");
+    assert_eq!(from_backup["notes"]["notes"][0]["note"], "[erased]");
+    for m in from_backup["bodies"].as_array().unwrap() {
+        assert_eq!(m["body"], "[erased]", "{m}");
+    }
+    for m in MARKERS {
+        assert!(
+            !from_backup.to_string().contains(m),
+            "{m} readable from the backup: {from_backup}"
+        );
+    }
+    let kept = shown(&old, &acme.token, &other_id).await;
+    assert_eq!(kept["case"]["debtor"], other["debtor"]);
+}
+
+#[tokio::test]
+async fn under_retention_an_erasure_restricts_and_the_sweeper_erases_when_it_ends() {
+    let clock = ManualClock::at(parley::domain::time::now_micros());
+    let app = spawn_app_with_clock(clock.clone(), |c| {
+        c.policy.retention = Duration::from_secs(30 * 86_400);
+    })
+    .await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let running = case_of(&app, &acme, EMAIL, PHONE).await;
+    let ended = case_of(&app, &acme, EMAIL, "+4529876544").await;
+    assert_eq!(
+        app.patch(
+            &acme.token,
+            &format!("/api/cases/{ended}"),
+            &json!({"status": "closed"})
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let got = erase(
+        &app,
+        &json!({"phone": "+4529876544", "reason": "request 7"}),
+    )
+    .await;
+    assert_eq!(got["erased"], json!([]), "{got}");
+    let retained = got["retained"].as_array().unwrap();
+    assert_eq!(retained.len(), 1, "{got}");
+    assert_eq!(retained[0]["caseId"], ended.as_str());
+    assert_eq!(retained[0]["rule"], "retention_period");
+    let until =
+        chrono::DateTime::parse_from_rfc3339(retained[0]["retainedUntil"].as_str().unwrap())
+            .unwrap();
+    let in_days = (until.timestamp() - chrono::Utc::now().timestamp()) / 86_400;
+    assert!((29..=30).contains(&in_days), "{got}");
+
+    let got = erase(&app, &json!({"email": EMAIL, "reason": "request 8"})).await;
+    let rules: Vec<(&str, &str)> = got["retained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["caseId"].as_str().unwrap(), c["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (running.as_str(), "case_open"),
+            (ended.as_str(), "retention_period")
+        ]
+    );
+    assert!(got["retained"][0]["retainedUntil"].is_null());
+
+    // Restricted: nothing more is sent, the preview says so too; the data is still shown.
+    for path in ["messages", "messages/preview"] {
+        let r = app
+            .post(
+                &acme.token,
+                &format!("/api/cases/{running}/{path}"),
+                &json!({"messageType": "email", "subject": "Reminder", "body": "Please pay"}),
+            )
+            .await;
+        assert_problem(r, 422, "restricted").await;
+    }
+    let case: Value = app
+        .get(&acme.token, &format!("/api/cases/{running}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(case["debtor"]["name"], NAME);
+
+    // The sweeper (run by the delivery worker in the one process holding it) erases the
+    // ended case once its retention is over, and the running one only after it ends too.
+    assert_eq!(app.deliver_due().await, 0);
+    assert_eq!(debtor_name(&app, &acme, &ended).await, NAME);
+    clock.advance(Duration::from_secs(31 * 86_400));
+    app.deliver_due().await;
+    assert_eq!(debtor_name(&app, &acme, &ended).await, "[erased]");
+    assert_eq!(debtor_name(&app, &acme, &running).await, NAME);
+
+    assert_eq!(
+        app.patch(
+            &acme.token,
+            &format!("/api/cases/{running}"),
+            &json!({"status": "paid"})
+        )
+        .await
+        .status(),
+        200
+    );
+    clock.advance(Duration::from_secs(31 * 86_400));
+    app.deliver_due().await;
+    assert_eq!(debtor_name(&app, &acme, &running).await, "[erased]");
+    let log: Value = app
+        .get(&app.admin.token, &format!("/api/cases/{running}/audit-log"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"data_subject.restricted"), "{log}");
+    assert!(actions.contains(&"data_subject.erased"), "{log}");
+}
+
+#[tokio::test]
+async fn erasure_requests_are_checked_and_for_admins_only() {
+    let app = spawn_app_with(|_| {}).await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let r = app
+        .post(
+            &acme.token,
+            "/api/data-subjects/erase",
+            &json!({"email": EMAIL, "reason": "x"}),
+        )
+        .await;
+    assert_problem(r, 403, "forbidden").await;
+    for body in [
+        json!({"reason": "x"}),
+        json!({"email": EMAIL, "phone": PHONE, "reason": "x"}),
+        json!({"email": "not-an-address", "reason": "x"}),
+        json!({"email": EMAIL, "reason": ""}),
+        json!({"email": EMAIL, "reason": "a\u{7}b"}),
+    ] {
+        let r = app
+            .post(&app.admin.token, "/api/data-subjects/erase", &body)
+            .await;
+        assert_problem(r, 422, "validation_failed").await;
+    }
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": EMAIL}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let nobody = erase(&app, &json!({"email": "nobody@example.com", "reason": "x"})).await;
+    assert_eq!(nobody["erased"], json!([]));
+    assert_eq!(nobody["retained"], json!([]));
+}
