@@ -34,7 +34,7 @@ const SUBJECT_HEADER: usize = 1 + 16 + 12;
 /// Subject keys kept in memory at most; the cache starts over beyond it.
 const SUBJECT_CACHE: usize = 100_000;
 /// How long a looked-up subject key (or its absence) is trusted before it is read again.
-const SUBJECT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+const SUBJECT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {

@@ -50,8 +50,12 @@ impl KeyStore {
             .after_connect(|conn: &mut sqlx::AnyConnection, _| {
                 Box::pin(async move {
                     use sqlx::Executor;
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
-                        .await?;
+                    // A destroyed key's bytes are overwritten, not left in a free page.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                         PRAGMA secure_delete = ON;",
+                    )
+                    .await?;
                     Ok(())
                 })
             })
@@ -138,22 +142,33 @@ impl Store {
         if let Some(key) = self.keys.cached_case_key(case_id) {
             return Ok(key);
         }
-        let (id, raw) = crypto::new_subject_key();
-        sqlx::query(
-            "INSERT INTO subject_keys (id, case_id, key_sealed, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (case_id) DO NOTHING",
-        )
-        .bind(hex::encode(id))
-        .bind(case_id)
-        .bind(self.keys.wrap_subject_key(&id, &raw))
-        .bind(now_micros())
-        .execute(&self.subject_keys.pool)
-        .await?;
-        let row: KeyRow =
-            sqlx::query_as("SELECT id, case_id, key_sealed FROM subject_keys WHERE case_id = $1")
+        let select = "SELECT id, case_id, key_sealed FROM subject_keys WHERE case_id = $1";
+        let found: Option<KeyRow> = sqlx::query_as(select)
+            .bind(case_id)
+            .fetch_optional(&self.subject_keys.pool)
+            .await?;
+        let row = match found {
+            Some(row) => row,
+            None => {
+                // The first for this case (another process may make it at the same moment:
+                // the one stored first is the key).
+                let (id, raw) = crypto::new_subject_key();
+                sqlx::query(
+                    "INSERT INTO subject_keys (id, case_id, key_sealed, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (case_id) DO NOTHING",
+                )
+                .bind(hex::encode(id))
                 .bind(case_id)
-                .fetch_one(&self.subject_keys.pool)
+                .bind(self.keys.wrap_subject_key(&id, &raw))
+                .bind(now_micros())
+                .execute(&self.subject_keys.pool)
                 .await?;
+                sqlx::query_as(select)
+                    .bind(case_id)
+                    .fetch_one(&self.subject_keys.pool)
+                    .await?
+            }
+        };
         let id = key_id(&row.id)?;
         let Some(wrapped) = row.key_sealed else {
             self.keys.remember_subject(id, None, Some(case_id));
@@ -253,11 +268,15 @@ impl Store {
                     .remember_subject(key_id(&id)?, None, Some(case_id));
             }
         }
-        if self.backend == Backend::Sqlite && !self.subject_keys.shared {
-            // The destroyed keys leave the key store's write-ahead log and free pages too.
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&self.subject_keys.pool)
-                .await?;
+        // The destroyed keys' old bytes leave the files too: the write-ahead log is emptied
+        // (SQLite, whose pages are overwritten with `secure_delete`), the dead row versions
+        // are vacuumed away (PostgreSQL).
+        let cleanup = match self.subject_keys.backend {
+            Backend::Sqlite => "PRAGMA wal_checkpoint(TRUNCATE)",
+            Backend::Postgres => "VACUUM subject_keys",
+        };
+        if let Err(e) = sqlx::query(cleanup).execute(&self.subject_keys.pool).await {
+            tracing::warn!(error = %e, "cleaning the key store after an erasure failed");
         }
         Ok(destroyed)
     }

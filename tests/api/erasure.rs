@@ -78,6 +78,76 @@ async fn shown(app: &TestApp, token: &str, case_id: &str) -> Value {
     all
 }
 
+/// The key store's URL: the one configured, or the SQLite file beside the database's.
+fn key_store_url(app: &TestApp) -> String {
+    match &app.config.storage.subject_keys_url {
+        Some(url) => url.expose().to_string(),
+        None => format!(
+            "sqlite://{}",
+            app.dir.path().join("parley.db.subject-keys").display()
+        ),
+    }
+}
+
+/// The wrapped key of a case as the key store holds it.
+async fn wrapped_key(app: &TestApp, case_id: &str) -> Option<Vec<u8>> {
+    use sqlx::Connection;
+    let url = key_store_url(app);
+    let sql = "SELECT key_sealed FROM subject_keys WHERE case_id = $1";
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        return sqlx::query_scalar(sql)
+            .bind(case_id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar(sql)
+        .bind(case_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// What happens to a SQLite key store as time passes: its log is written into its file (so
+/// an erased key must be wiped from the file's pages, not only from the log).
+async fn checkpoint_key_store(app: &TestApp) {
+    use sqlx::Connection;
+    let url = key_store_url(app);
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Every byte of the key store: its SQLite files, or its PostgreSQL rows as text.
+async fn key_store_contents(app: &TestApp) -> Vec<u8> {
+    use sqlx::{Connection, Row};
+    let url = key_store_url(app);
+    if url.starts_with("sqlite") {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("subject-keys") {
+                out.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        return out;
+    }
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT t::text FROM subject_keys t")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.get::<String, _>(0).into_bytes())
+        .collect()
+}
+
 /// A copy of the database as a backup would hold it: the SQLite files, or a `pg_dump`.
 async fn backup(app: &TestApp, to: &std::path::Path) {
     let url = app.config.storage.database_url.expose();
@@ -93,8 +163,8 @@ async fn backup(app: &TestApp, to: &std::path::Path) {
     }
     let bindir = std::env::var("PARLEY_PG_BINDIR").expect("PostgreSQL's binaries");
     let out = tokio::process::Command::new(format!("{bindir}/pg_dump"))
-        .args(["--format=custom", "--no-owner", "--file"])
-        .arg(to.join("dump"))
+        .args(["--format=plain", "--no-owner", "--file"])
+        .arg(to.join("dump.sql"))
         .arg(url)
         .output()
         .await
@@ -115,9 +185,16 @@ async fn restore(app: &TestApp, from: &std::path::Path) -> String {
     }
     let fresh = fresh_database().await.unwrap();
     let bindir = std::env::var("PARLEY_PG_BINDIR").unwrap();
-    let out = tokio::process::Command::new(format!("{bindir}/pg_restore"))
-        .args(["--no-owner", "--dbname", &fresh])
-        .arg(from.join("dump"))
+    let out = tokio::process::Command::new(format!("{bindir}/psql"))
+        .args([
+            "--quiet",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--dbname",
+            &fresh,
+            "--file",
+        ])
+        .arg(from.join("dump.sql"))
         .output()
         .await
         .unwrap();
@@ -137,6 +214,13 @@ async fn debtor_name(app: &TestApp, party: &Party, case_id: &str) -> String {
         .await
         .unwrap();
     case["debtor"]["name"].as_str().unwrap().to_string()
+}
+
+/// Whether `haystack` holds `bytes`, raw or as hex (PostgreSQL's text of a `bytea`).
+fn holds(haystack: &[u8], bytes: &[u8]) -> bool {
+    let hex = hex::encode(bytes);
+    haystack.windows(bytes.len()).any(|w| w == bytes)
+        || haystack.windows(hex.len()).any(|w| w == hex.as_bytes())
 }
 
 fn no_markers(what: &str, bytes: &[u8]) {
@@ -225,9 +309,17 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
     // A backup, as an operator takes it every night.
     let saved = tempfile::tempdir().unwrap();
     backup(&app, saved.path()).await;
+    no_markers("the backup", &files_under(saved.path()));
     no_markers(
         "the database before the erasure",
         &database_contents(&app).await,
+    );
+    // The debtor's key as the key store holds it, written into its files as time passes.
+    let key = wrapped_key(&app, &case_id).await.expect("the debtor's key");
+    checkpoint_key_store(&app).await;
+    assert!(
+        holds(&key_store_contents(&app).await, &key),
+        "the scan finds the key"
     );
     no_markers(
         "the document store",
@@ -295,6 +387,12 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
     no_markers(
         "the database after the erasure",
         &database_contents(&app).await,
+    );
+    // The key is gone from the key store, its bytes included.
+    assert_eq!(wrapped_key(&app, &case_id).await, None);
+    assert!(
+        !holds(&key_store_contents(&app).await, &key),
+        "the destroyed key's bytes are still in the key store"
     );
     // The other debtor is untouched.
     let kept = shown(&app, &acme.token, &other_id).await;
@@ -479,4 +577,114 @@ async fn erasure_requests_are_checked_and_for_admins_only() {
     let nobody = erase(&app, &json!({"email": "nobody@example.com", "reason": "x"})).await;
     assert_eq!(nobody["erased"], json!([]));
     assert_eq!(nobody["retained"], json!([]));
+}
+
+/// An installation from before subject keys holds its debtors' data under the master key:
+/// `parley migrate` moves it under their keys, after which an erasure reaches it too.
+#[tokio::test]
+async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
+    let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case_id = case_of(&app, &acme, EMAIL, PHONE).await;
+    let notes = format!("/api/cases/{case_id}/notes");
+    let r = app
+        .post(
+            &acme.token,
+            &notes,
+            &json!({"note": "Quixwright will call back"}),
+        )
+        .await;
+    let note_id = r.json::<Value>().await.unwrap()["noteId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // As an earlier version stored them.
+    let master = app.config.storage.master_key.unwrap();
+    let ring = parley::crypto::KeyRing::new(master.expose(), &[]);
+    let debtor = parley::domain::case::Debtor {
+        name: NAME.into(),
+        email: Some(EMAIL.into()),
+        phone: Some(PHONE.into()),
+        language: None,
+        timezone: None,
+    };
+    let legacy = [
+        (
+            "cases",
+            "debtor_sealed",
+            case_id.clone(),
+            ring.seal(
+                &format!("case:{case_id}:debtor"),
+                &serde_json::to_vec(&debtor).unwrap(),
+            ),
+        ),
+        (
+            "notes",
+            "note_sealed",
+            note_id.clone(),
+            ring.seal_str(&format!("note:{note_id}"), "Quixwright will call back"),
+        ),
+    ];
+    for (table, column, id, sealed) in &legacy {
+        app.store
+            .overwrite_stored_value(table, column, id, sealed)
+            .await
+            .unwrap();
+    }
+    assert_eq!(debtor_name(&app, &acme, &case_id).await, NAME);
+
+    let out = tokio::process::Command::new(crate::binary::parley_bin())
+        .arg("migrate")
+        .env("PARLEY_DATA_DIR", app.dir.path())
+        .env(
+            "PARLEY_DATABASE_URL",
+            app.config.storage.database_url.expose(),
+        )
+        .env("PARLEY_DOCUMENT_STORE", &app.config.storage.document_store)
+        .env(
+            "PARLEY_MASTER_KEY",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, master.expose()),
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["migrated"], true);
+    assert_eq!(
+        done["resealed"]["values"]["cases.debtor_sealed"], 1,
+        "{done}"
+    );
+    assert_eq!(done["resealed"]["values"]["notes.note_sealed"], 1, "{done}");
+    for (table, column, id, _) in &legacy {
+        let stored = app
+            .store
+            .stored_value(table, column, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored[0], 2, "{table}.{column} under the debtor's key");
+    }
+    assert_eq!(debtor_name(&app, &acme, &case_id).await, NAME);
+    let list: Value = app.get(&acme.token, &notes).await.json().await.unwrap();
+    assert_eq!(list["notes"][0]["note"], "Quixwright will call back");
+
+    assert_eq!(
+        app.patch(
+            &acme.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "closed"})
+        )
+        .await
+        .status(),
+        200
+    );
+    erase(&app, &json!({"phone": PHONE, "reason": "request 9"})).await;
+    assert_eq!(debtor_name(&app, &acme, &case_id).await, "[erased]");
+    let list: Value = app.get(&acme.token, &notes).await.json().await.unwrap();
+    assert_eq!(list["notes"][0]["note"], "[erased]");
 }
