@@ -353,15 +353,18 @@ def latency(port, token, path, samples):
 
 
 def lists(binary, seed, name, database_url, messages, samples=400):
-    """List latency with `messages` messages over 10,000 cases of 100 creditors (seeded
-    through the library's write path), one client asking in turn."""
+    """List latency with `messages` messages in 10,000 cases of 100 creditors, 100 messages
+    to a case (the first creditor's cases first: those asked about), seeded through the
+    library's write path; one client asking in turn. The cases asked about hold as many
+    messages at every size, so the figures differ by the size of the database alone."""
     data = tempfile.mkdtemp(prefix="parley-bench-")
     url = database_url or f"sqlite://{data}/parley.db"
     env = {"PATH": os.environ["PATH"], "PARLEY_DATA_DIR": data, "PARLEY_DATABASE_URL": url, "PARLEY_MASTER_KEY": KEY,
            "PARLEY_LOG_LEVEL": "warn"}
     try:
         t0 = time.time()
-        out = subprocess.run([seed, "--creditors", "100", "--cases", "10000", "--messages", str(messages)], env=env,
+        out = subprocess.run([seed, "--creditors", "100", "--cases", "10000", "--messages", str(messages),
+                              "--per-case", "100"], env=env,
                              check=True, capture_output=True, text=True).stdout
         seeded = time.time() - t0
         info = json.loads(out)

@@ -1,6 +1,9 @@
 //! Seeds a database for the list benchmarks through the library's own write path (the
 //! group commit of `Store::queue_message`): `--creditors` creditors, `--cases` cases spread
-//! over them, `--messages` outbound messages spread over the cases (email and SMS by turns).
+//! over them, `--messages` outbound messages spread over the cases (email and SMS by turns),
+//! `--per-case` to a case at most: the messages go to as many cases as that needs, the first
+//! creditor's first, so the cases a benchmark asks about hold as many messages however large
+//! the database.
 //! Reads the same configuration as `parley serve` (PARLEY_DATABASE_URL, PARLEY_DATA_DIR,
 //! PARLEY_MASTER_KEY). Prints `{"token": …, "cases": [ids of the first creditor's cases]}`.
 //!
@@ -24,10 +27,11 @@ fn arg(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (creditors, cases, messages) = (
+    let (creditors, cases, messages, per_case) = (
         arg("--creditors", 100),
         arg("--cases", 10_000),
         arg("--messages", 1_000_000),
+        arg("--per-case", usize::MAX),
     );
     let config = parley::config::Config::load().map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = parley::open_store(&config).await?;
@@ -78,15 +82,20 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         case_ids.push((owner, case.id));
     }
+    // The cases that get messages: the first creditor's first (those the benchmark asks
+    // about), as many as `--per-case` needs.
+    case_ids.sort_by_key(|(owner, _)| *owner != 0);
+    let busy = messages.div_ceil(per_case.max(1)).clamp(1, case_ids.len());
+    let targets: Vec<(usize, String)> = case_ids[..busy].to_vec();
     let store = Arc::new(store);
     let actors = Arc::new(actors);
-    let case_ids = Arc::new(case_ids);
+    let targets = Arc::new(targets);
     let now = parley::domain::time::now_micros();
     let mut sends = futures_util::stream::iter(0..messages)
         .map(|i| {
-            let (store, actors, case_ids) = (store.clone(), actors.clone(), case_ids.clone());
+            let (store, actors, targets) = (store.clone(), actors.clone(), targets.clone());
             async move {
-                let (owner, case_id) = &case_ids[i % case_ids.len()];
+                let (owner, case_id) = &targets[i % targets.len()];
                 let channel = if i % 2 == 0 {
                     Channel::Email
                 } else {
@@ -95,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
                 let id = parley::domain::prefixed_id("msg");
                 let (to, subject) = match channel {
                     Channel::Email => (
-                        format!("debtor{}@example.com", i % case_ids.len()),
+                        format!("debtor{}@example.com", i % targets.len()),
                         Some(format!("Payment reminder {}", i % 7)),
                     ),
                     Channel::Sms => ("+4512345678".to_string(), None),

@@ -158,9 +158,9 @@ pub struct StorageConfig {
     pub database_url: Secret,
     pub database_max_connections: u32,
     /// `PARLEY_SUBJECT_KEYS_URL`: the key store of data subjects' keys. Kept apart from the
-    /// database so a backup of the database holds no key; defaults to
-    /// `sqlite://<data>/subject-keys.db` beside a SQLite database, and to the database
-    /// itself on PostgreSQL (with a warning at start).
+    /// database so a backup of the database holds no key; defaults to the file
+    /// `<database file>.subject-keys` beside a SQLite database, and to the database itself
+    /// on PostgreSQL (with a warning at start).
     pub subject_keys_url: Option<Secret>,
     pub document_store: String,
     pub s3_access_key_id: Option<String>,

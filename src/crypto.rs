@@ -105,7 +105,11 @@ impl SubjectKey {
         self.seal(context, plaintext.as_bytes())
     }
 
-    fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// Opens a value sealed under this key.
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if subject_key_of(sealed) != Some(self.id) {
+            return Err(CryptoError::Malformed);
+        }
         let nonce = Nonce::from_slice(&sealed[17..SUBJECT_HEADER]);
         self.cipher
             .decrypt(
@@ -334,7 +338,14 @@ impl KeyRing {
     ) {
         let mut cache = self.subjects.write().unwrap_or_else(|e| e.into_inner());
         if cache.by_id.len() >= SUBJECT_CACHE || cache.by_case.len() >= SUBJECT_CACHE {
-            *cache = SubjectCache::default();
+            // What was looked up lately stays (a reader may be about to open with it).
+            cache.by_id.retain(|_, (_, at)| at.elapsed() < SUBJECT_TTL);
+            cache
+                .by_case
+                .retain(|_, (_, at)| at.elapsed() < SUBJECT_TTL);
+            if cache.by_id.len() >= SUBJECT_CACHE || cache.by_case.len() >= SUBJECT_CACHE {
+                *cache = SubjectCache::default();
+            }
         }
         let now = Instant::now();
         if let (Some(key), Some(case_id)) = (&key, case_id) {

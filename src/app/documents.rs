@@ -85,7 +85,7 @@ impl Documents {
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
-        let key = self.store.case_key(&upload.case_id).await?;
+        let key = self.store.live_case_key(&upload.case_id).await?;
         let written = self
             .files
             .write(&upload.id, &key, self.max_bytes, bytes)
@@ -231,12 +231,12 @@ impl Documents {
             .await?
             .ok_or(AppError::NotFound("document"))?;
         // The file opens with the key of the case's debtor; an erased debtor's is gone.
-        if self.store.key_unless_erased(&doc.case_id).await?.is_none() {
+        let Some(key) = self.store.key_unless_erased(&doc.case_id).await? else {
             return Err(AppError::NotFound("document"));
-        }
+        };
         let reader = self
             .files
-            .reader(&doc.storage_key, &doc.id)
+            .reader(&doc.storage_key, &doc.id, Some(key))
             .await
             .map_err(|e| AppError::Store(e.into()))?;
         self.store.record_download(actor, &doc).await?;

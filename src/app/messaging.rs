@@ -236,6 +236,16 @@ impl Messaging {
         now: Micros,
     ) -> AppResult<NewMessage> {
         let channel = cmd.channel;
+        // A debtor who asked for erasure gets nothing more, whatever else the send says.
+        if case.restricted_at.is_some() || case.erased_at.is_some() {
+            self.store
+                .audit_refusal(actor, &case.id, Code::Restricted.as_str())
+                .await?;
+            return Err(AppError::refused(
+                Code::Restricted,
+                "the debtor asked for their personal data to be erased: processing is restricted and nothing more is sent",
+            ));
+        }
         let preferences = self.policy.preferences(&case.id).await?;
         let to = recipients(channel, cmd.to, case, &preferences)?;
         if channel == Channel::Sms && !cmd.cc.is_empty() {

@@ -43,13 +43,19 @@ impl Messaging {
 
     /// Writes the system message of the outbox event `event_id`. Its key is the event, so a
     /// retried job finds it written and writes nothing; an event that is gone, or whose case
-    /// is, makes nothing.
+    /// is, or whose case's debtor was erased (nothing more is recorded about them), makes
+    /// nothing.
     pub async fn make_system_message(&self, event_id: &str) -> AppResult<()> {
         let Some(occurrence) = self.store.occurrence(event_id).await? else {
             return Ok(());
         };
         let system = Actor::system();
-        let Some(case) = self.store.get_case(&system, &occurrence.case_id).await? else {
+        let Some(case) = self
+            .store
+            .get_case(&system, &occurrence.case_id)
+            .await?
+            .filter(|c| c.erased_at.is_none())
+        else {
             return Ok(());
         };
         let preferences = self.policy.preferences(&case.id).await?;

@@ -42,6 +42,7 @@ pub async fn spool(
     boundary: &str,
     documents: &[DocumentView],
     store: &DocumentStore,
+    subject: Option<std::sync::Arc<crate::crypto::SubjectKey>>,
 ) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
@@ -58,7 +59,9 @@ pub async fn spool(
     out.write_all(head).await?;
     for doc in documents {
         out.write_all(part_header(boundary, doc).as_bytes()).await?;
-        let mut reader = store.reader(&doc.storage_key, &doc.id).await?;
+        let mut reader = store
+            .reader(&doc.storage_key, &doc.id, subject.clone())
+            .await?;
         let mut lines = Base64Lines::default();
         let mut encoded = Vec::new();
         while let Some(chunk) = reader.next_chunk().await? {

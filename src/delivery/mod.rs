@@ -372,8 +372,24 @@ impl DeliveryJob {
             .outbox
             .with_file_name("spool")
             .join(format!("{id}-{}.eml", uuid::Uuid::new_v4().simple()));
-        let written =
-            attach::spool(&spool, head, boundary, &documents, self.documents.files()).await;
+        // The documents' files open with the key of their case's debtor.
+        let subject = match documents.first() {
+            Some(doc) => self
+                .store
+                .key_unless_erased(&doc.case_id)
+                .await
+                .map_err(|e| transient("reading the attachments' key", &e))?,
+            None => None,
+        };
+        let written = attach::spool(
+            &spool,
+            head,
+            boundary,
+            &documents,
+            self.documents.files(),
+            subject,
+        )
+        .await;
         let signature = match written {
             Ok(()) => self
                 .spool_signature(head, &spool)

@@ -229,7 +229,7 @@ impl DocumentStore {
             key == document_id,
             "document {document_id} is stored under another name ({key})"
         );
-        let reader = self.reader(key, document_id).await?;
+        let reader = self.reader(key, document_id, None).await?;
         let chunks = futures_util::stream::unfold(Some(reader), |reader| async move {
             let mut reader = reader?;
             match reader.next_chunk().await {
@@ -265,8 +265,15 @@ impl DocumentStore {
         }
     }
 
-    /// Opens a stored document for reading, chunk by chunk.
-    pub async fn reader(&self, key: &str, document_id: &str) -> anyhow::Result<DocumentReader> {
+    /// Opens a stored document for reading, chunk by chunk: with its case's subject key
+    /// (held by the reader for the whole download), or `None` for a file sealed under the
+    /// master key (an installation from before subject keys).
+    pub async fn reader(
+        &self,
+        key: &str,
+        document_id: &str,
+        subject: Option<Arc<SubjectKey>>,
+    ) -> anyhow::Result<DocumentReader> {
         let source: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &self.s3 {
             Some(s3) => Box::new(s3.reader(key).await?),
             None => Box::new(
@@ -278,6 +285,7 @@ impl DocumentStore {
         Ok(DocumentReader {
             file: tokio::io::BufReader::new(source),
             keys: self.keys.clone(),
+            subject,
             id: document_id.to_string(),
             index: 0,
             next: None,
@@ -289,6 +297,7 @@ impl DocumentStore {
 pub struct DocumentReader {
     file: tokio::io::BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
     keys: Arc<KeyRing>,
+    subject: Option<Arc<SubjectKey>>,
     id: String,
     index: u64,
     /// The frame read ahead, to know whether the current one is the last.
@@ -331,10 +340,14 @@ impl DocumentReader {
         };
         self.next = self.frame().await?;
         let last = self.next.is_none();
-        let plain = self
-            .keys
-            .open(&chunk_context(&self.id, self.index, last), &current)
-            .map_err(|e| anyhow::anyhow!("document {}: {e}", self.id))?;
+        let context = chunk_context(&self.id, self.index, last);
+        let plain = match &self.subject {
+            Some(key) if crate::crypto::subject_key_of(&current).is_some() => {
+                key.open(&context, &current)
+            }
+            _ => self.keys.open(&context, &current),
+        }
+        .map_err(|e| anyhow::anyhow!("document {}: {e}", self.id))?;
         self.index += 1;
         self.done = last;
         Ok(Some(Bytes::from(plain)))
@@ -368,7 +381,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(written.size, size as u64);
-        let mut reader = store.reader(&written.key, "doc_1").await.unwrap();
+        let mut reader = store
+            .reader(&written.key, "doc_1", Some(key.clone()))
+            .await
+            .unwrap();
         let mut back = Vec::new();
         while let Some(chunk) = reader.next_chunk().await.unwrap() {
             back.extend_from_slice(&chunk);
@@ -376,7 +392,7 @@ mod tests {
         assert_eq!(back, data, "size {size}, pieces of {piece}");
         assert!(
             store
-                .reader(&written.key, "doc_2")
+                .reader(&written.key, "doc_2", Some(key.clone()))
                 .await
                 .unwrap()
                 .next_chunk()

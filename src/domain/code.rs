@@ -60,6 +60,7 @@ impl Code {
         matches!(
             self,
             Self::DoNotContact
+                | Self::Restricted
                 | Self::CaseNotContactable
                 | Self::ChannelNotAllowed
                 | Self::FrequencyCapExceeded

@@ -419,6 +419,12 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         // An erased case's debtor cannot be sealed again: the key is gone.
+        if row.erased_at.is_some() {
+            return Err(StoreError::invalid(
+                Code::Restricted,
+                "this case's personal data was erased; it cannot be changed",
+            ));
+        }
         let key = self.case_key(case_id).await?;
         self.unlock([&row.debtor_sealed[..]]).await?;
         let mut case = self.case_from_row(row)?;

@@ -135,7 +135,7 @@ impl Store {
         actor: &Actor,
         new: NewDocument,
     ) -> StoreResult<Option<DocumentView>> {
-        let key = self.case_key(&new.case_id).await?;
+        let key = self.live_case_key(&new.case_id).await?;
         let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
             return Ok(None);
@@ -286,7 +286,7 @@ impl Store {
         uploaded_by: &str,
         new: NewDocument,
     ) -> StoreResult<bool> {
-        let key = self.case_key(&new.case_id).await?;
+        let key = self.live_case_key(&new.case_id).await?;
         let mut tx = self.write_tx().await?;
         let stored: Option<String> = sqlx::query_scalar(
             "SELECT document_id FROM message_attachments WHERE message_id = $1 AND ordinal = $2",
@@ -384,10 +384,6 @@ impl Store {
         .bind(message_id)
         .fetch_all(&self.pool)
         .await?;
-        // Their files open with the key of the case's debtor: looked up for the reader.
-        if let Some(first) = rows.first() {
-            self.key_unless_erased(&first.case_id).await?;
-        }
         self.documents_from_rows(rows).await
     }
 

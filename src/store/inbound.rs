@@ -557,7 +557,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let key = self.case_key(case_id).await?;
+        let key = self.live_case_key(case_id).await?;
         let source = row.source;
         let raw = self
             .keys

@@ -102,16 +102,15 @@ impl Store {
         .await?;
         let Some(r) = row else { return Ok(None) };
         self.unlock([&r.envelope_sealed[..]]).await?;
-        if matches!(
+        // Its debtor was erased (the key is gone, whether or not the case says so yet):
+        // nothing is left to send and no one to send it to; the policy refuses it.
+        let erased = matches!(
             self.keys.open(
                 &super::messages::context(&r.id, "envelope"),
                 &r.envelope_sealed
             ),
             Err(crate::crypto::CryptoError::Erased)
-        ) {
-            // Its debtor was erased: there is nothing left to send, and no one to send it to.
-            return Ok(None);
-        }
+        );
         let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
         Ok(Some(Outgoing {
             envelope: self.open_envelope(&r.id, &r.envelope_sealed)?,
@@ -127,7 +126,7 @@ impl Store {
             rfc_message_id: r.rfc_message_id,
             in_reply_to: r.in_reply_to,
             has_attachments: r.has_attachments != 0,
-            restricted: r.restricted != 0,
+            restricted: r.restricted != 0 || erased,
             debtor_timezone: r.debtor_timezone,
             case_status: crate::domain::CaseStatus::parse(
                 r.case_status.as_deref().unwrap_or_default(),

@@ -188,6 +188,17 @@ impl Store {
         subject_keys_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
+        if let Some(keys_url) = subject_keys_url {
+            let file = |u: &str| {
+                u.strip_prefix("sqlite://")
+                    .or_else(|| u.strip_prefix("sqlite:"))
+                    .map(|rest| rest.split('?').next().unwrap_or_default().to_string())
+            };
+            anyhow::ensure!(
+                keys_url != url && (file(keys_url).is_none() || file(keys_url) != file(url)),
+                "PARLEY_SUBJECT_KEYS_URL names the database itself: give the key store a database of its own"
+            );
+        }
         let explicit = match subject_keys_url {
             Some(u) => Some(subject_keys::KeyStore::connect(u).await?),
             None => None,
@@ -228,7 +239,7 @@ impl Store {
                         tracing::warn!(
                             "PARLEY_SUBJECT_KEYS_URL is not set: data subjects' keys are kept in the database itself, so a backup of it can still be read after an erasure"
                         );
-                        subject_keys::KeyStore::connect(url).await?.shared()
+                        subject_keys::KeyStore::connect(url).await?
                     }
                 },
                 writer: pool.clone(),
@@ -250,9 +261,12 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(|conn: &mut AnyConnection, _| {
                     Box::pin(async move {
+                        // `secure_delete = FAST`: what an erasure clears is overwritten in the
+                        // pages it writes anyway, not left in their free space.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                             PRAGMA secure_delete = FAST;",
                         )
                         .await?;
                         Ok(())
@@ -275,7 +289,7 @@ impl Store {
                 let beside = file.with_file_name(name);
                 subject_keys::KeyStore::connect(&format!("sqlite://{}", beside.display())).await?
             }
-            (None, None) => subject_keys::KeyStore::connect(&url).await?.shared(),
+            (None, None) => subject_keys::KeyStore::connect(&url).await?,
         };
         Ok(Self {
             subject_keys,

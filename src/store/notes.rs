@@ -69,7 +69,7 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
-        let key = self.case_key(case_id).await?;
+        let key = self.live_case_key(case_id).await?;
         let id = NoteId::new().to_string();
         let now = now_micros();
         sqlx::query(

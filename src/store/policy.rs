@@ -66,11 +66,13 @@ impl Store {
             message_id,
         } = new;
         let id = prefixed_id("sup");
-        // About a case's debtor: under that debtor's key (an erased one's under the master key).
+        // About a case's debtor: under that debtor's key. A suppression still honours an
+        // erased debtor's objection, under the master key and no longer linked to the case.
         let key = match case_id {
             Some(case_id) => self.key_unless_erased(case_id).await?,
             None => None,
         };
+        let case_id = case_id.filter(|_| key.is_some());
         let address_sealed = match &key {
             Some(key) => key.seal_str(&address_context(&id), value),
             None => self.keys.seal_str(&address_context(&id), value),

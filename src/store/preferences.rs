@@ -136,7 +136,7 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
             return Ok(None);
         }
-        let key = self.case_key(case_id).await?;
+        let key = self.live_case_key(case_id).await?;
         let ctx = contact_context(case_id);
         let contact = serde_json::to_vec(&(&p.email_address, &p.phone_number))
             .map_err(anyhow::Error::from)?;

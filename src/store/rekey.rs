@@ -204,41 +204,105 @@ impl Store {
             after = last.id.clone();
             let mut changed = Vec::new();
             for row in &rows {
-                let context = (c.context)(&row.id);
-                let failed = |e: crate::crypto::CryptoError| {
-                    anyhow::anyhow!("{}.{} of row {}: {e}", c.table, c.column, row.id)
+                let key = match (&row.case_id, crate::crypto::subject_key_of(&row.sealed)) {
+                    (Some(case_id), None) => self.key_unless_erased(case_id).await?,
+                    _ => None,
                 };
-                let fresh = match (&row.case_id, crate::crypto::subject_key_of(&row.sealed)) {
-                    // A data subject's value still under the master key: under the subject's
-                    // key from now on (unless the subject was erased meanwhile).
-                    (Some(case_id), None) => match self.key_unless_erased(case_id).await? {
-                        Some(key) => {
-                            let plain = self.keys.open(&context, &row.sealed).map_err(failed)?;
-                            Some(key.seal(&context, &plain))
-                        }
-                        None => None,
-                    },
-                    _ => self.keys.reseal(&context, &row.sealed).map_err(failed)?,
-                };
-                if let Some(fresh) = fresh {
+                if let Some(fresh) = self.resealed(c, row, key.as_deref())? {
                     changed.push((row, fresh));
                 }
             }
-            if changed.is_empty() {
-                continue;
+            resealed += self.write_resealed(&update, changed).await?;
+        }
+        Ok(resealed)
+    }
+
+    /// A value sealed anew: a data subject's value still under the master key under the
+    /// subject's `key` (when the subject is not erased), anything else under the master key
+    /// when it is under an earlier one. `None`: it stays as it is.
+    fn resealed(
+        &self,
+        c: &SealedColumn,
+        row: &SealedRow,
+        key: Option<&crate::crypto::SubjectKey>,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let context = (c.context)(&row.id);
+        let failed = |e: crate::crypto::CryptoError| {
+            anyhow::anyhow!("{}.{} of row {}: {e}", c.table, c.column, row.id)
+        };
+        match key {
+            Some(key) if crate::crypto::subject_key_of(&row.sealed).is_none() => {
+                let plain = self.keys.open(&context, &row.sealed).map_err(failed)?;
+                Ok(Some(key.seal(&context, &plain)))
             }
-            let mut tx = self.writer.begin().await?;
-            for (row, fresh) in changed {
-                let done = sqlx::query(&update)
-                    .bind(fresh)
-                    .bind(&row.id)
-                    .bind(&row.sealed)
-                    .execute(&mut *tx)
-                    .await?;
-                // A row rewritten meanwhile was sealed under the current key by its writer.
-                resealed += done.rows_affected();
+            _ => self.keys.reseal(&context, &row.sealed).map_err(failed),
+        }
+    }
+
+    /// Writes re-sealed values back, each only if its row still holds what was read (a row
+    /// rewritten meanwhile was sealed by its writer); returns how many were written.
+    async fn write_resealed(
+        &self,
+        update: &str,
+        changed: Vec<(&SealedRow, Vec<u8>)>,
+    ) -> anyhow::Result<u64> {
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        let mut written = 0;
+        let mut tx = self.writer.begin().await?;
+        for (row, fresh) in changed {
+            written += sqlx::query(update)
+                .bind(fresh)
+                .bind(&row.id)
+                .bind(&row.sealed)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Seals every value of one case's debtor still under the master key (an installation
+    /// from before subject keys) under the case's `key`: an erasure then reaches them too.
+    pub(crate) async fn seal_case_under(
+        &self,
+        case_id: &str,
+        key: &crate::crypto::SubjectKey,
+    ) -> anyhow::Result<u64> {
+        let mut resealed = 0;
+        for c in SEALED {
+            let Some(case_of) = c.case_of else { continue };
+            let select = format!(
+                "SELECT {key} AS id, {column} AS sealed, {case_of} AS case_id FROM {table} \
+                 WHERE {case_of} = $1 AND {column} IS NOT NULL",
+                key = c.key,
+                column = c.column,
+                table = c.table,
+            );
+            let update = format!(
+                "UPDATE {table} SET {column} = $1 WHERE {key} = $2 AND {column} = $3",
+                key = c.key,
+                column = c.column,
+                table = c.table,
+            );
+            let rows: Vec<SealedRow> = sqlx::query_as(&select)
+                .bind(case_id)
+                .fetch_all(&self.pool)
+                .await?;
+            let mut changed = Vec::new();
+            for row in rows
+                .iter()
+                .filter(|r| crate::crypto::subject_key_of(&r.sealed).is_none())
+            {
+                let context = (c.context)(&row.id);
+                let plain = self.keys.open(&context, &row.sealed).map_err(|e| {
+                    anyhow::anyhow!("{}.{} of row {}: {e}", c.table, c.column, row.id)
+                })?;
+                changed.push((row, key.seal(&context, &plain)));
             }
-            tx.commit().await?;
+            resealed += self.write_resealed(&update, changed).await?;
         }
         Ok(resealed)
     }

@@ -22,9 +22,6 @@ use crate::domain::time::now_micros;
 pub(crate) struct KeyStore {
     pub(crate) pool: AnyPool,
     backend: Backend,
-    /// The database itself holds the keys (PostgreSQL without `PARLEY_SUBJECT_KEYS_URL`, an
-    /// in-memory SQLite database).
-    pub(crate) shared: bool,
 }
 
 impl KeyStore {
@@ -40,7 +37,6 @@ impl KeyStore {
             return Ok(Self {
                 pool,
                 backend: Backend::Postgres,
-                shared: false,
             });
         }
         let url = super::sqlite_url(url)?;
@@ -65,14 +61,7 @@ impl KeyStore {
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
-            shared: false,
         })
-    }
-
-    /// The same store, marked as the database itself (its own connections).
-    pub(crate) fn shared(mut self) -> Self {
-        self.shared = true;
-        self
     }
 
     pub(crate) async fn migrate(&self) -> anyhow::Result<()> {
@@ -80,14 +69,24 @@ impl KeyStore {
             Backend::Sqlite => "BLOB",
             Backend::Postgres => "BYTEA",
         };
-        sqlx::query(&format!(
+        let create = format!(
             "CREATE TABLE IF NOT EXISTS subject_keys (id TEXT PRIMARY KEY, \
              case_id TEXT NOT NULL UNIQUE, key_sealed {blob}, created_at BIGINT NOT NULL, \
              erased_at BIGINT)"
-        ))
-        .execute(&self.pool)
-        .await
-        .context("creating the subject key store's table")?;
+        );
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Two processes starting at once would race on the catalog otherwise (the key:
+            // `parley` in ASCII, then 16, beside the singletons' keys).
+            sqlx::query("SELECT pg_advisory_xact_lock(31632341464348944)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(&create)
+            .execute(&mut *tx)
+            .await
+            .context("creating the subject key store's table")?;
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -107,7 +106,7 @@ fn key_id(hex_id: &str) -> StoreResult<SubjectKeyId> {
 }
 
 /// A case whose personal data was erased: nothing more is sealed for it.
-fn erased() -> StoreError {
+fn erased_case() -> StoreError {
     StoreError::invalid(
         Code::Restricted,
         "this case's personal data was erased; nothing more can be recorded about its debtor",
@@ -172,7 +171,7 @@ impl Store {
         let id = key_id(&row.id)?;
         let Some(wrapped) = row.key_sealed else {
             self.keys.remember_subject(id, None, Some(case_id));
-            return Err(erased());
+            return Err(erased_case());
         };
         let key = Arc::new(
             self.keys
@@ -184,12 +183,26 @@ impl Store {
         Ok(key)
     }
 
+    /// The key of a case for recording more about its debtor: refused (`restricted`) once
+    /// the debtor was erased, whatever another process still holds in its cache.
+    pub(crate) async fn live_case_key(&self, case_id: &str) -> StoreResult<Arc<SubjectKey>> {
+        let erased: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT erased_at FROM cases WHERE id = $1")
+                .bind(case_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if matches!(erased, Some(Some(_))) {
+            return Err(erased_case());
+        }
+        self.case_key(case_id).await
+    }
+
     /// The key of a case, or `None` when its debtor was erased.
     pub(crate) async fn key_unless_erased(
         &self,
         case_id: &str,
     ) -> StoreResult<Option<Arc<SubjectKey>>> {
-        match self.case_key(case_id).await {
+        match self.live_case_key(case_id).await {
             Ok(key) => Ok(Some(key)),
             Err(StoreError::Invalid {
                 code: Code::Restricted,
@@ -218,8 +231,15 @@ impl Store {
             }
             let rows = query.fetch_all(&self.subject_keys.pool).await?;
             for id in chunk {
-                let row = rows.iter().find(|r| r.id == hex::encode(id));
-                let key = match row.and_then(|r| r.key_sealed.as_deref()) {
+                // Erased keys leave their row (without the key): a key that is not there at
+                // all means a key store that is not this database's (lost, or an older copy).
+                let row = rows.iter().find(|r| r.id == hex::encode(id)).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "the subject key store has no key {}: is PARLEY_SUBJECT_KEYS_URL this database's key store?",
+                        hex::encode(id)
+                    ))
+                })?;
+                let key = match row.key_sealed.as_deref() {
                     Some(wrapped) => Some(Arc::new(
                         self.keys
                             .unwrap_subject_key(id, wrapped)
@@ -228,7 +248,7 @@ impl Store {
                     None => None,
                 };
                 self.keys
-                    .remember_subject(*id, key, row.map(|r| r.case_id.as_str()));
+                    .remember_subject(*id, key, Some(row.case_id.as_str()));
             }
         }
         Ok(())
@@ -270,13 +290,28 @@ impl Store {
         }
         // The destroyed keys' old bytes leave the files too: the write-ahead log is emptied
         // (SQLite, whose pages are overwritten with `secure_delete`), the dead row versions
-        // are vacuumed away (PostgreSQL).
-        let cleanup = match self.subject_keys.backend {
-            Backend::Sqlite => "PRAGMA wal_checkpoint(TRUNCATE)",
-            Backend::Postgres => "VACUUM subject_keys",
-        };
-        if let Err(e) = sqlx::query(cleanup).execute(&self.subject_keys.pool).await {
-            tracing::warn!(error = %e, "cleaning the key store after an erasure failed");
+        // are vacuumed away (PostgreSQL). Another process reading at this moment can keep
+        // the log from being emptied: said in the log, and done by the next erasure.
+        match self.subject_keys.backend {
+            Backend::Sqlite => {
+                let (busy, _, _): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(&self.subject_keys.pool)
+                        .await?;
+                if busy != 0 {
+                    tracing::warn!(
+                        "the key store's log could not be emptied after an erasure (another process was reading); the next erasure empties it"
+                    );
+                }
+            }
+            Backend::Postgres => {
+                if let Err(e) = sqlx::query("VACUUM subject_keys")
+                    .execute(&self.subject_keys.pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "vacuuming the key store after an erasure failed");
+                }
+            }
         }
         Ok(destroyed)
     }

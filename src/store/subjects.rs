@@ -137,6 +137,11 @@ impl Store {
         case_id: &str,
         now: Micros,
     ) -> StoreResult<Erased> {
+        // What an earlier version sealed under the master key goes under the case's key
+        // first, so that destroying the key reaches it too.
+        if let Some(key) = self.key_unless_erased(case_id).await? {
+            self.seal_case_under(case_id, &key).await?;
+        }
         self.destroy_case_keys(&[case_id.to_string()]).await?;
         let mut tx = self.write_tx().await?;
         let storage_keys: Vec<String> =
@@ -176,11 +181,13 @@ impl Store {
             "UPDATE thread_participants SET participant_index = id WHERE thread_id IN \
              (SELECT id FROM threads WHERE case_id = $1)"
                 .to_string(),
-            format!("UPDATE documents SET file_name = '{ERASED}' WHERE case_id = $1"),
+            format!("UPDATE documents SET file_name = '{ERASED}', sha256 = '' WHERE case_id = $1"),
             "DELETE FROM note_tags WHERE note_id IN (SELECT id FROM notes WHERE case_id = $1)"
                 .to_string(),
             format!("UPDATE deadlines SET title = '{ERASED}' WHERE case_id = $1"),
             "UPDATE payments SET reference = NULL WHERE case_id = $1".to_string(),
+            // Language, time zone, contact hours: the debtor's too (the contacts are sealed).
+            "DELETE FROM preferences WHERE case_id = $1".to_string(),
         ];
         for sql in &statements {
             let query = sqlx::query(sql).bind(case_id);
@@ -202,6 +209,16 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        if self.backend == super::Backend::Sqlite {
+            // The cleared values' earlier pages leave the write-ahead log (best effort: a
+            // reader at this moment keeps it; the next checkpoint empties it).
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.writer)
+                .await
+            {
+                tracing::warn!(error = %e, "checkpointing after an erasure failed");
+            }
+        }
         Ok(Erased { storage_keys })
     }
 
@@ -214,7 +231,7 @@ impl Store {
     ) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM cases WHERE restricted_at IS NOT NULL AND erased_at IS NULL \
-             AND ended_at IS NOT NULL AND ended_at <= $1 AND status IN ('paid', 'closed') ORDER BY id LIMIT $2",
+             AND ended_at IS NOT NULL AND ended_at <= $1 AND status IN ('paid', 'closed') ORDER BY ended_at, id LIMIT $2",
         )
         .bind(ended_before)
         .bind(limit)

@@ -124,9 +124,10 @@ async fn checkpoint_key_store(app: &TestApp) {
     }
 }
 
-/// Every byte of the key store: its SQLite files, or its PostgreSQL rows as text.
+/// Every byte of the key store: its SQLite files, or its PostgreSQL table's pages (dead row
+/// versions included, read with `pageinspect`), as hex.
 async fn key_store_contents(app: &TestApp) -> Vec<u8> {
-    use sqlx::{Connection, Row};
+    use sqlx::Connection;
     let url = key_store_url(app);
     if url.starts_with("sqlite") {
         let mut out = Vec::new();
@@ -139,13 +140,18 @@ async fn key_store_contents(app: &TestApp) -> Vec<u8> {
         return out;
     }
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query("SELECT t::text FROM subject_keys t")
-        .fetch_all(&mut conn)
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .execute(&mut conn)
         .await
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.get::<String, _>(0).into_bytes())
-        .collect()
+        .unwrap();
+    let pages: Option<String> = sqlx::query_scalar(
+        "SELECT string_agg(encode(get_raw_page('subject_keys', b), 'hex'), '') \
+         FROM generate_series(0, (pg_relation_size('subject_keys') / 8192)::int - 1) b",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    pages.unwrap_or_default().into_bytes()
 }
 
 /// A copy of the database as a backup would hold it: the SQLite files, or a `pg_dump`.
@@ -326,6 +332,41 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
         &files_under(&app.dir.path().join("documents")),
     );
 
+    // What is kept in the clear beside the sealed values (and so in that backup): a file's
+    // name, a deadline's title, a payment's reference, a note's tags. The erasure clears it.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"%PDF-1.7 x".to_vec())
+                .file_name("kestrel-letter.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        )
+        .text("documentType", "correspondence");
+    assert_eq!(
+        upload(&app, &acme.token, &case_id, form).await.status(),
+        201
+    );
+    let due = (chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339();
+    for (path, body) in [
+        (
+            "deadlines",
+            json!({"title": "Kestrel instalment", "dueAt": due}),
+        ),
+        (
+            "payments",
+            json!({"amount": "5.00", "reference": "kestrel-7781"}),
+        ),
+        ("notes", json!({"note": "x", "tags": ["kestrel_plan"]})),
+    ] {
+        let r = app
+            .post(&acme.token, &format!("{base}/{path}"), &body)
+            .await;
+        assert_eq!(r.status(), 201, "{path}");
+    }
+    app.deliver_due().await;
+    assert!(contains(&database_contents(&app).await, "kestrel"));
+
     let got = erase(
         &app,
         &json!({"email": "Zebulon.Quixwright@example.com", "reason": "Art. 17 request 2026-118"}),
@@ -368,6 +409,40 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
         )
         .await;
     assert_problem(r, 422, "restricted").await;
+    for (path, body) in [
+        ("notes", json!({"note": "x"})),
+        (
+            "messages/preview",
+            json!({"messageType": "sms", "body": "y"}),
+        ),
+    ] {
+        let r = app
+            .post(&acme.token, &format!("{base}/{path}"), &body)
+            .await;
+        assert_problem(r, 422, "restricted").await;
+    }
+    // A payment still books; its system message is not written for an erased debtor, and
+    // its job ends without failing.
+    let messages_before =
+        shown(&app, &acme.token, &case_id).await["messages"]["totalCount"].clone();
+    let r = app
+        .post(
+            &acme.token,
+            &format!("{base}/payments"),
+            &json!({"amount": "10.00"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(app.deliver_due().await, 1);
+    let messages_after = shown(&app, &acme.token, &case_id).await["messages"]["totalCount"].clone();
+    assert_eq!(messages_after, messages_before);
+    let failed: Value = app
+        .get(&app.admin.token, "/api/jobs?state=failed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failed["jobs"], json!([]), "{failed}");
     let again = erase(&app, &json!({"email": EMAIL, "reason": "again"})).await;
     assert_eq!(again["erased"], json!([]), "the indexes are gone: {again}");
     let log: Value = app
@@ -388,6 +463,12 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
         "the database after the erasure",
         &database_contents(&app).await,
     );
+    for word in ["kestrel", "Kestrel"] {
+        assert!(
+            !contains(&database_contents(&app).await, word),
+            "{word} is still in the database"
+        );
+    }
     // The key is gone from the key store, its bytes included.
     assert_eq!(wrapped_key(&app, &case_id).await, None);
     assert!(
@@ -687,4 +768,59 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
     assert_eq!(debtor_name(&app, &acme, &case_id).await, "[erased]");
     let list: Value = app.get(&acme.token, &notes).await.json().await.unwrap();
     assert_eq!(list["notes"][0]["note"], "[erased]");
+
+    // Erased before anyone ran `parley migrate`: its earlier values go under its key first,
+    // so the erasure reaches them.
+    let other = case_of(&app, &acme, "kept.back@example.com", "+4529876545").await;
+    let other_notes = format!("/api/cases/{other}/notes");
+    let r = app
+        .post(
+            &acme.token,
+            &other_notes,
+            &json!({"note": "Quixwright senior"}),
+        )
+        .await;
+    let other_note = r.json::<Value>().await.unwrap()["noteId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.store
+        .overwrite_stored_value(
+            "notes",
+            "note_sealed",
+            &other_note,
+            &ring.seal_str(&format!("note:{other_note}"), "Quixwright senior"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        app.patch(
+            &acme.token,
+            &format!("/api/cases/{other}"),
+            &json!({"status": "closed"})
+        )
+        .await
+        .status(),
+        200
+    );
+    let got = erase(
+        &app,
+        &json!({"phone": "+4529876545", "reason": "request 10"}),
+    )
+    .await;
+    assert_eq!(got["erased"][0]["caseId"], other.as_str(), "{got}");
+    let list: Value = app
+        .get(&acme.token, &other_notes)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["notes"][0]["note"], "[erased]");
+    let stored = app
+        .store
+        .stored_value("notes", "note_sealed", &other_note)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored[0], 2, "moved under the erased key");
 }
