@@ -211,7 +211,8 @@ impl Messaging {
                 v.insert("documentType".into(), text("documentType"));
             }
             SystemEvent::DeadlineApproaching => {
-                v.insert("deadlineTitle".into(), text("title"));
+                let title = self.store.deadline_title(&text("deadlineId")).await?;
+                v.insert("deadlineTitle".into(), title.unwrap_or_default());
                 let due = crate::domain::time::parse_instant(&text("dueAt"));
                 let tz: chrono_tz::Tz = case
                     .debtor

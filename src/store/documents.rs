@@ -41,7 +41,7 @@ pub struct DocumentView {
     pub uploaded_at: Micros,
 }
 
-const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d.file_name, d.content_type, d.size, d.sha256, \
+const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d.file_name, d.file_name_sealed, d.content_type, d.size, d.sha256, \
      d.storage_key, d.version, d.replaces_document_id, d.is_latest, d.uploaded_by, d.uploaded_by_sealed, d.uploaded_at";
 
 /// A row of `documents` as `COLUMNS` selects it, the description still sealed.
@@ -51,7 +51,9 @@ struct DocumentRow {
     case_id: String,
     document_type: String,
     description_sealed: Option<Vec<u8>>,
+    /// Clear only in rows from before file names were sealed.
     file_name: String,
+    file_name_sealed: Option<Vec<u8>>,
     content_type: String,
     size: i64,
     sha256: String,
@@ -75,6 +77,10 @@ pub(super) fn description_context(id: &str) -> String {
     format!("doc:{id}:description")
 }
 
+pub(super) fn file_name_context(id: &str) -> String {
+    format!("doc:{id}:file_name")
+}
+
 pub(super) fn uploader_context(id: &str) -> String {
     format!("doc:{id}:uploader")
 }
@@ -88,7 +94,10 @@ impl Store {
                 .transpose()?,
             case_id: r.case_id,
             document_type: DocumentType::parse(&r.document_type).map_err(anyhow::Error::from)?,
-            file_name: r.file_name,
+            file_name: match r.file_name_sealed {
+                Some(sealed) => self.open_text(&file_name_context(&r.id), &sealed)?,
+                None => r.file_name,
+            },
             content_type: r.content_type,
             size: r.size,
             sha256: r.sha256,
@@ -112,6 +121,7 @@ impl Store {
             [
                 r.description_sealed.as_deref(),
                 r.uploaded_by_sealed.as_deref(),
+                r.file_name_sealed.as_deref(),
             ]
             .into_iter()
             .flatten()
@@ -168,14 +178,13 @@ impl Store {
         let now = now_micros();
         sqlx::query(
             "INSERT INTO documents (id, case_id, document_type, description_sealed, file_name, content_type, size, sha256, storage_key, \
-             key_id, version, replaces_document_id, is_latest, party_id, uploaded_by, uploaded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $15)",
+             key_id, version, replaces_document_id, is_latest, party_id, uploaded_by, uploaded_at, file_name_sealed) \
+             VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15)",
         )
         .bind(&new.id)
         .bind(&new.case_id)
         .bind(new.document_type.as_str())
         .bind(new.description.as_deref().map(|d| key.seal_str(&description_context(&new.id), d)))
-        .bind(&new.file_name)
         .bind(&new.content_type)
         .bind(new.size)
         .bind(&new.sha256)
@@ -186,6 +195,7 @@ impl Store {
         .bind(actor.party_id.as_str())
         .bind(&actor.name)
         .bind(now)
+        .bind(key.seal_str(&file_name_context(&new.id), &new.file_name))
         .execute(&mut *tx)
         .await?;
         audit(
@@ -301,13 +311,12 @@ impl Store {
         let now = now_micros();
         sqlx::query(
             "INSERT INTO documents (id, case_id, document_type, file_name, content_type, size, sha256, storage_key, \
-             key_id, version, is_latest, uploaded_by, uploaded_by_sealed, uploaded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, 1, 'inbound email', $10, $11)",
+             key_id, version, is_latest, uploaded_by, uploaded_by_sealed, uploaded_at, file_name_sealed) \
+             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, 1, 1, 'inbound email', $9, $10, $11)",
         )
         .bind(&new.id)
         .bind(&new.case_id)
         .bind(new.document_type.as_str())
-        .bind(&new.file_name)
         .bind(&new.content_type)
         .bind(new.size)
         .bind(&new.sha256)
@@ -315,6 +324,7 @@ impl Store {
         .bind(super::rekey::SUBJECT_SEALED)
         .bind(key.seal_str(&uploader_context(&new.id), uploaded_by))
         .bind(now)
+        .bind(key.seal_str(&file_name_context(&new.id), &new.file_name))
         .execute(&mut *tx)
         .await?;
         sqlx::query(

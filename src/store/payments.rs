@@ -48,16 +48,24 @@ struct PaymentRow {
     amount_minor: i64,
     currency: String,
     paid_at: i64,
+    /// Clear only in rows from before references were sealed.
     reference: Option<String>,
+    reference_sealed: Option<Vec<u8>>,
     created_by: String,
     created_at: i64,
 }
 
-impl TryFrom<PaymentRow> for Payment {
-    type Error = anyhow::Error;
-    fn try_from(r: PaymentRow) -> anyhow::Result<Self> {
-        Ok(Self {
-            id: r.id,
+pub(super) fn reference_context(id: &str) -> String {
+    format!("pay:{id}:reference")
+}
+
+pub(super) fn title_context(id: &str) -> String {
+    format!("ddl:{id}:title")
+}
+
+impl Store {
+    fn payment_from_row(&self, r: PaymentRow) -> StoreResult<Payment> {
+        Ok(Payment {
             case_id: r.case_id,
             amount: Money {
                 minor: r.amount_minor,
@@ -65,7 +73,25 @@ impl TryFrom<PaymentRow> for Payment {
                     .map_err(|e| anyhow::anyhow!(e))?,
             },
             paid_at: r.paid_at,
-            reference: r.reference,
+            reference: match r.reference_sealed {
+                Some(sealed) => Some(self.open_text(&reference_context(&r.id), &sealed)?),
+                None => r.reference,
+            },
+            created_by: r.created_by,
+            created_at: r.created_at,
+            id: r.id,
+        })
+    }
+
+    fn deadline_from_row(&self, r: DeadlineRow) -> StoreResult<Deadline> {
+        Ok(Deadline {
+            title: match r.title_sealed {
+                Some(sealed) => self.open_text(&title_context(&r.id), &sealed)?,
+                None => r.title,
+            },
+            id: r.id,
+            case_id: r.case_id,
+            due_at: r.due_at,
             created_by: r.created_by,
             created_at: r.created_at,
         })
@@ -76,23 +102,12 @@ impl TryFrom<PaymentRow> for Payment {
 struct DeadlineRow {
     id: String,
     case_id: String,
+    /// Clear only in rows from before titles were sealed.
     title: String,
+    title_sealed: Option<Vec<u8>>,
     due_at: i64,
     created_by: String,
     created_at: i64,
-}
-
-impl From<DeadlineRow> for Deadline {
-    fn from(r: DeadlineRow) -> Self {
-        Self {
-            id: r.id,
-            case_id: r.case_id,
-            title: r.title,
-            due_at: r.due_at,
-            created_by: r.created_by,
-            created_at: r.created_at,
-        }
-    }
 }
 
 impl Store {
@@ -129,6 +144,12 @@ impl Store {
                 "the payments of this case would exceed 999999999999.99 in total",
             ));
         }
+        // The reference may name the debtor: sealed under their key (an erased debtor's
+        // payment is booked without one).
+        let key = match new.reference {
+            Some(_) => Some(self.live_case_key(case_id).await?),
+            None => None,
+        };
         let payment = Payment {
             id: prefixed_id("pay"),
             case_id: case_id.to_string(),
@@ -143,7 +164,7 @@ impl Store {
             created_at: now_micros(),
         };
         sqlx::query(
-            "INSERT INTO payments (id, case_id, amount_minor, currency, paid_at, reference, created_by, created_at) \
+            "INSERT INTO payments (id, case_id, amount_minor, currency, paid_at, reference_sealed, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&payment.id)
@@ -151,7 +172,11 @@ impl Store {
         .bind(payment.amount.minor)
         .bind(&currency)
         .bind(payment.paid_at)
-        .bind(payment.reference.as_deref())
+        .bind(
+            key.as_ref()
+                .zip(payment.reference.as_deref())
+                .map(|(key, r)| key.seal_str(&reference_context(&payment.id), r)),
+        )
         .bind(&payment.created_by)
         .bind(payment.created_at)
         .execute(&mut *tx)
@@ -181,16 +206,19 @@ impl Store {
             return Ok(None);
         }
         let rows = sqlx::query_as::<_, PaymentRow>(
-            "SELECT id, case_id, amount_minor, currency, paid_at, reference, created_by, created_at FROM payments \
-             WHERE case_id = $1 ORDER BY id",
+            "SELECT id, case_id, amount_minor, currency, paid_at, reference, reference_sealed, created_by, created_at \
+             FROM payments WHERE case_id = $1 ORDER BY id",
         )
         .bind(case_id)
         .fetch_all(&mut *conn)
         .await?;
+        drop(conn);
+        self.unlock(rows.iter().filter_map(|r| r.reference_sealed.as_deref()))
+            .await?;
         let payments = rows
             .into_iter()
-            .map(Payment::try_from)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|r| self.payment_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(Some(payments))
     }
 
@@ -204,6 +232,7 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
+        let key = self.live_case_key(case_id).await?;
         let deadline = Deadline {
             id: prefixed_id("ddl"),
             case_id: case_id.to_string(),
@@ -213,11 +242,12 @@ impl Store {
             created_at: now_micros(),
         };
         sqlx::query(
-            "INSERT INTO deadlines (id, case_id, title, due_at, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO deadlines (id, case_id, title, title_sealed, due_at, created_by, created_at) \
+             VALUES ($1, $2, '', $3, $4, $5, $6)",
         )
         .bind(&deadline.id)
         .bind(case_id)
-        .bind(&deadline.title)
+        .bind(key.seal_str(&title_context(&deadline.id), &deadline.title))
         .bind(deadline.due_at)
         .bind(&deadline.created_by)
         .bind(deadline.created_at)
@@ -246,11 +276,18 @@ impl Store {
             return Ok(None);
         }
         let rows = sqlx::query_as::<_, DeadlineRow>(
-            "SELECT id, case_id, title, due_at, created_by, created_at FROM deadlines WHERE case_id = $1 ORDER BY due_at, id",
+            "SELECT id, case_id, title, title_sealed, due_at, created_by, created_at FROM deadlines \
+             WHERE case_id = $1 ORDER BY due_at, id",
         )
         .bind(case_id)
         .fetch_all(&mut *conn)
         .await?;
-        Ok(Some(rows.into_iter().map(Deadline::from).collect()))
+        drop(conn);
+        self.unlock(rows.iter().filter_map(|r| r.title_sealed.as_deref()))
+            .await?;
+        rows.into_iter()
+            .map(|r| self.deadline_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
     }
 }

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Store, StoreResult, cases, documents, inbound, messages, notes, policy, preferences};
+use super::{
+    Store, StoreResult, cases, documents, inbound, messages, notes, payments, policy, preferences,
+};
 use super::{threads, webhooks};
 
 /// A column of sealed values, the column that names its row, and the seal's context.
@@ -135,6 +137,27 @@ const SEALED: &[SealedColumn] = &[
         case_of: Some("case_id"),
     },
     SealedColumn {
+        table: "documents",
+        key: "id",
+        column: "file_name_sealed",
+        context: documents::file_name_context,
+        case_of: Some("case_id"),
+    },
+    SealedColumn {
+        table: "deadlines",
+        key: "id",
+        column: "title_sealed",
+        context: payments::title_context,
+        case_of: Some("case_id"),
+    },
+    SealedColumn {
+        table: "payments",
+        key: "id",
+        column: "reference_sealed",
+        context: payments::reference_context,
+        case_of: Some("case_id"),
+    },
+    SealedColumn {
         table: "inbound_raw",
         key: "id",
         column: "raw_sealed",
@@ -142,6 +165,47 @@ const SEALED: &[SealedColumn] = &[
         case_of: Some("(SELECT m.case_id FROM messages m WHERE m.id = inbound_raw.message_id)"),
     },
 ];
+
+/// A text kept in the clear by earlier versions, and the column that seals it now.
+struct ClearText {
+    table: &'static str,
+    clear: &'static str,
+    sealed: &'static str,
+    context: fn(&str) -> String,
+    /// What the clear column holds once the text is sealed (SQL).
+    emptied: &'static str,
+}
+
+const CLEAR: &[ClearText] = &[
+    ClearText {
+        table: "documents",
+        clear: "file_name",
+        sealed: "file_name_sealed",
+        context: documents::file_name_context,
+        emptied: "''",
+    },
+    ClearText {
+        table: "deadlines",
+        clear: "title",
+        sealed: "title_sealed",
+        context: payments::title_context,
+        emptied: "''",
+    },
+    ClearText {
+        table: "payments",
+        clear: "reference",
+        sealed: "reference_sealed",
+        context: payments::reference_context,
+        emptied: "NULL",
+    },
+];
+
+#[derive(sqlx::FromRow)]
+struct ClearRow {
+    id: String,
+    case_id: String,
+    text: String,
+}
 
 #[derive(sqlx::FromRow)]
 struct SealedRow {
@@ -171,9 +235,20 @@ impl Store {
             "subject_keys.key_sealed".to_string(),
             self.rewrap_subject_keys().await?,
         );
+        for c in CLEAR {
+            let n = self.seal_clear_text(c).await?;
+            counts.insert(format!("{}.{}", c.table, c.clear), n);
+        }
         for c in SEALED {
             let n = self.reseal_column(c).await?;
             counts.insert(format!("{}.{}", c.table, c.column), n);
+        }
+        if self.backend == super::Backend::Sqlite {
+            // What was in the clear leaves the write-ahead log too (its pages were rewritten
+            // with `secure_delete`).
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.writer)
+                .await?;
         }
         Ok(counts)
     }
@@ -215,6 +290,50 @@ impl Store {
             resealed += self.write_resealed(&update, changed).await?;
         }
         Ok(resealed)
+    }
+
+    /// Seals what an earlier version kept in the clear under its case's subject key (an
+    /// erased case's is left: its erasure cleared it).
+    async fn seal_clear_text(&self, c: &ClearText) -> anyhow::Result<u64> {
+        let select = format!(
+            "SELECT id, case_id, {clear} AS text FROM {table} WHERE {sealed} IS NULL AND {clear} IS NOT NULL \
+             AND {clear} <> '' AND id > $1 ORDER BY id LIMIT {PAGE}",
+            clear = c.clear,
+            sealed = c.sealed,
+            table = c.table,
+        );
+        let update = format!(
+            "UPDATE {table} SET {sealed} = $1, {clear} = {emptied} WHERE id = $2 AND {clear} = $3 AND {sealed} IS NULL",
+            clear = c.clear,
+            sealed = c.sealed,
+            table = c.table,
+            emptied = c.emptied,
+        );
+        let mut after = String::new();
+        let mut sealed = 0;
+        loop {
+            let rows: Vec<ClearRow> = sqlx::query_as(&select)
+                .bind(&after)
+                .fetch_all(&self.pool)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.id.clone();
+            let mut tx = self.writer.begin().await?;
+            for row in &rows {
+                let Some(key) = self.key_unless_erased(&row.case_id).await? else {
+                    continue;
+                };
+                sealed += sqlx::query(&update)
+                    .bind(key.seal_str(&(c.context)(&row.id), &row.text))
+                    .bind(&row.id)
+                    .bind(&row.text)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+        }
+        Ok(sealed)
     }
 
     /// A value sealed anew: a data subject's value still under the master key under the

@@ -64,7 +64,6 @@ impl Store {
         struct Due {
             id: String,
             case_id: String,
-            title: String,
             due_at: i64,
         }
         let lock = match self.backend {
@@ -75,17 +74,18 @@ impl Store {
         let due = sqlx::query_as::<_, Due>(&format!(
             "UPDATE deadlines SET notified_at = $1 WHERE id IN (SELECT id FROM deadlines \
              WHERE notified_at IS NULL AND due_at <= $2 AND due_at >= $1 ORDER BY due_at LIMIT 100{lock}) \
-             AND notified_at IS NULL RETURNING id, case_id, title, due_at"
+             AND notified_at IS NULL RETURNING id, case_id, due_at"
         ))
         .bind(now)
         .bind(until)
         .fetch_all(&mut *tx)
         .await?;
         for d in &due {
+            // No title: it may name the debtor, and the outbox keeps what it holds. Readers
+            // take it from the deadline (`deadline_title`), which an erasure clears.
             let payload = serde_json::json!({
                 "caseId": d.case_id,
                 "deadlineId": d.id,
-                "title": d.title,
                 "dueAt": crate::domain::time::rfc3339(d.due_at),
             });
             emit(
@@ -144,4 +144,28 @@ async fn record_attempt(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+impl Store {
+    /// A deadline's title, read when an announcement is written or delivered.
+    pub async fn deadline_title(&self, deadline_id: &str) -> StoreResult<Option<String>> {
+        let row: Option<(String, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT title, title_sealed FROM deadlines WHERE id = $1")
+                .bind(deadline_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((title, sealed)) = row else {
+            return Ok(None);
+        };
+        match sealed {
+            Some(sealed) => {
+                self.unlock([&sealed[..]]).await?;
+                Ok(Some(self.open_text(
+                    &super::payments::title_context(deadline_id),
+                    &sealed,
+                )?))
+            }
+            None => Ok(Some(title)),
+        }
+    }
 }

@@ -93,7 +93,8 @@ impl WebhookJob {
         slots.try_acquire_owned().ok()
     }
     /// The body of a delivery: the event's payload with `event` set; `message.received`
-    /// gets the sender and subject the seed shows, read from the sealed message now.
+    /// gets the sender and subject the seed shows, read from the sealed message now, and
+    /// `deadline.approaching` the deadline's title.
     async fn body(&self, d: &DueDelivery) -> anyhow::Result<Vec<u8>> {
         let mut payload = match &d.payload {
             Value::Object(map) => map.clone(),
@@ -109,6 +110,16 @@ impl WebhookJob {
         {
             payload.insert("from".into(), Value::String(from));
             payload.insert("subject".into(), subject.map_or(Value::Null, Value::String));
+        }
+        // A deadline's title, from the deadline now (the outbox keeps no text).
+        if d.event_type == EventType::DeadlineApproaching
+            && let Some(id) = payload
+                .get("deadlineId")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        {
+            let title = self.store.deadline_title(&id).await?;
+            payload.insert("title".into(), title.map_or(Value::Null, Value::String));
         }
         Ok(serde_json::to_vec(&Value::Object(payload))?)
     }

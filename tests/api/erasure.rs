@@ -57,6 +57,8 @@ async fn shown(app: &TestApp, token: &str, case_id: &str) -> Value {
         ("notes", format!("{base}/notes")),
         ("threads", format!("{base}/threads")),
         ("documents", format!("{base}/documents")),
+        ("deadlines", format!("{base}/deadlines")),
+        ("payments", format!("{base}/payments")),
         ("preferences", format!("{base}/communication-preferences")),
     ] {
         let r = app.get(token, &path).await;
@@ -212,6 +214,30 @@ async fn restore(app: &TestApp, from: &std::path::Path) -> String {
     fresh
 }
 
+/// One statement on the app's database, as an earlier version would have written.
+async fn raw_sql(app: &TestApp, sql: &str, id: &str) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(app.config.storage.database_url.expose())
+        .await
+        .unwrap();
+    sqlx::query(sql).bind(id).execute(&mut conn).await.unwrap();
+}
+
+/// One text read from the app's database.
+async fn raw_text(app: &TestApp, sql: &str, id: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(app.config.storage.database_url.expose())
+        .await
+        .unwrap();
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
 async fn debtor_name(app: &TestApp, party: &Party, case_id: &str) -> String {
     let case: Value = app
         .get(&party.token, &format!("/api/cases/{case_id}"))
@@ -308,8 +334,60 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
             .status(),
         200
     );
+    // A file's name, a deadline's title, a payment's reference may name the person: sealed
+    // like the rest.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"%PDF-1.7 x".to_vec())
+                .file_name("letter-to-quixwright.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        )
+        .text("documentType", "correspondence");
+    assert_eq!(
+        upload(&app, &acme.token, &case_id, form).await.status(),
+        201
+    );
+    let due = (chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339();
+    for (path, body) in [
+        (
+            "deadlines",
+            json!({"title": "Quixwright instalment", "dueAt": due}),
+        ),
+        (
+            "payments",
+            json!({"amount": "5.00", "reference": "Quixwright 7781"}),
+        ),
+    ] {
+        let r = app
+            .post(&acme.token, &format!("{base}/{path}"), &body)
+            .await;
+        assert_eq!(r.status(), 201, "{path}");
+    }
+    app.deliver_due().await;
     let before = shown(&app, &acme.token, &case_id).await;
     assert_eq!(before["case"]["debtor"]["name"], NAME);
+    let sealed_texts = |all: &Value| {
+        json!([
+            all["documents"]["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["fileName"].clone())
+                .collect::<Vec<_>>(),
+            all["deadlines"]["deadlines"][0]["title"],
+            all["payments"]["payments"][0]["reference"],
+        ])
+    };
+    assert_eq!(
+        sealed_texts(&before),
+        json!([
+            ["letter-to-quixwright.pdf", "invoice.pdf"],
+            "Quixwright instalment",
+            "Quixwright 7781"
+        ])
+    );
     assert!(before.to_string().contains("I pay Friday"));
 
     // A backup, as an operator takes it every night.
@@ -332,38 +410,16 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
         &files_under(&app.dir.path().join("documents")),
     );
 
-    // What is kept in the clear beside the sealed values (and so in that backup): a file's
-    // name, a deadline's title, a payment's reference, a note's tags. The erasure clears it.
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"%PDF-1.7 x".to_vec())
-                .file_name("kestrel-letter.pdf")
-                .mime_str("application/pdf")
-                .unwrap(),
+    // A note's tags are words kept in the clear (and so in that backup); the erasure clears
+    // them too.
+    let r = app
+        .post(
+            &acme.token,
+            &format!("{base}/notes"),
+            &json!({"note": "x", "tags": ["kestrel_plan"]}),
         )
-        .text("documentType", "correspondence");
-    assert_eq!(
-        upload(&app, &acme.token, &case_id, form).await.status(),
-        201
-    );
-    let due = (chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339();
-    for (path, body) in [
-        (
-            "deadlines",
-            json!({"title": "Kestrel instalment", "dueAt": due}),
-        ),
-        (
-            "payments",
-            json!({"amount": "5.00", "reference": "kestrel-7781"}),
-        ),
-        ("notes", json!({"note": "x", "tags": ["kestrel_plan"]})),
-    ] {
-        let r = app
-            .post(&acme.token, &format!("{base}/{path}"), &body)
-            .await;
-        assert_eq!(r.status(), 201, "{path}");
-    }
+        .await;
+    assert_eq!(r.status(), 201);
     app.deliver_due().await;
     assert!(contains(&database_contents(&app).await, "kestrel"));
 
@@ -384,7 +440,10 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
     for m in after["bodies"].as_array().unwrap() {
         assert_eq!(m["body"], "[erased]", "{m}");
     }
-    assert_eq!(after["documents"]["documents"][0]["fileName"], "[erased]");
+    assert_eq!(
+        sealed_texts(&after),
+        json!([["[erased]", "[erased]"], "[erased]", "[erased]"])
+    );
     assert!(after["preferences"]["emailAddress"].is_null(), "{after}");
     for m in MARKERS {
         assert!(!after.to_string().contains(m), "{m} still shown: {after}");
@@ -498,6 +557,10 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
     })
     .await;
     let from_backup = shown(&old, &acme.token, &case_id).await;
+    assert_eq!(
+        sealed_texts(&from_backup),
+        json!([["[erased]", "[erased]"], "[erased]", "[erased]"])
+    );
     assert_eq!(from_backup["case"]["debtor"]["name"], "[erased]");
     assert_eq!(from_backup["notes"]["notes"][0]["note"], "[erased]");
     for m in from_backup["bodies"].as_array().unwrap() {
@@ -712,6 +775,27 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
             .await
             .unwrap();
     }
+    // A deadline whose title an earlier version kept in the clear.
+    let due = (chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339();
+    let deadlines = format!("/api/cases/{case_id}/deadlines");
+    let r = app
+        .post(
+            &acme.token,
+            &deadlines,
+            &json!({"title": "Call Quixwright", "dueAt": due}),
+        )
+        .await;
+    let deadline_id = r.json::<Value>().await.unwrap()["deadlineId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    raw_sql(
+        &app,
+        "UPDATE deadlines SET title = 'Call Quixwright', title_sealed = NULL WHERE id = $1",
+        &deadline_id,
+    )
+    .await;
+    assert!(contains(&database_contents(&app).await, "Call Quixwright"));
     assert_eq!(debtor_name(&app, &acme, &case_id).await, NAME);
 
     let out = tokio::process::Command::new(crate::binary::parley_bin())
@@ -741,6 +825,19 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
         "{done}"
     );
     assert_eq!(done["resealed"]["values"]["notes.note_sealed"], 1, "{done}");
+    assert_eq!(done["resealed"]["values"]["deadlines.title"], 1, "{done}");
+    assert_eq!(
+        raw_text(
+            &app,
+            "SELECT title FROM deadlines WHERE id = $1",
+            &deadline_id
+        )
+        .await,
+        "",
+        "the clear title is gone from its row"
+    );
+    let list: Value = app.get(&acme.token, &deadlines).await.json().await.unwrap();
+    assert_eq!(list["deadlines"][0]["title"], "Call Quixwright");
     for (table, column, id, _) in &legacy {
         let stored = app
             .store

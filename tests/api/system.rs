@@ -246,6 +246,15 @@ async fn an_upload_makes_one_notice_and_a_retried_job_no_second() {
 async fn a_deadline_warning_is_sent_once_by_two_processes() {
     let app = spawn_app().await;
     let (creditor, case_id) = case_of(&app).await;
+    let receiver = crate::peers::HookReceiver::start().await;
+    let r = app
+        .post(
+            &creditor.token,
+            "/api/webhooks",
+            &json!({"url": receiver.url, "events": ["deadline.approaching"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
     let due = chrono::Utc::now() + chrono::Duration::hours(30);
     let r = app
         .post(
@@ -309,6 +318,14 @@ async fn a_deadline_warning_is_sent_once_by_two_processes() {
             .contains("Payment plan first instalment"),
         "{full}"
     );
+    // The webhook names the deadline by its title, read from the deadline when it is sent
+    // (the outbox keeps no text).
+    app.dispatch_webhooks().await;
+    let requests = receiver.requests();
+    let (_, body) = requests.last().expect("the deadline's webhook");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["event"], "deadline.approaching");
+    assert_eq!(body["title"], "Payment plan first instalment");
 }
 
 #[tokio::test]
