@@ -20,7 +20,7 @@ use crate::domain::time::Micros;
 use crate::domain::{CaseId, EmailAddress, PhoneNumber, prefixed_id};
 use crate::store::{
     AttachmentView, CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued, Replay,
-    Store,
+    SendingFacts, Store,
 };
 
 /// Who a message goes to, as the sender named them. `None` in [`SendMessage::to`]: the
@@ -176,13 +176,9 @@ impl Messaging {
         {
             return Ok(sent);
         }
-        let case = self
-            .store
-            .get_case(actor, &case_id.to_string())
-            .await?
-            .ok_or(AppError::NotFound("case"))?;
         let now = self.clock.now();
-        let new = self.compose(actor, &case, cmd, now).await?;
+        let facts = self.read_for_sending(actor, case_id, &cmd, now).await?;
+        let new = self.compose(actor, &facts, cmd, now).await?;
         let record = idempotency.as_ref().map(|i| IdempotencyRecord {
             key: i.key.clone(),
             request_hash: i.request_hash.clone(),
@@ -219,22 +215,53 @@ impl Messaging {
         case_id: &CaseId,
         cmd: SendMessage,
     ) -> AppResult<NewMessage> {
-        let case = self
-            .store
-            .get_case(actor, &case_id.to_string())
+        let now = self.clock.now();
+        let facts = self.read_for_sending(actor, case_id, &cmd, now).await?;
+        self.compose(actor, &facts, cmd, now).await
+    }
+
+    /// What a send reads about its case, in one statement: the case (one the actor may
+    /// see), its preferences, the messages counted against the frequency cap, and whether
+    /// a recipient the request names is suppressed.
+    async fn read_for_sending(
+        &self,
+        actor: &Actor,
+        case_id: &CaseId,
+        cmd: &SendMessage,
+        now: Micros,
+    ) -> AppResult<SendingFacts> {
+        // The recipients are known before the case is read only when the request names them.
+        let named: Vec<String> = match &cmd.to {
+            Some(Recipients::Email(list)) => list
+                .iter()
+                .chain(&cmd.cc)
+                .map(ToString::to_string)
+                .collect(),
+            Some(Recipients::Sms(n)) => vec![n.to_string()],
+            None => Vec::new(),
+        };
+        let named: Vec<&str> = named.iter().map(String::as_str).collect();
+        self.store
+            .case_for_sending(
+                actor,
+                &case_id.to_string(),
+                cmd.channel.as_str(),
+                &named,
+                self.policy.recent_since(now),
+            )
             .await?
-            .ok_or(AppError::NotFound("case"))?;
-        self.compose(actor, &case, cmd, self.clock.now()).await
+            .ok_or(AppError::NotFound("case"))
     }
 
     /// A message ready to queue: recipients settled, template rendered, send policy checked.
     async fn compose(
         &self,
         actor: &Actor,
-        case: &CaseView,
+        facts: &SendingFacts,
         cmd: SendMessage,
         now: Micros,
     ) -> AppResult<NewMessage> {
+        let case = &facts.case;
         let channel = cmd.channel;
         // A debtor who asked for erasure gets nothing more, whatever else the send says.
         if case.restricted_at.is_some() || case.erased_at.is_some() {
@@ -246,7 +273,9 @@ impl Messaging {
                 "the debtor asked for their personal data to be erased: processing is restricted and nothing more is sent",
             ));
         }
-        let preferences = self.policy.preferences(&case.id).await?;
+        let preferences = facts.preferences.clone();
+        // The suppressions read with the case are those of the request's own recipients.
+        let suppressed = facts.suppressed.filter(|_| cmd.to.is_some());
         let to = recipients(channel, cmd.to, case, &preferences)?;
         if channel == Channel::Sms && !cmd.cc.is_empty() {
             return Err(invalid("cc is for email only"));
@@ -309,6 +338,8 @@ impl Messaging {
                     debtor_timezone: Some(case.debtor.timezone.as_deref()),
                     count_recent: true,
                     restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
+                    recent: facts.recent,
+                    suppressed,
                 },
             )
             .await;

@@ -34,6 +34,12 @@ pub struct Question<'a> {
     /// The debtor asked for erasure while a retention rule holds (or was erased): nothing
     /// more goes to them.
     pub restricted: bool,
+    /// The messages counted against the frequency cap, when the caller read them with the
+    /// case (from [`SendPolicy::recent_since`]); `None` to count them here.
+    pub recent: Option<u32>,
+    /// Whether one of `recipients` is suppressed, when the caller read it with the case;
+    /// `None` to look it up here.
+    pub suppressed: Option<bool>,
 }
 
 /// A send the policy allows: now, or not before a time; with the evidence to keep.
@@ -54,6 +60,13 @@ impl SendPolicy {
         Self { store, settings }
     }
 
+    /// Where the frequency cap's window starts at `now`; `None` without a cap.
+    pub fn recent_since(&self, now: Micros) -> Option<Micros> {
+        self.settings
+            .frequency_cap
+            .map(|cap| now.saturating_sub(duration_micros(cap.window)))
+    }
+
     /// The case's preferences, for the caller that also needs them (recipients, language).
     pub async fn preferences(&self, case_id: &str) -> AppResult<Preferences> {
         Ok(self.store.preferences_for_sending(case_id).await?)
@@ -72,14 +85,15 @@ impl SendPolicy {
             ));
         }
         let cap = self.settings.frequency_cap.filter(|_| q.count_recent);
-        let recent = match cap {
-            Some(cap) => {
+        let recent = match (cap, q.recent) {
+            (Some(_), Some(known)) => known,
+            (Some(cap), None) => {
                 let window = duration_micros(cap.window);
                 self.store
                     .recent_outbound(q.case_id, q.channel.as_str(), q.now.saturating_sub(window))
                     .await?
             }
-            None => 0,
+            (None, _) => 0,
         };
         let timezone = match q.debtor_timezone {
             Some(known) => known.map(str::to_string),
@@ -99,12 +113,15 @@ impl SendPolicy {
         };
         let verdict =
             decide(preferences, &context).map_err(|r| AppError::refused(r.code, r.detail))?;
-        if self
-            .store
-            .suppressed(q.channel.as_str(), q.recipients)
-            .await?
-            .is_some()
-        {
+        let suppressed = match q.suppressed {
+            Some(known) => known,
+            None => self
+                .store
+                .suppressed(q.channel.as_str(), q.recipients)
+                .await?
+                .is_some(),
+        };
+        if suppressed {
             return Err(AppError::refused(
                 Code::RecipientSuppressed,
                 "a recipient has unsubscribed or is on the suppression list",

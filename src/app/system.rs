@@ -91,6 +91,8 @@ impl Messaging {
                             debtor_timezone: Some(case.debtor.timezone.as_deref()),
                             count_recent: false,
                             restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
+                            recent: None,
+                            suppressed: None,
                         },
                     )
                     .await;

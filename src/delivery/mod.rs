@@ -301,6 +301,8 @@ impl DeliveryJob {
                     debtor_timezone: Some(m.debtor_timezone.as_deref()),
                     count_recent: false,
                     restricted: m.restricted,
+                    recent: None,
+                    suppressed: None,
                 },
             )
             .await

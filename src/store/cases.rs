@@ -64,11 +64,80 @@ pub struct ListCases {
     pub limit: i64,
 }
 
-/// The case columns every read selects, with the sum of its payments.
-const CASE_SELECT: &str = "SELECT c.id, c.case_number, c.status, c.creditor_id, c.partner_id, c.debtor_sealed, \
-     c.amount_minor, c.currency, c.invoice_number, c.due_date, c.created_at, c.updated_at, c.restricted_at, c.erased_at, \
-     CAST(COALESCE((SELECT SUM(p.amount_minor) FROM payments p WHERE p.case_id = c.id), 0) AS BIGINT) AS paid_minor \
-     FROM cases c";
+/// The case columns every read selects, with the sum of its payments (a macro, so that the
+/// read of a send can add to it at compile time).
+macro_rules! case_columns {
+    () => {
+        "c.id, c.case_number, c.status, c.creditor_id, c.partner_id, c.debtor_sealed, \
+         c.amount_minor, c.currency, c.invoice_number, c.due_date, c.created_at, c.updated_at, c.restricted_at, c.erased_at, \
+         CAST(COALESCE((SELECT SUM(p.amount_minor) FROM payments p WHERE p.case_id = c.id), 0) AS BIGINT) AS paid_minor"
+    };
+}
+const CASE_SELECT: &str = concat!("SELECT ", case_columns!(), " FROM cases c");
+
+/// What a send reads in one statement: the case, its preferences row, and (when asked) the
+/// messages counted against the frequency cap and the suppressed recipients among those
+/// named. `$1` the case, `$2`/`$3` the actor, `$4` the channel, `$5` the start of the cap's
+/// window (NULL: not counted); the recipients' suppression indexes from `$6`.
+fn sending_sql(recipients: usize) -> String {
+    let suppressed = if recipients == 0 {
+        "-1".to_string()
+    } else {
+        let list: Vec<String> = (6..6 + recipients).map(|i| format!("${i}")).collect();
+        format!(
+            "(SELECT COUNT(*) FROM suppressions s WHERE s.channel = $4 AND s.value_index IN ({}))",
+            list.join(", ")
+        )
+    };
+    format!(
+        "SELECT {}, pr.preferred_channel, pr.allow_email, pr.allow_sms, pr.do_not_contact, pr.dnc_reason_sealed, \
+         pr.dnc_effective_date, pr.dnc_exceptions, pr.preferred_language, pr.contact_start, pr.contact_end, \
+         pr.contact_timezone, pr.contact_sealed, pr.updated_at AS pref_updated_at, pr.updated_by AS pref_updated_by, \
+         CASE WHEN $5 IS NULL THEN -1 ELSE (SELECT COUNT(*) FROM messages m WHERE m.message_type = $4 \
+           AND m.direction = 'outbound' AND m.created_at >= $5 AND m.status <> 'failed' AND m.case_id IN ( \
+             SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
+               OR ($4 = 'email' AND c.debtor_email_index IS NOT NULL AND c2.debtor_email_index = c.debtor_email_index) \
+               OR ($4 = 'sms' AND c.debtor_phone_index IS NOT NULL AND c2.debtor_phone_index = c.debtor_phone_index))) \
+         END AS recent, {suppressed} AS suppressed \
+         FROM cases c LEFT JOIN preferences pr ON pr.case_id = c.id WHERE c.id = $1 AND {}",
+        case_columns!(),
+        visible(2, 3)
+    )
+}
+
+/// The row of [`sending_sql`].
+#[derive(sqlx::FromRow)]
+struct SendingRow {
+    #[sqlx(flatten)]
+    case: CaseRow,
+    preferred_channel: Option<String>,
+    allow_email: Option<i32>,
+    allow_sms: Option<i32>,
+    do_not_contact: Option<i32>,
+    dnc_reason_sealed: Option<Vec<u8>>,
+    dnc_effective_date: Option<String>,
+    dnc_exceptions: Option<String>,
+    preferred_language: Option<String>,
+    contact_start: Option<String>,
+    contact_end: Option<String>,
+    contact_timezone: Option<String>,
+    contact_sealed: Option<Vec<u8>>,
+    pref_updated_at: Option<i64>,
+    pref_updated_by: Option<String>,
+    recent: i64,
+    suppressed: i64,
+}
+
+/// What a send needs to know about its case, read at once.
+#[derive(Debug)]
+pub struct SendingFacts {
+    pub case: CaseView,
+    pub preferences: crate::domain::policy::Preferences,
+    /// Outbound messages to the debtor within the frequency cap's window, when asked.
+    pub recent: Option<u32>,
+    /// Whether one of the recipients asked about is suppressed, when some were named.
+    pub suppressed: Option<bool>,
+}
 
 /// A case as `CASE_SELECT` reads it, the debtor still sealed.
 #[derive(sqlx::FromRow)]
@@ -294,6 +363,64 @@ impl Store {
             restricted_at: None,
             erased_at: None,
         })
+    }
+
+    /// A case the actor may see with what its send policy needs, in one statement: the
+    /// preferences, the messages of the frequency cap's window (from `recent_since`), and
+    /// whether one of `recipients` (the request's own, when it names them) is suppressed.
+    pub async fn case_for_sending(
+        &self,
+        actor: &Actor,
+        case_id: &str,
+        channel: &str,
+        recipients: &[&str],
+        recent_since: Option<Micros>,
+    ) -> StoreResult<Option<SendingFacts>> {
+        let sql = sending_sql(recipients.len());
+        let mut q = sqlx::query_as::<_, SendingRow>(&sql)
+            .bind(case_id)
+            .bind(actor.party_id.as_str())
+            .bind(admin_flag(actor))
+            .bind(channel)
+            .bind(recent_since);
+        for r in recipients {
+            q = q.bind(self.suppression_index(channel, r));
+        }
+        let Some(row) = q.fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let preferences = match (row.allow_email, row.allow_sms, row.do_not_contact) {
+            (Some(allow_email), Some(allow_sms), Some(do_not_contact)) => {
+                Some(super::preferences::PreferencesRow {
+                    preferred_channel: row.preferred_channel,
+                    allow_email,
+                    allow_sms,
+                    do_not_contact,
+                    dnc_reason_sealed: row.dnc_reason_sealed,
+                    dnc_effective_date: row.dnc_effective_date,
+                    dnc_exceptions: row.dnc_exceptions,
+                    preferred_language: row.preferred_language,
+                    contact_start: row.contact_start,
+                    contact_end: row.contact_end,
+                    contact_timezone: row.contact_timezone,
+                    contact_sealed: row.contact_sealed,
+                    updated_at: row.pref_updated_at.unwrap_or_default(),
+                    updated_by: row.pref_updated_by.unwrap_or_default(),
+                })
+            }
+            _ => None,
+        };
+        let preferences = self
+            .stored_preferences(case_id, preferences)
+            .await?
+            .preferences;
+        self.unlock([&row.case.debtor_sealed[..]]).await?;
+        Ok(Some(SendingFacts {
+            case: self.case_from_row(row.case)?,
+            preferences,
+            recent: (row.recent >= 0).then(|| u32::try_from(row.recent).unwrap_or(u32::MAX)),
+            suppressed: (row.suppressed >= 0).then_some(row.suppressed > 0),
+        }))
     }
 
     pub async fn get_case(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<CaseView>> {

@@ -41,7 +41,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use audit::AuditEntry;
-pub use cases::{CasePatch, CaseView, ListCases, NewCase};
+pub use cases::{CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
 pub use inbound::{InboundSms, Ingested, MailboxProgress, UnmatchedMail};
@@ -207,6 +207,9 @@ impl Store {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
+                // No ping before every query (a round trip each): a connection the server
+                // dropped fails its next query, which answers 503 and is not used again.
+                .test_before_acquire(false)
                 .connect(url)
                 .await
                 .context("connecting to PostgreSQL")?;

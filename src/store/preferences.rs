@@ -23,21 +23,21 @@ pub struct StoredPreferences {
 
 /// A `preferences` row, still sealed.
 #[derive(sqlx::FromRow)]
-struct PreferencesRow {
-    preferred_channel: Option<String>,
-    allow_email: i32,
-    allow_sms: i32,
-    do_not_contact: i32,
-    dnc_reason_sealed: Option<Vec<u8>>,
-    dnc_effective_date: Option<String>,
-    dnc_exceptions: Option<String>,
-    preferred_language: Option<String>,
-    contact_start: Option<String>,
-    contact_end: Option<String>,
-    contact_timezone: Option<String>,
-    contact_sealed: Option<Vec<u8>>,
-    updated_at: i64,
-    updated_by: String,
+pub(super) struct PreferencesRow {
+    pub(super) preferred_channel: Option<String>,
+    pub(super) allow_email: i32,
+    pub(super) allow_sms: i32,
+    pub(super) do_not_contact: i32,
+    pub(super) dnc_reason_sealed: Option<Vec<u8>>,
+    pub(super) dnc_effective_date: Option<String>,
+    pub(super) dnc_exceptions: Option<String>,
+    pub(super) preferred_language: Option<String>,
+    pub(super) contact_start: Option<String>,
+    pub(super) contact_end: Option<String>,
+    pub(super) contact_timezone: Option<String>,
+    pub(super) contact_sealed: Option<Vec<u8>>,
+    pub(super) updated_at: i64,
+    pub(super) updated_by: String,
 }
 
 impl Store {
@@ -55,6 +55,15 @@ impl Store {
         .bind(case_id)
         .fetch_optional(&mut *conn)
         .await?;
+        self.stored_preferences(case_id, row).await
+    }
+
+    /// The preferences of a row (the defaults without one), opened.
+    pub(super) async fn stored_preferences(
+        &self,
+        case_id: &str,
+        row: Option<PreferencesRow>,
+    ) -> StoreResult<StoredPreferences> {
         let Some(r) = row else {
             return Ok(StoredPreferences {
                 preferences: Preferences::default(),

@@ -243,13 +243,6 @@ impl Store {
             let n = self.reseal_column(c).await?;
             counts.insert(format!("{}.{}", c.table, c.column), n);
         }
-        if self.backend == super::Backend::Sqlite {
-            // What was in the clear leaves the write-ahead log too (its pages were rewritten
-            // with `secure_delete`).
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&self.writer)
-                .await?;
-        }
         Ok(counts)
     }
 

@@ -288,32 +288,40 @@ impl Store {
                     .remember_subject(key_id(&id)?, None, Some(case_id));
             }
         }
-        // The destroyed keys' old bytes leave the files too: the write-ahead log is emptied
-        // (SQLite, whose pages are overwritten with `secure_delete`), the dead row versions
-        // are vacuumed away (PostgreSQL). Another process reading at this moment can keep
-        // the log from being emptied: said in the log, and done by the next erasure.
-        match self.subject_keys.backend {
-            Backend::Sqlite => {
-                let (busy, _, _): (i64, i64, i64) =
-                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                        .fetch_one(&self.subject_keys.pool)
-                        .await?;
-                if busy != 0 {
-                    tracing::warn!(
-                        "the key store's log could not be emptied after an erasure (another process was reading); the next erasure empties it"
-                    );
-                }
-            }
-            Backend::Postgres => {
-                if let Err(e) = sqlx::query("VACUUM subject_keys")
-                    .execute(&self.subject_keys.pool)
-                    .await
-                {
-                    tracing::warn!(error = %e, "vacuuming the key store after an erasure failed");
-                }
-            }
-        }
+        self.wipe_destroyed_keys().await;
         Ok(destroyed)
+    }
+
+    /// Makes the destroyed keys' old bytes leave the key store's files. On PostgreSQL their
+    /// dead row versions are vacuumed away. On SQLite the log is checkpointed into the file
+    /// (whose pages were rewritten with `secure_delete`) and emptied, and the frames that
+    /// held the keys go with it. Best effort: a failure is logged, and the keys are destroyed
+    /// either way.
+    async fn wipe_destroyed_keys(&self) {
+        let pool = &self.subject_keys.pool;
+        let done: Result<(), sqlx::Error> = async {
+            match self.subject_keys.backend {
+                Backend::Postgres => {
+                    sqlx::query("VACUUM subject_keys").execute(pool).await?;
+                }
+                Backend::Sqlite => {
+                    let (busy, _, _): (i64, i64, i64) =
+                        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .fetch_one(pool)
+                            .await?;
+                    if busy != 0 {
+                        tracing::warn!(
+                            "the key store's log could not be emptied after an erasure (another process was reading); the next erasure empties it"
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "wiping the key store after an erasure failed");
+        }
     }
 
     /// Wraps every live subject key again under the current master key (`parley rekey`).

@@ -210,9 +210,10 @@ impl Store {
         .await?;
         tx.commit().await?;
         if self.backend == super::Backend::Sqlite {
-            // The cleared values' earlier pages leave the write-ahead log (best effort: a
-            // reader at this moment keeps it; the next checkpoint empties it).
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            // The pages rewritten without the cleared values go into the database file (a
+            // passive checkpoint: other processes on the same file are not disturbed; the
+            // log's older frames are overwritten as it is reused).
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&self.writer)
                 .await
             {
@@ -287,5 +288,21 @@ impl Store {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    /// Runs one statement naming one row (for the tests of installations from before).
+    #[doc(hidden)]
+    pub async fn execute_on_row(&self, sql: &str, id: &str) -> StoreResult<()> {
+        sqlx::query(sql).bind(id).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// Reads one text of one row (for the tests of what is stored).
+    #[doc(hidden)]
+    pub async fn text_of_row(&self, sql: &str, id: &str) -> StoreResult<String> {
+        Ok(sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
