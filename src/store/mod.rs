@@ -207,9 +207,6 @@ impl Store {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                // No ping before every query (a round trip each): a connection the server
-                // dropped fails its next query, which answers 503 and is not used again.
-                .test_before_acquire(false)
                 .connect(url)
                 .await
                 .context("connecting to PostgreSQL")?;

@@ -210,14 +210,19 @@ impl Store {
         .await?;
         tx.commit().await?;
         if self.backend == super::Backend::Sqlite {
-            // The pages rewritten without the cleared values go into the database file (a
-            // passive checkpoint: other processes on the same file are not disturbed; the
-            // log's older frames are overwritten as it is reused).
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&self.writer)
+            // The pages rewritten without the cleared values go into the database file. A
+            // full checkpoint waits out readers of older snapshots (busy timeout) and leaves
+            // the log's length alone, so readers in other processes are not disturbed; the
+            // log's older frames are overwritten as it is reused.
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(FULL)")
+                .fetch_one(&self.writer)
                 .await
             {
-                tracing::warn!(error = %e, "checkpointing after an erasure failed");
+                Ok((busy, log, done)) if busy != 0 || done < log => tracing::warn!(
+                    "after an erasure the log could not all be written into the database file (a reader was busy); the next checkpoint does it"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "checkpointing after an erasure failed"),
             }
         }
         Ok(Erased { storage_keys })
