@@ -82,23 +82,7 @@ impl SubjectKey {
     }
 
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: context.as_bytes(),
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        let mut out = Vec::with_capacity(SUBJECT_HEADER + ciphertext.len());
-        out.push(SUBJECT_VERSION);
-        out.extend_from_slice(&self.id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
-        out
+        seal_with(&self.cipher, SUBJECT_VERSION, &self.id, context, plaintext)
     }
 
     pub fn seal_str(&self, context: &str, plaintext: &str) -> Vec<u8> {
@@ -110,16 +94,7 @@ impl SubjectKey {
         if subject_key_of(sealed) != Some(self.id) {
             return Err(CryptoError::Malformed);
         }
-        let nonce = Nonce::from_slice(&sealed[17..SUBJECT_HEADER]);
-        self.cipher
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &sealed[SUBJECT_HEADER..],
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| CryptoError::Tampered)
+        open_with(&self.cipher, SUBJECT_HEADER, context, sealed)
     }
 }
 
@@ -241,24 +216,13 @@ impl KeyRing {
     }
 
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = self
-            .current
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: context.as_bytes(),
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        let mut out = Vec::with_capacity(HEADER + ciphertext.len());
-        out.push(VERSION);
-        out.extend_from_slice(&self.current.id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
-        out
+        seal_with(
+            &self.current.cipher,
+            VERSION,
+            &self.current.id,
+            context,
+            plaintext,
+        )
     }
 
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -283,16 +247,7 @@ impl KeyRing {
                 .get(&id)
                 .ok_or_else(|| CryptoError::UnknownKey(hex::encode(id)))?
         };
-        let nonce = Nonce::from_slice(&sealed[5..HEADER]);
-        key.cipher
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &sealed[HEADER..],
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| CryptoError::Tampered)
+        open_with(&key.cipher, HEADER, context, sealed)
     }
 
     /// Whether `sealed` was sealed under the current key, or under a subject key (whose own
@@ -432,6 +387,51 @@ impl KeyRing {
         mac.update(value.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
+}
+
+/// `version | key id | nonce | ciphertext and tag`, the context bound as associated data.
+fn seal_with(
+    cipher: &Aes256Gcm,
+    version: u8,
+    key_id: &[u8],
+    context: &str,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: context.as_bytes(),
+            },
+        )
+        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    let mut out = Vec::with_capacity(1 + key_id.len() + 12 + ciphertext.len());
+    out.push(version);
+    out.extend_from_slice(key_id);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    out
+}
+
+/// The plaintext of a value whose header (version, key id, nonce) is `header` bytes long.
+fn open_with(
+    cipher: &Aes256Gcm,
+    header: usize,
+    context: &str,
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let nonce = Nonce::from_slice(&sealed[header - 12..header]);
+    cipher
+        .decrypt(
+            nonce,
+            Payload {
+                msg: &sealed[header..],
+                aad: context.as_bytes(),
+            },
+        )
+        .map_err(|_| CryptoError::Tampered)
 }
 
 fn subject_key_context(id: &SubjectKeyId) -> String {

@@ -207,6 +207,18 @@ struct ClearRow {
     text: String,
 }
 
+impl SealedColumn {
+    /// Writes a re-sealed value back only if the row still holds what was read.
+    fn update_sql(&self) -> String {
+        format!(
+            "UPDATE {table} SET {column} = $1 WHERE {key} = $2 AND {column} = $3",
+            key = self.key,
+            column = self.column,
+            table = self.table,
+        )
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct SealedRow {
     id: String,
@@ -255,12 +267,7 @@ impl Store {
             table = c.table,
             case_of = c.case_of.unwrap_or("NULL"),
         );
-        let update = format!(
-            "UPDATE {table} SET {column} = $1 WHERE {key} = $2 AND {column} = $3",
-            key = c.key,
-            column = c.column,
-            table = c.table,
-        );
+        let update = c.update_sql();
         let mut after = String::new();
         let mut resealed = 0;
         loop {
@@ -393,12 +400,7 @@ impl Store {
                 column = c.column,
                 table = c.table,
             );
-            let update = format!(
-                "UPDATE {table} SET {column} = $1 WHERE {key} = $2 AND {column} = $3",
-                key = c.key,
-                column = c.column,
-                table = c.table,
-            );
+            let update = c.update_sql();
             let rows: Vec<SealedRow> = sqlx::query_as(&select)
                 .bind(case_id)
                 .fetch_all(&self.pool)

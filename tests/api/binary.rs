@@ -21,6 +21,22 @@ pub fn parley_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_parley")))
 }
 
+/// The binary's `subcommand` on the data folder, database and document store of `app`, under
+/// the master key `key` (base64 given by [`b64`]).
+pub fn command_on(app: &crate::helpers::TestApp, subcommand: &str, key: &[u8; 32]) -> Command {
+    let mut command = Command::new(parley_bin());
+    command
+        .arg(subcommand)
+        .env("PARLEY_DATA_DIR", app.dir.path())
+        .env(
+            "PARLEY_DATABASE_URL",
+            app.config.storage.database_url.expose(),
+        )
+        .env("PARLEY_DOCUMENT_STORE", &app.config.storage.document_store)
+        .env("PARLEY_MASTER_KEY", b64(key));
+    command
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

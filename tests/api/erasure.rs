@@ -210,6 +210,17 @@ async fn raw_text(app: &TestApp, sql: &str, id: &str) -> String {
     app.store.text_of_row(sql, id).await.unwrap()
 }
 
+async fn set_status(app: &TestApp, party: &Party, case_id: &str, status: &str) {
+    let r = app
+        .patch(
+            &party.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": status}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
 async fn debtor_name(app: &TestApp, party: &Party, case_id: &str) -> String {
     let case: Value = app
         .get(&party.token, &format!("/api/cases/{case_id}"))
@@ -315,12 +326,7 @@ async fn after_an_erasure_no_copy_opens_again_a_backup_taken_before_included() {
     );
     assert_eq!(app.post_mail(&app.admin.token, &reply).await.status(), 201);
     app.deliver_due().await;
-    assert_eq!(
-        app.patch(&acme.token, &base, &json!({"status": "closed"}))
-            .await
-            .status(),
-        200
-    );
+    set_status(&app, &acme, &case_id, "closed").await;
     // A file's name, a deadline's title, a payment's reference may name the person: sealed
     // like the rest.
     let form = reqwest::multipart::Form::new()
@@ -574,16 +580,7 @@ async fn under_retention_an_erasure_restricts_and_the_sweeper_erases_when_it_end
     let acme = app.party(PartyKind::Creditor, "Acme").await;
     let running = case_of(&app, &acme, EMAIL, PHONE).await;
     let ended = case_of(&app, &acme, EMAIL, "+4529876544").await;
-    assert_eq!(
-        app.patch(
-            &acme.token,
-            &format!("/api/cases/{ended}"),
-            &json!({"status": "closed"})
-        )
-        .await
-        .status(),
-        200
-    );
+    set_status(&app, &acme, &ended, "closed").await;
 
     let got = erase(
         &app,
@@ -645,16 +642,7 @@ async fn under_retention_an_erasure_restricts_and_the_sweeper_erases_when_it_end
     assert_eq!(debtor_name(&app, &acme, &ended).await, "[erased]");
     assert_eq!(debtor_name(&app, &acme, &running).await, NAME);
 
-    assert_eq!(
-        app.patch(
-            &acme.token,
-            &format!("/api/cases/{running}"),
-            &json!({"status": "paid"})
-        )
-        .await
-        .status(),
-        200
-    );
+    set_status(&app, &acme, &running, "paid").await;
     clock.advance(Duration::from_secs(31 * 86_400));
     app.deliver_due().await;
     assert_eq!(debtor_name(&app, &acme, &running).await, "[erased]");
@@ -786,18 +774,7 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
     assert!(contains(&database_contents(&app).await, "Call Quixwright"));
     assert_eq!(debtor_name(&app, &acme, &case_id).await, NAME);
 
-    let out = tokio::process::Command::new(crate::binary::parley_bin())
-        .arg("migrate")
-        .env("PARLEY_DATA_DIR", app.dir.path())
-        .env(
-            "PARLEY_DATABASE_URL",
-            app.config.storage.database_url.expose(),
-        )
-        .env("PARLEY_DOCUMENT_STORE", &app.config.storage.document_store)
-        .env(
-            "PARLEY_MASTER_KEY",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, master.expose()),
-        )
+    let out = crate::binary::command_on(&app, "migrate", master.expose())
         .output()
         .await
         .unwrap();
@@ -846,16 +823,7 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
     let list: Value = app.get(&acme.token, &notes).await.json().await.unwrap();
     assert_eq!(list["notes"][0]["note"], "Quixwright will call back");
 
-    assert_eq!(
-        app.patch(
-            &acme.token,
-            &format!("/api/cases/{case_id}"),
-            &json!({"status": "closed"})
-        )
-        .await
-        .status(),
-        200
-    );
+    set_status(&app, &acme, &case_id, "closed").await;
     erase(&app, &json!({"phone": PHONE, "reason": "request 9"})).await;
     assert_eq!(debtor_name(&app, &acme, &case_id).await, "[erased]");
     let list: Value = app.get(&acme.token, &notes).await.json().await.unwrap();
@@ -885,16 +853,7 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        app.patch(
-            &acme.token,
-            &format!("/api/cases/{other}"),
-            &json!({"status": "closed"})
-        )
-        .await
-        .status(),
-        200
-    );
+    set_status(&app, &acme, &other, "closed").await;
     let got = erase(
         &app,
         &json!({"phone": "+4529876545", "reason": "request 10"}),

@@ -2,11 +2,10 @@
 //! again under the new one (data subjects' keys wrapped anew, legacy values moved under
 //! their subject's key), and the old key can go.
 
-use base64::Engine;
 use parley::domain::PartyKind;
 use serde_json::{Value, json};
-use tokio::process::Command;
 
+use crate::binary::{b64, command_on};
 use crate::documents::{pdf_bytes, seed_form, upload};
 use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
 use crate::inbound::post_sms;
@@ -19,17 +18,8 @@ const NEW_KEY: [u8; 32] = [7; 32];
 /// Runs the real `parley rekey` on the database and documents of `app`, under the new key
 /// with the app's key as the old one.
 async fn rekey(app: &TestApp) -> Value {
-    let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
     let old = app.config.storage.master_key.expect("tests set a key");
-    let out = Command::new(crate::binary::parley_bin())
-        .arg("rekey")
-        .env("PARLEY_DATA_DIR", app.dir.path())
-        .env(
-            "PARLEY_DATABASE_URL",
-            app.config.storage.database_url.expose(),
-        )
-        .env("PARLEY_DOCUMENT_STORE", &app.config.storage.document_store)
-        .env("PARLEY_MASTER_KEY", b64(&NEW_KEY))
+    let out = command_on(app, "rekey", &NEW_KEY)
         .env("PARLEY_OLD_MASTER_KEYS", b64(old.expose()))
         .output()
         .await
@@ -256,18 +246,7 @@ async fn a_rekey_without_the_old_key_stops_and_changes_nothing() {
     let app = spawn_app().await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     app.create_case(&creditor, None).await;
-    let out = Command::new(crate::binary::parley_bin())
-        .arg("rekey")
-        .env("PARLEY_DATA_DIR", app.dir.path())
-        .env(
-            "PARLEY_DATABASE_URL",
-            app.config.storage.database_url.expose(),
-        )
-        .env("PARLEY_DOCUMENT_STORE", &app.config.storage.document_store)
-        .env(
-            "PARLEY_MASTER_KEY",
-            base64::engine::general_purpose::STANDARD.encode(NEW_KEY),
-        )
+    let out = command_on(&app, "rekey", &NEW_KEY)
         .env_remove("PARLEY_OLD_MASTER_KEYS")
         .output()
         .await
