@@ -204,6 +204,36 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The party sending a message. Its token is taken as this process last verified it, without
+/// a read; the send checks it again in its own read of the case, so a token revoked or expired
+/// meanwhile is 401 there all the same. `verified`: read just now.
+pub struct Sender {
+    pub actor: Actor,
+    pub verified: bool,
+}
+
+impl FromRequestParts<AppState> for Sender {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let attempt = AuthAttempt::start(parts, state)?;
+        let token = bearer_token(parts)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let Some((actor, verified)) = state.store.authenticate_for_sending(token).await? else {
+            attempt.failed();
+            return Err(ApiError::unauthorized("unknown, revoked or expired token"));
+        };
+        if let Err(retry_after) = state.limiter.check(&actor.token_id) {
+            return Err(ApiError::rate_limited(retry_after));
+        }
+        Ok(Self { actor, verified })
+    }
+}
+
 /// One attempt at authenticating, from a client address that guesses are counted against:
 /// past `PARLEY_AUTH_FAILURES_PER_MINUTE` failures the address gets 429 before any credential
 /// is looked at.

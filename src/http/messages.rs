@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::cases::case_id;
-use super::extract::{Auth, Json, Path, Query, page_limit};
+use super::extract::{Auth, Json, Path, Query, Sender, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::app::messaging::{Idempotency, Recipients, SendMessage};
 use crate::app::render::TemplateChoice;
@@ -21,6 +21,7 @@ use crate::domain::code::Code;
 use crate::domain::message::{
     Category, Channel, Direction, MessageStatus, MessageType, Priority, SystemEvent,
 };
+use crate::domain::party::Actor;
 use crate::domain::policy::Decision;
 use crate::domain::time::{Micros, parse_instant, rfc3339, to_micros};
 use crate::domain::{CaseId, EmailAddress, PhoneNumber};
@@ -359,13 +360,44 @@ impl SendMessageRequest {
     security(("bearer" = [])))]
 pub async fn send_message(
     State(state): State<AppState>,
-    Auth(actor): Auth,
-    Path(raw): Path<String>,
+    sender: Sender,
+    path: Result<Path<String>, ApiError>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    body: Result<Json<Value>, ApiError>,
 ) -> ApiResult<Response> {
+    let Sender { actor, verified } = sender;
+    let token_id = actor.token_id.clone();
+    let answer = send_as(&state, actor, verified, path, &headers, body).await;
+    // A party taken from memory whose request fails before its token was checked: a token
+    // revoked or expired meanwhile is 401, whatever else is wrong with the request.
+    match answer {
+        Err(ApiError::Problem(p)) if !verified && p.status != StatusCode::UNAUTHORIZED => {
+            if state.store.token_valid(&token_id).await? {
+                Err(ApiError::Problem(p))
+            } else {
+                Err(ApiError::unauthorized("unknown, revoked or expired token"))
+            }
+        }
+        other => other,
+    }
+}
+
+async fn send_as(
+    state: &AppState,
+    actor: Actor,
+    verified: bool,
+    path: Result<Path<String>, ApiError>,
+    headers: &HeaderMap,
+    body: Result<Json<Value>, ApiError>,
+) -> ApiResult<Response> {
+    let Path(raw) = path?;
+    let Json(body) = body?;
     let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(headers)?;
+    // A repeated key is answered before the case is read: its token is checked first.
+    if key.is_some() && !verified && !state.store.token_valid(&actor.token_id).await? {
+        return Err(ApiError::unauthorized("unknown, revoked or expired token"));
+    }
     let idempotency = key.map(|key| Idempotency {
         key,
         request_hash: hex::encode(Sha256::digest(format!("{case}\n{}", canonical(&body)))),

@@ -120,6 +120,7 @@ impl From<StoreError> for ApiError {
                 }
                 p
             }
+            StoreError::TokenGone => Self::unauthorized("unknown, revoked or expired token"),
             StoreError::Internal(e) => Self::Internal(e),
         }
     }

@@ -83,24 +83,25 @@ fn sending_sql(recipients: usize) -> String {
     let suppressed = if recipients == 0 {
         "-1".to_string()
     } else {
-        let list: Vec<String> = (6..6 + recipients).map(|i| format!("${i}")).collect();
+        let list: Vec<String> = (8..8 + recipients).map(|i| format!("${i}")).collect();
         format!(
             "(SELECT COUNT(*) FROM suppressions s WHERE s.channel = $4 AND s.value_index IN ({}))",
             list.join(", ")
         )
     };
     format!(
-        "SELECT {}, pr.preferred_channel, pr.allow_email, pr.allow_sms, pr.do_not_contact, pr.dnc_reason_sealed, \
-         pr.dnc_effective_date, pr.dnc_exceptions, pr.preferred_language, pr.contact_start, pr.contact_end, \
-         pr.contact_timezone, pr.contact_sealed, pr.updated_at AS pref_updated_at, pr.updated_by AS pref_updated_by, \
+        "SELECT {}, {}, \
          CASE WHEN $5 IS NULL THEN -1 ELSE (SELECT COUNT(*) FROM messages m WHERE m.message_type = $4 \
            AND m.direction = 'outbound' AND m.created_at >= $5 AND m.status <> 'failed' AND m.case_id IN ( \
              SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
                OR ($4 = 'email' AND c.debtor_email_index IS NOT NULL AND c2.debtor_email_index = c.debtor_email_index) \
                OR ($4 = 'sms' AND c.debtor_phone_index IS NOT NULL AND c2.debtor_phone_index = c.debtor_phone_index))) \
-         END AS recent, {suppressed} AS suppressed \
+         END AS recent, {suppressed} AS suppressed, \
+         (SELECT COUNT(*) FROM tokens t WHERE t.id = $6 AND t.revoked_at IS NULL \
+           AND (t.expires_at IS NULL OR t.expires_at > $7)) AS token_live \
          FROM cases c LEFT JOIN preferences pr ON pr.case_id = c.id WHERE c.id = $1 AND {}",
         case_columns!(),
+        super::preferences::PREFERENCE_COLUMNS,
         visible(2, 3)
     )
 }
@@ -110,22 +111,11 @@ fn sending_sql(recipients: usize) -> String {
 struct SendingRow {
     #[sqlx(flatten)]
     case: CaseRow,
-    preferred_channel: Option<String>,
-    allow_email: Option<i32>,
-    allow_sms: Option<i32>,
-    do_not_contact: Option<i32>,
-    dnc_reason_sealed: Option<Vec<u8>>,
-    dnc_effective_date: Option<String>,
-    dnc_exceptions: Option<String>,
-    preferred_language: Option<String>,
-    contact_start: Option<String>,
-    contact_end: Option<String>,
-    contact_timezone: Option<String>,
-    contact_sealed: Option<Vec<u8>>,
-    pref_updated_at: Option<i64>,
-    pref_updated_by: Option<String>,
+    #[sqlx(flatten)]
+    preferences: super::preferences::JoinedPreferences,
     recent: i64,
     suppressed: i64,
+    token_live: i64,
 }
 
 /// What a send needs to know about its case, read at once.
@@ -368,6 +358,8 @@ impl Store {
     /// A case the actor may see with what its send policy needs, in one statement: the
     /// preferences, the messages of the frequency cap's window (from `recent_since`), and
     /// whether one of `recipients` (the request's own, when it names them) is suppressed.
+    /// The actor's token is checked in the same statement: revoked or expired since it was
+    /// verified, the answer is [`StoreError::TokenGone`].
     pub async fn case_for_sending(
         &self,
         actor: &Actor,
@@ -382,36 +374,26 @@ impl Store {
             .bind(actor.party_id.as_str())
             .bind(admin_flag(actor))
             .bind(channel)
-            .bind(recent_since);
+            .bind(recent_since)
+            .bind(actor.token_id.as_str())
+            .bind(now_micros());
         for r in recipients {
             q = q.bind(self.suppression_index(channel, r));
         }
         let Some(row) = q.fetch_optional(&self.pool).await? else {
-            return Ok(None);
+            // No case to show: unless the token is what is wrong.
+            return if self.token_valid(&actor.token_id).await? {
+                Ok(None)
+            } else {
+                Err(StoreError::TokenGone)
+            };
         };
-        let preferences = match (row.allow_email, row.allow_sms, row.do_not_contact) {
-            (Some(allow_email), Some(allow_sms), Some(do_not_contact)) => {
-                Some(super::preferences::PreferencesRow {
-                    preferred_channel: row.preferred_channel,
-                    allow_email,
-                    allow_sms,
-                    do_not_contact,
-                    dnc_reason_sealed: row.dnc_reason_sealed,
-                    dnc_effective_date: row.dnc_effective_date,
-                    dnc_exceptions: row.dnc_exceptions,
-                    preferred_language: row.preferred_language,
-                    contact_start: row.contact_start,
-                    contact_end: row.contact_end,
-                    contact_timezone: row.contact_timezone,
-                    contact_sealed: row.contact_sealed,
-                    updated_at: row.pref_updated_at.unwrap_or_default(),
-                    updated_by: row.pref_updated_by.unwrap_or_default(),
-                })
-            }
-            _ => None,
-        };
+        if row.token_live == 0 {
+            self.known_tokens.forget(&actor.token_id);
+            return Err(StoreError::TokenGone);
+        }
         let preferences = self
-            .stored_preferences(case_id, preferences)
+            .stored_preferences(case_id, row.preferences.into_row())
             .await?
             .preferences;
         self.unlock([&row.case.debtor_sealed[..]]).await?;

@@ -53,6 +53,8 @@ struct OutgoingRow {
     case_status: Option<String>,
     restricted: i32,
     has_attachments: i32,
+    #[sqlx(flatten)]
+    preferences: super::preferences::JoinedPreferences,
 }
 
 /// One recorded attempt of a message's delivery.
@@ -87,21 +89,106 @@ pub enum Delivered {
     Failed { reason: String },
 }
 
+/// What one delivery attempt reads before it decides: the message, its case's preferences,
+/// and whether one of its recipients is suppressed.
+#[derive(Debug, Clone)]
+pub struct Delivering {
+    pub message: Outgoing,
+    pub preferences: crate::domain::policy::Preferences,
+    pub suppressed: bool,
+}
+
 impl Store {
-    /// The message of a delivery job, decoded strictly: a stored word that does not parse is
+    /// What the delivery of one message reads; `None` when the message no longer exists. The
+    /// message is decoded strictly: a stored word that does not parse is
     /// [`StoreError::Corrupt`], so the worker fails the message rather than guess.
-    pub async fn outgoing(&self, message_id: &str) -> StoreResult<Option<Outgoing>> {
-        let row = sqlx::query_as::<_, OutgoingRow>(
+    pub async fn delivering(&self, message_id: &str) -> StoreResult<Option<Delivering>> {
+        self.delivering_many(&[message_id])
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, d)| d)
+            .transpose()
+    }
+
+    /// What the deliveries of a claim read, in two queries whatever their number: the
+    /// messages with their cases and preferences, then the suppression list for all their
+    /// recipients. One result a message found (a message that cannot be read fails alone).
+    pub async fn delivering_many(
+        &self,
+        message_ids: &[&str],
+    ) -> StoreResult<Vec<(String, StoreResult<Delivering>)>> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (1..=message_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
             "SELECT m.id, m.case_id, COALESCE(m.channel, m.message_type) AS message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
              m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status, m.has_attachments, \
-             CASE WHEN c.restricted_at IS NULL AND c.erased_at IS NULL THEN 0 ELSE 1 END AS restricted \
-             FROM messages m LEFT JOIN cases c ON c.id = m.case_id WHERE m.id = $1",
-        )
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        self.unlock([&r.envelope_sealed[..]]).await?;
+             CASE WHEN c.restricted_at IS NULL AND c.erased_at IS NULL THEN 0 ELSE 1 END AS restricted, {} \
+             FROM messages m LEFT JOIN cases c ON c.id = m.case_id LEFT JOIN preferences pr ON pr.case_id = m.case_id \
+             WHERE m.id IN ({})",
+            super::preferences::PREFERENCE_COLUMNS,
+            list.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, OutgoingRow>(&sql);
+        for id in message_ids {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        self.unlock(rows.iter().map(|r| &r.envelope_sealed[..]))
+            .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id = r.id.clone();
+            found.push((id, self.outgoing_from_row(r).await));
+        }
+
+        // Every recipient of every message, asked about at once.
+        let mut asked: Vec<(&'static str, String)> = Vec::new();
+        for (_, d) in &found {
+            if let Ok(d) = d {
+                let m = &d.message;
+                for r in m.envelope.to.iter().chain(&m.envelope.cc) {
+                    asked.push((
+                        m.channel.as_str(),
+                        self.suppression_index(m.channel.as_str(), r),
+                    ));
+                }
+            }
+        }
+        let suppressed: Vec<(String, String)> = if asked.is_empty() {
+            Vec::new()
+        } else {
+            let list: Vec<String> = (3..asked.len() + 3).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT channel, value_index FROM suppressions WHERE channel IN ($1, $2) AND value_index IN ({})",
+                list.join(", ")
+            );
+            let mut q = sqlx::query_as::<_, (String, String)>(&sql)
+                .bind(Channel::Email.as_str())
+                .bind(Channel::Sms.as_str());
+            for (_, index) in &asked {
+                q = q.bind(index);
+            }
+            q.fetch_all(&self.pool).await?
+        };
+        if !suppressed.is_empty() {
+            for (_, d) in &mut found {
+                if let Ok(d) = d {
+                    let channel = d.message.channel.as_str();
+                    let m = &d.message;
+                    d.suppressed = m.envelope.to.iter().chain(&m.envelope.cc).any(|r| {
+                        let index = self.suppression_index(channel, r);
+                        suppressed.iter().any(|(c, i)| c == channel && *i == index)
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn outgoing_from_row(&self, r: OutgoingRow) -> StoreResult<Delivering> {
         // Its debtor was erased (the key is gone, whether or not the case says so yet):
         // nothing is left to send and no one to send it to; the policy refuses it.
         let erased = matches!(
@@ -112,14 +199,19 @@ impl Store {
             Err(crate::crypto::CryptoError::Erased)
         );
         let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
-        Ok(Some(Outgoing {
+        let case_id = r.case_id.unwrap_or_default();
+        let preferences = self
+            .stored_preferences(&case_id, r.preferences.into_row())
+            .await?
+            .preferences;
+        let message = Outgoing {
             envelope: self.open_envelope(&r.id, &r.envelope_sealed)?,
             subject: self.open_opt(&r.id, "subject", r.subject_sealed)?,
             body: self
                 .open_opt(&r.id, "body", r.body_sealed)?
                 .unwrap_or_default(),
             html: self.open_opt(&r.id, "html", r.html_sealed)?,
-            case_id: r.case_id.unwrap_or_default(),
+            case_id,
             channel: Channel::parse(&r.message_type).map_err(corrupt)?,
             category: Category::parse(&r.category).map_err(corrupt)?,
             status: MessageStatus::parse(&r.status).map_err(corrupt)?,
@@ -133,7 +225,12 @@ impl Store {
             )
             .map_err(corrupt)?,
             id: r.id,
-        }))
+        };
+        Ok(Delivering {
+            message,
+            preferences,
+            suppressed: false,
+        })
     }
 
     /// Records an attempt and its consequences: the attempt (unless the job was only

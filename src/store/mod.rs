@@ -36,8 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::AnyConnection;
+use futures_util::future::BoxFuture;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, Connection};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::AuditEntry;
@@ -45,7 +46,7 @@ pub use cases::{CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
 pub use inbound::{InboundSms, Ingested, MailboxProgress, UnmatchedMail};
-pub use jobs::{AttemptRecord, Delivered, DeliveryAttempt, Outgoing};
+pub use jobs::{AttemptRecord, Delivered, Delivering, DeliveryAttempt, Outgoing};
 pub use messages::{
     AttachmentView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Queued,
     StatusEvent,
@@ -87,6 +88,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database unavailable: {0}")]
     Unavailable(anyhow::Error),
+    /// The request's token was revoked or expired since this process last verified it.
+    #[error("unknown, revoked or expired token")]
+    TokenGone,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -160,6 +164,8 @@ pub struct Store {
     finishes: pipeline::Batcher<jobs::Finish, ()>,
     /// Group commit of webhook attempts' outcomes.
     webhook_outcomes: pipeline::Batcher<webhooks::WebhookOutcome, ()>,
+    /// Tokens this process has verified, for the send path.
+    known_tokens: Arc<parties::KnownTokens>,
 }
 
 impl std::fmt::Debug for Store {
@@ -168,6 +174,28 @@ impl std::fmt::Debug for Store {
             .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a PostgreSQL connection may have been idle and still be taken without asking the
+/// server first whether it is there.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
+/// Whether a pooled PostgreSQL connection may be used: one used less than [`TRUSTED_IDLE`] ago
+/// is taken as it is; one idle for longer is pinged first (a server or a firewall may have
+/// dropped it meanwhile, and a write that fails after its effect happened, such as a delivery's
+/// outcome after the mail went out, would repeat that effect). Under load that spares a round
+/// trip a query; after a pause it is the same check as ever.
+fn ping_when_idle(
+    conn: &mut AnyConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> BoxFuture<'_, sqlx::Result<bool>> {
+    Box::pin(async move {
+        if meta.idle_for < TRUSTED_IDLE {
+            return Ok(true);
+        }
+        // One that does not answer is closed, and another taken.
+        Ok(conn.ping().await.is_ok())
+    })
 }
 
 impl Store {
@@ -207,6 +235,8 @@ impl Store {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .before_acquire(ping_when_idle)
                 .connect(url)
                 .await
                 .context("connecting to PostgreSQL")?;
@@ -244,6 +274,7 @@ impl Store {
                 },
                 writer: pool.clone(),
                 pool,
+                known_tokens: Arc::default(),
                 backend: Backend::Postgres,
                 sqlite_file: None,
                 keys,
@@ -259,6 +290,8 @@ impl Store {
             AnyPoolOptions::new()
                 .max_connections(n)
                 .acquire_timeout(Duration::from_secs(30))
+                // A file, not a peer: nothing drops a connection while it is idle.
+                .test_before_acquire(false)
                 .after_connect(|conn: &mut AnyConnection, _| {
                     Box::pin(async move {
                         // `secure_delete = FAST`: what an erasure clears is overwritten in the
@@ -313,6 +346,7 @@ impl Store {
             ),
             pool,
             writer,
+            known_tokens: Arc::default(),
             backend: Backend::Sqlite,
             sqlite_file,
             keys,

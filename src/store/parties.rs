@@ -16,6 +16,40 @@ pub struct TokenInfo {
     pub revoked_at: Option<Micros>,
 }
 
+/// Tokens this process has verified, by hash, with the party each names. A token's party,
+/// kind and name never change; only whether it is still valid does. So a send takes the party
+/// from here and checks the token's validity in its own read of the case
+/// (`Store::case_for_sending`) instead of reading the token first.
+#[derive(Default)]
+pub(crate) struct KnownTokens {
+    by_hash: std::sync::Mutex<std::collections::HashMap<String, Actor>>,
+}
+
+/// Tokens kept at most; past that the list starts again empty.
+const KNOWN_TOKENS: usize = 10_000;
+
+impl KnownTokens {
+    fn get(&self, hash: &str) -> Option<Actor> {
+        self.lock().get(hash).cloned()
+    }
+
+    fn keep(&self, hash: String, actor: &Actor) {
+        let mut known = self.lock();
+        if known.len() >= KNOWN_TOKENS {
+            known.clear();
+        }
+        known.insert(hash, actor.clone());
+    }
+
+    pub(crate) fn forget(&self, token_id: &str) {
+        self.lock().retain(|_, actor| actor.token_id != token_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Actor>> {
+        self.by_hash.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A live token with its party, as `authenticate` reads it.
 #[derive(sqlx::FromRow)]
 struct TokenRow {
@@ -99,6 +133,7 @@ impl Store {
 
     /// Revokes a token at once; `false` when there is no such token or it was revoked before.
     pub async fn revoke_token(&self, token_id: &str) -> StoreResult<bool> {
+        self.known_tokens.forget(token_id);
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(token_id)
@@ -110,12 +145,13 @@ impl Store {
 
     /// The party a bearer token belongs to, if the token is known and not revoked.
     pub async fn authenticate(&self, token: &str) -> StoreResult<Option<Actor>> {
+        let hash = token_hash(token);
         let row = sqlx::query_as::<_, TokenRow>(
             "SELECT t.id AS token_id, t.label AS label, p.id AS party_id, p.kind AS party_kind, p.name AS party_name \
              FROM tokens t JOIN parties p ON p.id = t.party_id \
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)",
         )
-        .bind(token_hash(token))
+        .bind(&hash)
         .bind(now_micros())
         .fetch_optional(&self.pool)
         .await?;
@@ -123,7 +159,7 @@ impl Store {
         let Ok(kind) = row.party_kind.parse::<PartyKind>() else {
             return Ok(None);
         };
-        Ok(Some(Actor {
+        let actor = Actor {
             token_id: row.token_id,
             name: row
                 .label
@@ -131,6 +167,39 @@ impl Store {
                 .unwrap_or(row.party_name),
             party_id: PartyId::from_stored(row.party_id),
             kind,
-        }))
+        };
+        self.known_tokens.keep(hash, &actor);
+        Ok(Some(actor))
+    }
+
+    /// The party of a token for a send, and whether the token was verified just now: from the
+    /// tokens this process has verified before, without a read (`false`); else as
+    /// [`Store::authenticate`] reads it (`true`).
+    /// A send then checks the token in its read of the case: revoked or expired, it is
+    /// refused there ([`StoreError::TokenGone`](super::StoreError::TokenGone)).
+    pub async fn authenticate_for_sending(
+        &self,
+        token: &str,
+    ) -> StoreResult<Option<(Actor, bool)>> {
+        if let Some(actor) = self.known_tokens.get(&token_hash(token)) {
+            return Ok(Some((actor, false)));
+        }
+        Ok(self.authenticate(token).await?.map(|a| (a, true)))
+    }
+
+    /// Whether a token is still valid (not revoked, not expired); one that is not is
+    /// forgotten.
+    pub(crate) async fn token_valid(&self, token_id: &str) -> StoreResult<bool> {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM tokens WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(token_id)
+        .bind(now_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        if found.is_none() {
+            self.known_tokens.forget(token_id);
+        }
+        Ok(found.is_some())
     }
 }

@@ -40,6 +40,59 @@ pub(super) struct PreferencesRow {
     pub(super) updated_by: String,
 }
 
+/// The columns of [`JoinedPreferences`], from `preferences pr` joined to a case.
+pub(super) const PREFERENCE_COLUMNS: &str = "pr.preferred_channel, pr.allow_email, pr.allow_sms, pr.do_not_contact, \
+     pr.dnc_reason_sealed, pr.dnc_effective_date, pr.dnc_exceptions, pr.preferred_language, pr.contact_start, \
+     pr.contact_end, pr.contact_timezone, pr.contact_sealed, pr.updated_at AS pref_updated_at, \
+     pr.updated_by AS pref_updated_by";
+
+/// A `preferences` row read through a left join ([`PREFERENCE_COLUMNS`]): every column null
+/// where the case has none.
+#[derive(sqlx::FromRow)]
+pub(super) struct JoinedPreferences {
+    preferred_channel: Option<String>,
+    allow_email: Option<i32>,
+    allow_sms: Option<i32>,
+    do_not_contact: Option<i32>,
+    dnc_reason_sealed: Option<Vec<u8>>,
+    dnc_effective_date: Option<String>,
+    dnc_exceptions: Option<String>,
+    preferred_language: Option<String>,
+    contact_start: Option<String>,
+    contact_end: Option<String>,
+    contact_timezone: Option<String>,
+    contact_sealed: Option<Vec<u8>>,
+    pref_updated_at: Option<i64>,
+    pref_updated_by: Option<String>,
+}
+
+impl JoinedPreferences {
+    /// The row, when the case has one.
+    pub(super) fn into_row(self) -> Option<PreferencesRow> {
+        let (Some(allow_email), Some(allow_sms), Some(do_not_contact)) =
+            (self.allow_email, self.allow_sms, self.do_not_contact)
+        else {
+            return None;
+        };
+        Some(PreferencesRow {
+            preferred_channel: self.preferred_channel,
+            allow_email,
+            allow_sms,
+            do_not_contact,
+            dnc_reason_sealed: self.dnc_reason_sealed,
+            dnc_effective_date: self.dnc_effective_date,
+            dnc_exceptions: self.dnc_exceptions,
+            preferred_language: self.preferred_language,
+            contact_start: self.contact_start,
+            contact_end: self.contact_end,
+            contact_timezone: self.contact_timezone,
+            contact_sealed: self.contact_sealed,
+            updated_at: self.pref_updated_at.unwrap_or_default(),
+            updated_by: self.pref_updated_by.unwrap_or_default(),
+        })
+    }
+}
+
 impl Store {
     /// A case's preferences; the defaults where none were set.
     pub(crate) async fn load_preferences(

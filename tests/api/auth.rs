@@ -104,3 +104,58 @@ async fn guessing_tokens_is_slowed_down_per_client_address() {
         .unwrap();
     assert_eq!(r.status(), 429);
 }
+
+/// A send takes its party from the tokens the process verified before and checks the token in
+/// its read of the case: a token revoked or expired elsewhere since (another process, the
+/// CLI) is 401 on the next send, whatever else the request gets wrong.
+#[tokio::test]
+async fn a_send_refuses_a_token_revoked_or_expired_since_it_was_last_used() {
+    let app = spawn_app().await;
+    let email = serde_json::json!({"messageType": "email", "subject": "Hi", "body": "Text"});
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let messages = format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap());
+    let elsewhere = format!("/api/cases/{}/messages", uuid::Uuid::new_v4());
+    let token_id = app.actor(&creditor).await.token_id;
+    let send = |path: &str, key: Option<&str>, body: Option<&str>| {
+        let mut r = app
+            .request(reqwest::Method::POST, &creditor.token, path)
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            r = r.header("Idempotency-Key", key.to_string());
+        }
+        r.body(body.map_or_else(|| email.to_string(), str::to_string))
+    };
+    assert_eq!(
+        send(&messages, Some("first"), None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    for change in [
+        "UPDATE tokens SET revoked_at = 1 WHERE id = $1",
+        "UPDATE tokens SET expires_at = 1 WHERE id = $1",
+    ] {
+        // A plain send, a replay of an earlier key, a case the party cannot see, a body that
+        // does not parse.
+        for probe in [
+            send(&messages, None, None),
+            send(&messages, Some("first"), None),
+            send(&elsewhere, None, None),
+            send(&messages, None, Some("{")),
+        ] {
+            let valid = "UPDATE tokens SET revoked_at = NULL, expires_at = NULL WHERE id = $1";
+            app.store.execute_on_row(valid, &token_id).await.unwrap();
+            // The process verifies the token once more, then it changes behind its back, as
+            // another process would change it.
+            assert_eq!(
+                send(&messages, None, None).send().await.unwrap().status(),
+                201
+            );
+            app.store.execute_on_row(change, &token_id).await.unwrap();
+            assert_problem(probe.send().await.unwrap(), 401, "unauthorized").await;
+        }
+    }
+}

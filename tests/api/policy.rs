@@ -385,6 +385,86 @@ async fn the_policy_is_checked_again_when_a_message_goes_out() {
     );
 }
 
+/// A claim of several deliveries reads their messages, preferences and suppressions together;
+/// each is still decided on its own facts.
+#[tokio::test]
+async fn deliveries_claimed_together_are_each_decided_on_their_own_case() {
+    let app = spawn_app().await;
+    let (creditor, opted_out) = case_of(&app).await;
+    let other = app.create_case(&creditor, None).await;
+    let other = other["caseId"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for (case_id, body) in [
+        (&opted_out, email("general")),
+        (&other, email("general")),
+        (
+            &other,
+            json!({"messageType": "email", "subject": "Hi", "body": "Text", "cc": ["blocked@example.com"]}),
+        ),
+        (&other, json!({"messageType": "sms", "body": "Reminder"})),
+    ] {
+        let m: Value = send(&app, &creditor, case_id, body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(m["messageId"].as_str().unwrap().to_string());
+    }
+    // After queueing: one case opts out, an address and the debtor's number are suppressed.
+    put_prefs(&app, &creditor, &opted_out, &json!({"doNotContact": true})).await;
+    let store = &app.store;
+    assert!(
+        store
+            .suppress("email", "BLOCKED@example.com", "test", None, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .suppress("sms", "+4512345678", "test", None, None)
+            .await
+            .unwrap()
+    );
+    // An address suppressed for the other channel stops nothing here.
+    assert!(
+        store
+            .suppress("sms", "debtor@example.com", "test", None, None)
+            .await
+            .unwrap()
+    );
+
+    // A worker that claims eight at a time.
+    let mut config = app.config.clone();
+    config.delivery.concurrency = 8;
+    let wide = parley::App::build(config).await.unwrap();
+    let wide = wide.delivery().unwrap();
+    assert_eq!(wide.run_once().await.unwrap(), 4, "one claim");
+    let mut outcomes = Vec::new();
+    for id in &ids {
+        let m: Value = app
+            .get(&creditor.token, &format!("/api/messages/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let reason = m["failureReason"].as_str().unwrap_or_default();
+        outcomes.push((
+            m["status"].as_str().unwrap().to_string(),
+            reason.split(':').next().unwrap_or_default().to_string(),
+        ));
+    }
+    let outcome = |s: &str, r: &str| (s.to_string(), r.to_string());
+    assert_eq!(
+        outcomes,
+        [
+            outcome("failed", "do_not_contact"),
+            outcome("sent", ""),
+            outcome("failed", "recipient_suppressed"),
+            outcome("failed", "recipient_suppressed"),
+        ]
+    );
+}
+
 /// The `policy` evidence of a message's delivery report.
 async fn evidence(app: &TestApp, party: &Party, id: &str) -> Value {
     let report: Value = app
