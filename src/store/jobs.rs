@@ -341,8 +341,10 @@ async fn finish_all(
         q.execute(&mut *conn).await?;
     }
 
+    // A sent message's evidence is written with the rest of its sending, below.
     let evidence: Vec<(&str, &Evidence)> = items
         .iter()
+        .filter(|f| !matches!(f.delivered, Delivered::Sent { .. }))
         .filter_map(|f| f.evidence.as_ref().map(|e| (f.message_id.as_str(), e)))
         .collect();
     super::messages::record_evidence(&mut *conn, &evidence).await?;
@@ -362,32 +364,20 @@ async fn finish_all(
         transition(&mut *conn, DELIVERY_JOBS, &f.job_id, &f.next, f.finished_at).await?;
     }
 
-    let sent: Vec<(&Finish, Option<&str>)> = items
+    let sent: Vec<super::messages::SentMessage<'_>> = items
         .iter()
         .filter_map(|f| match &f.delivered {
-            Delivered::Sent { provider_id } => Some((f, provider_id.as_deref())),
+            Delivered::Sent { provider_id } => Some(super::messages::SentMessage {
+                id: &f.message_id,
+                at: f.finished_at,
+                provider_id: provider_id.as_deref(),
+                evidence: f.evidence.as_ref(),
+            }),
             _ => None,
         })
         .collect();
     for chunk in sent.chunks(ROWS) {
-        let sql = format!(
-            "UPDATE messages SET sent_at = v.at, provider_id = COALESCE(v.pid, messages.provider_id) \
-             FROM ({}) v WHERE messages.id = v.id",
-            super::values_table(
-                chunk.len(),
-                &[("id", "TEXT"), ("at", "BIGINT"), ("pid", "TEXT")]
-            )
-        );
-        let mut q = sqlx::query(&sql);
-        for (f, provider_id) in chunk {
-            q = q.bind(&f.message_id).bind(f.finished_at).bind(*provider_id);
-        }
-        q.execute(&mut *conn).await?;
-        let events: Vec<(&str, Micros)> = chunk
-            .iter()
-            .map(|(f, _)| (f.message_id.as_str(), f.finished_at))
-            .collect();
-        super::messages::apply_sent_events(&mut *conn, backend, &events).await?;
+        super::messages::apply_sent_events(&mut *conn, backend, chunk).await?;
     }
     for f in items {
         if let Delivered::Failed { reason } = &f.delivered {

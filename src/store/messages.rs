@@ -665,12 +665,22 @@ pub(crate) async fn apply_event(
     Ok(true)
 }
 
-/// `sent` for a batch of messages (`(message id, time)`): the batch form of
-/// [`apply_event`] for an event without a provider event id, in four statements.
+/// A message handed to its transport, as a batch of outcomes records it.
+pub(crate) struct SentMessage<'a> {
+    pub id: &'a str,
+    pub at: Micros,
+    pub provider_id: Option<&'a str>,
+    /// The send policy's decision at the moment of sending.
+    pub evidence: Option<&'a Evidence>,
+}
+
+/// `sent` for a batch of messages: the batch form of [`apply_event`] for an event without a
+/// provider event id, in four statements. Each message's row is written once: the time it
+/// was sent, the provider's id, the policy's evidence and its status together.
 pub(crate) async fn apply_sent_events(
     conn: &mut sqlx::AnyConnection,
     backend: super::Backend,
-    events: &[(&str, Micros)],
+    events: &[SentMessage<'_>],
 ) -> StoreResult<()> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -681,25 +691,22 @@ pub(crate) async fn apply_sent_events(
     if events.is_empty() {
         return Ok(());
     }
-    let list = |first: usize| {
-        (first..first + events.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = (1..=events.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "SELECT id, status, case_id FROM messages WHERE id IN ({}){}",
-        list(1),
+        "SELECT id, status, case_id FROM messages WHERE id IN ({list}){}",
         backend.for_update()
     );
     let mut q = sqlx::query_as::<_, Row>(&sql);
-    for (id, _) in events {
-        q = q.bind(*id);
+    for e in events {
+        q = q.bind(e.id);
     }
     let rows = q.fetch_all(&mut *conn).await?;
-    let found: Vec<(&Row, Micros)> = events
+    let found: Vec<(&Row, &SentMessage<'_>)> = events
         .iter()
-        .filter_map(|(id, at)| rows.iter().find(|r| r.id == *id).map(|r| (r, *at)))
+        .filter_map(|e| rows.iter().find(|r| r.id == e.id).map(|r| (r, e)))
         .collect();
     if found.is_empty() {
         return Ok(());
@@ -712,37 +719,58 @@ pub(crate) async fn apply_sent_events(
         values.join(", ")
     );
     let mut q = sqlx::query(&sql);
-    for (row, at) in &found {
-        q = q.bind(row.id.as_str()).bind(*at);
+    for (row, e) in &found {
+        q = q.bind(row.id.as_str()).bind(e.at);
     }
     q.execute(&mut *conn).await?;
 
-    let mut advanced = Vec::new();
     let mut outbox = Vec::new();
-    for (row, at) in &found {
+    let mut advanced = Vec::new();
+    for (row, e) in &found {
         let current = MessageStatus::parse(&row.status).map_err(|e| StoreError::Corrupt(e.0))?;
         let next = current.advance(MessageStatus::Sent);
-        if next != current {
-            advanced.push(row.id.as_str());
-        }
-        let payload = json!({"messageId": row.id, "caseId": row.case_id, "event": "sent", "status": next.as_str(), "timestamp": rfc3339(*at)});
+        advanced.push(next != current);
+        let payload = json!({"messageId": row.id, "caseId": row.case_id, "event": "sent", "status": next.as_str(), "timestamp": rfc3339(e.at)});
         outbox.push((row.case_id.as_deref(), payload.to_string()));
     }
-    if !advanced.is_empty() {
-        let ids: Vec<String> = (4..advanced.len() + 4).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "UPDATE messages SET status = $1, status_rank = $2, updated_at = $3 WHERE id IN ({})",
-            ids.join(", ")
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(MessageStatus::Sent.as_str())
-            .bind(MessageStatus::Sent.rank())
-            .bind(now_micros());
-        for id in &advanced {
-            q = q.bind(*id);
-        }
-        q.execute(&mut *conn).await?;
+    // Status words are this build's own constants, written into the statement.
+    let sent = MessageStatus::Sent;
+    let sql = format!(
+        "UPDATE messages SET sent_at = v.at, provider_id = COALESCE(v.pid, messages.provider_id), \
+         status = CASE WHEN v.adv = 1 THEN '{}' ELSE messages.status END, \
+         status_rank = CASE WHEN v.adv = 1 THEN {} ELSE messages.status_rank END, \
+         updated_at = CASE WHEN v.adv = 1 THEN v.at ELSE messages.updated_at END, \
+         policy_decision = COALESCE(v.d, messages.policy_decision), \
+         policy_rule = COALESCE(v.r, messages.policy_rule), \
+         policy_checked_at = COALESCE(v.pat, messages.policy_checked_at) \
+         FROM ({}) v WHERE messages.id = v.id",
+        sent.as_str(),
+        sent.rank(),
+        super::values_table(
+            found.len(),
+            &[
+                ("id", "TEXT"),
+                ("at", "BIGINT"),
+                ("pid", "TEXT"),
+                ("adv", "INTEGER"),
+                ("d", "TEXT"),
+                ("r", "TEXT"),
+                ("pat", "BIGINT"),
+            ]
+        )
+    );
+    let mut q = sqlx::query(&sql);
+    for ((row, e), advanced) in found.iter().zip(&advanced) {
+        q = q
+            .bind(row.id.as_str())
+            .bind(e.at)
+            .bind(e.provider_id)
+            .bind(i32::from(*advanced))
+            .bind(e.evidence.map(|v| v.decision.as_str()))
+            .bind(e.evidence.map(|v| v.rule.as_str()))
+            .bind(e.evidence.map(|v| crate::domain::time::to_micros(v.checked_at)));
     }
+    q.execute(&mut *conn).await?;
     if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
         super::emit_many(&mut *conn, event_type, &outbox).await?;
     }
