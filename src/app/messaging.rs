@@ -245,7 +245,7 @@ impl Messaging {
             .case_for_sending(
                 actor,
                 &case_id.to_string(),
-                cmd.channel.as_str(),
+                cmd.channel,
                 &named,
                 self.policy.recent_since(now),
             )

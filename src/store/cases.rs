@@ -2,6 +2,7 @@
 
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
+use crate::domain::message::Channel;
 use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::AnyConnection;
@@ -75,30 +76,47 @@ macro_rules! case_columns {
 }
 const CASE_SELECT: &str = concat!("SELECT ", case_columns!(), " FROM cases c");
 
-/// What a send reads in one statement: the case, its preferences row, and (when asked) the
-/// messages counted against the frequency cap and the suppressed recipients among those
-/// named. `$1` the case, `$2`/`$3` the actor, `$4` the channel, `$5` the start of the cap's
-/// window (NULL: not counted); the recipients' suppression indexes from `$6`.
-fn sending_sql(recipients: usize) -> String {
+/// What a send reads in one statement: the case, its preferences row, the token's validity,
+/// and (when asked) the messages counted against the frequency cap and the suppressed
+/// recipients among those named. `$1` the case, `$2`/`$3` the actor, `$4` the token, `$5`
+/// now; then the start of the cap's window when it is counted, then the recipients'
+/// suppression indexes.
+///
+/// The channel is written into the text and a part not asked for is left out, rather than
+/// switched off by a parameter: each shape then has one plan that serves every execution,
+/// which PostgreSQL keeps instead of planning the statement again each time (it did, at
+/// some 0.2 ms a send, while a parameter could still prune the frequency count).
+fn sending_sql(channel: Channel, count_recent: bool, recipients: usize) -> String {
+    let (channel, debtor_index) = match channel {
+        Channel::Email => ("email", "debtor_email_index"),
+        Channel::Sms => ("sms", "debtor_phone_index"),
+    };
+    let recent = if count_recent {
+        format!(
+            "(SELECT COUNT(*) FROM messages m WHERE m.message_type = '{channel}' \
+             AND m.direction = 'outbound' AND m.created_at >= $6 AND m.status <> 'failed' AND m.case_id IN ( \
+               SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
+                 OR (c.{debtor_index} IS NOT NULL AND c2.{debtor_index} = c.{debtor_index})))"
+        )
+    } else {
+        "-1".to_string()
+    };
+    let first = if count_recent { 7 } else { 6 };
     let suppressed = if recipients == 0 {
         "-1".to_string()
     } else {
-        let list: Vec<String> = (8..8 + recipients).map(|i| format!("${i}")).collect();
+        let list: Vec<String> = (first..first + recipients)
+            .map(|i| format!("${i}"))
+            .collect();
         format!(
-            "(SELECT COUNT(*) FROM suppressions s WHERE s.channel = $4 AND s.value_index IN ({}))",
+            "(SELECT COUNT(*) FROM suppressions s WHERE s.channel = '{channel}' AND s.value_index IN ({}))",
             list.join(", ")
         )
     };
     format!(
-        "SELECT {}, {}, \
-         CASE WHEN $5 IS NULL THEN -1 ELSE (SELECT COUNT(*) FROM messages m WHERE m.message_type = $4 \
-           AND m.direction = 'outbound' AND m.created_at >= $5 AND m.status <> 'failed' AND m.case_id IN ( \
-             SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
-               OR ($4 = 'email' AND c.debtor_email_index IS NOT NULL AND c2.debtor_email_index = c.debtor_email_index) \
-               OR ($4 = 'sms' AND c.debtor_phone_index IS NOT NULL AND c2.debtor_phone_index = c.debtor_phone_index))) \
-         END AS recent, {suppressed} AS suppressed, \
-         (SELECT COUNT(*) FROM tokens t WHERE t.id = $6 AND t.revoked_at IS NULL \
-           AND (t.expires_at IS NULL OR t.expires_at > $7)) AS token_live \
+        "SELECT {}, {}, {recent} AS recent, {suppressed} AS suppressed, \
+         (SELECT COUNT(*) FROM tokens t WHERE t.id = $4 AND t.revoked_at IS NULL \
+           AND (t.expires_at IS NULL OR t.expires_at > $5)) AS token_live \
          FROM cases c LEFT JOIN preferences pr ON pr.case_id = c.id WHERE c.id = $1 AND {}",
         case_columns!(),
         super::preferences::PREFERENCE_COLUMNS,
@@ -364,21 +382,22 @@ impl Store {
         &self,
         actor: &Actor,
         case_id: &str,
-        channel: &str,
+        channel: Channel,
         recipients: &[&str],
         recent_since: Option<Micros>,
     ) -> StoreResult<Option<SendingFacts>> {
-        let sql = sending_sql(recipients.len());
+        let sql = sending_sql(channel, recent_since.is_some(), recipients.len());
         let mut q = sqlx::query_as::<_, SendingRow>(&sql)
             .bind(case_id)
             .bind(actor.party_id.as_str())
             .bind(admin_flag(actor))
-            .bind(channel)
-            .bind(recent_since)
             .bind(actor.token_id.as_str())
             .bind(now_micros());
+        if let Some(since) = recent_since {
+            q = q.bind(since);
+        }
         for r in recipients {
-            q = q.bind(self.suppression_index(channel, r));
+            q = q.bind(self.suppression_index(channel.as_str(), r));
         }
         let Some(row) = q.fetch_optional(&self.pool).await? else {
             // No case to show: unless the token is what is wrong.

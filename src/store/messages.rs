@@ -768,7 +768,10 @@ pub(crate) async fn apply_sent_events(
             .bind(i32::from(*advanced))
             .bind(e.evidence.map(|v| v.decision.as_str()))
             .bind(e.evidence.map(|v| v.rule.as_str()))
-            .bind(e.evidence.map(|v| crate::domain::time::to_micros(v.checked_at)));
+            .bind(
+                e.evidence
+                    .map(|v| crate::domain::time::to_micros(v.checked_at)),
+            );
     }
     q.execute(&mut *conn).await?;
     if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
