@@ -152,6 +152,11 @@ pub struct Store {
     /// Writers. On SQLite one connection, so writers queue in the process instead of
     /// failing with SQLITE_BUSY when two transactions both want the write lock.
     writer: AnyPool,
+    /// Reads made while a writer's transaction is open (whether a case's debtor was erased,
+    /// before a value is sealed under its key). On PostgreSQL a pool of their own: a
+    /// transaction that waited for a second connection of the pool it holds one of would,
+    /// with every connection so held, wait for ever. On SQLite the readers.
+    side: AnyPool,
     backend: Backend,
     /// The SQLite database's file, beside which the locks of once-only work are kept.
     sqlite_file: Option<std::path::PathBuf>,
@@ -244,7 +249,15 @@ impl Store {
             let lanes = usize::try_from(max_connections / 4)
                 .unwrap_or(1)
                 .clamp(1, 8);
+            let side = AnyPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .before_acquire(ping_when_idle)
+                .connect_lazy(url)
+                .context("connecting to PostgreSQL")?;
             return Ok(Self {
+                side,
                 queued: pipeline::Batcher::start(
                     pool.clone(),
                     Backend::Postgres,
@@ -344,6 +357,7 @@ impl Store {
                 1,
                 webhooks::webhook_outcome_batch,
             ),
+            side: pool.clone(),
             pool,
             writer,
             known_tokens: Arc::default(),

@@ -189,7 +189,7 @@ impl Store {
         let erased: Option<Option<i64>> =
             sqlx::query_scalar("SELECT erased_at FROM cases WHERE id = $1")
                 .bind(case_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.side)
                 .await?;
         if matches!(erased, Some(Some(_))) {
             return Err(erased_case());

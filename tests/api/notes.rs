@@ -318,3 +318,62 @@ async fn audit_log_records_every_change_in_order() {
     )
     .await;
 }
+
+/// Writes that seal under the debtor's key check the case's erasure while their transaction
+/// is open. On a pool of two connections, 32 of them at once (and sends) all succeed: none waits
+/// for a second connection of the pool it holds one of.
+#[tokio::test]
+async fn many_writes_at_once_on_a_small_pool_all_succeed() {
+    let app = crate::helpers::spawn_app_with(|c| c.storage.database_max_connections = 2).await;
+    let creditor = app.party(parley::domain::PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    let due = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let writes = (0..32).map(|i| {
+        let (app, creditor, case_id, due) = (&app, &creditor, &case_id, &due);
+        async move {
+            let r = match i % 4 {
+                3 => {
+                    app.post(
+                        &creditor.token,
+                        &format!("/api/cases/{case_id}/messages"),
+                        &serde_json::json!({"messageType": "email", "subject": "Hi", "body": "Text"}),
+                    )
+                    .await
+                }
+                0 => {
+                    app.post(
+                        &creditor.token,
+                        &format!("/api/cases/{case_id}/notes"),
+                        &serde_json::json!({"note": format!("Called, attempt {i}")}),
+                    )
+                    .await
+                }
+                1 => {
+                    app.post(
+                        &creditor.token,
+                        &format!("/api/cases/{case_id}/deadlines"),
+                        &serde_json::json!({"title": format!("Deadline {i}"), "dueAt": due}),
+                    )
+                    .await
+                }
+                _ => app
+                    .request(
+                        reqwest::Method::PUT,
+                        &creditor.token,
+                        &format!("/api/cases/{case_id}/communication-preferences"),
+                    )
+                    .json(&serde_json::json!({"preferredLanguage": "da"}))
+                    .send()
+                    .await
+                    .unwrap(),
+            };
+            r.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(writes).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 201),
+        "{statuses:?}"
+    );
+}
