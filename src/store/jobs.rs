@@ -327,6 +327,7 @@ async fn finish_all(
             "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) VALUES {}",
             super::rows_sql(chunk.len(), &["", "", "", "", "", ""])
         );
+        let sql = super::positional(sql, backend);
         let mut q = sqlx::query(&sql);
         for f in chunk {
             let (outcome, error) = f.outcome();

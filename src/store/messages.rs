@@ -718,6 +718,7 @@ pub(crate) async fn apply_sent_events(
         "INSERT INTO message_events (message_id, event, at) VALUES {}",
         values.join(", ")
     );
+    let sql = super::positional(sql, backend);
     let mut q = sqlx::query(&sql);
     for (row, e) in &found {
         q = q.bind(row.id.as_str()).bind(e.at);
@@ -759,6 +760,7 @@ pub(crate) async fn apply_sent_events(
             ]
         )
     );
+    let sql = super::positional(sql, backend);
     let mut q = sqlx::query(&sql);
     for ((row, e), advanced) in found.iter().zip(&advanced) {
         q = q
@@ -863,16 +865,20 @@ impl QueueItem {
 /// The batch writer of queued messages (a [`super::pipeline::Batcher`]).
 pub(crate) fn queue_batch<'c>(
     conn: &'c mut AnyConnection,
-    _backend: super::Backend,
+    backend: super::Backend,
     items: &'c [QueueItem],
 ) -> BoxFuture<'c, StoreResult<Vec<Queued>>> {
-    Box::pin(queue_all(conn, items))
+    Box::pin(queue_all(conn, backend, items))
 }
 
 /// Writes a batch of sends. Each item first decides from reads whether it writes at all
 /// (its case visible, its idempotency key free); then the threads they need, and the
 /// messages, events, jobs and audit entries of all of them in multi-row statements.
-async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult<Vec<Queued>> {
+async fn queue_all(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    items: &[QueueItem],
+) -> StoreResult<Vec<Queued>> {
     let mut outcomes: Vec<Option<Queued>> = items.iter().map(|_| None).collect();
 
     // Visibility, once per case and party.
@@ -1040,7 +1046,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                     "",
                     "",
                     "",
-                    "=",
+                    "",
                     "",
                     "",
                     "",
@@ -1054,6 +1060,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 ]
             )
         );
+        let sql = super::positional(sql, backend);
         let mut q = sqlx::query(&sql);
         for (_, item, thread) in chunk {
             let new = &item.new;
@@ -1079,6 +1086,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 .bind(new.segments.and_then(|s| i32::try_from(s).ok()))
                 .bind(new.scheduled_for)
                 .bind(item.now)
+                .bind(item.now)
                 .bind(*thread)
                 .bind(item.recipient_index.as_deref())
                 .bind(new.channel.map(Channel::as_str))
@@ -1096,6 +1104,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
             "INSERT INTO message_events (message_id, event, at) VALUES {}",
             rows_sql(chunk.len(), &["", "", ""])
         );
+        let sql = super::positional(sql, backend);
         let mut q = sqlx::query(&sql);
         for (_, item, _) in chunk {
             q = q
@@ -1159,11 +1168,12 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                     "",
                     "0",
                     "",
-                    "=",
+                    "",
                     ""
                 ]
             )
         );
+        let sql = super::positional(sql, backend);
         let mut q = sqlx::query(&sql);
         for (_, item, _) in &queued {
             q = q
@@ -1171,6 +1181,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
                 .bind(item.new.id.as_str())
                 .bind(item.new.priority.rank())
                 .bind(item.new.run_at)
+                .bind(item.now)
                 .bind(item.now)
                 .bind(item.new.trace_parent.as_deref());
         }
@@ -1182,6 +1193,7 @@ async fn queue_all(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult
             "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) VALUES {}",
             rows_sql(chunk.len(), &["", "", "", "", "'message'", "", ""])
         );
+        let sql = super::positional(sql, backend);
         let mut q = sqlx::query(&sql);
         for (_, item, _) in chunk {
             q = q

@@ -578,6 +578,49 @@ pub(crate) async fn emit(
     Ok(())
 }
 
+/// A statement for `backend`: on SQLite, `$1, $2, …` become `?` when they appear exactly in
+/// that order, once each (a multi-row statement's placeholders). SQLite finds a `$n`'s
+/// value by looking its name up among all the statement's names, so binding a statement of
+/// a thousand of them took a million steps; a `?` takes the next value. Anything else is
+/// left as it is.
+pub(crate) fn positional(sql: String, backend: Backend) -> String {
+    if backend != Backend::Sqlite {
+        return sql;
+    }
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut expected = 1u64;
+    let mut last = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits == 0 {
+                return sql;
+            }
+            let n: u64 = match sql[i + 1..i + 1 + digits].parse() {
+                Ok(n) => n,
+                Err(_) => return sql,
+            };
+            if n != expected {
+                return sql;
+            }
+            expected += 1;
+            out.push_str(&sql[last..i]);
+            out.push('?');
+            i += 1 + digits;
+            last = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&sql[last..]);
+    out
+}
+
 /// The `VALUES` of a multi-row statement: `rows` tuples, each column of `columns` a new
 /// placeholder (`""`), the previous placeholder again (`"="`), or an SQL literal.
 pub(crate) fn rows_sql(rows: usize, columns: &[&str]) -> String {
@@ -682,4 +725,34 @@ impl Backend {
 /// Admin flag as bound into visibility predicates.
 pub(crate) fn admin_flag(actor: &Actor) -> i64 {
     i64::from(actor.is_admin())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, positional};
+
+    #[test]
+    fn only_placeholders_in_order_once_each_become_positional_on_sqlite() {
+        let sql = "INSERT INTO t (a, b, c) VALUES ($1, 'x', $2), ($3, 'x', $4)";
+        assert_eq!(
+            positional(sql.to_string(), Backend::Sqlite),
+            "INSERT INTO t (a, b, c) VALUES (?, 'x', ?), (?, 'x', ?)"
+        );
+        assert_eq!(positional(sql.to_string(), Backend::Postgres), sql);
+        for kept in [
+            "UPDATE t SET a = $1 WHERE b = $1",
+            "SELECT $2, $1",
+            "SELECT $1, $3",
+            "SELECT 1",
+        ] {
+            assert_eq!(positional(kept.to_string(), Backend::Sqlite), kept);
+        }
+        assert_eq!(
+            positional(
+                "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11".into(),
+                Backend::Sqlite
+            ),
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+        );
+    }
 }
