@@ -94,6 +94,8 @@ pub struct DeliveryJob {
     /// What the deliveries of the last claims read together ([`Job::preload`]), by job,
     /// until each attempt takes its own.
     preloaded: std::sync::Mutex<HashMap<String, Delivering>>,
+    /// Attempts that found their reads preloaded.
+    preloaded_attempts: std::sync::atomic::AtomicUsize,
 }
 
 impl DeliveryJob {
@@ -149,12 +151,19 @@ impl DeliveryJob {
             documents,
             last_deadline_scan: AtomicI64::new(i64::MIN),
             preloaded: std::sync::Mutex::new(HashMap::new()),
+            preloaded_attempts: std::sync::atomic::AtomicUsize::new(0),
 
             config,
             clock,
             email,
             sms,
         })
+    }
+
+    /// How many attempts found what they read preloaded with their claim (for tests).
+    #[doc(hidden)]
+    pub fn preloaded_attempts(&self) -> usize {
+        self.preloaded_attempts.load(Ordering::Relaxed)
     }
 
     fn retry(
@@ -201,7 +210,10 @@ impl DeliveryJob {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&claim.id);
         let read = match preloaded {
-            Some(d) => Ok(Some(d)),
+            Some(d) => {
+                self.preloaded_attempts.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(d))
+            }
             None => self.store.delivering(&claim.subject).await,
         };
         let delivering = match read {
@@ -295,6 +307,11 @@ impl DeliveryJob {
     /// evening) it waits for the window. `None`: go ahead.
     async fn policy_at_send(&self, d: &Delivering) -> Result<Allowed, AppError> {
         let m = &d.message;
+        let preferences = d.preferences.as_ref().map_err(|e| {
+            AppError::Store(crate::store::StoreError::Internal(anyhow::anyhow!(
+                "reading the preferences: {e}"
+            )))
+        })?;
         let recipients: Vec<&str> = m
             .envelope
             .to
@@ -304,7 +321,7 @@ impl DeliveryJob {
             .collect();
         self.policy
             .decide(
-                &d.preferences,
+                preferences,
                 &Question {
                     case_id: &m.case_id,
                     channel: m.channel,

@@ -228,6 +228,11 @@ impl FromRequestParts<AppState> for Sender {
             return Err(ApiError::unauthorized("unknown, revoked or expired token"));
         };
         if let Err(retry_after) = state.limiter.check(&actor.token_id) {
+            // A token taken from memory is checked before its limit is answered: revoked or
+            // expired, it is 401 as everywhere else.
+            if !verified && !state.store.token_valid(&actor.token_id).await? {
+                return Err(ApiError::unauthorized("unknown, revoked or expired token"));
+            }
             return Err(ApiError::rate_limited(retry_after));
         }
         Ok(Self { actor, verified })

@@ -94,7 +94,9 @@ pub enum Delivered {
 #[derive(Debug, Clone)]
 pub struct Delivering {
     pub message: Outgoing,
-    pub preferences: crate::domain::policy::Preferences,
+    /// Its case's preferences; the error when they could not be read (the policy then
+    /// cannot decide, and the attempt is tried again later).
+    pub preferences: Result<crate::domain::policy::Preferences, String>,
     pub suppressed: bool,
 }
 
@@ -202,8 +204,9 @@ impl Store {
         let case_id = r.case_id.unwrap_or_default();
         let preferences = self
             .stored_preferences(&case_id, r.preferences.into_row())
-            .await?
-            .preferences;
+            .await
+            .map(|p| p.preferences)
+            .map_err(|e| format!("{e}"));
         let message = Outgoing {
             envelope: self.open_envelope(&r.id, &r.envelope_sealed)?,
             subject: self.open_opt(&r.id, "subject", r.subject_sealed)?,

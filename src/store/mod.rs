@@ -187,9 +187,9 @@ const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// Whether a pooled PostgreSQL connection may be used: one used less than [`TRUSTED_IDLE`] ago
 /// is taken as it is; one idle for longer is pinged first (a server or a firewall may have
-/// dropped it meanwhile, and a write that fails after its effect happened, such as a delivery's
-/// outcome after the mail went out, would repeat that effect). Under load that spares a round
-/// trip a query; after a pause it is the same check as ever.
+/// dropped it meanwhile). Under load that spares a round trip a query; after a pause it is the
+/// same check as ever. The group commit's batches, whose failure after a delivery would repeat
+/// it, ask their connection every time (`pipeline::Lane::live_connection`).
 fn ping_when_idle(
     conn: &mut AnyConnection,
     meta: sqlx::pool::PoolConnectionMetadata,
@@ -438,6 +438,7 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+        self.side.close().await;
         self.subject_keys.pool.close().await;
     }
 }

@@ -135,6 +135,15 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
                         let _ = reply.send(Err(e));
                     }
                 }
+                // The database cannot be reached: no item is to blame, and trying each again
+                // alone would keep the last caller waiting for a timeout per item.
+                Err(StoreError::Unavailable(e)) => {
+                    let reason = format!("{e:#}");
+                    for reply in replies {
+                        let _ =
+                            reply.send(Err(StoreError::Unavailable(anyhow::anyhow!("{reason}"))));
+                    }
+                }
                 // One bad item costs only its own caller: each again, alone.
                 Err(_) => {
                     for (item, reply) in items.iter().zip(replies) {
@@ -155,7 +164,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
     }
 
     async fn transaction(&self, items: &[I]) -> StoreResult<Vec<O>> {
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.live_connection().await?;
         let mut tx = match self.backend {
             Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => conn.begin().await?,
@@ -163,6 +172,31 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
         let outputs = (self.write)(&mut tx, self.backend, items).await?;
         tx.commit().await?;
         Ok(outputs)
+    }
+
+    /// A connection the server still answers on. The pool pings only connections idle for a
+    /// while; a batch asks every time, once for all its items: a batch that failed on a
+    /// connection the server had just dropped would fail the outcomes of mail already sent,
+    /// and that mail would go again. A connection that does not answer is closed and
+    /// another taken.
+    async fn live_connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        if self.backend == Backend::Sqlite {
+            return Ok(self.writer.acquire().await?);
+        }
+        // Within the pool's own acquire timeout, however many turn out dead.
+        let find = async {
+            loop {
+                let mut conn = self.writer.acquire().await?;
+                if conn.ping().await.is_ok() {
+                    return Ok::<_, sqlx::Error>(conn);
+                }
+                let _ = conn.close().await;
+            }
+        };
+        match tokio::time::timeout(self.writer.options().get_acquire_timeout(), find).await {
+            Ok(found) => Ok(found?),
+            Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
+        }
     }
 }
 

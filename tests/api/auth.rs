@@ -159,3 +159,34 @@ async fn a_send_refuses_a_token_revoked_or_expired_since_it_was_last_used() {
         }
     }
 }
+
+/// A token over its rate limit and revoked since it was last verified is 401, not 429.
+#[tokio::test]
+async fn a_revoked_token_over_its_limit_is_401_on_a_send() {
+    let app = spawn_app_with(|c| c.http.rate_limit_per_minute = 2).await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let messages = format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap());
+    let email = serde_json::json!({"messageType": "email", "subject": "Hi", "body": "Text"});
+    assert_eq!(
+        app.post(&creditor.token, &messages, &email).await.status(),
+        201
+    );
+    assert_problem(
+        app.post(&creditor.token, &messages, &email).await,
+        429,
+        "rate_limited",
+    )
+    .await;
+    let token_id = app.actor(&creditor).await.token_id;
+    app.store
+        .execute_on_row("UPDATE tokens SET revoked_at = 1 WHERE id = $1", &token_id)
+        .await
+        .unwrap();
+    assert_problem(
+        app.post(&creditor.token, &messages, &email).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+}

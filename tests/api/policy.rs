@@ -439,6 +439,7 @@ async fn deliveries_claimed_together_are_each_decided_on_their_own_case() {
     let wide = parley::App::build(config).await.unwrap();
     let wide = wide.delivery().unwrap();
     assert_eq!(wide.run_once().await.unwrap(), 4, "one claim");
+    assert_eq!(wide.job().preloaded_attempts(), 4, "read together");
     let mut outcomes = Vec::new();
     for id in &ids {
         let m: Value = app
