@@ -55,6 +55,51 @@ pub trait Job: Send + Sync + 'static {
     fn handle(&self, claim: &Claim) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// What a job read for a claim's items at once ([`Job::preload`]), by item id, until each
+/// item's attempt takes its own.
+pub struct Preloaded<T> {
+    items: std::sync::Mutex<std::collections::HashMap<String, T>>,
+    /// Attempts that found theirs here.
+    taken: std::sync::atomic::AtomicUsize,
+}
+
+impl<T> Default for Preloaded<T> {
+    fn default() -> Self {
+        Self {
+            items: std::sync::Mutex::default(),
+            taken: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T> Preloaded<T> {
+    pub fn keep(&self, items: impl IntoIterator<Item = (String, T)>) {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(items);
+    }
+
+    /// The item's preloaded value, once.
+    pub fn take(&self, id: &str) -> Option<T> {
+        let found = self
+            .items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if found.is_some() {
+            self.taken
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// How many attempts found theirs preloaded (for tests).
+    pub fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// How a worker runs.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerSettings {

@@ -93,9 +93,7 @@ pub struct DeliveryJob {
     backoff: Backoff,
     /// What the deliveries of the last claims read together ([`Job::preload`]), by job,
     /// until each attempt takes its own.
-    preloaded: std::sync::Mutex<HashMap<String, Delivering>>,
-    /// Attempts that found their reads preloaded.
-    preloaded_attempts: std::sync::atomic::AtomicUsize,
+    preloaded: crate::worker::Preloaded<Delivering>,
 }
 
 impl DeliveryJob {
@@ -150,8 +148,7 @@ impl DeliveryJob {
             messaging,
             documents,
             last_deadline_scan: AtomicI64::new(i64::MIN),
-            preloaded: std::sync::Mutex::new(HashMap::new()),
-            preloaded_attempts: std::sync::atomic::AtomicUsize::new(0),
+            preloaded: crate::worker::Preloaded::default(),
 
             config,
             clock,
@@ -163,7 +160,7 @@ impl DeliveryJob {
     /// How many attempts found what they read preloaded with their claim (for tests).
     #[doc(hidden)]
     pub fn preloaded_attempts(&self) -> usize {
-        self.preloaded_attempts.load(Ordering::Relaxed)
+        self.preloaded.taken()
     }
 
     fn retry(
@@ -204,16 +201,8 @@ impl DeliveryJob {
                 Delivered::Failed { reason },
             )
         };
-        let preloaded = self
-            .preloaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&claim.id);
-        let read = match preloaded {
-            Some(d) => {
-                self.preloaded_attempts.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(d))
-            }
+        let read = match self.preloaded.take(&claim.id) {
+            Some(d) => Ok(Some(d)),
             None => self.store.delivering(&claim.subject).await,
         };
         let delivering = match read {
@@ -521,16 +510,13 @@ impl Job for DeliveryJob {
         }
         let ids: Vec<&str> = jobs.keys().copied().collect();
         match self.store.delivering_many(&ids).await {
-            Ok(found) => {
-                let mut preloaded = self.preloaded.lock().unwrap_or_else(|e| e.into_inner());
-                // A message that could not be read is read again by its own attempt, which
-                // then decides what its error means.
-                preloaded.extend(
-                    found.into_iter().filter_map(|(id, d)| {
-                        Some(((*jobs.get(id.as_str())?).to_string(), d.ok()?))
-                    }),
-                );
-            }
+            // A message that could not be read is read again by its own attempt, which then
+            // decides what its error means.
+            Ok(found) => self.preloaded.keep(
+                found
+                    .into_iter()
+                    .filter_map(|(id, d)| Some(((*jobs.get(id.as_str())?).to_string(), d.ok()?))),
+            ),
             Err(e) => tracing::warn!(error = format!("{e}"), "reading claimed deliveries failed"),
         }
     }

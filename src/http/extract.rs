@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::problem::ApiError;
 use crate::domain::party::Actor;
+use crate::store::StoreError;
 
 /// A JSON body: 415 without a JSON content type, 400 for broken JSON, 413 over the limit,
 /// 422 when it does not fit the request's shape.
@@ -197,9 +198,7 @@ impl FromRequestParts<AppState> for Auth {
         let actor = AuthAttempt::start(parts, state)?
             .actor(bearer_token(parts), "missing bearer token")
             .await?;
-        if let Err(retry_after) = state.limiter.check(&actor.token_id) {
-            return Err(ApiError::rate_limited(retry_after));
-        }
+        within_limit(state, &actor, true).await?;
         Ok(Self(actor))
     }
 }
@@ -219,24 +218,26 @@ impl FromRequestParts<AppState> for Sender {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let attempt = AuthAttempt::start(parts, state)?;
-        let token = bearer_token(parts)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let Some((actor, verified)) = state.store.authenticate_for_sending(token).await? else {
-            attempt.failed();
-            return Err(ApiError::unauthorized("unknown, revoked or expired token"));
-        };
-        if let Err(retry_after) = state.limiter.check(&actor.token_id) {
-            // A token taken from memory is checked before its limit is answered: revoked or
-            // expired, it is 401 as everywhere else.
-            if !verified && !state.store.token_valid(&actor.token_id).await? {
-                return Err(ApiError::unauthorized("unknown, revoked or expired token"));
-            }
-            return Err(ApiError::rate_limited(retry_after));
-        }
+        let (actor, verified) = AuthAttempt::start(parts, state)?
+            .found(bearer_token(parts), "missing bearer token", async |token| {
+                state.store.authenticate_for_sending(token).await
+            })
+            .await?;
+        within_limit(state, &actor, verified).await?;
         Ok(Self { actor, verified })
     }
+}
+
+/// 429 past the token's rate limit. A token taken from memory (`verified` false) is checked
+/// before its limit is answered: revoked or expired, it is 401 as everywhere else.
+async fn within_limit(state: &AppState, actor: &Actor, verified: bool) -> Result<(), ApiError> {
+    let Err(retry_after) = state.limiter.check(&actor.token_id) else {
+        return Ok(());
+    };
+    if !verified && !state.store.token_valid(&actor.token_id).await? {
+        return Err(StoreError::TokenGone.into());
+    }
+    Err(ApiError::rate_limited(retry_after))
 }
 
 /// One attempt at authenticating, from a client address that guesses are counted against:
@@ -268,14 +269,28 @@ impl<'a> AuthAttempt<'a> {
         token: Option<&str>,
         missing: &str,
     ) -> Result<Actor, ApiError> {
+        self.found(token, missing, async |token| {
+            self.state.store.authenticate(token).await
+        })
+        .await
+    }
+
+    /// What `look_up` finds for `token`; 401 (`missing` when there is none) otherwise, a
+    /// token it does not find counted against the client's address.
+    async fn found<T>(
+        &self,
+        token: Option<&str>,
+        missing: &str,
+        look_up: impl AsyncFnOnce(&str) -> crate::store::StoreResult<Option<T>>,
+    ) -> Result<T, ApiError> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized(missing))?;
-        match self.state.store.authenticate(token).await? {
-            Some(actor) => Ok(actor),
+        match look_up(token).await? {
+            Some(found) => Ok(found),
             None => {
                 self.failed();
-                Err(ApiError::unauthorized("unknown, revoked or expired token"))
+                Err(StoreError::TokenGone.into())
             }
         }
     }

@@ -25,6 +25,7 @@ use crate::domain::party::Actor;
 use crate::domain::policy::Decision;
 use crate::domain::time::{Micros, parse_instant, rfc3339, to_micros};
 use crate::domain::{CaseId, EmailAddress, PhoneNumber};
+use crate::store::StoreError;
 use crate::store::{MessageFilter, MessageView};
 
 /// One address or a list of them.
@@ -375,7 +376,7 @@ pub async fn send_message(
             if state.store.token_valid(&token_id).await? {
                 Err(ApiError::Problem(p))
             } else {
-                Err(ApiError::unauthorized("unknown, revoked or expired token"))
+                Err(StoreError::TokenGone.into())
             }
         }
         other => other,
@@ -396,7 +397,7 @@ async fn send_as(
     let key = idempotency_key(headers)?;
     // A repeated key is answered before the case is read: its token is checked first.
     if key.is_some() && !verified && !state.store.token_valid(&actor.token_id).await? {
-        return Err(ApiError::unauthorized("unknown, revoked or expired token"));
+        return Err(StoreError::TokenGone.into());
     }
     let idempotency = key.map(|key| Idempotency {
         key,

@@ -147,44 +147,44 @@ impl Store {
         }
 
         // Every recipient of every message, asked about at once.
-        let mut asked: Vec<(&'static str, String)> = Vec::new();
-        for (_, d) in &found {
-            if let Ok(d) = d {
-                let m = &d.message;
-                for r in m.envelope.to.iter().chain(&m.envelope.cc) {
-                    asked.push((
-                        m.channel.as_str(),
-                        self.suppression_index(m.channel.as_str(), r),
-                    ));
-                }
-            }
-        }
-        let suppressed: Vec<(String, String)> = if asked.is_empty() {
-            Vec::new()
-        } else {
-            let list: Vec<String> = (3..asked.len() + 3).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT channel, value_index FROM suppressions WHERE channel IN ($1, $2) AND value_index IN ({})",
-                list.join(", ")
-            );
-            let mut q = sqlx::query_as::<_, (String, String)>(&sql)
-                .bind(Channel::Email.as_str())
-                .bind(Channel::Sms.as_str());
-            for (_, index) in &asked {
-                q = q.bind(index);
-            }
-            q.fetch_all(&self.pool).await?
-        };
-        if !suppressed.is_empty() {
-            for (_, d) in &mut found {
-                if let Ok(d) = d {
-                    let channel = d.message.channel.as_str();
+        let asked: Vec<Vec<String>> = found
+            .iter()
+            .map(|(_, d)| match d {
+                Ok(d) => {
                     let m = &d.message;
-                    d.suppressed = m.envelope.to.iter().chain(&m.envelope.cc).any(|r| {
-                        let index = self.suppression_index(channel, r);
-                        suppressed.iter().any(|(c, i)| c == channel && *i == index)
-                    });
+                    let channel = m.channel.as_str();
+                    m.envelope
+                        .to
+                        .iter()
+                        .chain(&m.envelope.cc)
+                        .map(|r| self.suppression_index(channel, r))
+                        .collect()
                 }
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        let all: Vec<&String> = asked.iter().flatten().collect();
+        if all.is_empty() {
+            return Ok(found);
+        }
+        let list: Vec<String> = (3..all.len() + 3).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT channel, value_index FROM suppressions WHERE channel IN ($1, $2) AND value_index IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(&sql)
+            .bind(Channel::Email.as_str())
+            .bind(Channel::Sms.as_str());
+        for index in &all {
+            q = q.bind(index.as_str());
+        }
+        let suppressed = q.fetch_all(&self.pool).await?;
+        for ((_, d), indexes) in found.iter_mut().zip(&asked) {
+            if let Ok(d) = d {
+                let channel = d.message.channel.as_str();
+                d.suppressed = indexes
+                    .iter()
+                    .any(|index| suppressed.iter().any(|(c, i)| c == channel && i == index));
             }
         }
         Ok(found)

@@ -46,7 +46,7 @@ pub struct WebhookJob {
     backoff: Backoff,
     endpoints: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Deliveries of the last claim, read in one query; each attempt takes its own.
-    preloaded: std::sync::Mutex<HashMap<String, DueDelivery>>,
+    preloaded: crate::worker::Preloaded<DueDelivery>,
 }
 
 impl WebhookJob {
@@ -67,7 +67,7 @@ impl WebhookJob {
             clock,
             client,
             endpoints: std::sync::Mutex::new(HashMap::new()),
-            preloaded: std::sync::Mutex::new(HashMap::new()),
+            preloaded: crate::worker::Preloaded::default(),
         })
     }
 
@@ -170,21 +170,15 @@ impl Job for WebhookJob {
     async fn preload(&self, claims: &[Claim]) {
         let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
         match self.store.due_deliveries(&ids).await {
-            Ok(found) => {
-                let mut preloaded = self.preloaded.lock().unwrap_or_else(|e| e.into_inner());
-                preloaded.extend(found.into_iter().map(|d| (d.id.clone(), d)));
-            }
+            Ok(found) => self
+                .preloaded
+                .keep(found.into_iter().map(|d| (d.id.clone(), d))),
             Err(e) => tracing::warn!(error = format!("{e}"), "reading claimed deliveries failed"),
         }
     }
 
     async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
-        let preloaded = self
-            .preloaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&claim.id);
-        let d = match preloaded {
+        let d = match self.preloaded.take(&claim.id) {
             Some(d) => Some(d),
             None => self.store.due_delivery(&claim.id).await?,
         };
