@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use parley::domain::message::{Category, Channel, Priority};
 use parley::domain::{Debtor, Money, PartyKind};
-use parley::store::{Envelope, NewCase, NewMessage};
+use parley::store::{Access, Envelope, NewCase, NewMessage};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -137,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
                     scheduled_for: None,
                     trace_parent: None,
                 };
-                store.queue_message(&actors[*owner].1, new, None, now).await
+                store
+                    .queue_message(&actors[*owner].1, new, None, Access::ToCheck, now)
+                    .await
             }
         })
         .buffer_unordered(256);

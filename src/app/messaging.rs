@@ -19,8 +19,8 @@ use crate::domain::sms::segments;
 use crate::domain::time::Micros;
 use crate::domain::{CaseId, EmailAddress, PhoneNumber, prefixed_id};
 use crate::store::{
-    AttachmentView, CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued, Replay,
-    SendingFacts, Store,
+    Access, AttachmentView, CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued,
+    Replay, SendingFacts, Store,
 };
 
 /// Who a message goes to, as the sender named them. `None` in [`SendMessage::to`]: the
@@ -183,7 +183,11 @@ impl Messaging {
             key: i.key.clone(),
             request_hash: i.request_hash.clone(),
         });
-        match self.store.queue_message(actor, new, record, now).await? {
+        match self
+            .store
+            .queue_message(actor, new, record, Access::Checked, now)
+            .await?
+        {
             Queued::Created(view) => {
                 self.wake.notify_one();
                 Ok(Sent {

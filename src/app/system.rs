@@ -19,7 +19,7 @@ use crate::domain::prefixed_id;
 use crate::domain::sms::segments;
 use crate::domain::time::{duration_micros, from_micros};
 use crate::store::system::Occurrence;
-use crate::store::{CaseView, Envelope, NewMessage, Queued};
+use crate::store::{Access, CaseView, Envelope, NewMessage, Queued};
 
 /// What a system message says, rendered.
 struct Text {
@@ -160,7 +160,11 @@ impl Messaging {
             trace_parent: crate::telemetry::current_traceparent(),
             id,
         };
-        match self.store.queue_message(&system, new, None, now).await? {
+        match self
+            .store
+            .queue_message(&system, new, None, Access::ToCheck, now)
+            .await?
+        {
             Queued::Created(m) => {
                 if m.status == MessageStatus::Queued {
                     self.wake.notify_one();

@@ -45,8 +45,19 @@ pub use rate_limit::RateLimiter;
 /// Opens and clicks recorded per client address and minute; more are served, not recorded.
 const TRACKING_PER_ADDRESS: u32 = 120;
 
+/// What every handler is given: one reference count to clone per request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Store,
     pub config: Arc<Config>,
     pub limiter: Arc<RateLimiter>,
@@ -149,7 +160,7 @@ pub fn openapi_json() -> String {
 
 pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services) -> Router {
     let (api, openapi) = api_parts();
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         store,
         limiter: Arc::new(RateLimiter::new(config.http.rate_limit_per_minute)),
         tracking: Arc::new(tracking::TrackingGuard::new(TRACKING_PER_ADDRESS)),
@@ -162,7 +173,7 @@ pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services)
         subjects: services.subjects,
         clock: services.clock,
         documents: services.documents,
-    };
+    }));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

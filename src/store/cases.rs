@@ -169,7 +169,7 @@ struct CaseRow {
 
 /// The visibility rule over `cases c`, with `$party` the acting party and `$admin` its admin
 /// flag: a creditor sees the cases it owns, a partner those assigned to it, an admin all.
-pub(crate) fn visible(party: u8, admin: u8) -> String {
+pub(crate) fn visible(party: usize, admin: usize) -> String {
     format!("(c.creditor_id = ${party} OR c.partner_id = ${party} OR ${admin} = 1)")
 }
 

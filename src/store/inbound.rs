@@ -326,7 +326,9 @@ impl Store {
             .iter()
             .map(|p| (r.thread_id, p, r.at))
             .collect();
-        Self::keep_participants(&mut *tx, &joined).await?;
+        let mut writes = super::writes::Writes::new(self.backend);
+        Self::keep_participants(&mut writes, &joined);
+        writes.run(&mut *tx).await?;
         sqlx::query(
             "INSERT INTO message_events (message_id, event, at) VALUES ($1, 'received', $2)",
         )

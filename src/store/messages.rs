@@ -302,11 +302,14 @@ impl Store {
         actor: &Actor,
         new: NewMessage,
         idempotency: Option<IdempotencyRecord>,
+        access: Access,
         now: Micros,
     ) -> StoreResult<Queued> {
         let id = new.id.as_str();
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
         let new_thread = crate::domain::prefixed_id("thread");
+        let subject_index = self.subject_index(new.subject.as_deref());
+        let known_thread = self.known_threads.get(&new.case_id, &subject_index);
         // A system message is the case's own: no party sent it.
         let system = new.system.is_some();
         // Everything about the message is sealed under the key of the case's debtor.
@@ -339,7 +342,10 @@ impl Store {
                     .map(|to| self.keys.blind_index("phone", to)),
                 _ => None,
             },
-            subject_index: self.subject_index(new.subject.as_deref()),
+            subject_index,
+            access,
+            known_thread,
+            threads: self.known_threads.clone(),
             new_thread_subject: new
                 .subject
                 .as_deref()
@@ -805,6 +811,10 @@ async fn set_status(
 /// needs no keys and a batch run again writes the same values.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueItem {
+    access: Access,
+    /// Its thread, if this process knows it already.
+    known_thread: Option<String>,
+    threads: std::sync::Arc<super::threads::KnownThreads>,
     /// The sending party; `None` for a system message.
     party_id: Option<String>,
     actor_name: String,
@@ -862,6 +872,17 @@ impl QueueItem {
     }
 }
 
+/// Whether a message's case was checked to be the sender's before it is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The caller read the case as the actor's within the same request (a send reads it
+    /// with the facts its policy decides on): checking it again a moment later would
+    /// decide nothing more.
+    Checked,
+    /// The batch reads it before writing.
+    ToCheck,
+}
+
 /// The batch writer of queued messages (a [`super::pipeline::Batcher`]).
 pub(crate) fn queue_batch<'c>(
     conn: &'c mut AnyConnection,
@@ -871,142 +892,416 @@ pub(crate) fn queue_batch<'c>(
     Box::pin(queue_all(conn, backend, items))
 }
 
-/// Writes a batch of sends. Each item first decides from reads whether it writes at all
-/// (its case visible, its idempotency key free); then the threads they need, and the
-/// messages, events, jobs and audit entries of all of them in multi-row statements.
+/// Writes a batch of sends. One statement first reads what decides whether each item
+/// writes at all (its case visible, its system message not made already) and the threads
+/// they join; then the idempotency keys are taken and missing threads opened; then the
+/// messages, events, jobs and audit entries of all of them are written.
+///
+/// On PostgreSQL, a batch with no key to take and no thread to open writes with a single
+/// statement, which commits on its own: no transaction to open and close around it.
 async fn queue_all(
     conn: &mut AnyConnection,
     backend: super::Backend,
     items: &[QueueItem],
 ) -> StoreResult<Vec<Queued>> {
+    // Nothing to read when every item's case was checked by its request and its thread is
+    // known: a batch of ordinary sends on a thread is then one statement.
+    let known = items.iter().all(|item| {
+        item.access == Access::Checked
+            && item.known_thread.is_some()
+            && item.new.system.is_none()
+            && item.new.in_reply_to.is_none()
+    });
+    let found = if known {
+        Lookup::known(items)
+    } else {
+        Lookup::read(&mut *conn, items).await?
+    };
     let mut outcomes: Vec<Option<Queued>> = items.iter().map(|_| None).collect();
+    for (i, (item, outcome)) in items.iter().zip(outcomes.iter_mut()).enumerate() {
+        if !found.visible(item) {
+            *outcome = Some(Queued::NoCase);
+            continue;
+        }
+        // A system message answers one occurrence of its event: one that exists already,
+        // or comes earlier in this batch, is not written again (a retried or repeated job).
+        if let Some((_, key)) = &item.new.system {
+            let earlier = items[..i]
+                .iter()
+                .any(|other| other.new.system.as_ref().is_some_and(|(_, k)| k == key));
+            if earlier || found.system_message(key) {
+                *outcome = Some(Queued::KeyTaken);
+            }
+        }
+    }
+    let keyed = items
+        .iter()
+        .zip(&outcomes)
+        .any(|(item, outcome)| item.idempotency.is_some() && outcome.is_none());
+    let opening = items
+        .iter()
+        .zip(&outcomes)
+        .any(|(item, outcome)| outcome.is_none() && found.thread(item).is_none());
+    let going: Vec<&QueueItem> = items
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(item, _)| item)
+        .collect();
+    let statements = chunks(&going, backend).len();
+    if backend == super::Backend::Postgres && !keyed && !opening && statements <= 1 {
+        return write_queued(conn, backend, items, outcomes, found).await;
+    }
+    let mut tx = super::pipeline::begin(conn, backend).await?;
+    let outputs = write_queued(&mut tx, backend, items, outcomes, found).await?;
+    tx.commit().await?;
+    Ok(outputs)
+}
 
-    // Visibility, once per case and party.
-    let mut visible_to: std::collections::HashMap<(&str, &str, i64), bool> = Default::default();
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        let key = (
-            item.new.case_id.as_str(),
-            item.party_id.as_deref().unwrap_or(""),
-            item.admin,
-        );
-        let visible = match visible_to.get(&key) {
-            Some(v) => *v,
-            None => {
-                let found: Option<String> = sqlx::query_scalar(&format!(
-                    "SELECT c.id FROM cases c WHERE c.id = $1 AND {}",
-                    visible(2, 3)
-                ))
-                .bind(key.0)
-                .bind(key.1)
-                .bind(key.2)
-                .fetch_optional(&mut *conn)
-                .await?;
-                visible_to.insert(key, found.is_some());
-                found.is_some()
+/// The items written by each statement: on SQLite 30 at a time, far below every bound on
+/// parameters; on PostgreSQL as many as fit in a statement's 65,535 values with room to
+/// spare (one statement for any batch of ordinary sends).
+fn chunks(items: &[&QueueItem], backend: super::Backend) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut values = 0;
+    for (i, item) in items.iter().enumerate() {
+        let these = match backend {
+            super::Backend::Sqlite => 1,
+            // Message, event, job and audit entry, then participants and attachments.
+            super::Backend::Postgres => {
+                45 + 5 * item.participants.len() + 3 * item.new.attachments.len()
             }
         };
-        if !visible {
-            *outcome = Some(Queued::NoCase);
+        let budget = match backend {
+            super::Backend::Sqlite => 30,
+            super::Backend::Postgres => 30_000,
+        };
+        if i > start && values + these > budget {
+            ranges.push(start..i);
+            start = i;
+            values = 0;
         }
+        values += these;
+    }
+    if start < items.len() {
+        ranges.push(start..items.len());
+    }
+    ranges
+}
+
+/// What a batch of sends reads before it writes, in one statement.
+#[derive(Default)]
+struct Lookup {
+    /// Per (case, party, admin): whether the case is visible.
+    visible: std::collections::HashMap<(String, String, i64), bool>,
+    /// Per (case, subject index): the case's thread of that subject.
+    threads: std::collections::HashMap<(String, String), String>,
+    /// Per parent `Message-ID`: the thread of a reply's parent.
+    parents: std::collections::HashMap<String, String>,
+    /// System keys of messages made already.
+    system: std::collections::HashSet<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LookupRow {
+    kind: String,
+    n: i64,
+    found: Option<String>,
+}
+
+impl Lookup {
+    async fn read(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult<Self> {
+        let mut cases: Vec<(&str, &str, i64)> = Vec::new();
+        let mut subjects: Vec<(&str, &str)> = Vec::new();
+        let mut parents: Vec<&str> = Vec::new();
+        let mut system: Vec<&str> = Vec::new();
+        for item in items {
+            let case = (
+                item.new.case_id.as_str(),
+                item.party_id.as_deref().unwrap_or(""),
+                item.admin,
+            );
+            if !cases.contains(&case) {
+                cases.push(case);
+            }
+            let subject = (item.new.case_id.as_str(), item.subject_index.as_str());
+            if !subjects.contains(&subject) {
+                subjects.push(subject);
+            }
+            if let Some(parent) = item.new.in_reply_to.as_deref()
+                && !parents.contains(&parent)
+            {
+                parents.push(parent);
+            }
+            if let Some((_, key)) = &item.new.system
+                && !system.contains(&key.as_str())
+            {
+                system.push(key);
+            }
+        }
+        let mut found = Self::default();
+        if items.is_empty() {
+            return Ok(found);
+        }
+        let mut selects = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        for (i, _) in cases.iter().enumerate() {
+            let (case, party, admin) = (next(), next(), next());
+            selects.push(format!(
+                "SELECT 'case' AS kind, {i} AS n, (SELECT c.id FROM cases c WHERE c.id = ${case} AND {}) AS found",
+                visible(party, admin)
+            ));
+        }
+        for (i, _) in subjects.iter().enumerate() {
+            let (case, subject) = (next(), next());
+            selects.push(format!(
+                "SELECT 'thread', {i}, (SELECT id FROM threads WHERE case_id = ${case} AND subject_index = ${subject})"
+            ));
+        }
+        for (i, _) in parents.iter().enumerate() {
+            selects.push(format!(
+                "SELECT 'parent', {i}, (SELECT thread_id FROM messages WHERE rfc_message_id = ${} AND case_id IS NOT NULL LIMIT 1)",
+                next()
+            ));
+        }
+        for (i, _) in system.iter().enumerate() {
+            selects.push(format!(
+                "SELECT 'system', {i}, (SELECT id FROM messages WHERE system_key = ${} LIMIT 1)",
+                next()
+            ));
+        }
+        let sql = selects.join(" UNION ALL ");
+        let mut q = sqlx::query_as::<_, LookupRow>(&sql);
+        for (case, party, admin) in &cases {
+            q = q.bind(*case).bind(*party).bind(*admin);
+        }
+        for (case, subject) in &subjects {
+            q = q.bind(*case).bind(*subject);
+        }
+        for parent in &parents {
+            q = q.bind(*parent);
+        }
+        for key in &system {
+            q = q.bind(*key);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let i = usize::try_from(row.n).unwrap_or(usize::MAX);
+            match row.kind.as_str() {
+                "case" => {
+                    if let Some((case, party, admin)) = cases.get(i) {
+                        found.visible.insert(
+                            (case.to_string(), party.to_string(), *admin),
+                            row.found.is_some(),
+                        );
+                    }
+                }
+                "thread" => {
+                    if let (Some((case, subject)), Some(thread)) = (subjects.get(i), row.found) {
+                        items[0].threads.keep(
+                            case.to_string(),
+                            subject.to_string(),
+                            thread.clone(),
+                        );
+                        found
+                            .threads
+                            .insert((case.to_string(), subject.to_string()), thread);
+                    }
+                }
+                "parent" => {
+                    if let (Some(parent), Some(thread)) = (parents.get(i), row.found) {
+                        found.parents.insert(parent.to_string(), thread);
+                    }
+                }
+                _ => {
+                    if let (Some(key), Some(_)) = (system.get(i), row.found) {
+                        found.system.insert(key.to_string());
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
+    /// What the items know already: each case checked by its request, each thread known.
+    fn known(items: &[QueueItem]) -> Self {
+        let mut found = Self::default();
+        for item in items {
+            found.visible.insert(
+                (
+                    item.new.case_id.clone(),
+                    item.party_id.clone().unwrap_or_default(),
+                    item.admin,
+                ),
+                true,
+            );
+            if let Some(thread) = &item.known_thread {
+                found.threads.insert(
+                    (item.new.case_id.clone(), item.subject_index.clone()),
+                    thread.clone(),
+                );
+            }
+        }
+        found
+    }
+
+    fn visible(&self, item: &QueueItem) -> bool {
+        let key = (
+            item.new.case_id.clone(),
+            item.party_id.clone().unwrap_or_default(),
+            item.admin,
+        );
+        self.visible.get(&key).copied().unwrap_or(false)
+    }
+
+    fn system_message(&self, key: &str) -> bool {
+        self.system.contains(key)
+    }
+
+    /// The thread an item joins: its parent's for a reply, else its case's thread of its
+    /// subject, if either exists.
+    fn thread(&self, item: &QueueItem) -> Option<&str> {
+        item.new
+            .in_reply_to
+            .as_deref()
+            .and_then(|parent| self.parents.get(parent))
+            .or_else(|| {
+                self.threads
+                    .get(&(item.new.case_id.clone(), item.subject_index.clone()))
+            })
+            .map(String::as_str)
+    }
+}
+
+/// Takes the idempotency keys of the items still going, in one statement: a key taken by
+/// an earlier request (within the time keys are kept), or by an item earlier in this batch,
+/// means its item writes nothing.
+async fn take_keys(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    items: &[QueueItem],
+    outcomes: &mut [Option<Queued>],
+) -> StoreResult<()> {
+    let mut taking: Vec<(usize, &QueueItem, &IdempotencyRecord)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let (Some(idem), None) = (&item.idempotency, &outcomes[i]) else {
+            continue;
+        };
+        let twice = taking
+            .iter()
+            .any(|(_, other, k)| other.party_id == item.party_id && k.key == idem.key);
+        if twice {
+            outcomes[i] = Some(Queued::KeyTaken);
+        } else {
+            taking.push((i, item, idem));
+        }
+    }
+    if taking.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, result, created_at) VALUES {} \
+         ON CONFLICT (party_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
+         result = excluded.result, created_at = excluded.created_at \
+         WHERE idempotency_keys.created_at < excluded.created_at - {} \
+         RETURNING party_id, idem_key",
+        rows_sql(taking.len(), &["", "", "", "", ""]),
+        super::idempotency::KEEP_MICROS
+    );
+    let sql = super::positional(sql, backend);
+    let mut q = sqlx::query_as::<_, (Option<String>, String)>(&sql);
+    for (_, item, idem) in &taking {
+        q = q
+            .bind(item.party_id.as_deref())
+            .bind(idem.key.as_str())
+            .bind(idem.request_hash.as_str())
+            .bind(item.new.id.as_str())
+            .bind(item.now);
+    }
+    let taken = q.fetch_all(&mut *conn).await?;
+    for (i, item, idem) in taking {
+        let stored = taken
+            .iter()
+            .any(|(party, key)| *party == item.party_id && *key == idem.key);
+        if !stored {
+            outcomes[i] = Some(Queued::KeyTaken);
+        }
+    }
+    Ok(())
+}
+
+/// Takes the idempotency keys, opens the threads missing and writes the items that go,
+/// inside the caller's transaction when any of that is to do.
+async fn write_queued(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    items: &[QueueItem],
+    mut outcomes: Vec<Option<Queued>>,
+    mut found: Lookup,
+) -> StoreResult<Vec<Queued>> {
     // Idempotency keys: a key taken (by an earlier request, or earlier in this batch) means
     // this item writes nothing.
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        let (Some(idem), None) = (&item.idempotency, &outcome) else {
-            continue;
-        };
-        let cutoff = item.now - super::idempotency::KEEP_MICROS;
-        let stored = sqlx::query(
-            "INSERT INTO idempotency_keys (party_id, idem_key, request_hash, result, created_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (party_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
-             result = excluded.result, created_at = excluded.created_at \
-             WHERE idempotency_keys.created_at < $6",
-        )
-        .bind(&item.party_id)
-        .bind(&idem.key)
-        .bind(&idem.request_hash)
-        .bind(&item.new.id)
-        .bind(item.now)
-        .bind(cutoff)
-        .execute(&mut *conn)
-        .await?;
-        if stored.rows_affected() == 0 {
-            *outcome = Some(Queued::KeyTaken);
-        }
-    }
+    take_keys(&mut *conn, backend, items, &mut outcomes).await?;
 
-    // A system message answers one occurrence of its event: one that exists already is not
-    // written again (a retried or repeated job).
-    for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {
-        let (Some((_, key)), None) = (&item.new.system, &outcome) else {
-            continue;
-        };
-        let taken = items
-            .iter()
-            .take_while(|other| !std::ptr::eq(*other, item))
-            .any(|other| other.new.system.as_ref().is_some_and(|(_, k)| k == key));
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT id FROM messages WHERE system_key = $1")
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if taken || found.is_some() {
-            *outcome = Some(Queued::KeyTaken);
-        }
-    }
-
-    // Threads: the parent's for a reply, else the case's thread of that subject, opened
-    // by the first message that needs it.
-    let mut threads: std::collections::HashMap<(String, String), String> = Default::default();
-    let mut thread_of: Vec<Option<String>> = items.iter().map(|_| None).collect();
-    for (i, item) in items.iter().enumerate() {
-        if outcomes[i].is_some() {
-            continue;
-        }
-        if let Some(parent) = item.new.in_reply_to.as_deref()
-            && let Some((_, _, Some(thread))) =
-                Store::message_by_rfc_id_in(&mut *conn, parent).await?
+    // Threads missing: each opened by the first message that needs it (another
+    // transaction may open the same one first: then that one is found).
+    let mut opening: Vec<&QueueItem> = Vec::new();
+    for (item, outcome) in items.iter().zip(&outcomes) {
+        if outcome.is_none()
+            && found.thread(item).is_none()
+            && !opening
+                .iter()
+                .any(|o| o.new.case_id == item.new.case_id && o.subject_index == item.subject_index)
         {
-            thread_of[i] = Some(thread);
-            continue;
+            opening.push(item);
         }
-        let key = (item.new.case_id.clone(), item.subject_index.clone());
-        if let Some(thread) = threads.get(&key) {
-            thread_of[i] = Some(thread.clone());
-            continue;
+    }
+    if !opening.is_empty() {
+        let sql = format!(
+            "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at, participants_kept) \
+             VALUES {} ON CONFLICT (case_id, subject_index) DO NOTHING",
+            rows_sql(opening.len(), &["", "", "", "", "'active'", "", "1"])
+        );
+        let mut q = sqlx::query(&sql);
+        for item in &opening {
+            q = q
+                .bind(&item.new_thread)
+                .bind(&item.new.case_id)
+                .bind(item.new_thread_subject.as_deref())
+                .bind(&item.subject_index)
+                .bind(item.now);
         }
-        let find = "SELECT id FROM threads WHERE case_id = $1 AND subject_index = $2";
-        let mut found: Option<String> = sqlx::query_scalar(find)
-            .bind(&key.0)
-            .bind(&key.1)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if found.is_none() {
-            sqlx::query(
-                "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at, participants_kept) \
-                 VALUES ($1, $2, $3, $4, 'active', $5, 1) ON CONFLICT (case_id, subject_index) DO NOTHING",
-            )
-            .bind(&item.new_thread)
-            .bind(&key.0)
-            .bind(item.new_thread_subject.as_deref())
-            .bind(&key.1)
-            .bind(item.now)
-            .execute(&mut *conn)
-            .await?;
-            // Another transaction may have opened the same thread first.
-            found = Some(
-                sqlx::query_scalar(find)
-                    .bind(&key.0)
-                    .bind(&key.1)
-                    .fetch_one(&mut *conn)
-                    .await?,
-            );
+        q.execute(&mut *conn).await?;
+        let selects: Vec<String> = (0..opening.len())
+            .map(|i| {
+                format!(
+                    "SELECT case_id, subject_index, id FROM threads WHERE case_id = ${} AND subject_index = ${}",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect();
+        let sql = selects.join(" UNION ALL ");
+        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+        for item in &opening {
+            q = q.bind(&item.new.case_id).bind(&item.subject_index);
         }
-        let thread = found.unwrap_or_default();
-        threads.insert(key, thread.clone());
-        thread_of[i] = Some(thread);
+        for (case, subject, thread) in q.fetch_all(&mut *conn).await? {
+            found.threads.insert((case, subject), thread);
+        }
+    }
+    let mut thread_of: Vec<Option<String>> = Vec::with_capacity(items.len());
+    for (item, outcome) in items.iter().zip(&outcomes) {
+        thread_of.push(match outcome {
+            None => Some(found.thread(item).map(str::to_string).ok_or_else(|| {
+                StoreError::Internal(anyhow::anyhow!("a thread opened was not found"))
+            })?),
+            Some(_) => None,
+        });
     }
 
     let going: Vec<(usize, &QueueItem, &str)> = items
@@ -1014,8 +1309,11 @@ async fn queue_all(
         .enumerate()
         .filter_map(|(i, item)| thread_of[i].as_deref().map(|t| (i, item, t)))
         .collect();
-    // 31 columns a message: 30 rows stay far below every bound on parameters.
-    for chunk in going.chunks(30) {
+    let all: Vec<&QueueItem> = going.iter().map(|(_, item, _)| *item).collect();
+    for range in chunks(&all, backend) {
+        let chunk = &going[range];
+        // One round trip for all of the chunk's rows on PostgreSQL.
+        let mut writes = super::writes::Writes::new(backend);
         let sql = format!(
             "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, \
              template_id, language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, \
@@ -1060,12 +1358,11 @@ async fn queue_all(
                 ]
             )
         );
-        let sql = super::positional(sql, backend);
-        let mut q = sqlx::query(&sql);
+        let mut values = writes.add(&sql);
         for (_, item, thread) in chunk {
             let new = &item.new;
             let evidence = new.evidence.as_ref();
-            q = q
+            values
                 .bind(new.id.as_str())
                 .bind(new.case_id.as_str())
                 .bind(new.message_type.as_str())
@@ -1098,21 +1395,18 @@ async fn queue_all(
                 .bind((new.status == MessageStatus::Sent).then_some(item.now))
                 .bind(i32::from(!new.attachments.is_empty()));
         }
-        q.execute(&mut *conn).await?;
 
         let sql = format!(
             "INSERT INTO message_events (message_id, event, at) VALUES {}",
             rows_sql(chunk.len(), &["", "", ""])
         );
-        let sql = super::positional(sql, backend);
-        let mut q = sqlx::query(&sql);
+        let mut values = writes.add(&sql);
         for (_, item, _) in chunk {
-            q = q
+            values
                 .bind(item.new.id.as_str())
                 .bind(item.new.status.as_str())
                 .bind(item.now);
         }
-        q.execute(&mut *conn).await?;
 
         let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = chunk
             .iter()
@@ -1122,7 +1416,7 @@ async fn queue_all(
                     .map(move |p| (*thread, p, item.now))
             })
             .collect();
-        Store::keep_participants(&mut *conn, &joined).await?;
+        Store::keep_participants(&mut writes, &joined);
 
         let attached: Vec<(&str, usize, &str)> = chunk
             .iter()
@@ -1139,14 +1433,13 @@ async fn queue_all(
                 "INSERT INTO message_attachments (message_id, ordinal, document_id) VALUES {}",
                 rows_sql(part.len(), &["", "", ""])
             );
-            let mut q = sqlx::query(&sql);
+            let mut values = writes.add(&sql);
             for (message, position, document) in part {
-                q = q
+                values
                     .bind(*message)
                     .bind(i32::try_from(*position).unwrap_or(i32::MAX))
                     .bind(*document);
             }
-            q.execute(&mut *conn).await?;
         }
 
         // Only a queued message has a delivery to make.
@@ -1173,30 +1466,27 @@ async fn queue_all(
                 ]
             )
         );
-        let sql = super::positional(sql, backend);
-        let mut q = sqlx::query(&sql);
-        for (_, item, _) in &queued {
-            q = q
-                .bind(item.job_id.as_str())
-                .bind(item.new.id.as_str())
-                .bind(item.new.priority.rank())
-                .bind(item.new.run_at)
-                .bind(item.now)
-                .bind(item.now)
-                .bind(item.new.trace_parent.as_deref());
-        }
         if !queued.is_empty() {
-            q.execute(&mut *conn).await?;
+            let mut values = writes.add(&sql);
+            for (_, item, _) in &queued {
+                values
+                    .bind(item.job_id.as_str())
+                    .bind(item.new.id.as_str())
+                    .bind(item.new.priority.rank())
+                    .bind(item.new.run_at)
+                    .bind(item.now)
+                    .bind(item.now)
+                    .bind(item.new.trace_parent.as_deref());
+            }
         }
 
         let sql = format!(
             "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) VALUES {}",
             rows_sql(chunk.len(), &["", "", "", "", "'message'", "", ""])
         );
-        let sql = super::positional(sql, backend);
-        let mut q = sqlx::query(&sql);
+        let mut values = writes.add(&sql);
         for (_, item, _) in chunk {
-            q = q
+            values
                 .bind(item.new.case_id.as_str())
                 .bind(item.party_id.as_deref())
                 .bind(item.actor_name.as_str())
@@ -1208,7 +1498,7 @@ async fn queue_all(
                 .bind(item.new.id.as_str())
                 .bind(item.now);
         }
-        q.execute(&mut *conn).await?;
+        writes.run(&mut *conn).await?;
     }
     for (i, item, thread) in going {
         outcomes[i] = Some(Queued::Created(Box::new(item.view(thread.to_string()))));

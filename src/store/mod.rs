@@ -30,6 +30,7 @@ pub mod system;
 mod templates;
 mod threads;
 mod webhooks;
+mod writes;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,8 +49,8 @@ pub use idempotency::Replay;
 pub use inbound::{InboundSms, Ingested, MailboxProgress, UnmatchedMail};
 pub use jobs::{AttemptRecord, Delivered, Delivering, DeliveryAttempt, Outgoing};
 pub use messages::{
-    AttachmentView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage, Queued,
-    StatusEvent,
+    Access, AttachmentView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage,
+    Queued, StatusEvent,
 };
 pub use notes::{NewNote, Note, NoteFilter};
 pub use parties::TokenInfo;
@@ -145,8 +146,20 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// The database, shared: a clone is one more handle on the same pools, keys and commit
+/// pipelines (cloned for every request, so one reference count).
 #[derive(Clone)]
-pub struct Store {
+pub struct Store(Arc<StoreInner>);
+
+impl std::ops::Deref for Store {
+    type Target = StoreInner;
+
+    fn deref(&self) -> &StoreInner {
+        &self.0
+    }
+}
+
+pub struct StoreInner {
     /// Readers. On PostgreSQL also the writers.
     pool: AnyPool,
     /// Writers. On SQLite one connection, so writers queue in the process instead of
@@ -171,6 +184,8 @@ pub struct Store {
     webhook_outcomes: pipeline::Batcher<webhooks::WebhookOutcome, ()>,
     /// Tokens this process has verified, for the send path.
     known_tokens: Arc<parties::KnownTokens>,
+    /// Threads this process has read, for the send path.
+    known_threads: Arc<threads::KnownThreads>,
 }
 
 impl std::fmt::Debug for Store {
@@ -256,24 +271,27 @@ impl Store {
                 .before_acquire(ping_when_idle)
                 .connect_lazy(url)
                 .context("connecting to PostgreSQL")?;
-            return Ok(Self {
+            return Ok(Self(Arc::new(StoreInner {
                 side,
                 queued: pipeline::Batcher::start(
                     pool.clone(),
                     Backend::Postgres,
                     lanes,
+                    pipeline::Mode::NewWork,
                     messages::queue_batch,
                 ),
                 finishes: pipeline::Batcher::start(
                     pool.clone(),
                     Backend::Postgres,
                     lanes,
+                    pipeline::Mode::Outcomes,
                     jobs::finish_batch,
                 ),
                 webhook_outcomes: pipeline::Batcher::start(
                     pool.clone(),
                     Backend::Postgres,
                     lanes,
+                    pipeline::Mode::Outcomes,
                     webhooks::webhook_outcome_batch,
                 ),
                 subject_keys: match explicit {
@@ -288,10 +306,11 @@ impl Store {
                 writer: pool.clone(),
                 pool,
                 known_tokens: Arc::default(),
+                known_threads: Arc::default(),
                 backend: Backend::Postgres,
                 sqlite_file: None,
                 keys,
-            });
+            })));
         }
         let url = sqlite_url(url)?;
         let sqlite_file = url
@@ -337,34 +356,38 @@ impl Store {
             }
             (None, None) => subject_keys::KeyStore::connect(&url).await?,
         };
-        Ok(Self {
+        Ok(Self(Arc::new(StoreInner {
             subject_keys,
             queued: pipeline::Batcher::start(
                 writer.clone(),
                 Backend::Sqlite,
                 1,
+                pipeline::Mode::NewWork,
                 messages::queue_batch,
             ),
             finishes: pipeline::Batcher::start(
                 writer.clone(),
                 Backend::Sqlite,
                 1,
+                pipeline::Mode::Outcomes,
                 jobs::finish_batch,
             ),
             webhook_outcomes: pipeline::Batcher::start(
                 writer.clone(),
                 Backend::Sqlite,
                 1,
+                pipeline::Mode::Outcomes,
                 webhooks::webhook_outcome_batch,
             ),
             side: pool.clone(),
             pool,
             writer,
             known_tokens: Arc::default(),
+            known_threads: Arc::default(),
             backend: Backend::Sqlite,
             sqlite_file,
             keys,
-        })
+        })))
     }
 
     /// A write transaction. On SQLite it takes the write lock at `BEGIN IMMEDIATE`, waiting

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
 use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -30,10 +31,36 @@ const MAX_BATCH: usize = 256;
 /// Items waiting for a lane at most; submitters wait beyond that (backpressure).
 const QUEUE: usize = 4096;
 
-/// Writes a batch of items on a connection inside the batch's transaction: one output per
-/// item, in order.
+/// Writes a batch of items on a connection: one output per item, in order. Inside the
+/// lane's transaction, or in the writer's own (see [`Mode`]).
 pub(crate) type WriteBatch<I, O> =
     for<'c> fn(&'c mut AnyConnection, Backend, &'c [I]) -> BoxFuture<'c, StoreResult<Vec<O>>>;
+
+/// How a lane runs the batches of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Outcomes of work done outside the database (mail sent, webhooks delivered): in a
+    /// transaction of the lane's, on a connection asked first whether the server still
+    /// answers. A batch that failed would do that work again.
+    Outcomes,
+    /// New work (sends): the writer opens a transaction only when its statements need one
+    /// (see [`begin`]), since on PostgreSQL a single statement commits on its own, in the
+    /// same round trip. A batch that fails loses nothing (no caller has been answered, and
+    /// each item is tried again alone), so the connection is not asked first.
+    NewWork,
+}
+
+/// A transaction on `conn` that can write at once: on SQLite it takes the write lock when
+/// it begins, so it never fails half-way for want of it.
+pub(crate) async fn begin(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> sqlx::Result<sqlx::Transaction<'_, sqlx::Any>> {
+    match backend {
+        Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => conn.begin().await,
+    }
+}
 
 type Pending<I, O> = (I, oneshot::Sender<StoreResult<O>>);
 
@@ -63,6 +90,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
         writer: AnyPool,
         backend: Backend,
         lanes: usize,
+        mode: Mode,
         write: WriteBatch<I, O>,
     ) -> Self {
         let (queue, incoming) = mpsc::channel::<Pending<I, O>>(QUEUE);
@@ -71,6 +99,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
             let lane = Lane {
                 writer: writer.clone(),
                 backend,
+                mode,
                 write,
                 incoming: incoming.clone(),
             };
@@ -94,17 +123,29 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
 struct Lane<I, O> {
     writer: AnyPool,
     backend: Backend,
+    mode: Mode,
     write: WriteBatch<I, O>,
     incoming: Arc<Mutex<mpsc::Receiver<Pending<I, O>>>>,
 }
 
 impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
     async fn run(self) {
+        // The connection of the last batch, kept while more work is waiting (see `holds`):
+        // under load the lane writes batch after batch without queueing for a connection
+        // behind the requests' reads; idle, it holds none.
+        let mut held: Option<PoolConnection<sqlx::Any>> = None;
         loop {
             let batch = {
                 let mut incoming = self.incoming.lock().await;
-                let Some(first) = incoming.recv().await else {
-                    return;
+                let first = match incoming.try_recv() {
+                    Ok(first) => first,
+                    Err(_) => {
+                        held = None;
+                        let Some(first) = incoming.recv().await else {
+                            return;
+                        };
+                        first
+                    }
                 };
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -116,7 +157,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
                 batch
             };
             let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
-            match self.transaction(&items).await {
+            match self.transaction(&items, &mut held).await {
                 Ok(outputs) if outputs.len() == items.len() => {
                     for (reply, output) in replies.into_iter().zip(outputs) {
                         // A caller that gave up (its request was dropped) no longer listens.
@@ -147,15 +188,16 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
                 // One bad item costs only its own caller: each again, alone.
                 Err(_) => {
                     for (item, reply) in items.iter().zip(replies) {
-                        let alone = self.transaction(std::slice::from_ref(item)).await.and_then(
-                            |mut outputs| {
+                        let alone = self
+                            .transaction(std::slice::from_ref(item), &mut held)
+                            .await
+                            .and_then(|mut outputs| {
                                 outputs.pop().ok_or_else(|| {
                                     StoreError::Internal(anyhow::anyhow!(
                                         "a batch writer gave no output"
                                     ))
                                 })
-                            },
-                        );
+                            });
                         let _ = reply.send(alone);
                     }
                 }
@@ -163,23 +205,52 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
         }
     }
 
-    async fn transaction(&self, items: &[I]) -> StoreResult<Vec<O>> {
-        let mut conn = self.live_connection().await?;
-        let mut tx = match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => conn.begin().await?,
+    /// Whether the lane keeps its connection between batches: only a PostgreSQL lane of new
+    /// work. SQLite's one writing connection is every writer's; outcome lanes (a batch
+    /// after each delivery round) leave the pool's connections to the reads that claim.
+    fn holds(&self) -> bool {
+        self.backend == Backend::Postgres && self.mode == Mode::NewWork
+    }
+
+    /// Writes `items` on the held connection, or one taken from the pool (and held, if the
+    /// lane holds one). A connection the database could not be reached on is closed: the
+    /// pool opens another.
+    async fn transaction(
+        &self,
+        items: &[I],
+        held: &mut Option<PoolConnection<sqlx::Any>>,
+    ) -> StoreResult<Vec<O>> {
+        let mut conn = match held.take() {
+            Some(conn) => conn,
+            None if self.mode == Mode::Outcomes => self.live_connection().await?,
+            None => self.writer.acquire().await?,
         };
-        let outputs = (self.write)(&mut tx, self.backend, items).await?;
-        tx.commit().await?;
-        Ok(outputs)
+        let written = match self.mode {
+            Mode::NewWork => (self.write)(&mut conn, self.backend, items).await,
+            Mode::Outcomes => {
+                async {
+                    let mut tx = begin(&mut conn, self.backend).await?;
+                    let outputs = (self.write)(&mut tx, self.backend, items).await?;
+                    tx.commit().await?;
+                    Ok(outputs)
+                }
+                .await
+            }
+        };
+        if let Err(StoreError::Unavailable(_)) = &written {
+            let _ = conn.close().await;
+        } else if self.holds() {
+            *held = Some(conn);
+        }
+        written
     }
 
     /// A connection the server still answers on. The pool pings only connections idle for a
-    /// while; a batch asks every time, once for all its items: a batch that failed on a
-    /// connection the server had just dropped would fail the outcomes of mail already sent,
-    /// and that mail would go again. A connection that does not answer is closed and
-    /// another taken.
-    async fn live_connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+    /// while; a batch of outcomes asks every time, once for all its items: a batch that
+    /// failed on a connection the server had just dropped would fail the outcomes of mail
+    /// already sent, and that mail would go again. A connection that does not answer is
+    /// closed and another taken.
+    async fn live_connection(&self) -> StoreResult<PoolConnection<sqlx::Any>> {
         if self.backend == Backend::Sqlite {
             return Ok(self.writer.acquire().await?);
         }
@@ -238,7 +309,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let batcher = Batcher::start(pool.clone(), Backend::Sqlite, 1, write);
+        let batcher = Batcher::start(pool.clone(), Backend::Sqlite, 1, Mode::Outcomes, write);
         let results = futures_util::future::join_all((0..40).map(|i| batcher.submit(i))).await;
         for (i, result) in (0..40).zip(&results) {
             match (i, result) {

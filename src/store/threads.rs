@@ -102,6 +102,41 @@ pub(super) fn thread_context(id: &str) -> String {
     format!("thread:{id}")
 }
 
+/// Threads this process has read, by case and subject index. A thread, once made, stays
+/// the thread of its case and subject for as long as the case can be written to (only an
+/// erasure, after which nothing more is sent, unlinks them), so a send that finds its
+/// thread here need not read it. Only threads read from the database are kept, so never
+/// one whose transaction might still roll back.
+#[derive(Debug, Default)]
+pub(crate) struct KnownThreads {
+    by_subject: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+}
+
+/// Threads kept at most; past that the list starts again empty.
+const KNOWN_THREADS: usize = 10_000;
+
+impl KnownThreads {
+    pub(crate) fn get(&self, case_id: &str, subject_index: &str) -> Option<String> {
+        self.lock()
+            .get(&(case_id.to_string(), subject_index.to_string()))
+            .cloned()
+    }
+
+    pub(crate) fn keep(&self, case_id: String, subject_index: String, thread_id: String) {
+        let mut known = self.lock();
+        if known.len() >= KNOWN_THREADS {
+            known.clear();
+        }
+        known.insert((case_id, subject_index), thread_id);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), String>> {
+        self.by_subject.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Store {
     /// The addresses and numbers of an envelope as participants of a thread, sealed (what is
     /// not an address, such as a system message's sender, is left out).
@@ -318,31 +353,26 @@ impl Store {
 
     /// The participants of a message's envelope join its thread (what is there already is
     /// left), inside the caller's transaction.
-    pub(crate) async fn keep_participants(
-        conn: &mut AnyConnection,
-        rows: &[(&str, &NewParticipant, Micros)],
-    ) -> sqlx::Result<()> {
+    pub(crate) fn keep_participants<'q>(
+        writes: &mut super::writes::Writes<'q>,
+        rows: &[(&'q str, &'q NewParticipant, Micros)],
+    ) {
         for chunk in rows.chunks(100) {
-            if chunk.is_empty() {
-                continue;
-            }
             let sql = format!(
                 "INSERT INTO thread_participants (id, thread_id, participant_index, participant_sealed, first_at) \
                  VALUES {} ON CONFLICT (thread_id, participant_index) DO NOTHING",
                 super::rows_sql(chunk.len(), &["", "", "", "", ""])
             );
-            let mut q = sqlx::query(&sql);
+            let mut values = writes.add(&sql);
             for (thread, p, at) in chunk {
-                q = q
+                values
                     .bind(p.id.as_str())
                     .bind(*thread)
                     .bind(p.index.as_str())
                     .bind(p.sealed.as_slice())
                     .bind(*at);
             }
-            q.execute(&mut *conn).await?;
         }
-        Ok(())
     }
 
     /// The thread of the message whose `Message-ID` is `rfc_id`, with its case.

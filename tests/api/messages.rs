@@ -889,3 +889,125 @@ async fn a_reply_carries_in_reply_to_and_references() {
         .await;
     assert_problem(r, 422, "validation_failed").await;
 }
+
+/// Sends arriving together share the commit pipeline's batches: each is still decided on
+/// its own. A key used by several at once queues one message and replays it to the others;
+/// a subject new to its case opens one thread however many of its sends come together, and
+/// never another case's; other tenants' cases stay 404 in the same batches.
+#[tokio::test]
+async fn sends_at_once_share_batches_and_each_is_decided_on_its_own() {
+    let app = spawn_app().await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let second = app.create_case(&party, None).await["caseId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stranger = app.party(PartyKind::Creditor, "Stranger").await;
+    let foreign = app.create_case(&stranger, None).await["caseId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |case: &str| format!("/api/cases/{case}/messages");
+    let email = |subject: String| json!({"messageType": "email", "to": "debtor@example.com", "subject": subject, "body": "b"});
+
+    // (case, body, key): 8 with one key, 8 with keys of their own, 8 on one new subject of
+    // each case, 8 on subjects of their own, 4 into another tenant's case.
+    let mut requests: Vec<(String, Value, Option<String>)> = Vec::new();
+    for i in 0..8 {
+        requests.push((
+            case_id.clone(),
+            email("Keyed".into()),
+            Some("one-key".into()),
+        ));
+        requests.push((
+            case_id.clone(),
+            email("Keyed".into()),
+            Some(format!("key-{i}")),
+        ));
+        requests.push((case_id.clone(), email("Shared".into()), None));
+        requests.push((second.clone(), email("Shared".into()), None));
+        requests.push((case_id.clone(), email(format!("Own {i}")), None));
+    }
+    for _ in 0..4 {
+        requests.push((foreign.clone(), email("Shared".into()), None));
+    }
+    let answers = futures_util::future::join_all(requests.iter().map(|(case, body, key)| {
+        let mut r = app
+            .request(reqwest::Method::POST, &party.token, &path(case))
+            .json(body);
+        if let Some(key) = key {
+            r = r.header("Idempotency-Key", key.as_str());
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+
+    let mut one_key = std::collections::HashSet::new();
+    let mut shared_threads = std::collections::HashMap::new();
+    let mut own_threads = std::collections::HashSet::new();
+    for ((case, body, key), (status, answer)) in requests.iter().zip(&answers) {
+        if *case == foreign {
+            assert_eq!(*status, 404, "{answer}");
+            assert_eq!(answer["code"], "not_found");
+            continue;
+        }
+        assert_eq!(*status, 201, "{answer}");
+        let thread = answer["threadId"].as_str().unwrap().to_string();
+        if key.as_deref() == Some("one-key") {
+            one_key.insert(answer["messageId"].as_str().unwrap().to_string());
+        } else if body["subject"] == "Shared" {
+            shared_threads
+                .entry(case.clone())
+                .or_insert_with(std::collections::HashSet::new)
+                .insert(thread);
+        } else if body["subject"] != "Keyed" {
+            own_threads.insert(thread);
+        }
+    }
+    assert_eq!(one_key.len(), 1, "one message for the one key");
+    assert_eq!(own_threads.len(), 8, "a thread for each subject of its own");
+    assert_eq!(shared_threads.len(), 2);
+    let first = &shared_threads[&case_id];
+    let other = &shared_threads[&second];
+    assert_eq!(first.len(), 1, "one thread for the subject in its case");
+    assert_eq!(other.len(), 1, "one thread for the subject in its case");
+    assert_ne!(first, other, "each case its own thread");
+    // Later sends find their thread known to the process: still each case's own.
+    for _ in 0..3 {
+        for (case, threads) in [(&case_id, first), (&second, other)] {
+            let r = send(&app, &party, case, &email("Shared".into())).await;
+            assert_eq!(r.status(), 201);
+            let thread = r.json::<Value>().await.unwrap()["threadId"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(threads.contains(&thread), "{thread} is its case's thread");
+        }
+    }
+
+    // 1 + 8 keyed, 8 shared and 8 of their own in the first case; 8 in the second.
+    let total = |case: String| {
+        let app = &app;
+        let token = party.token.clone();
+        async move {
+            let list: Value = app.get(&token, &path(&case)).await.json().await.unwrap();
+            list["totalCount"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(total(case_id.clone()).await, 28);
+    assert_eq!(total(second.clone()).await, 11);
+    let threads: Value = app
+        .get(&party.token, &format!("/api/cases/{case_id}/threads"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // "Keyed", "Shared" and the eight subjects of their own.
+    assert_eq!(threads["threads"].as_array().unwrap().len(), 10);
+    // Each accepted message is queued for delivery exactly once.
+    assert_eq!(app.deliver_due().await, 39);
+}
