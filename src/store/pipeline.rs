@@ -3,16 +3,17 @@
 //! Writes of one kind (queueing a message, recording a delivery outcome) are submitted to a
 //! [`Batcher`] as items, prepared beforehand (sealed, indexed) so that writing them needs
 //! nothing but a connection. A lane takes the first item that arrives, then every item that
-//! has arrived meanwhile (while the previous batch was being committed), writes them all
+//! has arrived meanwhile (while the previous batch was being written), and writes them all
 //! with one call of the kind's batch writer (multi-row statements: one for all their
-//! messages, one for all their jobs, …) in a single transaction, and commits once. Only
-//! then does each caller get its result: a response is never sent before its own data is
-//! durable.
+//! messages, one for all their jobs, …), committed once: in a transaction of the lane's for
+//! outcomes, or as the writer decides for new work ([`Mode`]; on PostgreSQL a batch of
+//! sends is often one statement, which commits on its own). Only then does each caller get
+//! its result: a response is never sent before its own data is durable.
 //!
 //! An item whose write cannot happen (an invisible case, an idempotency key already taken)
 //! decides so from reads before anything is written, and writes nothing. When a batch fails
-//! with an error, it is rolled back and its items are written again one transaction each,
-//! so one bad item costs only its own caller.
+//! with an error, nothing of it stays (rolled back, or a single statement that failed whole)
+//! and its items are written again one at a time, so one bad item costs only its own caller.
 //!
 //! SQLite has one writer, so it gets one lane; PostgreSQL gets several, each on its own
 //! connection, so batches overlap with each other's commits.
