@@ -124,9 +124,160 @@ fn sending_sql(channel: Channel, count_recent: bool, recipients: usize) -> Strin
     )
 }
 
+/// One send's read ([`Store::case_for_sending`]), made with those of other sends in one
+/// statement on PostgreSQL ([`read_sending_batch`]).
+#[derive(Debug)]
+pub(crate) struct SendingRead {
+    case_id: String,
+    party_id: String,
+    admin: i64,
+    token_id: String,
+    now: Micros,
+    channel: Channel,
+    recent_since: Option<Micros>,
+    /// The suppression indexes of the recipients the request names.
+    recipients: Vec<String>,
+}
+
+/// The reads of several sends of one channel in one statement: the sends as a `VALUES` table
+/// `r` joined to their cases, their named recipients as another (`x`). The same facts as
+/// [`sending_sql`], each send's row numbered by its place. Both tables are padded to a power
+/// of two with rows that match nothing, so the statement has few shapes and PostgreSQL keeps
+/// a plan for each.
+fn batched_sending_sql(channel: Channel, count_recent: bool, sends: usize, named: usize) -> String {
+    let (channel, debtor_index) = match channel {
+        Channel::Email => ("email", "debtor_email_index"),
+        Channel::Sms => ("sms", "debtor_phone_index"),
+    };
+    // Each placeholder cast: PostgreSQL cannot infer a type for a `VALUES` of placeholders.
+    let table = |rows: usize, types: &[&str], first: usize| -> String {
+        (0..rows)
+            .map(|row| {
+                let cells: Vec<String> = types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| format!("CAST(${} AS {ty})", first + row * types.len() + i))
+                    .collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    const SENDS: [&str; 7] = [
+        "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT", "BIGINT",
+    ];
+    let sends_table = table(sends, &SENDS, 1);
+    let named_table = table(named, &["BIGINT", "TEXT"], 1 + sends * SENDS.len());
+    let recent = if count_recent {
+        format!(
+            "(SELECT COUNT(*) FROM messages m WHERE m.message_type = '{channel}' \
+             AND m.direction = 'outbound' AND m.created_at >= r.since AND m.status <> 'failed' AND m.case_id IN ( \
+               SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
+                 OR (c.{debtor_index} IS NOT NULL AND c2.{debtor_index} = c.{debtor_index})))"
+        )
+    } else {
+        "-1".to_string()
+    };
+    format!(
+        "WITH r (n, case_id, party_id, admin, token_id, at, since) AS (VALUES {sends_table}), \
+         x (n, value_index) AS (VALUES {named_table}) \
+         SELECT r.n AS n, {}, {}, {recent} AS recent, \
+         (SELECT COUNT(*) FROM suppressions s JOIN x ON x.value_index = s.value_index \
+           WHERE x.n = r.n AND s.channel = '{channel}') AS suppressed, \
+         (SELECT COUNT(*) FROM tokens t WHERE t.id = r.token_id AND t.revoked_at IS NULL \
+           AND (t.expires_at IS NULL OR t.expires_at > r.at)) AS token_live \
+         FROM r JOIN cases c ON c.id = r.case_id \
+           AND (c.creditor_id = r.party_id OR c.partner_id = r.party_id OR r.admin = 1) \
+         LEFT JOIN preferences pr ON pr.case_id = c.id",
+        case_columns!(),
+        super::preferences::PREFERENCE_COLUMNS,
+    )
+}
+
+/// The batch reader of sends' reads (a [`super::pipeline::Batcher`], PostgreSQL only): one
+/// statement for the sends of each channel in the batch. A statement costs the server a
+/// wake-up, its protocol and the start of an executor, several times what reading one case
+/// takes; concurrent sends share that.
+pub(crate) fn read_sending_batch<'c>(
+    conn: &'c mut AnyConnection,
+    _backend: super::Backend,
+    items: &'c [SendingRead],
+) -> futures_util::future::BoxFuture<'c, StoreResult<Vec<Option<SendingRow>>>> {
+    Box::pin(async move {
+        let mut rows: Vec<Option<SendingRow>> = items.iter().map(|_| None).collect();
+        for channel in [Channel::Email, Channel::Sms] {
+            let sends: Vec<(usize, &SendingRead)> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| item.channel == channel)
+                .collect();
+            if sends.is_empty() {
+                continue;
+            }
+            let count_recent = sends.iter().any(|(_, s)| s.recent_since.is_some());
+            let named: usize = sends.iter().map(|(_, s)| s.recipients.len()).sum();
+            let (width, named_width) = (
+                sends.len().next_power_of_two(),
+                named.max(1).next_power_of_two(),
+            );
+            let sql = batched_sending_sql(channel, count_recent, width, named_width);
+            let mut q = sqlx::query_as::<_, NumberedSendingRow>(&sql);
+            for (i, send) in &sends {
+                q = q
+                    .bind(i64::try_from(*i).unwrap_or(i64::MAX))
+                    .bind(send.case_id.as_str())
+                    .bind(send.party_id.as_str())
+                    .bind(send.admin)
+                    .bind(send.token_id.as_str())
+                    .bind(send.now)
+                    .bind(send.recent_since);
+            }
+            for _ in sends.len()..width {
+                q = q
+                    .bind(None::<i64>)
+                    .bind(None::<String>)
+                    .bind(None::<String>)
+                    .bind(None::<i64>)
+                    .bind(None::<String>)
+                    .bind(None::<i64>)
+                    .bind(None::<i64>);
+            }
+            for (i, send) in &sends {
+                for r in &send.recipients {
+                    q = q
+                        .bind(i64::try_from(*i).unwrap_or(i64::MAX))
+                        .bind(r.as_str());
+                }
+            }
+            for _ in named..named_width {
+                q = q.bind(None::<i64>).bind(None::<String>);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                let Some(i) = usize::try_from(row.n).ok().filter(|i| *i < items.len()) else {
+                    continue;
+                };
+                let mut found = row.row;
+                if items[i].recipients.is_empty() {
+                    found.suppressed = -1;
+                }
+                rows[i] = Some(found);
+            }
+        }
+        Ok(rows)
+    })
+}
+
+/// A row of [`read_sending_batch`]: the send's place in the batch, and its row.
+#[derive(sqlx::FromRow)]
+struct NumberedSendingRow {
+    n: i64,
+    #[sqlx(flatten)]
+    row: SendingRow,
+}
+
 /// The row of [`sending_sql`].
 #[derive(sqlx::FromRow)]
-struct SendingRow {
+pub(crate) struct SendingRow {
     #[sqlx(flatten)]
     case: CaseRow,
     #[sqlx(flatten)]
@@ -386,20 +537,42 @@ impl Store {
         recipients: &[&str],
         recent_since: Option<Micros>,
     ) -> StoreResult<Option<SendingFacts>> {
-        let sql = sending_sql(channel, recent_since.is_some(), recipients.len());
-        let mut q = sqlx::query_as::<_, SendingRow>(&sql)
-            .bind(case_id)
-            .bind(actor.party_id.as_str())
-            .bind(admin_flag(actor))
-            .bind(actor.token_id.as_str())
-            .bind(now_micros());
-        if let Some(since) = recent_since {
-            q = q.bind(since);
-        }
-        for r in recipients {
-            q = q.bind(self.suppression_index(channel.as_str(), r));
-        }
-        let Some(row) = q.fetch_optional(&self.pool).await? else {
+        let indexes = recipients
+            .iter()
+            .map(|r| self.suppression_index(channel.as_str(), r));
+        let found = match &self.sending_reads {
+            Some(reads) => {
+                reads
+                    .submit(SendingRead {
+                        case_id: case_id.to_string(),
+                        party_id: actor.party_id.as_str().to_string(),
+                        admin: admin_flag(actor),
+                        token_id: actor.token_id.clone(),
+                        now: now_micros(),
+                        channel,
+                        recent_since,
+                        recipients: indexes.collect(),
+                    })
+                    .await?
+            }
+            None => {
+                let sql = sending_sql(channel, recent_since.is_some(), recipients.len());
+                let mut q = sqlx::query_as::<_, SendingRow>(&sql)
+                    .bind(case_id)
+                    .bind(actor.party_id.as_str())
+                    .bind(admin_flag(actor))
+                    .bind(actor.token_id.as_str())
+                    .bind(now_micros());
+                if let Some(since) = recent_since {
+                    q = q.bind(since);
+                }
+                for index in indexes {
+                    q = q.bind(index);
+                }
+                q.fetch_optional(&self.pool).await?
+            }
+        };
+        let Some(row) = found else {
             // No case to show: unless the token is what is wrong.
             return if self.token_valid(&actor.token_id).await? {
                 Ok(None)

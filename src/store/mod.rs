@@ -176,6 +176,9 @@ pub struct StoreInner {
     keys: Arc<KeyRing>,
     /// The keys of data subjects, apart from the database.
     subject_keys: subject_keys::KeyStore,
+    /// Sends' reads of their cases, several in one statement (PostgreSQL; on SQLite, in the
+    /// process, each reads alone).
+    sending_reads: Option<pipeline::Batcher<cases::SendingRead, Option<cases::SendingRow>>>,
     /// Group commit of queued messages.
     queued: pipeline::Batcher<messages::QueueItem, Queued>,
     /// Group commit of delivery outcomes.
@@ -273,6 +276,13 @@ impl Store {
                 .context("connecting to PostgreSQL")?;
             return Ok(Self(Arc::new(StoreInner {
                 side,
+                sending_reads: Some(pipeline::Batcher::start(
+                    pool.clone(),
+                    Backend::Postgres,
+                    1,
+                    pipeline::Mode::Reads,
+                    cases::read_sending_batch,
+                )),
                 queued: pipeline::Batcher::start(
                     pool.clone(),
                     Backend::Postgres,
@@ -358,6 +368,7 @@ impl Store {
         };
         Ok(Self(Arc::new(StoreInner {
             subject_keys,
+            sending_reads: None,
             queued: pipeline::Batcher::start(
                 writer.clone(),
                 Backend::Sqlite,

@@ -49,6 +49,9 @@ pub(crate) enum Mode {
     /// same round trip. A batch that fails loses nothing (no caller has been answered, and
     /// each item is tried again alone), so the connection is not asked first.
     NewWork,
+    /// Reads: no transaction, and nothing lost when a batch fails (each is read again
+    /// alone).
+    Reads,
 }
 
 /// A transaction on `conn` that can write at once: on SQLite it takes the write lock when
@@ -210,7 +213,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
     /// work. SQLite's one writing connection is every writer's; outcome lanes (a batch
     /// after each delivery round) leave the pool's connections to the reads that claim.
     fn holds(&self) -> bool {
-        self.backend == Backend::Postgres && self.mode == Mode::NewWork
+        self.backend == Backend::Postgres && self.mode != Mode::Outcomes
     }
 
     /// Writes `items` on the held connection, or one taken from the pool (and held, if the
@@ -227,7 +230,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
             None => self.writer.acquire().await?,
         };
         let written = match self.mode {
-            Mode::NewWork => (self.write)(&mut conn, self.backend, items).await,
+            Mode::NewWork | Mode::Reads => (self.write)(&mut conn, self.backend, items).await,
             Mode::Outcomes => {
                 async {
                     let mut tx = begin(&mut conn, self.backend).await?;

@@ -931,6 +931,14 @@ async fn sends_at_once_share_batches_and_each_is_decided_on_its_own() {
     for _ in 0..4 {
         requests.push((foreign.clone(), email("Shared".into()), None));
     }
+    // SMS among them: a batch of reads mixes the channels.
+    for _ in 0..6 {
+        requests.push((
+            second.clone(),
+            json!({"messageType": "sms", "to": "+4587654321", "body": "b"}),
+            None,
+        ));
+    }
     let answers = futures_util::future::join_all(requests.iter().map(|(case, body, key)| {
         let mut r = app
             .request(reqwest::Method::POST, &party.token, &path(case))
@@ -964,6 +972,9 @@ async fn sends_at_once_share_batches_and_each_is_decided_on_its_own() {
                 .entry(case.clone())
                 .or_insert_with(std::collections::HashSet::new)
                 .insert(thread);
+        } else if body["messageType"] == "sms" {
+            assert_eq!(answer["messageType"], "sms");
+            assert_eq!(answer["caseId"], second.as_str());
         } else if body["subject"] != "Keyed" {
             own_threads.insert(thread);
         }
@@ -989,7 +1000,8 @@ async fn sends_at_once_share_batches_and_each_is_decided_on_its_own() {
         }
     }
 
-    // 1 + 8 keyed, 8 shared and 8 of their own in the first case; 8 in the second.
+    // 1 + 8 keyed, 8 shared and 8 of their own in the first case, 3 more later; 8 shared,
+    // 6 SMS and 3 later in the second.
     let total = |case: String| {
         let app = &app;
         let token = party.token.clone();
@@ -999,7 +1011,7 @@ async fn sends_at_once_share_batches_and_each_is_decided_on_its_own() {
         }
     };
     assert_eq!(total(case_id.clone()).await, 28);
-    assert_eq!(total(second.clone()).await, 11);
+    assert_eq!(total(second.clone()).await, 17);
     let threads: Value = app
         .get(&party.token, &format!("/api/cases/{case_id}/threads"))
         .await
@@ -1009,5 +1021,5 @@ async fn sends_at_once_share_batches_and_each_is_decided_on_its_own() {
     // "Keyed", "Shared" and the eight subjects of their own.
     assert_eq!(threads["threads"].as_array().unwrap().len(), 10);
     // Each accepted message is queued for delivery exactly once.
-    assert_eq!(app.deliver_due().await, 39);
+    assert_eq!(app.deliver_due().await, 45);
 }
