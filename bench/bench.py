@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -352,6 +353,21 @@ def latency(port, token, path, samples):
     return times[len(times) // 2], times[int(len(times) * 0.99) - 1]
 
 
+PSQL = "psql"
+
+
+def settle(url):
+    """A database at rest before its lists are timed, at every size alike: what the seed wrote
+    checkpointed, and on PostgreSQL vacuumed and analysed (what autovacuum would otherwise be
+    doing, a million rows just written, while the requests are timed)."""
+    if url.startswith("postgres"):
+        subprocess.run([PSQL, "-q", "-d", url, "-c", "VACUUM ANALYZE", "-c", "CHECKPOINT"], check=True)
+    else:
+        path = url.removeprefix("sqlite://").split("?")[0]
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def lists(binary, seed, name, database_url, messages, samples=400):
     """List latency with `messages` messages in 10,000 cases of 100 creditors, 100 messages
     to a case (the first creditor's cases first: those asked about), seeded through the
@@ -367,6 +383,7 @@ def lists(binary, seed, name, database_url, messages, samples=400):
                               "--per-case", "100"], env=env,
                              check=True, capture_output=True, text=True).stdout
         seeded = time.time() - t0
+        settle(url)
         info = json.loads(out)
         token, cases = info["token"], info["cases"]
         p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0)
@@ -399,6 +416,7 @@ PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together
 
 
 def main():
+    global PSQL
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--postgres", required=True)
@@ -417,6 +435,7 @@ def main():
     parser.add_argument("--postgres-lists-small", required=True)
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable)")
     args = parser.parse_args()
+    PSQL = args.pgbench.replace("pgbench", "psql")
     parts = args.only or PARTS
     print(f"machine: {os.cpu_count()} cores; wrk -t2 -c32 -d{args.seconds}s; load generator and server share the cores")
     if "send-sqlite" in parts:

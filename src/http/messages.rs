@@ -292,6 +292,12 @@ impl SendMessageRequest {
             )),
         };
         let cc = match channel {
+            Channel::Email if self.cc.len() > 50 => {
+                return Err(ApiError::unprocessable(
+                    Code::InvalidRecipient,
+                    "at most 50 cc recipients",
+                ));
+            }
             Channel::Email => self
                 .cc
                 .iter()

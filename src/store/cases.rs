@@ -206,61 +206,78 @@ pub(crate) fn read_sending_batch<'c>(
     Box::pin(async move {
         let mut rows: Vec<Option<SendingRow>> = items.iter().map(|_| None).collect();
         for channel in [Channel::Email, Channel::Sms] {
-            let sends: Vec<(usize, &SendingRead)> = items
+            let of_channel: Vec<(usize, &SendingRead)> = items
                 .iter()
                 .enumerate()
                 .filter(|(_, item)| item.channel == channel)
                 .collect();
-            if sends.is_empty() {
-                continue;
+            // Named recipients of one statement at most (a send names up to 101), so that
+            // padded they stay far below PostgreSQL's 65,535 values.
+            let mut groups: Vec<&[(usize, &SendingRead)]> = Vec::new();
+            let (mut start, mut named) = (0, 0);
+            for (at, (_, send)) in of_channel.iter().enumerate() {
+                if at > start && named + send.recipients.len() > 4096 {
+                    groups.push(&of_channel[start..at]);
+                    (start, named) = (at, 0);
+                }
+                named += send.recipients.len();
             }
-            let count_recent = sends.iter().any(|(_, s)| s.recent_since.is_some());
-            let named: usize = sends.iter().map(|(_, s)| s.recipients.len()).sum();
-            let (width, named_width) = (
-                sends.len().next_power_of_two(),
-                named.max(1).next_power_of_two(),
-            );
-            let sql = batched_sending_sql(channel, count_recent, width, named_width);
-            let mut q = sqlx::query_as::<_, NumberedSendingRow>(&sql);
-            for (i, send) in &sends {
-                q = q
-                    .bind(i64::try_from(*i).unwrap_or(i64::MAX))
-                    .bind(send.case_id.as_str())
-                    .bind(send.party_id.as_str())
-                    .bind(send.admin)
-                    .bind(send.token_id.as_str())
-                    .bind(send.now)
-                    .bind(send.recent_since);
+            if start < of_channel.len() {
+                groups.push(&of_channel[start..]);
             }
-            for _ in sends.len()..width {
-                q = q
-                    .bind(None::<i64>)
-                    .bind(None::<String>)
-                    .bind(None::<String>)
-                    .bind(None::<i64>)
-                    .bind(None::<String>)
-                    .bind(None::<i64>)
-                    .bind(None::<i64>);
-            }
-            for (i, send) in &sends {
-                for r in &send.recipients {
+            for sends in groups {
+                let count_recent = sends.iter().any(|(_, s)| s.recent_since.is_some());
+                let named: usize = sends.iter().map(|(_, s)| s.recipients.len()).sum();
+                let (width, named_width) = (
+                    sends.len().next_power_of_two(),
+                    named.max(1).next_power_of_two(),
+                );
+                let sql = batched_sending_sql(channel, count_recent, width, named_width);
+                let mut q = sqlx::query_as::<_, NumberedSendingRow>(&sql);
+                for (i, send) in sends {
                     q = q
                         .bind(i64::try_from(*i).unwrap_or(i64::MAX))
-                        .bind(r.as_str());
+                        .bind(send.case_id.as_str())
+                        .bind(send.party_id.as_str())
+                        .bind(send.admin)
+                        .bind(send.token_id.as_str())
+                        .bind(send.now)
+                        .bind(send.recent_since);
                 }
-            }
-            for _ in named..named_width {
-                q = q.bind(None::<i64>).bind(None::<String>);
-            }
-            for row in q.fetch_all(&mut *conn).await? {
-                let Some(i) = usize::try_from(row.n).ok().filter(|i| *i < items.len()) else {
-                    continue;
-                };
-                let mut found = row.row;
-                if items[i].recipients.is_empty() {
-                    found.suppressed = -1;
+                for _ in sends.len()..width {
+                    q = q
+                        .bind(None::<i64>)
+                        .bind(None::<String>)
+                        .bind(None::<String>)
+                        .bind(None::<i64>)
+                        .bind(None::<String>)
+                        .bind(None::<i64>)
+                        .bind(None::<i64>);
                 }
-                rows[i] = Some(found);
+                for (i, send) in sends {
+                    for r in &send.recipients {
+                        q = q
+                            .bind(i64::try_from(*i).unwrap_or(i64::MAX))
+                            .bind(r.as_str());
+                    }
+                }
+                for _ in named..named_width {
+                    q = q.bind(None::<i64>).bind(None::<String>);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let Some(i) = usize::try_from(row.n).ok().filter(|i| *i < items.len()) else {
+                        continue;
+                    };
+                    let mut found = row.row;
+                    // What the send did not ask, as its own read answers it.
+                    if items[i].recipients.is_empty() {
+                        found.suppressed = -1;
+                    }
+                    if items[i].recent_since.is_none() {
+                        found.recent = -1;
+                    }
+                    rows[i] = Some(found);
+                }
             }
         }
         Ok(rows)

@@ -292,11 +292,9 @@ impl Store {
     }
 
     /// Queues an outbound message at `now`: the message, its `queued` event, its delivery
-    /// job, the audit entry and the idempotency record (naming the message) in one
-    /// transaction.
-    /// Queues a message with its delivery job, event and audit entry. Concurrent sends are
-    /// written together (`queue_all`, multi-row statements in one transaction); the result
-    /// comes once that transaction is committed.
+    /// job, the audit entry and the idempotency record (naming the message), all or none.
+    /// Concurrent sends are written together (`queue_all`: multi-row statements, on
+    /// PostgreSQL often a single one); the result comes once they are committed.
     pub async fn queue_message(
         &self,
         actor: &Actor,
@@ -915,7 +913,7 @@ async fn queue_all(
     let found = if known {
         Lookup::known(items)
     } else {
-        Lookup::read(&mut *conn, items).await?
+        Lookup::read(&mut *conn, backend, items).await?
     };
     let mut outcomes: Vec<Option<Queued>> = items.iter().map(|_| None).collect();
     for (i, (item, outcome)) in items.iter().zip(outcomes.iter_mut()).enumerate() {
@@ -968,9 +966,10 @@ fn chunks(items: &[&QueueItem], backend: super::Backend) -> Vec<std::ops::Range<
     for (i, item) in items.iter().enumerate() {
         let these = match backend {
             super::Backend::Sqlite => 1,
-            // Message, event, job and audit entry, then participants and attachments.
+            // Message (31), event (3), job (7) and audit entry (6), then participants and
+            // attachments.
             super::Backend::Postgres => {
-                45 + 5 * item.participants.len() + 3 * item.new.attachments.len()
+                47 + 5 * item.participants.len() + 3 * item.new.attachments.len()
             }
         };
         let budget = match backend {
@@ -1011,7 +1010,11 @@ struct LookupRow {
 }
 
 impl Lookup {
-    async fn read(conn: &mut AnyConnection, items: &[QueueItem]) -> StoreResult<Self> {
+    async fn read(
+        conn: &mut AnyConnection,
+        backend: super::Backend,
+        items: &[QueueItem],
+    ) -> StoreResult<Self> {
         let mut cases: Vec<(&str, &str, i64)> = Vec::new();
         let mut subjects: Vec<(&str, &str)> = Vec::new();
         let mut parents: Vec<&str> = Vec::new();
@@ -1044,50 +1047,108 @@ impl Lookup {
         if items.is_empty() {
             return Ok(found);
         }
+        // Each kind of look-up is a `VALUES` table of what the items ask, joined to what
+        // answers it: one statement of a few parts however many items, with no bound on a
+        // compound select's terms (SQLite's is 500) and few shapes for PostgreSQL to plan
+        // (each table padded to a power of two with rows that match nothing).
+        let mut tables = Vec::new();
         let mut selects = Vec::new();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
+        let mut first = 1;
+        let mut table = |name: &str, columns: &[(&str, &str)], rows: usize| {
+            let width = rows.next_power_of_two();
+            let values: Vec<String> = (0..width)
+                .map(|row| {
+                    let cells: Vec<String> = columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, ty))| {
+                            format!("CAST(${} AS {ty})", first + row * columns.len() + i)
+                        })
+                        .collect();
+                    format!("({})", cells.join(", "))
+                })
+                .collect();
+            first += width * columns.len();
+            let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+            tables.push(format!(
+                "{name} ({}) AS (VALUES {})",
+                names.join(", "),
+                values.join(", ")
+            ));
+            width
         };
-        for (i, _) in cases.iter().enumerate() {
-            let (case, party, admin) = (next(), next(), next());
-            selects.push(format!(
-                "SELECT 'case' AS kind, {i} AS n, (SELECT c.id FROM cases c WHERE c.id = ${case} AND {}) AS found",
-                visible(party, admin)
-            ));
+        let widths = (
+            table(
+                "v",
+                &[
+                    ("n", "BIGINT"),
+                    ("case_id", "TEXT"),
+                    ("party_id", "TEXT"),
+                    ("admin", "BIGINT"),
+                ],
+                cases.len(),
+            ),
+            table(
+                "t",
+                &[
+                    ("n", "BIGINT"),
+                    ("case_id", "TEXT"),
+                    ("subject_index", "TEXT"),
+                ],
+                subjects.len(),
+            ),
+            (!parents.is_empty())
+                .then(|| table("p", &[("n", "BIGINT"), ("rfc_id", "TEXT")], parents.len())),
+            (!system.is_empty()).then(|| {
+                table(
+                    "s",
+                    &[("n", "BIGINT"), ("system_key", "TEXT")],
+                    system.len(),
+                )
+            }),
+        );
+        selects.push(
+            "SELECT 'case' AS kind, v.n AS n, c.id AS found FROM v JOIN cases c ON c.id = v.case_id \
+             AND (c.creditor_id = v.party_id OR c.partner_id = v.party_id OR v.admin = 1)",
+        );
+        selects.push(
+            "SELECT 'thread', t.n, th.id FROM t JOIN threads th \
+             ON th.case_id = t.case_id AND th.subject_index = t.subject_index",
+        );
+        if widths.2.is_some() {
+            selects.push(
+                "SELECT 'parent', p.n, m.thread_id FROM p JOIN messages m \
+                 ON m.rfc_message_id = p.rfc_id AND m.case_id IS NOT NULL",
+            );
         }
-        for (i, _) in subjects.iter().enumerate() {
-            let (case, subject) = (next(), next());
-            selects.push(format!(
-                "SELECT 'thread', {i}, (SELECT id FROM threads WHERE case_id = ${case} AND subject_index = ${subject})"
-            ));
+        if widths.3.is_some() {
+            selects.push(
+                "SELECT 'system', s.n, m.id FROM s JOIN messages m ON m.system_key = s.system_key",
+            );
         }
-        for (i, _) in parents.iter().enumerate() {
-            selects.push(format!(
-                "SELECT 'parent', {i}, (SELECT thread_id FROM messages WHERE rfc_message_id = ${} AND case_id IS NOT NULL LIMIT 1)",
-                next()
-            ));
-        }
-        for (i, _) in system.iter().enumerate() {
-            selects.push(format!(
-                "SELECT 'system', {i}, (SELECT id FROM messages WHERE system_key = ${} LIMIT 1)",
-                next()
-            ));
-        }
-        let sql = selects.join(" UNION ALL ");
+        let sql = format!("WITH {} {}", tables.join(", "), selects.join(" UNION ALL "));
+        let sql = super::positional(sql, backend);
+        let n = |i: usize| Some(i64::try_from(i).unwrap_or(i64::MAX));
         let mut q = sqlx::query_as::<_, LookupRow>(&sql);
-        for (case, party, admin) in &cases {
-            q = q.bind(*case).bind(*party).bind(*admin);
+        for i in 0..widths.0 {
+            let case = cases.get(i).copied();
+            q = q
+                .bind(case.and(n(i)))
+                .bind(case.map(|c| c.0))
+                .bind(case.map(|c| c.1))
+                .bind(case.map(|c| c.2));
         }
-        for (case, subject) in &subjects {
-            q = q.bind(*case).bind(*subject);
+        for i in 0..widths.1 {
+            let (case, subject) = subjects.get(i).copied().unzip();
+            q = q.bind(case.and(n(i))).bind(case).bind(subject);
         }
-        for parent in &parents {
-            q = q.bind(*parent);
+        for i in 0..widths.2.unwrap_or(0) {
+            let parent = parents.get(i).copied();
+            q = q.bind(parent.and(n(i))).bind(parent);
         }
-        for key in &system {
-            q = q.bind(*key);
+        for i in 0..widths.3.unwrap_or(0) {
+            let key = system.get(i).copied();
+            q = q.bind(key.and(n(i))).bind(key);
         }
         for row in q.fetch_all(&mut *conn).await? {
             let i = usize::try_from(row.n).unwrap_or(usize::MAX);

@@ -1,4 +1,5 @@
-//! Group commit: writes of concurrent requests share one database transaction.
+//! Group commit: writes of concurrent requests share one commit; reads of concurrent
+//! requests, one statement.
 //!
 //! Writes of one kind (queueing a message, recording a delivery outcome) are submitted to a
 //! [`Batcher`] as items, prepared beforehand (sealed, indexed) so that writing them needs
@@ -11,12 +12,13 @@
 //! its result: a response is never sent before its own data is durable.
 //!
 //! An item whose write cannot happen (an invisible case, an idempotency key already taken)
-//! decides so from reads before anything is written, and writes nothing. When a batch fails
+//! writes nothing, and the others of its batch are written. When a batch fails
 //! with an error, nothing of it stays (rolled back, or a single statement that failed whole)
 //! and its items are written again one at a time, so one bad item costs only its own caller.
 //!
 //! SQLite has one writer, so it gets one lane; PostgreSQL gets several, each on its own
-//! connection, so batches overlap with each other's commits.
+//! connection, so batches overlap with each other's commits. The same engine batches the
+//! sends' reads on PostgreSQL ([`Mode::Reads`]).
 
 use std::sync::Arc;
 
@@ -46,8 +48,9 @@ pub(crate) enum Mode {
     Outcomes,
     /// New work (sends): the writer opens a transaction only when its statements need one
     /// (see [`begin`]), since on PostgreSQL a single statement commits on its own, in the
-    /// same round trip. A batch that fails loses nothing (no caller has been answered, and
-    /// each item is tried again alone), so the connection is not asked first.
+    /// same round trip. A batch that fails loses nothing (no caller has been answered:
+    /// each item is tried again alone, or all are answered 503 when the database cannot be
+    /// reached), so the connection is not asked first.
     NewWork,
     /// Reads: no transaction, and nothing lost when a batch fails (each is read again
     /// alone).
@@ -140,7 +143,15 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
         let mut held: Option<PoolConnection<sqlx::Any>> = None;
         loop {
             let batch = {
-                let mut incoming = self.incoming.lock().await;
+                // A lane waiting its turn holds no connection: another lane is taking the
+                // work meanwhile, and the pool may be closing.
+                let mut incoming = match self.incoming.try_lock() {
+                    Ok(incoming) => incoming,
+                    Err(_) => {
+                        held = None;
+                        self.incoming.lock().await
+                    }
+                };
                 let first = match incoming.try_recv() {
                     Ok(first) => first,
                     Err(_) => {
@@ -209,26 +220,48 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
         }
     }
 
-    /// Whether the lane keeps its connection between batches: only a PostgreSQL lane of new
-    /// work. SQLite's one writing connection is every writer's; outcome lanes (a batch
-    /// after each delivery round) leave the pool's connections to the reads that claim.
+    /// Whether the lane keeps its connection between batches: a PostgreSQL lane of new work
+    /// or of reads, on a pool of at least four (the send path's two lanes then leave two or
+    /// more to everything else). SQLite's one writing connection is every writer's; outcome
+    /// lanes (a batch after each delivery round) leave the pool's connections to the reads
+    /// that claim.
     fn holds(&self) -> bool {
-        self.backend == Backend::Postgres && self.mode != Mode::Outcomes
+        self.backend == Backend::Postgres
+            && self.mode != Mode::Outcomes
+            && self.writer.options().get_max_connections() >= 4
     }
 
     /// Writes `items` on the held connection, or one taken from the pool (and held, if the
     /// lane holds one). A connection the database could not be reached on is closed: the
-    /// pool opens another.
+    /// pool opens another. When that was the held one, which no ping checked, the batch is
+    /// tried once more on a connection that answers: a connection the server dropped
+    /// (a restart, a fail-over) fails at the first write, before anything ran.
     async fn transaction(
         &self,
         items: &[I],
         held: &mut Option<PoolConnection<sqlx::Any>>,
     ) -> StoreResult<Vec<O>> {
-        let mut conn = match held.take() {
+        let reused = held.is_some();
+        let conn = match held.take() {
             Some(conn) => conn,
             None if self.mode == Mode::Outcomes => self.live_connection().await?,
             None => self.writer.acquire().await?,
         };
+        match self.write_on(conn, items, held).await {
+            Err(StoreError::Unavailable(_)) if reused => {
+                let conn = self.live_connection().await?;
+                self.write_on(conn, items, held).await
+            }
+            written => written,
+        }
+    }
+
+    async fn write_on(
+        &self,
+        mut conn: PoolConnection<sqlx::Any>,
+        items: &[I],
+        held: &mut Option<PoolConnection<sqlx::Any>>,
+    ) -> StoreResult<Vec<O>> {
         let written = match self.mode {
             Mode::NewWork | Mode::Reads => (self.write)(&mut conn, self.backend, items).await,
             Mode::Outcomes => {

@@ -104,8 +104,8 @@ pub(super) fn thread_context(id: &str) -> String {
 
 /// Threads this process has read, by case and subject index. A thread, once made, stays
 /// the thread of its case and subject for as long as the case can be written to (only an
-/// erasure, after which nothing more is sent, unlinks them), so a send that finds its
-/// thread here need not read it. Only threads read from the database are kept, so never
+/// erasure, after which nothing more is sent, unlinks them: it also forgets them here), so
+/// a send that finds its thread here need not read it. Only threads read from the database are kept, so never
 /// one whose transaction might still roll back.
 #[derive(Debug, Default)]
 pub(crate) struct KnownThreads {
@@ -128,6 +128,12 @@ impl KnownThreads {
             known.clear();
         }
         known.insert((case_id, subject_index), thread_id);
+    }
+
+    /// Forgets a case's threads (its debtor was erased: the threads no longer answer to
+    /// their subjects).
+    pub(crate) fn forget_case(&self, case_id: &str) {
+        self.lock().retain(|(case, _), _| case != case_id);
     }
 
     fn lock(

@@ -5,21 +5,28 @@
 //! and under load a round trip costs far more in waiting for the server to be scheduled
 //! than in running the statement. So there, the statements go as one: all but the last as
 //! data-modifying `WITH` clauses of the last, which PostgreSQL runs to completion whatever
-//! the main statement reads (constraints are checked at its end, when every row is in).
+//! the main statement reads (foreign keys are checked at its end, when every row is in).
 //! SQLite runs in the process and has no round trip to save, and no `WITH … INSERT`: each
-//! statement runs on its own, in order.
+//! statement runs on its own, in order. On PostgreSQL too, statements past
+//! [`VALUES_PER_STATEMENT`] values go as another statement (its bound is 65,535): writes
+//! that may be that many belong in a transaction.
 
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments};
 
 use super::{Backend, positional};
 
+/// Values in one joined statement at most before the next statement starts another.
+const VALUES_PER_STATEMENT: usize = 60_000;
+
 /// Statements gathered to run together (see the module's documentation).
 pub(crate) struct Writes<'q> {
     backend: Backend,
-    /// PostgreSQL: every statement, its placeholders numbered after the previous ones'.
+    /// PostgreSQL: the statements joined so far, their placeholders numbered after the
+    /// previous ones', and those of the statements before, each joined likewise.
     joined: Vec<String>,
     shared: AnyArguments<'q>,
+    full: Vec<(Vec<String>, AnyArguments<'q>)>,
     /// SQLite: each statement with its own values.
     separate: Vec<(String, AnyArguments<'q>)>,
     failed: Option<sqlx::error::BoxDynError>,
@@ -51,6 +58,7 @@ impl<'q> Writes<'q> {
             backend,
             joined: Vec::new(),
             shared: AnyArguments::default(),
+            full: Vec::new(),
             separate: Vec::new(),
             failed: None,
         }
@@ -61,6 +69,11 @@ impl<'q> Writes<'q> {
     pub(crate) fn add(&mut self, sql: &str) -> Values<'_, 'q> {
         match self.backend {
             Backend::Postgres => {
+                if self.shared.len() >= VALUES_PER_STATEMENT {
+                    let joined = std::mem::take(&mut self.joined);
+                    let shared = std::mem::take(&mut self.shared);
+                    self.full.push((joined, shared));
+                }
                 self.joined.push(shifted(sql, self.shared.len()));
                 Values {
                     args: &mut self.shared,
@@ -88,20 +101,24 @@ impl<'q> Writes<'q> {
         }
         match self.backend {
             Backend::Postgres => {
-                let Some((last, before)) = self.joined.split_last() else {
-                    return Ok(());
-                };
-                let sql = if before.is_empty() {
-                    last.clone()
-                } else {
-                    let clauses: Vec<String> = before
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| format!("w{i} AS ({s})"))
-                        .collect();
-                    format!("WITH {} {last}", clauses.join(", "))
-                };
-                sqlx::query_with(&sql, self.shared).execute(conn).await?;
+                let mut statements = self.full;
+                statements.push((self.joined, self.shared));
+                for (joined, values) in statements {
+                    let Some((last, before)) = joined.split_last() else {
+                        continue;
+                    };
+                    let sql = if before.is_empty() {
+                        last.clone()
+                    } else {
+                        let clauses: Vec<String> = before
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| format!("w{i} AS ({s})"))
+                            .collect();
+                        format!("WITH {} {last}", clauses.join(", "))
+                    };
+                    sqlx::query_with(&sql, values).execute(&mut *conn).await?;
+                }
             }
             Backend::Sqlite => {
                 for (sql, args) in self.separate {

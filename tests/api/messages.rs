@@ -606,6 +606,11 @@ async fn header_injection_and_bad_recipients_are_refused() {
             "invalid_recipient",
         ),
         (
+            json!({"messageType": "email", "to": "a@example.com", "subject": "Hi", "body": "b",
+                   "cc": (0..51).map(|i| format!("cc{i}@example.com")).collect::<Vec<_>>()}),
+            "invalid_recipient",
+        ),
+        (
             json!({"messageType": "sms", "to": ["+4511111111", "+4522222222"], "body": "b"}),
             "invalid_recipient",
         ),
