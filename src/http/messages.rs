@@ -51,8 +51,10 @@ pub struct SendMessageRequest {
     /// `email` or `sms`
     #[schema(schema_with = super::openapi::channel)]
     pub message_type: String,
-    /// An address (email) or E.164 number (SMS), or a list of addresses; the debtor's when absent.
+    /// An address (email) or E.164 number (SMS), or a list of at most 50 addresses; the
+    /// debtor's when absent.
     pub to: Option<OneOrMany>,
+    /// Email only: at most 50 addresses.
     #[serde(default)]
     pub cc: Vec<String>,
     pub subject: Option<String>,
