@@ -87,20 +87,8 @@ const CASE_SELECT: &str = concat!("SELECT ", case_columns!(), " FROM cases c");
 /// which PostgreSQL keeps instead of planning the statement again each time (it did, at
 /// some 0.2 ms a send, while a parameter could still prune the frequency count).
 fn sending_sql(channel: Channel, count_recent: bool, recipients: usize) -> String {
-    let (channel, debtor_index) = match channel {
-        Channel::Email => ("email", "debtor_email_index"),
-        Channel::Sms => ("sms", "debtor_phone_index"),
-    };
-    let recent = if count_recent {
-        format!(
-            "(SELECT COUNT(*) FROM messages m WHERE m.message_type = '{channel}' \
-             AND m.direction = 'outbound' AND m.created_at >= $6 AND m.status <> 'failed' AND m.case_id IN ( \
-               SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
-                 OR (c.{debtor_index} IS NOT NULL AND c2.{debtor_index} = c.{debtor_index})))"
-        )
-    } else {
-        "-1".to_string()
-    };
+    let recent = recent_sql(channel, count_recent, "$6");
+    let channel = channel.as_str();
     let first = if count_recent { 7 } else { 6 };
     let suppressed = if recipients == 0 {
         "-1".to_string()
@@ -121,6 +109,25 @@ fn sending_sql(channel: Channel, count_recent: bool, recipients: usize) -> Strin
         case_columns!(),
         super::preferences::PREFERENCE_COLUMNS,
         visible(2, 3)
+    )
+}
+
+/// The count of the frequency cap for a send's read of `c` (outbound messages of `channel`
+/// since `since` to the case or to another case of its debtor), or `-1` when not asked.
+fn recent_sql(channel: Channel, count_recent: bool, since: &str) -> String {
+    if !count_recent {
+        return "-1".to_string();
+    }
+    let debtor_index = match channel {
+        Channel::Email => "debtor_email_index",
+        Channel::Sms => "debtor_phone_index",
+    };
+    format!(
+        "(SELECT COUNT(*) FROM messages m WHERE m.message_type = '{}' \
+         AND m.direction = 'outbound' AND m.created_at >= {since} AND m.status <> 'failed' AND m.case_id IN ( \
+           SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
+             OR (c.{debtor_index} IS NOT NULL AND c2.{debtor_index} = c.{debtor_index})))",
+        channel.as_str()
     )
 }
 
@@ -145,39 +152,13 @@ pub(crate) struct SendingRead {
 /// of two with rows that match nothing, so the statement has few shapes and PostgreSQL keeps
 /// a plan for each.
 fn batched_sending_sql(channel: Channel, count_recent: bool, sends: usize, named: usize) -> String {
-    let (channel, debtor_index) = match channel {
-        Channel::Email => ("email", "debtor_email_index"),
-        Channel::Sms => ("sms", "debtor_phone_index"),
-    };
-    // Each placeholder cast: PostgreSQL cannot infer a type for a `VALUES` of placeholders.
-    let table = |rows: usize, types: &[&str], first: usize| -> String {
-        (0..rows)
-            .map(|row| {
-                let cells: Vec<String> = types
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ty)| format!("CAST(${} AS {ty})", first + row * types.len() + i))
-                    .collect();
-                format!("({})", cells.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     const SENDS: [&str; 7] = [
         "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT", "BIGINT",
     ];
-    let sends_table = table(sends, &SENDS, 1);
-    let named_table = table(named, &["BIGINT", "TEXT"], 1 + sends * SENDS.len());
-    let recent = if count_recent {
-        format!(
-            "(SELECT COUNT(*) FROM messages m WHERE m.message_type = '{channel}' \
-             AND m.direction = 'outbound' AND m.created_at >= r.since AND m.status <> 'failed' AND m.case_id IN ( \
-               SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
-                 OR (c.{debtor_index} IS NOT NULL AND c2.{debtor_index} = c.{debtor_index})))"
-        )
-    } else {
-        "-1".to_string()
-    };
+    let sends_table = super::cast_rows(sends, &SENDS, 1);
+    let named_table = super::cast_rows(named, &["BIGINT", "TEXT"], 1 + sends * SENDS.len());
+    let recent = recent_sql(channel, count_recent, "r.since");
+    let channel = channel.as_str();
     format!(
         "WITH r (n, case_id, party_id, admin, token_id, at, since) AS (VALUES {sends_table}), \
          x (n, value_index) AS (VALUES {named_table}) \
@@ -598,7 +579,8 @@ impl Store {
             };
         };
         if row.token_live == 0 {
-            self.known_tokens.forget(&actor.token_id);
+            self.known_tokens
+                .forget(|_, known| known.token_id == actor.token_id);
             return Err(StoreError::TokenGone);
         }
         let preferences = self

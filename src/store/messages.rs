@@ -307,7 +307,9 @@ impl Store {
         let envelope = serde_json::to_vec(&new.envelope).map_err(anyhow::Error::from)?;
         let new_thread = crate::domain::prefixed_id("thread");
         let subject_index = self.subject_index(new.subject.as_deref());
-        let known_thread = self.known_threads.get(&new.case_id, &subject_index);
+        let known_thread = self
+            .known_threads
+            .get(&(new.case_id.clone(), subject_index.clone()));
         // A system message is the case's own: no party sent it.
         let system = new.system.is_some();
         // Everything about the message is sealed under the key of the case's debtor.
@@ -960,6 +962,10 @@ async fn queue_all(
 /// parameters; on PostgreSQL as many as fit in a statement's 65,535 values with room to
 /// spare (one statement for any batch of ordinary sends).
 fn chunks(items: &[&QueueItem], backend: super::Backend) -> Vec<std::ops::Range<usize>> {
+    let budget = match backend {
+        super::Backend::Sqlite => 30,
+        super::Backend::Postgres => 30_000,
+    };
     let mut ranges = Vec::new();
     let mut start = 0;
     let mut values = 0;
@@ -971,10 +977,6 @@ fn chunks(items: &[&QueueItem], backend: super::Backend) -> Vec<std::ops::Range<
             super::Backend::Postgres => {
                 47 + 5 * item.participants.len() + 3 * item.new.attachments.len()
             }
-        };
-        let budget = match backend {
-            super::Backend::Sqlite => 30,
-            super::Backend::Postgres => 30_000,
         };
         if i > start && values + these > budget {
             ranges.push(start..i);
@@ -1056,25 +1058,13 @@ impl Lookup {
         let mut first = 1;
         let mut table = |name: &str, columns: &[(&str, &str)], rows: usize| {
             let width = rows.next_power_of_two();
-            let values: Vec<String> = (0..width)
-                .map(|row| {
-                    let cells: Vec<String> = columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (_, ty))| {
-                            format!("CAST(${} AS {ty})", first + row * columns.len() + i)
-                        })
-                        .collect();
-                    format!("({})", cells.join(", "))
-                })
-                .collect();
-            first += width * columns.len();
-            let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+            let (names, types): (Vec<&str>, Vec<&str>) = columns.iter().copied().unzip();
             tables.push(format!(
                 "{name} ({}) AS (VALUES {})",
                 names.join(", "),
-                values.join(", ")
+                super::cast_rows(width, &types, first)
             ));
+            first += width * columns.len();
             width
         };
         let widths = (
@@ -1163,11 +1153,9 @@ impl Lookup {
                 }
                 "thread" => {
                     if let (Some((case, subject)), Some(thread)) = (subjects.get(i), row.found) {
-                        items[0].threads.keep(
-                            case.to_string(),
-                            subject.to_string(),
-                            thread.clone(),
-                        );
+                        items[0]
+                            .threads
+                            .keep((case.to_string(), subject.to_string()), thread.clone());
                         found
                             .threads
                             .insert((case.to_string(), subject.to_string()), thread);

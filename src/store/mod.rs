@@ -680,6 +680,66 @@ pub(crate) fn rows_sql(rows: usize, columns: &[&str]) -> String {
         .join(", ")
 }
 
+/// What the process remembers of the database to spare a read (see `KnownTokens`,
+/// `KnownThreads`): at most 10,000 entries, past which it starts again empty.
+#[derive(Debug)]
+pub(crate) struct Remembered<K, V> {
+    entries: std::sync::Mutex<std::collections::HashMap<K, V>>,
+}
+
+impl<K, V> Default for Remembered<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Remembered<K, V> {
+    const MOST: usize = 10_000;
+
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.lock().get(key).cloned()
+    }
+
+    pub(crate) fn keep(&self, key: K, value: V) {
+        let mut entries = self.lock();
+        if entries.len() >= Self::MOST {
+            entries.clear();
+        }
+        entries.insert(key, value);
+    }
+
+    /// Forgets the entries `gone` answers true for.
+    pub(crate) fn forget(&self, gone: impl Fn(&K, &V) -> bool) {
+        self.lock().retain(|k, v| !gone(k, v));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<K, V>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The rows of a `VALUES` table of bound values, each placeholder cast to its column's type
+/// (PostgreSQL infers none for a `VALUES` of placeholders), numbered from `first`.
+pub(crate) fn cast_rows(rows: usize, types: &[&str], first: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| format!("CAST(${} AS {ty})", first + row * types.len() + i))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A table of `rows` rows of bound values, for `UPDATE … FROM (…) v`: each column a
 /// placeholder cast to its type (`(name, SQL type)`), so both databases know the types.
 pub(crate) fn values_table(rows: usize, columns: &[(&str, &str)]) -> String {

@@ -20,35 +20,7 @@ pub struct TokenInfo {
 /// kind and name never change; only whether it is still valid does. So a send takes the party
 /// from here and checks the token's validity in its own read of the case
 /// (`Store::case_for_sending`) instead of reading the token first.
-#[derive(Default)]
-pub(crate) struct KnownTokens {
-    by_hash: std::sync::Mutex<std::collections::HashMap<String, Actor>>,
-}
-
-/// Tokens kept at most; past that the list starts again empty.
-const KNOWN_TOKENS: usize = 10_000;
-
-impl KnownTokens {
-    fn get(&self, hash: &str) -> Option<Actor> {
-        self.lock().get(hash).cloned()
-    }
-
-    fn keep(&self, hash: String, actor: &Actor) {
-        let mut known = self.lock();
-        if known.len() >= KNOWN_TOKENS {
-            known.clear();
-        }
-        known.insert(hash, actor.clone());
-    }
-
-    pub(crate) fn forget(&self, token_id: &str) {
-        self.lock().retain(|_, actor| actor.token_id != token_id);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Actor>> {
-        self.by_hash.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub(crate) type KnownTokens = super::Remembered<String, Actor>;
 
 /// A live token with its party, as `authenticate` reads it.
 #[derive(sqlx::FromRow)]
@@ -133,7 +105,8 @@ impl Store {
 
     /// Revokes a token at once; `false` when there is no such token or it was revoked before.
     pub async fn revoke_token(&self, token_id: &str) -> StoreResult<bool> {
-        self.known_tokens.forget(token_id);
+        self.known_tokens
+            .forget(|_, actor| actor.token_id == token_id);
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(token_id)
@@ -168,7 +141,7 @@ impl Store {
             party_id: PartyId::from_stored(row.party_id),
             kind,
         };
-        self.known_tokens.keep(hash, &actor);
+        self.known_tokens.keep(hash, actor.clone());
         Ok(Some(actor))
     }
 
@@ -181,7 +154,7 @@ impl Store {
         &self,
         token: &str,
     ) -> StoreResult<Option<(Actor, bool)>> {
-        if let Some(actor) = self.known_tokens.get(&token_hash(token)) {
+        if let Some(actor) = self.known_tokens.get(token_hash(token).as_str()) {
             return Ok(Some((actor, false)));
         }
         Ok(self.authenticate(token).await?.map(|a| (a, true)))
@@ -198,7 +171,8 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if found.is_none() {
-            self.known_tokens.forget(token_id);
+            self.known_tokens
+                .forget(|_, actor| actor.token_id == token_id);
         }
         Ok(found.is_some())
     }

@@ -209,7 +209,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.known_threads.forget_case(case_id);
+        self.known_threads.forget(|(case, _), _| case == case_id);
         if self.backend == super::Backend::Sqlite {
             // The pages rewritten without the cleared values go into the database file. A
             // full checkpoint waits out readers of older snapshots (busy timeout) and leaves

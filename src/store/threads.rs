@@ -105,43 +105,9 @@ pub(super) fn thread_context(id: &str) -> String {
 /// Threads this process has read, by case and subject index. A thread, once made, stays
 /// the thread of its case and subject for as long as the case can be written to (only an
 /// erasure, after which nothing more is sent, unlinks them: it also forgets them here), so
-/// a send that finds its thread here need not read it. Only threads read from the database are kept, so never
-/// one whose transaction might still roll back.
-#[derive(Debug, Default)]
-pub(crate) struct KnownThreads {
-    by_subject: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
-}
-
-/// Threads kept at most; past that the list starts again empty.
-const KNOWN_THREADS: usize = 10_000;
-
-impl KnownThreads {
-    pub(crate) fn get(&self, case_id: &str, subject_index: &str) -> Option<String> {
-        self.lock()
-            .get(&(case_id.to_string(), subject_index.to_string()))
-            .cloned()
-    }
-
-    pub(crate) fn keep(&self, case_id: String, subject_index: String, thread_id: String) {
-        let mut known = self.lock();
-        if known.len() >= KNOWN_THREADS {
-            known.clear();
-        }
-        known.insert((case_id, subject_index), thread_id);
-    }
-
-    /// Forgets a case's threads (its debtor was erased: the threads no longer answer to
-    /// their subjects).
-    pub(crate) fn forget_case(&self, case_id: &str) {
-        self.lock().retain(|(case, _), _| case != case_id);
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), String>> {
-        self.by_subject.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+/// a send that finds its thread here need not read it. Only threads read from the database
+/// are kept, so never one whose transaction might still roll back.
+pub(crate) type KnownThreads = super::Remembered<(String, String), String>;
 
 impl Store {
     /// The addresses and numbers of an envelope as participants of a thread, sealed (what is
