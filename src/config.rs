@@ -60,7 +60,9 @@ const KEYS: &[&str] = &[
     "max_json_bytes",
     "rate_limit_per_minute",
     "auth_failures_per_minute",
+    "metrics_token",
     "frequency_cap",
+    "person_frequency_cap",
     "default_contact_hours",
     "closed_days",
     "deadline_warning",
@@ -149,6 +151,8 @@ pub struct HttpConfig {
     pub rate_limit_per_minute: u32,
     /// Failed authentications a client address may make a minute before 429; `0` = no limit.
     pub auth_failures_per_minute: u32,
+    /// `PARLEY_METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer` it.
+    pub metrics_token: Option<Secret>,
 }
 
 /// Where data lives: the database, the document store, the keys that seal it.
@@ -312,7 +316,10 @@ pub struct DeliveryConfig {
 /// The send policy's defaults.
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
+    /// `PARLEY_FREQUENCY_CAP`: one creditor's messages to one debtor.
     pub frequency_cap: Option<FrequencyCap>,
+    /// `PARLEY_PERSON_FREQUENCY_CAP`: every creditor's messages to one person; off by default.
+    pub person_frequency_cap: Option<FrequencyCap>,
     pub default_contact_hours: Option<ContactWindow>,
     /// `PARLEY_CLOSED_DAYS`: days on which nothing goes out.
     pub closed_days: crate::domain::calendar::ClosedDays,
@@ -661,6 +668,13 @@ impl Config {
                 .map_err(|_| format!("expected a number of failures (0 = no limit), got {v:?}"))
         })?
         .unwrap_or(30);
+        let metrics_token = opt(raw, "metrics_token", |v| {
+            if v.len() < 16 {
+                Err("expected a token of at least 16 characters".to_string())
+            } else {
+                Ok(Secret::new(v))
+            }
+        })?;
         let frequency_cap = opt(raw, "frequency_cap", |v| {
             if v.eq_ignore_ascii_case("off") {
                 Ok(None)
@@ -669,6 +683,14 @@ impl Config {
             }
         })?
         .unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
+        let person_frequency_cap = opt(raw, "person_frequency_cap", |v| {
+            if v.eq_ignore_ascii_case("off") {
+                Ok(None)
+            } else {
+                FrequencyCap::parse(v).map(Some)
+            }
+        })?
+        .flatten();
         let default_contact_hours = opt(raw, "default_contact_hours", |v| {
             if v.eq_ignore_ascii_case("off") {
                 Ok(None)
@@ -716,6 +738,7 @@ impl Config {
                 max_json_bytes,
                 rate_limit_per_minute,
                 auth_failures_per_minute,
+                metrics_token,
             },
             storage: StorageConfig {
                 data_dir,
@@ -756,6 +779,7 @@ impl Config {
             },
             policy: PolicyConfig {
                 frequency_cap,
+                person_frequency_cap,
                 default_contact_hours,
                 closed_days,
                 deadline_warning,

@@ -131,6 +131,24 @@ impl Inbound {
             .collect())
     }
 
+    /// Accepts a received mail held for review (see `store::review`).
+    pub async fn accept(
+        &self,
+        actor: &Actor,
+        message_id: &str,
+    ) -> AppResult<Option<Result<(), crate::store::operators::NotNow>>> {
+        Ok(self.store.accept_received(actor, message_id).await?)
+    }
+
+    /// Rejects a received mail held for review: back to the unmatched list.
+    pub async fn reject(
+        &self,
+        actor: &Actor,
+        message_id: &str,
+    ) -> AppResult<Option<Result<String, crate::store::operators::NotNow>>> {
+        Ok(self.store.reject_received(actor, message_id).await?)
+    }
+
     /// Sorts an unmatched mail or SMS into a case the actor can see.
     pub async fn assign(
         &self,

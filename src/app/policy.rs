@@ -90,7 +90,12 @@ impl SendPolicy {
             (Some(cap), None) => {
                 let window = duration_micros(cap.window);
                 self.store
-                    .recent_outbound(q.case_id, q.channel.as_str(), q.now.saturating_sub(window))
+                    .recent_outbound(
+                        q.case_id,
+                        q.channel.as_str(),
+                        q.now.saturating_sub(window),
+                        false,
+                    )
                     .await?
             }
             (None, _) => 0,
@@ -113,11 +118,29 @@ impl SendPolicy {
         };
         let verdict =
             decide(preferences, &context).map_err(|r| AppError::refused(r.code, r.detail))?;
+        // Every creditor's messages to this person, when the operator caps those too.
+        if let Some(cap) = self.settings.person_frequency_cap.filter(|_| q.count_recent) {
+            let since = q.now.saturating_sub(duration_micros(cap.window));
+            let everyone = self
+                .store
+                .recent_outbound(q.case_id, q.channel.as_str(), since, true)
+                .await?;
+            if everyone >= cap.count {
+                return Err(AppError::refused(
+                    Code::FrequencyCapExceeded,
+                    format!(
+                        "{everyone} {} messages to this person within {} s already, from all senders",
+                        q.channel.as_str(),
+                        cap.window.as_secs()
+                    ),
+                ));
+            }
+        }
         let suppressed = match q.suppressed {
             Some(known) => known,
             None => self
                 .store
-                .suppressed(q.channel.as_str(), q.recipients)
+                .suppressed(q.channel.as_str(), q.recipients, q.case_id)
                 .await?
                 .is_some(),
         };

@@ -84,7 +84,12 @@ pub struct PublicResolver {
 impl PublicResolver {
     /// The addresses of `host` parley may connect to.
     pub async fn resolve(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
-        let all: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        // A name that does not resolve and one that resolves only to refused addresses give
+        // the same answer: a tenant learns nothing about the names inside parley's network.
+        let all: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+            .await
+            .map(Iterator::collect)
+            .unwrap_or_default();
         let allowed: Vec<SocketAddr> = all
             .into_iter()
             .filter(|a| self.allow_private || !is_private(a.ip()))
@@ -92,7 +97,7 @@ impl PublicResolver {
         if allowed.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!("{host} resolves only to loopback, private or reserved addresses"),
+                not_public(host),
             ));
         }
         Ok(allowed)
@@ -147,13 +152,18 @@ pub async fn check(url: &str, allow_private: bool) -> Result<(), String> {
     let port = parsed.port_or_known_default().unwrap_or(443);
     let addrs: Vec<IpAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|_| format!("cannot resolve {host}"))?
-        .map(|a| a.ip())
-        .collect();
+        .map(|found| found.map(|a| a.ip()).collect())
+        .unwrap_or_default();
     if addrs.is_empty() || addrs.into_iter().any(is_private) {
-        return Err(format!("{host} is a loopback, private or reserved address"));
+        return Err(not_public(host));
     }
     Ok(())
+}
+
+/// The one answer for a name parley will not call, whether it does not resolve or resolves
+/// to a loopback, private or reserved address.
+fn not_public(host: &str) -> String {
+    format!("{host} does not resolve to public addresses only")
 }
 
 #[cfg(test)]

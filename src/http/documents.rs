@@ -237,7 +237,7 @@ fn disposition(name: &str) -> HeaderValue {
     let ascii: String = name
         .chars()
         .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
+            if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' {
                 c
             } else {
                 '_'
@@ -278,6 +278,11 @@ pub async fn download(
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(doc.size));
+    // The type is the uploader's word: a browser must not sniff it into something it runs.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::CONTENT_DISPOSITION, disposition(&doc.file_name));
     h.insert(
         header::CACHE_CONTROL,

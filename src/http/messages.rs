@@ -152,6 +152,11 @@ pub struct MessageResponse {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentResponse>,
     pub created_at: String,
+    /// On received messages: `false` while the message is held for review (matched only by
+    /// a case number in its subject, from an address the case does not know); then it has
+    /// made no document and no webhook until `POST /api/messages/{messageId}/accept`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_verified: Option<bool>,
 }
 
 impl From<MessageView> for MessageResponse {
@@ -194,6 +199,7 @@ impl From<MessageView> for MessageResponse {
                 })
                 .collect(),
             created_at: rfc3339(m.created_at),
+            sender_verified: (m.direction == Direction::Inbound).then_some(m.sender_verified),
         }
     }
 }

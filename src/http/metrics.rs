@@ -135,15 +135,32 @@ pub fn render_queues(
     out
 }
 
+/// A method name as a metric label: one of the methods the API knows, else `other`, so that
+/// made-up method names cannot add labels.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Gives each request an id (the client's `X-Request-Id` when it is sane), a span carrying
 /// it, a log line and its metrics.
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
+    // A route template is one of the router's own; a path that matched none is `other`.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -179,7 +196,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     span.in_scope(|| tracing::info!(status, latency_ms = seconds * 1000.0, "handled"));
-    state.metrics.record(&method, &route, status, seconds);
+    state.metrics.record(method, &route, status, seconds);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -199,5 +216,14 @@ mod tests {
         assert!(text.contains("parley_http_requests_total{method=\"GET\",route=\"/api/cases/{caseId}\",status=\"404\"} 1"));
         assert!(text.contains("le=\"0.005\"} 1"));
         assert!(text.contains("parley_http_request_duration_seconds_count{method=\"GET\",route=\"/api/cases/{caseId}\"} 2"));
+    }
+
+    #[test]
+    fn made_up_methods_are_one_label() {
+        for name in ["FOO", "BREW", "X-A-VERY-LONG-METHOD"] {
+            let m = axum::http::Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "other");
+        }
+        assert_eq!(method_label(&axum::http::Method::PATCH), "PATCH");
     }
 }

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{Auth, Json, Path, Query};
@@ -216,6 +216,97 @@ pub async fn cancel(
         "only a queued message can be cancelled",
     )
     .await
+}
+
+/// Accepts a received mail held for review (whoever sees its case): its sender becomes a
+/// participant of the thread, its attachments documents of the case, and `message.received`
+/// goes out.
+#[utoipa::path(post, path = "/api/messages/{messageId}/accept", tag = "inbound", params(("messageId" = String, Path)),
+    responses((status = 200, body = MessageResponse), (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "`invalid_state`: the message is not held for review")),
+    security(("bearer" = [])))]
+pub async fn accept(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<MessageResponse>> {
+    let outcome = state.inbound.accept(&actor, &id).await?;
+    if matches!(outcome, Some(Ok(()))) {
+        state.messaging.wake_delivery();
+    }
+    changed(
+        &state,
+        &actor,
+        &id,
+        outcome,
+        "only a message held for review can be accepted",
+    )
+    .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    /// The mail, back on the unmatched list (`GET /api/inbound/unmatched`).
+    pub inbound_id: String,
+    /// `unmatched`.
+    pub outcome: String,
+}
+
+/// Rejects a received mail held for review (whoever sees its case): it leaves the case and
+/// goes back to the unmatched list, naming the case as a candidate.
+#[utoipa::path(post, path = "/api/messages/{messageId}/reject", tag = "inbound", params(("messageId" = String, Path)),
+    responses((status = 200, body = Rejected), (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "`invalid_state`: the message is not held for review")),
+    security(("bearer" = [])))]
+pub async fn reject(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Rejected>> {
+    match state.inbound.reject(&actor, &id).await? {
+        None => Err(ApiError::not_found("message")),
+        Some(Err(n)) => Err(not_now(
+            "only a message held for review can be rejected",
+            n,
+        )),
+        Some(Ok(inbound_id)) => Ok(axum::Json(Rejected {
+            inbound_id,
+            outcome: "unmatched".into(),
+        })),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwaitingReview {
+    /// Received messages held for review on the caller's cases, oldest first.
+    pub messages: Vec<MessageResponse>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReviewQuery {
+    /// At most this many (default 100, at most 500).
+    pub limit: Option<i64>,
+}
+
+/// The received mail held for review on the cases the caller sees.
+#[utoipa::path(get, path = "/api/inbound/review", tag = "inbound", params(ReviewQuery),
+    responses((status = 200, body = AwaitingReview)),
+    security(("bearer" = [])))]
+pub async fn awaiting_review(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(q): Query<ReviewQuery>,
+) -> ApiResult<axum::Json<AwaitingReview>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let mut messages = Vec::new();
+    for held in state.store.held_for_review(&actor, limit).await? {
+        if let Some(m) = state.store.get_message(&actor, &held.message_id).await? {
+            messages.push(m.into());
+        }
+    }
+    Ok(axum::Json(AwaitingReview { messages }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -29,7 +29,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Requests, and the queues: read from the database on each scrape (a database that does not
 /// answer leaves the queue figures out, not the scrape).
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// With `PARLEY_METRICS_TOKEN` set, only a scrape that presents it as a bearer token.
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.config.http.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !crate::crypto::same_bytes(given.as_bytes(), expected.expose().as_bytes()) {
+            return super::problem::ApiError::unauthorized("/metrics needs its bearer token")
+                .into_response();
+        }
+    }
     let mut text = state.metrics.render();
     let now = crate::domain::time::now_micros();
     if let Ok(figures) = state.store.queue_figures(now).await {
@@ -50,7 +62,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             u8::from(held)
         ));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {

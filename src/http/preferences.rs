@@ -106,6 +106,12 @@ pub(super) async fn response(
     s: StoredPreferences,
 ) -> ApiResult<PreferencesResponse> {
     let case = state.store.get_case(actor, &case_id).await?;
+    // A creditor's or partner's view shows what stops the sends on this case, no other
+    // tenant's entries and no other tenant's messages; an admin's shows every entry.
+    let creditor = case
+        .as_ref()
+        .filter(|_| !actor.is_admin())
+        .map(|c| c.creditor_id.clone());
     let mut values: Vec<String> = [&s.preferences.email_address, &s.preferences.phone_number]
         .into_iter()
         .flatten()
@@ -118,7 +124,7 @@ pub(super) async fn response(
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
     let suppressions = state
         .store
-        .suppressions_of(&refs)
+        .suppressions_of(&refs, creditor.as_deref())
         .await?
         .into_iter()
         .map(Into::into)

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::store::SuppressionScope as Scope;
 use super::extract::{AuthAttempt, Form, Json};
 use super::problem::{ApiError, ApiResult};
 use crate::domain::PartyKind;
@@ -270,19 +271,26 @@ pub async fn email_events(
             }
         };
         // Spam complaints and hard bounces put the recipient on the suppression list
-        // (`blocked` is SendGrid's word for a bounce it may retry: not hard).
+        // (`blocked` is SendGrid's word for a bounce it may retry: not hard). A complaint is
+        // the person's answer to one creditor's message and stops that creditor's sends; a
+        // bounce or a drop is a fact about the address and stops everyone's.
         let suppress = match kind {
-            "spamreport" => Some("spam report"),
-            "bounce" if e["type"].as_str() != Some("blocked") => Some("hard bounce"),
-            "dropped" => Some("dropped by the provider"),
+            "spamreport" => Some(("spam report", true)),
+            "bounce" if e["type"].as_str() != Some("blocked") => Some(("hard bounce", false)),
+            "dropped" => Some(("dropped by the provider", false)),
             _ => None,
         };
-        if let Some(why) = suppress
+        if let Some((why, answered)) = suppress
             && let Some(email) = e["email"].as_str()
         {
+            let (case_id, creditor) = state.store.message_case_and_creditor(&id).await?;
+            let scope = match creditor.as_deref() {
+                Some(creditor) if answered => Scope::Creditor(creditor),
+                _ => Scope::Everyone,
+            };
             state
                 .store
-                .suppress("email", email, why, None, Some(&id))
+                .suppress("email", email, why, case_id.as_deref(), Some(&id), scope)
                 .await?;
         }
         if fresh {

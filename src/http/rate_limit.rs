@@ -1,4 +1,7 @@
-//! Per-token rate limit: a token bucket of `per_minute` requests, refilled continuously.
+//! Per-token (or per-address) rate limit: a token bucket of `per_minute` requests, refilled
+//! continuously. The buckets are bounded: a bucket that has refilled says nothing a fresh one
+//! would not, so full ones are dropped once a minute and whenever the map reaches its bound;
+//! a map still at its bound after that is emptied, so made-up keys cannot grow memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -6,8 +9,19 @@ use std::time::Instant;
 
 pub struct RateLimiter {
     per_minute: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    max_keys: usize,
+    buckets: Mutex<Buckets>,
 }
+
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    pruned: Instant,
+}
+
+/// Keys kept at most, by default.
+const MAX_KEYS: usize = 50_000;
+/// How often full buckets are dropped.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Bucket {
     tokens: f64,
@@ -17,10 +31,32 @@ struct Bucket {
 impl RateLimiter {
     /// `0` turns the limit off.
     pub fn new(per_minute: u32) -> Self {
+        Self::bounded(per_minute, MAX_KEYS)
+    }
+
+    /// A limiter that keeps at most `max_keys` buckets.
+    pub fn bounded(per_minute: u32, max_keys: usize) -> Self {
         Self {
             per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                pruned: Instant::now(),
+            }),
         }
+    }
+
+    /// How many keys have a bucket now.
+    pub fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// `Err(seconds)` to wait when the token has no request left.
@@ -34,7 +70,7 @@ impl RateLimiter {
             return Ok(());
         }
         let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(bucket) = buckets.get(key) else {
+        let Some(bucket) = buckets.map.get(key) else {
             return Ok(());
         };
         let per_second = f64::from(self.per_minute) / 60.0;
@@ -56,7 +92,20 @@ impl RateLimiter {
         let capacity = f64::from(self.per_minute);
         let per_second = capacity / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+        let full_after = |b: &Bucket| {
+            now.saturating_duration_since(b.updated).as_secs_f64() * per_second + b.tokens
+                >= capacity
+        };
+        if now.saturating_duration_since(buckets.pruned) >= PRUNE_EVERY
+            || (buckets.map.len() >= self.max_keys && !buckets.map.contains_key(key))
+        {
+            buckets.map.retain(|_, b| !full_after(b));
+            buckets.pruned = now;
+            if buckets.map.len() >= self.max_keys {
+                buckets.map.clear();
+            }
+        }
+        let bucket = buckets.map.entry(key.to_string()).or_insert(Bucket {
             tokens: capacity,
             updated: now,
         });
@@ -89,6 +138,27 @@ mod tests {
         assert_eq!(limiter.check_at("a", t0), Err(1));
         assert!(limiter.check_at("b", t0).is_ok(), "buckets are per token");
         assert!(limiter.check_at("a", t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn made_up_keys_stay_within_the_bound() {
+        let limiter = RateLimiter::bounded(60, 100);
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            let _ = limiter.check_at(&format!("k{i}"), t0);
+            assert!(limiter.len() <= 100);
+        }
+    }
+
+    #[test]
+    fn refilled_buckets_are_dropped_after_a_minute() {
+        let limiter = RateLimiter::new(60);
+        let t0 = Instant::now();
+        for i in 0..50 {
+            let _ = limiter.check_at(&format!("k{i}"), t0);
+        }
+        let _ = limiter.check_at("late", t0 + Duration::from_secs(61));
+        assert_eq!(limiter.len(), 1, "only the fresh bucket is left");
     }
 
     #[test]

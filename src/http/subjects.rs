@@ -197,7 +197,7 @@ async fn write_export(
         .collect();
     let suppressions: Vec<super::suppressions::SuppressionResponse> = state
         .store
-        .suppressions_of(&values)
+        .suppressions_of(&values, None)
         .await?
         .into_iter()
         .map(Into::into)

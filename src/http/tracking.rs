@@ -165,7 +165,7 @@ pub async fn unsubscribe(
     let Link::Unsubscribe { m } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
-    if !state.store.unsubscribe(&m).await? {
+    if !state.store.unsubscribe(&m, None).await? {
         return Err(ApiError::not_found("link"));
     }
     Ok(no_store(

@@ -44,7 +44,8 @@ impl From<AuditRow> for AuditEntry {
 }
 
 impl Store {
-    /// The case's audit log, oldest first.
+    /// The case's audit log, oldest first. An entry about a private note is shown only to
+    /// those who see the note: its author's party, and admins.
     pub async fn list_audit(
         &self,
         actor: &Actor,
@@ -63,12 +64,17 @@ impl Store {
             })?,
         };
         let mut items: Vec<AuditEntry> = sqlx::query_as::<_, AuditRow>(
-            "SELECT id, actor_party_id, actor_name, action, target_type, target_id, at FROM audit_log \
-             WHERE case_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT a.id, a.actor_party_id, a.actor_name, a.action, a.target_type, a.target_id, a.at FROM audit_log a \
+             WHERE a.case_id = $1 AND a.id > $2 \
+             AND ($5 = 1 OR a.target_type <> 'note' OR NOT EXISTS (SELECT 1 FROM notes n \
+               WHERE n.id = a.target_id AND n.visibility = 'private' AND n.author_party_id <> $4)) \
+             ORDER BY a.id LIMIT $3",
         )
         .bind(case_id)
         .bind(after)
         .bind(limit + 1)
+        .bind(actor.party_id.as_str())
+        .bind(super::admin_flag(actor))
         .fetch_all(&mut *conn)
         .await?
         .into_iter()

@@ -97,8 +97,9 @@ fn sending_sql(channel: Channel, count_recent: bool, recipients: usize) -> Strin
             .map(|i| format!("${i}"))
             .collect();
         format!(
-            "(SELECT COUNT(*) FROM suppressions s WHERE s.channel = '{channel}' AND s.value_index IN ({}))",
-            list.join(", ")
+            "(SELECT COUNT(*) FROM suppressions s WHERE s.channel = '{channel}' AND s.value_index IN ({}) AND {})",
+            list.join(", "),
+            super::policy::applies_to("c.creditor_id")
         )
     };
     format!(
@@ -113,7 +114,8 @@ fn sending_sql(channel: Channel, count_recent: bool, recipients: usize) -> Strin
 }
 
 /// The count of the frequency cap for a send's read of `c` (outbound messages of `channel`
-/// since `since` to the case or to another case of its debtor), or `-1` when not asked.
+/// since `since` to the case or to another case of its debtor held by the same creditor: one
+/// creditor's sends never spend another's), or `-1` when not asked.
 fn recent_sql(channel: Channel, count_recent: bool, since: &str) -> String {
     if !count_recent {
         return "-1".to_string();
@@ -126,7 +128,8 @@ fn recent_sql(channel: Channel, count_recent: bool, since: &str) -> String {
         "(SELECT COUNT(*) FROM messages m WHERE m.message_type = '{}' \
          AND m.direction = 'outbound' AND m.created_at >= {since} AND m.status <> 'failed' AND m.case_id IN ( \
            SELECT c2.id FROM cases c2 WHERE c2.id = c.id \
-             OR (c.{debtor_index} IS NOT NULL AND c2.{debtor_index} = c.{debtor_index})))",
+             OR (c.{debtor_index} IS NOT NULL AND c2.{debtor_index} = c.{debtor_index} \
+                 AND c2.creditor_id = c.creditor_id)))",
         channel.as_str()
     )
 }
@@ -158,13 +161,14 @@ fn batched_sending_sql(channel: Channel, count_recent: bool, sends: usize, named
     let sends_table = super::cast_rows(sends, &SENDS, 1);
     let named_table = super::cast_rows(named, &["BIGINT", "TEXT"], 1 + sends * SENDS.len());
     let recent = recent_sql(channel, count_recent, "r.since");
+    let applies = super::policy::applies_to("c.creditor_id");
     let channel = channel.as_str();
     format!(
         "WITH r (n, case_id, party_id, admin, token_id, at, since) AS (VALUES {sends_table}), \
          x (n, value_index) AS (VALUES {named_table}) \
          SELECT r.n AS n, {}, {}, {recent} AS recent, \
          (SELECT COUNT(*) FROM suppressions s JOIN x ON x.value_index = s.value_index \
-           WHERE x.n = r.n AND s.channel = '{channel}') AS suppressed, \
+           WHERE x.n = r.n AND s.channel = '{channel}' AND {applies}) AS suppressed, \
          (SELECT COUNT(*) FROM tokens t WHERE t.id = r.token_id AND t.revoked_at IS NULL \
            AND (t.expires_at IS NULL OR t.expires_at > r.at)) AS token_live \
          FROM r JOIN cases c ON c.id = r.case_id \
@@ -459,7 +463,7 @@ impl Store {
         let given = new.case_number.is_some();
         let mut case_number = match new.case_number {
             Some(n) => n,
-            None => next_case_number(&mut tx).await?,
+            None => next_free_case_number(&mut tx).await?,
         };
         let (sealed, email_index, phone_index) = self.seal_debtor(&key, &id, &new.debtor);
         let now = now_micros();
@@ -469,7 +473,7 @@ impl Store {
                 "INSERT INTO cases (id, case_number, creditor_id, partner_id, status, debtor_sealed, debtor_email_index, \
                  debtor_phone_index, debtor_language, debtor_timezone, amount_minor, currency, invoice_number, due_date, \
                  created_at, updated_at) VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
-                 ON CONFLICT (case_number) DO NOTHING",
+                 ON CONFLICT (creditor_id, case_number) DO NOTHING",
             )
             .bind(&id)
             .bind(case_number.as_str())
@@ -493,7 +497,7 @@ impl Store {
             if given || attempt >= 100 {
                 return Err(StoreError::Conflict(Code::CaseNumberTaken));
             }
-            case_number = next_case_number(&mut tx).await?;
+            case_number = next_free_case_number(&mut tx).await?;
         }
         audit(&mut tx, Some(&id), actor, "case.created", "case", &id).await?;
         emit(
@@ -813,6 +817,23 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Some(case))
+    }
+}
+
+/// The next generated number that no creditor uses yet. Numbers are unique per creditor, but
+/// a generated one is kept unique across all of them, so that a reply naming it in its
+/// subject still names one case.
+async fn next_free_case_number(conn: &mut AnyConnection) -> StoreResult<CaseNumber> {
+    loop {
+        let number = next_case_number(conn).await?;
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM cases WHERE case_number = $1 LIMIT 1")
+                .bind(number.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        if used.is_none() {
+            return Ok(number);
+        }
     }
 }
 

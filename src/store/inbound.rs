@@ -83,6 +83,11 @@ struct Received<'a> {
     /// The unmatched original this message is sorted from, instead of a new raw record.
     raw_id: Option<&'a str>,
     at: Micros,
+    /// `false` for mail held for review: matched only by a case number in its subject, from
+    /// an address the case does not know. It is kept on the case, and nothing acts on it
+    /// (its sender is no participant, its attachments no documents, no `message.received`)
+    /// until a case worker accepts it.
+    verified: bool,
 }
 
 impl<'a> Received<'a> {
@@ -116,8 +121,20 @@ impl<'a> Received<'a> {
             raw,
             raw_id,
             at,
+            verified: true,
         }
     }
+}
+
+/// A received message as it is announced (see [`Store::announce_received`]).
+pub(super) struct Announced<'a> {
+    pub id: &'a str,
+    pub case_id: &'a str,
+    pub thread_id: &'a str,
+    pub channel: &'a str,
+    pub envelope: &'a Envelope,
+    pub has_attachments: bool,
+    pub at: Micros,
 }
 
 /// The first case `query` finds for one of `keys`.
@@ -237,6 +254,7 @@ impl Store {
         // A case number in the subject, as a whole word, when the subject names exactly one
         // case (creditors choose numbers freely, so two tenants may share one).
         let mut candidates: Vec<String> = Vec::new();
+        let by_subject = case_id.is_none();
         if case_id.is_none() {
             for number in case_number_candidates(mail.subject.as_deref().unwrap_or_default()) {
                 let ids: Vec<String> = sqlx::query_scalar(
@@ -278,7 +296,13 @@ impl Store {
                 now,
             )
             .await?;
-        let record = Received::email(&case_id, &thread_id, mail, source, raw, None, now);
+        let mut record = Received::email(&case_id, &thread_id, mail, source, raw, None, now);
+        // Anyone can write a case number into a subject: from a stranger, that alone is not
+        // enough for the mail to act on the case.
+        if by_subject {
+            let from = mail.from.as_deref().unwrap_or_default();
+            record.verified = self.sender_known(&mut tx, &case_id, from).await?;
+        }
         let message_id = self.store_received(&mut tx, &key, &record).await?;
         tx.commit().await?;
         Ok(Ingested::Matched {
@@ -288,8 +312,33 @@ impl Store {
         })
     }
 
+    /// Whether `from` is an address the case knows: its debtor's, or a participant of one
+    /// of its threads (someone parley wrote to, or whose mail was accepted on it).
+    async fn sender_known(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        case_id: &str,
+        from: &str,
+    ) -> StoreResult<bool> {
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let from = from.to_lowercase();
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM cases WHERE id = $1 AND debtor_email_index = $2 \
+             UNION ALL SELECT 1 FROM thread_participants p JOIN threads t ON t.id = p.thread_id \
+               WHERE t.case_id = $1 AND p.participant_index = $3 LIMIT 1",
+        )
+        .bind(case_id)
+        .bind(self.keys.blind_index("email", &from))
+        .bind(self.keys.blind_index("participant", &from))
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(known.is_some())
+    }
+
     /// Writes a received message of a matched case: the message (sealed), its `received`
-    /// event, the raw original (sealed), the audit entry and `message.received` in the outbox.
+    /// event, the raw original (sealed), and (unless held for review) what announces it.
     async fn store_received(
         &self,
         tx: &mut sqlx::AnyConnection,
@@ -302,8 +351,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO messages (id, case_id, thread_id, direction, message_type, status, status_rank, envelope_sealed, \
              subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, provider_id, has_attachments, received_at, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, 'inbound', $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14)",
+             created_at, updated_at, sender_verified) \
+             VALUES ($1, $2, $3, 'inbound', $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14, $15)",
         )
         .bind(id)
         .bind(r.case_id)
@@ -319,16 +368,9 @@ impl Store {
         .bind(r.provider_id)
         .bind(i32::from(r.has_attachments))
         .bind(r.at)
+        .bind(i32::from(r.verified))
         .execute(&mut *tx)
         .await?;
-        let participants = self.participants_of(key, &r.envelope);
-        let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = participants
-            .iter()
-            .map(|p| (r.thread_id, p, r.at))
-            .collect();
-        let mut writes = super::writes::Writes::new(self.backend);
-        Self::keep_participants(&mut writes, &joined);
-        writes.run(&mut *tx).await?;
         sqlx::query(
             "INSERT INTO message_events (message_id, event, at) VALUES ($1, 'received', $2)",
         )
@@ -359,6 +401,52 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        if !r.verified {
+            audit_as(
+                &mut *tx,
+                Some(r.case_id),
+                None,
+                &format!("inbound {}", r.channel),
+                "message.held_for_review",
+                "message",
+                id,
+            )
+            .await?;
+            return Ok(message_id);
+        }
+        let announced = Announced {
+            id,
+            case_id: r.case_id,
+            thread_id: r.thread_id,
+            channel: r.channel,
+            envelope: &r.envelope,
+            has_attachments: r.has_attachments,
+            at: r.at,
+        };
+        self.announce_received(tx, key, &announced, &format!("inbound {}", r.channel))
+            .await?;
+        Ok(message_id)
+    }
+
+    /// What a received message does once it is trusted, in the caller's transaction: its
+    /// sender and recipients become participants of the thread, its attachments are queued to
+    /// become documents, and the audit log and `message.received` record it.
+    pub(super) async fn announce_received(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        key: &crate::crypto::SubjectKey,
+        r: &Announced<'_>,
+        actor_name: &str,
+    ) -> StoreResult<()> {
+        let id = r.id;
+        let participants = self.participants_of(key, r.envelope);
+        let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = participants
+            .iter()
+            .map(|p| (r.thread_id, p, r.at))
+            .collect();
+        let mut writes = super::writes::Writes::new(self.backend);
+        Self::keep_participants(&mut writes, &joined);
+        writes.run(&mut *tx).await?;
         if r.has_attachments {
             // Its attachments become documents of the case through the queue, from this
             // transaction: never lost, never stored twice.
@@ -376,7 +464,7 @@ impl Store {
             &mut *tx,
             Some(r.case_id),
             None,
-            &format!("inbound {}", r.channel),
+            actor_name,
             "message.received",
             "message",
             id,
@@ -398,7 +486,7 @@ impl Store {
             &payload,
         )
         .await?;
-        Ok(message_id)
+        Ok(())
     }
 
     async fn keep_unmatched(
@@ -470,14 +558,35 @@ impl Store {
         };
         let [case_id] = candidates.as_slice() else {
             if stop {
-                let new = super::policy::NewSuppression {
-                    channel: "sms",
-                    value: sms.from,
-                    reason: "stop word",
-                    case_id: None,
-                    message_id: None,
+                // Which creditor was answered is not known: the STOP holds for each creditor
+                // of a case with that number (kept with that case, so that its debtor's
+                // erasure reaches it), or for everyone when no case has it.
+                let mut answered = Vec::new();
+                for candidate in &candidates {
+                    if let Some(creditor) = super::policy::creditor_of(&mut tx, candidate).await? {
+                        answered.push((candidate.as_str(), creditor));
+                    }
+                }
+                let everyone = [(None, None)];
+                let targets: Vec<(Option<&str>, Option<&str>)> = if answered.is_empty() {
+                    everyone.to_vec()
+                } else {
+                    answered
+                        .iter()
+                        .map(|(case, creditor)| (Some(*case), Some(creditor.as_str())))
+                        .collect()
                 };
-                self.insert_suppression(&mut tx, new, now).await?;
+                for (case_id, creditor) in targets {
+                    let new = super::policy::NewSuppression {
+                        channel: "sms",
+                        value: sms.from,
+                        reason: "stop word",
+                        case_id,
+                        message_id: None,
+                        scope: creditor.map_or(super::policy::Scope::Everyone, super::policy::Scope::Creditor),
+                    };
+                    self.insert_suppression(&mut tx, new, now).await?;
+                }
             }
             let inbound_id = self
                 .keep_unmatched(&mut tx, "sms", &raw, now, &candidates)
@@ -516,18 +625,23 @@ impl Store {
             raw: &raw,
             raw_id: None,
             at: now,
+            verified: true,
         };
         let message_id = self.store_received(&mut tx, &key, &record).await?;
         if stop {
             // The number goes on the suppression list with the case and the message that
             // asked; the case's preferences view lists it (`suppressions`), and a send to it
             // is refused with `recipient_suppressed`. Lifting it is an admin's act.
+            let creditor = super::policy::creditor_of(&mut tx, &case_id).await?;
             let new = super::policy::NewSuppression {
                 channel: "sms",
                 value: sms.from,
                 reason: "stop word",
                 case_id: Some(&case_id),
                 message_id: Some(&message_id),
+                scope: creditor
+                    .as_deref()
+                    .map_or(super::policy::Scope::Everyone, super::policy::Scope::Creditor),
             };
             self.insert_suppression(&mut tx, new, now).await?;
         }
@@ -593,6 +707,7 @@ impl Store {
                 raw: &raw,
                 raw_id: Some(inbound_id),
                 at: now,
+                verified: true,
             }
         } else {
             mail = crate::domain::mail::parse(&raw).unwrap_or_default();

@@ -53,6 +53,7 @@ struct OutgoingRow {
     case_status: Option<String>,
     restricted: i32,
     has_attachments: i32,
+    creditor_id: Option<String>,
     #[sqlx(flatten)]
     preferences: super::preferences::JoinedPreferences,
 }
@@ -98,6 +99,8 @@ pub struct Delivering {
     /// cannot decide, and the attempt is tried again later).
     pub preferences: Result<crate::domain::policy::Preferences, String>,
     pub suppressed: bool,
+    /// The creditor of its case: whose suppressions apply besides everyone's.
+    creditor_id: String,
 }
 
 impl Store {
@@ -127,7 +130,7 @@ impl Store {
         let sql = format!(
             "SELECT m.id, m.case_id, COALESCE(m.channel, m.message_type) AS message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
              m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status, m.has_attachments, \
-             CASE WHEN c.restricted_at IS NULL AND c.erased_at IS NULL THEN 0 ELSE 1 END AS restricted, {} \
+             CASE WHEN c.restricted_at IS NULL AND c.erased_at IS NULL THEN 0 ELSE 1 END AS restricted, c.creditor_id, {} \
              FROM messages m LEFT JOIN cases c ON c.id = m.case_id LEFT JOIN preferences pr ON pr.case_id = m.case_id \
              WHERE m.id IN ({})",
             super::preferences::PREFERENCE_COLUMNS,
@@ -169,10 +172,10 @@ impl Store {
         }
         let list: Vec<String> = (3..all.len() + 3).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT channel, value_index FROM suppressions WHERE channel IN ($1, $2) AND value_index IN ({})",
+            "SELECT channel, value_index, scope FROM suppressions WHERE channel IN ($1, $2) AND value_index IN ({})",
             list.join(", ")
         );
-        let mut q = sqlx::query_as::<_, (String, String)>(&sql)
+        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql)
             .bind(Channel::Email.as_str())
             .bind(Channel::Sms.as_str());
         for index in &all {
@@ -182,9 +185,13 @@ impl Store {
         for ((_, d), indexes) in found.iter_mut().zip(&asked) {
             if let Ok(d) = d {
                 let channel = d.message.channel.as_str();
-                d.suppressed = indexes
-                    .iter()
-                    .any(|index| suppressed.iter().any(|(c, i)| c == channel && i == index));
+                d.suppressed = indexes.iter().any(|index| {
+                    suppressed.iter().any(|(c, i, scope)| {
+                        c == channel
+                            && i == index
+                            && (scope.is_empty() || *scope == d.creditor_id)
+                    })
+                });
             }
         }
         Ok(found)
@@ -201,6 +208,7 @@ impl Store {
             Err(crate::crypto::CryptoError::Erased)
         );
         let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
+        let creditor_id = r.creditor_id.unwrap_or_default();
         let case_id = r.case_id.unwrap_or_default();
         let preferences = self
             .stored_preferences(&case_id, r.preferences.into_row())
@@ -233,6 +241,7 @@ impl Store {
             message,
             preferences,
             suppressed: false,
+            creditor_id,
         })
     }
 

@@ -127,6 +127,13 @@ pub struct MessageView {
     pub sent_at: Option<Micros>,
     pub received_at: Option<Micros>,
     pub created_at: Micros,
+    /// `false` for received mail held for review (see `store::review`).
+    #[serde(default = "trusted")]
+    pub sender_verified: bool,
+}
+
+fn trusted() -> bool {
+    true
 }
 
 pub struct MessageFilter {
@@ -173,6 +180,7 @@ struct MessageRow {
     sent_at: Option<i64>,
     received_at: Option<i64>,
     created_at: i64,
+    sender_verified: i32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -218,7 +226,7 @@ macro_rules! message_columns {
         "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.channel, m.system_event, m.status, m.priority, \
          m.category, m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, \
          m.in_reply_to, m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, \
-         m.received_at, m.created_at"
+         m.received_at, m.created_at, m.sender_verified"
     };
 }
 const MESSAGE_COLUMNS: &str = message_columns!();
@@ -287,6 +295,7 @@ impl Store {
             sent_at: r.sent_at,
             received_at: r.received_at,
             created_at: r.created_at,
+            sender_verified: r.sender_verified != 0,
             id: r.id,
         })
     }
@@ -868,6 +877,7 @@ impl QueueItem {
             sent_at: (new.status == MessageStatus::Sent).then_some(self.now),
             received_at: None,
             created_at: self.now,
+            sender_verified: true,
         }
     }
 }

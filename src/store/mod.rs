@@ -20,6 +20,7 @@ mod payments;
 mod pipeline;
 mod plans;
 mod policy;
+mod review;
 mod preferences;
 pub mod queue;
 mod rekey;
@@ -55,7 +56,8 @@ pub use messages::{
 pub use notes::{NewNote, Note, NoteFilter};
 pub use parties::TokenInfo;
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
-pub use policy::Suppression;
+pub use policy::{Scope as SuppressionScope, Suppression};
+pub use review::HeldMessage;
 pub use preferences::StoredPreferences;
 pub use subjects::{Erased, SubjectCase};
 pub use templates::{Template, TemplateContent};
@@ -420,14 +422,35 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
-            .run(&self.writer)
-            .await
-            .context("applying database migrations")?;
+        match self.backend {
+            Backend::Sqlite => {
+                // A migration that rebuilds a table others refer to needs foreign key
+                // enforcement off, which SQLite allows only outside a transaction: the
+                // migrations run on one connection with it off, checked and back on after.
+                let mut conn = self.writer.acquire().await?;
+                sqlx::query("PRAGMA foreign_keys = OFF")
+                    .execute(&mut *conn)
+                    .await?;
+                let ran = SQLITE_MIGRATIONS.run(&mut *conn).await;
+                let broken: Vec<(String,)> = sqlx::query_as(
+                    "SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1",
+                )
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap_or_default();
+                sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&mut *conn)
+                    .await?;
+                ran.context("applying database migrations")?;
+                if let Some((table,)) = broken.first() {
+                    anyhow::bail!("after the migrations, {table} refers to a missing row");
+                }
+            }
+            Backend::Postgres => POSTGRES_MIGRATIONS
+                .run(&self.writer)
+                .await
+                .context("applying database migrations")?,
+        }
         self.subject_keys.migrate().await?;
         self.load_index_key().await
     }

@@ -22,6 +22,8 @@ pub struct Suppression {
     pub case_id: Option<String>,
     /// The message whose bounce, complaint or unsubscribe caused it.
     pub message_id: Option<String>,
+    /// The creditor whose sends it stops; `None`: every tenant's (a fact about the address).
+    pub creditor_id: Option<String>,
     pub created_at: i64,
 }
 
@@ -33,6 +35,27 @@ pub(crate) struct NewSuppression<'a> {
     pub case_id: Option<&'a str>,
     /// The message whose bounce, complaint or unsubscribe caused it.
     pub message_id: Option<&'a str>,
+    /// Whose sends it stops: every tenant's, or one creditor's.
+    pub scope: Scope<'a>,
+}
+
+/// Whose sends a suppression stops. A person's own answer (an unsubscribe, a STOP, a spam
+/// complaint) concerns the creditor whose message was answered; a hard bounce or a provider's
+/// drop is a fact about the address, for every tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Everyone,
+    Creditor(&'a str),
+}
+
+impl Scope<'_> {
+    /// As the `scope` column keeps it: empty for every tenant.
+    fn column(self) -> String {
+        match self {
+            Scope::Everyone => String::new(),
+            Scope::Creditor(id) => id.to_string(),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -43,11 +66,18 @@ struct SuppressionRow {
     reason: String,
     case_id: Option<String>,
     message_id: Option<String>,
+    scope: String,
     created_at: i64,
 }
 
 const SUPPRESSION_COLUMNS: &str =
-    "id, channel, address_sealed, reason, case_id, message_id, created_at";
+    "id, channel, address_sealed, reason, case_id, message_id, scope, created_at";
+
+/// The condition, on a suppression `s`, that it stops the sends of the creditor `creditor`
+/// (an SQL expression): its own entries and those for every tenant.
+pub(crate) fn applies_to(creditor: &str) -> String {
+    format!("(s.scope = '' OR s.scope = {creditor})")
+}
 
 impl Store {
     /// Adds `value` to the suppression list in the caller's transaction, its address sealed;
@@ -64,6 +94,7 @@ impl Store {
             reason,
             case_id,
             message_id,
+            scope,
         } = new;
         let id = prefixed_id("sup");
         // About a case's debtor: under that debtor's key. A suppression still honours an
@@ -78,8 +109,8 @@ impl Store {
             None => self.keys.seal_str(&address_context(&id), value),
         };
         let done = sqlx::query(
-            "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at, address_sealed, message_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (channel, value_index) DO NOTHING",
+            "INSERT INTO suppressions (id, channel, value_index, reason, case_id, created_at, address_sealed, message_id, scope) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (channel, value_index, scope) DO NOTHING",
         )
         .bind(&id)
         .bind(channel)
@@ -89,6 +120,7 @@ impl Store {
         .bind(now)
         .bind(address_sealed)
         .bind(message_id)
+        .bind(scope.column())
         .execute(&mut *conn)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -106,6 +138,7 @@ impl Store {
             reason: r.reason,
             case_id: r.case_id,
             message_id: r.message_id,
+            creditor_id: Some(r.scope).filter(|s| !s.is_empty()),
             created_at: r.created_at,
         })
     }
@@ -148,7 +181,13 @@ impl Store {
     }
 
     /// The entries for any of `values` (a debtor's addresses and numbers), in one query.
-    pub async fn suppressions_of(&self, values: &[&str]) -> StoreResult<Vec<Suppression>> {
+    /// With `creditor`, as that creditor's parties see them: only the entries that stop its
+    /// sends, and the source message only where it is one of its own cases' messages.
+    pub async fn suppressions_of(
+        &self,
+        values: &[&str],
+        creditor: Option<&str>,
+    ) -> StoreResult<Vec<Suppression>> {
         if values.is_empty() {
             return Ok(Vec::new());
         }
@@ -156,12 +195,18 @@ impl Store {
             .iter()
             .flat_map(|v| ["email", "sms"].map(|channel| self.suppression_index(channel, v)))
             .collect();
-        let list: Vec<String> = (1..=indexes.len()).map(|i| format!("${i}")).collect();
+        let list: Vec<String> = (2..indexes.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE value_index IN ({}) ORDER BY id DESC",
-            list.join(", ")
+            "SELECT s.id, s.channel, s.address_sealed, s.reason, \
+               CASE WHEN $1 IS NULL OR s.scope = $1 THEN s.case_id END AS case_id, \
+               CASE WHEN $1 IS NULL OR EXISTS (SELECT 1 FROM messages m JOIN cases mc ON mc.id = m.case_id \
+                 WHERE m.id = s.message_id AND mc.creditor_id = $1) THEN s.message_id END AS message_id, \
+               s.scope, s.created_at \
+             FROM suppressions s WHERE s.value_index IN ({}) AND ($1 IS NULL OR {}) ORDER BY s.id DESC",
+            list.join(", "),
+            applies_to("$1")
         );
-        let mut q = sqlx::query_as::<_, SuppressionRow>(&sql);
+        let mut q = sqlx::query_as::<_, SuppressionRow>(&sql).bind(creditor);
         for index in &indexes {
             q = q.bind(index);
         }
@@ -218,6 +263,7 @@ impl Store {
         reason: &str,
         case_id: Option<&str>,
         message_id: Option<&str>,
+        scope: Scope<'_>,
     ) -> StoreResult<bool> {
         let mut conn = self.writer.acquire().await?;
         let new = NewSuppression {
@@ -226,12 +272,13 @@ impl Store {
             reason,
             case_id,
             message_id,
+            scope,
         };
         self.insert_suppression(&mut conn, new, now_micros()).await
     }
 
-    /// Puts every `To` recipient of an outbound message on the suppression list, in the
-    /// caller's transaction (a hard bounce of that message).
+    /// Puts every `To` recipient of an outbound message on the suppression list for every
+    /// tenant, in the caller's transaction (a hard bounce of that message).
     pub(crate) async fn suppress_recipients_in(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -245,8 +292,9 @@ impl Store {
             message_type: String,
             envelope_sealed: Vec<u8>,
         }
+        // A system message's channel is the one it went by.
         let row = sqlx::query_as::<_, Row>(
-            "SELECT case_id, message_type, envelope_sealed FROM messages WHERE id = $1",
+            "SELECT case_id, COALESCE(channel, message_type) AS message_type, envelope_sealed FROM messages WHERE id = $1",
         )
         .bind(message_id)
         .fetch_optional(&mut *conn)
@@ -261,28 +309,42 @@ impl Store {
                 reason,
                 case_id: row.case_id.as_deref(),
                 message_id: Some(message_id),
+                scope: Scope::Everyone,
             };
             self.insert_suppression(conn, new, now).await?;
         }
         Ok(())
     }
 
-    /// A recipient's one-click unsubscribe from a message: every `To` address of it is
-    /// suppressed, and the message and audit log record it, in one transaction. `false` for
-    /// an unknown message.
-    pub async fn unsubscribe(&self, message_id: &str) -> StoreResult<bool> {
+    /// A recipient's one-click unsubscribe from a message: the recipient the link was made
+    /// for (`recipient`, its place among `to` then `cc`; every `To` address for a link made
+    /// before links were per recipient) is suppressed for the sends of the creditor whose
+    /// message it was, and the message and audit log record it, in one transaction. `false`
+    /// for an unknown message.
+    pub async fn unsubscribe(&self, message_id: &str, recipient: Option<usize>) -> StoreResult<bool> {
         let Some((case_id, channel, envelope)) = self.message_envelope(message_id).await? else {
             return Ok(false);
         };
         let mut tx = self.write_tx().await?;
         let now = now_micros();
-        for to in &envelope.to {
+        let creditor = match case_id.as_deref() {
+            Some(case_id) => creditor_of(&mut tx, case_id).await?,
+            None => None,
+        };
+        let scope = creditor.as_deref().map_or(Scope::Everyone, Scope::Creditor);
+        let everyone: Vec<&String> = envelope.to.iter().chain(&envelope.cc).collect();
+        let chosen: Vec<&String> = match recipient {
+            Some(i) => everyone.get(i).copied().into_iter().collect(),
+            None => envelope.to.iter().collect(),
+        };
+        for to in chosen {
             let new = NewSuppression {
                 channel: channel.as_str(),
                 value: to,
                 reason: "unsubscribed",
                 case_id: case_id.as_deref(),
                 message_id: Some(message_id),
+                scope,
             };
             self.insert_suppression(&mut tx, new, now).await?;
         }
@@ -316,11 +378,26 @@ impl Store {
         Ok(true)
     }
 
-    /// The first of `values` on the suppression list.
+    /// The case of a message and that case's creditor, where it has one.
+    pub async fn message_case_and_creditor(
+        &self,
+        message_id: &str,
+    ) -> StoreResult<(Option<String>, Option<String>)> {
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT m.case_id, c.creditor_id FROM messages m LEFT JOIN cases c ON c.id = m.case_id WHERE m.id = $1",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.unwrap_or((None, None)))
+    }
+
+    /// The first of `values` on the suppression list for the sends of `case_id`'s creditor.
     pub async fn suppressed<'a>(
         &self,
         channel: &str,
         values: &[&'a str],
+        case_id: &str,
     ) -> StoreResult<Option<&'a str>> {
         if values.is_empty() {
             return Ok(None);
@@ -330,12 +407,16 @@ impl Store {
             .iter()
             .map(|v| self.suppression_index(channel, v))
             .collect();
-        let placeholders: Vec<String> = (2..indexes.len() + 2).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (3..indexes.len() + 3).map(|i| format!("${i}")).collect();
         let query = format!(
-            "SELECT value_index FROM suppressions WHERE channel = $1 AND value_index IN ({})",
-            placeholders.join(", ")
+            "SELECT s.value_index FROM suppressions s WHERE s.channel = $1 AND s.value_index IN ({}) \
+             AND {}",
+            placeholders.join(", "),
+            applies_to("(SELECT c.creditor_id FROM cases c WHERE c.id = $2)")
         );
-        let mut q = sqlx::query_scalar::<_, String>(&query).bind(channel);
+        let mut q = sqlx::query_scalar::<_, String>(&query)
+            .bind(channel)
+            .bind(case_id);
         for index in &indexes {
             q = q.bind(index);
         }
@@ -345,4 +426,17 @@ impl Store {
         }
         Ok(None)
     }
+}
+
+/// The creditor of a case, in the caller's transaction.
+pub(crate) async fn creditor_of(
+    conn: &mut sqlx::AnyConnection,
+    case_id: &str,
+) -> StoreResult<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT creditor_id FROM cases WHERE id = $1")
+            .bind(case_id)
+            .fetch_optional(conn)
+            .await?,
+    )
 }

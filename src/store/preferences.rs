@@ -262,24 +262,29 @@ impl Store {
 
     /// Outbound messages of a channel to this case's debtor since `since` that did not fail:
     /// what the frequency cap counts. The debtor is recognised across cases by the blind
-    /// index of the address or number the channel uses.
+    /// index of the address or number the channel uses; `everyone` counts every creditor's
+    /// messages to that person (`PARLEY_PERSON_FREQUENCY_CAP`), else only those of the
+    /// case's own creditor (`PARLEY_FREQUENCY_CAP`).
     pub async fn recent_outbound(
         &self,
         case_id: &str,
         channel: &str,
         since: Micros,
+        everyone: bool,
     ) -> StoreResult<u32> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM messages m WHERE m.message_type = $2 AND m.direction = 'outbound' \
              AND m.created_at >= $3 AND m.status <> 'failed' AND m.case_id IN ( \
                SELECT c2.id FROM cases c1 JOIN cases c2 ON c2.id = c1.id \
-                 OR ($2 = 'email' AND c1.debtor_email_index IS NOT NULL AND c2.debtor_email_index = c1.debtor_email_index) \
-                 OR ($2 = 'sms' AND c1.debtor_phone_index IS NOT NULL AND c2.debtor_phone_index = c1.debtor_phone_index) \
+                 OR (($4 = 1 OR c2.creditor_id = c1.creditor_id) AND ( \
+                   ($2 = 'email' AND c1.debtor_email_index IS NOT NULL AND c2.debtor_email_index = c1.debtor_email_index) \
+                   OR ($2 = 'sms' AND c1.debtor_phone_index IS NOT NULL AND c2.debtor_phone_index = c1.debtor_phone_index))) \
                WHERE c1.id = $1)",
         )
         .bind(case_id)
         .bind(channel)
         .bind(since)
+        .bind(i64::from(everyone))
         .fetch_one(&self.pool)
         .await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))

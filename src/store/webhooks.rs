@@ -103,6 +103,10 @@ pub struct DueDelivery {
     pub event_type: EventType,
     pub case_id: Option<String>,
     pub payload: Value,
+    /// Whether the webhook's owner may see the event now (its case, or an admin's any
+    /// event) and the webhook is still there: access can end after the event was fanned
+    /// out, and a resend or a recovery must not outlive it.
+    pub allowed: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -115,6 +119,7 @@ struct DueRow {
     event_type: String,
     case_id: Option<String>,
     payload: String,
+    allowed: i64,
 }
 
 pub(super) fn secret_context(id: &str) -> String {
@@ -360,8 +365,11 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT d.id, d.webhook_id, w.url, w.secret_sealed, d.event_id, e.event_type, e.case_id, e.payload \
+            "SELECT d.id, d.webhook_id, w.url, w.secret_sealed, d.event_id, e.event_type, e.case_id, e.payload, \
+               CASE WHEN w.deleted_at IS NULL AND (p.kind = 'admin' OR c.creditor_id = w.owner_party_id \
+                 OR c.partner_id = w.owner_party_id) THEN 1 ELSE 0 END AS allowed \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
+             JOIN parties p ON p.id = w.owner_party_id LEFT JOIN cases c ON c.id = e.case_id \
              WHERE d.id IN ({placeholders})"
         );
         let mut q = sqlx::query_as::<_, DueRow>(&sql);
@@ -387,6 +395,7 @@ impl Store {
             event_type: EventType::parse(&r.event_type).map_err(|e| StoreError::Corrupt(e.0))?,
             case_id: r.case_id,
             payload: serde_json::from_str(&r.payload).unwrap_or(Value::Null),
+            allowed: r.allowed != 0,
         })
     }
 

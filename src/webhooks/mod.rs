@@ -185,6 +185,17 @@ impl Job for WebhookJob {
         let Some(d) = d else {
             return Ok(());
         };
+        if !d.allowed {
+            // Nothing about a case goes to a party that no longer sees it.
+            let ended = Transition::Failed {
+                error: "the subscriber no longer has access to this event".into(),
+            };
+            crate::telemetry::OUTCOMES.count("webhook", "http", ended.label());
+            self.store
+                .finish_webhook_delivery(&d.id, None, ended, self.clock.now())
+                .await?;
+            return Ok(());
+        }
         let Some(slot) = self.endpoint_slot(&d.url) else {
             let later = Transition::Defer(self.clock.now() + ENDPOINT_BUSY_WAIT);
             self.store

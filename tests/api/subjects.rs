@@ -85,6 +85,7 @@ async fn an_export_holds_everything_the_persons_cases_show_across_tenants() {
             "unsubscribed",
             Some(&first),
             None,
+            parley::store::SuppressionScope::Everyone,
         )
         .await
         .unwrap();

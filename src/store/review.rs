@@ -1,0 +1,195 @@
+//! Received mail held for review: matched to a case only by a case number in its subject,
+//! from an address the case did not know. A case worker accepts it (then it acts as any
+//! received mail: participants, documents, `message.received`) or rejects it (then it leaves
+//! the case for the unmatched list, as if it had never matched).
+
+use super::cases::visible;
+use super::inbound::{Announced, raw_context};
+use super::operators::NotNow;
+use super::{Store, StoreResult, admin_flag, audit};
+use crate::domain::party::Actor;
+use crate::domain::time::{Micros, now_micros};
+
+#[derive(sqlx::FromRow)]
+struct HeldRow {
+    case_id: String,
+    thread_id: Option<String>,
+    message_type: String,
+    envelope_sealed: Vec<u8>,
+    has_attachments: i32,
+    sender_verified: i32,
+}
+
+/// A message held for review, as a case worker's list shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HeldMessage {
+    pub message_id: String,
+    pub case_id: String,
+    pub received_at: Option<Micros>,
+}
+
+impl Store {
+    /// The received message `id` on a case the actor sees, locked for the change.
+    async fn held_message(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<Option<HeldRow>> {
+        Ok(sqlx::query_as::<_, HeldRow>(&format!(
+            "SELECT m.case_id, m.thread_id, m.message_type, m.envelope_sealed, m.has_attachments, m.sender_verified \
+             FROM messages m JOIN cases c ON c.id = m.case_id \
+             WHERE m.id = $1 AND m.direction = 'inbound' AND {}{}",
+            visible(2, 3),
+            self.backend.for_update()
+        ))
+        .bind(id)
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .fetch_optional(&mut *conn)
+        .await?)
+    }
+
+    /// Accepts a held message: its sender becomes a participant, its attachments documents,
+    /// and `message.received` goes out, all in one transaction. `None`: no such received
+    /// message on a case the actor sees; `Some(Err)`: it is not held.
+    pub async fn accept_received(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<Option<Result<(), NotNow>>> {
+        let mut tx = self.write_tx().await?;
+        let Some(row) = self.held_message(&mut tx, actor, id).await? else {
+            return Ok(None);
+        };
+        if row.sender_verified != 0 {
+            return Ok(Some(Err(NotNow::State("accepted".into()))));
+        }
+        let now = now_micros();
+        let key = self.live_case_key(&row.case_id).await?;
+        self.unlock([&row.envelope_sealed[..]]).await?;
+        let envelope = self.open_envelope(id, &row.envelope_sealed)?;
+        sqlx::query("UPDATE messages SET sender_verified = 1, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let thread_id = row.thread_id.unwrap_or_default();
+        let announced = Announced {
+            id,
+            case_id: &row.case_id,
+            thread_id: &thread_id,
+            channel: &row.message_type,
+            envelope: &envelope,
+            has_attachments: row.has_attachments != 0,
+            at: now,
+        };
+        self.announce_received(&mut tx, &key, &announced, &actor.name)
+            .await?;
+        audit(
+            &mut tx,
+            Some(&row.case_id),
+            actor,
+            "message.accepted",
+            "message",
+            id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Ok(())))
+    }
+
+    /// Rejects a held message: it leaves the case (message, events, and its thread when it
+    /// was the thread's only message) and its original goes back to the unmatched list
+    /// under the master key, naming the case as a candidate. Answers as
+    /// [`Store::accept_received`]; `Ok(Some(Ok(inbound id)))` when rejected.
+    pub async fn reject_received(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<Option<Result<String, NotNow>>> {
+        let mut tx = self.write_tx().await?;
+        let Some(row) = self.held_message(&mut tx, actor, id).await? else {
+            return Ok(None);
+        };
+        if row.sender_verified != 0 {
+            return Ok(Some(Err(NotNow::State("accepted".into()))));
+        }
+        let raw: Option<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, raw_sealed FROM inbound_raw WHERE message_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((inbound_id, sealed)) = raw else {
+            return Ok(Some(Err(NotNow::State("without its original".into()))));
+        };
+        self.unlock([&sealed[..]]).await?;
+        let Some(original) = self.open_kept(&raw_context(&inbound_id), &sealed)? else {
+            return Ok(Some(Err(NotNow::State("erased".into()))));
+        };
+        let candidates = serde_json::to_string(&[&row.case_id]).map_err(anyhow::Error::from)?;
+        sqlx::query(
+            "UPDATE inbound_raw SET matched = 0, message_id = NULL, raw_sealed = $2, candidates = $3 WHERE id = $1",
+        )
+        .bind(&inbound_id)
+        .bind(self.keys.seal(&raw_context(&inbound_id), &original))
+        .bind(candidates)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM message_events WHERE message_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM messages WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(thread_id) = &row.thread_id {
+            let left: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM messages WHERE thread_id = $1 LIMIT 1")
+                    .bind(thread_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if left.is_none() {
+                sqlx::query("DELETE FROM thread_participants WHERE thread_id = $1")
+                    .bind(thread_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM threads WHERE id = $1")
+                    .bind(thread_id)
+                    .execute(&mut *tx)
+                    .await?;
+                self.known_threads.forget(|_, known| known == thread_id);
+            }
+        }
+        audit(
+            &mut tx,
+            Some(&row.case_id),
+            actor,
+            "message.rejected",
+            "message",
+            id,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Ok(inbound_id)))
+    }
+
+    /// Received messages held for review on the cases the actor sees, oldest first.
+    pub async fn held_for_review(
+        &self,
+        actor: &Actor,
+        limit: i64,
+    ) -> StoreResult<Vec<HeldMessage>> {
+        Ok(sqlx::query_as::<_, HeldMessage>(&format!(
+            "SELECT m.id AS message_id, m.case_id AS case_id, m.received_at FROM messages m JOIN cases c ON c.id = m.case_id \
+             WHERE m.sender_verified = 0 AND {} ORDER BY m.id LIMIT $1",
+            visible(2, 3)
+        ))
+        .bind(limit)
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
