@@ -457,7 +457,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// are hashed first, so neither their contents nor their lengths leak.
 pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// A new API token: `pk_` and 32 random bytes, base64url. Shown once.

@@ -445,6 +445,7 @@ function renderMessage(m, state) {
   return h('article', { class: `message ${kind}`, 'data-message-id': m.messageId },
     h('header', {},
       badge(t(kind === 'system' ? 'system' : m.direction), kind),
+      m.senderVerified === false ? badge(t('awaitingReview'), 'review') : null,
       h('span', { class: 'who' }, `${m.from} → ${(m.to || []).join(', ') || '—'}`),
       h('time', { datetime: m.createdAt }, when(m.createdAt)),
       m.direction === 'outbound' ? statusBadge(m.status) : null),
@@ -452,8 +453,31 @@ function renderMessage(m, state) {
     body ? h('p', { class: 'body' }, body) : null,
     m.scheduledFor && m.status === 'queued' ? h('p', { class: 'help' }, `${t('scheduledFor')}: ${when(m.scheduledFor)}`) : null,
     m.failureReason ? h('p', { class: 'error' }, m.failureReason) : null,
+    m.senderVerified === false ? reviewControls(m, state) : null,
     m.direction === 'outbound' ? toggle : null,
     timeline);
+}
+
+/// Mail held for review (only a case number linked it, from a stranger): accept or reject.
+function reviewControls(m, state) {
+  const error = h('p', { class: 'error form-error', role: 'alert', hidden: true });
+  const act = (what) => async () => {
+    try {
+      await post(`/api/messages/${m.messageId}/${what}`, {});
+      announce(t(what === 'accept' ? 'accepted' : 'rejected'));
+      const el = document.querySelector('[aria-labelledby="h-conversation"]');
+      if (el) await refreshConversation(el, state);
+    } catch (err) {
+      error.textContent = err instanceof Problem ? err.detail : String(err.message || err);
+      error.hidden = false;
+      announce(error.textContent);
+    }
+  };
+  return h('div', { class: 'review', role: 'group', 'aria-label': t('awaitingReview') },
+    h('p', { class: 'help' }, t('awaitingReviewHelp')),
+    button(t('accept'), act('accept'), { 'data-review': 'accept' }),
+    button(t('reject'), act('reject'), { 'data-review': 'reject' }),
+    error);
 }
 
 async function fillTimeline(el, messageId) {

@@ -104,6 +104,7 @@ impl Services {
             subjects: subjects::DataSubjects::new(
                 store.clone(),
                 files.clone(),
+                config.storage.data_dir.clone(),
                 config.policy.retention,
                 clock.clone(),
             ),

@@ -119,7 +119,11 @@ impl SendPolicy {
         let verdict =
             decide(preferences, &context).map_err(|r| AppError::refused(r.code, r.detail))?;
         // Every creditor's messages to this person, when the operator caps those too.
-        if let Some(cap) = self.settings.person_frequency_cap.filter(|_| q.count_recent) {
+        if let Some(cap) = self
+            .settings
+            .person_frequency_cap
+            .filter(|_| q.count_recent)
+        {
             let since = q.now.saturating_sub(duration_micros(cap.window));
             let everyone = self
                 .store

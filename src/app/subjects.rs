@@ -24,6 +24,8 @@ const SWEEP_BATCH: i64 = 20;
 pub struct DataSubjects {
     store: Store,
     files: DocumentStore,
+    /// The data folder: the outbox and the spool of outgoing mail are copies to erase.
+    data_dir: std::path::PathBuf,
     retention: Duration,
     clock: SharedClock,
 }
@@ -63,12 +65,14 @@ impl DataSubjects {
     pub fn new(
         store: Store,
         files: DocumentStore,
+        data_dir: std::path::PathBuf,
         retention: Duration,
         clock: SharedClock,
     ) -> Self {
         Self {
             store,
             files,
+            data_dir,
             retention,
             clock,
         }
@@ -140,7 +144,37 @@ impl DataSubjects {
         for key in &erased.storage_keys {
             self.files.remove(key).await;
         }
+        self.remove_copies(&erased.message_ids).await;
         Ok(())
+    }
+
+    /// Removes what the file transports and the attachment spool wrote of these messages:
+    /// `outbox/<id>.eml` and `.json` (and a temporary file left by a crash), and
+    /// `spool/<id>-*.eml`. They hold the message in the clear, as a mail server would.
+    async fn remove_copies(&self, message_ids: &[String]) {
+        let outbox = self.data_dir.join("outbox");
+        for id in message_ids {
+            for name in [
+                format!("{id}.eml"),
+                format!("{id}.json"),
+                format!(".{id}.eml.tmp"),
+                format!(".{id}.json.tmp"),
+            ] {
+                let _ = tokio::fs::remove_file(outbox.join(name)).await;
+            }
+        }
+        let Ok(mut spool) = tokio::fs::read_dir(self.data_dir.join("spool")).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = spool.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if message_ids.iter().any(|id| {
+                name.strip_prefix(id.as_str())
+                    .is_some_and(|rest| rest.starts_with('-'))
+            }) {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
     }
 
     /// One round of the retention sweeper: erases restricted cases whose retention ended.

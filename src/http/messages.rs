@@ -413,9 +413,14 @@ async fn send_as(
     if key.is_some() && !verified && !state.store.token_valid(&actor.token_id).await? {
         return Err(StoreError::TokenGone.into());
     }
-    let idempotency = key.map(|key| Idempotency {
-        key,
-        request_hash: hex::encode(Sha256::digest(format!("{case}\n{}", canonical(&body)))),
+    // Kept only as keyed hashes: a key or a body may hold an address (`remind-jens@...`),
+    // and neither is needed again, only recognised.
+    let idempotency = key.map(|key| {
+        let body_hash = hex::encode(Sha256::digest(format!("{case}\n{}", canonical(&body))));
+        Idempotency {
+            key: state.store.idempotency_key_hash(&key),
+            request_hash: state.store.idempotency_request_hash(&body_hash),
+        }
     });
     let req: SendMessageRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::unprocessable(Code::InvalidBody, e.to_string()))?;

@@ -266,10 +266,7 @@ pub async fn reject(
 ) -> ApiResult<axum::Json<Rejected>> {
     match state.inbound.reject(&actor, &id).await? {
         None => Err(ApiError::not_found("message")),
-        Some(Err(n)) => Err(not_now(
-            "only a message held for review can be rejected",
-            n,
-        )),
+        Some(Err(n)) => Err(not_now("only a message held for review can be rejected", n)),
         Some(Ok(inbound_id)) => Ok(axum::Json(Rejected {
             inbound_id,
             outcome: "unmatched".into(),
@@ -285,6 +282,7 @@ pub struct AwaitingReview {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
     /// At most this many (default 100, at most 500).
     pub limit: Option<i64>,

@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::store::SuppressionScope as Scope;
 use super::extract::{AuthAttempt, Form, Json};
 use super::problem::{ApiError, ApiResult};
 use crate::domain::PartyKind;
 use crate::domain::code::Code;
 use crate::domain::message::MessageStatus;
 use crate::domain::time::now_micros;
+use crate::store::SuppressionScope as Scope;
 
 /// An admin, by bearer token or basic-auth password.
 pub struct ProviderAuth;

@@ -27,6 +27,10 @@ pub struct SuppressionResponse {
     /// The message whose bounce, complaint or unsubscribe put it there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+    /// The creditor whose sends it stops (the person answered that creditor's message);
+    /// `null`: every tenant's (a hard bounce, a provider's drop, or an entry made before
+    /// suppressions were scoped).
+    pub creditor_id: Option<String>,
     pub created_at: String,
 }
 
@@ -38,6 +42,7 @@ impl From<Suppression> for SuppressionResponse {
             address: s.address,
             reason: s.reason,
             message_id: s.message_id,
+            creditor_id: s.creditor_id,
             created_at: rfc3339(s.created_at),
         }
     }

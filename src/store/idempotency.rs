@@ -19,7 +19,50 @@ struct Record {
     result: String,
 }
 
+/// The mark of a key stored as a keyed hash (records written before were kept as sent).
+const HASHED: &str = "h1:";
+
 impl Store {
+    /// What is stored of a client's `Idempotency-Key`: a keyed hash.
+    pub fn idempotency_key_hash(&self, key: &str) -> String {
+        format!("{HASHED}{}", self.keys.blind_index("idempotency-key", key))
+    }
+
+    /// What is stored of a request's SHA-256 (hex): a keyed hash of it.
+    pub fn idempotency_request_hash(&self, sha256_hex: &str) -> String {
+        self.keys.blind_index("idempotency-request", sha256_hex)
+    }
+
+    /// Records written before keys were hashed: those past their 24 hours go, the others are
+    /// hashed in place. Run at start, after the key of blind indexes is loaded.
+    pub(super) async fn hash_idempotency_keys(&self, now: Micros) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < $1 AND idem_key NOT LIKE 'h1:%'",
+        )
+        .bind(now - KEEP_MICROS)
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT party_id, idem_key, request_hash FROM idempotency_keys WHERE idem_key NOT LIKE 'h1:%'",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (party, key, request_hash) in rows {
+            sqlx::query(
+                "UPDATE idempotency_keys SET idem_key = $3, request_hash = $4 WHERE party_id = $1 AND idem_key = $2",
+            )
+            .bind(&party)
+            .bind(&key)
+            .bind(self.idempotency_key_hash(&key))
+            .bind(self.idempotency_request_hash(&request_hash))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// What an earlier request with this key did, if one was made within 24 hours of `now`.
     pub async fn idempotent_replay(
         &self,

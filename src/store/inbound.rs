@@ -583,7 +583,10 @@ impl Store {
                         reason: "stop word",
                         case_id,
                         message_id: None,
-                        scope: creditor.map_or(super::policy::Scope::Everyone, super::policy::Scope::Creditor),
+                        scope: creditor.map_or(
+                            super::policy::Scope::Everyone,
+                            super::policy::Scope::Creditor,
+                        ),
                     };
                     self.insert_suppression(&mut tx, new, now).await?;
                 }
@@ -639,9 +642,10 @@ impl Store {
                 reason: "stop word",
                 case_id: Some(&case_id),
                 message_id: Some(&message_id),
-                scope: creditor
-                    .as_deref()
-                    .map_or(super::policy::Scope::Everyone, super::policy::Scope::Creditor),
+                scope: creditor.as_deref().map_or(
+                    super::policy::Scope::Everyone,
+                    super::policy::Scope::Creditor,
+                ),
             };
             self.insert_suppression(&mut tx, new, now).await?;
         }

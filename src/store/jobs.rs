@@ -187,9 +187,7 @@ impl Store {
                 let channel = d.message.channel.as_str();
                 d.suppressed = indexes.iter().any(|index| {
                     suppressed.iter().any(|(c, i, scope)| {
-                        c == channel
-                            && i == index
-                            && (scope.is_empty() || *scope == d.creditor_id)
+                        c == channel && i == index && (scope.is_empty() || *scope == d.creditor_id)
                     })
                 });
             }

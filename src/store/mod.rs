@@ -20,10 +20,10 @@ mod payments;
 mod pipeline;
 mod plans;
 mod policy;
-mod review;
 mod preferences;
 pub mod queue;
 mod rekey;
+mod review;
 pub mod singleton;
 mod subject_keys;
 mod subjects;
@@ -57,8 +57,8 @@ pub use notes::{NewNote, Note, NoteFilter};
 pub use parties::TokenInfo;
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
 pub use policy::{Scope as SuppressionScope, Suppression};
-pub use review::HeldMessage;
 pub use preferences::StoredPreferences;
+pub use review::HeldMessage;
 pub use subjects::{Erased, SubjectCase};
 pub use templates::{Template, TemplateContent};
 pub use threads::{ThreadMessage, ThreadView};
@@ -432,12 +432,11 @@ impl Store {
                     .execute(&mut *conn)
                     .await?;
                 let ran = SQLITE_MIGRATIONS.run(&mut *conn).await;
-                let broken: Vec<(String,)> = sqlx::query_as(
-                    "SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1",
-                )
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap_or_default();
+                let broken: Vec<(String,)> =
+                    sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1")
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap_or_default();
                 sqlx::query("PRAGMA foreign_keys = ON")
                     .execute(&mut *conn)
                     .await?;
@@ -452,7 +451,10 @@ impl Store {
                 .context("applying database migrations")?,
         }
         self.subject_keys.migrate().await?;
-        self.load_index_key().await
+        self.load_index_key().await?;
+        self.hash_idempotency_keys(crate::domain::time::now_micros())
+            .await
+            .context("hashing earlier idempotency keys")
     }
 
     /// Reads the key of blind indexes (generating it on a new installation) into the key

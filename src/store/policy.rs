@@ -321,7 +321,11 @@ impl Store {
     /// before links were per recipient) is suppressed for the sends of the creditor whose
     /// message it was, and the message and audit log record it, in one transaction. `false`
     /// for an unknown message.
-    pub async fn unsubscribe(&self, message_id: &str, recipient: Option<usize>) -> StoreResult<bool> {
+    pub async fn unsubscribe(
+        &self,
+        message_id: &str,
+        recipient: Option<usize>,
+    ) -> StoreResult<bool> {
         let Some((case_id, channel, envelope)) = self.message_envelope(message_id).await? else {
             return Ok(false);
         };

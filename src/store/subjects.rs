@@ -23,6 +23,9 @@ pub struct SubjectCase {
 #[derive(Debug, Default)]
 pub struct Erased {
     pub storage_keys: Vec<String>,
+    /// The case's messages: their copies outside the database (outbox files, spooled
+    /// attachments) are the caller's to remove.
+    pub message_ids: Vec<String>,
 }
 
 impl Store {
@@ -142,8 +145,32 @@ impl Store {
         if let Some(key) = self.key_unless_erased(case_id).await? {
             self.seal_case_under(case_id, &key).await?;
         }
+        // The debtor's address and number, while they can still be read: suppressions that
+        // name them without this case (a bounce or a STOP that matched no case, another
+        // case's entry) lose the address too. Their blind index stays, so that the objection
+        // is still honoured; nothing readable is left of the person.
+        let debtor = self
+            .get_case(&Actor::system(), case_id)
+            .await?
+            .map(|c| (c.debtor.email, c.debtor.phone));
+        let mut indexes: Vec<String> = Vec::new();
+        if let Some((email, phone)) = &debtor {
+            indexes.extend(email.iter().map(|e| self.suppression_index("email", e)));
+            indexes.extend(phone.iter().map(|p| self.suppression_index("sms", p)));
+        }
         self.destroy_case_keys(&[case_id.to_string()]).await?;
         let mut tx = self.write_tx().await?;
+        let message_ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE case_id = $1 ORDER BY id")
+                .bind(case_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for index in &indexes {
+            sqlx::query("UPDATE suppressions SET address_sealed = NULL WHERE value_index = $1")
+                .bind(index)
+                .execute(&mut *tx)
+                .await?;
+        }
         let storage_keys: Vec<String> =
             sqlx::query_scalar("SELECT storage_key FROM documents WHERE case_id = $1 ORDER BY id")
                 .bind(case_id)
@@ -188,6 +215,12 @@ impl Store {
             "UPDATE payments SET reference = NULL WHERE case_id = $1".to_string(),
             // Language, time zone, contact hours: the debtor's too (the contacts are sealed).
             "DELETE FROM preferences WHERE case_id = $1".to_string(),
+            // A key a client chose may hold the address; its replay has no use any more.
+            format!("DELETE FROM idempotency_keys WHERE result IN ({messages})"),
+            // Records written before results were bare ids keep the response, naming the id.
+            "DELETE FROM idempotency_keys WHERE result LIKE '{%' AND EXISTS (SELECT 1 FROM messages m \
+             WHERE m.case_id = $1 AND idempotency_keys.result LIKE '%' || m.id || '%')"
+                .to_string(),
         ];
         for sql in &statements {
             let query = sqlx::query(sql).bind(case_id);
@@ -226,7 +259,10 @@ impl Store {
                 Err(e) => tracing::warn!(error = %e, "checkpointing after an erasure failed"),
             }
         }
-        Ok(Erased { storage_keys })
+        Ok(Erased {
+            storage_keys,
+            message_ids,
+        })
     }
 
     /// Restricted cases whose retention has ended (ended before `ended_before`), up to

@@ -186,6 +186,24 @@ async fn mail_to_the_case_address_or_with_the_case_number_finds_its_case() {
         .await
         .unwrap();
     assert_eq!(second["caseId"], case_id);
+    // Only a case number links it, from an address the case does not know: it waits for a
+    // case worker, and is announced once accepted.
+    let second_id = second["messageId"].as_str().unwrap();
+    let held: Value = app
+        .get(&creditor.token, &format!("/api/messages/{second_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(held["senderVerified"], false, "{held}");
+    let r = app
+        .post(
+            &creditor.token,
+            &format!("/api/messages/{second_id}/accept"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     assert_ne!(
         second["threadId"], first["threadId"],
         "another subject, another thread"

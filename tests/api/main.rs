@@ -6,6 +6,7 @@ mod helpers;
 mod hostile;
 mod imap;
 mod inbound;
+mod isolation;
 mod layers;
 mod peers;
 

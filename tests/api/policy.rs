@@ -415,20 +415,41 @@ async fn deliveries_claimed_together_are_each_decided_on_their_own_case() {
     let store = &app.store;
     assert!(
         store
-            .suppress("email", "BLOCKED@example.com", "test", None, None, parley::store::SuppressionScope::Everyone)
+            .suppress(
+                "email",
+                "BLOCKED@example.com",
+                "test",
+                None,
+                None,
+                parley::store::SuppressionScope::Everyone
+            )
             .await
             .unwrap()
     );
     assert!(
         store
-            .suppress("sms", "+4512345678", "test", None, None, parley::store::SuppressionScope::Everyone)
+            .suppress(
+                "sms",
+                "+4512345678",
+                "test",
+                None,
+                None,
+                parley::store::SuppressionScope::Everyone
+            )
             .await
             .unwrap()
     );
     // An address suppressed for the other channel stops nothing here.
     assert!(
         store
-            .suppress("sms", "debtor@example.com", "test", None, None, parley::store::SuppressionScope::Everyone)
+            .suppress(
+                "sms",
+                "debtor@example.com",
+                "test",
+                None,
+                None,
+                parley::store::SuppressionScope::Everyone
+            )
             .await
             .unwrap()
     );

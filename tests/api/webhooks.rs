@@ -297,7 +297,10 @@ async fn a_name_that_resolves_inside_is_refused_when_connecting() {
         .await
         .unwrap();
     let error = deliveries["deliveries"][0]["lastError"].as_str().unwrap();
-    assert!(error.contains("private"), "{error}");
+    assert!(
+        error.contains("does not resolve to public addresses"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
