@@ -20,3 +20,13 @@ CREATE INDEX suppressions_case ON suppressions (case_id);
 -- not know, waits for a case worker's review (0); everything else is trusted (1).
 ALTER TABLE messages ADD COLUMN sender_verified INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX messages_unverified ON messages (case_id, id) WHERE sender_verified = 0;
+
+-- A message to several recipients goes out as one copy per recipient, each with its own
+-- links and bounce address; the copies already handed over are kept, so that a retry after
+-- a transient failure sends only the others.
+CREATE TABLE message_copies (
+    message_id  TEXT NOT NULL,
+    recipient   INTEGER NOT NULL,
+    sent_at     BIGINT NOT NULL,
+    PRIMARY KEY (message_id, recipient)
+);

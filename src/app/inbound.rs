@@ -69,7 +69,15 @@ impl Inbound {
             .find_map(|a| bounced_message(self.store.keys(), a, &self.domain));
         Ok(self
             .store
-            .ingest_email(source, raw, &parsed, &self.domain, returned.as_deref())
+            .ingest_email(
+                source,
+                raw,
+                &parsed,
+                &self.domain,
+                returned
+                    .as_ref()
+                    .map(|r| (r.message_id.as_str(), r.recipient)),
+            )
             .await?)
     }
 

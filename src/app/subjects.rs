@@ -149,30 +149,30 @@ impl DataSubjects {
     }
 
     /// Removes what the file transports and the attachment spool wrote of these messages:
-    /// `outbox/<id>.eml` and `.json` (and a temporary file left by a crash), and
-    /// `spool/<id>-*.eml`. They hold the message in the clear, as a mail server would.
+    /// `outbox/<id>.eml` (and `<id>.<n>.eml`, the copies of further recipients) and
+    /// `<id>.json`, a temporary file left by a crash, and `spool/<id>…-*.eml`. They hold the
+    /// message in the clear, as a mail server would.
     async fn remove_copies(&self, message_ids: &[String]) {
-        let outbox = self.data_dir.join("outbox");
-        for id in message_ids {
-            for name in [
-                format!("{id}.eml"),
-                format!("{id}.json"),
-                format!(".{id}.eml.tmp"),
-                format!(".{id}.json.tmp"),
-            ] {
-                let _ = tokio::fs::remove_file(outbox.join(name)).await;
-            }
-        }
-        let Ok(mut spool) = tokio::fs::read_dir(self.data_dir.join("spool")).await else {
+        if message_ids.is_empty() {
             return;
-        };
-        while let Ok(Some(entry)) = spool.next_entry().await {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if message_ids.iter().any(|id| {
-                name.strip_prefix(id.as_str())
-                    .is_some_and(|rest| rest.starts_with('-'))
-            }) {
-                let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+        let ids: std::collections::HashSet<&str> =
+            message_ids.iter().map(String::as_str).collect();
+        for folder in ["outbox", "spool"] {
+            let Ok(mut entries) = tokio::fs::read_dir(self.data_dir.join(folder)).await else {
+                continue;
+            };
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // A message id is `msg_` and hex: what follows it is `.` or `-`.
+                let id = name
+                    .trim_start_matches('.')
+                    .split(['.', '-'])
+                    .next()
+                    .unwrap_or_default();
+                if ids.contains(id) {
+                    let _ = tokio::fs::remove_file(entry.path()).await;
+                }
             }
         }
     }

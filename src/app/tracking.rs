@@ -10,16 +10,31 @@ use crate::domain::template::html_escape;
 
 const CONTEXT: &str = "tracking-link";
 
-/// What a link stands for.
+/// What a link stands for: its message and, in mail to several recipients, the recipient
+/// whose copy carries it (`r`, a place among `to` then `cc`; absent in a message's only
+/// copy, and in links made before copies were per recipient).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "k")]
 pub enum Link {
     #[serde(rename = "o")]
-    Open { m: String },
+    Open {
+        m: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        r: Option<u8>,
+    },
     #[serde(rename = "c")]
-    Click { m: String, u: String },
+    Click {
+        m: String,
+        u: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        r: Option<u8>,
+    },
     #[serde(rename = "u")]
-    Unsubscribe { m: String },
+    Unsubscribe {
+        m: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        r: Option<u8>,
+    },
 }
 
 pub fn seal(keys: &KeyRing, link: &Link) -> String {
@@ -34,79 +49,104 @@ pub fn open(keys: &KeyRing, token: &str) -> Option<Link> {
     serde_json::from_slice(&json).ok()
 }
 
-/// The per-message envelope sender (VERP) of outbound email,
-/// `bounce+<message hex>-<mac>@<inbound domain>`: a delivery status notification sent to it
-/// proves which message it answers. The address fits the 64 octets of a local part and
-/// survives relays that lower-case it.
-pub fn bounce_address(keys: &KeyRing, message_id: &str, inbound_domain: &str) -> Option<String> {
+/// The envelope sender (VERP) of an outbound email,
+/// `bounce+<message hex>-<mac>@<inbound domain>`, or for the copy of one of several
+/// recipients `bounce+<message hex>.<recipient>-<mac>@…`: a delivery status notification
+/// sent to it proves which message, and which recipient's copy, it answers. The address fits
+/// the 64 octets of a local part and survives relays that lower-case it.
+pub fn bounce_address(
+    keys: &KeyRing,
+    message_id: &str,
+    inbound_domain: &str,
+    recipient: Option<usize>,
+) -> Option<String> {
     let hex = message_id.strip_prefix("msg_")?;
-    let mac = keys.blind_index("verp", message_id);
-    Some(format!("bounce+{hex}-{}@{inbound_domain}", &mac[..16]))
+    let (tag, signed) = match recipient {
+        Some(i) => (format!("{hex}.{i}"), format!("{message_id}.{i}")),
+        None => (hex.to_string(), message_id.to_string()),
+    };
+    let mac = keys.blind_index("verp", &signed);
+    Some(format!("bounce+{tag}-{}@{inbound_domain}", &mac[..16]))
 }
 
-/// The message a bounce address names, if it is one of ours with a valid token.
-pub fn bounced_message(keys: &KeyRing, address: &str, inbound_domain: &str) -> Option<String> {
+/// What a bounce address names: the message and, for one recipient's copy, the recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Returned {
+    pub message_id: String,
+    pub recipient: Option<usize>,
+}
+
+/// The message (and recipient) a bounce address names, if it is one of ours with a valid
+/// token.
+pub fn bounced_message(keys: &KeyRing, address: &str, inbound_domain: &str) -> Option<Returned> {
     let (local, domain) = address.trim().rsplit_once('@')?;
     if !domain.eq_ignore_ascii_case(inbound_domain) {
         return None;
     }
     let token = local.to_ascii_lowercase();
-    let (hex, mac) = token.strip_prefix("bounce+")?.split_once('-')?;
+    let (tag, mac) = token.strip_prefix("bounce+")?.split_once('-')?;
+    let (hex, recipient) = match tag.split_once('.') {
+        Some((hex, i)) if (1..=3).contains(&i.len()) && i.bytes().all(|b| b.is_ascii_digit()) => {
+            (hex, Some(i.parse::<usize>().ok()?))
+        }
+        Some(_) => return None,
+        None => (tag, None),
+    };
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let message_id = format!("msg_{hex}");
-    let expected = keys.blind_index("verp", &message_id);
+    let signed = match recipient {
+        Some(i) => format!("{message_id}.{i}"),
+        None => message_id.clone(),
+    };
+    let expected = keys.blind_index("verp", &signed);
     let valid: bool = expected.as_bytes()[..16]
         .iter()
         .zip(mac.as_bytes())
         .fold(mac.len() == 16, |ok, (a, b)| ok & (a == b));
-    valid.then_some(message_id)
+    valid.then_some(Returned {
+        message_id,
+        recipient,
+    })
 }
 
 pub struct LinkMaker<'a> {
     pub keys: &'a KeyRing,
     pub public_url: &'a str,
     pub message_id: &'a str,
+    /// The recipient whose copy the links are for, when a message has several.
+    pub recipient: Option<usize>,
 }
 
 impl LinkMaker<'_> {
+    fn r(&self) -> Option<u8> {
+        self.recipient.and_then(|i| u8::try_from(i).ok())
+    }
+
     pub fn open_pixel(&self) -> String {
-        format!(
-            "{}/t/open/{}",
-            self.public_url,
-            seal(
-                self.keys,
-                &Link::Open {
-                    m: self.message_id.to_string()
-                }
-            )
-        )
+        let link = Link::Open {
+            m: self.message_id.to_string(),
+            r: self.r(),
+        };
+        format!("{}/t/open/{}", self.public_url, seal(self.keys, &link))
     }
+
     pub fn click(&self, url: &str) -> String {
-        format!(
-            "{}/t/click/{}",
-            self.public_url,
-            seal(
-                self.keys,
-                &Link::Click {
-                    m: self.message_id.to_string(),
-                    u: url.to_string()
-                }
-            )
-        )
+        let link = Link::Click {
+            m: self.message_id.to_string(),
+            u: url.to_string(),
+            r: self.r(),
+        };
+        format!("{}/t/click/{}", self.public_url, seal(self.keys, &link))
     }
+
     pub fn unsubscribe(&self) -> String {
-        format!(
-            "{}/unsubscribe/{}",
-            self.public_url,
-            seal(
-                self.keys,
-                &Link::Unsubscribe {
-                    m: self.message_id.to_string()
-                }
-            )
-        )
+        let link = Link::Unsubscribe {
+            m: self.message_id.to_string(),
+            r: self.r(),
+        };
+        format!("{}/unsubscribe/{}", self.public_url, seal(self.keys, &link))
     }
 }
 
@@ -201,17 +241,30 @@ mod tests {
     fn bounce_addresses_name_their_message_and_cannot_be_forged() {
         let keys = KeyRing::new(&[1; 32], &[]);
         let id = "msg_0192f0c4a1b27c3d8e9f0a1b2c3d4e5f";
-        let address = bounce_address(&keys, id, "inbound.example").unwrap();
+        let address = bounce_address(&keys, id, "inbound.example", None).unwrap();
         assert!(address.split('@').next().unwrap().len() <= 64, "{address}");
+        let whole = Some(Returned {
+            message_id: id.to_string(),
+            recipient: None,
+        });
+        assert_eq!(bounced_message(&keys, &address, "inbound.example"), whole);
         assert_eq!(
-            bounced_message(&keys, &address, "inbound.example").as_deref(),
-            Some(id)
-        );
-        assert_eq!(
-            bounced_message(&keys, &address.to_uppercase(), "INBOUND.EXAMPLE").as_deref(),
-            Some(id),
+            bounced_message(&keys, &address.to_uppercase(), "INBOUND.EXAMPLE"),
+            whole,
             "relays may change the case"
         );
+        // One recipient's copy: its own address, which names that recipient only.
+        let copy = bounce_address(&keys, id, "inbound.example", Some(99)).unwrap();
+        assert!(copy.split('@').next().unwrap().len() <= 64, "{copy}");
+        assert_eq!(
+            bounced_message(&keys, &copy, "inbound.example"),
+            Some(Returned {
+                message_id: id.to_string(),
+                recipient: Some(99)
+            })
+        );
+        let moved = copy.replacen(".99-", ".98-", 1);
+        assert_eq!(bounced_message(&keys, &moved, "inbound.example"), None);
         let forged = address.replacen("-", "-0", 1);
         assert_eq!(bounced_message(&keys, &forged, "inbound.example"), None);
         let other = address.replace("0192", "0193");
@@ -234,6 +287,7 @@ mod tests {
         let link = Link::Click {
             m: "msg_1".into(),
             u: "https://pay.example.com/?a=1&b=2".into(),
+            r: Some(3),
         };
         let token = seal(&k, &link);
         assert_eq!(open(&k, &token), Some(link));
@@ -245,7 +299,13 @@ mod tests {
         assert_eq!(
             open(
                 &KeyRing::new(&[1; 32], &[]),
-                &seal(&k, &Link::Open { m: "x".into() })
+                &seal(
+                    &k,
+                    &Link::Open {
+                        m: "x".into(),
+                        r: None
+                    }
+                )
             ),
             None
         );
@@ -269,6 +329,7 @@ mod tests {
             keys: &k,
             public_url: "http://t.example",
             message_id: "msg_1",
+            recipient: None,
         };
         let html = tracked_html(
             "<a href=\"https://pay.example.com/?a=1&amp;b=2\">Pay</a> <a href='mailto:x@y.z'>mail</a>",
@@ -284,7 +345,8 @@ mod tests {
             open(&k, &token),
             Some(Link::Click {
                 m: "msg_1".into(),
-                u: "https://pay.example.com/?a=1&b=2".into()
+                u: "https://pay.example.com/?a=1&b=2".into(),
+                r: None
             })
         );
         assert!(html.contains("http://t.example/t/open/"));

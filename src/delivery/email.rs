@@ -79,14 +79,18 @@ pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Composed, SendError
         s.parse::<lettre::Address>()
             .map_err(|e| permanent("invalid address", &e))
     };
-    let bounce_to = bounce_address(ctx.links.keys, &m.id, ctx.inbound_domain)
+    let recipient = ctx.links.recipient;
+    let bounce_to = bounce_address(ctx.links.keys, &m.id, ctx.inbound_domain, recipient)
         .ok_or_else(|| permanent("no bounce address for", &m.id))?;
+    // The copy of one recipient goes to that recipient alone; the headers still name all.
     let recipients = m
         .envelope
         .to
         .iter()
         .chain(&m.envelope.cc)
-        .map(|r| address(r))
+        .enumerate()
+        .filter(|(i, _)| recipient.is_none_or(|only| only == *i))
+        .map(|(_, r)| address(r))
         .collect::<Result<Vec<_>, _>>()?;
     let envelope = lettre::address::Envelope::new(Some(address(&bounce_to)?), recipients)
         .map_err(|e| permanent("building the envelope", &e))?;

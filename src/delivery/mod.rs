@@ -242,36 +242,10 @@ impl DeliveryJob {
             }
         }
         let sent = match message.channel {
-            Channel::Email => {
-                let ctx = EmailContext {
-                    from: &self.config.mail.email_from,
-                    inbound_domain: &self.config.mail.inbound_domain,
-                    links: LinkMaker {
-                        keys: self.store.keys(),
-                        public_url: &self.config.public_url,
-                        message_id: &message.id,
-                    },
-                };
-                match email::build(message, &ctx) {
-                    Ok(Composed::Whole(mime)) => match self.signed(mime.formatted()) {
-                        Ok(bytes) => self
-                            .email
-                            .send(&message.id, mime.envelope(), &bytes)
-                            .await
-                            .map(|()| None),
-                        Err(e) => Err(e),
-                    },
-                    Ok(Composed::Mixed {
-                        envelope,
-                        head,
-                        boundary,
-                    }) => self
-                        .send_with_attachments(&message.id, &envelope, &head, &boundary)
-                        .await
-                        .map(|()| None),
-                    Err(e) => Err(e),
-                }
-            }
+            Channel::Email => self
+                .send_email(message, claim.attempts > 1)
+                .await
+                .map(|()| None),
             Channel::Sms => {
                 let max_wait = self.config.delivery.lease / 2;
                 if let Err(wait) = self.pacer.wait(&message.envelope.from, max_wait).await {
@@ -288,6 +262,88 @@ impl DeliveryJob {
                 reason,
                 retry_after,
             }) => self.retry(claim.attempts, reason, retry_after),
+        }
+    }
+
+    /// An email: one copy, or to several recipients one copy each, with links and a bounce
+    /// address of its own, so that a cc reader's click or bounce names the cc reader only.
+    /// When a copy fails, the copies already handed over are recorded, and a later attempt
+    /// (`retrying`) sends only the others; an attempt that goes through writes nothing more
+    /// than one copy would (a crash in between may send a copy twice, as it may any mail).
+    /// The outbox keeps `<id>.eml` for the first copy and `<id>.<n>.eml` for the others.
+    async fn send_email(
+        &self,
+        message: &crate::store::Outgoing,
+        retrying: bool,
+    ) -> Result<(), SendError> {
+        let count = message.envelope.to.len() + message.envelope.cc.len();
+        if count <= 1 {
+            return self.send_copy(message, None, &message.id).await;
+        }
+        let done = if retrying {
+            self.store
+                .copies_sent(&message.id)
+                .await
+                .map_err(|e| SendError::Transient {
+                    reason: format!("reading the copies sent: {e}"),
+                    retry_after: None,
+                })?
+        } else {
+            Vec::new()
+        };
+        let mut sent = Vec::new();
+        for recipient in (0..count).filter(|i| !done.contains(i)) {
+            let name = match recipient {
+                0 => message.id.clone(),
+                n => format!("{}.{n}", message.id),
+            };
+            if let Err(e) = self.send_copy(message, Some(recipient), &name).await {
+                if !sent.is_empty()
+                    && let Err(w) = self
+                        .store
+                        .copies_sent_now(&message.id, &sent, self.clock.now())
+                        .await
+                {
+                    tracing::warn!(message = %message.id, error = %w, "recording the copies sent failed: a retry sends them again");
+                }
+                return Err(e);
+            }
+            sent.push(recipient);
+        }
+        Ok(())
+    }
+
+    /// One copy of an email: for every recipient (`None`) or for one; `name` names it in
+    /// the outbox.
+    async fn send_copy(
+        &self,
+        message: &crate::store::Outgoing,
+        recipient: Option<usize>,
+        name: &str,
+    ) -> Result<(), SendError> {
+        let ctx = EmailContext {
+            from: &self.config.mail.email_from,
+            inbound_domain: &self.config.mail.inbound_domain,
+            links: LinkMaker {
+                keys: self.store.keys(),
+                public_url: &self.config.public_url,
+                message_id: &message.id,
+                recipient,
+            },
+        };
+        match email::build(message, &ctx)? {
+            Composed::Whole(mime) => {
+                let bytes = self.signed(mime.formatted())?;
+                self.email.send(name, mime.envelope(), &bytes).await
+            }
+            Composed::Mixed {
+                envelope,
+                head,
+                boundary,
+            } => {
+                self.send_with_attachments(&message.id, name, &envelope, &head, &boundary)
+                    .await
+            }
         }
     }
 
@@ -377,6 +433,7 @@ impl DeliveryJob {
     async fn send_with_attachments(
         &self,
         id: &str,
+        name: &str,
         envelope: &lettre::address::Envelope,
         head: &[u8],
         boundary: &str,
@@ -394,7 +451,7 @@ impl DeliveryJob {
             .config
             .outbox
             .with_file_name("spool")
-            .join(format!("{id}-{}.eml", uuid::Uuid::new_v4().simple()));
+            .join(format!("{name}-{}.eml", uuid::Uuid::new_v4().simple()));
         // The documents' files open with the key of their case's debtor.
         let subject = match documents.first() {
             Some(doc) => self
@@ -423,7 +480,7 @@ impl DeliveryJob {
         let sent = match signature {
             Ok(prefix) => {
                 self.email
-                    .send_spooled(id, envelope, prefix.as_bytes(), &spool)
+                    .send_spooled(name, envelope, prefix.as_bytes(), &spool)
                     .await
             }
             Err(e) => Err(e),

@@ -91,7 +91,7 @@ pub async fn open(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
-    let Link::Open { m } = link(&state, &token)? else {
+    let Link::Open { m, .. } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
     if state.tracking.admit(Some(peer), &m, MessageStatus::Opened) {
@@ -112,7 +112,7 @@ pub async fn click(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
-    let Link::Click { m, u } = link(&state, &token)? else {
+    let Link::Click { m, u, .. } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
     if state.tracking.admit(Some(peer), &m, MessageStatus::Clicked) {
@@ -162,10 +162,10 @@ pub async fn unsubscribe(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
-    let Link::Unsubscribe { m } = link(&state, &token)? else {
+    let Link::Unsubscribe { m, r } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
-    if !state.store.unsubscribe(&m, None).await? {
+    if !state.store.unsubscribe(&m, r.map(usize::from)).await? {
         return Err(ApiError::not_found("link"));
     }
     Ok(no_store(

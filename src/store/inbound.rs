@@ -177,21 +177,22 @@ pub(super) fn raw_context(id: &str) -> String {
 
 impl Store {
     /// Stores one received mail. `inbound_domain` is the domain of per-case addresses;
-    /// `returned` is the message whose bounce address (VERP) the mail came to, checked by
-    /// the caller: only then does a delivery status notification mark it bounced.
+    /// `returned` is the message (and the recipient of its copy, when it went to several)
+    /// whose bounce address (VERP) the mail came to, checked by the caller: only then does a
+    /// delivery status notification mark it bounced and suppress the address.
     pub async fn ingest_email(
         &self,
         source: &str,
         raw: &[u8],
         mail: &InboundMail,
         inbound_domain: &str,
-        returned: Option<&str>,
+        returned: Option<(&str, Option<usize>)>,
     ) -> StoreResult<Ingested> {
         let now = now_micros();
         let mut tx = self.write_tx().await?;
 
         if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure())
-            && let Some(returned) = returned
+            && let Some((returned, recipient)) = returned
         {
             let original: Option<String> = sqlx::query_scalar(
                 "SELECT id FROM messages WHERE id = $1 AND direction = 'outbound'",
@@ -200,22 +201,25 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(message_id) = original {
-                let reason = bounce.reason();
-                let event_id = mail.message_id.as_ref().map(|m| format!("dsn:{m}"));
-                let fresh = apply_event(
-                    &mut tx,
-                    self.backend,
-                    &message_id,
-                    MessageStatus::Bounced,
-                    now,
-                    event_id.as_deref(),
-                    Some(&reason),
-                )
-                .await?;
-                if fresh {
-                    // A hard bounce: the next send to those addresses is refused.
-                    self.suppress_recipients_in(&mut tx, &message_id, "hard bounce", now)
-                        .await?;
+                // A hard bounce: the next send to the bounced address is refused. The
+                // message is `bounced` when a `To` recipient's mail came back; a copy's
+                // reader in `Cc` only goes on the list.
+                let addressed = self
+                    .suppress_recipients_in(&mut tx, &message_id, recipient, "hard bounce", now)
+                    .await?;
+                if addressed {
+                    let reason = bounce.reason();
+                    let event_id = mail.message_id.as_ref().map(|m| format!("dsn:{m}"));
+                    apply_event(
+                        &mut tx,
+                        self.backend,
+                        &message_id,
+                        MessageStatus::Bounced,
+                        now,
+                        event_id.as_deref(),
+                        Some(&reason),
+                    )
+                    .await?;
                 }
                 tx.commit().await?;
                 return Ok(Ingested::Bounce { message_id });

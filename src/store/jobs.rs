@@ -104,6 +104,43 @@ pub struct Delivering {
 }
 
 impl Store {
+    /// The recipients (places among `to` then `cc`) whose copy of a message went out.
+    pub async fn copies_sent(&self, message_id: &str) -> StoreResult<Vec<usize>> {
+        let sent: Vec<i32> = sqlx::query_scalar(
+            "SELECT recipient FROM message_copies WHERE message_id = $1 ORDER BY recipient",
+        )
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(sent
+            .into_iter()
+            .filter_map(|r| usize::try_from(r).ok())
+            .collect())
+    }
+
+    /// Records that these recipients' copies of a message went out.
+    pub async fn copies_sent_now(
+        &self,
+        message_id: &str,
+        recipients: &[usize],
+        at: Micros,
+    ) -> StoreResult<()> {
+        let rows: Vec<String> = (0..recipients.len())
+            .map(|i| format!("($1, ${}, $2)", i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO message_copies (message_id, recipient, sent_at) VALUES {} \
+             ON CONFLICT (message_id, recipient) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(message_id).bind(at);
+        for r in recipients {
+            q = q.bind(i32::try_from(*r).unwrap_or(i32::MAX));
+        }
+        q.execute(&self.writer).await?;
+        Ok(())
+    }
+
     /// What the delivery of one message reads; `None` when the message no longer exists. The
     /// message is decoded strictly: a stored word that does not parse is
     /// [`StoreError::Corrupt`], so the worker fails the message rather than guess.

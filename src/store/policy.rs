@@ -277,15 +277,18 @@ impl Store {
         self.insert_suppression(&mut conn, new, now_micros()).await
     }
 
-    /// Puts every `To` recipient of an outbound message on the suppression list for every
-    /// tenant, in the caller's transaction (a hard bounce of that message).
+    /// Puts the recipient of a bounced copy (`recipient`, its place among `to` then `cc`), or
+    /// every `To` recipient of a message that went out as one copy, on the suppression list
+    /// for every tenant, in the caller's transaction (a hard bounce of that message).
+    /// Whether a `To` recipient bounced (not only a `Cc` reader's copy).
     pub(crate) async fn suppress_recipients_in(
         &self,
         conn: &mut sqlx::AnyConnection,
         message_id: &str,
+        recipient: Option<usize>,
         reason: &str,
         now: crate::domain::time::Micros,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         #[derive(sqlx::FromRow)]
         struct Row {
             case_id: Option<String>,
@@ -299,10 +302,15 @@ impl Store {
         .bind(message_id)
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(row) = row else { return Ok(()) };
+        let Some(row) = row else { return Ok(false) };
         self.unlock([&row.envelope_sealed[..]]).await?;
         let envelope = self.open_envelope(message_id, &row.envelope_sealed)?;
-        for to in &envelope.to {
+        let addressed = recipient.is_none_or(|i| i < envelope.to.len());
+        let bounced: Vec<&String> = match recipient {
+            Some(i) => envelope.to.iter().chain(&envelope.cc).nth(i).into_iter().collect(),
+            None => envelope.to.iter().collect(),
+        };
+        for to in bounced {
             let new = NewSuppression {
                 channel: &row.message_type,
                 value: to,
@@ -313,7 +321,7 @@ impl Store {
             };
             self.insert_suppression(conn, new, now).await?;
         }
-        Ok(())
+        Ok(addressed)
     }
 
     /// A recipient's one-click unsubscribe from a message: the recipient the link was made

@@ -87,70 +87,73 @@ async fn a_creditors_unsubscribe_link_stops_only_its_own_sends_and_shows_only_to
     let b_case = case_for(&server, &b, debtor, "B-1").await;
     let a_case = case_for(&server, &a, "someone@example.com", "A-1").await;
 
-    // A mails B's debtor with a copy to its own mailbox, and posts the link of the copy.
+    // A mails B's debtor with a copy to its own mailbox. Each recipient gets a copy of its
+    // own, with its own links: `<id>.eml` the debtor's, `<id>.1.eml` the cc reader's.
     let (status, sent) = email(&server, &a, &a_case, debtor, &["a-mailbox@example.com"]).await;
     assert_eq!(status, 201, "{sent}");
     let id = sent["messageId"].as_str().unwrap().to_string();
-    let outbox = installation
-        .dir
-        .path()
-        .join("outbox")
-        .join(format!("{id}.eml"));
-    let eml = eventually(30, "the email in the outbox", || {
-        let outbox = outbox.clone();
-        async move { std::fs::read_to_string(outbox).ok() }
-    })
-    .await;
-    let link = unsubscribe_url(&eml);
-    let r = server
-        .client
-        .post(&link)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("List-Unsubscribe=One-Click")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let copy = |name: String| {
+        let path = installation.dir.path().join("outbox").join(name);
+        async move {
+            eventually(30, "the copy in the outbox", || {
+                let path = path.clone();
+                async move { std::fs::read_to_string(path).ok() }
+            })
+            .await
+        }
+    };
+    let debtors_copy = copy(format!("{id}.eml")).await;
+    let cc_copy = copy(format!("{id}.1.eml")).await;
+    assert_ne!(unsubscribe_url(&debtors_copy), unsubscribe_url(&cc_copy));
+    let one_click = |link: String| {
+        let client = server.client.clone();
+        async move {
+            let r = client
+                .post(&link)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("List-Unsubscribe=One-Click")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
 
-    // B's reminders to its own debtor still go out; A's next mail to that address does not.
+    // The link of the cc copy names the cc reader only.
+    one_click(unsubscribe_url(&cc_copy)).await;
+    let (status, body) = email(&server, &a, &a_case, debtor, &[]).await;
+    assert_eq!(status, 201, "the cc reader's click does not stop mail to the debtor: {body}");
+    let (status, body) = email(&server, &a, &a_case, "a-mailbox@example.com", &[]).await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("recipient_suppressed")));
+
+    // Even the debtor's own link, which A holds as its sender, stops A's sends only.
+    one_click(unsubscribe_url(&debtors_copy)).await;
     let (status, body) = email(&server, &b, &b_case, debtor, &[]).await;
     assert_eq!(status, 201, "B is not blocked by A's unsubscribe: {body}");
     let (status, body) = email(&server, &a, &a_case, debtor, &[]).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (422, Some("recipient_suppressed"))
-    );
+    assert_eq!((status, body["code"].as_str()), (422, Some("recipient_suppressed")));
 
     // B's view of its debtor's preferences shows nothing of A's; A's shows its own entry.
-    let prefs = get(
-        &server,
-        &b,
-        &format!("/api/cases/{b_case}/communication-preferences"),
-    )
-    .await;
+    let prefs = get(&server, &b, &format!("/api/cases/{b_case}/communication-preferences")).await;
     assert_eq!(prefs["suppressions"], json!([]), "{prefs}");
     let mut body = case_body();
     body["debtor"]["email"] = json!(debtor);
     body["caseNumber"] = json!("A-2");
     let (_, a_second) = post(&server, &a, "/api/cases", &body).await;
     let a_second = a_second["caseId"].as_str().unwrap();
-    let prefs = get(
-        &server,
-        &a,
-        &format!("/api/cases/{a_second}/communication-preferences"),
-    )
-    .await;
+    let prefs = get(&server, &a, &format!("/api/cases/{a_second}/communication-preferences")).await;
     let entries = prefs["suppressions"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{prefs}");
     assert_eq!(entries[0]["messageId"], id.as_str());
 
-    // The admin's list says whose sends the entry stops.
+    // The admin's list says whose sends the entries stop.
     let list = get(&server, &admin, "/api/suppressions").await;
     let entries = list["suppressions"].as_array().unwrap();
-    assert_eq!(entries.len(), 1, "{list}");
-    assert_eq!(entries[0]["reason"], "unsubscribed");
-    assert_eq!(entries[0]["address"], debtor);
-    assert!(entries[0]["creditorId"].is_string(), "{list}");
+    assert_eq!(entries.len(), 2, "{list}");
+    let mut addresses: Vec<&str> = entries.iter().map(|e| e["address"].as_str().unwrap()).collect();
+    addresses.sort();
+    assert_eq!(addresses, ["a-mailbox@example.com", debtor]);
+    assert!(entries.iter().all(|e| e["reason"] == "unsubscribed" && e["creditorId"].is_string()), "{list}");
     server.stop().await;
 }
 
@@ -774,4 +777,101 @@ async fn an_erasure_reaches_the_outbox_idempotency_keys_and_every_suppression() 
             .all(|e| e["address"].is_null() || e["address"] == "[erased]"),
         "{list}"
     );
+}
+
+#[tokio::test]
+async fn a_cc_readers_bounce_names_the_cc_reader_only() {
+    use crate::helpers::spawn_app;
+    use parley::domain::PartyKind;
+
+    let app = spawn_app().await;
+    let creditor = app.party(PartyKind::Creditor, "Creditor").await;
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let path = format!("/api/cases/{case_id}/messages");
+    let mail = json!({"messageType": "email", "to": "debtor@example.com", "cc": ["gone@example.net"],
+                      "subject": "Reminder", "body": "Hello."});
+    let sent: Value = app.post(&creditor.token, &path, &mail).await.json().await.unwrap();
+    let id = sent["messageId"].as_str().unwrap();
+    assert_eq!(app.deliver_due().await, 1);
+    let outbox = app.dir.path().join("outbox");
+    assert!(outbox.join(format!("{id}.eml")).exists() && outbox.join(format!("{id}.1.eml")).exists());
+
+    // The cc reader's mailbox does not exist: its server reports to that copy's address.
+    let bounce_to =
+        parley::app::tracking::bounce_address(app.store.keys(), id, "localhost", Some(1)).unwrap();
+    let dsn = format!(
+        "From: MAILER-DAEMON@mx.example.net\r\nTo: {bounce_to}\r\nSubject: Undelivered Mail\r\n\
+Message-ID: <cc-dsn@mx.example.net>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n\
+Final-Recipient: rfc822; gone@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
+--B--\r\n"
+    );
+    let r = app.post_mail(&app.admin.token, &dsn).await;
+    assert_eq!(r.status(), 200);
+    let message: Value = app
+        .get(&creditor.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(message["status"], "sent", "the debtor's copy went through: {message}");
+    let again = |to: &'static str| {
+        let (app, token, path) = (&app, creditor.token.clone(), path.clone());
+        async move {
+            app.post(&token, &path, &json!({"messageType": "email", "to": to, "subject": "S", "body": "B"}))
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(again("debtor@example.com").await, 201);
+    assert_eq!(again("gone@example.net").await, 422);
+}
+
+#[tokio::test]
+async fn a_copy_that_fails_for_a_while_is_sent_again_alone() {
+    use crate::helpers::spawn_app_with;
+    use crate::peers::SmtpPeer;
+    use parley::domain::PartyKind;
+
+    let smtp = SmtpPeer::start().await;
+    let url = smtp.url();
+    let app = spawn_app_with(move |c| c.mail.smtp_url = Some(parley::config::Secret::new(url))).await;
+    let creditor = app.party(PartyKind::Creditor, "Creditor").await;
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let mail = json!({"messageType": "email", "to": "debtor@example.com", "cc": ["tempfail-1-cc@example.com"],
+                      "subject": "Reminder", "body": "Hello."});
+    let sent: Value = app
+        .post(&creditor.token, &format!("/api/cases/{case_id}/messages"), &mail)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["messageId"].as_str().unwrap();
+    // The first attempt hands the debtor's copy over and the cc copy is refused for now;
+    // the retry (due at once in the tests) sends the cc copy alone.
+    app.deliver_due().await;
+    let message: Value = app
+        .get(&creditor.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(message["status"], "sent", "{message}");
+    let copies: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|raw| {
+            String::from_utf8_lossy(raw)
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Sink-Rcpt-To: ").map(str::to_string))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(copies.len(), 2, "one copy each, none twice: {copies:?}");
+    assert!(copies.contains(&"debtor@example.com".to_string()), "{copies:?}");
+    assert!(copies.contains(&"tempfail-1-cc@example.com".to_string()), "{copies:?}");
 }

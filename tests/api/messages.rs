@@ -97,16 +97,35 @@ async fn seed_email_reaches_a_real_smtp_server_with_every_header() {
     assert_eq!(sent["sentBy"], "Collection Partner A");
 
     assert_eq!(app.deliver_due().await, 1);
-    let raw = smtp.wait_for(1).await.remove(0);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    assert!(
-        text.contains("\r\nX-Sink-Rcpt-To: debtor@example.com, creditor@example.com\r\n"),
-        "both envelope recipients"
+    // One copy per recipient, each with its own bounce address and links.
+    let copies = smtp.wait_for(2).await;
+    assert_eq!(copies.len(), 2);
+    let texts: Vec<String> = copies
+        .iter()
+        .map(|raw| String::from_utf8_lossy(raw).to_string())
+        .collect();
+    let copy_for = |rcpt: &str| {
+        texts
+            .iter()
+            .position(|t| t.contains(&format!("\r\nX-Sink-Rcpt-To: {rcpt}\r\n")))
+            .unwrap_or_else(|| panic!("a copy for {rcpt} alone"))
+    };
+    let (debtor, cc) = (
+        copy_for("debtor@example.com"),
+        copy_for("creditor@example.com"),
     );
-    assert!(
-        text.starts_with(&format!("X-Sink-Mail-From: bounce+{}-", &id[4..])),
-        "the message's own bounce address as the envelope sender"
-    );
+    for (copy, n) in [(debtor, 0), (cc, 1)] {
+        assert!(
+            texts[copy].starts_with(&format!("X-Sink-Mail-From: bounce+{}.{n}-", &id[4..])),
+            "the copy's own bounce address as the envelope sender"
+        );
+    }
+    let link_of = |copy: usize| {
+        let mail = MessageParser::default().parse(&copies[copy]).unwrap();
+        mail.header_raw("List-Unsubscribe").unwrap().trim().to_string()
+    };
+    assert_ne!(link_of(debtor), link_of(cc), "links of their own");
+    let raw = copies[debtor].clone();
     let mail = MessageParser::default().parse(&raw).unwrap();
     assert_eq!(
         mail.subject(),
@@ -549,7 +568,8 @@ async fn idempotency_key_replays_the_first_response_and_sends_once() {
     .await;
 
     app.deliver_due().await;
-    assert_eq!(smtp.wait_for(1).await.len(), 1);
+    // One message: one copy for the debtor and one for the cc.
+    assert_eq!(smtp.wait_for(2).await.len(), 2);
     let list: Value = app.get(&party.token, &path).await.json().await.unwrap();
     assert_eq!(list["totalCount"], 1, "one message for the three requests");
     // Keys belong to the party that used them.

@@ -279,7 +279,11 @@ async fn every_table_is_in_the_export_or_named_as_holding_no_personal_data() {
         ),
         ("jobs", "ids and times"),
         ("message_events", "statuses and times"),
-        ("idempotency_keys", "hashes of requests"),
+        ("idempotency_keys", "keyed hashes of keys and requests"),
+        (
+            "message_copies",
+            "which recipients' copies of a message went out, by place",
+        ),
         ("case_number_counters", "counters"),
         ("sms_pace", "parley's own sender numbers"),
         (
