@@ -128,6 +128,14 @@ async fn a_creditors_unsubscribe_link_stops_only_its_own_sends_and_shows_only_to
 
     // Even the debtor's own link, which A holds as its sender, stops A's sends only.
     one_click(unsubscribe_url(&debtors_copy)).await;
+    let (status, body) = post(
+        &server,
+        &b,
+        &format!("/api/cases/{b_case}/messages/preview"),
+        &json!({"messageType": "email", "to": debtor, "subject": "S", "body": "B"}),
+    )
+    .await;
+    assert_eq!(status, 200, "B's preview says nothing of A's list: {body}");
     let (status, body) = email(&server, &b, &b_case, debtor, &[]).await;
     assert_eq!(status, 201, "B is not blocked by A's unsubscribe: {body}");
     let (status, body) = email(&server, &a, &a_case, debtor, &[]).await;
