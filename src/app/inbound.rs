@@ -38,11 +38,25 @@ pub struct Inbound {
     store: Store,
     /// The domain of per-case reply addresses (`PARLEY_INBOUND_DOMAIN`).
     domain: String,
+    /// parley's own sender address (`PARLEY_EMAIL_FROM`): mail claiming to be from it proves
+    /// nothing.
+    own_sender: String,
 }
 
 impl Inbound {
-    pub fn new(store: Store, domain: String) -> Self {
-        Self { store, domain }
+    pub fn new(store: Store, domain: String, own_sender: String) -> Self {
+        // `Name <address>` or a bare address: the address.
+        let own_sender = match (own_sender.find('<'), own_sender.rfind('>')) {
+            (Some(start), Some(end)) if start < end => {
+                own_sender[start + 1..end].trim().to_string()
+            }
+            _ => own_sender.trim().to_string(),
+        };
+        Self {
+            store,
+            domain,
+            own_sender,
+        }
     }
 
     /// Stores a received mail: matched to a case, a bounce, a duplicate, or kept unmatched.
@@ -74,6 +88,7 @@ impl Inbound {
                 raw,
                 &parsed,
                 &self.domain,
+                &self.own_sender,
                 returned
                     .as_ref()
                     .map(|r| (r.message_id.as_str(), r.recipient)),

@@ -113,7 +113,11 @@ impl Services {
                 files,
                 config.http.max_upload_bytes,
             ),
-            inbound: inbound::Inbound::new(store.clone(), config.mail.inbound_domain.clone()),
+            inbound: inbound::Inbound::new(
+                store.clone(),
+                config.mail.inbound_domain.clone(),
+                config.mail.email_from.clone(),
+            ),
             messaging: messaging::Messaging::new(
                 store,
                 policy.clone(),

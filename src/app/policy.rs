@@ -130,10 +130,11 @@ impl SendPolicy {
                 .recent_outbound(q.case_id, q.channel.as_str(), since, true)
                 .await?;
             if everyone >= cap.count {
+                // How many, and from whom, is other tenants' business: not said.
                 return Err(AppError::refused(
                     Code::FrequencyCapExceeded,
                     format!(
-                        "{everyone} {} messages to this person within {} s already, from all senders",
+                        "this person has received as many {} messages within {} s as the operator allows from all senders together",
                         q.channel.as_str(),
                         cap.window.as_secs()
                     ),

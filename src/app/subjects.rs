@@ -156,8 +156,7 @@ impl DataSubjects {
         if message_ids.is_empty() {
             return;
         }
-        let ids: std::collections::HashSet<&str> =
-            message_ids.iter().map(String::as_str).collect();
+        let ids: std::collections::HashSet<&str> = message_ids.iter().map(String::as_str).collect();
         for folder in ["outbox", "spool"] {
             let Ok(mut entries) = tokio::fs::read_dir(self.data_dir.join(folder)).await else {
                 continue;

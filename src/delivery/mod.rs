@@ -242,10 +242,7 @@ impl DeliveryJob {
             }
         }
         let sent = match message.channel {
-            Channel::Email => self
-                .send_email(message, claim.attempts > 1)
-                .await
-                .map(|()| None),
+            Channel::Email => self.send_email(message).await.map(|()| None),
             Channel::Sms => {
                 let max_wait = self.config.delivery.lease / 2;
                 if let Err(wait) = self.pacer.wait(&message.envelope.from, max_wait).await {
@@ -268,31 +265,35 @@ impl DeliveryJob {
     /// An email: one copy, or to several recipients one copy each, with links and a bounce
     /// address of its own, so that a cc reader's click or bounce names the cc reader only.
     /// When a copy fails, the copies already handed over are recorded, and a later attempt
-    /// (`retrying`) sends only the others; an attempt that goes through writes nothing more
-    /// than one copy would (a crash in between may send a copy twice, as it may any mail).
-    /// The outbox keeps `<id>.eml` for the first copy and `<id>.<n>.eml` for the others.
-    async fn send_email(
-        &self,
-        message: &crate::store::Outgoing,
-        retrying: bool,
-    ) -> Result<(), SendError> {
-        let count = message.envelope.to.len() + message.envelope.cc.len();
-        if count <= 1 {
+    /// (a retry, or an operator's) sends only the others; an attempt that goes through
+    /// writes nothing more than one copy would (a crash in between may send a copy twice, as
+    /// it may any mail). An address named twice (in `to` and `cc`) gets one copy. The outbox
+    /// keeps `<id>.eml` for the first copy and `<id>.<n>.eml` for the others.
+    async fn send_email(&self, message: &crate::store::Outgoing) -> Result<(), SendError> {
+        let everyone: Vec<&String> = message
+            .envelope
+            .to
+            .iter()
+            .chain(&message.envelope.cc)
+            .collect();
+        if everyone.len() <= 1 {
             return self.send_copy(message, None, &message.id).await;
         }
-        let done = if retrying {
-            self.store
-                .copies_sent(&message.id)
-                .await
-                .map_err(|e| SendError::Transient {
-                    reason: format!("reading the copies sent: {e}"),
-                    retry_after: None,
-                })?
-        } else {
-            Vec::new()
+        let done = self
+            .store
+            .copies_sent(&message.id)
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("reading the copies sent: {e}"),
+                retry_after: None,
+            })?;
+        let first_of = |i: usize| {
+            !everyone[..i]
+                .iter()
+                .any(|earlier| earlier.eq_ignore_ascii_case(everyone[i]))
         };
         let mut sent = Vec::new();
-        for recipient in (0..count).filter(|i| !done.contains(i)) {
+        for recipient in (0..everyone.len()).filter(|i| !done.contains(i) && first_of(*i)) {
             let name = match recipient {
                 0 => message.id.clone(),
                 n => format!("{}.{n}", message.id),

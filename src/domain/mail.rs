@@ -40,6 +40,17 @@ impl Bounce {
             || self.status.as_deref().is_some_and(|s| s.starts_with('5'))
     }
 
+    /// Whether the failure says the mailbox itself is gone (RFC 3463: `5.1.x`, a bad
+    /// address or mailbox; `5.2.1`, a disabled one): a fact about the address, for every
+    /// sender. Any other failure (a policy or content refusal `5.7.x`, a size `5.3.4`) may be
+    /// about the sender or the mail, and stops only the sender's own mail to it.
+    pub fn mailbox_gone(&self) -> bool {
+        self.status
+            .as_deref()
+            .map(str::trim)
+            .is_some_and(|s| s.starts_with("5.1.") || s == "5.2.1")
+    }
+
     /// A short reason for the message's `failureReason`.
     pub fn reason(&self) -> String {
         let mut r = format!(

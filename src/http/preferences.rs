@@ -107,24 +107,28 @@ pub(super) async fn response(
 ) -> ApiResult<PreferencesResponse> {
     let case = state.store.get_case(actor, &case_id).await?;
     // A creditor's or partner's view shows what stops the sends on this case, no other
-    // tenant's entries and no other tenant's messages; an admin's shows every entry.
-    let creditor = case
-        .as_ref()
-        .filter(|_| !actor.is_admin())
-        .map(|c| c.creditor_id.clone());
+    // tenant's entries and no message of a case it does not see; an admin's shows every
+    // entry. (No case: nothing of anyone's.)
+    let Some(case) = case else {
+        return Ok(view(case_id, s, Vec::new()));
+    };
+    let creditor = (!actor.is_admin()).then(|| case.creditor_id.clone());
     let mut values: Vec<String> = [&s.preferences.email_address, &s.preferences.phone_number]
         .into_iter()
         .flatten()
         .cloned()
         .collect();
-    if let Some(c) = case {
-        values.extend(c.debtor.email);
-        values.extend(c.debtor.phone);
-    }
+    values.extend(case.debtor.email.clone());
+    values.extend(case.debtor.phone.clone());
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
     let suppressions = state
         .store
-        .suppressions_of(&refs, creditor.as_deref())
+        .suppressions_of(
+            &refs,
+            creditor
+                .as_deref()
+                .map(|creditor| (creditor, actor.party_id.as_str())),
+        )
         .await?
         .into_iter()
         .map(Into::into)

@@ -1,7 +1,8 @@
 //! Per-token (or per-address) rate limit: a token bucket of `per_minute` requests, refilled
 //! continuously. The buckets are bounded: a bucket that has refilled says nothing a fresh one
 //! would not, so full ones are dropped once a minute and whenever the map reaches its bound;
-//! a map still at its bound after that is emptied, so made-up keys cannot grow memory.
+//! while the map is still at its bound after that, new keys share one overflow bucket, so
+//! made-up keys can neither grow memory nor reset the counts of the keys already kept.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +21,8 @@ struct Buckets {
 
 /// Keys kept at most, by default.
 const MAX_KEYS: usize = 50_000;
+/// The bucket that keys share while the map is full.
+const OVERFLOW: &str = "\0overflow";
 /// How often full buckets are dropped.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -96,15 +99,21 @@ impl RateLimiter {
             now.saturating_duration_since(b.updated).as_secs_f64() * per_second + b.tokens
                 >= capacity
         };
-        if now.saturating_duration_since(buckets.pruned) >= PRUNE_EVERY
-            || (buckets.map.len() >= self.max_keys && !buckets.map.contains_key(key))
+        // Full, a prune is tried at most once a second: each costs a walk of the map.
+        let since = now.saturating_duration_since(buckets.pruned);
+        if since >= PRUNE_EVERY
+            || (buckets.map.len() >= self.max_keys
+                && !buckets.map.contains_key(key)
+                && since >= std::time::Duration::from_secs(1))
         {
             buckets.map.retain(|_, b| !full_after(b));
             buckets.pruned = now;
-            if buckets.map.len() >= self.max_keys {
-                buckets.map.clear();
-            }
         }
+        let key = if buckets.map.len() >= self.max_keys && !buckets.map.contains_key(key) {
+            OVERFLOW
+        } else {
+            key
+        };
         let bucket = buckets.map.entry(key.to_string()).or_insert(Bucket {
             tokens: capacity,
             updated: now,
@@ -141,13 +150,21 @@ mod tests {
     }
 
     #[test]
-    fn made_up_keys_stay_within_the_bound() {
+    fn made_up_keys_stay_within_the_bound_and_reset_no_one() {
         let limiter = RateLimiter::bounded(60, 100);
         let t0 = Instant::now();
+        for _ in 0..60 {
+            assert!(limiter.check_at("guesser", t0).is_ok());
+        }
+        assert!(limiter.check_at("guesser", t0).is_err());
         for i in 0..10_000 {
             let _ = limiter.check_at(&format!("k{i}"), t0);
-            assert!(limiter.len() <= 100);
+            assert!(limiter.len() <= 101);
         }
+        assert!(
+            limiter.check_at("guesser", t0).is_err(),
+            "a flood of new keys does not empty the guesser's bucket"
+        );
     }
 
     #[test]

@@ -37,14 +37,15 @@ impl Store {
     /// hashed in place. Run at start, after the key of blind indexes is loaded.
     pub(super) async fn hash_idempotency_keys(&self, now: Micros) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
+        // `substr`, not `LIKE`: SQLite's LIKE ignores case, and a client's key may start `H1:`.
         sqlx::query(
-            "DELETE FROM idempotency_keys WHERE created_at < $1 AND idem_key NOT LIKE 'h1:%'",
+            "DELETE FROM idempotency_keys WHERE created_at < $1 AND substr(idem_key, 1, 3) <> 'h1:'",
         )
         .bind(now - KEEP_MICROS)
         .execute(&mut *tx)
         .await?;
         let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT party_id, idem_key, request_hash FROM idempotency_keys WHERE idem_key NOT LIKE 'h1:%'",
+            "SELECT party_id, idem_key, request_hash FROM idempotency_keys WHERE substr(idem_key, 1, 3) <> 'h1:'",
         )
         .fetch_all(&mut *tx)
         .await?;

@@ -186,6 +186,7 @@ impl Store {
         raw: &[u8],
         mail: &InboundMail,
         inbound_domain: &str,
+        own_sender: &str,
         returned: Option<(&str, Option<usize>)>,
     ) -> StoreResult<Ingested> {
         let now = now_micros();
@@ -204,8 +205,9 @@ impl Store {
                 // A hard bounce: the next send to the bounced address is refused. The
                 // message is `bounced` when a `To` recipient's mail came back; a copy's
                 // reader in `Cc` only goes on the list.
+                let everyone = bounce.mailbox_gone();
                 let addressed = self
-                    .suppress_recipients_in(&mut tx, &message_id, recipient, "hard bounce", now)
+                    .suppress_recipients_in(&mut tx, &message_id, recipient, everyone, now)
                     .await?;
                 if addressed {
                     let reason = bounce.reason();
@@ -239,10 +241,15 @@ impl Store {
         // 1. the message it answers, 2. a per-case address, 3. a case number in the subject.
         let mut case_id = None;
         let mut parent_thread = None;
+        // A reply to mail held for review proves no more than that mail did.
+        let mut parent_held = false;
         for parent in &mail.parents {
-            if let Some((_, case, thread)) = Self::message_by_rfc_id_in(&mut tx, parent).await? {
+            if let Some((_, case, thread, verified)) =
+                Self::message_by_rfc_id_in(&mut tx, parent).await?
+            {
                 case_id = Some(case);
                 parent_thread = thread;
+                parent_held = !verified;
                 break;
             }
         }
@@ -301,11 +308,13 @@ impl Store {
             )
             .await?;
         let mut record = Received::email(&case_id, &thread_id, mail, source, raw, None, now);
-        // Anyone can write a case number into a subject: from a stranger, that alone is not
-        // enough for the mail to act on the case.
-        if by_subject {
+        // Anyone can write a case number into a subject, or answer mail held for review:
+        // from a stranger, that alone is not enough for the mail to act on the case.
+        if by_subject || parent_held {
             let from = mail.from.as_deref().unwrap_or_default();
-            record.verified = self.sender_known(&mut tx, &case_id, from).await?;
+            record.verified = self
+                .sender_known(&mut tx, &case_id, from, own_sender)
+                .await?;
         }
         let message_id = self.store_received(&mut tx, &key, &record).await?;
         tx.commit().await?;
@@ -317,14 +326,16 @@ impl Store {
     }
 
     /// Whether `from` is an address the case knows: its debtor's, or a participant of one
-    /// of its threads (someone parley wrote to, or whose mail was accepted on it).
+    /// of its threads (someone parley wrote to, or whose mail was accepted on it). parley's
+    /// own sender (`own_sender`, a participant of every thread it wrote in) is no one's proof.
     async fn sender_known(
         &self,
         conn: &mut sqlx::AnyConnection,
         case_id: &str,
         from: &str,
+        own_sender: &str,
     ) -> StoreResult<bool> {
-        if from.is_empty() {
+        if from.is_empty() || from.eq_ignore_ascii_case(own_sender) {
             return Ok(false);
         }
         let from = from.to_lowercase();

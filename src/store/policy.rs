@@ -181,12 +181,13 @@ impl Store {
     }
 
     /// The entries for any of `values` (a debtor's addresses and numbers), in one query.
-    /// With `creditor`, as that creditor's parties see them: only the entries that stop its
-    /// sends, and the source message only where it is one of its own cases' messages.
+    /// With `viewer` (a case's creditor, and the party looking), as that party sees them:
+    /// only the entries that stop the creditor's sends, and the source message and case only
+    /// where the party sees that case.
     pub async fn suppressions_of(
         &self,
         values: &[&str],
-        creditor: Option<&str>,
+        viewer: Option<(&str, &str)>,
     ) -> StoreResult<Vec<Suppression>> {
         if values.is_empty() {
             return Ok(Vec::new());
@@ -195,18 +196,22 @@ impl Store {
             .iter()
             .flat_map(|v| ["email", "sms"].map(|channel| self.suppression_index(channel, v)))
             .collect();
-        let list: Vec<String> = (2..indexes.len() + 2).map(|i| format!("${i}")).collect();
+        let list: Vec<String> = (3..indexes.len() + 3).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT s.id, s.channel, s.address_sealed, s.reason, \
-               CASE WHEN $1 IS NULL OR s.scope = $1 THEN s.case_id END AS case_id, \
+               CASE WHEN $1 IS NULL OR EXISTS (SELECT 1 FROM cases vc WHERE vc.id = s.case_id \
+                 AND (vc.creditor_id = $2 OR vc.partner_id = $2)) THEN s.case_id END AS case_id, \
                CASE WHEN $1 IS NULL OR EXISTS (SELECT 1 FROM messages m JOIN cases mc ON mc.id = m.case_id \
-                 WHERE m.id = s.message_id AND mc.creditor_id = $1) THEN s.message_id END AS message_id, \
+                 WHERE m.id = s.message_id AND (mc.creditor_id = $2 OR mc.partner_id = $2)) \
+                 THEN s.message_id END AS message_id, \
                s.scope, s.created_at \
              FROM suppressions s WHERE s.value_index IN ({}) AND ($1 IS NULL OR {}) ORDER BY s.id DESC",
             list.join(", "),
             applies_to("$1")
         );
-        let mut q = sqlx::query_as::<_, SuppressionRow>(&sql).bind(creditor);
+        let mut q = sqlx::query_as::<_, SuppressionRow>(&sql)
+            .bind(viewer.map(|(creditor, _)| creditor))
+            .bind(viewer.map(|(_, party)| party));
         for index in &indexes {
             q = q.bind(index);
         }
@@ -278,15 +283,17 @@ impl Store {
     }
 
     /// Puts the recipient of a bounced copy (`recipient`, its place among `to` then `cc`), or
-    /// every `To` recipient of a message that went out as one copy, on the suppression list
-    /// for every tenant, in the caller's transaction (a hard bounce of that message).
-    /// Whether a `To` recipient bounced (not only a `Cc` reader's copy).
+    /// every `To` recipient of a message that went out as one copy, on the suppression list,
+    /// in the caller's transaction (a bounce of that message): for every tenant when the
+    /// mailbox is gone (`everyone`), else for the creditor whose message it was (a refusal of
+    /// that sender's mail says nothing about anyone else's). Whether a `To` recipient bounced
+    /// (not only a `Cc` reader's copy).
     pub(crate) async fn suppress_recipients_in(
         &self,
         conn: &mut sqlx::AnyConnection,
         message_id: &str,
         recipient: Option<usize>,
-        reason: &str,
+        everyone: bool,
         now: crate::domain::time::Micros,
     ) -> StoreResult<bool> {
         #[derive(sqlx::FromRow)]
@@ -306,8 +313,22 @@ impl Store {
         self.unlock([&row.envelope_sealed[..]]).await?;
         let envelope = self.open_envelope(message_id, &row.envelope_sealed)?;
         let addressed = recipient.is_none_or(|i| i < envelope.to.len());
+        let creditor = match row.case_id.as_deref() {
+            Some(case_id) if !everyone => creditor_of(conn, case_id).await?,
+            _ => None,
+        };
+        let (reason, scope) = match creditor.as_deref() {
+            Some(creditor) => ("refused by the mail server", Scope::Creditor(creditor)),
+            None => ("hard bounce", Scope::Everyone),
+        };
         let bounced: Vec<&String> = match recipient {
-            Some(i) => envelope.to.iter().chain(&envelope.cc).nth(i).into_iter().collect(),
+            Some(i) => envelope
+                .to
+                .iter()
+                .chain(&envelope.cc)
+                .nth(i)
+                .into_iter()
+                .collect(),
             None => envelope.to.iter().collect(),
         };
         for to in bounced {
@@ -317,7 +338,7 @@ impl Store {
                 reason,
                 case_id: row.case_id.as_deref(),
                 message_id: Some(message_id),
-                scope: Scope::Everyone,
+                scope,
             };
             self.insert_suppression(conn, new, now).await?;
         }

@@ -153,11 +153,19 @@ impl Store {
             .get_case(&Actor::system(), case_id)
             .await?
             .map(|c| (c.debtor.email, c.debtor.phone));
+        // The contact the preferences name is the person's too.
+        let preferred = self.preferences_for_sending(case_id).await.ok();
         let mut indexes: Vec<String> = Vec::new();
-        if let Some((email, phone)) = &debtor {
-            indexes.extend(email.iter().map(|e| self.suppression_index("email", e)));
-            indexes.extend(phone.iter().map(|p| self.suppression_index("sms", p)));
-        }
+        let emails = debtor
+            .iter()
+            .flat_map(|(email, _)| email.iter())
+            .chain(preferred.iter().flat_map(|p| p.email_address.iter()));
+        let phones = debtor
+            .iter()
+            .flat_map(|(_, phone)| phone.iter())
+            .chain(preferred.iter().flat_map(|p| p.phone_number.iter()));
+        indexes.extend(emails.map(|e| self.suppression_index("email", e)));
+        indexes.extend(phones.map(|p| self.suppression_index("sms", p)));
         self.destroy_case_keys(&[case_id.to_string()]).await?;
         let mut tx = self.write_tx().await?;
         let message_ids: Vec<String> =

@@ -89,6 +89,7 @@ struct RfcMessageRow {
     id: String,
     case_id: Option<String>,
     thread_id: Option<String>,
+    sender_verified: i32,
 }
 
 /// A case's threads (`$1`) with their counts, most recent first.
@@ -351,11 +352,18 @@ impl Store {
     pub(crate) async fn message_by_rfc_id_in(
         conn: &mut AnyConnection,
         rfc_id: &str,
-    ) -> StoreResult<Option<(String, String, Option<String>)>> {
-        let row = sqlx::query_as::<_, RfcMessageRow>("SELECT id, case_id, thread_id FROM messages WHERE rfc_message_id = $1 AND case_id IS NOT NULL")
+    ) -> StoreResult<Option<(String, String, Option<String>, bool)>> {
+        let row = sqlx::query_as::<_, RfcMessageRow>("SELECT id, case_id, thread_id, sender_verified FROM messages WHERE rfc_message_id = $1 AND case_id IS NOT NULL")
             .bind(rfc_id)
             .fetch_optional(&mut *conn)
             .await?;
-        Ok(row.map(|r| (r.id, r.case_id.unwrap_or_default(), r.thread_id)))
+        Ok(row.map(|r| {
+            (
+                r.id,
+                r.case_id.unwrap_or_default(),
+                r.thread_id,
+                r.sender_verified != 0,
+            )
+        }))
     }
 }

@@ -122,9 +122,15 @@ async fn a_creditors_unsubscribe_link_stops_only_its_own_sends_and_shows_only_to
     // The link of the cc copy names the cc reader only.
     one_click(unsubscribe_url(&cc_copy)).await;
     let (status, body) = email(&server, &a, &a_case, debtor, &[]).await;
-    assert_eq!(status, 201, "the cc reader's click does not stop mail to the debtor: {body}");
+    assert_eq!(
+        status, 201,
+        "the cc reader's click does not stop mail to the debtor: {body}"
+    );
     let (status, body) = email(&server, &a, &a_case, "a-mailbox@example.com", &[]).await;
-    assert_eq!((status, body["code"].as_str()), (422, Some("recipient_suppressed")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("recipient_suppressed"))
+    );
 
     // Even the debtor's own link, which A holds as its sender, stops A's sends only.
     one_click(unsubscribe_url(&debtors_copy)).await;
@@ -139,17 +145,30 @@ async fn a_creditors_unsubscribe_link_stops_only_its_own_sends_and_shows_only_to
     let (status, body) = email(&server, &b, &b_case, debtor, &[]).await;
     assert_eq!(status, 201, "B is not blocked by A's unsubscribe: {body}");
     let (status, body) = email(&server, &a, &a_case, debtor, &[]).await;
-    assert_eq!((status, body["code"].as_str()), (422, Some("recipient_suppressed")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("recipient_suppressed"))
+    );
 
     // B's view of its debtor's preferences shows nothing of A's; A's shows its own entry.
-    let prefs = get(&server, &b, &format!("/api/cases/{b_case}/communication-preferences")).await;
+    let prefs = get(
+        &server,
+        &b,
+        &format!("/api/cases/{b_case}/communication-preferences"),
+    )
+    .await;
     assert_eq!(prefs["suppressions"], json!([]), "{prefs}");
     let mut body = case_body();
     body["debtor"]["email"] = json!(debtor);
     body["caseNumber"] = json!("A-2");
     let (_, a_second) = post(&server, &a, "/api/cases", &body).await;
     let a_second = a_second["caseId"].as_str().unwrap();
-    let prefs = get(&server, &a, &format!("/api/cases/{a_second}/communication-preferences")).await;
+    let prefs = get(
+        &server,
+        &a,
+        &format!("/api/cases/{a_second}/communication-preferences"),
+    )
+    .await;
     let entries = prefs["suppressions"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{prefs}");
     assert_eq!(entries[0]["messageId"], id.as_str());
@@ -158,10 +177,18 @@ async fn a_creditors_unsubscribe_link_stops_only_its_own_sends_and_shows_only_to
     let list = get(&server, &admin, "/api/suppressions").await;
     let entries = list["suppressions"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{list}");
-    let mut addresses: Vec<&str> = entries.iter().map(|e| e["address"].as_str().unwrap()).collect();
+    let mut addresses: Vec<&str> = entries
+        .iter()
+        .map(|e| e["address"].as_str().unwrap())
+        .collect();
     addresses.sort();
     assert_eq!(addresses, ["a-mailbox@example.com", debtor]);
-    assert!(entries.iter().all(|e| e["reason"] == "unsubscribed" && e["creditorId"].is_string()), "{list}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["reason"] == "unsubscribed" && e["creditorId"].is_string()),
+        "{list}"
+    );
     server.stop().await;
 }
 
@@ -292,12 +319,43 @@ async fn a_strangers_mail_naming_a_case_number_waits_for_review() {
             v["messageId"].as_str().unwrap().to_string()
         }
     };
+    // parley's own sender is a participant of every thread it wrote in: no proof either.
+    let (status, _) = email(&server, &creditor, &case, "debtor@example.com", &[]).await;
+    assert_eq!(status, 201);
+    let spoofed = post_mail(mail_naming(
+        "noreply@localhost",
+        "DEB-2026-00007",
+        "p1@example.net",
+    ))
+    .await;
     let held = post_mail(mail_naming(
         "stranger@example.net",
         "DEB-2026-00007",
         "s1@example.net",
     ))
     .await;
+    // A reply to held mail proves no more than the mail it answers.
+    let reply = post_mail(
+        mail_naming("stranger@example.net", "nothing", "s1-reply@example.net").replace(
+            "Subject: Payment for nothing\r\n",
+            "Subject: Re: receipt\r\nIn-Reply-To: <s1@example.net>\r\n",
+        ),
+    )
+    .await;
+    for id in [&spoofed, &reply] {
+        let message = get(&server, &creditor, &format!("/api/messages/{id}")).await;
+        assert_eq!(message["senderVerified"], false, "{message}");
+    }
+    for id in [&spoofed, &reply] {
+        let (status, _) = post(
+            &server,
+            &creditor,
+            &format!("/api/messages/{id}/reject"),
+            &json!({}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
     let rejected = post_mail(mail_naming(
         "other@example.net",
         "DEB-2026-00007",
@@ -383,8 +441,13 @@ async fn a_strangers_mail_naming_a_case_number_waits_for_review() {
     .await;
     assert_eq!(r.status(), 404);
     let unmatched = get(&server, &admin, "/api/inbound/unmatched").await;
-    assert_eq!(unmatched["messages"][0]["inboundId"], body["inboundId"]);
-    assert_eq!(unmatched["messages"][0]["candidateCaseIds"], json!([case]));
+    let back = unmatched["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["inboundId"] == body["inboundId"])
+        .expect("the rejected mail on the unmatched list");
+    assert_eq!(back["candidateCaseIds"], json!([case]));
     assert_eq!(
         get(&server, &creditor, "/api/inbound/review").await["messages"],
         json!([])
@@ -799,11 +862,18 @@ async fn a_cc_readers_bounce_names_the_cc_reader_only() {
     let path = format!("/api/cases/{case_id}/messages");
     let mail = json!({"messageType": "email", "to": "debtor@example.com", "cc": ["gone@example.net"],
                       "subject": "Reminder", "body": "Hello."});
-    let sent: Value = app.post(&creditor.token, &path, &mail).await.json().await.unwrap();
+    let sent: Value = app
+        .post(&creditor.token, &path, &mail)
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = sent["messageId"].as_str().unwrap();
     assert_eq!(app.deliver_due().await, 1);
     let outbox = app.dir.path().join("outbox");
-    assert!(outbox.join(format!("{id}.eml")).exists() && outbox.join(format!("{id}.1.eml")).exists());
+    assert!(
+        outbox.join(format!("{id}.eml")).exists() && outbox.join(format!("{id}.1.eml")).exists()
+    );
 
     // The cc reader's mailbox does not exist: its server reports to that copy's address.
     let bounce_to =
@@ -824,18 +894,75 @@ Final-Recipient: rfc822; gone@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n
         .json()
         .await
         .unwrap();
-    assert_eq!(message["status"], "sent", "the debtor's copy went through: {message}");
+    assert_eq!(
+        message["status"], "sent",
+        "the debtor's copy went through: {message}"
+    );
     let again = |to: &'static str| {
         let (app, token, path) = (&app, creditor.token.clone(), path.clone());
         async move {
-            app.post(&token, &path, &json!({"messageType": "email", "to": to, "subject": "S", "body": "B"}))
-                .await
-                .status()
-                .as_u16()
+            app.post(
+                &token,
+                &path,
+                &json!({"messageType": "email", "to": to, "subject": "S", "body": "B"}),
+            )
+            .await
+            .status()
+            .as_u16()
         }
     };
     assert_eq!(again("debtor@example.com").await, 201);
     assert_eq!(again("gone@example.net").await, 422);
+
+    // A refusal that is not about the mailbox (5.7.1: the receiving server's policy) says
+    // something about this sender's mail, not the address: it stops this creditor only.
+    let r = app
+        .post(
+            &creditor.token,
+            &path,
+            &json!({"messageType": "email", "to": "picky@example.org", "subject": "S", "body": "B"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let second: Value = r.json().await.unwrap();
+    let second = second["messageId"].as_str().unwrap();
+    app.deliver_due().await;
+    let to_second =
+        parley::app::tracking::bounce_address(app.store.keys(), second, "localhost", None).unwrap();
+    let refused = dsn
+        .replace(&bounce_to, &to_second)
+        .replace("gone@example.net", "picky@example.org")
+        .replace("5.1.1", "5.7.1")
+        .replace("cc-dsn@", "policy-dsn@");
+    assert_eq!(
+        app.post_mail(&app.admin.token, &refused).await.status(),
+        200
+    );
+    assert_eq!(again("picky@example.org").await, 422);
+    let other = app.party(PartyKind::Creditor, "Other").await;
+    let mut body = case_body();
+    body["debtor"]["email"] = json!("picky@example.org");
+    let other_case: Value = app
+        .post(&other.token, "/api/cases", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .post(
+            &other.token,
+            &format!(
+                "/api/cases/{}/messages",
+                other_case["caseId"].as_str().unwrap()
+            ),
+            &json!({"messageType": "email", "subject": "S", "body": "B"}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        201,
+        "another creditor's mail is not refused for it"
+    );
 }
 
 #[tokio::test]
@@ -846,14 +973,19 @@ async fn a_copy_that_fails_for_a_while_is_sent_again_alone() {
 
     let smtp = SmtpPeer::start().await;
     let url = smtp.url();
-    let app = spawn_app_with(move |c| c.mail.smtp_url = Some(parley::config::Secret::new(url))).await;
+    let app =
+        spawn_app_with(move |c| c.mail.smtp_url = Some(parley::config::Secret::new(url))).await;
     let creditor = app.party(PartyKind::Creditor, "Creditor").await;
     let case = app.create_case(&creditor, None).await;
     let case_id = case["caseId"].as_str().unwrap();
     let mail = json!({"messageType": "email", "to": "debtor@example.com", "cc": ["tempfail-1-cc@example.com"],
                       "subject": "Reminder", "body": "Hello."});
     let sent: Value = app
-        .post(&creditor.token, &format!("/api/cases/{case_id}/messages"), &mail)
+        .post(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages"),
+            &mail,
+        )
         .await
         .json()
         .await
@@ -880,6 +1012,12 @@ async fn a_copy_that_fails_for_a_while_is_sent_again_alone() {
         })
         .collect();
     assert_eq!(copies.len(), 2, "one copy each, none twice: {copies:?}");
-    assert!(copies.contains(&"debtor@example.com".to_string()), "{copies:?}");
-    assert!(copies.contains(&"tempfail-1-cc@example.com".to_string()), "{copies:?}");
+    assert!(
+        copies.contains(&"debtor@example.com".to_string()),
+        "{copies:?}"
+    );
+    assert!(
+        copies.contains(&"tempfail-1-cc@example.com".to_string()),
+        "{copies:?}"
+    );
 }

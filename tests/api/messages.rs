@@ -122,7 +122,10 @@ async fn seed_email_reaches_a_real_smtp_server_with_every_header() {
     }
     let link_of = |copy: usize| {
         let mail = MessageParser::default().parse(&copies[copy]).unwrap();
-        mail.header_raw("List-Unsubscribe").unwrap().trim().to_string()
+        mail.header_raw("List-Unsubscribe")
+            .unwrap()
+            .trim()
+            .to_string()
     };
     assert_ne!(link_of(debtor), link_of(cc), "links of their own");
     let raw = copies[debtor].clone();

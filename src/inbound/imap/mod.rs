@@ -565,7 +565,14 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let keys = std::sync::Arc::new(crate::crypto::KeyRing::new(&[7; 32], &[]));
         let store = crate::store::Store::connect(&url, 2, keys).await.unwrap();
-        (Inbound::new(store, "localhost".to_string()), dir)
+        (
+            Inbound::new(
+                store,
+                "localhost".to_string(),
+                "noreply@localhost".to_string(),
+            ),
+            dir,
+        )
     }
 
     #[tokio::test]
