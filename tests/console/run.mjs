@@ -290,6 +290,22 @@ await step('a new reply appears without reloading', async () => {
   await waitText('.message.inbound .body', 'first instalment today', 20000);
 });
 
+await step("a stranger's mail naming only the case number waits for review, and is accepted", async () => {
+  await api(admin, 'POST', '/api/inbound/email',
+    `From: someone@elsewhere.example\r\nTo: info@localhost\r\nSubject: Receipt ${kase.caseNumber}\r\nMessage-ID: <held-1@elsewhere.example>\r\n\r\nHere is the receipt.\r\n`,
+    { 'Content-Type': 'message/rfc822' });
+  await waitText('.thread .subject', `Receipt ${kase.caseNumber}`);
+  await page.$$eval('.thread', (b, n) => b.find((x) => x.textContent.includes(`Receipt ${n}`))?.click(), kase.caseNumber);
+  await waitText('.badge.review', 'Awaiting review', 20000);
+  if (!(await page.$('button[data-review=reject]'))) throw new Error('no reject button');
+  await axe('review');
+  await shot('review');
+  await page.click('button[data-review=accept]');
+  await until('the mail to be accepted', async () => (await page.$('.badge.review')) === null);
+  const held = await api(creditor, 'GET', '/api/inbound/review');
+  if (held.messages.length !== 0) throw new Error(`still held: ${JSON.stringify(held)}`);
+});
+
 await step('at 360 px nothing needs sideways scrolling', async () => {
   await page.setViewport({ width: 360, height: 740 });
   await page.reload();
