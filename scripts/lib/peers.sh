@@ -29,6 +29,12 @@ install_test_peers() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
 
+    # The OpenAPI document is checked by openapi-spec-validator.
+    if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+        echo "installing openapi-spec-validator from PyPI" >&2
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator==0.9.0'
+    fi
+
     # The S3 peer of the document-store tests is moto's server.
     if ! command -v moto_server >/dev/null; then
         echo "installing moto (S3 server) from PyPI" >&2

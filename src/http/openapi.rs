@@ -100,6 +100,121 @@ fn component_name(status: u16) -> Option<&'static str> {
 /// become references to the same components, so every error is `application/problem+json`.
 pub struct ProblemResponses;
 
+/// Operation ids that say what an operation does, where the handler's own name is too short
+/// to be unique or clear across the document (`list`, `create`, `open`): by method and path.
+/// Every other operation takes its handler's name in camelCase (`create_case` →
+/// `createCase`). Generated clients name their functions after these, so each is unique.
+const OPERATION_IDS: &[(&str, &str, &str)] = &[
+    ("get", "/api/cases/{caseId}/documents", "listDocuments"),
+    ("post", "/api/cases/{caseId}/documents", "uploadDocument"),
+    ("get", "/api/documents/{documentId}", "getDocument"),
+    (
+        "get",
+        "/api/documents/{documentId}/download",
+        "downloadDocument",
+    ),
+    ("get", "/api/suppressions", "listSuppressions"),
+    (
+        "delete",
+        "/api/suppressions/{suppressionId}",
+        "liftSuppression",
+    ),
+    ("get", "/api/webhooks", "listWebhooks"),
+    ("post", "/api/webhooks", "createWebhook"),
+    ("delete", "/api/webhooks/{webhookId}", "deleteWebhook"),
+    (
+        "get",
+        "/api/webhooks/{webhookId}/deliveries",
+        "listWebhookDeliveries",
+    ),
+    (
+        "post",
+        "/api/webhooks/{webhookId}/deliveries/{deliveryId}/resend",
+        "resendWebhookDelivery",
+    ),
+    (
+        "post",
+        "/api/webhooks/{webhookId}/recover",
+        "recoverWebhookDeliveries",
+    ),
+    ("post", "/api/messages/{messageId}/retry", "retryMessage"),
+    ("post", "/api/messages/{messageId}/cancel", "cancelMessage"),
+    (
+        "post",
+        "/api/messages/{messageId}/accept",
+        "acceptReceivedMessage",
+    ),
+    (
+        "post",
+        "/api/messages/{messageId}/reject",
+        "rejectReceivedMessage",
+    ),
+    ("get", "/api/inbound/review", "listMessagesAwaitingReview"),
+    ("get", "/api/inbound/unmatched", "listUnmatched"),
+    (
+        "post",
+        "/api/inbound/unmatched/{inboundId}/assign",
+        "assignUnmatched",
+    ),
+    ("get", "/api/cases/{caseId}/audit-log", "getAuditLog"),
+    ("get", "/api/data-subjects/export", "exportDataSubject"),
+    ("post", "/api/data-subjects/erase", "eraseDataSubject"),
+    ("get", "/t/open/{token}", "trackOpen"),
+    ("get", "/t/click/{token}", "trackClick"),
+    ("get", "/unsubscribe/{token}", "unsubscribePage"),
+    ("post", "/unsubscribe/{token}", "unsubscribe"),
+    (
+        "get",
+        "/api/threads/{threadId}/messages",
+        "listThreadMessages",
+    ),
+    (
+        "get",
+        "/api/messages/{messageId}/delivery-report",
+        "getDeliveryReport",
+    ),
+];
+
+/// Names every operation ([`OPERATION_IDS`], else its handler's name in camelCase).
+pub struct OperationIds;
+
+impl Modify for OperationIds {
+    fn modify(&self, api: &mut OpenApi) {
+        for (path, item) in api.paths.paths.iter_mut() {
+            for (method, op) in [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
+            ] {
+                let Some(op) = op.as_mut() else { continue };
+                let named = OPERATION_IDS
+                    .iter()
+                    .find(|(m, p, _)| *m == method && p == path)
+                    .map(|(_, _, id)| (*id).to_string());
+                op.operation_id = named.or_else(|| op.operation_id.as_deref().map(camel_case));
+            }
+        }
+    }
+}
+
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Modify for ProblemResponses {
     fn modify(&self, api: &mut OpenApi) {
         let components = api.components.get_or_insert_with(Default::default);
@@ -649,6 +764,32 @@ mod tests {
         }
         for w in enum_words(visibility_or_null()) {
             assert!(crate::domain::NoteVisibility::parse(&w).is_ok(), "{w}");
+        }
+    }
+
+    #[test]
+    fn every_operation_has_an_id_of_its_own_and_every_named_one_exists() {
+        let doc: Value = serde_json::from_str(&crate::http::openapi_json()).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_default().to_string();
+                assert!(
+                    !id.is_empty()
+                        && !id.contains('_')
+                        && id.chars().next().unwrap().is_lowercase(),
+                    "{method} {path}: {id:?} is not a camelCase operation id"
+                );
+                if let Some(other) = seen.insert(id.clone(), format!("{method} {path}")) {
+                    panic!("{id} names both {other} and {method} {path}");
+                }
+            }
+        }
+        for (method, path, id) in OPERATION_IDS {
+            assert_eq!(
+                doc["paths"][path][method]["operationId"], *id,
+                "{method} {path} is in OPERATION_IDS but not in the document"
+            );
         }
     }
 

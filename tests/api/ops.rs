@@ -73,6 +73,36 @@ async fn metrics_count_requests_by_route_template() {
     );
 }
 
+/// The served document passes `openapi-spec-validator` (from PyPI, installed by the test
+/// command): unique operation ids, resolvable references, a valid 3.1 document.
+#[tokio::test]
+async fn the_openapi_document_passes_the_specifications_validator() {
+    let app = spawn_app().await;
+    let doc = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let path = app.dir.path().join("openapi.json");
+    std::fs::write(&path, doc).unwrap();
+    let out = tokio::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn openapi_document_lists_every_api_route() {
     let app = spawn_app().await;
