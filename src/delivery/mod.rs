@@ -25,7 +25,7 @@ use crate::app::subjects::DataSubjects;
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::clock::SharedClock;
-use crate::domain::message::{Channel, MessageStatus};
+use crate::domain::message::{Channel, JobKind, MessageStatus};
 use crate::domain::policy::Evidence;
 use crate::domain::time::from_micros;
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
@@ -495,15 +495,15 @@ impl DeliveryJob {
     /// idempotent: a retry finds done what was done.
     async fn side_job(&self, claim: &Claim) -> anyhow::Result<()> {
         let started = self.clock.now();
-        let done = match claim.kind.as_str() {
-            "system_message" => self.messaging.make_system_message(&claim.subject).await,
-            "inbound_attachments" => self
+        let done = match JobKind::parse(&claim.kind) {
+            Ok(JobKind::SystemMessage) => self.messaging.make_system_message(&claim.subject).await,
+            Ok(JobKind::InboundAttachments) => self
                 .documents
                 .file_received_attachments(&claim.subject)
                 .await
                 .map(|_| ()),
-            other => Err(AppError::Store(
-                anyhow::anyhow!("unknown kind of job {other:?}").into(),
+            Ok(JobKind::DeliverMessage) | Err(_) => Err(AppError::Store(
+                anyhow::anyhow!("not a side job: {:?}", claim.kind).into(),
             )),
         };
         let next = match done {
@@ -560,7 +560,7 @@ impl Job for DeliveryJob {
     async fn preload(&self, claims: &[Claim]) {
         let jobs: HashMap<&str, &str> = claims
             .iter()
-            .filter(|c| c.kind == "deliver_message")
+            .filter(|c| c.kind == JobKind::DeliverMessage.as_str())
             .map(|c| (c.subject.as_str(), c.id.as_str()))
             .collect();
         if jobs.len() < 2 {
@@ -580,7 +580,7 @@ impl Job for DeliveryJob {
     }
 
     async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
-        if claim.kind != "deliver_message" {
+        if claim.kind != JobKind::DeliverMessage.as_str() {
             return self.side_job(claim).await;
         }
         let started = self.clock.now();

@@ -54,6 +54,15 @@ word_enum!(
         Failed => "failed",
     }
 );
+word_enum!(
+    /// What a row of the jobs queue asks for: a message's delivery, the system message of an
+    /// event, the documents of a received mail's attachments.
+    JobKind, "kind of job" {
+        DeliverMessage => "deliver_message",
+        SystemMessage => "system_message",
+        InboundAttachments => "inbound_attachments",
+    }
+);
 word_enum!(Direction, "direction" { Outbound => "outbound", Inbound => "inbound" });
 word_enum!(Priority, "priority" { High => "high", Normal => "normal", Low => "low" });
 word_enum!(Category, "category" {

@@ -304,7 +304,7 @@ impl Store {
                 if !wants.iter().any(|x| x.as_str() == e.event_type) {
                     continue;
                 }
-                let sees = h.kind == "admin"
+                let sees = h.kind == crate::domain::PartyKind::Admin.as_str()
                     || case_parties.is_some_and(|c| {
                         c.creditor_id == h.owner_party_id
                             || c.partner_id.as_deref() == Some(h.owner_party_id.as_str())
