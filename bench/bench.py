@@ -102,7 +102,7 @@ def wrk(url, seconds, script=None, env=None):
 def send_api(binary, name, database_url, seconds):
     data = tempfile.mkdtemp(prefix="parley-bench-")
     url = database_url or f"sqlite://{data}/parley.db"
-    p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0)
+    p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0)
     try:
         token, case = p.setup()
         wrk(p.base + "/healthz", 2)  # warm-up
@@ -194,7 +194,7 @@ def end_to_end(binary, name, database_url, sink, source, messages):
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         baseline = 20000 / (time.time() - t0)
 
-        queuer = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0)
+        queuer = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0)
         token, case = queuer.setup()
         n = queue_messages(queuer, token, case, messages)
         queuer.stop()
@@ -279,7 +279,7 @@ def webhooks(binary, name, database_url, seconds, events):
     try:
         base = wrk(target + "/", seconds, "bench/webhook.lua")
         before = int(urllib.request.urlopen(target + "/count").read())
-        writer = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_ALLOW_PRIVATE="true")
+        writer = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0, PARLEY_WEBHOOK_ALLOW_PRIVATE="true")
         token, case = writer.setup()
         writer.request("POST", "/api/webhooks", token, {"url": target + "/hook", "events": ["note.created"]})
         n = post_notes(writer, token, case, events)
@@ -317,7 +317,7 @@ def uploads(binary, name, database_url, size_mib):
                         "conv=fdatasync"], check=True, capture_output=True)
         disk = size_mib / (time.time() - t0)
         os.unlink(os.path.join(data, "dd.bin"))
-        p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0,
+        p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0,
                    PARLEY_MAX_UPLOAD_BYTES=str((size_mib + 1) << 20))
         token, case = p.setup()
         t0 = time.time()
@@ -386,7 +386,7 @@ def lists(binary, seed, name, database_url, messages, samples=400):
         settle(url)
         info = json.loads(out)
         token, cases = info["token"], info["cases"]
-        p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0)
+        p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0)
         paths = {
             "messages of a case": lambda i: f"/api/cases/{cases[i % len(cases)]}/messages",
             "  type=email&direction=outbound": lambda i: f"/api/cases/{cases[i % len(cases)]}/messages?type=email&direction=outbound",

@@ -55,6 +55,7 @@ const KEYS: &[&str] = &[
     "sms_status_callback_url",
     "webhook_retry_schedule",
     "webhook_allow_private",
+    "webhook_concurrency",
     "max_upload_bytes",
     "max_attachment_bytes",
     "max_json_bytes",
@@ -336,6 +337,9 @@ pub struct WebhookConfig {
     pub retry_schedule: Vec<Duration>,
     /// Allow targets on loopback and private addresses.
     pub allow_private: bool,
+    /// `PARLEY_WEBHOOK_CONCURRENCY`: deliveries attempted at once; 0 runs no webhook worker
+    /// in this process (another process of the same database sends them).
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -621,6 +625,13 @@ impl Config {
                 .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
         })?
         .unwrap_or(32);
+        let webhook_concurrency = opt(raw, "webhook_concurrency", |v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 256)
+                .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
+        })?
+        .unwrap_or(64);
         let delivery_lease =
             opt(raw, "delivery_lease", parse_interval)?.unwrap_or(Duration::from_secs(30));
         let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {
@@ -788,6 +799,7 @@ impl Config {
             webhooks: WebhookConfig {
                 retry_schedule: webhook_retry_schedule,
                 allow_private: webhook_allow_private,
+                concurrency: webhook_concurrency,
             },
             log: LogConfig {
                 format: log_format,

@@ -118,7 +118,11 @@ impl App {
             self.store.clone(),
             self.clock.clone(),
             WorkerSettings {
-                concurrency: webhooks::CONCURRENCY,
+                // A process that runs no webhook worker can still be driven a step at a time.
+                concurrency: match self.config.webhooks.concurrency {
+                    0 => webhooks::CONCURRENCY,
+                    n => n,
+                },
                 lease: webhooks::LEASE,
                 idle: std::time::Duration::from_secs(1),
             },
@@ -127,7 +131,8 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets requests and deliveries in
-    /// flight finish. Runs the delivery worker unless `delivery_concurrency` is 0.
+    /// flight finish. Runs the delivery worker unless `delivery_concurrency` is 0, and the
+    /// webhook worker unless `webhook_concurrency` is 0: each on its own setting.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -140,7 +145,7 @@ impl App {
         } else {
             None
         };
-        let dispatcher = if self.config.delivery.concurrency > 0 {
+        let dispatcher = if self.config.webhooks.concurrency > 0 {
             Some(tokio::spawn(
                 Arc::new(self.webhooks()?).run(stop_rx.clone()),
             ))

@@ -25,7 +25,8 @@ use crate::worker::{Backoff, Job};
 /// The events a webhook can subscribe to: every event parley emits.
 pub const EVENTS: &[EventType] = EventType::ALL;
 
-/// Attempts of webhook deliveries at once, and how long a claim holds.
+/// Attempts of webhook deliveries at once (`PARLEY_WEBHOOK_CONCURRENCY` by default), and how
+/// long a claim holds.
 pub const CONCURRENCY: usize = 64;
 pub const LEASE: Duration = Duration::from_secs(60);
 

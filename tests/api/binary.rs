@@ -71,6 +71,7 @@ impl Installation {
         this.set("PARLEY_DEFAULT_CONTACT_HOURS", "off");
         this.set("PARLEY_FREQUENCY_CAP", "off");
         this.set("PARLEY_DELIVERY_CONCURRENCY", "0");
+        this.set("PARLEY_WEBHOOK_CONCURRENCY", "0");
         this.set("PARLEY_LOG_LEVEL", "warn");
         if let Some(url) = fresh_database().await {
             this.set("PARLEY_DATABASE_URL", &url);

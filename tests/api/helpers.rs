@@ -74,6 +74,8 @@ pub async fn test_config(dir: &Path) -> Config {
     config.policy.frequency_cap = None;
     // Webhook receivers of the tests listen on loopback; retries come due at once.
     config.webhooks.allow_private = true;
+    // Tests send webhooks a step at a time (`dispatch_webhooks`).
+    config.webhooks.concurrency = 0;
     config.webhooks.retry_schedule = vec![std::time::Duration::ZERO; 2];
     config.sms.rate_per_second = 1000.0;
     config.delivery.retry_schedule = vec![std::time::Duration::ZERO; 2];

@@ -364,3 +364,47 @@ async fn a_slow_endpoint_does_not_hold_up_another_tenants_webhooks() {
     worker.await.unwrap();
     assert_eq!(slow.requests().len(), many, "each once");
 }
+
+#[tokio::test]
+async fn the_webhook_worker_runs_on_its_own_setting_without_a_delivery_worker() {
+    let receiver = HookReceiver::start().await;
+    let mut installation = crate::binary::Installation::new().await;
+    // No delivery worker in this process (PARLEY_DELIVERY_CONCURRENCY=0), webhooks on.
+    installation.set("PARLEY_WEBHOOK_CONCURRENCY", "2");
+    installation.set("PARLEY_WEBHOOK_ALLOW_PRIVATE", "true");
+    let creditor = installation.party("creditor", "Acme").await;
+    let server = installation.serve().await;
+    let post = |path: &str, body: Value| {
+        server
+            .client
+            .post(server.url(path))
+            .bearer_auth(&creditor)
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        "/api/webhooks",
+        json!({"url": receiver.url, "events": ["note.created"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let case: Value = post("/api/cases", crate::helpers::case_body())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = post(
+        &format!("/api/cases/{}/notes", case["caseId"].as_str().unwrap()),
+        json!({"note": "called"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    crate::peers::eventually(30, "the note's webhook", || async {
+        (!receiver.requests().is_empty()).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
