@@ -226,6 +226,9 @@ impl Modify for ProblemResponses {
             "basic",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
+        components
+            .schemas
+            .insert("TimeZone".to_string(), Schema::Object(timezone()).into());
         for (status, name, description) in PROBLEMS {
             let mut response = ResponseBuilder::new().description(*description).content(
                 PROBLEM_JSON,
@@ -590,8 +593,14 @@ pub fn phone_or_null() -> Object {
 pub fn language_or_null() -> Object {
     or_null(language())
 }
-pub fn timezone_or_null() -> Object {
-    or_null(timezone())
+/// The time zone (the `TimeZone` component, defined once: its names, such as `GMT0` and
+/// `GMT+0`, are many and some differ only in signs a generated client cannot name), or null.
+pub fn timezone_or_null() -> Schema {
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name("TimeZone"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
 }
 pub fn date_or_null() -> Object {
     or_null(date())
@@ -765,6 +774,19 @@ mod tests {
         for w in enum_words(visibility_or_null()) {
             assert!(crate::domain::NoteVisibility::parse(&w).is_ok(), "{w}");
         }
+    }
+
+    #[test]
+    fn the_time_zone_is_one_component_referred_to_where_it_is_used() {
+        let text = crate::http::openapi_json();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert!(doc["components"]["schemas"]["TimeZone"]["enum"].is_array());
+        assert_eq!(
+            text.matches("\"Europe/Copenhagen\"").count(),
+            1,
+            "listed once"
+        );
+        assert!(text.matches("#/components/schemas/TimeZone").count() >= 3);
     }
 
     #[test]
