@@ -30,3 +30,11 @@ CREATE TABLE message_copies (
     sent_at     BIGINT NOT NULL,
     PRIMARY KEY (message_id, recipient)
 );
+
+-- Work the program does once after a migration, where SQL alone cannot (it needs the keys):
+-- a row here until a starting process has done it. Idempotency keys were kept as clients
+-- sent them; from now on they are keyed hashes, and the earlier ones are hashed at start.
+CREATE TABLE pending_work (
+    name  TEXT PRIMARY KEY NOT NULL
+);
+INSERT INTO pending_work (name) VALUES ('hash-idempotency-keys');

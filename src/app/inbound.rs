@@ -41,10 +41,17 @@ pub struct Inbound {
     /// parley's own sender address (`PARLEY_EMAIL_FROM`): mail claiming to be from it proves
     /// nothing.
     own_sender: String,
+    /// Wakes the delivery worker when work for it was queued (the documents of accepted mail).
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Inbound {
-    pub fn new(store: Store, domain: String, own_sender: String) -> Self {
+    pub fn new(
+        store: Store,
+        domain: String,
+        own_sender: String,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Self {
         // `Name <address>` or a bare address: the address.
         let own_sender = match (own_sender.find('<'), own_sender.rfind('>')) {
             (Some(start), Some(end)) if start < end => {
@@ -56,6 +63,7 @@ impl Inbound {
             store,
             domain,
             own_sender,
+            wake,
         }
     }
 
@@ -154,13 +162,27 @@ impl Inbound {
             .collect())
     }
 
-    /// Accepts a received mail held for review (see `store::review`).
+    /// Accepts a received mail held for review (see `store::review`); the delivery worker
+    /// is woken for its attachments.
     pub async fn accept(
         &self,
         actor: &Actor,
         message_id: &str,
     ) -> AppResult<Option<Result<(), crate::store::operators::NotNow>>> {
-        Ok(self.store.accept_received(actor, message_id).await?)
+        let outcome = self.store.accept_received(actor, message_id).await?;
+        if matches!(outcome, Some(Ok(()))) {
+            self.wake.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Received mail held for review on the cases the actor sees, oldest first.
+    pub async fn awaiting_review(
+        &self,
+        actor: &Actor,
+        limit: i64,
+    ) -> AppResult<Vec<crate::store::MessageView>> {
+        Ok(self.store.held_for_review(actor, limit).await?)
     }
 
     /// Rejects a received mail held for review: back to the unmatched list.

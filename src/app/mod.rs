@@ -117,6 +117,7 @@ impl Services {
                 store.clone(),
                 config.mail.inbound_domain.clone(),
                 config.mail.email_from.clone(),
+                wake.clone(),
             ),
             messaging: messaging::Messaging::new(
                 store,

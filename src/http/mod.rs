@@ -153,6 +153,7 @@ fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut api) = api_routes().split_for_parts();
     openapi::ProblemResponses.modify(&mut api);
     openapi::OperationIds.modify(&mut api);
+    openapi::SharedSchemas.modify(&mut api);
     (routes, api)
 }
 

@@ -100,6 +100,62 @@ fn component_name(status: u16) -> Option<&'static str> {
 /// become references to the same components, so every error is `application/problem+json`.
 pub struct ProblemResponses;
 
+impl Modify for ProblemResponses {
+    fn modify(&self, api: &mut OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        for (status, name, description) in PROBLEMS {
+            let mut response = ResponseBuilder::new().description(*description).content(
+                PROBLEM_JSON,
+                Content::new(Some(Ref::from_schema_name("ProblemBody"))),
+            );
+            let integer = || {
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .build()
+            };
+            let text = || ObjectBuilder::new().schema_type(Type::String).build();
+            match status {
+                401 => {
+                    response = response.header(
+                        "WWW-Authenticate",
+                        HeaderBuilder::new()
+                            .schema(text())
+                            .description(Some("`Bearer`"))
+                            .build(),
+                    );
+                }
+                429 | 503 => {
+                    response = response.header(
+                        "Retry-After",
+                        HeaderBuilder::new()
+                            .schema(integer())
+                            .description(Some("seconds"))
+                            .build(),
+                    );
+                }
+                _ => {}
+            }
+            components
+                .responses
+                .insert((*name).to_string(), response.build().into());
+        }
+        for (path, item) in api.paths.paths.iter_mut() {
+            for (_, op) in operations(item) {
+                attach_problems(path, op);
+            }
+        }
+    }
+}
+
 /// Operation ids that say what an operation does, where the handler's own name is too short
 /// to be unique or clear across the document (`list`, `create`, `open`): by method and path.
 /// Every other operation takes its handler's name in camelCase (`create_case` →
@@ -181,14 +237,7 @@ pub struct OperationIds;
 impl Modify for OperationIds {
     fn modify(&self, api: &mut OpenApi) {
         for (path, item) in api.paths.paths.iter_mut() {
-            for (method, op) in [
-                ("get", &mut item.get),
-                ("put", &mut item.put),
-                ("post", &mut item.post),
-                ("delete", &mut item.delete),
-                ("patch", &mut item.patch),
-            ] {
-                let Some(op) = op.as_mut() else { continue };
+            for (method, op) in operations(item) {
                 let named = OPERATION_IDS
                     .iter()
                     .find(|(m, p, _)| *m == method && p == path)
@@ -215,75 +264,34 @@ fn camel_case(snake: &str) -> String {
     out
 }
 
-impl Modify for ProblemResponses {
+/// The `TimeZone` component (see [`timezone_or_null`]).
+pub struct SharedSchemas;
+
+impl Modify for SharedSchemas {
     fn modify(&self, api: &mut OpenApi) {
-        let components = api.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-        components.add_security_scheme(
-            "basic",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
-        );
-        components
+        api.components
+            .get_or_insert_with(Default::default)
             .schemas
             .insert("TimeZone".to_string(), Schema::Object(timezone()).into());
-        for (status, name, description) in PROBLEMS {
-            let mut response = ResponseBuilder::new().description(*description).content(
-                PROBLEM_JSON,
-                Content::new(Some(Ref::from_schema_name("ProblemBody"))),
-            );
-            let integer = || {
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(0))
-                    .build()
-            };
-            let text = || ObjectBuilder::new().schema_type(Type::String).build();
-            match status {
-                401 => {
-                    response = response.header(
-                        "WWW-Authenticate",
-                        HeaderBuilder::new()
-                            .schema(text())
-                            .description(Some("`Bearer`"))
-                            .build(),
-                    );
-                }
-                429 | 503 => {
-                    response = response.header(
-                        "Retry-After",
-                        HeaderBuilder::new()
-                            .schema(integer())
-                            .description(Some("seconds"))
-                            .build(),
-                    );
-                }
-                _ => {}
-            }
-            components
-                .responses
-                .insert((*name).to_string(), response.build().into());
-        }
-        for (path, item) in api.paths.paths.iter_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-                &mut item.trace,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                attach_problems(path, op);
-            }
-        }
     }
+}
+
+/// The operations of a path, with their methods.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &mut Operation)> {
+    [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("patch", &mut item.patch),
+        ("head", &mut item.head),
+        ("options", &mut item.options),
+        ("trace", &mut item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_mut().map(|op| (method, op)))
 }
 
 fn problem_ref(status: u16) -> Option<RefOr<utoipa::openapi::Response>> {

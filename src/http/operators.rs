@@ -231,9 +231,6 @@ pub async fn accept(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
     let outcome = state.inbound.accept(&actor, &id).await?;
-    if matches!(outcome, Some(Ok(()))) {
-        state.messaging.wake_delivery();
-    }
     changed(
         &state,
         &actor,
@@ -298,13 +295,10 @@ pub async fn awaiting_review(
     Query(q): Query<ReviewQuery>,
 ) -> ApiResult<axum::Json<AwaitingReview>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
-    let mut messages = Vec::new();
-    for held in state.store.held_for_review(&actor, limit).await? {
-        if let Some(m) = state.store.get_message(&actor, &held.message_id).await? {
-            messages.push(m.into());
-        }
-    }
-    Ok(axum::Json(AwaitingReview { messages }))
+    let held = state.inbound.awaiting_review(&actor, limit).await?;
+    Ok(axum::Json(AwaitingReview {
+        messages: held.into_iter().map(Into::into).collect(),
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

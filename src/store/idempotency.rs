@@ -34,9 +34,18 @@ impl Store {
     }
 
     /// Records written before keys were hashed: those past their 24 hours go, the others are
-    /// hashed in place. Run at start, after the key of blind indexes is loaded.
+    /// hashed in place. Run at start, after the key of blind indexes is loaded, and only
+    /// once for a database: the migration that began hashing left a `pending_work` row,
+    /// which the process that does the work takes (another process waits for it, then finds
+    /// nothing to do).
     pub(super) async fn hash_idempotency_keys(&self, now: Micros) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
+        let pending = sqlx::query("DELETE FROM pending_work WHERE name = 'hash-idempotency-keys'")
+            .execute(&mut *tx)
+            .await?;
+        if pending.rows_affected() == 0 {
+            return Ok(());
+        }
         // `substr`, not `LIKE`: SQLite's LIKE ignores case, and a client's key may start `H1:`.
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE created_at < $1 AND substr(idem_key, 1, 3) <> 'h1:'",
@@ -61,6 +70,13 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if self.backend == super::Backend::Sqlite {
+            // The rows' clear versions are still in the log: written over into the database
+            // file, and the log emptied.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.writer)
+                .await?;
+        }
         Ok(())
     }
 

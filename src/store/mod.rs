@@ -58,7 +58,6 @@ pub use parties::TokenInfo;
 pub use payments::{Deadline, NewDeadline, NewPayment, Payment};
 pub use policy::{Scope as SuppressionScope, Suppression};
 pub use preferences::StoredPreferences;
-pub use review::HeldMessage;
 pub use subjects::{Erased, SubjectCase};
 pub use templates::{Template, TemplateContent};
 pub use threads::{ThreadMessage, ThreadView};

@@ -5,10 +5,11 @@
 
 use super::cases::visible;
 use super::inbound::{Announced, raw_context};
+use super::messages::{MESSAGE_COLUMNS_WITH_BODY, MessageWithBody};
 use super::operators::NotNow;
-use super::{Store, StoreResult, admin_flag, audit};
+use super::{MessageView, Store, StoreResult, admin_flag, audit};
 use crate::domain::party::Actor;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::now_micros;
 
 #[derive(sqlx::FromRow)]
 struct HeldRow {
@@ -18,14 +19,6 @@ struct HeldRow {
     envelope_sealed: Vec<u8>,
     has_attachments: i32,
     sender_verified: i32,
-}
-
-/// A message held for review, as a case worker's list shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct HeldMessage {
-    pub message_id: String,
-    pub case_id: String,
-    pub received_at: Option<Micros>,
 }
 
 impl Store {
@@ -176,13 +169,14 @@ impl Store {
     }
 
     /// Received messages held for review on the cases the actor sees, oldest first.
+    /// Each with its body, read in one query (held mail has no documents yet).
     pub async fn held_for_review(
         &self,
         actor: &Actor,
         limit: i64,
-    ) -> StoreResult<Vec<HeldMessage>> {
-        Ok(sqlx::query_as::<_, HeldMessage>(&format!(
-            "SELECT m.id AS message_id, m.case_id AS case_id, m.received_at FROM messages m JOIN cases c ON c.id = m.case_id \
+    ) -> StoreResult<Vec<MessageView>> {
+        let rows = sqlx::query_as::<_, MessageWithBody>(&format!(
+            "SELECT {MESSAGE_COLUMNS_WITH_BODY} FROM messages m JOIN cases c ON c.id = m.case_id \
              WHERE m.sender_verified = 0 AND {} ORDER BY m.id LIMIT $1",
             visible(2, 3)
         ))
@@ -190,6 +184,11 @@ impl Store {
         .bind(actor.party_id.as_str())
         .bind(admin_flag(actor))
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        self.unlock(rows.iter().map(MessageWithBody::sealed))
+            .await?;
+        rows.into_iter()
+            .map(|row| self.message_with_body(row))
+            .collect()
     }
 }

@@ -1021,3 +1021,74 @@ async fn a_copy_that_fails_for_a_while_is_sent_again_alone() {
         "{copies:?}"
     );
 }
+
+#[tokio::test]
+async fn idempotency_keys_kept_in_the_clear_before_are_hashed_once_and_still_recognised() {
+    use crate::helpers::spawn_app;
+    use crate::storage::{contains, database_contents};
+    use parley::domain::PartyKind;
+
+    let app = spawn_app().await;
+    let creditor = app.party(PartyKind::Creditor, "Creditor").await;
+    let case = app.create_case(&creditor, None).await;
+    let path = format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap());
+    let send = |subject: &'static str| {
+        app.request(reqwest::Method::POST, &creditor.token, &path)
+            .header("Idempotency-Key", "reminder-for-jens@example.com")
+            .json(&json!({"messageType": "email", "subject": subject, "body": "Hello."}))
+            .send()
+    };
+    assert_eq!(send("First").await.unwrap().status(), 201);
+    // As an earlier version kept it: the key as the client sent it.
+    app.store
+        .execute_on_row(
+            "UPDATE idempotency_keys SET idem_key = $1",
+            "reminder-for-jens@example.com",
+        )
+        .await
+        .unwrap();
+    app.store
+        .execute_on_row(
+            "INSERT INTO pending_work (name) VALUES ($1)",
+            "hash-idempotency-keys",
+        )
+        .await
+        .unwrap();
+    assert!(contains(
+        &database_contents(&app).await,
+        "reminder-for-jens"
+    ));
+    let migrate = || async {
+        let out = crate::binary::command_on(&app, "migrate", &[42; 32])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    migrate().await;
+    assert!(!contains(
+        &database_contents(&app).await,
+        "reminder-for-jens"
+    ));
+    let hashed = app
+        .store
+        .text_of_row("SELECT idem_key FROM idempotency_keys WHERE $1 = $1", "x")
+        .await
+        .unwrap();
+    assert!(hashed.starts_with("h1:"), "{hashed}");
+    // Once: a second start leaves the hashed key as it is.
+    migrate().await;
+    let again = app
+        .store
+        .text_of_row("SELECT idem_key FROM idempotency_keys WHERE $1 = $1", "x")
+        .await
+        .unwrap();
+    assert_eq!(again, hashed);
+    // Still the same key: another body under it is a conflict, not a new message.
+    let r = send("Another").await.unwrap();
+    crate::helpers::assert_problem(r, 422, "idempotency_conflict").await;
+}

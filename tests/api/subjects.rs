@@ -285,6 +285,7 @@ async fn every_table_is_in_the_export_or_named_as_holding_no_personal_data() {
             "which recipients' copies of a message went out, by place",
         ),
         ("case_number_counters", "counters"),
+        ("pending_work", "names of work left after a migration"),
         ("sms_pace", "parley's own sender numbers"),
         (
             "imap_progress",

@@ -570,6 +570,7 @@ mod tests {
                 store,
                 "localhost".to_string(),
                 "noreply@localhost".to_string(),
+                Default::default(),
             ),
             dir,
         )
