@@ -18,7 +18,6 @@ use crate::domain::PartyKind;
 use crate::domain::code::Code;
 use crate::domain::message::MessageStatus;
 use crate::domain::time::now_micros;
-use crate::store::SuppressionScope as Scope;
 
 /// An admin, by bearer token or basic-auth password.
 pub struct ProviderAuth;
@@ -283,14 +282,9 @@ pub async fn email_events(
         if let Some((why, answered)) = suppress
             && let Some(email) = e["email"].as_str()
         {
-            let (case_id, creditor) = state.store.message_case_and_creditor(&id).await?;
-            let scope = match creditor.as_deref() {
-                Some(creditor) if answered => Scope::Creditor(creditor),
-                _ => Scope::Everyone,
-            };
             state
                 .store
-                .suppress("email", email, why, case_id.as_deref(), Some(&id), scope)
+                .suppress_reported(&id, "email", email, why, answered)
                 .await?;
         }
         if fresh {

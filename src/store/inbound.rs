@@ -576,32 +576,22 @@ impl Store {
                 // Which creditor was answered is not known: the STOP holds for each creditor
                 // of a case with that number (kept with that case, so that its debtor's
                 // erasure reaches it), or for everyone when no case has it.
-                let mut answered = Vec::new();
+                let mut answered: Vec<(Option<&str>, Option<String>)> = Vec::new();
                 for candidate in &candidates {
-                    if let Some(creditor) = super::policy::creditor_of(&mut tx, candidate).await? {
-                        answered.push((candidate.as_str(), creditor));
-                    }
+                    let creditor = super::policy::creditor_of(&mut tx, candidate).await?;
+                    answered.push((Some(candidate), creditor));
                 }
-                let everyone = [(None, None)];
-                let targets: Vec<(Option<&str>, Option<&str>)> = if answered.is_empty() {
-                    everyone.to_vec()
-                } else {
-                    answered
-                        .iter()
-                        .map(|(case, creditor)| (Some(*case), Some(creditor.as_str())))
-                        .collect()
-                };
-                for (case_id, creditor) in targets {
+                if answered.is_empty() {
+                    answered.push((None, None));
+                }
+                for (case_id, creditor) in &answered {
                     let new = super::policy::NewSuppression {
                         channel: "sms",
                         value: sms.from,
                         reason: "stop word",
-                        case_id,
+                        case_id: *case_id,
                         message_id: None,
-                        scope: creditor.map_or(
-                            super::policy::Scope::Everyone,
-                            super::policy::Scope::Creditor,
-                        ),
+                        scope: super::policy::Scope::of(creditor.as_deref()),
                     };
                     self.insert_suppression(&mut tx, new, now).await?;
                 }
@@ -657,10 +647,7 @@ impl Store {
                 reason: "stop word",
                 case_id: Some(&case_id),
                 message_id: Some(&message_id),
-                scope: creditor.as_deref().map_or(
-                    super::policy::Scope::Everyone,
-                    super::policy::Scope::Creditor,
-                ),
+                scope: super::policy::Scope::of(creditor.as_deref()),
             };
             self.insert_suppression(&mut tx, new, now).await?;
         }

@@ -48,12 +48,17 @@ pub enum Scope<'a> {
     Creditor(&'a str),
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// The creditor's, where one is known; else every tenant's.
+    pub fn of(creditor: Option<&'a str>) -> Self {
+        creditor.map_or(Scope::Everyone, Scope::Creditor)
+    }
+
     /// As the `scope` column keeps it: empty for every tenant.
-    fn column(self) -> String {
+    fn column(self) -> &'a str {
         match self {
-            Scope::Everyone => String::new(),
-            Scope::Creditor(id) => id.to_string(),
+            Scope::Everyone => "",
+            Scope::Creditor(id) => id,
         }
     }
 }
@@ -364,7 +369,7 @@ impl Store {
             Some(case_id) => creditor_of(&mut tx, case_id).await?,
             None => None,
         };
-        let scope = creditor.as_deref().map_or(Scope::Everyone, Scope::Creditor);
+        let scope = Scope::of(creditor.as_deref());
         let everyone: Vec<&String> = envelope.to.iter().chain(&envelope.cc).collect();
         let chosen: Vec<&String> = match recipient {
             Some(i) => everyone.get(i).copied().into_iter().collect(),
@@ -411,18 +416,37 @@ impl Store {
         Ok(true)
     }
 
-    /// The case of a message and that case's creditor, where it has one.
-    pub async fn message_case_and_creditor(
+    /// Suppresses an address a provider reports about one of our messages, kept with the
+    /// message's case: for the creditor whose message it was when the person `answered` it
+    /// (a spam complaint), else for every tenant (a bounce, a drop: facts about the address).
+    pub async fn suppress_reported(
         &self,
         message_id: &str,
-    ) -> StoreResult<(Option<String>, Option<String>)> {
-        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT m.case_id, c.creditor_id FROM messages m LEFT JOIN cases c ON c.id = m.case_id WHERE m.id = $1",
-        )
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.unwrap_or((None, None)))
+        channel: &str,
+        value: &str,
+        reason: &str,
+        answered: bool,
+    ) -> StoreResult<bool> {
+        let mut conn = self.writer.acquire().await?;
+        let case_id: Option<String> =
+            sqlx::query_scalar("SELECT case_id FROM messages WHERE id = $1")
+                .bind(message_id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten();
+        let creditor = match case_id.as_deref() {
+            Some(case_id) if answered => creditor_of(&mut conn, case_id).await?,
+            _ => None,
+        };
+        let new = NewSuppression {
+            channel,
+            value,
+            reason,
+            case_id: case_id.as_deref(),
+            message_id: Some(message_id),
+            scope: Scope::of(creditor.as_deref()),
+        };
+        self.insert_suppression(&mut conn, new, now_micros()).await
     }
 
     /// The first of `values` on the suppression list for the sends of `case_id`'s creditor.

@@ -73,20 +73,24 @@ async fn metrics_count_requests_by_route_template() {
     );
 }
 
-/// The served document passes `openapi-spec-validator` (from PyPI, installed by the test
-/// command): unique operation ids, resolvable references, a valid 3.1 document.
-#[tokio::test]
-async fn the_openapi_document_passes_the_specifications_validator() {
-    let app = spawn_app().await;
-    let doc = app
-        .client
-        .get(format!("{}/openapi.json", app.base))
+/// What the app serves at `path` without a token, as text.
+async fn text_at(app: &crate::helpers::TestApp, path: &str) -> String {
+    app.client
+        .get(format!("{}{path}", app.base))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The served document passes `openapi-spec-validator` (from PyPI, installed by the test
+/// command): unique operation ids, resolvable references, a valid 3.1 document.
+#[tokio::test]
+async fn the_openapi_document_passes_the_specifications_validator() {
+    let app = spawn_app().await;
+    let doc = text_at(&app, "/openapi.json").await;
     let path = app.dir.path().join("openapi.json");
     std::fs::write(&path, doc).unwrap();
     let out = tokio::process::Command::new("python3")
@@ -138,15 +142,7 @@ async fn openapi_document_lists_every_api_route() {
 #[tokio::test]
 async fn docs_page_and_its_assets_are_served_locally() {
     let app = spawn_app().await;
-    let page = app
-        .client
-        .get(format!("{}/docs", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_at(&app, "/docs").await;
     assert!(page.contains("/openapi.json"));
     assert!(!page.contains("https://"), "no CDN");
     for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"] {
