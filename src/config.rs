@@ -618,20 +618,8 @@ impl Config {
         }
         let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
             .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
-        let delivery_concurrency = opt(raw, "delivery_concurrency", |v| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 256)
-                .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
-        })?
-        .unwrap_or(32);
-        let webhook_concurrency = opt(raw, "webhook_concurrency", |v| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 256)
-                .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
-        })?
-        .unwrap_or(64);
+        let delivery_concurrency = opt(raw, "delivery_concurrency", parse_workers)?.unwrap_or(32);
+        let webhook_concurrency = opt(raw, "webhook_concurrency", parse_workers)?.unwrap_or(64);
         let delivery_lease =
             opt(raw, "delivery_lease", parse_interval)?.unwrap_or(Duration::from_secs(30));
         let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {
@@ -686,22 +674,9 @@ impl Config {
                 Ok(Secret::new(v))
             }
         })?;
-        let frequency_cap = opt(raw, "frequency_cap", |v| {
-            if v.eq_ignore_ascii_case("off") {
-                Ok(None)
-            } else {
-                FrequencyCap::parse(v).map(Some)
-            }
-        })?
-        .unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
-        let person_frequency_cap = opt(raw, "person_frequency_cap", |v| {
-            if v.eq_ignore_ascii_case("off") {
-                Ok(None)
-            } else {
-                FrequencyCap::parse(v).map(Some)
-            }
-        })?
-        .flatten();
+        let frequency_cap = opt(raw, "frequency_cap", parse_cap)?
+            .unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
+        let person_frequency_cap = opt(raw, "person_frequency_cap", parse_cap)?.flatten();
         let default_contact_hours = opt(raw, "default_contact_hours", |v| {
             if v.eq_ignore_ascii_case("off") {
                 Ok(None)
@@ -814,6 +789,23 @@ fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         name: name.to_string(),
         message: message.into(),
+    }
+}
+
+/// Attempts at once of a worker: 0 (none in this process) to 256.
+fn parse_workers(v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n <= 256)
+        .ok_or_else(|| format!("expected a number from 0 to 256, got {v:?}"))
+}
+
+/// A frequency cap (`3/7d`), or `off`.
+fn parse_cap(v: &str) -> Result<Option<FrequencyCap>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else {
+        FrequencyCap::parse(v).map(Some)
     }
 }
 

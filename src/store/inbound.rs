@@ -137,6 +137,25 @@ pub(super) struct Announced<'a> {
     pub at: Micros,
 }
 
+/// The cases a subject names by a case number, as whole words, across all creditors (at
+/// most 20 a number). One of them: the mail's case; more: ambiguous, for the unmatched list.
+async fn cases_named_in(conn: &mut sqlx::AnyConnection, subject: &str) -> StoreResult<Vec<String>> {
+    let mut candidates: Vec<String> = Vec::new();
+    for number in case_number_candidates(subject) {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM cases WHERE case_number = $1 ORDER BY id LIMIT 20")
+                .bind(&number)
+                .fetch_all(&mut *conn)
+                .await?;
+        for id in ids {
+            if !candidates.contains(&id) {
+                candidates.push(id);
+            }
+        }
+    }
+    Ok(candidates)
+}
+
 /// The first case `query` finds for one of `keys`.
 async fn first_case(
     conn: &mut sqlx::AnyConnection,
@@ -202,27 +221,8 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(message_id) = original {
-                // A hard bounce: the next send to the bounced address is refused. The
-                // message is `bounced` when a `To` recipient's mail came back; a copy's
-                // reader in `Cc` only goes on the list.
-                let everyone = bounce.mailbox_gone();
-                let addressed = self
-                    .suppress_recipients_in(&mut tx, &message_id, recipient, everyone, now)
+                self.record_bounce(&mut tx, &message_id, recipient, bounce, mail, now)
                     .await?;
-                if addressed {
-                    let reason = bounce.reason();
-                    let event_id = mail.message_id.as_ref().map(|m| format!("dsn:{m}"));
-                    apply_event(
-                        &mut tx,
-                        self.backend,
-                        &message_id,
-                        MessageStatus::Bounced,
-                        now,
-                        event_id.as_deref(),
-                        Some(&reason),
-                    )
-                    .await?;
-                }
                 tx.commit().await?;
                 return Ok(Ingested::Bounce { message_id });
             }
@@ -264,25 +264,14 @@ impl Store {
         }
         // A case number in the subject, as a whole word, when the subject names exactly one
         // case (creditors choose numbers freely, so two tenants may share one).
-        let mut candidates: Vec<String> = Vec::new();
         let by_subject = case_id.is_none();
-        if case_id.is_none() {
-            for number in case_number_candidates(mail.subject.as_deref().unwrap_or_default()) {
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM cases WHERE case_number = $1 ORDER BY id LIMIT 20",
-                )
-                .bind(&number)
-                .fetch_all(&mut *tx)
-                .await?;
-                for id in ids {
-                    if !candidates.contains(&id) {
-                        candidates.push(id);
-                    }
-                }
-            }
-            if let [only] = candidates.as_slice() {
-                case_id = Some(only.clone());
-            }
+        let candidates = if by_subject {
+            cases_named_in(&mut tx, mail.subject.as_deref().unwrap_or_default()).await?
+        } else {
+            Vec::new()
+        };
+        if let [only] = candidates.as_slice() {
+            case_id = Some(only.clone());
         }
 
         // A case whose debtor was erased takes nothing more: the mail waits unmatched.
@@ -323,6 +312,72 @@ impl Store {
             case_id,
             thread_id,
         })
+    }
+
+    /// A delivery status notification for `message_id` (its copy for `recipient`, when it
+    /// went to several): the bounced address goes on the suppression list (for everyone when
+    /// the mailbox is gone, else for the creditor whose mail was refused), and the message is
+    /// `bounced` when a `To` recipient's mail came back (a `Cc` reader's copy only suppresses).
+    async fn record_bounce(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        message_id: &str,
+        recipient: Option<usize>,
+        bounce: &crate::domain::mail::Bounce,
+        mail: &InboundMail,
+        now: Micros,
+    ) -> StoreResult<()> {
+        let everyone = bounce.mailbox_gone();
+        let addressed = self
+            .suppress_recipients_in(tx, message_id, recipient, everyone, now)
+            .await?;
+        if addressed {
+            let reason = bounce.reason();
+            let event_id = mail.message_id.as_ref().map(|m| format!("dsn:{m}"));
+            apply_event(
+                tx,
+                self.backend,
+                message_id,
+                MessageStatus::Bounced,
+                now,
+                event_id.as_deref(),
+                Some(&reason),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A STOP from a number that names no single case: which creditor was answered is not
+    /// known, so it holds for each creditor of a case with that number (kept with that case,
+    /// so that its debtor's erasure reaches it), or for everyone when no case has it.
+    async fn suppress_unplaced_stop(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        from: &str,
+        candidates: &[String],
+        now: Micros,
+    ) -> StoreResult<()> {
+        let mut answered: Vec<(Option<&str>, Option<String>)> = Vec::new();
+        for candidate in candidates {
+            let creditor = super::policy::creditor_of(tx, candidate).await?;
+            answered.push((Some(candidate), creditor));
+        }
+        if answered.is_empty() {
+            answered.push((None, None));
+        }
+        for (case_id, creditor) in &answered {
+            let new = super::policy::NewSuppression {
+                channel: "sms",
+                value: from,
+                reason: "stop word",
+                case_id: *case_id,
+                message_id: None,
+                scope: super::policy::Scope::of(creditor.as_deref()),
+            };
+            self.insert_suppression(tx, new, now).await?;
+        }
+        Ok(())
     }
 
     /// Whether `from` is an address the case knows: its debtor's, or a participant of one
@@ -573,28 +628,8 @@ impl Store {
         };
         let [case_id] = candidates.as_slice() else {
             if stop {
-                // Which creditor was answered is not known: the STOP holds for each creditor
-                // of a case with that number (kept with that case, so that its debtor's
-                // erasure reaches it), or for everyone when no case has it.
-                let mut answered: Vec<(Option<&str>, Option<String>)> = Vec::new();
-                for candidate in &candidates {
-                    let creditor = super::policy::creditor_of(&mut tx, candidate).await?;
-                    answered.push((Some(candidate), creditor));
-                }
-                if answered.is_empty() {
-                    answered.push((None, None));
-                }
-                for (case_id, creditor) in &answered {
-                    let new = super::policy::NewSuppression {
-                        channel: "sms",
-                        value: sms.from,
-                        reason: "stop word",
-                        case_id: *case_id,
-                        message_id: None,
-                        scope: super::policy::Scope::of(creditor.as_deref()),
-                    };
-                    self.insert_suppression(&mut tx, new, now).await?;
-                }
+                self.suppress_unplaced_stop(&mut tx, sms.from, &candidates, now)
+                    .await?;
             }
             let inbound_id = self
                 .keep_unmatched(&mut tx, "sms", &raw, now, &candidates)

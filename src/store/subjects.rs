@@ -145,27 +145,8 @@ impl Store {
         if let Some(key) = self.key_unless_erased(case_id).await? {
             self.seal_case_under(case_id, &key).await?;
         }
-        // The debtor's address and number, while they can still be read: suppressions that
-        // name them without this case (a bounce or a STOP that matched no case, another
-        // case's entry) lose the address too. Their blind index stays, so that the objection
-        // is still honoured; nothing readable is left of the person.
-        let debtor = self
-            .get_case(&Actor::system(), case_id)
-            .await?
-            .map(|c| (c.debtor.email, c.debtor.phone));
-        // The contact the preferences name is the person's too.
-        let preferred = self.preferences_for_sending(case_id).await.ok();
-        let mut indexes: Vec<String> = Vec::new();
-        let emails = debtor
-            .iter()
-            .flat_map(|(email, _)| email.iter())
-            .chain(preferred.iter().flat_map(|p| p.email_address.iter()));
-        let phones = debtor
-            .iter()
-            .flat_map(|(_, phone)| phone.iter())
-            .chain(preferred.iter().flat_map(|p| p.phone_number.iter()));
-        indexes.extend(emails.map(|e| self.suppression_index("email", e)));
-        indexes.extend(phones.map(|p| self.suppression_index("sms", p)));
+        // The person's addresses, while they can still be read (see `suppression_indexes`).
+        let indexes = self.suppression_indexes(case_id).await?;
         self.destroy_case_keys(&[case_id.to_string()]).await?;
         let mut tx = self.write_tx().await?;
         let message_ids: Vec<String> =
@@ -184,52 +165,7 @@ impl Store {
                 .bind(case_id)
                 .fetch_all(&mut *tx)
                 .await?;
-        let messages = "SELECT id FROM messages WHERE case_id = $1";
-        let statements = [
-            "UPDATE cases SET erased_at = $2, restricted_at = COALESCE(restricted_at, $2), debtor_email_index = NULL, \
-             debtor_phone_index = NULL, debtor_language = NULL, debtor_timezone = NULL, invoice_number = NULL \
-             WHERE id = $1 AND erased_at IS NULL".to_string(),
-            format!(
-                "UPDATE jobs SET status = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = $2 \
-                 WHERE kind = 'deliver_message' AND status = 'pending' AND ref_id IN ({messages})"
-            ),
-            format!(
-                "UPDATE messages SET status = 'cancelled', status_rank = {rank}, updated_at = $2 \
-                 WHERE case_id = $1 AND status IN ('queued', 'scheduled') AND id IN \
-                 (SELECT ref_id FROM jobs WHERE kind = 'deliver_message' AND status = 'cancelled')",
-                rank = crate::domain::message::MessageStatus::Cancelled.rank()
-            ),
-            format!(
-                "UPDATE messages SET recipient_index = NULL, failure_reason = CASE WHEN failure_reason IS NULL \
-                 THEN NULL ELSE '{ERASED}' END WHERE case_id = $1"
-            ),
-            format!("UPDATE message_events SET detail = NULL WHERE message_id IN ({messages})"),
-            format!(
-                "UPDATE jobs SET last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '{ERASED}' END \
-                 WHERE ref_id IN ({messages})"
-            ),
-            format!(
-                "UPDATE job_attempts SET error = '{ERASED}' WHERE error IS NOT NULL AND job_id IN \
-                 (SELECT j.id FROM jobs j WHERE j.ref_id IN ({messages}))"
-            ),
-            "UPDATE threads SET subject_index = id WHERE case_id = $1".to_string(),
-            "UPDATE thread_participants SET participant_index = id WHERE thread_id IN \
-             (SELECT id FROM threads WHERE case_id = $1)"
-                .to_string(),
-            format!("UPDATE documents SET file_name = '{ERASED}', sha256 = '' WHERE case_id = $1"),
-            "DELETE FROM note_tags WHERE note_id IN (SELECT id FROM notes WHERE case_id = $1)"
-                .to_string(),
-            format!("UPDATE deadlines SET title = '{ERASED}' WHERE case_id = $1"),
-            "UPDATE payments SET reference = NULL WHERE case_id = $1".to_string(),
-            // Language, time zone, contact hours: the debtor's too (the contacts are sealed).
-            "DELETE FROM preferences WHERE case_id = $1".to_string(),
-            // A key a client chose may hold the address; its replay has no use any more.
-            format!("DELETE FROM idempotency_keys WHERE result IN ({messages})"),
-            // Records written before results were bare ids keep the response, naming the id.
-            "DELETE FROM idempotency_keys WHERE result LIKE '{%' AND EXISTS (SELECT 1 FROM messages m \
-             WHERE m.case_id = $1 AND idempotency_keys.result LIKE '%' || m.id || '%')"
-                .to_string(),
-        ];
+        let statements = erasure_statements();
         for sql in &statements {
             let query = sqlx::query(sql).bind(case_id);
             // Only the statements that name the time take it.
@@ -251,26 +187,53 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.known_threads.forget(|(case, _), _| case == case_id);
-        if self.backend == super::Backend::Sqlite {
-            // The pages rewritten without the cleared values go into the database file. A
-            // full checkpoint waits out readers of older snapshots (busy timeout) and leaves
-            // the log's length alone, so readers in other processes are not disturbed; the
-            // log's older frames are overwritten as it is reused.
-            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(FULL)")
-                .fetch_one(&self.writer)
-                .await
-            {
-                Ok((busy, log, done)) if busy != 0 || done < log => tracing::warn!(
-                    "after an erasure the log could not all be written into the database file (a reader was busy); the next checkpoint does it"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "checkpointing after an erasure failed"),
-            }
-        }
+        self.checkpoint_after_erasure().await;
         Ok(Erased {
             storage_keys,
             message_ids,
         })
+    }
+
+    /// On SQLite, the pages rewritten without the cleared values go into the database file.
+    /// A full checkpoint waits out readers of older snapshots (busy timeout) and leaves the
+    /// log's length alone, so readers in other processes are not disturbed; the log's older
+    /// frames are overwritten as it is reused.
+    async fn checkpoint_after_erasure(&self) {
+        if self.backend != super::Backend::Sqlite {
+            return;
+        }
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(FULL)")
+            .fetch_one(&self.writer)
+            .await
+        {
+            Ok((busy, log, done)) if busy != 0 || done < log => tracing::warn!(
+                "after an erasure the log could not all be written into the database file (a reader was busy); the next checkpoint does it"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "checkpointing after an erasure failed"),
+        }
+    }
+
+    /// The suppression indexes of a case's debtor: the case's address and number and those
+    /// its preferences name, read while they still can be. Suppressions that name them
+    /// without this case (a bounce or a STOP that matched no case, another case's entry) lose
+    /// the address at the erasure too; their blind index stays, so that the objection is still
+    /// honoured, and nothing readable is left of the person.
+    async fn suppression_indexes(&self, case_id: &str) -> StoreResult<Vec<String>> {
+        let case = self.get_case(&Actor::system(), case_id).await?;
+        let preferred = self.preferences_for_sending(case_id).await.ok();
+        let emails = case
+            .iter()
+            .flat_map(|c| c.debtor.email.iter())
+            .chain(preferred.iter().flat_map(|p| p.email_address.iter()));
+        let phones = case
+            .iter()
+            .flat_map(|c| c.debtor.phone.iter())
+            .chain(preferred.iter().flat_map(|p| p.phone_number.iter()));
+        Ok(emails
+            .map(|e| self.suppression_index("email", e))
+            .chain(phones.map(|p| self.suppression_index("sms", p)))
+            .collect())
     }
 
     /// Restricted cases whose retention has ended (ended before `ended_before`), up to
@@ -355,4 +318,55 @@ impl Store {
             .fetch_one(&self.pool)
             .await?)
     }
+}
+
+/// What an erasure clears beside the destroyed key, in one transaction: `$1` the case, `$2`
+/// the time (in the statements that name it).
+fn erasure_statements() -> Vec<String> {
+    let messages = "SELECT id FROM messages WHERE case_id = $1";
+    vec![
+        "UPDATE cases SET erased_at = $2, restricted_at = COALESCE(restricted_at, $2), debtor_email_index = NULL, \
+         debtor_phone_index = NULL, debtor_language = NULL, debtor_timezone = NULL, invoice_number = NULL \
+         WHERE id = $1 AND erased_at IS NULL".to_string(),
+        format!(
+            "UPDATE jobs SET status = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = $2 \
+             WHERE kind = 'deliver_message' AND status = 'pending' AND ref_id IN ({messages})"
+        ),
+        format!(
+            "UPDATE messages SET status = 'cancelled', status_rank = {rank}, updated_at = $2 \
+             WHERE case_id = $1 AND status IN ('queued', 'scheduled') AND id IN \
+             (SELECT ref_id FROM jobs WHERE kind = 'deliver_message' AND status = 'cancelled')",
+            rank = crate::domain::message::MessageStatus::Cancelled.rank()
+        ),
+        format!(
+            "UPDATE messages SET recipient_index = NULL, failure_reason = CASE WHEN failure_reason IS NULL \
+             THEN NULL ELSE '{ERASED}' END WHERE case_id = $1"
+        ),
+        format!("UPDATE message_events SET detail = NULL WHERE message_id IN ({messages})"),
+        format!(
+            "UPDATE jobs SET last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '{ERASED}' END \
+             WHERE ref_id IN ({messages})"
+        ),
+        format!(
+            "UPDATE job_attempts SET error = '{ERASED}' WHERE error IS NOT NULL AND job_id IN \
+             (SELECT j.id FROM jobs j WHERE j.ref_id IN ({messages}))"
+        ),
+        "UPDATE threads SET subject_index = id WHERE case_id = $1".to_string(),
+        "UPDATE thread_participants SET participant_index = id WHERE thread_id IN \
+         (SELECT id FROM threads WHERE case_id = $1)"
+            .to_string(),
+        format!("UPDATE documents SET file_name = '{ERASED}', sha256 = '' WHERE case_id = $1"),
+        "DELETE FROM note_tags WHERE note_id IN (SELECT id FROM notes WHERE case_id = $1)"
+            .to_string(),
+        format!("UPDATE deadlines SET title = '{ERASED}' WHERE case_id = $1"),
+        "UPDATE payments SET reference = NULL WHERE case_id = $1".to_string(),
+        // Language, time zone, contact hours: the debtor's too (the contacts are sealed).
+        "DELETE FROM preferences WHERE case_id = $1".to_string(),
+        // A key a client chose may hold the address; its replay has no use any more.
+        format!("DELETE FROM idempotency_keys WHERE result IN ({messages})"),
+        // Records written before results were bare ids keep the response, naming the id.
+        "DELETE FROM idempotency_keys WHERE result LIKE '{%' AND EXISTS (SELECT 1 FROM messages m \
+         WHERE m.case_id = $1 AND idempotency_keys.result LIKE '%' || m.id || '%')"
+            .to_string(),
+    ]
 }
