@@ -856,9 +856,11 @@ async function suppressionsPage(seq) {
   const load = async () => {
     const list = await get(`/api/suppressions${query({ address: address.value.trim(), limit: 100 })}`);
     alive(seq);
-    results.replaceChildren(table([t('address'), t('channel'), t('reason'), t('created'), ''],
+    results.replaceChildren(table([t('address'), t('channel'), t('reason'), t('appliesTo'), t('created'), ''],
       list.suppressions.map((s) => h('tr', {},
-        h('td', {}, s.address || ''), h('td', {}, s.channel), h('td', {}, s.reason), h('td', {}, when(s.createdAt)),
+        h('td', {}, s.address || ''), h('td', {}, s.channel), h('td', {}, s.reason),
+        h('td', { class: 'applies-to' }, s.creditorId ? `${t('creditorOnly')} ${s.creditorId}` : t('everyone')),
+        h('td', {}, when(s.createdAt)),
         h('td', {}, button(t('lift'), () => guarded(form, async () => {
           await del(`/api/suppressions/${s.suppressionId}`);
           announce(t('lifted'));

@@ -402,6 +402,8 @@ await step('an operator lifts a suppression, one at a time', async () => {
   if (!stop.ok) throw new Error(`STOP: ${stop.status}`);
   await page.goto(`${base}/console#/suppressions`);
   await waitText('td', '+4512345678');
+  // The debtor answered the creditor's case: the entry stops that creditor's sends only.
+  await waitText('td.applies-to', 'Only creditor party_');
   await axe('suppressions');
   await page.click('button[aria-label="Lift +4512345678"]');
   await page.waitForFunction(() => ![...document.querySelectorAll('td')].some((e) => e.textContent === '+4512345678'));
