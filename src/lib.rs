@@ -193,11 +193,7 @@ impl App {
             }
             None => None,
         };
-        let router = http::router(
-            self.store.clone(),
-            self.config.clone(),
-            self.services.clone(),
-        );
+        let router = http::router(self.config.clone(), self.services.clone());
         tracing::info!(addr = %listener.local_addr()?, backend = ?self.store.backend(), "serving");
         let limits = http::server::ServerLimits {
             header_timeout: self.config.http.header_timeout,

@@ -9,7 +9,7 @@ use crate::documents::store::{DocumentReader, DocumentStore, WriteError, Written
 use crate::domain::code::Code;
 use crate::domain::document::DocumentType;
 use crate::domain::party::Actor;
-use crate::domain::{CaseId, prefixed_id};
+use crate::domain::{CaseId, DocumentId, prefixed_id};
 use crate::store::{DocumentView, NewDocument, Store};
 
 /// An upload in progress: its file, once written, and what was said about it.
@@ -59,6 +59,22 @@ impl Documents {
 
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
+    }
+
+    /// The documents of a case, newest first.
+    pub async fn list(&self, actor: &Actor, case: &CaseId) -> AppResult<Vec<DocumentView>> {
+        self.store
+            .list_documents(actor, &case.to_string())
+            .await?
+            .ok_or(AppError::NotFound("case"))
+    }
+
+    /// One document's metadata.
+    pub async fn metadata(&self, actor: &Actor, id: &DocumentId) -> AppResult<DocumentView> {
+        self.store
+            .get_document(actor, id.as_str())
+            .await?
+            .ok_or(AppError::NotFound("document"))
     }
 
     /// Starts an upload to a case the actor can see.

@@ -2,13 +2,14 @@
 //! provider's webhook, and the sorting of what matched no case. Every way in reads the mail
 //! the same way (`domain::mail`) and stores it with the same store verb.
 
+use super::operators::{not_now, settled};
 use super::tracking::bounced_message;
 use super::{AppError, AppResult};
 use crate::domain::code::Code;
 use crate::domain::mail::{self, InboundMail};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
-use crate::domain::{CaseId, PhoneNumber};
+use crate::domain::{CaseId, MessageId, PhoneNumber};
 use crate::store::{InboundSms, Ingested, MailboxProgress, Store};
 
 /// An SMS as the provider reported it.
@@ -167,13 +168,19 @@ impl Inbound {
     pub async fn accept(
         &self,
         actor: &Actor,
-        message_id: &str,
-    ) -> AppResult<Option<Result<(), crate::store::operators::NotNow>>> {
-        let outcome = self.store.accept_received(actor, message_id).await?;
-        if matches!(outcome, Some(Ok(()))) {
-            self.wake.notify_one();
-        }
-        Ok(outcome)
+        id: &MessageId,
+    ) -> AppResult<crate::store::MessageView> {
+        let outcome = self.store.accept_received(actor, id.as_str()).await?;
+        settled(
+            outcome,
+            "message",
+            "only a message held for review can be accepted",
+        )?;
+        self.wake.notify_one();
+        self.store
+            .get_message(actor, id.as_str())
+            .await?
+            .ok_or(AppError::NotFound("message"))
     }
 
     /// Received mail held for review on the cases the actor sees, oldest first.
@@ -186,12 +193,13 @@ impl Inbound {
     }
 
     /// Rejects a received mail held for review: back to the unmatched list.
-    pub async fn reject(
-        &self,
-        actor: &Actor,
-        message_id: &str,
-    ) -> AppResult<Option<Result<String, crate::store::operators::NotNow>>> {
-        Ok(self.store.reject_received(actor, message_id).await?)
+    /// Answers the mail's id on the unmatched list.
+    pub async fn reject(&self, actor: &Actor, id: &MessageId) -> AppResult<String> {
+        match self.store.reject_received(actor, id.as_str()).await? {
+            None => Err(AppError::NotFound("message")),
+            Some(Err(n)) => Err(not_now("only a message held for review can be rejected", n)),
+            Some(Ok(inbound_id)) => Ok(inbound_id),
+        }
     }
 
     /// Sorts an unmatched mail or SMS into a case the actor can see.

@@ -3,16 +3,25 @@
 //! workers call the same services. The layer calls `domain` for rules and `store` for
 //! persistence, and knows nothing of HTTP.
 
+pub mod access;
+pub mod cases;
 pub mod documents;
+pub mod export;
+pub mod health;
+mod history;
 pub mod inbound;
 pub mod messaging;
+pub mod operators;
 pub mod policy;
+pub mod providers;
 pub mod rekey;
 pub mod render;
 pub mod subjects;
 pub mod system;
+pub mod templates;
 pub mod tracking;
 pub mod webhook_target;
+pub mod webhooks;
 
 use serde_json::Value;
 
@@ -34,6 +43,12 @@ pub enum AppError {
         detail: String,
         extra: Option<(&'static str, Value)>,
     },
+    /// Not this actor's to do, on something it may see.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Not now: the thing is in a state that does not allow it.
+    #[error("{0}")]
+    InvalidState(String),
     /// More than a limit allows.
     #[error("{0}")]
     TooLarge(String),
@@ -74,15 +89,30 @@ impl From<Invalid> for AppError {
     }
 }
 
-/// The application's services, built once and shared by HTTP and the workers.
+/// The application's services, built once and shared by HTTP and the workers: the only
+/// way from a request to the store.
 #[derive(Clone)]
 pub struct Services {
+    /// Tokens: who a request comes from.
+    pub access: access::Access,
+    /// Cases, payments, deadlines, notes, the audit log and preferences.
+    pub cases: cases::Cases,
     pub documents: documents::Documents,
+    /// Whether the database answers; the queues' figures.
+    pub health: health::Health,
     pub inbound: inbound::Inbound,
     pub messaging: messaging::Messaging,
     pub policy: policy::SendPolicy,
     /// Erasure and restriction of data subjects, and the retention sweeper.
     pub subjects: subjects::DataSubjects,
+    /// Retry, cancel and the queue's list.
+    pub operators: operators::Operators,
+    /// What email and SMS providers report about messages.
+    pub providers: providers::ProviderEvents,
+    pub templates: templates::Templates,
+    /// Opens, clicks and unsubscribes through parley's own links.
+    pub tracking: tracking::Tracking,
+    pub webhooks: webhooks::Webhooks,
     pub clock: crate::domain::clock::SharedClock,
 }
 
@@ -101,6 +131,18 @@ impl Services {
             max_attachment_bytes: config.mail.max_attachment_bytes,
         };
         Self {
+            access: access::Access::new(store.clone()),
+            cases: cases::Cases::new(store.clone(), clock.clone()),
+            health: health::Health::new(store.clone(), clock.clone()),
+            operators: operators::Operators::new(store.clone(), clock.clone(), wake.clone()),
+            providers: providers::ProviderEvents::new(store.clone(), clock.clone()),
+            templates: templates::Templates::new(store.clone()),
+            tracking: tracking::Tracking::new(store.clone(), clock.clone()),
+            webhooks: webhooks::Webhooks::new(
+                store.clone(),
+                clock.clone(),
+                config.webhooks.allow_private,
+            ),
             subjects: subjects::DataSubjects::new(
                 store.clone(),
                 files.clone(),

@@ -161,3 +161,25 @@ impl SendPolicy {
         })
     }
 }
+
+impl SendPolicy {
+    /// The suppression list, newest first, a page at a time; with `address`, the entries of
+    /// that address or number only.
+    pub async fn suppressions(
+        &self,
+        address: Option<&str>,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> AppResult<crate::store::Page<crate::store::Suppression>> {
+        Ok(self.store.list_suppressions(address, cursor, limit).await?)
+    }
+
+    /// Lifts an entry of the suppression list, audited.
+    pub async fn lift(&self, actor: &crate::domain::party::Actor, id: &str) -> AppResult<()> {
+        if self.store.lift_suppression(actor, id).await? {
+            Ok(())
+        } else {
+            Err(super::AppError::NotFound("suppression"))
+        }
+    }
+}

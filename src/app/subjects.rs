@@ -22,12 +22,12 @@ const SWEEP_BATCH: i64 = 20;
 
 #[derive(Clone)]
 pub struct DataSubjects {
-    store: Store,
+    pub(super) store: Store,
     files: DocumentStore,
     /// The data folder: the outbox and the spool of outgoing mail are copies to erase.
     data_dir: std::path::PathBuf,
     retention: Duration,
-    clock: SharedClock,
+    pub(super) clock: SharedClock,
 }
 
 /// A case whose data was erased.

@@ -353,3 +353,46 @@ mod tests {
         assert!(html.contains("unsubscribe"));
     }
 }
+
+/// What the links record: opens and clicks as status events, unsubscribes as suppressions.
+#[derive(Clone)]
+pub struct Tracking {
+    store: crate::store::Store,
+    clock: crate::domain::clock::SharedClock,
+}
+
+impl Tracking {
+    pub fn new(store: crate::store::Store, clock: crate::domain::clock::SharedClock) -> Self {
+        Self { store, clock }
+    }
+
+    /// What a token from one of our links stands for; `None` for anything else.
+    pub fn link(&self, token: &str) -> Option<Link> {
+        open(self.store.keys(), token)
+    }
+
+    /// Records an open or a click of a message.
+    pub async fn record(
+        &self,
+        message_id: &str,
+        event: crate::domain::message::MessageStatus,
+    ) -> super::AppResult<()> {
+        self.store
+            .record_status_event(message_id, event, self.clock.now(), None, None)
+            .await?;
+        Ok(())
+    }
+
+    /// Suppresses the recipient of the link's copy for the creditor whose message it was;
+    /// `false` for a message that is gone.
+    pub async fn unsubscribe(
+        &self,
+        message_id: &str,
+        recipient: Option<u8>,
+    ) -> super::AppResult<bool> {
+        Ok(self
+            .store
+            .unsubscribe(message_id, recipient.map(usize::from))
+            .await?)
+    }
+}

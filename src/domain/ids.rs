@@ -56,6 +56,12 @@ macro_rules! prefixed_id_type {
 
 prefixed_id_type!(PartyId, "party");
 prefixed_id_type!(NoteId, "note");
+prefixed_id_type!(MessageId, "msg");
+prefixed_id_type!(ThreadId, "thread");
+prefixed_id_type!(DocumentId, "doc");
+prefixed_id_type!(WebhookId, "wh");
+prefixed_id_type!(DeliveryId, "whd");
+prefixed_id_type!(ConnectorId, "con");
 
 /// A case id: a UUID in its hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -79,7 +79,10 @@ pub mod thread;
 pub mod time;
 
 pub use case::{CaseNumber, CaseStatus, Debtor, Money};
-pub use ids::{CaseId, NoteId, PartyId, prefixed_id};
+pub use ids::{
+    CaseId, ConnectorId, DeliveryId, DocumentId, MessageId, NoteId, PartyId, ThreadId, WebhookId,
+    prefixed_id,
+};
 pub use note::{NoteVisibility, Tag};
 pub use party::PartyKind;
 pub use recipient::{EmailAddress, PhoneNumber};

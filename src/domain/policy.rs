@@ -111,6 +111,46 @@ pub struct Preferences {
     pub contact_hours: Option<(String, String, Option<String>)>,
 }
 
+/// A change of preferences, checked: each field present replaces the current one (an inner
+/// `None` clears it), each field absent keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct PreferencesPatch {
+    pub preferred_channel: Option<Option<String>>,
+    pub email_address: Option<Option<String>>,
+    pub phone_number: Option<Option<String>>,
+    pub allow_sms: Option<bool>,
+    pub allow_email: Option<bool>,
+    pub preferred_language: Option<Option<String>>,
+    pub do_not_contact: Option<bool>,
+    pub reason: Option<Option<String>>,
+    pub effective_date: Option<Option<String>>,
+    pub exceptions: Option<Vec<String>>,
+    pub contact_hours: Option<Option<(String, String, Option<String>)>>,
+}
+
+impl PreferencesPatch {
+    /// The preferences `p` with this change made.
+    pub fn apply(self, mut p: Preferences) -> Preferences {
+        fn set<T>(field: &mut T, given: Option<T>) {
+            if let Some(v) = given {
+                *field = v;
+            }
+        }
+        set(&mut p.preferred_channel, self.preferred_channel);
+        set(&mut p.email_address, self.email_address);
+        set(&mut p.phone_number, self.phone_number);
+        set(&mut p.allow_sms, self.allow_sms);
+        set(&mut p.allow_email, self.allow_email);
+        set(&mut p.preferred_language, self.preferred_language);
+        set(&mut p.do_not_contact, self.do_not_contact);
+        set(&mut p.reason, self.reason);
+        set(&mut p.effective_date, self.effective_date);
+        set(&mut p.exceptions, self.exceptions);
+        set(&mut p.contact_hours, self.contact_hours);
+        p
+    }
+}
+
 impl Default for Preferences {
     fn default() -> Self {
         Self {

@@ -9,15 +9,14 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{Auth, Json, Path, Query, page_cursor, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::app::cases::PaymentCommand;
 use crate::domain::case::{format_minor, parse_language, parse_minor, parse_name, parse_timezone};
-use crate::domain::time::{now_micros, parse_date, parse_instant, rfc3339, to_micros};
+use crate::domain::time::{parse_date, parse_instant, rfc3339, to_micros};
 use crate::domain::{
     CaseId, CaseNumber, CaseStatus, Debtor, EmailAddress, Money, PartyKind, PhoneNumber,
     has_control_chars,
 };
-use crate::store::{
-    CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, NewPayment, Payment,
-};
+use crate::store::{CasePatch, CaseView, Deadline, ListCases, NewCase, NewDeadline, Payment};
 
 /// A decimal amount, sent as a string (`"15000.00"`) or a JSON number.
 #[derive(Debug, Clone)]
@@ -228,10 +227,8 @@ pub struct CaseListQuery {
 }
 
 /// A path's case id; anything that is not a UUID is a case that does not exist.
-pub(crate) fn case_id(raw: &str) -> ApiResult<String> {
-    CaseId::parse(raw)
-        .map(|id| id.to_string())
-        .ok_or_else(|| ApiError::not_found("case"))
+pub(crate) fn case_id(raw: &str) -> ApiResult<CaseId> {
+    CaseId::parse(raw).ok_or_else(|| ApiError::not_found("case"))
 }
 
 fn printable(field: &str, s: Option<String>, max: usize) -> ApiResult<Option<String>> {
@@ -309,7 +306,7 @@ pub async fn create_case(
             })
             .transpose()?,
     };
-    let case = state.store.create_case(&actor, new).await?;
+    let case = state.app.cases.create(&actor, new).await?;
     Ok((StatusCode::CREATED, axum::Json(case.into())))
 }
 
@@ -328,8 +325,9 @@ pub async fn list_cases(
         .transpose()
         .map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.0))?;
     let (page, total_count) = state
-        .store
-        .list_cases(
+        .app
+        .cases
+        .list(
             &actor,
             ListCases {
                 status,
@@ -368,11 +366,7 @@ pub async fn get_case(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<CaseResponse>> {
     let id = case_id(&raw)?;
-    let case = state
-        .store
-        .get_case(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let case = state.app.cases.get(&actor, &id).await?;
     Ok(axum::Json(case.into()))
 }
 
@@ -386,15 +380,6 @@ pub async fn update_case(
     Json(req): Json<UpdateCaseRequest>,
 ) -> ApiResult<axum::Json<CaseResponse>> {
     let id = case_id(&raw)?;
-    if req.partner_id.is_some() && actor.kind == PartyKind::Partner {
-        // Refuse with 403 only where the case is visible; elsewhere it does not exist.
-        state
-            .store
-            .get_case(&actor, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("case"))?;
-        return Err(ApiError::forbidden("a partner cannot reassign a case"));
-    }
     let debtor = req.debtor.unwrap_or_default();
     let patch = CasePatch {
         status: req.status.as_deref().map(CaseStatus::parse).transpose()?,
@@ -426,11 +411,7 @@ pub async fn update_case(
             .map(|t| t.as_deref().map(parse_timezone).transpose())
             .transpose()?,
     };
-    let case = state
-        .store
-        .update_case(&actor, &id, patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let case = state.app.cases.update(&actor, &id, patch).await?;
     Ok(axum::Json(case.into()))
 }
 
@@ -490,15 +471,12 @@ pub struct PaymentList {
     pub payments: Vec<PaymentResponse>,
 }
 
-fn instant(field: &str, s: Option<&str>) -> ApiResult<i64> {
-    match s {
-        None => Ok(now_micros()),
-        Some(s) => parse_instant(s).map(to_micros).ok_or_else(|| {
-            invalid(format!(
-                "{field} {s:?} is not a date or an RFC 3339 date-time"
-            ))
-        }),
-    }
+fn instant(field: &str, s: &str) -> ApiResult<i64> {
+    parse_instant(s).map(to_micros).ok_or_else(|| {
+        invalid(format!(
+            "{field} {s:?} is not a date or an RFC 3339 date-time"
+        ))
+    })
 }
 
 #[utoipa::path(post, path = "/api/cases/{caseId}/payments", tag = "cases", params(("caseId" = uuid::Uuid, Path)), request_body = CreatePaymentRequest,
@@ -511,36 +489,20 @@ pub async fn create_payment(
 ) -> ApiResult<(StatusCode, axum::Json<PaymentResponse>)> {
     let id = case_id(&raw)?;
     let (value, currency) = match &req.amount {
-        PaymentAmount::Object(a) => (&a.value.0, Some(a.currency.as_str())),
+        PaymentAmount::Object(a) => (&a.value.0, Some(a.currency.clone())),
         PaymentAmount::Plain(d) => (&d.0, None),
     };
-    let amount_minor = parse_minor(value)?;
-    if let Some(currency) = currency {
-        let case = state
-            .store
-            .get_case(&actor, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("case"))?;
-        if case.amount.currency() != currency {
-            return Err(ApiError::unprocessable(
-                Code::CurrencyMismatch,
-                format!(
-                    "the case is in {}, the payment in {currency}",
-                    case.amount.currency()
-                ),
-            ));
-        }
-    }
-    let new = NewPayment {
-        amount_minor,
-        paid_at: instant("paidAt", req.paid_at.as_deref())?,
+    let payment = PaymentCommand {
+        amount_minor: parse_minor(value)?,
+        currency,
+        paid_at: req
+            .paid_at
+            .as_deref()
+            .map(|s| instant("paidAt", s))
+            .transpose()?,
         reference: printable("reference", req.reference, 200)?,
     };
-    let payment = state
-        .store
-        .add_payment(&actor, &id, new)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let payment = state.app.cases.add_payment(&actor, &id, payment).await?;
     Ok((StatusCode::CREATED, axum::Json(payment.into())))
 }
 
@@ -552,11 +514,7 @@ pub async fn list_payments(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<PaymentList>> {
     let id = case_id(&raw)?;
-    let payments = state
-        .store
-        .list_payments(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let payments = state.app.cases.payments(&actor, &id).await?;
     Ok(axum::Json(PaymentList {
         payments: payments.into_iter().map(Into::into).collect(),
     }))
@@ -611,12 +569,12 @@ pub async fn create_deadline(
 ) -> ApiResult<(StatusCode, axum::Json<DeadlineResponse>)> {
     let id = case_id(&raw)?;
     let title = printable("title", Some(req.title), 200)?.unwrap_or_default();
-    let due_at = instant("dueAt", Some(&req.due_at))?;
+    let due_at = instant("dueAt", &req.due_at)?;
     let deadline = state
-        .store
+        .app
+        .cases
         .add_deadline(&actor, &id, NewDeadline { title, due_at })
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(deadline.into())))
 }
 
@@ -628,11 +586,7 @@ pub async fn list_deadlines(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<DeadlineList>> {
     let id = case_id(&raw)?;
-    let deadlines = state
-        .store
-        .list_deadlines(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let deadlines = state.app.cases.deadlines(&actor, &id).await?;
     Ok(axum::Json(DeadlineList {
         deadlines: deadlines.into_iter().map(Into::into).collect(),
     }))

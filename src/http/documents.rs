@@ -13,9 +13,9 @@ use super::cases::case_id;
 use super::extract::{Auth, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::app::documents::Described;
-use crate::domain::CaseId;
 use crate::domain::document::clean_file_name;
 use crate::domain::time::rfc3339;
+use crate::domain::{CaseId, DocumentId};
 use crate::store::DocumentView;
 use futures_util::TryStreamExt;
 
@@ -134,7 +134,7 @@ pub async fn upload(
             "expected Content-Type: multipart/form-data",
         )
     })?;
-    let documents = &state.documents;
+    let documents = &state.app.documents;
     let mut upload = documents.begin(&actor, &case).await?;
     let limits = multer::SizeLimit::new()
         .whole_stream(documents.max_bytes().saturating_add(64 * 1024))
@@ -207,11 +207,7 @@ pub async fn list(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<DocumentList>> {
     let case = case_id(&raw)?;
-    let docs = state
-        .store
-        .list_documents(&actor, &case)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let docs = state.app.documents.list(&actor, &case).await?;
     Ok(axum::Json(DocumentList {
         documents: docs.into_iter().map(Into::into).collect(),
     }))
@@ -224,11 +220,8 @@ pub async fn metadata(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DocumentResponse>> {
-    let doc = state
-        .store
-        .get_document(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("document"))?;
+    let id = DocumentId::parse(&id).ok_or_else(|| ApiError::not_found("document"))?;
+    let doc = state.app.documents.metadata(&actor, &id).await?;
     Ok(axum::Json(doc.into()))
 }
 
@@ -259,7 +252,7 @@ pub async fn download(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (doc, reader) = state.documents.open(&actor, &id).await?;
+    let (doc, reader) = state.app.documents.open(&actor, &id).await?;
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         match r.next_chunk().await {
             Ok(Some(bytes)) => Some((Ok(bytes), r)),

@@ -220,7 +220,7 @@ impl FromRequestParts<AppState> for Sender {
     ) -> Result<Self, Self::Rejection> {
         let (actor, verified) = AuthAttempt::start(parts, state)?
             .found(bearer_token(parts), "missing bearer token", async |token| {
-                state.store.authenticate_for_sending(token).await
+                state.app.access.authenticate_for_sending(token).await
             })
             .await?;
         within_limit(state, &actor, verified).await?;
@@ -234,7 +234,7 @@ async fn within_limit(state: &AppState, actor: &Actor, verified: bool) -> Result
     let Err(retry_after) = state.limiter.check(&actor.token_id) else {
         return Ok(());
     };
-    if !verified && !state.store.token_valid(&actor.token_id).await? {
+    if !verified && !state.app.access.token_valid(&actor.token_id).await? {
         return Err(StoreError::TokenGone.into());
     }
     Err(ApiError::rate_limited(retry_after))
@@ -270,7 +270,7 @@ impl<'a> AuthAttempt<'a> {
         missing: &str,
     ) -> Result<Actor, ApiError> {
         self.found(token, missing, async |token| {
-            self.state.store.authenticate(token).await
+            self.state.app.access.authenticate(token).await
         })
         .await
     }
@@ -281,7 +281,7 @@ impl<'a> AuthAttempt<'a> {
         &self,
         token: Option<&str>,
         missing: &str,
-        look_up: impl AsyncFnOnce(&str) -> crate::store::StoreResult<Option<T>>,
+        look_up: impl AsyncFnOnce(&str) -> crate::app::AppResult<Option<T>>,
     ) -> Result<T, ApiError> {
         let token = token
             .filter(|t| !t.is_empty())

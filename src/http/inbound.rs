@@ -75,7 +75,7 @@ pub async fn receive_email(
             "the body is not an RFC 5322 mail: it does not start with a header field",
         ));
     }
-    let outcome = state.inbound.receive_email("http", &raw, &[]).await?;
+    let outcome = state.app.inbound.receive_email("http", &raw, &[]).await?;
     Ok(match outcome {
         Ingested::Matched {
             message_id,
@@ -143,6 +143,7 @@ pub async fn unmatched(
     super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
     let limit = super::extract::page_limit(q.limit)?;
     let messages = state
+        .app
         .inbound
         .unmatched(limit)
         .await?
@@ -205,7 +206,7 @@ pub async fn receive_sms(
         body: f.body,
         provider_id: f.sid,
     };
-    let outcome = state.inbound.receive_sms(&sms).await?;
+    let outcome = state.app.inbound.receive_sms(&sms).await?;
     if let Ingested::Matched { message_id, .. } = &outcome {
         tracing::info!(message = %message_id, "inbound SMS stored");
     }
@@ -236,7 +237,7 @@ pub async fn assign(
     super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
     let case_id =
         crate::domain::CaseId::parse(&req.case_id).ok_or_else(|| ApiError::not_found("case"))?;
-    match state.inbound.assign(&actor, &id, &case_id).await? {
+    match state.app.inbound.assign(&actor, &id, &case_id).await? {
         Ingested::Matched {
             message_id,
             case_id,

@@ -15,7 +15,7 @@ use super::AppState;
 use super::cases::case_id;
 use super::extract::{Auth, Json, Path, Query, Sender, page_limit};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::app::messaging::{Idempotency, Recipients, SendMessage};
+use crate::app::messaging::{Recipients, SendMessage};
 use crate::app::render::TemplateChoice;
 use crate::domain::code::Code;
 use crate::domain::message::{
@@ -24,7 +24,7 @@ use crate::domain::message::{
 use crate::domain::party::Actor;
 use crate::domain::policy::Decision;
 use crate::domain::time::{Micros, parse_instant, rfc3339, to_micros};
-use crate::domain::{CaseId, EmailAddress, PhoneNumber};
+use crate::domain::{CaseId, EmailAddress, MessageId, PhoneNumber};
 use crate::store::StoreError;
 use crate::store::{MessageFilter, MessageView};
 
@@ -387,7 +387,7 @@ pub async fn send_message(
     // revoked or expired meanwhile is 401, whatever else is wrong with the request.
     match answer {
         Err(ApiError::Problem(p)) if !verified && p.status != StatusCode::UNAUTHORIZED => {
-            if state.store.token_valid(&token_id).await? {
+            if state.app.access.token_valid(&token_id).await? {
                 Err(ApiError::Problem(p))
             } else {
                 Err(StoreError::TokenGone.into())
@@ -410,22 +410,20 @@ async fn send_as(
     let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
     let key = idempotency_key(headers)?;
     // A repeated key is answered before the case is read: its token is checked first.
-    if key.is_some() && !verified && !state.store.token_valid(&actor.token_id).await? {
+    if key.is_some() && !verified && !state.app.access.token_valid(&actor.token_id).await? {
         return Err(StoreError::TokenGone.into());
     }
     // Kept only as keyed hashes: a key or a body may hold an address (`remind-jens@...`),
     // and neither is needed again, only recognised.
     let idempotency = key.map(|key| {
         let body_hash = hex::encode(Sha256::digest(format!("{case}\n{}", canonical(&body))));
-        Idempotency {
-            key: state.store.idempotency_key_hash(&key),
-            request_hash: state.store.idempotency_request_hash(&body_hash),
-        }
+        state.app.access.idempotency(&key, &body_hash)
     });
     let req: SendMessageRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::unprocessable(Code::InvalidBody, e.to_string()))?;
     let command = req.command()?;
     let sent = state
+        .app
         .messaging
         .send(&actor, &case, command, idempotency)
         .await?;
@@ -487,7 +485,7 @@ pub async fn preview_message(
     let req: SendMessageRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::unprocessable(Code::InvalidBody, e.to_string()))?;
     let command = req.command()?;
-    let new = state.messaging.preview(&actor, &case, command).await?;
+    let new = state.app.messaging.preview(&actor, &case, command).await?;
     Ok(axum::Json(MessagePreview {
         message_type: new.channel.map_or("system", |c| c.as_str()).to_string(),
         to: new.envelope.to,
@@ -597,11 +595,7 @@ pub async fn list_messages(
         cursor: super::extract::page_cursor(q.cursor)?,
         limit: page_limit(q.limit)?,
     };
-    let (page, total_count) = state
-        .store
-        .list_messages(&actor, &id, filter)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let (page, total_count) = state.app.messaging.messages(&actor, &id, filter).await?;
     Ok(axum::Json(MessageList {
         messages: page.items.into_iter().map(Into::into).collect(),
         total_count,
@@ -616,11 +610,8 @@ pub async fn get_message(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    let m = state
-        .store
-        .get_message(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("message"))?;
+    let id = MessageId::parse(&id).ok_or_else(|| ApiError::not_found("message"))?;
+    let m = state.app.messaging.message(&actor, &id).await?;
     Ok(axum::Json(m.into()))
 }
 
@@ -659,22 +650,24 @@ pub async fn delivery_report(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeliveryReport>> {
-    let (status, evidence, events) = state
-        .store
-        .delivery_report(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("message"))?;
+    let message = MessageId::parse(&id).ok_or_else(|| ApiError::not_found("message"))?;
+    let report = state
+        .app
+        .messaging
+        .delivery_report(&actor, &message)
+        .await?;
     Ok(axum::Json(DeliveryReport {
         message_id: id,
-        status,
-        events: events
+        status: report.status,
+        events: report
+            .events
             .into_iter()
             .map(|e| DeliveryEvent {
                 event: e.event,
                 timestamp: rfc3339(e.at),
             })
             .collect(),
-        policy: evidence.map(|e| PolicyEvidence {
+        policy: report.evidence.map(|e| PolicyEvidence {
             decision: e.decision,
             rule: e.rule,
             checked_at: rfc3339(to_micros(e.checked_at)),

@@ -37,7 +37,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Config;
-use crate::store::Store;
 pub use metrics::Metrics;
 use problem::problem_response;
 pub use rate_limit::RateLimiter;
@@ -58,7 +57,8 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct Shared {
-    pub store: Store,
+    /// The application's services: the only way from a request to the store.
+    pub app: crate::app::Services,
     pub config: Arc<Config>,
     pub limiter: Arc<RateLimiter>,
     /// Failed authentications per client address: past the limit, 429 before any token is
@@ -68,15 +68,6 @@ pub struct Shared {
     pub tracking: Arc<tracking::TrackingGuard>,
     pub metrics: Arc<Metrics>,
     pub openapi: axum::body::Bytes,
-    /// Case documents: uploads and downloads.
-    pub documents: crate::app::documents::Documents,
-    /// Sending messages: the application layer's messaging service.
-    pub messaging: crate::app::messaging::Messaging,
-    /// Receiving mail and SMS.
-    pub inbound: crate::app::inbound::Inbound,
-    /// Erasure and restriction of data subjects.
-    pub subjects: crate::app::subjects::DataSubjects,
-    pub clock: crate::domain::clock::SharedClock,
 }
 
 #[derive(OpenApi)]
@@ -163,21 +154,16 @@ pub fn openapi_json() -> String {
     api.to_pretty_json().unwrap_or_default()
 }
 
-pub fn router(store: Store, config: Arc<Config>, services: crate::app::Services) -> Router {
+pub fn router(config: Arc<Config>, services: crate::app::Services) -> Router {
     let (api, openapi) = api_parts();
     let state = AppState(Arc::new(Shared {
-        store,
+        app: services,
         limiter: Arc::new(RateLimiter::new(config.http.rate_limit_per_minute)),
         tracking: Arc::new(tracking::TrackingGuard::new(TRACKING_PER_ADDRESS)),
         auth_failures: Arc::new(RateLimiter::new(config.http.auth_failures_per_minute)),
         metrics: Arc::new(Metrics::default()),
         openapi: openapi.to_pretty_json().unwrap_or_default().into(),
         config: config.clone(),
-        messaging: services.messaging,
-        inbound: services.inbound,
-        subjects: services.subjects,
-        clock: services.clock,
-        documents: services.documents,
     }));
     Router::new()
         .route("/healthz", get(ops::healthz))

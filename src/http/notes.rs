@@ -132,11 +132,7 @@ pub async fn create_note(
             .map(|t| Tag::parse("tag", t))
             .collect::<Result<_, _>>()?,
     };
-    let note = state
-        .store
-        .add_note(&actor, &id, new)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let note = state.app.cases.add_note(&actor, &id, new).await?;
     Ok((StatusCode::CREATED, axum::Json(note.into())))
 }
 
@@ -157,11 +153,7 @@ pub async fn list_notes(
         cursor: page_cursor(q.cursor)?,
         limit: page_limit(q.limit)?,
     };
-    let page = state
-        .store
-        .list_notes(&actor, &id, filter)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let page = state.app.cases.notes(&actor, &id, filter).await?;
     Ok(axum::Json(NoteList {
         notes: page.items.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor,
@@ -245,11 +237,12 @@ pub async fn audit_log(
             ));
         }
     };
+    let cursor = number_cursor(q.cursor)?;
     let page = state
-        .store
-        .list_audit(&actor, &id, number_cursor(q.cursor)?.as_deref(), limit)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+        .app
+        .cases
+        .audit_log(&actor, &id, cursor.as_deref(), limit)
+        .await?;
     Ok(axum::Json(AuditLog {
         entries: page.items.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor,

@@ -13,7 +13,8 @@ use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::code::Code;
 use crate::domain::message::JobState;
 use crate::domain::time::{parse_instant, rfc3339, to_micros};
-use crate::store::operators::{JobView, NotNow};
+use crate::domain::{CaseId, DeliveryId, MessageId, WebhookId};
+use crate::store::operators::JobView;
 
 /// One attempt of a delivery.
 #[derive(Debug, Serialize, ToSchema)]
@@ -120,15 +121,11 @@ pub async fn list_jobs(
         .map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.0))?
         .unwrap_or(JobState::Queued);
     let case = q.case_id.map(|c| c.to_string());
+    let case = case.as_deref().and_then(CaseId::parse);
     let page = state
-        .store
-        .list_jobs(
-            job_state,
-            case.as_deref(),
-            q.cursor.as_deref(),
-            limit,
-            state.clock.now(),
-        )
+        .app
+        .operators
+        .jobs(job_state, case.as_ref(), q.cursor.as_deref(), limit)
         .await?;
     Ok(axum::Json(JobList {
         jobs: page.items.into_iter().map(Into::into).collect(),
@@ -136,35 +133,9 @@ pub async fn list_jobs(
     }))
 }
 
-fn not_now(what: &str, n: NotNow) -> ApiError {
-    let NotNow::State(status) = n;
-    ApiError::new(
-        StatusCode::CONFLICT,
-        Code::InvalidState,
-        format!("{what}; it is {status}"),
-    )
-}
-
-/// The answer to a change of a message: the message as it is now, or why not.
-async fn changed(
-    state: &AppState,
-    actor: &crate::domain::party::Actor,
-    id: &str,
-    outcome: Option<Result<(), NotNow>>,
-    refusal: &str,
-) -> ApiResult<axum::Json<MessageResponse>> {
-    match outcome {
-        None => Err(ApiError::not_found("message")),
-        Some(Err(n)) => Err(not_now(refusal, n)),
-        Some(Ok(())) => {
-            let m = state
-                .store
-                .get_message(actor, id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("message"))?;
-            Ok(axum::Json(m.into()))
-        }
-    }
+/// A message's id from a path; anything else is a message that does not exist.
+fn message_id(raw: &str) -> ApiResult<MessageId> {
+    MessageId::parse(raw).ok_or_else(|| ApiError::not_found("message"))
 }
 
 /// Queues a `failed` message again, with the same `Message-ID` (whoever may send on its case).
@@ -177,21 +148,8 @@ pub async fn retry(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    let outcome = state
-        .store
-        .retry_message(&actor, &id, state.clock.now())
-        .await?;
-    if matches!(outcome, Some(Ok(()))) {
-        state.messaging.wake_delivery();
-    }
-    changed(
-        &state,
-        &actor,
-        &id,
-        outcome,
-        "only a failed message can be retried",
-    )
-    .await
+    let m = state.app.operators.retry(&actor, &message_id(&id)?).await?;
+    Ok(axum::Json(m.into()))
 }
 
 /// Stops a `queued` message: it ends `cancelled` (whoever may send on its case).
@@ -204,18 +162,12 @@ pub async fn cancel(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    let outcome = state
-        .store
-        .cancel_message(&actor, &id, state.clock.now())
+    let m = state
+        .app
+        .operators
+        .cancel(&actor, &message_id(&id)?)
         .await?;
-    changed(
-        &state,
-        &actor,
-        &id,
-        outcome,
-        "only a queued message can be cancelled",
-    )
-    .await
+    Ok(axum::Json(m.into()))
 }
 
 /// Accepts a received mail held for review (whoever sees its case): its sender becomes a
@@ -230,15 +182,8 @@ pub async fn accept(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    let outcome = state.inbound.accept(&actor, &id).await?;
-    changed(
-        &state,
-        &actor,
-        &id,
-        outcome,
-        "only a message held for review can be accepted",
-    )
-    .await
+    let m = state.app.inbound.accept(&actor, &message_id(&id)?).await?;
+    Ok(axum::Json(m.into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -261,14 +206,11 @@ pub async fn reject(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Rejected>> {
-    match state.inbound.reject(&actor, &id).await? {
-        None => Err(ApiError::not_found("message")),
-        Some(Err(n)) => Err(not_now("only a message held for review can be rejected", n)),
-        Some(Ok(inbound_id)) => Ok(axum::Json(Rejected {
-            inbound_id,
-            outcome: "unmatched".into(),
-        })),
-    }
+    let inbound_id = state.app.inbound.reject(&actor, &message_id(&id)?).await?;
+    Ok(axum::Json(Rejected {
+        inbound_id,
+        outcome: "unmatched".into(),
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -295,7 +237,7 @@ pub async fn awaiting_review(
     Query(q): Query<ReviewQuery>,
 ) -> ApiResult<axum::Json<AwaitingReview>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
-    let held = state.inbound.awaiting_review(&actor, limit).await?;
+    let held = state.app.inbound.awaiting_review(&actor, limit).await?;
     Ok(axum::Json(AwaitingReview {
         messages: held.into_iter().map(Into::into).collect(),
     }))
@@ -320,21 +262,21 @@ pub async fn resend(
     Auth(actor): Auth,
     Path((webhook_id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, axum::Json<Resent>)> {
-    match state
-        .store
-        .resend_webhook_delivery(&actor, &webhook_id, &delivery_id, state.clock.now())
-        .await?
-    {
-        None => Err(ApiError::not_found("webhook delivery")),
-        Some(Err(n)) => Err(not_now("only a finished delivery can be sent again", n)),
-        Some(Ok(())) => Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(Resent {
-                delivery_id,
-                status: "pending".into(),
-            }),
-        )),
-    }
+    let gone = || ApiError::not_found("webhook delivery");
+    let webhook = WebhookId::parse(&webhook_id).ok_or_else(gone)?;
+    let delivery = DeliveryId::parse(&delivery_id).ok_or_else(gone)?;
+    state
+        .app
+        .webhooks
+        .resend(&actor, &webhook, &delivery)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Resent {
+            delivery_id,
+            status: "pending".into(),
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -371,10 +313,7 @@ pub async fn recover(
             ),
         )
     })?;
-    let recovered = state
-        .store
-        .recover_webhook(&actor, &webhook_id, since, state.clock.now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let webhook = super::webhooks::webhook_id(&webhook_id)?;
+    let recovered = state.app.webhooks.recover(&actor, &webhook, since).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Recovered { recovered })))
 }

@@ -13,7 +13,7 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
+    match state.app.health.ping().await {
         Ok(()) => "ready".into_response(),
         Err(e) => {
             tracing::warn!(error = format!("{e:#}"), "database not reachable");
@@ -43,12 +43,11 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         }
     }
     let mut text = state.metrics.render();
-    let now = crate::domain::time::now_micros();
-    if let Ok(figures) = state.store.queue_figures(now).await {
+    if let Ok(figures) = state.app.health.figures().await {
         text.push_str(&super::metrics::render_queues(
-            &figures,
-            now,
-            state.store.pool_use(),
+            &figures.queues,
+            figures.now,
+            figures.pool,
             &crate::telemetry::OUTCOMES.snapshot(),
         ));
     }

@@ -9,9 +9,10 @@ use super::AppState;
 use super::cases::{case_id, nullable};
 use super::extract::{Auth, Json, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::app::cases::PreferencesView;
 use crate::domain::case::{parse_language, parse_timezone};
 use crate::domain::message::{Category, Channel};
-use crate::domain::policy::{ContactWindow, Preferences};
+use crate::domain::policy::{ContactWindow, PreferencesPatch};
 use crate::domain::time::{parse_date, rfc3339};
 use crate::domain::{EmailAddress, PhoneNumber, has_control_chars};
 use crate::store::StoredPreferences;
@@ -97,43 +98,13 @@ pub struct PreferencesResponse {
     pub suppressions: Vec<super::suppressions::SuppressionResponse>,
 }
 
-/// The preferences with the debtor's entries on the suppression list: those of the
-/// preferences' address and number and of the case's.
-pub(super) async fn response(
-    state: &AppState,
-    actor: &crate::domain::party::Actor,
-    case_id: String,
-    s: StoredPreferences,
-) -> ApiResult<PreferencesResponse> {
-    let case = state.store.get_case(actor, &case_id).await?;
-    // A creditor's or partner's view shows what stops the sends on this case, no other
-    // tenant's entries and no message of a case it does not see; an admin's shows every
-    // entry. (No case: nothing of anyone's.)
-    let Some(case) = case else {
-        return Ok(view(case_id, s, Vec::new()));
-    };
-    let creditor = (!actor.is_admin()).then(|| case.creditor_id.clone());
-    let mut values: Vec<String> = [&s.preferences.email_address, &s.preferences.phone_number]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-    values.extend(case.debtor.email.clone());
-    values.extend(case.debtor.phone.clone());
-    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-    let suppressions = state
-        .store
-        .suppressions_of(
-            &refs,
-            creditor
-                .as_deref()
-                .map(|creditor| (creditor, actor.party_id.as_str())),
-        )
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(view(case_id, s, suppressions))
+/// The preferences with the debtor's entries on the suppression list.
+pub(super) fn response(v: PreferencesView) -> PreferencesResponse {
+    view(
+        v.case_id.to_string(),
+        v.stored,
+        v.suppressions.into_iter().map(Into::into).collect(),
+    )
 }
 
 fn view(
@@ -170,62 +141,71 @@ fn invalid(detail: impl Into<String>) -> ApiError {
 }
 
 /// Applies a request to the current preferences, checking every value it brings.
-fn apply(mut p: Preferences, r: PreferencesRequest) -> ApiResult<Preferences> {
-    if let Some(c) = r.preferred_channel {
-        p.preferred_channel = c
-            .map(|c| Channel::parse(&c).map(|c| c.as_str().to_string()))
-            .transpose()?;
-    }
-    if let Some(e) = r.email_address {
-        p.email_address = e
-            .map(|e| EmailAddress::parse(&e).map(|a| a.to_string()))
-            .transpose()?;
-    }
-    if let Some(n) = r.phone_number {
-        p.phone_number = n
-            .map(|n| PhoneNumber::parse(&n).map(|n| n.to_string()))
-            .transpose()?;
-    }
-    p.allow_sms = r.allow_sms.unwrap_or(p.allow_sms);
-    p.allow_email = r.allow_email.unwrap_or(p.allow_email);
-    if let Some(l) = r.preferred_language {
-        p.preferred_language = l.as_deref().map(parse_language).transpose()?;
-    }
-    p.do_not_contact = r.do_not_contact.unwrap_or(p.do_not_contact);
-    if let Some(reason) = r.reason {
-        if reason.as_deref().is_some_and(|t| {
+/// The request, checked, as a change of the current preferences.
+fn patch(r: PreferencesRequest) -> ApiResult<PreferencesPatch> {
+    let reason = r.reason;
+    if reason.as_ref().is_some_and(|reason| {
+        reason.as_deref().is_some_and(|t| {
             t.chars().count() > 1000 || has_control_chars(t.trim_end_matches('\n'))
-        }) {
-            return Err(invalid("reason must be at most 1000 printable characters"));
-        }
-        p.reason = reason;
+        })
+    }) {
+        return Err(invalid("reason must be at most 1000 printable characters"));
     }
-    if let Some(d) = r.effective_date {
-        if let Some(d) = &d {
-            parse_date(d).ok_or_else(|| {
-                invalid(format!("effectiveDate {d:?} is not a date (YYYY-MM-DD)"))
-            })?;
-        }
-        p.effective_date = d;
+    if let Some(Some(d)) = &r.effective_date {
+        parse_date(d)
+            .ok_or_else(|| invalid(format!("effectiveDate {d:?} is not a date (YYYY-MM-DD)")))?;
     }
-    if let Some(ex) = r.exceptions {
-        p.exceptions = ex
-            .iter()
-            .map(|e| Category::parse(e).map(|c| c.as_str().to_string()))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(hours) = r.contact_hours {
-        p.contact_hours = match hours {
-            None => None,
-            Some(h) => {
-                ContactWindow::parse(&format!("{}-{}", h.start, h.end))
-                    .map_err(|e| invalid(format!("contactHours: {e}")))?;
-                let tz = h.timezone.as_deref().map(parse_timezone).transpose()?;
-                Some((h.start, h.end, tz))
-            }
-        };
-    }
-    Ok(p)
+    Ok(PreferencesPatch {
+        preferred_channel: r
+            .preferred_channel
+            .map(|c| {
+                c.map(|c| Channel::parse(&c).map(|c| c.as_str().to_string()))
+                    .transpose()
+            })
+            .transpose()?,
+        email_address: r
+            .email_address
+            .map(|e| {
+                e.map(|e| EmailAddress::parse(&e).map(|a| a.to_string()))
+                    .transpose()
+            })
+            .transpose()?,
+        phone_number: r
+            .phone_number
+            .map(|n| {
+                n.map(|n| PhoneNumber::parse(&n).map(|n| n.to_string()))
+                    .transpose()
+            })
+            .transpose()?,
+        allow_sms: r.allow_sms,
+        allow_email: r.allow_email,
+        preferred_language: r
+            .preferred_language
+            .map(|l| l.as_deref().map(parse_language).transpose())
+            .transpose()?,
+        do_not_contact: r.do_not_contact,
+        reason,
+        effective_date: r.effective_date,
+        exceptions: r
+            .exceptions
+            .map(|ex| {
+                ex.iter()
+                    .map(|e| Category::parse(e).map(|c| c.as_str().to_string()))
+                    .collect::<Result<_, _>>()
+            })
+            .transpose()?,
+        contact_hours: r.contact_hours.map(contact_hours).transpose()?,
+    })
+}
+
+fn contact_hours(
+    hours: Option<ContactHours>,
+) -> ApiResult<Option<(String, String, Option<String>)>> {
+    let Some(h) = hours else { return Ok(None) };
+    ContactWindow::parse(&format!("{}-{}", h.start, h.end))
+        .map_err(|e| invalid(format!("contactHours: {e}")))?;
+    let tz = h.timezone.as_deref().map(parse_timezone).transpose()?;
+    Ok(Some((h.start, h.end, tz)))
 }
 
 #[utoipa::path(get, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = uuid::Uuid, Path)),
@@ -236,12 +216,8 @@ pub async fn get_preferences(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<PreferencesResponse>> {
     let id = case_id(&raw)?;
-    let stored = state
-        .store
-        .preferences(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(response(&state, &actor, id, stored).await?))
+    let v = state.app.cases.preferences(&actor, &id).await?;
+    Ok(axum::Json(response(v)))
 }
 
 #[utoipa::path(put, path = "/api/cases/{caseId}/communication-preferences", tag = "preferences", params(("caseId" = uuid::Uuid, Path)),
@@ -255,16 +231,11 @@ pub async fn put_preferences(
     Json(req): Json<PreferencesRequest>,
 ) -> ApiResult<axum::Json<PreferencesResponse>> {
     let id = case_id(&raw)?;
-    let current = state
-        .store
-        .preferences(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
-    let next = apply(current.preferences, req)?;
-    let stored = state
-        .store
-        .set_preferences(&actor, &id, &next)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
-    Ok(axum::Json(response(&state, &actor, id, stored).await?))
+    let patch = patch(req)?;
+    let v = state
+        .app
+        .cases
+        .change_preferences(&actor, &id, patch)
+        .await?;
+    Ok(axum::Json(response(v)))
 }

@@ -141,6 +141,10 @@ impl From<AppError> for ApiError {
                     None => e,
                 }
             }
+            AppError::Forbidden(detail) => Self::forbidden(detail),
+            AppError::InvalidState(detail) => {
+                Self::new(StatusCode::CONFLICT, Code::InvalidState, detail)
+            }
             AppError::TooLarge(detail) => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, detail)
             }

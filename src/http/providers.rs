@@ -14,10 +14,9 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::extract::{AuthAttempt, Form, Json};
 use super::problem::{ApiError, ApiResult};
+use crate::app::providers::{EmailEvent, Outcome};
 use crate::domain::PartyKind;
 use crate::domain::code::Code;
-use crate::domain::message::MessageStatus;
-use crate::domain::time::now_micros;
 
 /// An admin, by bearer token or basic-auth password.
 pub struct ProviderAuth;
@@ -173,29 +172,10 @@ pub async fn sms_status(
             "a form field holds a NUL character",
         ));
     }
-    let status = match f.status.as_str() {
-        "sent" => MessageStatus::Sent,
-        "delivered" => MessageStatus::Delivered,
-        "undelivered" | "failed" => MessageStatus::Failed,
-        _ => return Ok(StatusCode::NO_CONTENT),
-    };
-    let Some(id) = state.store.message_by_provider_id(&f.sid).await? else {
-        return Ok(StatusCode::NO_CONTENT);
-    };
-    let detail = f
-        .error_code
-        .filter(|c| !c.is_empty())
-        .map(|c| format!("carrier error {c}"));
-    let event_id = format!("sms:{}:{}", f.sid, f.status);
     state
-        .store
-        .record_status_event(
-            &id,
-            status,
-            now_micros(),
-            Some(&event_id),
-            detail.as_deref(),
-        )
+        .app
+        .providers
+        .sms_status(&f.sid, &f.status, f.error_code.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -217,76 +197,22 @@ pub async fn email_events(
             ignored += 1;
             continue;
         }
-        let kind = e["event"].as_str().unwrap_or_default();
-        let status = match kind {
-            "delivered" => Some(MessageStatus::Delivered),
-            "open" => Some(MessageStatus::Opened),
-            "click" => Some(MessageStatus::Clicked),
-            "bounce" => Some(MessageStatus::Bounced),
-            "dropped" => Some(MessageStatus::Failed),
-            // Recorded for the history, without moving the status.
-            "deferred" | "spamreport" => None,
-            _ => {
-                ignored += 1;
-                continue;
-            }
+        let event = EmailEvent {
+            kind: e["event"].as_str().unwrap_or_default(),
+            smtp_id: e["smtp-id"].as_str().unwrap_or_default(),
+            event_id: match e["sg_event_id"].as_str() {
+                Some(s) => format!("email:{s}"),
+                None => format!("email:{}", hex::encode(Sha256::digest(e.to_string()))),
+            },
+            at: e["timestamp"].as_i64().map(|s| s.saturating_mul(1_000_000)),
+            reason: e["reason"]
+                .as_str()
+                .or(e["response"].as_str())
+                .map(|r| r.chars().take(300).collect::<String>()),
+            email: e["email"].as_str(),
+            bounce_type: e["type"].as_str(),
         };
-        let Some(smtp_id) = e["smtp-id"].as_str().filter(|s| !s.is_empty()) else {
-            ignored += 1;
-            continue;
-        };
-        let rfc_id = if smtp_id.starts_with('<') {
-            smtp_id.to_string()
-        } else {
-            format!("<{smtp_id}>")
-        };
-        let Some(id) = state.store.message_by_rfc_id(&rfc_id).await? else {
-            ignored += 1;
-            continue;
-        };
-        let event_id = match e["sg_event_id"].as_str() {
-            Some(s) => format!("email:{s}"),
-            None => format!("email:{}", hex::encode(Sha256::digest(e.to_string()))),
-        };
-        let at = e["timestamp"]
-            .as_i64()
-            .map_or_else(now_micros, |s| s.saturating_mul(1_000_000));
-        let reason = e["reason"]
-            .as_str()
-            .or(e["response"].as_str())
-            .map(|r| r.chars().take(300).collect::<String>());
-        let fresh = match status {
-            Some(s) => {
-                state
-                    .store
-                    .record_status_event(&id, s, at, Some(&event_id), reason.as_deref())
-                    .await?
-            }
-            None => {
-                state
-                    .store
-                    .record_plain_event(&id, kind, at, &event_id)
-                    .await?
-            }
-        };
-        // Spam complaints and hard bounces put the recipient on the suppression list
-        // (`blocked` is SendGrid's word for a bounce it may retry: not hard). A complaint is
-        // the person's answer to one creditor's message and stops that creditor's sends; a
-        // bounce or a drop is a fact about the address and stops everyone's.
-        let suppress = match kind {
-            "spamreport" => Some(("spam report", true)),
-            "bounce" if e["type"].as_str() != Some("blocked") => Some(("hard bounce", false)),
-            "dropped" => Some(("dropped by the provider", false)),
-            _ => None,
-        };
-        if let Some((why, answered)) = suppress
-            && let Some(email) = e["email"].as_str()
-        {
-            state
-                .store
-                .suppress_reported(&id, "email", email, why, answered)
-                .await?;
-        }
+        let fresh = state.app.providers.email_event(event).await? == Outcome::Recorded;
         if fresh {
             recorded += 1;
         } else {

@@ -15,14 +15,10 @@ use super::AppState;
 use super::extract::{Auth, Query};
 use super::messages::MessageResponse;
 use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::app::export::{CaseParts, ExportPart, ExportSink, ExportedMessage, Subject};
 use crate::domain::code::Code;
-use crate::domain::party::Actor;
-use crate::domain::time::{now_micros, rfc3339};
+use crate::domain::time::rfc3339;
 use crate::domain::{EmailAddress, PhoneNumber};
-use crate::store::NoteFilter;
-
-/// Messages read per round while the export streams.
-const PAGE: i64 = 200;
 
 /// An erasure request: exactly one of `email` and `phone`, and why.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -91,6 +87,7 @@ pub async fn erase(
     }
     let (email, phone) = subject_of(body.email.as_deref(), body.phone.as_deref())?;
     let done = state
+        .app
         .subjects
         .erase(&actor, email.as_deref(), phone.as_deref())
         .await?;
@@ -126,14 +123,17 @@ pub async fn export(
 ) -> ApiResult<Response> {
     super::extract::require_admin(&actor, "data subjects are answered by admins")?;
     let (email, phone) = subject_of(q.email.as_deref(), q.phone.as_deref())?;
-    let cases = state
-        .store
-        .subject_cases(email.as_deref(), phone.as_deref())
-        .await?;
+    let subject = Subject { email, phone };
+    let cases = state.app.subjects.subject_cases(&subject).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
-        let writer = Writer { tx };
-        if let Err(e) = write_export(&state, &actor, email, phone, cases, &writer).await {
+        let mut writer = Writer::new(tx, &subject);
+        let exported = state
+            .app
+            .subjects
+            .export(&actor, &subject, &cases, &mut writer)
+            .await;
+        if let Err(e) = exported {
             // The answer is already under way: it is cut short, which the client sees.
             tracing::error!(error = format!("{e:#}"), "a data subject export broke off");
             let _ = writer
@@ -153,11 +153,27 @@ pub async fn export(
         .into_response())
 }
 
+/// Writes the export's parts as one JSON document: `{"subject", "generatedAt", "cases":
+/// [{"case", "preferences", "payments", "deadlines", "documents", "notes": [...],
+/// "auditLog": [...], "messages": [...]}, ...], "suppressions"}`.
 struct Writer {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    subject: Value,
+    /// Whether the next item of the array being written is its first.
+    first_case: bool,
+    first_item: bool,
 }
 
 impl Writer {
+    fn new(tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>, s: &Subject) -> Self {
+        Self {
+            tx,
+            subject: json!({"email": s.email, "phone": s.phone}),
+            first_case: true,
+            first_item: true,
+        }
+    }
+
     async fn raw(&self, s: impl Into<String>) -> anyhow::Result<()> {
         self.tx
             .send(Ok(Bytes::from(s.into())))
@@ -168,189 +184,101 @@ impl Writer {
     async fn value(&self, v: &impl serde::Serialize) -> anyhow::Result<()> {
         self.raw(serde_json::to_string(v)?).await
     }
-}
 
-async fn write_export(
-    state: &AppState,
-    actor: &Actor,
-    email: Option<String>,
-    phone: Option<String>,
-    cases: Vec<String>,
-    w: &Writer,
-) -> anyhow::Result<()> {
-    let subject = json!({"email": email, "phone": phone});
-    w.raw(format!(
-        "{{\"subject\":{subject},\"generatedAt\":\"{}\",\"cases\":[",
-        rfc3339(now_micros())
-    ))
-    .await?;
-    for (i, case_id) in cases.iter().enumerate() {
-        if i > 0 {
-            w.raw(",").await?;
+    /// One item of an array, after a comma unless it is the first.
+    async fn item(&mut self, v: &impl serde::Serialize) -> anyhow::Result<()> {
+        if !std::mem::take(&mut self.first_item) {
+            self.raw(",").await?;
         }
-        write_case(state, actor, case_id, w).await?;
-    }
-    let values: Vec<&str> = email
-        .iter()
-        .chain(phone.iter())
-        .map(String::as_str)
-        .collect();
-    let suppressions: Vec<super::suppressions::SuppressionResponse> = state
-        .store
-        .suppressions_of(&values, None)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    w.raw("],\"suppressions\":").await?;
-    w.value(&suppressions).await?;
-    w.raw("}").await
-}
-
-async fn write_case(
-    state: &AppState,
-    actor: &Actor,
-    case_id: &str,
-    w: &Writer,
-) -> anyhow::Result<()> {
-    let store = &state.store;
-    let missing = || anyhow::anyhow!("case {case_id} went away during the export");
-    let case = store.get_case(actor, case_id).await?.ok_or_else(missing)?;
-    let preferences = match store.preferences(actor, case_id).await? {
-        Some(p) => {
-            let view = super::preferences::response(state, actor, case_id.to_string(), p)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            serde_json::to_value(view)?
-        }
-        None => Value::Null,
-    };
-    let payments: Vec<super::cases::PaymentResponse> = store
-        .list_payments(actor, case_id)
-        .await?
-        .unwrap_or_default()
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    let deadlines: Vec<super::cases::DeadlineResponse> = store
-        .list_deadlines(actor, case_id)
-        .await?
-        .unwrap_or_default()
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    let documents: Vec<Value> = store
-        .list_documents(actor, case_id)
-        .await?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| {
-            let url = format!("/api/documents/{}/download", d.id);
-            let mut v = serde_json::to_value(super::documents::DocumentResponse::from(d))
-                .unwrap_or(Value::Null);
-            v["downloadUrl"] = url.into();
-            v
-        })
-        .collect();
-    w.raw("{\"case\":").await?;
-    w.value(&super::cases::CaseResponse::from(case)).await?;
-    w.raw(",\"preferences\":").await?;
-    w.value(&preferences).await?;
-    w.raw(",\"payments\":").await?;
-    w.value(&payments).await?;
-    w.raw(",\"deadlines\":").await?;
-    w.value(&deadlines).await?;
-    w.raw(",\"documents\":").await?;
-    w.value(&documents).await?;
-
-    w.raw(",\"notes\":[").await?;
-    let mut cursor = None;
-    let mut first = true;
-    loop {
-        let filter = NoteFilter {
-            every_party: true,
-            category: None,
-            tag: None,
-            cursor: cursor.take(),
-            limit: PAGE,
-        };
-        let page = store
-            .list_notes(actor, case_id, filter)
-            .await?
-            .ok_or_else(missing)?;
-        for note in page.items {
-            if !std::mem::take(&mut first) {
-                w.raw(",").await?;
-            }
-            w.value(&super::notes::NoteResponse::from(note)).await?;
-        }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
+        self.value(v).await
     }
 
-    w.raw("],\"auditLog\":[").await?;
-    let mut cursor: Option<String> = None;
-    let mut first = true;
-    loop {
-        let page = store
-            .list_audit(actor, case_id, cursor.as_deref(), 1000)
-            .await?
-            .ok_or_else(missing)?;
-        for entry in page.items {
-            if !std::mem::take(&mut first) {
-                w.raw(",").await?;
-            }
-            w.value(&super::notes::AuditEntryResponse::from(entry))
-                .await?;
+    async fn case(&mut self, parts: CaseParts) -> anyhow::Result<()> {
+        if !std::mem::take(&mut self.first_case) {
+            self.raw(",").await?;
         }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-
-    w.raw("],\"messages\":[").await?;
-    let mut after: Option<String> = None;
-    let mut first = true;
-    loop {
-        let page = store
-            .case_messages_with_bodies(case_id, after.as_deref(), PAGE)
+        let documents: Vec<Value> = parts
+            .documents
+            .into_iter()
+            .map(|d| {
+                let url = format!("/api/documents/{}/download", d.id);
+                let mut v = serde_json::to_value(super::documents::DocumentResponse::from(d))
+                    .unwrap_or(Value::Null);
+                v["downloadUrl"] = url.into();
+                v
+            })
+            .collect();
+        let payments: Vec<super::cases::PaymentResponse> =
+            parts.payments.into_iter().map(Into::into).collect();
+        let deadlines: Vec<super::cases::DeadlineResponse> =
+            parts.deadlines.into_iter().map(Into::into).collect();
+        self.raw("{\"case\":").await?;
+        self.value(&super::cases::CaseResponse::from(parts.case))
             .await?;
-        let Some(last) = page.last().map(|m| m.id.clone()) else {
-            break;
-        };
-        for m in page {
-            // Attempts are made for outbound mail only, the original kept for inbound only.
-            let (attempts, original) = if m.direction == crate::domain::message::Direction::Inbound
-            {
-                let original = store
-                    .received_original(&m.id)
-                    .await?
-                    .map(|(_, _, raw)| String::from_utf8_lossy(&raw).into_owned());
-                (Vec::new(), original)
-            } else {
-                (store.delivery_attempts(&m.id).await?, None)
-            };
-            let mut v = serde_json::to_value(MessageResponse::from(m))?;
-            if !attempts.is_empty() {
-                v["deliveryAttempts"] = attempts
-                    .into_iter()
-                    .map(|a| json!({"attempt": a.attempt, "outcome": a.outcome, "error": a.error}))
-                    .collect();
-            }
-            if let Some(o) = original {
-                v["original"] = o.into();
-            }
-            if !std::mem::take(&mut first) {
-                w.raw(",").await?;
-            }
-            w.value(&v).await?;
-        }
-        after = Some(last);
+        self.raw(",\"preferences\":").await?;
+        self.value(&parts.preferences.map(super::preferences::response))
+            .await?;
+        self.raw(",\"payments\":").await?;
+        self.value(&payments).await?;
+        self.raw(",\"deadlines\":").await?;
+        self.value(&deadlines).await?;
+        self.raw(",\"documents\":").await?;
+        self.value(&documents).await?;
+        self.first_item = true;
+        self.raw(",\"notes\":[").await
     }
-    w.raw("]}").await?;
-    store.audit_export(actor, case_id).await?;
-    Ok(())
+}
+
+/// A message as exported: its delivery attempts (outbound) or its original (inbound).
+fn exported_message(m: ExportedMessage) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(MessageResponse::from(m.message))?;
+    if !m.attempts.is_empty() {
+        v["deliveryAttempts"] = m
+            .attempts
+            .into_iter()
+            .map(|a| json!({"attempt": a.attempt, "outcome": a.outcome, "error": a.error}))
+            .collect();
+    }
+    if let Some(o) = m.original {
+        v["original"] = o.into();
+    }
+    Ok(v)
+}
+
+impl ExportSink for Writer {
+    async fn part(&mut self, part: ExportPart) -> anyhow::Result<()> {
+        match part {
+            ExportPart::Begin { generated_at } => {
+                self.raw(format!(
+                    "{{\"subject\":{},\"generatedAt\":\"{}\",\"cases\":[",
+                    self.subject,
+                    rfc3339(generated_at)
+                ))
+                .await
+            }
+            ExportPart::Case(parts) => self.case(*parts).await,
+            ExportPart::Note(note) => self.item(&super::notes::NoteResponse::from(note)).await,
+            ExportPart::AuditLog => {
+                self.first_item = true;
+                self.raw("],\"auditLog\":[").await
+            }
+            ExportPart::Audit(entry) => {
+                self.item(&super::notes::AuditEntryResponse::from(entry))
+                    .await
+            }
+            ExportPart::Messages => {
+                self.first_item = true;
+                self.raw("],\"messages\":[").await
+            }
+            ExportPart::Message(m) => self.item(&exported_message(*m)?).await,
+            ExportPart::CaseEnd => self.raw("]}").await,
+            ExportPart::End { suppressions } => {
+                let suppressions: Vec<super::suppressions::SuppressionResponse> =
+                    suppressions.into_iter().map(Into::into).collect();
+                self.raw("],\"suppressions\":").await?;
+                self.value(&suppressions).await?;
+                self.raw("}").await
+            }
+        }
+    }
 }

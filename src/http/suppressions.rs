@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{Auth, Path, Query};
-use super::problem::{ApiError, ApiResult, ProblemBody};
+use super::problem::{ApiResult, ProblemBody};
 use crate::domain::time::rfc3339;
 use crate::store::Suppression;
 
@@ -85,8 +85,9 @@ pub async fn list(
         .map(str::trim)
         .filter(|a| !a.is_empty());
     let page = state
-        .store
-        .list_suppressions(address, q.cursor.as_deref(), limit)
+        .app
+        .policy
+        .suppressions(address, q.cursor.as_deref(), limit)
         .await?;
     Ok(axum::Json(SuppressionList {
         suppressions: page.items.into_iter().map(Into::into).collect(),
@@ -104,9 +105,6 @@ pub async fn lift(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     super::extract::require_admin(&actor, "the suppression list is kept by admins")?;
-    if state.store.lift_suppression(&actor, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("suppression"))
-    }
+    state.app.policy.lift(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -235,7 +235,7 @@ pub async fn list_templates(
     State(state): State<AppState>,
     Auth(_): Auth,
 ) -> ApiResult<axum::Json<TemplateList>> {
-    let templates = state.store.list_templates().await?;
+    let templates = state.app.templates.list().await?;
     Ok(axum::Json(TemplateList {
         templates: templates.iter().map(summary).collect(),
     }))
@@ -255,7 +255,7 @@ pub async fn create_template(
         None => prefixed_id("tpl"),
     };
     let t = parse_template(id, req)?;
-    state.store.save_template(&actor, &t, false).await?;
+    state.app.templates.create(&actor, &t).await?;
     Ok((StatusCode::CREATED, axum::Json(full(&t))))
 }
 
@@ -266,11 +266,7 @@ pub async fn get_template(
     Auth(_): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TemplateResponse>> {
-    let t = state
-        .store
-        .get_template(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("template"))?;
+    let t = state.app.templates.get(&id).await?;
     Ok(axum::Json(full(&t)))
 }
 
@@ -290,9 +286,7 @@ pub async fn replace_template(
         ));
     }
     let t = parse_template(id, req)?;
-    if !state.store.save_template(&actor, &t, true).await? {
-        return Err(ApiError::not_found("template"));
-    }
+    state.app.templates.replace(&actor, &t).await?;
     Ok(axum::Json(full(&t)))
 }
 
@@ -304,9 +298,6 @@ pub async fn delete_template(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     require_admin(&actor)?;
-    if state.store.delete_template(&actor, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("template"))
-    }
+    state.app.templates.delete(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -8,6 +8,7 @@ use super::AppState;
 use super::cases::case_id;
 use super::extract::{Auth, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
+use crate::domain::ThreadId;
 use crate::domain::time::rfc3339;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,11 +57,7 @@ pub async fn list_threads(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<ThreadList>> {
     let id = case_id(&raw)?;
-    let threads = state
-        .store
-        .list_threads(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let threads = state.app.messaging.threads(&actor, &id).await?;
     Ok(axum::Json(ThreadList {
         threads: threads
             .into_iter()
@@ -83,11 +80,8 @@ pub async fn thread_messages(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ThreadMessages>> {
-    let messages = state
-        .store
-        .thread_messages(&actor, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("thread"))?;
+    let thread = ThreadId::parse(&id).ok_or_else(|| ApiError::not_found("thread"))?;
+    let messages = state.app.messaging.thread(&actor, &thread).await?;
     Ok(axum::Json(ThreadMessages {
         thread_id: id,
         messages: messages

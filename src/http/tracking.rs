@@ -15,9 +15,8 @@ use super::AppState;
 use super::extract::Path;
 use super::problem::{ApiError, ApiResult};
 use super::rate_limit::RateLimiter;
-use crate::app::tracking::{self, Link};
+use crate::app::tracking::Link;
 use crate::domain::message::MessageStatus;
-use crate::domain::time::now_micros;
 
 /// A transparent 1×1 GIF.
 const PIXEL: [u8; 43] = [
@@ -75,7 +74,11 @@ impl TrackingGuard {
 }
 
 fn link(state: &AppState, token: &str) -> ApiResult<Link> {
-    tracking::open(state.store.keys(), token).ok_or_else(|| ApiError::not_found("link"))
+    state
+        .app
+        .tracking
+        .link(token)
+        .ok_or_else(|| ApiError::not_found("link"))
 }
 
 fn no_store(mut r: Response) -> Response {
@@ -95,10 +98,7 @@ pub async fn open(
         return Err(ApiError::not_found("link"));
     };
     if state.tracking.admit(Some(peer), &m, MessageStatus::Opened) {
-        state
-            .store
-            .record_status_event(&m, MessageStatus::Opened, now_micros(), None, None)
-            .await?;
+        state.app.tracking.record(&m, MessageStatus::Opened).await?;
     }
     Ok(no_store(
         ([(header::CONTENT_TYPE, "image/gif")], PIXEL).into_response(),
@@ -117,8 +117,9 @@ pub async fn click(
     };
     if state.tracking.admit(Some(peer), &m, MessageStatus::Clicked) {
         state
-            .store
-            .record_status_event(&m, MessageStatus::Clicked, now_micros(), None, None)
+            .app
+            .tracking
+            .record(&m, MessageStatus::Clicked)
             .await?;
     }
     let location = HeaderValue::from_str(&u).map_err(|_| ApiError::not_found("link"))?;
@@ -165,7 +166,7 @@ pub async fn unsubscribe(
     let Link::Unsubscribe { m, r } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
-    if !state.store.unsubscribe(&m, r.map(usize::from)).await? {
+    if !state.app.tracking.unsubscribe(&m, r).await? {
         return Err(ApiError::not_found("link"));
     }
     Ok(no_store(

@@ -9,9 +9,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::{Auth, Json, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::app::webhook_target as target;
+use crate::domain::WebhookId;
 use crate::domain::event::{EventType, WebhookDeliveryStatus};
-use crate::domain::signing;
 use crate::domain::time::rfc3339;
 use crate::store::{DeliveryView, Webhook};
 
@@ -128,14 +127,7 @@ pub async fn create(
             events.push(e);
         }
     }
-    target::check(&req.url, state.config.webhooks.allow_private)
-        .await
-        .map_err(|e| ApiError::unprocessable(Code::WebhookUrlNotAllowed, e))?;
-    let secret = signing::new_secret();
-    let hook = state
-        .store
-        .create_webhook(&actor, &req.url, &events, &secret)
-        .await?;
+    let (hook, secret) = state.app.webhooks.create(&actor, &req.url, &events).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(response(hook, Some(secret))),
@@ -147,7 +139,7 @@ pub async fn list(
     State(state): State<AppState>,
     Auth(actor): Auth,
 ) -> ApiResult<axum::Json<WebhookList>> {
-    let hooks = state.store.list_webhooks(&actor).await?;
+    let hooks = state.app.webhooks.list(&actor).await?;
     Ok(axum::Json(WebhookList {
         webhooks: hooks.into_iter().map(|w| response(w, None)).collect(),
     }))
@@ -160,11 +152,9 @@ pub async fn delete(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if state.store.delete_webhook(&actor, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("webhook"))
-    }
+    let id = webhook_id(&id)?;
+    state.app.webhooks.delete(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/webhooks/{webhookId}/deliveries", tag = "webhooks", params(("webhookId" = String, Path)),
@@ -175,13 +165,18 @@ pub async fn deliveries(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeliveryList>> {
     let list = state
-        .store
-        .webhook_deliveries(&actor, &id, 200)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+        .app
+        .webhooks
+        .deliveries(&actor, &webhook_id(&id)?)
+        .await?;
     Ok(axum::Json(DeliveryList {
         deliveries: list.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// A webhook's id from a path; anything else is a webhook that does not exist.
+pub(super) fn webhook_id(raw: &str) -> ApiResult<WebhookId> {
+    WebhookId::parse(raw).ok_or_else(|| ApiError::not_found("webhook"))
 }
 
 /// The webhook URLs the document describes, and the only ones taken: `http(s)://`, optional

@@ -101,3 +101,54 @@ fn the_scan_finds_imports() {
         ["store", "domain"]
     );
 }
+
+/// Where `.store` is used as a field or method (`state.store`, `self.store.get_case`), not
+/// as part of a longer name (`.stored`, `.store_id`); and where the type `store::Store` is
+/// named.
+fn store_accesses(source: &str) -> usize {
+    whole(source, ".store") + whole(source, "store::Store")
+}
+
+/// How often `needle` occurs not followed by a character of a name.
+fn whole(source: &str, needle: &str) -> usize {
+    source
+        .match_indices(needle)
+        .filter(|(at, m)| {
+            !source[at + m.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .count()
+}
+
+#[test]
+fn http_handlers_reach_the_store_only_through_the_application_layer() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    assert!(files.len() > 10, "the scan found the handlers");
+    let reaching: BTreeMap<String, usize> = files
+        .iter()
+        .map(|f| {
+            let source = std::fs::read_to_string(f).unwrap();
+            (f.display().to_string(), store_accesses(&source))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        reaching.is_empty(),
+        "HTTP code that reaches into the store instead of calling app/: {reaching:#?}"
+    );
+}
+
+#[test]
+fn the_store_scan_finds_accesses() {
+    assert_eq!(
+        store_accesses(
+            "state.store.get_case(x); let p = s.stored; self.store_id; a.store; \
+             use crate::store::StoreError; fn f(s: crate::store::Store)"
+        ),
+        3
+    );
+}

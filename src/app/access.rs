@@ -1,0 +1,43 @@
+//! Who a request comes from: bearer tokens, checked against the store (or a short-lived
+//! copy of it for sends), and the keyed hashes idempotency keys are kept as.
+
+use super::AppResult;
+use super::messaging::Idempotency;
+use crate::domain::party::Actor;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct Access {
+    store: Store,
+}
+
+impl Access {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The party behind a bearer token, if it is valid now.
+    pub async fn authenticate(&self, token: &str) -> AppResult<Option<Actor>> {
+        Ok(self.store.authenticate(token).await?)
+    }
+
+    /// As `authenticate`, possibly answered from memory: the flag says whether the token was
+    /// checked against the database just now.
+    pub async fn authenticate_for_sending(&self, token: &str) -> AppResult<Option<(Actor, bool)>> {
+        Ok(self.store.authenticate_for_sending(token).await?)
+    }
+
+    /// Whether the token is still valid (not revoked, not expired).
+    pub async fn token_valid(&self, token_id: &str) -> AppResult<bool> {
+        Ok(self.store.token_valid(token_id).await?)
+    }
+
+    /// An idempotency key and the SHA-256 of its request, as they are kept: keyed hashes, so
+    /// that neither can be read back (a key may hold an address).
+    pub fn idempotency(&self, key: &str, request_sha256_hex: &str) -> Idempotency {
+        Idempotency {
+            key: self.store.idempotency_key_hash(key),
+            request_hash: self.store.idempotency_request_hash(request_sha256_hex),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Operability: whether the database answers, and the figures of the queues.
+
+use crate::domain::clock::SharedClock;
+use crate::domain::time::Micros;
+use crate::store::Store;
+use crate::store::operators::QueueFigures;
+
+#[derive(Clone)]
+pub struct Health {
+    store: Store,
+    clock: SharedClock,
+}
+
+/// The queues as read at `now`, with the database pool's use (connections, idle).
+pub struct Figures {
+    pub now: Micros,
+    pub queues: QueueFigures,
+    pub pool: (u32, usize),
+}
+
+impl Health {
+    pub fn new(store: Store, clock: SharedClock) -> Self {
+        Self { store, clock }
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.store.ping().await
+    }
+
+    pub async fn figures(&self) -> super::AppResult<Figures> {
+        let now = self.clock.now();
+        Ok(Figures {
+            now,
+            queues: self.store.queue_figures(now).await?,
+            pool: self.store.pool_use(),
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! Webhooks: a party's subscriptions to events, their deliveries, and sending deliveries
+//! again. A target is checked where it points before it is taken (no private or local
+//! address unless `PARLEY_WEBHOOK_ALLOW_PRIVATE`), and again at each send.
+
+use super::operators::settled;
+use super::webhook_target as target;
+use super::{AppError, AppResult};
+use crate::domain::clock::SharedClock;
+use crate::domain::code::Code;
+use crate::domain::event::EventType;
+use crate::domain::party::Actor;
+use crate::domain::signing;
+use crate::domain::time::Micros;
+use crate::domain::{DeliveryId, WebhookId};
+use crate::store::{DeliveryView, Store, Webhook};
+
+/// Deliveries listed per webhook, newest first.
+const DELIVERIES_LISTED: i64 = 200;
+
+#[derive(Clone)]
+pub struct Webhooks {
+    store: Store,
+    clock: SharedClock,
+    /// `PARLEY_WEBHOOK_ALLOW_PRIVATE`.
+    allow_private: bool,
+}
+
+impl Webhooks {
+    pub fn new(store: Store, clock: SharedClock, allow_private: bool) -> Self {
+        Self {
+            store,
+            clock,
+            allow_private,
+        }
+    }
+
+    /// Subscribes `url` to `events`; answers the webhook and its signing secret, which is
+    /// shown this once.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        url: &str,
+        events: &[EventType],
+    ) -> AppResult<(Webhook, String)> {
+        target::check(url, self.allow_private)
+            .await
+            .map_err(|e| AppError::refused(Code::WebhookUrlNotAllowed, e))?;
+        let secret = signing::new_secret();
+        let hook = self
+            .store
+            .create_webhook(actor, url, events, &secret)
+            .await?;
+        Ok((hook, secret))
+    }
+
+    pub async fn list(&self, actor: &Actor) -> AppResult<Vec<Webhook>> {
+        Ok(self.store.list_webhooks(actor).await?)
+    }
+
+    pub async fn delete(&self, actor: &Actor, id: &WebhookId) -> AppResult<()> {
+        if self.store.delete_webhook(actor, id.as_str()).await? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("webhook"))
+        }
+    }
+
+    pub async fn deliveries(&self, actor: &Actor, id: &WebhookId) -> AppResult<Vec<DeliveryView>> {
+        self.store
+            .webhook_deliveries(actor, id.as_str(), DELIVERIES_LISTED)
+            .await?
+            .ok_or(AppError::NotFound("webhook"))
+    }
+
+    /// Sends a delivered or failed delivery again: it is pending now.
+    pub async fn resend(
+        &self,
+        actor: &Actor,
+        webhook: &WebhookId,
+        delivery: &DeliveryId,
+    ) -> AppResult<()> {
+        let outcome = self
+            .store
+            .resend_webhook_delivery(actor, webhook.as_str(), delivery.as_str(), self.clock.now())
+            .await?;
+        settled(
+            outcome,
+            "webhook delivery",
+            "only a finished delivery can be sent again",
+        )
+    }
+
+    /// Sends every failed delivery created since `since` again; answers how many.
+    pub async fn recover(
+        &self,
+        actor: &Actor,
+        webhook: &WebhookId,
+        since: Micros,
+    ) -> AppResult<u64> {
+        self.store
+            .recover_webhook(actor, webhook.as_str(), since, self.clock.now())
+            .await?
+            .ok_or(AppError::NotFound("webhook"))
+    }
+}
