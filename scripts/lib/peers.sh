@@ -35,6 +35,12 @@ install_test_peers() {
         PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator==0.9.0'
     fi
 
+    # A client generated from the OpenAPI document runs the seed's flow (tests/api/clients.rs).
+    if ! openapi-python-client --version 2>/dev/null | grep -q ' 0\.29\.1$'; then
+        echo "installing openapi-python-client from PyPI" >&2
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check 'openapi-python-client==0.29.1'
+    fi
+
     # The S3 peer of the document-store tests is moto's server.
     if ! command -v moto_server >/dev/null; then
         echo "installing moto (S3 server) from PyPI" >&2

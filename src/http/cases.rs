@@ -76,9 +76,10 @@ pub struct CreateCaseRequest {
     pub case_number: Option<String>,
     /// A creditor party's id. Required when an admin creates the case; a creditor creates its
     /// own (leaving it out or naming itself).
-    #[schema(nullable = false)]
+    #[schema(schema_with = super::openapi::party_id)]
     pub creditor_id: Option<String>,
     /// A partner party's id.
+    #[schema(schema_with = super::openapi::party_id_or_null)]
     pub partner_id: Option<String>,
     pub debtor: DebtorInput,
     pub amount: AmountInput,
@@ -119,7 +120,7 @@ pub struct UpdateCaseRequest {
     pub status: Option<String>,
     /// A partner party id, or `null` to unassign.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::openapi::party_id_or_null)]
     pub partner_id: Option<Option<String>>,
     pub debtor: Option<DebtorPatch>,
 }

@@ -76,7 +76,7 @@ pub struct Shared {
         title = "parley",
         description = "Communication Center for debt-collection cases."
     ),
-    components(schemas(problem::ProblemBody))
+    components(schemas(problem::ProblemBody, subjects::ExportQuery))
 )]
 struct ApiDoc;
 
@@ -145,6 +145,7 @@ fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     openapi::ProblemResponses.modify(&mut api);
     openapi::OperationIds.modify(&mut api);
     openapi::SharedSchemas.modify(&mut api);
+    openapi::RequestRules.modify(&mut api);
     (routes, api)
 }
 

@@ -8,7 +8,8 @@ use utoipa::Modify;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{
-    AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+    AllOfBuilder, AnyOfBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, SchemaType, Type,
 };
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, HeaderBuilder, OpenApi, Ref, RefOr};
@@ -276,6 +277,135 @@ impl Modify for SharedSchemas {
     }
 }
 
+/// Rules between the members of a request that a struct's own schema cannot state, added to
+/// its component as `allOf: [<the struct's schema>, <the rule>]`, so that whatever the
+/// document calls valid the server takes:
+/// - an erasure names exactly one of `email` and `phone`;
+/// - an email template has a subject in every language, an SMS template none and no HTML;
+/// - an email goes to at most 50 addresses (and cc), an SMS to one number and no cc.
+pub struct RequestRules;
+
+/// Somewhere a character that is not white space.
+const NOT_BLANK: &str =
+    "[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
+/// A subject line: not blank, no CR, LF or NUL.
+const SUBJECT: &str = "^[^\\r\\n\\x00]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\r\\n\\x00]*$";
+
+fn null() -> Object {
+    ObjectBuilder::new().schema_type(Type::Null).build()
+}
+
+fn subject_line() -> Object {
+    string().pattern(Some(SUBJECT)).build()
+}
+
+/// Exactly one of `email` and `phone`.
+fn one_subject() -> OneOfBuilder {
+    let only = |given: &str, other: &str| {
+        ObjectBuilder::new()
+            .required(given)
+            .property(given, string())
+            .property(other, null())
+    };
+    OneOfBuilder::new()
+        .item(only("email", "phone"))
+        .item(only("phone", "email"))
+}
+
+/// Exactly one of two members, as query parameters (absent rather than null).
+fn one_of_two(a: &str, b: &str) -> OneOfBuilder {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().required(a))
+        .item(ObjectBuilder::new().required(b))
+}
+
+/// An email template's texts each have a subject; an SMS template's none, and no HTML.
+fn template_texts() -> OneOfBuilder {
+    let email = ObjectBuilder::new()
+        .required("subject")
+        .property("type", words(["email"]))
+        .property("subject", subject_line())
+        .property(
+            "translations",
+            ObjectBuilder::new()
+                .property_names(Some(language()))
+                .additional_properties(Some(
+                    ObjectBuilder::new()
+                        .required("subject")
+                        .property("subject", subject_line()),
+                )),
+        );
+    let sms_text = || {
+        ObjectBuilder::new()
+            .property("subject", null())
+            .property("htmlBody", null())
+    };
+    let sms = sms_text().property("type", words(["sms"])).property(
+        "translations",
+        ObjectBuilder::new()
+            .property_names(Some(language()))
+            .additional_properties(Some(sms_text())),
+    );
+    OneOfBuilder::new().item(email).item(sms)
+}
+
+/// An email to at most 50 addresses and as many cc, with a subject (its own or its
+/// template's); an SMS to one number and no cc; a body (its own or its template's).
+fn recipients() -> AllOfBuilder {
+    let to = |one: Object, most: usize| {
+        OneOfBuilder::new()
+            .item(null())
+            .item(one.clone())
+            .item(array(one).max_items(Some(most)))
+    };
+    // A template gives what is not given: the body, and an email's subject.
+    let or_template = |field: &str, schema: Object| {
+        AnyOfBuilder::new()
+            .item(ObjectBuilder::new().required(field).property(field, schema))
+            .item(
+                ObjectBuilder::new()
+                    .required("templateId")
+                    .property("templateId", template_id()),
+            )
+    };
+    let email = AllOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .property("messageType", words(["email"]))
+                .property("to", to(self::email(), 50))
+                .property("cc", array(self::email()).max_items(Some(50)))
+                .property("subject", or_null(subject_line())),
+        )
+        .item(or_template("subject", subject_line()));
+    let sms = ObjectBuilder::new()
+        .property("messageType", words(["sms"]))
+        .property("to", to(phone(), 1))
+        .property("cc", array(string().build()).max_items(Some(0)));
+    AllOfBuilder::new()
+        .item(OneOfBuilder::new().item(email).item(sms))
+        .item(or_template("body", template_body()))
+}
+
+impl Modify for RequestRules {
+    fn modify(&self, api: &mut OpenApi) {
+        let rules: [(&str, RefOr<Schema>); 4] = [
+            ("EraseRequest", one_subject().into()),
+            ("ExportQuery", one_of_two("email", "phone").into()),
+            ("TemplateRequest", template_texts().into()),
+            ("SendMessageRequest", recipients().into()),
+        ];
+        let schemas = &mut api.components.get_or_insert_with(Default::default).schemas;
+        for (name, rule) in rules {
+            let Some(own) = schemas.remove(name) else {
+                continue;
+            };
+            let joined = AllOfBuilder::new().item(own).item(rule);
+            schemas.insert(name.to_string(), joined.into());
+        }
+    }
+}
+
 /// The operations of a path, with their methods.
 fn operations(
     item: &mut utoipa::openapi::PathItem,
@@ -441,6 +571,25 @@ pub fn phone() -> Object {
         .build()
 }
 
+/// A party's id, `party_` and 32 hex digits.
+pub fn party_id() -> Object {
+    string().pattern(Some("^party_[0-9a-f]{32}$")).build()
+}
+
+pub fn party_id_or_null() -> Object {
+    or_null(party_id())
+}
+
+/// A template's text: not blank.
+pub fn template_body() -> Object {
+    string().pattern(Some(NOT_BLANK)).build()
+}
+
+/// 1 to 500 printable characters, not blank.
+pub fn reason_text() -> Object {
+    text(500)
+}
+
 pub fn language() -> Object {
     string()
         .pattern(Some(LANGUAGE))
@@ -453,7 +602,32 @@ pub fn timezone() -> Object {
     let mut names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
     names.sort_unstable();
     names.dedup();
-    words(names)
+    let var_names: Vec<String> = names.iter().map(|n| zone_var_name(n)).collect();
+    let mut zone = words(names);
+    zone.extensions = Some(
+        [("x-enum-varnames", serde_json::json!(var_names))]
+            .into_iter()
+            .collect(),
+    );
+    zone
+}
+
+/// The name a generated client gives a time zone's constant: the signs of `GMT+0` and
+/// `GMT-0` spelled out (`GMT_plus_0`, `GMT_minus_0`), which names that differ only in them
+/// would otherwise lose, `/` and other punctuation as `_`.
+fn zone_var_name(zone: &str) -> String {
+    let mut out = String::with_capacity(zone.len() + 8);
+    let mut chars = zone.chars().peekable();
+    while let Some(c) = chars.next() {
+        let before_digit = chars.peek().is_some_and(char::is_ascii_digit);
+        match c {
+            '+' => out.push_str("_plus_"),
+            '-' if before_digit => out.push_str("_minus_"),
+            c if c.is_ascii_alphanumeric() => out.push(c),
+            _ => out.push('_'),
+        }
+    }
+    out
 }
 
 pub fn currency() -> Object {

@@ -25,13 +25,13 @@ use crate::domain::{EmailAddress, PhoneNumber};
 #[serde(deny_unknown_fields)]
 pub struct EraseRequest {
     /// The person's email address.
-    #[schema(pattern = "^[^\\x00]*$")]
+    #[schema(schema_with = super::openapi::email_or_null)]
     pub email: Option<String>,
     /// The person's phone number, E.164.
-    #[schema(pattern = "^\\+[0-9]{8,15}$")]
+    #[schema(schema_with = super::openapi::phone_or_null)]
     pub phone: Option<String>,
     /// Why (for example the request's reference); answered back, not stored.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(schema_with = super::openapi::reason_text)]
     pub reason: String,
 }
 
@@ -97,14 +97,16 @@ pub async fn erase(
     Ok((StatusCode::OK, axum::Json(answer)).into_response())
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+/// Whom an export is about: exactly one of `email` and `phone`, as query parameters
+/// (`?email=…` or `?phone=…`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExportQuery {
-    /// The person's email address (exactly one of `email` and `phone`).
-    #[param(pattern = "^[^\\x00]*$")]
+    /// The person's email address.
+    #[schema(schema_with = super::openapi::email)]
     pub email: Option<String>,
     /// The person's phone number, E.164.
-    #[param(pattern = "^\\+[0-9]{8,15}$")]
+    #[schema(schema_with = super::openapi::phone)]
     pub phone: Option<String>,
 }
 
@@ -112,7 +114,9 @@ pub struct ExportQuery {
 /// its preferences, payments, deadlines, notes, documents with download links, audit log and
 /// messages with bodies, attachments, delivery attempts and, for received mail, the
 /// original), and `suppressions` of the address or number.
-#[utoipa::path(get, path = "/api/data-subjects/export", tag = "data subjects", params(ExportQuery),
+#[utoipa::path(get, path = "/api/data-subjects/export", tag = "data subjects",
+    params(("subject" = ExportQuery, Query, style = Form, explode,
+        description = "`email` or `phone`: exactly one of them")),
     responses((status = 200, description = "one JSON document, streamed", content_type = "application/json"),
         (status = 403, body = ProblemBody), (status = 422, body = ProblemBody)),
     security(("bearer" = [])))]

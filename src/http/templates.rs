@@ -38,6 +38,7 @@ pub struct TemplateSummary {
 pub struct TemplateText {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[schema(schema_with = super::openapi::template_body)]
     pub body: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub html_body: Option<String>,
@@ -123,6 +124,7 @@ pub struct TemplateRequest {
     #[schema(schema_with = super::openapi::language_or_null)]
     pub default_language: Option<String>,
     pub subject: Option<String>,
+    #[schema(schema_with = super::openapi::template_body)]
     pub body: String,
     pub html_body: Option<String>,
     /// Texts in further languages, by language tag.
