@@ -9,6 +9,7 @@ pub mod documents;
 pub mod domain;
 pub mod http;
 pub mod inbound;
+pub mod periodic;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;
@@ -82,14 +83,12 @@ impl App {
             sms: c.sms.clone(),
             public_url: c.http.public_url.clone(),
             outbox: c.storage.data_dir.join("outbox"),
-            deadline_warning: c.policy.deadline_warning,
         };
         let job = DeliveryJob::new(
             self.store.clone(),
             self.services.policy.clone(),
             self.services.messaging.clone(),
             self.services.documents.clone(),
-            self.services.subjects.clone(),
             setup,
             self.clock.clone(),
         )?;
@@ -104,6 +103,16 @@ impl App {
             },
             self.wake.clone(),
         ))
+    }
+
+    /// The periodic work of this application (the deadline scanner, the retention sweeper),
+    /// for driving it one step at a time.
+    pub fn periodic(&self) -> Vec<Arc<periodic::Periodic>> {
+        periodic::all(
+            &self.store,
+            &self.services,
+            self.config.policy.deadline_warning,
+        )
     }
 
     /// The webhook worker of this application, for driving it one step at a time.
@@ -144,6 +153,16 @@ impl App {
             Some(tokio::spawn(delivery.run(stop_rx.clone())))
         } else {
             None
+        };
+        // The processes that deliver take part in the periodic work (what it makes is
+        // delivery work); each kind runs where its singleton is held.
+        let periodic: Vec<_> = if self.config.delivery.concurrency > 0 {
+            self.periodic()
+                .into_iter()
+                .map(|p| tokio::spawn(p.run(stop_rx.clone())))
+                .collect()
+        } else {
+            Vec::new()
         };
         let dispatcher = if self.config.webhooks.concurrency > 0 {
             Some(tokio::spawn(
@@ -206,7 +225,11 @@ impl App {
         })
         .await
         .context("serving HTTP");
-        for task in [worker, dispatcher, smtp, imap].into_iter().flatten() {
+        for task in [worker, dispatcher, smtp, imap]
+            .into_iter()
+            .flatten()
+            .chain(periodic)
+        {
             let _ = task.await;
         }
         served?;

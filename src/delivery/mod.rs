@@ -16,12 +16,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::app::AppError;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::app::documents::Documents;
 use crate::app::messaging::Messaging;
 use crate::app::policy::{Allowed, Question, SendPolicy};
-use crate::app::subjects::DataSubjects;
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::clock::SharedClock;
@@ -29,7 +27,6 @@ use crate::domain::message::{Channel, JobKind, MessageStatus};
 use crate::domain::policy::Evidence;
 use crate::domain::time::from_micros;
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
-use crate::store::singleton::{Singleton, Work};
 use crate::store::{AttemptRecord, Delivered, Delivering, Store};
 use crate::worker::{Backoff, Job};
 use email::{Composed, EmailContext, EmailTransport};
@@ -62,29 +59,17 @@ pub struct DeliverySetup {
     pub sms: SmsConfig,
     pub public_url: String,
     pub outbox: PathBuf,
-    /// `PARLEY_DEADLINE_WARNING`: how long before a deadline its system message comes.
-    pub deadline_warning: Duration,
 }
-
-/// How often one process looks for deadlines coming due.
-const DEADLINE_SCAN_EVERY: i64 = 10_000_000;
 
 pub struct DeliveryJob {
     store: Store,
     policy: SendPolicy,
-    /// Writes system messages (`system_message` jobs) and announces deadlines.
+    /// Writes system messages (`system_message` jobs).
     messaging: Messaging,
     /// Where attachments are read from, and received ones filed.
     documents: Documents,
     /// Signs outbound email (`PARLEY_DKIM_KEY`).
     dkim: Option<dkim::DkimSigner>,
-    /// When this process last looked for deadlines coming due.
-    last_deadline_scan: AtomicI64,
-    /// The deadline scanner runs in one process at a time.
-    deadline_scanner: Singleton,
-    /// Erases restricted data subjects whose retention ended; in one process at a time.
-    subjects: DataSubjects,
-    retention_sweeper: Singleton,
     config: DeliverySetup,
     clock: SharedClock,
     email: EmailTransport,
@@ -102,7 +87,6 @@ impl DeliveryJob {
         policy: SendPolicy,
         messaging: Messaging,
         documents: Documents,
-        subjects: DataSubjects,
         config: DeliverySetup,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
@@ -138,16 +122,12 @@ impl DeliveryJob {
             .context("PARLEY_DKIM_KEY")?;
         Ok(Self {
             dkim,
-            deadline_scanner: Singleton::new(store.clone(), Work::DeadlineScanner),
-            retention_sweeper: Singleton::new(store.clone(), Work::RetentionSweeper),
-            subjects,
             pacer: SenderPacer::new(store.clone(), config.sms.rate_per_second),
             backoff: Backoff::new(config.delivery.retry_schedule.clone()),
             store,
             policy,
             messaging,
             documents,
-            last_deadline_scan: AtomicI64::new(i64::MIN),
             preloaded: crate::worker::Preloaded::default(),
 
             config,
@@ -521,39 +501,6 @@ impl DeliveryJob {
 impl Job for DeliveryJob {
     const QUEUE: QueueTable = DELIVERY_JOBS;
     const NAME: &'static str = "delivery";
-
-    /// Looks for deadlines coming due, at most every ten seconds, in the one process that
-    /// holds the scanner (another takes it over when that one dies); each deadline is
-    /// announced once however many scan (`Store::announce_deadlines`). At the same pace, the
-    /// process holding the retention sweeper erases data subjects whose retention ended.
-    async fn prepare(&self) -> anyhow::Result<()> {
-        let now = self.clock.now();
-        let last = self.last_deadline_scan.load(Ordering::Relaxed);
-        let due = now.saturating_sub(last) >= DEADLINE_SCAN_EVERY
-            && self
-                .last_deadline_scan
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-        if due
-            && crate::telemetry::LEADS.record(
-                Work::DeadlineScanner.name(),
-                self.deadline_scanner.held().await,
-            )
-        {
-            self.messaging
-                .announce_deadlines(self.config.deadline_warning)
-                .await?;
-        }
-        if due
-            && crate::telemetry::LEADS.record(
-                Work::RetentionSweeper.name(),
-                self.retention_sweeper.held().await,
-            )
-        {
-            self.subjects.sweep().await?;
-        }
-        Ok(())
-    }
 
     /// The messages of the claimed deliveries, their cases' preferences and the suppression
     /// of their recipients: two queries for the claim instead of three a message.

@@ -79,7 +79,10 @@ pub async fn erase(
 ) -> ApiResult<Response> {
     super::extract::require_admin(&actor, "data subjects are answered by admins")?;
     let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+    if reason.is_empty()
+        || body.reason.chars().count() > 500
+        || body.reason.chars().any(char::is_control)
+    {
         return Err(ApiError::unprocessable(
             Code::ValidationFailed,
             "reason must be 1 to 500 characters, without control characters",

@@ -21,6 +21,9 @@ pub struct TestApp {
     /// The app's delivery worker, driven one step at a time (`deliver_due`): tests run no
     /// background worker unless they ask for one.
     pub delivery: parley::DeliveryWorker,
+    /// The app's periodic work (deadline scanner, retention sweeper), run once at the start
+    /// of each `deliver_due`.
+    pub periodic: Vec<std::sync::Arc<parley::periodic::Periodic>>,
     /// The app's webhook dispatcher, driven one step at a time (`dispatch_webhooks`).
     pub webhooks: std::sync::Arc<parley::WebhookWorker>,
     /// The app's receiving service, for driving the IMAP poller.
@@ -110,6 +113,7 @@ pub async fn spawn_app_with_clock(
     let store = app.store().clone();
     let inbound = app.services().inbound.clone();
     let delivery = app.delivery().expect("building the delivery worker");
+    let periodic = app.periodic();
     let webhooks = std::sync::Arc::new(app.webhooks().expect("building the webhook dispatcher"));
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run(listener, async move {
@@ -127,6 +131,7 @@ pub async fn spawn_app_with_clock(
     TestApp {
         base,
         delivery,
+        periodic,
         webhooks,
         inbound,
         client: reqwest::Client::new(),
@@ -213,6 +218,9 @@ impl TestApp {
 
     /// Delivers everything that is due now, retries included, until the queue is idle.
     pub async fn deliver_due(&self) -> usize {
+        for work in &self.periodic {
+            work.run_once().await.expect("a periodic step");
+        }
         let mut total = 0;
         loop {
             let n = self.delivery.run_once().await.expect("a delivery step");

@@ -1,0 +1,94 @@
+//! Work that comes round on a timer rather than from a queue, each in one process at a time
+//! (its [`Singleton`]; another process takes it over when that one dies): the deadline
+//! scanner, which announces deadlines coming due, and the retention sweeper, which erases
+//! restricted data subjects whose retention ended. A connector's sync is one more of these.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::app::Services;
+use crate::store::Store;
+use crate::store::singleton::{Singleton, Work};
+
+/// How often a process looks for work of each kind.
+pub const EVERY: Duration = Duration::from_secs(10);
+
+type Task = Box<dyn Fn() -> BoxFuture<'static, anyhow::Result<usize>> + Send + Sync>;
+
+/// One kind of periodic work, run where its singleton is held.
+pub struct Periodic {
+    singleton: Singleton,
+    every: Duration,
+    task: Task,
+}
+
+impl Periodic {
+    pub fn new(store: Store, work: Work, every: Duration, task: Task) -> Self {
+        Self {
+            singleton: Singleton::new(store, work),
+            every,
+            task,
+        }
+    }
+
+    pub fn work(&self) -> Work {
+        self.singleton.work()
+    }
+
+    /// Does the work once if this process holds it: `Some(items)` it handled, `None` when
+    /// another process holds it. Tests drive periodic work with this.
+    pub async fn run_once(&self) -> anyhow::Result<Option<usize>> {
+        let work = self.work().name();
+        if !crate::telemetry::LEADS.record(work, self.singleton.held().await) {
+            return Ok(None);
+        }
+        let span = tracing::info_span!("periodic", work);
+        (self.task)().instrument(span).await.map(Some)
+    }
+
+    /// Runs every `every` until `stop` says so.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.run_once().await {
+                tracing::warn!(work = self.work().name(), error = format!("{e:#}"), "periodic work failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+/// The periodic work of an application: the deadline scanner and the retention sweeper.
+pub fn all(store: &Store, services: &Services, deadline_warning: Duration) -> Vec<Arc<Periodic>> {
+    let messaging = services.messaging.clone();
+    let subjects = services.subjects.clone();
+    vec![
+        Arc::new(Periodic::new(
+            store.clone(),
+            Work::DeadlineScanner,
+            EVERY,
+            Box::new(move || {
+                let messaging = messaging.clone();
+                Box::pin(async move { Ok(messaging.announce_deadlines(deadline_warning).await?) })
+            }),
+        )),
+        Arc::new(Periodic::new(
+            store.clone(),
+            Work::RetentionSweeper,
+            EVERY,
+            Box::new(move || {
+                let subjects = subjects.clone();
+                Box::pin(async move { Ok(subjects.sweep().await?) })
+            }),
+        )),
+    ]
+}
