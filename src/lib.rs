@@ -53,6 +53,7 @@ impl App {
     /// An application whose rules read the time from `clock` (tests set and move it).
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
+        store.use_clock(clock.clone());
         store.migrate().await?;
         let wake = Arc::new(Notify::new());
         let files = documents::store::DocumentStore::from_config(&config, store.keys_arc())?;

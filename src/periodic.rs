@@ -54,7 +54,11 @@ impl Periodic {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             if let Err(e) = self.run_once().await {
-                tracing::warn!(work = self.work().name(), error = format!("{e:#}"), "periodic work failed");
+                tracing::warn!(
+                    work = self.work().name(),
+                    error = format!("{e:#}"),
+                    "periodic work failed"
+                );
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.every) => {}

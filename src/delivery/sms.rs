@@ -144,7 +144,7 @@ impl SenderPacer {
             return Ok(());
         }
         let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let now = crate::domain::time::now_micros();
+        let now = self.store.now();
         let slot = self
             .store
             .reserve_send_slot(sender, micros(self.interval), micros(max_wait), now)

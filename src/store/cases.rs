@@ -11,7 +11,7 @@ use super::{
     Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit, encode_cursor,
 };
 use crate::domain::party::Actor;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::Micros;
 use crate::domain::{CaseId, CaseNumber, CaseStatus, Debtor, Money, PartyKind};
 
 pub struct NewCase {
@@ -466,7 +466,7 @@ impl Store {
             None => next_free_case_number(&mut tx).await?,
         };
         let (sealed, email_index, phone_index) = self.seal_debtor(&key, &id, &new.debtor);
-        let now = now_micros();
+        let now = self.now();
         // A generated number can meet one a creditor chose by hand; draw the next one.
         for attempt in 0.. {
             let inserted = sqlx::query(
@@ -499,12 +499,22 @@ impl Store {
             }
             case_number = next_free_case_number(&mut tx).await?;
         }
-        audit(&mut tx, Some(&id), actor, "case.created", "case", &id).await?;
+        audit(
+            &mut tx,
+            Some(&id),
+            actor,
+            "case.created",
+            "case",
+            &id,
+            self.now(),
+        )
+        .await?;
         emit(
             &mut tx,
             EventType::CaseCreated,
             Some(&id),
             &json!({"caseId": id, "caseNumber": case_number.as_str()}),
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -550,7 +560,7 @@ impl Store {
                         party_id: actor.party_id.as_str().to_string(),
                         admin: admin_flag(actor),
                         token_id: actor.token_id.clone(),
-                        now: now_micros(),
+                        now: self.now(),
                         channel,
                         recent_since,
                         recipients: indexes.collect(),
@@ -564,7 +574,7 @@ impl Store {
                     .bind(actor.party_id.as_str())
                     .bind(admin_flag(actor))
                     .bind(actor.token_id.as_str())
-                    .bind(now_micros());
+                    .bind(self.now());
                 if let Some(since) = recent_since {
                     q = q.bind(since);
                 }
@@ -732,7 +742,7 @@ impl Store {
         let key = self.case_key(case_id).await?;
         self.unlock([&row.debtor_sealed[..]]).await?;
         let mut case = self.case_from_row(row)?;
-        let now = now_micros();
+        let now = self.now();
 
         if let Some(status) = patch.status.filter(|s| *s != case.status) {
             let previous = std::mem::replace(&mut case.status, status);
@@ -743,6 +753,7 @@ impl Store {
                 "case.status_changed",
                 "case",
                 case_id,
+                self.now(),
             )
             .await?;
             let payload = json!({"caseId": case_id, "caseNumber": case.case_number, "previousStatus": previous.as_str(), "status": case.status.as_str()});
@@ -751,6 +762,7 @@ impl Store {
                 EventType::CaseStatusChanged,
                 Some(case_id),
                 &payload,
+                self.now(),
             )
             .await?;
         }
@@ -766,6 +778,7 @@ impl Store {
                 "case.partner_changed",
                 "case",
                 case_id,
+                self.now(),
             )
             .await?;
         }
@@ -794,6 +807,7 @@ impl Store {
                 "case.debtor_updated",
                 "case",
                 case_id,
+                self.now(),
             )
             .await?;
         }

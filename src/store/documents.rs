@@ -8,7 +8,7 @@ use super::cases::visible;
 use super::{Store, StoreError, StoreResult, admin_flag, audit, emit};
 use crate::domain::document::DocumentType;
 use crate::domain::party::Actor;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::Micros;
 
 pub struct NewDocument {
     pub id: String,
@@ -175,7 +175,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let now = now_micros();
+        let now = self.now();
         sqlx::query(
             "INSERT INTO documents (id, case_id, document_type, description_sealed, file_name, content_type, size, sha256, storage_key, \
              key_id, version, replaces_document_id, is_latest, party_id, uploaded_by, uploaded_at, file_name_sealed) \
@@ -205,6 +205,7 @@ impl Store {
             "document.uploaded",
             "document",
             &new.id,
+            self.now(),
         )
         .await?;
         let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type.as_str(), "version": version});
@@ -213,6 +214,7 @@ impl Store {
             EventType::DocumentUploaded,
             Some(&new.case_id),
             &payload,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -280,6 +282,7 @@ impl Store {
             "document.downloaded",
             "document",
             &doc.id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -308,7 +311,7 @@ impl Store {
         if stored.is_some() {
             return Ok(false);
         }
-        let now = now_micros();
+        let now = self.now();
         sqlx::query(
             "INSERT INTO documents (id, case_id, document_type, file_name, content_type, size, sha256, storage_key, \
              key_id, version, is_latest, uploaded_by, uploaded_by_sealed, uploaded_at, file_name_sealed) \
@@ -343,6 +346,7 @@ impl Store {
             "document.uploaded",
             "document",
             &new.id,
+            self.now(),
         )
         .await?;
         let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type.as_str(), "version": 1, "messageId": message_id});
@@ -351,6 +355,7 @@ impl Store {
             EventType::DocumentUploaded,
             Some(&new.case_id),
             &payload,
+            self.now(),
         )
         .await?;
         tx.commit().await?;

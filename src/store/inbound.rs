@@ -12,7 +12,7 @@ use crate::domain::message::MessageStatus;
 use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
 use crate::domain::thread::{case_from_address, case_number_candidates};
-use crate::domain::time::{Micros, now_micros, rfc3339};
+use crate::domain::time::{Micros, rfc3339};
 
 /// What became of an inbound mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +208,7 @@ impl Store {
         own_sender: &str,
         returned: Option<(&str, Option<usize>)>,
     ) -> StoreResult<Ingested> {
-        let now = now_micros();
+        let now = self.now();
         let mut tx = self.write_tx().await?;
 
         if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure())
@@ -342,6 +342,7 @@ impl Store {
                 now,
                 event_id.as_deref(),
                 Some(&reason),
+                self.now(),
             )
             .await?;
         }
@@ -480,6 +481,7 @@ impl Store {
                 "message.held_for_review",
                 "message",
                 id,
+                self.now(),
             )
             .await?;
             return Ok(message_id);
@@ -538,6 +540,7 @@ impl Store {
             "message.received",
             "message",
             id,
+            self.now(),
         )
         .await?;
         let case_number: String = sqlx::query_scalar("SELECT case_number FROM cases WHERE id = $1")
@@ -554,6 +557,7 @@ impl Store {
             EventType::MessageReceived,
             Some(r.case_id),
             &payload,
+            self.now(),
         )
         .await?;
         Ok(())
@@ -587,7 +591,7 @@ impl Store {
     /// the sender's number, in the case's SMS thread. A stop word (`STOP`, `UNSUBSCRIBE`, …)
     /// also puts the number on the SMS suppression list.
     pub async fn ingest_sms(&self, sms: &InboundSms<'_>) -> StoreResult<Ingested> {
-        let now = now_micros();
+        let now = self.now();
         let raw = serde_json::to_vec(
             &json!({"from": sms.from, "to": sms.to, "body": sms.body, "sid": sms.sid}),
         )
@@ -720,7 +724,7 @@ impl Store {
             .keys
             .open(&raw_context(inbound_id), &row.raw_sealed)
             .map_err(anyhow::Error::from)?;
-        let now = now_micros();
+        let now = self.now();
         let (sms, mail, thread_id);
         let received = if source == "sms" {
             sms = serde_json::from_slice::<serde_json::Value>(&raw).map_err(anyhow::Error::from)?;
@@ -773,6 +777,7 @@ impl Store {
             "inbound.assigned",
             "message",
             &message_id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;

@@ -425,7 +425,8 @@ async fn finish_all(
         })
         .collect();
     for chunk in sent.chunks(ROWS) {
-        super::messages::apply_sent_events(&mut *conn, backend, chunk).await?;
+        let finished = chunk.iter().map(|s| s.at).max().unwrap_or_default();
+        super::messages::apply_sent_events(&mut *conn, backend, chunk, finished).await?;
     }
     for f in items {
         if let Delivered::Failed { reason } = &f.delivered {
@@ -437,6 +438,7 @@ async fn finish_all(
                 f.finished_at,
                 None,
                 Some(reason),
+                f.finished_at,
             )
             .await?;
         }

@@ -15,7 +15,7 @@ use crate::domain::message::{
 };
 use crate::domain::party::Actor;
 use crate::domain::policy::{Decision, Evidence};
-use crate::domain::time::{Micros, now_micros, rfc3339};
+use crate::domain::time::{Micros, rfc3339};
 
 /// Who a message is from and to. Personal data: sealed at rest.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -503,6 +503,7 @@ impl Store {
             at,
             provider_event_id,
             detail,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -633,6 +634,7 @@ pub(crate) async fn apply_event(
     at: Micros,
     provider_event_id: Option<&str>,
     detail: Option<&str>,
+    now: Micros,
 ) -> StoreResult<bool> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -670,12 +672,13 @@ pub(crate) async fn apply_event(
             message_id,
             next,
             detail.filter(|_| next.is_final()),
+            now,
         )
         .await?;
     }
     let payload = json!({"messageId": message_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(at)});
     if let Some(event_type) = EventType::for_status(event) {
-        emit(&mut *conn, event_type, case_id.as_deref(), &payload).await?;
+        emit(&mut *conn, event_type, case_id.as_deref(), &payload, now).await?;
     }
     Ok(true)
 }
@@ -696,6 +699,7 @@ pub(crate) async fn apply_sent_events(
     conn: &mut sqlx::AnyConnection,
     backend: super::Backend,
     events: &[SentMessage<'_>],
+    now: Micros,
 ) -> StoreResult<()> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -792,7 +796,7 @@ pub(crate) async fn apply_sent_events(
     }
     q.execute(&mut *conn).await?;
     if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
-        super::emit_many(&mut *conn, event_type, &outbox).await?;
+        super::emit_many(&mut *conn, event_type, &outbox, now).await?;
     }
     Ok(())
 }
@@ -802,6 +806,7 @@ async fn set_status(
     message_id: &str,
     status: MessageStatus,
     failure_reason: Option<&str>,
+    now: Micros,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE messages SET status = $2, status_rank = $3, failure_reason = COALESCE($4, failure_reason), updated_at = $5 WHERE id = $1",
@@ -810,7 +815,7 @@ async fn set_status(
     .bind(status.as_str())
     .bind(status.rank())
     .bind(failure_reason)
-    .bind(now_micros())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())

@@ -67,7 +67,7 @@ use crate::crypto::KeyRing;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
 use crate::domain::party::Actor;
-use crate::domain::time::now_micros;
+use crate::domain::time::Micros;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -190,6 +190,9 @@ pub struct StoreInner {
     known_tokens: Arc<parties::KnownTokens>,
     /// Threads this process has read, for the send path.
     known_threads: Arc<threads::KnownThreads>,
+    /// Where the times it records come from: the application's clock once it is given one
+    /// ([`Store::use_clock`]), the system's until then.
+    clock: std::sync::OnceLock<crate::domain::clock::SharedClock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -318,6 +321,7 @@ impl Store {
                 pool,
                 known_tokens: Arc::default(),
                 known_threads: Arc::default(),
+                clock: std::sync::OnceLock::new(),
                 backend: Backend::Postgres,
                 sqlite_file: None,
                 keys,
@@ -396,6 +400,7 @@ impl Store {
             writer,
             known_tokens: Arc::default(),
             known_threads: Arc::default(),
+            clock: std::sync::OnceLock::new(),
             backend: Backend::Sqlite,
             sqlite_file,
             keys,
@@ -414,6 +419,18 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Takes the times it records from `clock` from now on (once: a later call is ignored).
+    pub fn use_clock(&self, clock: crate::domain::clock::SharedClock) {
+        let _ = self.clock.set(clock);
+    }
+
+    /// Now, by the application's clock.
+    pub(crate) fn now(&self) -> Micros {
+        self.clock
+            .get()
+            .map_or_else(crate::domain::time::now_micros, |c| c.now())
     }
 
     pub fn keys(&self) -> &KeyRing {
@@ -456,7 +473,7 @@ impl Store {
         }
         self.subject_keys.migrate().await?;
         self.load_index_key().await?;
-        self.hash_idempotency_keys(crate::domain::time::now_micros())
+        self.hash_idempotency_keys(self.now())
             .await
             .context("hashing earlier idempotency keys")
     }
@@ -471,7 +488,7 @@ impl Store {
              ON CONFLICT (purpose) DO NOTHING",
         )
         .bind(self.keys.seal(&context, &initial))
-        .bind(now_micros())
+        .bind(self.now())
         .execute(&self.writer)
         .await
         .context("storing the key of blind indexes")?;
@@ -536,6 +553,7 @@ pub(crate) async fn audit(
     action: &str,
     target_type: &str,
     target_id: &str,
+    now: Micros,
 ) -> sqlx::Result<()> {
     audit_as(
         conn,
@@ -545,6 +563,7 @@ pub(crate) async fn audit(
         action,
         target_type,
         target_id,
+        now,
     )
     .await
 }
@@ -560,6 +579,7 @@ impl Store {
             "data_subject.exported",
             "case",
             case_id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -576,6 +596,7 @@ impl Store {
             "message.refused",
             "rule",
             rule,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -592,6 +613,7 @@ pub(crate) async fn audit_as(
     action: &str,
     target_type: &str,
     target_id: &str,
+    now: Micros,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) \
@@ -603,7 +625,7 @@ pub(crate) async fn audit_as(
     .bind(action)
     .bind(target_type)
     .bind(target_id)
-    .bind(now_micros())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -615,8 +637,8 @@ pub(crate) async fn emit(
     event_type: EventType,
     case_id: Option<&str>,
     payload: &serde_json::Value,
+    now: Micros,
 ) -> sqlx::Result<()> {
-    let now = now_micros();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO events (event_type, case_id, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
     )
@@ -792,6 +814,7 @@ pub(crate) async fn emit_many(
     conn: &mut AnyConnection,
     event_type: EventType,
     events: &[(Option<&str>, String)],
+    now: Micros,
 ) -> sqlx::Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -803,9 +826,7 @@ pub(crate) async fn emit_many(
         "INSERT INTO events (event_type, case_id, payload, created_at) VALUES {}",
         values.join(", ")
     );
-    let mut q = sqlx::query(&sql)
-        .bind(event_type.as_str())
-        .bind(now_micros());
+    let mut q = sqlx::query(&sql).bind(event_type.as_str()).bind(now);
     for (case_id, payload) in events {
         q = q.bind(*case_id).bind(payload.as_str());
     }

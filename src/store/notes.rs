@@ -6,7 +6,7 @@ use serde_json::json;
 use super::cases::page_cursor;
 use super::{Page, Store, StoreResult, audit, decode_cursor, emit};
 use crate::domain::party::Actor;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::Micros;
 use crate::domain::{NoteId, NoteVisibility, Tag};
 
 pub struct NewNote {
@@ -71,7 +71,7 @@ impl Store {
         }
         let key = self.live_case_key(case_id).await?;
         let id = NoteId::new().to_string();
-        let now = now_micros();
+        let now = self.now();
         sqlx::query(
             "INSERT INTO notes (id, case_id, author_party_id, created_by, visibility, category, note_sealed, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -96,10 +96,26 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        audit(&mut tx, Some(case_id), actor, "note.created", "note", &id).await?;
+        audit(
+            &mut tx,
+            Some(case_id),
+            actor,
+            "note.created",
+            "note",
+            &id,
+            self.now(),
+        )
+        .await?;
         if new.visibility == NoteVisibility::Internal {
             let payload = json!({"noteId": id, "caseId": case_id, "category": new.category.as_ref().map(Tag::as_str), "createdBy": actor.name});
-            emit(&mut tx, EventType::NoteCreated, Some(case_id), &payload).await?;
+            emit(
+                &mut tx,
+                EventType::NoteCreated,
+                Some(case_id),
+                &payload,
+                self.now(),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Some(Note {

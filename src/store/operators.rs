@@ -182,6 +182,7 @@ impl Store {
             "message.retried",
             "message",
             id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -224,6 +225,7 @@ impl Store {
             "message.cancelled",
             "message",
             id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -322,6 +324,7 @@ impl Store {
             "webhook.delivery_resent",
             "webhook_delivery",
             delivery_id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -359,6 +362,7 @@ impl Store {
             "webhook.recovered",
             "webhook",
             webhook_id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;

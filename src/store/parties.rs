@@ -3,7 +3,7 @@
 use super::{Store, StoreResult};
 use crate::crypto::{new_token, token_hash};
 use crate::domain::party::Actor;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::Micros;
 use crate::domain::{PartyId, PartyKind, prefixed_id};
 
 /// A token as an operator sees it: never the token itself.
@@ -39,7 +39,7 @@ impl Store {
             .bind(id.as_str())
             .bind(kind.as_str())
             .bind(name)
-            .bind(now_micros())
+            .bind(self.now())
             .execute(&self.writer)
             .await?;
         Ok(id)
@@ -86,7 +86,7 @@ impl Store {
         .bind(party_id)
         .bind(token_hash(&token))
         .bind(label)
-        .bind(now_micros())
+        .bind(self.now())
         .bind(expires_at)
         .execute(&self.writer)
         .await?;
@@ -110,7 +110,7 @@ impl Store {
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(token_id)
-                .bind(now_micros())
+                .bind(self.now())
                 .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected() == 1)
@@ -125,7 +125,7 @@ impl Store {
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)",
         )
         .bind(&hash)
-        .bind(now_micros())
+        .bind(self.now())
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -167,7 +167,7 @@ impl Store {
             "SELECT id FROM tokens WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
         )
         .bind(token_id)
-        .bind(now_micros())
+        .bind(self.now())
         .fetch_optional(&self.pool)
         .await?;
         if found.is_none() {

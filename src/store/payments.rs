@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{Store, StoreError, StoreResult, audit, emit};
 use crate::domain::code::Code;
 use crate::domain::party::Actor;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::Micros;
 use crate::domain::{Money, prefixed_id};
 
 pub struct NewPayment {
@@ -161,7 +161,7 @@ impl Store {
             paid_at: new.paid_at,
             reference: new.reference,
             created_by: actor.name.clone(),
-            created_at: now_micros(),
+            created_at: self.now(),
         };
         sqlx::query(
             "INSERT INTO payments (id, case_id, amount_minor, currency, paid_at, reference_sealed, created_by, created_at) \
@@ -188,10 +188,18 @@ impl Store {
             "payment.recorded",
             "payment",
             &payment.id,
+            self.now(),
         )
         .await?;
         let payload = json!({"caseId": case_id, "paymentId": payment.id, "amount": {"value": payment.amount.value(), "currency": currency}});
-        emit(&mut tx, EventType::PaymentReceived, Some(case_id), &payload).await?;
+        emit(
+            &mut tx,
+            EventType::PaymentReceived,
+            Some(case_id),
+            &payload,
+            self.now(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(payment))
     }
@@ -239,7 +247,7 @@ impl Store {
             title: new.title,
             due_at: new.due_at,
             created_by: actor.name.clone(),
-            created_at: now_micros(),
+            created_at: self.now(),
         };
         sqlx::query(
             "INSERT INTO deadlines (id, case_id, title, title_sealed, due_at, created_by, created_at) \
@@ -260,6 +268,7 @@ impl Store {
             "deadline.created",
             "deadline",
             &deadline.id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;

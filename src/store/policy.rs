@@ -4,7 +4,6 @@
 use super::{Store, StoreResult};
 use crate::domain::event::EventType;
 use crate::domain::prefixed_id;
-use crate::domain::time::now_micros;
 
 /// The context a suppressed address is sealed under.
 pub(super) fn address_context(id: &str) -> String {
@@ -254,6 +253,7 @@ impl Store {
             "suppression.lifted",
             "suppression",
             id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -284,7 +284,7 @@ impl Store {
             message_id,
             scope,
         };
-        self.insert_suppression(&mut conn, new, now_micros()).await
+        self.insert_suppression(&mut conn, new, self.now()).await
     }
 
     /// Puts the recipient of a bounced copy (`recipient`, its place among `to` then `cc`), or
@@ -364,7 +364,7 @@ impl Store {
             return Ok(false);
         };
         let mut tx = self.write_tx().await?;
-        let now = now_micros();
+        let now = self.now();
         let creditor = match case_id.as_deref() {
             Some(case_id) => creditor_of(&mut tx, case_id).await?,
             None => None,
@@ -401,6 +401,7 @@ impl Store {
             "recipient.unsubscribed",
             "message",
             message_id,
+            self.now(),
         )
         .await?;
         let payload =
@@ -410,6 +411,7 @@ impl Store {
             EventType::RecipientUnsubscribed,
             case_id.as_deref(),
             &payload,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -446,7 +448,7 @@ impl Store {
             message_id: Some(message_id),
             scope: Scope::of(creditor.as_deref()),
         };
-        self.insert_suppression(&mut conn, new, now_micros()).await
+        self.insert_suppression(&mut conn, new, self.now()).await
     }
 
     /// The first of `values` on the suppression list for the sends of `case_id`'s creditor.

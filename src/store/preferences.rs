@@ -7,7 +7,7 @@ use sqlx::AnyConnection;
 use super::{Store, StoreResult, audit, emit};
 use crate::domain::party::Actor;
 use crate::domain::policy::Preferences;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::Micros;
 
 pub(super) fn contact_context(case_id: &str) -> String {
     format!("case:{case_id}:preferences")
@@ -202,7 +202,7 @@ impl Store {
         let ctx = contact_context(case_id);
         let contact = serde_json::to_vec(&(&p.email_address, &p.phone_number))
             .map_err(anyhow::Error::from)?;
-        let now = now_micros();
+        let now = self.now();
         let (start, end, tz) = match &p.contact_hours {
             Some((s, e, t)) => (Some(s.as_str()), Some(e.as_str()), t.as_deref()),
             None => (None, None, None),
@@ -242,6 +242,7 @@ impl Store {
             "preferences.updated",
             "case",
             case_id,
+            self.now(),
         )
         .await?;
         let payload = json!({"caseId": case_id, "doNotContact": p.do_not_contact, "allowEmail": p.allow_email, "allowSms": p.allow_sms});
@@ -250,6 +251,7 @@ impl Store {
             EventType::PreferencesUpdated,
             Some(case_id),
             &payload,
+            self.now(),
         )
         .await?;
         tx.commit().await?;

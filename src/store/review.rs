@@ -9,7 +9,6 @@ use super::messages::{MESSAGE_COLUMNS_WITH_BODY, MessageWithBody};
 use super::operators::NotNow;
 use super::{MessageView, Store, StoreResult, admin_flag, audit};
 use crate::domain::party::Actor;
-use crate::domain::time::now_micros;
 
 #[derive(sqlx::FromRow)]
 struct HeldRow {
@@ -58,7 +57,7 @@ impl Store {
         if row.sender_verified != 0 {
             return Ok(Some(Err(NotNow::State("accepted".into()))));
         }
-        let now = now_micros();
+        let now = self.now();
         let key = self.live_case_key(&row.case_id).await?;
         self.unlock([&row.envelope_sealed[..]]).await?;
         let envelope = self.open_envelope(id, &row.envelope_sealed)?;
@@ -86,6 +85,7 @@ impl Store {
             "message.accepted",
             "message",
             id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -162,6 +162,7 @@ impl Store {
             "message.rejected",
             "message",
             id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;

@@ -15,7 +15,6 @@ use sqlx::any::AnyPoolOptions;
 use super::{Backend, Store, StoreError, StoreResult};
 use crate::crypto::{self, SubjectKey, SubjectKeyId};
 use crate::domain::code::Code;
-use crate::domain::time::now_micros;
 
 /// Where subject keys are kept.
 #[derive(Clone)]
@@ -159,7 +158,7 @@ impl Store {
                 .bind(hex::encode(id))
                 .bind(case_id)
                 .bind(self.keys.wrap_subject_key(&id, &raw))
-                .bind(now_micros())
+                .bind(self.now())
                 .execute(&self.subject_keys.pool)
                 .await?;
                 sqlx::query_as(select)
@@ -269,7 +268,7 @@ impl Store {
                  WHERE case_id = $1 AND key_sealed IS NOT NULL",
             )
             .bind(case_id)
-            .bind(now_micros())
+            .bind(self.now())
             .execute(&self.subject_keys.pool)
             .await?;
             destroyed += done.rows_affected();
@@ -280,7 +279,7 @@ impl Store {
             )
             .bind(hex::encode(crypto::new_subject_key().0))
             .bind(case_id)
-            .bind(now_micros())
+            .bind(self.now())
             .execute(&self.subject_keys.pool)
             .await?;
             for id in ids {

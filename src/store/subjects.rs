@@ -122,6 +122,7 @@ impl Store {
                 "data_subject.restricted",
                 "case",
                 case_id,
+                self.now(),
             )
             .await?;
         }
@@ -183,6 +184,7 @@ impl Store {
             "data_subject.erased",
             "case",
             case_id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;

@@ -93,6 +93,7 @@ impl Store {
                 EventType::DeadlineApproaching,
                 Some(&d.case_id),
                 &payload,
+                self.now(),
             )
             .await?;
         }

@@ -4,7 +4,6 @@ use super::{Store, StoreError, StoreResult, audit};
 use crate::domain::code::Code;
 use crate::domain::message::Channel;
 use crate::domain::party::Actor;
-use crate::domain::time::now_micros;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateContent {
@@ -118,7 +117,7 @@ impl Store {
         replace: bool,
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let now = now_micros();
+        let now = self.now();
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM templates WHERE id = $1")
             .bind(&t.id)
             .fetch_optional(&mut *tx)
@@ -176,6 +175,7 @@ impl Store {
             },
             "template",
             &t.id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -196,7 +196,16 @@ impl Store {
         if deleted == 0 {
             return Ok(false);
         }
-        audit(&mut tx, None, actor, "template.deleted", "template", id).await?;
+        audit(
+            &mut tx,
+            None,
+            actor,
+            "template.deleted",
+            "template",
+            id,
+            self.now(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -7,7 +7,7 @@ use super::{Store, StoreError, StoreResult, audit_as};
 use crate::domain::event::{EventType, WebhookDeliveryStatus};
 use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
-use crate::domain::time::{Micros, now_micros};
+use crate::domain::time::Micros;
 
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -135,7 +135,7 @@ impl Store {
         secret: &str,
     ) -> StoreResult<Webhook> {
         let id = prefixed_id("wh");
-        let now = now_micros();
+        let now = self.now();
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO webhooks (id, owner_party_id, url, events, secret_sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&id)
@@ -154,6 +154,7 @@ impl Store {
             "webhook.created",
             "webhook",
             &id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
@@ -180,7 +181,7 @@ impl Store {
         let done = sqlx::query("UPDATE webhooks SET deleted_at = $3 WHERE id = $1 AND owner_party_id = $2 AND deleted_at IS NULL")
             .bind(id)
             .bind(actor.party_id.as_str())
-            .bind(now_micros())
+            .bind(self.now())
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -198,6 +199,7 @@ impl Store {
             "webhook.deleted",
             "webhook",
             id,
+            self.now(),
         )
         .await?;
         tx.commit().await?;
