@@ -17,17 +17,20 @@ impl Access {
     }
 
     /// The party behind a bearer token, if it is valid now.
+    #[tracing::instrument(skip_all)]
     pub async fn authenticate(&self, token: &str) -> AppResult<Option<Actor>> {
         Ok(self.store.authenticate(token).await?)
     }
 
     /// As `authenticate`, possibly answered from memory: the flag says whether the token was
     /// checked against the database just now.
+    #[tracing::instrument(skip_all)]
     pub async fn authenticate_for_sending(&self, token: &str) -> AppResult<Option<(Actor, bool)>> {
         Ok(self.store.authenticate_for_sending(token).await?)
     }
 
     /// Whether the token is still valid (not revoked, not expired).
+    #[tracing::instrument(skip_all)]
     pub async fn token_valid(&self, token_id: &str) -> AppResult<bool> {
         Ok(self.store.token_valid(token_id).await?)
     }

@@ -45,20 +45,24 @@ impl Cases {
         Self { store, clock }
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn create(&self, actor: &Actor, new: NewCase) -> AppResult<CaseView> {
         Ok(self.store.create_case(actor, new).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor, q: ListCases) -> AppResult<(Page<CaseView>, i64)> {
         Ok(self.store.list_cases(actor, q).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn get(&self, actor: &Actor, id: &CaseId) -> AppResult<CaseView> {
         case_or_404(self.store.get_case(actor, &id.to_string()).await?)
     }
 
     /// A partner may change a case it works but not reassign it: refused where the case is
     /// visible to it, `NotFound` elsewhere.
+    #[tracing::instrument(skip_all)]
     pub async fn update(
         &self,
         actor: &Actor,
@@ -76,6 +80,7 @@ impl Cases {
         )
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn add_payment(
         &self,
         actor: &Actor,
@@ -102,10 +107,12 @@ impl Cases {
         case_or_404(self.store.add_payment(actor, &id.to_string(), new).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn payments(&self, actor: &Actor, id: &CaseId) -> AppResult<Vec<Payment>> {
         case_or_404(self.store.list_payments(actor, &id.to_string()).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn add_deadline(
         &self,
         actor: &Actor,
@@ -115,14 +122,17 @@ impl Cases {
         case_or_404(self.store.add_deadline(actor, &id.to_string(), new).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn deadlines(&self, actor: &Actor, id: &CaseId) -> AppResult<Vec<Deadline>> {
         case_or_404(self.store.list_deadlines(actor, &id.to_string()).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn add_note(&self, actor: &Actor, id: &CaseId, new: NewNote) -> AppResult<Note> {
         case_or_404(self.store.add_note(actor, &id.to_string(), new).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn notes(
         &self,
         actor: &Actor,
@@ -136,6 +146,7 @@ impl Cases {
         )
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn audit_log(
         &self,
         actor: &Actor,
@@ -150,12 +161,14 @@ impl Cases {
         )
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn preferences(&self, actor: &Actor, id: &CaseId) -> AppResult<PreferencesView> {
         let stored = case_or_404(self.store.preferences(actor, &id.to_string()).await?)?;
         self.with_suppressions(actor, id, stored).await
     }
 
     /// Makes a change of the preferences.
+    #[tracing::instrument(skip_all)]
     pub async fn change_preferences(
         &self,
         actor: &Actor,

@@ -62,6 +62,7 @@ impl Documents {
     }
 
     /// The documents of a case, newest first.
+    #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor, case: &CaseId) -> AppResult<Vec<DocumentView>> {
         self.store
             .list_documents(actor, &case.to_string())
@@ -70,6 +71,7 @@ impl Documents {
     }
 
     /// One document's metadata.
+    #[tracing::instrument(skip_all)]
     pub async fn metadata(&self, actor: &Actor, id: &DocumentId) -> AppResult<DocumentView> {
         self.store
             .get_document(actor, id.as_str())
@@ -78,6 +80,7 @@ impl Documents {
     }
 
     /// Starts an upload to a case the actor can see.
+    #[tracing::instrument(skip_all)]
     pub async fn begin(&self, actor: &Actor, case: &CaseId) -> AppResult<Upload> {
         let case_id = case.to_string();
         if !self.store.can_see_case(actor, &case_id).await? {
@@ -91,6 +94,7 @@ impl Documents {
     }
 
     /// Streams the upload's file into the store, sealed, never more than the limit.
+    #[tracing::instrument(skip_all)]
     pub async fn write_file<S>(
         &self,
         upload: &mut Upload,
@@ -120,6 +124,7 @@ impl Documents {
     /// Stores the attachments of the received message `message_id` as `correspondence`
     /// documents of its case, uploaded by the sender, each linked from the message. One
     /// stored before (a retried job) is not stored again. Returns how many it stored.
+    #[tracing::instrument(skip_all)]
     pub async fn file_received_attachments(&self, message_id: &str) -> AppResult<usize> {
         let Some((case_id, from, raw)) = self.store.received_original(message_id).await? else {
             return Ok(0);
@@ -182,6 +187,7 @@ impl Documents {
     }
 
     /// Gives up an upload, removing its file.
+    #[tracing::instrument(skip_all)]
     pub async fn abandon(&self, upload: Upload) {
         if let Some((written, _, _)) = upload.file {
             self.files.remove(&written.key).await;
@@ -189,6 +195,7 @@ impl Documents {
     }
 
     /// Records the uploaded document; on refusal the file is removed again.
+    #[tracing::instrument(skip_all)]
     pub async fn finish(
         &self,
         actor: &Actor,
@@ -236,6 +243,7 @@ impl Documents {
     }
 
     /// A document the actor can see and its bytes, chunk by chunk; the download is audited.
+    #[tracing::instrument(skip_all)]
     pub async fn open(
         &self,
         actor: &Actor,

@@ -78,6 +78,7 @@ fn or_empty<T>(listed: AppResult<Vec<T>>) -> anyhow::Result<Vec<T>> {
 impl DataSubjects {
     /// The cases of the person, oldest first: read before the export starts, so that a
     /// failure here is still an error response.
+    #[tracing::instrument(skip_all)]
     pub async fn subject_cases(&self, subject: &Subject) -> AppResult<Vec<CaseId>> {
         let ids = self
             .store
@@ -88,6 +89,7 @@ impl DataSubjects {
 
     /// Hands everything held about the person to `sink`, case by case; each case read is
     /// audited as exported.
+    #[tracing::instrument(skip_all)]
     pub async fn export(
         &self,
         actor: &Actor,

@@ -23,10 +23,12 @@ impl Health {
         Self { store, clock }
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn ping(&self) -> anyhow::Result<()> {
         self.store.ping().await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn figures(&self) -> super::AppResult<Figures> {
         let now = self.clock.now();
         Ok(Figures {

@@ -18,6 +18,7 @@ pub struct DeliveryReport {
 
 impl Messaging {
     /// A case's messages that match `filter`, a page at a time, and how many match in all.
+    #[tracing::instrument(skip_all)]
     pub async fn messages(
         &self,
         actor: &Actor,
@@ -31,6 +32,7 @@ impl Messaging {
     }
 
     /// One message with its body.
+    #[tracing::instrument(skip_all)]
     pub async fn message(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
         self.store
             .get_message(actor, id.as_str())
@@ -38,6 +40,7 @@ impl Messaging {
             .ok_or(AppError::NotFound("message"))
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn delivery_report(
         &self,
         actor: &Actor,
@@ -55,6 +58,7 @@ impl Messaging {
         })
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn threads(&self, actor: &Actor, case: &CaseId) -> AppResult<Vec<ThreadView>> {
         self.store
             .list_threads(actor, &case.to_string())
@@ -62,6 +66,7 @@ impl Messaging {
             .ok_or(AppError::NotFound("case"))
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn thread(&self, actor: &Actor, id: &ThreadId) -> AppResult<Vec<ThreadMessage>> {
         self.store
             .thread_messages(actor, id.as_str())

@@ -71,6 +71,7 @@ impl Inbound {
     /// Stores a received mail: matched to a case, a bounce, a duplicate, or kept unmatched.
     /// `envelope_recipients` are the SMTP envelope's, which name per-case addresses a Bcc
     /// hides from the headers. Not a mail at all: refused with `invalid_mail`.
+    #[tracing::instrument(skip_all)]
     pub async fn receive_email(
         &self,
         source: &str,
@@ -106,11 +107,13 @@ impl Inbound {
     }
 
     /// How far IMAP polling has read a mailbox (named by a digest, see `inbound::imap`).
+    #[tracing::instrument(skip_all)]
     pub async fn mailbox_progress(&self, mailbox: &str) -> AppResult<Option<MailboxProgress>> {
         Ok(self.store.mailbox_progress(mailbox).await?)
     }
 
     /// Records IMAP polling's progress, once what it names is stored and removed.
+    #[tracing::instrument(skip_all)]
     pub async fn record_mailbox_progress(
         &self,
         mailbox: &str,
@@ -123,6 +126,7 @@ impl Inbound {
     }
 
     /// Stores a received SMS: in the case of the debtor with that number, or unmatched.
+    #[tracing::instrument(skip_all)]
     pub async fn receive_sms(&self, sms: &ReceivedSms) -> AppResult<Ingested> {
         Ok(self
             .store
@@ -136,6 +140,7 @@ impl Inbound {
     }
 
     /// What matched no case, oldest first.
+    #[tracing::instrument(skip_all)]
     pub async fn unmatched(&self, limit: i64) -> AppResult<Vec<Unmatched>> {
         let items = self.store.unmatched_mail(limit).await?;
         Ok(items
@@ -165,6 +170,7 @@ impl Inbound {
 
     /// Accepts a received mail held for review (see `store::review`); the delivery worker
     /// is woken for its attachments.
+    #[tracing::instrument(skip_all)]
     pub async fn accept(
         &self,
         actor: &Actor,
@@ -184,6 +190,7 @@ impl Inbound {
     }
 
     /// Received mail held for review on the cases the actor sees, oldest first.
+    #[tracing::instrument(skip_all)]
     pub async fn awaiting_review(
         &self,
         actor: &Actor,
@@ -194,6 +201,7 @@ impl Inbound {
 
     /// Rejects a received mail held for review: back to the unmatched list.
     /// Answers the mail's id on the unmatched list.
+    #[tracing::instrument(skip_all)]
     pub async fn reject(&self, actor: &Actor, id: &MessageId) -> AppResult<String> {
         match self.store.reject_received(actor, id.as_str()).await? {
             None => Err(AppError::NotFound("message")),
@@ -203,6 +211,7 @@ impl Inbound {
     }
 
     /// Sorts an unmatched mail or SMS into a case the actor can see.
+    #[tracing::instrument(skip_all)]
     pub async fn assign(
         &self,
         actor: &Actor,

@@ -164,6 +164,7 @@ impl Messaging {
 
     /// Sends `cmd` about a case the actor may see: answers the first result again for a
     /// repeated idempotency key, else queues the message (or refuses it).
+    #[tracing::instrument(skip_all)]
     pub async fn send(
         &self,
         actor: &Actor,
@@ -213,6 +214,7 @@ impl Messaging {
     /// nothing stored or sent. Its refusals are the send's, and a refusal by the send policy
     /// is audited as the send's would be: asking whether an address is suppressed leaves the
     /// same trace either way.
+    #[tracing::instrument(skip_all)]
     pub async fn preview(
         &self,
         actor: &Actor,

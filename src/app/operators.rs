@@ -47,6 +47,7 @@ impl Operators {
     }
 
     /// Delivery work in `state`, newest first, with every attempt.
+    #[tracing::instrument(skip_all)]
     pub async fn jobs(
         &self,
         state: JobState,
@@ -62,6 +63,7 @@ impl Operators {
     }
 
     /// Queues a `failed` message again, with the same `Message-ID`.
+    #[tracing::instrument(skip_all)]
     pub async fn retry(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
         let outcome = self
             .store
@@ -73,6 +75,7 @@ impl Operators {
     }
 
     /// Stops a `queued` message: it ends `cancelled`.
+    #[tracing::instrument(skip_all)]
     pub async fn cancel(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
         let outcome = self
             .store

@@ -68,6 +68,7 @@ impl SendPolicy {
     }
 
     /// The case's preferences, for the caller that also needs them (recipients, language).
+    #[tracing::instrument(skip_all)]
     pub async fn preferences(&self, case_id: &str) -> AppResult<Preferences> {
         Ok(self.store.preferences_for_sending(case_id).await?)
     }
@@ -77,6 +78,7 @@ impl SendPolicy {
     /// are [`AppError::Refused`] with the rule's code: `restricted`, `case_not_contactable`,
     /// `do_not_contact`, `channel_not_allowed`, `frequency_cap_exceeded`,
     /// `recipient_suppressed`.
+    #[tracing::instrument(skip_all)]
     pub async fn decide(&self, preferences: &Preferences, q: &Question<'_>) -> AppResult<Allowed> {
         if q.restricted {
             return Err(AppError::refused(
@@ -165,6 +167,7 @@ impl SendPolicy {
 impl SendPolicy {
     /// The suppression list, newest first, a page at a time; with `address`, the entries of
     /// that address or number only.
+    #[tracing::instrument(skip_all)]
     pub async fn suppressions(
         &self,
         address: Option<&str>,
@@ -175,6 +178,7 @@ impl SendPolicy {
     }
 
     /// Lifts an entry of the suppression list, audited.
+    #[tracing::instrument(skip_all)]
     pub async fn lift(&self, actor: &crate::domain::party::Actor, id: &str) -> AppResult<()> {
         if self.store.lift_suppression(actor, id).await? {
             Ok(())

@@ -46,6 +46,7 @@ impl ProviderEvents {
 
     /// An SMS provider's status of the message it knows as `sid`; other statuses than
     /// `sent`, `delivered`, `undelivered` and `failed` are ignored.
+    #[tracing::instrument(skip_all)]
     pub async fn sms_status(
         &self,
         sid: &str,
@@ -86,6 +87,7 @@ impl ProviderEvents {
     /// suppression list (`blocked` is SendGrid's word for a bounce it may retry: not hard).
     /// A complaint is the person's answer to one creditor's message and stops that
     /// creditor's sends; a bounce or a drop is a fact about the address and stops everyone's.
+    #[tracing::instrument(skip_all)]
     pub async fn email_event(&self, e: EmailEvent<'_>) -> AppResult<Outcome> {
         let status = match e.kind {
             "delivered" => Some(MessageStatus::Delivered),

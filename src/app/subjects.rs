@@ -85,6 +85,7 @@ impl DataSubjects {
 
     /// Erases the person's data in every case where no retention rule holds, and restricts
     /// it in the others (the sweeper erases those when their retention ends).
+    #[tracing::instrument(skip_all)]
     pub async fn erase(
         &self,
         actor: &Actor,
@@ -178,6 +179,7 @@ impl DataSubjects {
 
     /// One round of the retention sweeper: erases restricted cases whose retention ended.
     /// Returns how many it erased.
+    #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> AppResult<usize> {
         let now = self.clock.now();
         let ended_before = now.saturating_sub(duration_micros(self.retention));

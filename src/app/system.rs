@@ -33,6 +33,7 @@ struct Text {
 impl Messaging {
     /// Announces the deadlines that fall due within `warning` (`PARLEY_DEADLINE_WARNING`):
     /// each once, across all processes on the database.
+    #[tracing::instrument(skip_all)]
     pub async fn announce_deadlines(&self, warning: Duration) -> AppResult<usize> {
         let now = self.clock.now();
         Ok(self
@@ -45,6 +46,7 @@ impl Messaging {
     /// retried job finds it written and writes nothing; an event that is gone, or whose case
     /// is, or whose case's debtor was erased (nothing more is recorded about them), makes
     /// nothing.
+    #[tracing::instrument(skip_all)]
     pub async fn make_system_message(&self, event_id: &str) -> AppResult<()> {
         let Some(occurrence) = self.store.occurrence(event_id).await? else {
             return Ok(());

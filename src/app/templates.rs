@@ -22,10 +22,12 @@ impl Templates {
         Self { store }
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list(&self) -> AppResult<Vec<Template>> {
         Ok(self.store.list_templates().await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn get(&self, id: &str) -> AppResult<Template> {
         self.store
             .get_template(id)
@@ -34,12 +36,14 @@ impl Templates {
     }
 
     /// Creates a template; an id already taken is refused by the store (409).
+    #[tracing::instrument(skip_all)]
     pub async fn create(&self, actor: &Actor, t: &Template) -> AppResult<()> {
         admin(actor)?;
         self.store.save_template(actor, t, false).await?;
         Ok(())
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn replace(&self, actor: &Actor, t: &Template) -> AppResult<()> {
         admin(actor)?;
         if self.store.save_template(actor, t, true).await? {
@@ -49,6 +53,7 @@ impl Templates {
         }
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn delete(&self, actor: &Actor, id: &str) -> AppResult<()> {
         admin(actor)?;
         if self.store.delete_template(actor, id).await? {

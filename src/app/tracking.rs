@@ -372,6 +372,7 @@ impl Tracking {
     }
 
     /// Records an open or a click of a message.
+    #[tracing::instrument(skip_all)]
     pub async fn record(
         &self,
         message_id: &str,
@@ -385,6 +386,7 @@ impl Tracking {
 
     /// Suppresses the recipient of the link's copy for the creditor whose message it was;
     /// `false` for a message that is gone.
+    #[tracing::instrument(skip_all)]
     pub async fn unsubscribe(
         &self,
         message_id: &str,

@@ -83,6 +83,7 @@ pub struct PublicResolver {
 
 impl PublicResolver {
     /// The addresses of `host` parley may connect to.
+    #[tracing::instrument(skip_all)]
     pub async fn resolve(&self, host: &str) -> std::io::Result<Vec<SocketAddr>> {
         // A name that does not resolve and one that resolves only to refused addresses give
         // the same answer: a tenant learns nothing about the names inside parley's network.

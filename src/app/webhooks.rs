@@ -36,6 +36,7 @@ impl Webhooks {
 
     /// Subscribes `url` to `events`; answers the webhook and its signing secret, which is
     /// shown this once.
+    #[tracing::instrument(skip_all)]
     pub async fn create(
         &self,
         actor: &Actor,
@@ -53,10 +54,12 @@ impl Webhooks {
         Ok((hook, secret))
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor) -> AppResult<Vec<Webhook>> {
         Ok(self.store.list_webhooks(actor).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn delete(&self, actor: &Actor, id: &WebhookId) -> AppResult<()> {
         if self.store.delete_webhook(actor, id.as_str()).await? {
             Ok(())
@@ -65,6 +68,7 @@ impl Webhooks {
         }
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn deliveries(&self, actor: &Actor, id: &WebhookId) -> AppResult<Vec<DeliveryView>> {
         self.store
             .webhook_deliveries(actor, id.as_str(), DELIVERIES_LISTED)
@@ -73,6 +77,7 @@ impl Webhooks {
     }
 
     /// Sends a delivered or failed delivery again: it is pending now.
+    #[tracing::instrument(skip_all)]
     pub async fn resend(
         &self,
         actor: &Actor,
@@ -91,6 +96,7 @@ impl Webhooks {
     }
 
     /// Sends every failed delivery created since `since` again; answers how many.
+    #[tracing::instrument(skip_all)]
     pub async fn recover(
         &self,
         actor: &Actor,

@@ -560,6 +560,7 @@ enum Next {
 }
 
 /// One SMTP conversation, ended by the client, a refusal or a time limit.
+#[tracing::instrument(name = "smtp.session", skip_all)]
 async fn session(io: Box<dyn Io>, inbound: &Inbound, settings: &Settings) {
     let deadline = Instant::now() + settings.session_limit;
     let mut conn = Conn::new(io, deadline, settings.idle_limit);

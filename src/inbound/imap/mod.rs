@@ -426,6 +426,7 @@ impl Mailbox {
 
 /// One round on a connection of its own: every mail above the progress is stored and
 /// removed from the mailbox.
+#[tracing::instrument(name = "imap.poll", skip_all)]
 pub async fn poll_once(target: &ImapTarget, inbound: &Inbound) -> anyhow::Result<PollReport> {
     let mut mailbox = Mailbox::open(target).await?;
     let report = mailbox
