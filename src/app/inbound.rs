@@ -6,6 +6,7 @@ use super::operators::{not_now, settled};
 use super::tracking::bounced_message;
 use super::{AppError, AppResult};
 use crate::domain::code::Code;
+use crate::domain::mail::Source;
 use crate::domain::mail::{self, InboundMail};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -25,7 +26,7 @@ pub struct ReceivedSms {
 #[derive(Debug, Clone)]
 pub struct Unmatched {
     pub inbound_id: String,
-    pub source: String,
+    pub source: Source,
     pub received_at: Micros,
     pub from: Option<String>,
     pub subject: Option<String>,
@@ -74,7 +75,7 @@ impl Inbound {
     #[tracing::instrument(skip_all)]
     pub async fn receive_email(
         &self,
-        source: &str,
+        source: Source,
         raw: &[u8],
         envelope_recipients: &[String],
     ) -> AppResult<Ingested> {
@@ -146,7 +147,7 @@ impl Inbound {
         Ok(items
             .into_iter()
             .map(|m| {
-                let parsed = if m.source == "sms" {
+                let parsed = if m.source == Source::Sms {
                     let v: serde_json::Value = serde_json::from_slice(&m.raw).unwrap_or_default();
                     InboundMail {
                         from: v["from"].as_str().map(str::to_string),

@@ -3,6 +3,14 @@
 
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 
+use super::word_enum;
+
+word_enum!(
+    /// How a received mail or SMS came in: posted to the API, fetched from an IMAP mailbox,
+    /// delivered to parley's SMTP server, or an SMS from the provider.
+    Source, "source" { Http => "http", Imap => "imap", Smtp => "smtp", Sms => "sms" }
+);
+
 /// A received mail, as far as matching and storing need it.
 #[derive(Debug, Clone, Default)]
 pub struct InboundMail {

@@ -59,6 +59,7 @@ macro_rules! word_enum_impl {
 }
 pub(crate) use word_enum_impl as word_enum;
 
+pub mod audit;
 pub mod calendar;
 pub mod case;
 pub mod clock;

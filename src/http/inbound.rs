@@ -75,7 +75,11 @@ pub async fn receive_email(
             "the body is not an RFC 5322 mail: it does not start with a header field",
         ));
     }
-    let outcome = state.app.inbound.receive_email("http", &raw, &[]).await?;
+    let outcome = state
+        .app
+        .inbound
+        .receive_email(crate::domain::mail::Source::Http, &raw, &[])
+        .await?;
     Ok(match outcome {
         Ingested::Matched {
             message_id,
@@ -150,7 +154,7 @@ pub async fn unmatched(
         .into_iter()
         .map(|m| UnmatchedItem {
             inbound_id: m.inbound_id,
-            source: m.source,
+            source: m.source.to_string(),
             received_at: rfc3339(m.received_at),
             from: m.from,
             subject: m.subject,

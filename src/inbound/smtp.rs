@@ -766,7 +766,10 @@ fn refusal(e: ParseError) -> String {
 }
 
 async fn deliver(inbound: &Inbound, raw: &[u8], recipients: &[String]) -> String {
-    match inbound.receive_email("smtp", raw, recipients).await {
+    match inbound
+        .receive_email(crate::domain::mail::Source::Smtp, raw, recipients)
+        .await
+    {
         Ok(Ingested::Matched { message_id, .. })
         | Ok(Ingested::Bounce { message_id })
         | Ok(Ingested::Duplicate { message_id }) => {

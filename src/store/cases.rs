@@ -1,5 +1,6 @@
 //! Cases, their payments and deadlines.
 
+use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
 use crate::domain::message::Channel;
@@ -503,7 +504,7 @@ impl Store {
             &mut tx,
             Some(&id),
             actor,
-            "case.created",
+            AuditAction::CaseCreated,
             "case",
             &id,
             self.now(),
@@ -750,7 +751,7 @@ impl Store {
                 &mut tx,
                 Some(case_id),
                 actor,
-                "case.status_changed",
+                AuditAction::CaseStatusChanged,
                 "case",
                 case_id,
                 self.now(),
@@ -775,7 +776,7 @@ impl Store {
                 &mut tx,
                 Some(case_id),
                 actor,
-                "case.partner_changed",
+                AuditAction::CasePartnerChanged,
                 "case",
                 case_id,
                 self.now(),
@@ -804,7 +805,7 @@ impl Store {
                 &mut tx,
                 Some(case_id),
                 actor,
-                "case.debtor_updated",
+                AuditAction::CaseDebtorUpdated,
                 "case",
                 case_id,
                 self.now(),

@@ -1,5 +1,6 @@
 //! Document records: metadata and versions. The bytes live sealed in the document store.
 
+use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
 use serde_json::json;
@@ -202,7 +203,7 @@ impl Store {
             &mut tx,
             Some(&new.case_id),
             actor,
-            "document.uploaded",
+            AuditAction::DocumentUploaded,
             "document",
             &new.id,
             self.now(),
@@ -279,7 +280,7 @@ impl Store {
             &mut tx,
             Some(&doc.case_id),
             actor,
-            "document.downloaded",
+            AuditAction::DocumentDownloaded,
             "document",
             &doc.id,
             self.now(),
@@ -343,7 +344,7 @@ impl Store {
             Some(&new.case_id),
             None,
             "inbound email",
-            "document.uploaded",
+            AuditAction::DocumentUploaded,
             "document",
             &new.id,
             self.now(),

@@ -2,7 +2,10 @@
 //! address, then a case number in the subject), joined to its thread, announced in the
 //! outbox; kept sealed and listed when it matches nothing. Bounces mark the original message.
 
+use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
+use crate::domain::mail::Source;
+use crate::domain::message::Channel;
 use serde_json::json;
 
 use super::messages::{Envelope, apply_event, context};
@@ -33,7 +36,7 @@ pub enum Ingested {
 #[derive(Debug, Clone)]
 pub struct UnmatchedMail {
     pub id: String,
-    pub source: String,
+    pub source: Source,
     pub received_at: Micros,
     pub raw: Vec<u8>,
     /// Cases it could belong to, when it matched more than one.
@@ -69,7 +72,7 @@ pub struct InboundSms<'a> {
 struct Received<'a> {
     case_id: &'a str,
     thread_id: &'a str,
-    channel: &'a str,
+    channel: Channel,
     envelope: Envelope,
     subject: Option<&'a str>,
     body: &'a str,
@@ -78,7 +81,7 @@ struct Received<'a> {
     in_reply_to: Option<&'a str>,
     provider_id: Option<&'a str>,
     has_attachments: bool,
-    source: &'a str,
+    source: Source,
     raw: &'a [u8],
     /// The unmatched original this message is sorted from, instead of a new raw record.
     raw_id: Option<&'a str>,
@@ -96,7 +99,7 @@ impl<'a> Received<'a> {
         case_id: &'a str,
         thread_id: &'a str,
         mail: &'a InboundMail,
-        source: &'a str,
+        source: Source,
         raw: &'a [u8],
         raw_id: Option<&'a str>,
         at: Micros,
@@ -104,7 +107,7 @@ impl<'a> Received<'a> {
         Self {
             case_id,
             thread_id,
-            channel: "email",
+            channel: Channel::Email,
             envelope: Envelope {
                 from: mail.from.clone().unwrap_or_default(),
                 to: mail.to.clone(),
@@ -131,7 +134,7 @@ pub(super) struct Announced<'a> {
     pub id: &'a str,
     pub case_id: &'a str,
     pub thread_id: &'a str,
-    pub channel: &'a str,
+    pub channel: Channel,
     pub envelope: &'a Envelope,
     pub has_attachments: bool,
     pub at: Micros,
@@ -201,7 +204,7 @@ impl Store {
     /// delivery status notification mark it bounced and suppress the address.
     pub async fn ingest_email(
         &self,
-        source: &str,
+        source: Source,
         raw: &[u8],
         mail: &InboundMail,
         inbound_domain: &str,
@@ -369,7 +372,7 @@ impl Store {
         }
         for (case_id, creditor) in &answered {
             let new = super::policy::NewSuppression {
-                channel: "sms",
+                channel: Channel::Sms.as_str(),
                 value: from,
                 reason: "stop word",
                 case_id: *case_id,
@@ -428,7 +431,7 @@ impl Store {
         .bind(id)
         .bind(r.case_id)
         .bind(r.thread_id)
-        .bind(r.channel)
+        .bind(r.channel.as_str())
         .bind(MessageStatus::Received.rank())
         .bind(key.seal(&context(id, "envelope"), &envelope))
         .bind(r.subject.map(|s| key.seal_str(&context(id, "subject"), s)))
@@ -465,7 +468,7 @@ impl Store {
                 "INSERT INTO inbound_raw (id, source, received_at, raw_sealed, message_id, matched) VALUES ($1, $2, $3, $4, $5, 1)",
             )
             .bind(&inbound_id)
-            .bind(r.source)
+            .bind(r.source.as_str())
             .bind(r.at)
             .bind(key.seal(&raw_context(&inbound_id), r.raw))
             .bind(id)
@@ -478,7 +481,7 @@ impl Store {
                 Some(r.case_id),
                 None,
                 &format!("inbound {}", r.channel),
-                "message.held_for_review",
+                AuditAction::MessageHeldForReview,
                 "message",
                 id,
                 self.now(),
@@ -537,7 +540,7 @@ impl Store {
             Some(r.case_id),
             None,
             actor_name,
-            "message.received",
+            AuditAction::MessageReceived,
             "message",
             id,
             self.now(),
@@ -566,7 +569,7 @@ impl Store {
     async fn keep_unmatched(
         &self,
         tx: &mut sqlx::AnyConnection,
-        source: &str,
+        source: Source,
         raw: &[u8],
         at: Micros,
         candidates: &[String],
@@ -578,7 +581,7 @@ impl Store {
             .map_err(anyhow::Error::from)?;
         sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched, candidates) VALUES ($1, $2, $3, $4, 0, $5)")
             .bind(&inbound_id)
-            .bind(source)
+            .bind(source.as_str())
             .bind(at)
             .bind(self.keys.seal(&raw_context(&inbound_id), raw))
             .bind(candidates)
@@ -636,7 +639,7 @@ impl Store {
                     .await?;
             }
             let inbound_id = self
-                .keep_unmatched(&mut tx, "sms", &raw, now, &candidates)
+                .keep_unmatched(&mut tx, Source::Sms, &raw, now, &candidates)
                 .await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
@@ -644,7 +647,7 @@ impl Store {
         let case_id = case_id.clone();
         let Some(key) = self.key_unless_erased(&case_id).await? else {
             let inbound_id = self
-                .keep_unmatched(&mut tx, "sms", &raw, now, &candidates)
+                .keep_unmatched(&mut tx, Source::Sms, &raw, now, &candidates)
                 .await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
@@ -655,7 +658,7 @@ impl Store {
         let record = Received {
             case_id: &case_id,
             thread_id: &thread_id,
-            channel: "sms",
+            channel: Channel::Sms,
             envelope: Envelope {
                 from: sms.from.to_string(),
                 to: vec![sms.to.to_string()],
@@ -668,7 +671,7 @@ impl Store {
             in_reply_to: None,
             provider_id: sms.sid,
             has_attachments: false,
-            source: "sms",
+            source: Source::Sms,
             raw: &raw,
             raw_id: None,
             at: now,
@@ -681,7 +684,7 @@ impl Store {
             // is refused with `recipient_suppressed`. Lifting it is an admin's act.
             let creditor = super::policy::creditor_of(&mut tx, &case_id).await?;
             let new = super::policy::NewSuppression {
-                channel: "sms",
+                channel: Channel::Sms.as_str(),
                 value: sms.from,
                 reason: "stop word",
                 case_id: Some(&case_id),
@@ -719,14 +722,14 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let key = self.live_case_key(case_id).await?;
-        let source = row.source;
+        let source = Source::parse(&row.source).map_err(|e| super::StoreError::Corrupt(e.0))?;
         let raw = self
             .keys
             .open(&raw_context(inbound_id), &row.raw_sealed)
             .map_err(anyhow::Error::from)?;
         let now = self.now();
         let (sms, mail, thread_id);
-        let received = if source == "sms" {
+        let received = if source == Source::Sms {
             sms = serde_json::from_slice::<serde_json::Value>(&raw).map_err(anyhow::Error::from)?;
             thread_id = self
                 .join_thread(&mut tx, &key, case_id, None, None, now)
@@ -735,7 +738,7 @@ impl Store {
             Received {
                 case_id,
                 thread_id: &thread_id,
-                channel: "sms",
+                channel: Channel::Sms,
                 envelope: Envelope {
                     from: text("from"),
                     to: vec![text("to")],
@@ -748,7 +751,7 @@ impl Store {
                 in_reply_to: None,
                 provider_id: sms["sid"].as_str(),
                 has_attachments: false,
-                source: &source,
+                source,
                 raw: &raw,
                 raw_id: Some(inbound_id),
                 at: now,
@@ -763,7 +766,7 @@ impl Store {
                 case_id,
                 &thread_id,
                 &mail,
-                &source,
+                source,
                 &raw,
                 Some(inbound_id),
                 now,
@@ -774,7 +777,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "inbound.assigned",
+            AuditAction::InboundAssigned,
             "message",
             &message_id,
             self.now(),
@@ -841,7 +844,8 @@ impl Store {
                         .transpose()
                         .map_err(|e| super::StoreError::Corrupt(e.to_string()))?
                         .unwrap_or_default(),
-                    source: r.source,
+                    source: Source::parse(&r.source)
+                        .map_err(|e| super::StoreError::Corrupt(e.0))?,
                     received_at: r.received_at,
                     id: r.id,
                 })

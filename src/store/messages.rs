@@ -9,6 +9,7 @@ use sqlx::AnyConnection;
 use super::cases::{page_cursor, visible};
 use super::{Page, Store, StoreError, StoreResult, admin_flag, decode_cursor, emit, rows_sql};
 use crate::domain::Invalid;
+use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::message::{
     Category, Channel, Direction, MessageStatus, MessageType, Priority, SystemEvent,
@@ -1554,11 +1555,14 @@ async fn write_queued(
                 .bind(item.new.case_id.as_str())
                 .bind(item.party_id.as_deref())
                 .bind(item.actor_name.as_str())
-                .bind(if item.new.system.is_some() {
-                    "system_message.created"
-                } else {
-                    "message.queued"
-                })
+                .bind(
+                    if item.new.system.is_some() {
+                        AuditAction::SystemMessageCreated
+                    } else {
+                        AuditAction::MessageQueued
+                    }
+                    .as_str(),
+                )
                 .bind(item.new.id.as_str())
                 .bind(item.now);
         }

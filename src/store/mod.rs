@@ -64,6 +64,7 @@ pub use threads::{ThreadMessage, ThreadView};
 pub use webhooks::{DeliveryView, DueDelivery, Webhook};
 
 use crate::crypto::KeyRing;
+use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
 use crate::domain::party::Actor;
@@ -550,7 +551,7 @@ pub(crate) async fn audit(
     conn: &mut AnyConnection,
     case_id: Option<&str>,
     actor: &Actor,
-    action: &str,
+    action: AuditAction,
     target_type: &str,
     target_id: &str,
     now: Micros,
@@ -576,7 +577,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "data_subject.exported",
+            AuditAction::DataSubjectExported,
             "case",
             case_id,
             self.now(),
@@ -593,7 +594,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "message.refused",
+            AuditAction::MessageRefused,
             "rule",
             rule,
             self.now(),
@@ -610,7 +611,7 @@ pub(crate) async fn audit_as(
     case_id: Option<&str>,
     party_id: Option<&str>,
     actor_name: &str,
-    action: &str,
+    action: AuditAction,
     target_type: &str,
     target_id: &str,
     now: Micros,
@@ -622,7 +623,7 @@ pub(crate) async fn audit_as(
     .bind(case_id)
     .bind(party_id)
     .bind(actor_name)
-    .bind(action)
+    .bind(action.as_str())
     .bind(target_type)
     .bind(target_id)
     .bind(now)

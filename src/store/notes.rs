@@ -1,5 +1,6 @@
 //! Notes on a case: sealed text, visibility, category and tags.
 
+use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use serde_json::json;
 
@@ -100,7 +101,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "note.created",
+            AuditAction::NoteCreated,
             "note",
             &id,
             self.now(),

@@ -4,6 +4,7 @@
 
 use super::cases::{page_cursor, visible};
 use super::{Page, Store, StoreResult, admin_flag, audit, decode_cursor};
+use crate::domain::audit::AuditAction;
 use crate::domain::message::{JobState, MessageStatus};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -179,7 +180,7 @@ impl Store {
             &mut tx,
             case_id.as_deref(),
             actor,
-            "message.retried",
+            AuditAction::MessageRetried,
             "message",
             id,
             self.now(),
@@ -222,7 +223,7 @@ impl Store {
             &mut tx,
             case_id.as_deref(),
             actor,
-            "message.cancelled",
+            AuditAction::MessageCancelled,
             "message",
             id,
             self.now(),
@@ -321,7 +322,7 @@ impl Store {
             &mut tx,
             None,
             actor,
-            "webhook.delivery_resent",
+            AuditAction::WebhookDeliveryResent,
             "webhook_delivery",
             delivery_id,
             self.now(),
@@ -359,7 +360,7 @@ impl Store {
             &mut tx,
             None,
             actor,
-            "webhook.recovered",
+            AuditAction::WebhookRecovered,
             "webhook",
             webhook_id,
             self.now(),

@@ -1,5 +1,6 @@
 //! Payments and deadlines of a case.
 
+use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use serde_json::json;
 
@@ -185,7 +186,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "payment.recorded",
+            AuditAction::PaymentRecorded,
             "payment",
             &payment.id,
             self.now(),
@@ -265,7 +266,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "deadline.created",
+            AuditAction::DeadlineCreated,
             "deadline",
             &deadline.id,
             self.now(),

@@ -2,6 +2,7 @@
 //! Suppressed addresses are kept as blind indexes, never in the clear.
 
 use super::{Store, StoreResult};
+use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::prefixed_id;
 
@@ -250,7 +251,7 @@ impl Store {
             &mut tx,
             case_id.as_deref(),
             actor,
-            "suppression.lifted",
+            AuditAction::SuppressionLifted,
             "suppression",
             id,
             self.now(),
@@ -398,7 +399,7 @@ impl Store {
             case_id.as_deref(),
             None,
             "recipient",
-            "recipient.unsubscribed",
+            AuditAction::RecipientUnsubscribed,
             "message",
             message_id,
             self.now(),

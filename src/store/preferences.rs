@@ -1,5 +1,6 @@
 //! Communication preferences of a case, and the counts the send policy needs.
 
+use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use serde_json::json;
 use sqlx::AnyConnection;
@@ -239,7 +240,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "preferences.updated",
+            AuditAction::PreferencesUpdated,
             "case",
             case_id,
             self.now(),

@@ -8,6 +8,7 @@ use super::inbound::{Announced, raw_context};
 use super::messages::{MESSAGE_COLUMNS_WITH_BODY, MessageWithBody};
 use super::operators::NotNow;
 use super::{MessageView, Store, StoreResult, admin_flag, audit};
+use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
 
 #[derive(sqlx::FromRow)]
@@ -71,7 +72,8 @@ impl Store {
             id,
             case_id: &row.case_id,
             thread_id: &thread_id,
-            channel: &row.message_type,
+            channel: crate::domain::message::Channel::parse(&row.message_type)
+                .map_err(|e| super::StoreError::Corrupt(e.0))?,
             envelope: &envelope,
             has_attachments: row.has_attachments != 0,
             at: now,
@@ -82,7 +84,7 @@ impl Store {
             &mut tx,
             Some(&row.case_id),
             actor,
-            "message.accepted",
+            AuditAction::MessageAccepted,
             "message",
             id,
             self.now(),
@@ -159,7 +161,7 @@ impl Store {
             &mut tx,
             Some(&row.case_id),
             actor,
-            "message.rejected",
+            AuditAction::MessageRejected,
             "message",
             id,
             self.now(),

@@ -4,6 +4,7 @@
 use super::messages::MESSAGE_COLUMNS_WITH_BODY;
 use super::subject_keys::ERASED;
 use super::{MessageView, Store, StoreResult, audit};
+use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
 
@@ -119,7 +120,7 @@ impl Store {
                 &mut tx,
                 Some(case_id),
                 actor,
-                "data_subject.restricted",
+                AuditAction::DataSubjectRestricted,
                 "case",
                 case_id,
                 self.now(),
@@ -181,7 +182,7 @@ impl Store {
             &mut tx,
             Some(case_id),
             actor,
-            "data_subject.erased",
+            AuditAction::DataSubjectErased,
             "case",
             case_id,
             self.now(),

@@ -1,6 +1,7 @@
 //! Message templates, each with its text in one or more languages.
 
 use super::{Store, StoreError, StoreResult, audit};
+use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::message::Channel;
 use crate::domain::party::Actor;
@@ -169,9 +170,9 @@ impl Store {
             None,
             actor,
             if replace {
-                "template.replaced"
+                AuditAction::TemplateReplaced
             } else {
-                "template.created"
+                AuditAction::TemplateCreated
             },
             "template",
             &t.id,
@@ -200,7 +201,7 @@ impl Store {
             &mut tx,
             None,
             actor,
-            "template.deleted",
+            AuditAction::TemplateDeleted,
             "template",
             id,
             self.now(),

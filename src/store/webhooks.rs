@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::queue::{Transition, WEBHOOK_DELIVERIES, transition};
 use super::{Store, StoreError, StoreResult, audit_as};
+use crate::domain::audit::AuditAction;
 use crate::domain::event::{EventType, WebhookDeliveryStatus};
 use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
@@ -151,7 +152,7 @@ impl Store {
             None,
             Some(actor.party_id.as_str()),
             &actor.name,
-            "webhook.created",
+            AuditAction::WebhookCreated,
             "webhook",
             &id,
             self.now(),
@@ -196,7 +197,7 @@ impl Store {
             None,
             Some(actor.party_id.as_str()),
             &actor.name,
-            "webhook.deleted",
+            AuditAction::WebhookDeleted,
             "webhook",
             id,
             self.now(),

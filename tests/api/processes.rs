@@ -448,22 +448,31 @@ async fn a_request_s_trace_continues_into_the_delivery_of_its_message() {
         .unwrap();
     assert_eq!(sent["status"], "queued", "{sent}");
 
-    let (request, delivery) = eventually(30, "the request's and the delivery's spans", || {
-        let spans = spans.lock().unwrap().clone();
-        async move {
-            let in_trace: Vec<&Value> = spans.iter().filter(|s| s["traceId"] == trace_id).collect();
-            let request = in_trace
-                .iter()
-                .find(|s| s["name"] == "POST /api/cases/{caseId}/messages")?;
-            let delivery = in_trace
-                .iter()
-                .find(|s| s["name"] == "delivery deliver_message")?;
-            Some(((*request).clone(), (*delivery).clone()))
-        }
-    })
+    let request = eventually(
+        30,
+        "the request's, the send's and the delivery's spans",
+        || {
+            let spans = spans.lock().unwrap().clone();
+            async move {
+                let in_trace: Vec<&Value> =
+                    spans.iter().filter(|s| s["traceId"] == trace_id).collect();
+                let request = in_trace
+                    .iter()
+                    .find(|s| s["name"] == "POST /api/cases/{caseId}/messages")?;
+                let delivery = in_trace
+                    .iter()
+                    .find(|s| s["name"] == "delivery deliver_message")?;
+                let send = in_trace.iter().find(|s| s["name"] == "send")?;
+                Some(((*request).clone(), (*delivery).clone(), (*send).clone()))
+            }
+        },
+    )
     .await;
     assert_eq!(request["parentSpanId"], client_span, "{request}");
-    assert_eq!(delivery["parentSpanId"], request["spanId"], "{delivery}");
+    // The request's span holds the send's (the application's entry point), under which the
+    // message was queued: its delivery continues from there.
+    assert_eq!(send["parentSpanId"], request["spanId"], "{send}");
+    assert_eq!(delivery["parentSpanId"], send["spanId"], "{delivery}");
     assert!(
         request["service"].to_string().contains("parley"),
         "{request}"

@@ -356,7 +356,10 @@ impl Mailbox {
         .await
         .context("fetching one mail took longer than 10 minutes")??;
         let taken = match raw {
-            Some(raw) => match inbound.receive_email("imap", &raw, &[]).await {
+            Some(raw) => match inbound
+                .receive_email(crate::domain::mail::Source::Imap, &raw, &[])
+                .await
+            {
                 Ok(Ingested::Duplicate { .. }) => Taken::Duplicate,
                 Ok(_) => Taken::New,
                 // Not mail at all: the only copy stays in the mailbox, marked read.
