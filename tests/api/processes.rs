@@ -448,7 +448,7 @@ async fn a_request_s_trace_continues_into_the_delivery_of_its_message() {
         .unwrap();
     assert_eq!(sent["status"], "queued", "{sent}");
 
-    let request = eventually(
+    let (request, delivery, send) = eventually(
         30,
         "the request's, the send's and the delivery's spans",
         || {
