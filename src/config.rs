@@ -409,380 +409,446 @@ impl Config {
         Self::parse(&raw).expect("defaults are valid")
     }
 
+    /// Every section from the same raw values; each names a bad value's key.
     fn parse(raw: &BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
-        let http_addr: SocketAddr = opt(raw, "http_addr", |v| {
-            v.parse()
-                .map_err(|_| format!("not a socket address: {v:?}"))
-        })?
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let http_header_timeout =
-            opt(raw, "http_header_timeout", parse_interval)?.unwrap_or(Duration::from_secs(30));
-        let http_request_timeout =
-            opt(raw, "http_request_timeout", parse_interval)?.unwrap_or(Duration::from_secs(300));
-        let http_max_connections = opt(raw, "http_max_connections", |v| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100_000).contains(n))
-                .ok_or_else(|| format!("expected a number from 1 to 100000, got {v:?}"))
-        })?
-        .unwrap_or(1024);
-        let public_url = opt(raw, "public_url", |v| {
-            parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
-        })?
-        .unwrap_or_else(|| format!("http://{http_addr}"));
-        let data_dir = opt(raw, "data_dir", |v| Ok(PathBuf::from(v)))?
-            .unwrap_or_else(|| PathBuf::from("./parley-data"));
-        let database_url = opt(raw, "database_url", |v| {
-            parse_database_url(v).map(|()| v.to_string())
-        })?
-        .unwrap_or_else(|| format!("sqlite://{}/parley.db", data_dir.display()));
-        let database_max_connections = opt(raw, "database_max_connections", |v| {
-            match v.parse::<u32>() {
-                Ok(n) if (1..=1000).contains(&n) => Ok(n),
-                _ => Err(format!("expected a number from 1 to 1000, got {v:?}")),
-            }
-        })?
-        .unwrap_or_else(default_database_connections);
-        let subject_keys_url = opt(raw, "subject_keys_url", |v| {
-            parse_database_url(v).map(|()| Secret::new(v))
-        })?;
-        let document_store = opt(raw, "document_store", |v| {
-            if v.starts_with("file://") || v.starts_with("s3://") {
-                Ok(v.to_string())
-            } else {
-                Err(format!(
-                    "unsupported scheme {:?}: expected file:// or s3://",
-                    scheme(v)
-                ))
-            }
-        })?
-        .unwrap_or_else(|| format!("file://{}/documents", data_dir.display()));
-        let s3_access_key_id = opt(raw, "s3_access_key_id", |v| Ok(v.to_string()))?;
-        let s3_secret_access_key = opt(raw, "s3_secret_access_key", |v| Ok(Secret::new(v)))?;
-        let master_key = opt(raw, "master_key", parse_key)?;
-        let old_master_keys: Vec<[u8; 32]> = opt(raw, "old_master_keys", |v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(parse_key)
-                .collect()
-        })?
-        .unwrap_or_default();
-        let smtp_url = opt(raw, "smtp_url", |v| match scheme(v) {
-            "smtp" | "smtps" => Ok(Secret::new(v)),
-            other => Err(format!(
-                "unsupported scheme {other:?}: expected smtp:// or smtps://"
-            )),
-        })?;
-        let email_from = opt(raw, "email_from", |v| {
-            crate::domain::EmailAddress::parse(v)
-                .map(|_| v.to_string())
-                .map_err(|e| e.to_string())
-        })?
-        .unwrap_or_else(|| "noreply@localhost".into());
-        let inbound_domain = opt(raw, "inbound_domain", |v| {
-            if crate::domain::recipient::is_domain(v) {
-                Ok(v.to_ascii_lowercase())
-            } else {
-                Err(format!("not a domain name: {v:?}"))
-            }
-        })?
-        .unwrap_or_else(|| "localhost".into());
-        let inbound_smtp_addr = opt(raw, "inbound_smtp_addr", |v| {
-            v.parse()
-                .map_err(|_| format!("not a socket address: {v:?}"))
-        })?;
-        let inbound_max_bytes = opt(raw, "inbound_max_bytes", |v| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| (1024..=4 << 30).contains(n))
-                .ok_or_else(|| format!("expected a number of bytes from 1024 to 4 GiB, got {v:?}"))
-        })?
-        .unwrap_or(26_214_400);
-        let inbound_tls = match (
-            opt(raw, "inbound_tls_cert", |v| Ok(PathBuf::from(v)))?,
-            opt(raw, "inbound_tls_key", |v| Ok(PathBuf::from(v)))?,
-        ) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some(
-                TlsIdentity::read(&cert, &key).map_err(|(key, m)| invalid(&raw[key].name, m))?,
-            ),
-            (Some(_), None) => {
-                return Err(invalid(
-                    &raw["inbound_tls_cert"].name,
-                    "STARTTLS also needs PARLEY_INBOUND_TLS_KEY",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    &raw["inbound_tls_key"].name,
-                    "STARTTLS also needs PARLEY_INBOUND_TLS_CERT",
-                ));
-            }
-        };
-        let dkim_selector = opt(raw, "dkim_selector", |v| {
-            let ok = !v.is_empty()
-                && v.len() <= 63
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-            if ok {
-                Ok(v.to_string())
-            } else {
-                Err(format!("not a DKIM selector: {v:?}"))
-            }
-        })?
-        .unwrap_or_else(|| "parley".into());
-        let dkim_domain = opt(raw, "dkim_domain", |v| {
-            let ok = !v.is_empty()
-                && v.len() <= 253
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-            if ok {
-                Ok(v.to_ascii_lowercase())
-            } else {
-                Err(format!("not a domain: {v:?}"))
-            }
-        })?
-        .unwrap_or_else(|| {
-            email_from
-                .rsplit_once('@')
-                .map_or("localhost", |(_, d)| d)
-                .to_ascii_lowercase()
-        });
-        let dkim = opt(raw, "dkim_key", |v| {
-            let pem = std::fs::read_to_string(v).map_err(|e| format!("reading {v}: {e}"))?;
-            if pem.contains("PRIVATE KEY-----") {
-                Ok(Secret::new(pem))
-            } else {
-                Err(format!("{v} holds no PEM private key"))
-            }
-        })?
-        .map(|key_pem| DkimSettings {
-            key_pem,
-            selector: dkim_selector,
-            domain: dkim_domain,
-        });
-        let imap_url = opt(raw, "imap_url", |v| match scheme(v) {
-            "imap" | "imaps" => Ok(Secret::new(v)),
-            other => Err(format!(
-                "unsupported scheme {other:?}: expected imap:// or imaps://"
-            )),
-        })?;
-        let imap_poll_interval =
-            opt(raw, "imap_poll_interval", parse_interval)?.unwrap_or(Duration::from_secs(30));
-        let imap_token_file = opt(raw, "imap_oauth2_token_file", |v| Ok(PathBuf::from(v)))?;
-        let imap_token_command = opt(raw, "imap_oauth2_token_command", |v| Ok(Secret::new(v)))?;
-        let imap_oauth2 = match (imap_token_file, imap_token_command) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "PARLEY_IMAP_OAUTH2_TOKEN_COMMAND",
-                    "set either it or PARLEY_IMAP_OAUTH2_TOKEN_FILE, not both",
-                ));
-            }
-            (Some(file), None) => Some(ImapToken::File(file)),
-            (None, Some(command)) => Some(ImapToken::Command(command)),
-            (None, None) => None,
-        };
-        let sms_url = opt(raw, "sms_url", |v| {
-            parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
-        })?;
-        let sms_account = opt(raw, "sms_account", |v| Ok(v.to_string()))?;
-        let sms_token = opt(raw, "sms_token", |v| Ok(Secret::new(v)))?;
-        let sms_from = opt(raw, "sms_from", |v| {
-            // An E.164 number, or an alphanumeric sender id (up to 11 characters, a letter in it).
-            let alphanumeric = v.len() <= 11
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
-                && v.chars().any(|c| c.is_ascii_alphabetic());
-            if alphanumeric {
-                return Ok(v.to_string());
-            }
-            crate::domain::PhoneNumber::parse(v)
-                .map(|n| n.to_string())
-                .map_err(|_| format!("expected an E.164 number or an alphanumeric sender id of up to 11 characters, got {v:?}"))
-        })?;
-        if let Some(r) = raw.get("sms_url").filter(|r| !r.value.trim().is_empty()) {
-            let missing: Vec<&str> = [
-                ("PARLEY_SMS_ACCOUNT", sms_account.is_none()),
-                ("PARLEY_SMS_TOKEN", sms_token.is_none()),
-                ("PARLEY_SMS_FROM", sms_from.is_none()),
-            ]
-            .into_iter()
-            .filter_map(|(name, absent)| absent.then_some(name))
-            .collect();
-            if !missing.is_empty() {
-                return Err(invalid(
-                    &r.name,
-                    format!("the SMS API also needs {}", missing.join(", ")),
-                ));
-            }
-        }
-        let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
-            .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
-        let delivery_concurrency = opt(raw, "delivery_concurrency", parse_workers)?.unwrap_or(32);
-        let webhook_concurrency = opt(raw, "webhook_concurrency", parse_workers)?.unwrap_or(64);
-        let delivery_lease =
-            opt(raw, "delivery_lease", parse_interval)?.unwrap_or(Duration::from_secs(30));
-        let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|n| *n > 0.0 && n.is_finite())
-                .ok_or_else(|| format!("expected a positive number, got {v:?}"))
-        })?
-        .unwrap_or(1.0);
-        let sms_status_callback_url = opt(raw, "sms_status_callback_url", |v| {
-            parse_http_url(v).map(|()| v.to_string())
-        })?
-        .unwrap_or_else(|| format!("{public_url}/api/providers/sms/status"));
-        let webhook_retry_schedule = opt(raw, "webhook_retry_schedule", parse_schedule)?
-            .unwrap_or_else(|| parse_schedule("5s,5m,30m,2h,5h,10h,10h").expect("valid default"));
-        let webhook_allow_private = opt(raw, "webhook_allow_private", parse_bool)?.unwrap_or(false);
-        let max_upload_bytes = opt(raw, "max_upload_bytes", |v| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
-        })?
-        .unwrap_or(52_428_800);
-        let max_attachment_bytes = opt(raw, "max_attachment_bytes", |v| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
-        })?
-        .unwrap_or(10 * 1024 * 1024);
-        let max_json_bytes = opt(raw, "max_json_bytes", |v| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1024)
-                .ok_or_else(|| format!("expected a number of bytes of at least 1024, got {v:?}"))
-        })?
-        .unwrap_or(1_048_576);
-        let rate_limit_per_minute = opt(raw, "rate_limit_per_minute", |v| {
-            v.parse::<u32>()
-                .map_err(|_| format!("expected a number of requests (0 = no limit), got {v:?}"))
-        })?
-        .unwrap_or(2000);
-        let auth_failures_per_minute = opt(raw, "auth_failures_per_minute", |v| {
-            v.parse::<u32>()
-                .map_err(|_| format!("expected a number of failures (0 = no limit), got {v:?}"))
-        })?
-        .unwrap_or(30);
-        let metrics_token = opt(raw, "metrics_token", |v| {
-            if v.len() < 16 {
-                Err("expected a token of at least 16 characters".to_string())
-            } else {
-                Ok(Secret::new(v))
-            }
-        })?;
-        let frequency_cap = opt(raw, "frequency_cap", parse_cap)?
-            .unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
-        let person_frequency_cap = opt(raw, "person_frequency_cap", parse_cap)?.flatten();
-        let default_contact_hours = opt(raw, "default_contact_hours", |v| {
-            if v.eq_ignore_ascii_case("off") {
-                Ok(None)
-            } else {
-                ContactWindow::parse(v).map(Some)
-            }
-        })?
-        .unwrap_or_else(|| ContactWindow::parse("08:00-21:00").ok());
-        let closed_days = opt(
-            raw,
-            "closed_days",
-            crate::domain::calendar::ClosedDays::parse,
-        )?
-        .unwrap_or_default();
-        let deadline_warning = opt(raw, "deadline_warning", parse_duration)?
-            .unwrap_or(Duration::from_secs(3 * 86_400));
-        let retention =
-            opt(raw, "retention", parse_duration)?.unwrap_or(Duration::from_secs(5 * 31_557_600));
-        let log_format = opt(raw, "log_format", |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                _ => Err(format!("expected \"text\" or \"json\", got {v:?}")),
-            }
-        })?
-        .unwrap_or(LogFormat::Text);
-        let log_level = opt(raw, "log_level", |v| {
-            tracing_subscriber::EnvFilter::try_new(v)
-                .map(|_| v.to_string())
-                .map_err(|e| e.to_string())
-        })?
-        .unwrap_or_else(|| "info".into());
-        let otlp_endpoint = opt(raw, "otlp_endpoint", |v| {
-            parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
-        })?;
-
+        let http = http_section(raw)?;
+        let sms = sms_section(raw, &http.public_url)?;
         Ok(Self {
-            http: HttpConfig {
-                addr: http_addr,
-                header_timeout: http_header_timeout,
-                request_timeout: http_request_timeout,
-                max_connections: http_max_connections,
-                public_url,
-                max_upload_bytes,
-                max_json_bytes,
-                rate_limit_per_minute,
-                auth_failures_per_minute,
-                metrics_token,
-            },
-            storage: StorageConfig {
-                data_dir,
-                database_url: Secret::new(database_url),
-                database_max_connections,
-                subject_keys_url,
-                document_store,
-                s3_access_key_id,
-                s3_secret_access_key,
-                master_key: master_key.map(KeyBytes),
-                old_master_keys: old_master_keys.into_iter().map(KeyBytes).collect(),
-            },
-            mail: MailConfig {
-                smtp_url,
-                email_from,
-                inbound_domain,
-                inbound_smtp_addr,
-                inbound_max_bytes,
-                inbound_tls,
-                imap_url,
-                imap_poll_interval,
-                imap_oauth2,
-                max_attachment_bytes,
-                dkim,
-            },
-            sms: SmsConfig {
-                url: sms_url,
-                account: sms_account,
-                token: sms_token,
-                from: sms_from,
-                rate_per_second: sms_rate_per_second,
-                status_callback_url: sms_status_callback_url,
-            },
-            delivery: DeliveryConfig {
-                retry_schedule: delivery_retry_schedule,
-                concurrency: delivery_concurrency,
-                lease: delivery_lease,
-            },
-            policy: PolicyConfig {
-                frequency_cap,
-                person_frequency_cap,
-                default_contact_hours,
-                closed_days,
-                deadline_warning,
-                retention,
-            },
-            webhooks: WebhookConfig {
-                retry_schedule: webhook_retry_schedule,
-                allow_private: webhook_allow_private,
-                concurrency: webhook_concurrency,
-            },
-            log: LogConfig {
-                format: log_format,
-                level: log_level,
-                otlp_endpoint,
-            },
+            storage: storage_section(raw)?,
+            mail: mail_section(raw)?,
+            delivery: delivery_section(raw)?,
+            policy: policy_section(raw)?,
+            webhooks: webhook_section(raw)?,
+            log: log_section(raw)?,
+            http,
+            sms,
         })
     }
+}
+
+/// `PARLEY_HTTP_*`, `PARLEY_PUBLIC_URL` and the request limits.
+fn http_section(raw: &BTreeMap<&'static str, Raw>) -> Result<HttpConfig, ConfigError> {
+    let http_addr: SocketAddr = opt(raw, "http_addr", |v| {
+        v.parse()
+            .map_err(|_| format!("not a socket address: {v:?}"))
+    })?
+    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let http_header_timeout =
+        opt(raw, "http_header_timeout", parse_interval)?.unwrap_or(Duration::from_secs(30));
+    let http_request_timeout =
+        opt(raw, "http_request_timeout", parse_interval)?.unwrap_or(Duration::from_secs(300));
+    let http_max_connections = opt(raw, "http_max_connections", |v| {
+        v.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100_000).contains(n))
+            .ok_or_else(|| format!("expected a number from 1 to 100000, got {v:?}"))
+    })?
+    .unwrap_or(1024);
+    let public_url = opt(raw, "public_url", |v| {
+        parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
+    })?
+    .unwrap_or_else(|| format!("http://{http_addr}"));
+    let max_upload_bytes = opt(raw, "max_upload_bytes", |v| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+    })?
+    .unwrap_or(52_428_800);
+    let max_json_bytes = opt(raw, "max_json_bytes", |v| {
+        v.parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1024)
+            .ok_or_else(|| format!("expected a number of bytes of at least 1024, got {v:?}"))
+    })?
+    .unwrap_or(1_048_576);
+    let rate_limit_per_minute = opt(raw, "rate_limit_per_minute", |v| {
+        v.parse::<u32>()
+            .map_err(|_| format!("expected a number of requests (0 = no limit), got {v:?}"))
+    })?
+    .unwrap_or(2000);
+    let auth_failures_per_minute = opt(raw, "auth_failures_per_minute", |v| {
+        v.parse::<u32>()
+            .map_err(|_| format!("expected a number of failures (0 = no limit), got {v:?}"))
+    })?
+    .unwrap_or(30);
+    let metrics_token = opt(raw, "metrics_token", |v| {
+        if v.len() < 16 {
+            Err("expected a token of at least 16 characters".to_string())
+        } else {
+            Ok(Secret::new(v))
+        }
+    })?;
+    Ok(HttpConfig {
+        addr: http_addr,
+        header_timeout: http_header_timeout,
+        request_timeout: http_request_timeout,
+        max_connections: http_max_connections,
+        public_url,
+        max_upload_bytes,
+        max_json_bytes,
+        rate_limit_per_minute,
+        auth_failures_per_minute,
+        metrics_token,
+    })
+}
+
+/// The data folder, the database, the document store and the keys.
+fn storage_section(raw: &BTreeMap<&'static str, Raw>) -> Result<StorageConfig, ConfigError> {
+    let data_dir = opt(raw, "data_dir", |v| Ok(PathBuf::from(v)))?
+        .unwrap_or_else(|| PathBuf::from("./parley-data"));
+    let database_url = opt(raw, "database_url", |v| {
+        parse_database_url(v).map(|()| v.to_string())
+    })?
+    .unwrap_or_else(|| format!("sqlite://{}/parley.db", data_dir.display()));
+    let database_max_connections = opt(raw, "database_max_connections", |v| {
+        match v.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => Ok(n),
+            _ => Err(format!("expected a number from 1 to 1000, got {v:?}")),
+        }
+    })?
+    .unwrap_or_else(default_database_connections);
+    let subject_keys_url = opt(raw, "subject_keys_url", |v| {
+        parse_database_url(v).map(|()| Secret::new(v))
+    })?;
+    let document_store = opt(raw, "document_store", |v| {
+        if v.starts_with("file://") || v.starts_with("s3://") {
+            Ok(v.to_string())
+        } else {
+            Err(format!(
+                "unsupported scheme {:?}: expected file:// or s3://",
+                scheme(v)
+            ))
+        }
+    })?
+    .unwrap_or_else(|| format!("file://{}/documents", data_dir.display()));
+    let s3_access_key_id = opt(raw, "s3_access_key_id", |v| Ok(v.to_string()))?;
+    let s3_secret_access_key = opt(raw, "s3_secret_access_key", |v| Ok(Secret::new(v)))?;
+    let master_key = opt(raw, "master_key", parse_key)?;
+    let old_master_keys: Vec<[u8; 32]> = opt(raw, "old_master_keys", |v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_key)
+            .collect()
+    })?
+    .unwrap_or_default();
+    Ok(StorageConfig {
+        data_dir,
+        database_url: Secret::new(database_url),
+        database_max_connections,
+        subject_keys_url,
+        document_store,
+        s3_access_key_id,
+        s3_secret_access_key,
+        master_key: master_key.map(KeyBytes),
+        old_master_keys: old_master_keys.into_iter().map(KeyBytes).collect(),
+    })
+}
+
+/// What outgoing mail needs: the SMTP server, the sender, its DKIM key, the attachments' bound.
+struct Outgoing {
+    smtp_url: Option<Secret>,
+    email_from: String,
+    dkim: Option<DkimSettings>,
+    max_attachment_bytes: u64,
+}
+
+fn outgoing_mail(raw: &BTreeMap<&'static str, Raw>) -> Result<Outgoing, ConfigError> {
+    let smtp_url = opt(raw, "smtp_url", |v| match scheme(v) {
+        "smtp" | "smtps" => Ok(Secret::new(v)),
+        other => Err(format!(
+            "unsupported scheme {other:?}: expected smtp:// or smtps://"
+        )),
+    })?;
+    let email_from = opt(raw, "email_from", |v| {
+        crate::domain::EmailAddress::parse(v)
+            .map(|_| v.to_string())
+            .map_err(|e| e.to_string())
+    })?
+    .unwrap_or_else(|| "noreply@localhost".into());
+    let dkim_selector = opt(raw, "dkim_selector", |v| {
+        let ok = !v.is_empty()
+            && v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if ok {
+            Ok(v.to_string())
+        } else {
+            Err(format!("not a DKIM selector: {v:?}"))
+        }
+    })?
+    .unwrap_or_else(|| "parley".into());
+    let dkim_domain = opt(raw, "dkim_domain", |v| {
+        let ok = !v.is_empty()
+            && v.len() <= 253
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if ok {
+            Ok(v.to_ascii_lowercase())
+        } else {
+            Err(format!("not a domain: {v:?}"))
+        }
+    })?
+    .unwrap_or_else(|| {
+        email_from
+            .rsplit_once('@')
+            .map_or("localhost", |(_, d)| d)
+            .to_ascii_lowercase()
+    });
+    let dkim = opt(raw, "dkim_key", |v| {
+        let pem = std::fs::read_to_string(v).map_err(|e| format!("reading {v}: {e}"))?;
+        if pem.contains("PRIVATE KEY-----") {
+            Ok(Secret::new(pem))
+        } else {
+            Err(format!("{v} holds no PEM private key"))
+        }
+    })?
+    .map(|key_pem| DkimSettings {
+        key_pem,
+        selector: dkim_selector,
+        domain: dkim_domain,
+    });
+    let max_attachment_bytes = opt(raw, "max_attachment_bytes", |v| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+    })?
+    .unwrap_or(10 * 1024 * 1024);
+    Ok(Outgoing {
+        smtp_url,
+        email_from,
+        dkim,
+        max_attachment_bytes,
+    })
+}
+
+/// Email out ([`outgoing_mail`]) and in: the SMTP server's address, size bound and
+/// certificate, IMAP polling and its token.
+fn mail_section(raw: &BTreeMap<&'static str, Raw>) -> Result<MailConfig, ConfigError> {
+    let Outgoing {
+        smtp_url,
+        email_from,
+        dkim,
+        max_attachment_bytes,
+    } = outgoing_mail(raw)?;
+    let inbound_domain = opt(raw, "inbound_domain", |v| {
+        if crate::domain::recipient::is_domain(v) {
+            Ok(v.to_ascii_lowercase())
+        } else {
+            Err(format!("not a domain name: {v:?}"))
+        }
+    })?
+    .unwrap_or_else(|| "localhost".into());
+    let inbound_smtp_addr = opt(raw, "inbound_smtp_addr", |v| {
+        v.parse()
+            .map_err(|_| format!("not a socket address: {v:?}"))
+    })?;
+    let inbound_max_bytes = opt(raw, "inbound_max_bytes", |v| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| (1024..=4 << 30).contains(n))
+            .ok_or_else(|| format!("expected a number of bytes from 1024 to 4 GiB, got {v:?}"))
+    })?
+    .unwrap_or(26_214_400);
+    let inbound_tls = match (
+        opt(raw, "inbound_tls_cert", |v| Ok(PathBuf::from(v)))?,
+        opt(raw, "inbound_tls_key", |v| Ok(PathBuf::from(v)))?,
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            Some(TlsIdentity::read(&cert, &key).map_err(|(key, m)| invalid(&raw[key].name, m))?)
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                &raw["inbound_tls_cert"].name,
+                "STARTTLS also needs PARLEY_INBOUND_TLS_KEY",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                &raw["inbound_tls_key"].name,
+                "STARTTLS also needs PARLEY_INBOUND_TLS_CERT",
+            ));
+        }
+    };
+    let imap_url = opt(raw, "imap_url", |v| match scheme(v) {
+        "imap" | "imaps" => Ok(Secret::new(v)),
+        other => Err(format!(
+            "unsupported scheme {other:?}: expected imap:// or imaps://"
+        )),
+    })?;
+    let imap_poll_interval =
+        opt(raw, "imap_poll_interval", parse_interval)?.unwrap_or(Duration::from_secs(30));
+    let imap_token_file = opt(raw, "imap_oauth2_token_file", |v| Ok(PathBuf::from(v)))?;
+    let imap_token_command = opt(raw, "imap_oauth2_token_command", |v| Ok(Secret::new(v)))?;
+    let imap_oauth2 = match (imap_token_file, imap_token_command) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "PARLEY_IMAP_OAUTH2_TOKEN_COMMAND",
+                "set either it or PARLEY_IMAP_OAUTH2_TOKEN_FILE, not both",
+            ));
+        }
+        (Some(file), None) => Some(ImapToken::File(file)),
+        (None, Some(command)) => Some(ImapToken::Command(command)),
+        (None, None) => None,
+    };
+    Ok(MailConfig {
+        smtp_url,
+        email_from,
+        inbound_domain,
+        inbound_smtp_addr,
+        inbound_max_bytes,
+        inbound_tls,
+        imap_url,
+        imap_poll_interval,
+        imap_oauth2,
+        max_attachment_bytes,
+        dkim,
+    })
+}
+
+/// The SMS API; its status callbacks come to `public_url` unless named.
+fn sms_section(
+    raw: &BTreeMap<&'static str, Raw>,
+    public_url: &str,
+) -> Result<SmsConfig, ConfigError> {
+    let sms_url = opt(raw, "sms_url", |v| {
+        parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
+    })?;
+    let sms_account = opt(raw, "sms_account", |v| Ok(v.to_string()))?;
+    let sms_token = opt(raw, "sms_token", |v| Ok(Secret::new(v)))?;
+    let sms_from = opt(raw, "sms_from", |v| {
+        // An E.164 number, or an alphanumeric sender id (up to 11 characters, a letter in it).
+        let alphanumeric = v.len() <= 11
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
+            && v.chars().any(|c| c.is_ascii_alphabetic());
+        if alphanumeric {
+            return Ok(v.to_string());
+        }
+        crate::domain::PhoneNumber::parse(v)
+            .map(|n| n.to_string())
+            .map_err(|_| format!("expected an E.164 number or an alphanumeric sender id of up to 11 characters, got {v:?}"))
+    })?;
+    if let Some(r) = raw.get("sms_url").filter(|r| !r.value.trim().is_empty()) {
+        let missing: Vec<&str> = [
+            ("PARLEY_SMS_ACCOUNT", sms_account.is_none()),
+            ("PARLEY_SMS_TOKEN", sms_token.is_none()),
+            ("PARLEY_SMS_FROM", sms_from.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, absent)| absent.then_some(name))
+        .collect();
+        if !missing.is_empty() {
+            return Err(invalid(
+                &r.name,
+                format!("the SMS API also needs {}", missing.join(", ")),
+            ));
+        }
+    }
+    let sms_rate_per_second = opt(raw, "sms_rate_per_second", |v| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|n| *n > 0.0 && n.is_finite())
+            .ok_or_else(|| format!("expected a positive number, got {v:?}"))
+    })?
+    .unwrap_or(1.0);
+    let sms_status_callback_url = opt(raw, "sms_status_callback_url", |v| {
+        parse_http_url(v).map(|()| v.to_string())
+    })?
+    .unwrap_or_else(|| format!("{public_url}/api/providers/sms/status"));
+    Ok(SmsConfig {
+        url: sms_url,
+        account: sms_account,
+        token: sms_token,
+        from: sms_from,
+        rate_per_second: sms_rate_per_second,
+        status_callback_url: sms_status_callback_url,
+    })
+}
+
+fn delivery_section(raw: &BTreeMap<&'static str, Raw>) -> Result<DeliveryConfig, ConfigError> {
+    let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
+        .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
+    let delivery_concurrency = opt(raw, "delivery_concurrency", parse_workers)?.unwrap_or(32);
+    let delivery_lease =
+        opt(raw, "delivery_lease", parse_interval)?.unwrap_or(Duration::from_secs(30));
+    Ok(DeliveryConfig {
+        retry_schedule: delivery_retry_schedule,
+        concurrency: delivery_concurrency,
+        lease: delivery_lease,
+    })
+}
+
+fn webhook_section(raw: &BTreeMap<&'static str, Raw>) -> Result<WebhookConfig, ConfigError> {
+    let webhook_concurrency = opt(raw, "webhook_concurrency", parse_workers)?.unwrap_or(64);
+    let webhook_retry_schedule = opt(raw, "webhook_retry_schedule", parse_schedule)?
+        .unwrap_or_else(|| parse_schedule("5s,5m,30m,2h,5h,10h,10h").expect("valid default"));
+    let webhook_allow_private = opt(raw, "webhook_allow_private", parse_bool)?.unwrap_or(false);
+    Ok(WebhookConfig {
+        retry_schedule: webhook_retry_schedule,
+        allow_private: webhook_allow_private,
+        concurrency: webhook_concurrency,
+    })
+}
+
+/// The rules of contact: caps, contact hours, closed days, deadlines' warning, retention.
+fn policy_section(raw: &BTreeMap<&'static str, Raw>) -> Result<PolicyConfig, ConfigError> {
+    let frequency_cap =
+        opt(raw, "frequency_cap", parse_cap)?.unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
+    let person_frequency_cap = opt(raw, "person_frequency_cap", parse_cap)?.flatten();
+    let default_contact_hours = opt(raw, "default_contact_hours", |v| {
+        if v.eq_ignore_ascii_case("off") {
+            Ok(None)
+        } else {
+            ContactWindow::parse(v).map(Some)
+        }
+    })?
+    .unwrap_or_else(|| ContactWindow::parse("08:00-21:00").ok());
+    let closed_days = opt(
+        raw,
+        "closed_days",
+        crate::domain::calendar::ClosedDays::parse,
+    )?
+    .unwrap_or_default();
+    let deadline_warning =
+        opt(raw, "deadline_warning", parse_duration)?.unwrap_or(Duration::from_secs(3 * 86_400));
+    let retention =
+        opt(raw, "retention", parse_duration)?.unwrap_or(Duration::from_secs(5 * 31_557_600));
+    Ok(PolicyConfig {
+        frequency_cap,
+        person_frequency_cap,
+        default_contact_hours,
+        closed_days,
+        deadline_warning,
+        retention,
+    })
+}
+
+fn log_section(raw: &BTreeMap<&'static str, Raw>) -> Result<LogConfig, ConfigError> {
+    let log_format = opt(raw, "log_format", |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected \"text\" or \"json\", got {v:?}")),
+        }
+    })?
+    .unwrap_or(LogFormat::Text);
+    let log_level = opt(raw, "log_level", |v| {
+        tracing_subscriber::EnvFilter::try_new(v)
+            .map(|_| v.to_string())
+            .map_err(|e| e.to_string())
+    })?
+    .unwrap_or_else(|| "info".into());
+    let otlp_endpoint = opt(raw, "otlp_endpoint", |v| {
+        parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
+    })?;
+    Ok(LogConfig {
+        format: log_format,
+        level: log_level,
+        otlp_endpoint,
+    })
 }
 
 fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
