@@ -1311,64 +1311,8 @@ async fn write_queued(
     // Idempotency keys: a key taken (by an earlier request, or earlier in this batch) means
     // this item writes nothing.
     take_keys(&mut *conn, backend, items, &mut outcomes).await?;
-
-    // Threads missing: each opened by the first message that needs it (another
-    // transaction may open the same one first: then that one is found).
-    let mut opening: Vec<&QueueItem> = Vec::new();
-    for (item, outcome) in items.iter().zip(&outcomes) {
-        if outcome.is_none()
-            && found.thread(item).is_none()
-            && !opening
-                .iter()
-                .any(|o| o.new.case_id == item.new.case_id && o.subject_index == item.subject_index)
-        {
-            opening.push(item);
-        }
-    }
-    if !opening.is_empty() {
-        let sql = format!(
-            "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at, participants_kept) \
-             VALUES {} ON CONFLICT (case_id, subject_index) DO NOTHING",
-            rows_sql(opening.len(), &["", "", "", "", "'active'", "", "1"])
-        );
-        let mut q = sqlx::query(&sql);
-        for item in &opening {
-            q = q
-                .bind(&item.new_thread)
-                .bind(&item.new.case_id)
-                .bind(item.new_thread_subject.as_deref())
-                .bind(&item.subject_index)
-                .bind(item.now);
-        }
-        q.execute(&mut *conn).await?;
-        let selects: Vec<String> = (0..opening.len())
-            .map(|i| {
-                format!(
-                    "SELECT case_id, subject_index, id FROM threads WHERE case_id = ${} AND subject_index = ${}",
-                    2 * i + 1,
-                    2 * i + 2
-                )
-            })
-            .collect();
-        let sql = selects.join(" UNION ALL ");
-        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
-        for item in &opening {
-            q = q.bind(&item.new.case_id).bind(&item.subject_index);
-        }
-        for (case, subject, thread) in q.fetch_all(&mut *conn).await? {
-            found.threads.insert((case, subject), thread);
-        }
-    }
-    let mut thread_of: Vec<Option<String>> = Vec::with_capacity(items.len());
-    for (item, outcome) in items.iter().zip(&outcomes) {
-        thread_of.push(match outcome {
-            None => Some(found.thread(item).map(str::to_string).ok_or_else(|| {
-                StoreError::Internal(anyhow::anyhow!("a thread opened was not found"))
-            })?),
-            Some(_) => None,
-        });
-    }
-
+    open_threads(&mut *conn, items, &outcomes, &mut found).await?;
+    let thread_of = threads_of(items, &outcomes, &found)?;
     let going: Vec<(usize, &QueueItem, &str)> = items
         .iter()
         .enumerate()
@@ -1379,193 +1323,12 @@ async fn write_queued(
         let chunk = &going[range];
         // One round trip for all of the chunk's rows on PostgreSQL.
         let mut writes = super::writes::Writes::new(backend);
-        let sql = format!(
-            "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, \
-             template_id, language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, \
-             rfc_message_id, in_reply_to, segments, scheduled_for, created_at, updated_at, thread_id, recipient_index, \
-             channel, system_event, system_key, policy_decision, policy_rule, policy_checked_at, sent_at, has_attachments) \
-             VALUES {}",
-            rows_sql(
-                chunk.len(),
-                &[
-                    "",
-                    "",
-                    "'outbound'",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
-        );
-        let mut values = writes.add(&sql);
-        for (_, item, thread) in chunk {
-            let new = &item.new;
-            let evidence = new.evidence.as_ref();
-            values
-                .bind(new.id.as_str())
-                .bind(new.case_id.as_str())
-                .bind(new.message_type.as_str())
-                .bind(new.status.as_str())
-                .bind(new.status.rank())
-                .bind(new.priority.as_str())
-                .bind(new.category.as_str())
-                .bind(new.template_id.as_deref())
-                .bind(new.language.as_deref())
-                .bind(item.party_id.as_deref())
-                .bind(item.actor_name.as_str())
-                .bind(item.envelope_sealed.as_slice())
-                .bind(item.subject_sealed.as_deref())
-                .bind(item.body_sealed.as_slice())
-                .bind(item.html_sealed.as_deref())
-                .bind(new.rfc_message_id.as_deref())
-                .bind(new.in_reply_to.as_deref())
-                .bind(new.segments.and_then(|s| i32::try_from(s).ok()))
-                .bind(new.scheduled_for)
-                .bind(item.now)
-                .bind(item.now)
-                .bind(*thread)
-                .bind(item.recipient_index.as_deref())
-                .bind(new.channel.map(Channel::as_str))
-                .bind(new.system.as_ref().map(|(e, _)| e.as_str()))
-                .bind(new.system.as_ref().map(|(_, k)| k.as_str()))
-                .bind(evidence.map(|e| e.decision.as_str()))
-                .bind(evidence.map(|e| e.rule.as_str()))
-                .bind(evidence.map(|e| crate::domain::time::to_micros(e.checked_at)))
-                .bind((new.status == MessageStatus::Sent).then_some(item.now))
-                .bind(i32::from(!new.attachments.is_empty()));
-        }
-
-        let sql = format!(
-            "INSERT INTO message_events (message_id, event, at) VALUES {}",
-            rows_sql(chunk.len(), &["", "", ""])
-        );
-        let mut values = writes.add(&sql);
-        for (_, item, _) in chunk {
-            values
-                .bind(item.new.id.as_str())
-                .bind(item.new.status.as_str())
-                .bind(item.now);
-        }
-
-        let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = chunk
-            .iter()
-            .flat_map(|(_, item, thread)| {
-                item.participants
-                    .iter()
-                    .map(move |p| (*thread, p, item.now))
-            })
-            .collect();
-        Store::keep_participants(&mut writes, &joined);
-
-        let attached: Vec<(&str, usize, &str)> = chunk
-            .iter()
-            .flat_map(|(_, item, _)| {
-                item.new
-                    .attachments
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| (item.new.id.as_str(), i, a.document_id.as_str()))
-            })
-            .collect();
-        for part in attached.chunks(100) {
-            let sql = format!(
-                "INSERT INTO message_attachments (message_id, ordinal, document_id) VALUES {}",
-                rows_sql(part.len(), &["", "", ""])
-            );
-            let mut values = writes.add(&sql);
-            for (message, position, document) in part {
-                values
-                    .bind(*message)
-                    .bind(i32::try_from(*position).unwrap_or(i32::MAX))
-                    .bind(*document);
-            }
-        }
-
-        // Only a queued message has a delivery to make.
-        let queued: Vec<_> = chunk
-            .iter()
-            .filter(|(_, item, _)| item.new.status == MessageStatus::Queued)
-            .collect();
-
-        let sql = format!(
-            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at, trace_parent) VALUES {}",
-            rows_sql(
-                queued.len(),
-                &[
-                    "",
-                    "'deliver_message'",
-                    "",
-                    "",
-                    "'pending'",
-                    "",
-                    "0",
-                    "",
-                    "",
-                    ""
-                ]
-            )
-        );
-        if !queued.is_empty() {
-            let mut values = writes.add(&sql);
-            for (_, item, _) in &queued {
-                values
-                    .bind(item.job_id.as_str())
-                    .bind(item.new.id.as_str())
-                    .bind(item.new.priority.rank())
-                    .bind(item.new.run_at)
-                    .bind(item.now)
-                    .bind(item.now)
-                    .bind(item.new.trace_parent.as_deref());
-            }
-        }
-
-        let sql = format!(
-            "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) VALUES {}",
-            rows_sql(chunk.len(), &["", "", "", "", "'message'", "", ""])
-        );
-        let mut values = writes.add(&sql);
-        for (_, item, _) in chunk {
-            values
-                .bind(item.new.case_id.as_str())
-                .bind(item.party_id.as_deref())
-                .bind(item.actor_name.as_str())
-                .bind(
-                    if item.new.system.is_some() {
-                        AuditAction::SystemMessageCreated
-                    } else {
-                        AuditAction::MessageQueued
-                    }
-                    .as_str(),
-                )
-                .bind(item.new.id.as_str())
-                .bind(item.now);
-        }
+        add_messages(&mut writes, chunk);
+        add_events(&mut writes, chunk);
+        add_participants(&mut writes, chunk);
+        add_attachments(&mut writes, chunk);
+        add_jobs(&mut writes, chunk);
+        add_audit(&mut writes, chunk);
         writes.run(&mut *conn).await?;
     }
     for (i, item, thread) in going {
@@ -1575,4 +1338,300 @@ async fn write_queued(
         .into_iter()
         .map(|o| o.unwrap_or(Queued::NoCase))
         .collect())
+}
+
+/// Opens the threads the batch's new messages need and finds none of: each by the first
+/// message that needs it (another transaction may open the same one first: then that one is
+/// found).
+async fn open_threads(
+    conn: &mut AnyConnection,
+    items: &[QueueItem],
+    outcomes: &[Option<Queued>],
+    found: &mut Lookup,
+) -> StoreResult<()> {
+    let mut opening: Vec<&QueueItem> = Vec::new();
+    for (item, outcome) in items.iter().zip(outcomes) {
+        if outcome.is_none()
+            && found.thread(item).is_none()
+            && !opening
+                .iter()
+                .any(|o| o.new.case_id == item.new.case_id && o.subject_index == item.subject_index)
+        {
+            opening.push(item);
+        }
+    }
+    if opening.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO threads (id, case_id, subject_sealed, subject_index, status, created_at, participants_kept) \
+         VALUES {} ON CONFLICT (case_id, subject_index) DO NOTHING",
+        rows_sql(opening.len(), &["", "", "", "", "'active'", "", "1"])
+    );
+    let mut q = sqlx::query(&sql);
+    for item in &opening {
+        q = q
+            .bind(&item.new_thread)
+            .bind(&item.new.case_id)
+            .bind(item.new_thread_subject.as_deref())
+            .bind(&item.subject_index)
+            .bind(item.now);
+    }
+    q.execute(&mut *conn).await?;
+    let selects: Vec<String> = (0..opening.len())
+        .map(|i| {
+            format!(
+                "SELECT case_id, subject_index, id FROM threads WHERE case_id = ${} AND subject_index = ${}",
+                2 * i + 1,
+                2 * i + 2
+            )
+        })
+        .collect();
+    let sql = selects.join(" UNION ALL ");
+    let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+    for item in &opening {
+        q = q.bind(&item.new.case_id).bind(&item.subject_index);
+    }
+    for (case, subject, thread) in q.fetch_all(&mut *conn).await? {
+        found.threads.insert((case, subject), thread);
+    }
+    Ok(())
+}
+
+/// The thread of each item that writes a message (`None` for one already answered).
+fn threads_of(
+    items: &[QueueItem],
+    outcomes: &[Option<Queued>],
+    found: &Lookup,
+) -> StoreResult<Vec<Option<String>>> {
+    let mut thread_of: Vec<Option<String>> = Vec::with_capacity(items.len());
+    for (item, outcome) in items.iter().zip(outcomes) {
+        thread_of.push(match outcome {
+            None => Some(found.thread(item).map(str::to_string).ok_or_else(|| {
+                StoreError::Internal(anyhow::anyhow!("a thread opened was not found"))
+            })?),
+            Some(_) => None,
+        });
+    }
+    Ok(thread_of)
+}
+
+/// The chunk's messages.
+fn add_messages<'q>(
+    writes: &mut super::writes::Writes<'q>,
+    chunk: &[(usize, &'q QueueItem, &'q str)],
+) {
+    let sql = format!(
+        "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, \
+         template_id, language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, \
+         rfc_message_id, in_reply_to, segments, scheduled_for, created_at, updated_at, thread_id, recipient_index, \
+         channel, system_event, system_key, policy_decision, policy_rule, policy_checked_at, sent_at, has_attachments) \
+         VALUES {}",
+        rows_sql(
+            chunk.len(),
+            &[
+                "",
+                "",
+                "'outbound'",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    );
+    let mut values = writes.add(&sql);
+    for (_, item, thread) in chunk {
+        let new = &item.new;
+        let evidence = new.evidence.as_ref();
+        values
+            .bind(new.id.as_str())
+            .bind(new.case_id.as_str())
+            .bind(new.message_type.as_str())
+            .bind(new.status.as_str())
+            .bind(new.status.rank())
+            .bind(new.priority.as_str())
+            .bind(new.category.as_str())
+            .bind(new.template_id.as_deref())
+            .bind(new.language.as_deref())
+            .bind(item.party_id.as_deref())
+            .bind(item.actor_name.as_str())
+            .bind(item.envelope_sealed.as_slice())
+            .bind(item.subject_sealed.as_deref())
+            .bind(item.body_sealed.as_slice())
+            .bind(item.html_sealed.as_deref())
+            .bind(new.rfc_message_id.as_deref())
+            .bind(new.in_reply_to.as_deref())
+            .bind(new.segments.and_then(|s| i32::try_from(s).ok()))
+            .bind(new.scheduled_for)
+            .bind(item.now)
+            .bind(item.now)
+            .bind(*thread)
+            .bind(item.recipient_index.as_deref())
+            .bind(new.channel.map(Channel::as_str))
+            .bind(new.system.as_ref().map(|(e, _)| e.as_str()))
+            .bind(new.system.as_ref().map(|(_, k)| k.as_str()))
+            .bind(evidence.map(|e| e.decision.as_str()))
+            .bind(evidence.map(|e| e.rule.as_str()))
+            .bind(evidence.map(|e| crate::domain::time::to_micros(e.checked_at)))
+            .bind((new.status == MessageStatus::Sent).then_some(item.now))
+            .bind(i32::from(!new.attachments.is_empty()));
+    }
+}
+
+/// Each message's first event: its status.
+fn add_events<'q>(
+    writes: &mut super::writes::Writes<'q>,
+    chunk: &[(usize, &'q QueueItem, &'q str)],
+) {
+    let sql = format!(
+        "INSERT INTO message_events (message_id, event, at) VALUES {}",
+        rows_sql(chunk.len(), &["", "", ""])
+    );
+    let mut values = writes.add(&sql);
+    for (_, item, _) in chunk {
+        values
+            .bind(item.new.id.as_str())
+            .bind(item.new.status.as_str())
+            .bind(item.now);
+    }
+}
+
+/// The senders and recipients each message makes participants of its thread.
+fn add_participants<'q>(
+    writes: &mut super::writes::Writes<'q>,
+    chunk: &[(usize, &'q QueueItem, &'q str)],
+) {
+    let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = chunk
+        .iter()
+        .flat_map(|(_, item, thread)| {
+            item.participants
+                .iter()
+                .map(move |p| (*thread, p, item.now))
+        })
+        .collect();
+    Store::keep_participants(writes, &joined);
+}
+
+/// The documents each message attaches.
+fn add_attachments<'q>(
+    writes: &mut super::writes::Writes<'q>,
+    chunk: &[(usize, &'q QueueItem, &'q str)],
+) {
+    let attached: Vec<(&str, usize, &str)> = chunk
+        .iter()
+        .flat_map(|(_, item, _)| {
+            item.new
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (item.new.id.as_str(), i, a.document_id.as_str()))
+        })
+        .collect();
+    for part in attached.chunks(100) {
+        let sql = format!(
+            "INSERT INTO message_attachments (message_id, ordinal, document_id) VALUES {}",
+            rows_sql(part.len(), &["", "", ""])
+        );
+        let mut values = writes.add(&sql);
+        for (message, position, document) in part {
+            values
+                .bind(*message)
+                .bind(i32::try_from(*position).unwrap_or(i32::MAX))
+                .bind(*document);
+        }
+    }
+}
+
+/// A delivery job for each queued message (only a queued message has a delivery to make).
+fn add_jobs<'q>(writes: &mut super::writes::Writes<'q>, chunk: &[(usize, &'q QueueItem, &'q str)]) {
+    let queued: Vec<_> = chunk
+        .iter()
+        .filter(|(_, item, _)| item.new.status == MessageStatus::Queued)
+        .collect();
+
+    let sql = format!(
+        "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at, trace_parent) VALUES {}",
+        rows_sql(
+            queued.len(),
+            &[
+                "",
+                "'deliver_message'",
+                "",
+                "",
+                "'pending'",
+                "",
+                "0",
+                "",
+                "",
+                ""
+            ]
+        )
+    );
+    if !queued.is_empty() {
+        let mut values = writes.add(&sql);
+        for (_, item, _) in &queued {
+            values
+                .bind(item.job_id.as_str())
+                .bind(item.new.id.as_str())
+                .bind(item.new.priority.rank())
+                .bind(item.new.run_at)
+                .bind(item.now)
+                .bind(item.now)
+                .bind(item.new.trace_parent.as_deref());
+        }
+    }
+}
+
+/// The audit entry of each message.
+fn add_audit<'q>(
+    writes: &mut super::writes::Writes<'q>,
+    chunk: &[(usize, &'q QueueItem, &'q str)],
+) {
+    let sql = format!(
+        "INSERT INTO audit_log (case_id, actor_party_id, actor_name, action, target_type, target_id, at) VALUES {}",
+        rows_sql(chunk.len(), &["", "", "", "", "'message'", "", ""])
+    );
+    let mut values = writes.add(&sql);
+    for (_, item, _) in chunk {
+        values
+            .bind(item.new.case_id.as_str())
+            .bind(item.party_id.as_deref())
+            .bind(item.actor_name.as_str())
+            .bind(
+                if item.new.system.is_some() {
+                    AuditAction::SystemMessageCreated
+                } else {
+                    AuditAction::MessageQueued
+                }
+                .as_str(),
+            )
+            .bind(item.new.id.as_str())
+            .bind(item.now);
+    }
 }
