@@ -38,7 +38,7 @@ impl KeyStore {
                 backend: Backend::Postgres,
             });
         }
-        let url = super::sqlite_url(url)?;
+        let url = super::connect::sqlite_url(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
