@@ -1027,16 +1027,28 @@ struct LookupRow {
     found: Option<String>,
 }
 
-impl Lookup {
-    async fn read(
-        conn: &mut AnyConnection,
-        backend: super::Backend,
-        items: &[QueueItem],
-    ) -> StoreResult<Self> {
-        let mut cases: Vec<(&str, &str, i64)> = Vec::new();
-        let mut subjects: Vec<(&str, &str)> = Vec::new();
-        let mut parents: Vec<&str> = Vec::new();
-        let mut system: Vec<&str> = Vec::new();
+/// What a batch asks of the database, each question once.
+#[derive(Default)]
+struct Asked<'a> {
+    /// (case, party, admin): may the party see the case?
+    cases: Vec<(&'a str, &'a str, i64)>,
+    /// (case, subject index): the case's thread of that subject.
+    subjects: Vec<(&'a str, &'a str)>,
+    /// Parents' `Message-ID`s: their threads.
+    parents: Vec<&'a str>,
+    /// System keys: made already?
+    system: Vec<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    fn of(items: &'a [QueueItem]) -> Self {
+        let mut asked = Self::default();
+        let Self {
+            cases,
+            subjects,
+            parents,
+            system,
+        } = &mut asked;
         for item in items {
             let case = (
                 item.new.case_id.as_str(),
@@ -1061,83 +1073,108 @@ impl Lookup {
                 system.push(key);
             }
         }
+        asked
+    }
+}
+
+/// The padded widths of the look-up's `VALUES` tables: cases, subjects, parents, system
+/// keys (the last two absent when nothing asks them).
+struct Widths(usize, usize, Option<usize>, Option<usize>);
+
+/// The look-up's statement. Each kind of look-up is a `VALUES` table of what the items ask,
+/// joined to what answers it: one statement of a few parts however many items, with no
+/// bound on a compound select's terms (SQLite's is 500) and few shapes for PostgreSQL to plan
+/// (each table padded to a power of two with rows that match nothing).
+fn lookup_sql(asked: &Asked<'_>, backend: super::Backend) -> (String, Widths) {
+    let mut tables = Vec::new();
+    let mut selects = Vec::new();
+    let mut first = 1;
+    let mut table = |name: &str, columns: &[(&str, &str)], rows: usize| {
+        let width = rows.next_power_of_two();
+        let (names, types): (Vec<&str>, Vec<&str>) = columns.iter().copied().unzip();
+        tables.push(format!(
+            "{name} ({}) AS (VALUES {})",
+            names.join(", "),
+            super::cast_rows(width, &types, first)
+        ));
+        first += width * columns.len();
+        width
+    };
+    let widths = Widths(
+        table(
+            "v",
+            &[
+                ("n", "BIGINT"),
+                ("case_id", "TEXT"),
+                ("party_id", "TEXT"),
+                ("admin", "BIGINT"),
+            ],
+            asked.cases.len(),
+        ),
+        table(
+            "t",
+            &[
+                ("n", "BIGINT"),
+                ("case_id", "TEXT"),
+                ("subject_index", "TEXT"),
+            ],
+            asked.subjects.len(),
+        ),
+        (!asked.parents.is_empty()).then(|| {
+            table(
+                "p",
+                &[("n", "BIGINT"), ("rfc_id", "TEXT")],
+                asked.parents.len(),
+            )
+        }),
+        (!asked.system.is_empty()).then(|| {
+            table(
+                "s",
+                &[("n", "BIGINT"), ("system_key", "TEXT")],
+                asked.system.len(),
+            )
+        }),
+    );
+    selects.push(
+        "SELECT 'case' AS kind, v.n AS n, c.id AS found FROM v JOIN cases c ON c.id = v.case_id \
+         AND (c.creditor_id = v.party_id OR c.partner_id = v.party_id OR v.admin = 1)",
+    );
+    selects.push(
+        "SELECT 'thread', t.n, th.id FROM t JOIN threads th \
+         ON th.case_id = t.case_id AND th.subject_index = t.subject_index",
+    );
+    if widths.2.is_some() {
+        selects.push(
+            "SELECT 'parent', p.n, m.thread_id FROM p JOIN messages m \
+             ON m.rfc_message_id = p.rfc_id AND m.case_id IS NOT NULL",
+        );
+    }
+    if widths.3.is_some() {
+        selects.push(
+            "SELECT 'system', s.n, m.id FROM s JOIN messages m ON m.system_key = s.system_key",
+        );
+    }
+    let sql = format!("WITH {} {}", tables.join(", "), selects.join(" UNION ALL "));
+    let sql = super::positional(sql, backend);
+    (sql, widths)
+}
+
+impl Lookup {
+    async fn read(
+        conn: &mut AnyConnection,
+        backend: super::Backend,
+        items: &[QueueItem],
+    ) -> StoreResult<Self> {
         let mut found = Self::default();
         if items.is_empty() {
             return Ok(found);
         }
-        // Each kind of look-up is a `VALUES` table of what the items ask, joined to what
-        // answers it: one statement of a few parts however many items, with no bound on a
-        // compound select's terms (SQLite's is 500) and few shapes for PostgreSQL to plan
-        // (each table padded to a power of two with rows that match nothing).
-        let mut tables = Vec::new();
-        let mut selects = Vec::new();
-        let mut first = 1;
-        let mut table = |name: &str, columns: &[(&str, &str)], rows: usize| {
-            let width = rows.next_power_of_two();
-            let (names, types): (Vec<&str>, Vec<&str>) = columns.iter().copied().unzip();
-            tables.push(format!(
-                "{name} ({}) AS (VALUES {})",
-                names.join(", "),
-                super::cast_rows(width, &types, first)
-            ));
-            first += width * columns.len();
-            width
-        };
-        let widths = (
-            table(
-                "v",
-                &[
-                    ("n", "BIGINT"),
-                    ("case_id", "TEXT"),
-                    ("party_id", "TEXT"),
-                    ("admin", "BIGINT"),
-                ],
-                cases.len(),
-            ),
-            table(
-                "t",
-                &[
-                    ("n", "BIGINT"),
-                    ("case_id", "TEXT"),
-                    ("subject_index", "TEXT"),
-                ],
-                subjects.len(),
-            ),
-            (!parents.is_empty())
-                .then(|| table("p", &[("n", "BIGINT"), ("rfc_id", "TEXT")], parents.len())),
-            (!system.is_empty()).then(|| {
-                table(
-                    "s",
-                    &[("n", "BIGINT"), ("system_key", "TEXT")],
-                    system.len(),
-                )
-            }),
-        );
-        selects.push(
-            "SELECT 'case' AS kind, v.n AS n, c.id AS found FROM v JOIN cases c ON c.id = v.case_id \
-             AND (c.creditor_id = v.party_id OR c.partner_id = v.party_id OR v.admin = 1)",
-        );
-        selects.push(
-            "SELECT 'thread', t.n, th.id FROM t JOIN threads th \
-             ON th.case_id = t.case_id AND th.subject_index = t.subject_index",
-        );
-        if widths.2.is_some() {
-            selects.push(
-                "SELECT 'parent', p.n, m.thread_id FROM p JOIN messages m \
-                 ON m.rfc_message_id = p.rfc_id AND m.case_id IS NOT NULL",
-            );
-        }
-        if widths.3.is_some() {
-            selects.push(
-                "SELECT 'system', s.n, m.id FROM s JOIN messages m ON m.system_key = s.system_key",
-            );
-        }
-        let sql = format!("WITH {} {}", tables.join(", "), selects.join(" UNION ALL "));
-        let sql = super::positional(sql, backend);
+        let asked = Asked::of(items);
+        let (sql, widths) = lookup_sql(&asked, backend);
         let n = |i: usize| Some(i64::try_from(i).unwrap_or(i64::MAX));
         let mut q = sqlx::query_as::<_, LookupRow>(&sql);
         for i in 0..widths.0 {
-            let case = cases.get(i).copied();
+            let case = asked.cases.get(i).copied();
             q = q
                 .bind(case.and(n(i)))
                 .bind(case.map(|c| c.0))
@@ -1145,51 +1182,55 @@ impl Lookup {
                 .bind(case.map(|c| c.2));
         }
         for i in 0..widths.1 {
-            let (case, subject) = subjects.get(i).copied().unzip();
+            let (case, subject) = asked.subjects.get(i).copied().unzip();
             q = q.bind(case.and(n(i))).bind(case).bind(subject);
         }
         for i in 0..widths.2.unwrap_or(0) {
-            let parent = parents.get(i).copied();
+            let parent = asked.parents.get(i).copied();
             q = q.bind(parent.and(n(i))).bind(parent);
         }
         for i in 0..widths.3.unwrap_or(0) {
-            let key = system.get(i).copied();
+            let key = asked.system.get(i).copied();
             q = q.bind(key.and(n(i))).bind(key);
         }
         for row in q.fetch_all(&mut *conn).await? {
-            let i = usize::try_from(row.n).unwrap_or(usize::MAX);
-            match row.kind.as_str() {
-                "case" => {
-                    if let Some((case, party, admin)) = cases.get(i) {
-                        found.visible.insert(
-                            (case.to_string(), party.to_string(), *admin),
-                            row.found.is_some(),
-                        );
-                    }
+            found.keep(row, &asked, items);
+        }
+        Ok(found)
+    }
+
+    /// One answer of the look-up, kept by its kind.
+    fn keep(&mut self, row: LookupRow, asked: &Asked<'_>, items: &[QueueItem]) {
+        let i = usize::try_from(row.n).unwrap_or(usize::MAX);
+        match row.kind.as_str() {
+            "case" => {
+                if let Some((case, party, admin)) = asked.cases.get(i) {
+                    self.visible.insert(
+                        (case.to_string(), party.to_string(), *admin),
+                        row.found.is_some(),
+                    );
                 }
-                "thread" => {
-                    if let (Some((case, subject)), Some(thread)) = (subjects.get(i), row.found) {
-                        items[0]
-                            .threads
-                            .keep((case.to_string(), subject.to_string()), thread.clone());
-                        found
-                            .threads
-                            .insert((case.to_string(), subject.to_string()), thread);
-                    }
+            }
+            "thread" => {
+                if let (Some((case, subject)), Some(thread)) = (asked.subjects.get(i), row.found) {
+                    items[0]
+                        .threads
+                        .keep((case.to_string(), subject.to_string()), thread.clone());
+                    self.threads
+                        .insert((case.to_string(), subject.to_string()), thread);
                 }
-                "parent" => {
-                    if let (Some(parent), Some(thread)) = (parents.get(i), row.found) {
-                        found.parents.insert(parent.to_string(), thread);
-                    }
+            }
+            "parent" => {
+                if let (Some(parent), Some(thread)) = (asked.parents.get(i), row.found) {
+                    self.parents.insert(parent.to_string(), thread);
                 }
-                _ => {
-                    if let (Some(key), Some(_)) = (system.get(i), row.found) {
-                        found.system.insert(key.to_string());
-                    }
+            }
+            _ => {
+                if let (Some(key), Some(_)) = (asked.system.get(i), row.found) {
+                    self.system.insert(key.to_string());
                 }
             }
         }
-        Ok(found)
     }
 
     /// What the items know already: each case checked by its request, each thread known.
