@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::policy::{Question, SendPolicy};
-use super::render::{Given, TemplateChoice, render};
+use super::render::{TemplateChoice, render};
 use super::{AppError, AppResult};
 use crate::domain::clock::SharedClock;
 use crate::domain::code::Code;
@@ -51,6 +51,24 @@ pub struct SendMessage {
     pub in_reply_to: Option<String>,
     /// Documents of the case to attach (email only).
     pub attachments: Vec<String>,
+}
+
+/// What a send's request says of its text.
+struct RequestText {
+    subject: Option<String>,
+    body: Option<String>,
+    html: Option<String>,
+    template: Option<TemplateChoice>,
+    language: Option<String>,
+}
+
+/// What a message says, its template's text under the request's own.
+struct Text {
+    template_id: Option<String>,
+    language: Option<String>,
+    subject: Option<String>,
+    body: String,
+    html: Option<String>,
 }
 
 /// An `Idempotency-Key` and the hash of the request it came with.
@@ -269,20 +287,11 @@ impl Messaging {
     ) -> AppResult<NewMessage> {
         let case = &facts.case;
         let channel = cmd.channel;
-        // A debtor who asked for erasure gets nothing more, whatever else the send says.
-        if case.restricted_at.is_some() || case.erased_at.is_some() {
-            self.store
-                .audit_refusal(actor, &case.id, Code::Restricted.as_str())
-                .await?;
-            return Err(AppError::refused(
-                Code::Restricted,
-                "the debtor asked for their personal data to be erased: processing is restricted and nothing more is sent",
-            ));
-        }
-        let preferences = facts.preferences.clone();
+        self.refuse_if_restricted(actor, case).await?;
+        let preferences = &facts.preferences;
         // The suppressions read with the case are those of the request's own recipients.
         let suppressed = facts.suppressed.filter(|_| cmd.to.is_some());
-        let to = recipients(channel, cmd.to, case, &preferences)?;
+        let to = recipients(channel, cmd.to, case, preferences)?;
         if channel == Channel::Sms && !cmd.cc.is_empty() {
             return Err(invalid("cc is for email only"));
         }
@@ -291,32 +300,124 @@ impl Messaging {
             return Err(invalid("subject must not contain CR, LF or NUL"));
         }
         let scheduled_at = cmd.scheduled_at.filter(|t| *t > now);
+        let text = self
+            .text(
+                case,
+                channel,
+                preferences,
+                RequestText {
+                    subject: cmd.subject,
+                    body: cmd.body,
+                    html: cmd.html_body,
+                    template: cmd.template,
+                    language: cmd.language,
+                },
+            )
+            .await?;
+        let attachments = self.attachments(channel, &case.id, cmd.attachments).await?;
+        let all: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
+        let question = Question {
+            case_id: &case.id,
+            channel,
+            category: cmd.category,
+            case_status: case.status,
+            recipients: &all,
+            now,
+            wanted: scheduled_at,
+            debtor_timezone: Some(case.debtor.timezone.as_deref()),
+            count_recent: true,
+            restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
+            recent: facts.recent,
+            suppressed,
+        };
+        let allowed = self.allowed(actor, preferences, &question).await?;
+        let scheduled_for = allowed.not_before;
+        let id = prefixed_id("msg");
+        let (from, rfc_message_id, in_reply_to, segment_count) = self
+            .addressing(
+                actor,
+                case,
+                channel,
+                &id,
+                cmd.in_reply_to.as_deref(),
+                &text.body,
+            )
+            .await?;
+        let email = channel == Channel::Email;
+        Ok(NewMessage {
+            id,
+            case_id: case.id.clone(),
+            message_type: MessageType::from(channel),
+            channel: Some(channel),
+            status: MessageStatus::Queued,
+            system: None,
+            evidence: Some(allowed.evidence),
+            attachments,
+            priority: cmd.priority,
+            category: cmd.category,
+            template_id: text.template_id,
+            language: text.language,
+            envelope: Envelope { from, to, cc },
+            subject: if email { text.subject } else { None },
+            body: text.body,
+            html: if email { text.html } else { None },
+            rfc_message_id,
+            in_reply_to,
+            segments: segment_count,
+            run_at: scheduled_for.unwrap_or(now),
+            scheduled_for,
+            trace_parent: crate::telemetry::current_traceparent(),
+        })
+    }
 
+    /// A debtor who asked for erasure gets nothing more, whatever else the send says: the
+    /// refusal is audited.
+    async fn refuse_if_restricted(&self, actor: &Actor, case: &CaseView) -> AppResult<()> {
+        if case.restricted_at.is_none() && case.erased_at.is_none() {
+            return Ok(());
+        }
+        self.store
+            .audit_refusal(actor, &case.id, Code::Restricted.as_str())
+            .await?;
+        Err(AppError::refused(
+            Code::Restricted,
+            "the debtor asked for their personal data to be erased: processing is restricted and nothing more is sent",
+        ))
+    }
+
+    /// What the message says: the request's own subject, body and HTML over its
+    /// template's, checked (a body; an email's subject, without CR, LF or NUL).
+    async fn text(
+        &self,
+        case: &CaseView,
+        channel: Channel,
+        preferences: &Preferences,
+        given: RequestText,
+    ) -> AppResult<Text> {
         let rendered = render(
             &self.store,
             case,
             channel,
-            cmd.template.as_ref(),
-            Given {
-                subject: cmd.subject.is_some(),
-                body: cmd.body.is_some(),
+            given.template.as_ref(),
+            super::render::Given {
+                subject: given.subject.is_some(),
+                body: given.body.is_some(),
             },
-            cmd.language.as_deref(),
-            Some(&preferences),
+            given.language.as_deref(),
+            Some(preferences),
         )
         .await?;
-        let subject = cmd.subject.or(rendered.subject);
-        let body = cmd
-            .body
-            .clone()
-            .or(rendered.body)
-            .filter(|b| !b.trim().is_empty())
-            .ok_or_else(|| invalid("body is required (or a templateId)"))?;
-        let html = match (&cmd.body, cmd.html_body) {
+        let subject = given.subject.or(rendered.subject);
+        let html = match (&given.body, given.html) {
             (_, Some(h)) => Some(h),
             (Some(_), None) => None,
             (None, None) => rendered.html,
         };
+        let body = given
+            .body
+            .or(rendered.body)
+            .filter(|b| !b.trim().is_empty())
+            .ok_or_else(|| invalid("body is required (or a templateId)"))?;
         if channel == Channel::Email && subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
             return Err(invalid(
                 "subject is required for email (or a templateId whose template has one)",
@@ -325,47 +426,56 @@ impl Messaging {
         if subject.as_deref().is_some_and(has_header_breaking) {
             return Err(invalid("the rendered subject contains CR, LF or NUL"));
         }
+        Ok(Text {
+            template_id: rendered.template_id,
+            language: rendered.language.or(given.language),
+            subject,
+            body,
+            html,
+        })
+    }
 
-        let attachments = self.attachments(channel, &case.id, cmd.attachments).await?;
-
-        let all: Vec<&str> = to.iter().chain(cc.iter()).map(String::as_str).collect();
-        let allowed = self
-            .policy
-            .decide(
-                &preferences,
-                &Question {
-                    case_id: &case.id,
-                    channel,
-                    category: cmd.category,
-                    case_status: case.status,
-                    recipients: &all,
-                    now,
-                    wanted: scheduled_at,
-                    debtor_timezone: Some(case.debtor.timezone.as_deref()),
-                    count_recent: true,
-                    restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
-                    recent: facts.recent,
-                    suppressed,
-                },
-            )
-            .await;
-        let allowed = match allowed {
-            Err(AppError::Refused { code, .. }) if code.is_policy() => {
-                // The refusal is evidence too: kept in the case's audit log, without the
-                // message's content.
+    /// The send policy's answer; a refusal by policy is evidence too, kept in the case's
+    /// audit log without the message's content.
+    async fn allowed(
+        &self,
+        actor: &Actor,
+        preferences: &Preferences,
+        question: &Question<'_>,
+    ) -> AppResult<super::policy::Allowed> {
+        match self.policy.decide(preferences, question).await {
+            Err(AppError::Refused {
+                code,
+                detail,
+                extra,
+            }) if code.is_policy() => {
                 self.store
-                    .audit_refusal(actor, &case.id, code.as_str())
+                    .audit_refusal(actor, question.case_id, code.as_str())
                     .await?;
-                return Err(allowed.err().unwrap_or(AppError::NotFound("case")));
+                Err(AppError::Refused {
+                    code,
+                    detail,
+                    extra,
+                })
             }
-            other => other?,
-        };
-        let scheduled_for = allowed.not_before;
+            other => other,
+        }
+    }
 
-        let id = prefixed_id("msg");
-        let (from, rfc_message_id, in_reply_to, segment_count) = match channel {
+    /// Who the message is from, its `Message-ID` and the one it answers (email), or its
+    /// segment count (SMS).
+    async fn addressing(
+        &self,
+        actor: &Actor,
+        case: &CaseView,
+        channel: Channel,
+        id: &str,
+        in_reply_to: Option<&str>,
+        body: &str,
+    ) -> AppResult<(String, Option<String>, Option<String>, Option<i64>)> {
+        Ok(match channel {
             Channel::Email => {
-                let parent = match cmd.in_reply_to.as_deref() {
+                let parent = match in_reply_to {
                     None => None,
                     Some(parent) => {
                         let m = self
@@ -383,7 +493,7 @@ impl Messaging {
                 };
                 (
                     self.senders.email_from.clone(),
-                    Some(self.senders.message_id(&id)),
+                    Some(self.senders.message_id(id)),
                     parent,
                     None,
                 )
@@ -392,33 +502,8 @@ impl Messaging {
                 self.senders.sms_sender(),
                 None,
                 None,
-                Some(i64::from(segments(&body).1)),
+                Some(i64::from(segments(body).1)),
             ),
-        };
-        let email = channel == Channel::Email;
-        Ok(NewMessage {
-            id,
-            case_id: case.id.clone(),
-            message_type: MessageType::from(channel),
-            channel: Some(channel),
-            status: MessageStatus::Queued,
-            system: None,
-            evidence: Some(allowed.evidence),
-            attachments,
-            priority: cmd.priority,
-            category: cmd.category,
-            template_id: rendered.template_id,
-            language: rendered.language.or(cmd.language),
-            envelope: Envelope { from, to, cc },
-            subject: if email { subject } else { None },
-            body,
-            html: if email { html } else { None },
-            rfc_message_id,
-            in_reply_to,
-            segments: segment_count,
-            run_at: scheduled_for.unwrap_or(now),
-            scheduled_for,
-            trace_parent: crate::telemetry::current_traceparent(),
         })
     }
 }

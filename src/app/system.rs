@@ -17,7 +17,7 @@ use crate::domain::party::Actor;
 use crate::domain::policy::{Evidence, Preferences};
 use crate::domain::prefixed_id;
 use crate::domain::sms::segments;
-use crate::domain::time::{duration_micros, from_micros};
+use crate::domain::time::{Micros, duration_micros, from_micros};
 use crate::store::system::Occurrence;
 use crate::store::{Access, CaseView, Envelope, NewMessage, Queued};
 
@@ -74,64 +74,11 @@ impl Messaging {
         } else {
             None
         };
-        let (status, evidence, scheduled_for) = match &delivery {
-            None => (MessageStatus::Sent, None, None),
-            Some((channel, to)) => {
-                let all: Vec<&str> = to.iter().map(String::as_str).collect();
-                let decided = self
-                    .policy
-                    .decide(
-                        &preferences,
-                        &Question {
-                            case_id: &case.id,
-                            channel: *channel,
-                            category: occurrence.event.category(),
-                            case_status: case.status,
-                            recipients: &all,
-                            now,
-                            wanted: None,
-                            debtor_timezone: Some(case.debtor.timezone.as_deref()),
-                            count_recent: false,
-                            restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
-                            recent: None,
-                            suppressed: None,
-                        },
-                    )
-                    .await;
-                match decided {
-                    Ok(allowed) => (
-                        MessageStatus::Queued,
-                        Some(allowed.evidence),
-                        allowed.not_before,
-                    ),
-                    // A refusal leaves the message `refused` with the rule: never an error.
-                    Err(AppError::Refused { code, .. }) => (
-                        MessageStatus::Refused,
-                        Some(Evidence::refused(code, from_micros(now))),
-                        None,
-                    ),
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        let (status, evidence, scheduled_for) = self
+            .system_decision(&case, &occurrence, &preferences, delivery.as_ref(), now)
+            .await?;
         let channel = delivery.as_ref().map(|(c, _)| *c);
-        let envelope = match &delivery {
-            Some((Channel::Email, to)) => Envelope {
-                from: self.senders.email_from.clone(),
-                to: to.clone(),
-                cc: Vec::new(),
-            },
-            Some((Channel::Sms, to)) => Envelope {
-                from: self.senders.sms_sender(),
-                to: to.clone(),
-                cc: Vec::new(),
-            },
-            None => Envelope {
-                from: "system".into(),
-                to: Vec::new(),
-                cc: Vec::new(),
-            },
-        };
+        let envelope = self.system_envelope(delivery.as_ref());
         let sms = channel == Some(Channel::Sms);
         let new = NewMessage {
             case_id: case.id.clone(),
@@ -174,6 +121,80 @@ impl Messaging {
                 Ok(())
             }
             Queued::KeyTaken | Queued::NoCase => Ok(()),
+        }
+    }
+
+    /// Whether a system message to the debtor goes out: queued (with the policy's evidence
+    /// and when it may go) or refused with the rule, never an error; one that addresses
+    /// nobody is `sent` as it is written.
+    async fn system_decision(
+        &self,
+        case: &CaseView,
+        occurrence: &Occurrence,
+        preferences: &Preferences,
+        delivery: Option<&(Channel, Vec<String>)>,
+        now: Micros,
+    ) -> AppResult<(MessageStatus, Option<Evidence>, Option<Micros>)> {
+        Ok(match delivery {
+            None => (MessageStatus::Sent, None, None),
+            Some((channel, to)) => {
+                let all: Vec<&str> = to.iter().map(String::as_str).collect();
+                let decided = self
+                    .policy
+                    .decide(
+                        preferences,
+                        &Question {
+                            case_id: &case.id,
+                            channel: *channel,
+                            category: occurrence.event.category(),
+                            case_status: case.status,
+                            recipients: &all,
+                            now,
+                            wanted: None,
+                            debtor_timezone: Some(case.debtor.timezone.as_deref()),
+                            count_recent: false,
+                            restricted: case.restricted_at.is_some() || case.erased_at.is_some(),
+                            recent: None,
+                            suppressed: None,
+                        },
+                    )
+                    .await;
+                match decided {
+                    Ok(allowed) => (
+                        MessageStatus::Queued,
+                        Some(allowed.evidence),
+                        allowed.not_before,
+                    ),
+                    // A refusal leaves the message `refused` with the rule: never an error.
+                    Err(AppError::Refused { code, .. }) => (
+                        MessageStatus::Refused,
+                        Some(Evidence::refused(code, from_micros(now))),
+                        None,
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    /// From parley's sender to the debtor's address or number, or from `system` to nobody.
+    fn system_envelope(&self, delivery: Option<&(Channel, Vec<String>)>) -> Envelope {
+        match delivery {
+            Some((Channel::Email, to)) => Envelope {
+                from: self.senders.email_from.clone(),
+                to: to.clone(),
+                cc: Vec::new(),
+            },
+            Some((Channel::Sms, to)) => Envelope {
+                from: self.senders.sms_sender(),
+                to: to.clone(),
+                cc: Vec::new(),
+            },
+            None => Envelope {
+                from: "system".into(),
+                to: Vec::new(),
+                cc: Vec::new(),
+            },
         }
     }
 
