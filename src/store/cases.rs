@@ -57,6 +57,29 @@ pub struct CasePatch {
     pub debtor_timezone: Option<Option<String>>,
 }
 
+impl CasePatch {
+    /// Makes the patch's changes of the debtor; whether anything changed.
+    fn debtor_changes(&mut self, d: &mut Debtor) -> bool {
+        let before = d.clone();
+        if let Some(name) = self.debtor_name.take() {
+            d.name = name;
+        }
+        if let Some(v) = self.debtor_email.take() {
+            d.email = v;
+        }
+        if let Some(v) = self.debtor_phone.take() {
+            d.phone = v;
+        }
+        if let Some(v) = self.debtor_language.take() {
+            d.language = v;
+        }
+        if let Some(v) = self.debtor_timezone.take() {
+            d.timezone = v;
+        }
+        *d != before
+    }
+}
+
 pub struct ListCases {
     pub status: Option<CaseStatus>,
     /// A search: the start of a case number, or a debtor's whole email address or phone
@@ -723,7 +746,7 @@ impl Store {
         &self,
         actor: &Actor,
         case_id: &str,
-        patch: CasePatch,
+        mut patch: CasePatch,
     ) -> StoreResult<Option<CaseView>> {
         let mut tx = self.write_tx().await?;
         if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
@@ -745,7 +768,7 @@ impl Store {
         let mut case = self.case_from_row(row)?;
         let now = self.now();
 
-        if let Some(status) = patch.status.filter(|s| *s != case.status) {
+        if let Some(status) = patch.status.take().filter(|s| *s != case.status) {
             let previous = std::mem::replace(&mut case.status, status);
             audit(
                 &mut tx,
@@ -754,7 +777,7 @@ impl Store {
                 AuditAction::CaseStatusChanged,
                 "case",
                 case_id,
-                self.now(),
+                now,
             )
             .await?;
             let payload = json!({"caseId": case_id, "caseNumber": case.case_number, "previousStatus": previous.as_str(), "status": case.status.as_str()});
@@ -763,11 +786,11 @@ impl Store {
                 EventType::CaseStatusChanged,
                 Some(case_id),
                 &payload,
-                self.now(),
+                now,
             )
             .await?;
         }
-        if let Some(partner) = patch.partner_id.filter(|p| *p != case.partner_id) {
+        if let Some(partner) = patch.partner_id.take().filter(|p| *p != case.partner_id) {
             if let Some(p) = &partner {
                 Self::require_party_kind(&mut tx, p, PartyKind::Partner, "partnerId").await?;
             }
@@ -779,28 +802,11 @@ impl Store {
                 AuditAction::CasePartnerChanged,
                 "case",
                 case_id,
-                self.now(),
+                now,
             )
             .await?;
         }
-        let before = case.debtor.clone();
-        let d = &mut case.debtor;
-        if let Some(name) = patch.debtor_name {
-            d.name = name;
-        }
-        if let Some(v) = patch.debtor_email {
-            d.email = v;
-        }
-        if let Some(v) = patch.debtor_phone {
-            d.phone = v;
-        }
-        if let Some(v) = patch.debtor_language {
-            d.language = v;
-        }
-        if let Some(v) = patch.debtor_timezone {
-            d.timezone = v;
-        }
-        if case.debtor != before {
+        if patch.debtor_changes(&mut case.debtor) {
             audit(
                 &mut tx,
                 Some(case_id),
@@ -808,7 +814,7 @@ impl Store {
                 AuditAction::CaseDebtorUpdated,
                 "case",
                 case_id,
-                self.now(),
+                now,
             )
             .await?;
         }
