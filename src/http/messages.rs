@@ -253,8 +253,6 @@ impl SendMessageRequest {
     /// The command this request asks for: every field parsed, nothing looked up yet.
     fn command(self) -> ApiResult<SendMessage> {
         let invalid = |detail: String| ApiError::unprocessable(Code::ValidationFailed, detail);
-        let bad_recipient =
-            |e: crate::domain::Invalid| ApiError::unprocessable(Code::InvalidRecipient, e.0);
         let channel = Channel::parse(&self.message_type)?;
         let priority = self
             .priority
@@ -273,50 +271,7 @@ impl SendMessageRequest {
             .as_deref()
             .map(crate::domain::case::parse_language)
             .transpose()?;
-        let given = self.to.map(OneOrMany::into_vec).unwrap_or_default();
-        let to = match channel {
-            _ if given.is_empty() => None,
-            Channel::Email if given.len() > 50 => {
-                return Err(ApiError::unprocessable(
-                    Code::InvalidRecipient,
-                    "at most 50 recipients",
-                ));
-            }
-            Channel::Email => Some(Recipients::Email(
-                given
-                    .iter()
-                    .map(|a| EmailAddress::parse(a))
-                    .collect::<Result<_, _>>()
-                    .map_err(bad_recipient)?,
-            )),
-            Channel::Sms if given.len() != 1 => {
-                return Err(ApiError::unprocessable(
-                    Code::InvalidRecipient,
-                    "an SMS goes to exactly one number",
-                ));
-            }
-            Channel::Sms => Some(Recipients::Sms(
-                PhoneNumber::parse(&given[0]).map_err(bad_recipient)?,
-            )),
-        };
-        let cc = match channel {
-            Channel::Email if self.cc.len() > 50 => {
-                return Err(ApiError::unprocessable(
-                    Code::InvalidRecipient,
-                    "at most 50 cc recipients",
-                ));
-            }
-            Channel::Email => self
-                .cc
-                .iter()
-                .map(|c| EmailAddress::parse(c))
-                .collect::<Result<_, _>>()
-                .map_err(bad_recipient)?,
-            Channel::Sms if !self.cc.is_empty() => {
-                return Err(invalid("cc is for email only".into()));
-            }
-            Channel::Sms => Vec::new(),
-        };
+        let (to, cc) = recipients(channel, self.to, self.cc)?;
         let scheduled_at = self
             .scheduled_at
             .as_deref()
@@ -326,29 +281,7 @@ impl SendMessageRequest {
                 })
             })
             .transpose()?;
-        let template = match self.template_id {
-            None => None,
-            Some(template_id) => {
-                let mut variables = BTreeMap::new();
-                for (k, v) in self.variables {
-                    let text = match v {
-                        Value::String(s) => s,
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        _ => {
-                            return Err(invalid(format!(
-                                "variable {k:?} must be a string or a number"
-                            )));
-                        }
-                    };
-                    variables.insert(k, text);
-                }
-                Some(TemplateChoice {
-                    template_id,
-                    variables,
-                })
-            }
-        };
+        let template = template(self.template_id, self.variables)?;
         Ok(SendMessage {
             channel,
             to,
@@ -365,6 +298,93 @@ impl SendMessageRequest {
             attachments: self.attachments,
         })
     }
+}
+
+/// The recipients a send names: for an email at most 50 addresses and as many cc, for an SMS
+/// one number and no cc; none: the debtor's.
+fn recipients(
+    channel: Channel,
+    to: Option<OneOrMany>,
+    cc: Vec<String>,
+) -> ApiResult<(Option<Recipients>, Vec<EmailAddress>)> {
+    let invalid = |detail: String| ApiError::unprocessable(Code::ValidationFailed, detail);
+    let bad_recipient =
+        |e: crate::domain::Invalid| ApiError::unprocessable(Code::InvalidRecipient, e.0);
+    let given = to.map(OneOrMany::into_vec).unwrap_or_default();
+    let to = match channel {
+        _ if given.is_empty() => None,
+        Channel::Email if given.len() > 50 => {
+            return Err(ApiError::unprocessable(
+                Code::InvalidRecipient,
+                "at most 50 recipients",
+            ));
+        }
+        Channel::Email => Some(Recipients::Email(
+            given
+                .iter()
+                .map(|a| EmailAddress::parse(a))
+                .collect::<Result<_, _>>()
+                .map_err(bad_recipient)?,
+        )),
+        Channel::Sms if given.len() != 1 => {
+            return Err(ApiError::unprocessable(
+                Code::InvalidRecipient,
+                "an SMS goes to exactly one number",
+            ));
+        }
+        Channel::Sms => Some(Recipients::Sms(
+            PhoneNumber::parse(&given[0]).map_err(bad_recipient)?,
+        )),
+    };
+    let cc = match channel {
+        Channel::Email if cc.len() > 50 => {
+            return Err(ApiError::unprocessable(
+                Code::InvalidRecipient,
+                "at most 50 cc recipients",
+            ));
+        }
+        Channel::Email => cc
+            .iter()
+            .map(|c| EmailAddress::parse(c))
+            .collect::<Result<_, _>>()
+            .map_err(bad_recipient)?,
+        Channel::Sms if !cc.is_empty() => {
+            return Err(invalid("cc is for email only".into()));
+        }
+        Channel::Sms => Vec::new(),
+    };
+    Ok((to, cc))
+}
+
+/// The template a send names with its variables (strings, numbers or booleans).
+fn template(
+    template_id: Option<String>,
+    given: BTreeMap<String, Value>,
+) -> ApiResult<Option<TemplateChoice>> {
+    let invalid = |detail: String| ApiError::unprocessable(Code::ValidationFailed, detail);
+    Ok(match template_id {
+        None => None,
+        Some(template_id) => {
+            let mut variables = BTreeMap::new();
+            for (k, v) in given {
+                let text = match v {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => {
+                        return Err(invalid(format!(
+                            "variable {k:?} must be a string or a number"
+                        )));
+                    }
+                };
+                variables.insert(k, text);
+            }
+            Some(TemplateChoice {
+                template_id,
+                variables,
+            })
+        }
+    })
 }
 
 #[utoipa::path(post, path = "/api/cases/{caseId}/messages", tag = "messages", params(("caseId" = uuid::Uuid, Path),
