@@ -68,6 +68,7 @@ pub mod document;
 pub mod event;
 pub mod ids;
 pub mod mail;
+pub mod matching;
 pub mod message;
 pub mod note;
 pub mod party;

@@ -11,10 +11,10 @@ use serde_json::json;
 use super::messages::{Envelope, apply_event, context};
 use super::{Store, StoreResult, audit_as, emit};
 use crate::domain::mail::InboundMail;
+use crate::domain::matching::{MatchedBy, addressed_cases, is_stop_word, single, subject_numbers};
 use crate::domain::message::MessageStatus;
 use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
-use crate::domain::thread::{case_from_address, case_number_candidates};
 use crate::domain::time::{Micros, rfc3339};
 
 /// What became of an inbound mail.
@@ -142,9 +142,12 @@ pub(super) struct Announced<'a> {
 
 /// The cases a subject names by a case number, as whole words, across all creditors (at
 /// most 20 a number). One of them: the mail's case; more: ambiguous, for the unmatched list.
-async fn cases_named_in(conn: &mut sqlx::AnyConnection, subject: &str) -> StoreResult<Vec<String>> {
+async fn cases_named_in(
+    conn: &mut sqlx::AnyConnection,
+    numbers: Vec<String>,
+) -> StoreResult<Vec<String>> {
     let mut candidates: Vec<String> = Vec::new();
-    for number in case_number_candidates(subject) {
+    for number in numbers {
         let ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM cases WHERE case_number = $1 ORDER BY id LIMIT 20")
                 .bind(&number)
@@ -177,27 +180,61 @@ async fn first_case(
     Ok(None)
 }
 
-/// The words carriers and regulators treat as an opt-out, alone in a message.
-fn is_stop_word(body: &str) -> bool {
-    const WORDS: [&str; 8] = [
-        "stop",
-        "stopall",
-        "unsubscribe",
-        "cancel",
-        "end",
-        "quit",
-        "afmeld",
-        "optout",
-    ];
-    let word = body.trim().trim_end_matches(['.', '!']).to_lowercase();
-    WORDS.contains(&word.as_str())
-}
-
 pub(super) fn raw_context(id: &str) -> String {
     format!("inbound:{id}")
 }
 
+/// The case a received mail found (see `domain::matching`), and how.
+struct Found {
+    case_id: Option<String>,
+    by: Option<MatchedBy>,
+    /// The thread of the message it answers.
+    parent_thread: Option<String>,
+    /// The cases its subject names, when that is how it was tried.
+    candidates: Vec<String>,
+}
+
 impl Store {
+    /// Tries a mail's ways to its case in order: the message it answers, a per-case
+    /// address, a case number in the subject naming exactly one case.
+    async fn find_case(
+        tx: &mut sqlx::AnyConnection,
+        mail: &InboundMail,
+        inbound_domain: &str,
+    ) -> StoreResult<Found> {
+        for parent in &mail.parents {
+            if let Some((_, case, thread, verified)) =
+                Self::message_by_rfc_id_in(&mut *tx, parent).await?
+            {
+                return Ok(Found {
+                    case_id: Some(case),
+                    by: Some(MatchedBy::Reply { held: !verified }),
+                    parent_thread: thread,
+                    candidates: Vec::new(),
+                });
+            }
+        }
+        let addressed = addressed_cases(mail, inbound_domain).into_iter();
+        if let Some(case) =
+            first_case(&mut *tx, "SELECT id FROM cases WHERE id = $1", addressed).await?
+        {
+            return Ok(Found {
+                case_id: Some(case),
+                by: Some(MatchedBy::Address),
+                parent_thread: None,
+                candidates: Vec::new(),
+            });
+        }
+        let candidates = cases_named_in(&mut *tx, subject_numbers(mail)).await?;
+        let case_id = single(&candidates);
+        Ok(Found {
+            by: case_id.as_ref().map(|_| MatchedBy::Subject),
+            case_id,
+            parent_thread: None,
+            candidates,
+        })
+    }
+
     /// Stores one received mail. `inbound_domain` is the domain of per-case addresses;
     /// `returned` is the message (and the recipient of its copy, when it went to several)
     /// whose bounce address (VERP) the mail came to, checked by the caller: only then does a
@@ -241,41 +278,9 @@ impl Store {
             }
         }
 
-        // 1. the message it answers, 2. a per-case address, 3. a case number in the subject.
-        let mut case_id = None;
-        let mut parent_thread = None;
-        // A reply to mail held for review proves no more than that mail did.
-        let mut parent_held = false;
-        for parent in &mail.parents {
-            if let Some((_, case, thread, verified)) =
-                Self::message_by_rfc_id_in(&mut tx, parent).await?
-            {
-                case_id = Some(case);
-                parent_thread = thread;
-                parent_held = !verified;
-                break;
-            }
-        }
-        if case_id.is_none() {
-            let addressed = mail
-                .to
-                .iter()
-                .chain(&mail.cc)
-                .chain(&mail.delivered_to)
-                .filter_map(|a| case_from_address(a, inbound_domain));
-            case_id = first_case(&mut tx, "SELECT id FROM cases WHERE id = $1", addressed).await?;
-        }
-        // A case number in the subject, as a whole word, when the subject names exactly one
-        // case (creditors choose numbers freely, so two tenants may share one).
-        let by_subject = case_id.is_none();
-        let candidates = if by_subject {
-            cases_named_in(&mut tx, mail.subject.as_deref().unwrap_or_default()).await?
-        } else {
-            Vec::new()
-        };
-        if let [only] = candidates.as_slice() {
-            case_id = Some(only.clone());
-        }
+        let found = Self::find_case(&mut tx, mail, inbound_domain).await?;
+        let case_id = found.case_id;
+        let candidates = found.candidates;
 
         // A case whose debtor was erased takes nothing more: the mail waits unmatched.
         let key = match case_id.as_deref() {
@@ -294,15 +299,13 @@ impl Store {
                 &mut tx,
                 &key,
                 &case_id,
-                parent_thread,
+                found.parent_thread,
                 mail.subject.as_deref(),
                 now,
             )
             .await?;
         let mut record = Received::email(&case_id, &thread_id, mail, source, raw, None, now);
-        // Anyone can write a case number into a subject, or answer mail held for review:
-        // from a stranger, that alone is not enough for the mail to act on the case.
-        if by_subject || parent_held {
+        if found.by.is_some_and(MatchedBy::needs_known_sender) {
             let from = mail.from.as_deref().unwrap_or_default();
             record.verified = self
                 .sender_known(&mut tx, &case_id, from, own_sender)
@@ -633,7 +636,7 @@ impl Store {
                 .await?
             }
         };
-        let [case_id] = candidates.as_slice() else {
+        let Some(case_id) = single(&candidates) else {
             if stop {
                 self.suppress_unplaced_stop(&mut tx, sms.from, &candidates, now)
                     .await?;
@@ -644,7 +647,6 @@ impl Store {
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
         };
-        let case_id = case_id.clone();
         let Some(key) = self.key_unless_erased(&case_id).await? else {
             let inbound_id = self
                 .keep_unmatched(&mut tx, Source::Sms, &raw, now, &candidates)
