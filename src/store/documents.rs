@@ -342,8 +342,7 @@ impl Store {
         super::audit_as(
             &mut tx,
             Some(&new.case_id),
-            None,
-            "inbound email",
+            (None, "inbound email"),
             AuditAction::DocumentUploaded,
             "document",
             &new.id,

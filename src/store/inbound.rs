@@ -180,6 +180,30 @@ async fn first_case(
     Ok(None)
 }
 
+/// The cases an SMS from the number with blind index `number` may belong to: the case that
+/// last sent an SMS to it; else every case whose debtor has it (at most 20). Several and none
+/// of them wrote: no guess, an admin sorts it.
+async fn sms_candidates(tx: &mut sqlx::AnyConnection, number: &str) -> StoreResult<Vec<String>> {
+    let last_writer: Option<String> = sqlx::query_scalar(
+        "SELECT case_id FROM messages WHERE recipient_index = $1 AND direction = 'outbound' \
+         AND (message_type = 'sms' OR channel = 'sms') AND case_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(number)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(match last_writer {
+        Some(case) => vec![case],
+        None => {
+            sqlx::query_scalar(
+                "SELECT id FROM cases WHERE debtor_phone_index = $1 ORDER BY id LIMIT 20",
+            )
+            .bind(number)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    })
+}
+
 pub(super) fn raw_context(id: &str) -> String {
     format!("inbound:{id}")
 }
@@ -344,8 +368,7 @@ impl Store {
                 tx,
                 self.backend,
                 message_id,
-                MessageStatus::Bounced,
-                now,
+                (MessageStatus::Bounced, now),
                 event_id.as_deref(),
                 Some(&reason),
                 self.now(),
@@ -482,8 +505,7 @@ impl Store {
             audit_as(
                 &mut *tx,
                 Some(r.case_id),
-                None,
-                &format!("inbound {}", r.channel),
+                (None, &format!("inbound {}", r.channel)),
                 AuditAction::MessageHeldForReview,
                 "message",
                 id,
@@ -541,8 +563,7 @@ impl Store {
         audit_as(
             &mut *tx,
             Some(r.case_id),
-            None,
-            actor_name,
+            (None, actor_name),
             AuditAction::MessageReceived,
             "message",
             id,
@@ -615,27 +636,8 @@ impl Store {
             }
         }
         let stop = is_stop_word(sms.body);
-        // The case that last sent an SMS to this number; else the only case with this debtor
-        // number. Several candidates and none of them wrote: no guess, an admin sorts it.
         let number = self.keys.blind_index("phone", sms.from);
-        let last_writer: Option<String> = sqlx::query_scalar(
-            "SELECT case_id FROM messages WHERE recipient_index = $1 AND direction = 'outbound' \
-             AND (message_type = 'sms' OR channel = 'sms') AND case_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
-        )
-        .bind(&number)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let candidates: Vec<String> = match last_writer {
-            Some(case) => vec![case],
-            None => {
-                sqlx::query_scalar(
-                    "SELECT id FROM cases WHERE debtor_phone_index = $1 ORDER BY id LIMIT 20",
-                )
-                .bind(&number)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-        };
+        let candidates = sms_candidates(&mut tx, &number).await?;
         let Some(case_id) = single(&candidates) else {
             if stop {
                 self.suppress_unplaced_stop(&mut tx, sms.from, &candidates, now)

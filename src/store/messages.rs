@@ -500,8 +500,7 @@ impl Store {
             &mut tx,
             self.backend,
             message_id,
-            event,
-            at,
+            (event, at),
             provider_event_id,
             detail,
             self.now(),
@@ -631,8 +630,7 @@ pub(crate) async fn apply_event(
     conn: &mut sqlx::AnyConnection,
     backend: super::Backend,
     message_id: &str,
-    event: MessageStatus,
-    at: Micros,
+    (event, at): (MessageStatus, Micros),
     provider_event_id: Option<&str>,
     detail: Option<&str>,
     now: Micros,
@@ -702,12 +700,6 @@ pub(crate) async fn apply_sent_events(
     events: &[SentMessage<'_>],
     now: Micros,
 ) -> StoreResult<()> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: String,
-        status: String,
-        case_id: Option<String>,
-    }
     if events.is_empty() {
         return Ok(());
     }
@@ -719,12 +711,12 @@ pub(crate) async fn apply_sent_events(
         "SELECT id, status, case_id FROM messages WHERE id IN ({list}){}",
         backend.for_update()
     );
-    let mut q = sqlx::query_as::<_, Row>(&sql);
+    let mut q = sqlx::query_as::<_, SentRow>(&sql);
     for e in events {
         q = q.bind(e.id);
     }
     let rows = q.fetch_all(&mut *conn).await?;
-    let found: Vec<(&Row, &SentMessage<'_>)> = events
+    let found: Vec<(&SentRow, &SentMessage<'_>)> = events
         .iter()
         .filter_map(|e| rows.iter().find(|r| r.id == e.id).map(|r| (r, e)))
         .collect();
@@ -754,6 +746,29 @@ pub(crate) async fn apply_sent_events(
         let payload = json!({"messageId": row.id, "caseId": row.case_id, "event": "sent", "status": next.as_str(), "timestamp": rfc3339(e.at)});
         outbox.push((row.case_id.as_deref(), payload.to_string()));
     }
+    mark_sent(&mut *conn, backend, &found, &advanced).await?;
+    if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
+        super::emit_many(&mut *conn, event_type, &outbox, now).await?;
+    }
+    Ok(())
+}
+
+/// A message's id, status and case, read before its `sent` event is applied.
+#[derive(sqlx::FromRow)]
+struct SentRow {
+    id: String,
+    status: String,
+    case_id: Option<String>,
+}
+
+/// Marks the messages sent in one statement: when, by which provider id, with the policy's
+/// evidence at sending, and `sent` where that moves their status forward (`advanced`).
+async fn mark_sent(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    found: &[(&SentRow, &SentMessage<'_>)],
+    advanced: &[bool],
+) -> StoreResult<()> {
     // Status words are this build's own constants, written into the statement.
     let sent = MessageStatus::Sent;
     let sql = format!(
@@ -782,7 +797,7 @@ pub(crate) async fn apply_sent_events(
     );
     let sql = super::positional(sql, backend);
     let mut q = sqlx::query(&sql);
-    for ((row, e), advanced) in found.iter().zip(&advanced) {
+    for ((row, e), advanced) in found.iter().zip(advanced) {
         q = q
             .bind(row.id.as_str())
             .bind(e.at)
@@ -796,9 +811,6 @@ pub(crate) async fn apply_sent_events(
             );
     }
     q.execute(&mut *conn).await?;
-    if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
-        super::emit_many(&mut *conn, event_type, &outbox, now).await?;
-    }
     Ok(())
 }
 

@@ -331,8 +331,7 @@ pub(crate) async fn audit(
     audit_as(
         conn,
         case_id,
-        Some(actor.party_id.as_str()),
-        &actor.name,
+        (Some(actor.party_id.as_str()), &actor.name),
         action,
         target_type,
         target_id,
@@ -381,8 +380,7 @@ impl Store {
 pub(crate) async fn audit_as(
     conn: &mut AnyConnection,
     case_id: Option<&str>,
-    party_id: Option<&str>,
-    actor_name: &str,
+    (party_id, actor_name): (Option<&str>, &str),
     action: AuditAction,
     target_type: &str,
     target_id: &str,

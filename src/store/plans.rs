@@ -18,64 +18,69 @@ struct Planned {
     numbers: Vec<i64>,
 }
 
+/// The list queries whose plans are checked, each with values for its parameters.
+fn planned() -> Vec<Planned> {
+    let actor = |kind| Actor {
+        party_id: PartyId::from_stored("party_plan".to_string()),
+        kind,
+        name: String::new(),
+        token_id: String::new(),
+    };
+    let creditor = actor(PartyKind::Creditor);
+    let admin = actor(PartyKind::Admin);
+    vec![
+        Planned {
+            name: "messages of a case",
+            sql: list_messages_sql(),
+            text: vec![Some("case"), None, None, None],
+            numbers: vec![],
+        },
+        Planned {
+            name: "messages of a case, by type and direction",
+            sql: list_messages_sql(),
+            text: vec![Some("case"), Some("email"), Some("outbound"), None],
+            numbers: vec![],
+        },
+        Planned {
+            name: "messages of a case, counted",
+            sql: count_messages_sql(),
+            text: vec![Some("case"), Some("sms"), None, Some("sent")],
+            numbers: vec![],
+        },
+        Planned {
+            name: "cases of a creditor",
+            sql: list_cases_sql(&creditor),
+            text: vec![Some("party_plan"), None, None],
+            numbers: vec![51],
+        },
+        Planned {
+            name: "cases of a creditor, counted",
+            sql: count_cases_sql(&creditor),
+            text: vec![Some("party_plan"), Some("active")],
+            numbers: vec![],
+        },
+        Planned {
+            name: "cases, as an admin",
+            sql: list_cases_sql(&admin),
+            text: vec![Some("party_plan"), None, None],
+            numbers: vec![51],
+        },
+        Planned {
+            name: "threads of a case",
+            sql: LIST_THREADS_SQL.to_string(),
+            text: vec![Some("case")],
+            numbers: vec![],
+        },
+    ]
+}
+
 impl Store {
     /// The plan of every list query, as the database describes it (`EXPLAIN QUERY PLAN` on
     /// SQLite; `EXPLAIN` on PostgreSQL, with sequential scans discouraged so that a small
     /// table still shows the index the query can use). For tests and operators.
     #[doc(hidden)]
     pub async fn list_plans(&self) -> StoreResult<Vec<(&'static str, String)>> {
-        let actor = |kind| Actor {
-            party_id: PartyId::from_stored("party_plan".to_string()),
-            kind,
-            name: String::new(),
-            token_id: String::new(),
-        };
-        let creditor = actor(PartyKind::Creditor);
-        let admin = actor(PartyKind::Admin);
-        let queries = [
-            Planned {
-                name: "messages of a case",
-                sql: list_messages_sql(),
-                text: vec![Some("case"), None, None, None],
-                numbers: vec![],
-            },
-            Planned {
-                name: "messages of a case, by type and direction",
-                sql: list_messages_sql(),
-                text: vec![Some("case"), Some("email"), Some("outbound"), None],
-                numbers: vec![],
-            },
-            Planned {
-                name: "messages of a case, counted",
-                sql: count_messages_sql(),
-                text: vec![Some("case"), Some("sms"), None, Some("sent")],
-                numbers: vec![],
-            },
-            Planned {
-                name: "cases of a creditor",
-                sql: list_cases_sql(&creditor),
-                text: vec![Some("party_plan"), None, None],
-                numbers: vec![51],
-            },
-            Planned {
-                name: "cases of a creditor, counted",
-                sql: count_cases_sql(&creditor),
-                text: vec![Some("party_plan"), Some("active")],
-                numbers: vec![],
-            },
-            Planned {
-                name: "cases, as an admin",
-                sql: list_cases_sql(&admin),
-                text: vec![Some("party_plan"), None, None],
-                numbers: vec![51],
-            },
-            Planned {
-                name: "threads of a case",
-                sql: LIST_THREADS_SQL.to_string(),
-                text: vec![Some("case")],
-                numbers: vec![],
-            },
-        ];
+        let queries = planned();
         let mut plans = Vec::new();
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {

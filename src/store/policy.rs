@@ -397,8 +397,7 @@ impl Store {
         super::audit_as(
             &mut tx,
             case_id.as_deref(),
-            None,
-            "recipient",
+            (None, "recipient"),
             AuditAction::RecipientUnsubscribed,
             "message",
             message_id,

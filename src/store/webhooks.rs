@@ -127,6 +127,40 @@ pub(super) fn secret_context(id: &str) -> String {
     format!("webhook:{id}:secret")
 }
 
+/// A case's creditor and partner, who may see its events.
+#[derive(sqlx::FromRow)]
+struct CaseParties {
+    id: String,
+    creditor_id: String,
+    partner_id: Option<String>,
+}
+
+/// The parties of every case named, read a few hundred at a time.
+async fn case_parties<'a>(
+    tx: &mut sqlx::AnyConnection,
+    case_ids: impl Iterator<Item = &'a str>,
+) -> StoreResult<std::collections::HashMap<String, CaseParties>> {
+    let mut parties: std::collections::HashMap<String, CaseParties> = Default::default();
+    let mut case_ids: Vec<&str> = case_ids.collect();
+    case_ids.sort_unstable();
+    case_ids.dedup();
+    for chunk in case_ids.chunks(200) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, creditor_id, partner_id FROM cases WHERE id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, CaseParties>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for c in q.fetch_all(&mut *tx).await? {
+            parties.insert(c.id.clone(), c);
+        }
+    }
+    Ok(parties)
+}
+
 impl Store {
     pub async fn create_webhook(
         &self,
@@ -150,8 +184,7 @@ impl Store {
         audit_as(
             &mut tx,
             None,
-            Some(actor.party_id.as_str()),
-            &actor.name,
+            (Some(actor.party_id.as_str()), &actor.name),
             AuditAction::WebhookCreated,
             "webhook",
             &id,
@@ -195,8 +228,7 @@ impl Store {
         audit_as(
             &mut tx,
             None,
-            Some(actor.party_id.as_str()),
-            &actor.name,
+            (Some(actor.party_id.as_str()), &actor.name),
             AuditAction::WebhookDeleted,
             "webhook",
             id,
@@ -254,12 +286,6 @@ impl Store {
             owner_party_id: String,
             kind: String,
         }
-        #[derive(sqlx::FromRow)]
-        struct CaseParties {
-            id: String,
-            creditor_id: String,
-            partner_id: Option<String>,
-        }
         let mut tx = self.write_tx().await?;
         let events = sqlx::query_as::<_, NewEvent>(
             "SELECT id, event_type, case_id FROM events WHERE dispatched_at IS NULL ORDER BY id LIMIT $1",
@@ -281,25 +307,8 @@ impl Store {
             .iter()
             .map(|h| parse_events(&h.events).unwrap_or_default())
             .collect();
-        // The parties of every case the events name, in one read.
-        let mut parties: std::collections::HashMap<String, CaseParties> = Default::default();
-        let mut case_ids: Vec<&str> = events.iter().filter_map(|e| e.case_id.as_deref()).collect();
-        case_ids.sort_unstable();
-        case_ids.dedup();
-        for chunk in case_ids.chunks(200) {
-            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT id, creditor_id, partner_id FROM cases WHERE id IN ({})",
-                list.join(", ")
-            );
-            let mut q = sqlx::query_as::<_, CaseParties>(&sql);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for c in q.fetch_all(&mut *tx).await? {
-                parties.insert(c.id.clone(), c);
-            }
-        }
+        let parties =
+            case_parties(&mut tx, events.iter().filter_map(|e| e.case_id.as_deref())).await?;
         let mut deliveries: Vec<(String, &str, i64)> = Vec::new();
         for e in &events {
             let case_parties = e.case_id.as_deref().and_then(|c| parties.get(c));
@@ -307,7 +316,11 @@ impl Store {
                 if !wants.iter().any(|x| x.as_str() == e.event_type) {
                     continue;
                 }
-                let sees = h.kind == crate::domain::PartyKind::Admin.as_str()
+                let admin = h
+                    .kind
+                    .parse::<crate::domain::PartyKind>()
+                    .is_ok_and(|k| k == crate::domain::PartyKind::Admin);
+                let sees = admin
                     || case_parties.is_some_and(|c| {
                         c.creditor_id == h.owner_party_id
                             || c.partner_id.as_deref() == Some(h.owner_party_id.as_str())

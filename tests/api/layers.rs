@@ -153,3 +153,117 @@ fn the_store_scan_finds_accesses() {
         3
     );
 }
+
+/// Whether a line starts a function: `fn`, after any of `pub`, `pub(crate)`, `pub(super)`,
+/// `async`, `const`, `unsafe`.
+fn starts_fn(line: &str) -> bool {
+    let mut rest = line.trim_start();
+    loop {
+        let next = [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "async ",
+            "const ",
+            "unsafe ",
+        ]
+        .iter()
+        .find_map(|q| rest.strip_prefix(q));
+        match next {
+            Some(r) => rest = r,
+            None => return rest.starts_with("fn "),
+        }
+    }
+}
+
+/// The braces of a line that count: outside string and character literals and comments.
+fn brace_delta(line: &str) -> (i32, bool) {
+    let (mut delta, mut opened, mut in_str) = (0, false, false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if in_str => {
+                chars.next();
+            }
+            '"' => in_str = !in_str,
+            '/' if !in_str && chars.peek() == Some(&'/') => break,
+            '\'' if !in_str => {
+                // A character literal ('{', '\'') or a lifetime ('a): skip a literal whole.
+                let ahead: String = chars.clone().take(3).collect();
+                if ahead.chars().nth(1) == Some('\'') {
+                    chars.nth(1);
+                } else if ahead.starts_with('\\') {
+                    chars.nth(2);
+                }
+            }
+            '{' if !in_str => {
+                delta += 1;
+                opened = true;
+            }
+            '}' if !in_str => delta -= 1,
+            _ => {}
+        }
+    }
+    (delta, opened)
+}
+
+/// Functions of `source` longer than `max` lines, outside its `#[cfg(test)]` module, with
+/// the line each starts on.
+fn long_functions(source: &str, max: usize) -> Vec<(usize, usize)> {
+    let lines: Vec<&str> = source
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("#[cfg(test)]"))
+        .collect();
+    let mut long = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if !starts_fn(lines[i]) {
+            i += 1;
+            continue;
+        }
+        let (mut depth, mut started, mut j) = (0, false, i);
+        while j < lines.len() {
+            let (delta, opened) = brace_delta(lines[j]);
+            depth += delta;
+            started |= opened;
+            if (started && depth <= 0) || (!started && lines[j].trim_end().ends_with(';')) {
+                break;
+            }
+            j += 1;
+        }
+        if started && j + 1 - i > max {
+            long.push((i + 1, j + 1 - i));
+        }
+        i = if started { j + 1 } else { i + 1 };
+    }
+    long
+}
+
+#[test]
+fn no_function_in_src_is_longer_than_a_hundred_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut long: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    for file in &files {
+        let found = long_functions(&std::fs::read_to_string(file).unwrap(), 100);
+        if !found.is_empty() {
+            long.insert(file.display().to_string(), found);
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over 100 lines (line, length): {long:#?}"
+    );
+}
+
+#[test]
+fn the_length_scan_finds_a_long_function_and_skips_braces_in_strings() {
+    let mut source = String::from("pub async fn long() {\n    let s = \"}}}\";\n");
+    for _ in 0..100 {
+        source.push_str("    let _ = '{';\n");
+    }
+    source.push_str("}\nfn short() {}\n");
+    assert_eq!(long_functions(&source, 100), [(1, 103)]);
+    assert!(long_functions(&source, 103).is_empty());
+}
