@@ -86,6 +86,9 @@ pub(super) fn uploader_context(id: &str) -> String {
     format!("doc:{id}:uploader")
 }
 
+/// What `documents.key_id` holds for a file sealed under its case's subject key.
+pub(crate) const SUBJECT_SEALED: &str = "subject";
+
 impl Store {
     fn document_from_row(&self, r: DocumentRow) -> StoreResult<DocumentView> {
         Ok(DocumentView {
@@ -190,7 +193,7 @@ impl Store {
         .bind(new.size)
         .bind(&new.sha256)
         .bind(&new.storage_key)
-        .bind(super::rekey::SUBJECT_SEALED)
+        .bind(SUBJECT_SEALED)
         .bind(i32::try_from(version).unwrap_or(i32::MAX))
         .bind(new.replaces.as_deref())
         .bind(actor.party_id.as_str())
@@ -325,7 +328,7 @@ impl Store {
         .bind(new.size)
         .bind(&new.sha256)
         .bind(&new.storage_key)
-        .bind(super::rekey::SUBJECT_SEALED)
+        .bind(SUBJECT_SEALED)
         .bind(key.seal_str(&uploader_context(&new.id), uploaded_by))
         .bind(now)
         .bind(key.seal_str(&file_name_context(&new.id), &new.file_name))

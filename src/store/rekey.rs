@@ -234,9 +234,6 @@ pub struct StaleDocument {
     pub storage_key: String,
 }
 
-/// What `documents.key_id` holds for a file sealed under its case's subject key.
-pub(crate) const SUBJECT_SEALED: &str = "subject";
-
 impl Store {
     /// Seals every value held under an earlier master key again under the current one.
     /// Returns, per `table.column`, how many values were re-sealed. A value no configured
@@ -428,7 +425,7 @@ impl Store {
             "SELECT d.id, d.case_id, d.storage_key FROM documents d JOIN cases c ON c.id = d.case_id \
              WHERE d.key_id <> $1 AND c.erased_at IS NULL ORDER BY d.id",
         )
-        .bind(SUBJECT_SEALED)
+        .bind(documents::SUBJECT_SEALED)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -436,7 +433,7 @@ impl Store {
     /// Records that a document's file is now sealed under its case's subject key.
     pub async fn document_resealed(&self, id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE documents SET key_id = $1 WHERE id = $2")
-            .bind(SUBJECT_SEALED)
+            .bind(documents::SUBJECT_SEALED)
             .bind(id)
             .execute(&self.writer)
             .await?;
