@@ -8,7 +8,8 @@ use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
 use super::SendError;
-use crate::app::tracking::{LinkMaker, bounce_address, html_from_text, tracked_html};
+use super::html::{html_from_text, tracked_html};
+use crate::app::tracking::{LinkMaker, bounce_address};
 use crate::store::Outgoing;
 
 #[derive(Clone)]

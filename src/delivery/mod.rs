@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod dkim;
 pub mod email;
+mod html;
 pub mod sms;
 pub mod smtp;
 
