@@ -7,6 +7,7 @@ pub mod attach;
 pub mod dkim;
 pub mod email;
 mod html;
+mod side;
 pub mod sms;
 pub mod smtp;
 
@@ -65,8 +66,8 @@ pub struct DeliverySetup {
 pub struct DeliveryJob {
     store: Store,
     policy: SendPolicy,
-    /// Writes system messages (`system_message` jobs).
-    messaging: Messaging,
+    /// The side jobs of the jobs table.
+    side: side::SideJobs,
     /// Where attachments are read from, and received ones filed.
     documents: Documents,
     /// Signs outbound email (`PARLEY_DKIM_KEY`).
@@ -127,7 +128,7 @@ impl DeliveryJob {
             backoff: Backoff::new(config.delivery.retry_schedule.clone()),
             store,
             policy,
-            messaging,
+            side: side::SideJobs::new(messaging, documents.clone()),
             documents,
             preloaded: crate::worker::Preloaded::default(),
 
@@ -471,21 +472,12 @@ impl DeliveryJob {
         sent
     }
 
-    /// A job beside the deliveries: a `system_message` writes the message of its event, an
-    /// `inbound_attachments` files a received mail's attachments as documents. Both are
-    /// idempotent: a retry finds done what was done.
-    async fn side_job(&self, claim: &Claim) -> anyhow::Result<()> {
+    /// A job beside the deliveries ([`side::SideJobs`]), recorded as done or retried.
+    async fn side_job(&self, claim: &Claim, kind: Result<JobKind, String>) -> anyhow::Result<()> {
         let started = self.clock.now();
-        let done = match JobKind::parse(&claim.kind) {
-            Ok(JobKind::SystemMessage) => self.messaging.make_system_message(&claim.subject).await,
-            Ok(JobKind::InboundAttachments) => self
-                .documents
-                .file_received_attachments(&claim.subject)
-                .await
-                .map(|_| ()),
-            Ok(JobKind::DeliverMessage) | Err(_) => Err(AppError::Store(
-                anyhow::anyhow!("not a side job: {:?}", claim.kind).into(),
-            )),
+        let done = match kind {
+            Ok(kind) => self.side.run(kind, &claim.subject).await,
+            Err(e) => Err(AppError::Store(anyhow::anyhow!(e).into())),
         };
         let next = match done {
             Ok(()) => Transition::Done,
@@ -528,8 +520,9 @@ impl Job for DeliveryJob {
     }
 
     async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
-        if claim.kind != JobKind::DeliverMessage.as_str() {
-            return self.side_job(claim).await;
+        match JobKind::parse(&claim.kind) {
+            Ok(JobKind::DeliverMessage) => {}
+            other => return self.side_job(claim, other.map_err(|e| e.0)).await,
         }
         let started = self.clock.now();
         let (next, delivered, seen) = self.attempt(claim).await;

@@ -72,6 +72,7 @@ pub mod matching;
 pub mod message;
 pub mod note;
 pub mod party;
+pub mod payload;
 pub mod policy;
 pub mod recipient;
 pub mod signing;

@@ -4,8 +4,8 @@ use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
 use crate::domain::message::Channel;
+use crate::domain::payload;
 use chrono::{Datelike, NaiveDate, Utc};
-use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::{
@@ -397,6 +397,42 @@ pub(super) fn debtor_context(case_id: &str) -> String {
     format!("case:{case_id}:debtor")
 }
 
+/// A case's change of status, audited and announced (`case.status_changed`).
+async fn status_changed(
+    tx: &mut sqlx::AnyConnection,
+    actor: &Actor,
+    case: &CaseView,
+    previous: CaseStatus,
+    now: Micros,
+) -> StoreResult<()> {
+    let case_id = case.id.as_str();
+    audit(
+        &mut *tx,
+        Some(case_id),
+        actor,
+        AuditAction::CaseStatusChanged,
+        "case",
+        case_id,
+        now,
+    )
+    .await?;
+    let payload = payload::CaseStatusChanged {
+        case_id,
+        case_number: &case.case_number,
+        previous_status: previous.as_str(),
+        status: case.status.as_str(),
+    };
+    emit(
+        &mut *tx,
+        EventType::CaseStatusChanged,
+        Some(case_id),
+        &payload,
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// A case from its row (its subject key looked up first by `unlock`); the debtor of an
     /// erased case is `[erased]`, without contact details.
@@ -537,7 +573,10 @@ impl Store {
             &mut tx,
             EventType::CaseCreated,
             Some(&id),
-            &json!({"caseId": id, "caseNumber": case_number.as_str()}),
+            &payload::CaseCreated {
+                case_id: &id,
+                case_number: case_number.as_str(),
+            },
             self.now(),
         )
         .await?;
@@ -770,25 +809,7 @@ impl Store {
 
         if let Some(status) = patch.status.take().filter(|s| *s != case.status) {
             let previous = std::mem::replace(&mut case.status, status);
-            audit(
-                &mut tx,
-                Some(case_id),
-                actor,
-                AuditAction::CaseStatusChanged,
-                "case",
-                case_id,
-                now,
-            )
-            .await?;
-            let payload = json!({"caseId": case_id, "caseNumber": case.case_number, "previousStatus": previous.as_str(), "status": case.status.as_str()});
-            emit(
-                &mut tx,
-                EventType::CaseStatusChanged,
-                Some(case_id),
-                &payload,
-                now,
-            )
-            .await?;
+            status_changed(&mut tx, actor, &case, previous, now).await?;
         }
         if let Some(partner) = patch.partner_id.take().filter(|p| *p != case.partner_id) {
             if let Some(p) = &partner {

@@ -3,7 +3,7 @@
 use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
-use serde_json::json;
+use crate::domain::payload;
 
 use super::cases::visible;
 use super::{Store, StoreError, StoreResult, admin_flag, audit, emit};
@@ -89,6 +89,38 @@ pub(super) fn uploader_context(id: &str) -> String {
 /// What `documents.key_id` holds for a file sealed under its case's subject key.
 pub(crate) const SUBJECT_SEALED: &str = "subject";
 
+/// The next version of the document `old`, which stops being the latest: it must be the
+/// latest version of a document of the case.
+async fn replace_version(
+    tx: &mut sqlx::AnyConnection,
+    old: &str,
+    case_id: &str,
+) -> StoreResult<i64> {
+    let row = sqlx::query_as::<_, ReplacedRow>("SELECT version, is_latest FROM documents WHERE id = $1 AND case_id = $2 AND deleted_at IS NULL")
+        .bind(old)
+        .bind(case_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else {
+        return Err(StoreError::invalid(
+            Code::InvalidReplaces,
+            "replacesDocumentId is not a document of this case",
+        ));
+    };
+    if row.is_latest == 0 {
+        return Err(StoreError::invalid(
+            Code::InvalidReplaces,
+            "replacesDocumentId is not the latest version",
+        ));
+    }
+    let version = i64::from(row.version) + 1;
+    sqlx::query("UPDATE documents SET is_latest = 0 WHERE id = $1")
+        .bind(old)
+        .execute(&mut *tx)
+        .await?;
+    Ok(version)
+}
+
 impl Store {
     fn document_from_row(&self, r: DocumentRow) -> StoreResult<DocumentView> {
         Ok(DocumentView {
@@ -154,31 +186,10 @@ impl Store {
         if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
             return Ok(None);
         }
-        let mut version = 1;
-        if let Some(old) = &new.replaces {
-            let row = sqlx::query_as::<_, ReplacedRow>("SELECT version, is_latest FROM documents WHERE id = $1 AND case_id = $2 AND deleted_at IS NULL")
-                .bind(old)
-                .bind(&new.case_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                return Err(StoreError::invalid(
-                    Code::InvalidReplaces,
-                    "replacesDocumentId is not a document of this case",
-                ));
-            };
-            if row.is_latest == 0 {
-                return Err(StoreError::invalid(
-                    Code::InvalidReplaces,
-                    "replacesDocumentId is not the latest version",
-                ));
-            }
-            version = i64::from(row.version) + 1;
-            sqlx::query("UPDATE documents SET is_latest = 0 WHERE id = $1")
-                .bind(old)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let version = match &new.replaces {
+            Some(old) => replace_version(&mut tx, old, &new.case_id).await?,
+            None => 1,
+        };
         let now = self.now();
         sqlx::query(
             "INSERT INTO documents (id, case_id, document_type, description_sealed, file_name, content_type, size, sha256, storage_key, \
@@ -209,16 +220,22 @@ impl Store {
             AuditAction::DocumentUploaded,
             "document",
             &new.id,
-            self.now(),
+            now,
         )
         .await?;
-        let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type.as_str(), "version": version});
+        let payload = payload::DocumentUploaded {
+            document_id: &new.id,
+            case_id: &new.case_id,
+            document_type: new.document_type.as_str(),
+            version,
+            message_id: None,
+        };
         emit(
             &mut tx,
             EventType::DocumentUploaded,
             Some(&new.case_id),
             &payload,
-            self.now(),
+            now,
         )
         .await?;
         tx.commit().await?;
@@ -352,7 +369,13 @@ impl Store {
             self.now(),
         )
         .await?;
-        let payload = json!({"documentId": new.id, "caseId": new.case_id, "documentType": new.document_type.as_str(), "version": 1, "messageId": message_id});
+        let payload = payload::DocumentUploaded {
+            document_id: &new.id,
+            case_id: &new.case_id,
+            document_type: new.document_type.as_str(),
+            version: 1,
+            message_id: Some(message_id),
+        };
         emit(
             &mut tx,
             EventType::DocumentUploaded,

@@ -575,10 +575,15 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         // Ids only: the dispatcher reads sender and subject from the sealed message when it sends.
-        let payload = json!({
-            "event": "message.received", "messageId": id, "caseId": r.case_id, "caseNumber": case_number,
-            "messageType": r.channel, "hasAttachments": r.has_attachments, "timestamp": rfc3339(r.at),
-        });
+        let payload = crate::domain::payload::MessageReceived {
+            event: EventType::MessageReceived.as_str(),
+            message_id: id,
+            case_id: r.case_id,
+            case_number: &case_number,
+            message_type: r.channel.as_str(),
+            has_attachments: r.has_attachments,
+            timestamp: rfc3339(r.at),
+        };
         emit(
             &mut *tx,
             EventType::MessageReceived,

@@ -3,7 +3,6 @@
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::cases::{page_cursor, visible};
@@ -15,6 +14,7 @@ use crate::domain::message::{
     Category, Channel, Direction, MessageStatus, MessageType, Priority, SystemEvent,
 };
 use crate::domain::party::Actor;
+use crate::domain::payload;
 use crate::domain::policy::{Decision, Evidence};
 use crate::domain::time::{Micros, rfc3339};
 
@@ -675,7 +675,13 @@ pub(crate) async fn apply_event(
         )
         .await?;
     }
-    let payload = json!({"messageId": message_id, "caseId": case_id, "event": event.as_str(), "status": next.as_str(), "timestamp": rfc3339(at)});
+    let payload = payload::MessageStatusChanged {
+        message_id,
+        case_id: case_id.as_deref(),
+        event: event.as_str(),
+        status: next.as_str(),
+        timestamp: rfc3339(at),
+    };
     if let Some(event_type) = EventType::for_status(event) {
         emit(&mut *conn, event_type, case_id.as_deref(), &payload, now).await?;
     }
@@ -743,8 +749,15 @@ pub(crate) async fn apply_sent_events(
         let current = MessageStatus::parse(&row.status).map_err(|e| StoreError::Corrupt(e.0))?;
         let next = current.advance(MessageStatus::Sent);
         advanced.push(next != current);
-        let payload = json!({"messageId": row.id, "caseId": row.case_id, "event": "sent", "status": next.as_str(), "timestamp": rfc3339(e.at)});
-        outbox.push((row.case_id.as_deref(), payload.to_string()));
+        let payload = payload::MessageStatusChanged {
+            message_id: &row.id,
+            case_id: row.case_id.as_deref(),
+            event: MessageStatus::Sent.as_str(),
+            status: next.as_str(),
+            timestamp: rfc3339(e.at),
+        };
+        let payload = serde_json::to_string(&payload).map_err(anyhow::Error::from)?;
+        outbox.push((row.case_id.as_deref(), payload));
     }
     mark_sent(&mut *conn, backend, &found, &advanced).await?;
     if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {

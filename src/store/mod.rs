@@ -407,15 +407,16 @@ pub(crate) async fn emit(
     conn: &mut AnyConnection,
     event_type: EventType,
     case_id: Option<&str>,
-    payload: &serde_json::Value,
+    payload: &impl serde::Serialize,
     now: Micros,
 ) -> sqlx::Result<()> {
+    let payload = serde_json::to_string(payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO events (event_type, case_id, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(event_type.as_str())
     .bind(case_id)
-    .bind(payload.to_string())
+    .bind(payload)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;

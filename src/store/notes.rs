@@ -2,7 +2,7 @@
 
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
-use serde_json::json;
+use crate::domain::payload;
 
 use super::cases::page_cursor;
 use super::{Page, Store, StoreResult, audit, decode_cursor, emit};
@@ -108,7 +108,12 @@ impl Store {
         )
         .await?;
         if new.visibility == NoteVisibility::Internal {
-            let payload = json!({"noteId": id, "caseId": case_id, "category": new.category.as_ref().map(Tag::as_str), "createdBy": actor.name});
+            let payload = payload::NoteCreated {
+                note_id: &id,
+                case_id,
+                category: new.category.as_ref().map(Tag::as_str),
+                created_by: &actor.name,
+            };
             emit(
                 &mut tx,
                 EventType::NoteCreated,

@@ -2,7 +2,7 @@
 
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
-use serde_json::json;
+use crate::domain::payload;
 
 use super::{Store, StoreError, StoreResult, audit, emit};
 use crate::domain::code::Code;
@@ -192,7 +192,14 @@ impl Store {
             self.now(),
         )
         .await?;
-        let payload = json!({"caseId": case_id, "paymentId": payment.id, "amount": {"value": payment.amount.value(), "currency": currency}});
+        let payload = payload::PaymentReceived {
+            case_id,
+            payment_id: &payment.id,
+            amount: payload::Amount {
+                value: payment.amount.value(),
+                currency: &currency,
+            },
+        };
         emit(
             &mut tx,
             EventType::PaymentReceived,

@@ -404,8 +404,11 @@ impl Store {
             self.now(),
         )
         .await?;
-        let payload =
-            serde_json::json!({"messageId": message_id, "caseId": case_id, "channel": channel});
+        let payload = crate::domain::payload::RecipientUnsubscribed {
+            message_id,
+            case_id: case_id.as_deref(),
+            channel: channel.as_str(),
+        };
         super::emit(
             &mut tx,
             EventType::RecipientUnsubscribed,

@@ -2,7 +2,6 @@
 
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
-use serde_json::json;
 use sqlx::AnyConnection;
 
 use super::{Store, StoreResult, audit, emit};
@@ -246,7 +245,12 @@ impl Store {
             self.now(),
         )
         .await?;
-        let payload = json!({"caseId": case_id, "doNotContact": p.do_not_contact, "allowEmail": p.allow_email, "allowSms": p.allow_sms});
+        let payload = crate::domain::payload::PreferencesUpdated {
+            case_id,
+            do_not_contact: p.do_not_contact,
+            allow_email: p.allow_email,
+            allow_sms: p.allow_sms,
+        };
         emit(
             &mut tx,
             EventType::PreferencesUpdated,

@@ -83,11 +83,11 @@ impl Store {
         for d in &due {
             // No title: it may name the debtor, and the outbox keeps what it holds. Readers
             // take it from the deadline (`deadline_title`), which an erasure clears.
-            let payload = serde_json::json!({
-                "caseId": d.case_id,
-                "deadlineId": d.id,
-                "dueAt": crate::domain::time::rfc3339(d.due_at),
-            });
+            let payload = crate::domain::payload::DeadlineApproaching {
+                case_id: &d.case_id,
+                deadline_id: &d.id,
+                due_at: crate::domain::time::rfc3339(d.due_at),
+            };
             emit(
                 &mut tx,
                 EventType::DeadlineApproaching,

@@ -1,0 +1,40 @@
+//! The jobs of the jobs table beside deliveries, each its own kind: a `system_message`
+//! writes the message of its event, an `inbound_attachments` files a received mail's
+//! attachments as documents of its case. Both are idempotent: a retry finds done what was
+//! done.
+
+use crate::app::documents::Documents;
+use crate::app::messaging::Messaging;
+use crate::app::{AppError, AppResult};
+use crate::domain::message::JobKind;
+
+pub struct SideJobs {
+    /// Writes system messages.
+    messaging: Messaging,
+    /// Files received attachments.
+    documents: Documents,
+}
+
+impl SideJobs {
+    pub fn new(messaging: Messaging, documents: Documents) -> Self {
+        Self {
+            messaging,
+            documents,
+        }
+    }
+
+    /// Does the job of `kind` about `subject` (an outbox event, a received message).
+    pub async fn run(&self, kind: JobKind, subject: &str) -> AppResult<()> {
+        match kind {
+            JobKind::SystemMessage => self.messaging.make_system_message(subject).await,
+            JobKind::InboundAttachments => self
+                .documents
+                .file_received_attachments(subject)
+                .await
+                .map(|_| ()),
+            JobKind::DeliverMessage => Err(AppError::Store(
+                anyhow::anyhow!("a delivery is not a side job").into(),
+            )),
+        }
+    }
+}

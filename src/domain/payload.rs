@@ -1,0 +1,146 @@
+//! What the events of the outbox carry: one struct per event, serialized to the JSON that
+//! webhooks deliver (field order as written). Ids and states only: what may name a person
+//! (a subject, a sender, a deadline's title) is read from the sealed record when a
+//! delivery is made, so that an erasure reaches it.
+
+use serde::Serialize;
+
+/// `case.created`
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseCreated<'a> {
+    pub case_id: &'a str,
+    pub case_number: &'a str,
+}
+
+/// `case.status_changed`
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseStatusChanged<'a> {
+    pub case_id: &'a str,
+    pub case_number: &'a str,
+    pub previous_status: &'a str,
+    pub status: &'a str,
+}
+
+/// An amount as events carry it.
+#[derive(Debug, Serialize)]
+pub struct Amount<'a> {
+    pub value: String,
+    pub currency: &'a str,
+}
+
+/// `payment.received`
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentReceived<'a> {
+    pub case_id: &'a str,
+    pub payment_id: &'a str,
+    pub amount: Amount<'a>,
+}
+
+/// `note.created` (internal notes only)
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NoteCreated<'a> {
+    pub note_id: &'a str,
+    pub case_id: &'a str,
+    pub category: Option<&'a str>,
+    pub created_by: &'a str,
+}
+
+/// `document.uploaded`; `message_id` for a received mail's attachment.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentUploaded<'a> {
+    pub document_id: &'a str,
+    pub case_id: &'a str,
+    pub document_type: &'a str,
+    pub version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<&'a str>,
+}
+
+/// `message.sent`, `message.delivered`, … : a message's status moved by an event.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStatusChanged<'a> {
+    pub message_id: &'a str,
+    pub case_id: Option<&'a str>,
+    pub event: &'a str,
+    pub status: &'a str,
+    pub timestamp: String,
+}
+
+/// `message.received`
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageReceived<'a> {
+    pub event: &'a str,
+    pub message_id: &'a str,
+    pub case_id: &'a str,
+    pub case_number: &'a str,
+    pub message_type: &'a str,
+    pub has_attachments: bool,
+    pub timestamp: String,
+}
+
+/// `preferences.updated`
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferencesUpdated<'a> {
+    pub case_id: &'a str,
+    pub do_not_contact: bool,
+    pub allow_email: bool,
+    pub allow_sms: bool,
+}
+
+/// `recipient.unsubscribed`
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipientUnsubscribed<'a> {
+    pub message_id: &'a str,
+    pub case_id: Option<&'a str>,
+    pub channel: &'a str,
+}
+
+/// `deadline.approaching` (no title: it may name the debtor)
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadlineApproaching<'a> {
+    pub case_id: &'a str,
+    pub deadline_id: &'a str,
+    pub due_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_serialize_to_the_json_webhooks_deliver() {
+        let p = DocumentUploaded {
+            document_id: "doc_1",
+            case_id: "c",
+            document_type: "invoice",
+            version: 2,
+            message_id: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"documentId":"doc_1","caseId":"c","documentType":"invoice","version":2}"#
+        );
+        let p = PaymentReceived {
+            case_id: "c",
+            payment_id: "pay_1",
+            amount: Amount {
+                value: "500.00".into(),
+                currency: "DKK",
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"caseId":"c","paymentId":"pay_1","amount":{"value":"500.00","currency":"DKK"}}"#
+        );
+    }
+}
