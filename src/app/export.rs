@@ -123,7 +123,11 @@ impl DataSubjects {
         sink: &mut impl ExportSink,
     ) -> anyhow::Result<()> {
         let gone = || anyhow::anyhow!("case {id} went away during the export");
-        let case = cases.get(actor, id).await.map_err(|_| gone())?;
+        let case = match cases.get(actor, id).await {
+            Ok(case) => case,
+            Err(AppError::NotFound(_)) => return Err(gone()),
+            Err(e) => return Err(e.into()),
+        };
         let preferences = match cases.preferences(actor, id).await {
             Ok(p) => Some(p),
             Err(AppError::NotFound(_)) => None,

@@ -120,8 +120,7 @@ pub async fn list_jobs(
         .transpose()
         .map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.0))?
         .unwrap_or(JobState::Queued);
-    let case = q.case_id.map(|c| c.to_string());
-    let case = case.as_deref().and_then(CaseId::parse);
+    let case = q.case_id.and_then(|c| CaseId::parse(&c.to_string()));
     let page = state
         .app
         .operators

@@ -1487,49 +1487,16 @@ fn add_messages<'q>(
     writes: &mut super::writes::Writes<'q>,
     chunk: &[(usize, &'q QueueItem, &'q str)],
 ) {
+    // Thirty-two values a row, the direction written in.
+    let mut shape = [""; 32];
+    shape[2] = "'outbound'";
     let sql = format!(
         "INSERT INTO messages (id, case_id, direction, message_type, status, status_rank, priority, category, \
          template_id, language, party_id, sent_by, envelope_sealed, subject_sealed, body_sealed, html_sealed, \
          rfc_message_id, in_reply_to, segments, scheduled_for, created_at, updated_at, thread_id, recipient_index, \
          channel, system_event, system_key, policy_decision, policy_rule, policy_checked_at, sent_at, has_attachments) \
          VALUES {}",
-        rows_sql(
-            chunk.len(),
-            &[
-                "",
-                "",
-                "'outbound'",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            ]
-        )
+        rows_sql(chunk.len(), &shape)
     );
     let mut values = writes.add(&sql);
     for (_, item, thread) in chunk {
