@@ -73,7 +73,10 @@ pub struct DeliveryResponse {
 
 impl From<DeliveryView> for DeliveryResponse {
     fn from(d: DeliveryView) -> Self {
-        let waiting = matches!(d.status.as_str(), "pending" | "sending");
+        let waiting = matches!(
+            d.status,
+            WebhookDeliveryStatus::Pending | WebhookDeliveryStatus::Sending
+        );
         Self {
             delivery_id: d.id,
             event: d.event_type,

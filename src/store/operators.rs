@@ -3,8 +3,9 @@
 //! `/metrics`. Every change is audited.
 
 use super::cases::{page_cursor, visible};
-use super::{Page, Store, StoreResult, admin_flag, audit, decode_cursor};
+use super::{Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor};
 use crate::domain::audit::AuditAction;
+use crate::domain::event::WebhookDeliveryStatus;
 use crate::domain::message::{JobState, MessageStatus};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -307,7 +308,13 @@ impl Store {
         let Some(status) = status else {
             return Ok(None);
         };
-        if !matches!(status.as_str(), "delivered" | "failed" | "cancelled") {
+        let finished = matches!(
+            WebhookDeliveryStatus::parse(&status).map_err(|e| StoreError::Corrupt(e.0))?,
+            WebhookDeliveryStatus::Delivered
+                | WebhookDeliveryStatus::Failed
+                | WebhookDeliveryStatus::Cancelled
+        );
+        if !finished {
             return Ok(Some(Err(NotNow::State(status))));
         }
         sqlx::query(
