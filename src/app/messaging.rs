@@ -131,11 +131,6 @@ fn has_header_breaking(s: &str) -> bool {
 }
 
 impl Messaging {
-    /// Wakes the delivery worker (work was queued outside a send).
-    pub fn wake_delivery(&self) {
-        self.wake.notify_one();
-    }
-
     pub fn new(
         store: Store,
         policy: SendPolicy,

@@ -289,6 +289,9 @@ pub struct RequestRules;
 const NOT_BLANK: &str =
     "[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 
+/// A character that is not white space among others, none of them NUL.
+const TEMPLATE_TEXT: &str = "^[^\\x00]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00]*$";
+
 /// A subject line: not blank, no CR, LF or NUL.
 const SUBJECT: &str = "^[^\\r\\n\\x00]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\r\\n\\x00]*$";
 
@@ -384,7 +387,10 @@ fn recipients() -> AllOfBuilder {
         .property("cc", array(string().build()).max_items(Some(0)));
     AllOfBuilder::new()
         .item(OneOfBuilder::new().item(email).item(sms))
-        .item(or_template("body", template_body()))
+        .item(or_template(
+            "body",
+            string().pattern(Some(NOT_BLANK)).build(),
+        ))
 }
 
 impl Modify for RequestRules {
@@ -580,9 +586,14 @@ pub fn party_id_or_null() -> Object {
     or_null(party_id())
 }
 
-/// A template's text: not blank.
+/// A template's text: not blank, no NUL.
 pub fn template_body() -> Object {
-    string().pattern(Some(NOT_BLANK)).build()
+    string().pattern(Some(TEMPLATE_TEXT)).build()
+}
+
+/// A template's HTML, or null: no NUL.
+pub fn template_html_or_null() -> Object {
+    or_null(string().pattern(Some("^[^\\x00]*$")).build())
 }
 
 /// 1 to 500 printable characters, not blank.

@@ -41,6 +41,7 @@ pub struct TemplateText {
     #[schema(schema_with = super::openapi::template_body)]
     pub body: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::template_html_or_null)]
     pub html_body: Option<String>,
 }
 
@@ -126,6 +127,7 @@ pub struct TemplateRequest {
     pub subject: Option<String>,
     #[schema(schema_with = super::openapi::template_body)]
     pub body: String,
+    #[schema(schema_with = super::openapi::template_html_or_null)]
     pub html_body: Option<String>,
     /// Texts in further languages, by language tag.
     #[serde(default)]
@@ -165,6 +167,14 @@ fn parse_template(id: String, req: TemplateRequest) -> ApiResult<Template> {
         let lang = &c.language;
         if c.body.trim().is_empty() {
             return Err(invalid(format!("{lang}: body is required")));
+        }
+        // Kept in the clear: a NUL is text no database column holds alike.
+        if [Some(&c.body), c.subject.as_ref(), c.html_body.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|t| t.contains('\0'))
+        {
+            return Err(invalid(format!("{lang}: a template's text has no NUL")));
         }
         match channel {
             Channel::Email if c.subject.as_deref().is_none_or(|s| s.trim().is_empty()) => {
