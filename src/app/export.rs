@@ -66,13 +66,19 @@ pub struct Subject {
     pub phone: Option<String>,
 }
 
-/// A list of a case that went away meanwhile is empty; other failures stop the export.
-fn or_empty<T>(listed: AppResult<Vec<T>>) -> anyhow::Result<Vec<T>> {
-    match listed {
-        Ok(items) => Ok(items),
-        Err(AppError::NotFound(_)) => Ok(Vec::new()),
+/// What a read found: `None` for a case that went away meanwhile; other failures stop the
+/// export.
+fn found<T>(read: AppResult<T>) -> anyhow::Result<Option<T>> {
+    match read {
+        Ok(found) => Ok(Some(found)),
+        Err(AppError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A list of a case that went away meanwhile is empty.
+fn or_empty<T>(listed: AppResult<Vec<T>>) -> anyhow::Result<Vec<T>> {
+    Ok(found(listed)?.unwrap_or_default())
 }
 
 impl DataSubjects {
@@ -122,17 +128,9 @@ impl DataSubjects {
         id: &CaseId,
         sink: &mut impl ExportSink,
     ) -> anyhow::Result<()> {
-        let gone = || anyhow::anyhow!("case {id} went away during the export");
-        let case = match cases.get(actor, id).await {
-            Ok(case) => case,
-            Err(AppError::NotFound(_)) => return Err(gone()),
-            Err(e) => return Err(e.into()),
-        };
-        let preferences = match cases.preferences(actor, id).await {
-            Ok(p) => Some(p),
-            Err(AppError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let case = found(cases.get(actor, id).await)?
+            .ok_or_else(|| anyhow::anyhow!("case {id} went away during the export"))?;
+        let preferences = found(cases.preferences(actor, id).await)?;
         let parts = CaseParts {
             case,
             preferences,

@@ -13,9 +13,9 @@ use super::cases::case_id;
 use super::extract::{Auth, Path};
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::app::documents::Described;
+use crate::domain::DocumentId;
 use crate::domain::document::clean_file_name;
 use crate::domain::time::rfc3339;
-use crate::domain::{CaseId, DocumentId};
 use crate::store::DocumentView;
 use futures_util::TryStreamExt;
 
@@ -122,7 +122,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, axum::Json<DocumentResponse>)> {
-    let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
+    let case = super::cases::case_id(&raw)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -24,7 +24,7 @@ use crate::domain::message::{
 use crate::domain::party::Actor;
 use crate::domain::policy::Decision;
 use crate::domain::time::{Micros, parse_instant, rfc3339, to_micros};
-use crate::domain::{CaseId, EmailAddress, MessageId, PhoneNumber};
+use crate::domain::{EmailAddress, MessageId, PhoneNumber};
 use crate::store::StoreError;
 use crate::store::{MessageFilter, MessageView};
 
@@ -249,6 +249,11 @@ fn json_response(status: StatusCode, body: String) -> Response {
     r
 }
 
+/// A message's id from a path; anything else is a message that does not exist.
+pub(super) fn message_id(raw: &str) -> ApiResult<MessageId> {
+    MessageId::parse(raw).ok_or_else(|| ApiError::not_found("message"))
+}
+
 impl SendMessageRequest {
     /// The command this request asks for: every field parsed, nothing looked up yet.
     fn command(self) -> ApiResult<SendMessage> {
@@ -427,7 +432,7 @@ async fn send_as(
 ) -> ApiResult<Response> {
     let Path(raw) = path?;
     let Json(body) = body?;
-    let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
+    let case = case_id(&raw)?;
     let key = idempotency_key(headers)?;
     // A repeated key is answered before the case is read: its token is checked first.
     if key.is_some() && !verified && !state.app.access.token_valid(&actor.token_id).await? {
@@ -501,7 +506,7 @@ pub async fn preview_message(
     Path(raw): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult<axum::Json<MessagePreview>> {
-    let case = CaseId::parse(&raw).ok_or_else(|| ApiError::not_found("case"))?;
+    let case = case_id(&raw)?;
     let req: SendMessageRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::unprocessable(Code::InvalidBody, e.to_string()))?;
     let command = req.command()?;
@@ -630,7 +635,7 @@ pub async fn get_message(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
-    let id = MessageId::parse(&id).ok_or_else(|| ApiError::not_found("message"))?;
+    let id = message_id(&id)?;
     let m = state.app.messaging.message(&actor, &id).await?;
     Ok(axum::Json(m.into()))
 }
@@ -670,7 +675,7 @@ pub async fn delivery_report(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeliveryReport>> {
-    let message = MessageId::parse(&id).ok_or_else(|| ApiError::not_found("message"))?;
+    let message = message_id(&id)?;
     let report = state
         .app
         .messaging

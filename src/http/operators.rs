@@ -9,11 +9,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::extract::{Auth, Json, Path, Query};
 use super::messages::MessageResponse;
+use super::messages::message_id;
 use super::problem::{ApiError, ApiResult, ProblemBody};
 use crate::domain::code::Code;
 use crate::domain::message::JobState;
 use crate::domain::time::{parse_instant, rfc3339, to_micros};
-use crate::domain::{CaseId, DeliveryId, MessageId, WebhookId};
+use crate::domain::{CaseId, DeliveryId, WebhookId};
 use crate::store::operators::JobView;
 
 /// One attempt of a delivery.
@@ -130,11 +131,6 @@ pub async fn list_jobs(
         jobs: page.items.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor,
     }))
-}
-
-/// A message's id from a path; anything else is a message that does not exist.
-fn message_id(raw: &str) -> ApiResult<MessageId> {
-    MessageId::parse(raw).ok_or_else(|| ApiError::not_found("message"))
 }
 
 /// Queues a `failed` message again, with the same `Message-ID` (whoever may send on its case).

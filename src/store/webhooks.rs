@@ -307,20 +307,25 @@ impl Store {
             .iter()
             .map(|h| parse_events(&h.events).unwrap_or_default())
             .collect();
+        // An admin's webhook hears of every case.
+        let admins: Vec<bool> = hooks
+            .iter()
+            .map(|h| {
+                h.kind
+                    .parse::<crate::domain::PartyKind>()
+                    .is_ok_and(|k| k == crate::domain::PartyKind::Admin)
+            })
+            .collect();
         let parties =
             case_parties(&mut tx, events.iter().filter_map(|e| e.case_id.as_deref())).await?;
         let mut deliveries: Vec<(String, &str, i64)> = Vec::new();
         for e in &events {
             let case_parties = e.case_id.as_deref().and_then(|c| parties.get(c));
-            for (h, wants) in hooks.iter().zip(&subscribed) {
+            for ((h, wants), admin) in hooks.iter().zip(&subscribed).zip(&admins) {
                 if !wants.iter().any(|x| x.as_str() == e.event_type) {
                     continue;
                 }
-                let admin = h
-                    .kind
-                    .parse::<crate::domain::PartyKind>()
-                    .is_ok_and(|k| k == crate::domain::PartyKind::Admin);
-                let sees = admin
+                let sees = *admin
                     || case_parties.is_some_and(|c| {
                         c.creditor_id == h.owner_party_id
                             || c.partner_id.as_deref() == Some(h.owner_party_id.as_str())
