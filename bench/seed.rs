@@ -41,9 +41,11 @@ async fn main() -> anyhow::Result<()> {
     let mut first_token = String::new();
     for i in 0..creditors {
         let party = store
+            .parties()
             .create_party(PartyKind::Creditor, &format!("Creditor {i}"))
             .await?;
         let token = store
+            .parties()
             .create_token(party.as_str(), None)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no party"))?;
@@ -51,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             first_token = token.clone();
         }
         let actor = store
+            .parties()
             .authenticate(&token)
             .await?
             .ok_or_else(|| anyhow::anyhow!("token refused"))?;
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         let owner = i % creditors;
         let (party, actor) = &actors[owner];
         let case = store
+            .cases()
             .create_case(
                 actor,
                 NewCase {
@@ -138,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                     trace_parent: None,
                 };
                 store
+                    .messages()
                     .queue_message(&actors[*owner].1, new, None, Access::ToCheck, now)
                     .await
             }

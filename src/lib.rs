@@ -56,8 +56,9 @@ impl App {
         store.use_clock(clock.clone());
         store.migrate().await?;
         let wake = Arc::new(Notify::new());
-        let files = documents::store::DocumentStore::from_config(&config, store.keys_arc())?;
-        let services = Services::new(store.clone(), &config, clock.clone(), files, wake.clone());
+        let files =
+            documents::store::DocumentStore::from_config(&config, store.documents().keys_arc())?;
+        let services = Services::new(&store, &config, clock.clone(), files, wake.clone());
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -86,7 +87,7 @@ impl App {
             outbox: c.storage.data_dir.join("outbox"),
         };
         let job = DeliveryJob::new(
-            self.store.clone(),
+            &self.store,
             self.services.policy.clone(),
             self.services.messaging.clone(),
             self.services.documents.clone(),
@@ -95,7 +96,7 @@ impl App {
         )?;
         Ok(Worker::new(
             job,
-            self.store.clone(),
+            &self.store,
             self.clock.clone(),
             WorkerSettings {
                 concurrency: self.config.delivery.concurrency,
@@ -119,13 +120,13 @@ impl App {
     /// The webhook worker of this application, for driving it one step at a time.
     pub fn webhooks(&self) -> anyhow::Result<WebhookWorker> {
         let job = WebhookJob::new(
-            self.store.clone(),
+            &self.store,
             self.config.webhooks.clone(),
             self.clock.clone(),
         )?;
         Ok(Worker::new(
             job,
-            self.store.clone(),
+            &self.store,
             self.clock.clone(),
             WorkerSettings {
                 // A process that runs no webhook worker can still be driven a step at a time.
@@ -205,7 +206,7 @@ impl App {
                     interval,
                     self.services.inbound.clone(),
                     store::singleton::Singleton::new(
-                        self.store.clone(),
+                        &self.store,
                         store::singleton::Work::ImapPolling,
                     ),
                     stop_rx.clone(),
@@ -267,7 +268,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn rekey(config: &Config) -> anyhow::Result<app::rekey::Rekeyed> {
     let store = open_store(config).await?;
     store.migrate().await?;
-    let files = documents::store::DocumentStore::from_config(config, store.keys_arc())?;
+    let files = documents::store::DocumentStore::from_config(config, store.documents().keys_arc())?;
     app::rekey::rekey(&store, &files).await
 }
 

@@ -135,7 +135,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let kind: PartyKind = kind.parse()?;
             let name = parley::domain::case::parse_name(&name)?;
             let store = migrated(&config).await?;
-            let id = store.create_party(kind, &name).await?;
+            let id = store.parties().create_party(kind, &name).await?;
             println!("{}", serde_json::json!({"partyId": id.as_str()}));
             Ok(())
         }
@@ -160,6 +160,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .transpose()?;
             let store = migrated(&config).await?;
             let (id, token) = store
+                .parties()
                 .issue_token(&party, label.as_deref(), expires_at)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no party with id {party:?}"))?;
@@ -176,6 +177,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = migrated(&config).await?;
             let time = |t: Option<i64>| t.map(parley::domain::time::rfc3339);
             let tokens: Vec<serde_json::Value> = store
+                .parties()
                 .list_tokens(&party)
                 .await?
                 .into_iter()
@@ -196,7 +198,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             command: TokenCommand::Revoke { token_id },
         } => {
             let store = migrated(&config).await?;
-            if !store.revoke_token(&token_id).await? {
+            if !store.parties().revoke_token(&token_id).await? {
                 anyhow::bail!("no live token with id {token_id:?}");
             }
             println!("{}", serde_json::json!({"revoked": token_id}));

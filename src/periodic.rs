@@ -27,7 +27,7 @@ pub struct Periodic {
 }
 
 impl Periodic {
-    pub fn new(store: Store, work: Work, every: Duration, task: Task) -> Self {
+    pub fn new(store: &Store, work: Work, every: Duration, task: Task) -> Self {
         Self {
             singleton: Singleton::new(store, work),
             every,
@@ -77,7 +77,7 @@ pub fn all(store: &Store, services: &Services, deadline_warning: Duration) -> Ve
     let subjects = services.subjects.clone();
     vec![
         Arc::new(Periodic::new(
-            store.clone(),
+            store,
             Work::DeadlineScanner,
             EVERY,
             Box::new(move || {
@@ -86,7 +86,7 @@ pub fn all(store: &Store, services: &Services, deadline_warning: Duration) -> Ve
             }),
         )),
         Arc::new(Periodic::new(
-            store.clone(),
+            store,
             Work::RetentionSweeper,
             EVERY,
             Box::new(move || {

@@ -113,7 +113,7 @@ pub struct WorkerSettings {
 
 pub struct Worker<J: Job> {
     job: Arc<J>,
-    store: Store,
+    queue: crate::store::Queue,
     clock: SharedClock,
     settings: WorkerSettings,
     owner: String,
@@ -123,14 +123,14 @@ pub struct Worker<J: Job> {
 impl<J: Job> Worker<J> {
     pub fn new(
         job: J,
-        store: Store,
+        store: &Store,
         clock: SharedClock,
         settings: WorkerSettings,
         wake: Arc<Notify>,
     ) -> Self {
         Self {
             job: Arc::new(job),
-            store,
+            queue: store.queue(),
             clock,
             settings: WorkerSettings {
                 concurrency: settings.concurrency.max(1),
@@ -149,7 +149,7 @@ impl<J: Job> Worker<J> {
         self.job.prepare().await?;
         let now = self.clock.now();
         let claims = self
-            .store
+            .queue
             .claim(
                 J::QUEUE,
                 &self.owner,
@@ -197,7 +197,7 @@ impl<J: Job> Worker<J> {
                 r = &mut handled => break r,
                 _ = ticks.tick() => {
                     let until = self.clock.now() + micros(self.settings.lease);
-                    match self.store.renew_leases(J::QUEUE, &self.owner, std::slice::from_ref(&claim.id), until).await {
+                    match self.queue.renew_leases(J::QUEUE, &self.owner, std::slice::from_ref(&claim.id), until).await {
                         Ok(0) => tracing::warn!("lease lost while attempting"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = format!("{e}"), "renewing a lease failed"),
@@ -276,7 +276,7 @@ impl<J: Job> Worker<J> {
     /// How long to wait for work: until the next item is due, at most `idle`.
     async fn idle_wait(&self) -> Duration {
         let max = self.settings.idle;
-        match self.store.next_due(J::QUEUE).await {
+        match self.queue.next_due(J::QUEUE).await {
             Ok(Some(due)) => {
                 Duration::from_micros(u64::try_from(due - self.clock.now()).unwrap_or(0))
                     .clamp(Duration::from_millis(5), max)

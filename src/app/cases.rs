@@ -32,7 +32,9 @@ pub struct PreferencesView {
 
 #[derive(Clone)]
 pub struct Cases {
-    store: Store,
+    audit: crate::store::Audit,
+    cases: crate::store::Cases,
+    policy: crate::store::Policy,
     clock: SharedClock,
 }
 
@@ -41,23 +43,28 @@ fn case_or_404<T>(found: Option<T>) -> AppResult<T> {
 }
 
 impl Cases {
-    pub fn new(store: Store, clock: SharedClock) -> Self {
-        Self { store, clock }
+    pub fn new(store: &Store, clock: SharedClock) -> Self {
+        Self {
+            audit: store.audit(),
+            cases: store.cases(),
+            policy: store.policy(),
+            clock,
+        }
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn create(&self, actor: &Actor, new: NewCase) -> AppResult<CaseView> {
-        Ok(self.store.create_case(actor, new).await?)
+        Ok(self.cases.create_case(actor, new).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor, q: ListCases) -> AppResult<(Page<CaseView>, i64)> {
-        Ok(self.store.list_cases(actor, q).await?)
+        Ok(self.cases.list_cases(actor, q).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn get(&self, actor: &Actor, id: &CaseId) -> AppResult<CaseView> {
-        case_or_404(self.store.get_case(actor, &id.to_string()).await?)
+        case_or_404(self.cases.get_case(actor, &id.to_string()).await?)
     }
 
     /// A partner may change a case it works but not reassign it: refused where the case is
@@ -74,7 +81,7 @@ impl Cases {
             return Err(AppError::Forbidden("a partner cannot reassign a case"));
         }
         case_or_404(
-            self.store
+            self.cases
                 .update_case(actor, &id.to_string(), patch)
                 .await?,
         )
@@ -104,12 +111,12 @@ impl Cases {
             paid_at: payment.paid_at.unwrap_or_else(|| self.clock.now()),
             reference: payment.reference,
         };
-        case_or_404(self.store.add_payment(actor, &id.to_string(), new).await?)
+        case_or_404(self.cases.add_payment(actor, &id.to_string(), new).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn payments(&self, actor: &Actor, id: &CaseId) -> AppResult<Vec<Payment>> {
-        case_or_404(self.store.list_payments(actor, &id.to_string()).await?)
+        case_or_404(self.cases.list_payments(actor, &id.to_string()).await?)
     }
 
     #[tracing::instrument(skip_all)]
@@ -119,17 +126,17 @@ impl Cases {
         id: &CaseId,
         new: NewDeadline,
     ) -> AppResult<Deadline> {
-        case_or_404(self.store.add_deadline(actor, &id.to_string(), new).await?)
+        case_or_404(self.cases.add_deadline(actor, &id.to_string(), new).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn deadlines(&self, actor: &Actor, id: &CaseId) -> AppResult<Vec<Deadline>> {
-        case_or_404(self.store.list_deadlines(actor, &id.to_string()).await?)
+        case_or_404(self.cases.list_deadlines(actor, &id.to_string()).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn add_note(&self, actor: &Actor, id: &CaseId, new: NewNote) -> AppResult<Note> {
-        case_or_404(self.store.add_note(actor, &id.to_string(), new).await?)
+        case_or_404(self.cases.add_note(actor, &id.to_string(), new).await?)
     }
 
     #[tracing::instrument(skip_all)]
@@ -140,7 +147,7 @@ impl Cases {
         filter: NoteFilter,
     ) -> AppResult<Page<Note>> {
         case_or_404(
-            self.store
+            self.cases
                 .list_notes(actor, &id.to_string(), filter)
                 .await?,
         )
@@ -155,7 +162,7 @@ impl Cases {
         limit: i64,
     ) -> AppResult<Page<AuditEntry>> {
         case_or_404(
-            self.store
+            self.audit
                 .list_audit(actor, &id.to_string(), cursor, limit)
                 .await?,
         )
@@ -163,7 +170,7 @@ impl Cases {
 
     #[tracing::instrument(skip_all)]
     pub async fn preferences(&self, actor: &Actor, id: &CaseId) -> AppResult<PreferencesView> {
-        let stored = case_or_404(self.store.preferences(actor, &id.to_string()).await?)?;
+        let stored = case_or_404(self.cases.preferences(actor, &id.to_string()).await?)?;
         self.with_suppressions(actor, id, stored).await
     }
 
@@ -175,10 +182,10 @@ impl Cases {
         id: &CaseId,
         change: PreferencesPatch,
     ) -> AppResult<PreferencesView> {
-        let current = case_or_404(self.store.preferences(actor, &id.to_string()).await?)?;
+        let current = case_or_404(self.cases.preferences(actor, &id.to_string()).await?)?;
         let next = change.apply(current.preferences);
         let stored = case_or_404(
-            self.store
+            self.cases
                 .set_preferences(actor, &id.to_string(), &next)
                 .await?,
         )?;
@@ -195,7 +202,7 @@ impl Cases {
         id: &CaseId,
         stored: StoredPreferences,
     ) -> AppResult<PreferencesView> {
-        let Some(case) = self.store.get_case(actor, &id.to_string()).await? else {
+        let Some(case) = self.cases.get_case(actor, &id.to_string()).await? else {
             return Ok(PreferencesView {
                 case_id: *id,
                 stored,
@@ -215,7 +222,7 @@ impl Cases {
         values.extend(case.debtor.phone.clone());
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let suppressions = self
-            .store
+            .policy
             .suppressions_of(
                 &refs,
                 creditor

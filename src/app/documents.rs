@@ -37,7 +37,8 @@ pub struct Described {
 
 #[derive(Clone)]
 pub struct Documents {
-    store: Store,
+    documents: crate::store::Documents,
+    inbound: crate::store::Inbound,
     files: DocumentStore,
     /// `PARLEY_MAX_UPLOAD_BYTES`.
     max_bytes: u64,
@@ -49,9 +50,10 @@ impl Documents {
         &self.files
     }
 
-    pub fn new(store: Store, files: DocumentStore, max_bytes: u64) -> Self {
+    pub fn new(store: &Store, files: DocumentStore, max_bytes: u64) -> Self {
         Self {
-            store,
+            documents: store.documents(),
+            inbound: store.inbound(),
             files,
             max_bytes,
         }
@@ -64,7 +66,7 @@ impl Documents {
     /// The documents of a case, newest first.
     #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor, case: &CaseId) -> AppResult<Vec<DocumentView>> {
-        self.store
+        self.documents
             .list_documents(actor, &case.to_string())
             .await?
             .ok_or(AppError::NotFound("case"))
@@ -73,7 +75,7 @@ impl Documents {
     /// One document's metadata.
     #[tracing::instrument(skip_all)]
     pub async fn metadata(&self, actor: &Actor, id: &DocumentId) -> AppResult<DocumentView> {
-        self.store
+        self.documents
             .get_document(actor, id.as_str())
             .await?
             .ok_or(AppError::NotFound("document"))
@@ -83,7 +85,7 @@ impl Documents {
     #[tracing::instrument(skip_all)]
     pub async fn begin(&self, actor: &Actor, case: &CaseId) -> AppResult<Upload> {
         let case_id = case.to_string();
-        if !self.store.can_see_case(actor, &case_id).await? {
+        if !self.documents.can_see_case(actor, &case_id).await? {
             return Err(AppError::NotFound("case"));
         }
         Ok(Upload {
@@ -105,7 +107,7 @@ impl Documents {
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
     {
-        let key = self.store.live_case_key(&upload.case_id).await?;
+        let key = self.documents.live_case_key(&upload.case_id).await?;
         let written = self
             .files
             .write(&upload.id, &key, self.max_bytes, bytes)
@@ -126,10 +128,10 @@ impl Documents {
     /// stored before (a retried job) is not stored again. Returns how many it stored.
     #[tracing::instrument(skip_all)]
     pub async fn file_received_attachments(&self, message_id: &str) -> AppResult<usize> {
-        let Some((case_id, from, raw)) = self.store.received_original(message_id).await? else {
+        let Some((case_id, from, raw)) = self.inbound.received_original(message_id).await? else {
             return Ok(0);
         };
-        let Some(key) = self.store.key_unless_erased(&case_id).await? else {
+        let Some(key) = self.documents.key_unless_erased(&case_id).await? else {
             return Ok(0);
         };
         let mut stored = 0;
@@ -171,7 +173,7 @@ impl Documents {
             };
             let position = i32::try_from(position).unwrap_or(i32::MAX);
             match self
-                .store
+                .documents
                 .add_received_document(message_id, position, &from, new)
                 .await
             {
@@ -233,7 +235,7 @@ impl Documents {
             storage_key: written.key.clone(),
             replaces: described.replaces,
         };
-        let outcome = match self.store.add_document(actor, new).await {
+        let outcome = match self.documents.add_document(actor, new).await {
             Ok(Some(doc)) => return Ok(doc),
             Ok(None) => Err(AppError::NotFound("case")),
             Err(e) => Err(e.into()),
@@ -250,12 +252,12 @@ impl Documents {
         document_id: &str,
     ) -> AppResult<(DocumentView, DocumentReader)> {
         let doc = self
-            .store
+            .documents
             .get_document(actor, document_id)
             .await?
             .ok_or(AppError::NotFound("document"))?;
         // The file opens with the key of the case's debtor; an erased debtor's is gone.
-        let Some(key) = self.store.key_unless_erased(&doc.case_id).await? else {
+        let Some(key) = self.documents.key_unless_erased(&doc.case_id).await? else {
             return Err(AppError::NotFound("document"));
         };
         let reader = self
@@ -263,7 +265,7 @@ impl Documents {
             .reader(&doc.storage_key, &doc.id, Some(key))
             .await
             .map_err(|e| AppError::Store(e.into()))?;
-        self.store.record_download(actor, &doc).await?;
+        self.documents.record_download(actor, &doc).await?;
         Ok((doc, reader))
     }
 }

@@ -87,7 +87,7 @@ impl DataSubjects {
     #[tracing::instrument(skip_all)]
     pub async fn subject_cases(&self, subject: &Subject) -> AppResult<Vec<CaseId>> {
         let ids = self
-            .store
+            .subjects
             .subject_cases(subject.email.as_deref(), subject.phone.as_deref())
             .await?;
         Ok(ids.iter().filter_map(|id| CaseId::parse(id)).collect())
@@ -107,9 +107,9 @@ impl DataSubjects {
             generated_at: self.clock.now(),
         })
         .await?;
-        let reader = Cases::new(self.store.clone(), self.clock.clone());
+        let reader = &self.cases;
         for id in cases {
-            self.export_case(actor, &reader, id, sink).await?;
+            self.export_case(actor, reader, id, sink).await?;
         }
         let values: Vec<&str> = subject
             .email
@@ -117,7 +117,7 @@ impl DataSubjects {
             .chain(subject.phone.iter())
             .map(String::as_str)
             .collect();
-        let suppressions = self.store.suppressions_of(&values, None).await?;
+        let suppressions = self.policy.suppressions_of(&values, None).await?;
         sink.part(ExportPart::End { suppressions }).await
     }
 
@@ -137,7 +137,7 @@ impl DataSubjects {
             payments: or_empty(cases.payments(actor, id).await)?,
             deadlines: or_empty(cases.deadlines(actor, id).await)?,
             documents: self
-                .store
+                .documents
                 .list_documents(actor, &id.to_string())
                 .await?
                 .unwrap_or_default(),
@@ -149,7 +149,7 @@ impl DataSubjects {
         sink.part(ExportPart::Messages).await?;
         self.export_messages(id, sink).await?;
         sink.part(ExportPart::CaseEnd).await?;
-        self.store.audit_export(actor, &id.to_string()).await?;
+        self.audit.audit_export(actor, &id.to_string()).await?;
         Ok(())
     }
 
@@ -207,7 +207,7 @@ impl DataSubjects {
         let mut after: Option<String> = None;
         loop {
             let page = self
-                .store
+                .subjects
                 .case_messages_with_bodies(&case_id, after.as_deref(), PAGE)
                 .await?;
             let Some(last) = page.last().map(|m| m.id.clone()) else {
@@ -217,13 +217,13 @@ impl DataSubjects {
                 // Attempts are made for outbound mail only, the original kept for inbound only.
                 let (attempts, original) = if message.direction == Direction::Inbound {
                     let original = self
-                        .store
+                        .inbound
                         .received_original(&message.id)
                         .await?
                         .map(|(_, _, raw)| String::from_utf8_lossy(&raw).into_owned());
                     (Vec::new(), original)
                 } else {
-                    (self.store.delivery_attempts(&message.id).await?, None)
+                    (self.queue.delivery_attempts(&message.id).await?, None)
                 };
                 sink.part(ExportPart::Message(Box::new(ExportedMessage {
                     message,

@@ -7,7 +7,8 @@ use crate::store::operators::QueueFigures;
 
 #[derive(Clone)]
 pub struct Health {
-    store: Store,
+    queue: crate::store::Queue,
+    system: crate::store::System,
     clock: SharedClock,
 }
 
@@ -19,13 +20,17 @@ pub struct Figures {
 }
 
 impl Health {
-    pub fn new(store: Store, clock: SharedClock) -> Self {
-        Self { store, clock }
+    pub fn new(store: &Store, clock: SharedClock) -> Self {
+        Self {
+            queue: store.queue(),
+            system: store.system(),
+            clock,
+        }
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.store.ping().await
+        self.system.ping().await
     }
 
     #[tracing::instrument(skip_all)]
@@ -33,8 +38,8 @@ impl Health {
         let now = self.clock.now();
         Ok(Figures {
             now,
-            queues: self.store.queue_figures(now).await?,
-            pool: self.store.pool_use(),
+            queues: self.queue.queue_figures(now).await?,
+            pool: self.queue.pool_use(),
         })
     }
 }

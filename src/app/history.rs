@@ -25,7 +25,7 @@ impl Messaging {
         case: &CaseId,
         filter: MessageFilter,
     ) -> AppResult<(Page<MessageView>, i64)> {
-        self.store
+        self.messages
             .list_messages(actor, &case.to_string(), filter)
             .await?
             .ok_or(AppError::NotFound("case"))
@@ -34,7 +34,7 @@ impl Messaging {
     /// One message with its body.
     #[tracing::instrument(skip_all)]
     pub async fn message(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
-        self.store
+        self.messages
             .get_message(actor, id.as_str())
             .await?
             .ok_or(AppError::NotFound("message"))
@@ -47,7 +47,7 @@ impl Messaging {
         id: &MessageId,
     ) -> AppResult<DeliveryReport> {
         let (status, evidence, events) = self
-            .store
+            .messages
             .delivery_report(actor, id.as_str())
             .await?
             .ok_or(AppError::NotFound("message"))?;
@@ -60,7 +60,7 @@ impl Messaging {
 
     #[tracing::instrument(skip_all)]
     pub async fn threads(&self, actor: &Actor, case: &CaseId) -> AppResult<Vec<ThreadView>> {
-        self.store
+        self.messages
             .list_threads(actor, &case.to_string())
             .await?
             .ok_or(AppError::NotFound("case"))
@@ -68,7 +68,7 @@ impl Messaging {
 
     #[tracing::instrument(skip_all)]
     pub async fn thread(&self, actor: &Actor, id: &ThreadId) -> AppResult<Vec<ThreadMessage>> {
-        self.store
+        self.messages
             .thread_messages(actor, id.as_str())
             .await?
             .ok_or(AppError::NotFound("thread"))

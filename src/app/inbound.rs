@@ -37,7 +37,8 @@ pub struct Unmatched {
 
 #[derive(Clone)]
 pub struct Inbound {
-    store: Store,
+    inbound: crate::store::Inbound,
+    messages: crate::store::Messages,
     /// The domain of per-case reply addresses (`PARLEY_INBOUND_DOMAIN`).
     domain: String,
     /// parley's own sender address (`PARLEY_EMAIL_FROM`): mail claiming to be from it proves
@@ -49,7 +50,7 @@ pub struct Inbound {
 
 impl Inbound {
     pub fn new(
-        store: Store,
+        store: &Store,
         domain: String,
         own_sender: String,
         wake: std::sync::Arc<tokio::sync::Notify>,
@@ -62,7 +63,8 @@ impl Inbound {
             _ => own_sender.trim().to_string(),
         };
         Self {
-            store,
+            inbound: store.inbound(),
+            messages: store.messages(),
             domain,
             own_sender,
             wake,
@@ -91,9 +93,9 @@ impl Inbound {
             .iter()
             .chain(&parsed.cc)
             .chain(&parsed.delivered_to)
-            .find_map(|a| bounced_message(self.store.keys(), a, &self.domain));
+            .find_map(|a| bounced_message(self.inbound.keys(), a, &self.domain));
         Ok(self
-            .store
+            .inbound
             .ingest_email(
                 source,
                 raw,
@@ -110,7 +112,7 @@ impl Inbound {
     /// How far IMAP polling has read a mailbox (named by a digest, see `inbound::imap`).
     #[tracing::instrument(skip_all)]
     pub async fn mailbox_progress(&self, mailbox: &str) -> AppResult<Option<MailboxProgress>> {
-        Ok(self.store.mailbox_progress(mailbox).await?)
+        Ok(self.inbound.mailbox_progress(mailbox).await?)
     }
 
     /// Records IMAP polling's progress, once what it names is stored and removed.
@@ -121,7 +123,7 @@ impl Inbound {
         progress: MailboxProgress,
     ) -> AppResult<()> {
         Ok(self
-            .store
+            .inbound
             .record_mailbox_progress(mailbox, progress)
             .await?)
     }
@@ -130,7 +132,7 @@ impl Inbound {
     #[tracing::instrument(skip_all)]
     pub async fn receive_sms(&self, sms: &ReceivedSms) -> AppResult<Ingested> {
         Ok(self
-            .store
+            .inbound
             .ingest_sms(&InboundSms {
                 from: sms.from.as_str(),
                 to: &sms.to,
@@ -143,7 +145,7 @@ impl Inbound {
     /// What matched no case, oldest first.
     #[tracing::instrument(skip_all)]
     pub async fn unmatched(&self, limit: i64) -> AppResult<Vec<Unmatched>> {
-        let items = self.store.unmatched_mail(limit).await?;
+        let items = self.inbound.unmatched_mail(limit).await?;
         Ok(items
             .into_iter()
             .map(|m| {
@@ -177,14 +179,14 @@ impl Inbound {
         actor: &Actor,
         id: &MessageId,
     ) -> AppResult<crate::store::MessageView> {
-        let outcome = self.store.accept_received(actor, id.as_str()).await?;
+        let outcome = self.inbound.accept_received(actor, id.as_str()).await?;
         settled(
             outcome,
             "message",
             "only a message held for review can be accepted",
         )?;
         self.wake.notify_one();
-        self.store
+        self.messages
             .get_message(actor, id.as_str())
             .await?
             .ok_or(AppError::NotFound("message"))
@@ -197,14 +199,14 @@ impl Inbound {
         actor: &Actor,
         limit: i64,
     ) -> AppResult<Vec<crate::store::MessageView>> {
-        Ok(self.store.held_for_review(actor, limit).await?)
+        Ok(self.inbound.held_for_review(actor, limit).await?)
     }
 
     /// Rejects a received mail held for review: back to the unmatched list.
     /// Answers the mail's id on the unmatched list.
     #[tracing::instrument(skip_all)]
     pub async fn reject(&self, actor: &Actor, id: &MessageId) -> AppResult<String> {
-        match self.store.reject_received(actor, id.as_str()).await? {
+        match self.inbound.reject_received(actor, id.as_str()).await? {
             None => Err(AppError::NotFound("message")),
             Some(Err(n)) => Err(not_now("only a message held for review can be rejected", n)),
             Some(Ok(inbound_id)) => Ok(inbound_id),
@@ -219,7 +221,7 @@ impl Inbound {
         inbound_id: &str,
         case_id: &CaseId,
     ) -> AppResult<Ingested> {
-        self.store
+        self.inbound
             .assign_unmatched(actor, inbound_id, &case_id.to_string())
             .await?
             .ok_or(AppError::NotFound("unmatched message"))

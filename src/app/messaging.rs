@@ -114,7 +114,13 @@ impl Senders {
 
 #[derive(Clone)]
 pub struct Messaging {
-    pub(super) store: Store,
+    pub(super) audit: crate::store::Audit,
+    pub(super) cases: crate::store::Cases,
+    pub(super) documents: crate::store::Documents,
+    pub(super) messages: crate::store::Messages,
+    pub(super) templates: crate::store::Templates,
+    pub(super) parties: crate::store::Parties,
+    pub(super) system: crate::store::System,
     pub(super) policy: SendPolicy,
     pub(super) senders: Senders,
     pub(super) clock: SharedClock,
@@ -132,14 +138,20 @@ fn has_header_breaking(s: &str) -> bool {
 
 impl Messaging {
     pub fn new(
-        store: Store,
+        store: &Store,
         policy: SendPolicy,
         senders: Senders,
         clock: SharedClock,
         wake: Arc<Notify>,
     ) -> Self {
         Self {
-            store,
+            audit: store.audit(),
+            cases: store.cases(),
+            documents: store.documents(),
+            messages: store.messages(),
+            templates: store.templates(),
+            parties: store.parties(),
+            system: store.system(),
             policy,
             senders,
             clock,
@@ -152,7 +164,7 @@ impl Messaging {
     async fn replay(&self, actor: &Actor, idem: &Idempotency) -> AppResult<Option<Sent>> {
         let now = self.clock.now();
         match self
-            .store
+            .parties
             .idempotent_replay(actor.party_id.as_str(), &idem.key, &idem.request_hash, now)
             .await?
         {
@@ -163,7 +175,7 @@ impl Messaging {
             )),
             Some(Replay::Queued { message_id }) => {
                 let message = self
-                    .store
+                    .messages
                     .get_message(actor, &message_id)
                     .await?
                     .ok_or(AppError::NotFound("message"))?;
@@ -198,7 +210,7 @@ impl Messaging {
             request_hash: i.request_hash.clone(),
         });
         match self
-            .store
+            .messages
             .queue_message(actor, new, record, Access::Checked, now)
             .await?
         {
@@ -260,7 +272,7 @@ impl Messaging {
             None => Vec::new(),
         };
         let named: Vec<&str> = named.iter().map(String::as_str).collect();
-        self.store
+        self.cases
             .case_for_sending(
                 actor,
                 &case_id.to_string(),
@@ -371,7 +383,7 @@ impl Messaging {
         if case.restricted_at.is_none() && case.erased_at.is_none() {
             return Ok(());
         }
-        self.store
+        self.audit
             .audit_refusal(actor, &case.id, Code::Restricted.as_str())
             .await?;
         Err(AppError::refused(
@@ -390,7 +402,7 @@ impl Messaging {
         given: RequestText,
     ) -> AppResult<Text> {
         let rendered = render(
-            &self.store,
+            &self.templates,
             case,
             channel,
             given.template.as_ref(),
@@ -444,7 +456,7 @@ impl Messaging {
                 detail,
                 extra,
             }) if code.is_policy() => {
-                self.store
+                self.audit
                     .audit_refusal(actor, question.case_id, code.as_str())
                     .await?;
                 Err(AppError::Refused {
@@ -474,7 +486,7 @@ impl Messaging {
                     None => None,
                     Some(parent) => {
                         let m = self
-                            .store
+                            .messages
                             .get_message(actor, parent)
                             .await?
                             .filter(|m| m.case_id.as_deref() == Some(case.id.as_str()));
@@ -528,7 +540,7 @@ impl Messaging {
         if unique.len() != ids.len() {
             return Err(refuse("a document is attached twice".into()));
         }
-        let found = self.store.case_documents(case_id, &ids).await?;
+        let found = self.documents.case_documents(case_id, &ids).await?;
         if let Some(missing) = ids.iter().find(|id| !found.iter().any(|d| &d.id == *id)) {
             return Err(refuse(format!(
                 "attachment {missing:?} is not a document of this case"

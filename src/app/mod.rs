@@ -118,45 +118,37 @@ pub struct Services {
 
 impl Services {
     pub fn new(
-        store: crate::store::Store,
+        store: &crate::store::Store,
         config: &crate::config::Config,
         clock: crate::domain::clock::SharedClock,
         files: crate::documents::store::DocumentStore,
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Self {
-        let policy = policy::SendPolicy::new(store.clone(), config.policy.clone());
+        let policy = policy::SendPolicy::new(store, config.policy.clone());
         let senders = messaging::Senders {
             email_from: config.mail.email_from.clone(),
             sms_from: config.sms.from.clone(),
             max_attachment_bytes: config.mail.max_attachment_bytes,
         };
         Self {
-            access: access::Access::new(store.clone()),
-            cases: cases::Cases::new(store.clone(), clock.clone()),
-            health: health::Health::new(store.clone(), clock.clone()),
-            operators: operators::Operators::new(store.clone(), clock.clone(), wake.clone()),
-            providers: providers::ProviderEvents::new(store.clone(), clock.clone()),
-            templates: templates::Templates::new(store.clone()),
-            tracking: tracking::Tracking::new(store.clone(), clock.clone()),
-            webhooks: webhooks::Webhooks::new(
-                store.clone(),
-                clock.clone(),
-                config.webhooks.allow_private,
-            ),
+            access: access::Access::new(store),
+            cases: cases::Cases::new(store, clock.clone()),
+            health: health::Health::new(store, clock.clone()),
+            operators: operators::Operators::new(store, clock.clone(), wake.clone()),
+            providers: providers::ProviderEvents::new(store, clock.clone()),
+            templates: templates::Templates::new(store),
+            tracking: tracking::Tracking::new(store, clock.clone()),
+            webhooks: webhooks::Webhooks::new(store, clock.clone(), config.webhooks.allow_private),
             subjects: subjects::DataSubjects::new(
-                store.clone(),
+                store,
                 files.clone(),
                 config.storage.data_dir.clone(),
                 config.policy.retention,
                 clock.clone(),
             ),
-            documents: documents::Documents::new(
-                store.clone(),
-                files,
-                config.http.max_upload_bytes,
-            ),
+            documents: documents::Documents::new(store, files, config.http.max_upload_bytes),
             inbound: inbound::Inbound::new(
-                store.clone(),
+                store,
                 config.mail.inbound_domain.clone(),
                 config.mail.email_from.clone(),
                 wake.clone(),

@@ -35,15 +35,21 @@ pub fn not_now(refusal: &str, n: NotNow) -> AppError {
 
 #[derive(Clone)]
 pub struct Operators {
-    store: Store,
+    messages: crate::store::Messages,
+    queue: crate::store::Queue,
     clock: SharedClock,
     /// Wakes the delivery worker when a message is queued again.
     wake: Arc<Notify>,
 }
 
 impl Operators {
-    pub fn new(store: Store, clock: SharedClock, wake: Arc<Notify>) -> Self {
-        Self { store, clock, wake }
+    pub fn new(store: &Store, clock: SharedClock, wake: Arc<Notify>) -> Self {
+        Self {
+            messages: store.messages(),
+            queue: store.queue(),
+            clock,
+            wake,
+        }
     }
 
     /// Delivery work in `state`, newest first, with every attempt.
@@ -57,7 +63,7 @@ impl Operators {
     ) -> AppResult<Page<JobView>> {
         let case = case.map(CaseId::to_string);
         Ok(self
-            .store
+            .queue
             .list_jobs(state, case.as_deref(), cursor, limit, self.clock.now())
             .await?)
     }
@@ -66,7 +72,7 @@ impl Operators {
     #[tracing::instrument(skip_all)]
     pub async fn retry(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
         let outcome = self
-            .store
+            .queue
             .retry_message(actor, id.as_str(), self.clock.now())
             .await?;
         settled(outcome, "message", "only a failed message can be retried")?;
@@ -78,7 +84,7 @@ impl Operators {
     #[tracing::instrument(skip_all)]
     pub async fn cancel(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
         let outcome = self
-            .store
+            .queue
             .cancel_message(actor, id.as_str(), self.clock.now())
             .await?;
         settled(outcome, "message", "only a queued message can be cancelled")?;
@@ -86,7 +92,7 @@ impl Operators {
     }
 
     async fn message(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
-        self.store
+        self.messages
             .get_message(actor, id.as_str())
             .await?
             .ok_or(AppError::NotFound("message"))

@@ -51,13 +51,18 @@ pub struct Allowed {
 
 #[derive(Clone)]
 pub struct SendPolicy {
-    store: Store,
+    cases: crate::store::Cases,
+    policy: crate::store::Policy,
     settings: PolicySettings,
 }
 
 impl SendPolicy {
-    pub fn new(store: Store, settings: PolicySettings) -> Self {
-        Self { store, settings }
+    pub fn new(store: &Store, settings: PolicySettings) -> Self {
+        Self {
+            cases: store.cases(),
+            policy: store.policy(),
+            settings,
+        }
     }
 
     /// Where the frequency cap's window starts at `now`; `None` without a cap.
@@ -70,7 +75,7 @@ impl SendPolicy {
     /// The case's preferences, for the caller that also needs them (recipients, language).
     #[tracing::instrument(skip_all)]
     pub async fn preferences(&self, case_id: &str) -> AppResult<Preferences> {
-        Ok(self.store.preferences_for_sending(case_id).await?)
+        Ok(self.cases.preferences_for_sending(case_id).await?)
     }
 
     /// Decides a send under `preferences`: `not_before` `None` to send now, `Some(t)` not
@@ -91,7 +96,7 @@ impl SendPolicy {
             (Some(_), Some(known)) => known,
             (Some(cap), None) => {
                 let window = duration_micros(cap.window);
-                self.store
+                self.cases
                     .recent_outbound(
                         q.case_id,
                         q.channel.as_str(),
@@ -104,7 +109,7 @@ impl SendPolicy {
         };
         let timezone = match q.debtor_timezone {
             Some(known) => known.map(str::to_string),
-            None => self.store.case_timezone(q.case_id).await?,
+            None => self.cases.case_timezone(q.case_id).await?,
         };
         let context = SendContext {
             channel: q.channel,
@@ -128,7 +133,7 @@ impl SendPolicy {
         {
             let since = q.now.saturating_sub(duration_micros(cap.window));
             let everyone = self
-                .store
+                .cases
                 .recent_outbound(q.case_id, q.channel.as_str(), since, true)
                 .await?;
             if everyone >= cap.count {
@@ -146,7 +151,7 @@ impl SendPolicy {
         let suppressed = match q.suppressed {
             Some(known) => known,
             None => self
-                .store
+                .policy
                 .suppressed(q.channel.as_str(), q.recipients, q.case_id)
                 .await?
                 .is_some(),
@@ -174,13 +179,16 @@ impl SendPolicy {
         cursor: Option<&str>,
         limit: i64,
     ) -> AppResult<crate::store::Page<crate::store::Suppression>> {
-        Ok(self.store.list_suppressions(address, cursor, limit).await?)
+        Ok(self
+            .policy
+            .list_suppressions(address, cursor, limit)
+            .await?)
     }
 
     /// Lifts an entry of the suppression list, audited.
     #[tracing::instrument(skip_all)]
     pub async fn lift(&self, actor: &crate::domain::party::Actor, id: &str) -> AppResult<()> {
-        if self.store.lift_suppression(actor, id).await? {
+        if self.policy.lift_suppression(actor, id).await? {
             Ok(())
         } else {
             Err(super::AppError::NotFound("suppression"))

@@ -35,13 +35,18 @@ pub enum Outcome {
 
 #[derive(Clone)]
 pub struct ProviderEvents {
-    store: Store,
+    messages: crate::store::Messages,
+    policy: crate::store::Policy,
     clock: SharedClock,
 }
 
 impl ProviderEvents {
-    pub fn new(store: Store, clock: SharedClock) -> Self {
-        Self { store, clock }
+    pub fn new(store: &Store, clock: SharedClock) -> Self {
+        Self {
+            messages: store.messages(),
+            policy: store.policy(),
+            clock,
+        }
     }
 
     /// An SMS provider's status of the message it knows as `sid`; other statuses than
@@ -59,7 +64,7 @@ impl ProviderEvents {
             "undelivered" | "failed" => MessageStatus::Failed,
             _ => return Ok(Outcome::Ignored),
         };
-        let Some(id) = self.store.message_by_provider_id(sid).await? else {
+        let Some(id) = self.messages.message_by_provider_id(sid).await? else {
             return Ok(Outcome::Ignored);
         };
         let detail = error_code
@@ -67,7 +72,7 @@ impl ProviderEvents {
             .map(|c| format!("carrier error {c}"));
         let event_id = format!("sms:{sid}:{status}");
         let fresh = self
-            .store
+            .messages
             .record_status_event(
                 &id,
                 event,
@@ -107,18 +112,18 @@ impl ProviderEvents {
         } else {
             format!("<{}>", e.smtp_id)
         };
-        let Some(id) = self.store.message_by_rfc_id(&rfc_id).await? else {
+        let Some(id) = self.messages.message_by_rfc_id(&rfc_id).await? else {
             return Ok(Outcome::Ignored);
         };
         let at = e.at.unwrap_or_else(|| self.clock.now());
         let fresh = match status {
             Some(s) => {
-                self.store
+                self.messages
                     .record_status_event(&id, s, at, Some(&e.event_id), e.reason.as_deref())
                     .await?
             }
             None => {
-                self.store
+                self.messages
                     .record_plain_event(&id, e.kind, at, &e.event_id)
                     .await?
             }
@@ -132,7 +137,7 @@ impl ProviderEvents {
         if let Some((why, answered)) = suppress
             && let Some(email) = e.email
         {
-            self.store
+            self.policy
                 .suppress_reported(&id, "email", email, why, answered)
                 .await?;
         }

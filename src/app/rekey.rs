@@ -25,14 +25,14 @@ pub struct Rekeyed {
 /// subject key). Safe to run again (what is current is
 /// left alone) and beside a serving process.
 pub async fn rekey(store: &Store, files: &DocumentStore) -> anyhow::Result<Rekeyed> {
-    let values = store.reseal_all().await?;
+    let values = store.subjects().reseal_all().await?;
     let mut documents = 0;
-    for doc in store.stale_documents().await? {
+    for doc in store.subjects().stale_documents().await? {
         let Some(key) = store.key_unless_erased(&doc.case_id).await? else {
             continue;
         };
         files.reseal(&doc.storage_key, &doc.id, &key).await?;
-        store.document_resealed(&doc.id).await?;
+        store.subjects().document_resealed(&doc.id).await?;
         documents += 1;
     }
     Ok(Rekeyed {

@@ -11,7 +11,7 @@ use crate::domain::code::Code;
 use crate::domain::message::Channel;
 use crate::domain::policy::Preferences;
 use crate::domain::template::{self, Missing, choose_language, html_escape, plain};
-use crate::store::{CaseView, Store};
+use crate::store::CaseView;
 
 /// A template named by a send, with the variables the sender gave.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ pub fn case_variables(case: &CaseView) -> BTreeMap<String, String> {
 /// debtor's preferred one, else the case's debtor language, else the template's default.
 /// What the sender gave (`given`) is kept and not taken from the template.
 pub async fn render(
-    store: &Store,
+    templates: &crate::store::Templates,
     case: &CaseView,
     channel: Channel,
     choice: Option<&TemplateChoice>,
@@ -79,7 +79,7 @@ pub async fn render(
         return Ok(Rendered::default());
     };
     let id = choice.template_id.as_str();
-    let t = store
+    let t = templates
         .get_template(id)
         .await?
         .ok_or_else(|| AppError::refused(Code::TemplateNotFound, format!("no template {id:?}")))?;

@@ -22,7 +22,14 @@ const SWEEP_BATCH: i64 = 20;
 
 #[derive(Clone)]
 pub struct DataSubjects {
-    pub(super) store: Store,
+    pub(super) audit: crate::store::Audit,
+    pub(super) documents: crate::store::Documents,
+    pub(super) inbound: crate::store::Inbound,
+    pub(super) policy: crate::store::Policy,
+    pub(super) queue: crate::store::Queue,
+    /// Reads a case's records for an export.
+    pub(super) cases: super::cases::Cases,
+    pub(super) subjects: crate::store::Subjects,
     files: DocumentStore,
     /// The data folder: the outbox and the spool of outgoing mail are copies to erase.
     data_dir: std::path::PathBuf,
@@ -63,14 +70,20 @@ pub struct Erasure {
 
 impl DataSubjects {
     pub fn new(
-        store: Store,
+        store: &Store,
         files: DocumentStore,
         data_dir: std::path::PathBuf,
         retention: Duration,
         clock: SharedClock,
     ) -> Self {
         Self {
-            store,
+            cases: super::cases::Cases::new(store, clock.clone()),
+            audit: store.audit(),
+            documents: store.documents(),
+            inbound: store.inbound(),
+            policy: store.policy(),
+            queue: store.queue(),
+            subjects: store.subjects(),
             files,
             data_dir,
             retention,
@@ -94,7 +107,7 @@ impl DataSubjects {
     ) -> AppResult<Erasure> {
         let now = self.clock.now();
         let mut answer = Erasure::default();
-        for case in self.store.subject_case_states(email, phone).await? {
+        for case in self.subjects.subject_case_states(email, phone).await? {
             if let Some(at) = case.erased_at {
                 answer.erased.push(ErasedCase {
                     case_id: case.id,
@@ -113,7 +126,7 @@ impl DataSubjects {
                     });
                 }
                 Some((rule, until)) => {
-                    self.store.restrict_case(actor, &case.id, now).await?;
+                    self.subjects.restrict_case(actor, &case.id, now).await?;
                     answer.retained.push(RetainedCase {
                         case_id: case.id,
                         case_number: case.case_number,
@@ -140,7 +153,7 @@ impl DataSubjects {
     }
 
     async fn erase_case(&self, actor: &Actor, case_id: &str, now: Micros) -> AppResult<()> {
-        let erased = self.store.erase_case(actor, case_id, now).await?;
+        let erased = self.subjects.erase_case(actor, case_id, now).await?;
         // The files are unreadable already (their key is gone); removing them frees the space.
         for key in &erased.storage_keys {
             self.files.remove(key).await;
@@ -184,7 +197,7 @@ impl DataSubjects {
         let now = self.clock.now();
         let ended_before = now.saturating_sub(duration_micros(self.retention));
         let due = self
-            .store
+            .subjects
             .cases_due_for_erasure(ended_before, SWEEP_BATCH)
             .await?;
         let system = Actor::system();

@@ -37,7 +37,7 @@ impl Messaging {
     pub async fn announce_deadlines(&self, warning: Duration) -> AppResult<usize> {
         let now = self.clock.now();
         Ok(self
-            .store
+            .system
             .announce_deadlines(now + duration_micros(warning), now)
             .await?)
     }
@@ -48,12 +48,12 @@ impl Messaging {
     /// nothing.
     #[tracing::instrument(skip_all)]
     pub async fn make_system_message(&self, event_id: &str) -> AppResult<()> {
-        let Some(occurrence) = self.store.occurrence(event_id).await? else {
+        let Some(occurrence) = self.system.occurrence(event_id).await? else {
             return Ok(());
         };
         let system = Actor::system();
         let Some(case) = self
-            .store
+            .cases
             .get_case(&system, &occurrence.case_id)
             .await?
             .filter(|c| c.erased_at.is_none())
@@ -110,7 +110,7 @@ impl Messaging {
             id,
         };
         match self
-            .store
+            .messages
             .queue_message(&system, new, None, Access::ToCheck, now)
             .await?
         {
@@ -230,7 +230,10 @@ impl Messaging {
                 );
             }
             SystemEvent::DocumentUploaded => {
-                let doc = self.store.get_document(system, &text("documentId")).await?;
+                let doc = self
+                    .documents
+                    .get_document(system, &text("documentId"))
+                    .await?;
                 v.insert(
                     "fileName".into(),
                     doc.as_ref()
@@ -240,7 +243,7 @@ impl Messaging {
                 v.insert("documentType".into(), text("documentType"));
             }
             SystemEvent::DeadlineApproaching => {
-                let title = self.store.deadline_title(&text("deadlineId")).await?;
+                let title = self.system.deadline_title(&text("deadlineId")).await?;
                 v.insert("deadlineTitle".into(), title.unwrap_or_default());
                 let due = crate::domain::time::parse_instant(&text("dueAt"));
                 let tz: chrono_tz::Tz = case
@@ -273,7 +276,7 @@ impl Messaging {
             variables,
         };
         let rendered = render(
-            &self.store,
+            &self.templates,
             case,
             Channel::Email,
             Some(&choice),

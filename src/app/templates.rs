@@ -6,7 +6,7 @@ use crate::store::{Store, Template};
 
 #[derive(Clone)]
 pub struct Templates {
-    store: Store,
+    templates: crate::store::Templates,
 }
 
 fn admin(actor: &Actor) -> AppResult<()> {
@@ -18,18 +18,20 @@ fn admin(actor: &Actor) -> AppResult<()> {
 }
 
 impl Templates {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: &Store) -> Self {
+        Self {
+            templates: store.templates(),
+        }
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn list(&self) -> AppResult<Vec<Template>> {
-        Ok(self.store.list_templates().await?)
+        Ok(self.templates.list_templates().await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn get(&self, id: &str) -> AppResult<Template> {
-        self.store
+        self.templates
             .get_template(id)
             .await?
             .ok_or(AppError::NotFound("template"))
@@ -39,14 +41,14 @@ impl Templates {
     #[tracing::instrument(skip_all)]
     pub async fn create(&self, actor: &Actor, t: &Template) -> AppResult<()> {
         admin(actor)?;
-        self.store.save_template(actor, t, false).await?;
+        self.templates.save_template(actor, t, false).await?;
         Ok(())
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn replace(&self, actor: &Actor, t: &Template) -> AppResult<()> {
         admin(actor)?;
-        if self.store.save_template(actor, t, true).await? {
+        if self.templates.save_template(actor, t, true).await? {
             Ok(())
         } else {
             Err(AppError::NotFound("template"))
@@ -56,7 +58,7 @@ impl Templates {
     #[tracing::instrument(skip_all)]
     pub async fn delete(&self, actor: &Actor, id: &str) -> AppResult<()> {
         admin(actor)?;
-        if self.store.delete_template(actor, id).await? {
+        if self.templates.delete_template(actor, id).await? {
             Ok(())
         } else {
             Err(AppError::NotFound("template"))

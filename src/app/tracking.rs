@@ -231,18 +231,23 @@ mod tests {
 /// What the links record: opens and clicks as status events, unsubscribes as suppressions.
 #[derive(Clone)]
 pub struct Tracking {
-    store: crate::store::Store,
+    messages: crate::store::Messages,
+    policy: crate::store::Policy,
     clock: crate::domain::clock::SharedClock,
 }
 
 impl Tracking {
-    pub fn new(store: crate::store::Store, clock: crate::domain::clock::SharedClock) -> Self {
-        Self { store, clock }
+    pub fn new(store: &crate::store::Store, clock: crate::domain::clock::SharedClock) -> Self {
+        Self {
+            messages: store.messages(),
+            policy: store.policy(),
+            clock,
+        }
     }
 
     /// What a token from one of our links stands for; `None` for anything else.
     pub fn link(&self, token: &str) -> Option<Link> {
-        open(self.store.keys(), token)
+        open(self.messages.keys(), token)
     }
 
     /// Records an open or a click of a message.
@@ -252,7 +257,7 @@ impl Tracking {
         message_id: &str,
         event: crate::domain::message::MessageStatus,
     ) -> super::AppResult<()> {
-        self.store
+        self.messages
             .record_status_event(message_id, event, self.clock.now(), None, None)
             .await?;
         Ok(())
@@ -267,7 +272,7 @@ impl Tracking {
         recipient: Option<u8>,
     ) -> super::AppResult<bool> {
         Ok(self
-            .store
+            .policy
             .unsubscribe(message_id, recipient.map(usize::from))
             .await?)
     }

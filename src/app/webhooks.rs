@@ -19,16 +19,18 @@ const DELIVERIES_LISTED: i64 = 200;
 
 #[derive(Clone)]
 pub struct Webhooks {
-    store: Store,
+    queue: crate::store::Queue,
+    webhooks: crate::store::Webhooks,
     clock: SharedClock,
     /// `PARLEY_WEBHOOK_ALLOW_PRIVATE`.
     allow_private: bool,
 }
 
 impl Webhooks {
-    pub fn new(store: Store, clock: SharedClock, allow_private: bool) -> Self {
+    pub fn new(store: &Store, clock: SharedClock, allow_private: bool) -> Self {
         Self {
-            store,
+            queue: store.queue(),
+            webhooks: store.webhooks(),
             clock,
             allow_private,
         }
@@ -48,7 +50,7 @@ impl Webhooks {
             .map_err(|e| AppError::refused(Code::WebhookUrlNotAllowed, e))?;
         let secret = signing::new_secret();
         let hook = self
-            .store
+            .webhooks
             .create_webhook(actor, url, events, &secret)
             .await?;
         Ok((hook, secret))
@@ -56,12 +58,12 @@ impl Webhooks {
 
     #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor) -> AppResult<Vec<Webhook>> {
-        Ok(self.store.list_webhooks(actor).await?)
+        Ok(self.webhooks.list_webhooks(actor).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn delete(&self, actor: &Actor, id: &WebhookId) -> AppResult<()> {
-        if self.store.delete_webhook(actor, id.as_str()).await? {
+        if self.webhooks.delete_webhook(actor, id.as_str()).await? {
             Ok(())
         } else {
             Err(AppError::NotFound("webhook"))
@@ -70,7 +72,7 @@ impl Webhooks {
 
     #[tracing::instrument(skip_all)]
     pub async fn deliveries(&self, actor: &Actor, id: &WebhookId) -> AppResult<Vec<DeliveryView>> {
-        self.store
+        self.webhooks
             .webhook_deliveries(actor, id.as_str(), DELIVERIES_LISTED)
             .await?
             .ok_or(AppError::NotFound("webhook"))
@@ -85,7 +87,7 @@ impl Webhooks {
         delivery: &DeliveryId,
     ) -> AppResult<()> {
         let outcome = self
-            .store
+            .queue
             .resend_webhook_delivery(actor, webhook.as_str(), delivery.as_str(), self.clock.now())
             .await?;
         settled(
@@ -103,7 +105,7 @@ impl Webhooks {
         webhook: &WebhookId,
         since: Micros,
     ) -> AppResult<u64> {
-        self.store
+        self.queue
             .recover_webhook(actor, webhook.as_str(), since, self.clock.now())
             .await?
             .ok_or(AppError::NotFound("webhook"))

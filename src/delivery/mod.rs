@@ -64,7 +64,10 @@ pub struct DeliverySetup {
 }
 
 pub struct DeliveryJob {
-    store: Store,
+    /// Documents' rows (their files are read through `documents`).
+    document_rows: crate::store::Documents,
+    queue: crate::store::Queue,
+    system: crate::store::System,
     policy: SendPolicy,
     /// The side jobs of the jobs table.
     side: side::SideJobs,
@@ -85,7 +88,7 @@ pub struct DeliveryJob {
 
 impl DeliveryJob {
     pub fn new(
-        store: Store,
+        store: &Store,
         policy: SendPolicy,
         messaging: Messaging,
         documents: Documents,
@@ -124,9 +127,11 @@ impl DeliveryJob {
             .context("PARLEY_DKIM_KEY")?;
         Ok(Self {
             dkim,
-            pacer: SenderPacer::new(store.clone(), config.sms.rate_per_second),
+            pacer: SenderPacer::new(store, config.sms.rate_per_second),
             backoff: Backoff::new(config.delivery.retry_schedule.clone()),
-            store,
+            document_rows: store.documents(),
+            queue: store.queue(),
+            system: store.system(),
             policy,
             side: side::SideJobs::new(messaging, documents.clone()),
             documents,
@@ -185,7 +190,7 @@ impl DeliveryJob {
         };
         let read = match self.preloaded.take(&claim.id) {
             Some(d) => Ok(Some(d)),
-            None => self.store.delivering(&claim.subject).await,
+            None => self.queue.delivering(&claim.subject).await,
         };
         let delivering = match read {
             Ok(Some(d)) => d,
@@ -262,7 +267,7 @@ impl DeliveryJob {
             return self.send_copy(message, None, &message.id).await;
         }
         let done = self
-            .store
+            .queue
             .copies_sent(&message.id)
             .await
             .map_err(|e| SendError::Transient {
@@ -283,7 +288,7 @@ impl DeliveryJob {
             if let Err(e) = self.send_copy(message, Some(recipient), &name).await {
                 if !sent.is_empty()
                     && let Err(w) = self
-                        .store
+                        .queue
                         .copies_sent_now(&message.id, &sent, self.clock.now())
                         .await
                 {
@@ -308,7 +313,7 @@ impl DeliveryJob {
             from: &self.config.mail.email_from,
             inbound_domain: &self.config.mail.inbound_domain,
             links: LinkMaker {
-                keys: self.store.keys(),
+                keys: self.queue.keys(),
                 public_url: &self.config.public_url,
                 message_id: &message.id,
                 recipient,
@@ -426,7 +431,7 @@ impl DeliveryJob {
             retry_after: None,
         };
         let documents = self
-            .store
+            .document_rows
             .message_documents(id)
             .await
             .map_err(|e| transient("reading the attachments", &e))?;
@@ -438,7 +443,7 @@ impl DeliveryJob {
         // The documents' files open with the key of their case's debtor.
         let subject = match documents.first() {
             Some(doc) => self
-                .store
+                .document_rows
                 .key_unless_erased(&doc.case_id)
                 .await
                 .map_err(|e| transient("reading the attachments' key", &e))?,
@@ -484,7 +489,7 @@ impl DeliveryJob {
             Err(e) => self.retry(claim.attempts, format!("{e}"), None).0,
         };
         tracing::info!(kind = %claim.kind, outcome = next.label(), "job");
-        self.store
+        self.system
             .finish_system_job(&claim.id, claim.attempts, started, next, self.clock.now())
             .await?;
         Ok(())
@@ -507,7 +512,7 @@ impl Job for DeliveryJob {
             return;
         }
         let ids: Vec<&str> = jobs.keys().copied().collect();
-        match self.store.delivering_many(&ids).await {
+        match self.queue.delivering_many(&ids).await {
             // A message that could not be read is read again by its own attempt, which then
             // decides what its error means.
             Ok(found) => self.preloaded.keep(
@@ -538,7 +543,7 @@ impl Job for DeliveryJob {
             },
         );
         let evidence = seen.evidence;
-        self.store
+        self.queue
             .finish_delivery(
                 AttemptRecord {
                     job_id: &claim.id,

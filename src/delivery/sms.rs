@@ -121,18 +121,21 @@ fn without_url(e: &reqwest::Error) -> String {
 /// Spaces sends from one sender number at least `interval` apart, across every process on
 /// the database: the slots are taken in the database (`Store::reserve_send_slot`).
 pub struct SenderPacer {
-    store: Store,
+    system: crate::store::System,
     interval: Duration,
 }
 
 impl SenderPacer {
-    pub fn new(store: Store, per_second: f64) -> Self {
+    pub fn new(store: &Store, per_second: f64) -> Self {
         let interval = if per_second > 0.0 {
             Duration::from_secs_f64(1.0 / per_second)
         } else {
             Duration::ZERO
         };
-        Self { store, interval }
+        Self {
+            system: store.system(),
+            interval,
+        }
     }
 
     /// Takes this sender's next slot and waits for it, if it comes within `max_wait`;
@@ -144,9 +147,9 @@ impl SenderPacer {
             return Ok(());
         }
         let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let now = self.store.now();
+        let now = self.system.now();
         let slot = self
-            .store
+            .system
             .reserve_send_slot(sender, micros(self.interval), micros(max_wait), now)
             .await;
         match slot {

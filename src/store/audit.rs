@@ -1,7 +1,7 @@
 //! Reading the audit log. Entries are written by `super::audit` inside each change's
 //! transaction.
 
-use super::{Page, Store, StoreError, StoreResult};
+use super::{Audit, Page, StoreError, StoreInner, StoreResult};
 use crate::domain::code::Code;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -43,7 +43,7 @@ impl From<AuditRow> for AuditEntry {
     }
 }
 
-impl Store {
+impl Audit {
     /// The case's audit log, oldest first. An entry about a private note is shown only to
     /// those who see the note: its author's party, and admins.
     pub async fn list_audit(
@@ -54,7 +54,7 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Option<Page<AuditEntry>>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         let after: i64 = match cursor {

@@ -9,7 +9,8 @@ use chrono::{Datelike, NaiveDate, Utc};
 use sqlx::AnyConnection;
 
 use super::{
-    Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor, emit, encode_cursor,
+    Cases, Page, Parties, Sibling, StoreError, StoreInner, StoreResult, admin_flag, audit,
+    decode_cursor, emit, encode_cursor,
 };
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -433,7 +434,7 @@ async fn status_changed(
     Ok(())
 }
 
-impl Store {
+impl Cases {
     /// A case from its row (its subject key looked up first by `unlock`); the debtor of an
     /// erased case is `[erased]`, without contact details.
     fn case_from_row(&self, row: CaseRow) -> StoreResult<CaseView> {
@@ -649,7 +650,11 @@ impl Store {
         };
         let Some(row) = found else {
             // No case to show: unless the token is what is wrong.
-            return if self.token_valid(&actor.token_id).await? {
+            return if self
+                .sibling::<Parties>()
+                .token_valid(&actor.token_id)
+                .await?
+            {
                 Ok(None)
             } else {
                 Err(StoreError::TokenGone)
@@ -687,25 +692,6 @@ impl Store {
             self.unlock([&r.debtor_sealed[..]]).await?;
         }
         row.map(|r| self.case_from_row(r)).transpose()
-    }
-
-    /// True when the case exists and the actor may see it; the guard of every case-scoped verb.
-    pub(crate) async fn case_visible(
-        conn: &mut AnyConnection,
-        actor: &Actor,
-        case_id: &str,
-        lock: &str,
-    ) -> StoreResult<bool> {
-        let found: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT c.id FROM cases c WHERE c.id = $1 AND {}{lock}",
-            visible(2, 3)
-        ))
-        .bind(case_id)
-        .bind(actor.party_id.as_str())
-        .bind(admin_flag(actor))
-        .fetch_optional(conn)
-        .await?;
-        Ok(found.is_some())
     }
 
     pub async fn list_cases(
@@ -788,7 +774,7 @@ impl Store {
         mut patch: CasePatch,
     ) -> StoreResult<Option<CaseView>> {
         let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
+        if !StoreInner::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
             return Ok(None);
         }
         let row = sqlx::query_as::<_, CaseRow>(&format!("{CASE_SELECT} WHERE c.id = $1"))
@@ -903,5 +889,26 @@ pub(crate) fn page_cursor<T>(
         items.last().map(|last| encode_cursor(id(last)))
     } else {
         None
+    }
+}
+
+impl StoreInner {
+    /// True when the case exists and the actor may see it; the guard of every case-scoped verb.
+    pub(crate) async fn case_visible(
+        conn: &mut AnyConnection,
+        actor: &Actor,
+        case_id: &str,
+        lock: &str,
+    ) -> StoreResult<bool> {
+        let found: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT c.id FROM cases c WHERE c.id = $1 AND {}{lock}",
+            visible(2, 3)
+        ))
+        .bind(case_id)
+        .bind(actor.party_id.as_str())
+        .bind(admin_flag(actor))
+        .fetch_optional(conn)
+        .await?;
+        Ok(found.is_some())
     }
 }

@@ -6,7 +6,7 @@ use crate::domain::event::EventType;
 use crate::domain::payload;
 
 use super::cases::visible;
-use super::{Store, StoreError, StoreResult, admin_flag, audit, emit};
+use super::{Documents, StoreError, StoreInner, StoreResult, admin_flag, audit, emit};
 use crate::domain::document::DocumentType;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -121,7 +121,7 @@ async fn replace_version(
     Ok(version)
 }
 
-impl Store {
+impl Documents {
     fn document_from_row(&self, r: DocumentRow) -> StoreResult<DocumentView> {
         Ok(DocumentView {
             description: r
@@ -171,7 +171,7 @@ impl Store {
     /// Whether the actor may see the case; the document handler asks before writing bytes.
     pub async fn can_see_case(&self, actor: &Actor, case_id: &str) -> StoreResult<bool> {
         let mut conn = self.pool.acquire().await?;
-        Self::case_visible(&mut conn, actor, case_id, "").await
+        StoreInner::case_visible(&mut conn, actor, case_id, "").await
     }
 
     /// Records an uploaded document, as a new version of `replaces` when given (which must be
@@ -183,7 +183,7 @@ impl Store {
     ) -> StoreResult<Option<DocumentView>> {
         let key = self.live_case_key(&new.case_id).await?;
         let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, &new.case_id, "").await? {
+        if !StoreInner::case_visible(&mut tx, actor, &new.case_id, "").await? {
             return Ok(None);
         }
         let version = match &new.replaces {
@@ -280,7 +280,7 @@ impl Store {
         case_id: &str,
     ) -> StoreResult<Option<Vec<DocumentView>>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         let rows = sqlx::query_as::<_, DocumentRow>(&format!(

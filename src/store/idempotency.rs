@@ -1,6 +1,6 @@
 //! `Idempotency-Key`: a repeat within 24 hours gets the result of the first request.
 
-use super::{Store, StoreResult};
+use super::{Parties, StoreResult};
 use crate::domain::time::Micros;
 
 pub const KEEP_MICROS: i64 = 24 * 3600 * 1_000_000;
@@ -22,7 +22,7 @@ struct Record {
 /// The mark of a key stored as a keyed hash (records written before were kept as sent).
 const HASHED: &str = "h1:";
 
-impl Store {
+impl Parties {
     /// What is stored of a client's `Idempotency-Key`: a keyed hash.
     pub fn idempotency_key_hash(&self, key: &str) -> String {
         format!("{HASHED}{}", self.keys.blind_index("idempotency-key", key))

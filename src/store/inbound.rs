@@ -9,7 +9,7 @@ use crate::domain::message::Channel;
 use serde_json::json;
 
 use super::messages::{Envelope, apply_event, context};
-use super::{Store, StoreResult, audit_as, emit};
+use super::{Inbound, Messages, Policy, Sibling, StoreInner, StoreResult, audit_as, emit};
 use crate::domain::mail::InboundMail;
 use crate::domain::matching::{MatchedBy, addressed_cases, is_stop_word, single, subject_numbers};
 use crate::domain::message::MessageStatus;
@@ -218,7 +218,7 @@ struct Found {
     candidates: Vec<String>,
 }
 
-impl Store {
+impl Inbound {
     /// Tries a mail's ways to its case in order: the message it answers, a per-case
     /// address, a case number in the subject naming exactly one case.
     async fn find_case(
@@ -228,7 +228,7 @@ impl Store {
     ) -> StoreResult<Found> {
         for parent in &mail.parents {
             if let Some((_, case, thread, verified)) =
-                Self::message_by_rfc_id_in(&mut *tx, parent).await?
+                Messages::message_by_rfc_id_in(&mut *tx, parent).await?
             {
                 return Ok(Found {
                     case_id: Some(case),
@@ -319,6 +319,7 @@ impl Store {
             return Ok(Ingested::Unmatched { inbound_id });
         };
         let thread_id = self
+            .sibling::<Messages>()
             .join_thread(
                 &mut tx,
                 &key,
@@ -359,6 +360,7 @@ impl Store {
     ) -> StoreResult<()> {
         let everyone = bounce.mailbox_gone();
         let addressed = self
+            .sibling::<Policy>()
             .suppress_recipients_in(tx, message_id, recipient, everyone, now)
             .await?;
         if addressed {
@@ -405,7 +407,9 @@ impl Store {
                 message_id: None,
                 scope: super::policy::Scope::of(creditor.as_deref()),
             };
-            self.insert_suppression(tx, new, now).await?;
+            self.sibling::<Policy>()
+                .insert_suppression(tx, new, now)
+                .await?;
         }
         Ok(())
     }
@@ -539,13 +543,13 @@ impl Store {
         actor_name: &str,
     ) -> StoreResult<()> {
         let id = r.id;
-        let participants = self.participants_of(key, r.envelope);
+        let participants = self.sibling::<Messages>().participants_of(key, r.envelope);
         let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = participants
             .iter()
             .map(|p| (r.thread_id, p, r.at))
             .collect();
         let mut writes = super::writes::Writes::new(self.backend);
-        Self::keep_participants(&mut writes, &joined);
+        Messages::keep_participants(&mut writes, &joined);
         writes.run(&mut *tx).await?;
         if r.has_attachments {
             // Its attachments become documents of the case through the queue, from this
@@ -662,6 +666,7 @@ impl Store {
             return Ok(Ingested::Unmatched { inbound_id });
         };
         let thread_id = self
+            .sibling::<Messages>()
             .join_thread(&mut tx, &key, &case_id, None, None, now)
             .await?;
         let record = Received {
@@ -700,7 +705,9 @@ impl Store {
                 message_id: Some(&message_id),
                 scope: super::policy::Scope::of(creditor.as_deref()),
             };
-            self.insert_suppression(&mut tx, new, now).await?;
+            self.sibling::<Policy>()
+                .insert_suppression(&mut tx, new, now)
+                .await?;
         }
         tx.commit().await?;
         Ok(Ingested::Matched {
@@ -720,7 +727,7 @@ impl Store {
         case_id: &str,
     ) -> StoreResult<Option<Ingested>> {
         let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
         let row = sqlx::query_as::<_, UnsortedRow>(
@@ -741,6 +748,7 @@ impl Store {
         let received = if source == Source::Sms {
             sms = serde_json::from_slice::<serde_json::Value>(&raw).map_err(anyhow::Error::from)?;
             thread_id = self
+                .sibling::<Messages>()
                 .join_thread(&mut tx, &key, case_id, None, None, now)
                 .await?;
             let text = |k: &str| sms[k].as_str().unwrap_or_default().to_string();
@@ -769,6 +777,7 @@ impl Store {
         } else {
             mail = crate::domain::mail::parse(&raw).unwrap_or_default();
             thread_id = self
+                .sibling::<Messages>()
                 .join_thread(&mut tx, &key, case_id, None, mail.subject.as_deref(), now)
                 .await?;
             Received::email(
@@ -870,7 +879,7 @@ pub struct MailboxProgress {
     pub last_uid: u32,
 }
 
-impl Store {
+impl Inbound {
     /// The progress recorded for `mailbox` (a digest naming server, user and mailbox).
     pub async fn mailbox_progress(&self, mailbox: &str) -> StoreResult<Option<MailboxProgress>> {
         let row: Option<(i64, i64)> =

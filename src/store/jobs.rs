@@ -7,7 +7,7 @@ use super::queue::{DELIVERY_JOBS, Transition, transition};
 use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 
-use super::{Backend, Store, StoreError, StoreResult};
+use super::{Backend, Cases, Queue, Sibling, StoreError, StoreResult};
 use crate::domain::message::{Category, Channel, MessageStatus};
 use crate::domain::policy::Evidence;
 use crate::domain::time::Micros;
@@ -103,7 +103,7 @@ pub struct Delivering {
     creditor_id: String,
 }
 
-impl Store {
+impl Queue {
     /// The recipients (places among `to` then `cc`) whose copy of a message went out.
     pub async fn copies_sent(&self, message_id: &str) -> StoreResult<Vec<usize>> {
         let sent: Vec<i32> = sqlx::query_scalar(
@@ -246,6 +246,7 @@ impl Store {
         let creditor_id = r.creditor_id.unwrap_or_default();
         let case_id = r.case_id.unwrap_or_default();
         let preferences = self
+            .sibling::<Cases>()
             .stored_preferences(&case_id, r.preferences.into_row())
             .await
             .map(|p| p.preferences)

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use super::cases::{page_cursor, visible};
-use super::{Page, Store, StoreError, StoreResult, admin_flag, decode_cursor, emit, rows_sql};
+use super::{
+    Documents, Messages, Page, Sibling, StoreError, StoreInner, StoreResult, admin_flag,
+    decode_cursor, emit, rows_sql,
+};
 use crate::domain::Invalid;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
@@ -235,7 +238,7 @@ const MESSAGE_COLUMNS: &str = message_columns!();
 pub(crate) const MESSAGE_COLUMNS_WITH_BODY: &str =
     concat!(message_columns!(), ", m.body_sealed, m.html_sealed");
 
-impl Store {
+impl StoreInner {
     /// A message's envelope (its subject key looked up first by `unlock`); an erased one
     /// is from `[erased]` to no one.
     pub(crate) fn open_envelope(&self, id: &str, sealed: &[u8]) -> StoreResult<Envelope> {
@@ -300,7 +303,9 @@ impl Store {
             id: r.id,
         })
     }
+}
 
+impl Messages {
     /// Queues an outbound message at `now`: the message, its `queued` event, its delivery
     /// job, the audit entry and the idempotency record (naming the message), all or none.
     /// Concurrent sends are written together (`queue_all`: multi-row statements, on
@@ -384,16 +389,8 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         self.unlock([row.sealed()]).await?;
         let mut m = self.message_with_body(row)?;
-        m.attachments = self.message_attachments(id).await?;
+        m.attachments = self.sibling::<Documents>().message_attachments(id).await?;
         Ok(Some(m))
-    }
-
-    /// A message read with its body, opened.
-    pub(crate) fn message_with_body(&self, row: MessageWithBody) -> StoreResult<MessageView> {
-        let mut m = self.message_from_row(row.message)?;
-        m.body = self.open_opt(&m.id, "body", row.body_sealed)?;
-        m.html = self.open_opt(&m.id, "html", row.html_sealed)?;
-        Ok(m)
     }
 
     pub async fn list_messages(
@@ -403,7 +400,7 @@ impl Store {
         f: MessageFilter,
     ) -> StoreResult<Option<(Page<MessageView>, i64)>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         let cursor = f.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -1568,7 +1565,7 @@ fn add_participants<'q>(
                 .map(move |p| (*thread, p, item.now))
         })
         .collect();
-    Store::keep_participants(writes, &joined);
+    Messages::keep_participants(writes, &joined);
 }
 
 /// The documents each message attaches.
@@ -1666,5 +1663,15 @@ fn add_audit<'q>(
             )
             .bind(item.new.id.as_str())
             .bind(item.now);
+    }
+}
+
+impl StoreInner {
+    /// A message read with its body, opened.
+    pub(crate) fn message_with_body(&self, row: MessageWithBody) -> StoreResult<MessageView> {
+        let mut m = self.message_from_row(row.message)?;
+        m.body = self.open_opt(&m.id, "body", row.body_sealed)?;
+        m.html = self.open_opt(&m.id, "html", row.html_sealed)?;
+        Ok(m)
     }
 }

@@ -193,6 +193,119 @@ pub struct StoreInner {
     clock: std::sync::OnceLock<crate::domain::clock::SharedClock>,
 }
 
+/// What every handle is: one more reference to the shared inner. Inside the store, a verb of
+/// one aggregate that writes another's rows in the same transaction asks for that aggregate's
+/// handle (`self.sibling::<Messages>()`) rather than reaching into its tables itself.
+trait Sibling: Sized {
+    fn inner(&self) -> &Arc<StoreInner>;
+    fn from_inner(inner: Arc<StoreInner>) -> Self;
+    fn sibling<H: Sibling>(&self) -> H {
+        H::from_inner(Arc::clone(self.inner()))
+    }
+}
+
+/// A narrow handle on the store: the verbs of one aggregate over the shared inner (pools,
+/// keys, commit lanes). Services hold the handles they use and nothing else.
+macro_rules! handle {
+    ($(#[$doc:meta])* $name:ident, $accessor:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(Arc<StoreInner>);
+
+        impl std::ops::Deref for $name {
+            type Target = StoreInner;
+
+            fn deref(&self) -> &StoreInner {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("backend", &self.backend)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl Store {
+            pub fn $accessor(&self) -> $name {
+                $name(Arc::clone(&self.0))
+            }
+        }
+
+        impl Sibling for $name {
+            fn inner(&self) -> &Arc<StoreInner> {
+                &self.0
+            }
+            fn from_inner(inner: Arc<StoreInner>) -> Self {
+                Self(inner)
+            }
+        }
+    };
+}
+
+handle!(
+    /// Tokens, parties and idempotency records.
+    Parties,
+    parties
+);
+handle!(
+    /// The audit log: reading it, and the entries no other change writes.
+    Audit,
+    audit
+);
+handle!(
+    /// Cases, their payments, deadlines, notes and the debtor's preferences.
+    Cases,
+    cases
+);
+handle!(
+    /// Documents' metadata (their bytes are in the document store).
+    Documents,
+    documents
+);
+handle!(
+    /// Inbound mail and SMS: matching, the unmatched list, held mail, mailbox progress.
+    Inbound,
+    inbound
+);
+handle!(
+    /// Messages and their threads: queuing, reading, listing, events.
+    Messages,
+    messages
+);
+handle!(
+    /// Suppression lists and the rules of the contact policy kept in the database.
+    Policy,
+    policy
+);
+handle!(
+    /// The queue of jobs: delivery claims and outcomes, retries, operators' views.
+    Queue,
+    queue
+);
+handle!(
+    /// Data subjects: erasure, export, subject keys and rekeying.
+    Subjects,
+    subjects
+);
+handle!(
+    /// Once-only work, plans, retention and the system's own records.
+    System,
+    system
+);
+handle!(
+    /// Message templates.
+    Templates,
+    templates
+);
+handle!(
+    /// Webhooks and their deliveries.
+    Webhooks,
+    webhooks
+);
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -201,7 +314,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-impl Store {
+impl StoreInner {
     /// A write transaction. On SQLite it takes the write lock at `BEGIN IMMEDIATE`, waiting
     /// out other processes (busy timeout), instead of failing later when a read would have to
     /// become a write.
@@ -231,7 +344,9 @@ impl Store {
     pub fn keys(&self) -> &KeyRing {
         &self.keys
     }
+}
 
+impl Store {
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self.backend {
             Backend::Sqlite => {
@@ -268,7 +383,8 @@ impl Store {
         }
         self.subject_keys.migrate().await?;
         self.load_index_key().await?;
-        self.hash_idempotency_keys(self.now())
+        self.parties()
+            .hash_idempotency_keys(self.now())
             .await
             .context("hashing earlier idempotency keys")
     }
@@ -304,12 +420,6 @@ impl Store {
         Ok(())
     }
 
-    /// Readiness: the database answers.
-    pub async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
@@ -340,7 +450,7 @@ pub(crate) async fn audit(
     .await
 }
 
-impl Store {
+impl Audit {
     /// An export of the case's debtor's data (a data subject's access request), audited.
     pub async fn audit_export(&self, actor: &Actor, case_id: &str) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;

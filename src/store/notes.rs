@@ -5,7 +5,7 @@ use crate::domain::event::EventType;
 use crate::domain::payload;
 
 use super::cases::page_cursor;
-use super::{Page, Store, StoreResult, audit, decode_cursor, emit};
+use super::{Cases, Page, StoreInner, StoreResult, audit, decode_cursor, emit};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
 use crate::domain::{NoteId, NoteVisibility, Tag};
@@ -59,7 +59,7 @@ pub(super) fn note_context(note_id: &str) -> String {
     format!("note:{note_id}")
 }
 
-impl Store {
+impl Cases {
     pub async fn add_note(
         &self,
         actor: &Actor,
@@ -67,7 +67,7 @@ impl Store {
         new: NewNote,
     ) -> StoreResult<Option<Note>> {
         let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
         let key = self.live_case_key(case_id).await?;
@@ -145,7 +145,7 @@ impl Store {
         filter: NoteFilter,
     ) -> StoreResult<Option<Page<Note>>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         let cursor = filter.cursor.as_deref().map(decode_cursor).transpose()?;

@@ -3,7 +3,7 @@
 //! `/metrics`. Every change is audited.
 
 use super::cases::{page_cursor, visible};
-use super::{Page, Store, StoreError, StoreResult, admin_flag, audit, decode_cursor};
+use super::{Page, Queue, StoreError, StoreResult, admin_flag, audit, decode_cursor};
 use crate::domain::audit::AuditAction;
 use crate::domain::event::WebhookDeliveryStatus;
 use crate::domain::message::{JobState, MessageStatus};
@@ -66,7 +66,7 @@ fn state_condition(state: JobState) -> &'static str {
     }
 }
 
-impl Store {
+impl Queue {
     /// Delivery work in `state`, newest first, with every attempt: `$2` a case, `$3` the
     /// cursor, `$4` the page size + 1.
     pub async fn list_jobs(

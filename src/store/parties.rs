@@ -1,6 +1,6 @@
 //! Parties and their API tokens.
 
-use super::{Store, StoreResult};
+use super::{Parties, StoreResult};
 use crate::crypto::{new_token, token_hash};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -32,7 +32,7 @@ struct TokenRow {
     party_name: String,
 }
 
-impl Store {
+impl Parties {
     pub async fn create_party(&self, kind: PartyKind, name: &str) -> StoreResult<PartyId> {
         let id = PartyId::new();
         sqlx::query("INSERT INTO parties (id, kind, name, created_at) VALUES ($1, $2, $3, $4)")

@@ -4,7 +4,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::payload;
 
-use super::{Store, StoreError, StoreResult, audit, emit};
+use super::{Cases, StoreError, StoreInner, StoreResult, audit, emit};
 use crate::domain::code::Code;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -64,7 +64,7 @@ pub(super) fn title_context(id: &str) -> String {
     format!("ddl:{id}:title")
 }
 
-impl Store {
+impl Cases {
     fn payment_from_row(&self, r: PaymentRow) -> StoreResult<Payment> {
         Ok(Payment {
             case_id: r.case_id,
@@ -111,7 +111,7 @@ struct DeadlineRow {
     created_at: i64,
 }
 
-impl Store {
+impl Cases {
     pub async fn add_payment(
         &self,
         actor: &Actor,
@@ -119,7 +119,7 @@ impl Store {
         new: NewPayment,
     ) -> StoreResult<Option<Payment>> {
         let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
         let currency: String = sqlx::query_scalar("SELECT currency FROM cases WHERE id = $1")
@@ -218,7 +218,7 @@ impl Store {
         case_id: &str,
     ) -> StoreResult<Option<Vec<Payment>>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         let rows = sqlx::query_as::<_, PaymentRow>(
@@ -245,7 +245,7 @@ impl Store {
         new: NewDeadline,
     ) -> StoreResult<Option<Deadline>> {
         let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut tx, actor, case_id, "").await? {
             return Ok(None);
         }
         let key = self.live_case_key(case_id).await?;
@@ -289,7 +289,7 @@ impl Store {
         case_id: &str,
     ) -> StoreResult<Option<Vec<Deadline>>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         let rows = sqlx::query_as::<_, DeadlineRow>(

@@ -5,7 +5,7 @@
 use super::cases::{count_cases_sql, list_cases_sql};
 use super::messages::{count_messages_sql, list_messages_sql};
 use super::threads::LIST_THREADS_SQL;
-use super::{Backend, Store, StoreResult};
+use super::{Backend, StoreResult, System};
 use crate::domain::party::Actor;
 use crate::domain::{PartyId, PartyKind};
 
@@ -74,7 +74,7 @@ fn planned() -> Vec<Planned> {
     ]
 }
 
-impl Store {
+impl System {
     /// The plan of every list query, as the database describes it (`EXPLAIN QUERY PLAN` on
     /// SQLite; `EXPLAIN` on PostgreSQL, with sequential scans discouraged so that a small
     /// table still shows the index the query can use). For tests and operators.

@@ -1,7 +1,7 @@
 //! What the send policy reads: a case's communication preferences and the suppression list.
 //! Suppressed addresses are kept as blind indexes, never in the clear.
 
-use super::{Store, StoreResult};
+use super::{Messages, Policy, Sibling, StoreInner, StoreResult};
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::prefixed_id;
@@ -84,7 +84,7 @@ pub(crate) fn applies_to(creditor: &str) -> String {
     format!("(s.scope = '' OR s.scope = {creditor})")
 }
 
-impl Store {
+impl Policy {
     /// Adds `value` to the suppression list in the caller's transaction, its address sealed;
     /// nothing when it is there already.
     pub(crate) async fn insert_suppression(
@@ -261,11 +261,6 @@ impl Store {
         Ok(true)
     }
 
-    pub(crate) fn suppression_index(&self, channel: &str, value: &str) -> String {
-        self.keys
-            .blind_index(&format!("suppression:{channel}"), &value.to_lowercase())
-    }
-
     /// Adds an address or number to the suppression list; `false` when it was there already.
     pub async fn suppress(
         &self,
@@ -361,7 +356,11 @@ impl Store {
         message_id: &str,
         recipient: Option<usize>,
     ) -> StoreResult<bool> {
-        let Some((case_id, channel, envelope)) = self.message_envelope(message_id).await? else {
+        let Some((case_id, channel, envelope)) = self
+            .sibling::<Messages>()
+            .message_envelope(message_id)
+            .await?
+        else {
             return Ok(false);
         };
         let mut tx = self.write_tx().await?;
@@ -501,4 +500,12 @@ pub(crate) async fn creditor_of(
             .fetch_optional(conn)
             .await?,
     )
+}
+
+impl StoreInner {
+    /// The blind index of an address or number on a suppression list.
+    pub(crate) fn suppression_index(&self, channel: &str, value: &str) -> String {
+        self.keys
+            .blind_index(&format!("suppression:{channel}"), &value.to_lowercase())
+    }
 }

@@ -4,7 +4,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use sqlx::AnyConnection;
 
-use super::{Store, StoreResult, audit, emit};
+use super::{Cases, StoreInner, StoreResult, audit, emit};
 use crate::domain::party::Actor;
 use crate::domain::policy::Preferences;
 use crate::domain::time::Micros;
@@ -93,7 +93,7 @@ impl JoinedPreferences {
     }
 }
 
-impl Store {
+impl Cases {
     /// A case's preferences; the defaults where none were set.
     pub(crate) async fn load_preferences(
         &self,
@@ -175,7 +175,7 @@ impl Store {
         case_id: &str,
     ) -> StoreResult<Option<StoredPreferences>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         self.load_preferences(&mut conn, case_id).await.map(Some)
@@ -195,7 +195,7 @@ impl Store {
         p: &Preferences,
     ) -> StoreResult<Option<StoredPreferences>> {
         let mut tx = self.write_tx().await?;
-        if !Self::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
+        if !StoreInner::case_visible(&mut tx, actor, case_id, self.backend.for_update()).await? {
             return Ok(None);
         }
         let key = self.live_case_key(case_id).await?;

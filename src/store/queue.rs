@@ -9,7 +9,7 @@
 
 use sqlx::AnyConnection;
 
-use super::{Backend, Store, StoreResult};
+use super::{Backend, Queue, StoreResult};
 use crate::domain::time::Micros;
 
 /// How one queue's table spells the engine's columns and states.
@@ -106,7 +106,7 @@ impl Transition {
     }
 }
 
-impl Store {
+impl Queue {
     /// Claims up to `limit` items due at `now` for `owner` until `lease_until`.
     pub async fn claim(
         &self,
@@ -286,7 +286,7 @@ pub(crate) async fn finish_done(
     Ok(())
 }
 
-impl Store {
+impl Queue {
     /// An item's status and lease expiry, for operators and tests.
     pub async fn queue_item(
         &self,

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Store, StoreResult, cases, documents, inbound, messages, notes, payments, policy, preferences,
+    StoreResult, Subjects, cases, documents, inbound, messages, notes, payments, policy,
+    preferences,
 };
 use super::{threads, webhooks};
 
@@ -234,7 +235,7 @@ pub struct StaleDocument {
     pub storage_key: String,
 }
 
-impl Store {
+impl Subjects {
     /// Seals every value held under an earlier master key again under the current one.
     /// Returns, per `table.column`, how many values were re-sealed. A value no configured
     /// key opens stops the run with an error naming its row (nothing is guessed over).

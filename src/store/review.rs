@@ -7,7 +7,7 @@ use super::cases::visible;
 use super::inbound::{Announced, raw_context};
 use super::messages::{MESSAGE_COLUMNS_WITH_BODY, MessageWithBody};
 use super::operators::NotNow;
-use super::{MessageView, Store, StoreResult, admin_flag, audit};
+use super::{Inbound, MessageView, StoreResult, admin_flag, audit};
 use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
 
@@ -21,7 +21,7 @@ struct HeldRow {
     sender_verified: i32,
 }
 
-impl Store {
+impl Inbound {
     /// The received message `id` on a case the actor sees, locked for the change.
     async fn held_message(
         &self,

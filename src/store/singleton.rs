@@ -8,7 +8,7 @@
 
 use sqlx::Connection;
 
-use super::{Backend, Store};
+use super::{Backend, Store, System};
 
 /// A piece of work that runs once across processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl Work {
 
 /// Whether this process holds a [`Work`]: asked before each round of it.
 pub struct Singleton {
-    store: Store,
+    store: System,
     work: Work,
     held: tokio::sync::Mutex<Option<Holder>>,
 }
@@ -52,9 +52,9 @@ enum Holder {
 }
 
 impl Singleton {
-    pub fn new(store: Store, work: Work) -> Self {
+    pub fn new(store: &Store, work: Work) -> Self {
         Self {
-            store,
+            store: store.system(),
             work,
             held: tokio::sync::Mutex::new(None),
         }
@@ -124,7 +124,7 @@ impl Singleton {
     }
 }
 
-impl Store {
+impl System {
     /// Takes the next send slot of `sender` (slots `interval` apart, shared by every process
     /// on the database) if it comes within `max_wait` of `now`: its time. Otherwise takes
     /// nothing: `Err` with how long until the next slot is free.

@@ -12,7 +12,7 @@ use anyhow::Context;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-use super::{Backend, Store, StoreError, StoreResult};
+use super::{Backend, StoreError, StoreInner, StoreResult, Subjects};
 use crate::crypto::{self, SubjectKey, SubjectKeyId};
 use crate::domain::code::Code;
 
@@ -115,7 +115,7 @@ fn erased_case() -> StoreError {
 /// What lists and threads show in place of an erased value.
 pub const ERASED: &str = "[erased]";
 
-impl Store {
+impl StoreInner {
     /// A sealed value opened (its subject key looked up by `unlock` first); `None` when its
     /// data subject was erased.
     pub(crate) fn open_kept(&self, context: &str, sealed: &[u8]) -> StoreResult<Option<Vec<u8>>> {
@@ -252,7 +252,9 @@ impl Store {
         }
         Ok(())
     }
+}
 
+impl Subjects {
     /// Destroys the keys of these cases: their debtors' personal data is erased wherever it
     /// is kept. Returns how many keys were destroyed.
     pub(crate) async fn destroy_case_keys(&self, case_ids: &[String]) -> StoreResult<u64> {

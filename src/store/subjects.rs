@@ -3,7 +3,7 @@
 
 use super::messages::MESSAGE_COLUMNS_WITH_BODY;
 use super::subject_keys::ERASED;
-use super::{MessageView, Store, StoreResult, audit};
+use super::{Cases, Documents, MessageView, Sibling, StoreResult, Subjects, audit};
 use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -29,7 +29,7 @@ pub struct Erased {
     pub message_ids: Vec<String>,
 }
 
-impl Store {
+impl Subjects {
     /// The cases whose debtor has this email address or phone number, oldest first.
     pub async fn subject_cases(
         &self,
@@ -70,7 +70,10 @@ impl Store {
         for row in rows {
             let mut m = self.message_with_body(row)?;
             if m.has_attachments {
-                m.attachments = self.message_attachments(&m.id).await?;
+                m.attachments = self
+                    .sibling::<Documents>()
+                    .message_attachments(&m.id)
+                    .await?;
             }
             out.push(m);
         }
@@ -78,7 +81,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Subjects {
     /// The cases of a data subject found through the blind indexes, erased ones too (their
     /// indexes are gone, so only when `ids` names them).
     pub async fn subject_case_states(
@@ -223,8 +226,15 @@ impl Store {
     /// the address at the erasure too; their blind index stays, so that the objection is still
     /// honoured, and nothing readable is left of the person.
     async fn suppression_indexes(&self, case_id: &str) -> StoreResult<Vec<String>> {
-        let case = self.get_case(&Actor::system(), case_id).await?;
-        let preferred = self.preferences_for_sending(case_id).await.ok();
+        let case = self
+            .sibling::<Cases>()
+            .get_case(&Actor::system(), case_id)
+            .await?;
+        let preferred = self
+            .sibling::<Cases>()
+            .preferences_for_sending(case_id)
+            .await
+            .ok();
         let emails = case
             .iter()
             .flat_map(|c| c.debtor.email.iter())
@@ -272,7 +282,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Subjects {
     /// A sealed value as stored (for the tests of what is stored).
     #[doc(hidden)]
     pub async fn stored_value(

@@ -4,7 +4,7 @@
 use sqlx::AnyConnection;
 
 use super::queue::{DELIVERY_JOBS, Transition, transition};
-use super::{Backend, Store, StoreError, StoreResult, emit};
+use super::{Backend, StoreError, StoreResult, System, emit};
 use crate::domain::event::EventType;
 use crate::domain::message::SystemEvent;
 use crate::domain::time::Micros;
@@ -20,7 +20,13 @@ pub struct Occurrence {
     pub at: Micros,
 }
 
-impl Store {
+impl System {
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The event a system-message job names; `None` if it is gone or makes no message.
     pub async fn occurrence(&self, event_id: &str) -> StoreResult<Option<Occurrence>> {
         #[derive(sqlx::FromRow)]
@@ -147,7 +153,7 @@ async fn record_attempt(
     Ok(())
 }
 
-impl Store {
+impl System {
     /// A deadline's title, read when an announcement is written or delivered.
     pub async fn deadline_title(&self, deadline_id: &str) -> StoreResult<Option<String>> {
         let row: Option<(String, Option<Vec<u8>>)> =

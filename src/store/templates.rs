@@ -1,6 +1,6 @@
 //! Message templates, each with its text in one or more languages.
 
-use super::{Store, StoreError, StoreResult, audit};
+use super::{StoreError, StoreResult, Templates, audit};
 use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::message::Channel;
@@ -54,7 +54,7 @@ impl Template {
     }
 }
 
-impl Store {
+impl Templates {
     pub async fn list_templates(&self) -> StoreResult<Vec<Template>> {
         self.load_templates(None).await
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use sqlx::AnyConnection;
 
 use super::cases::visible;
-use super::{Store, StoreResult, admin_flag};
+use super::{Messages, StoreInner, StoreResult, admin_flag};
 use crate::domain::party::Actor;
 use crate::domain::prefixed_id;
 use crate::domain::thread::normalize_subject;
@@ -110,7 +110,7 @@ pub(super) fn thread_context(id: &str) -> String {
 /// are kept, so never one whose transaction might still roll back.
 pub(crate) type KnownThreads = super::Remembered<(String, String), String>;
 
-impl Store {
+impl Messages {
     /// The addresses and numbers of an envelope as participants of a thread, sealed (what is
     /// not an address, such as a system message's sender, is left out).
     pub(crate) fn participants_of(
@@ -199,7 +199,7 @@ impl Store {
         case_id: &str,
     ) -> StoreResult<Option<Vec<ThreadView>>> {
         let mut conn = self.pool.acquire().await?;
-        if !Self::case_visible(&mut conn, actor, case_id, "").await? {
+        if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
             return Ok(None);
         }
         let rows = sqlx::query_as::<_, ThreadRow>(LIST_THREADS_SQL)

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::queue::{Transition, WEBHOOK_DELIVERIES, transition};
-use super::{Store, StoreError, StoreResult, audit_as};
+use super::{StoreError, StoreResult, Webhooks, audit_as};
 use crate::domain::audit::AuditAction;
 use crate::domain::event::{EventType, WebhookDeliveryStatus};
 use crate::domain::party::Actor;
@@ -161,7 +161,7 @@ async fn case_parties<'a>(
     Ok(parties)
 }
 
-impl Store {
+impl Webhooks {
     pub async fn create_webhook(
         &self,
         actor: &Actor,

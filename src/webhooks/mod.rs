@@ -40,7 +40,8 @@ const ENDPOINT_BUSY_WAIT: i64 = 500_000;
 
 /// One webhook delivery attempt: a signed POST to the subscriber's URL.
 pub struct WebhookJob {
-    store: Store,
+    system: crate::store::System,
+    webhooks: crate::store::Webhooks,
     config: WebhookConfig,
     clock: SharedClock,
     client: reqwest::Client,
@@ -51,7 +52,7 @@ pub struct WebhookJob {
 }
 
 impl WebhookJob {
-    pub fn new(store: Store, config: WebhookConfig, clock: SharedClock) -> anyhow::Result<Self> {
+    pub fn new(store: &Store, config: WebhookConfig, clock: SharedClock) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none())
@@ -63,7 +64,8 @@ impl WebhookJob {
             .context("building the webhook HTTP client")?;
         Ok(Self {
             backoff: Backoff::new(config.retry_schedule.clone()),
-            store,
+            system: store.system(),
+            webhooks: store.webhooks(),
             config,
             clock,
             client,
@@ -107,7 +109,7 @@ impl WebhookJob {
                 .get("messageId")
                 .and_then(Value::as_str)
                 .map(str::to_string)
-            && let Some((from, subject)) = self.store.message_sender_and_subject(&id).await?
+            && let Some((from, subject)) = self.webhooks.message_sender_and_subject(&id).await?
         {
             payload.insert("from".into(), Value::String(from));
             payload.insert("subject".into(), subject.map_or(Value::Null, Value::String));
@@ -119,7 +121,7 @@ impl WebhookJob {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         {
-            let title = self.store.deadline_title(&id).await?;
+            let title = self.system.deadline_title(&id).await?;
             payload.insert("title".into(), title.map_or(Value::Null, Value::String));
         }
         Ok(serde_json::to_vec(&Value::Object(payload))?)
@@ -164,13 +166,13 @@ impl Job for WebhookJob {
 
     /// New outbox events become deliveries before each claim.
     async fn prepare(&self) -> anyhow::Result<()> {
-        while self.store.fan_out_events(200, self.clock.now()).await? > 0 {}
+        while self.webhooks.fan_out_events(200, self.clock.now()).await? > 0 {}
         Ok(())
     }
 
     async fn preload(&self, claims: &[Claim]) {
         let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
-        match self.store.due_deliveries(&ids).await {
+        match self.webhooks.due_deliveries(&ids).await {
             Ok(found) => self
                 .preloaded
                 .keep(found.into_iter().map(|d| (d.id.clone(), d))),
@@ -181,7 +183,7 @@ impl Job for WebhookJob {
     async fn handle(&self, claim: &Claim) -> anyhow::Result<()> {
         let d = match self.preloaded.take(&claim.id) {
             Some(d) => Some(d),
-            None => self.store.due_delivery(&claim.id).await?,
+            None => self.webhooks.due_delivery(&claim.id).await?,
         };
         let Some(d) = d else {
             return Ok(());
@@ -192,14 +194,14 @@ impl Job for WebhookJob {
                 error: "the subscriber no longer has access to this event".into(),
             };
             crate::telemetry::OUTCOMES.count("webhook", "http", ended.label());
-            self.store
+            self.webhooks
                 .finish_webhook_delivery(&d.id, None, ended, self.clock.now())
                 .await?;
             return Ok(());
         }
         let Some(slot) = self.endpoint_slot(&d.url) else {
             let later = Transition::Defer(self.clock.now() + ENDPOINT_BUSY_WAIT);
-            self.store
+            self.webhooks
                 .finish_webhook_delivery(&d.id, None, later, self.clock.now())
                 .await?;
             return Ok(());
@@ -221,7 +223,7 @@ impl Job for WebhookJob {
         };
         tracing::info!(webhook = %d.webhook_id, event = d.event_id, outcome = next.label(), "webhook attempt");
         crate::telemetry::OUTCOMES.count("webhook", "http", next.label());
-        self.store
+        self.webhooks
             .finish_webhook_delivery(&d.id, status, next, self.clock.now())
             .await?;
         Ok(())

@@ -147,14 +147,22 @@ async fn a_send_refuses_a_token_revoked_or_expired_since_it_was_last_used() {
             send(&messages, None, Some("{")),
         ] {
             let valid = "UPDATE tokens SET revoked_at = NULL, expires_at = NULL WHERE id = $1";
-            app.store.execute_on_row(valid, &token_id).await.unwrap();
+            app.store
+                .subjects()
+                .execute_on_row(valid, &token_id)
+                .await
+                .unwrap();
             // The process verifies the token once more, then it changes behind its back, as
             // another process would change it.
             assert_eq!(
                 send(&messages, None, None).send().await.unwrap().status(),
                 201
             );
-            app.store.execute_on_row(change, &token_id).await.unwrap();
+            app.store
+                .subjects()
+                .execute_on_row(change, &token_id)
+                .await
+                .unwrap();
             assert_problem(probe.send().await.unwrap(), 401, "unauthorized").await;
         }
     }
@@ -180,6 +188,7 @@ async fn a_revoked_token_over_its_limit_is_401_on_a_send() {
     .await;
     let token_id = app.actor(&creditor).await.token_id;
     app.store
+        .subjects()
         .execute_on_row("UPDATE tokens SET revoked_at = 1 WHERE id = $1", &token_id)
         .await
         .unwrap();

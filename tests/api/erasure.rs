@@ -202,12 +202,12 @@ async fn restore(app: &TestApp, from: &std::path::Path) -> String {
 
 /// One statement on the app's database, as an earlier version would have written.
 async fn raw_sql(app: &TestApp, sql: &str, id: &str) {
-    app.store.execute_on_row(sql, id).await.unwrap();
+    app.store.subjects().execute_on_row(sql, id).await.unwrap();
 }
 
 /// One text read from the app's database.
 async fn raw_text(app: &TestApp, sql: &str, id: &str) -> String {
-    app.store.text_of_row(sql, id).await.unwrap()
+    app.store.subjects().text_of_row(sql, id).await.unwrap()
 }
 
 async fn set_status(app: &TestApp, party: &Party, case_id: &str, status: &str) {
@@ -748,6 +748,7 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
     ];
     for (table, column, id, sealed) in &legacy {
         app.store
+            .subjects()
             .overwrite_stored_value(table, column, id, sealed)
             .await
             .unwrap();
@@ -814,6 +815,7 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
     for (table, column, id, _) in &legacy {
         let stored = app
             .store
+            .subjects()
             .stored_value(table, column, id)
             .await
             .unwrap()
@@ -846,6 +848,7 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
     assert_eq!(status, 201, "{body}");
     let other_note = body["noteId"].as_str().unwrap().to_string();
     app.store
+        .subjects()
         .overwrite_stored_value(
             "notes",
             "note_sealed",
@@ -870,6 +873,7 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
     assert_eq!(list["notes"][0]["note"], "[erased]");
     let stored = app
         .store
+        .subjects()
         .stored_value("notes", "note_sealed", &other_note)
         .await
         .unwrap()

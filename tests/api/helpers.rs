@@ -120,10 +120,12 @@ pub async fn spawn_app_with_clock(
         let _ = rx.await;
     }));
     let admin_id = store
+        .parties()
         .create_party(PartyKind::Admin, "Operations")
         .await
         .unwrap();
     let admin_token = store
+        .parties()
         .create_token(admin_id.as_str(), None)
         .await
         .unwrap()
@@ -148,9 +150,10 @@ pub async fn spawn_app_with_clock(
 
 impl TestApp {
     pub async fn party(&self, kind: PartyKind, name: &str) -> Party {
-        let id = self.store.create_party(kind, name).await.unwrap();
+        let id = self.store.parties().create_party(kind, name).await.unwrap();
         let token = self
             .store
+            .parties()
             .create_token(id.as_str(), None)
             .await
             .unwrap()
@@ -176,6 +179,7 @@ impl TestApp {
     /// The party behind a token, as the API sees it.
     pub async fn actor(&self, party: &Party) -> parley::domain::party::Actor {
         self.store
+            .parties()
             .authenticate(&party.token)
             .await
             .unwrap()
@@ -184,6 +188,7 @@ impl TestApp {
 
     pub async fn labelled_token(&self, party: &Party, label: &str) -> String {
         self.store
+            .parties()
             .create_token(&party.id, Some(label))
             .await
             .unwrap()
@@ -247,6 +252,7 @@ impl TestApp {
             let soon = parley::domain::time::now_micros() + 1_000_000;
             match self
                 .store
+                .queue()
                 .next_due(queue)
                 .await
                 .expect("the next due delivery")

@@ -783,6 +783,7 @@ async fn an_erasure_reaches_the_outbox_idempotency_keys_and_every_suppression() 
         .unwrap();
     assert_eq!(r.status(), 200);
     app.store
+        .policy()
         .suppress(
             "email",
             &address.to_uppercase(),
@@ -1041,6 +1042,7 @@ async fn idempotency_keys_kept_in_the_clear_before_are_hashed_once_and_still_rec
     assert_eq!(send("First").await.unwrap().status(), 201);
     // As an earlier version kept it: the key as the client sent it.
     app.store
+        .subjects()
         .execute_on_row(
             "UPDATE idempotency_keys SET idem_key = $1",
             "reminder-for-jens@example.com",
@@ -1048,6 +1050,7 @@ async fn idempotency_keys_kept_in_the_clear_before_are_hashed_once_and_still_rec
         .await
         .unwrap();
     app.store
+        .subjects()
         .execute_on_row(
             "INSERT INTO pending_work (name) VALUES ($1)",
             "hash-idempotency-keys",
@@ -1076,6 +1079,7 @@ async fn idempotency_keys_kept_in_the_clear_before_are_hashed_once_and_still_rec
     ));
     let hashed = app
         .store
+        .subjects()
         .text_of_row("SELECT idem_key FROM idempotency_keys WHERE $1 = $1", "x")
         .await
         .unwrap();
@@ -1084,6 +1088,7 @@ async fn idempotency_keys_kept_in_the_clear_before_are_hashed_once_and_still_rec
     migrate().await;
     let again = app
         .store
+        .subjects()
         .text_of_row("SELECT idem_key FROM idempotency_keys WHERE $1 = $1", "x")
         .await
         .unwrap();

@@ -143,6 +143,56 @@ fn http_handlers_reach_the_store_only_through_the_application_layer() {
     );
 }
 
+/// Where a value of the whole store is kept (`store: Store`, `x: crate::store::Store`), not
+/// borrowed for a moment (`store: &Store`) to take handles from.
+fn owned_stores(source: &str) -> usize {
+    [": Store", ": store::Store", ": crate::store::Store"]
+        .iter()
+        .map(|needle| whole(source, needle))
+        .sum()
+}
+
+#[test]
+fn services_and_workers_hold_narrow_store_handles_not_the_whole_store() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in [
+        "app",
+        "delivery",
+        "webhooks",
+        "inbound",
+        "http",
+        "documents",
+    ] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files.extend(["worker.rs", "periodic.rs"].map(|f| root.join(f)));
+    assert!(files.len() > 40, "the scan found the services");
+    let holding: BTreeMap<String, usize> = files
+        .iter()
+        .map(|f| {
+            let source = std::fs::read_to_string(f).unwrap();
+            (f.display().to_string(), owned_stores(&source))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        holding.is_empty(),
+        "code that keeps the whole store instead of the handles it uses: {holding:#?}"
+    );
+}
+
+#[test]
+fn the_owned_store_scan_tells_keeping_from_borrowing() {
+    assert_eq!(
+        owned_stores(
+            "struct A { store: Store, b: crate::store::Store } fn f(store: &Store, c: Stores, \
+             d: store::StoreError, e: crate::store::Cases)"
+        ),
+        2
+    );
+}
+
 #[test]
 fn the_store_scan_finds_accesses() {
     assert_eq!(

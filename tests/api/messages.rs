@@ -367,7 +367,12 @@ async fn permanent_smtp_refusal_fails_at_once_with_the_reason() {
         ["queued", "failed"]
     );
     assert_eq!(
-        app.store.delivery_attempts(&id).await.unwrap().len(),
+        app.store
+            .queue()
+            .delivery_attempts(&id)
+            .await
+            .unwrap()
+            .len(),
         1,
         "no retry after a 5xx"
     );
@@ -399,7 +404,7 @@ async fn transient_smtp_failures_are_retried_until_sent_or_given_up() {
     app.deliver_due().await;
 
     assert_eq!(report(&app, &party, &once_id).await["status"], "sent");
-    let attempts = app.store.delivery_attempts(&once_id).await.unwrap();
+    let attempts = app.store.queue().delivery_attempts(&once_id).await.unwrap();
     assert_eq!(
         attempts
             .iter()
@@ -424,7 +429,12 @@ async fn transient_smtp_failures_are_retried_until_sent_or_given_up() {
         "{m}"
     );
     assert_eq!(
-        app.store.delivery_attempts(&always_id).await.unwrap().len(),
+        app.store
+            .queue()
+            .delivery_attempts(&always_id)
+            .await
+            .unwrap()
+            .len(),
         3,
         "the schedule has two retries"
     );
@@ -472,7 +482,7 @@ async fn an_unreachable_smtp_server_is_a_transient_failure() {
         .unwrap()
         .to_string();
     app.deliver_due().await;
-    let attempts = app.store.delivery_attempts(&id).await.unwrap();
+    let attempts = app.store.queue().delivery_attempts(&id).await.unwrap();
     assert_eq!(
         attempts
             .iter()

@@ -5,7 +5,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn every_list_walks_an_index() {
     let app = spawn_app().await;
-    let plans = app.store.list_plans().await.unwrap();
+    let plans = app.store.system().list_plans().await.unwrap();
     assert_eq!(plans.len(), 7);
     for (name, plan) in &plans {
         eprintln!("{name}:\n{plan}\n");

@@ -415,6 +415,7 @@ async fn deliveries_claimed_together_are_each_decided_on_their_own_case() {
     let store = &app.store;
     assert!(
         store
+            .policy()
             .suppress(
                 "email",
                 "BLOCKED@example.com",
@@ -428,6 +429,7 @@ async fn deliveries_claimed_together_are_each_decided_on_their_own_case() {
     );
     assert!(
         store
+            .policy()
             .suppress(
                 "sms",
                 "+4512345678",
@@ -442,6 +444,7 @@ async fn deliveries_claimed_together_are_each_decided_on_their_own_case() {
     // An address suppressed for the other channel stops nothing here.
     assert!(
         store
+            .policy()
             .suppress(
                 "sms",
                 "debtor@example.com",

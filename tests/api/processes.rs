@@ -27,16 +27,19 @@ async fn setup() -> Setup {
     let app = parley::App::build(config.clone()).await.unwrap();
     let store = app.store();
     let party = store
+        .parties()
         .create_party(PartyKind::Creditor, "Acme")
         .await
         .unwrap();
     let token = store
+        .parties()
         .create_token(party.as_str(), None)
         .await
         .unwrap()
         .unwrap();
-    let actor = store.authenticate(&token).await.unwrap().unwrap();
+    let actor = store.parties().authenticate(&token).await.unwrap().unwrap();
     let case = store
+        .cases()
         .create_case(
             &actor,
             parley::store::NewCase {

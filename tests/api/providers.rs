@@ -82,6 +82,7 @@ async fn sms_goes_to_the_sms_api_and_status_callbacks_move_it() {
     assert_eq!(peer.sids(), std::slice::from_ref(&sid));
     assert_eq!(
         app.store
+            .messages()
             .message_by_provider_id(&sid)
             .await
             .unwrap()
@@ -162,7 +163,7 @@ async fn sms_api_failures_are_retried_or_final() {
     let (_, retried) = send_sms(&app, &creditor, "first").await;
     app.deliver_due().await;
     assert_eq!(status_of(&app, &creditor, &retried).await["status"], "sent");
-    let attempts = app.store.delivery_attempts(&retried).await.unwrap();
+    let attempts = app.store.queue().delivery_attempts(&retried).await.unwrap();
     assert_eq!(
         attempts
             .iter()
@@ -186,7 +187,12 @@ async fn sms_api_failures_are_retried_or_final() {
         status_of(&app, &creditor, &throttled).await["status"],
         "queued"
     );
-    let attempts = app.store.delivery_attempts(&throttled).await.unwrap();
+    let attempts = app
+        .store
+        .queue()
+        .delivery_attempts(&throttled)
+        .await
+        .unwrap();
     assert_eq!(attempts.len(), 1);
     assert!(attempts[0].error.as_deref().unwrap().contains("429"));
 }
@@ -337,6 +343,7 @@ async fn a_busy_sender_number_puts_sms_back_without_using_an_attempt() {
     );
     assert!(
         app.store
+            .queue()
             .delivery_attempts(&second)
             .await
             .unwrap()

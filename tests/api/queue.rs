@@ -41,7 +41,7 @@ impl Job for HeldJob {
 fn worker(store: &Store, clock: SharedClock) -> Worker<HeldJob> {
     Worker::new(
         HeldJob::default(),
-        store.clone(),
+        store,
         clock,
         WorkerSettings {
             concurrency: 4,
@@ -77,6 +77,7 @@ async fn a_slow_attempt_keeps_its_lease_so_no_other_worker_claims_it() {
     let job_id = slow.claims.lock().await[0].clone();
     let (status, claimed_until) = app
         .store
+        .queue()
         .queue_item(DELIVERY_JOBS, &job_id)
         .await
         .unwrap()
@@ -90,7 +91,7 @@ async fn a_slow_attempt_keeps_its_lease_so_no_other_worker_claims_it() {
     let renewed = eventually(10, "the lease to be renewed", || {
         let (store, id) = (store.clone(), job_id.clone());
         async move {
-            let (_, until) = store.queue_item(DELIVERY_JOBS, &id).await.ok()??;
+            let (_, until) = store.queue().queue_item(DELIVERY_JOBS, &id).await.ok()??;
             until.filter(|u| *u > claimed_until)
         }
     })
@@ -175,6 +176,7 @@ async fn every_event_that_is_emitted_can_be_subscribed_to() {
 
     let emitted: BTreeSet<String> = app
         .store
+        .webhooks()
         .outbox_event_types()
         .await
         .unwrap()
@@ -239,7 +241,7 @@ async fn a_slow_smtp_server_gets_one_copy() {
     eventually(10, "the job to be claimed", || {
         let store = store.clone();
         async move {
-            let due = store.next_due(DELIVERY_JOBS).await.ok()??;
+            let due = store.queue().next_due(DELIVERY_JOBS).await.ok()??;
             (due > parley::domain::time::now_micros()).then_some(())
         }
     })
@@ -289,7 +291,7 @@ async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message(
         .unwrap();
     let id = sent["messageId"].as_str().unwrap();
     assert_eq!(app.deliver_due().await, 1, "the first attempt fails");
-    let attempts = app.store.delivery_attempts(id).await.unwrap();
+    let attempts = app.store.queue().delivery_attempts(id).await.unwrap();
     assert_eq!(
         attempts[0].outcome.as_deref(),
         Some("retry"),
@@ -317,6 +319,7 @@ async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message(
     assert_eq!(m["status"], "sent", "accepted work is not lost");
     let outcomes: Vec<Option<String>> = app
         .store
+        .queue()
         .delivery_attempts(id)
         .await
         .unwrap()
@@ -373,7 +376,7 @@ async fn a_slot_is_free_while_the_outcome_is_written() {
             claims: Mutex::new(Vec::new()),
             committed: tokio::sync::Semaphore::new(0),
         },
-        app.store.clone(),
+        &app.store,
         parley::domain::clock::system(),
         WorkerSettings {
             concurrency: 1,
@@ -394,6 +397,7 @@ async fn a_slot_is_free_while_the_outcome_is_written() {
     for id in &claims {
         let (status, _) = app
             .store
+            .queue()
             .queue_item(DELIVERY_JOBS, id)
             .await
             .unwrap()

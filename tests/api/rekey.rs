@@ -115,6 +115,7 @@ async fn after_a_rekey_the_old_key_can_go_and_nothing_is_lost() {
     );
     first
         .store
+        .subjects()
         .overwrite_stored_value(
             "notes",
             "note_sealed",
@@ -149,6 +150,7 @@ async fn after_a_rekey_the_old_key_can_go_and_nothing_is_lost() {
     }
     let note = first
         .store
+        .subjects()
         .stored_value("notes", "note_sealed", &note_id)
         .await
         .unwrap()

@@ -266,6 +266,7 @@ async fn a_name_that_resolves_inside_is_refused_when_connecting() {
     let url = receiver.url.replace("127.0.0.1", "localhost");
     let actor = app.actor(&creditor).await;
     app.store
+        .webhooks()
         .create_webhook(
             &actor,
             &url,

@@ -571,7 +571,7 @@ mod tests {
         let store = crate::store::Store::connect(&url, 2, keys).await.unwrap();
         (
             Inbound::new(
-                store,
+                &store,
                 "localhost".to_string(),
                 "noreply@localhost".to_string(),
                 Default::default(),
