@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("token refused"))?;
         actors.push((party, actor));
     }
-    let mut case_ids: Vec<(usize, String)> = Vec::new();
+    let mut case_ids: Vec<(usize, parley::domain::CaseId)> = Vec::new();
     for i in 0..cases {
         let owner = i % creditors;
         let (party, actor) = &actors[owner];
@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     // about), as many as `--per-case` needs.
     case_ids.sort_by_key(|(owner, _)| *owner != 0);
     let busy = messages.div_ceil(per_case.max(1)).clamp(1, case_ids.len());
-    let targets: Vec<(usize, String)> = case_ids[..busy].to_vec();
+    let targets: Vec<(usize, parley::domain::CaseId)> = case_ids[..busy].to_vec();
     let store = Arc::new(store);
     let actors = Arc::new(actors);
     let targets = Arc::new(targets);
@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 let new = NewMessage {
                     rfc_message_id: Some(format!("<{id}@bench.parley>")),
                     id,
-                    case_id: case_id.clone(),
+                    case_id: *case_id,
                     message_type: channel.into(),
                     channel: Some(channel),
                     status: parley::domain::message::MessageStatus::Queued,
@@ -156,10 +156,10 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("{done} messages");
         }
     }
-    let first: Vec<&str> = case_ids
+    let first: Vec<String> = case_ids
         .iter()
         .filter(|(owner, _)| *owner == 0)
-        .map(|(_, id)| id.as_str())
+        .map(|(_, id)| id.to_string())
         .take(20)
         .collect();
     println!(

@@ -12,6 +12,7 @@
 //! ring caches the subject keys the store has looked up (`remember_subject`); opening a value
 //! of a subject whose key was destroyed is `CryptoError::Erased`.
 
+use crate::domain::CaseId;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -120,7 +121,7 @@ struct SubjectCache {
     /// Key id → the key, or `None` when it was destroyed; and when it was looked up.
     by_id: HashMap<SubjectKeyId, (Option<Arc<SubjectKey>>, Instant)>,
     /// A case's key, for sealing.
-    by_case: HashMap<String, (Arc<SubjectKey>, Instant)>,
+    by_case: HashMap<CaseId, (Arc<SubjectKey>, Instant)>,
 }
 
 struct Key {
@@ -289,7 +290,7 @@ impl KeyRing {
         &self,
         id: SubjectKeyId,
         key: Option<Arc<SubjectKey>>,
-        case_id: Option<&str>,
+        case_id: Option<&CaseId>,
     ) {
         let mut cache = self.subjects.write().unwrap_or_else(|e| e.into_inner());
         if cache.by_id.len() >= SUBJECT_CACHE || cache.by_case.len() >= SUBJECT_CACHE {
@@ -304,9 +305,7 @@ impl KeyRing {
         }
         let now = Instant::now();
         if let (Some(key), Some(case_id)) = (&key, case_id) {
-            cache
-                .by_case
-                .insert(case_id.to_string(), (key.clone(), now));
+            cache.by_case.insert(*case_id, (key.clone(), now));
         }
         if key.is_none()
             && let Some(case_id) = case_id
@@ -317,7 +316,7 @@ impl KeyRing {
     }
 
     /// The key of a case, when it was looked up lately.
-    pub fn cached_case_key(&self, case_id: &str) -> Option<Arc<SubjectKey>> {
+    pub fn cached_case_key(&self, case_id: &CaseId) -> Option<Arc<SubjectKey>> {
         let cache = self.subjects.read().unwrap_or_else(|e| e.into_inner());
         cache
             .by_case
@@ -539,16 +538,17 @@ mod tests {
             Err(CryptoError::NotLoaded(_))
         ));
         assert_eq!(ring.subject_keys_to_load([&sealed[..]]), vec![id]);
-        ring.remember_subject(id, Some(key), Some("case-1"));
+        let case = crate::domain::CaseId::new();
+        ring.remember_subject(id, Some(key), Some(&case));
         assert!(ring.subject_keys_to_load([&sealed[..]]).is_empty());
         assert_eq!(ring.open("note:1", &sealed).unwrap(), b"Debtor called");
         assert!(matches!(
             ring.open("note:2", &sealed),
             Err(CryptoError::Tampered)
         ));
-        assert!(ring.cached_case_key("case-1").is_some());
-        ring.remember_subject(id, None, Some("case-1"));
-        assert!(ring.cached_case_key("case-1").is_none());
+        assert!(ring.cached_case_key(&case).is_some());
+        ring.remember_subject(id, None, Some(&case));
+        assert!(ring.cached_case_key(&case).is_none());
         assert!(matches!(
             ring.open("note:1", &sealed),
             Err(CryptoError::Erased)

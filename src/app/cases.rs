@@ -64,7 +64,7 @@ impl Cases {
 
     #[tracing::instrument(skip_all)]
     pub async fn get(&self, actor: &Actor, id: &CaseId) -> AppResult<CaseView> {
-        case_or_404(self.cases.get_case(actor, &id.to_string()).await?)
+        case_or_404(self.cases.get_case(actor, id).await?)
     }
 
     /// A partner may change a case it works but not reassign it: refused where the case is
@@ -80,11 +80,7 @@ impl Cases {
             self.get(actor, id).await?;
             return Err(AppError::Forbidden("a partner cannot reassign a case"));
         }
-        case_or_404(
-            self.cases
-                .update_case(actor, &id.to_string(), patch)
-                .await?,
-        )
+        case_or_404(self.cases.update_case(actor, id, patch).await?)
     }
 
     #[tracing::instrument(skip_all)]
@@ -111,12 +107,12 @@ impl Cases {
             paid_at: payment.paid_at.unwrap_or_else(|| self.clock.now()),
             reference: payment.reference,
         };
-        case_or_404(self.cases.add_payment(actor, &id.to_string(), new).await?)
+        case_or_404(self.cases.add_payment(actor, id, new).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn payments(&self, actor: &Actor, id: &CaseId) -> AppResult<Vec<Payment>> {
-        case_or_404(self.cases.list_payments(actor, &id.to_string()).await?)
+        case_or_404(self.cases.list_payments(actor, id).await?)
     }
 
     #[tracing::instrument(skip_all)]
@@ -126,17 +122,17 @@ impl Cases {
         id: &CaseId,
         new: NewDeadline,
     ) -> AppResult<Deadline> {
-        case_or_404(self.cases.add_deadline(actor, &id.to_string(), new).await?)
+        case_or_404(self.cases.add_deadline(actor, id, new).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn deadlines(&self, actor: &Actor, id: &CaseId) -> AppResult<Vec<Deadline>> {
-        case_or_404(self.cases.list_deadlines(actor, &id.to_string()).await?)
+        case_or_404(self.cases.list_deadlines(actor, id).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn add_note(&self, actor: &Actor, id: &CaseId, new: NewNote) -> AppResult<Note> {
-        case_or_404(self.cases.add_note(actor, &id.to_string(), new).await?)
+        case_or_404(self.cases.add_note(actor, id, new).await?)
     }
 
     #[tracing::instrument(skip_all)]
@@ -146,11 +142,7 @@ impl Cases {
         id: &CaseId,
         filter: NoteFilter,
     ) -> AppResult<Page<Note>> {
-        case_or_404(
-            self.cases
-                .list_notes(actor, &id.to_string(), filter)
-                .await?,
-        )
+        case_or_404(self.cases.list_notes(actor, id, filter).await?)
     }
 
     #[tracing::instrument(skip_all)]
@@ -161,16 +153,12 @@ impl Cases {
         cursor: Option<&str>,
         limit: i64,
     ) -> AppResult<Page<AuditEntry>> {
-        case_or_404(
-            self.audit
-                .list_audit(actor, &id.to_string(), cursor, limit)
-                .await?,
-        )
+        case_or_404(self.audit.list_audit(actor, id, cursor, limit).await?)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn preferences(&self, actor: &Actor, id: &CaseId) -> AppResult<PreferencesView> {
-        let stored = case_or_404(self.cases.preferences(actor, &id.to_string()).await?)?;
+        let stored = case_or_404(self.cases.preferences(actor, id).await?)?;
         self.with_suppressions(actor, id, stored).await
     }
 
@@ -182,13 +170,9 @@ impl Cases {
         id: &CaseId,
         change: PreferencesPatch,
     ) -> AppResult<PreferencesView> {
-        let current = case_or_404(self.cases.preferences(actor, &id.to_string()).await?)?;
+        let current = case_or_404(self.cases.preferences(actor, id).await?)?;
         let next = change.apply(current.preferences);
-        let stored = case_or_404(
-            self.cases
-                .set_preferences(actor, &id.to_string(), &next)
-                .await?,
-        )?;
+        let stored = case_or_404(self.cases.set_preferences(actor, id, &next).await?)?;
         self.with_suppressions(actor, id, stored).await
     }
 
@@ -202,7 +186,7 @@ impl Cases {
         id: &CaseId,
         stored: StoredPreferences,
     ) -> AppResult<PreferencesView> {
-        let Some(case) = self.cases.get_case(actor, &id.to_string()).await? else {
+        let Some(case) = self.cases.get_case(actor, id).await? else {
             return Ok(PreferencesView {
                 case_id: *id,
                 stored,

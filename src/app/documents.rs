@@ -16,7 +16,7 @@ use crate::store::{DocumentView, NewDocument, Store};
 #[derive(Debug)]
 pub struct Upload {
     id: String,
-    case_id: String,
+    case_id: CaseId,
     file: Option<(Written, String, String)>,
 }
 
@@ -67,7 +67,7 @@ impl Documents {
     #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor, case: &CaseId) -> AppResult<Vec<DocumentView>> {
         self.documents
-            .list_documents(actor, &case.to_string())
+            .list_documents(actor, case)
             .await?
             .ok_or(AppError::NotFound("case"))
     }
@@ -84,7 +84,7 @@ impl Documents {
     /// Starts an upload to a case the actor can see.
     #[tracing::instrument(skip_all)]
     pub async fn begin(&self, actor: &Actor, case: &CaseId) -> AppResult<Upload> {
-        let case_id = case.to_string();
+        let case_id = *case;
         if !self.documents.can_see_case(actor, &case_id).await? {
             return Err(AppError::NotFound("case"));
         }
@@ -161,7 +161,7 @@ impl Documents {
             };
             let new = NewDocument {
                 id,
-                case_id: case_id.clone(),
+                case_id,
                 document_type: DocumentType::Correspondence,
                 description: None,
                 file_name: a.file_name,
@@ -225,7 +225,7 @@ impl Documents {
         };
         let new = NewDocument {
             id: upload.id.clone(),
-            case_id: upload.case_id.clone(),
+            case_id: upload.case_id,
             document_type: kind,
             description: described.description,
             file_name,

@@ -138,7 +138,7 @@ impl DataSubjects {
             deadlines: or_empty(cases.deadlines(actor, id).await)?,
             documents: self
                 .documents
-                .list_documents(actor, &id.to_string())
+                .list_documents(actor, id)
                 .await?
                 .unwrap_or_default(),
         };
@@ -149,7 +149,7 @@ impl DataSubjects {
         sink.part(ExportPart::Messages).await?;
         self.export_messages(id, sink).await?;
         sink.part(ExportPart::CaseEnd).await?;
-        self.audit.audit_export(actor, &id.to_string()).await?;
+        self.audit.audit_export(actor, id).await?;
         Ok(())
     }
 
@@ -203,12 +203,11 @@ impl DataSubjects {
     }
 
     async fn export_messages(&self, id: &CaseId, sink: &mut impl ExportSink) -> anyhow::Result<()> {
-        let case_id = id.to_string();
         let mut after: Option<String> = None;
         loop {
             let page = self
                 .subjects
-                .case_messages_with_bodies(&case_id, after.as_deref(), PAGE)
+                .case_messages_with_bodies(id, after.as_deref(), PAGE)
                 .await?;
             let Some(last) = page.last().map(|m| m.id.clone()) else {
                 return Ok(());

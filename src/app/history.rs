@@ -26,7 +26,7 @@ impl Messaging {
         filter: MessageFilter,
     ) -> AppResult<(Page<MessageView>, i64)> {
         self.messages
-            .list_messages(actor, &case.to_string(), filter)
+            .list_messages(actor, case, filter)
             .await?
             .ok_or(AppError::NotFound("case"))
     }
@@ -61,7 +61,7 @@ impl Messaging {
     #[tracing::instrument(skip_all)]
     pub async fn threads(&self, actor: &Actor, case: &CaseId) -> AppResult<Vec<ThreadView>> {
         self.messages
-            .list_threads(actor, &case.to_string())
+            .list_threads(actor, case)
             .await?
             .ok_or(AppError::NotFound("case"))
     }

@@ -32,7 +32,7 @@ pub struct Unmatched {
     pub subject: Option<String>,
     pub message_id: Option<String>,
     /// The cases it could belong to, when it matched more than one.
-    pub candidate_case_ids: Vec<String>,
+    pub candidate_case_ids: Vec<CaseId>,
 }
 
 #[derive(Clone)]
@@ -222,7 +222,7 @@ impl Inbound {
         case_id: &CaseId,
     ) -> AppResult<Ingested> {
         self.inbound
-            .assign_unmatched(actor, inbound_id, &case_id.to_string())
+            .assign_unmatched(actor, inbound_id, case_id)
             .await?
             .ok_or(AppError::NotFound("unmatched message"))
     }

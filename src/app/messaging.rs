@@ -275,7 +275,7 @@ impl Messaging {
         self.cases
             .case_for_sending(
                 actor,
-                &case_id.to_string(),
+                case_id,
                 cmd.channel,
                 &named,
                 self.policy.recent_since(now),
@@ -353,7 +353,7 @@ impl Messaging {
         let email = channel == Channel::Email;
         Ok(NewMessage {
             id,
-            case_id: case.id.clone(),
+            case_id: case.id,
             message_type: MessageType::from(channel),
             channel: Some(channel),
             status: MessageStatus::Queued,
@@ -489,7 +489,7 @@ impl Messaging {
                             .messages
                             .get_message(actor, parent)
                             .await?
-                            .filter(|m| m.case_id.as_deref() == Some(case.id.as_str()));
+                            .filter(|m| m.case_id.as_ref() == Some(&case.id));
                         let m = m.ok_or_else(|| {
                             invalid(format!(
                                 "inReplyTo {parent:?} is not a message of this case"
@@ -521,7 +521,7 @@ impl Messaging {
     async fn attachments(
         &self,
         channel: Channel,
-        case_id: &str,
+        case_id: &CaseId,
         ids: Vec<String>,
     ) -> AppResult<Vec<AttachmentView>> {
         if ids.is_empty() {

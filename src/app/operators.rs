@@ -61,10 +61,9 @@ impl Operators {
         cursor: Option<&str>,
         limit: i64,
     ) -> AppResult<Page<JobView>> {
-        let case = case.map(CaseId::to_string);
         Ok(self
             .queue
-            .list_jobs(state, case.as_deref(), cursor, limit, self.clock.now())
+            .list_jobs(state, case, cursor, limit, self.clock.now())
             .await?)
     }
 

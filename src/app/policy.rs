@@ -3,6 +3,7 @@
 //! `domain::policy::decide`. The send path and the delivery worker decide the same way.
 
 use super::{AppError, AppResult};
+use crate::domain::CaseId;
 use crate::domain::CaseStatus;
 use crate::domain::code::Code;
 use crate::domain::message::{Category, Channel};
@@ -15,7 +16,7 @@ pub use crate::config::PolicyConfig as PolicySettings;
 
 /// The moment of the decision and what it is about.
 pub struct Question<'a> {
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub channel: Channel,
     pub category: Category,
     /// The case's status at the moment of the check.
@@ -74,7 +75,7 @@ impl SendPolicy {
 
     /// The case's preferences, for the caller that also needs them (recipients, language).
     #[tracing::instrument(skip_all)]
-    pub async fn preferences(&self, case_id: &str) -> AppResult<Preferences> {
+    pub async fn preferences(&self, case_id: &CaseId) -> AppResult<Preferences> {
         Ok(self.cases.preferences_for_sending(case_id).await?)
     }
 

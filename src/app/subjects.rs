@@ -5,6 +5,7 @@
 //! indexes. A case's data is kept while the case is open, and for `PARLEY_RETENTION` after it
 //! ended (paid or closed): bookkeeping law keeps records that long.
 
+use crate::domain::CaseId;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -41,7 +42,7 @@ pub struct DataSubjects {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErasedCase {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub case_number: String,
     pub erased_at: String,
 }
@@ -50,7 +51,7 @@ pub struct ErasedCase {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetainedCase {
-    pub case_id: String,
+    pub case_id: CaseId,
     pub case_number: String,
     /// `case_open` (kept while the case runs, and for the retention period after it ends)
     /// or `retention_period` (the case ended less than `PARLEY_RETENTION` ago).
@@ -152,7 +153,7 @@ impl DataSubjects {
         }
     }
 
-    async fn erase_case(&self, actor: &Actor, case_id: &str, now: Micros) -> AppResult<()> {
+    async fn erase_case(&self, actor: &Actor, case_id: &CaseId, now: Micros) -> AppResult<()> {
         let erased = self.subjects.erase_case(actor, case_id, now).await?;
         // The files are unreadable already (their key is gone); removing them frees the space.
         for key in &erased.storage_keys {

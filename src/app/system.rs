@@ -81,7 +81,7 @@ impl Messaging {
         let envelope = self.system_envelope(delivery.as_ref());
         let sms = channel == Some(Channel::Sms);
         let new = NewMessage {
-            case_id: case.id.clone(),
+            case_id: case.id,
             message_type: MessageType::System,
             channel,
             status,

@@ -229,7 +229,7 @@ mod tests {
     fn file_names_and_types_cannot_break_the_header() {
         let doc = |name: &str, ct: &str| DocumentView {
             id: "doc_1".into(),
-            case_id: "c".into(),
+            case_id: crate::domain::CaseId::new(),
             document_type: crate::domain::document::DocumentType::parse("invoice").unwrap(),
             description: None,
             file_name: name.into(),

@@ -1,6 +1,7 @@
 //! Outbound email: the MIME message (multipart/alternative, Message-ID, per-case Reply-To,
 //! threading headers, RFC 8058 one-click unsubscribe, tracked HTML) and its transports.
 
+use crate::domain::CaseId;
 use std::path::PathBuf;
 
 use lettre::Message;
@@ -43,7 +44,7 @@ impl Header for ListUnsubscribePost {
 }
 
 /// The per-case reply address: replies to it find their case.
-pub fn case_address(case_id: &str, inbound_domain: &str) -> String {
+pub fn case_address(case_id: &CaseId, inbound_domain: &str) -> String {
     format!("case-{case_id}@{inbound_domain}")
 }
 

@@ -63,11 +63,13 @@ prefixed_id_type!(WebhookId, "wh");
 prefixed_id_type!(DeliveryId, "whd");
 prefixed_id_type!(ConnectorId, "con");
 
-/// A case id: a UUID in its hyphenated form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A case id: a UUID in its hyphenated form (ordered as that text is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CaseId(Uuid);
 
 impl CaseId {
+    /// A new case's id. (No `Default`: a missing case id is never quietly a fresh one.)
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
@@ -76,9 +78,16 @@ impl CaseId {
     }
 }
 
-impl Default for CaseId {
-    fn default() -> Self {
-        Self::new()
+impl serde::Serialize for CaseId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CaseId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom("not a case id"))
     }
 }
 

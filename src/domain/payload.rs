@@ -5,11 +5,13 @@
 
 use serde::Serialize;
 
+use super::CaseId;
+
 /// `case.created`
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CaseCreated<'a> {
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub case_number: &'a str,
 }
 
@@ -17,7 +19,7 @@ pub struct CaseCreated<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CaseStatusChanged<'a> {
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub case_number: &'a str,
     pub previous_status: &'a str,
     pub status: &'a str,
@@ -34,7 +36,7 @@ pub struct Amount<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentReceived<'a> {
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub payment_id: &'a str,
     pub amount: Amount<'a>,
 }
@@ -44,7 +46,7 @@ pub struct PaymentReceived<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct NoteCreated<'a> {
     pub note_id: &'a str,
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub category: Option<&'a str>,
     pub created_by: &'a str,
 }
@@ -54,7 +56,7 @@ pub struct NoteCreated<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct DocumentUploaded<'a> {
     pub document_id: &'a str,
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub document_type: &'a str,
     pub version: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +68,7 @@ pub struct DocumentUploaded<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct MessageStatusChanged<'a> {
     pub message_id: &'a str,
-    pub case_id: Option<&'a str>,
+    pub case_id: Option<&'a CaseId>,
     pub event: &'a str,
     pub status: &'a str,
     pub timestamp: String,
@@ -78,7 +80,7 @@ pub struct MessageStatusChanged<'a> {
 pub struct MessageReceived<'a> {
     pub event: &'a str,
     pub message_id: &'a str,
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub case_number: &'a str,
     pub message_type: &'a str,
     pub has_attachments: bool,
@@ -89,7 +91,7 @@ pub struct MessageReceived<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PreferencesUpdated<'a> {
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub do_not_contact: bool,
     pub allow_email: bool,
     pub allow_sms: bool,
@@ -100,7 +102,7 @@ pub struct PreferencesUpdated<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct RecipientUnsubscribed<'a> {
     pub message_id: &'a str,
-    pub case_id: Option<&'a str>,
+    pub case_id: Option<&'a CaseId>,
     pub channel: &'a str,
 }
 
@@ -108,7 +110,7 @@ pub struct RecipientUnsubscribed<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadlineApproaching<'a> {
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub deadline_id: &'a str,
     pub due_at: String,
 }
@@ -119,19 +121,20 @@ mod tests {
 
     #[test]
     fn payloads_serialize_to_the_json_webhooks_deliver() {
+        let c = CaseId::parse("0190c6a4-3f1e-7c2a-9d4b-5e6f7a8b9c0d").unwrap();
         let p = DocumentUploaded {
             document_id: "doc_1",
-            case_id: "c",
+            case_id: &c,
             document_type: "invoice",
             version: 2,
             message_id: None,
         };
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
-            r#"{"documentId":"doc_1","caseId":"c","documentType":"invoice","version":2}"#
+            r#"{"documentId":"doc_1","caseId":"0190c6a4-3f1e-7c2a-9d4b-5e6f7a8b9c0d","documentType":"invoice","version":2}"#
         );
         let p = PaymentReceived {
-            case_id: "c",
+            case_id: &c,
             payment_id: "pay_1",
             amount: Amount {
                 value: "500.00".into(),
@@ -140,7 +143,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
-            r#"{"caseId":"c","paymentId":"pay_1","amount":{"value":"500.00","currency":"DKK"}}"#
+            r#"{"caseId":"0190c6a4-3f1e-7c2a-9d4b-5e6f7a8b9c0d","paymentId":"pay_1","amount":{"value":"500.00","currency":"DKK"}}"#
         );
     }
 }

@@ -157,7 +157,8 @@ pub struct DebtorView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CaseResponse {
-    pub case_id: String,
+    #[schema(value_type = String)]
+    pub case_id: CaseId,
     pub case_number: String,
     pub status: String,
     pub creditor_id: String,
@@ -441,7 +442,8 @@ pub struct CreatePaymentRequest {
 #[serde(rename_all = "camelCase")]
 pub struct PaymentResponse {
     pub payment_id: String,
-    pub case_id: String,
+    #[schema(value_type = String)]
+    pub case_id: CaseId,
     pub amount: AmountView,
     pub paid_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -535,7 +537,8 @@ pub struct CreateDeadlineRequest {
 #[serde(rename_all = "camelCase")]
 pub struct DeadlineResponse {
     pub deadline_id: String,
-    pub case_id: String,
+    #[schema(value_type = String)]
+    pub case_id: CaseId,
     pub title: String,
     pub due_at: String,
     pub created_by: String,

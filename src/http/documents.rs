@@ -1,5 +1,6 @@
 //! Documents: upload (multipart, sealed as it streams in), versions, metadata, download.
 
+use crate::domain::CaseId;
 use crate::domain::code::Code;
 use axum::body::Body;
 use axum::extract::State;
@@ -23,7 +24,8 @@ use futures_util::TryStreamExt;
 #[serde(rename_all = "camelCase")]
 pub struct DocumentResponse {
     pub document_id: String,
-    pub case_id: String,
+    #[schema(value_type = String)]
+    pub case_id: CaseId,
     pub file_name: String,
     pub document_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! Inbound mail over HTTP (`POST /api/inbound/email`, raw MIME) and the mail that matched no
 //! case. Both need an admin token.
 
+use crate::domain::CaseId;
 use crate::domain::code::Code;
 use axum::body::Body;
 use axum::extract::State;
@@ -121,7 +122,8 @@ pub struct UnmatchedItem {
     /// The cases it could belong to when it matched more than one (an SMS from a number that
     /// several cases share, a case number that several creditors use).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub candidate_case_ids: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub candidate_case_ids: Vec<CaseId>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

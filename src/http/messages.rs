@@ -1,6 +1,7 @@
 //! Sending and reading messages: `/api/cases/{caseId}/messages`, `/api/messages/{messageId}`
 //! and its delivery report.
 
+use crate::domain::CaseId;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
@@ -100,7 +101,8 @@ pub struct AttachmentResponse {
 pub struct MessageResponse {
     pub message_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub case_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub case_id: Option<CaseId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<String>,
     /// `email`, `sms` or `system`.

@@ -1,5 +1,6 @@
 //! `/api/cases/{caseId}/notes` and `/api/cases/{caseId}/audit-log`.
 
+use crate::domain::CaseId;
 use crate::domain::code::Code;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -39,7 +40,8 @@ pub struct CreateNoteRequest {
 #[serde(rename_all = "camelCase")]
 pub struct NoteResponse {
     pub note_id: String,
-    pub case_id: String,
+    #[schema(value_type = String)]
+    pub case_id: CaseId,
     pub note: String,
     pub visibility: String,
     #[serde(skip_serializing_if = "Option::is_none")]

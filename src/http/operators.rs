@@ -39,7 +39,8 @@ pub struct JobResponse {
     pub job_id: String,
     pub message_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub case_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub case_id: Option<CaseId>,
     /// `email`, `sms` or `system`.
     pub message_type: String,
     /// The message's status.

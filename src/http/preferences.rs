@@ -1,5 +1,6 @@
 //! `/api/cases/{caseId}/communication-preferences`: the seed's preferences and opt-out.
 
+use crate::domain::CaseId;
 use crate::domain::code::Code;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -70,7 +71,8 @@ pub struct PreferencesRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreferencesResponse {
-    pub case_id: String,
+    #[schema(value_type = String)]
+    pub case_id: CaseId,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preferred_channel: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,14 +103,14 @@ pub struct PreferencesResponse {
 /// The preferences with the debtor's entries on the suppression list.
 pub(super) fn response(v: PreferencesView) -> PreferencesResponse {
     view(
-        v.case_id.to_string(),
+        v.case_id,
         v.stored,
         v.suppressions.into_iter().map(Into::into).collect(),
     )
 }
 
 fn view(
-    case_id: String,
+    case_id: CaseId,
     s: StoredPreferences,
     suppressions: Vec<super::suppressions::SuppressionResponse>,
 ) -> PreferencesResponse {

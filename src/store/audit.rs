@@ -2,6 +2,7 @@
 //! transaction.
 
 use super::{Audit, Page, StoreError, StoreInner, StoreResult};
+use crate::domain::CaseId;
 use crate::domain::code::Code;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -49,7 +50,7 @@ impl Audit {
     pub async fn list_audit(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         cursor: Option<&str>,
         limit: i64,
     ) -> StoreResult<Option<Page<AuditEntry>>> {

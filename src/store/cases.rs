@@ -28,7 +28,7 @@ pub struct NewCase {
 
 #[derive(Debug, Clone)]
 pub struct CaseView {
-    pub id: String,
+    pub id: CaseId,
     pub case_number: String,
     pub status: CaseStatus,
     pub creditor_id: String,
@@ -163,7 +163,7 @@ fn recent_sql(channel: Channel, count_recent: bool, since: &str) -> String {
 /// statement on PostgreSQL ([`read_sending_batch`]).
 #[derive(Debug)]
 pub(crate) struct SendingRead {
-    case_id: String,
+    case_id: CaseId,
     party_id: String,
     admin: i64,
     token_id: String,
@@ -247,7 +247,7 @@ pub(crate) fn read_sending_batch<'c>(
                 for (i, send) in sends {
                     q = q
                         .bind(i64::try_from(*i).unwrap_or(i64::MAX))
-                        .bind(send.case_id.as_str())
+                        .bind(send.case_id)
                         .bind(send.party_id.as_str())
                         .bind(send.admin)
                         .bind(send.token_id.as_str())
@@ -328,7 +328,7 @@ pub struct SendingFacts {
 /// A case as `CASE_SELECT` reads it, the debtor still sealed.
 #[derive(sqlx::FromRow)]
 struct CaseRow {
-    id: String,
+    id: CaseId,
     case_number: String,
     status: String,
     creditor_id: String,
@@ -394,7 +394,7 @@ pub(crate) fn count_cases_sql(actor: &Actor) -> String {
     )
 }
 
-pub(super) fn debtor_context(case_id: &str) -> String {
+pub(super) fn debtor_context(case_id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("case:{case_id}:debtor")
 }
 
@@ -406,14 +406,14 @@ async fn status_changed(
     previous: CaseStatus,
     now: Micros,
 ) -> StoreResult<()> {
-    let case_id = case.id.as_str();
+    let case_id = &case.id;
     audit(
         &mut *tx,
         Some(case_id),
         actor,
         AuditAction::CaseStatusChanged,
         "case",
-        case_id,
+        &case_id.to_string(),
         now,
     )
     .await?;
@@ -475,7 +475,7 @@ impl Cases {
     fn seal_debtor(
         &self,
         key: &crate::crypto::SubjectKey,
-        case_id: &str,
+        case_id: &CaseId,
         debtor: &Debtor,
     ) -> (Vec<u8>, Option<String>, Option<String>) {
         let json = serde_json::to_vec(debtor).expect("a debtor serialises");
@@ -513,7 +513,7 @@ impl Cases {
     }
 
     pub async fn create_case(&self, actor: &Actor, new: NewCase) -> StoreResult<CaseView> {
-        let id = CaseId::new().to_string();
+        let id = CaseId::new();
         let key = self.case_key(&id).await?;
         let mut tx = self.write_tx().await?;
         Self::require_party_kind(&mut tx, &new.creditor_id, PartyKind::Creditor, "creditorId")
@@ -536,7 +536,7 @@ impl Cases {
                  created_at, updated_at) VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
                  ON CONFLICT (creditor_id, case_number) DO NOTHING",
             )
-            .bind(&id)
+            .bind(id)
             .bind(case_number.as_str())
             .bind(&new.creditor_id)
             .bind(new.partner_id.as_deref())
@@ -566,7 +566,7 @@ impl Cases {
             actor,
             AuditAction::CaseCreated,
             "case",
-            &id,
+            &id.to_string(),
             self.now(),
         )
         .await?;
@@ -608,7 +608,7 @@ impl Cases {
     pub async fn case_for_sending(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         channel: Channel,
         recipients: &[&str],
         recent_since: Option<Micros>,
@@ -620,7 +620,7 @@ impl Cases {
             Some(reads) => {
                 reads
                     .submit(SendingRead {
-                        case_id: case_id.to_string(),
+                        case_id: *case_id,
                         party_id: actor.party_id.as_str().to_string(),
                         admin: admin_flag(actor),
                         token_id: actor.token_id.clone(),
@@ -678,7 +678,7 @@ impl Cases {
         }))
     }
 
-    pub async fn get_case(&self, actor: &Actor, case_id: &str) -> StoreResult<Option<CaseView>> {
+    pub async fn get_case(&self, actor: &Actor, case_id: &CaseId) -> StoreResult<Option<CaseView>> {
         let row = sqlx::query_as::<_, CaseRow>(&format!(
             "{CASE_SELECT} WHERE c.id = $1 AND {}",
             visible(2, 3)
@@ -763,14 +763,14 @@ impl Cases {
             .into_iter()
             .map(|r| self.case_from_row(r))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = page_cursor(&mut items, q.limit, |c| &c.id);
+        let next_cursor = page_cursor(&mut items, q.limit, |c| c.id.to_string());
         Ok((Page { items, next_cursor }, total))
     }
 
     pub async fn update_case(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         mut patch: CasePatch,
     ) -> StoreResult<Option<CaseView>> {
         let mut tx = self.write_tx().await?;
@@ -808,7 +808,7 @@ impl Cases {
                 actor,
                 AuditAction::CasePartnerChanged,
                 "case",
-                case_id,
+                &case_id.to_string(),
                 now,
             )
             .await?;
@@ -820,7 +820,7 @@ impl Cases {
                 actor,
                 AuditAction::CaseDebtorUpdated,
                 "case",
-                case_id,
+                &case_id.to_string(),
                 now,
             )
             .await?;
@@ -881,12 +881,12 @@ async fn next_case_number(conn: &mut AnyConnection) -> StoreResult<CaseNumber> {
 pub(crate) fn page_cursor<T>(
     items: &mut Vec<T>,
     limit: i64,
-    id: impl Fn(&T) -> &str,
+    id: impl Fn(&T) -> String,
 ) -> Option<String> {
     let limit = usize::try_from(limit).unwrap_or(0);
     if items.len() > limit {
         items.truncate(limit);
-        items.last().map(|last| encode_cursor(id(last)))
+        items.last().map(|last| encode_cursor(&id(last)))
     } else {
         None
     }
@@ -897,7 +897,7 @@ impl StoreInner {
     pub(crate) async fn case_visible(
         conn: &mut AnyConnection,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         lock: &str,
     ) -> StoreResult<bool> {
         let found: Option<String> = sqlx::query_scalar(&format!(

@@ -1,5 +1,6 @@
 //! Document records: metadata and versions. The bytes live sealed in the document store.
 
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
@@ -13,7 +14,7 @@ use crate::domain::time::Micros;
 
 pub struct NewDocument {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub document_type: DocumentType,
     pub description: Option<String>,
     pub file_name: String,
@@ -27,7 +28,7 @@ pub struct NewDocument {
 #[derive(Debug, Clone)]
 pub struct DocumentView {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub document_type: DocumentType,
     pub description: Option<String>,
     pub file_name: String,
@@ -49,7 +50,7 @@ const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d
 #[derive(sqlx::FromRow)]
 struct DocumentRow {
     id: String,
-    case_id: String,
+    case_id: CaseId,
     document_type: String,
     description_sealed: Option<Vec<u8>>,
     /// Clear only in rows from before file names were sealed.
@@ -94,7 +95,7 @@ pub(crate) const SUBJECT_SEALED: &str = "subject";
 async fn replace_version(
     tx: &mut sqlx::AnyConnection,
     old: &str,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> StoreResult<i64> {
     let row = sqlx::query_as::<_, ReplacedRow>("SELECT version, is_latest FROM documents WHERE id = $1 AND case_id = $2 AND deleted_at IS NULL")
         .bind(old)
@@ -169,7 +170,7 @@ impl Documents {
     }
 
     /// Whether the actor may see the case; the document handler asks before writing bytes.
-    pub async fn can_see_case(&self, actor: &Actor, case_id: &str) -> StoreResult<bool> {
+    pub async fn can_see_case(&self, actor: &Actor, case_id: &CaseId) -> StoreResult<bool> {
         let mut conn = self.pool.acquire().await?;
         StoreInner::case_visible(&mut conn, actor, case_id, "").await
     }
@@ -197,7 +198,7 @@ impl Documents {
              VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15)",
         )
         .bind(&new.id)
-        .bind(&new.case_id)
+        .bind(new.case_id)
         .bind(new.document_type.as_str())
         .bind(new.description.as_deref().map(|d| key.seal_str(&description_context(&new.id), d)))
         .bind(&new.content_type)
@@ -277,7 +278,7 @@ impl Documents {
     pub async fn list_documents(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<Vec<DocumentView>>> {
         let mut conn = self.pool.acquire().await?;
         if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
@@ -339,7 +340,7 @@ impl Documents {
              VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, 1, 1, 'inbound email', $9, $10, $11)",
         )
         .bind(&new.id)
-        .bind(&new.case_id)
+        .bind(new.case_id)
         .bind(new.document_type.as_str())
         .bind(&new.content_type)
         .bind(new.size)
@@ -392,7 +393,7 @@ impl Documents {
     /// document of that case is left out.
     pub async fn case_documents(
         &self,
-        case_id: &str,
+        case_id: &CaseId,
         ids: &[String],
     ) -> StoreResult<Vec<DocumentView>> {
         if ids.is_empty() {

@@ -2,6 +2,7 @@
 //! address, then a case number in the subject), joined to its thread, announced in the
 //! outbox; kept sealed and listed when it matches nothing. Bounces mark the original message.
 
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::mail::Source;
@@ -22,7 +23,7 @@ use crate::domain::time::{Micros, rfc3339};
 pub enum Ingested {
     Matched {
         message_id: String,
-        case_id: String,
+        case_id: CaseId,
         thread_id: String,
     },
     /// Kept, waiting for someone to sort it.
@@ -40,7 +41,7 @@ pub struct UnmatchedMail {
     pub received_at: Micros,
     pub raw: Vec<u8>,
     /// Cases it could belong to, when it matched more than one.
-    pub candidates: Vec<String>,
+    pub candidates: Vec<CaseId>,
 }
 
 /// A row of `inbound_raw`, still sealed.
@@ -70,7 +71,7 @@ pub struct InboundSms<'a> {
 
 /// What every received message has, whatever its channel.
 struct Received<'a> {
-    case_id: &'a str,
+    case_id: &'a CaseId,
     thread_id: &'a str,
     channel: Channel,
     envelope: Envelope,
@@ -96,7 +97,7 @@ struct Received<'a> {
 impl<'a> Received<'a> {
     /// A received mail of `case_id`, as read from `raw`.
     fn email(
-        case_id: &'a str,
+        case_id: &'a CaseId,
         thread_id: &'a str,
         mail: &'a InboundMail,
         source: Source,
@@ -132,7 +133,7 @@ impl<'a> Received<'a> {
 /// A received message as it is announced (see [`Store::announce_received`]).
 pub(super) struct Announced<'a> {
     pub id: &'a str,
-    pub case_id: &'a str,
+    pub case_id: &'a CaseId,
     pub thread_id: &'a str,
     pub channel: Channel,
     pub envelope: &'a Envelope,
@@ -145,10 +146,10 @@ pub(super) struct Announced<'a> {
 async fn cases_named_in(
     conn: &mut sqlx::AnyConnection,
     numbers: Vec<String>,
-) -> StoreResult<Vec<String>> {
-    let mut candidates: Vec<String> = Vec::new();
+) -> StoreResult<Vec<CaseId>> {
+    let mut candidates: Vec<CaseId> = Vec::new();
     for number in numbers {
-        let ids: Vec<String> =
+        let ids: Vec<CaseId> =
             sqlx::query_scalar("SELECT id FROM cases WHERE case_number = $1 ORDER BY id LIMIT 20")
                 .bind(&number)
                 .fetch_all(&mut *conn)
@@ -167,7 +168,7 @@ async fn first_case(
     conn: &mut sqlx::AnyConnection,
     query: &str,
     keys: impl Iterator<Item = String>,
-) -> StoreResult<Option<String>> {
+) -> StoreResult<Option<CaseId>> {
     for key in keys {
         if let Some(id) = sqlx::query_scalar(query)
             .bind(&key)
@@ -183,8 +184,8 @@ async fn first_case(
 /// The cases an SMS from the number with blind index `number` may belong to: the case that
 /// last sent an SMS to it; else every case whose debtor has it (at most 20). Several and none
 /// of them wrote: no guess, an admin sorts it.
-async fn sms_candidates(tx: &mut sqlx::AnyConnection, number: &str) -> StoreResult<Vec<String>> {
-    let last_writer: Option<String> = sqlx::query_scalar(
+async fn sms_candidates(tx: &mut sqlx::AnyConnection, number: &str) -> StoreResult<Vec<CaseId>> {
+    let last_writer: Option<CaseId> = sqlx::query_scalar(
         "SELECT case_id FROM messages WHERE recipient_index = $1 AND direction = 'outbound' \
          AND (message_type = 'sms' OR channel = 'sms') AND case_id IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1",
     )
@@ -210,12 +211,12 @@ pub(super) fn raw_context(id: &str) -> String {
 
 /// The case a received mail found (see `domain::matching`), and how.
 struct Found {
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
     by: Option<MatchedBy>,
     /// The thread of the message it answers.
     parent_thread: Option<String>,
     /// The cases its subject names, when that is how it was tried.
-    candidates: Vec<String>,
+    candidates: Vec<CaseId>,
 }
 
 impl Inbound {
@@ -307,7 +308,7 @@ impl Inbound {
         let candidates = found.candidates;
 
         // A case whose debtor was erased takes nothing more: the mail waits unmatched.
-        let key = match case_id.as_deref() {
+        let key = match case_id.as_ref() {
             Some(id) => self.key_unless_erased(id).await?,
             None => None,
         };
@@ -387,10 +388,10 @@ impl Inbound {
         &self,
         tx: &mut sqlx::AnyConnection,
         from: &str,
-        candidates: &[String],
+        candidates: &[CaseId],
         now: Micros,
     ) -> StoreResult<()> {
-        let mut answered: Vec<(Option<&str>, Option<String>)> = Vec::new();
+        let mut answered: Vec<(Option<&CaseId>, Option<String>)> = Vec::new();
         for candidate in candidates {
             let creditor = super::policy::creditor_of(tx, candidate).await?;
             answered.push((Some(candidate), creditor));
@@ -420,7 +421,7 @@ impl Inbound {
     async fn sender_known(
         &self,
         conn: &mut sqlx::AnyConnection,
-        case_id: &str,
+        case_id: &CaseId,
         from: &str,
         own_sender: &str,
     ) -> StoreResult<bool> {
@@ -605,7 +606,7 @@ impl Inbound {
         source: Source,
         raw: &[u8],
         at: Micros,
-        candidates: &[String],
+        candidates: &[CaseId],
     ) -> StoreResult<String> {
         let inbound_id = prefixed_id("inb");
         let candidates = (!candidates.is_empty())
@@ -724,7 +725,7 @@ impl Inbound {
         &self,
         actor: &Actor,
         inbound_id: &str,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<Ingested>> {
         let mut tx = self.write_tx().await?;
         if !StoreInner::case_visible(&mut tx, actor, case_id, "").await? {
@@ -804,7 +805,7 @@ impl Inbound {
         tx.commit().await?;
         Ok(Some(Ingested::Matched {
             message_id,
-            case_id: case_id.to_string(),
+            case_id: *case_id,
             thread_id,
         }))
     }
@@ -813,12 +814,12 @@ impl Inbound {
     pub async fn received_original(
         &self,
         message_id: &str,
-    ) -> StoreResult<Option<(String, String, Vec<u8>)>> {
+    ) -> StoreResult<Option<(CaseId, String, Vec<u8>)>> {
         #[derive(sqlx::FromRow)]
         struct Row {
             id: String,
             raw_sealed: Vec<u8>,
-            case_id: Option<String>,
+            case_id: Option<CaseId>,
             envelope_sealed: Vec<u8>,
         }
         let row = sqlx::query_as::<_, Row>(

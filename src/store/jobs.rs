@@ -4,6 +4,7 @@
 
 use super::messages::{Envelope, apply_event};
 use super::queue::{DELIVERY_JOBS, Transition, transition};
+use crate::domain::CaseId;
 use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 
@@ -16,7 +17,7 @@ use crate::domain::time::Micros;
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub channel: Channel,
     pub category: Category,
     pub status: MessageStatus,
@@ -39,7 +40,7 @@ pub struct Outgoing {
 #[derive(sqlx::FromRow)]
 struct OutgoingRow {
     id: String,
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
     message_type: String,
     category: String,
     status: String,
@@ -244,7 +245,10 @@ impl Queue {
         );
         let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
         let creditor_id = r.creditor_id.unwrap_or_default();
-        let case_id = r.case_id.unwrap_or_default();
+        // Every queued message has its case (`NewMessage::case_id`).
+        let case_id = r.case_id.ok_or_else(|| {
+            StoreError::Corrupt(format!("outbound message {} without a case", r.id))
+        })?;
         let preferences = self
             .sibling::<Cases>()
             .stored_preferences(&case_id, r.preferences.into_row())

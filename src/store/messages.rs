@@ -1,6 +1,7 @@
 //! Messages: queueing (message, `queued` event, delivery job, audit entry and idempotency
 //! record in one transaction), reading, and status events.
 
+use crate::domain::CaseId;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
@@ -33,7 +34,7 @@ pub struct Envelope {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub message_type: MessageType,
     /// The channel it is delivered by; `None` for a system message that only informs the
     /// case's parties.
@@ -97,7 +98,7 @@ pub enum Queued {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessageView {
     pub id: String,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     pub thread_id: Option<String>,
     pub direction: Direction,
     pub message_type: MessageType,
@@ -160,7 +161,7 @@ pub struct StatusEvent {
 #[derive(sqlx::FromRow)]
 struct MessageRow {
     id: String,
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
     thread_id: Option<String>,
     direction: String,
     message_type: String,
@@ -324,7 +325,7 @@ impl Messages {
         let subject_index = self.subject_index(new.subject.as_deref());
         let known_thread = self
             .known_threads
-            .get(&(new.case_id.clone(), subject_index.clone()));
+            .get(&(new.case_id, subject_index.clone()));
         // A system message is the case's own: no party sent it.
         let system = new.system.is_some();
         // Everything about the message is sealed under the key of the case's debtor.
@@ -396,7 +397,7 @@ impl Messages {
     pub async fn list_messages(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         f: MessageFilter,
     ) -> StoreResult<Option<(Page<MessageView>, i64)>> {
         let mut conn = self.pool.acquire().await?;
@@ -431,7 +432,7 @@ impl Messages {
             .into_iter()
             .map(|r| self.message_from_row(r))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = page_cursor(&mut items, f.limit, |m| &m.id);
+        let next_cursor = page_cursor(&mut items, f.limit, |m| m.id.clone());
         Ok(Some((Page { items, next_cursor }, total)))
     }
 
@@ -552,10 +553,10 @@ impl Messages {
     pub async fn message_envelope(
         &self,
         id: &str,
-    ) -> StoreResult<Option<(Option<String>, Channel, Envelope)>> {
+    ) -> StoreResult<Option<(Option<CaseId>, Channel, Envelope)>> {
         #[derive(sqlx::FromRow)]
         struct Row {
-            case_id: Option<String>,
+            case_id: Option<CaseId>,
             message_type: String,
             envelope_sealed: Vec<u8>,
         }
@@ -635,7 +636,7 @@ pub(crate) async fn apply_event(
     #[derive(sqlx::FromRow)]
     struct Row {
         status: String,
-        case_id: Option<String>,
+        case_id: Option<CaseId>,
     }
     let row = sqlx::query_as::<_, Row>(&format!(
         "SELECT status, case_id FROM messages WHERE id = $1{}",
@@ -674,13 +675,13 @@ pub(crate) async fn apply_event(
     }
     let payload = payload::MessageStatusChanged {
         message_id,
-        case_id: case_id.as_deref(),
+        case_id: case_id.as_ref(),
         event: event.as_str(),
         status: next.as_str(),
         timestamp: rfc3339(at),
     };
     if let Some(event_type) = EventType::for_status(event) {
-        emit(&mut *conn, event_type, case_id.as_deref(), &payload, now).await?;
+        emit(&mut *conn, event_type, case_id.as_ref(), &payload, now).await?;
     }
     Ok(true)
 }
@@ -748,13 +749,13 @@ pub(crate) async fn apply_sent_events(
         advanced.push(next != current);
         let payload = payload::MessageStatusChanged {
             message_id: &row.id,
-            case_id: row.case_id.as_deref(),
+            case_id: row.case_id.as_ref(),
             event: MessageStatus::Sent.as_str(),
             status: next.as_str(),
             timestamp: rfc3339(e.at),
         };
         let payload = serde_json::to_string(&payload).map_err(anyhow::Error::from)?;
-        outbox.push((row.case_id.as_deref(), payload));
+        outbox.push((row.case_id.as_ref(), payload));
     }
     mark_sent(&mut *conn, backend, &found, &advanced).await?;
     if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
@@ -768,7 +769,7 @@ pub(crate) async fn apply_sent_events(
 struct SentRow {
     id: String,
     status: String,
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
 }
 
 /// Marks the messages sent in one statement: when, by which provider id, with the policy's
@@ -1033,9 +1034,9 @@ fn chunks(items: &[&QueueItem], backend: super::Backend) -> Vec<std::ops::Range<
 #[derive(Default)]
 struct Lookup {
     /// Per (case, party, admin): whether the case is visible.
-    visible: std::collections::HashMap<(String, String, i64), bool>,
+    visible: std::collections::HashMap<(CaseId, String, i64), bool>,
     /// Per (case, subject index): the case's thread of that subject.
-    threads: std::collections::HashMap<(String, String), String>,
+    threads: std::collections::HashMap<(CaseId, String), String>,
     /// Per parent `Message-ID`: the thread of a reply's parent.
     parents: std::collections::HashMap<String, String>,
     /// System keys of messages made already.
@@ -1053,9 +1054,9 @@ struct LookupRow {
 #[derive(Default)]
 struct Asked<'a> {
     /// (case, party, admin): may the party see the case?
-    cases: Vec<(&'a str, &'a str, i64)>,
+    cases: Vec<(&'a CaseId, &'a str, i64)>,
     /// (case, subject index): the case's thread of that subject.
-    subjects: Vec<(&'a str, &'a str)>,
+    subjects: Vec<(&'a CaseId, &'a str)>,
     /// Parents' `Message-ID`s: their threads.
     parents: Vec<&'a str>,
     /// System keys: made already?
@@ -1073,14 +1074,14 @@ impl<'a> Asked<'a> {
         } = &mut asked;
         for item in items {
             let case = (
-                item.new.case_id.as_str(),
+                &item.new.case_id,
                 item.party_id.as_deref().unwrap_or(""),
                 item.admin,
             );
             if !cases.contains(&case) {
                 cases.push(case);
             }
-            let subject = (item.new.case_id.as_str(), item.subject_index.as_str());
+            let subject = (&item.new.case_id, item.subject_index.as_str());
             if !subjects.contains(&subject) {
                 subjects.push(subject);
             }
@@ -1227,19 +1228,16 @@ impl Lookup {
         match row.kind.as_str() {
             "case" => {
                 if let Some((case, party, admin)) = asked.cases.get(i) {
-                    self.visible.insert(
-                        (case.to_string(), party.to_string(), *admin),
-                        row.found.is_some(),
-                    );
+                    self.visible
+                        .insert((**case, party.to_string(), *admin), row.found.is_some());
                 }
             }
             "thread" => {
                 if let (Some((case, subject)), Some(thread)) = (asked.subjects.get(i), row.found) {
                     items[0]
                         .threads
-                        .keep((case.to_string(), subject.to_string()), thread.clone());
-                    self.threads
-                        .insert((case.to_string(), subject.to_string()), thread);
+                        .keep((**case, subject.to_string()), thread.clone());
+                    self.threads.insert((**case, subject.to_string()), thread);
                 }
             }
             "parent" => {
@@ -1261,7 +1259,7 @@ impl Lookup {
         for item in items {
             found.visible.insert(
                 (
-                    item.new.case_id.clone(),
+                    item.new.case_id,
                     item.party_id.clone().unwrap_or_default(),
                     item.admin,
                 ),
@@ -1269,7 +1267,7 @@ impl Lookup {
             );
             if let Some(thread) = &item.known_thread {
                 found.threads.insert(
-                    (item.new.case_id.clone(), item.subject_index.clone()),
+                    (item.new.case_id, item.subject_index.clone()),
                     thread.clone(),
                 );
             }
@@ -1279,7 +1277,7 @@ impl Lookup {
 
     fn visible(&self, item: &QueueItem) -> bool {
         let key = (
-            item.new.case_id.clone(),
+            item.new.case_id,
             item.party_id.clone().unwrap_or_default(),
             item.admin,
         );
@@ -1299,7 +1297,7 @@ impl Lookup {
             .and_then(|parent| self.parents.get(parent))
             .or_else(|| {
                 self.threads
-                    .get(&(item.new.case_id.clone(), item.subject_index.clone()))
+                    .get(&(item.new.case_id, item.subject_index.clone()))
             })
             .map(String::as_str)
     }
@@ -1435,7 +1433,7 @@ async fn open_threads(
     for item in &opening {
         q = q
             .bind(&item.new_thread)
-            .bind(&item.new.case_id)
+            .bind(item.new.case_id)
             .bind(item.new_thread_subject.as_deref())
             .bind(&item.subject_index)
             .bind(item.now);
@@ -1451,9 +1449,9 @@ async fn open_threads(
         })
         .collect();
     let sql = selects.join(" UNION ALL ");
-    let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+    let mut q = sqlx::query_as::<_, (CaseId, String, String)>(&sql);
     for item in &opening {
-        q = q.bind(&item.new.case_id).bind(&item.subject_index);
+        q = q.bind(item.new.case_id).bind(&item.subject_index);
     }
     for (case, subject, thread) in q.fetch_all(&mut *conn).await? {
         found.threads.insert((case, subject), thread);
@@ -1501,7 +1499,7 @@ fn add_messages<'q>(
         let evidence = new.evidence.as_ref();
         values
             .bind(new.id.as_str())
-            .bind(new.case_id.as_str())
+            .bind(new.case_id)
             .bind(new.message_type.as_str())
             .bind(new.status.as_str())
             .bind(new.status.rank())
@@ -1650,7 +1648,7 @@ fn add_audit<'q>(
     let mut values = writes.add(&sql);
     for (_, item, _) in chunk {
         values
-            .bind(item.new.case_id.as_str())
+            .bind(item.new.case_id)
             .bind(item.party_id.as_deref())
             .bind(item.actor_name.as_str())
             .bind(

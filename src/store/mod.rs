@@ -11,6 +11,7 @@ mod cases;
 mod connect;
 mod documents;
 mod idempotency;
+mod ids;
 mod inbound;
 mod jobs;
 mod messages;
@@ -34,6 +35,7 @@ mod threads;
 mod webhooks;
 mod writes;
 
+use crate::domain::CaseId;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -431,7 +433,7 @@ impl Store {
 /// An entry of the audit log, written in the transaction of the change it records.
 pub(crate) async fn audit(
     conn: &mut AnyConnection,
-    case_id: Option<&str>,
+    case_id: Option<&CaseId>,
     actor: &Actor,
     action: AuditAction,
     target_type: &str,
@@ -452,7 +454,7 @@ pub(crate) async fn audit(
 
 impl Audit {
     /// An export of the case's debtor's data (a data subject's access request), audited.
-    pub async fn audit_export(&self, actor: &Actor, case_id: &str) -> StoreResult<()> {
+    pub async fn audit_export(&self, actor: &Actor, case_id: &CaseId) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         audit(
             &mut tx,
@@ -460,7 +462,7 @@ impl Audit {
             actor,
             AuditAction::DataSubjectExported,
             "case",
-            case_id,
+            &case_id.to_string(),
             self.now(),
         )
         .await?;
@@ -469,7 +471,12 @@ impl Audit {
     }
 
     /// A send the policy refused, in the case's audit log: the rule, never the content.
-    pub async fn audit_refusal(&self, actor: &Actor, case_id: &str, rule: &str) -> StoreResult<()> {
+    pub async fn audit_refusal(
+        &self,
+        actor: &Actor,
+        case_id: &CaseId,
+        rule: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         audit(
             &mut tx,
@@ -489,7 +496,7 @@ impl Audit {
 /// An audit entry for an actor without a token: a debtor following a link, a provider.
 pub(crate) async fn audit_as(
     conn: &mut AnyConnection,
-    case_id: Option<&str>,
+    case_id: Option<&CaseId>,
     (party_id, actor_name): (Option<&str>, &str),
     action: AuditAction,
     target_type: &str,
@@ -516,7 +523,7 @@ pub(crate) async fn audit_as(
 pub(crate) async fn emit(
     conn: &mut AnyConnection,
     event_type: EventType,
-    case_id: Option<&str>,
+    case_id: Option<&CaseId>,
     payload: &impl serde::Serialize,
     now: Micros,
 ) -> sqlx::Result<()> {
@@ -695,7 +702,7 @@ pub(crate) fn values_table(rows: usize, columns: &[(&str, &str)]) -> String {
 pub(crate) async fn emit_many(
     conn: &mut AnyConnection,
     event_type: EventType,
-    events: &[(Option<&str>, String)],
+    events: &[(Option<&CaseId>, String)],
     now: Micros,
 ) -> sqlx::Result<()> {
     if events.is_empty() {

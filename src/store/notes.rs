@@ -1,5 +1,6 @@
 //! Notes on a case: sealed text, visibility, category and tags.
 
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::payload;
@@ -20,7 +21,7 @@ pub struct NewNote {
 #[derive(Debug, Clone)]
 pub struct Note {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub note: String,
     pub visibility: NoteVisibility,
     pub category: Option<String>,
@@ -63,7 +64,7 @@ impl Cases {
     pub async fn add_note(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         new: NewNote,
     ) -> StoreResult<Option<Note>> {
         let mut tx = self.write_tx().await?;
@@ -126,7 +127,7 @@ impl Cases {
         tx.commit().await?;
         Ok(Some(Note {
             id,
-            case_id: case_id.to_string(),
+            case_id: *case_id,
             note: new.note,
             visibility: new.visibility,
             category: new.category.map(Tag::into_string),
@@ -141,7 +142,7 @@ impl Cases {
     pub async fn list_notes(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         filter: NoteFilter,
     ) -> StoreResult<Option<Page<Note>>> {
         let mut conn = self.pool.acquire().await?;
@@ -170,7 +171,7 @@ impl Cases {
         for r in rows {
             notes.push(Note {
                 note: self.open_text(&note_context(&r.id), &r.note_sealed)?,
-                case_id: case_id.to_string(),
+                case_id: *case_id,
                 created_by: r.created_by,
                 visibility: NoteVisibility::parse(&r.visibility).map_err(anyhow::Error::from)?,
                 category: r.category,
@@ -179,7 +180,7 @@ impl Cases {
                 id: r.id,
             });
         }
-        let next_cursor = page_cursor(&mut notes, filter.limit, |n| &n.id);
+        let next_cursor = page_cursor(&mut notes, filter.limit, |n| n.id.clone());
         if !notes.is_empty() {
             let placeholders: Vec<String> = (1..=notes.len()).map(|i| format!("${i}")).collect();
             let sql = format!(

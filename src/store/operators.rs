@@ -4,6 +4,7 @@
 
 use super::cases::{page_cursor, visible};
 use super::{Page, Queue, StoreError, StoreResult, admin_flag, audit, decode_cursor};
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::WebhookDeliveryStatus;
 use crate::domain::message::{JobState, MessageStatus};
@@ -15,7 +16,7 @@ use crate::domain::time::Micros;
 pub struct JobView {
     pub job_id: String,
     pub message_id: String,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     /// The message's type (`email`, `sms`, `system`) and status.
     pub message_type: String,
     pub message_status: String,
@@ -72,7 +73,7 @@ impl Queue {
     pub async fn list_jobs(
         &self,
         state: JobState,
-        case_id: Option<&str>,
+        case_id: Option<&CaseId>,
         cursor: Option<&str>,
         limit: i64,
         now: Micros,
@@ -84,7 +85,7 @@ impl Queue {
             attempts: i32,
             run_at: i64,
             last_error: Option<String>,
-            case_id: Option<String>,
+            case_id: Option<CaseId>,
             message_type: String,
             message_status: String,
         }
@@ -117,7 +118,7 @@ impl Queue {
                 attempt_log: Vec::new(),
             })
             .collect();
-        let next_cursor = page_cursor(&mut items, limit, |j| &j.job_id);
+        let next_cursor = page_cursor(&mut items, limit, |j| j.job_id.clone());
         if !items.is_empty() {
             let list: Vec<String> = (1..=items.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
@@ -179,7 +180,7 @@ impl Queue {
             .await?;
         audit(
             &mut tx,
-            case_id.as_deref(),
+            case_id.as_ref(),
             actor,
             AuditAction::MessageRetried,
             "message",
@@ -222,7 +223,7 @@ impl Queue {
             .await?;
         audit(
             &mut tx,
-            case_id.as_deref(),
+            case_id.as_ref(),
             actor,
             AuditAction::MessageCancelled,
             "message",
@@ -240,10 +241,10 @@ impl Queue {
         conn: &mut sqlx::AnyConnection,
         actor: &Actor,
         id: &str,
-    ) -> StoreResult<Option<(Option<String>, String)>> {
+    ) -> StoreResult<Option<(Option<CaseId>, String)>> {
         #[derive(sqlx::FromRow)]
         struct Row {
-            case_id: Option<String>,
+            case_id: Option<CaseId>,
             status: String,
         }
         let row = sqlx::query_as::<_, Row>(&format!(

@@ -1,5 +1,6 @@
 //! Payments and deadlines of a case.
 
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::payload;
@@ -19,7 +20,7 @@ pub struct NewPayment {
 #[derive(Debug, Clone)]
 pub struct Payment {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub amount: Money,
     pub paid_at: Micros,
     pub reference: Option<String>,
@@ -35,7 +36,7 @@ pub struct NewDeadline {
 #[derive(Debug, Clone)]
 pub struct Deadline {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub title: String,
     pub due_at: Micros,
     pub created_by: String,
@@ -45,7 +46,7 @@ pub struct Deadline {
 #[derive(sqlx::FromRow)]
 struct PaymentRow {
     id: String,
-    case_id: String,
+    case_id: CaseId,
     amount_minor: i64,
     currency: String,
     paid_at: i64,
@@ -102,7 +103,7 @@ impl Cases {
 #[derive(sqlx::FromRow)]
 struct DeadlineRow {
     id: String,
-    case_id: String,
+    case_id: CaseId,
     /// Clear only in rows from before titles were sealed.
     title: String,
     title_sealed: Option<Vec<u8>>,
@@ -115,7 +116,7 @@ impl Cases {
     pub async fn add_payment(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         new: NewPayment,
     ) -> StoreResult<Option<Payment>> {
         let mut tx = self.write_tx().await?;
@@ -153,7 +154,7 @@ impl Cases {
         };
         let payment = Payment {
             id: prefixed_id("pay"),
-            case_id: case_id.to_string(),
+            case_id: *case_id,
             amount: Money::parse(
                 &crate::domain::case::format_minor(new.amount_minor),
                 &currency,
@@ -215,7 +216,7 @@ impl Cases {
     pub async fn list_payments(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<Vec<Payment>>> {
         let mut conn = self.pool.acquire().await?;
         if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
@@ -241,7 +242,7 @@ impl Cases {
     pub async fn add_deadline(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         new: NewDeadline,
     ) -> StoreResult<Option<Deadline>> {
         let mut tx = self.write_tx().await?;
@@ -251,7 +252,7 @@ impl Cases {
         let key = self.live_case_key(case_id).await?;
         let deadline = Deadline {
             id: prefixed_id("ddl"),
-            case_id: case_id.to_string(),
+            case_id: *case_id,
             title: new.title,
             due_at: new.due_at,
             created_by: actor.name.clone(),
@@ -286,7 +287,7 @@ impl Cases {
     pub async fn list_deadlines(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<Vec<Deadline>>> {
         let mut conn = self.pool.acquire().await?;
         if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {

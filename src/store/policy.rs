@@ -2,6 +2,7 @@
 //! Suppressed addresses are kept as blind indexes, never in the clear.
 
 use super::{Messages, Policy, Sibling, StoreInner, StoreResult};
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::prefixed_id;
@@ -19,7 +20,7 @@ pub struct Suppression {
     /// The address or number; `None` for entries made before addresses were kept.
     pub address: Option<String>,
     pub reason: String,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     /// The message whose bounce, complaint or unsubscribe caused it.
     pub message_id: Option<String>,
     /// The creditor whose sends it stops; `None`: every tenant's (a fact about the address).
@@ -32,7 +33,7 @@ pub(crate) struct NewSuppression<'a> {
     pub channel: &'a str,
     pub value: &'a str,
     pub reason: &'a str,
-    pub case_id: Option<&'a str>,
+    pub case_id: Option<&'a CaseId>,
     /// The message whose bounce, complaint or unsubscribe caused it.
     pub message_id: Option<&'a str>,
     /// Whose sends it stops: every tenant's, or one creditor's.
@@ -69,7 +70,7 @@ struct SuppressionRow {
     channel: String,
     address_sealed: Option<Vec<u8>>,
     reason: String,
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
     message_id: Option<String>,
     scope: String,
     created_at: i64,
@@ -181,7 +182,7 @@ impl Policy {
             .into_iter()
             .map(|r| self.suppression_from_row(r))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = super::cases::page_cursor(&mut items, limit, |s| &s.id);
+        let next_cursor = super::cases::page_cursor(&mut items, limit, |s| s.id.clone());
         Ok(super::Page { items, next_cursor })
     }
 
@@ -235,7 +236,7 @@ impl Policy {
         id: &str,
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let case_id: Option<Option<String>> =
+        let case_id: Option<Option<CaseId>> =
             sqlx::query_scalar("SELECT case_id FROM suppressions WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -249,7 +250,7 @@ impl Policy {
             .await?;
         super::audit(
             &mut tx,
-            case_id.as_deref(),
+            case_id.as_ref(),
             actor,
             AuditAction::SuppressionLifted,
             "suppression",
@@ -267,7 +268,7 @@ impl Policy {
         channel: &str,
         value: &str,
         reason: &str,
-        case_id: Option<&str>,
+        case_id: Option<&CaseId>,
         message_id: Option<&str>,
         scope: Scope<'_>,
     ) -> StoreResult<bool> {
@@ -299,7 +300,7 @@ impl Policy {
     ) -> StoreResult<bool> {
         #[derive(sqlx::FromRow)]
         struct Row {
-            case_id: Option<String>,
+            case_id: Option<CaseId>,
             message_type: String,
             envelope_sealed: Vec<u8>,
         }
@@ -314,7 +315,7 @@ impl Policy {
         self.unlock([&row.envelope_sealed[..]]).await?;
         let envelope = self.open_envelope(message_id, &row.envelope_sealed)?;
         let addressed = recipient.is_none_or(|i| i < envelope.to.len());
-        let creditor = match row.case_id.as_deref() {
+        let creditor = match row.case_id.as_ref() {
             Some(case_id) if !everyone => creditor_of(conn, case_id).await?,
             _ => None,
         };
@@ -337,7 +338,7 @@ impl Policy {
                 channel: &row.message_type,
                 value: to,
                 reason,
-                case_id: row.case_id.as_deref(),
+                case_id: row.case_id.as_ref(),
                 message_id: Some(message_id),
                 scope,
             };
@@ -365,7 +366,7 @@ impl Policy {
         };
         let mut tx = self.write_tx().await?;
         let now = self.now();
-        let creditor = match case_id.as_deref() {
+        let creditor = match case_id.as_ref() {
             Some(case_id) => creditor_of(&mut tx, case_id).await?,
             None => None,
         };
@@ -380,7 +381,7 @@ impl Policy {
                 channel: channel.as_str(),
                 value: to,
                 reason: "unsubscribed",
-                case_id: case_id.as_deref(),
+                case_id: case_id.as_ref(),
                 message_id: Some(message_id),
                 scope,
             };
@@ -395,7 +396,7 @@ impl Policy {
         .await?;
         super::audit_as(
             &mut tx,
-            case_id.as_deref(),
+            case_id.as_ref(),
             (None, "recipient"),
             AuditAction::RecipientUnsubscribed,
             "message",
@@ -405,13 +406,13 @@ impl Policy {
         .await?;
         let payload = crate::domain::payload::RecipientUnsubscribed {
             message_id,
-            case_id: case_id.as_deref(),
+            case_id: case_id.as_ref(),
             channel: channel.as_str(),
         };
         super::emit(
             &mut tx,
             EventType::RecipientUnsubscribed,
-            case_id.as_deref(),
+            case_id.as_ref(),
             &payload,
             self.now(),
         )
@@ -432,13 +433,13 @@ impl Policy {
         answered: bool,
     ) -> StoreResult<bool> {
         let mut conn = self.writer.acquire().await?;
-        let case_id: Option<String> =
+        let case_id: Option<CaseId> =
             sqlx::query_scalar("SELECT case_id FROM messages WHERE id = $1")
                 .bind(message_id)
                 .fetch_optional(&mut *conn)
                 .await?
                 .flatten();
-        let creditor = match case_id.as_deref() {
+        let creditor = match case_id.as_ref() {
             Some(case_id) if answered => creditor_of(&mut conn, case_id).await?,
             _ => None,
         };
@@ -446,7 +447,7 @@ impl Policy {
             channel,
             value,
             reason,
-            case_id: case_id.as_deref(),
+            case_id: case_id.as_ref(),
             message_id: Some(message_id),
             scope: Scope::of(creditor.as_deref()),
         };
@@ -458,7 +459,7 @@ impl Policy {
         &self,
         channel: &str,
         values: &[&'a str],
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<&'a str>> {
         if values.is_empty() {
             return Ok(None);
@@ -492,7 +493,7 @@ impl Policy {
 /// The creditor of a case, in the caller's transaction.
 pub(crate) async fn creditor_of(
     conn: &mut sqlx::AnyConnection,
-    case_id: &str,
+    case_id: &CaseId,
 ) -> StoreResult<Option<String>> {
     Ok(
         sqlx::query_scalar("SELECT creditor_id FROM cases WHERE id = $1")

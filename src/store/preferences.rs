@@ -1,5 +1,6 @@
 //! Communication preferences of a case, and the counts the send policy needs.
 
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use sqlx::AnyConnection;
@@ -9,7 +10,7 @@ use crate::domain::party::Actor;
 use crate::domain::policy::Preferences;
 use crate::domain::time::Micros;
 
-pub(super) fn contact_context(case_id: &str) -> String {
+pub(super) fn contact_context(case_id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("case:{case_id}:preferences")
 }
 
@@ -98,7 +99,7 @@ impl Cases {
     pub(crate) async fn load_preferences(
         &self,
         conn: &mut AnyConnection,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<StoredPreferences> {
         let row = sqlx::query_as::<_, PreferencesRow>(
             "SELECT preferred_channel, allow_email, allow_sms, do_not_contact, dnc_reason_sealed, dnc_effective_date, dnc_exceptions, \
@@ -114,7 +115,7 @@ impl Cases {
     /// The preferences of a row (the defaults without one), opened.
     pub(super) async fn stored_preferences(
         &self,
-        case_id: &str,
+        case_id: &CaseId,
         row: Option<PreferencesRow>,
     ) -> StoreResult<StoredPreferences> {
         let Some(r) = row else {
@@ -172,7 +173,7 @@ impl Cases {
     pub async fn preferences(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<StoredPreferences>> {
         let mut conn = self.pool.acquire().await?;
         if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
@@ -182,7 +183,7 @@ impl Cases {
     }
 
     /// The preferences sending reads, without an actor (the delivery worker's check).
-    pub async fn preferences_for_sending(&self, case_id: &str) -> StoreResult<Preferences> {
+    pub async fn preferences_for_sending(&self, case_id: &CaseId) -> StoreResult<Preferences> {
         let mut conn = self.pool.acquire().await?;
         Ok(self.load_preferences(&mut conn, case_id).await?.preferences)
     }
@@ -191,7 +192,7 @@ impl Cases {
     pub async fn set_preferences(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         p: &Preferences,
     ) -> StoreResult<Option<StoredPreferences>> {
         let mut tx = self.write_tx().await?;
@@ -241,7 +242,7 @@ impl Cases {
             actor,
             AuditAction::PreferencesUpdated,
             "case",
-            case_id,
+            &case_id.to_string(),
             self.now(),
         )
         .await?;
@@ -274,7 +275,7 @@ impl Cases {
     /// case's own creditor (`PARLEY_FREQUENCY_CAP`).
     pub async fn recent_outbound(
         &self,
-        case_id: &str,
+        case_id: &CaseId,
         channel: &str,
         since: Micros,
         everyone: bool,
@@ -298,7 +299,7 @@ impl Cases {
     }
 
     /// The debtor's time zone of a case, for contact hours at delivery time.
-    pub async fn case_timezone(&self, case_id: &str) -> StoreResult<Option<String>> {
+    pub async fn case_timezone(&self, case_id: &CaseId) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar::<_, Option<String>>(
             "SELECT debtor_timezone FROM cases WHERE id = $1",
         )

@@ -8,6 +8,7 @@
 //! back only if the row still holds what was read, so a rekey can run beside a serving
 //! process.
 
+use crate::domain::CaseId;
 use std::collections::BTreeMap;
 
 use super::{
@@ -41,7 +42,7 @@ const SEALED: &[SealedColumn] = &[
         table: "cases",
         key: "id",
         column: "debtor_sealed",
-        context: cases::debtor_context,
+        context: |id| cases::debtor_context(id),
         case_of: Some("id"),
     },
     SealedColumn {
@@ -113,7 +114,7 @@ const SEALED: &[SealedColumn] = &[
         table: "preferences",
         key: "case_id",
         column: "contact_sealed",
-        context: preferences::contact_context,
+        context: |id| preferences::contact_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
@@ -204,7 +205,7 @@ const CLEAR: &[ClearText] = &[
 #[derive(sqlx::FromRow)]
 struct ClearRow {
     id: String,
-    case_id: String,
+    case_id: CaseId,
     text: String,
 }
 
@@ -224,14 +225,14 @@ impl SealedColumn {
 struct SealedRow {
     id: String,
     sealed: Vec<u8>,
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
 }
 
 /// A document whose file is sealed under the master key, not its case's subject key.
 #[derive(Debug, sqlx::FromRow)]
 pub struct StaleDocument {
     pub id: String,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub storage_key: String,
 }
 
@@ -385,7 +386,7 @@ impl Subjects {
     /// from before subject keys) under the case's `key`: an erasure then reaches them too.
     pub(crate) async fn seal_case_under(
         &self,
-        case_id: &str,
+        case_id: &CaseId,
         key: &crate::crypto::SubjectKey,
     ) -> anyhow::Result<u64> {
         let mut resealed = 0;

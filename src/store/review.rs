@@ -8,12 +8,13 @@ use super::inbound::{Announced, raw_context};
 use super::messages::{MESSAGE_COLUMNS_WITH_BODY, MessageWithBody};
 use super::operators::NotNow;
 use super::{Inbound, MessageView, StoreResult, admin_flag, audit};
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
 
 #[derive(sqlx::FromRow)]
 struct HeldRow {
-    case_id: String,
+    case_id: CaseId,
     thread_id: Option<String>,
     message_type: String,
     envelope_sealed: Vec<u8>,

@@ -5,6 +5,7 @@
 //! The store is a table `subject_keys` in a database of its own (by default a SQLite file
 //! beside a SQLite database), so a backup of the database holds ciphertext and no key.
 
+use crate::domain::CaseId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ impl KeyStore {
 #[derive(sqlx::FromRow)]
 struct KeyRow {
     id: String,
-    case_id: String,
+    case_id: CaseId,
     key_sealed: Option<Vec<u8>>,
 }
 
@@ -136,7 +137,7 @@ impl StoreInner {
     }
 
     /// The key that seals the personal data of a case's debtor, created on first use.
-    pub(crate) async fn case_key(&self, case_id: &str) -> StoreResult<Arc<SubjectKey>> {
+    pub(crate) async fn case_key(&self, case_id: &CaseId) -> StoreResult<Arc<SubjectKey>> {
         if let Some(key) = self.keys.cached_case_key(case_id) {
             return Ok(key);
         }
@@ -184,7 +185,7 @@ impl StoreInner {
 
     /// The key of a case for recording more about its debtor: refused (`restricted`) once
     /// the debtor was erased, whatever another process still holds in its cache.
-    pub(crate) async fn live_case_key(&self, case_id: &str) -> StoreResult<Arc<SubjectKey>> {
+    pub(crate) async fn live_case_key(&self, case_id: &CaseId) -> StoreResult<Arc<SubjectKey>> {
         let erased: Option<Option<i64>> =
             sqlx::query_scalar("SELECT erased_at FROM cases WHERE id = $1")
                 .bind(case_id)
@@ -199,7 +200,7 @@ impl StoreInner {
     /// The key of a case, or `None` when its debtor was erased.
     pub(crate) async fn key_unless_erased(
         &self,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<Arc<SubjectKey>>> {
         match self.live_case_key(case_id).await {
             Ok(key) => Ok(Some(key)),
@@ -246,8 +247,7 @@ impl StoreInner {
                     )),
                     None => None,
                 };
-                self.keys
-                    .remember_subject(*id, key, Some(row.case_id.as_str()));
+                self.keys.remember_subject(*id, key, Some(&row.case_id));
             }
         }
         Ok(())
@@ -257,7 +257,7 @@ impl StoreInner {
 impl Subjects {
     /// Destroys the keys of these cases: their debtors' personal data is erased wherever it
     /// is kept. Returns how many keys were destroyed.
-    pub(crate) async fn destroy_case_keys(&self, case_ids: &[String]) -> StoreResult<u64> {
+    pub(crate) async fn destroy_case_keys(&self, case_ids: &[CaseId]) -> StoreResult<u64> {
         let mut destroyed = 0;
         for case_id in case_ids {
             let ids: Vec<String> =

@@ -4,6 +4,7 @@
 use super::messages::MESSAGE_COLUMNS_WITH_BODY;
 use super::subject_keys::ERASED;
 use super::{Cases, Documents, MessageView, Sibling, StoreResult, Subjects, audit};
+use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -11,7 +12,7 @@ use crate::domain::time::Micros;
 /// A case of a data subject, with what decides whether its data may be erased.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SubjectCase {
-    pub id: String,
+    pub id: CaseId,
     pub case_number: String,
     pub status: String,
     /// When it was paid or closed: its retention runs from then.
@@ -52,7 +53,7 @@ impl Subjects {
     /// the message `after`.
     pub async fn case_messages_with_bodies(
         &self,
-        case_id: &str,
+        case_id: &CaseId,
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<MessageView>> {
@@ -107,7 +108,7 @@ impl Subjects {
     pub async fn restrict_case(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         now: Micros,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
@@ -125,7 +126,7 @@ impl Subjects {
                 actor,
                 AuditAction::DataSubjectRestricted,
                 "case",
-                case_id,
+                &case_id.to_string(),
                 self.now(),
             )
             .await?;
@@ -142,7 +143,7 @@ impl Subjects {
     pub async fn erase_case(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
         now: Micros,
     ) -> StoreResult<Erased> {
         // What an earlier version sealed under the master key goes under the case's key
@@ -152,7 +153,7 @@ impl Subjects {
         }
         // The person's addresses, while they can still be read (see `suppression_indexes`).
         let indexes = self.suppression_indexes(case_id).await?;
-        self.destroy_case_keys(&[case_id.to_string()]).await?;
+        self.destroy_case_keys(&[*case_id]).await?;
         let mut tx = self.write_tx().await?;
         let message_ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM messages WHERE case_id = $1 ORDER BY id")
@@ -187,7 +188,7 @@ impl Subjects {
             actor,
             AuditAction::DataSubjectErased,
             "case",
-            case_id,
+            &case_id.to_string(),
             self.now(),
         )
         .await?;
@@ -225,7 +226,7 @@ impl Subjects {
     /// without this case (a bounce or a STOP that matched no case, another case's entry) lose
     /// the address at the erasure too; their blind index stays, so that the objection is still
     /// honoured, and nothing readable is left of the person.
-    async fn suppression_indexes(&self, case_id: &str) -> StoreResult<Vec<String>> {
+    async fn suppression_indexes(&self, case_id: &CaseId) -> StoreResult<Vec<String>> {
         let case = self
             .sibling::<Cases>()
             .get_case(&Actor::system(), case_id)
@@ -255,7 +256,7 @@ impl Subjects {
         &self,
         ended_before: Micros,
         limit: i64,
-    ) -> StoreResult<Vec<String>> {
+    ) -> StoreResult<Vec<CaseId>> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM cases WHERE restricted_at IS NOT NULL AND erased_at IS NULL \
              AND ended_at IS NOT NULL AND ended_at <= $1 AND status IN ('paid', 'closed') ORDER BY ended_at, id LIMIT $2",

@@ -1,6 +1,7 @@
 //! What system messages need of the database: the event a system-message job answers,
 //! the deadline scanner, and the bookkeeping of a system-message job.
 
+use crate::domain::CaseId;
 use sqlx::AnyConnection;
 
 use super::queue::{DELIVERY_JOBS, Transition, transition};
@@ -15,7 +16,7 @@ pub struct Occurrence {
     /// The event's id in the outbox: the key of its one system message.
     pub key: String,
     pub event: SystemEvent,
-    pub case_id: String,
+    pub case_id: CaseId,
     pub payload: serde_json::Value,
     pub at: Micros,
 }
@@ -32,7 +33,7 @@ impl System {
         #[derive(sqlx::FromRow)]
         struct Row {
             event_type: String,
-            case_id: Option<String>,
+            case_id: Option<CaseId>,
             payload: String,
             created_at: i64,
         }
@@ -69,7 +70,7 @@ impl System {
         #[derive(sqlx::FromRow)]
         struct Due {
             id: String,
-            case_id: String,
+            case_id: CaseId,
             due_at: i64,
         }
         let lock = match self.backend {

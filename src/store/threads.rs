@@ -2,6 +2,7 @@
 //! message it answers; otherwise the thread with the same normalised subject; otherwise a
 //! new one.
 
+use crate::domain::CaseId;
 use std::collections::BTreeMap;
 
 use sqlx::AnyConnection;
@@ -87,7 +88,7 @@ struct ThreadMessageRow {
 #[derive(sqlx::FromRow)]
 struct RfcMessageRow {
     id: String,
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
     thread_id: Option<String>,
     sender_verified: i32,
 }
@@ -108,7 +109,7 @@ pub(super) fn thread_context(id: &str) -> String {
 /// erasure, after which nothing more is sent, unlinks them: it also forgets them here), so
 /// a send that finds its thread here need not read it. Only threads read from the database
 /// are kept, so never one whose transaction might still roll back.
-pub(crate) type KnownThreads = super::Remembered<(String, String), String>;
+pub(crate) type KnownThreads = super::Remembered<(CaseId, String), String>;
 
 impl Messages {
     /// The addresses and numbers of an envelope as participants of a thread, sealed (what is
@@ -152,7 +153,7 @@ impl Messages {
         &self,
         conn: &mut AnyConnection,
         key: &crate::crypto::SubjectKey,
-        case_id: &str,
+        case_id: &CaseId,
         parent_thread: Option<String>,
         subject: Option<&str>,
         at: Micros,
@@ -196,7 +197,7 @@ impl Messages {
     pub async fn list_threads(
         &self,
         actor: &Actor,
-        case_id: &str,
+        case_id: &CaseId,
     ) -> StoreResult<Option<Vec<ThreadView>>> {
         let mut conn = self.pool.acquire().await?;
         if !StoreInner::case_visible(&mut conn, actor, case_id, "").await? {
@@ -352,18 +353,11 @@ impl Messages {
     pub(crate) async fn message_by_rfc_id_in(
         conn: &mut AnyConnection,
         rfc_id: &str,
-    ) -> StoreResult<Option<(String, String, Option<String>, bool)>> {
+    ) -> StoreResult<Option<(String, CaseId, Option<String>, bool)>> {
         let row = sqlx::query_as::<_, RfcMessageRow>("SELECT id, case_id, thread_id, sender_verified FROM messages WHERE rfc_message_id = $1 AND case_id IS NOT NULL")
             .bind(rfc_id)
             .fetch_optional(&mut *conn)
             .await?;
-        Ok(row.map(|r| {
-            (
-                r.id,
-                r.case_id.unwrap_or_default(),
-                r.thread_id,
-                r.sender_verified != 0,
-            )
-        }))
+        Ok(row.and_then(|r| Some((r.id, r.case_id?, r.thread_id, r.sender_verified != 0))))
     }
 }

@@ -1,5 +1,6 @@
 //! Webhooks: subscriptions, the fan-out of outbox events to them, and their deliveries.
 
+use crate::domain::CaseId;
 use serde_json::Value;
 
 use super::queue::{Transition, WEBHOOK_DELIVERIES, transition};
@@ -102,7 +103,7 @@ pub struct DueDelivery {
     pub secret: String,
     pub event_id: i64,
     pub event_type: EventType,
-    pub case_id: Option<String>,
+    pub case_id: Option<CaseId>,
     pub payload: Value,
     /// Whether the webhook's owner may see the event now (its case, or an admin's any
     /// event) and the webhook is still there: access can end after the event was fanned
@@ -118,7 +119,7 @@ struct DueRow {
     secret_sealed: Vec<u8>,
     event_id: i64,
     event_type: String,
-    case_id: Option<String>,
+    case_id: Option<CaseId>,
     payload: String,
     allowed: i64,
 }
@@ -130,7 +131,7 @@ pub(super) fn secret_context(id: &str) -> String {
 /// A case's creditor and partner, who may see its events.
 #[derive(sqlx::FromRow)]
 struct CaseParties {
-    id: String,
+    id: CaseId,
     creditor_id: String,
     partner_id: Option<String>,
 }
@@ -138,10 +139,10 @@ struct CaseParties {
 /// The parties of every case named, read a few hundred at a time.
 async fn case_parties<'a>(
     tx: &mut sqlx::AnyConnection,
-    case_ids: impl Iterator<Item = &'a str>,
-) -> StoreResult<std::collections::HashMap<String, CaseParties>> {
-    let mut parties: std::collections::HashMap<String, CaseParties> = Default::default();
-    let mut case_ids: Vec<&str> = case_ids.collect();
+    case_ids: impl Iterator<Item = &'a CaseId>,
+) -> StoreResult<std::collections::HashMap<CaseId, CaseParties>> {
+    let mut parties: std::collections::HashMap<CaseId, CaseParties> = Default::default();
+    let mut case_ids: Vec<&CaseId> = case_ids.collect();
     case_ids.sort_unstable();
     case_ids.dedup();
     for chunk in case_ids.chunks(200) {
@@ -155,7 +156,7 @@ async fn case_parties<'a>(
             q = q.bind(*id);
         }
         for c in q.fetch_all(&mut *tx).await? {
-            parties.insert(c.id.clone(), c);
+            parties.insert(c.id, c);
         }
     }
     Ok(parties)
@@ -277,7 +278,7 @@ impl Webhooks {
         struct NewEvent {
             id: i64,
             event_type: String,
-            case_id: Option<String>,
+            case_id: Option<CaseId>,
         }
         #[derive(sqlx::FromRow)]
         struct Subscriber {
@@ -317,10 +318,10 @@ impl Webhooks {
             })
             .collect();
         let parties =
-            case_parties(&mut tx, events.iter().filter_map(|e| e.case_id.as_deref())).await?;
+            case_parties(&mut tx, events.iter().filter_map(|e| e.case_id.as_ref())).await?;
         let mut deliveries: Vec<(String, &str, i64)> = Vec::new();
         for e in &events {
-            let case_parties = e.case_id.as_deref().and_then(|c| parties.get(c));
+            let case_parties = e.case_id.as_ref().and_then(|c| parties.get(c));
             for ((h, wants), admin) in hooks.iter().zip(&subscribed).zip(&admins) {
                 if !wants.iter().any(|x| x.as_str() == e.event_type) {
                     continue;

@@ -193,6 +193,54 @@ fn the_owned_store_scan_tells_keeping_from_borrowing() {
     );
 }
 
+/// Case ids held as text (`case_id: &str`, `case_id: Option<String>`, ...).
+fn untyped_case_ids(source: &str) -> usize {
+    [
+        "&str",
+        "&'a str",
+        "String",
+        "Option<String>",
+        "Option<&str>",
+        "Option<&'a str>",
+        "Vec<String>",
+    ]
+    .iter()
+    .map(|ty| whole(source, &format!("case_id: {ty}")) + whole(source, &format!("case_ids: {ty}")))
+    .sum()
+}
+
+#[test]
+fn case_ids_travel_as_case_ids_not_text() {
+    let mut files = Vec::new();
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let untyped: BTreeMap<String, usize> = files
+        .iter()
+        .map(|f| {
+            let source = std::fs::read_to_string(f).unwrap();
+            (f.display().to_string(), untyped_case_ids(&source))
+        })
+        .filter(|(_, n)| *n > 0)
+        // The one exception: the body of an assignment keeps the client's text, so that a
+        // malformed id answers 404 like an unknown one.
+        .filter(|(f, n)| !(f.ends_with("src/http/inbound.rs") && *n == 1))
+        .collect();
+    assert!(untyped.is_empty(), "case ids as text: {untyped:#?}");
+}
+
+#[test]
+fn the_case_id_scan_finds_text() {
+    assert_eq!(
+        untyped_case_ids(
+            "fn f(case_id: &str, b: Option<String>) { struct A { case_id: Option<String>, \
+             case_ids: Vec<String>, c: CaseId, case_id: CaseId, case_id_text: String } }"
+        ),
+        3
+    );
+}
+
 #[test]
 fn the_store_scan_finds_accesses() {
     assert_eq!(

@@ -65,7 +65,7 @@ async fn setup() -> Setup {
     Setup {
         config,
         token,
-        case_id: case.id,
+        case_id: case.id.to_string(),
         _dir: dir,
     }
 }

@@ -84,7 +84,7 @@ async fn an_export_holds_everything_the_persons_cases_show_across_tenants() {
             "email",
             "jens@example.com",
             "unsubscribed",
-            Some(&first),
+            Some(&parley::domain::CaseId::parse(&first).unwrap()),
             None,
             parley::store::SuppressionScope::Everyone,
         )
