@@ -1,5 +1,7 @@
 //! Configuration: documented defaults, then an optional `parley.toml`, then `PARLEY_*`
-//! variables. Every value is parsed once, here, and a bad one is named in the error.
+//! variables, merged by figment into [`Settings`] (the one list of keys). Each section then
+//! parses its own values once, here, and a bad one is named in the error as the operator
+//! wrote it (`PARLEY_HTTP_ADDR: …`, `parley.toml: http_addr: …`).
 
 pub use crate::domain::time::parse_duration;
 use std::collections::BTreeMap;
@@ -13,65 +15,195 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::domain::policy::{ContactWindow, FrequencyCap};
 
-/// Every key parley reads; the environment name is `PARLEY_` + the upper-cased key, the
-/// `parley.toml` name is the key itself.
-const KEYS: &[&str] = &[
-    "http_addr",
-    "http_header_timeout",
-    "http_request_timeout",
-    "http_max_connections",
-    "public_url",
-    "data_dir",
-    "database_url",
-    "database_max_connections",
-    "subject_keys_url",
-    "document_store",
-    "s3_access_key_id",
-    "s3_secret_access_key",
-    "master_key",
-    "old_master_keys",
-    "smtp_url",
-    "email_from",
-    "inbound_domain",
-    "inbound_smtp_addr",
-    "inbound_max_bytes",
-    "inbound_tls_cert",
-    "inbound_tls_key",
-    "dkim_key",
-    "dkim_selector",
-    "dkim_domain",
-    "imap_url",
-    "imap_poll_interval",
-    "imap_oauth2_token_file",
-    "imap_oauth2_token_command",
-    "sms_url",
-    "sms_account",
-    "sms_token",
-    "sms_from",
-    "delivery_retry_schedule",
-    "delivery_concurrency",
-    "delivery_lease",
-    "sms_rate_per_second",
-    "sms_status_callback_url",
-    "webhook_retry_schedule",
-    "webhook_allow_private",
-    "webhook_concurrency",
-    "max_upload_bytes",
-    "max_attachment_bytes",
-    "max_json_bytes",
-    "rate_limit_per_minute",
-    "auth_failures_per_minute",
-    "metrics_token",
-    "frequency_cap",
-    "person_frequency_cap",
-    "default_contact_hours",
-    "closed_days",
-    "deadline_warning",
-    "retention",
-    "log_format",
-    "log_level",
-    "otlp_endpoint",
-];
+/// Every key parley reads, once: the `parley.toml` name is the field's, the environment name
+/// is `PARLEY_` and the upper-cased field. Values are text as written (a TOML number or
+/// boolean is taken as its text); each section parses and checks its own, naming the key as
+/// the operator wrote it. What each means and its default: README, "Configuration".
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    // The HTTP API.
+    #[serde(default, deserialize_with = "scalar")]
+    http_addr: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    http_header_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    http_request_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    http_max_connections: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    public_url: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    max_upload_bytes: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    max_json_bytes: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    rate_limit_per_minute: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    auth_failures_per_minute: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    metrics_token: Option<String>,
+    // Storage and keys.
+    #[serde(default, deserialize_with = "scalar")]
+    data_dir: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    database_url: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    database_max_connections: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    subject_keys_url: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    document_store: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    s3_access_key_id: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    s3_secret_access_key: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    master_key: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    old_master_keys: Option<String>,
+    // Mail out and in.
+    #[serde(default, deserialize_with = "scalar")]
+    smtp_url: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    email_from: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    max_attachment_bytes: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    dkim_key: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    dkim_selector: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    dkim_domain: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_domain: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_smtp_addr: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_max_bytes: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_tls_cert: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_tls_key: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    imap_url: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    imap_poll_interval: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    imap_oauth2_token_file: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    imap_oauth2_token_command: Option<String>,
+    // SMS.
+    #[serde(default, deserialize_with = "scalar")]
+    sms_url: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    sms_account: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    sms_token: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    sms_from: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    sms_rate_per_second: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    sms_status_callback_url: Option<String>,
+    // Delivery and webhooks.
+    #[serde(default, deserialize_with = "scalar")]
+    delivery_retry_schedule: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    delivery_concurrency: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    delivery_lease: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    webhook_retry_schedule: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    webhook_allow_private: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    webhook_concurrency: Option<String>,
+    // The rules of contact.
+    #[serde(default, deserialize_with = "scalar")]
+    frequency_cap: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    person_frequency_cap: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    default_contact_hours: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    closed_days: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    deadline_warning: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    retention: Option<String>,
+    // Logs and traces.
+    #[serde(default, deserialize_with = "scalar")]
+    log_format: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    log_level: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    otlp_endpoint: Option<String>,
+}
+
+/// A setting's text: a string as it is, a TOML number or boolean as its text.
+fn scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, number or boolean")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(Text).map(Some)
+}
+
+/// The keys of [`Settings`], read from the struct itself.
+fn setting_keys() -> Vec<String> {
+    match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The name of the environment's source in figment's metadata.
+const ENVIRONMENT: &str = "environment";
+
+/// The `PARLEY_*` variables of an explicit list (the process's, or a test's), as a figment
+/// source: only keys parley reads; others (`PARLEY_CONFIG`, a test's own) are not ours.
+struct EnvList<'a>(&'a [(String, String)]);
+
+impl figment::Provider for EnvList<'_> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(ENVIRONMENT)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let keys = setting_keys();
+        let dict: figment::value::Dict = self
+            .0
+            .iter()
+            .filter_map(|(name, value)| {
+                let key = name.strip_prefix("PARLEY_")?.to_ascii_lowercase();
+                keys.contains(&key)
+                    .then(|| (key, figment::value::Value::from(value.clone())))
+            })
+            .collect();
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -367,30 +499,41 @@ impl Config {
         Self::from_sources(file.as_deref(), &env)
     }
 
-    /// The same layering with explicit sources; used by tests and by `load`.
+    /// The same layering with explicit sources; used by tests and by `load`. figment merges
+    /// the file under the environment; a key that is not parley's, in the file, is refused.
     pub fn from_sources(
         file: Option<&Path>,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
-        let default_file = PathBuf::from("parley.toml");
+        use figment::providers::{Format, Toml};
         let (path, required) = match file {
             Some(p) => (p.to_path_buf(), true),
-            None => (default_file, false),
+            None => (PathBuf::from("parley.toml"), false),
         };
+        let mut figment = figment::Figment::new();
         if required || path.exists() {
-            read_toml(&path, &mut raw)?;
+            std::fs::metadata(&path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            figment = figment.merge(Toml::file_exact(&path));
         }
-        for key in KEYS {
-            let name = format!("PARLEY_{}", key.to_ascii_uppercase());
-            if let Some((_, v)) = env.iter().find(|(k, _)| *k == name) {
-                raw.insert(
-                    key,
-                    Raw {
-                        value: v.clone(),
-                        name,
-                    },
-                );
+        let figment = figment.merge(EnvList(env));
+        let settings: Settings = figment.extract().map_err(|e| from_figment(&e, &path))?;
+        let values = match serde_json::to_value(&settings) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let mut raw: BTreeMap<String, Raw> = BTreeMap::new();
+        for (key, value) in values {
+            if let serde_json::Value::String(value) = value {
+                let name = match figment.find_metadata(&key) {
+                    Some(m) if m.name == ENVIRONMENT => {
+                        format!("PARLEY_{}", key.to_ascii_uppercase())
+                    }
+                    _ => format!("{}: {key}", path.display()),
+                };
+                raw.insert(key, Raw { value, name });
             }
         }
         Self::parse(&raw)
@@ -400,7 +543,7 @@ impl Config {
     pub fn with_data_dir(data_dir: &Path) -> Self {
         let mut raw = BTreeMap::new();
         raw.insert(
-            "data_dir",
+            "data_dir".to_string(),
             Raw {
                 value: data_dir.display().to_string(),
                 name: "data_dir".into(),
@@ -410,7 +553,7 @@ impl Config {
     }
 
     /// Every section from the same raw values; each names a bad value's key.
-    fn parse(raw: &BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
+    fn parse(raw: &BTreeMap<String, Raw>) -> Result<Self, ConfigError> {
         let http = http_section(raw)?;
         let sms = sms_section(raw, &http.public_url)?;
         Ok(Self {
@@ -427,7 +570,7 @@ impl Config {
 }
 
 /// `PARLEY_HTTP_*`, `PARLEY_PUBLIC_URL` and the request limits.
-fn http_section(raw: &BTreeMap<&'static str, Raw>) -> Result<HttpConfig, ConfigError> {
+fn http_section(raw: &BTreeMap<String, Raw>) -> Result<HttpConfig, ConfigError> {
     let http_addr: SocketAddr = opt(raw, "http_addr", |v| {
         v.parse()
             .map_err(|_| format!("not a socket address: {v:?}"))
@@ -494,7 +637,7 @@ fn http_section(raw: &BTreeMap<&'static str, Raw>) -> Result<HttpConfig, ConfigE
 }
 
 /// The data folder, the database, the document store and the keys.
-fn storage_section(raw: &BTreeMap<&'static str, Raw>) -> Result<StorageConfig, ConfigError> {
+fn storage_section(raw: &BTreeMap<String, Raw>) -> Result<StorageConfig, ConfigError> {
     let data_dir = opt(raw, "data_dir", |v| Ok(PathBuf::from(v)))?
         .unwrap_or_else(|| PathBuf::from("./parley-data"));
     let database_url = opt(raw, "database_url", |v| {
@@ -554,7 +697,7 @@ struct Outgoing {
     max_attachment_bytes: u64,
 }
 
-fn outgoing_mail(raw: &BTreeMap<&'static str, Raw>) -> Result<Outgoing, ConfigError> {
+fn outgoing_mail(raw: &BTreeMap<String, Raw>) -> Result<Outgoing, ConfigError> {
     let smtp_url = opt(raw, "smtp_url", |v| match scheme(v) {
         "smtp" | "smtps" => Ok(Secret::new(v)),
         other => Err(format!(
@@ -626,7 +769,7 @@ fn outgoing_mail(raw: &BTreeMap<&'static str, Raw>) -> Result<Outgoing, ConfigEr
 
 /// Email out ([`outgoing_mail`]) and in: the SMTP server's address, size bound and
 /// certificate, IMAP polling and its token.
-fn mail_section(raw: &BTreeMap<&'static str, Raw>) -> Result<MailConfig, ConfigError> {
+fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> {
     let Outgoing {
         smtp_url,
         email_from,
@@ -710,10 +853,7 @@ fn mail_section(raw: &BTreeMap<&'static str, Raw>) -> Result<MailConfig, ConfigE
 }
 
 /// The SMS API; its status callbacks come to `public_url` unless named.
-fn sms_section(
-    raw: &BTreeMap<&'static str, Raw>,
-    public_url: &str,
-) -> Result<SmsConfig, ConfigError> {
+fn sms_section(raw: &BTreeMap<String, Raw>, public_url: &str) -> Result<SmsConfig, ConfigError> {
     let sms_url = opt(raw, "sms_url", |v| {
         parse_http_url(v).map(|()| v.trim_end_matches('/').to_string())
     })?;
@@ -768,7 +908,7 @@ fn sms_section(
     })
 }
 
-fn delivery_section(raw: &BTreeMap<&'static str, Raw>) -> Result<DeliveryConfig, ConfigError> {
+fn delivery_section(raw: &BTreeMap<String, Raw>) -> Result<DeliveryConfig, ConfigError> {
     let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
         .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
     let delivery_concurrency = opt(raw, "delivery_concurrency", parse_workers)?.unwrap_or(32);
@@ -781,7 +921,7 @@ fn delivery_section(raw: &BTreeMap<&'static str, Raw>) -> Result<DeliveryConfig,
     })
 }
 
-fn webhook_section(raw: &BTreeMap<&'static str, Raw>) -> Result<WebhookConfig, ConfigError> {
+fn webhook_section(raw: &BTreeMap<String, Raw>) -> Result<WebhookConfig, ConfigError> {
     let webhook_concurrency = opt(raw, "webhook_concurrency", parse_workers)?.unwrap_or(64);
     let webhook_retry_schedule = opt(raw, "webhook_retry_schedule", parse_schedule)?
         .unwrap_or_else(|| parse_schedule("5s,5m,30m,2h,5h,10h,10h").expect("valid default"));
@@ -794,7 +934,7 @@ fn webhook_section(raw: &BTreeMap<&'static str, Raw>) -> Result<WebhookConfig, C
 }
 
 /// The rules of contact: caps, contact hours, closed days, deadlines' warning, retention.
-fn policy_section(raw: &BTreeMap<&'static str, Raw>) -> Result<PolicyConfig, ConfigError> {
+fn policy_section(raw: &BTreeMap<String, Raw>) -> Result<PolicyConfig, ConfigError> {
     let frequency_cap =
         opt(raw, "frequency_cap", parse_cap)?.unwrap_or_else(|| FrequencyCap::parse("3/7d").ok());
     let person_frequency_cap = opt(raw, "person_frequency_cap", parse_cap)?.flatten();
@@ -826,7 +966,7 @@ fn policy_section(raw: &BTreeMap<&'static str, Raw>) -> Result<PolicyConfig, Con
     })
 }
 
-fn log_section(raw: &BTreeMap<&'static str, Raw>) -> Result<LogConfig, ConfigError> {
+fn log_section(raw: &BTreeMap<String, Raw>) -> Result<LogConfig, ConfigError> {
     let log_format = opt(raw, "log_format", |v| {
         match v.to_ascii_lowercase().as_str() {
             "text" => Ok(LogFormat::Text),
@@ -876,7 +1016,7 @@ fn parse_cap(v: &str) -> Result<Option<FrequencyCap>, String> {
 }
 
 fn opt<T>(
-    raw: &BTreeMap<&'static str, Raw>,
+    raw: &BTreeMap<String, Raw>,
     key: &str,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Option<T>, ConfigError> {
@@ -888,39 +1028,35 @@ fn opt<T>(
     }
 }
 
-fn read_toml(path: &Path, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
-    let file_err = |message: String| ConfigError::File {
-        path: path.display().to_string(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
-    for (k, v) in table {
-        let Some(key) = KEYS.iter().find(|key| **key == k) else {
-            return Err(file_err(format!("unknown key {k:?}")));
-        };
-        let value = match v {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => {
-                return Err(file_err(format!(
-                    "{k}: expected a string, number or boolean, got {}",
-                    other.type_str()
-                )));
+/// A figment error as parley names its errors: the variable or the file and key.
+fn from_figment(e: &figment::Error, path: &Path) -> ConfigError {
+    let key = e.path.last().cloned().unwrap_or_default();
+    let from_env = e.metadata.as_ref().is_some_and(|m| m.name == ENVIRONMENT);
+    let message = match &e.kind {
+        // A file that does not parse: where, and why, without the snippet of the file the
+        // parser quotes (it may hold a secret).
+        figment::error::Kind::Message(m) if m.contains('\n') => {
+            let mut lines = m.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or_default();
+            match lines.next_back() {
+                Some(last) => format!("{first}: {last}"),
+                None => first.to_string(),
             }
-        };
-        raw.insert(
-            key,
-            Raw {
-                value,
-                name: format!("{}: {k}", path.display()),
-            },
-        );
+        }
+        figment::error::Kind::Message(m) => m.clone(),
+        figment::error::Kind::UnknownField(k, _) => format!("unknown key {k:?}"),
+        other => other.to_string(),
+    };
+    if from_env {
+        invalid(&format!("PARLEY_{}", key.to_ascii_uppercase()), message)
+    } else if key.is_empty() || matches!(e.kind, figment::error::Kind::UnknownField(..)) {
+        ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        }
+    } else {
+        invalid(&format!("{}: {key}", path.display()), message)
     }
-    Ok(())
 }
 
 fn scheme(url: &str) -> &str {
@@ -1058,6 +1194,64 @@ mod tests {
             err.ends_with("parley.toml: master_key: expected 32 bytes, got 5"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_file_holds_only_parley_s_keys_and_scalar_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, "http_adr = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::from_sources(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("parley.toml: unknown key \"http_adr\""),
+            "{err}"
+        );
+        std::fs::write(&path, "closed_days = [\"dk\"]\n").unwrap();
+        let err = Config::from_sources(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("parley.toml: closed_days: "), "{err}");
+        std::fs::write(
+            &path,
+            "webhook_allow_private = true\nsms_rate_per_second = 2.5\n",
+        )
+        .unwrap();
+        let c = Config::from_sources(Some(&path), &[]).unwrap();
+        assert!(c.webhooks.allow_private);
+        assert!((c.sms.rate_per_second - 2.5).abs() < f64::EPSILON);
+        std::fs::write(&path, "master_key = \"sealed-secret\n").unwrap();
+        let err = Config::from_sources(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+        assert!(
+            !err.contains("sealed-secret") && !err.contains('\n'),
+            "{err}"
+        );
+        let missing = dir.path().join("missing.toml");
+        assert!(Config::from_sources(Some(&missing), &[]).is_err());
+    }
+
+    #[test]
+    fn variables_that_are_not_settings_are_left_alone() {
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("PARLEY_CONFIG", "/nowhere.toml"),
+                ("PARLEY_TEST_POSTGRES_URL", "postgres://x"),
+                ("PARLEY_HTTP_ADDR", "127.0.0.1:9001"),
+                ("OTHER_HTTP_ADDR", "nonsense"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:9001");
+        let err = Config::from_sources(None, &env(&[("PARLEY_HTTP_ADDR", "nonsense")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "PARLEY_HTTP_ADDR: not a socket address: \"nonsense\"");
     }
 
     #[test]
