@@ -82,6 +82,10 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     inbound_max_bytes: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
+    inbound_sessions_per_peer: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_relays: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     inbound_tls_cert: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     inbound_tls_key: Option<String>,
@@ -318,6 +322,11 @@ pub struct MailConfig {
     pub inbound_smtp_addr: Option<SocketAddr>,
     /// The largest mail the SMTP server takes (advertised as `SIZE`).
     pub inbound_max_bytes: u64,
+    /// Sessions one address may hold at once (`PARLEY_INBOUND_SESSIONS_PER_PEER`).
+    pub inbound_sessions_per_peer: usize,
+    /// Networks of trusted relays (`PARLEY_INBOUND_RELAYS`), bounded only by the server's
+    /// sessions in all.
+    pub inbound_relays: Vec<ipnet::IpNet>,
     /// Certificate and key the SMTP server offers with STARTTLS; none: no STARTTLS.
     pub inbound_tls: Option<TlsIdentity>,
     pub imap_url: Option<Secret>,
@@ -795,6 +804,14 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
             .ok_or_else(|| format!("expected a number of bytes from 1024 to 4 GiB, got {v:?}"))
     })?
     .unwrap_or(26_214_400);
+    let inbound_sessions_per_peer = opt(raw, "inbound_sessions_per_peer", |v| {
+        v.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| format!("expected a number from 1 to 256, got {v:?}"))
+    })?
+    .unwrap_or(50);
+    let inbound_relays = opt(raw, "inbound_relays", parse_networks)?.unwrap_or_default();
     let inbound_tls = match (
         opt(raw, "inbound_tls_cert", |v| Ok(PathBuf::from(v)))?,
         opt(raw, "inbound_tls_key", |v| Ok(PathBuf::from(v)))?,
@@ -843,6 +860,8 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
         inbound_domain,
         inbound_smtp_addr,
         inbound_max_bytes,
+        inbound_sessions_per_peer,
+        inbound_relays,
         inbound_tls,
         imap_url,
         imap_poll_interval,
@@ -1094,6 +1113,20 @@ fn parse_key(v: &str) -> Result<[u8; 32], String> {
         .map_err(|b: Vec<u8>| format!("expected 32 bytes, got {}", b.len()))
 }
 
+/// Networks in CIDR notation (`10.0.0.0/8`, `::1/128`), or single addresses, comma-separated.
+fn parse_networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| format!("not a network (CIDR) or address: {n:?}"))
+        })
+        .collect()
+}
+
 fn parse_bool(v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -1283,6 +1316,43 @@ mod tests {
         assert!(
             Config::from_sources(None, &env(&[("PARLEY_SMS_FROM", "Acme Collections Ltd")]))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn relays_are_networks_and_sessions_per_peer_a_bound() {
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("PARLEY_INBOUND_RELAYS", "10.1.2.0/24, 127.0.0.1,::1/128"),
+                ("PARLEY_INBOUND_SESSIONS_PER_PEER", "20"),
+            ]),
+        )
+        .unwrap();
+        let relays: Vec<String> = c
+            .mail
+            .inbound_relays
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(relays, ["10.1.2.0/24", "127.0.0.1/32", "::1/128"]);
+        assert_eq!(c.mail.inbound_sessions_per_peer, 20);
+        assert_eq!(
+            Config::from_sources(None, &[])
+                .unwrap()
+                .mail
+                .inbound_sessions_per_peer,
+            50
+        );
+        let err = Config::from_sources(None, &env(&[("PARLEY_INBOUND_RELAYS", "10.0.0.0/33")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "PARLEY_INBOUND_RELAYS: not a network (CIDR) or address: \"10.0.0.0/33\""
+        );
+        assert!(
+            Config::from_sources(None, &env(&[("PARLEY_INBOUND_SESSIONS_PER_PEER", "0")])).is_err()
         );
     }
 

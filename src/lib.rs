@@ -181,7 +181,7 @@ impl App {
                 Some(tokio::spawn(inbound::smtp::serve(
                     listener,
                     self.services.inbound.clone(),
-                    inbound::smtp::Settings::new(&self.config.mail),
+                    inbound::smtp::Settings::new(&self.config.mail, &self.config.storage.data_dir),
                     stop_rx.clone(),
                 )))
             }

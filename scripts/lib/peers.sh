@@ -16,6 +16,15 @@ install_test_peers() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dkim >/dev/null
     fi
 
+    # The mail relay in front of parley's SMTP server, and smtp-source, are Postfix's, from
+    # Debian's packages (an instance of its own per test; the package sets none up).
+    if [ ! -x /usr/sbin/postfix ] || [ ! -x /usr/sbin/smtp-source ]; then
+        echo "installing Postfix from Debian's packages" >&2
+        apt-get update -qq
+        echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+    fi
+
     # The SMTP peer of the tests is aiosmtpd, a real SMTP server.
     if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
         echo "installing aiosmtpd from PyPI" >&2

@@ -16,10 +16,14 @@
 //!   5321 §4.5.3.2); either ends it with 421. So do 20 refused commands.
 //!
 //! Memory: a session holds one line (998 octets), a read buffer (16 KiB; a TLS session adds
-//! rustls' buffers) and at most one mail of `PARLEY_INBOUND_MAX_BYTES`. Sessions at once are
-//! as many as fit that maximum into a budget of 256 MiB of mail (10 at the default 25 MiB; at
-//! least 1, at most 32), and at most 4 come from one IP address. A session beyond either
-//! bound is answered 421 and closed.
+//! rustls' buffers) and at most 256 KiB of the mail it is receiving: past that, DATA goes on
+//! into a spool file (`<data>/spool/inbound-*`), so a session's memory does not grow with the
+//! mail. A received mail is read whole to be stored; those reads share a budget of 256 MiB (or
+//! one largest mail) and wait for their turn. Sessions at once: at most 256 (a relay's bursts
+//! fit), and from one IP address at most `PARLEY_INBOUND_SESSIONS_PER_PEER` (50, Postfix's
+//! own default per client) unless the address is in a trusted relay network
+//! (`PARLEY_INBOUND_RELAYS`). A session beyond a bound is answered 421 and closed; a session
+//! that ends gives its place back at once, before its connection lingers.
 //!
 //! Commands are read by our framing (above) and parsed by `smtp-proto`.
 
@@ -46,10 +50,11 @@ pub const MAX_LINE: usize = 998;
 const MAX_RECIPIENTS: usize = 100;
 /// Refused commands after which a session is closed.
 const MAX_ERRORS: usize = 20;
-/// Mail that all sessions together may hold in memory; sets how many sessions run at once.
+/// Mail that all sessions together may hold in memory while it is stored.
 const MAIL_MEMORY_BUDGET: u64 = 256 << 20;
-const MAX_SESSIONS: usize = 32;
-const MAX_SESSIONS_PER_PEER: usize = 4;
+const MAX_SESSIONS: usize = 256;
+/// Octets of a mail a session keeps in memory before the rest goes to its spool file.
+const SPILL_AT: usize = 256 * 1024;
 const SESSION_LIMIT: Duration = Duration::from_secs(600);
 const IDLE_LIMIT: Duration = Duration::from_secs(300);
 /// Bytes read from the socket at a time.
@@ -71,6 +76,12 @@ pub struct Settings {
     pub tls: Option<Arc<ServerConfig>>,
     pub max_sessions: usize,
     pub max_sessions_per_peer: usize,
+    /// Networks whose addresses are bounded only by `max_sessions` (the organisation's MX).
+    pub relays: Vec<ipnet::IpNet>,
+    /// Where mail larger than `SPILL_AT` is written while it arrives.
+    pub spool: std::path::PathBuf,
+    /// Octets of received mail held in memory at once while being stored.
+    pub mail_memory: u64,
     /// The longest a session may last.
     pub session_limit: Duration,
     /// The longest the server waits for the client's next bytes.
@@ -78,25 +89,21 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(mail: &MailConfig) -> Self {
+    pub fn new(mail: &MailConfig, data_dir: &std::path::Path) -> Self {
         Self {
             domain: mail.inbound_domain.clone(),
             max_bytes: mail.inbound_max_bytes,
             tls: mail.inbound_tls.as_ref().map(|t| t.server_config()),
-            max_sessions: sessions_for(mail.inbound_max_bytes),
-            max_sessions_per_peer: MAX_SESSIONS_PER_PEER,
+            max_sessions: MAX_SESSIONS,
+            max_sessions_per_peer: mail.inbound_sessions_per_peer,
+            relays: mail.inbound_relays.clone(),
+            spool: data_dir.join("spool"),
+            // One largest mail always fits.
+            mail_memory: MAIL_MEMORY_BUDGET.max(mail.inbound_max_bytes),
             session_limit: SESSION_LIMIT,
             idle_limit: IDLE_LIMIT,
         }
     }
-}
-
-/// Sessions at once: as many mails of `max_bytes` as fit the memory budget, 1 to 32.
-pub fn sessions_for(max_bytes: u64) -> usize {
-    let n = MAIL_MEMORY_BUDGET / max_bytes.max(1);
-    usize::try_from(n)
-        .unwrap_or(MAX_SESSIONS)
-        .clamp(1, MAX_SESSIONS)
 }
 
 /// Accepts connections until `stop` turns true.
@@ -113,6 +120,7 @@ pub async fn serve(
         max_sessions = settings.max_sessions,
         "inbound SMTP server listening"
     );
+    remove_stale_spool(&settings.spool).await;
     let settings = Arc::new(settings);
     let limits = Limits::new(&settings);
     loop {
@@ -122,13 +130,11 @@ pub async fn serve(
                     let _ = socket.set_nodelay(true);
                     let slot = limits.take(peer.ip());
                     let (inbound, settings) = (inbound.clone(), settings.clone());
+                    let memory = limits.memory.clone();
                     tokio::spawn(async move {
                         let io: Box<dyn Io> = Box::new(socket);
                         match slot {
-                            Ok(slot) => {
-                                session(io, &inbound, &settings).await;
-                                drop(slot);
-                            }
+                            Ok(slot) => session(io, slot, &inbound, &settings, &memory).await,
                             Err(why) => refuse(io, &settings, why).await,
                         }
                     });
@@ -144,11 +150,37 @@ pub async fn serve(
     }
 }
 
-/// The session bounds: all sessions, and sessions per peer address.
+/// The session bounds: all sessions, and sessions per peer address outside the relays; and
+/// the memory that received mail may take while it is stored.
 struct Limits {
     sessions: Arc<Semaphore>,
     peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
     per_peer: usize,
+    relays: Vec<ipnet::IpNet>,
+    memory: Arc<Memory>,
+}
+
+/// Received mail's memory, in KiB permits.
+struct Memory(Semaphore);
+
+impl Memory {
+    fn new(bytes: u64) -> Self {
+        let kib = usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX);
+        Self(Semaphore::new(kib.min(Semaphore::MAX_PERMITS)))
+    }
+
+    /// Waits (until `deadline`) for room to hold `bytes` of mail; `None` when time is up.
+    async fn hold(
+        &self,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        tokio::time::timeout_at(deadline, self.0.acquire_many(kib))
+            .await
+            .ok()?
+            .ok()
+    }
 }
 
 /// One session's place within the limits, given back when dropped.
@@ -170,13 +202,16 @@ impl Limits {
             sessions: Arc::new(Semaphore::new(settings.max_sessions.max(1))),
             peers: Arc::default(),
             per_peer: settings.max_sessions_per_peer.max(1),
+            relays: settings.relays.clone(),
+            memory: Arc::new(Memory::new(settings.mail_memory)),
         }
     }
 
     fn take(&self, ip: IpAddr) -> Result<Slot, Busy> {
         let ip = ip.to_canonical();
+        let relay = self.relays.iter().any(|net| net.contains(&ip));
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if peers.get(&ip).copied().unwrap_or(0) >= self.per_peer {
+        if !relay && peers.get(&ip).copied().unwrap_or(0) >= self.per_peer {
             return Err(Busy::Peer);
         }
         let permit = self
@@ -347,24 +382,39 @@ pub enum DataEnd {
     BareNewline,
 }
 
-/// Collects the lines of the message after DATA, up to the lone dot, holding at most
-/// `max` octets. It does no I/O: the caller hands it each frame of `Lines`.
+/// Collects the lines of the message after DATA, up to the lone dot: at most `max` octets
+/// in all, and at most about `spill_at` in memory before the caller takes them (`spill`) to
+/// write them elsewhere. It does no I/O: the caller hands it each frame of `Lines`.
 #[derive(Debug)]
 pub struct Data {
     mail: Vec<u8>,
+    /// Octets taken by `spill` so far.
+    spilled: usize,
     max: usize,
+    spill_at: usize,
     too_big: bool,
     too_long: bool,
 }
 
 impl Data {
-    pub fn new(max: u64) -> Self {
+    pub fn new(max: u64, spill_at: usize) -> Self {
         Self {
             mail: Vec::new(),
+            spilled: 0,
             max: usize::try_from(max).unwrap_or(usize::MAX),
+            spill_at,
             too_big: false,
             too_long: false,
         }
+    }
+
+    /// What is held, once it reaches `spill_at`: the caller writes it out.
+    pub fn spill(&mut self) -> Option<Vec<u8>> {
+        if self.mail.len() < self.spill_at || self.too_big || self.too_long {
+            return None;
+        }
+        self.spilled += self.mail.len();
+        Some(std::mem::take(&mut self.mail))
     }
 
     /// Takes one frame; returns how the message ended when it did.
@@ -390,17 +440,18 @@ impl Data {
             Frame::Line => {
                 let content = line.strip_prefix(b".").unwrap_or(line);
                 let needed = self.mail.len() + content.len() + 2;
-                if needed > self.max {
+                if self.spilled + needed > self.max {
                     self.too_big = true;
                     self.mail = Vec::new();
                     return None;
                 }
                 if needed > self.mail.capacity() {
-                    // Grow by doubling, but never past the maximum.
+                    // Grow by doubling, but never past the maximum or much past `spill_at`.
                     let target = (self.mail.capacity() * 2)
-                        .max(needed)
                         .max(4096)
-                        .min(self.max);
+                        .min(self.max - self.spilled)
+                        .min(self.spill_at.saturating_add(MAX_LINE + 2))
+                        .max(needed);
                     self.mail.reserve_exact(target - self.mail.len());
                 }
                 self.mail.extend_from_slice(content);
@@ -427,9 +478,11 @@ enum Stop {
     Expired,
 }
 
-/// One connection: a read buffer, the line reader, the deadlines.
+/// One connection: a read buffer, the line reader, the deadlines, its place in the limits.
 struct Conn {
     io: Box<dyn Io>,
+    /// Given back when the session ends, before the connection lingers.
+    slot: Option<Slot>,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -442,6 +495,7 @@ impl Conn {
     fn new(io: Box<dyn Io>, deadline: Instant, idle: Duration) -> Self {
         Self {
             io,
+            slot: None,
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -505,6 +559,7 @@ impl Conn {
     /// Ends the connection: our side closes, then what the client still sends is read and
     /// dropped for a moment, so that our last reply is not lost to a reset.
     async fn close(mut self) {
+        drop(self.slot.take());
         let linger = async {
             let _ = self.io.shutdown().await;
             let mut drained = 0;
@@ -529,7 +584,11 @@ impl Conn {
                 tracing::debug!(error = %e, "STARTTLS handshake failed");
                 Err(Stop::Gone)
             }
-            Ok(Ok(tls)) => Ok(Conn::new(Box::new(tls), self.deadline, self.idle)),
+            Ok(Ok(tls)) => {
+                let mut conn = Conn::new(Box::new(tls), self.deadline, self.idle);
+                conn.slot = self.slot;
+                Ok(conn)
+            }
         }
     }
 }
@@ -561,9 +620,16 @@ enum Next {
 
 /// One SMTP conversation, ended by the client, a refusal or a time limit.
 #[tracing::instrument(name = "smtp.session", skip_all)]
-async fn session(io: Box<dyn Io>, inbound: &Inbound, settings: &Settings) {
+async fn session(
+    io: Box<dyn Io>,
+    slot: Slot,
+    inbound: &Inbound,
+    settings: &Settings,
+    memory: &Memory,
+) {
     let deadline = Instant::now() + settings.session_limit;
     let mut conn = Conn::new(io, deadline, settings.idle_limit);
+    conn.slot = Some(slot);
     let host = &settings.domain;
     let mut state = State::default();
     if conn
@@ -609,12 +675,16 @@ async fn session(io: Box<dyn Io>, inbound: &Inbound, settings: &Settings) {
                 if let Err(stop) = conn.send("354 end data with <CR><LF>.<CR><LF>\r\n").await {
                     return end(conn, host, stop).await;
                 }
-                let mut data = Data::new(settings.max_bytes);
+                let mut data = Data::new(settings.max_bytes, SPILL_AT);
+                let mut spool = Spool::new(&settings.spool);
                 let ended = loop {
                     match conn.frame().await {
                         Ok(frame) => {
                             if let Some(ended) = data.push(frame, conn.line()) {
                                 break ended;
+                            }
+                            if let Some(part) = data.spill() {
+                                spool.write(&part).await;
                             }
                         }
                         Err(stop) => return end(conn, host, stop).await,
@@ -623,7 +693,12 @@ async fn session(io: Box<dyn Io>, inbound: &Inbound, settings: &Settings) {
                 let recipients = std::mem::take(&mut state.recipients);
                 state.reset_transaction();
                 match ended {
-                    DataEnd::Mail(raw) => deliver(inbound, &raw, &recipients).await,
+                    DataEnd::Mail(tail) => {
+                        received(spool, tail, memory, conn.deadline)
+                            .await
+                            .and_then_deliver(inbound, &recipients)
+                            .await
+                    }
                     DataEnd::TooBig => "552 5.3.4 message exceeds the maximum size\r\n".into(),
                     DataEnd::TooLong => "500 5.5.2 line too long\r\n".into(),
                     DataEnd::BareNewline => return bare_newline(conn, host).await,
@@ -765,6 +840,127 @@ fn refusal(e: ParseError) -> String {
     }
 }
 
+/// A mail's octets past `SPILL_AT`, written to a file of the spool while they arrive; the
+/// file is removed when the spool is dropped.
+struct Spool {
+    dir: std::path::PathBuf,
+    file: Option<(std::path::PathBuf, tokio::io::BufWriter<tokio::fs::File>)>,
+    written: usize,
+    failed: Option<std::io::Error>,
+}
+
+impl Spool {
+    fn new(dir: &std::path::Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            file: None,
+            written: 0,
+            failed: None,
+        }
+    }
+
+    /// Appends `part`; a failure is kept and answered at the end of DATA (the client is
+    /// still sending).
+    async fn write(&mut self, part: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.append(part).await {
+            self.failed = Some(e);
+        }
+    }
+
+    async fn append(&mut self, part: &[u8]) -> std::io::Result<()> {
+        if self.file.is_none() {
+            tokio::fs::create_dir_all(&self.dir).await?;
+            let path = self
+                .dir
+                .join(format!("inbound-{}.part", uuid::Uuid::new_v4().simple()));
+            let file = tokio::fs::File::create(&path).await?;
+            self.file = Some((path, tokio::io::BufWriter::with_capacity(64 * 1024, file)));
+        }
+        if let Some((_, w)) = &mut self.file {
+            w.write_all(part).await?;
+            self.written += part.len();
+        }
+        Ok(())
+    }
+
+    /// The whole mail: what was written out, then `tail`.
+    async fn read_with(&mut self, tail: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let Some((path, w)) = &mut self.file else {
+            return Ok(tail);
+        };
+        w.flush().await?;
+        let mut raw = Vec::with_capacity(self.written + tail.len());
+        tokio::fs::File::open(&*path)
+            .await?
+            .read_to_end(&mut raw)
+            .await?;
+        raw.extend_from_slice(&tail);
+        Ok(raw)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some((path, _)) = self.file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Spool files a process left behind when it stopped in the middle of a mail.
+async fn remove_stale_spool(dir: &std::path::Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("inbound-") && name.ends_with(".part") {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
+}
+
+/// A received mail, whole in memory within the shared budget, or the reply that says why not.
+enum Received<'a> {
+    Mail(Vec<u8>, tokio::sync::SemaphorePermit<'a>),
+    Reply(String),
+}
+
+/// Waits for room in the memory budget (until `deadline`), then reads the mail whole.
+async fn received<'a>(
+    mut spool: Spool,
+    tail: Vec<u8>,
+    memory: &'a Memory,
+    deadline: Instant,
+) -> Received<'a> {
+    let Some(held) = memory.hold(spool.written + tail.len(), deadline).await else {
+        return Received::Reply("451 4.3.1 too busy to store the mail, try again later\r\n".into());
+    };
+    match spool.read_with(tail).await {
+        Ok(raw) => Received::Mail(raw, held),
+        Err(e) => {
+            tracing::error!(error = %e, "spooling inbound mail failed");
+            Received::Reply("451 4.3.0 temporary failure, try again later\r\n".into())
+        }
+    }
+}
+
+impl Received<'_> {
+    async fn and_then_deliver(self, inbound: &Inbound, recipients: &[String]) -> String {
+        match self {
+            Self::Mail(raw, _held) => deliver(inbound, &raw, recipients).await,
+            Self::Reply(reply) => reply,
+        }
+    }
+}
+
 async fn deliver(inbound: &Inbound, raw: &[u8], recipients: &[String]) -> String {
     match inbound
         .receive_email(crate::domain::mail::Source::Smtp, raw, recipients)
@@ -856,7 +1052,7 @@ mod tests {
 
     fn data(input: &[u8], max: u64) -> Option<DataEnd> {
         let mut lines = Lines::default();
-        let mut data = Data::new(max);
+        let mut data = Data::new(max, usize::MAX);
         let mut at = 0;
         while at < input.len() {
             let (used, frame) = lines.feed(&input[at..]);
@@ -866,6 +1062,37 @@ mod tests {
             }
         }
         None
+    }
+
+    #[test]
+    fn data_past_the_spill_point_is_handed_out_and_still_counts_to_the_maximum() {
+        let line = b"0123456789abcdef0123456789abcdef";
+        let mut data = Data::new(10_000, 100);
+        let (mut expected, mut got, mut held_most) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..90 {
+            assert!(data.push(Frame::Line, line).is_none());
+            expected.extend_from_slice(line);
+            expected.extend_from_slice(b"\r\n");
+            held_most = held_most.max(data.held());
+            if let Some(part) = data.spill() {
+                assert!((100..100 + 34).contains(&part.len()), "{}", part.len());
+                got.extend_from_slice(&part);
+            }
+        }
+        let Some(DataEnd::Mail(tail)) = data.push(Frame::Line, b".") else {
+            panic!("the mail ends at the dot");
+        };
+        assert!(tail.len() < 100, "{}", tail.len());
+        got.extend_from_slice(&tail);
+        assert_eq!(got, expected);
+        assert!(held_most <= 4096, "{held_most}");
+        // What was handed out still counts to the maximum.
+        let mut data = Data::new(1000, 100);
+        for _ in 0..40 {
+            assert!(data.push(Frame::Line, line).is_none());
+            let _ = data.spill();
+        }
+        assert_eq!(data.push(Frame::Line, b"."), Some(DataEnd::TooBig));
     }
 
     #[test]
@@ -886,10 +1113,32 @@ mod tests {
     }
 
     #[test]
-    fn sessions_fit_the_memory_budget() {
-        assert_eq!(sessions_for(26_214_400), 10);
-        assert_eq!(sessions_for(1 << 30), 1);
-        assert_eq!(sessions_for(1024), 32);
+    fn relays_are_bounded_only_by_all_sessions_and_others_by_their_own() {
+        let settings = Settings {
+            domain: "localhost".into(),
+            max_bytes: 1024,
+            tls: None,
+            max_sessions: 6,
+            max_sessions_per_peer: 2,
+            relays: vec!["10.0.0.0/8".parse().unwrap()],
+            spool: std::path::PathBuf::from("spool"),
+            mail_memory: MAIL_MEMORY_BUDGET,
+            session_limit: SESSION_LIMIT,
+            idle_limit: IDLE_LIMIT,
+        };
+        let limits = Limits::new(&settings);
+        let relay: IpAddr = "10.1.2.3".parse().unwrap();
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        let relayed: Vec<Slot> = (0..4).map(|_| limits.take(relay).unwrap()).collect();
+        let first = limits.take(other).unwrap();
+        let _second = limits.take(other).unwrap();
+        assert!(matches!(limits.take(other), Err(Busy::Peer)));
+        // Six in all: the relay, too, is bounded by that.
+        assert!(matches!(limits.take(relay), Err(Busy::Server)));
+        drop(first);
+        assert!(limits.take(other).is_ok());
+        drop(relayed);
+        assert!(limits.take(relay).is_ok());
     }
 
     mod fuzz {
@@ -922,7 +1171,7 @@ mod tests {
                 max in 0u64..4096,
             ) {
                 let mut lines = Lines::default();
-                let mut data = Data::new(max);
+                let mut data = Data::new(max, usize::MAX);
                 let mut state = State::default();
                 let settings = Settings {
                     domain: "localhost".into(),
@@ -930,6 +1179,9 @@ mod tests {
                     tls: None,
                     max_sessions: 1,
                     max_sessions_per_peer: 1,
+                    relays: Vec::new(),
+                    spool: std::path::PathBuf::from("spool"),
+                    mail_memory: MAIL_MEMORY_BUDGET,
                     session_limit: SESSION_LIMIT,
                     idle_limit: IDLE_LIMIT,
                 };
@@ -954,7 +1206,7 @@ mod tests {
                                 if let DataEnd::Mail(mail) = end {
                                     prop_assert!(mail.len() as u64 <= max);
                                 }
-                                data = Data::new(max);
+                                data = Data::new(max, usize::MAX);
                             }
                             prop_assert!(data.held() as u64 <= max);
                         }

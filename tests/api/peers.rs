@@ -667,3 +667,126 @@ impl Drop for PgCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Postfix instance of its own (Debian's package; its master runs as root, its daemons as
+/// `postfix`) listening on `127.0.0.1:port` and relaying every mail to `127.0.0.1:next_hop`,
+/// as an organisation's MX relays the inbound domain to parley. Stopped when dropped.
+pub struct Postfix {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Postfix {
+    pub fn start(next_hop: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::binary::free_port();
+        let root = dir.path();
+        for sub in ["etc", "queue", "data", "log"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let main = format!(
+            "compatibility_level = 3.6\n\
+             queue_directory = {root}/queue\n\
+             data_directory = {root}/data\n\
+             mail_owner = postfix\n\
+             setgid_group = postdrop\n\
+             inet_interfaces = 127.0.0.1\n\
+             inet_protocols = ipv4\n\
+             myhostname = relay.test\n\
+             mydestination =\n\
+             relay_domains = localhost\n\
+             relayhost = [127.0.0.1]:{next_hop}\n\
+             alias_maps =\n\
+             alias_database =\n\
+             local_recipient_maps =\n\
+             mynetworks = 127.0.0.0/8\n\
+             smtpd_relay_restrictions = permit_mynetworks, reject\n\
+             smtp_tls_security_level = none\n\
+             maillog_file = {root}/log/maillog\n\
+             maillog_file_prefixes = {root}\n",
+            root = root.display()
+        );
+        std::fs::write(root.join("etc/main.cf"), main).unwrap();
+        let services = [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ];
+        let master = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\n{}\n",
+            services.join("\n")
+        );
+        std::fs::write(root.join("etc/master.cf"), master).unwrap();
+        for owned in ["data", "log"] {
+            let status = std::process::Command::new("chown")
+                .args(["postfix", &root.join(owned).display().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown postfix");
+        }
+        let postfix = Self { dir, port };
+        let status = postfix.command("start");
+        assert!(status.success(), "postfix start: {}", postfix.log());
+        postfix
+    }
+
+    fn command(&self, what: &str) -> std::process::ExitStatus {
+        std::process::Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(self.dir.path().join("etc"))
+            .arg(what)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    }
+
+    /// What Postfix logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/maillog")).unwrap_or_default()
+    }
+
+    /// How many deliveries the log records with `status=<status>`.
+    pub fn deliveries(&self, status: &str) -> usize {
+        self.log().matches(&format!("status={status} ")).count()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.command("abort");
+    }
+}
+
+/// Postfix's `smtp-source` sending `messages` mails in `sessions` parallel sessions to
+/// `127.0.0.1:port`, each to `to`; its output when it failed.
+pub async fn smtp_source(port: u16, sessions: u32, messages: u32, to: &str) -> Result<(), String> {
+    let out = Command::new("/usr/sbin/smtp-source")
+        .args(["-s", &sessions.to_string(), "-m", &messages.to_string()])
+        .args(["-l", "2000", "-f", "sender@example.com", "-t", to])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .await
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

@@ -14,6 +14,7 @@ use tokio_rustls::rustls;
 use crate::binary::{Installation, free_port, resident};
 use crate::helpers::{TestApp, spawn_app_with};
 use crate::peers::eventually;
+use parley::domain::PartyKind;
 
 /// How long a test waits for any one reply before it fails.
 const REPLY_DEADLINE: Duration = Duration::from_secs(20);
@@ -286,8 +287,8 @@ async fn mail_over_the_advertised_size_is_refused() {
 }
 
 #[tokio::test]
-async fn one_address_gets_at_most_four_sessions_at_once() {
-    let (_app, port) = smtp_app(|_| {}).await;
+async fn one_address_gets_its_bound_of_sessions_and_a_closed_one_is_given_back_at_once() {
+    let (_app, port) = smtp_app(|c| c.mail.inbound_sessions_per_peer = 4).await;
     let mut open = Vec::new();
     for _ in 0..4 {
         open.push(connect(port).await);
@@ -297,18 +298,73 @@ async fn one_address_gets_at_most_four_sessions_at_once() {
     assert_eq!(code, 421, "{text}");
     assert_eq!(fifth.closed().await, Vec::<u16>::new());
 
-    // When one leaves, another may come.
+    // When one leaves, another may come at once: the place is given back when the session
+    // ends, not after its connection lingers (the leaving client keeps it open here, so a
+    // place held while it lingers would stay taken for seconds).
     let mut leaving = open.pop().unwrap();
     assert_eq!(leaving.command("QUIT").await.0, 221);
-    drop(leaving);
-    eventually(10, "a free session", || async move {
-        let mut smtp = Smtp::new(TcpStream::connect(("127.0.0.1", port)).await.ok()?);
-        (smtp.reply().await.0 == 220).then_some(())
-    })
+    eventually(
+        1,
+        "a free session while the last one lingers",
+        || async move {
+            let mut smtp = Smtp::new(TcpStream::connect(("127.0.0.1", port)).await.ok()?);
+            (smtp.reply().await.0 == 220).then_some(())
+        },
+    )
     .await;
+    drop(leaving);
     // The four still open were not disturbed.
     for smtp in &mut open {
         assert_eq!(smtp.command("NOOP").await.0, 250);
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_relay_is_bounded_only_by_the_server_and_large_mail_is_spooled_intact() {
+    let (app, port) = smtp_app(|c| {
+        c.mail.inbound_sessions_per_peer = 2;
+        c.mail.inbound_relays = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    // Twenty sessions at once from one address of the relay network.
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(connect(port).await);
+    }
+    // A mail of 3 MiB, far past what a session keeps in memory, arrives whole.
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let line = format!("{}\r\n", "x".repeat(76));
+    let body = format!("{}the end\r\n", line.repeat(3 * 1024 * 1024 / line.len()));
+    let smtp = &mut open[7];
+    smtp.start_mail(&format!("case-{case_id}@localhost")).await;
+    smtp.send(format!("Subject: large\r\n\r\n{body}.\r\n"))
+        .await;
+    let (code, text) = smtp.reply().await;
+    assert_eq!(code, 250, "{text}");
+    let id = text.split_whitespace().last().unwrap().to_string();
+    let message: Value = app
+        .get(&app.admin.token, &format!("/api/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let stored = message["body"].as_str().unwrap().replace("\r\n", "\n");
+    assert_eq!(stored.trim_end(), body.replace("\r\n", "\n").trim_end());
+    // Nothing is left in the spool.
+    let spool = app.config.storage.data_dir.join("spool");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("inbound-")),
+        "{left:?}"
+    );
+    for smtp in &mut open {
+        assert_eq!(smtp.command("QUIT").await.0, 221);
     }
 }
 
@@ -319,7 +375,8 @@ async fn serve_with(
 ) -> (u16, tokio::sync::watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut settings = parley::inbound::smtp::Settings::new(&app.config.mail);
+    let mut settings =
+        parley::inbound::smtp::Settings::new(&app.config.mail, &app.config.storage.data_dir);
     adjust(&mut settings);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(parley::inbound::smtp::serve(
@@ -575,4 +632,40 @@ async fn the_real_server_stays_small_under_three_hundred_mib_of_unbroken_lines()
     );
     assert!(peak < LIMIT, "peak {peak} bytes");
     server.stop().await;
+}
+
+/// Mail kept unmatched, counted in the store.
+async fn stored(app: &TestApp) -> usize {
+    app.store
+        .inbound()
+        .unmatched_mail(100_000)
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn postfix_relays_bursts_in_parallel_sessions_and_every_mail_is_stored_once() {
+    // Default bounds: Postfix delivers to one destination with up to 20 sessions at once.
+    let (app, port) = smtp_app(|_| {}).await;
+    let relay = crate::peers::Postfix::start(port);
+    for burst in 0..4 {
+        crate::peers::smtp_source(relay.port, 10, 500, "info@localhost")
+            .await
+            .unwrap_or_else(|e| panic!("burst {burst} into the relay: {e}"));
+    }
+    eventually(120, "the relay to deliver 2,000 mails", || async {
+        (relay.deliveries("sent") >= 2000).then_some(())
+    })
+    .await;
+    assert_eq!(relay.deliveries("sent"), 2000);
+    assert_eq!(relay.deliveries("deferred"), 0, "{}", relay.log());
+    assert_eq!(relay.deliveries("bounced"), 0);
+    assert_eq!(stored(&app).await, 2000);
+
+    // And straight from one address, in 20 parallel sessions: not one 421.
+    crate::peers::smtp_source(port, 20, 500, "info@localhost")
+        .await
+        .expect("20 sessions from one address");
+    assert_eq!(stored(&app).await, 2500);
 }
