@@ -33,6 +33,14 @@ use super::{Backend, StoreError, StoreResult};
 const MAX_BATCH: usize = 256;
 /// Items waiting for a lane at most; submitters wait beyond that (backpressure).
 const QUEUE: usize = 4096;
+/// On PostgreSQL, how long a caller's item (a send, a send's read) may wait for its batch
+/// before it is answered 503 unwritten: while the database is away, a request gets its
+/// answer in seconds instead of waiting out the batches ahead of it, one timeout each.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(8);
+/// On PostgreSQL, how long a lane of callers' items waits for a connection before its
+/// batch is answered 503 (nothing of it written). Lanes of outcomes wait the pool's own
+/// timeout: their work is done already and must be recorded.
+const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Writes a batch of items on a connection: one output per item, in order. Inside the
 /// lane's transaction, or in the writer's own (see [`Mode`]).
@@ -69,7 +77,7 @@ pub(crate) async fn begin(
     }
 }
 
-type Pending<I, O> = (I, oneshot::Sender<StoreResult<O>>);
+type Pending<I, O> = (I, oneshot::Sender<StoreResult<O>>, tokio::time::Instant);
 
 /// Group commit of writes of one kind.
 pub(crate) struct Batcher<I, O> {
@@ -100,6 +108,21 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
         mode: Mode,
         write: WriteBatch<I, O>,
     ) -> Self {
+        let waits = match (backend, mode) {
+            (Backend::Postgres, Mode::NewWork | Mode::Reads) => Some((PATIENCE, CONNECTION_WAIT)),
+            _ => None,
+        };
+        Self::start_waiting(writer, backend, lanes, (mode, write), waits)
+    }
+
+    /// `start`, with the callers' patience and the lanes' wait for a connection given.
+    fn start_waiting(
+        writer: AnyPool,
+        backend: Backend,
+        lanes: usize,
+        (mode, write): (Mode, WriteBatch<I, O>),
+        waits: Option<(std::time::Duration, std::time::Duration)>,
+    ) -> Self {
         let (queue, incoming) = mpsc::channel::<Pending<I, O>>(QUEUE);
         let incoming = Arc::new(Mutex::new(incoming));
         for _ in 0..lanes.max(1) {
@@ -109,6 +132,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
                 mode,
                 write,
                 incoming: incoming.clone(),
+                waits,
             };
             tokio::spawn(lane.run());
         }
@@ -120,7 +144,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Batcher<I, O> {
         let (reply, done) = oneshot::channel();
         let stopped = || StoreError::Internal(anyhow::anyhow!("the commit pipeline stopped"));
         self.queue
-            .send((item, reply))
+            .send((item, reply, tokio::time::Instant::now()))
             .await
             .map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?
@@ -133,6 +157,8 @@ struct Lane<I, O> {
     mode: Mode,
     write: WriteBatch<I, O>,
     incoming: Arc<Mutex<mpsc::Receiver<Pending<I, O>>>>,
+    /// Callers' patience and the wait for a connection; `None`: the pool's timeout alone.
+    waits: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
@@ -171,7 +197,10 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
                 }
                 batch
             };
-            let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+            let (items, replies) = self.within_patience(batch);
+            if items.is_empty() {
+                continue;
+            }
             match self.transaction(&items, &mut held).await {
                 Ok(outputs) if outputs.len() == items.len() => {
                     for (reply, output) in replies.into_iter().zip(outputs) {
@@ -220,6 +249,43 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
         }
     }
 
+    /// The batch's items whose callers are still within their patience; the others are
+    /// answered 503 here, unwritten.
+    fn within_patience(
+        &self,
+        batch: Vec<Pending<I, O>>,
+    ) -> (Vec<I>, Vec<oneshot::Sender<StoreResult<O>>>) {
+        let mut kept = (
+            Vec::with_capacity(batch.len()),
+            Vec::with_capacity(batch.len()),
+        );
+        for (item, reply, since) in batch {
+            match self.waits {
+                Some((patience, _)) if since.elapsed() > patience => {
+                    let _ = reply.send(Err(StoreError::Unavailable(anyhow::anyhow!(
+                        "waited {patience:?} for the database"
+                    ))));
+                }
+                _ => {
+                    kept.0.push(item);
+                    kept.1.push(reply);
+                }
+            }
+        }
+        kept
+    }
+
+    /// A connection of the pool, within the lane's wait for one.
+    async fn acquire(&self) -> StoreResult<PoolConnection<sqlx::Any>> {
+        match self.waits {
+            Some((_, wait)) => match tokio::time::timeout(wait, self.writer.acquire()).await {
+                Ok(conn) => Ok(conn?),
+                Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
+            },
+            None => Ok(self.writer.acquire().await?),
+        }
+    }
+
     /// Whether the lane keeps its connection between batches: a PostgreSQL lane of new work
     /// or of reads, on a pool of at least four (the send path's two lanes then leave two or
     /// more to everything else). SQLite's one writing connection is every writer's; outcome
@@ -245,7 +311,7 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
         let conn = match held.take() {
             Some(conn) => conn,
             None if self.mode == Mode::Outcomes => self.live_connection().await?,
-            None => self.writer.acquire().await?,
+            None => self.acquire().await?,
         };
         match self.write_on(conn, items, held).await {
             Err(StoreError::Unavailable(_)) if reused => {
@@ -301,7 +367,11 @@ impl<I: Send + Sync + 'static, O: Send + 'static> Lane<I, O> {
                 let _ = conn.close().await;
             }
         };
-        match tokio::time::timeout(self.writer.options().get_acquire_timeout(), find).await {
+        let wait = self.waits.map_or_else(
+            || self.writer.options().get_acquire_timeout(),
+            |(_, wait)| wait,
+        );
+        match tokio::time::timeout(wait, find).await {
             Ok(found) => Ok(found?),
             Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
         }
@@ -314,7 +384,11 @@ mod tests {
 
     use super::*;
 
-    /// Inserts each item as a row; the item 13 writes into a table that does not exist.
+    /// The slow item's batch has begun.
+    static SLOW_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Inserts each item as a row; the item 13 writes into a table that does not exist, the
+    /// item 99 takes 400 ms.
     fn write<'c>(
         conn: &'c mut AnyConnection,
         _: Backend,
@@ -322,6 +396,11 @@ mod tests {
     ) -> BoxFuture<'c, StoreResult<Vec<i64>>> {
         Box::pin(async move {
             for item in items {
+                if *item == 99 {
+                    // A slow batch: the database answering late.
+                    SLOW_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                }
                 let table = if *item == 13 { "missing" } else { "rows" };
                 sqlx::query(&format!("INSERT INTO {table} (n) VALUES ($1)"))
                     .bind(*item)
@@ -361,5 +440,58 @@ mod tests {
             .unwrap();
         assert_eq!(count, 39);
         assert_eq!(sum, (0..40).sum::<i64>() - 13);
+    }
+
+    #[tokio::test]
+    async fn callers_past_their_patience_are_answered_unavailable_and_nothing_of_theirs_is_written()
+    {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE rows (n INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let waits = Some((
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1),
+        ));
+        let batcher = Batcher::start_waiting(
+            pool.clone(),
+            Backend::Sqlite,
+            1,
+            (Mode::NewWork, write),
+            waits,
+        );
+        let slow = {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.submit(99).await })
+        };
+        // Once the slow batch is being written, these wait behind it, past their patience.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !SLOW_STARTED.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the slow batch began");
+            tokio::task::yield_now().await;
+        }
+        let late = futures_util::future::join_all((1..=5).map(|i| batcher.submit(i))).await;
+        assert_eq!(slow.await.unwrap().unwrap(), 990);
+        for answer in &late {
+            assert!(
+                matches!(answer, Err(StoreError::Unavailable(_))),
+                "{answer:?}"
+            );
+        }
+        // A caller that comes when the lane is free is written as ever.
+        assert_eq!(batcher.submit(7).await.unwrap(), 70);
+        let written: Vec<i64> = sqlx::query_scalar("SELECT n FROM rows ORDER BY n")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(written, [7, 99]);
     }
 }
