@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     Channel::Sms
                 };
-                let id = parley::domain::prefixed_id("msg");
+                let id = parley::domain::MessageId::new();
                 let (to, subject) = match channel {
                     Channel::Email => (
                         format!("debtor{}@example.com", i % targets.len()),

@@ -2,6 +2,7 @@
 //! recorded (a new version where it replaces one); a download reads it back chunk by chunk
 //! and is audited. A refused or broken upload leaves no file behind.
 
+use crate::domain::MessageId;
 use bytes::Bytes;
 
 use super::{AppError, AppResult};
@@ -9,13 +10,13 @@ use crate::documents::store::{DocumentReader, DocumentStore, WriteError, Written
 use crate::domain::code::Code;
 use crate::domain::document::DocumentType;
 use crate::domain::party::Actor;
-use crate::domain::{CaseId, DocumentId, prefixed_id};
+use crate::domain::{CaseId, DocumentId};
 use crate::store::{DocumentView, NewDocument, Store};
 
 /// An upload in progress: its file, once written, and what was said about it.
 #[derive(Debug)]
 pub struct Upload {
-    id: String,
+    id: DocumentId,
     case_id: CaseId,
     file: Option<(Written, String, String)>,
 }
@@ -76,7 +77,7 @@ impl Documents {
     #[tracing::instrument(skip_all)]
     pub async fn metadata(&self, actor: &Actor, id: &DocumentId) -> AppResult<DocumentView> {
         self.documents
-            .get_document(actor, id.as_str())
+            .get_document(actor, id)
             .await?
             .ok_or(AppError::NotFound("document"))
     }
@@ -89,7 +90,7 @@ impl Documents {
             return Err(AppError::NotFound("case"));
         }
         Ok(Upload {
-            id: prefixed_id("doc"),
+            id: DocumentId::new(),
             case_id,
             file: None,
         })
@@ -127,7 +128,7 @@ impl Documents {
     /// documents of its case, uploaded by the sender, each linked from the message. One
     /// stored before (a retried job) is not stored again. Returns how many it stored.
     #[tracing::instrument(skip_all)]
-    pub async fn file_received_attachments(&self, message_id: &str) -> AppResult<usize> {
+    pub async fn file_received_attachments(&self, message_id: &MessageId) -> AppResult<usize> {
         let Some((case_id, from, raw)) = self.inbound.received_original(message_id).await? else {
             return Ok(0);
         };
@@ -139,7 +140,7 @@ impl Documents {
             .into_iter()
             .enumerate()
         {
-            let id = prefixed_id("doc");
+            let id = DocumentId::new();
             let size = a.bytes.len();
             let bytes = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(a.bytes))]);
             let written = match self.files.write(&id, &key, self.max_bytes, bytes).await {
@@ -147,7 +148,7 @@ impl Documents {
                 // Larger than any upload may be: not filed (the raw mail keeps it).
                 Err(WriteError::TooLarge(_)) => {
                     tracing::warn!(
-                        message = message_id,
+                        message = %message_id,
                         "a received attachment is over PARLEY_MAX_UPLOAD_BYTES: not filed"
                     );
                     continue;
@@ -249,7 +250,7 @@ impl Documents {
     pub async fn open(
         &self,
         actor: &Actor,
-        document_id: &str,
+        document_id: &DocumentId,
     ) -> AppResult<(DocumentView, DocumentReader)> {
         let doc = self
             .documents

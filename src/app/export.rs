@@ -231,7 +231,7 @@ impl DataSubjects {
                 })))
                 .await?;
             }
-            after = Some(last);
+            after = Some(last.to_string());
         }
     }
 }

@@ -35,7 +35,7 @@ impl Messaging {
     #[tracing::instrument(skip_all)]
     pub async fn message(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
         self.messages
-            .get_message(actor, id.as_str())
+            .get_message(actor, id)
             .await?
             .ok_or(AppError::NotFound("message"))
     }
@@ -69,7 +69,7 @@ impl Messaging {
     #[tracing::instrument(skip_all)]
     pub async fn thread(&self, actor: &Actor, id: &ThreadId) -> AppResult<Vec<ThreadMessage>> {
         self.messages
-            .thread_messages(actor, id.as_str())
+            .thread_messages(actor, id)
             .await?
             .ok_or(AppError::NotFound("thread"))
     }

@@ -30,6 +30,7 @@ pub struct Unmatched {
     pub received_at: Micros,
     pub from: Option<String>,
     pub subject: Option<String>,
+    /// Its `Message-ID` header.
     pub message_id: Option<String>,
     /// The cases it could belong to, when it matched more than one.
     pub candidate_case_ids: Vec<CaseId>,
@@ -179,7 +180,7 @@ impl Inbound {
         actor: &Actor,
         id: &MessageId,
     ) -> AppResult<crate::store::MessageView> {
-        let outcome = self.inbound.accept_received(actor, id.as_str()).await?;
+        let outcome = self.inbound.accept_received(actor, id).await?;
         settled(
             outcome,
             "message",
@@ -187,7 +188,7 @@ impl Inbound {
         )?;
         self.wake.notify_one();
         self.messages
-            .get_message(actor, id.as_str())
+            .get_message(actor, id)
             .await?
             .ok_or(AppError::NotFound("message"))
     }
@@ -206,7 +207,7 @@ impl Inbound {
     /// Answers the mail's id on the unmatched list.
     #[tracing::instrument(skip_all)]
     pub async fn reject(&self, actor: &Actor, id: &MessageId) -> AppResult<String> {
-        match self.inbound.reject_received(actor, id.as_str()).await? {
+        match self.inbound.reject_received(actor, id).await? {
             None => Err(AppError::NotFound("message")),
             Some(Err(n)) => Err(not_now("only a message held for review can be rejected", n)),
             Some(Ok(inbound_id)) => Ok(inbound_id),

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use super::policy::{Question, SendPolicy};
 use super::render::{TemplateChoice, render};
 use super::{AppError, AppResult};
+use crate::domain::MessageId;
 use crate::domain::clock::SharedClock;
 use crate::domain::code::Code;
 use crate::domain::message::{Category, Channel, MessageStatus, MessageType, Priority};
@@ -17,7 +18,7 @@ use crate::domain::party::Actor;
 use crate::domain::policy::Preferences;
 use crate::domain::sms::segments;
 use crate::domain::time::Micros;
-use crate::domain::{CaseId, EmailAddress, PhoneNumber, prefixed_id};
+use crate::domain::{CaseId, EmailAddress, PhoneNumber};
 use crate::store::{
     Access, AttachmentView, CaseView, Envelope, IdempotencyRecord, MessageView, NewMessage, Queued,
     Replay, SendingFacts, Store,
@@ -339,13 +340,13 @@ impl Messaging {
         };
         let allowed = self.allowed(actor, preferences, &question).await?;
         let scheduled_for = allowed.not_before;
-        let id = prefixed_id("msg");
+        let id = MessageId::new();
         let (from, rfc_message_id, in_reply_to, segment_count) = self
             .addressing(
                 actor,
                 case,
                 channel,
-                &id,
+                id.as_str(),
                 cmd.in_reply_to.as_deref(),
                 &text.body,
             )
@@ -485,11 +486,11 @@ impl Messaging {
                 let parent = match in_reply_to {
                     None => None,
                     Some(parent) => {
-                        let m = self
-                            .messages
-                            .get_message(actor, parent)
-                            .await?
-                            .filter(|m| m.case_id.as_ref() == Some(&case.id));
+                        let m = match MessageId::parse(parent) {
+                            Some(parent) => self.messages.get_message(actor, &parent).await?,
+                            None => None,
+                        }
+                        .filter(|m| m.case_id.as_ref() == Some(&case.id));
                         let m = m.ok_or_else(|| {
                             invalid(format!(
                                 "inReplyTo {parent:?} is not a message of this case"

@@ -92,7 +92,7 @@ impl Operators {
 
     async fn message(&self, actor: &Actor, id: &MessageId) -> AppResult<MessageView> {
         self.messages
-            .get_message(actor, id.as_str())
+            .get_message(actor, id)
             .await?
             .ok_or(AppError::NotFound("message"))
     }

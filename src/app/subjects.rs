@@ -5,7 +5,7 @@
 //! indexes. A case's data is kept while the case is open, and for `PARLEY_RETENTION` after it
 //! ended (paid or closed): bookkeeping law keeps records that long.
 
-use crate::domain::CaseId;
+use crate::domain::{CaseId, MessageId};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -167,11 +167,12 @@ impl DataSubjects {
     /// `outbox/<id>.eml` (and `<id>.<n>.eml`, the copies of further recipients) and
     /// `<id>.json`, a temporary file left by a crash, and `spool/<id>…-*.eml`. They hold the
     /// message in the clear, as a mail server would.
-    async fn remove_copies(&self, message_ids: &[String]) {
+    async fn remove_copies(&self, message_ids: &[MessageId]) {
         if message_ids.is_empty() {
             return;
         }
-        let ids: std::collections::HashSet<&str> = message_ids.iter().map(String::as_str).collect();
+        let ids: std::collections::HashSet<&str> =
+            message_ids.iter().map(MessageId::as_str).collect();
         for folder in ["outbox", "spool"] {
             let Ok(mut entries) = tokio::fs::read_dir(self.data_dir.join(folder)).await else {
                 continue;

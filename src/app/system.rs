@@ -15,9 +15,9 @@ use crate::domain::CaseStatus;
 use crate::domain::message::{Channel, MessageStatus, MessageType, Priority, SystemEvent};
 use crate::domain::party::Actor;
 use crate::domain::policy::{Evidence, Preferences};
-use crate::domain::prefixed_id;
 use crate::domain::sms::segments;
 use crate::domain::time::{Micros, duration_micros, from_micros};
+use crate::domain::{DocumentId, MessageId};
 use crate::store::system::Occurrence;
 use crate::store::{Access, CaseView, Envelope, NewMessage, Queued};
 
@@ -67,7 +67,7 @@ impl Messaging {
             .await?;
 
         let now = self.clock.now();
-        let id = prefixed_id("msg");
+        let id = MessageId::new();
         let to_debtor = addresses_debtor(&occurrence);
         let delivery = if to_debtor {
             debtor_channel(&case, &preferences)
@@ -101,7 +101,8 @@ impl Messaging {
                 None
             },
             body: text.body,
-            rfc_message_id: (channel == Some(Channel::Email)).then(|| self.senders.message_id(&id)),
+            rfc_message_id: (channel == Some(Channel::Email))
+                .then(|| self.senders.message_id(id.as_str())),
             in_reply_to: None,
             run_at: scheduled_for.unwrap_or(now),
             scheduled_for,
@@ -230,10 +231,10 @@ impl Messaging {
                 );
             }
             SystemEvent::DocumentUploaded => {
-                let doc = self
-                    .documents
-                    .get_document(system, &text("documentId"))
-                    .await?;
+                let doc = match DocumentId::parse(&text("documentId")) {
+                    Some(id) => self.documents.get_document(system, &id).await?,
+                    None => None,
+                };
                 v.insert(
                     "fileName".into(),
                     doc.as_ref()

@@ -1,6 +1,7 @@
 //! Tracking and unsubscribe links: opaque tokens sealed with the master key (so they can be
 //! neither forged nor read), the open pixel and link rewriting of the HTML part.
 
+use crate::domain::MessageId;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::{Deserialize, Serialize};
@@ -17,20 +18,20 @@ const CONTEXT: &str = "tracking-link";
 pub enum Link {
     #[serde(rename = "o")]
     Open {
-        m: String,
+        m: MessageId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         r: Option<u8>,
     },
     #[serde(rename = "c")]
     Click {
-        m: String,
+        m: MessageId,
         u: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         r: Option<u8>,
     },
     #[serde(rename = "u")]
     Unsubscribe {
-        m: String,
+        m: MessageId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         r: Option<u8>,
     },
@@ -55,11 +56,11 @@ pub fn open(keys: &KeyRing, token: &str) -> Option<Link> {
 /// the 64 octets of a local part and survives relays that lower-case it.
 pub fn bounce_address(
     keys: &KeyRing,
-    message_id: &str,
+    message_id: &MessageId,
     inbound_domain: &str,
     recipient: Option<usize>,
 ) -> Option<String> {
-    let hex = message_id.strip_prefix("msg_")?;
+    let hex = message_id.as_str().strip_prefix("msg_")?;
     let (tag, signed) = match recipient {
         Some(i) => (format!("{hex}.{i}"), format!("{message_id}.{i}")),
         None => (hex.to_string(), message_id.to_string()),
@@ -71,7 +72,7 @@ pub fn bounce_address(
 /// What a bounce address names: the message and, for one recipient's copy, the recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Returned {
-    pub message_id: String,
+    pub message_id: MessageId,
     pub recipient: Option<usize>,
 }
 
@@ -94,10 +95,10 @@ pub fn bounced_message(keys: &KeyRing, address: &str, inbound_domain: &str) -> O
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let message_id = format!("msg_{hex}");
+    let message_id = MessageId::parse(&format!("msg_{hex}"))?;
     let signed = match recipient {
         Some(i) => format!("{message_id}.{i}"),
-        None => message_id.clone(),
+        None => message_id.to_string(),
     };
     let expected = keys.blind_index("verp", &signed);
     let valid: bool = expected.as_bytes()[..16]
@@ -113,7 +114,7 @@ pub fn bounced_message(keys: &KeyRing, address: &str, inbound_domain: &str) -> O
 pub struct LinkMaker<'a> {
     pub keys: &'a KeyRing,
     pub public_url: &'a str,
-    pub message_id: &'a str,
+    pub message_id: &'a MessageId,
     /// The recipient whose copy the links are for, when a message has several.
     pub recipient: Option<usize>,
 }
@@ -125,7 +126,7 @@ impl LinkMaker<'_> {
 
     pub fn open_pixel(&self) -> String {
         let link = Link::Open {
-            m: self.message_id.to_string(),
+            m: self.message_id.clone(),
             r: self.r(),
         };
         format!("{}/t/open/{}", self.public_url, seal(self.keys, &link))
@@ -133,7 +134,7 @@ impl LinkMaker<'_> {
 
     pub fn click(&self, url: &str) -> String {
         let link = Link::Click {
-            m: self.message_id.to_string(),
+            m: self.message_id.clone(),
             u: url.to_string(),
             r: self.r(),
         };
@@ -142,7 +143,7 @@ impl LinkMaker<'_> {
 
     pub fn unsubscribe(&self) -> String {
         let link = Link::Unsubscribe {
-            m: self.message_id.to_string(),
+            m: self.message_id.clone(),
             r: self.r(),
         };
         format!("{}/unsubscribe/{}", self.public_url, seal(self.keys, &link))
@@ -156,11 +157,11 @@ mod tests {
     #[test]
     fn bounce_addresses_name_their_message_and_cannot_be_forged() {
         let keys = KeyRing::new(&[1; 32], &[]);
-        let id = "msg_0192f0c4a1b27c3d8e9f0a1b2c3d4e5f";
-        let address = bounce_address(&keys, id, "inbound.example", None).unwrap();
+        let id = MessageId::parse("msg_0192f0c4a1b27c3d8e9f0a1b2c3d4e5f").unwrap();
+        let address = bounce_address(&keys, &id, "inbound.example", None).unwrap();
         assert!(address.split('@').next().unwrap().len() <= 64, "{address}");
         let whole = Some(Returned {
-            message_id: id.to_string(),
+            message_id: id.clone(),
             recipient: None,
         });
         assert_eq!(bounced_message(&keys, &address, "inbound.example"), whole);
@@ -170,12 +171,12 @@ mod tests {
             "relays may change the case"
         );
         // One recipient's copy: its own address, which names that recipient only.
-        let copy = bounce_address(&keys, id, "inbound.example", Some(99)).unwrap();
+        let copy = bounce_address(&keys, &id, "inbound.example", Some(99)).unwrap();
         assert!(copy.split('@').next().unwrap().len() <= 64, "{copy}");
         assert_eq!(
             bounced_message(&keys, &copy, "inbound.example"),
             Some(Returned {
-                message_id: id.to_string(),
+                message_id: id.clone(),
                 recipient: Some(99)
             })
         );
@@ -201,7 +202,7 @@ mod tests {
     fn tokens_round_trip_and_refuse_tampering() {
         let k = keys();
         let link = Link::Click {
-            m: "msg_1".into(),
+            m: MessageId::new(),
             u: "https://pay.example.com/?a=1&b=2".into(),
             r: Some(3),
         };
@@ -218,7 +219,7 @@ mod tests {
                 &seal(
                     &k,
                     &Link::Open {
-                        m: "x".into(),
+                        m: MessageId::new(),
                         r: None
                     }
                 )
@@ -254,7 +255,7 @@ impl Tracking {
     #[tracing::instrument(skip_all)]
     pub async fn record(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         event: crate::domain::message::MessageStatus,
     ) -> super::AppResult<()> {
         self.messages
@@ -268,7 +269,7 @@ impl Tracking {
     #[tracing::instrument(skip_all)]
     pub async fn unsubscribe(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         recipient: Option<u8>,
     ) -> super::AppResult<bool> {
         Ok(self

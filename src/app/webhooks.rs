@@ -88,7 +88,7 @@ impl Webhooks {
     ) -> AppResult<()> {
         let outcome = self
             .queue
-            .resend_webhook_delivery(actor, webhook.as_str(), delivery.as_str(), self.clock.now())
+            .resend_webhook_delivery(actor, webhook, delivery, self.clock.now())
             .await?;
         settled(
             outcome,
@@ -106,7 +106,7 @@ impl Webhooks {
         since: Micros,
     ) -> AppResult<u64> {
         self.queue
-            .recover_webhook(actor, webhook.as_str(), since, self.clock.now())
+            .recover_webhook(actor, webhook, since, self.clock.now())
             .await?
             .ok_or(AppError::NotFound("webhook"))
     }

@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn file_names_and_types_cannot_break_the_header() {
         let doc = |name: &str, ct: &str| DocumentView {
-            id: "doc_1".into(),
+            id: crate::domain::DocumentId::new(),
             case_id: crate::domain::CaseId::new(),
             document_type: crate::domain::document::DocumentType::parse("invoice").unwrap(),
             description: None,

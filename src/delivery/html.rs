@@ -112,10 +112,11 @@ mod tests {
     #[test]
     fn links_are_rewritten_and_pixel_added() {
         let k = keys();
+        let id = crate::domain::MessageId::new();
         let maker = LinkMaker {
             keys: &k,
             public_url: "http://t.example",
-            message_id: "msg_1",
+            message_id: &id,
             recipient: None,
         };
         let html = tracked_html(
@@ -131,7 +132,7 @@ mod tests {
         assert_eq!(
             open(&k, &token),
             Some(Link::Click {
-                m: "msg_1".into(),
+                m: id.clone(),
                 u: "https://pay.example.com/?a=1&b=2".into(),
                 r: None
             })

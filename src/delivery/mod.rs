@@ -24,6 +24,7 @@ use crate::app::messaging::Messaging;
 use crate::app::policy::{Allowed, Question, SendPolicy};
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
+use crate::domain::MessageId;
 use crate::domain::clock::SharedClock;
 use crate::domain::message::{Channel, JobKind, MessageStatus};
 use crate::domain::policy::Evidence;
@@ -190,7 +191,11 @@ impl DeliveryJob {
         };
         let read = match self.preloaded.take(&claim.id) {
             Some(d) => Ok(Some(d)),
-            None => self.queue.delivering(&claim.subject).await,
+            None => {
+                self.queue
+                    .delivering(&MessageId::from_stored(claim.subject.clone()))
+                    .await
+            }
         };
         let delivering = match read {
             Ok(Some(d)) => d,
@@ -264,7 +269,7 @@ impl DeliveryJob {
             .chain(&message.envelope.cc)
             .collect();
         if everyone.len() <= 1 {
-            return self.send_copy(message, None, &message.id).await;
+            return self.send_copy(message, None, message.id.as_str()).await;
         }
         let done = self
             .queue
@@ -282,7 +287,7 @@ impl DeliveryJob {
         let mut sent = Vec::new();
         for recipient in (0..everyone.len()).filter(|i| !done.contains(i) && first_of(*i)) {
             let name = match recipient {
-                0 => message.id.clone(),
+                0 => message.id.to_string(),
                 n => format!("{}.{n}", message.id),
             };
             if let Err(e) = self.send_copy(message, Some(recipient), &name).await {
@@ -420,7 +425,7 @@ impl DeliveryJob {
     /// document store), sent from it, and the spool removed.
     async fn send_with_attachments(
         &self,
-        id: &str,
+        id: &MessageId,
         name: &str,
         envelope: &lettre::address::Envelope,
         head: &[u8],
@@ -547,7 +552,7 @@ impl Job for DeliveryJob {
             .finish_delivery(
                 AttemptRecord {
                     job_id: &claim.id,
-                    message_id: &claim.subject,
+                    message_id: &MessageId::from_stored(claim.subject.clone()),
                     attempt: claim.attempts,
                     started_at: started,
                     finished_at: self.clock.now(),

@@ -29,7 +29,9 @@ impl SideJobs {
             JobKind::SystemMessage => self.messaging.make_system_message(subject).await,
             JobKind::InboundAttachments => self
                 .documents
-                .file_received_attachments(subject)
+                .file_received_attachments(&crate::domain::MessageId::from_stored(
+                    subject.to_string(),
+                ))
                 .await
                 .map(|_| ()),
             JobKind::DeliverMessage => Err(AppError::Store(

@@ -9,6 +9,10 @@ pub mod store;
 
 pub const CHUNK: usize = 64 * 1024;
 
-pub fn chunk_context(document_id: &str, index: u64, last: bool) -> String {
+pub fn chunk_context(
+    document_id: &(impl std::fmt::Display + ?Sized),
+    index: u64,
+    last: bool,
+) -> String {
     format!("doc:{document_id}:{index}:{}", u8::from(last))
 }

@@ -1,5 +1,6 @@
 //! The file store of sealed documents (`PARLEY_DOCUMENT_STORE=file://DIR`).
 
+use crate::domain::DocumentId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,7 +89,7 @@ impl DocumentStore {
     /// upload's framing gave up on its size first) is [`WriteError::TooLarge`] too.
     pub async fn write<S>(
         &self,
-        document_id: &str,
+        document_id: &DocumentId,
         key: &SubjectKey,
         max: u64,
         mut upload: S,
@@ -98,7 +99,7 @@ impl DocumentStore {
     {
         let tmp = self.path(&format!(".upload-{document_id}"));
         let result = self
-            .write_to(&tmp, document_id, key, max, &mut upload)
+            .write_to(&tmp, document_id.as_str(), key, max, &mut upload)
             .await;
         match result {
             Ok(w) => {
@@ -222,11 +223,11 @@ impl DocumentStore {
     pub async fn reseal(
         &self,
         key: &str,
-        document_id: &str,
+        document_id: &DocumentId,
         subject: &SubjectKey,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
-            key == document_id,
+            key == document_id.as_str(),
             "document {document_id} is stored under another name ({key})"
         );
         let reader = self.reader(key, document_id, None).await?;
@@ -271,7 +272,7 @@ impl DocumentStore {
     pub async fn reader(
         &self,
         key: &str,
-        document_id: &str,
+        document_id: &DocumentId,
         subject: Option<Arc<SubjectKey>>,
     ) -> anyhow::Result<DocumentReader> {
         let source: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &self.s3 {
@@ -377,12 +378,21 @@ mod tests {
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let written = store
-            .write("doc_1", &key, u64::MAX, futures_util::stream::iter(pieces))
+            .write(
+                &DocumentId::parse("doc_0190c6a43f1e7c2a9d4b5e6f7a8b9c01").unwrap(),
+                &key,
+                u64::MAX,
+                futures_util::stream::iter(pieces),
+            )
             .await
             .unwrap();
         assert_eq!(written.size, size as u64);
         let mut reader = store
-            .reader(&written.key, "doc_1", Some(key.clone()))
+            .reader(
+                &written.key,
+                &DocumentId::parse("doc_0190c6a43f1e7c2a9d4b5e6f7a8b9c01").unwrap(),
+                Some(key.clone()),
+            )
             .await
             .unwrap();
         let mut back = Vec::new();
@@ -392,7 +402,11 @@ mod tests {
         assert_eq!(back, data, "size {size}, pieces of {piece}");
         assert!(
             store
-                .reader(&written.key, "doc_2", Some(key.clone()))
+                .reader(
+                    &written.key,
+                    &DocumentId::parse("doc_0190c6a43f1e7c2a9d4b5e6f7a8b9c02").unwrap(),
+                    Some(key.clone())
+                )
                 .await
                 .unwrap()
                 .next_chunk()
@@ -426,7 +440,12 @@ mod tests {
             Ok(Bytes::from(vec![0u8; 600])),
         ];
         let err = store
-            .write("doc_1", &key, 1000, futures_util::stream::iter(pieces))
+            .write(
+                &DocumentId::parse("doc_0190c6a43f1e7c2a9d4b5e6f7a8b9c01").unwrap(),
+                &key,
+                1000,
+                futures_util::stream::iter(pieces),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, WriteError::TooLarge(1000)));

@@ -3,6 +3,7 @@
 //! (a subject, a sender, a deadline's title) is read from the sealed record when a
 //! delivery is made, so that an erasure reaches it.
 
+use crate::domain::{DocumentId, MessageId, NoteId};
 use serde::Serialize;
 
 use super::CaseId;
@@ -45,7 +46,7 @@ pub struct PaymentReceived<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NoteCreated<'a> {
-    pub note_id: &'a str,
+    pub note_id: &'a NoteId,
     pub case_id: &'a CaseId,
     pub category: Option<&'a str>,
     pub created_by: &'a str,
@@ -55,19 +56,19 @@ pub struct NoteCreated<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentUploaded<'a> {
-    pub document_id: &'a str,
+    pub document_id: &'a DocumentId,
     pub case_id: &'a CaseId,
     pub document_type: &'a str,
     pub version: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<&'a str>,
+    pub message_id: Option<&'a MessageId>,
 }
 
 /// `message.sent`, `message.delivered`, … : a message's status moved by an event.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageStatusChanged<'a> {
-    pub message_id: &'a str,
+    pub message_id: &'a MessageId,
     pub case_id: Option<&'a CaseId>,
     pub event: &'a str,
     pub status: &'a str,
@@ -79,7 +80,7 @@ pub struct MessageStatusChanged<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct MessageReceived<'a> {
     pub event: &'a str,
-    pub message_id: &'a str,
+    pub message_id: &'a MessageId,
     pub case_id: &'a CaseId,
     pub case_number: &'a str,
     pub message_type: &'a str,
@@ -101,7 +102,7 @@ pub struct PreferencesUpdated<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecipientUnsubscribed<'a> {
-    pub message_id: &'a str,
+    pub message_id: &'a MessageId,
     pub case_id: Option<&'a CaseId>,
     pub channel: &'a str,
 }
@@ -122,8 +123,9 @@ mod tests {
     #[test]
     fn payloads_serialize_to_the_json_webhooks_deliver() {
         let c = CaseId::parse("0190c6a4-3f1e-7c2a-9d4b-5e6f7a8b9c0d").unwrap();
+        let d = super::super::DocumentId::parse("doc_0190c6a43f1e7c2a9d4b5e6f7a8b9c0d").unwrap();
         let p = DocumentUploaded {
-            document_id: "doc_1",
+            document_id: &d,
             case_id: &c,
             document_type: "invoice",
             version: 2,
@@ -131,7 +133,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
-            r#"{"documentId":"doc_1","caseId":"0190c6a4-3f1e-7c2a-9d4b-5e6f7a8b9c0d","documentType":"invoice","version":2}"#
+            r#"{"documentId":"doc_0190c6a43f1e7c2a9d4b5e6f7a8b9c0d","caseId":"0190c6a4-3f1e-7c2a-9d4b-5e6f7a8b9c0d","documentType":"invoice","version":2}"#
         );
         let p = PaymentReceived {
             case_id: &c,

@@ -44,7 +44,7 @@ pub struct DocumentResponse {
 impl From<DocumentView> for DocumentResponse {
     fn from(d: DocumentView) -> Self {
         Self {
-            document_id: d.id,
+            document_id: d.id.into(),
             case_id: d.case_id,
             file_name: d.file_name,
             document_type: d.document_type.as_str().to_string(),
@@ -254,6 +254,8 @@ pub async fn download(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    let id =
+        crate::domain::DocumentId::parse(&id).ok_or_else(|| ApiError::not_found("document"))?;
     let (doc, reader) = state.app.documents.open(&actor, &id).await?;
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         match r.next_chunk().await {

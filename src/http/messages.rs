@@ -164,9 +164,9 @@ pub struct MessageResponse {
 impl From<MessageView> for MessageResponse {
     fn from(m: MessageView) -> Self {
         Self {
-            message_id: m.id,
+            message_id: m.id.into(),
             case_id: m.case_id,
-            thread_id: m.thread_id,
+            thread_id: m.thread_id.map(Into::into),
             message_type: m.message_type,
             channel: (m.message_type == MessageType::System).then_some(m.channel),
             event: m.event,
@@ -194,7 +194,7 @@ impl From<MessageView> for MessageResponse {
                 .attachments
                 .into_iter()
                 .map(|a| AttachmentResponse {
-                    document_id: a.document_id,
+                    document_id: a.document_id.into(),
                     file_name: a.file_name,
                     size: a.size,
                     content_type: a.content_type,
@@ -524,7 +524,11 @@ pub async fn preview_message(
         language: new.language,
         segments: new.segments,
         scheduled_for: new.scheduled_for.map(rfc3339),
-        attachments: new.attachments.into_iter().map(|a| a.document_id).collect(),
+        attachments: new
+            .attachments
+            .into_iter()
+            .map(|a| a.document_id.into())
+            .collect(),
         policy: new.evidence.map(|e| PolicyEvidence {
             decision: e.decision,
             rule: e.rule,

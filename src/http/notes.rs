@@ -54,7 +54,7 @@ pub struct NoteResponse {
 impl From<Note> for NoteResponse {
     fn from(n: Note) -> Self {
         Self {
-            note_id: n.id,
+            note_id: n.id.into(),
             case_id: n.case_id,
             note: n.note,
             visibility: n.visibility.as_str().to_string(),

@@ -58,7 +58,7 @@ impl From<JobView> for JobResponse {
     fn from(j: JobView) -> Self {
         Self {
             job_id: j.job_id,
-            message_id: j.message_id,
+            message_id: j.message_id.into(),
             case_id: j.case_id,
             message_type: j.message_type,
             status: j.message_status,

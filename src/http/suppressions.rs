@@ -41,7 +41,7 @@ impl From<Suppression> for SuppressionResponse {
             channel: s.channel,
             address: s.address,
             reason: s.reason,
-            message_id: s.message_id,
+            message_id: s.message_id.map(Into::into),
             creditor_id: s.creditor_id,
             created_at: rfc3339(s.created_at),
         }

@@ -62,7 +62,7 @@ pub async fn list_threads(
         threads: threads
             .into_iter()
             .map(|t| ThreadSummary {
-                thread_id: t.id,
+                thread_id: t.id.into(),
                 subject: t.subject,
                 participants: t.participants,
                 message_count: t.message_count,

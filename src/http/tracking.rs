@@ -97,7 +97,10 @@ pub async fn open(
     let Link::Open { m, .. } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
-    if state.tracking.admit(Some(peer), &m, MessageStatus::Opened) {
+    if state
+        .tracking
+        .admit(Some(peer), m.as_str(), MessageStatus::Opened)
+    {
         state.app.tracking.record(&m, MessageStatus::Opened).await?;
     }
     Ok(no_store(
@@ -115,7 +118,10 @@ pub async fn click(
     let Link::Click { m, u, .. } = link(&state, &token)? else {
         return Err(ApiError::not_found("link"));
     };
-    if state.tracking.admit(Some(peer), &m, MessageStatus::Clicked) {
+    if state
+        .tracking
+        .admit(Some(peer), m.as_str(), MessageStatus::Clicked)
+    {
         state
             .app
             .tracking

@@ -38,7 +38,7 @@ pub struct WebhookResponse {
 
 fn response(w: Webhook, secret: Option<String>) -> WebhookResponse {
     WebhookResponse {
-        webhook_id: w.id,
+        webhook_id: w.id.into(),
         url: w.url,
         events: w.events,
         secret,
@@ -78,7 +78,7 @@ impl From<DeliveryView> for DeliveryResponse {
             WebhookDeliveryStatus::Pending | WebhookDeliveryStatus::Sending
         );
         Self {
-            delivery_id: d.id,
+            delivery_id: d.id.into(),
             event: d.event_type,
             message_id: format!("evt_{}", d.event_id),
             status: d.status,

@@ -5,6 +5,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::code::Code;
 use crate::domain::event::EventType;
 use crate::domain::payload;
+use crate::domain::{DocumentId, MessageId};
 
 use super::cases::visible;
 use super::{Documents, StoreError, StoreInner, StoreResult, admin_flag, audit, emit};
@@ -13,7 +14,7 @@ use crate::domain::party::Actor;
 use crate::domain::time::Micros;
 
 pub struct NewDocument {
-    pub id: String,
+    pub id: DocumentId,
     pub case_id: CaseId,
     pub document_type: DocumentType,
     pub description: Option<String>,
@@ -27,7 +28,7 @@ pub struct NewDocument {
 
 #[derive(Debug, Clone)]
 pub struct DocumentView {
-    pub id: String,
+    pub id: DocumentId,
     pub case_id: CaseId,
     pub document_type: DocumentType,
     pub description: Option<String>,
@@ -49,7 +50,7 @@ const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d
 /// A row of `documents` as `COLUMNS` selects it, the description still sealed.
 #[derive(sqlx::FromRow)]
 struct DocumentRow {
-    id: String,
+    id: DocumentId,
     case_id: CaseId,
     document_type: String,
     description_sealed: Option<Vec<u8>>,
@@ -75,15 +76,15 @@ struct ReplacedRow {
     is_latest: i32,
 }
 
-pub(super) fn description_context(id: &str) -> String {
+pub(super) fn description_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("doc:{id}:description")
 }
 
-pub(super) fn file_name_context(id: &str) -> String {
+pub(super) fn file_name_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("doc:{id}:file_name")
 }
 
-pub(super) fn uploader_context(id: &str) -> String {
+pub(super) fn uploader_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("doc:{id}:uploader")
 }
 
@@ -220,7 +221,7 @@ impl Documents {
             actor,
             AuditAction::DocumentUploaded,
             "document",
-            &new.id,
+            new.id.as_str(),
             now,
         )
         .await?;
@@ -258,7 +259,11 @@ impl Documents {
         }))
     }
 
-    pub async fn get_document(&self, actor: &Actor, id: &str) -> StoreResult<Option<DocumentView>> {
+    pub async fn get_document(
+        &self,
+        actor: &Actor,
+        id: &DocumentId,
+    ) -> StoreResult<Option<DocumentView>> {
         let row = sqlx::query_as::<_, DocumentRow>(&format!(
             "SELECT {COLUMNS} FROM documents d JOIN cases c ON c.id = d.case_id WHERE d.id = $1 AND d.deleted_at IS NULL AND {}",
             visible(2, 3)
@@ -303,7 +308,7 @@ impl Documents {
             actor,
             AuditAction::DocumentDownloaded,
             "document",
-            &doc.id,
+            doc.id.as_str(),
             self.now(),
         )
         .await?;
@@ -316,7 +321,7 @@ impl Documents {
     /// `false`, writing nothing, when that attachment is stored already (a retried job).
     pub async fn add_received_document(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         position: i32,
         uploaded_by: &str,
         new: NewDocument,
@@ -366,7 +371,7 @@ impl Documents {
             (None, "inbound email"),
             AuditAction::DocumentUploaded,
             "document",
-            &new.id,
+            new.id.as_str(),
             self.now(),
         )
         .await?;
@@ -418,7 +423,10 @@ impl Documents {
     }
 
     /// The documents a message carries (sent or received), in order.
-    pub async fn message_documents(&self, message_id: &str) -> StoreResult<Vec<DocumentView>> {
+    pub async fn message_documents(
+        &self,
+        message_id: &MessageId,
+    ) -> StoreResult<Vec<DocumentView>> {
         let rows = sqlx::query_as::<_, DocumentRow>(&format!(
             "SELECT {COLUMNS} FROM message_attachments a JOIN documents d ON d.id = a.document_id \
              WHERE a.message_id = $1 ORDER BY a.ordinal"
@@ -432,7 +440,7 @@ impl Documents {
     /// A message's attachments as its view lists them.
     pub async fn message_attachments(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
     ) -> StoreResult<Vec<super::messages::AttachmentView>> {
         Ok(self
             .message_documents(message_id)

@@ -1,6 +1,7 @@
 //! `Idempotency-Key`: a repeat within 24 hours gets the result of the first request.
 
 use super::{Parties, StoreResult};
+use crate::domain::MessageId;
 use crate::domain::time::Micros;
 
 pub const KEEP_MICROS: i64 = 24 * 3600 * 1_000_000;
@@ -8,7 +9,7 @@ pub const KEEP_MICROS: i64 = 24 * 3600 * 1_000_000;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replay {
     /// The same request was made before: it queued this message.
-    Queued { message_id: String },
+    Queued { message_id: MessageId },
     /// The key was used with another request.
     Mismatch,
 }
@@ -102,7 +103,7 @@ impl Parties {
             return Ok(Some(Replay::Mismatch));
         }
         Ok(Some(Replay::Queued {
-            message_id: message_of(&r.result),
+            message_id: MessageId::from_stored(message_of(&r.result)),
         }))
     }
 }

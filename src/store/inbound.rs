@@ -7,6 +7,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::mail::Source;
 use crate::domain::message::Channel;
+use crate::domain::{MessageId, ThreadId};
 use serde_json::json;
 
 use super::messages::{Envelope, apply_event, context};
@@ -22,16 +23,16 @@ use crate::domain::time::{Micros, rfc3339};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
     Matched {
-        message_id: String,
+        message_id: MessageId,
         case_id: CaseId,
-        thread_id: String,
+        thread_id: ThreadId,
     },
     /// Kept, waiting for someone to sort it.
     Unmatched { inbound_id: String },
     /// A bounce of one of our messages, which is now `bounced`.
-    Bounce { message_id: String },
+    Bounce { message_id: MessageId },
     /// Its `Message-ID` was received before.
-    Duplicate { message_id: String },
+    Duplicate { message_id: MessageId },
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +73,7 @@ pub struct InboundSms<'a> {
 /// What every received message has, whatever its channel.
 struct Received<'a> {
     case_id: &'a CaseId,
-    thread_id: &'a str,
+    thread_id: &'a ThreadId,
     channel: Channel,
     envelope: Envelope,
     subject: Option<&'a str>,
@@ -98,7 +99,7 @@ impl<'a> Received<'a> {
     /// A received mail of `case_id`, as read from `raw`.
     fn email(
         case_id: &'a CaseId,
-        thread_id: &'a str,
+        thread_id: &'a ThreadId,
         mail: &'a InboundMail,
         source: Source,
         raw: &'a [u8],
@@ -132,9 +133,9 @@ impl<'a> Received<'a> {
 
 /// A received message as it is announced (see [`Store::announce_received`]).
 pub(super) struct Announced<'a> {
-    pub id: &'a str,
+    pub id: &'a MessageId,
     pub case_id: &'a CaseId,
-    pub thread_id: &'a str,
+    pub thread_id: &'a ThreadId,
     pub channel: Channel,
     pub envelope: &'a Envelope,
     pub has_attachments: bool,
@@ -205,7 +206,7 @@ async fn sms_candidates(tx: &mut sqlx::AnyConnection, number: &str) -> StoreResu
     })
 }
 
-pub(super) fn raw_context(id: &str) -> String {
+pub(super) fn raw_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("inbound:{id}")
 }
 
@@ -214,7 +215,7 @@ struct Found {
     case_id: Option<CaseId>,
     by: Option<MatchedBy>,
     /// The thread of the message it answers.
-    parent_thread: Option<String>,
+    parent_thread: Option<ThreadId>,
     /// The cases its subject names, when that is how it was tried.
     candidates: Vec<CaseId>,
 }
@@ -279,7 +280,7 @@ impl Inbound {
         if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure())
             && let Some((returned, recipient)) = returned
         {
-            let original: Option<String> = sqlx::query_scalar(
+            let original: Option<MessageId> = sqlx::query_scalar(
                 "SELECT id FROM messages WHERE id = $1 AND direction = 'outbound'",
             )
             .bind(returned)
@@ -293,7 +294,7 @@ impl Inbound {
             }
         }
         if let Some(id) = &mail.message_id {
-            let seen: Option<String> =
+            let seen: Option<MessageId> =
                 sqlx::query_scalar("SELECT id FROM messages WHERE rfc_message_id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
@@ -353,7 +354,7 @@ impl Inbound {
     async fn record_bounce(
         &self,
         tx: &mut sqlx::AnyConnection,
-        message_id: &str,
+        message_id: &MessageId,
         recipient: Option<usize>,
         bounce: &crate::domain::mail::Bounce,
         mail: &InboundMail,
@@ -449,9 +450,9 @@ impl Inbound {
         tx: &mut sqlx::AnyConnection,
         key: &crate::crypto::SubjectKey,
         r: &Received<'_>,
-    ) -> StoreResult<String> {
-        let message_id = prefixed_id("msg");
-        let id = message_id.as_str();
+    ) -> StoreResult<MessageId> {
+        let message_id = MessageId::new();
+        let id = &message_id;
         let envelope = serde_json::to_vec(&r.envelope).map_err(anyhow::Error::from)?;
         sqlx::query(
             "INSERT INTO messages (id, case_id, thread_id, direction, message_type, status, status_rank, envelope_sealed, \
@@ -547,7 +548,7 @@ impl Inbound {
         let participants = self.sibling::<Messages>().participants_of(key, r.envelope);
         let joined: Vec<(&str, &super::threads::NewParticipant, Micros)> = participants
             .iter()
-            .map(|p| (r.thread_id, p, r.at))
+            .map(|p| (r.thread_id.as_str(), p, r.at))
             .collect();
         let mut writes = super::writes::Writes::new(self.backend);
         Messages::keep_participants(&mut writes, &joined);
@@ -635,7 +636,7 @@ impl Inbound {
         .map_err(anyhow::Error::from)?;
         let mut tx = self.write_tx().await?;
         if let Some(sid) = sms.sid {
-            let seen: Option<String> = sqlx::query_scalar(
+            let seen: Option<MessageId> = sqlx::query_scalar(
                 "SELECT id FROM messages WHERE provider_id = $1 AND direction = 'inbound'",
             )
             .bind(sid)
@@ -813,7 +814,7 @@ impl Inbound {
     /// A received message's case, sender and raw original, for storing its attachments.
     pub async fn received_original(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
     ) -> StoreResult<Option<(CaseId, String, Vec<u8>)>> {
         #[derive(sqlx::FromRow)]
         struct Row {

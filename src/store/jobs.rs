@@ -5,6 +5,7 @@
 use super::messages::{Envelope, apply_event};
 use super::queue::{DELIVERY_JOBS, Transition, transition};
 use crate::domain::CaseId;
+use crate::domain::MessageId;
 use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 
@@ -16,7 +17,7 @@ use crate::domain::time::Micros;
 /// What a delivery worker needs of a message.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub id: String,
+    pub id: MessageId,
     pub case_id: CaseId,
     pub channel: Channel,
     pub category: Category,
@@ -39,7 +40,7 @@ pub struct Outgoing {
 
 #[derive(sqlx::FromRow)]
 struct OutgoingRow {
-    id: String,
+    id: MessageId,
     case_id: Option<CaseId>,
     message_type: String,
     category: String,
@@ -71,7 +72,7 @@ pub struct DeliveryAttempt {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord<'a> {
     pub job_id: &'a str,
-    pub message_id: &'a str,
+    pub message_id: &'a MessageId,
     /// 1 on the first attempt.
     pub attempt: i32,
     pub started_at: Micros,
@@ -106,7 +107,7 @@ pub struct Delivering {
 
 impl Queue {
     /// The recipients (places among `to` then `cc`) whose copy of a message went out.
-    pub async fn copies_sent(&self, message_id: &str) -> StoreResult<Vec<usize>> {
+    pub async fn copies_sent(&self, message_id: &MessageId) -> StoreResult<Vec<usize>> {
         let sent: Vec<i32> = sqlx::query_scalar(
             "SELECT recipient FROM message_copies WHERE message_id = $1 ORDER BY recipient",
         )
@@ -122,7 +123,7 @@ impl Queue {
     /// Records that these recipients' copies of a message went out.
     pub async fn copies_sent_now(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         recipients: &[usize],
         at: Micros,
     ) -> StoreResult<()> {
@@ -145,8 +146,8 @@ impl Queue {
     /// What the delivery of one message reads; `None` when the message no longer exists. The
     /// message is decoded strictly: a stored word that does not parse is
     /// [`StoreError::Corrupt`], so the worker fails the message rather than guess.
-    pub async fn delivering(&self, message_id: &str) -> StoreResult<Option<Delivering>> {
-        self.delivering_many(&[message_id])
+    pub async fn delivering(&self, message_id: &MessageId) -> StoreResult<Option<Delivering>> {
+        self.delivering_many(&[message_id.as_str()])
             .await?
             .into_iter()
             .next()
@@ -160,7 +161,7 @@ impl Queue {
     pub async fn delivering_many(
         &self,
         message_ids: &[&str],
-    ) -> StoreResult<Vec<(String, StoreResult<Delivering>)>> {
+    ) -> StoreResult<Vec<(MessageId, StoreResult<Delivering>)>> {
         if message_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -298,7 +299,7 @@ impl Queue {
         self.finishes
             .submit(Finish {
                 job_id: a.job_id.to_string(),
-                message_id: a.message_id.to_string(),
+                message_id: a.message_id.clone(),
                 attempt: a.attempt,
                 started_at: a.started_at,
                 finished_at: a.finished_at,
@@ -310,7 +311,10 @@ impl Queue {
     }
 
     /// Attempts recorded for the delivery of a message, oldest first.
-    pub async fn delivery_attempts(&self, message_id: &str) -> StoreResult<Vec<DeliveryAttempt>> {
+    pub async fn delivery_attempts(
+        &self,
+        message_id: &MessageId,
+    ) -> StoreResult<Vec<DeliveryAttempt>> {
         Ok(sqlx::query_as::<_, DeliveryAttempt>(
             "SELECT a.attempt, a.outcome, a.error FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
              WHERE j.ref_id = $1 ORDER BY a.id",
@@ -325,7 +329,7 @@ impl Queue {
 #[derive(Debug, Clone)]
 pub(crate) struct Finish {
     job_id: String,
-    message_id: String,
+    message_id: MessageId,
     attempt: i32,
     started_at: Micros,
     finished_at: Micros,

@@ -2,6 +2,7 @@
 //! record in one transaction), reading, and status events.
 
 use crate::domain::CaseId;
+use crate::domain::{DocumentId, MessageId, ThreadId};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
@@ -33,7 +34,7 @@ pub struct Envelope {
 
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub id: String,
+    pub id: MessageId,
     pub case_id: CaseId,
     pub message_type: MessageType,
     /// The channel it is delivered by; `None` for a system message that only informs the
@@ -69,7 +70,7 @@ pub struct NewMessage {
 /// A document attached to a message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AttachmentView {
-    pub document_id: String,
+    pub document_id: DocumentId,
     pub file_name: String,
     pub size: i64,
     pub content_type: String,
@@ -97,9 +98,9 @@ pub enum Queued {
 /// A message as stored; the result of a send, kept with its idempotency key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessageView {
-    pub id: String,
+    pub id: MessageId,
     pub case_id: Option<CaseId>,
-    pub thread_id: Option<String>,
+    pub thread_id: Option<ThreadId>,
     pub direction: Direction,
     pub message_type: MessageType,
     /// The delivery channel: the type of an email or SMS; of a system message, the channel
@@ -160,9 +161,9 @@ pub struct StatusEvent {
 /// The columns of [`MESSAGE_COLUMNS`], by name.
 #[derive(sqlx::FromRow)]
 struct MessageRow {
-    id: String,
+    id: MessageId,
     case_id: Option<CaseId>,
-    thread_id: Option<String>,
+    thread_id: Option<ThreadId>,
     direction: String,
     message_type: String,
     channel: Option<String>,
@@ -203,7 +204,7 @@ impl MessageWithBody {
     }
 }
 
-pub(crate) fn context(id: &str, part: &str) -> String {
+pub(crate) fn context(id: &(impl std::fmt::Display + ?Sized), part: &str) -> String {
     format!("msg:{id}:{part}")
 }
 
@@ -242,7 +243,11 @@ pub(crate) const MESSAGE_COLUMNS_WITH_BODY: &str =
 impl StoreInner {
     /// A message's envelope (its subject key looked up first by `unlock`); an erased one
     /// is from `[erased]` to no one.
-    pub(crate) fn open_envelope(&self, id: &str, sealed: &[u8]) -> StoreResult<Envelope> {
+    pub(crate) fn open_envelope(
+        &self,
+        id: &(impl std::fmt::Display + ?Sized),
+        sealed: &[u8],
+    ) -> StoreResult<Envelope> {
         match self.open_kept(&context(id, "envelope"), sealed)? {
             Some(json) => Ok(serde_json::from_slice(&json).map_err(anyhow::Error::from)?),
             None => Ok(Envelope {
@@ -256,7 +261,7 @@ impl StoreInner {
     /// A sealed part of a message; `[erased]` when its data subject was erased.
     pub(crate) fn open_opt(
         &self,
-        id: &str,
+        id: &(impl std::fmt::Display + ?Sized),
         part: &str,
         sealed: Option<Vec<u8>>,
     ) -> StoreResult<Option<String>> {
@@ -376,7 +381,11 @@ impl Messages {
     }
 
     /// One message with its body, if the actor may see its case.
-    pub async fn get_message(&self, actor: &Actor, id: &str) -> StoreResult<Option<MessageView>> {
+    pub async fn get_message(
+        &self,
+        actor: &Actor,
+        id: &MessageId,
+    ) -> StoreResult<Option<MessageView>> {
         let row = sqlx::query_as::<_, MessageWithBody>(&format!(
             "SELECT {MESSAGE_COLUMNS_WITH_BODY} FROM messages m JOIN cases c ON c.id = m.case_id \
              WHERE m.id = $1 AND {}",
@@ -432,7 +441,7 @@ impl Messages {
             .into_iter()
             .map(|r| self.message_from_row(r))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = page_cursor(&mut items, f.limit, |m| m.id.clone());
+        let next_cursor = page_cursor(&mut items, f.limit, |m| m.id.to_string());
         Ok(Some((Page { items, next_cursor }, total)))
     }
 
@@ -487,7 +496,7 @@ impl Messages {
     /// provider event id seen before is ignored: `false`.
     pub async fn record_status_event(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         event: MessageStatus,
         at: Micros,
         provider_event_id: Option<&str>,
@@ -512,7 +521,7 @@ impl Messages {
     /// provider's event id was seen before.
     pub async fn record_plain_event(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         event: &str,
         at: Micros,
         provider_event_id: &str,
@@ -531,7 +540,10 @@ impl Messages {
     }
 
     /// The message a provider's id or our `Message-ID` names.
-    pub async fn message_by_provider_id(&self, provider_id: &str) -> StoreResult<Option<String>> {
+    pub async fn message_by_provider_id(
+        &self,
+        provider_id: &str,
+    ) -> StoreResult<Option<MessageId>> {
         Ok(
             sqlx::query_scalar("SELECT id FROM messages WHERE provider_id = $1")
                 .bind(provider_id)
@@ -540,7 +552,7 @@ impl Messages {
         )
     }
 
-    pub async fn message_by_rfc_id(&self, rfc_message_id: &str) -> StoreResult<Option<String>> {
+    pub async fn message_by_rfc_id(&self, rfc_message_id: &str) -> StoreResult<Option<MessageId>> {
         Ok(
             sqlx::query_scalar("SELECT id FROM messages WHERE rfc_message_id = $1")
                 .bind(rfc_message_id)
@@ -552,7 +564,7 @@ impl Messages {
     /// The envelope of a message, for the unsubscribe and suppression paths.
     pub async fn message_envelope(
         &self,
-        id: &str,
+        id: &MessageId,
     ) -> StoreResult<Option<(Option<CaseId>, Channel, Envelope)>> {
         #[derive(sqlx::FromRow)]
         struct Row {
@@ -627,7 +639,7 @@ pub(crate) async fn record_evidence(
 pub(crate) async fn apply_event(
     conn: &mut sqlx::AnyConnection,
     backend: super::Backend,
-    message_id: &str,
+    message_id: &MessageId,
     (event, at): (MessageStatus, Micros),
     provider_event_id: Option<&str>,
     detail: Option<&str>,
@@ -688,7 +700,7 @@ pub(crate) async fn apply_event(
 
 /// A message handed to its transport, as a batch of outcomes records it.
 pub(crate) struct SentMessage<'a> {
-    pub id: &'a str,
+    pub id: &'a MessageId,
     pub at: Micros,
     pub provider_id: Option<&'a str>,
     /// The send policy's decision at the moment of sending.
@@ -722,7 +734,7 @@ pub(crate) async fn apply_sent_events(
     let rows = q.fetch_all(&mut *conn).await?;
     let found: Vec<(&SentRow, &SentMessage<'_>)> = events
         .iter()
-        .filter_map(|e| rows.iter().find(|r| r.id == e.id).map(|r| (r, e)))
+        .filter_map(|e| rows.iter().find(|r| *e.id == r.id).map(|r| (r, e)))
         .collect();
     if found.is_empty() {
         return Ok(());
@@ -767,7 +779,7 @@ pub(crate) async fn apply_sent_events(
 /// A message's id, status and case, read before its `sent` event is applied.
 #[derive(sqlx::FromRow)]
 struct SentRow {
-    id: String,
+    id: MessageId,
     status: String,
     case_id: Option<CaseId>,
 }
@@ -827,7 +839,7 @@ async fn mark_sent(
 
 async fn set_status(
     conn: &mut sqlx::AnyConnection,
-    message_id: &str,
+    message_id: &MessageId,
     status: MessageStatus,
     failure_reason: Option<&str>,
     now: Micros,
@@ -875,7 +887,7 @@ pub(crate) struct QueueItem {
 }
 
 impl QueueItem {
-    fn view(&self, thread_id: String) -> MessageView {
+    fn view(&self, thread_id: ThreadId) -> MessageView {
         let new = self.new.clone();
         MessageView {
             id: new.id,
@@ -1393,7 +1405,9 @@ async fn write_queued(
         writes.run(&mut *conn).await?;
     }
     for (i, item, thread) in going {
-        outcomes[i] = Some(Queued::Created(Box::new(item.view(thread.to_string()))));
+        outcomes[i] = Some(Queued::Created(Box::new(
+            item.view(ThreadId::from_stored(thread.to_string())),
+        )));
     }
     Ok(outcomes
         .into_iter()

@@ -437,7 +437,7 @@ pub(crate) async fn audit(
     actor: &Actor,
     action: AuditAction,
     target_type: &str,
-    target_id: &str,
+    target_id: &(impl std::fmt::Display + ?Sized),
     now: Micros,
 ) -> sqlx::Result<()> {
     audit_as(
@@ -500,7 +500,7 @@ pub(crate) async fn audit_as(
     (party_id, actor_name): (Option<&str>, &str),
     action: AuditAction,
     target_type: &str,
-    target_id: &str,
+    target_id: &(impl std::fmt::Display + ?Sized),
     now: Micros,
 ) -> sqlx::Result<()> {
     sqlx::query(
@@ -512,7 +512,7 @@ pub(crate) async fn audit_as(
     .bind(actor_name)
     .bind(action.as_str())
     .bind(target_type)
-    .bind(target_id)
+    .bind(target_id.to_string())
     .bind(now)
     .execute(conn)
     .await?;
@@ -724,7 +724,7 @@ pub(crate) async fn emit_many(
 }
 
 /// The context a key kept in `key_material` is sealed under.
-pub(super) fn key_context(purpose: &str) -> String {
+pub(super) fn key_context(purpose: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("key:{purpose}")
 }
 

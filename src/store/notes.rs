@@ -20,7 +20,7 @@ pub struct NewNote {
 
 #[derive(Debug, Clone)]
 pub struct Note {
-    pub id: String,
+    pub id: NoteId,
     pub case_id: CaseId,
     pub note: String,
     pub visibility: NoteVisibility,
@@ -42,7 +42,7 @@ pub struct NoteFilter {
 /// A note as `list_notes` reads it, still sealed and without its tags.
 #[derive(sqlx::FromRow)]
 struct NoteRow {
-    id: String,
+    id: NoteId,
     created_by: String,
     visibility: String,
     category: Option<String>,
@@ -52,11 +52,11 @@ struct NoteRow {
 
 #[derive(sqlx::FromRow)]
 struct NoteTagRow {
-    note_id: String,
+    note_id: NoteId,
     tag: String,
 }
 
-pub(super) fn note_context(note_id: &str) -> String {
+pub(super) fn note_context(note_id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("note:{note_id}")
 }
 
@@ -72,7 +72,7 @@ impl Cases {
             return Ok(None);
         }
         let key = self.live_case_key(case_id).await?;
-        let id = NoteId::new().to_string();
+        let id = NoteId::new();
         let now = self.now();
         sqlx::query(
             "INSERT INTO notes (id, case_id, author_party_id, created_by, visibility, category, note_sealed, created_at) \
@@ -180,7 +180,7 @@ impl Cases {
                 id: r.id,
             });
         }
-        let next_cursor = page_cursor(&mut notes, filter.limit, |n| n.id.clone());
+        let next_cursor = page_cursor(&mut notes, filter.limit, |n| n.id.to_string());
         if !notes.is_empty() {
             let placeholders: Vec<String> = (1..=notes.len()).map(|i| format!("${i}")).collect();
             let sql = format!(

@@ -10,12 +10,13 @@ use crate::domain::event::WebhookDeliveryStatus;
 use crate::domain::message::{JobState, MessageStatus};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
+use crate::domain::{DeliveryId, MessageId, WebhookId};
 
 /// One message's delivery work.
 #[derive(Debug, Clone)]
 pub struct JobView {
     pub job_id: String,
-    pub message_id: String,
+    pub message_id: MessageId,
     pub case_id: Option<CaseId>,
     /// The message's type (`email`, `sms`, `system`) and status.
     pub message_type: String,
@@ -107,7 +108,7 @@ impl Queue {
             .into_iter()
             .map(|r| JobView {
                 job_id: r.id,
-                message_id: r.ref_id,
+                message_id: MessageId::from_stored(r.ref_id),
                 case_id: r.case_id,
                 message_type: r.message_type,
                 message_status: r.message_status,
@@ -291,8 +292,8 @@ impl Queue {
     pub async fn resend_webhook_delivery(
         &self,
         actor: &Actor,
-        webhook_id: &str,
-        delivery_id: &str,
+        webhook_id: &WebhookId,
+        delivery_id: &DeliveryId,
         now: Micros,
     ) -> StoreResult<Option<Result<(), NotNow>>> {
         let mut tx = self.write_tx().await?;
@@ -345,7 +346,7 @@ impl Queue {
     pub async fn recover_webhook(
         &self,
         actor: &Actor,
-        webhook_id: &str,
+        webhook_id: &WebhookId,
         since: Micros,
         now: Micros,
     ) -> StoreResult<Option<u64>> {
@@ -382,7 +383,7 @@ impl Queue {
         &self,
         conn: &mut sqlx::AnyConnection,
         actor: &Actor,
-        webhook_id: &str,
+        webhook_id: &WebhookId,
     ) -> StoreResult<bool> {
         let found: Option<String> = sqlx::query_scalar(
             "SELECT id FROM webhooks WHERE id = $1 AND (owner_party_id = $2 OR $3 = 1) AND deleted_at IS NULL",

@@ -57,11 +57,11 @@ struct PaymentRow {
     created_at: i64,
 }
 
-pub(super) fn reference_context(id: &str) -> String {
+pub(super) fn reference_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("pay:{id}:reference")
 }
 
-pub(super) fn title_context(id: &str) -> String {
+pub(super) fn title_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("ddl:{id}:title")
 }
 

@@ -3,12 +3,13 @@
 
 use super::{Messages, Policy, Sibling, StoreInner, StoreResult};
 use crate::domain::CaseId;
+use crate::domain::MessageId;
 use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::prefixed_id;
 
 /// The context a suppressed address is sealed under.
-pub(super) fn address_context(id: &str) -> String {
+pub(super) fn address_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("suppression:{id}:address")
 }
 
@@ -22,7 +23,7 @@ pub struct Suppression {
     pub reason: String,
     pub case_id: Option<CaseId>,
     /// The message whose bounce, complaint or unsubscribe caused it.
-    pub message_id: Option<String>,
+    pub message_id: Option<MessageId>,
     /// The creditor whose sends it stops; `None`: every tenant's (a fact about the address).
     pub creditor_id: Option<String>,
     pub created_at: i64,
@@ -35,7 +36,7 @@ pub(crate) struct NewSuppression<'a> {
     pub reason: &'a str,
     pub case_id: Option<&'a CaseId>,
     /// The message whose bounce, complaint or unsubscribe caused it.
-    pub message_id: Option<&'a str>,
+    pub message_id: Option<&'a MessageId>,
     /// Whose sends it stops: every tenant's, or one creditor's.
     pub scope: Scope<'a>,
 }
@@ -71,7 +72,7 @@ struct SuppressionRow {
     address_sealed: Option<Vec<u8>>,
     reason: String,
     case_id: Option<CaseId>,
-    message_id: Option<String>,
+    message_id: Option<MessageId>,
     scope: String,
     created_at: i64,
 }
@@ -269,7 +270,7 @@ impl Policy {
         value: &str,
         reason: &str,
         case_id: Option<&CaseId>,
-        message_id: Option<&str>,
+        message_id: Option<&MessageId>,
         scope: Scope<'_>,
     ) -> StoreResult<bool> {
         let mut conn = self.writer.acquire().await?;
@@ -293,7 +294,7 @@ impl Policy {
     pub(crate) async fn suppress_recipients_in(
         &self,
         conn: &mut sqlx::AnyConnection,
-        message_id: &str,
+        message_id: &MessageId,
         recipient: Option<usize>,
         everyone: bool,
         now: crate::domain::time::Micros,
@@ -354,7 +355,7 @@ impl Policy {
     /// for an unknown message.
     pub async fn unsubscribe(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         recipient: Option<usize>,
     ) -> StoreResult<bool> {
         let Some((case_id, channel, envelope)) = self
@@ -426,7 +427,7 @@ impl Policy {
     /// (a spam complaint), else for every tenant (a bounce, a drop: facts about the address).
     pub async fn suppress_reported(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         channel: &str,
         value: &str,
         reason: &str,

@@ -8,7 +8,7 @@
 //! back only if the row still holds what was read, so a rekey can run beside a serving
 //! process.
 
-use crate::domain::CaseId;
+use crate::domain::{CaseId, DocumentId};
 use std::collections::BTreeMap;
 
 use super::{
@@ -35,7 +35,7 @@ const SEALED: &[SealedColumn] = &[
         table: "key_material",
         key: "purpose",
         column: "sealed",
-        context: super::key_context,
+        context: |id| super::key_context(id),
         case_of: None,
     },
     SealedColumn {
@@ -49,28 +49,28 @@ const SEALED: &[SealedColumn] = &[
         table: "notes",
         key: "id",
         column: "note_sealed",
-        context: notes::note_context,
+        context: |id| notes::note_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
         table: "threads",
         key: "id",
         column: "subject_sealed",
-        context: threads::thread_context,
+        context: |id| threads::thread_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
         table: "documents",
         key: "id",
         column: "uploaded_by_sealed",
-        context: documents::uploader_context,
+        context: |id| documents::uploader_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
         table: "thread_participants",
         key: "id",
         column: "participant_sealed",
-        context: threads::participant_context,
+        context: |id| threads::participant_context(id),
         case_of: Some(
             "(SELECT t.case_id FROM threads t WHERE t.id = thread_participants.thread_id)",
         ),
@@ -107,7 +107,7 @@ const SEALED: &[SealedColumn] = &[
         table: "documents",
         key: "id",
         column: "description_sealed",
-        context: documents::description_context,
+        context: |id| documents::description_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
@@ -128,42 +128,42 @@ const SEALED: &[SealedColumn] = &[
         table: "webhooks",
         key: "id",
         column: "secret_sealed",
-        context: webhooks::secret_context,
+        context: |id| webhooks::secret_context(id),
         case_of: None,
     },
     SealedColumn {
         table: "suppressions",
         key: "id",
         column: "address_sealed",
-        context: policy::address_context,
+        context: |id| policy::address_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
         table: "documents",
         key: "id",
         column: "file_name_sealed",
-        context: documents::file_name_context,
+        context: |id| documents::file_name_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
         table: "deadlines",
         key: "id",
         column: "title_sealed",
-        context: payments::title_context,
+        context: |id| payments::title_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
         table: "payments",
         key: "id",
         column: "reference_sealed",
-        context: payments::reference_context,
+        context: |id| payments::reference_context(id),
         case_of: Some("case_id"),
     },
     SealedColumn {
         table: "inbound_raw",
         key: "id",
         column: "raw_sealed",
-        context: inbound::raw_context,
+        context: |id| inbound::raw_context(id),
         case_of: Some("(SELECT m.case_id FROM messages m WHERE m.id = inbound_raw.message_id)"),
     },
 ];
@@ -183,21 +183,21 @@ const CLEAR: &[ClearText] = &[
         table: "documents",
         clear: "file_name",
         sealed: "file_name_sealed",
-        context: documents::file_name_context,
+        context: |id| documents::file_name_context(id),
         emptied: "''",
     },
     ClearText {
         table: "deadlines",
         clear: "title",
         sealed: "title_sealed",
-        context: payments::title_context,
+        context: |id| payments::title_context(id),
         emptied: "''",
     },
     ClearText {
         table: "payments",
         clear: "reference",
         sealed: "reference_sealed",
-        context: payments::reference_context,
+        context: |id| payments::reference_context(id),
         emptied: "NULL",
     },
 ];
@@ -231,7 +231,7 @@ struct SealedRow {
 /// A document whose file is sealed under the master key, not its case's subject key.
 #[derive(Debug, sqlx::FromRow)]
 pub struct StaleDocument {
-    pub id: String,
+    pub id: DocumentId,
     pub case_id: CaseId,
     pub storage_key: String,
 }
@@ -433,7 +433,7 @@ impl Subjects {
     }
 
     /// Records that a document's file is now sealed under its case's subject key.
-    pub async fn document_resealed(&self, id: &str) -> StoreResult<()> {
+    pub async fn document_resealed(&self, id: &DocumentId) -> StoreResult<()> {
         sqlx::query("UPDATE documents SET key_id = $1 WHERE id = $2")
             .bind(documents::SUBJECT_SEALED)
             .bind(id)

@@ -11,11 +11,12 @@ use super::{Inbound, MessageView, StoreResult, admin_flag, audit};
 use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
+use crate::domain::{MessageId, ThreadId};
 
 #[derive(sqlx::FromRow)]
 struct HeldRow {
     case_id: CaseId,
-    thread_id: Option<String>,
+    thread_id: Option<ThreadId>,
     message_type: String,
     envelope_sealed: Vec<u8>,
     has_attachments: i32,
@@ -28,7 +29,7 @@ impl Inbound {
         &self,
         conn: &mut sqlx::AnyConnection,
         actor: &Actor,
-        id: &str,
+        id: &MessageId,
     ) -> StoreResult<Option<HeldRow>> {
         Ok(sqlx::query_as::<_, HeldRow>(&format!(
             "SELECT m.case_id, m.thread_id, m.message_type, m.envelope_sealed, m.has_attachments, m.sender_verified \
@@ -50,7 +51,7 @@ impl Inbound {
     pub async fn accept_received(
         &self,
         actor: &Actor,
-        id: &str,
+        id: &MessageId,
     ) -> StoreResult<Option<Result<(), NotNow>>> {
         let mut tx = self.write_tx().await?;
         let Some(row) = self.held_message(&mut tx, actor, id).await? else {
@@ -68,7 +69,9 @@ impl Inbound {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let thread_id = row.thread_id.unwrap_or_default();
+        let thread_id = row.thread_id.ok_or_else(|| {
+            super::StoreError::Corrupt(format!("received message {id} without a thread"))
+        })?;
         let announced = Announced {
             id,
             case_id: &row.case_id,
@@ -102,7 +105,7 @@ impl Inbound {
     pub async fn reject_received(
         &self,
         actor: &Actor,
-        id: &str,
+        id: &MessageId,
     ) -> StoreResult<Option<Result<String, NotNow>>> {
         let mut tx = self.write_tx().await?;
         let Some(row) = self.held_message(&mut tx, actor, id).await? else {
@@ -155,7 +158,7 @@ impl Inbound {
                     .bind(thread_id)
                     .execute(&mut *tx)
                     .await?;
-                self.known_threads.forget(|_, known| known == thread_id);
+                self.known_threads.forget(|_, known| thread_id == known);
             }
         }
         audit(

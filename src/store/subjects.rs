@@ -4,10 +4,10 @@
 use super::messages::MESSAGE_COLUMNS_WITH_BODY;
 use super::subject_keys::ERASED;
 use super::{Cases, Documents, MessageView, Sibling, StoreResult, Subjects, audit};
-use crate::domain::CaseId;
 use crate::domain::audit::AuditAction;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
+use crate::domain::{CaseId, MessageId};
 
 /// A case of a data subject, with what decides whether its data may be erased.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -27,7 +27,7 @@ pub struct Erased {
     pub storage_keys: Vec<String>,
     /// The case's messages: their copies outside the database (outbox files, spooled
     /// attachments) are the caller's to remove.
-    pub message_ids: Vec<String>,
+    pub message_ids: Vec<MessageId>,
 }
 
 impl Subjects {
@@ -155,7 +155,7 @@ impl Subjects {
         let indexes = self.suppression_indexes(case_id).await?;
         self.destroy_case_keys(&[*case_id]).await?;
         let mut tx = self.write_tx().await?;
-        let message_ids: Vec<String> =
+        let message_ids: Vec<MessageId> =
             sqlx::query_scalar("SELECT id FROM messages WHERE case_id = $1 ORDER BY id")
                 .bind(case_id)
                 .fetch_all(&mut *tx)

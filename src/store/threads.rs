@@ -3,6 +3,7 @@
 //! new one.
 
 use crate::domain::CaseId;
+use crate::domain::{MessageId, ThreadId};
 use std::collections::BTreeMap;
 
 use sqlx::AnyConnection;
@@ -16,7 +17,7 @@ use crate::domain::time::Micros;
 
 #[derive(Debug, Clone)]
 pub struct ThreadView {
-    pub id: String,
+    pub id: ThreadId,
     pub subject: Option<String>,
     pub participants: Vec<String>,
     pub message_count: i64,
@@ -38,7 +39,7 @@ pub struct ThreadMessage {
 /// A thread with the count and time of its messages, as `list_threads` reads it.
 #[derive(sqlx::FromRow)]
 struct ThreadRow {
-    id: String,
+    id: ThreadId,
     subject_sealed: Option<Vec<u8>>,
     message_count: i64,
     last_message_at: Option<i64>,
@@ -50,7 +51,7 @@ struct ThreadRow {
 #[derive(sqlx::FromRow)]
 struct KeptParticipant {
     id: String,
-    thread_id: String,
+    thread_id: ThreadId,
     participant_sealed: Vec<u8>,
 }
 
@@ -62,14 +63,14 @@ pub(crate) struct NewParticipant {
     pub sealed: Vec<u8>,
 }
 
-pub(crate) fn participant_context(id: &str) -> String {
+pub(crate) fn participant_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("participant:{id}")
 }
 
 /// The sealed envelope of one message of a thread, for the thread's participants.
 #[derive(sqlx::FromRow)]
 struct ParticipantRow {
-    thread_id: String,
+    thread_id: ThreadId,
     id: String,
     envelope_sealed: Vec<u8>,
 }
@@ -87,9 +88,9 @@ struct ThreadMessageRow {
 
 #[derive(sqlx::FromRow)]
 struct RfcMessageRow {
-    id: String,
+    id: MessageId,
     case_id: Option<CaseId>,
-    thread_id: Option<String>,
+    thread_id: Option<ThreadId>,
     sender_verified: i32,
 }
 
@@ -100,7 +101,7 @@ pub(crate) const LIST_THREADS_SQL: &str = "SELECT t.id AS id, t.subject_sealed A
      WHERE t.case_id = $1 GROUP BY t.id, t.subject_sealed, t.status, t.participants_kept \
      ORDER BY last_message_at DESC, t.id DESC";
 
-pub(super) fn thread_context(id: &str) -> String {
+pub(super) fn thread_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("thread:{id}")
 }
 
@@ -154,10 +155,10 @@ impl Messages {
         conn: &mut AnyConnection,
         key: &crate::crypto::SubjectKey,
         case_id: &CaseId,
-        parent_thread: Option<String>,
+        parent_thread: Option<ThreadId>,
         subject: Option<&str>,
         at: Micros,
-    ) -> StoreResult<String> {
+    ) -> StoreResult<ThreadId> {
         if let Some(thread) = parent_thread {
             return Ok(thread);
         }
@@ -207,7 +208,7 @@ impl Messages {
             .bind(case_id)
             .fetch_all(&mut *conn)
             .await?;
-        let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut participants: BTreeMap<ThreadId, Vec<String>> = BTreeMap::new();
         // Kept with the thread as its messages came.
         let kept = sqlx::query_as::<_, KeptParticipant>(
             "SELECT p.id, p.thread_id, p.participant_sealed FROM thread_participants p \
@@ -281,7 +282,7 @@ impl Messages {
     pub async fn thread_messages(
         &self,
         actor: &Actor,
-        thread_id: &str,
+        thread_id: &ThreadId,
     ) -> StoreResult<Option<Vec<ThreadMessage>>> {
         let mut conn = self.pool.acquire().await?;
         let found: Option<String> = sqlx::query_scalar(&format!(
@@ -353,7 +354,7 @@ impl Messages {
     pub(crate) async fn message_by_rfc_id_in(
         conn: &mut AnyConnection,
         rfc_id: &str,
-    ) -> StoreResult<Option<(String, CaseId, Option<String>, bool)>> {
+    ) -> StoreResult<Option<(MessageId, CaseId, Option<ThreadId>, bool)>> {
         let row = sqlx::query_as::<_, RfcMessageRow>("SELECT id, case_id, thread_id, sender_verified FROM messages WHERE rfc_message_id = $1 AND case_id IS NOT NULL")
             .bind(rfc_id)
             .fetch_optional(&mut *conn)

@@ -1,6 +1,7 @@
 //! Webhooks: subscriptions, the fan-out of outbox events to them, and their deliveries.
 
 use crate::domain::CaseId;
+use crate::domain::{DeliveryId, WebhookId};
 use serde_json::Value;
 
 use super::queue::{Transition, WEBHOOK_DELIVERIES, transition};
@@ -13,7 +14,7 @@ use crate::domain::time::Micros;
 
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    pub id: String,
+    pub id: WebhookId,
     pub url: String,
     pub events: Vec<EventType>,
     pub created_at: Micros,
@@ -21,7 +22,7 @@ pub struct Webhook {
 
 #[derive(sqlx::FromRow)]
 struct WebhookRow {
-    id: String,
+    id: WebhookId,
     url: String,
     events: String,
     created_at: i64,
@@ -50,7 +51,7 @@ fn parse_events(stored: &str) -> StoreResult<Vec<EventType>> {
 
 #[derive(Debug, Clone)]
 pub struct DeliveryView {
-    pub id: String,
+    pub id: DeliveryId,
     pub event_id: i64,
     pub event_type: EventType,
     pub status: WebhookDeliveryStatus,
@@ -64,7 +65,7 @@ pub struct DeliveryView {
 
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
-    id: String,
+    id: DeliveryId,
     event_id: i64,
     event_type: String,
     status: String,
@@ -97,8 +98,8 @@ impl DeliveryRow {
 /// A delivery claimed for sending, with everything the request needs.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
-    pub id: String,
-    pub webhook_id: String,
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
     pub url: String,
     pub secret: String,
     pub event_id: i64,
@@ -113,8 +114,8 @@ pub struct DueDelivery {
 
 #[derive(sqlx::FromRow)]
 struct DueRow {
-    id: String,
-    webhook_id: String,
+    id: DeliveryId,
+    webhook_id: WebhookId,
     url: String,
     secret_sealed: Vec<u8>,
     event_id: i64,
@@ -124,7 +125,7 @@ struct DueRow {
     allowed: i64,
 }
 
-pub(super) fn secret_context(id: &str) -> String {
+pub(super) fn secret_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("webhook:{id}:secret")
 }
 
@@ -170,7 +171,7 @@ impl Webhooks {
         events: &[EventType],
         secret: &str,
     ) -> StoreResult<Webhook> {
-        let id = prefixed_id("wh");
+        let id = WebhookId::new();
         let now = self.now();
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO webhooks (id, owner_party_id, url, events, secret_sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -425,7 +426,7 @@ impl Webhooks {
     /// delivery goes next (delivered, due again, failed).
     pub async fn finish_webhook_delivery(
         &self,
-        id: &str,
+        id: &DeliveryId,
         status_code: Option<u16>,
         next: Transition,
         now: Micros,

@@ -175,7 +175,7 @@ impl Job for WebhookJob {
         match self.webhooks.due_deliveries(&ids).await {
             Ok(found) => self
                 .preloaded
-                .keep(found.into_iter().map(|d| (d.id.clone(), d))),
+                .keep(found.into_iter().map(|d| (d.id.to_string(), d))),
             Err(e) => tracing::warn!(error = format!("{e}"), "reading claimed deliveries failed"),
         }
     }

@@ -186,7 +186,7 @@ async fn an_inbound_pdf_becomes_a_downloadable_correspondence_document() {
         other
             .services()
             .documents
-            .file_received_attachments(&message_id)
+            .file_received_attachments(&parley::domain::MessageId::parse(&message_id).unwrap())
             .await
             .unwrap(),
         0

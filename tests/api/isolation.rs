@@ -877,8 +877,13 @@ async fn a_cc_readers_bounce_names_the_cc_reader_only() {
     );
 
     // The cc reader's mailbox does not exist: its server reports to that copy's address.
-    let bounce_to =
-        parley::app::tracking::bounce_address(app.store.keys(), id, "localhost", Some(1)).unwrap();
+    let bounce_to = parley::app::tracking::bounce_address(
+        app.store.keys(),
+        &parley::domain::MessageId::parse(id).unwrap(),
+        "localhost",
+        Some(1),
+    )
+    .unwrap();
     let dsn = format!(
         "From: MAILER-DAEMON@mx.example.net\r\nTo: {bounce_to}\r\nSubject: Undelivered Mail\r\n\
 Message-ID: <cc-dsn@mx.example.net>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
@@ -928,8 +933,13 @@ Final-Recipient: rfc822; gone@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n
     let second: Value = r.json().await.unwrap();
     let second = second["messageId"].as_str().unwrap();
     app.deliver_due().await;
-    let to_second =
-        parley::app::tracking::bounce_address(app.store.keys(), second, "localhost", None).unwrap();
+    let to_second = parley::app::tracking::bounce_address(
+        app.store.keys(),
+        &parley::domain::MessageId::parse(second).unwrap(),
+        "localhost",
+        None,
+    )
+    .unwrap();
     let refused = dsn
         .replace(&bounce_to, &to_second)
         .replace("gone@example.net", "picky@example.org")

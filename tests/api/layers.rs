@@ -221,6 +221,62 @@ fn case_ids_travel_as_case_ids_not_text() {
     assert!(untyped.is_empty(), "case ids as text: {untyped:#?}");
 }
 
+/// Other ids held as text under their names (`message_id: &str`, `thread_id: String`, ...).
+fn untyped_ids(source: &str) -> usize {
+    let names = [
+        "message_id",
+        "thread_id",
+        "document_id",
+        "webhook_id",
+        "delivery_id",
+        "note_id",
+    ];
+    let types = [
+        "&str",
+        "&'a str",
+        "String",
+        "Option<String>",
+        "Option<&str>",
+        "Vec<String>",
+    ];
+    names
+        .iter()
+        .flat_map(|n| types.iter().map(move |t| format!("{n}: {t}")))
+        .map(|needle| word(source, &needle))
+        .sum()
+}
+
+/// How often `needle` occurs as words of its own: no character of a name before or after.
+fn word(source: &str, needle: &str) -> usize {
+    let name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    source
+        .match_indices(needle)
+        .filter(|(at, m)| {
+            !source[..*at].chars().next_back().is_some_and(name)
+                && !source[at + m.len()..].chars().next().is_some_and(name)
+        })
+        .count()
+}
+
+#[test]
+fn message_thread_document_webhook_delivery_and_note_ids_are_typed_below_http() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    // HTTP shapes hold the text they send and receive (a path's id is parsed into its type).
+    files.retain(|f| !f.starts_with(root.join("http")));
+    let mut untyped = found_in(&files, untyped_ids);
+    // The `Message-ID` header of a received mail is the sender's text, not one of our ids.
+    untyped.retain(|f, n| {
+        !((f.ends_with("src/domain/mail.rs") || f.ends_with("src/app/inbound.rs")) && *n == 1)
+    });
+    assert!(untyped.is_empty(), "ids as text: {untyped:#?}");
+    assert_eq!(
+        untyped_ids("fn f(message_id: &str, thread_id: ThreadId, note_id: String)"),
+        2
+    );
+}
+
 #[test]
 fn the_case_id_scan_finds_text() {
     assert_eq!(

@@ -369,7 +369,7 @@ async fn permanent_smtp_refusal_fails_at_once_with_the_reason() {
     assert_eq!(
         app.store
             .queue()
-            .delivery_attempts(&id)
+            .delivery_attempts(&parley::domain::MessageId::parse(&id).unwrap())
             .await
             .unwrap()
             .len(),
@@ -404,7 +404,12 @@ async fn transient_smtp_failures_are_retried_until_sent_or_given_up() {
     app.deliver_due().await;
 
     assert_eq!(report(&app, &party, &once_id).await["status"], "sent");
-    let attempts = app.store.queue().delivery_attempts(&once_id).await.unwrap();
+    let attempts = app
+        .store
+        .queue()
+        .delivery_attempts(&parley::domain::MessageId::parse(&once_id).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         attempts
             .iter()
@@ -431,7 +436,7 @@ async fn transient_smtp_failures_are_retried_until_sent_or_given_up() {
     assert_eq!(
         app.store
             .queue()
-            .delivery_attempts(&always_id)
+            .delivery_attempts(&parley::domain::MessageId::parse(&always_id).unwrap())
             .await
             .unwrap()
             .len(),
@@ -482,7 +487,12 @@ async fn an_unreachable_smtp_server_is_a_transient_failure() {
         .unwrap()
         .to_string();
     app.deliver_due().await;
-    let attempts = app.store.queue().delivery_attempts(&id).await.unwrap();
+    let attempts = app
+        .store
+        .queue()
+        .delivery_attempts(&parley::domain::MessageId::parse(&id).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         attempts
             .iter()

@@ -86,7 +86,8 @@ async fn sms_goes_to_the_sms_api_and_status_callbacks_move_it() {
             .message_by_provider_id(&sid)
             .await
             .unwrap()
-            .as_deref(),
+            .as_ref()
+            .map(|m| m.as_str()),
         Some(id.as_str())
     );
     let callback = |status: &'static str, auth: String| {
@@ -163,7 +164,12 @@ async fn sms_api_failures_are_retried_or_final() {
     let (_, retried) = send_sms(&app, &creditor, "first").await;
     app.deliver_due().await;
     assert_eq!(status_of(&app, &creditor, &retried).await["status"], "sent");
-    let attempts = app.store.queue().delivery_attempts(&retried).await.unwrap();
+    let attempts = app
+        .store
+        .queue()
+        .delivery_attempts(&parley::domain::MessageId::parse(&retried).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         attempts
             .iter()
@@ -190,7 +196,7 @@ async fn sms_api_failures_are_retried_or_final() {
     let attempts = app
         .store
         .queue()
-        .delivery_attempts(&throttled)
+        .delivery_attempts(&parley::domain::MessageId::parse(&throttled).unwrap())
         .await
         .unwrap();
     assert_eq!(attempts.len(), 1);
@@ -344,7 +350,7 @@ async fn a_busy_sender_number_puts_sms_back_without_using_an_attempt() {
     assert!(
         app.store
             .queue()
-            .delivery_attempts(&second)
+            .delivery_attempts(&parley::domain::MessageId::parse(&second).unwrap())
             .await
             .unwrap()
             .is_empty(),

@@ -291,7 +291,12 @@ async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message(
         .unwrap();
     let id = sent["messageId"].as_str().unwrap();
     assert_eq!(app.deliver_due().await, 1, "the first attempt fails");
-    let attempts = app.store.queue().delivery_attempts(id).await.unwrap();
+    let attempts = app
+        .store
+        .queue()
+        .delivery_attempts(&parley::domain::MessageId::parse(id).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         attempts[0].outcome.as_deref(),
         Some("retry"),
@@ -320,7 +325,7 @@ async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message(
     let outcomes: Vec<Option<String>> = app
         .store
         .queue()
-        .delivery_attempts(id)
+        .delivery_attempts(&parley::domain::MessageId::parse(id).unwrap())
         .await
         .unwrap()
         .into_iter()
