@@ -136,6 +136,8 @@ struct Settings {
     deadline_warning: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     retention: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    unmatched_retention: Option<String>,
     // Logs and traces.
     #[serde(default, deserialize_with = "scalar")]
     log_format: Option<String>,
@@ -470,6 +472,8 @@ pub struct PolicyConfig {
     /// `PARLEY_RETENTION`: how long a closed case's personal data is kept before an
     /// erasure request is carried out.
     pub retention: Duration,
+    /// `PARLEY_UNMATCHED_RETENTION`: how long dismissed unmatched mail is kept.
+    pub unmatched_retention: Duration,
 }
 
 /// Webhook deliveries.
@@ -975,6 +979,8 @@ fn policy_section(raw: &BTreeMap<String, Raw>) -> Result<PolicyConfig, ConfigErr
         opt(raw, "deadline_warning", parse_duration)?.unwrap_or(Duration::from_secs(3 * 86_400));
     let retention =
         opt(raw, "retention", parse_duration)?.unwrap_or(Duration::from_secs(5 * 31_557_600));
+    let unmatched_retention = opt(raw, "unmatched_retention", parse_duration)?
+        .unwrap_or(Duration::from_secs(30 * 86_400));
     Ok(PolicyConfig {
         frequency_cap,
         person_frequency_cap,
@@ -982,6 +988,7 @@ fn policy_section(raw: &BTreeMap<String, Raw>) -> Result<PolicyConfig, ConfigErr
         closed_days,
         deadline_warning,
         retention,
+        unmatched_retention,
     })
 }
 

@@ -11,7 +11,7 @@ use crate::domain::mail::{self, InboundMail};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
 use crate::domain::{CaseId, MessageId, PhoneNumber};
-use crate::store::{InboundSms, Ingested, MailboxProgress, Store};
+use crate::store::{InboundSms, Ingested, MailboxProgress, Store, UnmatchedFilter};
 
 /// An SMS as the provider reported it.
 #[derive(Debug, Clone)]
@@ -20,6 +20,17 @@ pub struct ReceivedSms {
     pub to: String,
     pub body: String,
     pub provider_id: Option<String>,
+}
+
+/// The most unmatched mails one bulk dismissal takes; the answer says how many it did.
+pub const BULK_DISMISS: i64 = 10_000;
+
+/// A page of the unmatched inbox and how many it holds in all under its filter.
+#[derive(Debug)]
+pub struct UnmatchedPage {
+    pub items: Vec<Unmatched>,
+    pub total: i64,
+    pub next_cursor: Option<String>,
 }
 
 /// An unmatched mail or SMS, as an admin sees it in the list.
@@ -145,9 +156,15 @@ impl Inbound {
 
     /// What matched no case, oldest first.
     #[tracing::instrument(skip_all)]
-    pub async fn unmatched(&self, limit: i64) -> AppResult<Vec<Unmatched>> {
-        let items = self.inbound.unmatched_mail(limit).await?;
-        Ok(items
+    pub async fn unmatched(
+        &self,
+        filter: &UnmatchedFilter,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> AppResult<UnmatchedPage> {
+        let (page, total) = self.inbound.unmatched_page(filter, cursor, limit).await?;
+        let items = page
+            .items
             .into_iter()
             .map(|m| {
                 let parsed = if m.source == Source::Sms {
@@ -169,7 +186,31 @@ impl Inbound {
                     message_id: parsed.message_id,
                 }
             })
-            .collect())
+            .collect();
+        Ok(UnmatchedPage {
+            items,
+            total,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// Dismisses an unmatched mail (audited); 404 when there is none.
+    #[tracing::instrument(skip_all)]
+    pub async fn dismiss(&self, actor: &Actor, inbound_id: &str) -> AppResult<()> {
+        if self.inbound.dismiss_unmatched(actor, inbound_id).await? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("inbound mail"))
+        }
+    }
+
+    /// Dismisses the unmatched mail `filter` takes, up to [`BULK_DISMISS`] a call; how many.
+    #[tracing::instrument(skip_all)]
+    pub async fn dismiss_where(&self, actor: &Actor, filter: &UnmatchedFilter) -> AppResult<u64> {
+        Ok(self
+            .inbound
+            .dismiss_unmatched_where(actor, filter, BULK_DISMISS)
+            .await?)
     }
 
     /// Accepts a received mail held for review (see `store::review`); the delivery worker

@@ -143,7 +143,7 @@ impl Services {
                 store,
                 files.clone(),
                 config.storage.data_dir.clone(),
-                config.policy.retention,
+                (config.policy.retention, config.policy.unmatched_retention),
                 clock.clone(),
             ),
             documents: documents::Documents::new(store, files, config.http.max_upload_bytes),

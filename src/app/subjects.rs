@@ -35,6 +35,8 @@ pub struct DataSubjects {
     /// The data folder: the outbox and the spool of outgoing mail are copies to erase.
     data_dir: std::path::PathBuf,
     retention: Duration,
+    /// How long dismissed unmatched mail is kept.
+    unmatched_retention: Duration,
     pub(super) clock: SharedClock,
 }
 
@@ -74,7 +76,7 @@ impl DataSubjects {
         store: &Store,
         files: DocumentStore,
         data_dir: std::path::PathBuf,
-        retention: Duration,
+        (retention, unmatched_retention): (Duration, Duration),
         clock: SharedClock,
     ) -> Self {
         Self {
@@ -88,6 +90,7 @@ impl DataSubjects {
             files,
             data_dir,
             retention,
+            unmatched_retention,
             clock,
         }
     }
@@ -215,6 +218,14 @@ impl DataSubjects {
         }
         if erased > 0 {
             tracing::info!(cases = erased, "retention ended: erased");
+        }
+        let dismissed_before = now.saturating_sub(duration_micros(self.unmatched_retention));
+        let removed = self
+            .inbound
+            .remove_dismissed_unmatched(dismissed_before)
+            .await?;
+        if removed > 0 {
+            tracing::info!(mails = removed, "dismissed unmatched mail removed");
         }
         Ok(erased)
     }

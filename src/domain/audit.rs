@@ -17,6 +17,7 @@ word_enum!(
         DocumentDownloaded => "document.downloaded",
         DocumentUploaded => "document.uploaded",
         InboundAssigned => "inbound.assigned",
+        InboundDismissed => "inbound.dismissed",
         MessageAccepted => "message.accepted",
         MessageCancelled => "message.cancelled",
         MessageHeldForReview => "message.held_for_review",

@@ -3,6 +3,7 @@
 
 use crate::domain::CaseId;
 use crate::domain::code::Code;
+use crate::domain::mail::Source;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -127,20 +128,70 @@ pub struct UnmatchedItem {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct UnmatchedList {
     pub messages: Vec<UnmatchedItem>,
+    /// How many unmatched mails, not dismissed, the filter takes in all.
+    pub total_count: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
 pub struct UnmatchedQuery {
     /// At most this many, 50 when absent.
     #[param(schema_with = super::openapi::limit_200)]
     pub limit: Option<i64>,
+    #[param(schema_with = super::openapi::cursor)]
+    pub cursor: Option<String>,
+    /// How it arrived: `smtp`, `imap`, `http` or `sms`.
+    pub source: Option<Source>,
+    /// The sender's address or number (case ignored).
+    #[param(pattern = "^[^\\x00]*$")]
+    pub sender: Option<String>,
+    /// Received at or after: a date or an RFC 3339 date-time.
+    #[param(schema_with = super::openapi::instant)]
+    pub received_since: Option<String>,
+}
+
+/// Which unmatched mail a bulk dismissal takes: every filter given must hold; none given,
+/// all of it (up to 10,000 a call).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DismissRequest {
+    #[schema(nullable = false)]
+    pub source: Option<Source>,
+    #[schema(nullable = false, pattern = "^[^\\x00]*$")]
+    pub sender: Option<String>,
+    /// A date or an RFC 3339 date-time.
+    #[schema(nullable = false, format = DateTime)]
+    pub received_since: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DismissAnswer {
+    /// How many were dismissed.
+    pub dismissed: u64,
+}
+
+fn filter(
+    source: Option<Source>,
+    sender: Option<String>,
+    since: Option<&str>,
+) -> ApiResult<crate::store::UnmatchedFilter> {
+    Ok(crate::store::UnmatchedFilter {
+        source,
+        sender,
+        since: super::messages::query_time("receivedSince", since, false)?,
+    })
 }
 
 #[utoipa::path(get, path = "/api/inbound/unmatched", tag = "inbound", params(UnmatchedQuery),
-    responses((status = 200, body = UnmatchedList), (status = 403, body = ProblemBody)), security(("bearer" = [])))]
+    responses((status = 200, body = UnmatchedList), (status = 400, body = ProblemBody, description = "`invalid_query`"),
+        (status = 403, body = ProblemBody), (status = 422, body = ProblemBody, description = "`invalid_cursor`")),
+    security(("bearer" = [])))]
 pub async fn unmatched(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -148,11 +199,14 @@ pub async fn unmatched(
 ) -> ApiResult<axum::Json<UnmatchedList>> {
     super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
     let limit = super::extract::page_limit(q.limit)?;
-    let messages = state
+    let f = filter(q.source, q.sender, q.received_since.as_deref())?;
+    let page = state
         .app
         .inbound
-        .unmatched(limit)
-        .await?
+        .unmatched(&f, q.cursor.as_deref(), limit)
+        .await?;
+    let messages = page
+        .items
         .into_iter()
         .map(|m| UnmatchedItem {
             inbound_id: m.inbound_id,
@@ -164,7 +218,43 @@ pub async fn unmatched(
             candidate_case_ids: m.candidate_case_ids,
         })
         .collect();
-    Ok(axum::Json(UnmatchedList { messages }))
+    Ok(axum::Json(UnmatchedList {
+        messages,
+        total_count: page.total,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Dismisses one unmatched mail or SMS (admin, audited): it leaves the list, and is removed
+/// `PARLEY_UNMATCHED_RETENTION` later. Dismissing it again changes nothing.
+#[utoipa::path(post, path = "/api/inbound/unmatched/{inboundId}/dismiss", tag = "inbound", params(("inboundId" = String, Path, description = "`inboundId` of `GET /api/inbound/unmatched`")),
+    responses((status = 204, description = "dismissed"), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn dismiss(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    super::extract::Path(id): super::extract::Path<String>,
+) -> ApiResult<StatusCode> {
+    super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
+    state.app.inbound.dismiss(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Dismisses every unmatched mail the filter takes (admin, each audited), oldest first, up
+/// to 10,000 a call: a spam wave from one sender, everything before a day.
+#[utoipa::path(post, path = "/api/inbound/unmatched/dismiss", tag = "inbound",
+    request_body = DismissRequest,
+    responses((status = 200, body = DismissAnswer), (status = 403, body = ProblemBody), (status = 400, body = ProblemBody)),
+    security(("bearer" = [])))]
+pub async fn dismiss_many(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    super::extract::Json(req): super::extract::Json<DismissRequest>,
+) -> ApiResult<axum::Json<DismissAnswer>> {
+    super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
+    let f = filter(req.source, req.sender, req.received_since.as_deref())?;
+    let dismissed = state.app.inbound.dismiss_where(&actor, &f).await?;
+    Ok(axum::Json(DismissAnswer { dismissed }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

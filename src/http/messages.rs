@@ -572,7 +572,11 @@ pub struct MessageQuery {
     pub cursor: Option<String>,
 }
 
-fn query_time(name: &str, v: Option<&str>, end_of_day: bool) -> ApiResult<Option<Micros>> {
+pub(super) fn query_time(
+    name: &str,
+    v: Option<&str>,
+    end_of_day: bool,
+) -> ApiResult<Option<Micros>> {
     let Some(v) = v else { return Ok(None) };
     let t = parse_instant(v).ok_or_else(|| {
         ApiError::bad_request(

@@ -128,6 +128,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(inbound::receive_email))
         .routes(routes!(inbound::unmatched))
         .routes(routes!(inbound::assign))
+        .routes(routes!(inbound::dismiss))
+        .routes(routes!(inbound::dismiss_many))
         .routes(routes!(inbound::receive_sms))
         .routes(routes!(suppressions::list))
         .routes(routes!(suppressions::lift))

@@ -45,6 +45,16 @@ pub struct UnmatchedMail {
     pub candidates: Vec<CaseId>,
 }
 
+/// Which unmatched mail a list or a bulk dismissal takes: every filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct UnmatchedFilter {
+    pub source: Option<Source>,
+    /// The sender's address or number, as written (compared by blind index, ignoring case).
+    pub sender: Option<String>,
+    /// Received at or after.
+    pub since: Option<Micros>,
+}
+
 /// A row of `inbound_raw`, still sealed.
 #[derive(sqlx::FromRow)]
 struct RawRow {
@@ -182,6 +192,20 @@ async fn first_case(
     Ok(None)
 }
 
+/// The message an SMS with the provider's id `sid` was stored as before, if any.
+async fn sms_seen(
+    tx: &mut sqlx::AnyConnection,
+    sid: Option<&str>,
+) -> StoreResult<Option<MessageId>> {
+    let Some(sid) = sid else { return Ok(None) };
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM messages WHERE provider_id = $1 AND direction = 'inbound'",
+    )
+    .bind(sid)
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
 /// The cases an SMS from the number with blind index `number` may belong to: the case that
 /// last sent an SMS to it; else every case whose debtor has it (at most 20). Several and none
 /// of them wrote: no guess, an admin sorts it.
@@ -315,7 +339,13 @@ impl Inbound {
         };
         let (Some(case_id), Some(key)) = (case_id, key) else {
             let inbound_id = self
-                .keep_unmatched(&mut tx, source, raw, now, &candidates)
+                .keep_unmatched(
+                    &mut tx,
+                    (source, mail.from.as_deref()),
+                    raw,
+                    now,
+                    &candidates,
+                )
                 .await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
@@ -604,7 +634,7 @@ impl Inbound {
     async fn keep_unmatched(
         &self,
         tx: &mut sqlx::AnyConnection,
-        source: Source,
+        (source, sender): (Source, Option<&str>),
         raw: &[u8],
         at: Micros,
         candidates: &[CaseId],
@@ -614,12 +644,13 @@ impl Inbound {
             .then(|| serde_json::to_string(candidates))
             .transpose()
             .map_err(anyhow::Error::from)?;
-        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched, candidates) VALUES ($1, $2, $3, $4, 0, $5)")
+        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched, candidates, sender_index) VALUES ($1, $2, $3, $4, 0, $5, $6)")
             .bind(&inbound_id)
             .bind(source.as_str())
             .bind(at)
             .bind(self.keys.seal(&raw_context(&inbound_id), raw))
             .bind(candidates)
+            .bind(sender.map(|s| self.sender_index(s)))
             .execute(&mut *tx)
             .await?;
         Ok(inbound_id)
@@ -635,16 +666,8 @@ impl Inbound {
         )
         .map_err(anyhow::Error::from)?;
         let mut tx = self.write_tx().await?;
-        if let Some(sid) = sms.sid {
-            let seen: Option<MessageId> = sqlx::query_scalar(
-                "SELECT id FROM messages WHERE provider_id = $1 AND direction = 'inbound'",
-            )
-            .bind(sid)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(message_id) = seen {
-                return Ok(Ingested::Duplicate { message_id });
-            }
+        if let Some(message_id) = sms_seen(&mut tx, sms.sid).await? {
+            return Ok(Ingested::Duplicate { message_id });
         }
         let stop = is_stop_word(sms.body);
         let number = self.keys.blind_index("phone", sms.from);
@@ -655,14 +678,26 @@ impl Inbound {
                     .await?;
             }
             let inbound_id = self
-                .keep_unmatched(&mut tx, Source::Sms, &raw, now, &candidates)
+                .keep_unmatched(
+                    &mut tx,
+                    (Source::Sms, Some(sms.from)),
+                    &raw,
+                    now,
+                    &candidates,
+                )
                 .await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
         };
         let Some(key) = self.key_unless_erased(&case_id).await? else {
             let inbound_id = self
-                .keep_unmatched(&mut tx, Source::Sms, &raw, now, &candidates)
+                .keep_unmatched(
+                    &mut tx,
+                    (Source::Sms, Some(sms.from)),
+                    &raw,
+                    now,
+                    &candidates,
+                )
                 .await?;
             tx.commit().await?;
             return Ok(Ingested::Unmatched { inbound_id });
@@ -845,32 +880,192 @@ impl Inbound {
     }
 
     /// Inbound mail that matched no case, oldest first.
-    pub async fn unmatched_mail(&self, limit: i64) -> StoreResult<Vec<UnmatchedMail>> {
-        let rows = sqlx::query_as::<_, RawRow>("SELECT id, source, received_at, raw_sealed, candidates FROM inbound_raw WHERE matched = 0 ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
+    /// The blind index an unmatched mail's sender is filtered by.
+    fn sender_index(&self, sender: &str) -> String {
+        self.keys
+            .blind_index("unmatched-sender", &sender.trim().to_lowercase())
+    }
+
+    /// The `WHERE` of unmatched mail not dismissed that `f` takes, from parameter `$first`.
+    fn open_unmatched(first: usize) -> String {
+        format!(
+            "matched = 0 AND dismissed_at IS NULL AND (${a} IS NULL OR source = ${a}) \
+             AND (${b} IS NULL OR sender_index = ${b}) AND (${c} IS NULL OR received_at >= ${c})",
+            a = first,
+            b = first + 1,
+            c = first + 2
+        )
+    }
+
+    fn filter_values(
+        &self,
+        f: &UnmatchedFilter,
+    ) -> (Option<&'static str>, Option<String>, Option<Micros>) {
+        (
+            f.source.map(|s| s.as_str()),
+            f.sender.as_deref().map(|s| self.sender_index(s)),
+            f.since,
+        )
+    }
+
+    /// A page of unmatched mail not dismissed, oldest first, after `cursor`; and how many
+    /// there are in all under `f`.
+    pub async fn unmatched_page(
+        &self,
+        f: &UnmatchedFilter,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<(super::Page<UnmatchedMail>, i64)> {
+        let after = cursor.map(super::decode_cursor).transpose()?;
+        let (source, sender, since) = self.filter_values(f);
+        let rows = sqlx::query_as::<_, RawRow>(&format!(
+            "SELECT id, source, received_at, raw_sealed, candidates FROM inbound_raw \
+             WHERE {} AND ($4 IS NULL OR id > $4) ORDER BY id LIMIT $5",
+            Self::open_unmatched(1)
+        ))
+        .bind(source)
+        .bind(sender.clone())
+        .bind(since)
+        .bind(after)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM inbound_raw WHERE {}",
+            Self::open_unmatched(1)
+        ))
+        .bind(source)
+        .bind(sender)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut items = rows
+            .into_iter()
+            .map(|r| self.unmatched_from_row(r))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = super::cases::page_cursor(&mut items, limit, |m| m.id.clone());
+        Ok((super::Page { items, next_cursor }, total))
+    }
+
+    /// Dismisses one unmatched mail (audited); `false` when there is no such unmatched mail.
+    /// Dismissing it again changes nothing.
+    pub async fn dismiss_unmatched(&self, actor: &Actor, id: &str) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let now = self.now();
+        let state: Option<Option<i64>> = sqlx::query_scalar(&format!(
+            "SELECT dismissed_at FROM inbound_raw WHERE id = $1 AND matched = 0{}",
+            self.backend.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match state {
+            None => return Ok(false),
+            Some(Some(_)) => return Ok(true),
+            Some(None) => {}
+        }
+        sqlx::query("UPDATE inbound_raw SET dismissed_at = $2, dismissed_by = $3 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .bind(actor.party_id.as_str())
+            .execute(&mut *tx)
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(UnmatchedMail {
-                    raw: self
-                        .keys
-                        .open(&raw_context(&r.id), &r.raw_sealed)
-                        .map_err(anyhow::Error::from)?,
-                    candidates: r
-                        .candidates
-                        .as_deref()
-                        .map(serde_json::from_str)
-                        .transpose()
-                        .map_err(|e| super::StoreError::Corrupt(e.to_string()))?
-                        .unwrap_or_default(),
-                    source: Source::parse(&r.source)
-                        .map_err(|e| super::StoreError::Corrupt(e.0))?,
-                    received_at: r.received_at,
-                    id: r.id,
-                })
-            })
-            .collect()
+        super::audit(
+            &mut tx,
+            None,
+            actor,
+            AuditAction::InboundDismissed,
+            "inbound",
+            id,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Dismisses every unmatched mail `f` takes, at most `limit` (oldest first), each
+    /// audited; how many.
+    pub async fn dismiss_unmatched_where(
+        &self,
+        actor: &Actor,
+        f: &UnmatchedFilter,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let (source, sender, since) = self.filter_values(f);
+        let mut tx = self.write_tx().await?;
+        let now = self.now();
+        let ids: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM inbound_raw WHERE {} ORDER BY id LIMIT $4{}",
+            Self::open_unmatched(1),
+            self.backend.for_update()
+        ))
+        .bind(source)
+        .bind(sender)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            sqlx::query(
+                "UPDATE inbound_raw SET dismissed_at = $2, dismissed_by = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(actor.party_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            super::audit(
+                &mut tx,
+                None,
+                actor,
+                AuditAction::InboundDismissed,
+                "inbound",
+                id,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    /// Removes dismissed unmatched mail dismissed before `before` (the retention sweeper);
+    /// how many.
+    pub async fn remove_dismissed_unmatched(&self, before: Micros) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM inbound_raw WHERE matched = 0 AND dismissed_at IS NOT NULL AND dismissed_at < $1",
+        )
+        .bind(before)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    fn unmatched_from_row(&self, r: RawRow) -> StoreResult<UnmatchedMail> {
+        Ok(UnmatchedMail {
+            raw: self
+                .keys
+                .open(&raw_context(&r.id), &r.raw_sealed)
+                .map_err(anyhow::Error::from)?,
+            candidates: r
+                .candidates
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| super::StoreError::Corrupt(e.to_string()))?
+                .unwrap_or_default(),
+            source: Source::parse(&r.source).map_err(|e| super::StoreError::Corrupt(e.0))?,
+            received_at: r.received_at,
+            id: r.id,
+        })
+    }
+
+    pub async fn unmatched_mail(&self, limit: i64) -> StoreResult<Vec<UnmatchedMail>> {
+        let (page, _) = self
+            .unmatched_page(&UnmatchedFilter::default(), None, limit)
+            .await?;
+        Ok(page.items)
     }
 }
 

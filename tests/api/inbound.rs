@@ -860,3 +860,153 @@ async fn threads_from_before_kept_participants_still_name_them() {
     );
     assert_eq!(names(&old), names(&kept));
 }
+
+/// A page of the unmatched inbox, as the admin asks for it.
+async fn unmatched_page(app: &TestApp, query: &str) -> Value {
+    let r = app
+        .get(&app.admin.token, &format!("/api/inbound/unmatched{query}"))
+        .await;
+    assert_eq!(r.status(), 200, "{query}");
+    r.json().await.unwrap()
+}
+
+fn subjects(page: &Value) -> Vec<String> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_unmatched_inbox_pages_filters_and_dismisses_one_or_many_audited() {
+    let app = spawn_app_with(|c| c.policy.unmatched_retention = std::time::Duration::ZERO).await;
+    for (i, from) in [
+        "spam@junk.example",
+        "Spam@Junk.example",
+        "debtor@example.com",
+        "spam@junk.example",
+        "lawyer@example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let raw = mail(
+            &[
+                ("From", from),
+                ("To", "info@localhost"),
+                ("Subject", &format!("mail {i}")),
+            ],
+            "Hi\n",
+        );
+        assert_eq!(post_mail(&app, &app.admin.token, &raw).await.status(), 202);
+    }
+
+    // Oldest first, a page at a time, with the count of all.
+    let first = unmatched_page(&app, "?limit=2").await;
+    assert_eq!(first["totalCount"], 5);
+    assert_eq!(subjects(&first), ["mail 0", "mail 1"]);
+    let cursor = first["nextCursor"].as_str().unwrap();
+    let second = unmatched_page(&app, &format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(subjects(&second), ["mail 2", "mail 3"]);
+    let cursor = second["nextCursor"].as_str().unwrap();
+    let last = unmatched_page(&app, &format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(subjects(&last), ["mail 4"]);
+    assert!(last.get("nextCursor").is_none(), "{last}");
+
+    // Filters: the sender (case ignored), how it came, since when.
+    let spam = unmatched_page(&app, "?sender=SPAM@junk.example").await;
+    assert_eq!(spam["totalCount"], 3);
+    assert_eq!(subjects(&spam), ["mail 0", "mail 1", "mail 3"]);
+    assert_eq!(unmatched_page(&app, "?source=http").await["totalCount"], 5);
+    assert_eq!(unmatched_page(&app, "?source=smtp").await["totalCount"], 0);
+    assert_eq!(
+        unmatched_page(&app, "?receivedSince=2999-01-01").await["totalCount"],
+        0
+    );
+    assert_eq!(
+        unmatched_page(&app, "?receivedSince=2000-01-01T00:00:00Z").await["totalCount"],
+        5
+    );
+    let bad = app
+        .get(
+            &app.admin.token,
+            "/api/inbound/unmatched?receivedSince=yesterday",
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+
+    // One dismissed: out of the list, audited; again: nothing changes; unknown: 404.
+    let lawyer = last["messages"][0]["inboundId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/inbound/unmatched/{lawyer}/dismiss");
+    assert_eq!(
+        app.post(&app.admin.token, &path, &json!({})).await.status(),
+        204
+    );
+    assert_eq!(
+        app.post(&app.admin.token, &path, &json!({})).await.status(),
+        204
+    );
+    assert_eq!(unmatched_page(&app, "").await["totalCount"], 4);
+    let who = app
+        .store
+        .subjects()
+        .text_of_row(
+            "SELECT actor_name FROM audit_log WHERE action = 'inbound.dismissed' AND target_id = $1",
+            &lawyer,
+        )
+        .await
+        .unwrap();
+    assert_eq!(who, "Operations");
+    let unknown = app
+        .post(
+            &app.admin.token,
+            "/api/inbound/unmatched/inb_nothing/dismiss",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(unknown.status(), 404);
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    assert_eq!(
+        app.post(&creditor.token, &path, &json!({})).await.status(),
+        403
+    );
+
+    // Many at once, by the filter: the spam wave goes, the debtor's mail stays.
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/inbound/unmatched/dismiss",
+            &json!({"sender": "spam@junk.example"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["dismissed"], 3);
+    let left = unmatched_page(&app, "").await;
+    assert_eq!(subjects(&left), ["mail 2"]);
+    let refused = app
+        .post(
+            &app.admin.token,
+            "/api/inbound/unmatched/dismiss",
+            &json!({"senders": "x"}),
+        )
+        .await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+
+    // The retention sweeper removes what was dismissed once its time is over (here at once).
+    app.deliver_due().await;
+    let kept = app
+        .store
+        .subjects()
+        .text_of_row(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM inbound_raw WHERE id <> $1",
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, "1", "only the mail not dismissed is kept");
+}
