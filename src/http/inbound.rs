@@ -156,17 +156,16 @@ pub struct UnmatchedQuery {
     pub received_since: Option<String>,
 }
 
-/// Which unmatched mail a bulk dismissal takes: every filter given must hold; none given,
-/// all of it (up to 10,000 a call).
+/// Which unmatched mail a bulk dismissal takes: every filter given (not null) must hold;
+/// none given, all of it (up to 10,000 a call).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DismissRequest {
-    #[schema(nullable = false)]
     pub source: Option<Source>,
-    #[schema(nullable = false, pattern = "^[^\\x00]*$")]
+    #[schema(pattern = "^[^\\x00]*$")]
     pub sender: Option<String>,
     /// A date or an RFC 3339 date-time.
-    #[schema(nullable = false, format = DateTime)]
+    #[schema(format = DateTime)]
     pub received_since: Option<String>,
 }
 
@@ -181,6 +180,12 @@ fn filter(
     sender: Option<String>,
     since: Option<&str>,
 ) -> ApiResult<crate::store::UnmatchedFilter> {
+    if sender.as_deref().is_some_and(|s| s.contains('\0')) {
+        return Err(ApiError::bad_request(
+            Code::InvalidQuery,
+            "sender holds a NUL character",
+        ));
+    }
     Ok(crate::store::UnmatchedFilter {
         source,
         sender,

@@ -996,6 +996,14 @@ async fn the_unmatched_inbox_pages_filters_and_dismisses_one_or_many_audited() {
         )
         .await;
     assert!(refused.status().is_client_error(), "{}", refused.status());
+    let nul = app
+        .post(
+            &app.admin.token,
+            "/api/inbound/unmatched/dismiss",
+            &json!({"sender": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(nul.status(), 400);
 
     // The retention sweeper removes what was dismissed once its time is over (here at once).
     app.deliver_due().await;
