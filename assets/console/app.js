@@ -777,14 +777,23 @@ async function caseByNumber(number) {
 }
 
 async function unmatchedPage(seq) {
-  const list = await get('/api/inbound/unmatched?limit=100');
-  alive(seq);
-  const rows = list.messages.map((m) => {
+  const sender = h('input', { name: 'sender', type: 'search', size: 28 });
+  sender.value = sessionStorage.getItem('parley.sender') || '';
+  const count = h('p', { class: 'count', 'aria-live': 'polite' });
+  const results = h('div', {});
+  const filters = h('form', { class: 'filters', role: 'search' },
+    field(t('sender'), sender, { help: t('senderHelp'), name: 'sender' }),
+    formError(),
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit' }, t('filter')),
+      h('button', { type: 'button', class: 'dismiss-all' }, t('dismissAll'))));
+  const row = (m) => {
     const number = h('input', { name: 'caseNumber', size: 16 });
     const form = h('form', { class: 'inline' },
       field(t('assignTo'), number, { name: 'caseNumber' }),
       formError(),
-      h('button', { type: 'submit' }, t('assign')));
+      h('button', { type: 'submit' }, t('assign')),
+      h('button', { type: 'button', class: 'dismiss' }, t('dismiss')));
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       guarded(form, async () => {
@@ -792,14 +801,44 @@ async function unmatchedPage(seq) {
         if (!kase) throw new Problem(404, { detail: t('caseNotFound'), code: 'case' });
         await post(`/api/inbound/unmatched/${m.inboundId}/assign`, { caseId: kase.caseId });
         announce(t('assigned', { n: kase.caseNumber }));
-        await unmatchedPage(routeSeq);
+        await load();
       }, () => 'caseNumber');
     });
+    form.querySelector('.dismiss').addEventListener('click', () => guarded(form, async () => {
+      await post(`/api/inbound/unmatched/${m.inboundId}/dismiss`, {});
+      announce(t('dismissed', { n: 1 }));
+      await load();
+    }));
     return h('tr', {},
       h('td', {}, m.from || ''), h('td', {}, m.subject || ''), h('td', {}, when(m.receivedAt)),
       h('td', {}, m.source), h('td', {}, form));
-  });
-  page(t('unmatched'), table([t('from'), t('subject'), t('received'), t('source'), t('assign')], rows));
+  };
+  const load = async (cursor) => {
+    sessionStorage.setItem('parley.sender', sender.value);
+    const list = await get(`/api/inbound/unmatched${query({ sender: sender.value.trim(), limit: 50, cursor })}`);
+    alive(seq);
+    count.textContent = t('unmatchedCount', { n: list.totalCount });
+    const rows = list.messages.map(row);
+    if (!cursor) results.replaceChildren();
+    results.querySelector('.more')?.remove();
+    const existing = results.querySelector('tbody');
+    if (existing) existing.append(...rows);
+    else results.append(list.messages.length
+      ? table([t('from'), t('subject'), t('received'), t('source'), t('assign')], rows)
+      : h('p', { class: 'empty' }, t('noItems')));
+    if (list.nextCursor) results.append(button(t('more'), () => load(list.nextCursor), { class: 'more' }));
+  };
+  filters.addEventListener('submit', (e) => { e.preventDefault(); guarded(filters, () => load()); });
+  // Many at once only by a sender: a spam wave goes, the rest stays.
+  filters.querySelector('.dismiss-all').addEventListener('click', () => guarded(filters, async () => {
+    const who = sender.value.trim();
+    if (!who) throw new Problem(422, { detail: t('dismissAllNeedsSender'), code: 'sender' });
+    const done = await post('/api/inbound/unmatched/dismiss', { sender: who });
+    announce(t('dismissed', { n: done.dismissed }));
+    await load();
+  }, () => 'sender'));
+  page(t('unmatched'), filters, count, results);
+  await load();
 }
 
 async function deliveriesPage(seq, stateName) {

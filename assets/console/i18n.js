@@ -40,6 +40,9 @@ const words = {
     events: 'Events', url: 'URL', resend: 'Resend', resent: 'Sent again',
     noItems: 'Nothing here.', loading: 'Loading…', notFound: 'Not found.',
     caseNotFound: 'No case with that number.', type: 'Type', message: 'Message', case: 'Case',
+    sender: 'Sender', senderHelp: 'An address or number; case does not matter.', filter: 'Filter',
+    dismiss: 'Dismiss', dismissAll: 'Dismiss all from this sender', dismissAllNeedsSender: 'Name the sender whose mail to dismiss.',
+    dismissed: '{n} dismissed', unmatchedCount: '{n} waiting',
   },
   da: {
     skip: 'Gå til indhold',
@@ -80,6 +83,9 @@ const words = {
     events: 'Hændelser', url: 'URL', resend: 'Send igen', resent: 'Sendt igen',
     noItems: 'Her er intet.', loading: 'Henter…', notFound: 'Findes ikke.',
     caseNotFound: 'Ingen sag med det nummer.', type: 'Type', message: 'Besked', case: 'Sag',
+    sender: 'Afsender', senderHelp: 'En adresse eller et nummer; store og små bogstaver er ligegyldige.', filter: 'Filtrér',
+    dismiss: 'Afvis', dismissAll: 'Afvis alt fra denne afsender', dismissAllNeedsSender: 'Angiv afsenderen, hvis post skal afvises.',
+    dismissed: '{n} afvist', unmatchedCount: '{n} venter',
   },
 };
 

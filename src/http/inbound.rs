@@ -188,7 +188,7 @@ fn filter(
     }
     Ok(crate::store::UnmatchedFilter {
         source,
-        sender,
+        sender: sender.filter(|s| !s.trim().is_empty()),
         since: super::messages::query_time("receivedSince", since, false)?,
     })
 }

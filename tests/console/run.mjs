@@ -346,6 +346,33 @@ await step('an admin assigns the unmatched mail to the case', async () => {
   if (!list.messages.some((m) => m.subject === 'About my debt')) throw new Error('the mail is not on the case');
 });
 
+await step('an admin dismisses a spam wave by its sender, and one mail on its own', async () => {
+  const mail = (subject, from) => api(admin, 'POST', '/api/inbound/email',
+    `From: ${from}\r\nTo: info@localhost\r\nSubject: ${subject}\r\nMessage-ID: <${Math.random().toString(36).slice(2)}@example.net>\r\n\r\nBuy now\r\n`,
+    { 'Content-Type': 'message/rfc822' });
+  await mail('Cheap pills', 'offers@junk.example');
+  await mail('Cheap watches', 'Offers@Junk.example');
+  await mail('Lost parcel', 'courier@example.net');
+  await page.goto(`${base}/console#/unmatched`);
+  await page.reload();
+  await waitText('td', 'Cheap watches');
+  await page.type('input[name=sender]', 'offers@junk.example');
+  await page.click('form.filters button[type=submit]');
+  await waitText('p.count', '2 waiting');
+  await axe('unmatched, filtered by sender');
+  await shot('unmatched-filtered');
+  await page.click('form.filters button.dismiss-all');
+  await waitText('p.count', '0 waiting');
+  await page.click('input[name=sender]', { clickCount: 3 });
+  await page.keyboard.press('Backspace');
+  await page.click('form.filters button[type=submit]');
+  await waitText('td', 'Lost parcel');
+  await page.$$eval('tr', (rows) => rows.find((r) => r.textContent.includes('Lost parcel')).querySelector('button.dismiss').click());
+  await page.waitForFunction(() => ![...document.querySelectorAll('td')].some((e) => e.textContent.includes('Lost parcel')));
+  const left = await api(admin, 'GET', '/api/inbound/unmatched');
+  if (left.messages.some((m) => /Cheap|Lost/.test(m.subject))) throw new Error(`still listed: ${JSON.stringify(left.messages)}`);
+});
+
 await step('an operator retries a failed delivery', async () => {
   const refused = await api(creditor, 'POST', `/api/cases/${kase.caseId}/messages`, {
     messageType: 'email', to: refusedRecipient, subject: 'Bounces', body: 'Refused by the server',
