@@ -192,6 +192,32 @@ async fn first_case(
     Ok(None)
 }
 
+/// Marks an unmatched mail dismissed by `actor`, with its audit entry.
+async fn mark_dismissed(
+    tx: &mut sqlx::AnyConnection,
+    actor: &Actor,
+    id: &str,
+    now: Micros,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE inbound_raw SET dismissed_at = $2, dismissed_by = $3 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .bind(actor.party_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    super::audit(
+        tx,
+        None,
+        actor,
+        AuditAction::InboundDismissed,
+        "inbound",
+        id,
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
 /// The message an SMS with the provider's id `sid` was stored as before, if any.
 async fn sms_seen(
     tx: &mut sqlx::AnyConnection,
@@ -964,22 +990,7 @@ impl Inbound {
             Some(Some(_)) => return Ok(true),
             Some(None) => {}
         }
-        sqlx::query("UPDATE inbound_raw SET dismissed_at = $2, dismissed_by = $3 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .bind(actor.party_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        super::audit(
-            &mut tx,
-            None,
-            actor,
-            AuditAction::InboundDismissed,
-            "inbound",
-            id,
-            now,
-        )
-        .await?;
+        mark_dismissed(&mut tx, actor, id, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1007,24 +1018,7 @@ impl Inbound {
         .fetch_all(&mut *tx)
         .await?;
         for id in &ids {
-            sqlx::query(
-                "UPDATE inbound_raw SET dismissed_at = $2, dismissed_by = $3 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(now)
-            .bind(actor.party_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-            super::audit(
-                &mut tx,
-                None,
-                actor,
-                AuditAction::InboundDismissed,
-                "inbound",
-                id,
-                now,
-            )
-            .await?;
+            mark_dismissed(&mut tx, actor, id, now).await?;
         }
         tx.commit().await?;
         Ok(ids.len() as u64)

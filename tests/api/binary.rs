@@ -45,6 +45,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct free ports: each is held until all are chosen (one at a time, the system may
+/// hand out the same port twice).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 pub fn b64(key: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
 }
@@ -123,7 +132,7 @@ impl Installation {
 
     /// `parley serve` on free ports (HTTP, and SMTP for inbound mail), once it answers.
     pub async fn serve(&self) -> Server {
-        let (http, smtp_port) = (free_port(), free_port());
+        let [http, smtp_port] = free_ports();
         let child = self
             .command(&["serve"])
             .env("PARLEY_HTTP_ADDR", format!("127.0.0.1:{http}"))
@@ -132,17 +141,28 @@ impl Installation {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let child = std::sync::Arc::new(std::sync::Mutex::new(child));
         let base = format!("http://127.0.0.1:{http}");
         let client = reqwest::Client::new();
         eventually(60, "parley serve to answer", || {
             let url = format!("{base}/readyz");
             let client = client.clone();
+            let child = child.clone();
             async move {
+                // A server that stopped will not answer: say why at once.
+                let exited = child.lock().unwrap().try_wait();
+                if let Ok(Some(status)) = exited {
+                    panic!("parley serve exited with {status} before it answered");
+                }
                 let r = client.get(url).send().await.ok()?;
                 (r.status() == 200).then_some(())
             }
         })
         .await;
+        let Ok(child) = std::sync::Arc::try_unwrap(child) else {
+            panic!("the probe let go of the child");
+        };
+        let child = child.into_inner().unwrap();
         eventually(30, "parley serve to answer SMTP", || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", smtp_port))
                 .await
