@@ -698,24 +698,17 @@ impl Inbound {
         let stop = is_stop_word(sms.body);
         let number = self.keys.blind_index("phone", sms.from);
         let candidates = sms_candidates(&mut tx, &number).await?;
-        let Some(case_id) = single(&candidates) else {
-            if stop {
-                self.suppress_unplaced_stop(&mut tx, sms.from, &candidates, now)
-                    .await?;
-            }
-            let inbound_id = self
-                .keep_unmatched(
-                    &mut tx,
-                    (Source::Sms, Some(sms.from)),
-                    &raw,
-                    now,
-                    &candidates,
-                )
+        let placed = single(&candidates);
+        if placed.is_none() && stop {
+            self.suppress_unplaced_stop(&mut tx, sms.from, &candidates, now)
                 .await?;
-            tx.commit().await?;
-            return Ok(Ingested::Unmatched { inbound_id });
+        }
+        // A case whose debtor was erased takes nothing more: the SMS waits unmatched.
+        let key = match &placed {
+            Some(case_id) => self.key_unless_erased(case_id).await?,
+            None => None,
         };
-        let Some(key) = self.key_unless_erased(&case_id).await? else {
+        let (Some(case_id), Some(key)) = (placed, key) else {
             let inbound_id = self
                 .keep_unmatched(
                     &mut tx,

@@ -411,8 +411,8 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn one_bad_item_fails_alone_and_every_other_is_written_once() {
+    /// A SQLite database of one connection with the table `rows`.
+    async fn rows_table() -> (tempfile::TempDir, AnyPool) {
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
@@ -425,6 +425,12 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
+        (dir, pool)
+    }
+
+    #[tokio::test]
+    async fn one_bad_item_fails_alone_and_every_other_is_written_once() {
+        let (_dir, pool) = rows_table().await;
         let batcher = Batcher::start(pool.clone(), Backend::Sqlite, 1, Mode::Outcomes, write);
         let results = futures_util::future::join_all((0..40).map(|i| batcher.submit(i))).await;
         for (i, result) in (0..40).zip(&results) {
@@ -445,18 +451,7 @@ mod tests {
     #[tokio::test]
     async fn callers_past_their_patience_are_answered_unavailable_and_nothing_of_theirs_is_written()
     {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE rows (n INTEGER PRIMARY KEY)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        let (_dir, pool) = rows_table().await;
         let waits = Some((
             std::time::Duration::from_millis(100),
             std::time::Duration::from_secs(1),
