@@ -86,6 +86,16 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     inbound_relays: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
+    inbound_dns: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_dns_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_spamd: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_spam_reject: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_spam_timeout: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     inbound_tls_cert: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     inbound_tls_key: Option<String>,
@@ -329,6 +339,11 @@ pub struct MailConfig {
     /// Networks of trusted relays (`PARLEY_INBOUND_RELAYS`), bounded only by the server's
     /// sessions in all.
     pub inbound_relays: Vec<ipnet::IpNet>,
+    /// How received mail's senders are authenticated (`PARLEY_INBOUND_DNS`, `_DNS_TIMEOUT`).
+    pub sender_auth: SenderAuthConfig,
+    /// The spam filter asked of mail the SMTP server takes (`PARLEY_INBOUND_SPAMD`); none:
+    /// no filter.
+    pub spam: Option<SpamConfig>,
     /// Certificate and key the SMTP server offers with STARTTLS; none: no STARTTLS.
     pub inbound_tls: Option<TlsIdentity>,
     pub imap_url: Option<Secret>,
@@ -340,6 +355,37 @@ pub struct MailConfig {
     pub max_attachment_bytes: u64,
     /// DKIM signing of outbound mail (`PARLEY_DKIM_KEY`, `_SELECTOR`, `_DOMAIN`); none: unsigned.
     pub dkim: Option<DkimSettings>,
+}
+
+/// Where sender authentication asks DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundDns {
+    /// Not checked: a `From:` address is believed as written (for an installation whose
+    /// relay in front refuses mail that fails DMARC).
+    Off,
+    /// The resolvers of `/etc/resolv.conf`.
+    System,
+    /// These name servers (`ip` or `ip:port`), asked in turn.
+    Servers(Vec<SocketAddr>),
+}
+
+/// Sender authentication of received mail (SPF, DKIM, DMARC, ARC).
+#[derive(Debug, Clone)]
+pub struct SenderAuthConfig {
+    pub dns: InboundDns,
+    /// The longest one mail's checks may take; what has not answered by then is `temperror`.
+    pub timeout: Duration,
+}
+
+/// SpamAssassin's `spamd`, asked of each mail during DATA.
+#[derive(Debug, Clone)]
+pub struct SpamConfig {
+    /// `host:port` of spamd.
+    pub spamd: String,
+    /// At or above this score the mail is refused with 550 and nothing is kept.
+    pub reject_score: f64,
+    /// The longest the filter is waited for; past it the mail is taken unchecked.
+    pub timeout: Duration,
 }
 
 /// An OAuth2 access token for IMAP, read at each login: from a file that something else keeps
@@ -816,6 +862,7 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
     })?
     .unwrap_or(50);
     let inbound_relays = opt(raw, "inbound_relays", parse_networks)?.unwrap_or_default();
+    let (sender_auth, spam) = inbound_checks(raw)?;
     let inbound_tls = match (
         opt(raw, "inbound_tls_cert", |v| Ok(PathBuf::from(v)))?,
         opt(raw, "inbound_tls_key", |v| Ok(PathBuf::from(v)))?,
@@ -866,6 +913,8 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
         inbound_max_bytes,
         inbound_sessions_per_peer,
         inbound_relays,
+        sender_auth,
+        spam,
         inbound_tls,
         imap_url,
         imap_poll_interval,
@@ -873,6 +922,72 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
         max_attachment_bytes,
         dkim,
     })
+}
+
+/// Sender authentication and the spam filter of received mail.
+fn inbound_checks(
+    raw: &BTreeMap<String, Raw>,
+) -> Result<(SenderAuthConfig, Option<SpamConfig>), ConfigError> {
+    let dns = opt(raw, "inbound_dns", parse_dns)?.unwrap_or(InboundDns::System);
+    let bounded = |v: &str| {
+        parse_duration(v).and_then(|d| {
+            if (Duration::from_millis(100)..=Duration::from_secs(60)).contains(&d) {
+                Ok(d)
+            } else {
+                Err(format!("expected a duration from 100ms to 60s, got {v:?}"))
+            }
+        })
+    };
+    let timeout = opt(raw, "inbound_dns_timeout", bounded)?.unwrap_or(Duration::from_secs(5));
+    let spamd = opt(raw, "inbound_spamd", |v| match v.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(v.to_string())
+        }
+        _ => Err(format!("expected host:port of spamd, got {v:?}")),
+    })?;
+    let reject_score = opt(raw, "inbound_spam_reject", |v| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite())
+            .ok_or_else(|| format!("expected a score such as 10 or 7.5, got {v:?}"))
+    })?
+    .unwrap_or(10.0);
+    let spam_timeout =
+        opt(raw, "inbound_spam_timeout", bounded)?.unwrap_or(Duration::from_secs(10));
+    Ok((
+        SenderAuthConfig { dns, timeout },
+        spamd.map(|spamd| SpamConfig {
+            spamd,
+            reject_score,
+            timeout: spam_timeout,
+        }),
+    ))
+}
+
+/// `system`, `off`, or name servers `ip` / `ip:port` / `[v6]:port`, comma-separated.
+fn parse_dns(v: &str) -> Result<InboundDns, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "system" => return Ok(InboundDns::System),
+        "off" => return Ok(InboundDns::Off),
+        _ => {}
+    }
+    let servers = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| format!("expected system, off or name server addresses, got {s:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("expected system, off or name server addresses".into());
+    }
+    Ok(InboundDns::Servers(servers))
 }
 
 /// The SMS API; its status callbacks come to `public_url` unless named.

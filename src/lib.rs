@@ -58,7 +58,7 @@ impl App {
         let wake = Arc::new(Notify::new());
         let files =
             documents::store::DocumentStore::from_config(&config, store.documents().keys_arc())?;
-        let services = Services::new(&store, &config, clock.clone(), files, wake.clone());
+        let services = Services::new(&store, &config, clock.clone(), files, wake.clone())?;
         Ok(Self {
             config: Arc::new(config),
             store,

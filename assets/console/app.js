@@ -450,6 +450,7 @@ function renderMessage(m, state) {
       h('time', { datetime: m.createdAt }, when(m.createdAt)),
       m.direction === 'outbound' ? statusBadge(m.status) : null),
     m.subject ? h('p', { class: 'msg-subject' }, m.subject) : null,
+    senderChecks(m),
     body ? h('p', { class: 'body' }, body) : null,
     m.scheduledFor && m.status === 'queued' ? h('p', { class: 'help' }, `${t('scheduledFor')}: ${when(m.scheduledFor)}`) : null,
     m.failureReason ? h('p', { class: 'error' }, m.failureReason) : null,
@@ -458,7 +459,24 @@ function renderMessage(m, state) {
     timeline);
 }
 
-/// Mail held for review (only a case number linked it, from a stranger): accept or reject.
+/// What checking a received mail's sender and content found: SPF, DKIM, DMARC, and the spam
+/// filter's score.
+function senderChecks(m) {
+  const a = m.authentication;
+  const s = m.spam;
+  if (!a && !s) return null;
+  const parts = [];
+  if (a) {
+    parts.push(`SPF ${a.spf} · DKIM ${a.dkim} · DMARC ${a.dmarc}` + (a.arc !== 'none' ? ` · ARC ${a.arc}` : ''));
+    parts.push(t(a.fromVerified ? 'fromVerified' : 'fromUnverified'));
+  }
+  if (s) parts.push(s.checked ? `${t('spam')} ${s.score}${s.spam ? ' ⚠' : ''}` : t('spamUnchecked'));
+  return h('p', { class: 'help sender-checks', 'data-from-verified': a ? String(a.fromVerified) : '' },
+    `${t('senderCheck')}: ${parts.join(' — ')}`);
+}
+
+/// Mail held for review (only a case number linked it, from a stranger, a forged domain or
+/// spam): accept or reject.
 function reviewControls(m, state) {
   const error = h('p', { class: 'error form-error', role: 'alert', hidden: true });
   const act = (what) => async () => {

@@ -25,6 +25,14 @@ install_test_peers() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
     fi
 
+    # Sender authentication is tested against dnsmasq serving the test domains' records, and
+    # the spam filter against SpamAssassin's spamd (both started per test, no daemon).
+    if [ ! -x /usr/sbin/dnsmasq ] || [ ! -x /usr/sbin/spamd ]; then
+        echo "installing dnsmasq and spamd from Debian's packages" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base spamd >/dev/null
+    fi
+
     # The SMTP peer of the tests is aiosmtpd, a real SMTP server.
     if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
         echo "installing aiosmtpd from PyPI" >&2

@@ -3,8 +3,10 @@
 //! the same way (`domain::mail`) and stores it with the same store verb.
 
 use super::operators::{not_now, settled};
+use super::sender_auth::{SenderAuth, SmtpClient};
 use super::tracking::bounced_message;
 use super::{AppError, AppResult};
+use crate::domain::authentication::SpamCheck;
 use crate::domain::code::Code;
 use crate::domain::mail::Source;
 use crate::domain::mail::{self, InboundMail};
@@ -20,6 +22,18 @@ pub struct ReceivedSms {
     pub to: String,
     pub body: String,
     pub provider_id: Option<String>,
+}
+
+/// What the way in knows of a mail besides its bytes.
+#[derive(Debug, Default)]
+pub struct Arrival<'a> {
+    /// The SMTP envelope's recipients, which name per-case addresses a Bcc hides from the
+    /// headers.
+    pub recipients: &'a [String],
+    /// The SMTP client it came from (SPF is checked for it); none off SMTP.
+    pub client: Option<SmtpClient>,
+    /// What the spam filter said, when one was asked.
+    pub spam: Option<SpamCheck>,
 }
 
 /// The most unmatched mails one bulk dismissal takes; the answer says how many it did.
@@ -56,6 +70,8 @@ pub struct Inbound {
     /// parley's own sender address (`PARLEY_EMAIL_FROM`): mail claiming to be from it proves
     /// nothing.
     own_sender: String,
+    /// Checks who sent a mail; none: `PARLEY_INBOUND_DNS=off`, the `From:` is believed.
+    sender_auth: Option<SenderAuth>,
     /// Wakes the delivery worker when work for it was queued (the documents of accepted mail).
     wake: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -65,6 +81,7 @@ impl Inbound {
         store: &Store,
         domain: String,
         own_sender: String,
+        sender_auth: Option<SenderAuth>,
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Self {
         // `Name <address>` or a bare address: the address.
@@ -79,26 +96,31 @@ impl Inbound {
             messages: store.messages(),
             domain,
             own_sender,
+            sender_auth,
             wake,
         }
     }
 
     /// Stores a received mail: matched to a case, a bounce, a duplicate, or kept unmatched.
-    /// `envelope_recipients` are the SMTP envelope's, which name per-case addresses a Bcc
-    /// hides from the headers. Not a mail at all: refused with `invalid_mail`.
+    /// Its sender is authenticated first (see `sender_auth`): a mail whose `From:` is not
+    /// proven does not count as its debtor's. Not a mail at all: refused with `invalid_mail`.
     #[tracing::instrument(skip_all)]
     pub async fn receive_email(
         &self,
         source: Source,
         raw: &[u8],
-        envelope_recipients: &[String],
+        arrival: Arrival<'_>,
     ) -> AppResult<Ingested> {
         let mut parsed = mail::parse(raw).ok_or_else(|| {
             AppError::refused(Code::InvalidMail, "the body is not an RFC 5322 mail")
         })?;
         parsed
             .delivered_to
-            .extend(envelope_recipients.iter().cloned());
+            .extend(arrival.recipients.iter().cloned());
+        let authentication = match &self.sender_auth {
+            Some(checker) => Some(checker.check(raw, arrival.client.as_ref()).await),
+            None => None,
+        };
         // A bounce is believed only when it comes back to a message's own bounce address.
         let returned = parsed
             .to
@@ -112,11 +134,14 @@ impl Inbound {
                 source,
                 raw,
                 &parsed,
-                &self.domain,
-                &self.own_sender,
+                (&self.domain, &self.own_sender),
                 returned
                     .as_ref()
                     .map(|r| (r.message_id.as_str(), r.recipient)),
+                crate::store::Checked {
+                    authentication: authentication.as_ref(),
+                    spam: arrival.spam.as_ref(),
+                },
             )
             .await?)
     }

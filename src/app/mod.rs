@@ -16,6 +16,7 @@ pub mod policy;
 pub mod providers;
 pub mod rekey;
 pub mod render;
+pub mod sender_auth;
 pub mod subjects;
 pub mod system;
 pub mod templates;
@@ -123,14 +124,16 @@ impl Services {
         clock: crate::domain::clock::SharedClock,
         files: crate::documents::store::DocumentStore,
         wake: std::sync::Arc<tokio::sync::Notify>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let policy = policy::SendPolicy::new(store, config.policy.clone());
+        let sender_auth =
+            sender_auth::SenderAuth::new(&config.mail.sender_auth, &config.mail.inbound_domain)?;
         let senders = messaging::Senders {
             email_from: config.mail.email_from.clone(),
             sms_from: config.sms.from.clone(),
             max_attachment_bytes: config.mail.max_attachment_bytes,
         };
-        Self {
+        Ok(Self {
             access: access::Access::new(store),
             cases: cases::Cases::new(store, clock.clone()),
             health: health::Health::new(store, clock.clone()),
@@ -151,6 +154,7 @@ impl Services {
                 store,
                 config.mail.inbound_domain.clone(),
                 config.mail.email_from.clone(),
+                sender_auth,
                 wake.clone(),
             ),
             messaging: messaging::Messaging::new(
@@ -162,6 +166,6 @@ impl Services {
             ),
             policy,
             clock,
-        }
+        })
     }
 }

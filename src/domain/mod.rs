@@ -60,6 +60,7 @@ macro_rules! word_enum_impl {
 pub(crate) use word_enum_impl as word_enum;
 
 pub mod audit;
+pub mod authentication;
 pub mod calendar;
 pub mod case;
 pub mod clock;

@@ -80,7 +80,7 @@ pub async fn receive_email(
     let outcome = state
         .app
         .inbound
-        .receive_email(crate::domain::mail::Source::Http, &raw, &[])
+        .receive_email(crate::domain::mail::Source::Http, &raw, Default::default())
         .await?;
     Ok(match outcome {
         Ingested::Matched {

@@ -159,6 +159,14 @@ pub struct MessageResponse {
     /// made no document and no webhook until `POST /api/messages/{messageId}/accept`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_verified: Option<bool>,
+    /// On received mail: what checking its sender found (SPF, DKIM, DMARC, ARC, and whether
+    /// that proves the `From:` domain); absent when sender authentication is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<crate::domain::authentication::Authentication>,
+    /// On received mail the SMTP server took with a spam filter on: its score and verdict.
+    /// Mail the filter calls spam is held for review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spam: Option<crate::domain::authentication::SpamCheck>,
 }
 
 impl From<MessageView> for MessageResponse {
@@ -202,6 +210,8 @@ impl From<MessageView> for MessageResponse {
                 .collect(),
             created_at: rfc3339(m.created_at),
             sender_verified: (m.direction == Direction::Inbound).then_some(m.sender_verified),
+            authentication: m.authentication,
+            spam: m.spam,
         }
     }
 }

@@ -40,8 +40,9 @@ use tokio::time::Instant;
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::app::AppError;
-use crate::app::inbound::Inbound;
-use crate::config::MailConfig;
+use crate::app::inbound::{Arrival, Inbound};
+use crate::app::sender_auth::SmtpClient;
+use crate::config::{MailConfig, SpamConfig};
 use crate::domain::EmailAddress;
 use crate::store::Ingested;
 
@@ -76,8 +77,11 @@ pub struct Settings {
     pub tls: Option<Arc<ServerConfig>>,
     pub max_sessions: usize,
     pub max_sessions_per_peer: usize,
-    /// Networks whose addresses are bounded only by `max_sessions` (the organisation's MX).
+    /// Networks whose addresses are bounded only by `max_sessions` (the organisation's MX);
+    /// their mail's SPF is checked for the client their `Received:` field names.
     pub relays: Vec<ipnet::IpNet>,
+    /// The spam filter asked before a mail is taken; none: no filter.
+    pub spam: Option<SpamConfig>,
     /// Where mail larger than `SPILL_AT` is written while it arrives.
     pub spool: std::path::PathBuf,
     /// Octets of received mail held in memory at once while being stored.
@@ -97,6 +101,7 @@ impl Settings {
             max_sessions: MAX_SESSIONS,
             max_sessions_per_peer: mail.inbound_sessions_per_peer,
             relays: mail.inbound_relays.clone(),
+            spam: mail.spam.clone(),
             spool: data_dir.join("spool"),
             // One largest mail always fits.
             mail_memory: MAIL_MEMORY_BUDGET.max(mail.inbound_max_bytes),
@@ -597,15 +602,32 @@ impl Conn {
 #[derive(Default)]
 struct State {
     greeted: bool,
+    /// The name the client gave in `EHLO`/`HELO`.
+    helo: String,
     mail_from: bool,
+    /// The envelope sender (empty for a bounce).
+    sender: String,
     recipients: Vec<String>,
     tls: bool,
     errors: usize,
 }
 
 impl State {
+    /// The transaction's recipients and the client it came from; the transaction ends.
+    fn take_transaction(&mut self, peer: IpAddr) -> (Vec<String>, SmtpClient) {
+        let recipients = std::mem::take(&mut self.recipients);
+        let client = SmtpClient {
+            ip: peer,
+            helo: self.helo.clone(),
+            mail_from: std::mem::take(&mut self.sender),
+        };
+        self.reset_transaction();
+        (recipients, client)
+    }
+
     fn reset_transaction(&mut self) {
         self.mail_from = false;
+        self.sender.clear();
         self.recipients.clear();
     }
 }
@@ -629,6 +651,7 @@ async fn session(
 ) {
     let deadline = Instant::now() + settings.session_limit;
     let mut conn = Conn::new(io, deadline, settings.idle_limit);
+    let peer = slot.ip;
     conn.slot = Some(slot);
     let host = &settings.domain;
     let mut state = State::default();
@@ -690,13 +713,12 @@ async fn session(
                         Err(stop) => return end(conn, host, stop).await,
                     }
                 };
-                let recipients = std::mem::take(&mut state.recipients);
-                state.reset_transaction();
+                let (recipients, client) = state.take_transaction(peer);
                 match ended {
                     DataEnd::Mail(tail) => {
                         received(spool, tail, memory, conn.deadline)
                             .await
-                            .and_then_deliver(inbound, &recipients)
+                            .and_then_deliver(inbound, settings, &recipients, client)
                             .await
                     }
                     DataEnd::TooBig => "552 5.3.4 message exceeds the maximum size\r\n".into(),
@@ -757,8 +779,9 @@ fn command(line: &[u8], state: &mut State, settings: &Settings) -> Next {
         Err(e) => return Next::Reply(refusal(e)),
     };
     Next::Reply(match request {
-        Request::Ehlo { .. } => {
+        Request::Ehlo { host: helo } => {
             state.greeted = true;
+            state.helo = helo.into_owned();
             state.reset_transaction();
             let mut lines = vec![
                 host.to_string(),
@@ -776,8 +799,9 @@ fn command(line: &[u8], state: &mut State, settings: &Settings) -> Next {
                 .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
                 .collect()
         }
-        Request::Helo { .. } => {
+        Request::Helo { host: helo } => {
             state.greeted = true;
+            state.helo = helo.into_owned();
             state.reset_transaction();
             format!("250 {host}\r\n")
         }
@@ -787,8 +811,9 @@ fn command(line: &[u8], state: &mut State, settings: &Settings) -> Next {
             "552 5.3.4 message size exceeds the maximum of {} octets\r\n",
             settings.max_bytes
         ),
-        Request::Mail { .. } => {
+        Request::Mail { from } => {
             state.mail_from = true;
+            state.sender = from.address.into_owned();
             state.recipients.clear();
             "250 2.1.0 OK\r\n".into()
         }
@@ -953,17 +978,47 @@ async fn received<'a>(
 }
 
 impl Received<'_> {
-    async fn and_then_deliver(self, inbound: &Inbound, recipients: &[String]) -> String {
-        match self {
-            Self::Mail(raw, _held) => deliver(inbound, &raw, recipients).await,
-            Self::Reply(reply) => reply,
+    /// Asks the spam filter, then stores the mail: the reply to the end of DATA. Mail from a
+    /// trusted relay is checked as coming from the client the relay took it from.
+    async fn and_then_deliver(
+        self,
+        inbound: &Inbound,
+        settings: &Settings,
+        recipients: &[String],
+        client: SmtpClient,
+    ) -> String {
+        let (raw, _held) = match self {
+            Self::Mail(raw, held) => (raw, held),
+            Self::Reply(reply) => return reply,
+        };
+        let spam = match &settings.spam {
+            Some(config) => Some(super::spamd::check(config, &raw).await),
+            None => None,
+        };
+        if let (Some(config), Some(check)) = (&settings.spam, &spam)
+            && check.score.is_some_and(|s| s >= config.reject_score)
+        {
+            tracing::info!("inbound mail refused as spam");
+            return "550 5.7.1 message refused as spam\r\n".into();
         }
+        let relayed = settings.relays.iter().any(|n| n.contains(&client.ip));
+        let client = if relayed {
+            SmtpClient::relayed(&raw, &client.mail_from)
+        } else {
+            Some(client)
+        };
+        let arrival = Arrival {
+            recipients,
+            client,
+            spam,
+        };
+        deliver(inbound, &raw, arrival).await
     }
 }
 
-async fn deliver(inbound: &Inbound, raw: &[u8], recipients: &[String]) -> String {
+async fn deliver(inbound: &Inbound, raw: &[u8], arrival: Arrival<'_>) -> String {
     match inbound
-        .receive_email(crate::domain::mail::Source::Smtp, raw, recipients)
+        .receive_email(crate::domain::mail::Source::Smtp, raw, arrival)
         .await
     {
         Ok(Ingested::Matched { message_id, .. })
@@ -1121,6 +1176,7 @@ mod tests {
             max_sessions: 6,
             max_sessions_per_peer: 2,
             relays: vec!["10.0.0.0/8".parse().unwrap()],
+            spam: None,
             spool: std::path::PathBuf::from("spool"),
             mail_memory: MAIL_MEMORY_BUDGET,
             session_limit: SESSION_LIMIT,
@@ -1180,6 +1236,7 @@ mod tests {
                     max_sessions: 1,
                     max_sessions_per_peer: 1,
                     relays: Vec::new(),
+                    spam: None,
                     spool: std::path::PathBuf::from("spool"),
                     mail_memory: MAIL_MEMORY_BUDGET,
                     session_limit: SESSION_LIMIT,

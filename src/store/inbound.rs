@@ -70,6 +70,8 @@ struct RawRow {
 struct UnsortedRow {
     source: String,
     raw_sealed: Vec<u8>,
+    authentication: Option<String>,
+    spam: Option<String>,
 }
 
 /// A received SMS as a Twilio-style webhook reports it; `from` is E.164.
@@ -78,6 +80,48 @@ pub struct InboundSms<'a> {
     pub to: &'a str,
     pub body: &'a str,
     pub sid: Option<&'a str>,
+}
+
+/// What was found out about a received mail before it was stored: its sender
+/// authentication and its spam filter's verdict (each none when not checked).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Checked<'a> {
+    pub authentication: Option<&'a crate::domain::authentication::Authentication>,
+    pub spam: Option<&'a crate::domain::authentication::SpamCheck>,
+}
+
+impl Checked<'_> {
+    /// The two as the JSON kept in the `authentication` and `spam` columns.
+    fn columns(&self) -> StoreResult<(Option<String>, Option<String>)> {
+        let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
+        Ok((
+            json(
+                self.authentication
+                    .map(serde_json::to_value)
+                    .transpose()
+                    .map_err(anyhow::Error::from)?,
+            ),
+            json(
+                self.spam
+                    .map(serde_json::to_value)
+                    .transpose()
+                    .map_err(anyhow::Error::from)?,
+            ),
+        ))
+    }
+
+    /// Nothing may act on the mail before a case worker accepts it, however it found its
+    /// case: its `From:` domain says it is forged (DMARC failed), or the filter calls it
+    /// spam.
+    fn holds(&self) -> bool {
+        self.authentication.is_some_and(|a| a.forged()) || self.spam.is_some_and(|s| s.spam)
+    }
+
+    /// The `From:` address may be believed: its domain is proven, or nothing was checked
+    /// (`PARLEY_INBOUND_DNS=off`).
+    fn sender_proven(&self) -> bool {
+        self.authentication.is_none_or(|a| a.from_verified)
+    }
 }
 
 /// What every received message has, whatever its channel.
@@ -103,6 +147,9 @@ struct Received<'a> {
     /// (its sender is no participant, its attachments no documents, no `message.received`)
     /// until a case worker accepts it.
     verified: bool,
+    /// The sender authentication and spam verdict, as JSON (see [`Checked`]).
+    authentication: Option<String>,
+    spam: Option<String>,
 }
 
 impl<'a> Received<'a> {
@@ -137,6 +184,8 @@ impl<'a> Received<'a> {
             raw_id,
             at,
             verified: true,
+            authentication: None,
+            spam: None,
         }
     }
 }
@@ -311,8 +360,8 @@ impl Inbound {
         })
     }
 
-    /// Stores one received mail. `inbound_domain` is the domain of per-case addresses;
-    /// `returned` is the message (and the recipient of its copy, when it went to several)
+    /// Stores one received mail. `ours` are the domain of per-case addresses and parley's own
+    /// sender address; `returned` is the message (and the recipient of its copy, when it went to several)
     /// whose bounce address (VERP) the mail came to, checked by the caller: only then does a
     /// delivery status notification mark it bounced and suppress the address.
     pub async fn ingest_email(
@@ -320,11 +369,12 @@ impl Inbound {
         source: Source,
         raw: &[u8],
         mail: &InboundMail,
-        inbound_domain: &str,
-        own_sender: &str,
+        (inbound_domain, own_sender): (&str, &str),
         returned: Option<(&str, Option<usize>)>,
+        checked: Checked<'_>,
     ) -> StoreResult<Ingested> {
         let now = self.now();
+        let (authentication, spam) = checked.columns()?;
         let mut tx = self.write_tx().await?;
 
         if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure())
@@ -370,7 +420,7 @@ impl Inbound {
                     (source, mail.from.as_deref()),
                     raw,
                     now,
-                    &candidates,
+                    (&candidates, (authentication.as_deref(), spam.as_deref())),
                 )
                 .await?;
             tx.commit().await?;
@@ -388,11 +438,17 @@ impl Inbound {
             )
             .await?;
         let mut record = Received::email(&case_id, &thread_id, mail, source, raw, None, now);
+        record.authentication = authentication;
+        record.spam = spam;
         if found.by.is_some_and(MatchedBy::needs_known_sender) {
             let from = mail.from.as_deref().unwrap_or_default();
-            record.verified = self
-                .sender_known(&mut tx, &case_id, from, own_sender)
-                .await?;
+            record.verified = checked.sender_proven()
+                && self
+                    .sender_known(&mut tx, &case_id, from, own_sender)
+                    .await?;
+        }
+        if checked.holds() {
+            record.verified = false;
         }
         let message_id = self.store_received(&mut tx, &key, &record).await?;
         tx.commit().await?;
@@ -513,8 +569,8 @@ impl Inbound {
         sqlx::query(
             "INSERT INTO messages (id, case_id, thread_id, direction, message_type, status, status_rank, envelope_sealed, \
              subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, provider_id, has_attachments, received_at, \
-             created_at, updated_at, sender_verified) \
-             VALUES ($1, $2, $3, 'inbound', $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14, $15)",
+             created_at, updated_at, sender_verified, authentication, spam) \
+             VALUES ($1, $2, $3, 'inbound', $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14, $15, $16, $17)",
         )
         .bind(id)
         .bind(r.case_id)
@@ -531,6 +587,8 @@ impl Inbound {
         .bind(i32::from(r.has_attachments))
         .bind(r.at)
         .bind(i32::from(r.verified))
+        .bind(r.authentication.as_deref())
+        .bind(r.spam.as_deref())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -663,20 +721,22 @@ impl Inbound {
         (source, sender): (Source, Option<&str>),
         raw: &[u8],
         at: Micros,
-        candidates: &[CaseId],
+        (candidates, (authentication, spam)): (&[CaseId], (Option<&str>, Option<&str>)),
     ) -> StoreResult<String> {
         let inbound_id = prefixed_id("inb");
         let candidates = (!candidates.is_empty())
             .then(|| serde_json::to_string(candidates))
             .transpose()
             .map_err(anyhow::Error::from)?;
-        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched, candidates, sender_index) VALUES ($1, $2, $3, $4, 0, $5, $6)")
+        sqlx::query("INSERT INTO inbound_raw (id, source, received_at, raw_sealed, matched, candidates, sender_index, authentication, spam) VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)")
             .bind(&inbound_id)
             .bind(source.as_str())
             .bind(at)
             .bind(self.keys.seal(&raw_context(&inbound_id), raw))
             .bind(candidates)
             .bind(sender.map(|s| self.sender_index(s)))
+            .bind(authentication)
+            .bind(spam)
             .execute(&mut *tx)
             .await?;
         Ok(inbound_id)
@@ -715,7 +775,7 @@ impl Inbound {
                     (Source::Sms, Some(sms.from)),
                     &raw,
                     now,
-                    &candidates,
+                    (&candidates, (None, None)),
                 )
                 .await?;
             tx.commit().await?;
@@ -746,6 +806,8 @@ impl Inbound {
             raw_id: None,
             at: now,
             verified: true,
+            authentication: None,
+            spam: None,
         };
         let message_id = self.store_received(&mut tx, &key, &record).await?;
         if stop {
@@ -787,7 +849,7 @@ impl Inbound {
             return Ok(None);
         }
         let row = sqlx::query_as::<_, UnsortedRow>(
-            "SELECT source, raw_sealed FROM inbound_raw WHERE id = $1 AND matched = 0",
+            "SELECT source, raw_sealed, authentication, spam FROM inbound_raw WHERE id = $1 AND matched = 0",
         )
         .bind(inbound_id)
         .fetch_optional(&mut *tx)
@@ -829,6 +891,8 @@ impl Inbound {
                 raw_id: Some(inbound_id),
                 at: now,
                 verified: true,
+                authentication: None,
+                spam: None,
             }
         } else {
             mail = crate::domain::mail::parse(&raw).unwrap_or_default();
@@ -836,15 +900,20 @@ impl Inbound {
                 .sibling::<Messages>()
                 .join_thread(&mut tx, &key, case_id, None, mail.subject.as_deref(), now)
                 .await?;
-            Received::email(
-                case_id,
-                &thread_id,
-                &mail,
-                source,
-                &raw,
-                Some(inbound_id),
-                now,
-            )
+            // Sorted by a person, who vouches for it; what the checks found stays with it.
+            Received {
+                authentication: row.authentication,
+                spam: row.spam,
+                ..Received::email(
+                    case_id,
+                    &thread_id,
+                    &mail,
+                    source,
+                    &raw,
+                    Some(inbound_id),
+                    now,
+                )
+            }
         };
         let message_id = self.store_received(&mut tx, &key, &received).await?;
         super::audit(

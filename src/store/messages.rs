@@ -136,6 +136,12 @@ pub struct MessageView {
     /// `false` for received mail held for review (see `store::review`).
     #[serde(default = "trusted")]
     pub sender_verified: bool,
+    /// Received mail: what its sender authentication found (none when not checked).
+    #[serde(default)]
+    pub authentication: Option<crate::domain::authentication::Authentication>,
+    /// Received mail: what the spam filter said (none when no filter was asked).
+    #[serde(default)]
+    pub spam: Option<crate::domain::authentication::SpamCheck>,
 }
 
 fn trusted() -> bool {
@@ -187,6 +193,8 @@ struct MessageRow {
     received_at: Option<i64>,
     created_at: i64,
     sender_verified: i32,
+    authentication: Option<String>,
+    spam: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -202,6 +210,13 @@ impl MessageWithBody {
     pub(crate) fn sealed(&self) -> &[u8] {
         &self.message.envelope_sealed
     }
+}
+
+/// A column kept as JSON, read back into its type.
+fn json_column<T: serde::de::DeserializeOwned>(text: Option<&str>) -> StoreResult<Option<T>> {
+    text.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| super::StoreError::Corrupt(e.to_string()))
 }
 
 pub(crate) fn context(id: &(impl std::fmt::Display + ?Sized), part: &str) -> String {
@@ -232,7 +247,7 @@ macro_rules! message_columns {
         "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.channel, m.system_event, m.status, m.priority, \
          m.category, m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, \
          m.in_reply_to, m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, \
-         m.received_at, m.created_at, m.sender_verified"
+         m.received_at, m.created_at, m.sender_verified, m.authentication, m.spam"
     };
 }
 const MESSAGE_COLUMNS: &str = message_columns!();
@@ -306,6 +321,8 @@ impl StoreInner {
             received_at: r.received_at,
             created_at: r.created_at,
             sender_verified: r.sender_verified != 0,
+            authentication: json_column(r.authentication.as_deref())?,
+            spam: json_column(r.spam.as_deref())?,
             id: r.id,
         })
     }
@@ -919,6 +936,8 @@ impl QueueItem {
             received_at: None,
             created_at: self.now,
             sender_verified: true,
+            authentication: None,
+            spam: None,
         }
     }
 }

@@ -46,7 +46,7 @@ pub use audit::AuditEntry;
 pub use cases::{CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
-pub use inbound::{InboundSms, Ingested, MailboxProgress, UnmatchedFilter, UnmatchedMail};
+pub use inbound::{Checked, InboundSms, Ingested, MailboxProgress, UnmatchedFilter, UnmatchedMail};
 pub use jobs::{AttemptRecord, Delivered, Delivering, DeliveryAttempt, Outgoing};
 pub use messages::{
     Access, AttachmentView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage,

@@ -82,6 +82,8 @@ impl Installation {
         this.set("PARLEY_DELIVERY_CONCURRENCY", "0");
         this.set("PARLEY_WEBHOOK_CONCURRENCY", "0");
         this.set("PARLEY_LOG_LEVEL", "warn");
+        // Senders are authenticated where a test names a DNS server for it.
+        this.set("PARLEY_INBOUND_DNS", "off");
         if let Some(url) = fresh_database().await {
             this.set("PARLEY_DATABASE_URL", &url);
         }

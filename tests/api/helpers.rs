@@ -81,6 +81,9 @@ pub async fn test_config(dir: &Path) -> Config {
     config.webhooks.concurrency = 0;
     config.webhooks.retry_schedule = vec![std::time::Duration::ZERO; 2];
     config.sms.rate_per_second = 1000.0;
+    // Senders are authenticated against the test DNS server where a test asks for it
+    // (tests/api/sender_auth.rs); elsewhere a `From:` is believed as written.
+    config.mail.sender_auth.dns = parley::config::InboundDns::Off;
     config.delivery.retry_schedule = vec![std::time::Duration::ZERO; 2];
     if let Some(url) = fresh_database().await {
         config.storage.database_url = Secret::new(url);

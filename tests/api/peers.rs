@@ -790,3 +790,116 @@ pub async fn smtp_source(port: u16, sessions: u32, messages: u32, to: &str) -> R
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// dnsmasq, from Debian's packages, answering for the test domains on a loopback port: the
+/// TXT records it is given, NXDOMAIN for any other name under `.test`, and nothing ever for
+/// `slow.test` (forwarded to a socket that never answers), so a lookup there times out.
+pub struct Dns {
+    _child: Child,
+    _silent: std::net::UdpSocket,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Dns {
+    pub async fn start(txt: &[(&str, &str)]) -> Self {
+        let port = crate::binary::free_port();
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut cmd = Command::new("/usr/sbin/dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/test/",
+            "--user=root",
+            // No pid file: several run at once.
+            "--pid-file",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!(
+            "--server=/slow.test/127.0.0.1#{}",
+            silent.local_addr().unwrap().port()
+        ));
+        for (name, text) in txt {
+            // A TXT record's strings hold at most 255 octets each (and these hold no comma,
+            // which separates them).
+            let chunks: Vec<String> = text
+                .as_bytes()
+                .chunks(255)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            cmd.arg(format!("--txt-record={name},{}", chunks.join(",")));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting dnsmasq");
+        eventually(10, "dnsmasq to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        Self {
+            _child: child,
+            _silent: silent,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        }
+    }
+}
+
+/// SpamAssassin's spamd, from Debian's packages, on a loopback port, without network tests.
+pub struct Spamd {
+    _child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Spamd {
+    pub async fn start() -> Self {
+        let port = crate::binary::free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("/usr/sbin/spamd")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .args([
+                "--allowed-ips=127.0.0.1",
+                "--max-children=2",
+                "--username=debian-spamd",
+                "--local",
+                "--nouser-config",
+            ])
+            .arg(format!("--pidfile={}", dir.path().join("pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so that its children go with it.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting spamd");
+        eventually(60, "spamd to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        Self {
+            _child: child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Spamd {
+    fn drop(&mut self) {
+        if let Some(pid) = self._child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}

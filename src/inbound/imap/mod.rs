@@ -357,7 +357,7 @@ impl Mailbox {
         .context("fetching one mail took longer than 10 minutes")??;
         let taken = match raw {
             Some(raw) => match inbound
-                .receive_email(crate::domain::mail::Source::Imap, &raw, &[])
+                .receive_email(crate::domain::mail::Source::Imap, &raw, Default::default())
                 .await
             {
                 Ok(Ingested::Duplicate { .. }) => Taken::Duplicate,
@@ -574,6 +574,7 @@ mod tests {
                 &store,
                 "localhost".to_string(),
                 "noreply@localhost".to_string(),
+                None,
                 Default::default(),
             ),
             dir,
