@@ -86,13 +86,15 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     inbound_relays: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
-    inbound_dns: Option<String>,
+    dns_resolver: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
-    inbound_dns_timeout: Option<String>,
+    dns_timeout: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     inbound_spamd: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     inbound_spam_reject: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_spam_mark: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     inbound_spam_timeout: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
@@ -339,7 +341,7 @@ pub struct MailConfig {
     /// Networks of trusted relays (`PARLEY_INBOUND_RELAYS`), bounded only by the server's
     /// sessions in all.
     pub inbound_relays: Vec<ipnet::IpNet>,
-    /// How received mail's senders are authenticated (`PARLEY_INBOUND_DNS`, `_DNS_TIMEOUT`).
+    /// How received mail's senders are authenticated (`PARLEY_DNS_RESOLVER`, `_TIMEOUT`).
     pub sender_auth: SenderAuthConfig,
     /// The spam filter asked of mail the SMTP server takes (`PARLEY_INBOUND_SPAMD`); none:
     /// no filter.
@@ -384,6 +386,9 @@ pub struct SpamConfig {
     pub spamd: String,
     /// At or above this score the mail is refused with 550 and nothing is kept.
     pub reject_score: f64,
+    /// At or above this score (and below the reject score) it is kept, marked, and held for
+    /// review.
+    pub mark_score: f64,
     /// The longest the filter is waited for; past it the mail is taken unchecked.
     pub timeout: Duration,
 }
@@ -928,7 +933,7 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
 fn inbound_checks(
     raw: &BTreeMap<String, Raw>,
 ) -> Result<(SenderAuthConfig, Option<SpamConfig>), ConfigError> {
-    let dns = opt(raw, "inbound_dns", parse_dns)?.unwrap_or(InboundDns::System);
+    let dns = opt(raw, "dns_resolver", parse_dns)?.unwrap_or(InboundDns::System);
     let bounded = |v: &str| {
         parse_duration(v).and_then(|d| {
             if (Duration::from_millis(100)..=Duration::from_secs(60)).contains(&d) {
@@ -938,20 +943,21 @@ fn inbound_checks(
             }
         })
     };
-    let timeout = opt(raw, "inbound_dns_timeout", bounded)?.unwrap_or(Duration::from_secs(5));
+    let timeout = opt(raw, "dns_timeout", bounded)?.unwrap_or(Duration::from_secs(5));
     let spamd = opt(raw, "inbound_spamd", |v| match v.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
             Ok(v.to_string())
         }
         _ => Err(format!("expected host:port of spamd, got {v:?}")),
     })?;
-    let reject_score = opt(raw, "inbound_spam_reject", |v| {
+    let score = |v: &str| {
         v.parse::<f64>()
             .ok()
             .filter(|s| s.is_finite())
-            .ok_or_else(|| format!("expected a score such as 10 or 7.5, got {v:?}"))
-    })?
-    .unwrap_or(10.0);
+            .ok_or_else(|| format!("expected a score such as 15 or 7.5, got {v:?}"))
+    };
+    let reject_score = opt(raw, "inbound_spam_reject", score)?.unwrap_or(15.0);
+    let mark_score = opt(raw, "inbound_spam_mark", score)?.unwrap_or(5.0);
     let spam_timeout =
         opt(raw, "inbound_spam_timeout", bounded)?.unwrap_or(Duration::from_secs(10));
     Ok((
@@ -959,6 +965,7 @@ fn inbound_checks(
         spamd.map(|spamd| SpamConfig {
             spamd,
             reject_score,
+            mark_score,
             timeout: spam_timeout,
         }),
     ))

@@ -470,7 +470,7 @@ function senderChecks(m) {
     parts.push(`SPF ${a.spf} · DKIM ${a.dkim} · DMARC ${a.dmarc}` + (a.arc !== 'none' ? ` · ARC ${a.arc}` : ''));
     parts.push(t(a.fromVerified ? 'fromVerified' : 'fromUnverified'));
   }
-  if (s) parts.push(s.checked ? `${t('spam')} ${s.score}${s.spam ? ' ⚠' : ''}` : t('spamUnchecked'));
+  if (s) parts.push(s.checked ? `${t('spam')} ${s.score}${s.marked ? ' ⚠' : ''}` : t('spamUnchecked'));
   return h('p', { class: 'help sender-checks', 'data-from-verified': a ? String(a.fromVerified) : '' },
     `${t('senderCheck')}: ${parts.join(' — ')}`);
 }
@@ -833,7 +833,7 @@ async function unmatchedPage(seq) {
   };
   const load = async (cursor) => {
     sessionStorage.setItem('parley.sender', sender.value);
-    const list = await get(`/api/inbound/unmatched${query({ sender: sender.value.trim(), limit: 50, cursor })}`);
+    const list = await get(`/api/inbound/unmatched${query({ from: sender.value.trim(), limit: 50, cursor })}`);
     alive(seq);
     count.textContent = t('unmatchedCount', { n: list.totalCount });
     const rows = list.messages.map(row);
@@ -851,7 +851,7 @@ async function unmatchedPage(seq) {
   filters.querySelector('.dismiss-all').addEventListener('click', () => guarded(filters, async () => {
     const who = sender.value.trim();
     if (!who) throw new Problem(422, { detail: t('dismissAllNeedsSender'), code: 'sender' });
-    const done = await post('/api/inbound/unmatched/dismiss', { sender: who });
+    const done = await post('/api/inbound/unmatched/dismiss', { from: who });
     announce(t('dismissed', { n: done.dismissed }));
     await load();
   }, () => 'sender'));

@@ -70,7 +70,7 @@ pub struct Inbound {
     /// parley's own sender address (`PARLEY_EMAIL_FROM`): mail claiming to be from it proves
     /// nothing.
     own_sender: String,
-    /// Checks who sent a mail; none: `PARLEY_INBOUND_DNS=off`, the `From:` is believed.
+    /// Checks who sent a mail; none: `PARLEY_DNS_RESOLVER=off`, the `From:` is believed.
     sender_auth: Option<SenderAuth>,
     /// Wakes the delivery worker when work for it was queued (the documents of accepted mail).
     wake: std::sync::Arc<tokio::sync::Notify>,

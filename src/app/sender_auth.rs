@@ -1,8 +1,8 @@
 //! Sender authentication of received mail: SPF (RFC 7208) of the SMTP client, DKIM
 //! (RFC 6376), DMARC (RFC 7489) of the `From:` domain and ARC (RFC 8617), by `mail-auth`.
-//! DNS is asked through the resolver the operator names (`PARLEY_INBOUND_DNS`), its answers
+//! DNS is asked through the resolver the operator names (`PARLEY_DNS_RESOLVER`), its answers
 //! kept in a cache of a bounded number of entries for their TTL, and one mail's checks are
-//! bounded in time (`PARLEY_INBOUND_DNS_TIMEOUT`): a check that has not answered by then is
+//! bounded in time (`PARLEY_DNS_TIMEOUT`): a check that has not answered by then is
 //! `temperror`, and the mail is stored all the same (its sender is then not proven).
 //!
 //! Mail a trusted relay (`PARLEY_INBOUND_RELAYS`) hands over is checked as the relay took
@@ -93,7 +93,7 @@ pub struct SenderAuth {
 }
 
 impl SenderAuth {
-    /// The checker the configuration asks for; none when `PARLEY_INBOUND_DNS` is `off`.
+    /// The checker the configuration asks for; none when `PARLEY_DNS_RESOLVER` is `off`.
     pub fn new(config: &SenderAuthConfig, host: &str) -> anyhow::Result<Option<Self>> {
         let (resolver, mut options) = match &config.dns {
             InboundDns::Off => return Ok(None),

@@ -97,8 +97,9 @@ pub struct SpamCheck {
     /// The filter's score; absent when it could not be asked (`checked` false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
-    /// The filter counts it as spam (its own threshold); it was kept, below the reject score.
-    pub spam: bool,
+    /// Scored at or above `PARLEY_INBOUND_SPAM_MARK` (and below the reject score): kept,
+    /// marked, and held for review.
+    pub marked: bool,
     /// `false`: the filter did not answer in time, and the mail was taken unchecked.
     pub checked: bool,
 }

@@ -148,25 +148,34 @@ pub struct UnmatchedQuery {
     pub cursor: Option<String>,
     /// How it arrived: `smtp`, `imap`, `http` or `sms`.
     pub source: Option<Source>,
-    /// The sender's address or number (case ignored).
+    /// The sender's address or number (case ignored); `sender` is taken as well.
     #[param(pattern = "^[^\\x00]*$")]
-    pub sender: Option<String>,
+    #[serde(alias = "sender")]
+    pub from: Option<String>,
     /// Received at or after: a date or an RFC 3339 date-time.
     #[param(schema_with = super::openapi::instant)]
     pub received_since: Option<String>,
+    /// Received before: a date or an RFC 3339 date-time.
+    #[param(schema_with = super::openapi::instant)]
+    pub received_before: Option<String>,
 }
 
-/// Which unmatched mail a bulk dismissal takes: every filter given (not null) must hold;
-/// none given, all of it (up to 10,000 a call).
+/// Which unmatched mail a bulk dismissal takes: every filter given (not null) must hold, and
+/// at least one must be given (up to 10,000 a call).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DismissRequest {
     pub source: Option<Source>,
+    /// The sender's address or number (case ignored); `sender` is taken as well.
     #[schema(pattern = "^[^\\x00]*$")]
-    pub sender: Option<String>,
-    /// A date or an RFC 3339 date-time.
+    #[serde(alias = "sender")]
+    pub from: Option<String>,
+    /// Received at or after: a date or an RFC 3339 date-time.
     #[schema(format = DateTime)]
     pub received_since: Option<String>,
+    /// Received before: a date or an RFC 3339 date-time.
+    #[schema(format = DateTime)]
+    pub received_before: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -177,19 +186,20 @@ pub struct DismissAnswer {
 
 fn filter(
     source: Option<Source>,
-    sender: Option<String>,
-    since: Option<&str>,
+    from: Option<String>,
+    (since, before): (Option<&str>, Option<&str>),
 ) -> ApiResult<crate::store::UnmatchedFilter> {
-    if sender.as_deref().is_some_and(|s| s.contains('\0')) {
+    if from.as_deref().is_some_and(|s| s.contains('\0')) {
         return Err(ApiError::bad_request(
             Code::InvalidQuery,
-            "sender holds a NUL character",
+            "from holds a NUL character",
         ));
     }
     Ok(crate::store::UnmatchedFilter {
         source,
-        sender: sender.filter(|s| !s.trim().is_empty()),
+        sender: from.filter(|s| !s.trim().is_empty()),
         since: super::messages::query_time("receivedSince", since, false)?,
+        before: super::messages::query_time("receivedBefore", before, false)?,
     })
 }
 
@@ -204,7 +214,11 @@ pub async fn unmatched(
 ) -> ApiResult<axum::Json<UnmatchedList>> {
     super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
     let limit = super::extract::page_limit(q.limit)?;
-    let f = filter(q.source, q.sender, q.received_since.as_deref())?;
+    let f = filter(
+        q.source,
+        q.from,
+        (q.received_since.as_deref(), q.received_before.as_deref()),
+    )?;
     let page = state
         .app
         .inbound
@@ -249,7 +263,7 @@ pub async fn dismiss(
 /// to 10,000 a call: a spam wave from one sender, everything before a day.
 #[utoipa::path(post, path = "/api/inbound/unmatched/dismiss", tag = "inbound",
     request_body = DismissRequest,
-    responses((status = 200, body = DismissAnswer), (status = 403, body = ProblemBody), (status = 400, body = ProblemBody)),
+    responses((status = 200, body = DismissAnswer), (status = 403, body = ProblemBody), (status = 400, body = ProblemBody, description = "`invalid_body`: no filter, or `invalid_query`: a bad value")),
     security(("bearer" = [])))]
 pub async fn dismiss_many(
     State(state): State<AppState>,
@@ -257,7 +271,20 @@ pub async fn dismiss_many(
     super::extract::Json(req): super::extract::Json<DismissRequest>,
 ) -> ApiResult<axum::Json<DismissAnswer>> {
     super::extract::require_admin(&actor, "inbound mail is handled with an admin token")?;
-    let f = filter(req.source, req.sender, req.received_since.as_deref())?;
+    let f = filter(
+        req.source,
+        req.from,
+        (
+            req.received_since.as_deref(),
+            req.received_before.as_deref(),
+        ),
+    )?;
+    if f.source.is_none() && f.sender.is_none() && f.since.is_none() && f.before.is_none() {
+        return Err(ApiError::bad_request(
+            Code::InvalidBody,
+            "name at least one of from, source, receivedSince, receivedBefore",
+        ));
+    }
     let dismissed = state.app.inbound.dismiss_where(&actor, &f).await?;
     Ok(axum::Json(DismissAnswer { dismissed }))
 }

@@ -20,16 +20,16 @@ const MAX_REPLY: usize = 4096;
 pub async fn check(config: &SpamConfig, raw: &[u8]) -> SpamCheck {
     let unchecked = SpamCheck {
         score: None,
-        spam: false,
+        marked: false,
         checked: false,
     };
     if raw.len() > MAX_CHECKED {
         return unchecked;
     }
     match tokio::time::timeout(config.timeout, ask(&config.spamd, raw)).await {
-        Ok(Ok((score, spam))) => SpamCheck {
+        Ok(Ok(score)) => SpamCheck {
             score: Some(score),
-            spam,
+            marked: score >= config.mark_score,
             checked: true,
         },
         Ok(Err(e)) => {
@@ -43,8 +43,8 @@ pub async fn check(config: &SpamConfig, raw: &[u8]) -> SpamCheck {
     }
 }
 
-/// One `CHECK`: the score and whether spamd calls it spam.
-async fn ask(addr: &str, raw: &[u8]) -> std::io::Result<(f64, bool)> {
+/// One `CHECK`: the score.
+async fn ask(addr: &str, raw: &[u8]) -> std::io::Result<f64> {
     let mut stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let head = format!("CHECK SPAMC/1.5\r\nContent-length: {}\r\n\r\n", raw.len());
@@ -66,8 +66,9 @@ async fn ask(addr: &str, raw: &[u8]) -> std::io::Result<(f64, bool)> {
     parse_reply(&reply).ok_or_else(|| std::io::Error::other("not a SPAMD/1.x CHECK reply"))
 }
 
-/// `SPAMD/1.1 0 EX_OK` and `Spam: True ; 15.3 / 5.0`.
-fn parse_reply(reply: &[u8]) -> Option<(f64, bool)> {
+/// `SPAMD/1.1 0 EX_OK` and `Spam: True ; 15.3 / 5.0`: the score (what spamd itself
+/// thinks of it, `True`, and its threshold are not used: parley's own thresholds decide).
+fn parse_reply(reply: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(reply).ok()?;
     let mut lines = text.split("\r\n");
     let status = lines.next()?;
@@ -79,10 +80,9 @@ fn parse_reply(reply: &[u8]) -> Option<(f64, bool)> {
         let (name, value) = l.split_once(':')?;
         name.trim().eq_ignore_ascii_case("spam").then_some(value)
     })?;
-    let (verdict, scores) = value.split_once(';')?;
-    let spam = matches!(verdict.trim().to_ascii_lowercase().as_str(), "true" | "yes");
+    let (_, scores) = value.split_once(';')?;
     let score: f64 = scores.split('/').next()?.trim().parse().ok()?;
-    score.is_finite().then_some((score, spam))
+    score.is_finite().then_some(score)
 }
 
 #[cfg(test)]
@@ -95,11 +95,11 @@ mod tests {
             parse_reply(
                 b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\nSpam: True ; 1004.2 / 5.0\r\n\r\n"
             ),
-            Some((1004.2, true))
+            Some(1004.2)
         );
         assert_eq!(
             parse_reply(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; -0.1 / 5.0\r\n\r\n"),
-            Some((-0.1, false))
+            Some(-0.1)
         );
         assert_eq!(parse_reply(b"SPAMD/1.0 76 Bad header line\r\n\r\n"), None);
         assert_eq!(parse_reply(b"HTTP/1.1 200 OK\r\n\r\n"), None);

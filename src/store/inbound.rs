@@ -53,6 +53,8 @@ pub struct UnmatchedFilter {
     pub sender: Option<String>,
     /// Received at or after.
     pub since: Option<Micros>,
+    /// Received before.
+    pub before: Option<Micros>,
 }
 
 /// A row of `inbound_raw`, still sealed.
@@ -114,11 +116,11 @@ impl Checked<'_> {
     /// case: its `From:` domain says it is forged (DMARC failed), or the filter calls it
     /// spam.
     fn holds(&self) -> bool {
-        self.authentication.is_some_and(|a| a.forged()) || self.spam.is_some_and(|s| s.spam)
+        self.authentication.is_some_and(|a| a.forged()) || self.spam.is_some_and(|s| s.marked)
     }
 
     /// The `From:` address may be believed: its domain is proven, or nothing was checked
-    /// (`PARLEY_INBOUND_DNS=off`).
+    /// (`PARLEY_DNS_RESOLVER=off`).
     fn sender_proven(&self) -> bool {
         self.authentication.is_none_or(|a| a.from_verified)
     }
@@ -978,21 +980,29 @@ impl Inbound {
     fn open_unmatched(first: usize) -> String {
         format!(
             "matched = 0 AND dismissed_at IS NULL AND (${a} IS NULL OR source = ${a}) \
-             AND (${b} IS NULL OR sender_index = ${b}) AND (${c} IS NULL OR received_at >= ${c})",
+             AND (${b} IS NULL OR sender_index = ${b}) AND (${c} IS NULL OR received_at >= ${c}) \
+             AND (${d} IS NULL OR received_at < ${d})",
             a = first,
             b = first + 1,
-            c = first + 2
+            c = first + 2,
+            d = first + 3
         )
     }
 
     fn filter_values(
         &self,
         f: &UnmatchedFilter,
-    ) -> (Option<&'static str>, Option<String>, Option<Micros>) {
+    ) -> (
+        Option<&'static str>,
+        Option<String>,
+        Option<Micros>,
+        Option<Micros>,
+    ) {
         (
             f.source.map(|s| s.as_str()),
             f.sender.as_deref().map(|s| self.sender_index(s)),
             f.since,
+            f.before,
         )
     }
 
@@ -1005,15 +1015,16 @@ impl Inbound {
         limit: i64,
     ) -> StoreResult<(super::Page<UnmatchedMail>, i64)> {
         let after = cursor.map(super::decode_cursor).transpose()?;
-        let (source, sender, since) = self.filter_values(f);
+        let (source, sender, since, before) = self.filter_values(f);
         let rows = sqlx::query_as::<_, RawRow>(&format!(
             "SELECT id, source, received_at, raw_sealed, candidates FROM inbound_raw \
-             WHERE {} AND ($4 IS NULL OR id > $4) ORDER BY id LIMIT $5",
+             WHERE {} AND ($5 IS NULL OR id > $5) ORDER BY id LIMIT $6",
             Self::open_unmatched(1)
         ))
         .bind(source)
         .bind(sender.clone())
         .bind(since)
+        .bind(before)
         .bind(after)
         .bind(limit + 1)
         .fetch_all(&self.pool)
@@ -1025,6 +1036,7 @@ impl Inbound {
         .bind(source)
         .bind(sender)
         .bind(since)
+        .bind(before)
         .fetch_one(&self.pool)
         .await?;
         let mut items = rows
@@ -1065,17 +1077,18 @@ impl Inbound {
         f: &UnmatchedFilter,
         limit: i64,
     ) -> StoreResult<u64> {
-        let (source, sender, since) = self.filter_values(f);
+        let (source, sender, since, before) = self.filter_values(f);
         let mut tx = self.write_tx().await?;
         let now = self.now();
         let ids: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM inbound_raw WHERE {} ORDER BY id LIMIT $4{}",
+            "SELECT id FROM inbound_raw WHERE {} ORDER BY id LIMIT $5{}",
             Self::open_unmatched(1),
             self.backend.for_update()
         ))
         .bind(source)
         .bind(sender)
         .bind(since)
+        .bind(before)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;

@@ -83,7 +83,7 @@ impl Installation {
         this.set("PARLEY_WEBHOOK_CONCURRENCY", "0");
         this.set("PARLEY_LOG_LEVEL", "warn");
         // Senders are authenticated where a test names a DNS server for it.
-        this.set("PARLEY_INBOUND_DNS", "off");
+        this.set("PARLEY_DNS_RESOLVER", "off");
         if let Some(url) = fresh_database().await {
             this.set("PARLEY_DATABASE_URL", &url);
         }

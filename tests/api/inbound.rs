@@ -916,7 +916,7 @@ async fn the_unmatched_inbox_pages_filters_and_dismisses_one_or_many_audited() {
     assert!(last.get("nextCursor").is_none(), "{last}");
 
     // Filters: the sender (case ignored), how it came, since when.
-    let spam = unmatched_page(&app, "?sender=SPAM@junk.example").await;
+    let spam = unmatched_page(&app, "?from=SPAM@junk.example").await;
     assert_eq!(spam["totalCount"], 3);
     assert_eq!(subjects(&spam), ["mail 0", "mail 1", "mail 3"]);
     assert_eq!(unmatched_page(&app, "?source=http").await["totalCount"], 5);
@@ -981,11 +981,27 @@ async fn the_unmatched_inbox_pages_filters_and_dismisses_one_or_many_audited() {
         .post(
             &app.admin.token,
             "/api/inbound/unmatched/dismiss",
-            &json!({"sender": "spam@junk.example"}),
+            &json!({"from": "spam@junk.example"}),
         )
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["dismissed"], 3);
+    // Everything at once is not a filter: at least one must be named.
+    for nothing in [json!({}), json!({"from": " "})] {
+        let r = app
+            .post(&app.admin.token, "/api/inbound/unmatched/dismiss", &nothing)
+            .await;
+        assert_problem(r, 400, "invalid_body").await;
+    }
+    // Received before a time long past: nothing.
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/inbound/unmatched/dismiss",
+            &json!({"receivedBefore": "2000-01-01"}),
+        )
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["dismissed"], 0);
     let left = unmatched_page(&app, "").await;
     assert_eq!(subjects(&left), ["mail 2"]);
     let refused = app

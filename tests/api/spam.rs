@@ -1,6 +1,6 @@
 //! The spam filter of the SMTP server against Debian's SpamAssassin (`spamd`), with the GTUBE
 //! test string: refused with 550 above the reject score (nothing stored), kept, marked and
-//! held for review between spamd's own threshold and it, taken unchecked (and said so) when
+//! held for review between the mark score and it, taken unchecked (and said so) when
 //! the filter cannot be reached or does not answer in time.
 
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ async fn app_with_filter(spamd: String, reject_score: f64, timeout: Duration) ->
         c.mail.spam = Some(SpamConfig {
             spamd,
             reject_score,
+            mark_score: 5.0,
             timeout,
         });
     })
@@ -93,7 +94,7 @@ async fn spam_is_refused_above_the_reject_score_and_held_below_it() {
         .unwrap();
     assert_eq!(unmatched["totalCount"], 0);
 
-    // An ordinary reply is checked, scored below spamd's threshold and acts on the case.
+    // An ordinary reply is checked, scored below the mark and acts on the case.
     send(
         port,
         case_id,
@@ -105,7 +106,7 @@ async fn spam_is_refused_above_the_reject_score_and_held_below_it() {
     assert_eq!(list.len(), 1);
     let spam = &list[0]["spam"];
     assert_eq!(spam["checked"], true, "{spam}");
-    assert_eq!(spam["spam"], false, "{spam}");
+    assert_eq!(spam["marked"], false, "{spam}");
     assert!(spam["score"].as_f64().unwrap() < 5.0, "{spam}");
     assert_eq!(list[0]["senderVerified"], true);
 
@@ -117,7 +118,7 @@ async fn spam_is_refused_above_the_reject_score_and_held_below_it() {
     send(port, case_id, GTUBE).await.unwrap();
     let list = inbound(&app, &creditor.token, case_id).await;
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0]["spam"]["spam"], true, "{}", list[0]);
+    assert_eq!(list[0]["spam"]["marked"], true, "{}", list[0]);
     assert!(list[0]["spam"]["score"].as_f64().unwrap() >= 1000.0);
     assert_eq!(list[0]["senderVerified"], false, "held for review");
 }
