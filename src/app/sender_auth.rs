@@ -95,26 +95,35 @@ pub struct SenderAuth {
 impl SenderAuth {
     /// The checker the configuration asks for; none when `PARLEY_DNS_RESOLVER` is `off`.
     pub fn new(config: &SenderAuthConfig, host: &str) -> anyhow::Result<Option<Self>> {
-        let (resolver, mut options) = match &config.dns {
+        let servers: Vec<std::net::SocketAddr> = match &config.dns {
             InboundDns::Off => return Ok(None),
-            InboundDns::System => mail_auth::hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| anyhow::anyhow!("reading /etc/resolv.conf: {e}"))?,
-            InboundDns::Servers(servers) => {
-                let servers: Vec<NameServerConfig> = servers
+            InboundDns::System => {
+                let (system, _) = mail_auth::hickory_resolver::system_conf::read_system_conf()
+                    .map_err(|e| anyhow::anyhow!("reading /etc/resolv.conf: {e}"))?;
+                let mut addrs: Vec<_> = system
+                    .name_servers()
                     .iter()
-                    .flat_map(|a| {
-                        [
-                            NameServerConfig::new(*a, ProtocolConfig::Udp),
-                            NameServerConfig::new(*a, ProtocolConfig::Tcp),
-                        ]
-                    })
+                    .map(|n| n.socket_addr)
                     .collect();
-                (
-                    ResolverConfig::from_parts(None, vec![], servers),
-                    ResolverOpts::default(),
-                )
+                addrs.dedup();
+                addrs
             }
+            InboundDns::Servers(servers) => servers.clone(),
         };
+        // A name that does not exist is an answer (SPF and DMARC `none`), not a reason to ask
+        // the next server or again over TCP; TCP is used for answers too long for UDP.
+        let servers: Vec<NameServerConfig> = servers
+            .iter()
+            .flat_map(|a| {
+                [
+                    NameServerConfig::new(*a, ProtocolConfig::Udp),
+                    NameServerConfig::new(*a, ProtocolConfig::Tcp),
+                ]
+            })
+            .collect();
+        let resolver = ResolverConfig::from_parts(None, vec![], servers);
+        let mut options = ResolverOpts::default();
+        options.try_tcp_on_error = false;
         options.cache_size = CACHE_ENTRIES;
         options.timeout = QUERY_TIMEOUT.min(config.timeout);
         options.attempts = QUERY_ATTEMPTS;

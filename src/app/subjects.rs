@@ -69,6 +69,9 @@ pub struct RetainedCase {
 pub struct Erasure {
     pub erased: Vec<ErasedCase>,
     pub retained: Vec<RetainedCase>,
+    /// Mail and SMS from the person that matched no case, removed (retained cases or not:
+    /// they are no case's record).
+    pub unmatched_erased: u64,
 }
 
 impl DataSubjects {
@@ -141,6 +144,8 @@ impl DataSubjects {
                 }
             }
         }
+        let senders: Vec<&str> = email.into_iter().chain(phone).collect();
+        answer.unmatched_erased = self.subjects.erase_unmatched_from(actor, &senders).await?;
         Ok(answer)
     }
 

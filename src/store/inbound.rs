@@ -972,8 +972,7 @@ impl Inbound {
     /// Inbound mail that matched no case, oldest first.
     /// The blind index an unmatched mail's sender is filtered by.
     fn sender_index(&self, sender: &str) -> String {
-        self.keys
-            .blind_index("unmatched-sender", &sender.trim().to_lowercase())
+        self.unmatched_sender_index(sender)
     }
 
     /// The `WHERE` of unmatched mail not dismissed that `f` takes, from parameter `$first`.
@@ -1178,5 +1177,15 @@ impl Inbound {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl StoreInner {
+    /// The blind index of an unmatched mail's or SMS's sender (its address or number,
+    /// case ignored): the unmatched inbox filters by it, and an erasure finds the person's
+    /// unmatched mail by it.
+    pub(crate) fn unmatched_sender_index(&self, sender: &str) -> String {
+        self.keys
+            .blind_index("unmatched-sender", &sender.trim().to_lowercase())
     }
 }

@@ -151,8 +151,15 @@ impl Subjects {
         if let Some(key) = self.key_unless_erased(case_id).await? {
             self.seal_case_under(case_id, &key).await?;
         }
-        // The person's addresses, while they can still be read (see `suppression_indexes`).
+        // The person's addresses, while they can still be read (see `suppression_indexes`);
+        // mail and SMS from them that matched no case go with the erasure too.
         let indexes = self.suppression_indexes(case_id).await?;
+        let (emails, phones) = self.debtor_addresses(case_id).await?;
+        let unmatched: Vec<String> = emails
+            .iter()
+            .chain(&phones)
+            .map(|a| self.unmatched_sender_index(a))
+            .collect();
         self.destroy_case_keys(&[*case_id]).await?;
         let mut tx = self.write_tx().await?;
         let message_ids: Vec<MessageId> =
@@ -160,6 +167,12 @@ impl Subjects {
                 .bind(case_id)
                 .fetch_all(&mut *tx)
                 .await?;
+        for index in &unmatched {
+            sqlx::query("DELETE FROM inbound_raw WHERE matched = 0 AND sender_index = $1")
+                .bind(index)
+                .execute(&mut *tx)
+                .await?;
+        }
         for index in &indexes {
             sqlx::query("UPDATE suppressions SET address_sealed = NULL WHERE value_index = $1")
                 .bind(index)
@@ -201,6 +214,35 @@ impl Subjects {
         })
     }
 
+    /// Removes the mail and SMS that matched no case from these senders (addresses or
+    /// numbers), audited when there was any; how many.
+    pub async fn erase_unmatched_from(&self, actor: &Actor, senders: &[&str]) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let mut removed = 0;
+        for sender in senders {
+            removed +=
+                sqlx::query("DELETE FROM inbound_raw WHERE matched = 0 AND sender_index = $1")
+                    .bind(self.unmatched_sender_index(sender))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+        }
+        if removed > 0 {
+            audit(
+                &mut tx,
+                None,
+                actor,
+                AuditAction::DataSubjectErased,
+                "inbound",
+                &format!("{removed} unmatched"),
+                self.now(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
     /// On SQLite, the pages rewritten without the cleared values go into the database file.
     /// A full checkpoint waits out readers of older snapshots (busy timeout) and leaves the
     /// log's length alone, so readers in other processes are not disturbed; the log's older
@@ -227,6 +269,17 @@ impl Subjects {
     /// the address at the erasure too; their blind index stays, so that the objection is still
     /// honoured, and nothing readable is left of the person.
     async fn suppression_indexes(&self, case_id: &CaseId) -> StoreResult<Vec<String>> {
+        let (emails, phones) = self.debtor_addresses(case_id).await?;
+        Ok(emails
+            .iter()
+            .map(|e| self.suppression_index("email", e))
+            .chain(phones.iter().map(|p| self.suppression_index("sms", p)))
+            .collect())
+    }
+
+    /// The email addresses and numbers a case's debtor is known by: the case's and those its
+    /// preferences name.
+    async fn debtor_addresses(&self, case_id: &CaseId) -> StoreResult<(Vec<String>, Vec<String>)> {
         let case = self
             .sibling::<Cases>()
             .get_case(&Actor::system(), case_id)
@@ -244,10 +297,10 @@ impl Subjects {
             .iter()
             .flat_map(|c| c.debtor.phone.iter())
             .chain(preferred.iter().flat_map(|p| p.phone_number.iter()));
-        Ok(emails
-            .map(|e| self.suppression_index("email", e))
-            .chain(phones.map(|p| self.suppression_index("sms", p)))
-            .collect())
+        Ok((
+            emails.map(|e| e.to_string()).collect(),
+            phones.map(|p| p.to_string()).collect(),
+        ))
     }
 
     /// Restricted cases whose retention has ended (ended before `ended_before`), up to

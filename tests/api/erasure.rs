@@ -880,3 +880,46 @@ async fn parley_migrate_moves_earlier_data_under_the_subjects_keys() {
         .unwrap();
     assert_eq!(stored[0], 2, "moved under the erased key");
 }
+
+#[tokio::test]
+async fn an_erasure_takes_the_persons_unmatched_mail_and_sms_too() {
+    let app = crate::helpers::spawn_app().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    // An open case: kept (restricted), but mail that matched no case is no case's record.
+    case_of(&app, &acme, EMAIL, PHONE).await;
+    let unplaced = |from: &str, subject: &str| {
+        format!(
+            "From: {from}\r\nTo: someone@elsewhere.example\r\nSubject: {subject}\r\n\r\nYellowhammer\r\n"
+        )
+    };
+    for (from, subject) in [(EMAIL, "mine"), ("other@example.com", "theirs")] {
+        let r = app
+            .post_mail(&app.admin.token, &unplaced(from, subject))
+            .await;
+        assert_eq!(r.status(), 202, "kept unmatched");
+    }
+    // An SMS from a number no case has.
+    let r = crate::inbound::post_sms(&app, "+4529876599", "Yellowhammer here", "SM1").await;
+    assert!(r.status().is_success());
+    let listed: Value = app
+        .get(&app.admin.token, "/api/inbound/unmatched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["totalCount"], 3, "{listed}");
+
+    let got = erase(&app, &json!({"email": EMAIL.to_uppercase(), "reason": "r"})).await;
+    assert_eq!(got["unmatchedErased"], 1, "{got}");
+    assert_eq!(got["retained"].as_array().map(Vec::len), Some(1), "{got}");
+    let got = erase(&app, &json!({"phone": "+4529876599", "reason": "r"})).await;
+    assert_eq!(got["unmatchedErased"], 1, "{got}");
+    let left: Value = app
+        .get(&app.admin.token, "/api/inbound/unmatched")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(left["totalCount"], 1, "{left}");
+    assert_eq!(left["messages"][0]["from"], "other@example.com");
+}
