@@ -298,6 +298,12 @@ await step("a stranger's mail naming only the case number waits for review, and 
   await page.$$eval('.thread', (b, n) => b.find((x) => x.textContent.includes(`Receipt ${n}`))?.click(), kase.caseNumber);
   await waitText('.badge.review', 'Awaiting review', 20000);
   if (!(await page.$('button[data-review=reject]'))) throw new Error('no reject button');
+  // What checking its sender found is shown with it: nothing proves elsewhere.example.
+  const checks = await page.$$eval('.message.inbound', (ms) =>
+    ms.find((m) => m.querySelector('.badge.review'))?.querySelector('.sender-checks')?.textContent || '');
+  if (!checks.includes('DMARC none') || !checks.includes('sender domain not proven')) {
+    throw new Error(`sender checks: ${checks}`);
+  }
   await axe('review');
   await shot('review');
   await page.click('button[data-review=accept]');
