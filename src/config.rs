@@ -90,6 +90,8 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     dns_timeout: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
+    inbound_arc_sealers: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     inbound_spamd: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     inbound_spam_reject: Option<String>,
@@ -377,6 +379,9 @@ pub struct SenderAuthConfig {
     pub dns: InboundDns,
     /// The longest one mail's checks may take; what has not answered by then is `temperror`.
     pub timeout: Duration,
+    /// Forwarders whose ARC seal is believed (`PARLEY_INBOUND_ARC_SEALERS`): the DMARC
+    /// result they recorded when they took a mail counts (lowercase domains).
+    pub arc_sealers: Vec<String>,
 }
 
 /// SpamAssassin's `spamd`, asked of each mail during DATA.
@@ -944,6 +949,20 @@ fn inbound_checks(
         })
     };
     let timeout = opt(raw, "dns_timeout", bounded)?.unwrap_or(Duration::from_secs(5));
+    let arc_sealers = opt(raw, "inbound_arc_sealers", |v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                if crate::domain::recipient::is_domain(d) {
+                    Ok(d.to_ascii_lowercase())
+                } else {
+                    Err(format!("not a domain name: {d:?}"))
+                }
+            })
+            .collect()
+    })?
+    .unwrap_or_default();
     let spamd = opt(raw, "inbound_spamd", |v| match v.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
             Ok(v.to_string())
@@ -961,7 +980,11 @@ fn inbound_checks(
     let spam_timeout =
         opt(raw, "inbound_spam_timeout", bounded)?.unwrap_or(Duration::from_secs(10));
     Ok((
-        SenderAuthConfig { dns, timeout },
+        SenderAuthConfig {
+            dns,
+            timeout,
+            arc_sealers,
+        },
         spamd.map(|spamd| SpamConfig {
             spamd,
             reject_score,

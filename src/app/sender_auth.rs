@@ -24,7 +24,7 @@ use mail_auth::{
 use tokio::time::{Instant, timeout_at};
 
 use crate::config::{InboundDns, SenderAuthConfig};
-use crate::domain::authentication::{Authentication, Verdict, organisational};
+use crate::domain::authentication::{Authentication, Proof, Verdict, organisational};
 
 /// DNS answers kept at once (hickory's cache, for their TTL).
 const CACHE_ENTRIES: usize = 4096;
@@ -88,6 +88,8 @@ fn memchr_crlfcrlf(raw: &[u8]) -> Option<usize> {
 pub struct SenderAuth {
     authenticator: Arc<MessageAuthenticator>,
     timeout: Duration,
+    /// Forwarders whose ARC seal is believed.
+    arc_sealers: Arc<[String]>,
     /// This server's name, for SPF's `%{r}` macro.
     host: String,
 }
@@ -133,6 +135,7 @@ impl SenderAuth {
         Ok(Some(Self {
             authenticator: Arc::new(authenticator),
             timeout: config.timeout,
+            arc_sealers: config.arc_sealers.clone().into(),
             host: host.to_string(),
         }))
     }
@@ -146,7 +149,7 @@ impl SenderAuth {
                 Verdict::None,
                 Verdict::None,
                 Verdict::None,
-                false,
+                Proof::default(),
             );
         };
         let a = &self.authenticator;
@@ -199,6 +202,8 @@ impl SenderAuth {
                                 == organisational(&from_domain)
                         })
                 }));
+        let arc = arc.map_or(Verdict::TempError, |o| dkim_result(o.result()));
+        let arc_vouched = arc == Verdict::Pass && self.sealer_vouches(&message);
         Authentication::new(
             spf.map_or(
                 if client.is_some() {
@@ -210,10 +215,46 @@ impl SenderAuth {
             ),
             dkim_verdict,
             dmarc.map_or(Verdict::TempError, |d| dmarc_verdict(&d)),
-            arc.map_or(Verdict::TempError, |o| dkim_result(o.result())),
-            aligned,
+            arc,
+            Proof {
+                aligned,
+                arc_vouched,
+            },
         )
     }
+
+    /// The newest ARC set (its chain verified) is a trusted forwarder's, and its
+    /// `ARC-Authentication-Results` say DMARC passed when the forwarder took the mail.
+    fn sealer_vouches(&self, message: &AuthenticatedMessage<'_>) -> bool {
+        let Some(seal) = message
+            .as_headers
+            .iter()
+            .filter_map(|h| h.header.as_ref().ok())
+            .max_by_key(|s| s.i)
+        else {
+            return false;
+        };
+        if !self
+            .arc_sealers
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(&seal.d))
+        {
+            return false;
+        }
+        message
+            .aar_headers
+            .iter()
+            .filter(|h| h.header.as_ref().is_ok_and(|r| r.i == seal.i))
+            .any(|h| says_dmarc_passed(h.value))
+    }
+}
+
+/// An `Authentication-Results` value states `dmarc=pass` (RFC 8601's `method=result`, case
+/// ignored).
+fn says_dmarc_passed(value: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(value).to_ascii_lowercase();
+    text.split(|c: char| c == ';' || c.is_whitespace())
+        .any(|word| word == "dmarc=pass")
 }
 
 fn spf_verdict(result: SpfResult) -> Verdict {
@@ -289,5 +330,16 @@ mod tests {
         assert!(SmtpClient::relayed(b"Received: by local; x\r\n\r\n", "").is_none());
         // An address written after `by` is the relay's own, not the client's.
         assert!(SmtpClient::relayed(b"Received: from h by r [10.0.0.2]; x\r\n\r\n", "").is_none());
+    }
+
+    #[test]
+    fn a_stated_dmarc_pass_is_read_and_nothing_else_is() {
+        assert!(says_dmarc_passed(
+            b" mx.google.com; dkim=pass; spf=fail;\r\n\tDMARC=pass (p=REJECT) header.from=a.test"
+        ));
+        assert!(!says_dmarc_passed(
+            b" mx; dmarc=fail (p=reject); comment=dmarc=pass-ish"
+        ));
+        assert!(!says_dmarc_passed(b" mx; dmarc=none"));
     }
 }

@@ -34,19 +34,30 @@ pub struct Authentication {
     /// The ARC chain (RFC 8617) of mail forwarded by relays that seal it.
     pub arc: Verdict,
     /// The `From:` domain is proven: DMARC passed, or the domain publishes no DMARC policy
-    /// and SPF or DKIM passed for the same organisational domain.
+    /// and SPF or DKIM passed for the same organisational domain, or a trusted forwarder
+    /// (`PARLEY_INBOUND_ARC_SEALERS`) sealed an ARC chain that verified, saying DMARC passed
+    /// when it took the mail.
     pub from_verified: bool,
 }
 
+/// What proves a `From:` domain besides DMARC: `aligned`, SPF or DKIM passed for its
+/// organisational domain; `arc_vouched`, a trusted sealer's verified ARC set says DMARC
+/// passed when it took the mail.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Proof {
+    pub aligned: bool,
+    pub arc_vouched: bool,
+}
+
 impl Authentication {
-    /// What SPF, DKIM and DMARC found, and whether that proves the `From:` domain. `aligned`:
-    /// SPF or DKIM passed for the `From:` domain's organisational domain.
-    pub fn new(spf: Verdict, dkim: Verdict, dmarc: Verdict, arc: Verdict, aligned: bool) -> Self {
-        let from_verified = match dmarc {
-            Verdict::Pass => true,
-            Verdict::None => aligned,
-            _ => false,
-        };
+    /// What SPF, DKIM, DMARC and ARC found, and whether that proves the `From:` domain.
+    pub fn new(spf: Verdict, dkim: Verdict, dmarc: Verdict, arc: Verdict, proof: Proof) -> Self {
+        let from_verified = proof.arc_vouched
+            || match dmarc {
+                Verdict::Pass => true,
+                Verdict::None => proof.aligned,
+                _ => false,
+            };
         Self {
             spf,
             dkim,
@@ -56,10 +67,10 @@ impl Authentication {
         }
     }
 
-    /// The `From:` domain says the mail is not its own: DMARC failed. Such a mail is held
-    /// for review however it found its case.
+    /// The `From:` domain says the mail is not its own: DMARC failed (and no trusted
+    /// forwarder vouches for it). Such a mail is held for review however it found its case.
     pub fn forged(&self) -> bool {
-        self.dmarc == Verdict::Fail
+        self.dmarc == Verdict::Fail && !self.from_verified
     }
 }
 
@@ -121,12 +132,24 @@ mod tests {
     #[test]
     fn the_from_domain_is_proven_by_dmarc_or_without_a_policy_by_alignment() {
         use Verdict::*;
-        assert!(Authentication::new(Fail, Pass, Pass, None, true).from_verified);
-        assert!(!Authentication::new(Pass, Pass, Fail, None, true).from_verified);
-        assert!(Authentication::new(Pass, None, None, None, true).from_verified);
-        assert!(!Authentication::new(Pass, None, None, None, false).from_verified);
-        assert!(!Authentication::new(Pass, Pass, TempError, None, true).from_verified);
-        assert!(Authentication::new(Pass, Pass, Fail, None, true).forged());
-        assert!(!Authentication::new(None, None, None, None, false).forged());
+        let aligned = Proof {
+            aligned: true,
+            arc_vouched: false,
+        };
+        let nothing = Proof::default();
+        let vouched = Proof {
+            aligned: false,
+            arc_vouched: true,
+        };
+        assert!(Authentication::new(Fail, Pass, Pass, None, aligned).from_verified);
+        assert!(!Authentication::new(Pass, Pass, Fail, None, aligned).from_verified);
+        assert!(Authentication::new(Pass, None, None, None, aligned).from_verified);
+        assert!(!Authentication::new(Pass, None, None, None, nothing).from_verified);
+        assert!(!Authentication::new(Pass, Pass, TempError, None, aligned).from_verified);
+        assert!(Authentication::new(Pass, Pass, Fail, None, aligned).forged());
+        assert!(!Authentication::new(None, None, None, None, nothing).forged());
+        // Forwarded: SPF and DMARC fail at parley, a trusted forwarder's ARC says it passed.
+        let forwarded = Authentication::new(Fail, None, Fail, Pass, vouched);
+        assert!(forwarded.from_verified && !forwarded.forged());
     }
 }

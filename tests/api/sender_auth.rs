@@ -58,14 +58,21 @@ async fn dns(dkim_public: &str) -> Dns {
         ("nodmarc.test", "v=spf1 ip4:127.0.0.1 -all"),
         ("sel._domainkey.signed.test", &dkim),
         ("_dmarc.signed.test", "v=DMARC1; p=quarantine"),
+        ("sel._domainkey.relay.test", &dkim),
     ])
     .await
 }
 
 async fn app_with_dns(dns: &Dns, relays: bool) -> (TestApp, u16) {
+    app_trusting(dns, relays, &[]).await
+}
+
+async fn app_trusting(dns: &Dns, relays: bool, sealers: &[&str]) -> (TestApp, u16) {
     let port = free_port();
     let addr = dns.addr;
+    let sealers: Vec<String> = sealers.iter().map(|s| s.to_string()).collect();
     let app = spawn_app_with(move |c| {
+        c.mail.sender_auth.arc_sealers = sealers;
         c.mail.inbound_smtp_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
         c.mail.sender_auth.dns = InboundDns::Servers(vec![addr]);
         c.mail.sender_auth.timeout = std::time::Duration::from_secs(1);
@@ -357,4 +364,49 @@ async fn mail_posted_to_the_api_is_checked_by_its_dkim_signature() {
     );
     assert_eq!(m["authentication"]["dmarc"], "fail", "{m}");
     assert_eq!(m["senderVerified"], false);
+}
+
+/// `raw` as a forwarder (relay.test) seals it: its ARC set says DMARC passed when it took it.
+fn arc_seal(raw: &str, pkcs8: &[u8]) -> String {
+    use mail_auth::{
+        ArcOutput, AuthenticatedMessage, AuthenticationResults, DmarcOutput, DmarcResult,
+        arc::ArcSealer,
+    };
+    let message = AuthenticatedMessage::parse(raw.as_bytes()).unwrap();
+    let dmarc = DmarcOutput::default()
+        .with_domain("forged.test")
+        .with_spf_result(DmarcResult::Pass);
+    let results = AuthenticationResults::new("relay.test").with_dmarc_result(&dmarc);
+    let set = ArcSealer::from_key(Ed25519Key::from_pkcs8_der(pkcs8).unwrap())
+        .domain("relay.test")
+        .selector("sel")
+        .headers(["From", "To", "Subject", "Message-ID"])
+        .seal(&message, &results, &ArcOutput::default())
+        .unwrap();
+    format!("{}{raw}", set.to_header())
+}
+
+#[tokio::test]
+async fn a_trusted_forwarders_arc_seal_vouches_for_mail_that_fails_dmarc_after_forwarding() {
+    let (pkcs8, public) = dkim_key();
+    let dns = dns(&public).await;
+    // forged.test allows 192.0.2.1 only: forwarded from 127.0.0.1, SPF and DMARC fail here.
+    for (trusted, proven) in [(&["relay.test"][..], true), (&[][..], false)] {
+        let (app, port) = app_trusting(&dns, false, trusted).await;
+        let creditor = app.party(PartyKind::Creditor, "Acme").await;
+        let (_, number) = case_of(&app, &creditor, "d@forged.test").await;
+        let raw = arc_seal(
+            &raw_mail("d@forged.test", "x@localhost", &format!("Re: {number}"), ""),
+            &pkcs8,
+        );
+        let id = smtp_send(port, "fwd@relay.test", "x@localhost", &raw).await;
+        let m = message(&app, &creditor, &id).await;
+        assert_eq!(m["authentication"]["arc"], "pass", "{m}");
+        assert_eq!(m["authentication"]["dmarc"], "fail", "{m}");
+        assert_eq!(
+            m["authentication"]["fromVerified"], proven,
+            "{trusted:?}: {m}"
+        );
+        assert_eq!(m["senderVerified"], proven, "{trusted:?}: {m}");
+    }
 }
