@@ -827,8 +827,14 @@ async function unmatchedPage(seq) {
       announce(t('dismissed', { n: 1 }));
       await load();
     }));
+    // A sender nothing proves, or mail the filter marked: said beside the address.
+    const flags = [
+      m.authentication && !m.authentication.fromVerified ? t('fromUnverified') : null,
+      m.spam && m.spam.marked ? `${t('spam')} ${m.spam.score}` : null,
+    ].filter(Boolean);
     return h('tr', {},
-      h('td', {}, m.from || ''), h('td', {}, m.subject || ''), h('td', {}, when(m.receivedAt)),
+      h('td', {}, m.from || '', flags.length ? h('span', { class: 'help sender-flags' }, ` (${flags.join(', ')})`) : null),
+      h('td', {}, m.subject || ''), h('td', {}, when(m.receivedAt)),
       h('td', {}, m.source), h('td', {}, form));
   };
   const load = async (cursor) => {

@@ -59,6 +59,9 @@ pub struct Unmatched {
     pub message_id: Option<String>,
     /// The cases it could belong to, when it matched more than one.
     pub candidate_case_ids: Vec<CaseId>,
+    /// What checking its sender found, and its spam verdict.
+    pub authentication: Option<crate::domain::authentication::Authentication>,
+    pub spam: Option<SpamCheck>,
 }
 
 #[derive(Clone)]
@@ -203,6 +206,8 @@ impl Inbound {
                 };
                 Unmatched {
                     candidate_case_ids: m.candidates,
+                    authentication: m.authentication,
+                    spam: m.spam,
                     inbound_id: m.id,
                     source: m.source,
                     received_at: m.received_at,

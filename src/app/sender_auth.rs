@@ -153,28 +153,30 @@ impl SenderAuth {
             );
         };
         let a = &self.authenticator;
-        let (spf, mail_from_domain) = match client {
-            Some(c) => {
-                let domain = match c.mail_from.rsplit_once('@') {
-                    Some((_, d)) => d.to_ascii_lowercase(),
-                    None => c.helo.to_ascii_lowercase(),
-                };
-                let params = if c.mail_from.is_empty() {
-                    SpfParameters::verify_ehlo(c.ip, &c.helo, &self.host)
-                } else {
-                    SpfParameters::verify_mail_from(c.ip, &c.helo, &self.host, &c.mail_from)
-                };
-                let spf = timeout_at(deadline, a.verify_spf(params)).await.ok();
-                (spf, domain)
-            }
-            None => (None, String::new()),
+        let mail_from_domain =
+            client.map_or(String::new(), |c| match c.mail_from.rsplit_once('@') {
+                Some((_, d)) => d.to_ascii_lowercase(),
+                None => c.helo.to_ascii_lowercase(),
+            });
+        // SPF, DKIM and ARC ask DNS at once; DMARC then reads what they found.
+        let spf = async {
+            let c = client?;
+            let params = if c.mail_from.is_empty() {
+                SpfParameters::verify_ehlo(c.ip, &c.helo, &self.host)
+            } else {
+                SpfParameters::verify_mail_from(c.ip, &c.helo, &self.host, &c.mail_from)
+            };
+            timeout_at(deadline, a.verify_spf(params)).await.ok()
         };
-        let dkim_checked = timeout_at(deadline, a.verify_dkim(&message)).await.ok();
+        let (spf, dkim_checked, arc) = tokio::join!(
+            spf,
+            async { timeout_at(deadline, a.verify_dkim(&message)).await.ok() },
+            async { timeout_at(deadline, a.verify_arc(&message)).await.ok() },
+        );
         let dkim_verdict = dkim_checked
             .as_deref()
             .map_or(Verdict::TempError, dkim_verdict);
         let dkim = dkim_checked.unwrap_or_default();
-        let arc = timeout_at(deadline, a.verify_arc(&message)).await.ok();
         let no_spf = SpfOutput::default();
         let spf_output = spf.as_ref().unwrap_or(&no_spf);
         let dmarc = timeout_at(

@@ -125,6 +125,12 @@ pub struct UnmatchedItem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<String>)]
     pub candidate_case_ids: Vec<CaseId>,
+    /// What checking its sender found (as on a message); absent when not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<crate::domain::authentication::Authentication>,
+    /// The spam filter's verdict; absent when no filter was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spam: Option<crate::domain::authentication::SpamCheck>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -235,6 +241,8 @@ pub async fn unmatched(
             subject: m.subject,
             message_id: m.message_id,
             candidate_case_ids: m.candidate_case_ids,
+            authentication: m.authentication,
+            spam: m.spam,
         })
         .collect();
     Ok(axum::Json(UnmatchedList {

@@ -43,6 +43,9 @@ pub struct UnmatchedMail {
     pub raw: Vec<u8>,
     /// Cases it could belong to, when it matched more than one.
     pub candidates: Vec<CaseId>,
+    /// What checking its sender found, and its spam verdict (none when not checked).
+    pub authentication: Option<crate::domain::authentication::Authentication>,
+    pub spam: Option<crate::domain::authentication::SpamCheck>,
 }
 
 /// Which unmatched mail a list or a bulk dismissal takes: every filter given must hold.
@@ -65,6 +68,8 @@ struct RawRow {
     received_at: i64,
     raw_sealed: Vec<u8>,
     candidates: Option<String>,
+    authentication: Option<String>,
+    spam: Option<String>,
 }
 
 /// What sorting an unmatched item into a case reads of it.
@@ -1016,7 +1021,7 @@ impl Inbound {
         let after = cursor.map(super::decode_cursor).transpose()?;
         let (source, sender, since, before) = self.filter_values(f);
         let rows = sqlx::query_as::<_, RawRow>(&format!(
-            "SELECT id, source, received_at, raw_sealed, candidates FROM inbound_raw \
+            "SELECT id, source, received_at, raw_sealed, candidates, authentication, spam FROM inbound_raw \
              WHERE {} AND ($5 IS NULL OR id > $5) ORDER BY id LIMIT $6",
             Self::open_unmatched(1)
         ))
@@ -1125,6 +1130,8 @@ impl Inbound {
                 .unwrap_or_default(),
             source: Source::parse(&r.source).map_err(|e| super::StoreError::Corrupt(e.0))?,
             received_at: r.received_at,
+            authentication: super::messages::json_column(r.authentication.as_deref())?,
+            spam: super::messages::json_column(r.spam.as_deref())?,
             id: r.id,
         })
     }

@@ -213,7 +213,9 @@ impl MessageWithBody {
 }
 
 /// A column kept as JSON, read back into its type.
-fn json_column<T: serde::de::DeserializeOwned>(text: Option<&str>) -> StoreResult<Option<T>> {
+pub(super) fn json_column<T: serde::de::DeserializeOwned>(
+    text: Option<&str>,
+) -> StoreResult<Option<T>> {
     text.map(serde_json::from_str)
         .transpose()
         .map_err(|e| super::StoreError::Corrupt(e.to_string()))
