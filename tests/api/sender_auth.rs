@@ -215,13 +215,19 @@ async fn a_debtor_address_counts_only_when_its_domain_proves_it() {
     let raw = raw_mail("d@forged.test", elsewhere, "no case named here", "");
     smtp_send(port, "d@forged.test", "x@localhost", &raw).await;
     let list: Value = app
-        .get(&app.admin.token, "/api/inbound/unmatched?from=d@forged.test")
+        .get(
+            &app.admin.token,
+            "/api/inbound/unmatched?from=d@forged.test",
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(list["totalCount"], 1, "{list}");
-    assert_eq!(list["messages"][0]["authentication"]["dmarc"], "fail", "{list}");
+    assert_eq!(
+        list["messages"][0]["authentication"]["dmarc"], "fail",
+        "{list}"
+    );
     drop(dns);
 }
 
