@@ -100,20 +100,11 @@ pub struct Checked<'a> {
 impl Checked<'_> {
     /// The two as the JSON kept in the `authentication` and `spam` columns.
     fn columns(&self) -> StoreResult<(Option<String>, Option<String>)> {
-        let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
+        let authentication = self.authentication.map(serde_json::to_string).transpose();
+        let spam = self.spam.map(serde_json::to_string).transpose();
         Ok((
-            json(
-                self.authentication
-                    .map(serde_json::to_value)
-                    .transpose()
-                    .map_err(anyhow::Error::from)?,
-            ),
-            json(
-                self.spam
-                    .map(serde_json::to_value)
-                    .transpose()
-                    .map_err(anyhow::Error::from)?,
-            ),
+            authentication.map_err(anyhow::Error::from)?,
+            spam.map_err(anyhow::Error::from)?,
         ))
     }
 
@@ -741,7 +732,7 @@ impl Inbound {
             .bind(at)
             .bind(self.keys.seal(&raw_context(&inbound_id), raw))
             .bind(candidates)
-            .bind(sender.map(|s| self.sender_index(s)))
+            .bind(sender.map(|s| self.unmatched_sender_index(s)))
             .bind(authentication)
             .bind(spam)
             .execute(&mut *tx)
@@ -974,12 +965,6 @@ impl Inbound {
         Ok(Some((case_id, from, raw)))
     }
 
-    /// Inbound mail that matched no case, oldest first.
-    /// The blind index an unmatched mail's sender is filtered by.
-    fn sender_index(&self, sender: &str) -> String {
-        self.unmatched_sender_index(sender)
-    }
-
     /// The `WHERE` of unmatched mail not dismissed that `f` takes, from parameter `$first`.
     fn open_unmatched(first: usize) -> String {
         format!(
@@ -1004,7 +989,7 @@ impl Inbound {
     ) {
         (
             f.source.map(|s| s.as_str()),
-            f.sender.as_deref().map(|s| self.sender_index(s)),
+            f.sender.as_deref().map(|s| self.unmatched_sender_index(s)),
             f.since,
             f.before,
         )

@@ -153,8 +153,8 @@ impl Subjects {
         }
         // The person's addresses, while they can still be read (see `suppression_indexes`);
         // mail and SMS from them that matched no case go with the erasure too.
-        let indexes = self.suppression_indexes(case_id).await?;
         let (emails, phones) = self.debtor_addresses(case_id).await?;
+        let indexes = self.suppression_indexes(&emails, &phones);
         let unmatched: Vec<String> = emails
             .iter()
             .chain(&phones)
@@ -263,18 +263,17 @@ impl Subjects {
         }
     }
 
-    /// The suppression indexes of a case's debtor: the case's address and number and those
-    /// its preferences name, read while they still can be. Suppressions that name them
+    /// The suppression indexes of a case's debtor's addresses and numbers (see
+    /// `debtor_addresses`, read while they still can be). Suppressions that name them
     /// without this case (a bounce or a STOP that matched no case, another case's entry) lose
     /// the address at the erasure too; their blind index stays, so that the objection is still
     /// honoured, and nothing readable is left of the person.
-    async fn suppression_indexes(&self, case_id: &CaseId) -> StoreResult<Vec<String>> {
-        let (emails, phones) = self.debtor_addresses(case_id).await?;
-        Ok(emails
+    fn suppression_indexes(&self, emails: &[String], phones: &[String]) -> Vec<String> {
+        emails
             .iter()
             .map(|e| self.suppression_index("email", e))
             .chain(phones.iter().map(|p| self.suppression_index("sms", p)))
-            .collect())
+            .collect()
     }
 
     /// The email addresses and numbers a case's debtor is known by: the case's and those its

@@ -791,6 +791,17 @@ pub async fn smtp_source(port: u16, sessions: u32, messages: u32, to: &str) -> R
     }
 }
 
+/// Waits until something accepts connections on loopback `port`, failing the test after
+/// `secs` seconds.
+async fn listening(port: u16, secs: u64, what: &str) {
+    eventually(secs, &format!("{what} to listen"), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+}
+
 /// dnsmasq, from Debian's packages, answering for the test domains on a loopback port: the
 /// TXT records it is given, NXDOMAIN for any other name under `.test`, and nothing ever for
 /// `slow.test` (forwarded to a socket that never answers), so a lookup there times out.
@@ -838,12 +849,7 @@ impl Dns {
             .kill_on_drop(true)
             .spawn()
             .expect("starting dnsmasq");
-        eventually(10, "dnsmasq to listen", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-        })
-        .await;
+        listening(port, 10, "dnsmasq").await;
         Self {
             _child: child,
             _silent: silent,
@@ -880,12 +886,7 @@ impl Spamd {
             .kill_on_drop(true)
             .spawn()
             .expect("starting spamd");
-        eventually(60, "spamd to listen", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-        })
-        .await;
+        listening(port, 60, "spamd").await;
         Self {
             _child: child,
             port,
