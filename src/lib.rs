@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod connectors;
 pub mod crypto;
 pub mod delivery;
 pub mod documents;
@@ -43,6 +44,8 @@ pub struct App {
     services: Services,
     clock: SharedClock,
     wake: Arc<Notify>,
+    /// The connectors' syncs and their outbound mail.
+    connectors: Arc<connectors::Runtime>,
 }
 
 impl App {
@@ -59,12 +62,17 @@ impl App {
         let files =
             documents::store::DocumentStore::from_config(&config, store.documents().keys_arc())?;
         let services = Services::new(&store, &config, clock.clone(), files, wake.clone())?;
+        let connectors = Arc::new(connectors::Runtime::new(
+            services.connectors.clone(),
+            clock.clone(),
+        )?);
         Ok(Self {
             config: Arc::new(config),
             store,
             services,
             clock,
             wake,
+            connectors,
         })
     }
 
@@ -74,6 +82,12 @@ impl App {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The connectors' runtime: syncs (`sync_due` drives one round in tests) and the
+    /// mailboxes outbound mail leaves through.
+    pub fn connectors(&self) -> Arc<connectors::Runtime> {
+        self.connectors.clone()
     }
 
     /// The delivery worker of this application, for driving the queue one step at a time.
@@ -93,7 +107,8 @@ impl App {
             self.services.documents.clone(),
             setup,
             self.clock.clone(),
-        )?;
+        )?
+        .with_mailboxes(self.connectors.clone());
         Ok(Worker::new(
             job,
             &self.store,
@@ -107,14 +122,30 @@ impl App {
         ))
     }
 
-    /// The periodic work of this application (the deadline scanner, the retention sweeper),
+    /// The periodic work of this application (the deadline scanner, the retention sweeper,
+    /// the connectors' syncs),
     /// for driving it one step at a time.
     pub fn periodic(&self) -> Vec<Arc<periodic::Periodic>> {
-        periodic::all(
+        let mut all = periodic::all(
             &self.store,
             &self.services,
             self.config.policy.deadline_warning,
-        )
+        );
+        let runtime = self.connectors.clone();
+        let wake = runtime.wake();
+        all.push(Arc::new(
+            periodic::Periodic::new(
+                &self.store,
+                store::singleton::Work::ConnectorSync,
+                periodic::EVERY,
+                Box::new(move || {
+                    let runtime = runtime.clone();
+                    Box::pin(async move { runtime.sync_due().await })
+                }),
+            )
+            .woken_by(wake),
+        ));
+        all
     }
 
     /// The webhook worker of this application, for driving it one step at a time.

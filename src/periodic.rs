@@ -1,7 +1,8 @@
 //! Work that comes round on a timer rather than from a queue, each in one process at a time
 //! (its [`Singleton`]; another process takes it over when that one dies): the deadline
 //! scanner, which announces deadlines coming due, and the retention sweeper, which erases
-//! restricted data subjects whose retention ended. A connector's sync is one more of these.
+//! restricted data subjects whose retention ended; and the connectors' syncs (built in
+//! `lib.rs`, woken early when a sync is asked for).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct Periodic {
     singleton: Singleton,
     every: Duration,
     task: Task,
+    /// Wakes it before its time (a connector's sync asked for).
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Periodic {
@@ -32,7 +35,14 @@ impl Periodic {
             singleton: Singleton::new(store, work),
             every,
             task,
+            wake: None,
         }
+    }
+
+    /// Runs also whenever `wake` is notified.
+    pub fn woken_by(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     pub fn work(&self) -> Work {
@@ -60,8 +70,15 @@ impl Periodic {
                     "periodic work failed"
                 );
             }
+            let woken = async {
+                match &self.wake {
+                    Some(wake) => wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(self.every) => {}
+                _ = woken => {}
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {

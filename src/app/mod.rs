@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod cases;
+pub mod connectors;
 pub mod documents;
 pub mod export;
 pub mod health;
@@ -98,6 +99,8 @@ pub struct Services {
     pub access: access::Access,
     /// Cases, payments, deadlines, notes, the audit log and preferences.
     pub cases: cases::Cases,
+    /// Connectors to mailboxes and other systems.
+    pub connectors: connectors::Connectors,
     pub documents: documents::Documents,
     /// Whether the database answers; the queues' figures.
     pub health: health::Health,
@@ -133,8 +136,16 @@ impl Services {
             sms_from: config.sms.from.clone(),
             max_attachment_bytes: config.mail.max_attachment_bytes,
         };
+        let inbound = inbound::Inbound::new(
+            store,
+            config.mail.inbound_domain.clone(),
+            config.mail.email_from.clone(),
+            sender_auth,
+            wake.clone(),
+        );
         Ok(Self {
             access: access::Access::new(store),
+            connectors: connectors::Connectors::new(store, inbound.clone()),
             cases: cases::Cases::new(store, clock.clone()),
             health: health::Health::new(store, clock.clone()),
             operators: operators::Operators::new(store, clock.clone(), wake.clone()),
@@ -150,13 +161,7 @@ impl Services {
                 clock.clone(),
             ),
             documents: documents::Documents::new(store, files, config.http.max_upload_bytes),
-            inbound: inbound::Inbound::new(
-                store,
-                config.mail.inbound_domain.clone(),
-                config.mail.email_from.clone(),
-                sender_auth,
-                wake.clone(),
-            ),
+            inbound,
             messaging: messaging::Messaging::new(
                 store,
                 policy.clone(),

@@ -19,6 +19,7 @@ use anyhow::Context;
 
 use crate::app::AppError;
 
+use crate::app::connectors::{Handover, MailboxRoutes, Route};
 use crate::app::documents::Documents;
 use crate::app::messaging::Messaging;
 use crate::app::policy::{Allowed, Question, SendPolicy};
@@ -85,6 +86,8 @@ pub struct DeliveryJob {
     /// What the deliveries of the last claims read together ([`Job::preload`]), by job,
     /// until each attempt takes its own.
     preloaded: crate::worker::Preloaded<Delivering>,
+    /// The mailboxes (connectors) that carry the mail of the cases they serve.
+    mailboxes: Option<std::sync::Arc<dyn MailboxRoutes>>,
 }
 
 impl DeliveryJob {
@@ -137,12 +140,18 @@ impl DeliveryJob {
             side: side::SideJobs::new(messaging, documents.clone()),
             documents,
             preloaded: crate::worker::Preloaded::default(),
-
+            mailboxes: None,
             config,
             clock,
             email,
             sms,
         })
+    }
+
+    /// Mail of the cases a mailbox connector serves leaves through it.
+    pub fn with_mailboxes(mut self, mailboxes: std::sync::Arc<dyn MailboxRoutes>) -> Self {
+        self.mailboxes = Some(mailboxes);
+        self
     }
 
     /// How many attempts found what they read preloaded with their claim (for tests).
@@ -234,7 +243,7 @@ impl DeliveryJob {
             }
         }
         let sent = match message.channel {
-            Channel::Email => self.send_email(message).await.map(|()| None),
+            Channel::Email => self.send_email(message).await,
             Channel::Sms => {
                 let max_wait = self.config.delivery.lease / 2;
                 if let Err(wait) = self.pacer.wait(&message.envelope.from, max_wait).await {
@@ -261,7 +270,19 @@ impl DeliveryJob {
     /// writes nothing more than one copy would (a crash in between may send a copy twice, as
     /// it may any mail). An address named twice (in `to` and `cc`) gets one copy. The outbox
     /// keeps `<id>.eml` for the first copy and `<id>.<n>.eml` for the others.
-    async fn send_email(&self, message: &crate::store::Outgoing) -> Result<(), SendError> {
+    async fn send_email(
+        &self,
+        message: &crate::store::Outgoing,
+    ) -> Result<Option<String>, SendError> {
+        if let Some(mailboxes) = &self.mailboxes
+            && let Some(route) = mailboxes.route(&message.creditor_id).await
+        {
+            return self.send_through(mailboxes.as_ref(), &route, message).await;
+        }
+        self.send_by_smtp(message).await.map(|()| None)
+    }
+
+    async fn send_by_smtp(&self, message: &crate::store::Outgoing) -> Result<(), SendError> {
         let everyone: Vec<&String> = message
             .envelope
             .to
@@ -314,8 +335,46 @@ impl DeliveryJob {
         recipient: Option<usize>,
         name: &str,
     ) -> Result<(), SendError> {
+        self.send_copy_by(message, recipient, name, Carrier::Smtp)
+            .await
+            .map(|_| ())
+    }
+
+    /// The whole message once, through a mailbox connector: its From is the mailbox's own
+    /// address (when the mailbox is named by one), everything else as parley builds it.
+    async fn send_through(
+        &self,
+        mailboxes: &dyn MailboxRoutes,
+        route: &Route,
+        message: &crate::store::Outgoing,
+    ) -> Result<Option<String>, SendError> {
+        self.send_copy_by(
+            message,
+            None,
+            message.id.as_str(),
+            Carrier::Mailbox(mailboxes, route),
+        )
+        .await
+    }
+
+    async fn send_copy_by(
+        &self,
+        message: &crate::store::Outgoing,
+        recipient: Option<usize>,
+        name: &str,
+        carrier: Carrier<'_>,
+    ) -> Result<Option<String>, SendError> {
+        let from = match &carrier {
+            Carrier::Mailbox(
+                _,
+                Route {
+                    from: Some(from), ..
+                },
+            ) => from.as_str(),
+            _ => self.config.mail.email_from.as_str(),
+        };
         let ctx = EmailContext {
-            from: &self.config.mail.email_from,
+            from,
             inbound_domain: &self.config.mail.inbound_domain,
             links: LinkMaker {
                 keys: self.queue.keys(),
@@ -327,15 +386,29 @@ impl DeliveryJob {
         match email::build(message, &ctx)? {
             Composed::Whole(mime) => {
                 let bytes = self.signed(mime.formatted())?;
-                self.email.send(name, mime.envelope(), &bytes).await
+                match carrier {
+                    Carrier::Smtp => self
+                        .email
+                        .send(name, mime.envelope(), &bytes)
+                        .await
+                        .map(|()| None),
+                    Carrier::Mailbox(mailboxes, route) => {
+                        handed_over(mailboxes.send(route, &bytes).await)
+                    }
+                }
             }
             Composed::Mixed {
                 envelope,
                 head,
                 boundary,
             } => {
-                self.send_with_attachments(&message.id, name, &envelope, &head, &boundary)
-                    .await
+                self.send_with_attachments(
+                    (&message.id, name),
+                    &envelope,
+                    (&head, &boundary),
+                    carrier,
+                )
+                .await
             }
         }
     }
@@ -425,12 +498,11 @@ impl DeliveryJob {
     /// document store), sent from it, and the spool removed.
     async fn send_with_attachments(
         &self,
-        id: &MessageId,
-        name: &str,
+        (id, name): (&MessageId, &str),
         envelope: &lettre::address::Envelope,
-        head: &[u8],
-        boundary: &str,
-    ) -> Result<(), SendError> {
+        (head, boundary): (&[u8], &str),
+        carrier: Carrier<'_>,
+    ) -> Result<Option<String>, SendError> {
         let transient = |what: &str, e: &dyn std::fmt::Display| SendError::Transient {
             reason: format!("{what}: {e}"),
             retry_after: None,
@@ -470,13 +542,19 @@ impl DeliveryJob {
                 .map_err(|e| transient("signing the message", &e)),
             Err(e) => Err(transient("spooling the attachments", &e)),
         };
-        let sent = match signature {
-            Ok(prefix) => {
-                self.email
-                    .send_spooled(name, envelope, prefix.as_bytes(), &spool)
-                    .await
+        let sent = match (signature, carrier) {
+            (Ok(prefix), Carrier::Smtp) => self
+                .email
+                .send_spooled(name, envelope, prefix.as_bytes(), &spool)
+                .await
+                .map(|()| None),
+            (Ok(prefix), Carrier::Mailbox(mailboxes, route)) => {
+                match read_spooled(prefix.as_bytes(), &spool).await {
+                    Ok(bytes) => handed_over(mailboxes.send(route, &bytes).await),
+                    Err(e) => Err(e),
+                }
             }
-            Err(e) => Err(e),
+            (Err(e), _) => Err(e),
         };
         let _ = tokio::fs::remove_file(&spool).await;
         sent
@@ -564,6 +642,54 @@ impl Job for DeliveryJob {
             .await?;
         tracing::info!(outcome = label, "delivery attempt recorded");
         Ok(())
+    }
+}
+
+/// How an email leaves: by SMTP (or into the outbox), or through a mailbox connector.
+enum Carrier<'a> {
+    Smtp,
+    Mailbox(&'a dyn MailboxRoutes, &'a Route),
+}
+
+/// The most of a spooled message read into memory for a mailbox connector (Gmail sends up
+/// to 35 MB; Graph refuses more than 4 MB itself).
+const MAX_HANDOVER: u64 = 36 * 1024 * 1024;
+
+/// A spooled message, its signature in front, for a connector that takes it whole.
+async fn read_spooled(prefix: &[u8], spool: &Path) -> Result<Vec<u8>, SendError> {
+    let size = tokio::fs::metadata(spool)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if size > MAX_HANDOVER {
+        return Err(SendError::Permanent(format!(
+            "the message is {size} bytes, more than a mailbox connector takes"
+        )));
+    }
+    let mut bytes = prefix.to_vec();
+    bytes.extend(
+        tokio::fs::read(spool)
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("reading the spooled message: {e}"),
+                retry_after: None,
+            })?,
+    );
+    Ok(bytes)
+}
+
+/// What the mailbox did, as delivery reads it.
+fn handed_over(handover: Handover) -> Result<Option<String>, SendError> {
+    match handover {
+        Handover::Sent { provider_id } => Ok(provider_id),
+        Handover::Transient {
+            reason,
+            retry_after,
+        } => Err(SendError::Transient {
+            reason,
+            retry_after,
+        }),
+        Handover::Permanent(reason) => Err(SendError::Permanent(reason)),
     }
 }
 

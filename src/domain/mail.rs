@@ -7,8 +7,16 @@ use super::word_enum;
 
 word_enum!(
     /// How a received mail or SMS came in: posted to the API, fetched from an IMAP mailbox,
-    /// delivered to parley's SMTP server, or an SMS from the provider.
-    Source, "source" { Http => "http", Imap => "imap", Smtp => "smtp", Sms => "sms" }
+    /// delivered to parley's SMTP server, an SMS from the provider, or taken from a
+    /// Microsoft 365 or Gmail mailbox by its connector.
+    Source, "source" {
+        Http => "http",
+        Imap => "imap",
+        Smtp => "smtp",
+        Sms => "sms",
+        Microsoft365 => "microsoft365",
+        Gmail => "gmail",
+    }
 );
 
 /// A received mail, as far as matching and storing need it.

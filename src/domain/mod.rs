@@ -65,6 +65,7 @@ pub mod calendar;
 pub mod case;
 pub mod clock;
 pub mod code;
+pub mod connector;
 pub mod document;
 pub mod event;
 pub mod ids;

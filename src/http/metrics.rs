@@ -203,6 +203,70 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     response
 }
 
+/// A connector's series: name, type, help, and its value at a time.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::store::Connector, i64) -> f64,
+);
+
+/// Each connector's counters and lag, by its id and type (its name stays out: an admin's
+/// words).
+pub fn render_connectors(connectors: &[crate::store::Connector], now: i64) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let series: [Series; 5] = [
+        (
+            "parley_connector_syncs_total",
+            "counter",
+            "Syncs of a connector that worked.",
+            |c, _| c.syncs as f64,
+        ),
+        (
+            "parley_connector_items_total",
+            "counter",
+            "Items a connector took in.",
+            |c, _| c.items as f64,
+        ),
+        (
+            "parley_connector_failures_total",
+            "counter",
+            "Syncs of a connector that failed.",
+            |c, _| c.failures as f64,
+        ),
+        (
+            "parley_connector_up",
+            "gauge",
+            "1 while a connector works (status active).",
+            |c, _| {
+                f64::from(u8::from(
+                    c.status == crate::domain::connector::ConnectorStatus::Active,
+                ))
+            },
+        ),
+        (
+            "parley_connector_lag_seconds",
+            "gauge",
+            "Seconds since a connector's last sync that worked (since its creation before one did).",
+            |c, now| (now - c.last_sync_at.unwrap_or(c.created_at)).max(0) as f64 / 1e6,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in connectors {
+            let _ = writeln!(
+                out,
+                "{name}{{connector=\"{}\",type=\"{}\"}} {}",
+                c.id,
+                c.kind,
+                value(c, now)
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! The HTTP API: router, extractors, problem responses, one module per resource.
 
 mod cases;
+mod connectors;
 mod console;
 mod documents;
 mod extract;
@@ -107,6 +108,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
             preferences::get_preferences,
             preferences::put_preferences
         ))
+        .routes(routes!(connectors::create, connectors::list))
+        .routes(routes!(
+            connectors::get,
+            connectors::update,
+            connectors::delete
+        ))
+        .routes(routes!(connectors::sync))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::delete))
         .routes(routes!(webhooks::deliveries))

@@ -393,9 +393,63 @@ fn recipients() -> AllOfBuilder {
         ))
 }
 
+/// A connector's settings: its type's fields, each of its kind; on creation the ones
+/// without a default are required, and nothing else is taken.
+fn settings_of(kind: crate::domain::connector::ConnectorType, create: bool) -> ObjectBuilder {
+    use crate::domain::connector::Kind;
+    let mut o = ObjectBuilder::new().additional_properties(Some(
+        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+    ));
+    for f in kind.fields() {
+        let schema: Object = match f.kind {
+            Kind::Text => text(2000),
+            Kind::Url => connector_url(),
+            Kind::Bool => ObjectBuilder::new().schema_type(Type::Boolean).build(),
+            Kind::ServiceAccount => service_account(),
+        };
+        o = o.property(f.name, schema);
+        if create && f.default.is_none() {
+            o = o.required(f.name);
+        }
+    }
+    o
+}
+
+/// A Google service account's JSON key, as an object (the file's content).
+fn service_account() -> Object {
+    ObjectBuilder::new()
+        .required("client_email")
+        .required("private_key")
+        .required("token_uri")
+        .property("client_email", text(320))
+        .property(
+            "private_key",
+            string()
+                .pattern(Some("BEGIN PRIVATE KEY"))
+                .max_length(Some(12_000))
+                .build(),
+        )
+        .property("token_uri", connector_url())
+        .build()
+}
+
+/// Each connector type with its own settings.
+fn connector_settings() -> OneOfBuilder {
+    crate::domain::connector::ConnectorType::ALL
+        .iter()
+        .fold(OneOfBuilder::new(), |one, kind| {
+            one.item(
+                ObjectBuilder::new()
+                    .property("type", words([kind.as_str()]))
+                    .property("settings", settings_of(*kind, true)),
+            )
+        })
+}
+
 impl Modify for RequestRules {
     fn modify(&self, api: &mut OpenApi) {
-        let rules: [(&str, RefOr<Schema>); 4] = [
+        let rules: [(&str, RefOr<Schema>); 5] = [
+            ("CreateConnectorRequest", connector_settings().into()),
             ("EraseRequest", one_subject().into()),
             ("ExportQuery", one_of_two("email", "phone").into()),
             ("TemplateRequest", template_texts().into()),
@@ -708,6 +762,65 @@ pub fn number_cursor() -> Object {
         .pattern(Some(NUMBER_CURSOR))
         .description(Some("`nextCursor` of the previous page"))
         .build()
+}
+
+/// A connector's base URL: a webhook URL without user information or query.
+fn connector_url_pattern() -> String {
+    WEB_URL
+        .replace(
+            r"(?:(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*@)?",
+            "",
+        )
+        .replace(
+            r"(?:\?(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?",
+            "",
+        )
+}
+
+pub fn connector_url() -> Object {
+    string()
+        .pattern(Some(connector_url_pattern()))
+        .max_length(Some(2000))
+        .build()
+}
+
+/// What [`connector_url`] describes: checked the same way as a webhook's URL, with no user
+/// information and no query.
+pub fn base_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or_default();
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    url.len() <= 2000
+        && super::webhooks::web_url(url)
+        && !authority.contains('@')
+        && !url.contains('?')
+}
+
+pub fn connector_type() -> Object {
+    words(
+        crate::domain::connector::ConnectorType::ALL
+            .iter()
+            .map(|k| k.as_str()),
+    )
+}
+
+/// The settings an update may change: any type's (the connector's own type decides).
+pub fn connector_settings_patch() -> Object {
+    let mut o = ObjectBuilder::new().additional_properties(Some(
+        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+    ));
+    let mut seen = std::collections::HashSet::new();
+    for kind in crate::domain::connector::ConnectorType::ALL {
+        let own = settings_of(*kind, false).build();
+        for (name, schema) in own.properties {
+            if seen.insert(name.clone()) {
+                o = o.property(name, schema);
+            }
+        }
+    }
+    or_null(o.build())
 }
 
 pub fn web_url() -> Object {

@@ -51,6 +51,12 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
             &crate::telemetry::OUTCOMES.snapshot(),
         ));
     }
+    if let Ok(connectors) = state.app.connectors.all().await {
+        text.push_str(&super::metrics::render_connectors(
+            &connectors,
+            state.app.clock.now(),
+        ));
+    }
     text.push_str(
         "# HELP parley_singleton_held Work that runs in one process at a time: 1 where this process holds it.\n\
          # TYPE parley_singleton_held gauge\n",

@@ -186,7 +186,7 @@ pub(super) fn webhook_id(raw: &str) -> ApiResult<WebhookId> {
 /// user info, a host name whose last label starts with a letter (labels of letters and digits,
 /// single hyphens inside) or an IPv4 address, an optional port (1 to 65535), an optional path
 /// and query of URL characters and `%XX` escapes, no fragment.
-fn web_url(url: &str) -> bool {
+pub(super) fn web_url(url: &str) -> bool {
     fn escaped(s: &str, plain: impl Fn(u8) -> bool) -> bool {
         let b = s.as_bytes();
         let mut i = 0;

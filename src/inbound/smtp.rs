@@ -1011,6 +1011,7 @@ impl Received<'_> {
             recipients,
             client,
             spam,
+            scope: None,
         };
         deliver(inbound, &raw, arrival).await
     }

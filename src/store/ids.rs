@@ -5,7 +5,9 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Any, Database, Decode, Encode, Type};
 
-use crate::domain::{CaseId, DeliveryId, DocumentId, MessageId, NoteId, ThreadId, WebhookId};
+use crate::domain::{
+    CaseId, ConnectorId, DeliveryId, DocumentId, MessageId, NoteId, PartyId, ThreadId, WebhookId,
+};
 
 impl Type<Any> for CaseId {
     fn type_info() -> <Any as Database>::TypeInfo {
@@ -56,5 +58,12 @@ macro_rules! stored_text_id {
 }
 
 stored_text_id!(
-    MessageId, ThreadId, DocumentId, WebhookId, DeliveryId, NoteId
+    MessageId,
+    ThreadId,
+    DocumentId,
+    WebhookId,
+    DeliveryId,
+    NoteId,
+    ConnectorId,
+    PartyId
 );

@@ -95,6 +95,9 @@ pub struct InboundSms<'a> {
 pub struct Checked<'a> {
     pub authentication: Option<&'a crate::domain::authentication::Authentication>,
     pub spam: Option<&'a crate::domain::authentication::SpamCheck>,
+    /// The creditor whose cases alone it may find (a connector serving one creditor);
+    /// none: any case.
+    pub scope: Option<&'a crate::domain::PartyId>,
 }
 
 impl Checked<'_> {
@@ -318,6 +321,28 @@ struct Found {
 }
 
 impl Inbound {
+    /// A way in that serves one creditor (a connector's mailbox) finds only that creditor's
+    /// cases: another's is no match.
+    async fn within_scope(
+        tx: &mut sqlx::AnyConnection,
+        found: &mut Found,
+        scope: Option<&crate::domain::PartyId>,
+    ) -> StoreResult<()> {
+        let (Some(scope), Some(case)) = (scope, found.case_id.as_ref()) else {
+            return Ok(());
+        };
+        let creditor: Option<String> =
+            sqlx::query_scalar("SELECT creditor_id FROM cases WHERE id = $1")
+                .bind(case)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if creditor.as_deref() != Some(scope.as_str()) {
+            found.case_id = None;
+            found.candidates.clear();
+        }
+        Ok(())
+    }
+
     /// Tries a mail's ways to its case in order: the message it answers, a per-case
     /// address, a case number in the subject naming exactly one case.
     async fn find_case(
@@ -402,7 +427,8 @@ impl Inbound {
             }
         }
 
-        let found = Self::find_case(&mut tx, mail, inbound_domain).await?;
+        let mut found = Self::find_case(&mut tx, mail, inbound_domain).await?;
+        Self::within_scope(&mut tx, &mut found, checked.scope).await?;
         let case_id = found.case_id;
         let candidates = found.candidates;
 

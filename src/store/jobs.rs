@@ -36,6 +36,8 @@ pub struct Outgoing {
     pub restricted: bool,
     /// Whether it carries documents (`message_attachments`).
     pub has_attachments: bool,
+    /// The creditor of its case (a connector serving that creditor may carry it).
+    pub creditor_id: crate::domain::PartyId,
 }
 
 #[derive(sqlx::FromRow)]
@@ -276,6 +278,7 @@ impl Queue {
                 r.case_status.as_deref().unwrap_or_default(),
             )
             .map_err(corrupt)?,
+            creditor_id: crate::domain::PartyId::from_stored(creditor_id.clone()),
             id: r.id,
         };
         Ok(Delivering {

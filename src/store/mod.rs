@@ -9,6 +9,7 @@
 mod audit;
 mod cases;
 mod connect;
+mod connectors;
 mod documents;
 mod idempotency;
 mod ids;
@@ -44,6 +45,7 @@ use sqlx::AnyPool;
 
 pub use audit::AuditEntry;
 pub use cases::{CasePatch, CaseView, ListCases, NewCase, SendingFacts};
+pub use connectors::{Connector, ConnectorChange, NewConnector, SyncEnd};
 pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
 pub use inbound::{Checked, InboundSms, Ingested, MailboxProgress, UnmatchedFilter, UnmatchedMail};
@@ -261,6 +263,11 @@ handle!(
     /// Cases, their payments, deadlines, notes and the debtor's preferences.
     Cases,
     cases
+);
+handle!(
+    /// Connectors to other systems: their settings, status, cursors and what they took in.
+    Connectors,
+    connectors
 );
 handle!(
     /// Documents' metadata (their bytes are in the document store).

@@ -16,6 +16,8 @@ pub enum Work {
     ImapPolling,
     DeadlineScanner,
     RetentionSweeper,
+    /// The syncs of the connectors (their mailboxes).
+    ConnectorSync,
 }
 
 impl Work {
@@ -24,6 +26,7 @@ impl Work {
             Self::ImapPolling => "imap",
             Self::DeadlineScanner => "deadlines",
             Self::RetentionSweeper => "retention",
+            Self::ConnectorSync => "connectors",
         }
     }
 
@@ -34,6 +37,7 @@ impl Work {
             Self::ImapPolling => 1,
             Self::DeadlineScanner => 2,
             Self::RetentionSweeper => 3,
+            Self::ConnectorSync => 4,
         }
     }
 }

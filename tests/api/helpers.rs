@@ -239,7 +239,20 @@ impl TestApp {
         }
     }
 
-    /// Sends every webhook delivery that is due, retries included, until none is left.
+    /// Runs one round of the connectors' syncs (what is due, or asked for by
+    /// `POST /api/connectors/{id}/sync`); how many mails they took in.
+    pub async fn sync_connectors(&self) -> usize {
+        let work = self
+            .periodic
+            .iter()
+            .find(|p| p.work() == parley::store::singleton::Work::ConnectorSync)
+            .expect("the connectors' periodic work");
+        work.run_once()
+            .await
+            .expect("a connector round")
+            .expect("this process holds the connectors' work")
+    }
+
     /// Sends every webhook delivery that is due, or due within a second (one put back while
     /// its endpoint was busy), polling until none is left.
     pub async fn dispatch_webhooks(&self) -> usize {

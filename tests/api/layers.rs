@@ -5,8 +5,8 @@
 //! 2. `config`, `crypto`: settings and sealing;
 //! 3. `store`, `documents`, `telemetry`: persistence (SQL, document bytes), logging;
 //! 4. `app`, `worker`: use cases, and the queue engine;
-//! 5. `http`, `delivery`, `webhooks`, `inbound`, `periodic`: the ways in and out (and the
-//!    work that comes round on a timer), which call `app` and never each other.
+//! 5. `http`, `delivery`, `webhooks`, `inbound`, `periodic`, `connectors`: the ways in and
+//!    out (and the work that comes round on a timer), which call `app` and never each other.
 //!
 //! `lib.rs` and `main.rs` put them together and may use all of them.
 
@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("webhooks", 5),
     ("inbound", 5),
     ("periodic", 5),
+    ("connectors", 5),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -9,6 +9,7 @@ mod inbound;
 mod isolation;
 mod layers;
 mod peers;
+mod vendors;
 
 mod attachments;
 mod attacks;
@@ -16,6 +17,7 @@ mod auth;
 mod cases;
 mod cli;
 mod clients;
+mod connectors;
 mod console;
 mod dkim;
 mod documents;

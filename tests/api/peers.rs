@@ -793,7 +793,7 @@ pub async fn smtp_source(port: u16, sessions: u32, messages: u32, to: &str) -> R
 
 /// Waits until something accepts connections on loopback `port`, failing the test after
 /// `secs` seconds.
-async fn listening(port: u16, secs: u64, what: &str) {
+pub(crate) async fn listening(port: u16, secs: u64, what: &str) {
     eventually(secs, &format!("{what} to listen"), || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

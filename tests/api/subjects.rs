@@ -292,6 +292,14 @@ async fn every_table_is_in_the_export_or_named_as_holding_no_personal_data() {
             "imap_progress",
             "digests of parley's own mailboxes, and UIDs",
         ),
+        (
+            "connectors",
+            "connections to the agencies' own systems (secrets sealed)",
+        ),
+        (
+            "connector_items",
+            "the remote systems' ids of what a connector took in",
+        ),
         ("_sqlx_migrations", "the schema's history"),
     ];
     let tables: Vec<String> = app.store.subjects().table_names().await.unwrap();

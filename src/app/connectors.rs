@@ -1,0 +1,263 @@
+//! Connectors to the systems agencies already use: an admin creates, changes, deletes and
+//! syncs them; the connectors' own code (`src/connectors/`, the ways in and out) reads what
+//! is due, hands what it brings in to [`Inbound`], and records how each sync ended. Mail of
+//! the cases a mailbox connector serves leaves through it ([`MailboxRoutes`]).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+
+use super::inbound::{Arrival, Inbound};
+use super::{AppError, AppResult};
+use crate::domain::code::Code;
+use crate::domain::connector::{ConnectorType, Settings};
+use crate::domain::mail::Source;
+use crate::domain::party::Actor;
+use crate::domain::time::Micros;
+use crate::domain::{ConnectorId, PartyId};
+use crate::store::{Connector, ConnectorChange, Ingested, NewConnector, Store, SyncEnd};
+
+/// The longest name a connector may have.
+const MAX_NAME: usize = 200;
+
+/// A change an admin asks for; what is not given stays.
+#[derive(Debug, Default)]
+pub struct ConnectorPatch {
+    pub name: Option<String>,
+    /// `Some(None)`: serve every creditor's cases from now on.
+    pub creditor_id: Option<Option<PartyId>>,
+    pub settings: Option<Map<String, Value>>,
+}
+
+#[derive(Clone)]
+pub struct Connectors {
+    connectors: crate::store::Connectors,
+    inbound: Inbound,
+    /// Wakes the connectors' runner when a sync is asked for.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+fn admin_only(actor: &Actor) -> AppResult<()> {
+    if actor.is_admin() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("only an admin manages connectors"))
+    }
+}
+
+fn checked_name(name: &str) -> AppResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(AppError::refused(
+            Code::ValidationFailed,
+            format!("name must be 1 to {MAX_NAME} characters, none of them control characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+impl Connectors {
+    pub fn new(store: &Store, inbound: Inbound) -> Self {
+        Self {
+            connectors: store.connectors(),
+            inbound,
+            wake: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// What the runner waits on between rounds: a sync asked for wakes it.
+    pub fn wake(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        kind: ConnectorType,
+        name: &str,
+        creditor_id: Option<PartyId>,
+        settings: &Map<String, Value>,
+    ) -> AppResult<Connector> {
+        admin_only(actor)?;
+        let new = NewConnector {
+            kind,
+            name: checked_name(name)?,
+            creditor_id,
+            settings: Settings::check(kind, settings, None)?,
+        };
+        let created = self.connectors.create_connector(actor, new).await?;
+        self.wake.notify_one();
+        Ok(created)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn list(&self, actor: &Actor) -> AppResult<Vec<Connector>> {
+        admin_only(actor)?;
+        Ok(self.connectors.connectors().await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn get(&self, actor: &Actor, id: &ConnectorId) -> AppResult<Connector> {
+        admin_only(actor)?;
+        self.connectors
+            .connector(id)
+            .await?
+            .ok_or(AppError::NotFound("connector"))
+    }
+
+    /// Changes a connector: settings merged into what it has (a secret given as `"***"`
+    /// stays); another mailbox starts its sync from the beginning. It is tried again at once.
+    #[tracing::instrument(skip_all)]
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: &ConnectorId,
+        patch: ConnectorPatch,
+    ) -> AppResult<Connector> {
+        let before = self.get(actor, id).await?;
+        let settings = match &patch.settings {
+            Some(given) => Settings::check(before.kind, given, Some(&before.settings))?,
+            None => before.settings.clone(),
+        };
+        let mailbox = before.kind.mailbox_field();
+        let change = ConnectorChange {
+            name: match &patch.name {
+                Some(n) => checked_name(n)?,
+                None => before.name.clone(),
+            },
+            creditor_id: patch.creditor_id.unwrap_or(before.creditor_id),
+            restart: settings.text(mailbox) != before.settings.text(mailbox),
+            settings,
+        };
+        let changed = self
+            .connectors
+            .update_connector(actor, id, change)
+            .await?
+            .ok_or(AppError::NotFound("connector"))?;
+        self.wake.notify_one();
+        Ok(changed)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn delete(&self, actor: &Actor, id: &ConnectorId) -> AppResult<()> {
+        admin_only(actor)?;
+        if self.connectors.delete_connector(actor, id).await? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("connector"))
+        }
+    }
+
+    /// Asks for a sync now: the runner takes it at once where it runs.
+    #[tracing::instrument(skip_all)]
+    pub async fn request_sync(&self, actor: &Actor, id: &ConnectorId) -> AppResult<Connector> {
+        admin_only(actor)?;
+        if !self.connectors.request_sync(actor, id).await? {
+            return Err(AppError::NotFound("connector"));
+        }
+        self.wake.notify_one();
+        self.get(actor, id).await
+    }
+
+    /// The connectors whose sync is due at `now`: asked for, never tried, or last tried
+    /// `every` ago or longer.
+    pub async fn due(&self, now: Micros, every: Micros) -> AppResult<Vec<Connector>> {
+        Ok(self
+            .connectors
+            .connectors()
+            .await?
+            .into_iter()
+            .filter(|c| {
+                c.sync_requested_at.is_some()
+                    || c.last_attempt_at.is_none_or(|at| at + every <= now)
+            })
+            .collect())
+    }
+
+    /// Every connector, for the runner and the routes of outbound mail.
+    pub async fn all(&self) -> AppResult<Vec<Connector>> {
+        Ok(self.connectors.connectors().await?)
+    }
+
+    /// Keeps how far a sync came, between pages.
+    pub async fn save_cursor(&self, id: &ConnectorId, cursor: &str) -> AppResult<()> {
+        Ok(self.connectors.save_cursor(id, cursor).await?)
+    }
+
+    /// Records how a sync that started at `started` ended.
+    pub async fn record_sync(
+        &self,
+        id: &ConnectorId,
+        started: Micros,
+        end: &SyncEnd,
+    ) -> AppResult<()> {
+        Ok(self.connectors.record_sync(id, started, end).await?)
+    }
+
+    /// Takes in one mail a mailbox connector found (`remote_id` its id there), once: into
+    /// the same matching as SMTP and IMAP, only to the cases the connector serves. `None`:
+    /// it was taken in before.
+    pub async fn receive(
+        &self,
+        connector: &Connector,
+        remote_id: &str,
+        raw: &[u8],
+    ) -> AppResult<Option<Ingested>> {
+        let source = match connector.kind {
+            ConnectorType::Microsoft365Mail => Source::Microsoft365,
+            ConnectorType::Gmail => Source::Gmail,
+        };
+        let arrival = Arrival {
+            scope: connector.creditor_id.clone(),
+            ..Arrival::default()
+        };
+        let ingested = match self.inbound.receive_email(source, raw, arrival).await {
+            Ok(i) => Some(i),
+            // Not mail at all: nothing to keep, and nothing to try again.
+            Err(AppError::Refused { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        self.connectors
+            .record_taken(&connector.id, remote_id)
+            .await?;
+        Ok(ingested)
+    }
+
+    /// Whether the connector took in the remote item before.
+    pub async fn taken(&self, connector: &ConnectorId, remote_id: &str) -> AppResult<bool> {
+        Ok(self.connectors.taken(connector, remote_id).await?)
+    }
+}
+
+/// What became of a message handed to a mailbox.
+#[derive(Debug)]
+pub enum Handover {
+    /// Accepted; the service's id where it gives one.
+    Sent { provider_id: Option<String> },
+    /// Worth trying again (throttled, the service down, a token not to be had now).
+    Transient {
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Will not go through this way.
+    Permanent(String),
+}
+
+/// The mailbox that carries a creditor's mail, when a connector serves its cases.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub connector: ConnectorId,
+    /// The address the mail is from: the mailbox's own.
+    pub from: Option<String>,
+}
+
+/// Mail of the cases a mailbox connector serves leaves through it: the delivery worker asks
+/// here first, and sends by SMTP only when no connector serves the case's creditor.
+pub trait MailboxRoutes: Send + Sync {
+    /// The mailbox serving `creditor`'s cases (one for that creditor before one for all).
+    fn route<'a>(&'a self, creditor: &'a PartyId) -> BoxFuture<'a, Option<Route>>;
+    /// Sends the exact bytes of a message through the mailbox.
+    fn send<'a>(&'a self, route: &'a Route, raw: &'a [u8]) -> BoxFuture<'a, Handover>;
+}

@@ -1,0 +1,337 @@
+//! Connectors: parley's ways in and out through the systems agencies already use. One
+//! module per service, each behind the small traits below ([`MailboxSource`]: "what is new
+//! since this cursor, give me its MIME"; [`MailTransport`]: "send these exact bytes").
+//! [`Runtime`] syncs the connectors that are due (one process at a time: the periodic work
+//! `connectors`), hands what they bring in to `app::connectors` (the same matching as SMTP
+//! and IMAP), and carries the outbound mail of the cases a mailbox serves.
+
+pub mod gmail;
+pub mod graph;
+pub mod oauth;
+pub mod web;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::app::connectors::{Connectors, Handover, MailboxRoutes, Route};
+use crate::domain::clock::SharedClock;
+use crate::domain::connector::{ConnectorStatus, ConnectorType};
+use crate::domain::time::{Micros, duration_micros};
+use crate::domain::{ConnectorId, PartyId};
+use crate::store::{Connector, SyncEnd};
+use web::Failure;
+
+/// How often a connector's mailbox is read when nothing asks for it sooner.
+pub const POLL_EVERY: Duration = Duration::from_secs(60);
+/// The most mail one sync of a connector takes; the next round goes on from there.
+const ROUND: usize = 1_000;
+/// How long the list of connectors serving outbound mail is kept before it is read again.
+const ROUTES_KEPT: Duration = Duration::from_secs(5);
+
+/// What is new in a mailbox since a cursor.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The service's ids of the new mail, oldest first where the service says.
+    pub ids: Vec<String>,
+    /// Where the next call goes on from.
+    pub cursor: Option<String>,
+    /// More is waiting beyond this page.
+    pub more: bool,
+}
+
+/// A mailbox parley reads.
+pub trait MailboxSource {
+    /// What is new since `cursor` (none: since the connector was made).
+    fn changes(&self, cursor: Option<&str>) -> impl Future<Output = Result<Changes, Failure>>;
+    /// The exact RFC 5322 bytes of one mail.
+    fn fetch(&self, id: &str) -> impl Future<Output = Result<Vec<u8>, Failure>>;
+}
+
+/// A mailbox parley sends through.
+pub trait MailTransport {
+    /// Sends these exact bytes; the service's id of the sent mail where it gives one.
+    fn send(&self, raw: &[u8]) -> impl Future<Output = Result<Option<String>, Failure>>;
+}
+
+/// A connector's client, built from its settings.
+enum Client {
+    Graph(graph::Graph),
+    Gmail(gmail::Gmail),
+}
+
+impl Client {
+    fn new(http: reqwest::Client, c: &Connector) -> Self {
+        let since = c.created_at / 1_000_000 - 3600;
+        match c.kind {
+            ConnectorType::Microsoft365Mail => Self::Graph(graph::Graph::new(
+                http,
+                &c.settings,
+                chrono::DateTime::from_timestamp(since, 0)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string(),
+            )),
+            ConnectorType::Gmail => Self::Gmail(gmail::Gmail::new(http, &c.settings, since)),
+        }
+    }
+
+    async fn changes(&self, cursor: Option<&str>) -> Result<Changes, Failure> {
+        match self {
+            Self::Graph(g) => g.changes(cursor).await,
+            Self::Gmail(g) => g.changes(cursor).await,
+        }
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Vec<u8>, Failure> {
+        match self {
+            Self::Graph(g) => g.fetch(id).await,
+            Self::Gmail(g) => g.fetch(id).await,
+        }
+    }
+
+    async fn send(&self, raw: &[u8]) -> Result<Option<String>, Failure> {
+        match self {
+            Self::Graph(g) => g.send(raw).await,
+            Self::Gmail(g) => g.send(raw).await,
+        }
+    }
+}
+
+/// What one sync of one connector did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Mail taken in (new to parley, or a duplicate of what it had by Message-ID).
+    pub taken: usize,
+    /// Mail seen before by this connector and skipped.
+    pub skipped: usize,
+}
+
+pub struct Runtime {
+    connectors: Connectors,
+    http: reqwest::Client,
+    clock: SharedClock,
+    /// Each connector's client (and with it its token), rebuilt when its settings change.
+    clients: std::sync::Mutex<HashMap<ConnectorId, (Micros, Arc<Client>)>>,
+    /// The connectors that carry outbound mail, read again every few seconds.
+    routes: tokio::sync::Mutex<Option<(std::time::Instant, Vec<Connector>)>>,
+    /// One sync of a connector at a time in this process.
+    syncing: tokio::sync::Mutex<()>,
+}
+
+impl Runtime {
+    pub fn new(connectors: Connectors, clock: SharedClock) -> anyhow::Result<Self> {
+        Ok(Self {
+            connectors,
+            http: web::client()?,
+            clock,
+            clients: Default::default(),
+            routes: Default::default(),
+            syncing: Default::default(),
+        })
+    }
+
+    /// What the periodic work waits on besides its timer: a sync asked for.
+    pub fn wake(&self) -> Arc<tokio::sync::Notify> {
+        self.connectors.wake()
+    }
+
+    fn client(&self, c: &Connector) -> Arc<Client> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        match clients.get(&c.id) {
+            Some((version, client)) if *version == c.updated_at => client.clone(),
+            _ => {
+                let client = Arc::new(Client::new(self.http.clone(), c));
+                clients.insert(c.id.clone(), (c.updated_at, client.clone()));
+                client
+            }
+        }
+    }
+
+    /// Syncs every connector that is due; how many mails they took in.
+    pub async fn sync_due(&self) -> anyhow::Result<usize> {
+        let _one = self.syncing.lock().await;
+        let now = self.clock.now();
+        let due = self
+            .connectors
+            .due(now, duration_micros(POLL_EVERY))
+            .await?;
+        let mut taken = 0;
+        for connector in due {
+            taken += self.sync(&connector).await?.taken;
+        }
+        Ok(taken)
+    }
+
+    /// One sync of one connector, its outcome recorded on it. An error is the database's:
+    /// the service's failures are the connector's status.
+    async fn sync(&self, c: &Connector) -> anyhow::Result<Synced> {
+        let started = self.clock.now();
+        let client = self.client(c);
+        let mut synced = Synced::default();
+        let outcome = self.read_mailbox(c, &client, &mut synced).await;
+        let end = match outcome {
+            Ok(cursor) => SyncEnd::Done {
+                cursor,
+                items: synced.taken as i64,
+            },
+            Err(Ok(failure)) => {
+                let status = match &failure {
+                    Failure::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
+                    _ => ConnectorStatus::Failing,
+                };
+                tracing::warn!(connector = %c.id, kind = %c.kind, status = %status, "connector sync failed");
+                SyncEnd::Failed {
+                    status,
+                    error: failure.describe(),
+                    items: synced.taken as i64,
+                }
+            }
+            Err(Err(e)) => return Err(e),
+        };
+        crate::telemetry::OUTCOMES.count(
+            "connector",
+            c.kind.as_str(),
+            match end {
+                SyncEnd::Done { .. } => "synced",
+                SyncEnd::Failed { .. } => "failed",
+            },
+        );
+        self.connectors.record_sync(&c.id, started, &end).await?;
+        Ok(synced)
+    }
+
+    /// Reads the mailbox from the connector's cursor: each page's new mail taken in, then
+    /// the page's cursor kept, so a crash goes on from the last page (what it took twice is
+    /// skipped by its remote id). A cursor the service forgot starts again from the
+    /// beginning, once. Answers the cursor reached, or why it stopped.
+    async fn read_mailbox(
+        &self,
+        c: &Connector,
+        client: &Client,
+        synced: &mut Synced,
+    ) -> Result<Option<String>, Result<Failure, anyhow::Error>> {
+        let mut cursor = c.cursor.clone();
+        let mut restarted = false;
+        loop {
+            let changes = match client.changes(cursor.as_deref()).await {
+                Ok(changes) => changes,
+                Err(Failure::Resync) if !restarted => {
+                    tracing::info!(connector = %c.id, "the sync state expired: reading from the beginning");
+                    restarted = true;
+                    cursor = None;
+                    continue;
+                }
+                Err(f) => return Err(Ok(f)),
+            };
+            for id in &changes.ids {
+                self.take(c, client, id, synced).await?;
+            }
+            if let Some(next) = &changes.cursor {
+                self.connectors
+                    .save_cursor(&c.id, next)
+                    .await
+                    .map_err(|e| Err(e.into()))?;
+            }
+            cursor = changes.cursor.or(cursor);
+            if !changes.more || synced.taken + synced.skipped >= ROUND {
+                return Ok(cursor);
+            }
+        }
+    }
+
+    /// Takes in one mail unless this connector took it before.
+    async fn take(
+        &self,
+        c: &Connector,
+        client: &Client,
+        id: &str,
+        synced: &mut Synced,
+    ) -> Result<(), Result<Failure, anyhow::Error>> {
+        let db = |e: crate::app::AppError| Err(anyhow::Error::from(e));
+        if self.connectors.taken(&c.id, id).await.map_err(db)? {
+            synced.skipped += 1;
+            return Ok(());
+        }
+        let raw = match client.fetch(id).await {
+            Ok(raw) => raw,
+            // Gone since it was listed, or larger than parley takes: nothing to take.
+            Err(Failure::Permanent(reason)) => {
+                tracing::warn!(connector = %c.id, reason, "a mail of the mailbox is left where it is");
+                Vec::new()
+            }
+            Err(f) => return Err(Ok(f)),
+        };
+        self.connectors.receive(c, id, &raw).await.map_err(db)?;
+        synced.taken += 1;
+        Ok(())
+    }
+
+    async fn outbound(&self) -> Vec<Connector> {
+        let mut kept = self.routes.lock().await;
+        if let Some((at, list)) = kept.as_ref()
+            && at.elapsed() < ROUTES_KEPT
+        {
+            return list.clone();
+        }
+        let list: Vec<Connector> = match self.connectors.all().await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| c.settings.flag("outbound"))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the connectors failed; mail goes by SMTP");
+                return Vec::new();
+            }
+        };
+        *kept = Some((std::time::Instant::now(), list.clone()));
+        list
+    }
+}
+
+impl MailboxRoutes for Runtime {
+    fn route<'a>(&'a self, creditor: &'a PartyId) -> BoxFuture<'a, Option<Route>> {
+        Box::pin(async move {
+            let list = self.outbound().await;
+            let chosen = list
+                .iter()
+                .find(|c| c.creditor_id.as_ref() == Some(creditor))
+                .or_else(|| list.iter().find(|c| c.creditor_id.is_none()))?;
+            let mailbox = chosen.settings.text(chosen.kind.mailbox_field());
+            Some(Route {
+                connector: chosen.id.clone(),
+                from: mailbox.contains('@').then(|| mailbox.to_string()),
+            })
+        })
+    }
+
+    fn send<'a>(&'a self, route: &'a Route, raw: &'a [u8]) -> BoxFuture<'a, Handover> {
+        Box::pin(async move {
+            let list = self.outbound().await;
+            let Some(connector) = list.iter().find(|c| c.id == route.connector) else {
+                return Handover::Transient {
+                    reason: "the mailbox connector is gone; trying again".into(),
+                    retry_after: None,
+                };
+            };
+            let client = self.client(connector);
+            match client.send(raw).await {
+                Ok(provider_id) => Handover::Sent { provider_id },
+                Err(Failure::Permanent(reason)) => Handover::Permanent(reason),
+                Err(Failure::Throttled {
+                    reason,
+                    retry_after,
+                }) => Handover::Transient {
+                    reason,
+                    retry_after,
+                },
+                Err(other) => Handover::Transient {
+                    reason: other.describe(),
+                    retry_after: None,
+                },
+            }
+        })
+    }
+}

@@ -1,0 +1,376 @@
+//! Connectors: the kinds parley speaks to, their settings (which are secret, which have the
+//! public service as their default) and where each stands.
+
+use serde_json::{Map, Value};
+
+use super::{Invalid, word_enum};
+
+word_enum!(
+    /// The system a connector speaks to.
+    ConnectorType, "connector type" {
+        Microsoft365Mail => "microsoft365_mail",
+        Gmail => "gmail",
+    }
+);
+
+word_enum!(
+    /// Where a connector stands: working, failing (`lastError` says why), or waiting for
+    /// an administrator to grant access again.
+    ConnectorStatus, "connector status" {
+        Active => "active",
+        Failing => "failing",
+        ReauthorizationRequired => "reauthorization_required",
+    }
+);
+
+/// What a setting holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    /// An `http(s)://` base URL, kept without its trailing `/`.
+    Url,
+    Bool,
+    /// A Google service account's JSON key, as the file's text or as an object.
+    ServiceAccount,
+}
+
+/// One setting of a connector type.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Sealed at rest and never shown (`"***"`).
+    pub secret: bool,
+    /// Taken when the setting is not given; none: the setting must be given.
+    pub default: Option<&'static str>,
+}
+
+const fn field(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        secret: false,
+        default: None,
+    }
+}
+
+const fn secret(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        secret: true,
+        default: None,
+    }
+}
+
+const fn or(name: &'static str, kind: Kind, default: &'static str) -> Field {
+    Field {
+        name,
+        kind,
+        secret: false,
+        default: Some(default),
+    }
+}
+
+const MICROSOFT365_MAIL: &[Field] = &[
+    field("tenantId", Kind::Text),
+    field("clientId", Kind::Text),
+    secret("clientSecret", Kind::Text),
+    field("mailbox", Kind::Text),
+    or("graphUrl", Kind::Url, "https://graph.microsoft.com"),
+    or("loginUrl", Kind::Url, "https://login.microsoftonline.com"),
+    or("outbound", Kind::Bool, "true"),
+];
+
+const GMAIL: &[Field] = &[
+    secret("serviceAccount", Kind::ServiceAccount),
+    field("user", Kind::Text),
+    or("apiUrl", Kind::Url, "https://gmail.googleapis.com"),
+    or("outbound", Kind::Bool, "true"),
+];
+
+/// What a secret setting shows in every answer.
+pub const HIDDEN: &str = "***";
+
+/// The longest value of a text or URL setting; a service account key may be 16 KiB.
+const MAX_TEXT: usize = 2_000;
+const MAX_KEY: usize = 16 * 1024;
+
+impl ConnectorType {
+    /// Its settings: the contract's names, the public services' base URLs as defaults, and
+    /// `outbound` (mail of the cases in scope leaves through the mailbox; default true).
+    pub fn fields(self) -> &'static [Field] {
+        match self {
+            Self::Microsoft365Mail => MICROSOFT365_MAIL,
+            Self::Gmail => GMAIL,
+        }
+    }
+
+    /// The setting that names the mailbox: changing it starts the sync from the beginning.
+    pub fn mailbox_field(self) -> &'static str {
+        match self {
+            Self::Microsoft365Mail => "mailbox",
+            Self::Gmail => "user",
+        }
+    }
+}
+
+/// A connector's settings, checked: what may be shown, and the secrets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub public: Map<String, Value>,
+    pub secrets: Map<String, Value>,
+}
+
+impl Settings {
+    /// Checks `given` against the type's fields: no unknown setting, every required one
+    /// there, each of its kind; defaults filled in. `earlier` (an update) supplies what is
+    /// not given, and a secret given as `"***"` keeps its earlier value.
+    pub fn check(
+        kind: ConnectorType,
+        given: &Map<String, Value>,
+        earlier: Option<&Settings>,
+    ) -> Result<Self, Invalid> {
+        if let Some(unknown) = given
+            .keys()
+            .find(|k| !kind.fields().iter().any(|f| f.name == k.as_str()))
+        {
+            let known: Vec<&str> = kind.fields().iter().map(|f| f.name).collect();
+            return Err(Invalid::new(format!(
+                "settings.{unknown} is not a setting of {kind}: expected {}",
+                known.join(", ")
+            )));
+        }
+        let mut out = Settings::default();
+        for f in kind.fields() {
+            let before = earlier.and_then(|e| {
+                if f.secret {
+                    e.secrets.get(f.name)
+                } else {
+                    e.public.get(f.name)
+                }
+            });
+            let value = match given.get(f.name) {
+                Some(Value::String(s)) if f.secret && s == HIDDEN && before.is_some() => {
+                    before.cloned()
+                }
+                Some(Value::Null) | None => before.cloned(),
+                Some(v) => Some(checked(f, v)?),
+            };
+            let value = match (value, f.default) {
+                (Some(v), _) => v,
+                (None, Some(default)) if f.kind == Kind::Bool => Value::Bool(default == "true"),
+                (None, Some(default)) => checked(f, &Value::String(default.into()))?,
+                (None, None) => {
+                    return Err(Invalid::new(format!(
+                        "settings.{} is required for {kind}",
+                        f.name
+                    )));
+                }
+            };
+            if f.secret {
+                out.secrets.insert(f.name.into(), value);
+            } else {
+                out.public.insert(f.name.into(), value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The settings as every answer shows them: secrets as `"***"`.
+    pub fn shown(&self) -> Map<String, Value> {
+        let mut shown = self.public.clone();
+        for name in self.secrets.keys() {
+            shown.insert(name.clone(), Value::String(HIDDEN.into()));
+        }
+        shown
+    }
+
+    /// A setting's text (public or secret); empty when there is none.
+    pub fn text(&self, name: &str) -> &str {
+        self.public
+            .get(name)
+            .or_else(|| self.secrets.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.public
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
+fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
+    let name = f.name;
+    let text = || {
+        v.as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Invalid::new(format!("settings.{name} must be a non-empty string")))
+    };
+    match f.kind {
+        Kind::Text => {
+            let s = text()?;
+            if s.chars().count() > MAX_TEXT || s.chars().any(char::is_control) {
+                return Err(Invalid::new(format!(
+                    "settings.{name} must be at most {MAX_TEXT} characters, none of them control characters"
+                )));
+            }
+            Ok(Value::String(s.into()))
+        }
+        Kind::Url => {
+            let s = text()?.trim_end_matches('/');
+            let ok = url::Url::parse(s).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+            });
+            if !ok || s.len() > MAX_TEXT {
+                return Err(Invalid::new(format!(
+                    "settings.{name} must be an http(s) base URL without query, fragment or user"
+                )));
+            }
+            Ok(Value::String(s.into()))
+        }
+        Kind::Bool => match v {
+            Value::Bool(b) => Ok(Value::Bool(*b)),
+            _ => Err(Invalid::new(format!(
+                "settings.{name} must be true or false"
+            ))),
+        },
+        Kind::ServiceAccount => {
+            let key = match v {
+                Value::String(s) => s.clone(),
+                Value::Object(_) => v.to_string(),
+                _ => String::new(),
+            };
+            if key.len() > MAX_KEY {
+                return Err(Invalid::new(format!(
+                    "settings.{name} is longer than {MAX_KEY} bytes"
+                )));
+            }
+            ServiceAccount::parse(&key)
+                .map_err(|e| Invalid::new(format!("settings.{name}: {}", e.0)))?;
+            Ok(Value::String(key))
+        }
+    }
+}
+
+/// A Google service account's JSON key: the parts the JWT bearer grant needs.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ServiceAccount {
+    pub client_email: String,
+    pub private_key: String,
+    pub token_uri: String,
+}
+
+impl ServiceAccount {
+    pub fn parse(json: &str) -> Result<Self, Invalid> {
+        let key: Self = serde_json::from_str(json).map_err(|_| {
+            Invalid::new(
+                "must be a service account's JSON key with client_email, private_key and token_uri",
+            )
+        })?;
+        if key.client_email.trim().is_empty()
+            || key.client_email.chars().any(char::is_control)
+            || !key.private_key.contains("BEGIN PRIVATE KEY")
+            || !(key.token_uri.starts_with("https://") || key.token_uri.starts_with("http://"))
+        {
+            return Err(Invalid::new(
+                "must hold a client_email, a PKCS#8 private_key (BEGIN PRIVATE KEY) and an http(s) token_uri",
+            ));
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn defaults_fill_in_secrets_are_apart_and_hidden() {
+        let s = Settings::check(
+            ConnectorType::Microsoft365Mail,
+            &map(json!({"tenantId": "t", "clientId": "c", "clientSecret": "s3", "mailbox": "m@x.dk"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.text("graphUrl"), "https://graph.microsoft.com");
+        assert_eq!(s.secrets["clientSecret"], "s3");
+        assert!(!s.public.contains_key("clientSecret"));
+        assert_eq!(s.shown()["clientSecret"], HIDDEN);
+        assert!(s.flag("outbound"));
+    }
+
+    #[test]
+    fn unknown_missing_and_malformed_settings_are_refused() {
+        let kind = ConnectorType::Microsoft365Mail;
+        let base = json!({"tenantId": "t", "clientId": "c", "clientSecret": "s", "mailbox": "m"});
+        let mut unknown = map(base.clone());
+        unknown.insert("colour".into(), json!("red"));
+        assert!(Settings::check(kind, &unknown, None).is_err());
+        let mut missing = map(base.clone());
+        missing.remove("clientSecret");
+        assert!(Settings::check(kind, &missing, None).is_err());
+        for bad in ["ftp://x", "https://x/?q=1", "not a url", "https://u:p@x"] {
+            let mut m = map(base.clone());
+            m.insert("graphUrl".into(), json!(bad));
+            assert!(Settings::check(kind, &m, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_update_keeps_a_secret_given_as_stars() {
+        let kind = ConnectorType::Microsoft365Mail;
+        let first = Settings::check(
+            kind,
+            &map(json!({"tenantId": "t", "clientId": "c", "clientSecret": "s", "mailbox": "m"})),
+            None,
+        )
+        .unwrap();
+        let next = Settings::check(
+            kind,
+            &map(json!({"clientSecret": "***", "mailbox": "n"})),
+            Some(&first),
+        )
+        .unwrap();
+        assert_eq!(next.secrets["clientSecret"], "s");
+        assert_eq!(next.text("mailbox"), "n");
+        assert_eq!(next.text("tenantId"), "t");
+    }
+
+    #[test]
+    fn a_service_account_needs_its_key_and_token_uri() {
+        let kind = ConnectorType::Gmail;
+        let good = json!({"client_email": "a@b.iam.gserviceaccount.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----\n",
+            "token_uri": "https://oauth2.googleapis.com/token"});
+        assert!(
+            Settings::check(
+                kind,
+                &map(json!({"serviceAccount": good, "user": "u@x.dk"})),
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            Settings::check(
+                kind,
+                &map(json!({"serviceAccount": "{}", "user": "u@x.dk"})),
+                None
+            )
+            .is_err()
+        );
+    }
+}
