@@ -1,6 +1,7 @@
 """A mailbox of N mails behind Microsoft Graph's and the Gmail API's shapes, for
 bench/connectors: the token endpoints, Graph's inbox delta (pages of 50) and `$value`,
-Gmail's profile, `messages.list` (pages of 100) and `messages.get?format=raw`. No checks
+Gmail's profile, an empty `messages.list`, `history.list` (100 added a page) and
+`messages.get?format=raw`. No checks
 beyond the bearer token: the tests (tests/api/vendors.rs) hold the strict fakes.
 
     python3 bench/mailbox_fake.py PORT MAILS            serve
@@ -35,6 +36,9 @@ TOKEN = "bench-token"
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each answer leaves in one write, without waiting for an ACK (Nagle's algorithm).
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -71,14 +75,17 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, page)
         if url.path.endswith("/$value"):
             return self.send(200, RAW[urllib.parse.unquote(parts[-2])], "text/plain")
+        # Gmail: the mail arrives after the connector was made, so the first sync lists an
+        # empty inbox and the history brings every mail (100 a page).
         if url.path.endswith("/profile"):
-            return self.send(200, {"emailAddress": "u", "historyId": "1000"})
-        if url.path.endswith("/history"):
-            return self.send(200, {"historyId": "1000"})
+            return self.send(200, {"emailAddress": "u", "historyId": "1"})
         if url.path.endswith("/messages"):
+            return self.send(200, {"resultSizeEstimate": 0})
+        if url.path.endswith("/history"):
             start = int(q.get("pageToken", "0"))
             end = min(start + 100, MAILS)
-            page = {"messages": [{"id": i, "threadId": i} for i in IDS[start:end]]}
+            added = [{"message": {"id": i, "threadId": i, "labelIds": ["INBOX"]}} for i in IDS[start:end]]
+            page = {"history": [{"id": "2", "messagesAdded": added}], "historyId": str(1 + MAILS)}
             if end < MAILS:
                 page["nextPageToken"] = str(end)
             return self.send(200, page)
@@ -90,6 +97,8 @@ class Handler(BaseHTTPRequestHandler):
 def read_all(kind):
     """One client, one connection, the requests parley makes, in turn: mails per second."""
     conn = http.client.HTTPConnection("127.0.0.1", PORT)
+    conn.connect()
+    conn.sock.setsockopt(__import__("socket").IPPROTO_TCP, __import__("socket").TCP_NODELAY, 1)
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     def get(path):
@@ -112,10 +121,12 @@ def read_all(kind):
             path = urllib.parse.urlsplit(link)._replace(scheme="", netloc="").geturl()
     else:
         get("/gmail/v1/users/u/profile")
+        get("/gmail/v1/users/u/messages?labelIds=INBOX")
         token = None
         while True:
-            page = json.loads(get("/gmail/v1/users/u/messages" + (f"?pageToken={token}" if token else "")))
-            for m in page["messages"]:
+            path = "/gmail/v1/users/u/history?startHistoryId=1"
+            page = json.loads(get(path + (f"&pageToken={token}" if token else "")))
+            for m in (a["message"] for h in page["history"] for a in h["messagesAdded"]):
                 raw = json.loads(get(f"/gmail/v1/users/u/messages/{m['id']}?format=raw"))["raw"]
                 base64.urlsafe_b64decode(raw)
                 taken += 1

@@ -154,6 +154,7 @@ function renderTop() {
     session.admin && link('deliveries', t('deliveries')),
     link('webhooks', t('webhooks')),
     session.admin && link('suppressions', t('suppressions')),
+    session.admin && link('connectors', t('connectors')),
   ] : [];
   top.replaceChildren(
     h('div', { class: 'bar' },
@@ -182,6 +183,7 @@ const routes = [
   [/^#\/deliveries(?:\/(\w+))?$/, (m, seq) => deliveriesPage(seq, m[1] || 'failed')],
   [/^#\/webhooks(?:\/(wh_\w+))?$/, (m, seq) => webhooksPage(seq, m[1])],
   [/^#\/suppressions$/, (m, seq) => suppressionsPage(seq)],
+  [/^#\/connectors(?:\/(con_\w+))?$/, (m, seq) => connectorsPage(seq, m[1])],
 ];
 
 async function route() {
@@ -933,6 +935,131 @@ async function suppressionsPage(seq) {
   form.addEventListener('submit', (e) => { e.preventDefault(); guarded(form, load); });
   page(t('suppressions'), form, results);
   await load();
+}
+
+// ---- connectors ------------------------------------------------------------------------------
+
+// Each type's settings as the form asks for them: [name, kind, required]. Secrets are never
+// shown: the server answers "***", and a secret left as it is stays.
+const CONNECTOR_FIELDS = {
+  microsoft365_mail: [
+    ['tenantId', 'text', true], ['clientId', 'text', true], ['clientSecret', 'secret', true],
+    ['mailbox', 'email', true], ['graphUrl', 'url', false], ['loginUrl', 'url', false],
+    ['outbound', 'bool', false],
+  ],
+  gmail: [
+    ['serviceAccount', 'key', true], ['user', 'email', true], ['apiUrl', 'url', false],
+    ['outbound', 'bool', false],
+  ],
+};
+
+/// The settings' controls of a type, filled from `shown` (an existing connector's settings).
+function connectorFields(type, shown = null) {
+  return CONNECTOR_FIELDS[type].map(([name, kind, required]) => {
+    const value = shown ? shown[name] : undefined;
+    let control;
+    if (kind === 'bool') {
+      control = h('input', { type: 'checkbox', name, checked: value === undefined ? true : value });
+    } else if (kind === 'key') {
+      control = h('textarea', { name, rows: 4, required: !shown && required, spellcheck: 'false' });
+    } else {
+      control = h('input', {
+        type: kind === 'secret' ? 'password' : kind === 'url' ? 'url' : 'text', name,
+        autocomplete: 'off', required: !shown && required,
+        value: kind === 'secret' || kind === 'key' ? null : value,
+      });
+    }
+    const help = kind === 'secret' || kind === 'key'
+      ? (shown ? t('secretKept') : null)
+      : (kind === 'url' && !shown ? t('urlDefault') : null);
+    return field(t(`setting.${name}`), control, { name, help });
+  });
+}
+
+/// What the form's controls say, as settings: empty secrets and URLs left out.
+function connectorSettings(form, type) {
+  const settings = {};
+  for (const [name, kind] of CONNECTOR_FIELDS[type]) {
+    const control = form.querySelector(`[name="${name}"]`);
+    if (kind === 'bool') { settings[name] = control.checked; continue; }
+    const value = control.value.trim();
+    if (!value) continue;
+    if (kind === 'key') {
+      try { settings[name] = JSON.parse(value); } catch { settings[name] = value; }
+    } else settings[name] = value;
+  }
+  return settings;
+}
+
+async function connectorsPage(seq, connectorId) {
+  if (connectorId) return connectorPage(seq, connectorId);
+  const list = await get('/api/connectors');
+  alive(seq);
+  const rows = list.connectors.map((c) => h('tr', {},
+    h('td', {}, h('a', { href: `#/connectors/${c.connectorId}` }, c.name)),
+    h('td', {}, t(`connector.${c.type}`)), h('td', {}, statusBadge(c.status)),
+    h('td', {}, when(c.lastSyncAt)), h('td', { class: 'num' }, String(c.counts.items)),
+    h('td', {}, c.lastError || '')));
+  const type = h('select', { name: 'type' }, Object.keys(CONNECTOR_FIELDS).map((k) =>
+    h('option', { value: k }, t(`connector.${k}`))));
+  const name = h('input', { type: 'text', name: 'name', required: true });
+  const creditor = h('input', { type: 'text', name: 'creditorId', placeholder: 'party_…' });
+  const settings = h('div', {}, connectorFields(type.value));
+  type.addEventListener('change', () => settings.replaceChildren(...connectorFields(type.value)));
+  const form = h('form', { class: 'compose' },
+    field(t('type'), type, { name: 'type' }), field(t('name'), name, { name: 'name' }),
+    field(t('creditorId'), creditor, { name: 'creditorId', help: t('creditorIdHelp') }),
+    settings, formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('addConnector'))));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      const made = await post('/api/connectors', {
+        type: type.value, name: name.value.trim(), creditorId: creditor.value.trim() || null,
+        settings: connectorSettings(form, type.value),
+      });
+      announce(t('connectorAdded', { name: made.name }));
+      location.hash = `#/connectors/${made.connectorId}`;
+    }, (code, detail) => (detail.match(/settings\.(\w+)/) || [])[1] || null);
+  });
+  page(t('connectors'),
+    table([t('name'), t('type'), t('status'), t('lastSync'), t('items'), t('lastError')], rows),
+    h('h2', {}, t('addConnector')), form);
+}
+
+async function connectorPage(seq, connectorId) {
+  const c = await get(`/api/connectors/${connectorId}`);
+  alive(seq);
+  const actions = h('form', {}, formError(), h('div', { class: 'actions' },
+    button(t('syncNow'), () => guarded(actions, async () => {
+      await post(`/api/connectors/${connectorId}/sync`);
+      announce(t('syncAsked'));
+      setTimeout(() => { if (location.hash === `#/connectors/${connectorId}`) route(); }, 1500);
+    })),
+    button(t('delete'), () => guarded(actions, async () => {
+      await del(`/api/connectors/${connectorId}`);
+      location.hash = '#/connectors';
+    }))));
+  const facts = h('dl', { class: 'facts' },
+    h('dt', {}, t('type')), h('dd', {}, t(`connector.${c.type}`)),
+    h('dt', {}, t('status')), h('dd', {}, statusBadge(c.status)),
+    c.lastError ? [h('dt', {}, t('lastError')), h('dd', { class: 'last-error' }, c.lastError)] : null,
+    h('dt', {}, t('lastSync')), h('dd', {}, when(c.lastSyncAt) || '–'),
+    h('dt', {}, t('creditorId')), h('dd', {}, c.creditorId || t('everyone')),
+    h('dt', {}, t('items')), h('dd', {}, String(c.counts.items)),
+    h('dt', {}, t('syncs')), h('dd', {}, `${c.counts.syncs} / ${c.counts.failures}`));
+  // Reauthorize: new credentials (or any other setting) for the same connector.
+  const form = h('form', { class: 'compose' }, connectorFields(c.type, c.settings), formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('saveAndRetry'))));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      await patch(`/api/connectors/${connectorId}`, { settings: connectorSettings(form, c.type) });
+      announce(t('saved'));
+      await connectorPage(routeSeq, connectorId);
+    }, (code, detail) => (detail.match(/settings\.(\w+)/) || [])[1] || null);
+  });
+  page(c.name, facts, actions, h('h2', {}, t('reauthorize')), form);
 }
 
 route();

@@ -270,12 +270,13 @@ impl Gmail {
                 },
                 true,
             ),
+            // Listed: the history from where it stood before, in the same sync.
             _ => (
                 Cursor::History {
                     start: then,
                     page: None,
                 },
-                false,
+                true,
             ),
         };
         Ok(Changes {

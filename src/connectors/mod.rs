@@ -28,6 +28,9 @@ use web::Failure;
 pub const POLL_EVERY: Duration = Duration::from_secs(60);
 /// The most mail one sync of a connector takes; the next round goes on from there.
 const ROUND: usize = 1_000;
+/// Mails of a page read from the service at once (Graph allows four requests at a time per
+/// mailbox); each is at most 64 MiB.
+const FETCH_AHEAD: usize = 4;
 /// How long the list of connectors serving outbound mail is kept before it is read again.
 const ROUTES_KEPT: Duration = Duration::from_secs(5);
 
@@ -107,6 +110,8 @@ pub struct Synced {
     pub taken: usize,
     /// Mail seen before by this connector and skipped.
     pub skipped: usize,
+    /// It stopped at the round's limit with more waiting.
+    pub more: bool,
 }
 
 pub struct Runtime {
@@ -159,8 +164,15 @@ impl Runtime {
             .due(now, duration_micros(POLL_EVERY))
             .await?;
         let mut taken = 0;
+        let mut more = false;
         for connector in due {
-            taken += self.sync(&connector).await?.taken;
+            let synced = self.sync(&connector).await?;
+            taken += synced.taken;
+            more |= synced.more;
+        }
+        if more {
+            // A connector stopped at its round's limit: the next round follows at once.
+            self.wake().notify_one();
         }
         Ok(taken)
     }
@@ -176,6 +188,7 @@ impl Runtime {
             Ok(cursor) => SyncEnd::Done {
                 cursor,
                 items: synced.taken as i64,
+                more: synced.more,
             },
             Err(Ok(failure)) => {
                 let status = match &failure {
@@ -226,9 +239,7 @@ impl Runtime {
                 }
                 Err(f) => return Err(Ok(f)),
             };
-            for id in &changes.ids {
-                self.take(c, client, id, synced).await?;
-            }
+            self.take_page(c, client, &changes.ids, synced).await?;
             if let Some(next) = &changes.cursor {
                 self.connectors
                     .save_cursor(&c.id, next)
@@ -236,36 +247,54 @@ impl Runtime {
                     .map_err(|e| Err(e.into()))?;
             }
             cursor = changes.cursor.or(cursor);
-            if !changes.more || synced.taken + synced.skipped >= ROUND {
+            if !changes.more {
+                return Ok(cursor);
+            }
+            if synced.taken + synced.skipped >= ROUND {
+                synced.more = true;
                 return Ok(cursor);
             }
         }
     }
 
-    /// Takes in one mail unless this connector took it before.
-    async fn take(
+    /// Takes in a page's mail that this connector did not take before: up to
+    /// [`FETCH_AHEAD`] read from the service at once, each stored in the page's order.
+    async fn take_page(
         &self,
         c: &Connector,
         client: &Client,
-        id: &str,
+        ids: &[String],
         synced: &mut Synced,
     ) -> Result<(), Result<Failure, anyhow::Error>> {
+        use futures_util::StreamExt;
         let db = |e: crate::app::AppError| Err(anyhow::Error::from(e));
-        if self.connectors.taken(&c.id, id).await.map_err(db)? {
-            synced.skipped += 1;
-            return Ok(());
-        }
-        let raw = match client.fetch(id).await {
-            Ok(raw) => raw,
-            // Gone since it was listed, or larger than parley takes: nothing to take.
-            Err(Failure::Permanent(reason)) => {
-                tracing::warn!(connector = %c.id, reason, "a mail of the mailbox is left where it is");
-                Vec::new()
+        let mut fresh = Vec::new();
+        for id in ids {
+            if self.connectors.taken(&c.id, id).await.map_err(db)? {
+                synced.skipped += 1;
+            } else {
+                fresh.push(id.clone());
             }
-            Err(f) => return Err(Ok(f)),
-        };
-        self.connectors.receive(c, id, &raw).await.map_err(db)?;
-        synced.taken += 1;
+        }
+        let mut fetched = futures_util::stream::iter(fresh)
+            .map(|id: String| async move {
+                let raw = client.fetch(&id).await;
+                (id, raw)
+            })
+            .buffered(FETCH_AHEAD);
+        while let Some((id, raw)) = fetched.next().await {
+            let raw = match raw {
+                Ok(raw) => raw,
+                // Gone since it was listed, or larger than parley takes: nothing to take.
+                Err(Failure::Permanent(reason)) => {
+                    tracing::warn!(connector = %c.id, reason, "a mail of the mailbox is left where it is");
+                    Vec::new()
+                }
+                Err(f) => return Err(Ok(f)),
+            };
+            self.connectors.receive(c, &id, &raw).await.map_err(db)?;
+            synced.taken += 1;
+        }
         Ok(())
     }
 

@@ -130,8 +130,17 @@ pub fn network(e: reqwest::Error) -> Failure {
     } else {
         "the connection failed"
     };
-    // The error's text names the URL, which may carry a token in its query: not shown.
-    Failure::Transient(format!("{what}: {}", e.without_url()))
+    // The error's text names the URL, which may carry a token in its query: not shown. Its
+    // causes say what went wrong (`Connection refused`, a certificate, a name not found).
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    Failure::Transient(format!("{what}: {}", said(&text)))
 }
 
 /// The generic reading of an error status, for what a service's own reading leaves.

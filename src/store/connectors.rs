@@ -83,8 +83,13 @@ pub struct ConnectorChange {
 /// How a sync ended.
 #[derive(Debug, Clone)]
 pub enum SyncEnd {
-    /// It took `items` new things and reached `cursor`.
-    Done { cursor: Option<String>, items: i64 },
+    /// It took `items` new things and reached `cursor`; `more` is waiting beyond it (the
+    /// next round comes at once).
+    Done {
+        cursor: Option<String>,
+        items: i64,
+        more: bool,
+    },
     /// It stopped at `status` for `error` (having taken `items` before it did).
     Failed {
         status: ConnectorStatus,
@@ -319,12 +324,17 @@ impl Connectors {
         let now = self.now();
         let mut tx = self.write_tx().await?;
         match end {
-            SyncEnd::Done { cursor, items } => {
+            SyncEnd::Done {
+                cursor,
+                items,
+                more,
+            } => {
                 sqlx::query(
                     "UPDATE connectors SET status = 'active', last_error = NULL, last_sync_at = $2, \
                      last_attempt_at = $2, sync_cursor = COALESCE($3, sync_cursor), \
                      syncs = syncs + 1, items = items + $4, \
-                     sync_requested_at = CASE WHEN sync_requested_at <= $5 THEN NULL ELSE sync_requested_at END \
+                     sync_requested_at = CASE WHEN $6 = 1 THEN $2 \
+                         WHEN sync_requested_at <= $5 THEN NULL ELSE sync_requested_at END \
                      WHERE id = $1",
                 )
                 .bind(id)
@@ -332,6 +342,7 @@ impl Connectors {
                 .bind(cursor.as_deref())
                 .bind(*items)
                 .bind(started)
+                .bind(i32::from(*more))
                 .execute(&mut *tx)
                 .await?;
             }

@@ -444,6 +444,35 @@ await step('an operator lifts a suppression, one at a time', async () => {
   if (left.suppressions.length) throw new Error(`still suppressed: ${JSON.stringify(left)}`);
 });
 
+await step('an admin connects a Microsoft 365 mailbox, sees why it fails, and the secret stays hidden', async () => {
+  const closed = await freePort();
+  await page.goto(`${base}/console#/connectors`);
+  await waitText('h1', 'Connectors');
+  await axe('connectors');
+  await page.select('select[name="type"]', 'microsoft365_mail');
+  await page.type('input[name="name"]', 'Collections mailbox');
+  await page.type('input[name="tenantId"]', 'contoso.onmicrosoft.com');
+  await page.type('input[name="clientId"]', 'app-1');
+  await page.type('input[name="clientSecret"]', 'not-the-secret');
+  await page.type('input[name="mailbox"]', 'collections@agency.example');
+  await page.type('input[name="graphUrl"]', `http://127.0.0.1:${closed}`);
+  await page.type('input[name="loginUrl"]', `http://127.0.0.1:${closed}`);
+  // Read only: the rest of the run's mail still leaves by SMTP.
+  await page.click('input[name="outbound"]');
+  await page.click('form.compose button[type="submit"]');
+  await waitText('h1', 'Collections mailbox');
+  // Its first sync runs at once and cannot reach the sign-in URL: failing, and why.
+  await until('the connector failing', async () =>
+    (await api(admin, 'GET', '/api/connectors')).connectors[0].status === 'failing');
+  await page.reload();
+  await waitText('dd.last-error', 'could not connect');
+  await axe('connector');
+  await shot('connector');
+  const listed = await api(admin, 'GET', '/api/connectors');
+  if (JSON.stringify(listed).includes('not-the-secret')) throw new Error('the secret was answered');
+  if (listed.connectors[0].settings.outbound !== false) throw new Error('outbound was not switched off');
+});
+
 await step('operator pages: deliveries, webhooks, suppressions', async () => {
   for (const [hash, heading] of [['#/deliveries/failed', 'Deliveries'], ['#/deliveries/scheduled', 'Deliveries'], ['#/webhooks', 'Webhooks'], ['#/suppressions', 'Suppressions']]) {
     await page.goto(`${base}/console${hash}`);
