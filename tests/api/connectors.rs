@@ -698,3 +698,137 @@ async fn prism_refuses_what_breaks_the_vendors_description() {
         .unwrap();
     assert_eq!(r.status(), 422, "format is one of the described words");
 }
+
+/// What a hostile Graph answers: a delta page that never ends, a link to another server (to
+/// take the token there), a `$value` past 64 MiB.
+#[derive(Clone, Copy, PartialEq)]
+enum Hostile {
+    EndlessPage,
+    LinkElsewhere,
+    HugeMail,
+}
+
+/// Serves `mode` at a base URL of its own; `served` counts the bytes of endless answers.
+async fn hostile_graph(
+    mode: Hostile,
+    elsewhere: String,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
+    use axum::routing::{get, post};
+    use futures_util::StreamExt;
+    let endless = move || {
+        let served = served.clone();
+        axum::body::Body::from_stream(
+            futures_util::stream::repeat(bytes::Bytes::from_static(&[b'x'; 64 * 1024])).map(
+                move |chunk| {
+                    served.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(chunk)
+                },
+            ),
+        )
+    };
+    let endless_mail = endless.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let own = base.clone();
+    let router = axum::Router::new()
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            post(|| async {
+                axum::Json(json!({"access_token": "t", "expires_in": 3599, "token_type": "Bearer"}))
+            }),
+        )
+        .route(
+            "/v1.0/users/{user}/mailFolders/inbox/messages/delta",
+            get(move || {
+                let elsewhere = elsewhere.clone();
+                let own = own.clone();
+                async move {
+                    match mode {
+                        Hostile::EndlessPage => axum::response::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(endless())
+                            .unwrap(),
+                        Hostile::LinkElsewhere => axum::response::IntoResponse::into_response(
+                            axum::Json(json!({"value": [],
+                                "@odata.nextLink": format!("{elsewhere}/v1.0/users/x/mailFolders/inbox/messages/delta?$skiptoken=1")})),
+                        ),
+                        Hostile::HugeMail => axum::response::IntoResponse::into_response(
+                            axum::Json(json!({"value": [{"id": "big"}],
+                                "@odata.deltaLink": format!("{own}/v1.0/users/x/mailFolders/inbox/messages/delta?$deltatoken=1")})),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1.0/users/{user}/messages/{id}/{value}",
+            get(move || async move {
+                axum::response::Response::builder()
+                    .header("content-type", "text/plain")
+                    .body(endless_mail())
+                    .unwrap()
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+#[tokio::test]
+async fn a_hostile_graph_is_bounded_and_its_links_elsewhere_are_not_followed() {
+    let app = spawn_app().await;
+    // Whatever reaches this server was sent where parley was never told to send its token.
+    let stolen = HookReceiver::start().await;
+    let elsewhere = stolen.url.trim_end_matches("/hook").to_string();
+    for (mode, expect) in [
+        (Hostile::EndlessPage, "longer than"),
+        (Hostile::LinkElsewhere, "another server"),
+    ] {
+        let graph = hostile_graph(mode, elsewhere.clone(), Default::default()).await;
+        let made = create(
+            &app,
+            &json!({"type": "microsoft365_mail", "name": "hostile",
+                "settings": {"tenantId": "t", "clientId": "c", "clientSecret": "s",
+                    "mailbox": MAILBOX, "graphUrl": graph, "loginUrl": graph, "outbound": false}}),
+        )
+        .await;
+        let id = made["connectorId"].as_str().unwrap();
+        let after = sync(&app, id).await;
+        assert_eq!(after["status"], "failing", "{after}");
+        assert!(
+            after["lastError"].as_str().unwrap().contains(expect),
+            "{after}"
+        );
+        app.request(
+            reqwest::Method::DELETE,
+            &app.admin.token,
+            &format!("/api/connectors/{id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    }
+    assert!(stolen.requests().is_empty(), "a request went elsewhere");
+
+    // A mail past 64 MiB stays in the mailbox; the sync goes on.
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let graph = hostile_graph(Hostile::HugeMail, elsewhere, served.clone()).await;
+    let made = create(
+        &app,
+        &json!({"type": "microsoft365_mail", "name": "hostile",
+            "settings": {"tenantId": "t", "clientId": "c", "clientSecret": "s",
+                "mailbox": MAILBOX, "graphUrl": graph, "loginUrl": graph, "outbound": false}}),
+    )
+    .await;
+    let after = sync(&app, made["connectorId"].as_str().unwrap()).await;
+    assert_eq!(after["status"], "active", "{after}");
+    assert_eq!(
+        after["counts"]["items"], 1,
+        "taken as far as a sync goes: {after}"
+    );
+    assert_eq!(
+        unmatched_total(&app).await,
+        0,
+        "nothing of the huge mail is kept"
+    );
+}
