@@ -448,6 +448,7 @@ function renderMessage(m, state) {
     h('header', {},
       badge(t(kind === 'system' ? 'system' : m.direction), kind),
       m.senderVerified === false ? badge(t('awaitingReview'), 'review') : null,
+      m.carriedBy ? badge(t('carriedBy', { mailbox: t(`connector.${m.carriedBy.type}`) }), 'carried') : null,
       h('span', { class: 'who' }, `${m.from} → ${(m.to || []).join(', ') || '—'}`),
       h('time', { datetime: m.createdAt }, when(m.createdAt)),
       m.direction === 'outbound' ? statusBadge(m.status) : null),

@@ -51,6 +51,7 @@ const words = {
     'setting.serviceAccount': 'Service account key (JSON)', 'setting.user': 'Mailbox', 'setting.apiUrl': 'Gmail API URL',
     secretKept: 'Left empty, the secret stays as it is.', urlDefault: 'Empty: the public service.',
     addConnector: 'Add connector', connectorAdded: 'Added {name}', lastSync: 'Last sync', items: 'Items', syncs: 'Syncs / failures',
+    carriedBy: 'via {mailbox}',
     syncNow: 'Sync now', syncAsked: 'Sync asked for', delete: 'Delete', reauthorize: 'Settings and credentials', saveAndRetry: 'Save and try again',
   },
   da: {
@@ -103,6 +104,7 @@ const words = {
     'setting.serviceAccount': 'Tjenestekontoens nøgle (JSON)', 'setting.user': 'Postkasse', 'setting.apiUrl': 'Gmail API-URL',
     secretKept: 'Tom: hemmeligheden forbliver, som den er.', urlDefault: 'Tom: den offentlige tjeneste.',
     addConnector: 'Tilføj forbindelse', connectorAdded: '{name} er tilføjet', lastSync: 'Seneste synkronisering', items: 'Emner', syncs: 'Synkroniseringer / fejl',
+    carriedBy: 'via {mailbox}',
     syncNow: 'Synkronisér nu', syncAsked: 'Synkronisering bestilt', delete: 'Slet', reauthorize: 'Indstillinger og adgang', saveAndRetry: 'Gem og prøv igen',
   },
 };

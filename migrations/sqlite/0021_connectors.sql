@@ -31,3 +31,6 @@ CREATE TABLE connector_items (
     taken_at     BIGINT NOT NULL,
     PRIMARY KEY (connector_id, remote_id)
 );
+
+-- The connector whose mailbox carried a message, in or out: {"connectorId", "type"}.
+ALTER TABLE messages ADD COLUMN carried_by TEXT;

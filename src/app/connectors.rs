@@ -11,11 +11,11 @@ use serde_json::{Map, Value};
 use super::inbound::{Arrival, Inbound};
 use super::{AppError, AppResult};
 use crate::domain::code::Code;
-use crate::domain::connector::{ConnectorType, Settings};
+use crate::domain::connector::{Carrier, ConnectorType, Settings};
 use crate::domain::mail::Source;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
-use crate::domain::{ConnectorId, PartyId};
+use crate::domain::{ConnectorId, MessageId, PartyId};
 use crate::store::{Connector, ConnectorChange, Ingested, NewConnector, Store, SyncEnd};
 
 /// The longest name a connector may have.
@@ -214,7 +214,12 @@ impl Connectors {
             ..Arrival::default()
         };
         let ingested = match self.inbound.receive_email(source, raw, arrival).await {
-            Ok(i) => Some(i),
+            Ok(i) => {
+                if let Ingested::Matched { message_id, .. } = &i {
+                    self.carried(message_id, connector).await?;
+                }
+                Some(i)
+            }
             // Not mail at all: nothing to keep, and nothing to try again.
             Err(AppError::Refused { .. }) => None,
             Err(e) => return Err(e),
@@ -223,6 +228,15 @@ impl Connectors {
             .record_taken(&connector.id, remote_id)
             .await?;
         Ok(ingested)
+    }
+
+    /// Records that the connector's mailbox carried the message.
+    pub async fn carried(&self, message: &MessageId, connector: &Connector) -> AppResult<()> {
+        let carrier = Carrier {
+            connector_id: connector.id.clone(),
+            kind: connector.kind,
+        };
+        Ok(self.connectors.mark_carried(message, &carrier).await?)
     }
 
     /// Whether the connector took in the remote item before.
@@ -258,6 +272,11 @@ pub struct Route {
 pub trait MailboxRoutes: Send + Sync {
     /// The mailbox serving `creditor`'s cases (one for that creditor before one for all).
     fn route<'a>(&'a self, creditor: &'a PartyId) -> BoxFuture<'a, Option<Route>>;
-    /// Sends the exact bytes of a message through the mailbox.
-    fn send<'a>(&'a self, route: &'a Route, raw: &'a [u8]) -> BoxFuture<'a, Handover>;
+    /// Sends the exact bytes of a message through the mailbox (and records that it did).
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        message: &'a MessageId,
+        raw: &'a [u8],
+    ) -> BoxFuture<'a, Handover>;
 }

@@ -336,7 +336,12 @@ impl MailboxRoutes for Runtime {
         })
     }
 
-    fn send<'a>(&'a self, route: &'a Route, raw: &'a [u8]) -> BoxFuture<'a, Handover> {
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        message: &'a crate::domain::MessageId,
+        raw: &'a [u8],
+    ) -> BoxFuture<'a, Handover> {
         Box::pin(async move {
             let list = self.outbound().await;
             let Some(connector) = list.iter().find(|c| c.id == route.connector) else {
@@ -347,7 +352,13 @@ impl MailboxRoutes for Runtime {
             };
             let client = self.client(connector);
             match client.send(raw).await {
-                Ok(provider_id) => Handover::Sent { provider_id },
+                Ok(provider_id) => {
+                    // Only a record: the mail is sent whether or not this is written.
+                    if let Err(e) = self.connectors.carried(message, connector).await {
+                        tracing::warn!(error = %e, "recording the carrying mailbox failed");
+                    }
+                    Handover::Sent { provider_id }
+                }
                 Err(Failure::Permanent(reason)) => Handover::Permanent(reason),
                 Err(Failure::Throttled {
                     reason,

@@ -393,7 +393,7 @@ impl DeliveryJob {
                         .await
                         .map(|()| None),
                     Carrier::Mailbox(mailboxes, route) => {
-                        handed_over(mailboxes.send(route, &bytes).await)
+                        handed_over(mailboxes.send(route, &message.id, &bytes).await)
                     }
                 }
             }
@@ -550,7 +550,7 @@ impl DeliveryJob {
                 .map(|()| None),
             (Ok(prefix), Carrier::Mailbox(mailboxes, route)) => {
                 match read_spooled(prefix.as_bytes(), &spool).await {
-                    Ok(bytes) => handed_over(mailboxes.send(route, &bytes).await),
+                    Ok(bytes) => handed_over(mailboxes.send(route, id, &bytes).await),
                     Err(e) => Err(e),
                 }
             }

@@ -115,6 +115,16 @@ impl ConnectorType {
     }
 }
 
+/// The connector whose mailbox carried a message, in or out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Carrier {
+    #[schema(value_type = String)]
+    pub connector_id: super::ConnectorId,
+    #[serde(rename = "type")]
+    pub kind: ConnectorType,
+}
+
 /// A connector's settings, checked: what may be shown, and the secrets.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {

@@ -167,6 +167,10 @@ pub struct MessageResponse {
     /// Mail the filter calls spam is held for review.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spam: Option<crate::domain::authentication::SpamCheck>,
+    /// The connected mailbox (Microsoft 365, Gmail) that carried it, in or out; absent for
+    /// SMTP, IMAP and the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_by: Option<crate::domain::connector::Carrier>,
 }
 
 impl From<MessageView> for MessageResponse {
@@ -212,6 +216,7 @@ impl From<MessageView> for MessageResponse {
             sender_verified: (m.direction == Direction::Inbound).then_some(m.sender_verified),
             authentication: m.authentication,
             spam: m.spam,
+            carried_by: m.carried_by,
         }
     }
 }

@@ -412,6 +412,20 @@ impl Connectors {
         Ok(())
     }
 
+    /// Records that the connector's mailbox carried the message (in or out).
+    pub async fn mark_carried(
+        &self,
+        message: &crate::domain::MessageId,
+        carrier: &crate::domain::connector::Carrier,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE messages SET carried_by = $2 WHERE id = $1")
+            .bind(message)
+            .bind(serde_json::to_string(carrier).map_err(anyhow::Error::from)?)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// The creditor of a case, for a connector's scope.
     pub async fn case_creditor(&self, case_id: &crate::domain::CaseId) -> StoreResult<PartyId> {
         let found: Option<PartyId> =

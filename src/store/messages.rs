@@ -142,6 +142,9 @@ pub struct MessageView {
     /// Received mail: what the spam filter said (none when no filter was asked).
     #[serde(default)]
     pub spam: Option<crate::domain::authentication::SpamCheck>,
+    /// The connector whose mailbox carried it (none: SMTP, IMAP, the API).
+    #[serde(default)]
+    pub carried_by: Option<crate::domain::connector::Carrier>,
 }
 
 fn trusted() -> bool {
@@ -195,6 +198,7 @@ struct MessageRow {
     sender_verified: i32,
     authentication: Option<String>,
     spam: Option<String>,
+    carried_by: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -249,7 +253,7 @@ macro_rules! message_columns {
         "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.channel, m.system_event, m.status, m.priority, \
          m.category, m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, \
          m.in_reply_to, m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, \
-         m.received_at, m.created_at, m.sender_verified, m.authentication, m.spam"
+         m.received_at, m.created_at, m.sender_verified, m.authentication, m.spam, m.carried_by"
     };
 }
 const MESSAGE_COLUMNS: &str = message_columns!();
@@ -325,6 +329,7 @@ impl StoreInner {
             sender_verified: r.sender_verified != 0,
             authentication: json_column(r.authentication.as_deref())?,
             spam: json_column(r.spam.as_deref())?,
+            carried_by: json_column(r.carried_by.as_deref())?,
             id: r.id,
         })
     }
@@ -940,6 +945,7 @@ impl QueueItem {
             sender_verified: true,
             authentication: None,
             spam: None,
+            carried_by: None,
         }
     }
 }

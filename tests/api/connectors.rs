@@ -317,6 +317,21 @@ async fn microsoft365_mail_takes_new_mail_by_delta_and_value_into_the_same_match
         inbound_subjects(&app, &creditor, case_id).await,
         ["First", "Second", "Third"]
     );
+    let list: Value = app
+        .get(
+            &creditor.token,
+            &format!("/api/cases/{case_id}/messages?direction=inbound"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    for m in list["messages"].as_array().unwrap() {
+        assert_eq!(
+            m["carriedBy"],
+            json!({"connectorId": id, "type": "microsoft365_mail"})
+        );
+    }
     prism.assert_clean();
 }
 
@@ -462,7 +477,7 @@ async fn mail_of_the_cases_in_scope_leaves_through_sendmail_as_parley_built_it()
     let app = spawn_app().await;
     let acme = app.party(PartyKind::Creditor, "Acme").await;
     let other = app.party(PartyKind::Creditor, "Other").await;
-    let (graph, prism, _) = graph_connector(&app, Some(&acme)).await;
+    let (graph, prism, connector) = graph_connector(&app, Some(&acme)).await;
     let ours = app.create_case(&acme, None).await;
     let theirs = app.create_case(&other, None).await;
     let send = |case: &Value, party: &Party| {
@@ -510,6 +525,11 @@ async fn mail_of_the_cases_in_scope_leaves_through_sendmail_as_parley_built_it()
         .await
         .unwrap();
     assert_eq!(stored["status"], "sent", "{stored}");
+    assert_eq!(
+        stored["carriedBy"]["connectorId"],
+        connector.as_str(),
+        "{stored}"
+    );
     let outbox = app.dir.path().join("outbox");
     assert!(
         outbox
