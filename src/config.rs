@@ -92,6 +92,10 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     inbound_arc_sealers: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
+    inbound_journal_address: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    inbound_journal_domains: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     inbound_spamd: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     inbound_spam_reject: Option<String>,
@@ -359,6 +363,21 @@ pub struct MailConfig {
     pub max_attachment_bytes: u64,
     /// DKIM signing of outbound mail (`PARLEY_DKIM_KEY`, `_SELECTOR`, `_DOMAIN`); none: unsigned.
     pub dkim: Option<DkimSettings>,
+    /// Where the agency's mail server journals the mail its people send
+    /// (`PARLEY_INBOUND_JOURNAL_ADDRESS`); none: no journal is taken.
+    pub journal: Option<JournalConfig>,
+}
+
+/// Journal reports (Exchange Online) and compliance copies (Gmail) of mail sent around
+/// parley, at an address of their own.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// The journal address (lowercase).
+    pub address: String,
+    /// The agency's own mail domains (`PARLEY_INBOUND_JOURNAL_DOMAINS`; default the domain
+    /// of `PARLEY_EMAIL_FROM`): a report is taken only from one of them, proven, about mail
+    /// from one of them.
+    pub domains: Vec<String>,
 }
 
 /// Where sender authentication asks DNS.
@@ -873,6 +892,7 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
     .unwrap_or(50);
     let inbound_relays = opt(raw, "inbound_relays", parse_networks)?.unwrap_or_default();
     let (sender_auth, spam) = inbound_checks(raw)?;
+    let journal = journal(raw, &email_from, &inbound_domain)?;
     let inbound_tls = match (
         opt(raw, "inbound_tls_cert", |v| Ok(PathBuf::from(v)))?,
         opt(raw, "inbound_tls_key", |v| Ok(PathBuf::from(v)))?,
@@ -931,7 +951,49 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
         imap_oauth2,
         max_attachment_bytes,
         dkim,
+        journal,
     })
+}
+
+/// `PARLEY_INBOUND_JOURNAL_ADDRESS` and `_DOMAINS`.
+fn journal(
+    raw: &BTreeMap<String, Raw>,
+    email_from: &str,
+    inbound_domain: &str,
+) -> Result<Option<JournalConfig>, ConfigError> {
+    let address = opt(raw, "inbound_journal_address", |v| {
+        let v = v.trim().to_ascii_lowercase();
+        match v.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && domain == inbound_domain => Ok(v),
+            _ => Err(format!(
+                "expected an address at PARLEY_INBOUND_DOMAIN ({inbound_domain}), the domain \
+                 the SMTP server takes mail for; got {v:?}"
+            )),
+        }
+    })?;
+    let domains = opt(raw, "inbound_journal_domains", |v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                if crate::domain::recipient::is_domain(d) {
+                    Ok(d.to_ascii_lowercase())
+                } else {
+                    Err(format!("not a domain name: {d:?}"))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let domains = match domains {
+        Some(d) if !d.is_empty() => d,
+        _ => crate::domain::mail::domain_of(email_from)
+            .into_iter()
+            .collect(),
+    };
+    Ok(Some(JournalConfig { address, domains }))
 }
 
 /// Sender authentication and the spam filter of received mail.

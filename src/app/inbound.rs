@@ -79,6 +79,8 @@ pub struct Inbound {
     sender_auth: Option<SenderAuth>,
     /// Wakes the delivery worker when work for it was queued (the documents of accepted mail).
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Where the agency's mail server journals mail sent around parley; none: not taken.
+    journal: Option<crate::config::JournalConfig>,
 }
 
 impl Inbound {
@@ -103,7 +105,14 @@ impl Inbound {
             own_sender,
             sender_auth,
             wake,
+            journal: None,
         }
+    }
+
+    /// Takes journal reports at `journal`'s address.
+    pub fn with_journal(mut self, journal: Option<crate::config::JournalConfig>) -> Self {
+        self.journal = journal;
+        self
     }
 
     /// Stores a received mail: matched to a case, a bounce, a duplicate, or kept unmatched.
@@ -119,6 +128,14 @@ impl Inbound {
         let mut parsed = mail::parse(raw).ok_or_else(|| {
             AppError::refused(Code::InvalidMail, "the body is not an RFC 5322 mail")
         })?;
+        if let Some(journal) = &self.journal
+            && arrival
+                .recipients
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&journal.address))
+        {
+            return self.receive_journal(journal, raw, &parsed, arrival).await;
+        }
         parsed
             .delivered_to
             .extend(arrival.recipients.iter().cloned());
@@ -150,6 +167,51 @@ impl Inbound {
                 },
             )
             .await?)
+    }
+
+    /// A journal report (Exchange Online: the original attached as `message/rfc822`) or a
+    /// compliance copy (Gmail: the original itself) of mail one of the agency's people sent
+    /// around parley. Taken only when the report's sender is proven and of the agency's
+    /// domains, about mail from the agency's domains; the mail is filed on its case as sent
+    /// (`sentBy` its sender), once, or dropped when it belongs to no case.
+    async fn receive_journal(
+        &self,
+        journal: &crate::config::JournalConfig,
+        raw: &[u8],
+        report: &InboundMail,
+        arrival: Arrival<'_>,
+    ) -> AppResult<Ingested> {
+        let ours = |address: Option<&str>| {
+            address
+                .and_then(mail::domain_of)
+                .is_some_and(|d| journal.domains.contains(&d))
+        };
+        if !ours(report.from.as_deref()) {
+            return Err(AppError::Forbidden(
+                "journal reports are taken from the agency's own domains only",
+            ));
+        }
+        if let Some(checker) = &self.sender_auth {
+            let proven = checker.check(raw, arrival.client.as_ref()).await;
+            if !proven.from_verified {
+                return Err(AppError::Forbidden(
+                    "the journal report's sender is not proven (SPF, DKIM, DMARC)",
+                ));
+            }
+        }
+        let original = mail::enclosed(raw);
+        let sent = match &original {
+            Some(bytes) => mail::parse(bytes).ok_or_else(|| {
+                AppError::refused(Code::InvalidMail, "the enclosed message is not a mail")
+            })?,
+            None => report.clone(),
+        };
+        if !ours(sent.from.as_deref()) {
+            return Err(AppError::Forbidden(
+                "the journaled mail is not from the agency's own domains",
+            ));
+        }
+        Ok(self.inbound.file_journaled(&sent, &self.domain).await?)
     }
 
     /// How far IMAP polling has read a mailbox (named by a digest, see `inbound::imap`).

@@ -142,7 +142,8 @@ impl Services {
             config.mail.email_from.clone(),
             sender_auth,
             wake.clone(),
-        );
+        )
+        .with_journal(config.mail.journal.clone());
         Ok(Self {
             access: access::Access::new(store),
             connectors: connectors::Connectors::new(store, inbound.clone()),

@@ -25,6 +25,7 @@ word_enum!(
         MessageAccepted => "message.accepted",
         MessageCancelled => "message.cancelled",
         MessageHeldForReview => "message.held_for_review",
+        MessageJournaled => "message.journaled",
         MessageQueued => "message.queued",
         MessageReceived => "message.received",
         MessageRefused => "message.refused",

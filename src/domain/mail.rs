@@ -162,6 +162,17 @@ pub fn attachments(raw: &[u8]) -> Vec<Attachment> {
 }
 
 /// Parses a raw mail. `None` when it is not a mail at all (no header could be read).
+/// The message a journal report encloses (Exchange attaches the original as
+/// `message/rfc822`): its exact bytes. `None`: the mail encloses none (a plain copy, as
+/// Gmail's compliance routing sends).
+pub fn enclosed(raw: &[u8]) -> Option<Vec<u8>> {
+    let msg = MessageParser::default().parse(raw)?;
+    msg.parts.iter().find_map(|part| match &part.body {
+        mail_parser::PartType::Message(inner) => Some(inner.raw_message().to_vec()),
+        _ => None,
+    })
+}
+
 pub fn parse(raw: &[u8]) -> Option<InboundMail> {
     let msg = MessageParser::default().parse(raw)?;
     if msg.headers().is_empty() {
@@ -248,6 +259,13 @@ fn delivery_status(msg: &mail_parser::Message<'_>) -> Option<Bounce> {
         status,
         diagnostic,
     })
+}
+
+/// The domain of an address (lowercase), for rules about whose mail it is.
+pub fn domain_of(address: &str) -> Option<String> {
+    let (_, domain) = address.rsplit_once('@')?;
+    let domain = domain.trim().trim_end_matches('>').to_ascii_lowercase();
+    (!domain.is_empty()).then_some(domain)
 }
 
 #[cfg(test)]

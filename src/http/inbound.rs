@@ -105,6 +105,11 @@ pub async fn receive_email(
             StatusCode::ACCEPTED,
             axum::Json(json!({"outcome": "unmatched", "inboundId": inbound_id})),
         ),
+        // Journal reports come by SMTP only (to the journal address of the envelope).
+        Ingested::Journaled { message_id } => (
+            StatusCode::OK,
+            axum::Json(json!({"outcome": "journaled", "messageId": message_id})),
+        ),
     })
 }
 

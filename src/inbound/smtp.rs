@@ -1028,6 +1028,11 @@ async fn deliver(inbound: &Inbound, raw: &[u8], arrival: Arrival<'_>) -> String 
             format!("250 2.0.0 OK {message_id}\r\n")
         }
         Ok(Ingested::Unmatched { inbound_id }) => format!("250 2.0.0 OK {inbound_id}\r\n"),
+        Ok(Ingested::Journaled { message_id }) => match message_id {
+            Some(id) => format!("250 2.0.0 OK journaled {id}\r\n"),
+            None => "250 2.0.0 OK journaled (no case)\r\n".into(),
+        },
+        Err(AppError::Forbidden(why)) => format!("550 5.7.1 {why}\r\n"),
         Err(AppError::Refused { .. }) => "554 5.6.0 not a mail message\r\n".into(),
         Err(e) => {
             tracing::error!(error = %e, "storing inbound mail failed");

@@ -33,6 +33,8 @@ pub enum Ingested {
     Bounce { message_id: MessageId },
     /// Its `Message-ID` was received before.
     Duplicate { message_id: MessageId },
+    /// A journal report of mail sent around parley that belongs to no case: not kept.
+    Journaled { message_id: Option<MessageId> },
 }
 
 #[derive(Debug, Clone)]
@@ -311,11 +313,11 @@ pub(super) fn raw_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
 }
 
 /// The case a received mail found (see `domain::matching`), and how.
-struct Found {
-    case_id: Option<CaseId>,
+pub(super) struct Found {
+    pub(super) case_id: Option<CaseId>,
     by: Option<MatchedBy>,
     /// The thread of the message it answers.
-    parent_thread: Option<ThreadId>,
+    pub(super) parent_thread: Option<ThreadId>,
     /// The cases its subject names, when that is how it was tried.
     candidates: Vec<CaseId>,
 }
@@ -345,7 +347,7 @@ impl Inbound {
 
     /// Tries a mail's ways to its case in order: the message it answers, a per-case
     /// address, a case number in the subject naming exactly one case.
-    async fn find_case(
+    pub(super) async fn find_case(
         tx: &mut sqlx::AnyConnection,
         mail: &InboundMail,
         inbound_domain: &str,

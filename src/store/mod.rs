@@ -15,6 +15,7 @@ mod idempotency;
 mod ids;
 mod inbound;
 mod jobs;
+mod journal;
 mod messages;
 mod notes;
 pub mod operators;

@@ -7,6 +7,7 @@ mod hostile;
 mod imap;
 mod inbound;
 mod isolation;
+mod journal;
 mod layers;
 mod peers;
 mod vendors;
