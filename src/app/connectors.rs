@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::inbound::{Arrival, Inbound};
 use super::{AppError, AppResult};
 use crate::domain::code::Code;
-use crate::domain::connector::{Carrier, ConnectorType, Settings};
+use crate::domain::connector::{Carrier, ConnectorType, Kind, Settings};
 use crate::domain::mail::Source;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -121,14 +121,18 @@ impl Connectors {
             Some(given) => Settings::check(before.kind, given, Some(&before.settings))?,
             None => before.settings.clone(),
         };
-        let mailbox = before.kind.mailbox_field();
+        // Another mailbox, tenant or service: its cursor means nothing there.
+        let restart = before.kind.fields().iter().any(|f| {
+            (f.kind == Kind::Url || f.name == before.kind.mailbox_field() || f.name == "tenantId")
+                && settings.text(f.name) != before.settings.text(f.name)
+        });
         let change = ConnectorChange {
             name: match &patch.name {
                 Some(n) => checked_name(n)?,
                 None => before.name.clone(),
             },
             creditor_id: patch.creditor_id.unwrap_or(before.creditor_id),
-            restart: settings.text(mailbox) != before.settings.text(mailbox),
+            restart,
             settings,
         };
         let changed = self
@@ -181,19 +185,25 @@ impl Connectors {
         Ok(self.connectors.connectors().await?)
     }
 
-    /// Keeps how far a sync came, between pages.
-    pub async fn save_cursor(&self, id: &ConnectorId, cursor: &str) -> AppResult<()> {
-        Ok(self.connectors.save_cursor(id, cursor).await?)
+    /// Keeps how far a sync of `connector` (as it read it) came, between pages.
+    pub async fn save_cursor(&self, connector: &Connector, cursor: &str) -> AppResult<()> {
+        Ok(self
+            .connectors
+            .save_cursor(&connector.id, connector.updated_at, cursor)
+            .await?)
     }
 
-    /// Records how a sync that started at `started` ended.
+    /// Records how a sync of `connector` (as it read it) that started at `started` ended.
     pub async fn record_sync(
         &self,
-        id: &ConnectorId,
+        connector: &Connector,
         started: Micros,
         end: &SyncEnd,
     ) -> AppResult<()> {
-        Ok(self.connectors.record_sync(id, started, end).await?)
+        Ok(self
+            .connectors
+            .record_sync(&connector.id, (started, connector.updated_at), end)
+            .await?)
     }
 
     /// Takes in one mail a mailbox connector found (`remote_id` its id there), once: into

@@ -191,20 +191,41 @@ impl Inbound {
                 "journal reports are taken from the agency's own domains only",
             ));
         }
-        if let Some(checker) = &self.sender_auth {
-            let proven = checker.check(raw, arrival.client.as_ref()).await;
-            if !proven.from_verified {
-                return Err(AppError::Forbidden(
-                    "the journal report's sender is not proven (SPF, DKIM, DMARC)",
-                ));
-            }
+        // Without sender checks (`PARLEY_DNS_RESOLVER=off`) nothing proves who sent it.
+        let Some(checker) = &self.sender_auth else {
+            return Err(AppError::Forbidden(
+                "journal reports need sender checks (PARLEY_DNS_RESOLVER is off)",
+            ));
+        };
+        if !checker
+            .check(raw, arrival.client.as_ref())
+            .await
+            .from_verified
+        {
+            return Err(AppError::Forbidden(
+                "the journal report's sender is not proven (SPF, DKIM, DMARC)",
+            ));
         }
-        let original = mail::enclosed(raw);
-        let sent = match &original {
-            Some(bytes) => mail::parse(bytes).ok_or_else(|| {
+        let sent = match mail::journaled(raw) {
+            Some(mail::Journaled::Copy) => report.clone(),
+            Some(mail::Journaled::Report {
+                original,
+                internal: true,
+            }) => mail::parse(&original).ok_or_else(|| {
                 AppError::refused(Code::InvalidMail, "the enclosed message is not a mail")
             })?,
-            None => report.clone(),
+            // Mail that came in from outside, journaled too: not the agency's.
+            Some(mail::Journaled::Report { .. }) => {
+                return Err(AppError::Forbidden(
+                    "the journaled mail was not sent from inside the organisation",
+                ));
+            }
+            Some(mail::Journaled::Empty) | None => {
+                return Err(AppError::refused(
+                    Code::InvalidMail,
+                    "the journal report encloses no message",
+                ));
+            }
         };
         if !ours(sent.from.as_deref()) {
             return Err(AppError::Forbidden(

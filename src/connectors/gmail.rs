@@ -88,9 +88,11 @@ struct ListPage {
     next_page_token: Option<String>,
 }
 
+/// A mail's `raw`, borrowed from the answer (base64url has nothing JSON escapes).
 #[derive(Deserialize)]
-struct Raw {
-    raw: String,
+struct Raw<'a> {
+    #[serde(borrow)]
+    raw: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -155,7 +157,7 @@ impl Gmail {
             let response = build(&token).send().await.map_err(web::network)?;
             if response.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
                 // Expired or revoked early: one new token, then the answer stands.
-                self.tokens.forget().await;
+                self.tokens.forget(&token).await;
                 refreshed = true;
                 continue;
             }

@@ -111,7 +111,7 @@ impl Graph {
             let response = build(&token).send().await.map_err(web::network)?;
             if response.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
                 // Expired or revoked early: one new token, then the answer stands.
-                self.tokens.forget().await;
+                self.tokens.forget(&token).await;
                 refreshed = true;
                 continue;
             }

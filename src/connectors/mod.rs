@@ -31,6 +31,8 @@ const ROUND: usize = 1_000;
 /// Mails of a page read from the service at once (Graph allows four requests at a time per
 /// mailbox); each is at most 64 MiB.
 const FETCH_AHEAD: usize = 4;
+/// The most pages one sync of a connector reads.
+const MAX_PAGES: usize = 100;
 /// How long the list of connectors serving outbound mail is kept before it is read again.
 const ROUTES_KEPT: Duration = Duration::from_secs(5);
 
@@ -146,7 +148,8 @@ impl Runtime {
     fn client(&self, c: &Connector) -> Arc<Client> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         match clients.get(&c.id) {
-            Some((version, client)) if *version == c.updated_at => client.clone(),
+            // A reader with an older copy of the connector keeps the newer client.
+            Some((version, client)) if *version >= c.updated_at => client.clone(),
             _ => {
                 let client = Arc::new(Client::new(self.http.clone(), c));
                 clients.insert(c.id.clone(), (c.updated_at, client.clone()));
@@ -212,7 +215,7 @@ impl Runtime {
                 SyncEnd::Failed { .. } => "failed",
             },
         );
-        self.connectors.record_sync(&c.id, started, &end).await?;
+        self.connectors.record_sync(c, started, &end).await?;
         Ok(synced)
     }
 
@@ -228,7 +231,9 @@ impl Runtime {
     ) -> Result<Option<String>, Result<Failure, anyhow::Error>> {
         let mut cursor = c.cursor.clone();
         let mut restarted = false;
+        let mut pages = 0;
         loop {
+            pages += 1;
             let changes = match client.changes(cursor.as_deref()).await {
                 Ok(changes) => changes,
                 Err(Failure::Resync) if !restarted => {
@@ -242,7 +247,7 @@ impl Runtime {
             self.take_page(c, client, &changes.ids, synced).await?;
             if let Some(next) = &changes.cursor {
                 self.connectors
-                    .save_cursor(&c.id, next)
+                    .save_cursor(c, next)
                     .await
                     .map_err(|e| Err(e.into()))?;
             }
@@ -250,7 +255,8 @@ impl Runtime {
             if !changes.more {
                 return Ok(cursor);
             }
-            if synced.taken + synced.skipped >= ROUND {
+            // Pages of nothing count too: a chain of empty pages ends the round as well.
+            if synced.taken + synced.skipped >= ROUND || pages >= MAX_PAGES {
                 synced.more = true;
                 return Ok(cursor);
             }
@@ -311,8 +317,9 @@ impl Runtime {
                 .filter(|c| c.settings.flag("outbound"))
                 .collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "reading the connectors failed; mail goes by SMTP");
-                return Vec::new();
+                // The routes known last stay: mail of a mailbox does not slip out by SMTP.
+                tracing::warn!(error = %e, "reading the connectors failed");
+                return kept.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
             }
         };
         *kept = Some((std::time::Instant::now(), list.clone()));

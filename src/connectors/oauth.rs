@@ -43,9 +43,13 @@ impl TokenCache {
         Ok(value)
     }
 
-    /// Forgets the token (the service refused it): the next call fetches another.
-    pub async fn forget(&self) {
-        *self.current.lock().await = None;
+    /// Forgets `refused` (the service refused it): the next call fetches another. A token
+    /// another caller fetched meanwhile stays.
+    pub async fn forget(&self, refused: &str) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|t| t.value == refused) {
+            *current = None;
+        }
     }
 }
 
@@ -228,7 +232,13 @@ mod tests {
             assert_eq!(call.await.unwrap().unwrap(), "t1");
         }
         assert_eq!(fetched.load(Ordering::SeqCst), 1);
-        cache.forget().await;
+        cache.forget("not the one kept").await;
+        let kept = cache
+            .get(async { Ok(("t3".to_string(), Duration::from_secs(3600))) })
+            .await
+            .unwrap();
+        assert_eq!(kept, "t1", "forgetting another token keeps this one");
+        cache.forget("t1").await;
         let again = cache
             .get(async { Ok(("t2".to_string(), Duration::from_secs(3600))) })
             .await

@@ -126,10 +126,19 @@ pub struct Carrier {
 }
 
 /// A connector's settings, checked: what may be shown, and the secrets.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Settings {
     pub public: Map<String, Value>,
     pub secrets: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("public", &self.public)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Settings {
@@ -150,6 +159,36 @@ impl Settings {
                 "settings.{unknown} is not a setting of {kind}: expected {}",
                 known.join(", ")
             )));
+        }
+        // Secrets go only where they went: a base URL changed, a kept secret ("***" or
+        // absent) would be sent somewhere new, so it must be given again.
+        if let Some(before) = earlier {
+            let moved: Vec<&str> = kind
+                .fields()
+                .iter()
+                .filter(|f| f.kind == Kind::Url)
+                .filter(|f| {
+                    given.get(f.name).is_some_and(|v| {
+                        v.as_str().map(|s| s.trim().trim_end_matches('/'))
+                            != before.public.get(f.name).and_then(Value::as_str)
+                    })
+                })
+                .map(|f| f.name)
+                .collect();
+            let kept = kind.fields().iter().find(|f| {
+                f.secret
+                    && match given.get(f.name) {
+                        None | Some(Value::Null) => true,
+                        Some(Value::String(s)) => s == HIDDEN,
+                        Some(_) => false,
+                    }
+            });
+            if let (Some(url), Some(secret)) = (moved.first(), kept) {
+                return Err(Invalid::new(format!(
+                    "settings.{} must be given again when settings.{url} changes",
+                    secret.name
+                )));
+            }
         }
         let mut out = Settings::default();
         for f in kind.fields() {
@@ -272,11 +311,20 @@ fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
 }
 
 /// A Google service account's JSON key: the parts the JWT bearer grant needs.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 pub struct ServiceAccount {
     pub client_email: String,
     pub private_key: String,
     pub token_uri: String,
+}
+
+impl std::fmt::Debug for ServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccount")
+            .field("client_email", &self.client_email)
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceAccount {
@@ -358,6 +406,31 @@ mod tests {
         assert_eq!(next.secrets["clientSecret"], "s");
         assert_eq!(next.text("mailbox"), "n");
         assert_eq!(next.text("tenantId"), "t");
+    }
+
+    #[test]
+    fn a_secret_is_given_again_when_where_it_goes_changes_and_never_printed() {
+        let kind = ConnectorType::Microsoft365Mail;
+        let first = Settings::check(
+            kind,
+            &map(
+                json!({"tenantId": "t", "clientId": "c", "clientSecret": "s3cr3t", "mailbox": "m"}),
+            ),
+            None,
+        )
+        .unwrap();
+        for kept in [json!("***"), Value::Null] {
+            let moved = map(json!({"loginUrl": "https://attacker.example", "clientSecret": kept}));
+            let refused = Settings::check(kind, &moved, Some(&first)).unwrap_err();
+            assert!(refused.0.contains("clientSecret"), "{}", refused.0);
+        }
+        let mut given = map(json!({"loginUrl": "https://login.microsoftonline.us"}));
+        given.insert("clientSecret".into(), json!("new"));
+        assert!(Settings::check(kind, &given, Some(&first)).is_ok());
+        // The same URL again is no move.
+        let same = map(json!({"graphUrl": "https://graph.microsoft.com/"}));
+        assert!(Settings::check(kind, &same, Some(&first)).is_ok());
+        assert!(!format!("{first:?}").contains("s3cr3t"));
     }
 
     #[test]

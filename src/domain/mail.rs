@@ -162,15 +162,43 @@ pub fn attachments(raw: &[u8]) -> Vec<Attachment> {
 }
 
 /// Parses a raw mail. `None` when it is not a mail at all (no header could be read).
-/// The message a journal report encloses (Exchange attaches the original as
-/// `message/rfc822`): its exact bytes. `None`: the mail encloses none (a plain copy, as
-/// Gmail's compliance routing sends).
-pub fn enclosed(raw: &[u8]) -> Option<Vec<u8>> {
+/// What a mail at the journal address holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Journaled {
+    /// Not an Exchange journal report: the mail itself is the copy (Gmail's compliance
+    /// routing sends the original as it is).
+    Copy,
+    /// An Exchange journal report (`X-MS-Journal-Report`): the original attached as
+    /// `message/rfc822` at its top level, and whether Exchange marked it as sent from inside
+    /// the organisation (`X-MS-Exchange-Organization-AuthAs: Internal`, a header Exchange
+    /// removes from mail that comes in from outside).
+    Report { original: Vec<u8>, internal: bool },
+    /// A journal report without an original.
+    Empty,
+}
+
+pub fn journaled(raw: &[u8]) -> Option<Journaled> {
     let msg = MessageParser::default().parse(raw)?;
-    msg.parts.iter().find_map(|part| match &part.body {
-        mail_parser::PartType::Message(inner) => Some(inner.raw_message().to_vec()),
-        _ => None,
-    })
+    if msg.header_raw("X-MS-Journal-Report").is_none() {
+        return Some(Journaled::Copy);
+    }
+    let children = match msg.parts.first().map(|p| &p.body) {
+        Some(mail_parser::PartType::Multipart(children)) => children.clone(),
+        _ => Vec::new(),
+    };
+    let found =
+        children
+            .iter()
+            .find_map(|&i| match &msg.parts.get(usize::try_from(i).ok()?)?.body {
+                mail_parser::PartType::Message(inner) => Some(Journaled::Report {
+                    original: inner.raw_message().to_vec(),
+                    internal: inner
+                        .header_raw("X-MS-Exchange-Organization-AuthAs")
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("internal")),
+                }),
+                _ => None,
+            });
+    Some(found.unwrap_or(Journaled::Empty))
 }
 
 pub fn parse(raw: &[u8]) -> Option<InboundMail> {

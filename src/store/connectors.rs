@@ -303,11 +303,19 @@ impl Connectors {
         Ok(true)
     }
 
-    /// Keeps how far a sync has come, between its pages.
-    pub async fn save_cursor(&self, id: &ConnectorId, cursor: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE connectors SET sync_cursor = $2 WHERE id = $1")
+    /// Keeps how far a sync has come, between its pages, unless the connector was changed
+    /// since the sync read it (`version`, its `updated_at` then): another mailbox's cursor
+    /// is never written back over a reset.
+    pub async fn save_cursor(
+        &self,
+        id: &ConnectorId,
+        version: Micros,
+        cursor: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE connectors SET sync_cursor = $2 WHERE id = $1 AND updated_at = $3")
             .bind(id)
             .bind(cursor)
+            .bind(version)
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -318,7 +326,7 @@ impl Connectors {
     pub async fn record_sync(
         &self,
         id: &ConnectorId,
-        started: Micros,
+        (started, version): (Micros, Micros),
         end: &SyncEnd,
     ) -> StoreResult<()> {
         let now = self.now();
@@ -331,7 +339,8 @@ impl Connectors {
             } => {
                 sqlx::query(
                     "UPDATE connectors SET status = 'active', last_error = NULL, last_sync_at = $2, \
-                     last_attempt_at = $2, sync_cursor = COALESCE($3, sync_cursor), \
+                     last_attempt_at = $2, \
+                     sync_cursor = CASE WHEN updated_at = $7 THEN COALESCE($3, sync_cursor) ELSE sync_cursor END, \
                      syncs = syncs + 1, items = items + $4, \
                      sync_requested_at = CASE WHEN $6 = 1 THEN $2 \
                          WHEN sync_requested_at <= $5 THEN NULL ELSE sync_requested_at END \
@@ -343,6 +352,7 @@ impl Connectors {
                 .bind(*items)
                 .bind(started)
                 .bind(i32::from(*more))
+                .bind(version)
                 .execute(&mut *tx)
                 .await?;
             }

@@ -144,13 +144,34 @@ async fn the_api_seals_secrets_checks_settings_and_is_for_admins_only() {
     assert_eq!(listed["connectors"].as_array().unwrap().len(), 1);
     assert!(!listed.to_string().contains("very-secret-1"));
 
+    // A kept secret goes nowhere new: moving a base URL needs it again.
+    let moved = app
+        .patch(
+            &app.admin.token,
+            &format!("/api/connectors/{id}"),
+            &json!({"settings": {"clientSecret": "***", "loginUrl": "https://login.attacker.example"}}),
+        )
+        .await;
+    let problem = assert_problem(moved, 422, "validation_failed").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("clientSecret"),
+        "{problem}"
+    );
+
     // An update keeps a secret given as "***", and what it does not name.
     let r = app
         .patch(
             &app.admin.token,
             &format!("/api/connectors/{id}"),
-            &json!({"name": "Renamed", "creditorId": null,
-                "settings": {"clientSecret": "***", "graphUrl": "https://graph.microsoft.us/"}}),
+            &json!({"name": "Renamed", "creditorId": null, "settings": {"clientSecret": "***"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .patch(
+            &app.admin.token,
+            &format!("/api/connectors/{id}"),
+            &json!({"settings": {"clientSecret": "very-secret-2", "graphUrl": "https://graph.microsoft.us/"}}),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -229,7 +250,14 @@ async fn the_api_seals_secrets_checks_settings_and_is_for_admins_only() {
     )
     .await
     .unwrap();
-    assert_eq!(audit, ["connector.created", "connector.updated"]);
+    assert_eq!(
+        audit,
+        [
+            "connector.created",
+            "connector.updated",
+            "connector.updated"
+        ]
+    );
 
     let r = app
         .request(
