@@ -134,42 +134,23 @@ impl Gmail {
         format!("{}/gmail/v1/users/{}", self.api_url, segment(&self.user))
     }
 
-    async fn token(&self) -> Result<String, Failure> {
-        let account = self
-            .account
-            .as_ref()
-            .ok_or_else(|| Failure::Credentials("serviceAccount is not a usable key".into()))?;
-        self.tokens
-            .get(oauth::jwt_bearer(&self.http, account, &self.user, SCOPE))
-            .await
-    }
-
-    /// A request with the token; a `401` forgets it and tries once more.
+    /// A request with the token (see [`oauth::authorized`]).
     async fn call(
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, Failure> {
-        let mut refreshed = false;
-        let mut waited = 0;
-        loop {
-            let token = self.token().await?;
-            let response = build(&token).send().await.map_err(web::network)?;
-            if response.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
-                // Expired or revoked early: one new token, then the answer stands.
-                self.tokens.forget(&token).await;
-                refreshed = true;
-                continue;
-            }
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            match failure(response, what).await {
-                failure @ Failure::Throttled { .. }
-                    if web::wait_out(&failure, &mut waited).await => {}
-                failure => return Err(failure),
-            }
-        }
+        let account = self
+            .account
+            .as_ref()
+            .ok_or_else(|| Failure::Credentials("serviceAccount is not a usable key".into()))?;
+        oauth::authorized(
+            &self.tokens,
+            || oauth::jwt_bearer(&self.http, account, &self.user, SCOPE),
+            build,
+            |response| failure(response, what),
+        )
+        .await
     }
 
     async fn get<T: serde::de::DeserializeOwned>(

@@ -86,44 +86,28 @@ impl Graph {
         format!("{}/v1.0/users/{}", self.graph_url, segment(&self.mailbox))
     }
 
-    async fn token(&self) -> Result<String, Failure> {
-        self.tokens
-            .get(oauth::client_credentials(
-                &self.http,
-                (&self.login_url, &self.tenant),
-                (&self.client_id, &self.secret),
-                &format!("{}/.default", self.graph_url),
-            ))
-            .await
-    }
-
-    /// Sends a request with the token; a `401` forgets the token and tries once more with a
-    /// new one. Other failures are read the way Graph explains them.
+    /// A request with the token (see [`oauth::authorized`]); errors read the way Graph
+    /// explains them.
     async fn call(
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, Failure> {
-        let mut refreshed = false;
-        let mut waited = 0;
-        loop {
-            let token = self.token().await?;
-            let response = build(&token).send().await.map_err(web::network)?;
-            if response.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
-                // Expired or revoked early: one new token, then the answer stands.
-                self.tokens.forget(&token).await;
-                refreshed = true;
-                continue;
-            }
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            match self.failure(response, what).await {
-                failure @ Failure::Throttled { .. }
-                    if web::wait_out(&failure, &mut waited).await => {}
-                failure => return Err(failure),
-            }
-        }
+        let scope = format!("{}/.default", self.graph_url);
+        oauth::authorized(
+            &self.tokens,
+            || {
+                oauth::client_credentials(
+                    &self.http,
+                    (&self.login_url, &self.tenant),
+                    (&self.client_id, &self.secret),
+                    &scope,
+                )
+            },
+            build,
+            |response| self.failure(response, what),
+        )
+        .await
     }
 
     async fn failure(&self, response: reqwest::Response, what: &str) -> Failure {

@@ -53,6 +53,41 @@ impl TokenCache {
     }
 }
 
+/// Sends a request with a bearer token from `tokens` (fetched by `fetch` when none is
+/// kept): a `401` forgets that token and tries once more with a new one, a throttled answer
+/// is waited out ([`web::wait_out`]); `failure` reads any other error answer the service's
+/// way.
+pub async fn authorized<F, R>(
+    tokens: &TokenCache,
+    fetch: impl Fn() -> F,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+    failure: impl Fn(reqwest::Response) -> R,
+) -> Result<reqwest::Response, Failure>
+where
+    F: std::future::Future<Output = Result<(String, Duration), Failure>>,
+    R: std::future::Future<Output = Failure>,
+{
+    let mut refreshed = false;
+    let mut waited = 0;
+    loop {
+        let token = tokens.get(fetch()).await?;
+        let response = build(&token).send().await.map_err(web::network)?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
+            // Expired or revoked early: one new token, then the answer stands.
+            tokens.forget(&token).await;
+            refreshed = true;
+            continue;
+        }
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        match failure(response).await {
+            f @ Failure::Throttled { .. } if web::wait_out(&f, &mut waited).await => {}
+            f => return Err(f),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Granted {
     access_token: String,
