@@ -435,14 +435,4 @@ impl Connectors {
             .await?;
         Ok(())
     }
-
-    /// The creditor of a case, for a connector's scope.
-    pub async fn case_creditor(&self, case_id: &crate::domain::CaseId) -> StoreResult<PartyId> {
-        let found: Option<PartyId> =
-            sqlx::query_scalar("SELECT creditor_id FROM cases WHERE id = $1")
-                .bind(case_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        found.ok_or_else(|| anyhow::anyhow!("no case {case_id}").into())
-    }
 }
