@@ -221,23 +221,26 @@ impl Connectors {
         };
         let arrival = Arrival {
             scope: connector.creditor_id.clone(),
+            origin: Some((connector.id.clone(), remote_id.to_string())),
             ..Arrival::default()
         };
-        let ingested = match self.inbound.receive_email(source, raw, arrival).await {
+        // Taken is recorded with the mail, in its transaction.
+        match self.inbound.receive_email(source, raw, arrival).await {
             Ok(i) => {
                 if let Ingested::Matched { message_id, .. } = &i {
                     self.carried(message_id, connector).await?;
                 }
-                Some(i)
+                Ok(Some(i))
             }
             // Not mail at all: nothing to keep, and nothing to try again.
-            Err(AppError::Refused { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        self.connectors
-            .record_taken(&connector.id, remote_id)
-            .await?;
-        Ok(ingested)
+            Err(AppError::Refused { .. }) => {
+                self.connectors
+                    .record_taken(&connector.id, remote_id)
+                    .await?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Records that the connector's mailbox carried the message.

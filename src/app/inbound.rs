@@ -36,6 +36,8 @@ pub struct Arrival<'a> {
     pub spam: Option<SpamCheck>,
     /// The creditor whose cases alone it may find (a connector serving one creditor).
     pub scope: Option<crate::domain::PartyId>,
+    /// The connector that took it, and the mail's id there (recorded with the mail).
+    pub origin: Option<(crate::domain::ConnectorId, String)>,
 }
 
 /// The most unmatched mails one bulk dismissal takes; the answer says how many it did.
@@ -164,6 +166,10 @@ impl Inbound {
                     authentication: authentication.as_ref(),
                     spam: arrival.spam.as_ref(),
                     scope: arrival.scope.as_ref(),
+                    origin: arrival
+                        .origin
+                        .as_ref()
+                        .map(|(connector, remote)| (connector, remote.as_str())),
                 },
             )
             .await?)

@@ -1012,6 +1012,7 @@ impl Received<'_> {
             client,
             spam,
             scope: None,
+            origin: None,
         };
         deliver(inbound, &raw, arrival).await
     }

@@ -100,6 +100,9 @@ pub struct Checked<'a> {
     /// The creditor whose cases alone it may find (a connector serving one creditor);
     /// none: any case.
     pub scope: Option<&'a crate::domain::PartyId>,
+    /// The connector that took it and its id there: recorded as taken in the same
+    /// transaction as the mail, so a crash never leaves one without the other.
+    pub origin: Option<(&'a crate::domain::ConnectorId, &'a str)>,
 }
 
 impl Checked<'_> {
@@ -323,6 +326,26 @@ pub(super) struct Found {
 }
 
 impl Inbound {
+    /// Records that a connector took the mail (`origin`), once.
+    async fn record_origin(
+        tx: &mut sqlx::AnyConnection,
+        origin: Option<(&crate::domain::ConnectorId, &str)>,
+        now: Micros,
+    ) -> StoreResult<()> {
+        if let Some((connector, remote_id)) = origin {
+            sqlx::query(
+                "INSERT INTO connector_items (connector_id, remote_id, taken_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (connector_id, remote_id) DO NOTHING",
+            )
+            .bind(connector)
+            .bind(remote_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A way in that serves one creditor (a connector's mailbox) finds only that creditor's
     /// cases: another's is no match.
     async fn within_scope(
@@ -401,6 +424,7 @@ impl Inbound {
         let now = self.now();
         let (authentication, spam) = checked.columns()?;
         let mut tx = self.write_tx().await?;
+        Self::record_origin(&mut tx, checked.origin, now).await?;
 
         if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure())
             && let Some((returned, recipient)) = returned
@@ -425,6 +449,7 @@ impl Inbound {
                     .fetch_optional(&mut *tx)
                     .await?;
             if let Some(message_id) = seen {
+                tx.commit().await?;
                 return Ok(Ingested::Duplicate { message_id });
             }
         }
