@@ -955,6 +955,21 @@ fn mail_section(raw: &BTreeMap<String, Raw>) -> Result<MailConfig, ConfigError> 
     })
 }
 
+/// Comma-separated domain names, lowercase.
+fn domain_list(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            if crate::domain::recipient::is_domain(d) {
+                Ok(d.to_ascii_lowercase())
+            } else {
+                Err(format!("not a domain name: {d:?}"))
+            }
+        })
+        .collect()
+}
+
 /// `PARLEY_INBOUND_JOURNAL_ADDRESS` and `_DOMAINS`.
 fn journal(
     raw: &BTreeMap<String, Raw>,
@@ -971,19 +986,7 @@ fn journal(
             )),
         }
     })?;
-    let domains = opt(raw, "inbound_journal_domains", |v| {
-        v.split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(|d| {
-                if crate::domain::recipient::is_domain(d) {
-                    Ok(d.to_ascii_lowercase())
-                } else {
-                    Err(format!("not a domain name: {d:?}"))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
+    let domains = opt(raw, "inbound_journal_domains", domain_list)?;
     let Some(address) = address else {
         return Ok(None);
     };
@@ -1011,20 +1014,7 @@ fn inbound_checks(
         })
     };
     let timeout = opt(raw, "dns_timeout", bounded)?.unwrap_or(Duration::from_secs(5));
-    let arc_sealers = opt(raw, "inbound_arc_sealers", |v| {
-        v.split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(|d| {
-                if crate::domain::recipient::is_domain(d) {
-                    Ok(d.to_ascii_lowercase())
-                } else {
-                    Err(format!("not a domain name: {d:?}"))
-                }
-            })
-            .collect()
-    })?
-    .unwrap_or_default();
+    let arc_sealers = opt(raw, "inbound_arc_sealers", domain_list)?.unwrap_or_default();
     let spamd = opt(raw, "inbound_spamd", |v| match v.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
             Ok(v.to_string())

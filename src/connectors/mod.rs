@@ -123,7 +123,7 @@ pub struct Runtime {
     /// Each connector's client (and with it its token), rebuilt when its settings change.
     clients: std::sync::Mutex<HashMap<ConnectorId, (Micros, Arc<Client>)>>,
     /// The connectors that carry outbound mail, read again every few seconds.
-    routes: tokio::sync::Mutex<Option<(std::time::Instant, Vec<Connector>)>>,
+    routes: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Connector>>)>>,
     /// One sync of a connector at a time in this process.
     syncing: tokio::sync::Mutex<()>,
 }
@@ -304,18 +304,20 @@ impl Runtime {
         Ok(())
     }
 
-    async fn outbound(&self) -> Vec<Connector> {
+    /// Shared, not copied: every email asks.
+    async fn outbound(&self) -> Arc<Vec<Connector>> {
         let mut kept = self.routes.lock().await;
         if let Some((at, list)) = kept.as_ref()
             && at.elapsed() < ROUTES_KEPT
         {
             return list.clone();
         }
-        let list: Vec<Connector> = match self.connectors.all().await {
-            Ok(all) => all
-                .into_iter()
-                .filter(|c| c.settings.flag("outbound"))
-                .collect(),
+        let list: Arc<Vec<Connector>> = match self.connectors.all().await {
+            Ok(all) => Arc::new(
+                all.into_iter()
+                    .filter(|c| c.settings.flag("outbound"))
+                    .collect(),
+            ),
             Err(e) => {
                 // The routes known last stay: mail of a mailbox does not slip out by SMTP.
                 tracing::warn!(error = %e, "reading the connectors failed");

@@ -326,6 +326,22 @@ pub(super) struct Found {
 }
 
 impl Inbound {
+    /// The message stored before with this mail's `Message-ID`, if any.
+    pub(super) async fn seen_before(
+        tx: &mut sqlx::AnyConnection,
+        mail: &InboundMail,
+    ) -> StoreResult<Option<MessageId>> {
+        let Some(id) = &mail.message_id else {
+            return Ok(None);
+        };
+        Ok(
+            sqlx::query_scalar("SELECT id FROM messages WHERE rfc_message_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?,
+        )
+    }
+
     /// Records that a connector took the mail (`origin`), once.
     async fn record_origin(
         tx: &mut sqlx::AnyConnection,
@@ -442,16 +458,9 @@ impl Inbound {
                 return Ok(Ingested::Bounce { message_id });
             }
         }
-        if let Some(id) = &mail.message_id {
-            let seen: Option<MessageId> =
-                sqlx::query_scalar("SELECT id FROM messages WHERE rfc_message_id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(message_id) = seen {
-                tx.commit().await?;
-                return Ok(Ingested::Duplicate { message_id });
-            }
+        if let Some(message_id) = Self::seen_before(&mut tx, mail).await? {
+            tx.commit().await?;
+            return Ok(Ingested::Duplicate { message_id });
         }
 
         let mut found = Self::find_case(&mut tx, mail, inbound_domain).await?;

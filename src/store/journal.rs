@@ -22,15 +22,8 @@ impl Inbound {
     ) -> StoreResult<Ingested> {
         let now = self.now();
         let mut tx = self.write_tx().await?;
-        if let Some(id) = &mail.message_id {
-            let seen: Option<MessageId> =
-                sqlx::query_scalar("SELECT id FROM messages WHERE rfc_message_id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(message_id) = seen {
-                return Ok(Ingested::Duplicate { message_id });
-            }
+        if let Some(message_id) = Self::seen_before(&mut tx, mail).await? {
+            return Ok(Ingested::Duplicate { message_id });
         }
         let found = Self::find_case(&mut tx, mail, inbound_domain).await?;
         let key = match found.case_id.as_ref() {
