@@ -14,6 +14,7 @@ pub mod periodic;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;
+pub mod wire;
 pub mod worker;
 
 use std::future::Future;
@@ -104,7 +105,10 @@ impl App {
             &self.store,
             self.services.policy.clone(),
             self.services.messaging.clone(),
-            self.services.documents.clone(),
+            (
+                self.services.documents.clone(),
+                self.services.archive.clone(),
+            ),
             setup,
             self.clock.clone(),
         )?

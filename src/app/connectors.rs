@@ -173,6 +173,7 @@ impl Connectors {
             .connectors()
             .await?
             .into_iter()
+            .filter(|c| c.kind.is_mailbox())
             .filter(|c| {
                 c.sync_requested_at.is_some()
                     || c.last_attempt_at.is_none_or(|at| at + every <= now)
@@ -218,6 +219,8 @@ impl Connectors {
         let source = match connector.kind {
             ConnectorType::Microsoft365Mail => Source::Microsoft365,
             ConnectorType::Gmail => Source::Gmail,
+            // An archive takes nothing in.
+            ConnectorType::Archive => return Ok(None),
         };
         let arrival = Arrival {
             scope: connector.creditor_id.clone(),

@@ -149,7 +149,13 @@ impl DataSubjects {
         sink.part(ExportPart::Messages).await?;
         self.export_messages(id, sink).await?;
         sink.part(ExportPart::CaseEnd).await?;
-        self.audit.audit_export(actor, id).await?;
+        self.audit
+            .audit_export(
+                actor,
+                id,
+                crate::domain::audit::AuditAction::DataSubjectExported,
+            )
+            .await?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! persistence, and knows nothing of HTTP.
 
 pub mod access;
+pub mod archive;
 pub mod cases;
 pub mod connectors;
 pub mod documents;
@@ -97,6 +98,8 @@ impl From<Invalid> for AppError {
 pub struct Services {
     /// Tokens: who a request comes from.
     pub access: access::Access,
+    /// The mail archive: journaling, sent bytes kept, exports.
+    pub archive: archive::Archive,
     /// Cases, payments, deadlines, notes, the audit log and preferences.
     pub cases: cases::Cases,
     /// Connectors to mailboxes and other systems.
@@ -146,6 +149,15 @@ impl Services {
         .with_journal(config.mail.journal.clone());
         Ok(Self {
             access: access::Access::new(store),
+            archive: archive::Archive::new(
+                store,
+                files.clone(),
+                (
+                    config.mail.email_from.clone(),
+                    config.mail.inbound_domain.clone(),
+                ),
+                clock.clone(),
+            ),
             connectors: connectors::Connectors::new(store, inbound.clone()),
             cases: cases::Cases::new(store, clock.clone()),
             health: health::Health::new(store, clock.clone()),

@@ -68,18 +68,21 @@ enum Client {
 }
 
 impl Client {
-    fn new(http: reqwest::Client, c: &Connector) -> Self {
+    /// The client of a mailbox connector; none for an archive (its work is
+    /// `app::archive`'s).
+    fn new(http: reqwest::Client, c: &Connector) -> Option<Self> {
         let since = c.created_at / 1_000_000 - 3600;
         match c.kind {
-            ConnectorType::Microsoft365Mail => Self::Graph(graph::Graph::new(
+            ConnectorType::Microsoft365Mail => Some(Self::Graph(graph::Graph::new(
                 http,
                 &c.settings,
                 chrono::DateTime::from_timestamp(since, 0)
                     .unwrap_or_default()
                     .format("%Y-%m-%dT%H:%M:%SZ")
                     .to_string(),
-            )),
-            ConnectorType::Gmail => Self::Gmail(gmail::Gmail::new(http, &c.settings, since)),
+            ))),
+            ConnectorType::Gmail => Some(Self::Gmail(gmail::Gmail::new(http, &c.settings, since))),
+            ConnectorType::Archive => None,
         }
     }
 
@@ -145,15 +148,15 @@ impl Runtime {
         self.connectors.wake()
     }
 
-    fn client(&self, c: &Connector) -> Arc<Client> {
+    fn client(&self, c: &Connector) -> Option<Arc<Client>> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         match clients.get(&c.id) {
             // A reader with an older copy of the connector keeps the newer client.
-            Some((version, client)) if *version >= c.updated_at => client.clone(),
+            Some((version, client)) if *version >= c.updated_at => Some(client.clone()),
             _ => {
-                let client = Arc::new(Client::new(self.http.clone(), c));
+                let client = Arc::new(Client::new(self.http.clone(), c)?);
                 clients.insert(c.id.clone(), (c.updated_at, client.clone()));
-                client
+                Some(client)
             }
         }
     }
@@ -184,7 +187,9 @@ impl Runtime {
     /// the service's failures are the connector's status.
     async fn sync(&self, c: &Connector) -> anyhow::Result<Synced> {
         let started = self.clock.now();
-        let client = self.client(c);
+        let Some(client) = self.client(c) else {
+            return Ok(Synced::default());
+        };
         let mut synced = Synced::default();
         let outcome = self.read_mailbox(c, &client, &mut synced).await;
         let end = match outcome {
@@ -315,7 +320,7 @@ impl Runtime {
         let list: Arc<Vec<Connector>> = match self.connectors.all().await {
             Ok(all) => Arc::new(
                 all.into_iter()
-                    .filter(|c| c.settings.flag("outbound"))
+                    .filter(|c| c.kind.is_mailbox() && c.settings.flag("outbound"))
                     .collect(),
             ),
             Err(e) => {
@@ -359,7 +364,9 @@ impl MailboxRoutes for Runtime {
                     retry_after: None,
                 };
             };
-            let client = self.client(connector);
+            let Some(client) = self.client(connector) else {
+                return Handover::Permanent("the connector is not a mailbox".into());
+            };
             match client.send(raw).await {
                 Ok(provider_id) => {
                     // Only a record: the mail is sent whether or not this is written.

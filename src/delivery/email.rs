@@ -152,7 +152,7 @@ pub fn build(m: &Outgoing, ctx: &EmailContext<'_>) -> Result<Composed, SendError
 }
 
 pub enum EmailTransport {
-    Smtp(super::smtp::SmtpClient),
+    Smtp(crate::wire::smtp::SmtpClient),
     /// `<data>/outbox/<message id>.eml`
     Outbox(PathBuf),
 }
@@ -167,7 +167,7 @@ impl EmailTransport {
         connections: usize,
     ) -> anyhow::Result<Self> {
         match smtp_url {
-            Some(url) => Ok(Self::Smtp(super::smtp::SmtpClient::from_url(
+            Some(url) => Ok(Self::Smtp(crate::wire::smtp::SmtpClient::from_url(
                 url,
                 connections,
             )?)),

@@ -9,7 +9,6 @@ pub mod email;
 mod html;
 mod side;
 pub mod sms;
-pub mod smtp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,12 +18,14 @@ use anyhow::Context;
 
 use crate::app::AppError;
 
+use crate::app::archive::Archive;
 use crate::app::connectors::{Handover, MailboxRoutes, Route};
 use crate::app::documents::Documents;
 use crate::app::messaging::Messaging;
 use crate::app::policy::{Allowed, Question, SendPolicy};
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
+use crate::domain::CaseId;
 use crate::domain::MessageId;
 use crate::domain::clock::SharedClock;
 use crate::domain::message::{Channel, JobKind, MessageStatus};
@@ -33,7 +34,9 @@ use crate::domain::time::from_micros;
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
 use crate::store::{AttemptRecord, Delivered, Delivering, Store};
 use crate::worker::{Backoff, Job};
+use bytes::Bytes;
 use email::{Composed, EmailContext, EmailTransport};
+use futures_util::StreamExt;
 use sms::{SenderPacer, SmsTransport};
 
 #[derive(Debug)]
@@ -88,6 +91,8 @@ pub struct DeliveryJob {
     preloaded: crate::worker::Preloaded<Delivering>,
     /// The mailboxes (connectors) that carry the mail of the cases they serve.
     mailboxes: Option<std::sync::Arc<dyn MailboxRoutes>>,
+    /// Keeps the bytes of sent mail an archive connector is to journal.
+    archive: Archive,
 }
 
 impl DeliveryJob {
@@ -95,7 +100,7 @@ impl DeliveryJob {
         store: &Store,
         policy: SendPolicy,
         messaging: Messaging,
-        documents: Documents,
+        (documents, archive): (Documents, Archive),
         config: DeliverySetup,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
@@ -137,7 +142,8 @@ impl DeliveryJob {
             queue: store.queue(),
             system: store.system(),
             policy,
-            side: side::SideJobs::new(messaging, documents.clone()),
+            side: side::SideJobs::new(messaging, documents.clone(), archive.clone()),
+            archive,
             documents,
             preloaded: crate::worker::Preloaded::default(),
             mailboxes: None,
@@ -383,9 +389,23 @@ impl DeliveryJob {
                 recipient,
             },
         };
+        // The first copy's bytes are what an archive connector journals.
+        let keep = match recipient.unwrap_or(0) {
+            0 if self.archive.serves(&message.creditor_id).await => Some(&message.case_id),
+            _ => None,
+        };
         match email::build(message, &ctx)? {
             Composed::Whole(mime) => {
                 let bytes = self.signed(mime.formatted())?;
+                if let Some(case) = keep {
+                    let whole = Bytes::copy_from_slice(&bytes);
+                    self.keep_for_archive(
+                        &message.id,
+                        case,
+                        futures_util::stream::iter([Ok(whole)]),
+                    )
+                    .await?;
+                }
                 match carrier {
                     Carrier::Smtp => self
                         .email
@@ -403,7 +423,7 @@ impl DeliveryJob {
                 boundary,
             } => {
                 self.send_with_attachments(
-                    (&message.id, name),
+                    (&message.id, name, keep),
                     &envelope,
                     (&head, &boundary),
                     carrier,
@@ -498,7 +518,7 @@ impl DeliveryJob {
     /// document store), sent from it, and the spool removed.
     async fn send_with_attachments(
         &self,
-        (id, name): (&MessageId, &str),
+        (id, name, keep): (&MessageId, &str, Option<&CaseId>),
         envelope: &lettre::address::Envelope,
         (head, boundary): (&[u8], &str),
         carrier: Carrier<'_>,
@@ -542,6 +562,18 @@ impl DeliveryJob {
                 .map_err(|e| transient("signing the message", &e)),
             Err(e) => Err(transient("spooling the attachments", &e)),
         };
+        let signature = match (signature, keep) {
+            (Ok(prefix), Some(case)) => {
+                match self
+                    .keep_spooled_for_archive(id, case, prefix.as_bytes(), &spool)
+                    .await
+                {
+                    Ok(()) => Ok(prefix),
+                    Err(e) => Err(e),
+                }
+            }
+            (other, _) => other,
+        };
         let sent = match (signature, carrier) {
             (Ok(prefix), Carrier::Smtp) => self
                 .email
@@ -558,6 +590,46 @@ impl DeliveryJob {
         };
         let _ = tokio::fs::remove_file(&spool).await;
         sent
+    }
+
+    /// Keeps a sent email's exact bytes for the archive, before it is handed over: one
+    /// that cannot be kept is not sent yet (tried again later).
+    async fn keep_for_archive<S>(
+        &self,
+        id: &MessageId,
+        case: &CaseId,
+        bytes: S,
+    ) -> Result<(), SendError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+    {
+        self.archive
+            .keep_sent(id, case, bytes)
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("keeping the message for the archive: {e}"),
+                retry_after: None,
+            })
+    }
+
+    /// [`Self::keep_for_archive`] for a spooled message: its signature, then the spool,
+    /// streamed.
+    async fn keep_spooled_for_archive(
+        &self,
+        id: &MessageId,
+        case: &CaseId,
+        prefix: &[u8],
+        spool: &Path,
+    ) -> Result<(), SendError> {
+        let file = tokio::fs::File::open(spool)
+            .await
+            .map_err(|e| SendError::Transient {
+                reason: format!("reading the spooled message: {e}"),
+                retry_after: None,
+            })?;
+        let head = futures_util::stream::iter([Ok(Bytes::copy_from_slice(prefix))]);
+        let rest = tokio_util::io::ReaderStream::with_capacity(file, 64 << 10);
+        self.keep_for_archive(id, case, head.chain(rest)).await
     }
 
     /// A job beside the deliveries ([`side::SideJobs`]), recorded as done or retried.

@@ -1,8 +1,9 @@
 //! The jobs of the jobs table beside deliveries, each its own kind: a `system_message`
 //! writes the message of its event, an `inbound_attachments` files a received mail's
-//! attachments as documents of its case. Both are idempotent: a retry finds done what was
-//! done.
+//! attachments as documents of its case, an `archive_message` journals a message to the
+//! archive connectors. Each is idempotent: a retry finds done what was done.
 
+use crate::app::archive::Archive;
 use crate::app::documents::Documents;
 use crate::app::messaging::Messaging;
 use crate::app::{AppError, AppResult};
@@ -13,13 +14,16 @@ pub struct SideJobs {
     messaging: Messaging,
     /// Files received attachments.
     documents: Documents,
+    /// Journals messages to the archive connectors.
+    archive: Archive,
 }
 
 impl SideJobs {
-    pub fn new(messaging: Messaging, documents: Documents) -> Self {
+    pub fn new(messaging: Messaging, documents: Documents, archive: Archive) -> Self {
         Self {
             messaging,
             documents,
+            archive,
         }
     }
 
@@ -34,6 +38,11 @@ impl SideJobs {
                 ))
                 .await
                 .map(|_| ()),
+            JobKind::ArchiveMessage => {
+                self.archive
+                    .journal(&crate::domain::MessageId::from_stored(subject.to_string()))
+                    .await
+            }
             JobKind::DeliverMessage => Err(AppError::Store(
                 anyhow::anyhow!("a delivery is not a side job").into(),
             )),

@@ -31,6 +31,7 @@ word_enum!(
         MessageRefused => "message.refused",
         MessageRejected => "message.rejected",
         MessageRetried => "message.retried",
+        MessagesExported => "messages.exported",
         NoteCreated => "note.created",
         PaymentRecorded => "payment.recorded",
         PreferencesUpdated => "preferences.updated",

@@ -10,6 +10,7 @@ word_enum!(
     ConnectorType, "connector type" {
         Microsoft365Mail => "microsoft365_mail",
         Gmail => "gmail",
+        Archive => "archive",
     }
 );
 
@@ -32,6 +33,8 @@ pub enum Kind {
     Bool,
     /// A Google service account's JSON key, as the file's text or as an object.
     ServiceAccount,
+    /// A mail server's URL with its credentials: `imap[s]://` or `smtp[s]://`.
+    MailUrl,
 }
 
 /// One setting of a connector type.
@@ -41,8 +44,11 @@ pub struct Field {
     pub kind: Kind,
     /// Sealed at rest and never shown (`"***"`).
     pub secret: bool,
-    /// Taken when the setting is not given; none: the setting must be given.
+    /// Taken when the setting is not given; none: the setting must be given (unless
+    /// `optional`).
     pub default: Option<&'static str>,
+    /// May be left out: what needs it says so (the archive's target decides).
+    pub optional: bool,
 }
 
 const fn field(name: &'static str, kind: Kind) -> Field {
@@ -51,6 +57,7 @@ const fn field(name: &'static str, kind: Kind) -> Field {
         kind,
         secret: false,
         default: None,
+        optional: false,
     }
 }
 
@@ -60,6 +67,14 @@ const fn secret(name: &'static str, kind: Kind) -> Field {
         kind,
         secret: true,
         default: None,
+        optional: false,
+    }
+}
+
+const fn optional(field: Field) -> Field {
+    Field {
+        optional: true,
+        ..field
     }
 }
 
@@ -69,6 +84,7 @@ const fn or(name: &'static str, kind: Kind, default: &'static str) -> Field {
         kind,
         secret: false,
         default: Some(default),
+        optional: false,
     }
 }
 
@@ -89,6 +105,64 @@ const GMAIL: &[Field] = &[
     or("outbound", Kind::Bool, "true"),
 ];
 
+const ARCHIVE: &[Field] = &[
+    field("target", Kind::Text),
+    optional(secret("url", Kind::MailUrl)),
+    optional(field("journalAddress", Kind::Text)),
+];
+
+/// Where an archive connector journals each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveTarget {
+    /// APPEND to the mailbox of `url` (`imap[s]://user:pass@host/Mailbox`).
+    Imap,
+    /// To `journalAddress` through the server of `url`, the original attached.
+    Smtp,
+    /// As an `.eml` document of the message's case.
+    Documents,
+}
+
+impl ArchiveTarget {
+    /// The target the settings name, with what it needs there and nothing it does not.
+    pub fn of(settings: &Settings) -> Result<Self, Invalid> {
+        let url = settings.text("url");
+        let scheme = url.split("://").next().unwrap_or_default();
+        let journal = settings.text("journalAddress");
+        let target = match settings.text("target") {
+            "imap" => Self::Imap,
+            "smtp" => Self::Smtp,
+            "documents" => Self::Documents,
+            other => {
+                return Err(Invalid::new(format!(
+                    "settings.target {other:?} is not one of imap, smtp, documents"
+                )));
+            }
+        };
+        let fits = match target {
+            Self::Imap => matches!(scheme, "imap" | "imaps") && journal.is_empty(),
+            Self::Smtp => {
+                matches!(scheme, "smtp" | "smtps")
+                    && super::recipient::EmailAddress::parse(journal).is_ok()
+            }
+            Self::Documents => url.is_empty() && journal.is_empty(),
+        };
+        if !fits {
+            return Err(Invalid::new(match target {
+                Self::Imap => {
+                    "the imap target takes settings.url imap[s]://user:pass@host/Mailbox and no journalAddress"
+                }
+                Self::Smtp => {
+                    "the smtp target takes settings.url smtp[s]://[user:pass@]host[:port] and settings.journalAddress, an email address"
+                }
+                Self::Documents => {
+                    "the documents target takes neither settings.url nor settings.journalAddress"
+                }
+            }));
+        }
+        Ok(target)
+    }
+}
+
 /// What a secret setting shows in every answer.
 pub const HIDDEN: &str = "***";
 
@@ -103,7 +177,13 @@ impl ConnectorType {
         match self {
             Self::Microsoft365Mail => MICROSOFT365_MAIL,
             Self::Gmail => GMAIL,
+            Self::Archive => ARCHIVE,
         }
+    }
+
+    /// Whether it is a mailbox, synced and carrying mail (not an archive).
+    pub fn is_mailbox(self) -> bool {
+        matches!(self, Self::Microsoft365Mail | Self::Gmail)
     }
 
     /// The setting that names the mailbox: changing it starts the sync from the beginning.
@@ -111,6 +191,7 @@ impl ConnectorType {
         match self {
             Self::Microsoft365Mail => "mailbox",
             Self::Gmail => "user",
+            Self::Archive => "url",
         }
     }
 }
@@ -210,6 +291,7 @@ impl Settings {
                 (Some(v), _) => v,
                 (None, Some(default)) if f.kind == Kind::Bool => Value::Bool(default == "true"),
                 (None, Some(default)) => checked(f, &Value::String(default.into()))?,
+                (None, None) if f.optional => continue,
                 (None, None) => {
                     return Err(Invalid::new(format!(
                         "settings.{} is required for {kind}",
@@ -222,6 +304,9 @@ impl Settings {
             } else {
                 out.public.insert(f.name.into(), value);
             }
+        }
+        if kind == ConnectorType::Archive {
+            ArchiveTarget::of(&out)?;
         }
         Ok(out)
     }
@@ -282,6 +367,20 @@ fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
             if !ok || s.len() > MAX_TEXT {
                 return Err(Invalid::new(format!(
                     "settings.{name} must be an http(s) base URL without query, fragment or user"
+                )));
+            }
+            Ok(Value::String(s.into()))
+        }
+        Kind::MailUrl => {
+            let s = text()?;
+            let ok = url::Url::parse(s).is_ok_and(|u| {
+                matches!(u.scheme(), "imap" | "imaps" | "smtp" | "smtps")
+                    && u.host_str().is_some()
+                    && u.fragment().is_none()
+            });
+            if !ok || s.len() > MAX_TEXT {
+                return Err(Invalid::new(format!(
+                    "settings.{name} must be an imap://, imaps://, smtp:// or smtps:// URL"
                 )));
             }
             Ok(Value::String(s.into()))

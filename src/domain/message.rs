@@ -61,6 +61,7 @@ word_enum!(
         DeliverMessage => "deliver_message",
         SystemMessage => "system_message",
         InboundAttachments => "inbound_attachments",
+        ArchiveMessage => "archive_message",
     }
 );
 word_enum!(Direction, "direction" { Outbound => "outbound", Inbound => "inbound" });

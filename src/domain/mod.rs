@@ -70,6 +70,7 @@ pub mod document;
 pub mod event;
 pub mod ids;
 pub mod mail;
+pub mod mailfile;
 pub mod matching;
 pub mod message;
 pub mod note;

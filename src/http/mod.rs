@@ -1,5 +1,6 @@
 //! The HTTP API: router, extractors, problem responses, one module per resource.
 
+mod archive;
 mod cases;
 mod connectors;
 mod console;
@@ -93,6 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(notes::audit_log))
         .routes(routes!(messages::send_message, messages::list_messages))
         .routes(routes!(messages::preview_message))
+        .routes(routes!(archive::export_messages))
         .routes(routes!(messages::get_message))
         .routes(routes!(messages::delivery_report))
         .routes(routes!(

@@ -402,13 +402,20 @@ fn settings_of(kind: crate::domain::connector::ConnectorType, create: bool) -> O
     ));
     for f in kind.fields() {
         let schema: Object = match f.kind {
+            Kind::Text if f.name == "target" => string()
+                .enum_values(Some(["imap", "smtp", "documents"]))
+                .build(),
             Kind::Text => text(2000),
             Kind::Url => connector_url(),
+            Kind::MailUrl => string()
+                .pattern(Some("^(imaps?|smtps?)://[^/?#]+"))
+                .max_length(Some(2000))
+                .build(),
             Kind::Bool => ObjectBuilder::new().schema_type(Type::Boolean).build(),
             Kind::ServiceAccount => service_account(),
         };
         o = o.property(f.name, schema);
-        if create && f.default.is_none() {
+        if create && f.default.is_none() && !f.optional {
             o = o.required(f.name);
         }
     }

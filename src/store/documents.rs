@@ -338,24 +338,13 @@ impl Documents {
         if stored.is_some() {
             return Ok(false);
         }
-        let now = self.now();
-        sqlx::query(
-            "INSERT INTO documents (id, case_id, document_type, file_name, content_type, size, sha256, storage_key, \
-             key_id, version, is_latest, uploaded_by, uploaded_by_sealed, uploaded_at, file_name_sealed) \
-             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, 1, 1, 'inbound email', $9, $10, $11)",
+        self.insert_received(
+            &mut tx,
+            &key,
+            ("inbound email", uploaded_by),
+            &new,
+            message_id,
         )
-        .bind(&new.id)
-        .bind(new.case_id)
-        .bind(new.document_type.as_str())
-        .bind(&new.content_type)
-        .bind(new.size)
-        .bind(&new.sha256)
-        .bind(&new.storage_key)
-        .bind(SUBJECT_SEALED)
-        .bind(key.seal_str(&uploader_context(&new.id), uploaded_by))
-        .bind(now)
-        .bind(key.seal_str(&file_name_context(&new.id), &new.file_name))
-        .execute(&mut *tx)
         .await?;
         sqlx::query(
             "INSERT INTO message_attachments (message_id, ordinal, document_id) VALUES ($1, $2, $3)",
@@ -365,14 +354,49 @@ impl Documents {
         .bind(&new.id)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A document parley filed itself (a received attachment, an archived message): its
+    /// row, uploaded by `label` (stored as is) and `who` (sealed), with the audit entry and
+    /// `document.uploaded` naming `message_id`.
+    pub(super) async fn insert_received(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        key: &crate::crypto::SubjectKey,
+        (label, who): (&str, &str),
+        new: &NewDocument,
+        message_id: &MessageId,
+    ) -> StoreResult<()> {
+        let now = self.now();
+        sqlx::query(
+            "INSERT INTO documents (id, case_id, document_type, file_name, content_type, size, sha256, storage_key, \
+             key_id, version, is_latest, uploaded_by, uploaded_by_sealed, uploaded_at, file_name_sealed) \
+             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, 1, 1, $12, $9, $10, $11)",
+        )
+        .bind(&new.id)
+        .bind(new.case_id)
+        .bind(new.document_type.as_str())
+        .bind(&new.content_type)
+        .bind(new.size)
+        .bind(&new.sha256)
+        .bind(&new.storage_key)
+        .bind(SUBJECT_SEALED)
+        .bind(key.seal_str(&uploader_context(&new.id), who))
+        .bind(now)
+        .bind(key.seal_str(&file_name_context(&new.id), &new.file_name))
+        .bind(label)
+        .execute(&mut *tx)
+        .await?;
         super::audit_as(
-            &mut tx,
+            &mut *tx,
             Some(&new.case_id),
-            (None, "inbound email"),
+            (None, label),
             AuditAction::DocumentUploaded,
             "document",
             new.id.as_str(),
-            self.now(),
+            now,
         )
         .await?;
         let payload = payload::DocumentUploaded {
@@ -383,15 +407,14 @@ impl Documents {
             message_id: Some(message_id),
         };
         emit(
-            &mut tx,
+            &mut *tx,
             EventType::DocumentUploaded,
             Some(&new.case_id),
             &payload,
-            self.now(),
+            now,
         )
         .await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// The documents of `case_id` among `ids`, in the order of `ids`; an id that names no

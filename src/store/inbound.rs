@@ -740,6 +740,7 @@ impl Inbound {
             .execute(&mut *tx)
             .await?;
         }
+        super::archive::enqueue(&mut *tx, self.backend, &[id.as_str()], r.at).await?;
         audit_as(
             &mut *tx,
             Some(r.case_id),

@@ -439,6 +439,8 @@ async fn finish_all(
     for chunk in sent.chunks(ROWS) {
         let finished = chunk.iter().map(|s| s.at).max().unwrap_or_default();
         super::messages::apply_sent_events(&mut *conn, backend, chunk, finished).await?;
+        let ids: Vec<&str> = chunk.iter().map(|s| s.id.as_str()).collect();
+        super::archive::enqueue(&mut *conn, backend, &ids, finished).await?;
     }
     for f in items {
         if let Delivered::Failed { reason } = &f.delivered {

@@ -6,6 +6,7 @@
 //! Tenancy is enforced here, in the `WHERE` clause: every case-scoped verb takes the acting
 //! party and finds only the cases that party may see.
 
+mod archive;
 mod audit;
 mod cases;
 mod connect;
@@ -44,6 +45,7 @@ use anyhow::Context;
 use sqlx::AnyConnection;
 use sqlx::AnyPool;
 
+pub use archive::{SentCopy, ToArchive};
 pub use audit::AuditEntry;
 pub use cases::{CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use connectors::{Connector, ConnectorChange, NewConnector, SyncEnd};
@@ -256,6 +258,11 @@ handle!(
     parties
 );
 handle!(
+    /// The mail archive: sent emails' kept bytes, what each archive connector journaled.
+    Archive,
+    archive
+);
+handle!(
     /// The audit log: reading it, and the entries no other change writes.
     Audit,
     audit
@@ -461,14 +468,20 @@ pub(crate) async fn audit(
 }
 
 impl Audit {
-    /// An export of the case's debtor's data (a data subject's access request), audited.
-    pub async fn audit_export(&self, actor: &Actor, case_id: &CaseId) -> StoreResult<()> {
+    /// An export of the case's debtor's data (a data subject's access request,
+    /// `DataSubjectExported`) or of its messages (`MessagesExported`), audited.
+    pub async fn audit_export(
+        &self,
+        actor: &Actor,
+        case_id: &CaseId,
+        action: AuditAction,
+    ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         audit(
             &mut tx,
             Some(case_id),
             actor,
-            AuditAction::DataSubjectExported,
+            action,
             "case",
             &case_id.to_string(),
             self.now(),

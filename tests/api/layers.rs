@@ -3,7 +3,8 @@
 //!
 //! 1. `domain`: types and rules, no I/O;
 //! 2. `config`, `crypto`: settings and sealing;
-//! 3. `store`, `documents`, `telemetry`: persistence (SQL, document bytes), logging;
+//! 3. `store`, `documents`, `telemetry`, `wire`: persistence (SQL, document bytes), logging,
+//!    the mail protocols' clients (SMTP, IMAP);
 //! 4. `app`, `worker`: use cases, and the queue engine;
 //! 5. `http`, `delivery`, `webhooks`, `inbound`, `periodic`, `connectors`: the ways in and
 //!    out (and the work that comes round on a timer), which call `app` and never each other.
@@ -20,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 3),
     ("store", 3),
     ("documents", 3),
+    ("wire", 3),
     ("app", 4),
     ("worker", 4),
     ("http", 5),

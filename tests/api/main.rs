@@ -12,6 +12,7 @@ mod layers;
 mod peers;
 mod vendors;
 
+mod archive;
 mod attachments;
 mod attacks;
 mod auth;
