@@ -59,11 +59,16 @@ export function query(params) {
 
 /// Downloads a document with the token (a plain link could not carry it).
 export async function download(documentId, fileName) {
-  const r = await request('GET', `/api/documents/${encodeURIComponent(documentId)}/download`, undefined, { raw: true });
+  await save(`/api/documents/${encodeURIComponent(documentId)}/download`, fileName || documentId);
+}
+
+/// Saves what a GET of `path` answers as the file `fileName`, with the token.
+export async function save(path, fileName) {
+  const r = await request('GET', path, undefined, { raw: true });
   const url = URL.createObjectURL(await r.blob());
   const a = document.createElement('a');
   a.href = url;
-  a.download = fileName || documentId;
+  a.download = fileName;
   document.body.append(a);
   a.click();
   a.remove();

@@ -1,7 +1,7 @@
 // The parley console: one page, routed by the location's hash, speaking only the public API.
 // Everything shown is built with DOM nodes and text, never parsed as HTML.
 
-import { session, get, post, put, patch, del, request, query, download, Problem } from './api.js';
+import { session, get, post, put, patch, del, request, query, download, save, Problem } from './api.js';
 import { t, lang, setLang, when } from './i18n.js';
 
 const main = document.getElementById('main');
@@ -400,6 +400,11 @@ function renderConversation(el, state) {
     el.replaceChildren(heading, h('p', { class: 'empty' }, t('noThreads')));
     return;
   }
+  // The case's messages as files: MBOX, or a ZIP of .eml files with a SHA-256 manifest.
+  const exports = h('div', { class: 'actions export' },
+    ['mbox', 'eml'].map((format) => button(t(`export.${format}`), () => save(
+      `${state.base}/messages/export?format=${format}`,
+      `messages-${state.base.split('/').pop()}.${format === 'eml' ? 'zip' : 'mbox'}`), { 'data-export': format })));
   const list = h('ul', { class: 'threads', 'aria-label': t('threads') },
     state.threads.map((th) => h('li', {},
       h('button', {
@@ -421,7 +426,7 @@ function renderConversation(el, state) {
     .filter((m) => m.threadId === state.selected)
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   const panel = h('div', { class: 'messages' }, messages.map((m) => renderMessage(m, state)));
-  el.replaceChildren(heading, h('div', { class: 'conversation' }, list, panel));
+  el.replaceChildren(heading, exports, h('div', { class: 'conversation' }, list, panel));
   if (focused) [...el.querySelectorAll('[data-key]')].find((x) => x.dataset.key === focused)?.focus();
 }
 
@@ -952,7 +957,13 @@ const CONNECTOR_FIELDS = {
     ['serviceAccount', 'key', true], ['user', 'email', true], ['apiUrl', 'url', false],
     ['outbound', 'bool', false],
   ],
+  archive: [
+    ['target', 'choice', true], ['url', 'secret', false], ['journalAddress', 'email', false],
+  ],
 };
+
+/// The choices of a 'choice' setting.
+const CONNECTOR_CHOICES = { target: ['imap', 'smtp', 'documents'] };
 
 /// The settings' controls of a type, filled from `shown` (an existing connector's settings).
 function connectorFields(type, shown = null) {
@@ -961,6 +972,9 @@ function connectorFields(type, shown = null) {
     let control;
     if (kind === 'bool') {
       control = h('input', { type: 'checkbox', name, checked: value === undefined ? true : value });
+    } else if (kind === 'choice') {
+      control = h('select', { name }, CONNECTOR_CHOICES[name].map((v) =>
+        h('option', { value: v, selected: v === value }, t(`${name}.${v}`))));
     } else if (kind === 'key') {
       control = h('textarea', { name, rows: 4, required: !shown && required, spellcheck: 'false' });
     } else {

@@ -384,7 +384,8 @@ fn recipients() -> AllOfBuilder {
     let sms = ObjectBuilder::new()
         .property("messageType", words(["sms"]))
         .property("to", to(phone(), 1))
-        .property("cc", array(string().build()).max_items(Some(0)));
+        .property("cc", array(string().build()).max_items(Some(0)))
+        .property("subject", or_null(subject_line()));
     AllOfBuilder::new()
         .item(OneOfBuilder::new().item(email).item(sms))
         .item(or_template(
@@ -442,8 +443,10 @@ fn service_account() -> Object {
 
 /// Each connector type with its own settings.
 fn connector_settings() -> OneOfBuilder {
-    crate::domain::connector::ConnectorType::ALL
+    use crate::domain::connector::ConnectorType;
+    ConnectorType::ALL
         .iter()
+        .filter(|kind| **kind != ConnectorType::Archive)
         .fold(OneOfBuilder::new(), |one, kind| {
             one.item(
                 ObjectBuilder::new()
@@ -451,6 +454,50 @@ fn connector_settings() -> OneOfBuilder {
                     .property("settings", settings_of(*kind, true)),
             )
         })
+        .item(
+            ObjectBuilder::new()
+                .property("type", words(["archive"]))
+                .property("settings", archive_settings()),
+        )
+}
+
+/// An archive's settings, by its target: what each needs and nothing else.
+fn archive_settings() -> OneOfBuilder {
+    let url = |schemes: &str| {
+        string()
+            .pattern(Some(format!(
+                "^{schemes}://[a-z0-9][a-z0-9.-]{{0,200}}(:[1-9][0-9]{{0,3}})?(/[A-Za-z0-9]{{0,50}})?$"
+            )))
+            .max_length(Some(2000))
+            .build()
+    };
+    let closed = || {
+        ObjectBuilder::new().additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ))
+    };
+    OneOfBuilder::new()
+        .item(
+            closed()
+                .property("target", words(["imap"]))
+                .property("url", url("imaps?"))
+                .required("target")
+                .required("url"),
+        )
+        .item(
+            closed()
+                .property("target", words(["smtp"]))
+                .property("url", url("smtps?"))
+                .property("journalAddress", email())
+                .required("target")
+                .required("url")
+                .required("journalAddress"),
+        )
+        .item(
+            closed()
+                .property("target", words(["documents"]))
+                .required("target"),
+        )
 }
 
 impl Modify for RequestRules {

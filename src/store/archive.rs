@@ -158,7 +158,8 @@ impl Archive {
         Ok(found.is_some())
     }
 
-    /// Records that the connector journaled the message (again: nothing changes).
+    /// Records that the connector journaled the message (again: nothing more than its
+    /// counters changes).
     pub async fn record_archived(
         &self,
         connector: &ConnectorId,
@@ -205,6 +206,8 @@ impl Archive {
     }
 }
 
+/// Records a journaled message, and on its connector that it works: `active`, one more
+/// item, `lastSyncAt` now (one transaction for both).
 async fn record(
     conn: &mut AnyConnection,
     connector: &ConnectorId,
@@ -217,6 +220,14 @@ async fn record(
     )
     .bind(connector)
     .bind(message)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE connectors SET status = 'active', last_error = NULL, last_sync_at = $2, \
+         last_attempt_at = $2, syncs = syncs + 1, items = items + 1 WHERE id = $1",
+    )
+    .bind(connector)
     .bind(now)
     .execute(&mut *conn)
     .await?;

@@ -186,6 +186,47 @@ async fn every_mail_in_and_out_is_appended_once_to_an_imap_archive_even_across_a
 }
 
 #[tokio::test]
+async fn a_burst_is_journaled_through_a_few_kept_sessions_within_the_servers_limit() {
+    let imap = ImapPeer::start().await;
+    let app = spawn_app().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&acme, None).await;
+    let url = format!(
+        "imap://parley:secret@127.0.0.1:{}/Archive?tls=none",
+        imap.port
+    );
+    create(
+        &app,
+        &json!({"type": "archive", "name": "Journal", "settings": {"target": "imap", "url": url}}),
+    )
+    .await;
+    for n in 0..30 {
+        receive(&app, &reply(&case, 100 + n)).await;
+    }
+    // Sixteen jobs at once against a server that takes ten connections from one address.
+    let mut config = app.config.clone();
+    config.delivery.concurrency = 16;
+    let busy = parley::App::build_with_clock(config, parley::domain::clock::system())
+        .await
+        .unwrap();
+    let worker = busy.delivery().unwrap();
+    while worker.run_once().await.unwrap() > 0 {}
+    assert_eq!(folder(&imap, "Archive").await.len(), 30, "{}", imap.log());
+    let logins = imap
+        .log()
+        .lines()
+        .filter(|l| l.contains("Login: user=<parley>"))
+        .count();
+    // The test's own look at the folder logs in once.
+    assert!(
+        (2..=1 + 4).contains(&logins),
+        "{logins} logins:\n{}",
+        imap.log()
+    );
+    assert!(!imap.log().contains("Maximum number of connections"));
+}
+
+#[tokio::test]
 async fn an_archive_that_fails_says_why_and_the_others_go_on() {
     let imap = ImapPeer::start().await;
     let hooks = HookReceiver::start().await;

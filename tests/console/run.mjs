@@ -290,6 +290,17 @@ await step('a new reply appears without reloading', async () => {
   await waitText('.message.inbound .body', 'first instalment today', 20000);
 });
 
+await step("the case's messages are exported as an MBOX file", async () => {
+  const downloads = join(data, 'downloads');
+  await page.click('button[data-export=mbox]');
+  const name = `messages-${kase.caseId}.mbox`;
+  await until('the export', () => readdirSync(downloads).some((f) => f === name));
+  const mbox = readFileSync(join(downloads, name), 'utf8');
+  if (!mbox.startsWith('From ') || !mbox.includes('I have paid the first instalment today.')) {
+    throw new Error(`exported ${JSON.stringify(mbox.slice(0, 300))}`);
+  }
+});
+
 await step("a stranger's mail naming only the case number waits for review, and is accepted", async () => {
   await api(admin, 'POST', '/api/inbound/email',
     `From: someone@elsewhere.example\r\nTo: info@localhost\r\nSubject: Receipt ${kase.caseNumber}\r\nMessage-ID: <held-1@elsewhere.example>\r\n\r\nHere is the receipt.\r\n`,
@@ -471,6 +482,18 @@ await step('an admin connects a Microsoft 365 mailbox, sees why it fails, and th
   const listed = await api(admin, 'GET', '/api/connectors');
   if (JSON.stringify(listed).includes('not-the-secret')) throw new Error('the secret was answered');
   if (listed.connectors[0].settings.outbound !== false) throw new Error('outbound was not switched off');
+  // An archive's targets are a choice, and its server URL (a login) is a secret too.
+  await page.goto(`${base}/console#/connectors`);
+  await waitText('h1', 'Connectors');
+  await page.select('select[name="type"]', 'archive');
+  await page.waitForSelector('select[name="target"]');
+  await page.type('input[name="name"]', 'Case files');
+  await page.select('select[name="target"]', 'documents');
+  await page.click('form.compose button[type="submit"]');
+  await waitText('h1', 'Case files');
+  await axe('archive connector');
+  const archives = (await api(admin, 'GET', '/api/connectors')).connectors.filter((c) => c.type === 'archive');
+  if (archives.length !== 1 || archives[0].settings.target !== 'documents') throw new Error(JSON.stringify(archives));
 });
 
 await step('operator pages: deliveries, webhooks, suppressions', async () => {

@@ -35,8 +35,8 @@ use crate::domain::time::Micros;
 use crate::domain::{CaseId, DocumentId, MessageId, PartyId};
 use crate::store::{Connector, NewDocument, SentCopy, Store, SyncEnd, ToArchive};
 use crate::store::{MessageFilter, MessageView};
-use crate::wire::imap::{ImapTarget, connect};
-use crate::wire::smtp::SmtpClient;
+
+mod targets;
 
 /// How long the list of archive connectors is kept before it is read again.
 const KEPT: Duration = Duration::from_secs(5);
@@ -58,6 +58,8 @@ struct Inner {
     domain: String,
     audit: crate::store::Audit,
     clock: SharedClock,
+    /// The connections of the IMAP and SMTP targets.
+    targets: targets::Targets,
     listed: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Connector>>)>>,
 }
 
@@ -78,6 +80,7 @@ impl Archive {
             from,
             domain,
             clock,
+            targets: Default::default(),
             listed: Default::default(),
         }))
     }
@@ -201,23 +204,18 @@ impl Archive {
         let mut failed = None;
         for c in &pending {
             let started = self.0.clock.now();
-            let end = match self.journal_to(c, &m, &raw).await {
-                Ok(()) => SyncEnd::Done {
-                    cursor: None,
-                    items: 1,
-                    more: false,
-                },
-                Err(e) => {
-                    tracing::warn!(connector = %c.id, message = %m.id, "journaling failed");
-                    let error = format!("{e:#}");
-                    failed = Some(error.clone());
-                    SyncEnd::Failed {
-                        status: crate::domain::connector::ConnectorStatus::Failing,
-                        error,
-                        items: 0,
-                    }
-                }
+            // What worked is recorded with the connector's counters by the target's step.
+            let Err(e) = self.journal_to(c, &m, &raw).await else {
+                continue;
             };
+            tracing::warn!(connector = %c.id, message = %m.id, "journaling failed");
+            let error = format!("{e:#}");
+            let end = SyncEnd::Failed {
+                status: crate::domain::connector::ConnectorStatus::Failing,
+                error: error.clone(),
+                items: 0,
+            };
+            failed = Some(error);
             self.0
                 .connectors
                 .record_sync(&c.id, (started, c.updated_at), &end)
@@ -234,20 +232,12 @@ impl Archive {
     async fn journal_to(&self, c: &Connector, m: &ToArchive, raw: &[u8]) -> anyhow::Result<()> {
         match ArchiveTarget::of(&c.settings).map_err(|e| anyhow::anyhow!(e.0))? {
             ArchiveTarget::Imap => {
-                append(c.settings.text("url"), m, raw).await?;
+                self.0.targets.append(c, m, raw).await?;
                 self.0.archive.record_archived(&c.id, &m.id).await?;
             }
             ArchiveTarget::Smtp => {
-                let report = journal_report(c, m, raw, (&self.0.from, &self.0.domain));
-                let client = SmtpClient::from_url(c.settings.text("url"), 1)?;
-                let envelope = lettre::address::Envelope::new(
-                    Some(address(&self.0.from).parse()?),
-                    vec![c.settings.text("journalAddress").parse()?],
-                )?;
-                client
-                    .send(&envelope, &report)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("the journal's SMTP server: {e}"))?;
+                let sender = (self.0.from.as_str(), self.0.domain.as_str());
+                self.0.targets.journal(c, m, raw, sender).await?;
                 self.0.archive.record_archived(&c.id, &m.id).await?;
             }
             ArchiveTarget::Documents => self.file(c, m, raw).await?,
@@ -399,97 +389,4 @@ fn rendered(view: &MessageView, at: Micros) -> crate::domain::mailfile::Renditio
 
 fn in_scope(c: &Connector, creditor: &PartyId) -> bool {
     c.creditor_id.as_ref().is_none_or(|only| only == creditor)
-}
-
-/// The address of `Name <address>`, or the text itself.
-fn address(from: &str) -> &str {
-    match (from.rfind('<'), from.rfind('>')) {
-        (Some(a), Some(b)) if a < b => &from[a + 1..b],
-        _ => from.trim(),
-    }
-}
-
-/// APPENDs the message to the mailbox of `url`, unless a message with its Message-ID is
-/// there already (an APPEND whose record a crash lost). The mailbox is created when missing.
-async fn append(url: &str, m: &ToArchive, raw: &[u8]) -> anyhow::Result<()> {
-    use connect::within;
-    let target = ImapTarget::parse(url)?;
-    let mut session = connect::open(&target).await?;
-    if within(session.select(&target.mailbox)).await.is_err() {
-        // Another client may have made it meanwhile: the SELECT after says.
-        let _ = within(session.create(&target.mailbox)).await;
-        within(session.select(&target.mailbox)).await?;
-    }
-    let searchable = m.rfc_message_id.as_deref().filter(|id| {
-        !id.is_empty()
-            && id.len() <= 900
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    });
-    if let Some(id) = searchable {
-        let found = within(session.uid_search(format!("HEADER Message-ID \"{id}\""))).await?;
-        if !found.is_empty() {
-            let _ = within(session.logout()).await;
-            return Ok(());
-        }
-    }
-    let date = chrono::DateTime::from_timestamp_micros(m.at)
-        .unwrap_or_default()
-        .format("\"%d-%b-%Y %H:%M:%S +0000\"")
-        .to_string();
-    within(session.append(&target.mailbox, Some("(\\Seen)"), Some(&date), raw)).await?;
-    let _ = within(session.logout()).await;
-    Ok(())
-}
-
-/// The journal report of a message for an SMTP journal address: a short text part and the
-/// original, unchanged, as a `message/rfc822` part. Its Message-ID is the connector's and the
-/// message's, so a report sent again is known for the same one.
-fn journal_report(
-    c: &Connector,
-    m: &ToArchive,
-    raw: &[u8],
-    (from, domain): (&str, &str),
-) -> Vec<u8> {
-    let boundary = format!("journal-{}", uuid::Uuid::new_v4().simple());
-    let eight_bit = raw.iter().any(|b| *b >= 0x80);
-    let date = chrono::DateTime::from_timestamp_micros(m.at)
-        .unwrap_or_default()
-        .to_rfc2822();
-    let original = m
-        .rfc_message_id
-        .as_deref()
-        .filter(|id| id.bytes().all(|b| b.is_ascii_graphic()) && id.len() <= 900)
-        .map(|id| format!("Original Message-ID: <{id}>\r\n"))
-        .unwrap_or_default();
-    let mut out = format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: Journal report: {direction} message {id} (case {case})\r\n\
-         Date: {now}\r\nMessage-ID: <journal.{connector}.{id}@{domain}>\r\nMIME-Version: 1.0\r\n\
-         X-Parley-Message-Id: {id}\r\nX-Parley-Direction: {direction}\r\n\
-         Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
-         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
-         Journal report\r\nMessage: {id}\r\nDirection: {direction}\r\nCase: {case}\r\nDate: {date}\r\n{original}\r\n\
-         --{boundary}\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: {cte}\r\n\
-         Content-Disposition: attachment; filename=\"{id}.eml\"\r\n\r\n",
-        from = address(from),
-        to = c.settings.text("journalAddress"),
-        direction = m.direction,
-        id = m.id,
-        case = m
-            .case_number
-            .chars()
-            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
-            .collect::<String>(),
-        now = chrono::Utc::now().to_rfc2822(),
-        connector = c.id,
-        cte = if eight_bit { "8bit" } else { "7bit" },
-    )
-    .into_bytes();
-    out.extend_from_slice(raw);
-    if !raw.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    out
 }
