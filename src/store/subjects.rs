@@ -179,11 +179,15 @@ impl Subjects {
                 .execute(&mut *tx)
                 .await?;
         }
-        let storage_keys: Vec<String> =
-            sqlx::query_scalar("SELECT storage_key FROM documents WHERE case_id = $1 ORDER BY id")
-                .bind(case_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        // The documents' files, and the sent mail kept for an archive.
+        let storage_keys: Vec<String> = sqlx::query_scalar(
+            "SELECT storage_key FROM documents WHERE case_id = $1 UNION ALL \
+             SELECT s.storage_key FROM sent_copies s JOIN messages m ON m.id = s.message_id \
+             WHERE m.case_id = $1",
+        )
+        .bind(case_id)
+        .fetch_all(&mut *tx)
+        .await?;
         let statements = erasure_statements();
         for sql in &statements {
             let query = sqlx::query(sql).bind(case_id);
@@ -417,6 +421,7 @@ fn erasure_statements() -> Vec<String> {
             "UPDATE job_attempts SET error = '{ERASED}' WHERE error IS NOT NULL AND job_id IN \
              (SELECT j.id FROM jobs j WHERE j.ref_id IN ({messages}))"
         ),
+        format!("DELETE FROM sent_copies WHERE message_id IN ({messages})"),
         "UPDATE threads SET subject_index = id WHERE case_id = $1".to_string(),
         "UPDATE thread_participants SET participant_index = id WHERE thread_id IN \
          (SELECT id FROM threads WHERE case_id = $1)"

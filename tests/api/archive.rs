@@ -6,7 +6,7 @@
 use parley::domain::PartyKind;
 use serde_json::{Value, json};
 
-use crate::helpers::{Party, TestApp, assert_problem, spawn_app};
+use crate::helpers::{Party, TestApp, assert_problem, case_body, spawn_app, spawn_app_with};
 use crate::inbound::mail;
 use crate::peers::{HookReceiver, ImapPeer, SmtpPeer};
 
@@ -496,6 +496,63 @@ async fn a_creditors_archive_files_its_cases_mail_as_documents_and_exports_read_
         .await
         .unwrap();
     assert!(audit.to_string().contains("messages.exported"), "{audit}");
+}
+
+#[tokio::test]
+async fn an_erasure_removes_the_sent_bytes_kept_for_the_archive() {
+    let app = spawn_app_with(|c| c.policy.retention = std::time::Duration::ZERO).await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&acme, None).await;
+    create(
+        &app,
+        &json!({"type": "archive", "name": "Files", "settings": {"target": "documents"}}),
+    )
+    .await;
+    let out = send(&app, &acme, &case, "Your invoice").await;
+    app.deliver_due().await;
+    let kept = kept_files(&app, &out).await;
+    assert_eq!(
+        kept.len(),
+        1,
+        "the sent bytes are kept while an archive serves the case"
+    );
+    let file = app.dir.path().join("documents").join(&kept[0]);
+    assert!(file.exists(), "{}", file.display());
+
+    let case_id = case["caseId"].as_str().unwrap();
+    let r = app
+        .patch(
+            &acme.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": case_body()["debtor"]["email"], "reason": "the debtor asked"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let erased: Value = r.json().await.unwrap();
+    assert_eq!(erased["erased"][0]["caseId"], case_id, "{erased}");
+    assert!(kept_files(&app, &out).await.is_empty());
+    assert!(!file.exists(), "the file is gone");
+}
+
+/// The storage keys of a message's kept sent bytes.
+async fn kept_files(app: &TestApp, message: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT storage_key FROM sent_copies WHERE message_id = $1")
+        .bind(message)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
