@@ -635,13 +635,22 @@ impl DeliveryJob {
     /// A job beside the deliveries ([`side::SideJobs`]), recorded as done or retried.
     async fn side_job(&self, claim: &Claim, kind: Result<JobKind, String>) -> anyhow::Result<()> {
         let started = self.clock.now();
+        let archive = matches!(kind, Ok(JobKind::ArchiveMessage));
         let done = match kind {
             Ok(kind) => self.side.run(kind, &claim.subject).await,
             Err(e) => Err(AppError::Store(anyhow::anyhow!(e).into())),
         };
         let next = match done {
             Ok(()) => Transition::Done,
-            Err(e) => self.retry(claim.attempts, format!("{e}"), None).0,
+            Err(e) => match self.retry(claim.attempts, format!("{e}"), None).0 {
+                // Journaling waits out an archive's outage however long it lasts: after the
+                // schedule, once an hour.
+                Transition::Failed { error } if archive => Transition::Retry {
+                    at: self.clock.now() + 3_600_000_000,
+                    error,
+                },
+                other => other,
+            },
         };
         tracing::info!(kind = %claim.kind, outcome = next.label(), "job");
         self.system

@@ -167,13 +167,17 @@ const LIMIT: u64 = u32::MAX as u64;
 impl Zip {
     /// A file's local header and content.
     pub fn file(&mut self, name: &str, content: &[u8], at: Micros) -> Result<Vec<u8>, ZipFull> {
+        // One entry stays free for the manifest.
+        if self.entries.len() >= 65_534 {
+            return Err(ZipFull);
+        }
         self.manifest += &format!("{}  {name}\n", hex::encode(Sha256::digest(content)));
         self.add(name, content, at)
     }
 
     fn add(&mut self, name: &str, content: &[u8], at: Micros) -> Result<Vec<u8>, ZipFull> {
         let total = self.offset + 30 + name.len() as u64 + content.len() as u64;
-        if total >= LIMIT || self.entries.len() >= 65_534 || name.len() > 0xffff {
+        if total >= LIMIT || self.entries.len() >= 65_535 || name.len() > 0xffff {
             return Err(ZipFull);
         }
         let crc = crc32fast::hash(content);

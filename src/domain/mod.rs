@@ -83,6 +83,7 @@ pub mod sms;
 pub mod template;
 pub mod thread;
 pub mod time;
+pub mod understanding;
 
 pub use case::{CaseNumber, CaseStatus, Debtor, Money};
 pub use ids::{

@@ -171,6 +171,11 @@ pub struct MessageResponse {
     /// SMTP, IMAP and the API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carried_by: Option<crate::domain::connector::Carrier>,
+    /// On received email and SMS: what the reply means (`intent`, `confidence`, `evidence`
+    /// quoting the debtor's own words, `language`, and a promise's `promisedAmount` and
+    /// `promisedDate`); absent once the debtor was erased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub understanding: Option<crate::domain::understanding::Understanding>,
 }
 
 impl From<MessageView> for MessageResponse {
@@ -217,6 +222,7 @@ impl From<MessageView> for MessageResponse {
             authentication: m.authentication,
             spam: m.spam,
             carried_by: m.carried_by,
+            understanding: m.understanding,
         }
     }
 }

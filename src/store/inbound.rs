@@ -626,11 +626,18 @@ impl Inbound {
         let message_id = MessageId::new();
         let id = &message_id;
         let envelope = serde_json::to_vec(&r.envelope).map_err(anyhow::Error::from)?;
+        // What the reply means, read from the debtor's own words (the rules are the
+        // domain's), kept with it: the intent in the clear, the reading sealed.
+        let sent = chrono::DateTime::from_timestamp_micros(r.at)
+            .unwrap_or_default()
+            .date_naive();
+        let understood = crate::domain::understanding::understand(r.body, sent);
+        let reading = serde_json::to_vec(&understood).map_err(anyhow::Error::from)?;
         sqlx::query(
             "INSERT INTO messages (id, case_id, thread_id, direction, message_type, status, status_rank, envelope_sealed, \
              subject_sealed, body_sealed, html_sealed, rfc_message_id, in_reply_to, provider_id, has_attachments, received_at, \
-             created_at, updated_at, sender_verified, authentication, spam) \
-             VALUES ($1, $2, $3, 'inbound', $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14, $15, $16, $17)",
+             created_at, updated_at, sender_verified, authentication, spam, intent, understanding_sealed) \
+             VALUES ($1, $2, $3, 'inbound', $4, 'received', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $14, $15, $16, $17, $18, $19)",
         )
         .bind(id)
         .bind(r.case_id)
@@ -649,6 +656,8 @@ impl Inbound {
         .bind(i32::from(r.verified))
         .bind(r.authentication.as_deref())
         .bind(r.spam.as_deref())
+        .bind(understood.intent.as_str())
+        .bind(key.seal(&context(id, "understanding"), &reading))
         .execute(&mut *tx)
         .await?;
         sqlx::query(

@@ -145,6 +145,9 @@ pub struct MessageView {
     /// The connector whose mailbox carried it (none: SMTP, IMAP, the API).
     #[serde(default)]
     pub carried_by: Option<crate::domain::connector::Carrier>,
+    /// Received email and SMS: what the reply means (`domain::understanding`).
+    #[serde(default)]
+    pub understanding: Option<crate::domain::understanding::Understanding>,
 }
 
 fn trusted() -> bool {
@@ -199,6 +202,7 @@ struct MessageRow {
     authentication: Option<String>,
     spam: Option<String>,
     carried_by: Option<String>,
+    understanding_sealed: Option<Vec<u8>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -253,7 +257,8 @@ macro_rules! message_columns {
         "m.id, m.case_id, m.thread_id, m.direction, m.message_type, m.channel, m.system_event, m.status, m.priority, \
          m.category, m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, \
          m.in_reply_to, m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, \
-         m.received_at, m.created_at, m.sender_verified, m.authentication, m.spam, m.carried_by"
+         m.received_at, m.created_at, m.sender_verified, m.authentication, m.spam, m.carried_by, \
+         m.understanding_sealed"
     };
 }
 const MESSAGE_COLUMNS: &str = message_columns!();
@@ -330,6 +335,10 @@ impl StoreInner {
             authentication: json_column(r.authentication.as_deref())?,
             spam: json_column(r.spam.as_deref())?,
             carried_by: json_column(r.carried_by.as_deref())?,
+            // Gone with an erased debtor's key.
+            understanding: self
+                .open_opt(&r.id, "understanding", r.understanding_sealed)?
+                .and_then(|json| serde_json::from_str(&json).ok()),
             id: r.id,
         })
     }
@@ -946,6 +955,7 @@ impl QueueItem {
             authentication: None,
             spam: None,
             carried_by: None,
+            understanding: None,
         }
     }
 }

@@ -104,6 +104,13 @@ const SEALED: &[SealedColumn] = &[
         case_of: Some("case_id"),
     },
     SealedColumn {
+        table: "messages",
+        key: "id",
+        column: "understanding_sealed",
+        context: |id| messages::context(id, "understanding"),
+        case_of: Some("case_id"),
+    },
+    SealedColumn {
         table: "documents",
         key: "id",
         column: "description_sealed",

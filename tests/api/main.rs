@@ -47,4 +47,5 @@ mod suppressions;
 mod system;
 mod templates;
 mod tenancy;
+
 mod webhooks;

@@ -29,7 +29,7 @@ use crate::domain::clock::SharedClock;
 use crate::domain::connector::ArchiveTarget;
 use crate::domain::document::DocumentType;
 use crate::domain::message::Direction;
-use crate::domain::message::MessageType;
+use crate::domain::message::{MessageStatus, MessageType};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
 use crate::domain::{CaseId, DocumentId, MessageId, PartyId};
@@ -38,10 +38,13 @@ use crate::store::{MessageFilter, MessageView};
 
 mod targets;
 
-/// How long the list of archive connectors is kept before it is read again.
-const KEPT: Duration = Duration::from_secs(5);
+/// How long the list of archive connectors is kept before it is read again (a mail sent
+/// within this long of a connector's creation is not kept for it).
+const KEPT: Duration = Duration::from_secs(1);
 /// The largest message journaled (an inbound mail is at most 64 MiB; a sent one 36 MiB).
 const MAX_MESSAGE: u64 = 80 << 20;
+/// Journalings at once in a process.
+const JOURNALING: usize = 4;
 
 #[derive(Clone)]
 pub struct Archive(Arc<Inner>);
@@ -60,6 +63,8 @@ struct Inner {
     clock: SharedClock,
     /// The connections of the IMAP and SMTP targets.
     targets: targets::Targets,
+    /// Journalings at once in this process: each holds a message (up to 80 MiB) in memory.
+    at_once: tokio::sync::Semaphore,
     listed: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Connector>>)>>,
 }
 
@@ -81,6 +86,7 @@ impl Archive {
             domain,
             clock,
             targets: Default::default(),
+            at_once: tokio::sync::Semaphore::new(JOURNALING),
             listed: Default::default(),
         }))
     }
@@ -197,6 +203,12 @@ impl Archive {
         if pending.is_empty() {
             return Ok(());
         }
+        let _turn = self
+            .0
+            .at_once
+            .acquire()
+            .await
+            .map_err(|e| AppError::Store(anyhow::anyhow!(e).into()))?;
         let Some(raw) = self.original(&m).await? else {
             tracing::info!(message = %m.id, "nothing to journal: the bytes were not kept or the debtor was erased");
             return Ok(());
@@ -346,7 +358,19 @@ impl Archive {
             .received_at
             .or(listed.sent_at)
             .unwrap_or(listed.created_at);
+        // A sent mail's kept bytes only once it went (one that failed after they were kept
+        // is shown as stored, with its status).
+        let went = listed.direction == Direction::Inbound
+            || matches!(
+                listed.status,
+                MessageStatus::Sent
+                    | MessageStatus::Delivered
+                    | MessageStatus::Opened
+                    | MessageStatus::Clicked
+                    | MessageStatus::Bounced
+            );
         if listed.message_type == MessageType::Email
+            && went
             && let Some(m) = self.0.archive.to_archive(&listed.id).await?
             && let Some(bytes) = self.original(&m).await?
         {

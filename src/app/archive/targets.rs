@@ -144,18 +144,51 @@ async fn append_on(
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     });
-    if let Some(id) = searchable {
-        let found = within(session.uid_search(format!("HEADER Message-ID \"{id}\""))).await?;
-        if !found.is_empty() {
-            return Ok(());
-        }
+    if let Some(id) = searchable
+        && archived_before(session, id).await?
+    {
+        return Ok(());
     }
     let date = chrono::DateTime::from_timestamp_micros(m.at)
         .unwrap_or_default()
         .format("\"%d-%b-%Y %H:%M:%S +0000\"")
         .to_string();
-    within(session.append(&place.mailbox, Some("(\\Seen)"), Some(&date), raw)).await?;
+    // A large mail takes its time: a minute, and a second more for every 256 KiB.
+    let time = Duration::from_secs(60 + raw.len() as u64 / (256 << 10));
+    let appended = tokio::time::timeout(
+        time,
+        session.append(&place.mailbox, Some("(\\Seen)"), Some(&date), raw),
+    )
+    .await;
+    match appended {
+        Ok(done) => done.map_err(|e| anyhow::anyhow!(connect::describe(&e)))?,
+        Err(_) => anyhow::bail!("the IMAP server did not take the mail within {time:?}"),
+    }
     Ok(())
+}
+
+/// Whether the mailbox holds a mail with this very Message-ID. RFC 3501's `HEADER` search is
+/// a substring match (Dovecot compares Message-IDs whole; others need not), so the few it
+/// finds are read back and compared.
+async fn archived_before(session: &mut ImapSession, id: &str) -> anyhow::Result<bool> {
+    use futures_util::StreamExt;
+    let found = within(session.uid_search(format!("HEADER Message-ID \"{id}\""))).await?;
+    let uids: Vec<String> = found.iter().take(5).map(u32::to_string).collect();
+    if uids.is_empty() {
+        return Ok(false);
+    }
+    let headers: Vec<Vec<u8>> = {
+        let fetches = within(session.uid_fetch(uids.join(","), "RFC822.HEADER")).await?;
+        let all: Vec<_> = within(async { Ok(fetches.collect::<Vec<_>>().await) }).await?;
+        all.into_iter()
+            .filter_map(|f| Some(f.ok()?.header()?.to_vec()))
+            .collect()
+    };
+    Ok(headers.iter().any(|h| {
+        crate::domain::mail::parse(h)
+            .and_then(|m| m.message_id)
+            .is_some_and(|kept| kept == id)
+    }))
 }
 
 /// The address of `Name <address>`, or the text itself.
@@ -209,10 +242,43 @@ fn journal_report(
         cte = if eight_bit { "8bit" } else { "7bit" },
     )
     .into_bytes();
-    out.extend_from_slice(raw);
-    if !raw.ends_with(b"\r\n") {
+    // Line ends as SMTP has them: a bare CR or LF (hostile mail's trick to end DATA early
+    // at a lenient server, and refused by strict ones) becomes CRLF.
+    out.extend_from_slice(&crlf(raw));
+    if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     out
+}
+
+/// Every line end as CRLF.
+fn crlf(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare = raw.iter().enumerate().any(|(i, b)| {
+        (*b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+            || (*b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
+    });
+    if !bare {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 50);
+    for (i, b) in raw.iter().enumerate() {
+        match b {
+            b'\r' if raw.get(i + 1) == Some(&b'\n') => out.push(b'\r'),
+            b'\r' => out.extend_from_slice(b"\r\n"),
+            b'\n' if i > 0 && raw[i - 1] == b'\r' => out.push(b'\n'),
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            other => out.push(*other),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bare_line_ends_become_crlf() {
+        assert_eq!(super::crlf(b"a\r\nb").as_ref(), b"a\r\nb");
+        assert_eq!(super::crlf(b"a\n.\nb\rc").as_ref(), b"a\r\n.\r\nb\r\nc");
+    }
 }
