@@ -24,7 +24,14 @@ fn held_out(id: &str) -> bool {
 
 fn load(dir: &str) -> Vec<Reply> {
     let mut all = Vec::new();
-    for file in ["replies-da", "replies-en", "tuning-da", "tuning-en"] {
+    for file in [
+        "replies-da",
+        "replies-en",
+        "tuning-da",
+        "tuning-en",
+        "tuning2-da",
+        "tuning2-en",
+    ] {
         let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}.jsonl")) else {
             continue;
         };

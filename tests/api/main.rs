@@ -47,5 +47,6 @@ mod suppressions;
 mod system;
 mod templates;
 mod tenancy;
+mod understanding;
 
 mod webhooks;

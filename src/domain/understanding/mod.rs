@@ -234,7 +234,15 @@ fn negated(tokens: &[Token], f: &Found, words: &[String], danish: bool) -> bool 
         return true;
     }
     if words.iter().any(|w| NEGATIONS.contains(&w.as_str())) {
-        return false;
+        // A negation of a negation: "I'm not saying I don't owe it".
+        let window = &tokens[f.from.saturating_sub(4)..f.from];
+        return window.iter().any(is_negation)
+            && window.iter().any(|t| {
+                matches!(
+                    t.word.as_str(),
+                    "saying" | "say" | "claiming" | "siger" | "fordi"
+                )
+            });
     }
     let before = tokens[f.from.saturating_sub(3)..f.from]
         .iter()
@@ -504,7 +512,7 @@ fn decide(score: &[f64; 8], own: &str, toks: &[Token]) -> Option<Intent> {
             _ => Some(i),
         });
     let other_score = best_other.map_or(0.0, at);
-    let hold = [Intent::WrongPerson, Intent::CeaseContact, Intent::Dispute]
+    let hold = [Intent::CeaseContact, Intent::Dispute, Intent::WrongPerson]
         .into_iter()
         .filter(|i| at(*i) > 0.0)
         .fold(None::<Intent>, |best, i| match best {
@@ -535,7 +543,11 @@ fn set_aside(
             .filter(same)
             .any(|t| {
                 matches!(t.word.as_str(), "if" | "hvis" | "whether" | "om")
-                    || intent == Intent::PaidAlready && matches!(t.word.as_str(), "when" | "naar")
+                    || intent == Intent::PaidAlready
+                        && matches!(
+                            t.word.as_str(),
+                            "when" | "naar" | "until" | "till" | "indtil"
+                        )
             })
     };
     match intent {
