@@ -6,23 +6,10 @@
 use parley::domain::PartyKind;
 use serde_json::{Value, json};
 
+use crate::connectors::{connector, create};
 use crate::helpers::{Party, TestApp, assert_problem, case_body, spawn_app, spawn_app_with};
 use crate::inbound::mail;
 use crate::peers::{HookReceiver, ImapPeer, SmtpPeer};
-
-async fn create(app: &TestApp, body: &Value) -> Value {
-    let r = app.post(&app.admin.token, "/api/connectors", body).await;
-    assert_eq!(r.status(), 201, "creating a connector");
-    r.json().await.unwrap()
-}
-
-async fn connector(app: &TestApp, id: &str) -> Value {
-    app.get(&app.admin.token, &format!("/api/connectors/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap()
-}
 
 /// Sends an email on the case; its message id.
 async fn send(app: &TestApp, party: &Party, case: &Value, subject: &str) -> String {

@@ -12,13 +12,13 @@ use crate::vendors::{GmailFake, GraphFake, Prism};
 
 const MAILBOX: &str = "collections@agency.example";
 
-async fn create(app: &TestApp, body: &Value) -> Value {
+pub(crate) async fn create(app: &TestApp, body: &Value) -> Value {
     let r = app.post(&app.admin.token, "/api/connectors", body).await;
     assert_eq!(r.status(), 201, "creating a connector");
     r.json().await.unwrap()
 }
 
-async fn connector(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn connector(app: &TestApp, id: &str) -> Value {
     app.get(&app.admin.token, &format!("/api/connectors/{id}"))
         .await
         .json()
