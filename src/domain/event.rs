@@ -23,6 +23,7 @@ word_enum!(
         MessageClicked => "message.clicked",
         MessageFailed => "message.failed",
         MessageBounced => "message.bounced",
+        MessageUnderstood => "message.understood",
         ConnectorFailed => "connector.failed",
     }
 );

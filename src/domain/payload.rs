@@ -88,6 +88,19 @@ pub struct MessageReceived<'a> {
     pub timestamp: String,
 }
 
+/// `message.understood`: a received reply read as a promise to pay or as paid already. Its
+/// figures (`promisedAmount`, `promisedDate`) and `confidence` are read from the sealed
+/// reading when the webhook is sent.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageUnderstood<'a> {
+    pub message_id: &'a MessageId,
+    pub case_id: &'a CaseId,
+    pub case_number: &'a str,
+    pub intent: &'a str,
+    pub timestamp: String,
+}
+
 /// `preferences.updated`
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -782,6 +782,30 @@ impl Inbound {
             self.now(),
         )
         .await?;
+        // A promise or a payment the reply tells of, for the systems that book them.
+        let intent: Option<String> =
+            sqlx::query_scalar("SELECT intent FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        if let Some(intent) = intent.filter(|i| i == "payment_promise" || i == "paid_already") {
+            let understood = crate::domain::payload::MessageUnderstood {
+                message_id: id,
+                case_id: r.case_id,
+                case_number: &case_number,
+                intent: &intent,
+                timestamp: rfc3339(r.at),
+            };
+            emit(
+                &mut *tx,
+                EventType::MessageUnderstood,
+                Some(r.case_id),
+                &understood,
+                self.now(),
+            )
+            .await?;
+        }
         Ok(())
     }
 

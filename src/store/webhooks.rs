@@ -452,6 +452,25 @@ impl Webhooks {
 
     /// Sender and subject of a message, for `message.received` payloads (sealed at rest, so
     /// read only when a delivery goes out).
+    /// A received message's reading (`domain::understanding`), opened; none when erased.
+    pub async fn message_understanding(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<crate::domain::understanding::Understanding>> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT understanding_sealed FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(Some(sealed)) = sealed else {
+            return Ok(None);
+        };
+        self.unlock([&sealed[..]]).await?;
+        Ok(self
+            .open_opt(id, "understanding", Some(sealed))?
+            .and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
     pub async fn message_sender_and_subject(
         &self,
         id: &str,

@@ -96,8 +96,9 @@ impl WebhookJob {
         slots.try_acquire_owned().ok()
     }
     /// The body of a delivery: the event's payload with `event` set; `message.received`
-    /// gets the sender and subject the seed shows, read from the sealed message now, and
-    /// `deadline.approaching` the deadline's title.
+    /// gets the sender and subject the seed shows, read from the sealed message now,
+    /// `message.understood` the promise's figures, and `deadline.approaching` the
+    /// deadline's title.
     async fn body(&self, d: &DueDelivery) -> anyhow::Result<Vec<u8>> {
         let mut payload = match &d.payload {
             Value::Object(map) => map.clone(),
@@ -113,6 +114,26 @@ impl WebhookJob {
         {
             payload.insert("from".into(), Value::String(from));
             payload.insert("subject".into(), subject.map_or(Value::Null, Value::String));
+        }
+        // A reply's promise: its figures and how sure the reading is, from the sealed
+        // reading now.
+        if d.event_type == EventType::MessageUnderstood
+            && let Some(id) = payload
+                .get("messageId")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            && let Some(u) = self.webhooks.message_understanding(&id).await?
+        {
+            payload.insert("confidence".into(), serde_json::json!(u.confidence));
+            payload.insert(
+                "promisedAmount".into(),
+                u.promised_amount.map_or(Value::Null, Value::String),
+            );
+            payload.insert(
+                "promisedDate".into(),
+                u.promised_date
+                    .map_or(Value::Null, |d| Value::String(d.to_string())),
+            );
         }
         // A deadline's title, from the deadline now (the outbox keeps no text).
         if d.event_type == EventType::DeadlineApproaching

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use parley::domain::PartyKind;
 use parley::domain::understanding::{Intent, understand};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 use crate::inbound::mail;
+use crate::peers::HookReceiver;
 
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -167,7 +168,16 @@ fn held_out_promises_name_their_amount_and_date() {
 #[tokio::test]
 async fn a_received_reply_says_what_it_means_and_quotes_the_debtor() {
     let app = spawn_app().await;
+    let hooks = HookReceiver::start().await;
     let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let r = app
+        .post(
+            &acme.token,
+            "/api/webhooks",
+            &json!({"url": hooks.url, "events": ["message.understood"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
     let case = app.create_case(&acme, None).await;
     let case_id = case["caseId"].as_str().unwrap();
     let raw = mail(
@@ -220,4 +230,16 @@ async fn a_received_reply_says_what_it_means_and_quotes_the_debtor() {
     assert_eq!(sms["intent"], "payment_promise", "{list}");
     assert_eq!(sms["promisedAmount"], "500.00");
     assert_eq!(sms["language"], "da");
+
+    // The promise raises message.understood with its figures; the dispute raises none.
+    app.dispatch_webhooks().await;
+    let got = hooks.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body: Value = serde_json::from_str(&got[0].1).unwrap();
+    assert_eq!(body["event"], "message.understood");
+    assert_eq!(body["intent"], "payment_promise");
+    assert_eq!(body["caseId"], case_id);
+    assert_eq!(body["promisedAmount"], "500.00");
+    assert_eq!(body["promisedDate"], sms["promisedDate"]);
+    assert!(body["promisedDate"].is_string(), "{body}");
 }

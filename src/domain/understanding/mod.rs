@@ -384,6 +384,13 @@ fn language(tokens: &[Token], text: &str) -> &'static str {
     }
 }
 
+/// Trains the model and folds the lexicon now (at start), so the first reply does not wait
+/// for them inside its transaction.
+pub fn warm_up() {
+    bayes::Model::get();
+    folded_rules();
+}
+
 /// How sure the model must be to speak where no rule did.
 const MODEL_SURE: f64 = 0.6;
 
