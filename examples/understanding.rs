@@ -31,6 +31,8 @@ fn load(dir: &str) -> Vec<Reply> {
         "tuning-en",
         "tuning2-da",
         "tuning2-en",
+        "tuning3-da",
+        "tuning3-en",
     ] {
         let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}.jsonl")) else {
             continue;
