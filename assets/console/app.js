@@ -454,6 +454,11 @@ function renderMessage(m, state) {
       badge(t(kind === 'system' ? 'system' : m.direction), kind),
       m.senderVerified === false ? badge(t('awaitingReview'), 'review') : null,
       m.carriedBy ? badge(t('carriedBy', { mailbox: t(`connector.${m.carriedBy.type}`) }), 'carried') : null,
+      // What the reply means, and the debtor's words that decided it.
+      m.understanding ? h('span', {
+        class: `badge intent ${m.understanding.intent}`,
+        title: (m.understanding.evidence || []).join(' · '),
+      }, t(`intent.${m.understanding.intent}`)) : null,
       h('span', { class: 'who' }, `${m.from} → ${(m.to || []).join(', ') || '—'}`),
       h('time', { datetime: m.createdAt }, when(m.createdAt)),
       m.direction === 'outbound' ? statusBadge(m.status) : null),

@@ -6,8 +6,7 @@
 use sqlx::AnyConnection;
 
 use crate::domain::connector::ConnectorType;
-use crate::domain::ids::prefixed_id;
-use crate::domain::message::Direction;
+use crate::domain::message::{Direction, JobKind};
 use crate::domain::time::Micros;
 use crate::domain::{CaseId, ConnectorId, DocumentId, MessageId, PartyId};
 
@@ -142,20 +141,14 @@ impl Archive {
         }))
     }
 
-    /// Whether the connector journaled the message.
-    pub async fn archived(
-        &self,
-        connector: &ConnectorId,
-        message: &MessageId,
-    ) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM archive_items WHERE connector_id = $1 AND message_id = $2",
+    /// The connectors that journaled the message.
+    pub async fn archived_by(&self, message: &MessageId) -> StoreResult<Vec<ConnectorId>> {
+        Ok(
+            sqlx::query_scalar("SELECT connector_id FROM archive_items WHERE message_id = $1")
+                .bind(message)
+                .fetch_all(&self.pool)
+                .await?,
         )
-        .bind(connector)
-        .bind(message)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
     }
 
     /// Records that the connector journaled the message (again: nothing more than its
@@ -260,15 +253,7 @@ pub(super) async fn enqueue(
     }
     let found = q.fetch_all(&mut *conn).await?;
     for id in found {
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
-             VALUES ($1, 'archive_message', $2, 1, 'pending', $3, 0, $3, $3)",
-        )
-        .bind(prefixed_id("job"))
-        .bind(id)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+        super::side_job(&mut *conn, JobKind::ArchiveMessage, &id, at).await?;
     }
     Ok(())
 }

@@ -739,14 +739,12 @@ impl Inbound {
         if r.has_attachments {
             // Its attachments become documents of the case through the queue, from this
             // transaction: never lost, never stored twice.
-            sqlx::query(
-                "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
-                 VALUES ($1, 'inbound_attachments', $2, 1, 'pending', $3, 0, $3, $3)",
+            super::side_job(
+                &mut *tx,
+                crate::domain::message::JobKind::InboundAttachments,
+                id.as_str(),
+                r.at,
             )
-            .bind(prefixed_id("job"))
-            .bind(id)
-            .bind(r.at)
-            .execute(&mut *tx)
             .await?;
         }
         super::archive::enqueue(&mut *tx, self.backend, &[id.as_str()], r.at).await?;

@@ -561,16 +561,31 @@ pub(crate) async fn emit(
     // An event that makes a system message on its case makes it through the queue, from the
     // same transaction: it is neither lost nor made twice.
     if event_type.system_event().is_some() && case_id.is_some() {
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
-             VALUES ($1, 'system_message', $2, 1, 'pending', $3, 0, $3, $3)",
-        )
-        .bind(crate::domain::prefixed_id("job"))
-        .bind(id.to_string())
-        .bind(now)
-        .execute(conn)
-        .await?;
+        side_job(conn, JobKind::SystemMessage, &id.to_string(), now).await?;
     }
+    Ok(())
+}
+
+use crate::domain::message::JobKind;
+
+/// Queues a job beside the deliveries (a system message, a received mail's attachments, a
+/// message to archive) in the caller's transaction: it is neither lost nor made twice.
+pub(crate) async fn side_job(
+    conn: &mut AnyConnection,
+    kind: JobKind,
+    ref_id: &str,
+    at: Micros,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, ref_id, priority, status, run_at, attempts, created_at, updated_at) \
+         VALUES ($1, $2, $3, 1, 'pending', $4, 0, $4, $4)",
+    )
+    .bind(crate::domain::prefixed_id("job"))
+    .bind(kind.as_str())
+    .bind(ref_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

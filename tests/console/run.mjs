@@ -288,6 +288,8 @@ await step('a new reply appears without reloading', async () => {
   await waitText('.thread .subject', 'Re: Payment Reminder');
   await page.$$eval('.thread', (b) => b.find((x) => x.textContent.includes('Re: Payment Reminder'))?.click());
   await waitText('.message.inbound .body', 'first instalment today', 20000);
+  // What the reply means shows beside it, the debtor's deciding words in its title.
+  await page.waitForSelector('.message.inbound .badge.intent[title]');
 });
 
 await step("the case's messages are exported as an MBOX file", async () => {

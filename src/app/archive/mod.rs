@@ -194,12 +194,15 @@ impl Archive {
         let Some(m) = self.0.archive.to_archive(message).await? else {
             return Ok(());
         };
-        let mut pending = Vec::new();
-        for c in self.0.archive.archive_connectors().await? {
-            if in_scope(&c, &m.creditor_id) && !self.0.archive.archived(&c.id, &m.id).await? {
-                pending.push(c);
-            }
-        }
+        let done = self.0.archive.archived_by(&m.id).await?;
+        let pending: Vec<Connector> = self
+            .0
+            .archive
+            .archive_connectors()
+            .await?
+            .into_iter()
+            .filter(|c| in_scope(c, &m.creditor_id) && !done.contains(&c.id))
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
