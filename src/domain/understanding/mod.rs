@@ -391,6 +391,21 @@ pub fn warm_up() {
     folded_rules();
 }
 
+/// The most of a reply's text that is read.
+const MAX_READ: usize = 16 << 10;
+
+/// The first `max` bytes of `text`, cut at a character's edge.
+fn head(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// How sure the model must be to speak where no rule did.
 const MODEL_SURE: f64 = 0.6;
 
@@ -414,7 +429,9 @@ fn folded_rules() -> &'static [(Intent, Vec<String>, f64)] {
 
 /// Reads a reply sent on `sent` (for "next Friday", "i morgen").
 pub fn understand(text: &str, sent: NaiveDate) -> Understanding {
-    let own = own_words(text);
+    // A reply says what it means at its start; a mail of megabytes is read no further than
+    // this (the rules' work grows with the words), whatever a sender puts in it.
+    let own = own_words(head(text, MAX_READ));
     let toks = tokens(&own);
     let asks = asking(&own, &toks);
     let folded = fold(&own);
@@ -769,6 +786,18 @@ mod tests {
         assert_eq!(u.promised_date, Some(d("2026-12-15")));
         let u = understand("Jeg betaler den 15. januar", d("2026-12-01"));
         assert_eq!(u.promised_date, Some(d("2027-01-15")));
+    }
+
+    #[test]
+    fn a_huge_reply_is_read_only_at_its_start() {
+        // A megabyte of words (a hostile mail) is read no further than its start: what
+        // follows changes nothing.
+        let filler = "hello there æ ".repeat(80_000);
+        let u = understand(&format!("{filler}\nI dispute this claim."), d("2026-12-01"));
+        assert_ne!(u.intent, Intent::Dispute, "{u:?}");
+        let u = understand(&format!("I dispute this claim.\n{filler}"), d("2026-12-01"));
+        assert_eq!(u.intent, Intent::Dispute);
+        assert_eq!(head("aæb", 2), "a");
     }
 
     #[test]
