@@ -153,6 +153,8 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     deadline_warning: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
+    promise_deadlines: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     retention: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     unmatched_retention: Option<String>,
@@ -544,6 +546,9 @@ pub struct PolicyConfig {
     pub closed_days: crate::domain::calendar::ClosedDays,
     /// `PARLEY_DEADLINE_WARNING`: how long before a deadline its system message comes.
     pub deadline_warning: Duration,
+    /// `PARLEY_PROMISE_DEADLINES`: a reply's promise to pay by a date becomes a deadline of
+    /// its case; off by default.
+    pub promise_deadlines: bool,
     /// `PARLEY_RETENTION`: how long a closed case's personal data is kept before an
     /// erasure request is carried out.
     pub retention: Duration,
@@ -1174,6 +1179,7 @@ fn policy_section(raw: &BTreeMap<String, Raw>) -> Result<PolicyConfig, ConfigErr
     .unwrap_or_default();
     let deadline_warning =
         opt(raw, "deadline_warning", parse_duration)?.unwrap_or(Duration::from_secs(3 * 86_400));
+    let promise_deadlines = opt(raw, "promise_deadlines", parse_bool)?.unwrap_or(false);
     let retention =
         opt(raw, "retention", parse_duration)?.unwrap_or(Duration::from_secs(5 * 31_557_600));
     let unmatched_retention = opt(raw, "unmatched_retention", parse_duration)?
@@ -1184,6 +1190,7 @@ fn policy_section(raw: &BTreeMap<String, Raw>) -> Result<PolicyConfig, ConfigErr
         default_contact_hours,
         closed_days,
         deadline_warning,
+        promise_deadlines,
         retention,
         unmatched_retention,
     })

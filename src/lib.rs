@@ -61,6 +61,7 @@ impl App {
         tokio::task::spawn_blocking(domain::understanding::warm_up);
         let store = open_store(&config).await?;
         store.use_clock(clock.clone());
+        store.set_promise_deadlines(config.policy.promise_deadlines);
         store.migrate().await?;
         let wake = Arc::new(Notify::new());
         let files =

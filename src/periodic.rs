@@ -88,10 +88,12 @@ impl Periodic {
     }
 }
 
-/// The periodic work of an application: the deadline scanner and the retention sweeper.
+/// The periodic work of an application: the deadline scanner, the retention sweeper and the
+/// inbox's sweeper.
 pub fn all(store: &Store, services: &Services, deadline_warning: Duration) -> Vec<Arc<Periodic>> {
     let messaging = services.messaging.clone();
     let subjects = services.subjects.clone();
+    let inbound = services.inbound.clone();
     vec![
         Arc::new(Periodic::new(
             store,
@@ -109,6 +111,15 @@ pub fn all(store: &Store, services: &Services, deadline_warning: Duration) -> Ve
             Box::new(move || {
                 let subjects = subjects.clone();
                 Box::pin(async move { Ok(subjects.sweep().await?) })
+            }),
+        )),
+        Arc::new(Periodic::new(
+            store,
+            Work::InboxSweeper,
+            Duration::from_secs(60),
+            Box::new(move || {
+                let inbound = inbound.clone();
+                Box::pin(async move { Ok(inbound.sweep_inbox().await?) })
             }),
         )),
     ]

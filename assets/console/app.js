@@ -146,9 +146,10 @@ async function guarded(form, work, fieldFor) {
 
 function renderTop() {
   document.getElementById('skip').textContent = t('skip');
-  const here = location.hash.split('/')[1] || 'cases';
+  const here = location.hash.split('/')[1] || 'inbox';
   const link = (name, label) => h('a', { href: `#/${name}`, 'aria-current': here === name ? 'page' : null }, label);
   const links = session.token ? [
+    link('inbox', t('inbox')),
     link('cases', t('cases')),
     session.admin && link('unmatched', t('unmatched')),
     session.admin && link('deliveries', t('deliveries')),
@@ -179,6 +180,7 @@ function signOut() {
 const routes = [
   [/^#\/cases\/([0-9a-f-]{36})$/, (m, seq) => casePage(seq, m[1])],
   [/^#\/cases$/, (m, seq) => casesPage(seq)],
+  [/^#\/inbox$/, (m, seq) => inboxPage(seq)],
   [/^#\/unmatched$/, (m, seq) => unmatchedPage(seq)],
   [/^#\/deliveries(?:\/(\w+))?$/, (m, seq) => deliveriesPage(seq, m[1] || 'failed')],
   [/^#\/webhooks(?:\/(wh_\w+))?$/, (m, seq) => webhooksPage(seq, m[1])],
@@ -193,7 +195,7 @@ async function route() {
   document.documentElement.lang = lang();
   renderTop();
   if (!session.token) return signInPage();
-  const hash = location.hash || '#/cases';
+  const hash = location.hash || '#/inbox';
   for (const [re, view] of routes) {
     const m = hash.match(re);
     if (m) {
@@ -237,7 +239,8 @@ function signInPage() {
       } catch {
         session.admin = false;
       }
-      location.hash = '#/cases';
+      // A case worker starts with what awaits them.
+      location.hash = '#/inbox';
       await route();
     }, (code) => (code === 'token' || code === 'unauthorized' ? 'token' : null));
   });
@@ -311,6 +314,7 @@ async function casePage(seq, caseId) {
     state.case = await get(base);
     renderSummary(summary, state, refreshCase);
   };
+  state.refreshCase = refreshCase;
   renderSummary(summary, state, refreshCase);
   await Promise.all([
     refreshConversation(conversation, state),
@@ -356,7 +360,12 @@ function renderSummary(el, state, refresh) {
       announce(t('saved'));
     });
   });
+  // Collection held by a reply awaiting review: said first, with the way to it.
+  const hold = c.hold ? h('p', { class: 'hold', role: 'status' },
+    t('heldBecause', { intent: t(`intent.${c.hold.intent}`), since: when(c.hold.since) }), ' ',
+    h('a', { href: '#/inbox' }, t('reviewInInbox'))) : null;
   el.replaceChildren(
+    hold,
     h('dl', { class: 'facts' },
       h('dt', {}, t('debtor')), h('dd', {}, [c.debtor.name, c.debtor.email, c.debtor.phone].filter(Boolean).join(' · ')),
       h('dt', {}, t('amount')), h('dd', {}, money(c.amount)),
@@ -459,12 +468,20 @@ function renderMessage(m, state) {
         class: `badge intent ${m.understanding.intent}`,
         title: (m.understanding.evidence || []).join(' · '),
       }, t(`intent.${m.understanding.intent}`)) : null,
+      m.understanding?.review === 'pending' ? badge(t('holdsCollection'), 'hold') : null,
       h('span', { class: 'who' }, `${m.from} → ${(m.to || []).join(', ') || '—'}`),
       h('time', { datetime: m.createdAt }, when(m.createdAt)),
       m.direction === 'outbound' ? statusBadge(m.status) : null),
     m.subject ? h('p', { class: 'msg-subject' }, m.subject) : null,
     senderChecks(m),
-    body ? h('p', { class: 'body' }, body) : null,
+    body ? h('p', { class: 'body' }, highlighted(body, m.understanding?.evidence)) : null,
+    m.understanding?.correction ? h('p', { class: 'help correction' },
+      t('corrected', { from: t(`intent.${m.understanding.correction.from}`), by: m.understanding.correction.by })) : null,
+    m.understanding?.review === 'pending' ? understandingActions(m, async () => {
+      const el = document.querySelector('[aria-labelledby="h-conversation"]');
+      await state.refreshCase?.();
+      if (el) await refreshConversation(el, state);
+    }) : null,
     m.scheduledFor && m.status === 'queued' ? h('p', { class: 'help' }, `${t('scheduledFor')}: ${when(m.scheduledFor)}`) : null,
     m.failureReason ? h('p', { class: 'error' }, m.failureReason) : null,
     m.senderVerified === false ? reviewControls(m, state) : null,
@@ -509,6 +526,60 @@ function reviewControls(m, state) {
     button(t('accept'), act('accept'), { 'data-review': 'accept' }),
     button(t('reject'), act('reject'), { 'data-review': 'reject' }),
     error);
+}
+
+/// `text` with the debtor's deciding words (`evidence`, quoted as written) marked.
+function highlighted(text, evidence) {
+  const lower = text.toLowerCase();
+  const spans = (evidence || [])
+    .filter(Boolean)
+    .map((w) => [lower.indexOf(w.toLowerCase()), w.length])
+    .filter(([at]) => at >= 0)
+    .map(([at, n]) => [at, at + n])
+    .sort((a, b) => a[0] - b[0]);
+  const out = [];
+  let at = 0;
+  for (const [start, end] of spans) {
+    if (start < at) continue;
+    out.push(text.slice(at, start), h('mark', {}, text.slice(start, end)));
+    at = end;
+  }
+  out.push(text.slice(at));
+  return out;
+}
+
+const INTENTS = ['dispute', 'payment_promise', 'payment_plan_request', 'paid_already', 'wrong_person',
+  'cease_contact', 'question', 'other'];
+
+/// What a case worker does with a reply that holds its case: confirm it (the case disputed,
+/// or the debtor's request not to be contacted recorded) or read it otherwise.
+function understandingActions(m, after) {
+  const intent = h('select', { name: 'intent' }, INTENTS.map((i) => h('option', { value: i }, t(`intent.${i}`))));
+  intent.value = m.understanding.intent;
+  const form = h('form', { class: 'inline understanding', 'data-message-id': m.messageId },
+    h('p', { class: 'help' }, t('holdHelp')),
+    button(t('confirmDispute'), () => guarded(form, async () => {
+      await patch(`/api/cases/${m.caseId}`, { status: 'disputed' });
+      announce(t('confirmed'));
+      await after();
+    }), { 'data-action': 'dispute' }),
+    button(t('confirmStop'), () => guarded(form, async () => {
+      await put(`/api/cases/${m.caseId}/communication-preferences`, { doNotContact: true, reason: t('stopReason') });
+      announce(t('confirmed'));
+      await after();
+    }), { 'data-action': 'stop' }),
+    field(t('readAs'), intent, { name: 'intent' }),
+    formError(),
+    h('button', { type: 'submit', 'data-action': 'correct' }, t('correct')));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    guarded(form, async () => {
+      await post(`/api/messages/${m.messageId}/understanding`, { intent: intent.value });
+      announce(t('correctedNow'));
+      await after();
+    }, () => 'intent');
+  });
+  return form;
 }
 
 async function fillTimeline(el, messageId) {
@@ -805,6 +876,65 @@ async function caseByNumber(number) {
     cursor = found.nextCursor;
   }
   return null;
+}
+
+// ---- inbox ----------------------------------------------------------------------------------
+
+/// What awaits a case worker, oldest first: replies that hold their case until reviewed, and
+/// replies nobody has answered. Each with what it means and the words that decided it.
+async function inboxPage(seq) {
+  const intent = h('select', { name: 'intent' }, h('option', { value: '' }, t('any')),
+    INTENTS.map((i) => h('option', { value: i }, t(`intent.${i}`))));
+  const awaiting = h('select', { name: 'awaiting' }, h('option', { value: '' }, t('any')),
+    ['review', 'answer'].map((a) => h('option', { value: a }, t(`awaiting.${a}`))));
+  intent.value = sessionStorage.getItem('parley.intent') || '';
+  awaiting.value = sessionStorage.getItem('parley.awaiting') || '';
+  const count = h('p', { class: 'count', 'aria-live': 'polite' });
+  const results = h('div', { class: 'inbox' });
+  const filters = h('form', { class: 'filters', role: 'search' },
+    field(t('intent'), intent, { name: 'intent' }),
+    field(t('awaiting'), awaiting, { name: 'awaiting' }),
+    formError(),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('filter'))));
+  const entry = (e) => {
+    const m = e.message;
+    const u = m.understanding;
+    const done = h('form', { class: 'inline' }, formError(),
+      h('a', { href: `#/cases/${m.caseId}`, class: 'button-link' }, t('openCase')),
+      e.awaiting === 'answer' ? button(t('markDone'), () => guarded(done, async () => {
+        await post(`/api/inbox/${m.messageId}/done`, {});
+        announce(t('markedDone'));
+        await load();
+      }), { 'data-action': 'done' }) : null);
+    return h('article', { class: `message inbound inbox-entry ${e.awaiting}`, 'data-message-id': m.messageId },
+      h('header', {},
+        h('a', { href: `#/cases/${m.caseId}`, class: 'case-link' }, e.caseNumber),
+        u ? h('span', { class: `badge intent ${u.intent}`, title: (u.evidence || []).join(' · ') }, t(`intent.${u.intent}`)) : null,
+        badge(t(`awaiting.${e.awaiting}`), e.awaiting === 'review' ? 'hold' : 'answer'),
+        h('span', { class: 'who' }, m.from),
+        h('time', { datetime: m.receivedAt || m.createdAt }, when(m.receivedAt || m.createdAt))),
+      m.subject ? h('p', { class: 'msg-subject' }, m.subject) : null,
+      m.body ? h('p', { class: 'body' }, highlighted(m.body, u?.evidence)) : null,
+      u?.correction ? h('p', { class: 'help correction' },
+        t('corrected', { from: t(`intent.${u.correction.from}`), by: u.correction.by })) : null,
+      e.awaiting === 'review' ? understandingActions(m, () => load()) : null,
+      done);
+  };
+  const load = async (cursor) => {
+    sessionStorage.setItem('parley.intent', intent.value);
+    sessionStorage.setItem('parley.awaiting', awaiting.value);
+    const list = await get(`/api/inbox${query({ intent: intent.value, awaiting: awaiting.value, limit: 50, cursor })}`);
+    alive(seq);
+    count.textContent = t('inboxCount', { n: list.totalCount });
+    if (!cursor) results.replaceChildren();
+    results.querySelector('.more')?.remove();
+    if (!list.messages.length && !cursor) results.append(h('p', { class: 'empty' }, t('inboxEmpty')));
+    results.append(...list.messages.map(entry));
+    if (list.nextCursor) results.append(button(t('more'), () => load(list.nextCursor), { class: 'more' }));
+  };
+  filters.addEventListener('submit', (e) => { e.preventDefault(); guarded(filters, () => load()); });
+  page(t('inbox'), filters, count, results);
+  await load();
 }
 
 async function unmatchedPage(seq) {

@@ -390,4 +390,66 @@ impl Inbound {
             .await?
             .ok_or(AppError::NotFound("unmatched message"))
     }
+
+    /// A case worker's reading of a received reply: its intent from now on (the machine's
+    /// kept beside it). Answers the message as it reads now; held collection messages of a
+    /// case no longer held are woken.
+    #[tracing::instrument(skip_all)]
+    pub async fn correct_understanding(
+        &self,
+        actor: &Actor,
+        id: &MessageId,
+        intent: crate::domain::understanding::Intent,
+    ) -> AppResult<crate::store::MessageView> {
+        let outcome = self
+            .inbound
+            .correct_understanding(actor, id, intent)
+            .await?;
+        unreviewable(outcome)?;
+        self.wake.notify_one();
+        self.messages
+            .get_message(actor, id)
+            .await?
+            .ok_or(AppError::NotFound("message"))
+    }
+
+    /// Takes a reply out of the inbox: answered elsewhere, or nothing to answer.
+    #[tracing::instrument(skip_all)]
+    pub async fn mark_done(&self, actor: &Actor, id: &MessageId) -> AppResult<()> {
+        unreviewable(self.inbound.mark_done(actor, id).await?)
+    }
+
+    /// Takes answered replies out of the inbox's index; how many.
+    pub async fn sweep_inbox(&self) -> AppResult<usize> {
+        let swept = self.inbound.sweep_answered().await?;
+        Ok(usize::try_from(swept).unwrap_or(usize::MAX))
+    }
+
+    /// A page of the inbox: the replies on the actor's cases that await an answer or a
+    /// review, oldest first.
+    #[tracing::instrument(skip_all)]
+    pub async fn inbox(
+        &self,
+        actor: &Actor,
+        filter: &crate::store::InboxFilter,
+    ) -> AppResult<crate::store::InboxPage> {
+        Ok(self.inbound.inbox(actor, filter).await?)
+    }
+}
+
+/// 404 for a reply the actor does not see; 409 for one parley did not read; 422
+/// `awaiting_review` for a reply that holds its case.
+fn unreviewable(outcome: Option<Result<(), crate::store::Unreviewable>>) -> AppResult<()> {
+    use crate::store::Unreviewable;
+    match outcome {
+        None => Err(AppError::NotFound("message")),
+        Some(Err(Unreviewable::NotUnderstood)) => Err(AppError::InvalidState(
+            "only a received email or SMS that parley read can be corrected".into(),
+        )),
+        Some(Err(Unreviewable::AwaitingReview)) => Err(AppError::refused(
+            Code::AwaitingReview,
+            "this reply holds its case: confirm it (status disputed, or doNotContact) or correct its intent first",
+        )),
+        Some(Ok(())) => Ok(()),
+    }
 }

@@ -329,6 +329,7 @@ impl Messaging {
             channel,
             category: cmd.category,
             case_status: case.status,
+            awaiting_review: case.hold.is_some(),
             recipients: &all,
             now,
             wanted: scheduled_at,

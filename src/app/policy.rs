@@ -21,6 +21,8 @@ pub struct Question<'a> {
     pub category: Category,
     /// The case's status at the moment of the check.
     pub case_status: CaseStatus,
+    /// A reply on the case awaits review (the case names the reply that holds it).
+    pub awaiting_review: bool,
     /// Every address or number the message goes to.
     pub recipients: &'a [&'a str],
     pub now: Micros,
@@ -116,6 +118,7 @@ impl SendPolicy {
             channel: q.channel,
             category: q.category,
             case_status: q.case_status,
+            awaiting_review: q.awaiting_review,
             now: from_micros(q.now),
             wanted: q.wanted.map(from_micros),
             default_hours: self.settings.default_contact_hours,

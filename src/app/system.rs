@@ -149,6 +149,7 @@ impl Messaging {
                             channel: *channel,
                             category: occurrence.event.category(),
                             case_status: case.status,
+                            awaiting_review: case.hold.is_some(),
                             recipients: &all,
                             now,
                             wanted: None,

@@ -28,6 +28,7 @@ use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
 use crate::domain::CaseId;
 use crate::domain::MessageId;
 use crate::domain::clock::SharedClock;
+use crate::domain::code::Code;
 use crate::domain::message::{Channel, JobKind, MessageStatus};
 use crate::domain::policy::Evidence;
 use crate::domain::time::from_micros;
@@ -233,6 +234,20 @@ impl DeliveryJob {
                 if let Some(at) = allowed.not_before.filter(|at| *at > self.clock.now()) {
                     return (Transition::Defer(at), Delivered::Nothing);
                 }
+            }
+            Err(AppError::Refused {
+                code: Code::AwaitingReview,
+                ..
+            }) => {
+                // Held, not refused: a reply on the case awaits a person's review; the
+                // message goes once it is dismissed, and fails if it is confirmed.
+                let at = self.clock.now() + REVIEW_RECHECK;
+                *evidence = Some(Evidence {
+                    decision: crate::domain::policy::Decision::Defer,
+                    rule: Code::AwaitingReview.as_str().to_string(),
+                    checked_at: from_micros(self.clock.now()),
+                });
+                return (Transition::Defer(at), Delivered::Nothing);
             }
             Err(AppError::Refused { code, detail, .. }) => {
                 *evidence = Some(Evidence::refused(code, from_micros(self.clock.now())));
@@ -458,6 +473,7 @@ impl DeliveryJob {
                     channel: m.channel,
                     category: m.category,
                     case_status: m.case_status,
+                    awaiting_review: m.awaiting_review,
                     recipients: &recipients,
                     now: self.clock.now(),
                     wanted: None,
@@ -734,6 +750,10 @@ enum Carrier<'a> {
 
 /// The most of a spooled message read into memory for a mailbox connector (Gmail sends up
 /// to 35 MB; Graph refuses more than 4 MB itself).
+/// How long a collection message waits before it asks again whether the reply that holds
+/// its case was reviewed (micros).
+const REVIEW_RECHECK: i64 = 15 * 60 * 1_000_000;
+
 const MAX_HANDOVER: u64 = 36 * 1024 * 1024;
 
 /// A spooled message, its signature in front, for a connector that takes it whole.

@@ -42,6 +42,7 @@ word_enum!(
         ChannelNotAllowed => "channel_not_allowed",
         FrequencyCapExceeded => "frequency_cap_exceeded",
         RecipientSuppressed => "recipient_suppressed",
+        AwaitingReview => "awaiting_review",
         // Documents, inbound mail, webhooks.
         InvalidDocumentType => "invalid_document_type",
         InvalidReplaces => "invalid_replaces",
@@ -65,6 +66,7 @@ impl Code {
                 | Self::ChannelNotAllowed
                 | Self::FrequencyCapExceeded
                 | Self::RecipientSuppressed
+                | Self::AwaitingReview
         )
     }
 }

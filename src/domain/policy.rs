@@ -218,6 +218,9 @@ pub struct SendContext<'a> {
     pub category: Category,
     /// The case's status: a disputed or closed case holds collection messages.
     pub case_status: CaseStatus,
+    /// A reply read as a dispute, a wrong person or a request to stop awaits a person's
+    /// review: collection messages are held until then.
+    pub awaiting_review: bool,
     pub now: DateTime<Utc>,
     /// `scheduledAt`, if the sender asked for a later time.
     pub wanted: Option<DateTime<Utc>>,
@@ -247,24 +250,41 @@ impl Refusal {
     }
 }
 
+/// What the case itself holds back: collection messages of a disputed or closed case, or
+/// of one with a reply awaiting review.
+fn case_holds(c: &SendContext<'_>) -> Result<(), Refusal> {
+    if !c.category.is_collection() {
+        return Ok(());
+    }
+    if matches!(c.case_status, CaseStatus::Disputed | CaseStatus::Closed) {
+        return Err(Refusal {
+            code: Code::CaseNotContactable,
+            detail: format!(
+                "the case is {}: {} messages are held",
+                c.case_status.as_str(),
+                c.category.as_str()
+            ),
+        });
+    }
+    if c.awaiting_review {
+        return Err(Refusal {
+            code: Code::AwaitingReview,
+            detail: format!(
+                "a reply on the case awaits review: {} messages are held until a case worker confirms or corrects it",
+                c.category.as_str()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Decides a send: `not_before` `None` to send now, `Some(t)` to hold it until `t` (the time
 /// asked for, or the next opening of the contact window on an open day); `Err` to refuse.
 /// Opt-outs admit their exception categories; contact hours and caps apply to every message.
 /// The verdict names the rule that decided it.
 pub fn decide(p: &Preferences, c: &SendContext<'_>) -> Result<Verdict, Refusal> {
     let refuse = |code, detail: String| Err(Refusal { code, detail });
-    if matches!(c.case_status, CaseStatus::Disputed | CaseStatus::Closed)
-        && c.category.is_collection()
-    {
-        return refuse(
-            Code::CaseNotContactable,
-            format!(
-                "the case is {}: {} messages are held",
-                c.case_status.as_str(),
-                c.category.as_str()
-            ),
-        );
-    }
+    case_holds(c)?;
     let in_force = p
         .effective_date
         .as_deref()
@@ -373,6 +393,7 @@ mod tests {
             channel: Channel::Email,
             category: Category::General,
             case_status: CaseStatus::Open,
+            awaiting_review: false,
             now: utc(now),
             wanted: None,
             default_hours: ContactWindow::parse("08:00-21:00").ok(),
@@ -549,6 +570,35 @@ mod tests {
                 ..ctx("2024-01-15T12:00:00Z")
             };
             assert_eq!(decide(&p, &c).unwrap().not_before, None, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_reply_awaiting_review_holds_collection_messages_only() {
+        let p = Preferences::default();
+        for category in [
+            Category::PaymentReminders,
+            Category::SettlementOffers,
+            Category::DeadlineAlerts,
+        ] {
+            let c = SendContext {
+                awaiting_review: true,
+                category,
+                ..ctx("2024-01-15T12:00:00Z")
+            };
+            assert_eq!(decide(&p, &c).unwrap_err().code, Code::AwaitingReview);
+        }
+        for category in [
+            Category::CaseUpdates,
+            Category::LegalNotices,
+            Category::General,
+        ] {
+            let c = SendContext {
+                awaiting_review: true,
+                category,
+                ..ctx("2024-01-15T12:00:00Z")
+            };
+            assert_eq!(decide(&p, &c).unwrap().not_before, None, "{category:?}");
         }
     }
 

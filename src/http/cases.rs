@@ -174,6 +174,23 @@ pub struct CaseResponse {
     pub due_date: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Collection messages are held: a reply on the case awaits a case worker's review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldView>,
+}
+
+/// Why a case's collection messages (`payment_reminders`, `settlement_offers`,
+/// `deadline_alerts`) are held.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldView {
+    /// Always `awaiting_review`.
+    pub reason: String,
+    /// The reply that holds the case.
+    pub message_id: String,
+    /// What the reply was read as: `dispute`, `wrong_person` or `cease_contact`.
+    pub intent: String,
+    pub since: String,
 }
 
 impl From<CaseView> for CaseResponse {
@@ -197,6 +214,14 @@ impl From<CaseView> for CaseResponse {
             },
             invoice_number: c.invoice_number,
             due_date: c.due_date,
+            hold: c.hold.map(|h| HoldView {
+                reason: crate::domain::code::Code::AwaitingReview
+                    .as_str()
+                    .to_string(),
+                message_id: h.message_id.to_string(),
+                intent: h.intent,
+                since: rfc3339(h.since),
+            }),
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),
         }

@@ -7,6 +7,7 @@ mod console;
 mod documents;
 mod extract;
 mod inbound;
+mod inbox;
 mod messages;
 mod metrics;
 mod notes;
@@ -130,6 +131,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operators::accept))
         .routes(routes!(operators::reject))
         .routes(routes!(operators::awaiting_review))
+        .routes(routes!(inbox::inbox))
+        .routes(routes!(inbox::done))
+        .routes(routes!(inbox::correct))
         .routes(routes!(documents::upload, documents::list))
         .routes(routes!(documents::metadata))
         .routes(routes!(documents::download))

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
-use crate::domain::{CaseId, CaseNumber, CaseStatus, Debtor, Money, PartyKind};
+use crate::domain::{CaseId, CaseNumber, CaseStatus, Debtor, MessageId, Money, PartyKind};
 
 pub struct NewCase {
     pub case_number: Option<CaseNumber>,
@@ -44,6 +44,17 @@ pub struct CaseView {
     pub restricted_at: Option<Micros>,
     /// Its debtor's personal data was erased.
     pub erased_at: Option<Micros>,
+    /// A reply that holds its collection messages until a person reviews it.
+    pub hold: Option<CaseHold>,
+}
+
+/// Why a case's collection messages are held: the reply awaiting review, what it was read
+/// as, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseHold {
+    pub message_id: MessageId,
+    pub intent: String,
+    pub since: Micros,
 }
 
 /// A change to a case; `None` leaves a field as it is, `Some(None)` clears it.
@@ -96,6 +107,7 @@ macro_rules! case_columns {
     () => {
         "c.id, c.case_number, c.status, c.creditor_id, c.partner_id, c.debtor_sealed, \
          c.amount_minor, c.currency, c.invoice_number, c.due_date, c.created_at, c.updated_at, c.restricted_at, c.erased_at, \
+         c.hold_message_id, c.hold_intent, c.hold_since, \
          CAST(COALESCE((SELECT SUM(p.amount_minor) FROM payments p WHERE p.case_id = c.id), 0) AS BIGINT) AS paid_minor"
     };
 }
@@ -342,6 +354,9 @@ struct CaseRow {
     updated_at: i64,
     restricted_at: Option<i64>,
     erased_at: Option<i64>,
+    hold_message_id: Option<MessageId>,
+    hold_intent: Option<String>,
+    hold_since: Option<i64>,
     paid_minor: i64,
 }
 
@@ -466,6 +481,14 @@ impl Cases {
             updated_at: row.updated_at,
             restricted_at: row.restricted_at,
             erased_at: row.erased_at,
+            hold: match (row.hold_message_id, row.hold_intent, row.hold_since) {
+                (Some(message_id), Some(intent), Some(since)) => Some(CaseHold {
+                    message_id,
+                    intent,
+                    since,
+                }),
+                _ => None,
+            },
             id: row.id,
         })
     }
@@ -597,6 +620,7 @@ impl Cases {
             updated_at: now,
             restricted_at: None,
             erased_at: None,
+            hold: None,
         })
     }
 
@@ -793,6 +817,11 @@ impl Cases {
         let mut case = self.case_from_row(row)?;
         let now = self.now();
 
+        if patch.status == Some(CaseStatus::Disputed) {
+            // A person disputes the case: the replies that held it are confirmed.
+            super::inbox::confirm_holds(&mut tx, actor, case_id, now).await?;
+            case.hold = None;
+        }
         if let Some(status) = patch.status.take().filter(|s| *s != case.status) {
             let previous = std::mem::replace(&mut case.status, status);
             status_changed(&mut tx, actor, &case, previous, now).await?;

@@ -32,6 +32,8 @@ pub struct Outgoing {
     pub debtor_timezone: Option<String>,
     /// The case's status now (a case disputed since queueing holds collection messages).
     pub case_status: crate::domain::CaseStatus,
+    /// A reply on the case awaits review: collection messages wait at sending too.
+    pub awaiting_review: bool,
     /// The debtor asked for erasure: the policy refuses.
     pub restricted: bool,
     /// Whether it carries documents (`message_attachments`).
@@ -55,6 +57,7 @@ struct OutgoingRow {
     in_reply_to: Option<String>,
     debtor_timezone: Option<String>,
     case_status: Option<String>,
+    awaiting_review: i32,
     restricted: i32,
     has_attachments: i32,
     creditor_id: Option<String>,
@@ -171,6 +174,7 @@ impl Queue {
         let sql = format!(
             "SELECT m.id, m.case_id, COALESCE(m.channel, m.message_type) AS message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
              m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status, m.has_attachments, \
+             CASE WHEN c.hold_message_id IS NULL THEN 0 ELSE 1 END AS awaiting_review, \
              CASE WHEN c.restricted_at IS NULL AND c.erased_at IS NULL THEN 0 ELSE 1 END AS restricted, c.creditor_id, {} \
              FROM messages m LEFT JOIN cases c ON c.id = m.case_id LEFT JOIN preferences pr ON pr.case_id = m.case_id \
              WHERE m.id IN ({})",
@@ -278,6 +282,7 @@ impl Queue {
                 r.case_status.as_deref().unwrap_or_default(),
             )
             .map_err(corrupt)?,
+            awaiting_review: r.awaiting_review != 0,
             creditor_id: crate::domain::PartyId::from_stored(creditor_id.clone()),
             id: r.id,
         };

@@ -203,6 +203,10 @@ struct MessageRow {
     spam: Option<String>,
     carried_by: Option<String>,
     understanding_sealed: Option<Vec<u8>>,
+    intent: Option<String>,
+    review: Option<String>,
+    corrected_by: Option<String>,
+    corrected_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -258,13 +262,35 @@ macro_rules! message_columns {
          m.category, m.template_id, m.language, m.sent_by, m.envelope_sealed, m.subject_sealed, m.rfc_message_id, \
          m.in_reply_to, m.provider_id, m.segments, m.has_attachments, m.failure_reason, m.scheduled_for, m.sent_at, \
          m.received_at, m.created_at, m.sender_verified, m.authentication, m.spam, m.carried_by, \
-         m.understanding_sealed"
+         m.understanding_sealed, m.intent, m.review, m.corrected_by, m.corrected_at"
     };
 }
 const MESSAGE_COLUMNS: &str = message_columns!();
 /// [`MESSAGE_COLUMNS`] with the sealed body and HTML.
 pub(crate) const MESSAGE_COLUMNS_WITH_BODY: &str =
     concat!(message_columns!(), ", m.body_sealed, m.html_sealed");
+
+/// A reading with what people made of it: the review of a reply that holds, and a case
+/// worker's correction (the intent theirs, the reading's kept as `from`).
+fn reviewed(
+    mut read: crate::domain::understanding::Understanding,
+    intent: Option<String>,
+    review: Option<String>,
+    corrected: Option<(String, i64)>,
+) -> crate::domain::understanding::Understanding {
+    use crate::domain::understanding::{Correction, Intent};
+    read.review = review;
+    if let Some((by, at)) = corrected
+        && let Some(now) = intent.as_deref().and_then(|i| Intent::parse(i).ok())
+    {
+        read.correction = Some(Correction {
+            from: std::mem::replace(&mut read.intent, now),
+            by,
+            at: crate::domain::time::from_micros(at),
+        });
+    }
+    read
+}
 
 impl StoreInner {
     /// A message's envelope (its subject key looked up first by `unlock`); an erased one
@@ -338,7 +364,8 @@ impl StoreInner {
             // Gone with an erased debtor's key.
             understanding: self
                 .open_opt(&r.id, "understanding", r.understanding_sealed)?
-                .and_then(|json| serde_json::from_str(&json).ok()),
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .map(|read| reviewed(read, r.intent, r.review, r.corrected_by.zip(r.corrected_at))),
             id: r.id,
         })
     }

@@ -15,6 +15,7 @@ mod documents;
 mod idempotency;
 mod ids;
 mod inbound;
+mod inbox;
 mod jobs;
 mod journal;
 mod messages;
@@ -47,11 +48,12 @@ use sqlx::AnyPool;
 
 pub use archive::{SentCopy, ToArchive};
 pub use audit::AuditEntry;
-pub use cases::{CasePatch, CaseView, ListCases, NewCase, SendingFacts};
+pub use cases::{CaseHold, CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use connectors::{Connector, ConnectorChange, NewConnector, SyncEnd};
 pub use documents::{DocumentView, NewDocument};
 pub use idempotency::Replay;
 pub use inbound::{Checked, InboundSms, Ingested, MailboxProgress, UnmatchedFilter, UnmatchedMail};
+pub use inbox::{Awaiting, InboxFilter, InboxItem, InboxPage, Unreviewable};
 pub use jobs::{AttemptRecord, Delivered, Delivering, DeliveryAttempt, Outgoing};
 pub use messages::{
     Access, AttachmentView, Envelope, IdempotencyRecord, MessageFilter, MessageView, NewMessage,
@@ -198,6 +200,9 @@ pub struct StoreInner {
     /// Where the times it records come from: the application's clock once it is given one
     /// ([`Store::use_clock`]), the system's until then.
     clock: std::sync::OnceLock<crate::domain::clock::SharedClock>,
+    /// A reply's promise with a date becomes a deadline of its case
+    /// (`PARLEY_PROMISE_DEADLINES`).
+    promise_deadlines: std::sync::atomic::AtomicBool,
 }
 
 /// What every handle is: one more reference to the shared inner. Inside the store, a verb of
@@ -349,6 +354,17 @@ impl StoreInner {
     /// Takes the times it records from `clock` from now on (once: a later call is ignored).
     pub fn use_clock(&self, clock: crate::domain::clock::SharedClock) {
         let _ = self.clock.set(clock);
+    }
+
+    /// Whether a reply's promise with a date becomes a deadline of its case.
+    pub fn set_promise_deadlines(&self, on: bool) {
+        self.promise_deadlines
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn promise_deadlines(&self) -> bool {
+        self.promise_deadlines
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Now, by the application's clock.
@@ -765,12 +781,12 @@ pub(super) fn key_context(purpose: &(impl std::fmt::Display + ?Sized)) -> String
 }
 
 /// Cursor of keyset pagination: the last id of the page, opaque to clients.
-pub(crate) fn encode_cursor(id: &str) -> String {
+pub fn encode_cursor(id: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
 }
 
-pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<String> {
+pub fn decode_cursor(cursor: &str) -> StoreResult<String> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)

@@ -61,7 +61,7 @@ pub(super) fn reference_context(id: &(impl std::fmt::Display + ?Sized)) -> Strin
     format!("pay:{id}:reference")
 }
 
-pub(super) fn title_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
+pub(crate) fn title_context(id: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("ddl:{id}:title")
 }
 

@@ -236,6 +236,11 @@ impl Cases {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if p.do_not_contact {
+            // The debtor's request not to be contacted, recorded: the replies that held the
+            // case are confirmed.
+            super::inbox::confirm_holds(&mut tx, actor, case_id, now).await?;
+        }
         audit(
             &mut tx,
             Some(case_id),

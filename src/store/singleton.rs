@@ -18,6 +18,8 @@ pub enum Work {
     RetentionSweeper,
     /// The syncs of the connectors (their mailboxes).
     ConnectorSync,
+    /// Answered replies taken out of the inbox's index.
+    InboxSweeper,
 }
 
 impl Work {
@@ -27,6 +29,7 @@ impl Work {
             Self::DeadlineScanner => "deadlines",
             Self::RetentionSweeper => "retention",
             Self::ConnectorSync => "connectors",
+            Self::InboxSweeper => "inbox",
         }
     }
 
@@ -38,6 +41,7 @@ impl Work {
             Self::DeadlineScanner => 2,
             Self::RetentionSweeper => 3,
             Self::ConnectorSync => 4,
+            Self::InboxSweeper => 5,
         }
     }
 }

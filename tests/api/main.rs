@@ -27,6 +27,7 @@ mod erasure;
 mod errors;
 mod faults;
 mod fuzz;
+mod inbox;
 mod messages;
 mod notes;
 mod operators;

@@ -183,7 +183,7 @@ async function signIn(token) {
   await page.goto(`${base}/console#/`);
   await page.waitForSelector('input[name=token]');
   await page.type('input[name=token]', token);
-  await Promise.all([page.waitForSelector('table, .empty'), page.click('button[type=submit]')]);
+  await Promise.all([page.waitForSelector('table, .empty, .inbox-entry'), page.click('button[type=submit]')]);
 }
 
 await step('sign-in is refused with a wrong token, beside the field', async () => {
@@ -198,8 +198,18 @@ await step('sign-in is refused with a wrong token, beside the field', async () =
   if (invalid !== 'true') throw new Error('the token field is not marked invalid');
 });
 
-await step('a case worker signs in and finds the case by its number', async () => {
+await step("a case worker signs in to the inbox: the debtor's reply, what it means, its words marked", async () => {
   await signIn(creditor);
+  await waitText('.inbox-entry .case-link', kase.caseNumber);
+  await page.waitForSelector('.inbox-entry .badge.intent.payment_plan_request');
+  const marked = await page.$$eval('.inbox-entry .body mark', (ms) => ms.map((m) => m.textContent));
+  if (!marked.length) throw new Error('no evidence is marked in the reply');
+  await axe('inbox');
+  await shot('inbox');
+});
+
+await step('a case worker finds the case by its number', async () => {
+  await page.click('header nav a[href="#/cases"]');
   await waitText('td a', kase.caseNumber);
   await axe('cases');
   await shot('cases');
@@ -290,6 +300,28 @@ await step('a new reply appears without reloading', async () => {
   await waitText('.message.inbound .body', 'first instalment today', 20000);
   // What the reply means shows beside it, the debtor's deciding words in its title.
   await page.waitForSelector('.message.inbound .badge.intent[title]');
+});
+
+await step('a dispute holds collection; the case worker reads it otherwise and the hold is lifted', async () => {
+  await inbound('Re: Payment Reminder', 'I dispute this claim. I never ordered anything from you.');
+  await page.reload();
+  await page.waitForSelector('.summary .hold');
+  await page.$$eval('.thread', (b) => b.find((x) => x.textContent.includes('Re: Payment Reminder'))?.click());
+  await page.waitForSelector('.message.inbound .badge.hold');
+  await page.waitForSelector('form.understanding');
+  const refused = await fetch(`${base}/api/cases/${kase.caseId}/messages`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${creditor}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ messageType: 'email', subject: 'Reminder', body: 'Please pay', category: 'payment_reminders' }),
+  });
+  if (refused.status !== 422 || (await refused.json()).code !== 'awaiting_review') throw new Error(`a reminder was not held: ${refused.status}`);
+  await axe('hold');
+  await shot('hold');
+  await page.select('form.understanding select[name=intent]', 'question');
+  await page.click('form.understanding button[data-action=correct]');
+  await until('the hold to be lifted', async () => (await page.$('.summary .hold')) === null);
+  const m = await api(creditor, 'GET', `/api/cases/${kase.caseId}`);
+  if (m.hold) throw new Error(`still held: ${JSON.stringify(m.hold)}`);
 });
 
 await step("the case's messages are exported as an MBOX file", async () => {

@@ -54,6 +54,25 @@ pub struct Understanding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Date)]
     pub promised_date: Option<NaiveDate>,
+    /// A reply that holds collection (`dispute`, `wrong_person`, `cease_contact`): `pending`
+    /// until a case worker confirms it (`confirmed`) or corrects it (`dismissed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    /// A person's correction: `intent` above is then theirs, and `from` what was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
+}
+
+/// A case worker's correction of a reading, kept beside it as evidence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Correction {
+    /// The intent parley read.
+    pub from: Intent,
+    /// Who corrected it (the token's party name).
+    pub by: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 mod bayes;
@@ -443,6 +462,8 @@ pub fn understand(text: &str, sent: NaiveDate) -> Understanding {
         language: lang.to_string(),
         promised_amount: None,
         promised_date: None,
+        review: None,
+        correction: None,
     };
     if let Some(auto) = AUTO_REPLIES.iter().find(|a| folded.contains(*a)) {
         return plain(Intent::Other, 0.9, vec![quote(&own, &toks, auto)]);
