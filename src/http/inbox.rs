@@ -10,7 +10,6 @@ use super::AppState;
 use super::extract::{Auth, Json, Path, Query};
 use super::messages::{MessageResponse, message_id};
 use super::problem::{ApiError, ApiResult, ProblemBody};
-use crate::domain::MessageId;
 use crate::domain::code::Code;
 use crate::domain::time::{duration_micros, parse_duration};
 use crate::domain::understanding::Intent;
@@ -26,7 +25,9 @@ pub struct InboxQuery {
     #[param(schema_with = super::openapi::cursor)]
     pub cursor: Option<String>,
     /// Only replies read as these intents, comma-separated (`dispute,wrong_person`).
-    #[param(pattern = "^[a-z_]+(,[a-z_]+)*$")]
+    #[param(
+        pattern = "^(dispute|payment_promise|payment_plan_request|paid_already|wrong_person|cease_contact|question|other)(,(dispute|payment_promise|payment_plan_request|paid_already|wrong_person|cease_contact|question|other))*$"
+    )]
     pub intent: Option<String>,
     /// `review`: only replies that hold their case; `answer`: only those awaiting an answer.
     #[param(pattern = "^(review|answer)$")]
@@ -73,22 +74,21 @@ pub struct CorrectionRequest {
 fn filter(q: InboxQuery, now: i64) -> ApiResult<InboxFilter> {
     let invalid = |detail: String| ApiError::bad_request(Code::InvalidQuery, detail);
     let limit = super::extract::page_limit(q.limit)?;
-    let intents = q
+    let mut intents = Vec::new();
+    for i in q
         .intent
         .as_deref()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.split(',')
-                .map(|i| Intent::parse(i.trim()).map_err(|e| invalid(format!("intent: {}", e.0))))
-                .collect::<ApiResult<Vec<_>>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
-    if intents.len() > 8 {
-        return Err(invalid("intent names at most 8 intents".into()));
+        .map(|s| s.split(','))
+        .into_iter()
+        .flatten()
+    {
+        let intent = Intent::parse(i).map_err(|e| invalid(format!("intent: {}", e.0)))?;
+        if !intents.contains(&intent) {
+            intents.push(intent);
+        }
     }
     let awaiting = match q.awaiting.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some("review") => Some(Awaiting::Review),
         Some("answer") => Some(Awaiting::Answer),
         Some(other) => {
@@ -97,26 +97,29 @@ fn filter(q: InboxQuery, now: i64) -> ApiResult<InboxFilter> {
             )));
         }
     };
-    let received_before = match q.older_than.as_deref().filter(|s| !s.is_empty()) {
+    let received_before = match q.older_than.as_deref() {
         None => None,
         Some(d) => {
+            // As the schema says: 1 to 9 digits and one of s, m, h, d.
+            let (digits, unit) = d.split_at(d.len().saturating_sub(1));
+            if !(1..=9).contains(&digits.len())
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || !matches!(unit, "s" | "m" | "h" | "d")
+            {
+                return Err(invalid(format!(
+                    "olderThan must be a number and s, m, h or d (e.g. 2d), not {d:?}"
+                )));
+            }
             let age = parse_duration(d).map_err(|e| invalid(format!("olderThan: {e}")))?;
             Some(now.saturating_sub(duration_micros(age)))
         }
     };
-    let cursor = match q.cursor {
+    // The last message id of the previous page, the keyset's bound (empty: the first page).
+    let cursor = match q.cursor.filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Some(
-            crate::store::decode_cursor(&c)
-                .ok()
-                .and_then(|id| MessageId::parse(&id))
-                .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        Code::InvalidCursor,
-                        "cursor is not one this API issued",
-                    )
-                })?,
-        ),
+        Some(c) => Some(crate::store::decode_cursor(&c).map_err(|_| {
+            ApiError::unprocessable(Code::InvalidCursor, "cursor is not one this API issued")
+        })?),
     };
     Ok(InboxFilter {
         intents,
@@ -205,7 +208,7 @@ pub async fn correct(
     Json(body): Json<CorrectionRequest>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
     let id = message_id(&id)?;
-    let intent = Intent::parse(body.intent.trim())
+    let intent = Intent::parse(&body.intent)
         .map_err(|e| ApiError::unprocessable(Code::ValidationFailed, format!("intent: {}", e.0)))?;
     let message = state
         .app

@@ -38,7 +38,8 @@ pub struct InboxFilter {
     pub awaiting: Option<Awaiting>,
     /// Only replies received at or before this time (`olderThan`).
     pub received_before: Option<Micros>,
-    pub cursor: Option<MessageId>,
+    /// The last message id of the previous page.
+    pub cursor: Option<String>,
     pub limit: i64,
 }
 
@@ -469,7 +470,7 @@ impl Inbound {
             q = q.bind(i.as_str());
         }
         let mut rows = q
-            .bind(f.cursor.as_ref())
+            .bind(f.cursor.as_deref())
             .bind(f.limit + 1)
             .fetch_all(&self.pool)
             .await?;

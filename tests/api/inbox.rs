@@ -338,14 +338,18 @@ async fn the_inbox_lists_replies_oldest_first_until_answered_or_done() {
     assert!(next.get("nextCursor").is_none(), "{next}");
     for bad in [
         "intent=angry",
+        "intent=",
+        "intent=question,%20other",
         "awaiting=soon",
+        "olderThan=5y",
+        "olderThan=9999999999d",
         "olderThan=yesterday",
         "limit=0",
     ] {
         let r = app.get(&acme.token, &format!("/api/inbox?{bad}")).await;
         assert_problem(r, 400, "invalid_query").await;
     }
-    let r = app.get(&acme.token, "/api/inbox?cursor=bm90LWFuLWlk").await;
+    let r = app.get(&acme.token, "/api/inbox?cursor=not*base64").await;
     assert_problem(r, 422, "invalid_cursor").await;
 
     // An answer on the case takes its reply out; a system of record's `done` the other.
