@@ -33,6 +33,8 @@ fn load(dir: &str) -> Vec<Reply> {
         "tuning2-en",
         "tuning3-da",
         "tuning3-en",
+        "tuning4-da",
+        "tuning4-en",
     ] {
         let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}.jsonl")) else {
             continue;

@@ -57,8 +57,9 @@ impl App {
     /// An application whose rules read the time from `clock` (tests set and move it).
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         // Reply understanding's model is trained beside the start, not in the first reply's
-        // transaction.
-        tokio::task::spawn_blocking(domain::understanding::warm_up);
+        // transaction; on a thread of its own, which a process that stops does not wait for
+        // (a first reply read meanwhile waits for the training to finish).
+        std::thread::spawn(domain::understanding::warm_up);
         let store = open_store(&config).await?;
         store.use_clock(clock.clone());
         store.set_promise_deadlines(config.policy.promise_deadlines);
