@@ -748,12 +748,12 @@ enum Carrier<'a> {
     Mailbox(&'a dyn MailboxRoutes, &'a Route),
 }
 
-/// The most of a spooled message read into memory for a mailbox connector (Gmail sends up
-/// to 35 MB; Graph refuses more than 4 MB itself).
 /// How long a collection message waits before it asks again whether the reply that holds
 /// its case was reviewed (micros).
 const REVIEW_RECHECK: i64 = 15 * 60 * 1_000_000;
 
+/// The most of a spooled message read into memory for a mailbox connector (Gmail sends up
+/// to 35 MB; Graph refuses more than 4 MB itself).
 const MAX_HANDOVER: u64 = 36 * 1024 * 1024;
 
 /// A spooled message, its signature in front, for a connector that takes it whole.

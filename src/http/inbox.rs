@@ -101,11 +101,8 @@ fn filter(q: InboxQuery, now: i64) -> ApiResult<InboxFilter> {
         None => None,
         Some(d) => {
             // As the schema says: 1 to 9 digits and one of s, m, h, d.
-            let (digits, unit) = d.split_at(d.len().saturating_sub(1));
-            if !(1..=9).contains(&digits.len())
-                || !digits.bytes().all(|b| b.is_ascii_digit())
-                || !matches!(unit, "s" | "m" | "h" | "d")
-            {
+            let digits = d.strip_suffix(['s', 'm', 'h', 'd']).unwrap_or_default();
+            if !(1..=9).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid(format!(
                     "olderThan must be a number and s, m, h or d (e.g. 2d), not {d:?}"
                 )));
@@ -198,7 +195,7 @@ pub async fn done(
 #[utoipa::path(post, path = "/api/messages/{messageId}/understanding", tag = "inbox", params(("messageId" = String, Path)),
     request_body = CorrectionRequest,
     responses((status = 200, body = MessageResponse), (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "`invalid_state`: not a reply parley read"),
+        (status = 409, body = ProblemBody, description = "`invalid_state`: a received message parley did not read"),
         (status = 422, body = ProblemBody, description = "`validation_failed`")),
     security(("bearer" = [])))]
 pub async fn correct(

@@ -18,10 +18,16 @@ use crate::domain::understanding::{Intent, Understanding};
 const READER: &str = "reply understanding";
 
 /// An outbound message on the case after the reply `m`, written by a party (not a system
-/// message) and not refused, cancelled or failed: the reply is answered.
+/// message) and not refused, cancelled or failed: the reply is answered (while the answer
+/// waits in the queue too; should it fail, the reply is back).
 const ANSWERED: &str = "EXISTS (SELECT 1 FROM messages o WHERE o.case_id = m.case_id AND o.id > m.id \
      AND o.direction = 'outbound' AND o.party_id IS NOT NULL \
      AND o.status NOT IN ('refused', 'cancelled', 'failed'))";
+
+/// [`ANSWERED`] by an answer that went out: what the sweeper takes a reply out for good on.
+const ANSWERED_FOR_GOOD: &str = "EXISTS (SELECT 1 FROM messages o WHERE o.case_id = m.case_id AND o.id > m.id \
+     AND o.direction = 'outbound' AND o.party_id IS NOT NULL \
+     AND o.status IN ('sent', 'delivered', 'opened', 'clicked'))";
 
 /// Which replies of the inbox are asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +68,7 @@ struct InboxRow {
     #[sqlx(flatten)]
     message: MessageWithBody,
     case_number: String,
+    review_state: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -123,20 +130,11 @@ pub(super) async fn on_announced(
     let (intent, sealed) = sealed.unwrap_or_default();
     let intent = intent.as_deref().and_then(|i| Intent::parse(i).ok());
     let review = match intent {
-        Some(i) if i.holds() => {
-            let settled: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM cases c LEFT JOIN preferences pr ON pr.case_id = c.id \
-                 WHERE c.id = $1 AND (c.status = 'disputed' OR pr.do_not_contact = 1)",
-            )
-            .bind(case_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            Some(if settled.is_some() {
-                "confirmed"
-            } else {
-                "pending"
-            })
-        }
+        Some(i) if i.holds() => Some(if settled(store, tx, case_id, at).await? {
+            "confirmed"
+        } else {
+            "pending"
+        }),
         _ => None,
     };
     sqlx::query("UPDATE messages SET inbox = 1, review = $2 WHERE id = $1")
@@ -175,6 +173,44 @@ pub(super) async fn on_announced(
         }
     }
     Ok(())
+}
+
+/// Whether the case holds its collection messages already, so that a reply that would hold
+/// it is confirmed by that: it is disputed, or its debtor's request not to be contacted is
+/// in force without an exception for a collection category. Locks the case's row for the
+/// rest of the transaction (on PostgreSQL), so that a review of another reply on the case
+/// waits for this one's hold.
+async fn settled(
+    store: &StoreInner,
+    tx: &mut sqlx::AnyConnection,
+    case_id: &CaseId,
+    at: Micros,
+) -> StoreResult<bool> {
+    let today = crate::domain::time::from_micros(at)
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let status: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT status FROM cases WHERE id = $1{}",
+        store.backend.for_update()
+    ))
+    .bind(case_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if status.as_deref() == Some("disputed") {
+        return Ok(true);
+    }
+    let opted_out: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM preferences WHERE case_id = $1 AND do_not_contact = 1 \
+         AND (dnc_effective_date IS NULL OR dnc_effective_date <= $2) \
+         AND (dnc_exceptions IS NULL OR (dnc_exceptions NOT LIKE '%payment_reminders%' \
+           AND dnc_exceptions NOT LIKE '%settlement_offers%' AND dnc_exceptions NOT LIKE '%deadline_alerts%'))",
+    )
+    .bind(case_id)
+    .bind(today)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(opted_out.is_some())
 }
 
 /// A deadline at the end of the promised day (UTC), titled for the case worker.
@@ -287,6 +323,7 @@ pub(super) async fn confirm_holds(
     .bind(case_id)
     .fetch_all(&mut *tx)
     .await?;
+    hold(tx, case_id, None).await?;
     if pending.is_empty() {
         return Ok(());
     }
@@ -299,7 +336,6 @@ pub(super) async fn confirm_holds(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    hold(tx, case_id, None).await?;
     wake_held(tx, case_id, now).await?;
     for id in &pending {
         audit(
@@ -326,7 +362,7 @@ impl Inbound {
     ) -> StoreResult<Option<ReplyRow>> {
         Ok(sqlx::query_as::<_, ReplyRow>(&format!(
             "SELECT m.case_id, m.intent, m.review, m.inbox FROM messages m JOIN cases c ON c.id = m.case_id \
-             WHERE m.id = $1 AND m.direction = 'inbound' AND {}{}",
+             WHERE m.id = $1 AND m.direction = 'inbound' AND m.sender_verified = 1 AND {}{}",
             visible(2, 3),
             self.backend.for_update()
         ))
@@ -358,6 +394,7 @@ impl Inbound {
         let now = self.now();
         let review = match (intent.holds(), row.review.as_deref()) {
             (true, Some("confirmed")) => Some("confirmed"),
+            (true, _) if settled(self, &mut tx, &row.case_id, now).await? => Some("confirmed"),
             (true, _) => Some("pending"),
             (false, Some("pending")) => Some("dismissed"),
             (false, r) => r,
@@ -458,7 +495,8 @@ impl Inbound {
         let conditions = inbox_conditions(f);
         let next = 4 + f.intents.len();
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS_WITH_BODY}, c.case_number FROM messages m JOIN cases c ON c.id = m.case_id \
+            "SELECT {MESSAGE_COLUMNS_WITH_BODY}, c.case_number, m.review AS review_state \
+             FROM messages m JOIN cases c ON c.id = m.case_id \
              WHERE {conditions} AND (${next} IS NULL OR m.id > ${next}) ORDER BY m.id LIMIT ${}",
             next + 1
         );
@@ -491,11 +529,7 @@ impl Inbound {
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
             let message = self.message_with_body(row.message)?;
-            let awaiting = match message
-                .understanding
-                .as_ref()
-                .and_then(|u| u.review.as_deref())
-            {
+            let awaiting = match row.review_state.as_deref() {
                 Some("pending") => Awaiting::Review,
                 _ => Awaiting::Answer,
             };
@@ -522,7 +556,7 @@ impl Inbound {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(&format!(
             "UPDATE messages SET inbox = NULL WHERE id IN (SELECT m.id FROM messages m \
-             WHERE m.inbox = 1 AND (m.review IS NULL OR m.review <> 'pending') AND {ANSWERED} \
+             WHERE m.inbox = 1 AND (m.review IS NULL OR m.review <> 'pending') AND {ANSWERED_FOR_GOOD} \
              ORDER BY m.id LIMIT 1000)"
         ))
         .execute(&mut *tx)

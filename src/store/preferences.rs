@@ -236,9 +236,20 @@ impl Cases {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if p.do_not_contact {
-            // The debtor's request not to be contacted, recorded: the replies that held the
-            // case are confirmed.
+        let today = crate::domain::time::from_micros(now)
+            .date_naive()
+            .format("%Y-%m-%d")
+            .to_string();
+        let stops_collection = p.do_not_contact
+            && p.effective_date
+                .as_deref()
+                .is_none_or(|d| d <= today.as_str())
+            && !p.exceptions.iter().any(|e| {
+                crate::domain::message::Category::parse(e).is_ok_and(|c| c.is_collection())
+            });
+        if stops_collection {
+            // The debtor's request not to be contacted, in force for collection: the replies
+            // that held the case are confirmed by it.
             super::inbox::confirm_holds(&mut tx, actor, case_id, now).await?;
         }
         audit(

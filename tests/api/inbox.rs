@@ -143,6 +143,37 @@ async fn a_dispute_holds_collection_until_a_case_worker_confirms_it() {
         )
         .await;
     assert_problem(r, 422, "awaiting_review").await;
+    // A stranger's mail naming the case number waits for its sender's review: it is no one's
+    // reply to read, hold or mark until it is accepted.
+    let raw = mail(
+        &[
+            ("From", "someone@elsewhere.example"),
+            ("To", "info@localhost"),
+            (
+                "Subject",
+                &format!("Receipt {}", case["caseNumber"].as_str().unwrap()),
+            ),
+            ("Message-ID", "<stranger.1@elsewhere.example>"),
+        ],
+        "I dispute everything.",
+    );
+    let r = app.post_mail(&app.admin.token, &raw).await;
+    assert_eq!(r.status(), 201);
+    let stranger = r.json::<Value>().await.unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for path in [
+        format!("/api/messages/{stranger}/understanding"),
+        format!("/api/inbox/{stranger}/done"),
+    ] {
+        let r = app
+            .post(&acme.token, &path, &json!({"intent": "wrong_person"}))
+            .await;
+        assert_problem(r, 404, "not_found").await;
+    }
+    let inbox = json_of(&app, &acme.token, "/api/inbox").await;
+    assert_eq!(inbox["totalCount"], 1, "{inbox}");
 
     // The case worker confirms: the case is disputed, the hold is the status's now.
     let r = app
@@ -258,14 +289,27 @@ async fn a_correction_dismisses_the_hold_and_the_held_reminder_goes() {
     let c = json_of(&app, &acme.token, &format!("/api/cases/{case_id}")).await;
     assert_eq!(c["hold"]["intent"], "dispute", "{c}");
     assert_eq!(c["hold"]["messageId"], stop.as_str());
-    // doNotContact confirms it.
+    // An opt-out that is not in force yet confirms nothing; one in force does.
     let r = app
         .request(
             reqwest::Method::PUT,
             &acme.token,
             &format!("/api/cases/{case_id}/communication-preferences"),
         )
-        .json(&json!({"doNotContact": true, "reason": "asked in writing"}))
+        .json(&json!({"doNotContact": true, "effectiveDate": "2099-01-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let c = json_of(&app, &acme.token, &format!("/api/cases/{case_id}")).await;
+    assert_eq!(c["hold"]["messageId"], stop.as_str(), "{c}");
+    let r = app
+        .request(
+            reqwest::Method::PUT,
+            &acme.token,
+            &format!("/api/cases/{case_id}/communication-preferences"),
+        )
+        .json(&json!({"doNotContact": true, "reason": "asked in writing", "effectiveDate": null}))
         .send()
         .await
         .unwrap();
@@ -343,6 +387,7 @@ async fn the_inbox_lists_replies_oldest_first_until_answered_or_done() {
         "awaiting=soon",
         "olderThan=5y",
         "olderThan=9999999999d",
+        "olderThan=1%C3%A9",
         "olderThan=yesterday",
         "limit=0",
     ] {

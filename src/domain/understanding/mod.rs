@@ -403,8 +403,6 @@ fn language(tokens: &[Token], text: &str) -> &'static str {
     }
 }
 
-/// Trains the model and folds the lexicon now (at start), so the first reply does not wait
-/// for them inside its transaction.
 /// What the model alone reads in a reply (for the bench's comparison of methods).
 pub fn model_reading(text: &str) -> (Intent, f64) {
     let own = own_words(head(text, MAX_READ));
@@ -412,6 +410,8 @@ pub fn model_reading(text: &str) -> (Intent, f64) {
     (intent, probability)
 }
 
+/// Trains the model and folds the lexicon now (at start), so the first reply does not wait
+/// for them inside its transaction.
 pub fn warm_up() {
     model::Model::get();
     folded_rules();
