@@ -12,6 +12,7 @@ use super::policy::Question;
 use super::render::{Given, TemplateChoice, render};
 use super::{AppError, AppResult};
 use crate::domain::CaseStatus;
+use crate::domain::code::Code;
 use crate::domain::message::{Channel, MessageStatus, MessageType, Priority, SystemEvent};
 use crate::domain::party::Actor;
 use crate::domain::policy::{Evidence, Preferences};
@@ -166,6 +167,20 @@ impl Messaging {
                         MessageStatus::Queued,
                         Some(allowed.evidence),
                         allowed.not_before,
+                    ),
+                    // Held by a reply awaiting review: queued, and the delivery worker waits
+                    // for the review as it does for any held collection message.
+                    Err(AppError::Refused {
+                        code: Code::AwaitingReview,
+                        ..
+                    }) => (
+                        MessageStatus::Queued,
+                        Some(Evidence {
+                            decision: crate::domain::policy::Decision::Defer,
+                            rule: Code::AwaitingReview.as_str().to_string(),
+                            checked_at: from_micros(now),
+                        }),
+                        None,
                     ),
                     // A refusal leaves the message `refused` with the rule: never an error.
                     Err(AppError::Refused { code, .. }) => (

@@ -482,3 +482,48 @@ async fn a_dated_promise_becomes_a_deadline_when_asked() {
     .await;
     assert!(list["deadlines"].as_array().unwrap().is_empty(), "{list}");
 }
+
+#[tokio::test]
+async fn a_deadline_alert_on_a_held_case_waits_for_the_review() {
+    let app = spawn_app().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&acme, None).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    let due = chrono::Utc::now() + chrono::Duration::hours(30);
+    let r = app
+        .post(
+            &acme.token,
+            &format!("/api/cases/{case_id}/deadlines"),
+            &json!({"title": "First instalment", "dueAt": due.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let dispute = reply(&app, case_id, 1, "I dispute this claim entirely.").await;
+    // The scanner's alert is queued, not refused, and waits at sending.
+    app.deliver_due().await;
+    let alerts = || async {
+        let list = json_of(
+            &app,
+            &acme.token,
+            &format!("/api/cases/{case_id}/messages?type=system"),
+        )
+        .await;
+        list["messages"].as_array().unwrap().clone()
+    };
+    let list = alerts().await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["category"], "deadline_alerts");
+    assert_eq!(list[0]["status"], "queued", "{list:?}");
+    // Read otherwise, the hold goes, and so does the alert.
+    let r = app
+        .post(
+            &acme.token,
+            &format!("/api/messages/{dispute}/understanding"),
+            &json!({"intent": "other"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    app.deliver_due().await;
+    let list = alerts().await;
+    assert_eq!(list[0]["status"], "sent", "{list:?}");
+}
