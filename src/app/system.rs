@@ -175,11 +175,7 @@ impl Messaging {
                         ..
                     }) => (
                         MessageStatus::Queued,
-                        Some(Evidence {
-                            decision: crate::domain::policy::Decision::Defer,
-                            rule: Code::AwaitingReview.as_str().to_string(),
-                            checked_at: from_micros(now),
-                        }),
+                        Some(Evidence::deferred(Code::AwaitingReview, from_micros(now))),
                         None,
                     ),
                     // A refusal leaves the message `refused` with the rule: never an error.

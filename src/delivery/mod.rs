@@ -242,11 +242,10 @@ impl DeliveryJob {
                 // Held, not refused: a reply on the case awaits a person's review; the
                 // message goes once it is dismissed, and fails if it is confirmed.
                 let at = self.clock.now() + REVIEW_RECHECK;
-                *evidence = Some(Evidence {
-                    decision: crate::domain::policy::Decision::Defer,
-                    rule: Code::AwaitingReview.as_str().to_string(),
-                    checked_at: from_micros(self.clock.now()),
-                });
+                *evidence = Some(Evidence::deferred(
+                    Code::AwaitingReview,
+                    from_micros(self.clock.now()),
+                ));
                 return (Transition::Defer(at), Delivered::Nothing);
             }
             Err(AppError::Refused { code, detail, .. }) => {

@@ -242,6 +242,15 @@ impl Evidence {
             checked_at,
         }
     }
+
+    /// A send held back under the rule of `code`, to be asked again later.
+    pub fn deferred(code: Code, checked_at: DateTime<Utc>) -> Self {
+        Self {
+            decision: Decision::Defer,
+            rule: code.as_str().to_string(),
+            checked_at,
+        }
+    }
 }
 
 impl Refusal {

@@ -748,7 +748,7 @@ impl Inbound {
             .await?;
         }
         super::archive::enqueue(&mut *tx, self.backend, &[id.as_str()], r.at).await?;
-        super::inbox::on_announced(self, &mut *tx, key, (id, r.case_id), r.at).await?;
+        let intent = super::inbox::on_announced(self, &mut *tx, key, (id, r.case_id), r.at).await?;
         audit_as(
             &mut *tx,
             Some(r.case_id),
@@ -782,18 +782,18 @@ impl Inbound {
         )
         .await?;
         // A promise or a payment the reply tells of, for the systems that book them.
-        let intent: Option<String> =
-            sqlx::query_scalar("SELECT intent FROM messages WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
-        if let Some(intent) = intent.filter(|i| i == "payment_promise" || i == "paid_already") {
+        if let Some(intent) = intent.filter(|i| {
+            matches!(
+                i,
+                crate::domain::understanding::Intent::PaymentPromise
+                    | crate::domain::understanding::Intent::PaidAlready
+            )
+        }) {
             let understood = crate::domain::payload::MessageUnderstood {
                 message_id: id,
                 case_id: r.case_id,
                 case_number: &case_number,
-                intent: &intent,
+                intent: intent.as_str(),
                 timestamp: rfc3339(r.at),
             };
             emit(

@@ -114,14 +114,14 @@ fn inbox_conditions(f: &InboxFilter) -> String {
 /// In the transaction that announces a reply: it enters the inbox, and a reading that holds
 /// puts its case on hold (unless the case is already disputed or its debtor asked not to be
 /// contacted: then the reading is confirmed by that). A promise with a date becomes a
-/// deadline of the case when `deadlines` says so.
+/// deadline of the case when `deadlines` says so. Answers what the reply was read as.
 pub(super) async fn on_announced(
     store: &StoreInner,
     tx: &mut sqlx::AnyConnection,
     key: &crate::crypto::SubjectKey,
     (id, case_id): (&MessageId, &CaseId),
     at: Micros,
-) -> StoreResult<()> {
+) -> StoreResult<Option<Intent>> {
     let sealed: Option<(Option<String>, Option<Vec<u8>>)> =
         sqlx::query_as("SELECT intent, understanding_sealed FROM messages WHERE id = $1")
             .bind(id)
@@ -172,7 +172,7 @@ pub(super) async fn on_announced(
             promise_deadline(tx, key, case_id, date).await?;
         }
     }
-    Ok(())
+    Ok(intent)
 }
 
 /// Whether the case holds its collection messages already, so that a reply that would hold

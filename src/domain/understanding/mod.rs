@@ -403,13 +403,6 @@ fn language(tokens: &[Token], text: &str) -> &'static str {
     }
 }
 
-/// What the model alone reads in a reply (for the bench's comparison of methods).
-pub fn model_reading(text: &str) -> (Intent, f64) {
-    let own = own_words(head(text, MAX_READ));
-    let (intent, probability, _) = model::Model::get().read(&tokens(&own));
-    (intent, probability)
-}
-
 /// Trains the model and folds the lexicon now (at start), so the first reply does not wait
 /// for them inside its transaction.
 pub fn warm_up() {

@@ -27,7 +27,7 @@ const TUNING: [&str; 10] = [
 ];
 
 /// Whether an id is of the held-out third (never trained on, never tuned on).
-pub fn held_out(id: &str) -> bool {
+fn held_out(id: &str) -> bool {
     let (kind, number) = id.split_at(3.min(id.len()));
     matches!(kind, "da-" | "en-") && number.parse::<u32>().is_ok_and(|n| n % 3 == 0)
 }
