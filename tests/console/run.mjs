@@ -218,7 +218,9 @@ await step('a case worker finds the case by its number', async () => {
   await waitText('td a', kase.caseNumber);
   const rows = await page.$$eval('tbody tr', (r) => r.length);
   if (rows !== 1) throw new Error(`search shows ${rows} cases`);
-  await Promise.all([page.waitForSelector('#h-conversation'), page.click('td a')]);
+  // Clicked inside the page in one step: a list drawn again between finding the link and
+  // clicking it (the page's first load finishing after the search) cannot detach it.
+  await Promise.all([page.waitForSelector('#h-conversation'), page.$eval('td a', (a) => a.click())]);
 });
 
 await step("the case page shows the debtor's reply in its thread", async () => {
