@@ -35,6 +35,8 @@ fn load(dir: &str) -> Vec<Reply> {
         "tuning3-en",
         "tuning4-da",
         "tuning4-en",
+        "tuning5-da",
+        "tuning5-en",
     ] {
         let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}.jsonl")) else {
             continue;

@@ -70,8 +70,10 @@ impl App {
         let services = Services::new(&store, &config, clock.clone(), files, wake.clone())?;
         let connectors = Arc::new(connectors::Runtime::new(
             services.connectors.clone(),
+            services.drives.clone(),
             clock.clone(),
         )?);
+        services.subjects.with_document_systems(connectors.clone());
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -117,7 +119,8 @@ impl App {
             setup,
             self.clock.clone(),
         )?
-        .with_mailboxes(self.connectors.clone());
+        .with_mailboxes(self.connectors.clone())
+        .with_document_systems(self.connectors.clone());
         Ok(Worker::new(
             job,
             &self.store,

@@ -75,7 +75,7 @@ install_test_peers() {
 install_vendor_descriptions() {
     local dir=target/vendor-specs
     npm ci --prefix tests/vendors --no-audit --no-fund --loglevel=error
-    if [ -f "$dir/graph-mail.json" ] && [ -f "$dir/gmail.json" ] \
+    if [ -f "$dir/graph-mail.json" ] && [ -f "$dir/graph-drive.json" ] && [ -f "$dir/gmail.json" ] \
         && [ "$dir/graph-mail.json" -nt tests/vendors/prepare.mjs ]; then
         return
     fi

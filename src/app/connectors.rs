@@ -173,7 +173,7 @@ impl Connectors {
             .connectors()
             .await?
             .into_iter()
-            .filter(|c| c.kind.is_mailbox())
+            .filter(|c| c.kind.is_mailbox() || c.kind.is_drive())
             .filter(|c| {
                 c.sync_requested_at.is_some()
                     || c.last_attempt_at.is_none_or(|at| at + every <= now)
@@ -220,7 +220,7 @@ impl Connectors {
             ConnectorType::Microsoft365Mail => Source::Microsoft365,
             ConnectorType::Gmail => Source::Gmail,
             // An archive takes nothing in.
-            ConnectorType::Archive => return Ok(None),
+            ConnectorType::Archive | ConnectorType::Sharepoint => return Ok(None),
         };
         let arrival = Arrival {
             scope: connector.creditor_id.clone(),
@@ -295,4 +295,32 @@ pub trait MailboxRoutes: Send + Sync {
         message: &'a MessageId,
         raw: &'a [u8],
     ) -> BoxFuture<'a, Handover>;
+}
+
+/// What became of a case's copies on a document system when its debtor was erased.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteCopy {
+    pub connector_id: ConnectorId,
+    #[serde(rename = "type")]
+    pub kind: ConnectorType,
+    pub case_id: crate::domain::CaseId,
+    /// `deleted`, or `failed` (tried again every round until it is deleted; the connector
+    /// shows why).
+    pub status: &'static str,
+}
+
+/// The document systems (the drive connectors): the `mirror_document` job, and the copies
+/// an erasure deletes. The connectors' runtime does it; the delivery worker runs the job
+/// and the data subjects' erasure asks for the deletion.
+pub trait DocumentSystems: Send + Sync {
+    /// Mirrors the document to every drive connector serving its case that has no whole
+    /// copy yet; an error fails the job, which the queue retries.
+    fn mirror<'a>(
+        &'a self,
+        document: &'a crate::domain::DocumentId,
+    ) -> BoxFuture<'a, AppResult<()>>;
+    /// Deletes the case folders of these (erased) cases on every drive connector that has
+    /// one; what failed stays to be tried again.
+    fn erase<'a>(&'a self, cases: &'a [crate::domain::CaseId]) -> BoxFuture<'a, Vec<RemoteCopy>>;
 }

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod cases;
 pub mod connectors;
 pub mod documents;
+pub mod drives;
 pub mod export;
 pub mod health;
 mod history;
@@ -105,6 +106,8 @@ pub struct Services {
     /// Connectors to mailboxes and other systems.
     pub connectors: connectors::Connectors,
     pub documents: documents::Documents,
+    /// The document systems' folders and files, and files taken in from them.
+    pub drives: drives::Drives,
     /// Whether the database answers; the queues' figures.
     pub health: health::Health,
     pub inbound: inbound::Inbound,
@@ -173,6 +176,7 @@ impl Services {
                 (config.policy.retention, config.policy.unmatched_retention),
                 clock.clone(),
             ),
+            drives: drives::Drives::new(store, files.clone(), config.http.max_upload_bytes),
             documents: documents::Documents::new(store, files, config.http.max_upload_bytes),
             inbound,
             messaging: messaging::Messaging::new(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::AppResult;
+use super::connectors::{DocumentSystems, RemoteCopy};
 use crate::documents::store::DocumentStore;
 use crate::domain::clock::SharedClock;
 use crate::domain::party::Actor;
@@ -38,6 +39,9 @@ pub struct DataSubjects {
     /// How long dismissed unmatched mail is kept.
     unmatched_retention: Duration,
     pub(super) clock: SharedClock,
+    /// The document systems whose copies an erasure deletes (set once the connectors'
+    /// runtime exists).
+    remote: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn DocumentSystems>>>,
 }
 
 /// A case whose data was erased.
@@ -72,6 +76,9 @@ pub struct Erasure {
     /// Mail and SMS from the person that matched no case, removed (retained cases or not:
     /// they are no case's record).
     pub unmatched_erased: u64,
+    /// The copies of the erased cases on document systems: each connector's case folder,
+    /// `deleted` or `failed` (tried again until it is deleted).
+    pub remote_copies: Vec<RemoteCopy>,
 }
 
 impl DataSubjects {
@@ -95,7 +102,13 @@ impl DataSubjects {
             retention,
             unmatched_retention,
             clock,
+            remote: Default::default(),
         }
+    }
+
+    /// The document systems an erasure deletes copies from.
+    pub fn with_document_systems(&self, systems: std::sync::Arc<dyn DocumentSystems>) {
+        let _ = self.remote.set(systems);
     }
 
     /// When the data of a case that ended at `ended_at` may go.
@@ -125,7 +138,8 @@ impl DataSubjects {
             }
             match self.rule(&case, now) {
                 None => {
-                    self.erase_case(actor, &case.id, now).await?;
+                    let copies = self.erase_case(actor, &case.id, now).await?;
+                    answer.remote_copies.extend(copies);
                     answer.erased.push(ErasedCase {
                         case_id: case.id,
                         case_number: case.case_number,
@@ -161,14 +175,23 @@ impl DataSubjects {
         }
     }
 
-    async fn erase_case(&self, actor: &Actor, case_id: &CaseId, now: Micros) -> AppResult<()> {
+    /// Erases a case, and its copies on the document systems: what became of those.
+    async fn erase_case(
+        &self,
+        actor: &Actor,
+        case_id: &CaseId,
+        now: Micros,
+    ) -> AppResult<Vec<RemoteCopy>> {
         let erased = self.subjects.erase_case(actor, case_id, now).await?;
         // The files are unreadable already (their key is gone); removing them frees the space.
         for key in &erased.storage_keys {
             self.files.remove(key).await;
         }
         self.remove_copies(&erased.message_ids).await;
-        Ok(())
+        Ok(match self.remote.get() {
+            Some(systems) => systems.erase(std::slice::from_ref(case_id)).await,
+            None => Vec::new(),
+        })
     }
 
     /// Removes what the file transports and the attachment spool wrote of these messages:
@@ -215,7 +238,7 @@ impl DataSubjects {
         for case_id in &due {
             // One case that fails does not hold up the others: it is tried again next round.
             match self.erase_case(&system, case_id, now).await {
-                Ok(()) => erased += 1,
+                Ok(_) => erased += 1,
                 Err(e) => {
                     tracing::error!(case = %case_id, error = %e, "erasing a case whose retention ended failed")
                 }

@@ -5,9 +5,11 @@
 //! `connectors`), hands what they bring in to `app::connectors` (the same matching as SMTP
 //! and IMAP), and carries the outbound mail of the cases a mailbox serves.
 
+pub mod drives;
 pub mod gmail;
 pub mod graph;
 pub mod oauth;
+pub mod sharepoint;
 pub mod web;
 
 use std::collections::HashMap;
@@ -65,10 +67,11 @@ pub trait MailTransport {
 enum Client {
     Graph(graph::Graph),
     Gmail(gmail::Gmail),
+    Sharepoint(sharepoint::Sharepoint),
 }
 
 impl Client {
-    /// The client of a mailbox connector; none for an archive (its work is
+    /// The client of a mailbox or a document system; none for an archive (its work is
     /// `app::archive`'s).
     fn new(http: reqwest::Client, c: &Connector) -> Option<Self> {
         let since = c.created_at / 1_000_000 - 3600;
@@ -82,6 +85,10 @@ impl Client {
                     .to_string(),
             ))),
             ConnectorType::Gmail => Some(Self::Gmail(gmail::Gmail::new(http, &c.settings, since))),
+            ConnectorType::Sharepoint => Some(Self::Sharepoint(sharepoint::Sharepoint::new(
+                http,
+                &c.settings,
+            ))),
             ConnectorType::Archive => None,
         }
     }
@@ -90,6 +97,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.changes(cursor).await,
             Self::Gmail(g) => g.changes(cursor).await,
+            Self::Sharepoint(_) => Err(not_a_mailbox()),
         }
     }
 
@@ -97,6 +105,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.fetch(id).await,
             Self::Gmail(g) => g.fetch(id).await,
+            Self::Sharepoint(_) => Err(not_a_mailbox()),
         }
     }
 
@@ -104,8 +113,13 @@ impl Client {
         match self {
             Self::Graph(g) => g.send(raw).await,
             Self::Gmail(g) => g.send(raw).await,
+            Self::Sharepoint(_) => Err(not_a_mailbox()),
         }
     }
+}
+
+fn not_a_mailbox() -> Failure {
+    Failure::Permanent("the connector is a document system, not a mailbox".into())
 }
 
 /// What one sync of one connector did.
@@ -121,6 +135,8 @@ pub struct Synced {
 
 pub struct Runtime {
     connectors: Connectors,
+    /// The document systems' folders and files.
+    drives: crate::app::drives::Drives,
     http: reqwest::Client,
     clock: SharedClock,
     /// Each connector's client (and with it its token), rebuilt when its settings change.
@@ -132,9 +148,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(connectors: Connectors, clock: SharedClock) -> anyhow::Result<Self> {
+    pub fn new(
+        connectors: Connectors,
+        drives: crate::app::drives::Drives,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             connectors,
+            drives,
             http: web::client()?,
             clock,
             clients: Default::default(),
@@ -191,7 +212,10 @@ impl Runtime {
             return Ok(Synced::default());
         };
         let mut synced = Synced::default();
-        let outcome = self.read_mailbox(c, &client, &mut synced).await;
+        let outcome = match &*client {
+            Client::Sharepoint(drive) => self.sync_drive(c, drive, &mut synced).await,
+            _ => self.read_mailbox(c, &client, &mut synced).await,
+        };
         let end = match outcome {
             Ok(cursor) => SyncEnd::Done {
                 cursor,

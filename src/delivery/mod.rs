@@ -156,6 +156,15 @@ impl DeliveryJob {
     }
 
     /// Mail of the cases a mailbox connector serves leaves through it.
+    /// The document systems the `mirror_document` jobs mirror to.
+    pub fn with_document_systems(
+        mut self,
+        systems: std::sync::Arc<dyn crate::app::connectors::DocumentSystems>,
+    ) -> Self {
+        self.side.drives = Some(systems);
+        self
+    }
+
     pub fn with_mailboxes(mut self, mailboxes: std::sync::Arc<dyn MailboxRoutes>) -> Self {
         self.mailboxes = Some(mailboxes);
         self
@@ -650,7 +659,7 @@ impl DeliveryJob {
     /// A job beside the deliveries ([`side::SideJobs`]), recorded as done or retried.
     async fn side_job(&self, claim: &Claim, kind: Result<JobKind, String>) -> anyhow::Result<()> {
         let started = self.clock.now();
-        let archive = matches!(kind, Ok(JobKind::ArchiveMessage));
+        let archive = matches!(kind, Ok(JobKind::ArchiveMessage | JobKind::MirrorDocument));
         let done = match kind {
             Ok(kind) => self.side.run(kind, &claim.subject).await,
             Err(e) => Err(AppError::Store(anyhow::anyhow!(e).into())),
@@ -658,8 +667,8 @@ impl DeliveryJob {
         let next = match done {
             Ok(()) => Transition::Done,
             Err(e) => match self.retry(claim.attempts, format!("{e}"), None).0 {
-                // Journaling waits out an archive's outage however long it lasts: after the
-                // schedule, once an hour.
+                // Journaling and mirroring wait out an archive's or a document system's
+                // outage however long it lasts: after the schedule, once an hour.
                 Transition::Failed { error } if archive => Transition::Retry {
                     at: self.clock.now() + 3_600_000_000,
                     error,

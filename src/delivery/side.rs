@@ -4,6 +4,7 @@
 //! archive connectors. Each is idempotent: a retry finds done what was done.
 
 use crate::app::archive::Archive;
+use crate::app::connectors::DocumentSystems;
 use crate::app::documents::Documents;
 use crate::app::messaging::Messaging;
 use crate::app::{AppError, AppResult};
@@ -16,6 +17,8 @@ pub struct SideJobs {
     documents: Documents,
     /// Journals messages to the archive connectors.
     archive: Archive,
+    /// Mirrors documents to the drive connectors.
+    pub(super) drives: Option<std::sync::Arc<dyn DocumentSystems>>,
 }
 
 impl SideJobs {
@@ -24,6 +27,7 @@ impl SideJobs {
             messaging,
             documents,
             archive,
+            drives: None,
         }
     }
 
@@ -43,6 +47,16 @@ impl SideJobs {
                     .journal(&crate::domain::MessageId::from_stored(subject.to_string()))
                     .await
             }
+            JobKind::MirrorDocument => match &self.drives {
+                Some(drives) => {
+                    drives
+                        .mirror(&crate::domain::DocumentId::from_stored(subject.to_string()))
+                        .await
+                }
+                None => Err(AppError::Store(
+                    anyhow::anyhow!("this process mirrors no documents").into(),
+                )),
+            },
             JobKind::DeliverMessage => Err(AppError::Store(
                 anyhow::anyhow!("a delivery is not a side job").into(),
             )),

@@ -11,6 +11,7 @@ word_enum!(
         Microsoft365Mail => "microsoft365_mail",
         Gmail => "gmail",
         Archive => "archive",
+        Sharepoint => "sharepoint",
     }
 );
 
@@ -35,6 +36,9 @@ pub enum Kind {
     ServiceAccount,
     /// A mail server's URL with its credentials: `imap[s]://` or `smtp[s]://`.
     MailUrl,
+    /// A folder's path under a drive's root: names joined by `/`, none of them empty, `.`,
+    /// `..` or holding a character the document systems refuse.
+    Folder,
 }
 
 /// One setting of a connector type.
@@ -111,6 +115,16 @@ const ARCHIVE: &[Field] = &[
     optional(field("journalAddress", Kind::Text)),
 ];
 
+const SHAREPOINT: &[Field] = &[
+    field("tenantId", Kind::Text),
+    field("clientId", Kind::Text),
+    secret("clientSecret", Kind::Text),
+    field("driveId", Kind::Text),
+    or("folder", Kind::Folder, "parley"),
+    or("graphUrl", Kind::Url, "https://graph.microsoft.com"),
+    or("loginUrl", Kind::Url, "https://login.microsoftonline.com"),
+];
+
 /// Where an archive connector journals each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveTarget {
@@ -163,6 +177,23 @@ impl ArchiveTarget {
     }
 }
 
+/// The characters no document system takes in a file's or folder's name.
+pub const REFUSED_IN_NAMES: &[char] = &['"', '*', ':', '<', '>', '?', '\\', '|', '/'];
+
+/// The longest folder path a setting names.
+const MAX_FOLDER: usize = 400;
+
+/// A name a document system takes for a folder: not empty, no refused or C0 control character,
+/// not starting with a space, not ending with a space or a dot (so never `.` or `..`).
+fn folder_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c < ' ' || REFUSED_IN_NAMES.contains(&c))
+        && !name.starts_with(' ')
+        && !name.ends_with([' ', '.'])
+}
+
 /// What a secret setting shows in every answer.
 pub const HIDDEN: &str = "***";
 
@@ -178,6 +209,7 @@ impl ConnectorType {
             Self::Microsoft365Mail => MICROSOFT365_MAIL,
             Self::Gmail => GMAIL,
             Self::Archive => ARCHIVE,
+            Self::Sharepoint => SHAREPOINT,
         }
     }
 
@@ -186,12 +218,19 @@ impl ConnectorType {
         matches!(self, Self::Microsoft365Mail | Self::Gmail)
     }
 
+    /// Whether it is a document system: the documents of its cases mirrored into a folder
+    /// per case, and files put there taken in.
+    pub fn is_drive(self) -> bool {
+        matches!(self, Self::Sharepoint)
+    }
+
     /// The setting that names the mailbox: changing it starts the sync from the beginning.
     pub fn mailbox_field(self) -> &'static str {
         match self {
             Self::Microsoft365Mail => "mailbox",
             Self::Gmail => "user",
             Self::Archive => "url",
+            Self::Sharepoint => "driveId",
         }
     }
 }
@@ -381,6 +420,18 @@ fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
             if !ok || s.len() > MAX_TEXT {
                 return Err(Invalid::new(format!(
                     "settings.{name} must be an imap://, imaps://, smtp:// or smtps:// URL"
+                )));
+            }
+            Ok(Value::String(s.into()))
+        }
+        Kind::Folder => {
+            // Not trimmed: a name starting or ending with a space is refused, not changed.
+            let s = v.as_str().unwrap_or_default();
+            if s.chars().count() > MAX_FOLDER || !s.split('/').all(folder_name) {
+                return Err(Invalid::new(format!(
+                    "settings.{name} must be a folder's path: names joined by /, each starting with \
+                     neither a space nor ending with a space or a dot, none holding \" * : < > ? \\ | \
+                     or a control character, at most {MAX_FOLDER} characters in all"
                 )));
             }
             Ok(Value::String(s.into()))

@@ -56,12 +56,14 @@ word_enum!(
 );
 word_enum!(
     /// What a row of the jobs queue asks for: a message's delivery, the system message of an
-    /// event, the documents of a received mail's attachments.
+    /// event, the documents of a received mail's attachments, a message journaled to the
+    /// archive, a document mirrored to the document systems.
     JobKind, "kind of job" {
         DeliverMessage => "deliver_message",
         SystemMessage => "system_message",
         InboundAttachments => "inbound_attachments",
         ArchiveMessage => "archive_message",
+        MirrorDocument => "mirror_document",
     }
 );
 word_enum!(Direction, "direction" { Outbound => "outbound", Inbound => "inbound" });

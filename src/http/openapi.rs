@@ -394,6 +394,10 @@ fn recipients() -> AllOfBuilder {
         ))
 }
 
+/// A folder's path under a drive's root: names joined by `/`, each starting with no space
+/// and ending with neither a space nor a dot, none holding `" * : < > ? \ |`.
+const FOLDER: &str = r#"^(([^"*:<>?\\|/\x00-\x1f ][^"*:<>?\\|/\x00-\x1f]*)?[^"*:<>?\\|/\x00-\x1f. ])(/([^"*:<>?\\|/\x00-\x1f ][^"*:<>?\\|/\x00-\x1f]*)?[^"*:<>?\\|/\x00-\x1f. ])*$"#;
+
 /// A connector's settings: its type's fields, each of its kind; on creation the ones
 /// without a default are required, and nothing else is taken.
 fn settings_of(kind: crate::domain::connector::ConnectorType, create: bool) -> ObjectBuilder {
@@ -412,6 +416,7 @@ fn settings_of(kind: crate::domain::connector::ConnectorType, create: bool) -> O
                 .pattern(Some("^(imaps?|smtps?)://[^/?#]+"))
                 .max_length(Some(2000))
                 .build(),
+            Kind::Folder => string().pattern(Some(FOLDER)).max_length(Some(400)).build(),
             Kind::Bool => ObjectBuilder::new().schema_type(Type::Boolean).build(),
             Kind::ServiceAccount => service_account(),
         };

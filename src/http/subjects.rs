@@ -66,7 +66,11 @@ fn subject_of(
 /// is destroyed: every copy, backups included, becomes unreadable), and restricts it where
 /// one does: an open case, or one that ended less than `PARLEY_RETENTION` ago. Restricted
 /// cases take no more messages (422 `restricted`) and are erased by parley when their
-/// retention ends. Answers `erased` and `retained` (with `rule` and `retainedUntil`), and `unmatchedErased`: how many of the person's mails and SMS that matched no case were removed.
+/// retention ends. Answers `erased` and `retained` (with `rule` and `retainedUntil`),
+/// `unmatchedErased`: how many of the person's mails and SMS that matched no case were
+/// removed, and `remoteCopies`: the erased cases' folders on document systems
+/// (`{connectorId, type, caseId, status}`, `status` `deleted` or `failed`; a failed one is
+/// tried again every round until it is deleted, and its connector shows why).
 #[utoipa::path(post, path = "/api/data-subjects/erase", tag = "data subjects",
     request_body = EraseRequest,
     responses((status = 200, description = "what was erased, and what was kept and why"),

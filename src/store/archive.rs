@@ -190,7 +190,7 @@ impl Archive {
                 &key,
                 (connector.id.as_str(), &connector.name),
                 &new,
-                message_id,
+                Some(message_id),
             )
             .await?;
         record(&mut tx, &connector.id, message_id, self.now()).await?;

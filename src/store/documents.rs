@@ -124,6 +124,23 @@ async fn replace_version(
 }
 
 impl Documents {
+    /// A document by its id, whoever asks (the connectors' work); none when it is gone.
+    pub(crate) async fn document_by_id(
+        &self,
+        id: &DocumentId,
+    ) -> StoreResult<Option<DocumentView>> {
+        let row = sqlx::query_as::<_, DocumentRow>(&format!(
+            "SELECT {COLUMNS} FROM documents d WHERE d.id = $1 AND d.deleted_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(self
+            .documents_from_rows(row.into_iter().collect())
+            .await?
+            .pop())
+    }
+
     fn document_from_row(&self, r: DocumentRow) -> StoreResult<DocumentView> {
         Ok(DocumentView {
             description: r
@@ -240,6 +257,7 @@ impl Documents {
             now,
         )
         .await?;
+        super::drives::enqueue(&mut tx, &new.id, &new.case_id, now).await?;
         tx.commit().await?;
         Ok(Some(DocumentView {
             id: new.id,
@@ -343,7 +361,7 @@ impl Documents {
             &key,
             ("inbound email", uploaded_by),
             &new,
-            message_id,
+            Some(message_id),
         )
         .await?;
         sqlx::query(
@@ -367,7 +385,7 @@ impl Documents {
         key: &crate::crypto::SubjectKey,
         (label, who): (&str, &str),
         new: &NewDocument,
-        message_id: &MessageId,
+        message_id: Option<&MessageId>,
     ) -> StoreResult<()> {
         let now = self.now();
         sqlx::query(
@@ -404,7 +422,7 @@ impl Documents {
             case_id: &new.case_id,
             document_type: new.document_type.as_str(),
             version: 1,
-            message_id: Some(message_id),
+            message_id,
         };
         emit(
             &mut *tx,
@@ -414,6 +432,7 @@ impl Documents {
             now,
         )
         .await?;
+        super::drives::enqueue(&mut *tx, &new.id, &new.case_id, now).await?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@ mod cases;
 mod connect;
 mod connectors;
 mod documents;
+mod drives;
 mod idempotency;
 mod ids;
 mod inbound;
@@ -51,6 +52,7 @@ pub use audit::AuditEntry;
 pub use cases::{CaseHold, CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use connectors::{Connector, ConnectorChange, NewConnector, SyncEnd};
 pub use documents::{DocumentView, NewDocument};
+pub use drives::{DriveFolder, RemoteFile, ToMirror};
 pub use idempotency::Replay;
 pub use inbound::{Checked, InboundSms, Ingested, MailboxProgress, UnmatchedFilter, UnmatchedMail};
 pub use inbox::{Awaiting, InboxFilter, InboxItem, InboxPage, Unreviewable};
@@ -286,6 +288,12 @@ handle!(
     /// Documents' metadata (their bytes are in the document store).
     Documents,
     documents
+);
+handle!(
+    /// The document systems' copies: case folders, each document's remote file, erasures
+    /// still to reach them.
+    Drives,
+    drives
 );
 handle!(
     /// Inbound mail and SMS: matching, the unmatched list, held mail, mailbox progress.

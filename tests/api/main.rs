@@ -2,6 +2,7 @@
 //! test (SQLite by default; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server).
 
 mod binary;
+mod drive_fake;
 mod helpers;
 mod hostile;
 mod imap;
@@ -23,6 +24,7 @@ mod connectors;
 mod console;
 mod dkim;
 mod documents;
+mod drives;
 mod erasure;
 mod errors;
 mod faults;

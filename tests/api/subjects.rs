@@ -308,6 +308,18 @@ async fn every_table_is_in_the_export_or_named_as_holding_no_personal_data() {
             "archive_items",
             "which archive connector journaled which message, and when",
         ),
+        (
+            "remote_folders",
+            "which folder of a document system is a case's, by its remote id",
+        ),
+        (
+            "remote_files",
+            "where a document's copy is on a document system: its name and link sealed under the case's key (the document is exported with `documents`)",
+        ),
+        (
+            "remote_erasures",
+            "case folders an erasure has still to delete on a document system, by remote id",
+        ),
         ("_sqlx_migrations", "the schema's history"),
     ];
     let tables: Vec<String> = app.store.subjects().table_names().await.unwrap();

@@ -104,14 +104,14 @@ impl Prism {
     }
 }
 
-async fn serve(router: axum::Router) -> String {
+pub(crate) async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
     base
 }
 
-fn bearer(headers: &HeaderMap) -> String {
+pub(crate) fn bearer(headers: &HeaderMap) -> String {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -137,7 +137,7 @@ pub struct GraphState {
     pub client_id: String,
     pub secret: String,
     pub mailbox: String,
-    tokens: HashMap<String, Instant>,
+    pub(crate) tokens: HashMap<String, Instant>,
     pub token_requests: usize,
     /// The scopes asked for, in order.
     pub scopes: Vec<String>,
@@ -162,7 +162,7 @@ pub struct GraphFake {
     pub state: Arc<Mutex<GraphState>>,
 }
 
-fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         [("content-type", "application/json")],
@@ -228,7 +228,11 @@ impl GraphFake {
 
 type Graph = State<Arc<Mutex<GraphState>>>;
 
-async fn graph_token(State(state): Graph, Path(tenant): Path<String>, body: String) -> Response {
+pub(crate) async fn graph_token(
+    State(state): Graph,
+    Path(tenant): Path<String>,
+    body: String,
+) -> Response {
     let f = form(&body);
     let mut s = state.lock().unwrap();
     s.token_requests += 1;

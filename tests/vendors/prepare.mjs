@@ -8,7 +8,7 @@
 // document from PyPI's `google-api-python-client` (discovery_cache/documents/gmail.v1.json),
 // converted here to OpenAPI with `google-discovery-to-swagger` and `swagger2openapi`. Both
 // are installed pinned at test time (scripts/lib/peers.sh); nothing of theirs is kept in the
-// repository. Writes OUT_DIR/graph-mail.json and OUT_DIR/gmail.json.
+// repository. Writes OUT_DIR/graph-mail.json, OUT_DIR/graph-drive.json and OUT_DIR/gmail.json.
 //
 // Known gaps of the descriptions, patched here (each says what the service really does):
 // Graph
@@ -23,6 +23,12 @@
 //    (`Content-Type: text/plain`) and the answer `202 Accepted`.
 //  - Entities require `@odata.type` and carry discriminators; a delta page's items are the
 //    requested `$select` only, without `@odata.type`.
+//  - Drives: `PUT .../items/{id}/content` is described as answering `204`; the service
+//    answers `200` (or `201`) with the drive item. `GET .../items/{id}/content` is described
+//    as answering the bytes; the service answers `302` with a pre-authorised URL in
+//    `Location`. `createUploadSession` and `delta` get their short forms, as above. An upload
+//    session's URL and a download URL are on another host and outside the description.
+//    Navigation properties are dropped from the schemas (see `withoutNavigation`).
 // Gmail
 //  - The converted document describes `raw` and attachment `data` as `format: byte`
 //    (standard base64); Gmail sends and takes base64url.
@@ -121,6 +127,70 @@ function graph() {
   return cut;
 }
 
+/** Drops every navigation property (`x-ms-navigationProperty`) from the schemas: Graph sends
+ * them only when `$expand` asks, which parley never does, and they make the description's
+ * schemas one cycle of thousands (driveItem -> children -> driveItem, -> listItem -> site ->
+ * ...) that prism cannot load. */
+function withoutNavigation(components) {
+  for (const schema of Object.values(components.schemas)) {
+    for (const part of [schema, ...(schema.allOf ?? [])]) {
+      for (const [name, property] of Object.entries(part.properties ?? {})) {
+        if (property['x-ms-navigationProperty']) delete part.properties[name];
+      }
+    }
+  }
+}
+
+function graphDrive() {
+  const doc = JSON.parse(fs.readFileSync(graphFile, 'utf8'));
+  withoutNavigation(doc.components);
+  const item = '/drives/{drive-id}/items/{driveItem-id}';
+  const from = {
+    [item]: item,
+    [`${item}/children`]: `${item}/children`,
+    [`${item}/content`]: `${item}/content`,
+    [`${item}/microsoft.graph.createUploadSession`]: `${item}/createUploadSession`,
+    [`${item}/microsoft.graph.delta()`]: `${item}/delta`,
+  };
+  const version = new URL(doc.servers[0].url).pathname;
+  const paths = {};
+  for (const [original, short] of Object.entries(from)) {
+    if (!doc.paths[original]) throw new Error(`Graph's description has no ${original}`);
+    paths[`${version}${short}`] = structuredClone(doc.paths[original]);
+  }
+  const itemAnswer = {
+    description: 'The drive item',
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/microsoft.graph.driveItem' } } },
+  };
+  const whole = paths[`${version}${item}`];
+  delete whole.patch;
+  const content = paths[`${version}${item}/content`];
+  content.put.responses = {
+    '2XX': itemAnswer,
+    '4XX': { $ref: '#/components/responses/error' },
+    '5XX': { $ref: '#/components/responses/error' },
+  };
+  content.get.responses = {
+    302: {
+      description: 'A pre-authorised download URL',
+      headers: { Location: { required: true, schema: { type: 'string', format: 'uri' } } },
+    },
+    '4XX': { $ref: '#/components/responses/error' },
+    '5XX': { $ref: '#/components/responses/error' },
+  };
+  const components = closure(paths, doc.components, {});
+  const cut = {
+    openapi: doc.openapi,
+    info: { ...doc.info, title: `${doc.info.title} (drives: items, children, content, upload sessions, delta)` },
+    servers: [{ url: new URL(doc.servers[0].url).origin }],
+    paths,
+    components: { ...components, securitySchemes: doc.components.securitySchemes },
+    security: doc.security,
+  };
+  loosen(cut);
+  return cut;
+}
+
 async function gmail() {
   const discovery = JSON.parse(fs.readFileSync(gmailFile, 'utf8'));
   const swagger = require('google-discovery-to-swagger').convert(discovery);
@@ -196,5 +266,6 @@ async function gmail() {
 }
 
 fs.writeFileSync(path.join(out, 'graph-mail.json'), JSON.stringify(graph(), null, 1));
+fs.writeFileSync(path.join(out, 'graph-drive.json'), JSON.stringify(graphDrive(), null, 1));
 fs.writeFileSync(path.join(out, 'gmail.json'), JSON.stringify(await gmail(), null, 1));
 console.log(`vendor descriptions written to ${out}`);

@@ -1,0 +1,655 @@
+//! Document systems: every document of a case a drive connector serves mirrored into the
+//! case's folder (named by its case number, under the connector's root folder), and every
+//! file a person puts into that folder (or into a sub-folder named by a document type) taken
+//! in as a document of the case. The service's own protocol is its module's
+//! ([`super::sharepoint`]); what is the same for all of them is here.
+//!
+//! - **Mirroring** is the `mirror_document` job (queued in the transaction that records a
+//!   document; the queue's leases, retries and backoff). The file's name is chosen and kept
+//!   before anything is uploaded (a name taken in the folder gets ` 1`, ` 2`, … before its
+//!   extension, as the services do), and the remote item's id and an upload session's URL
+//!   as soon as they exist: a retry after a crash uploads into the same item, resuming the
+//!   session where the service says it stopped, and never leaves a second copy. A new
+//!   version of a document (`replacesDocumentId`) becomes a new version of its predecessor's
+//!   remote file.
+//! - **Taking in** is each round of the connector's sync: the service's changes from the
+//!   kept cursor; a folder under the root named by a case number of a case it serves
+//!   becomes that case's folder; a file in a case folder that the connector neither
+//!   mirrored nor took before is streamed into the document store and recorded, once.
+//! - **Erasure** deletes each erased case's folder on every connector that has one; one
+//!   that fails is kept and tried again each round (the connector shows why).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::sharepoint::{self, Item, Sharepoint};
+use super::web::Failure;
+use super::{Client, Runtime, Synced};
+use crate::app::connectors::{DocumentSystems, RemoteCopy};
+use crate::app::drives::Found;
+use crate::app::{AppError, AppResult};
+use crate::crypto::SubjectKey;
+use crate::domain::connector::{ConnectorStatus, REFUSED_IN_NAMES};
+use crate::domain::document::DocumentType;
+use crate::domain::{CaseId, DocumentId};
+use crate::store::{Connector, DriveFolder, RemoteFile, SyncEnd, ToMirror};
+
+/// Documents from before a connector (or of a creditor it serves since a change) queued for
+/// mirroring in one round at most.
+const BACKFILL: i64 = 500;
+/// The longest an erasure waits for one connector to delete a case folder; what takes
+/// longer is tried again by the next round.
+const ERASE_WAIT: Duration = Duration::from_secs(20);
+/// The longest name given to a file or folder.
+const MAX_NAME: usize = 200;
+
+/// Why mirroring or a sync stopped: the service's answer, or parley's own failure.
+enum Stop {
+    Service(Failure),
+    App(AppError),
+}
+
+impl From<Failure> for Stop {
+    fn from(f: Failure) -> Self {
+        Self::Service(f)
+    }
+}
+
+impl From<AppError> for Stop {
+    fn from(e: AppError) -> Self {
+        Self::App(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Stop {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::App(e.into())
+    }
+}
+
+/// A name the document systems take: the characters they refuse become `_`, no space at
+/// either end nor a dot at the end, at most [`MAX_NAME`] characters; `fallback` for none.
+pub fn safe_name(name: &str, fallback: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || REFUSED_IN_NAMES.contains(&c) {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(MAX_NAME)
+        .collect();
+    let cleaned = cleaned.trim().trim_end_matches('.').trim_end();
+    if cleaned.is_empty() {
+        fallback.to_string()
+    } else {
+        cleaned.to_string()
+    }
+}
+
+/// `name`, or the first of `name 1`, `name 2`, … (before the extension) that is not in
+/// `taken` (compared without regard to case, as the services do).
+pub fn free_name(name: &str, taken: &HashSet<String>) -> String {
+    if !taken.contains(&name.to_lowercase()) {
+        return name.to_string();
+    }
+    let (stem, extension) = match name.rfind('.') {
+        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+        _ => (name, ""),
+    };
+    (1..)
+        .map(|n| format!("{stem} {n}{extension}"))
+        .find(|candidate| !taken.contains(&candidate.to_lowercase()))
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn serves(c: &Connector, creditor: &crate::domain::PartyId) -> bool {
+    c.creditor_id.as_ref().is_none_or(|only| only == creditor)
+}
+
+impl Runtime {
+    fn drive(&self, c: &Connector) -> Option<std::sync::Arc<Client>> {
+        self.client(c)
+            .filter(|client| matches!(**client, Client::Sharepoint(_)))
+    }
+
+    /// The `mirror_document` job: the document mirrored to every drive connector serving
+    /// its case that has no whole copy. A connector that fails is marked failing and fails
+    /// the job (the queue retries it); the others keep what they did.
+    pub(super) async fn mirror(&self, id: &DocumentId) -> AppResult<()> {
+        let Some((m, key)) = self.drives.to_mirror(id).await? else {
+            return Ok(());
+        };
+        let mut failed = Vec::new();
+        for c in self.drives.drive_connectors().await? {
+            if !serves(&c, &m.creditor_id) {
+                continue;
+            }
+            let Some(client) = self.drive(&c) else {
+                continue;
+            };
+            let Client::Sharepoint(drive) = &*client else {
+                continue;
+            };
+            let started = self.clock.now();
+            match self.mirror_to(&c, drive, &m, &key).await {
+                Ok(()) => {}
+                Err(Stop::Service(failure)) => {
+                    self.failed(&c, started, &failure).await?;
+                    failed.push(failure.describe());
+                }
+                Err(Stop::App(e)) => return Err(e),
+            }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(AppError::InvalidState(failed.join("; "))),
+        }
+    }
+
+    /// Records a connector's failure (its status, `lastError`, `connector.failed`).
+    async fn failed(&self, c: &Connector, started: i64, failure: &Failure) -> AppResult<()> {
+        let status = match failure {
+            Failure::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
+            _ => ConnectorStatus::Failing,
+        };
+        tracing::warn!(connector = %c.id, kind = %c.kind, status = %status, "document system failed");
+        let end = SyncEnd::Failed {
+            status,
+            error: failure.describe(),
+            items: 0,
+        };
+        self.connectors.record_sync(c, started, &end).await
+    }
+
+    /// The case's folder on the connector, made (and kept) when it has none.
+    async fn case_folder(
+        &self,
+        c: &Connector,
+        drive: &Sharepoint,
+        (case, number): (&CaseId, &str),
+    ) -> Result<String, Stop> {
+        if let Some(folder) = self.drives.case_folder(&c.id, case).await? {
+            return Ok(folder);
+        }
+        let root = drive.root().await?;
+        let folder = drive.folder_in(&root, &safe_name(number, "case")).await?;
+        let kept = DriveFolder {
+            case_id: *case,
+            document_type: None,
+        };
+        self.drives.keep_folder(&c.id, &folder, kept).await?;
+        Ok(folder)
+    }
+
+    /// The name and remote item a document's file is to have: kept from an earlier
+    /// attempt, its predecessor's (a new version), or a free name chosen now and kept.
+    async fn plan(
+        &self,
+        c: &Connector,
+        drive: &Sharepoint,
+        (m, key): (&ToMirror, &SubjectKey),
+        folder: &str,
+    ) -> Result<RemoteFile, Stop> {
+        let doc = &m.document;
+        if let Some(planned) = self.drives.remote_file(&c.id, &doc.id).await? {
+            return Ok(planned);
+        }
+        let predecessor = match &doc.replaces_document_id {
+            Some(before) => self
+                .drives
+                .remote_file(&c.id, &DocumentId::from_stored(before.clone()))
+                .await?
+                .filter(|r| r.remote_id.is_some()),
+            None => None,
+        };
+        let (name, remote) = match predecessor {
+            Some(before) => (
+                before
+                    .name
+                    .unwrap_or_else(|| safe_name(&doc.file_name, "document")),
+                before.remote_id,
+            ),
+            None => {
+                let mut taken: HashSet<String> = drive
+                    .children(folder)
+                    .await?
+                    .into_iter()
+                    .map(|i| i.name.to_lowercase())
+                    .collect();
+                taken.extend(
+                    self.drives
+                        .names_in_case(&c.id, &doc.case_id)
+                        .await?
+                        .into_iter()
+                        .map(|n| n.to_lowercase()),
+                );
+                (
+                    free_name(&safe_name(&doc.file_name, "document"), &taken),
+                    None,
+                )
+            }
+        };
+        self.drives
+            .plan_file(&c.id, doc, key, &name, remote.as_deref())
+            .await?;
+        Ok(RemoteFile {
+            name: Some(name),
+            remote_id: remote,
+            ..RemoteFile::default()
+        })
+    }
+
+    /// Mirrors one document to one connector, unless it has a whole copy or the file came
+    /// from there.
+    async fn mirror_to(
+        &self,
+        c: &Connector,
+        drive: &Sharepoint,
+        m: &ToMirror,
+        key: &std::sync::Arc<SubjectKey>,
+    ) -> Result<(), Stop> {
+        let doc = &m.document;
+        if let Some(file) = self.drives.remote_file(&c.id, &doc.id).await?
+            && (file.done || file.taken)
+        {
+            return Ok(());
+        }
+        let folder = self
+            .case_folder(c, drive, (&doc.case_id, &m.case_number))
+            .await?;
+        let planned = self.plan(c, drive, (m, key), &folder).await?;
+        let item = match &planned.remote_id {
+            Some(id) => id.clone(),
+            None => {
+                let name = planned.name.as_deref().unwrap_or("document");
+                let made = drive.new_file(&folder, name).await?;
+                self.drives.set_remote(&c.id, &doc.id, &made.id).await?;
+                made.id
+            }
+        };
+        let size = u64::try_from(doc.size).unwrap_or(0);
+        let uploaded = if size < sharepoint::SMALL {
+            let bytes = self.whole(doc, key.clone()).await?;
+            drive.put_content(&item, bytes).await?
+        } else {
+            self.upload_session(c, drive, (m, key), &item, planned.session)
+                .await?
+        };
+        self.drives
+            .finish_file(
+                &c.id,
+                &doc.id,
+                key,
+                (&uploaded.id, uploaded.web_url.as_deref()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A small document's bytes, whole.
+    async fn whole(
+        &self,
+        doc: &crate::store::DocumentView,
+        key: std::sync::Arc<SubjectKey>,
+    ) -> Result<Bytes, Stop> {
+        let mut reader = self.drives.reader(doc, key).await?;
+        let mut out = BytesMut::new();
+        while let Some(chunk) = reader.next_chunk().await.map_err(store)? {
+            if out.len() + chunk.len() > sharepoint::SMALL as usize {
+                return Err(store(anyhow::anyhow!(
+                    "a document is larger than its record says"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    /// A large document through an upload session: the kept one resumed where the service
+    /// says it stopped, or a new one (kept before its first range is sent). One range in
+    /// memory at a time.
+    async fn upload_session(
+        &self,
+        c: &Connector,
+        drive: &Sharepoint,
+        (m, key): (&ToMirror, &std::sync::Arc<SubjectKey>),
+        item: &str,
+        kept: Option<String>,
+    ) -> Result<Item, Stop> {
+        let doc = &m.document;
+        let total = u64::try_from(doc.size).unwrap_or(0);
+        let resumed = match kept {
+            Some(url) => drive.session_offset(&url).await?.map(|at| (url, at)),
+            None => None,
+        };
+        let (session, mut offset) = match resumed {
+            Some(found) => found,
+            None => {
+                let url = drive.open_session(item).await?;
+                self.drives
+                    .set_session(&c.id, &doc.id, key, Some(&url))
+                    .await?;
+                (url, 0)
+            }
+        };
+        let mut reader = self.drives.reader(doc, key.clone()).await?;
+        // What the service has already is read past, not sent again.
+        let resume_at = offset;
+        let mut skipped = 0u64;
+        let mut range = BytesMut::with_capacity(sharepoint::RANGE);
+        let mut done = None;
+        loop {
+            let chunk = reader.next_chunk().await.map_err(store)?;
+            let last = chunk.is_none();
+            let mut chunk = chunk.unwrap_or_default();
+            if skipped < resume_at {
+                let skip = (resume_at - skipped).min(chunk.len() as u64);
+                skipped += skip;
+                chunk = chunk.slice(usize::try_from(skip).unwrap_or(chunk.len())..);
+            }
+            range.extend_from_slice(&chunk);
+            while range.len() >= sharepoint::RANGE || (last && !range.is_empty()) {
+                let take = range.len().min(sharepoint::RANGE);
+                let part = range.split_to(take).freeze();
+                let sent = part.len() as u64;
+                done = drive.put_range(&session, offset, total, part).await?;
+                offset += sent;
+            }
+            if last {
+                break;
+            }
+        }
+        done.ok_or_else(|| {
+            Stop::Service(Failure::Transient(
+                "the upload session did not end with the file".into(),
+            ))
+        })
+    }
+
+    /// One round of a drive connector: erasures still to make, the service's changes
+    /// since the kept cursor (files put into case folders taken in), and documents from
+    /// before the connector queued for mirroring. Answers the cursor reached.
+    pub(super) async fn sync_drive(
+        &self,
+        c: &Connector,
+        drive: &Sharepoint,
+        synced: &mut Synced,
+    ) -> Result<Option<String>, Result<Failure, anyhow::Error>> {
+        let app = |e: AppError| Err(anyhow::Error::from(e));
+        let stop = |s: Stop| match s {
+            Stop::Service(f) => Ok(f),
+            Stop::App(e) => Err(anyhow::Error::from(e)),
+        };
+        for (case, folder) in self
+            .drives
+            .erasures(&c.id)
+            .await
+            .map_err(|e| app(e.into()))?
+        {
+            drive.delete(&folder).await.map_err(Ok)?;
+            self.drives
+                .forget_case(&c.id, &case)
+                .await
+                .map_err(|e| app(e.into()))?;
+        }
+        let cursor = self.take_changes(c, drive, synced).await.map_err(stop)?;
+        self.drives
+            .queue_unmirrored(c, BACKFILL)
+            .await
+            .map_err(|e| app(e.into()))?;
+        Ok(cursor)
+    }
+
+    /// Reads the drive's changes page by page (each page's cursor kept once its files are
+    /// taken in); a cursor the service forgot starts again from the beginning, once.
+    async fn take_changes(
+        &self,
+        c: &Connector,
+        drive: &Sharepoint,
+        synced: &mut Synced,
+    ) -> Result<Option<String>, Stop> {
+        let root = drive.root().await?;
+        let mut folders = self.drives.folders(&c.id).await?;
+        let mut cursor = c.cursor.clone();
+        let mut restarted = false;
+        for _ in 0..super::MAX_PAGES {
+            let page = match drive.delta(cursor.as_deref()).await {
+                Ok(page) => page,
+                Err(Failure::Resync) if !restarted => {
+                    restarted = true;
+                    cursor = None;
+                    continue;
+                }
+                Err(f) => return Err(f.into()),
+            };
+            let (dirs, files): (Vec<Item>, Vec<Item>) = page
+                .items
+                .into_iter()
+                .filter(|i| i.deleted.is_none())
+                .partition(|i| i.folder.is_some());
+            for dir in dirs {
+                self.learn_folder(c, &root, &dir, &mut folders).await?;
+            }
+            for file in files.iter().filter(|f| f.file.is_some()) {
+                let Some(folder) = file.parent().and_then(|p| folders.get(p)).copied() else {
+                    continue;
+                };
+                if self.take_file(c, drive, file, folder).await? {
+                    synced.taken += 1;
+                } else {
+                    synced.skipped += 1;
+                }
+            }
+            if let Some(next) = &page.cursor {
+                self.connectors.save_cursor(c, next).await?;
+            }
+            cursor = page.cursor.or(cursor);
+            if !page.more {
+                return Ok(cursor);
+            }
+        }
+        synced.more = true;
+        Ok(cursor)
+    }
+
+    /// Learns a folder of the drive: one under the root named by a case number of a case
+    /// the connector serves is that case's folder; one in a case folder named by a
+    /// document type holds documents of that type.
+    async fn learn_folder(
+        &self,
+        c: &Connector,
+        root: &str,
+        dir: &Item,
+        folders: &mut HashMap<String, DriveFolder>,
+    ) -> Result<(), Stop> {
+        if folders.contains_key(&dir.id) {
+            return Ok(());
+        }
+        let Some(parent) = dir.parent() else {
+            return Ok(());
+        };
+        let learned = if parent == root {
+            self.drives
+                .case_by_number(c, &dir.name)
+                .await?
+                .map(|case_id| DriveFolder {
+                    case_id,
+                    document_type: None,
+                })
+        } else {
+            match (
+                folders.get(parent),
+                DocumentType::parse(&dir.name.to_lowercase()),
+            ) {
+                (
+                    Some(DriveFolder {
+                        case_id,
+                        document_type: None,
+                    }),
+                    Ok(kind),
+                ) => Some(DriveFolder {
+                    case_id: *case_id,
+                    document_type: Some(kind),
+                }),
+                _ => None,
+            }
+        };
+        if let Some(folder) = learned {
+            self.drives.keep_folder(&c.id, &dir.id, folder).await?;
+            folders.insert(dir.id.clone(), folder);
+        }
+        Ok(())
+    }
+
+    /// Takes in a file of a case folder, unless the connector mirrored or took it before
+    /// (or is about to: a name kept for a file being uploaded). `true` when it was taken.
+    async fn take_file(
+        &self,
+        c: &Connector,
+        drive: &Sharepoint,
+        file: &Item,
+        folder: DriveFolder,
+    ) -> Result<bool, Stop> {
+        if self.drives.knows_remote(&c.id, &file.id).await? {
+            return Ok(false);
+        }
+        let planned = self.drives.names_in_case(&c.id, &folder.case_id).await?;
+        if planned
+            .iter()
+            .any(|n| n.to_lowercase() == file.name.to_lowercase())
+        {
+            return Ok(false);
+        }
+        if file
+            .size
+            .is_some_and(|s| u64::try_from(s).unwrap_or(0) > self.drives.max_bytes())
+        {
+            tracing::warn!(connector = %c.id, "a file in a case folder is larger than documents may be; left where it is");
+            return Ok(false);
+        }
+        let response = drive.download(&file.id).await?;
+        let bytes = response
+            .bytes_stream()
+            .map_err(std::io::Error::other)
+            .boxed();
+        let content_type = file
+            .file
+            .as_ref()
+            .and_then(|f| f.mime_type.clone())
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let found = Found {
+            case_id: folder.case_id,
+            document_type: folder.document_type.unwrap_or(DocumentType::Other),
+            file_name: &file.name,
+            content_type: &content_type,
+            remote_id: &file.id,
+        };
+        match self.drives.take_in(c, found, bytes).await {
+            Ok(taken) => Ok(taken),
+            Err(AppError::TooLarge(_) | AppError::Malformed(_)) => {
+                tracing::warn!(connector = %c.id, "a file in a case folder could not be read whole; tried again when it changes");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the case folders of erased cases.
+    async fn erase_cases(&self, cases: &[CaseId]) -> Vec<RemoteCopy> {
+        let folders = match self.drives.case_folders(cases).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the erased cases' remote folders failed");
+                return Vec::new();
+            }
+        };
+        let connectors = self.drives.drive_connectors().await.unwrap_or_default();
+        let mut out = Vec::new();
+        for (connector, case, folder) in folders {
+            let Some(c) = connectors.iter().find(|c| c.id == connector) else {
+                continue;
+            };
+            let deleted = match self.drive(c).as_deref() {
+                Some(Client::Sharepoint(drive)) => {
+                    match tokio::time::timeout(ERASE_WAIT, drive.delete(&folder)).await {
+                        Ok(done) => done,
+                        Err(_) => Err(Failure::Transient("deleting took too long".into())),
+                    }
+                }
+                _ => continue,
+            };
+            let outcome = match deleted {
+                Ok(()) => self
+                    .drives
+                    .forget_case(&connector, &case)
+                    .await
+                    .map(|_| "deleted"),
+                Err(failure) => {
+                    let started = self.clock.now();
+                    let _ = self.failed(c, started, &failure).await;
+                    self.drives
+                        .erasure_failed(&connector, (&case, &folder), &failure.describe())
+                        .await
+                        .map(|_| "failed")
+                }
+            };
+            let status = outcome.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "recording a remote erasure failed");
+                "failed"
+            });
+            out.push(RemoteCopy {
+                connector_id: connector,
+                kind: c.kind,
+                case_id: case,
+                status,
+            });
+        }
+        out
+    }
+}
+
+fn store(e: anyhow::Error) -> Stop {
+    Stop::App(AppError::Store(e.into()))
+}
+
+impl DocumentSystems for Runtime {
+    fn mirror<'a>(&'a self, document: &'a DocumentId) -> BoxFuture<'a, AppResult<()>> {
+        Box::pin(Runtime::mirror(self, document))
+    }
+
+    fn erase<'a>(&'a self, cases: &'a [CaseId]) -> BoxFuture<'a, Vec<RemoteCopy>> {
+        Box::pin(self.erase_cases(cases))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_services_refuse_are_made_safe() {
+        assert_eq!(safe_name("a/b:c?.pdf", "x"), "a_b_c_.pdf");
+        assert_eq!(safe_name(" report. ", "x"), "report");
+        assert_eq!(safe_name("...", "x"), "x");
+        assert_eq!(safe_name("", "document"), "document");
+    }
+
+    #[test]
+    fn a_taken_name_gets_a_number_before_its_extension() {
+        let taken: HashSet<String> = ["invoice.pdf", "invoice 1.pdf", "notes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(free_name("Invoice.PDF", &taken), "Invoice 2.PDF");
+        assert_eq!(free_name("notes", &taken), "notes 1");
+        assert_eq!(free_name("letter.pdf", &taken), "letter.pdf");
+        assert_eq!(free_name(".env", &["env".into()].into()), ".env");
+    }
+}

@@ -1,0 +1,490 @@
+//! Document systems: a SharePoint library through Graph's drives (a stateful fake behind
+//! prism, which validates every request and answer against Graph's own description;
+//! tests/api/drive_fake.rs). Documents mirrored into a folder per case, byte-identical,
+//! once; files a person puts there taken in once; uploads resumed after a break; throttling
+//! waited out; wrong credentials shown; erasure reaching the copies.
+
+use std::time::Duration;
+
+use parley::domain::PartyKind;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::connectors::{connector, create};
+use crate::documents::upload;
+use crate::drive_fake::DriveFake;
+use crate::helpers::{Party, TestApp, spawn_app, spawn_app_with, spawn_app_with_clock};
+
+const ROOT: &str = "Parley/Cases";
+
+fn bytes(n: usize, seed: usize) -> Vec<u8> {
+    let mut v = b"%PDF-1.7 ".to_vec();
+    v.extend((0..n).map(|i| ((i * 31 + seed * 7) % 251) as u8));
+    v
+}
+
+fn form(name: &str, content: Vec<u8>, kind: &str, replaces: Option<&str>) -> Form {
+    let mut form = Form::new()
+        .part(
+            "file",
+            Part::bytes(content)
+                .file_name(name.to_string())
+                .mime_str("application/pdf")
+                .unwrap(),
+        )
+        .text("documentType", kind.to_string());
+    if let Some(before) = replaces {
+        form = form.text("replacesDocumentId", before.to_string());
+    }
+    form
+}
+
+async fn add(app: &TestApp, party: &Party, case_id: &str, form: Form) -> String {
+    let r = upload(app, &party.token, case_id, form).await;
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["documentId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn sharepoint(app: &TestApp, fake: &DriveFake, creditor: Option<&Party>) -> String {
+    let made = create(
+        app,
+        &json!({"type": "sharepoint", "name": "Case files",
+            "creditorId": creditor.map(|c| c.id.clone()),
+            "settings": fake.settings(ROOT)}),
+    )
+    .await;
+    assert_eq!(made["settings"]["clientSecret"], "***", "{made}");
+    made["connectorId"].as_str().unwrap().to_string()
+}
+
+/// Asks for a round of the connector through the API and runs it.
+async fn resync(app: &TestApp, id: &str) {
+    let r = app
+        .post(
+            &app.admin.token,
+            &format!("/api/connectors/{id}/sync"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    app.sync_connectors().await;
+}
+
+async fn case(app: &TestApp, creditor: &Party) -> (String, String) {
+    let case = app.create_case(creditor, None).await;
+    (
+        case["caseId"].as_str().unwrap().to_string(),
+        case["caseNumber"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn documents(app: &TestApp, party: &Party, case_id: &str) -> Vec<Value> {
+    let list: Value = app
+        .get(&party.token, &format!("/api/cases/{case_id}/documents"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    list["documents"]
+        .as_array()
+        .or_else(|| list.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn download(app: &TestApp, party: &Party, document_id: &str) -> Vec<u8> {
+    let r = app
+        .get(
+            &party.token,
+            &format!("/api/documents/{document_id}/download"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn documents_are_mirrored_into_the_case_folder_byte_identical_and_once() {
+    let app = spawn_app().await;
+    let fake = DriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    // A document from before the connector, mirrored by its first round.
+    let early = bytes(20_000, 1);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("contract.pdf", early.clone(), "contract", None),
+    )
+    .await;
+    let id = sharepoint(&app, &fake, None).await;
+    app.sync_connectors().await;
+
+    let small = bytes(50_000, 2);
+    let large = bytes(12 * 1024 * 1024, 3);
+    let first = add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice.pdf", small.clone(), "invoice", None),
+    )
+    .await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("statement.pdf", large.clone(), "other", None),
+    )
+    .await;
+    // The same name again: the service's way, a number before the extension.
+    let again = bytes(30_000, 4);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice.pdf", again.clone(), "invoice", None),
+    )
+    .await;
+    app.deliver_due().await;
+
+    let folder = format!("{ROOT}/{number}");
+    let files = fake.files_in(&folder);
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "contract.pdf",
+            "invoice 1.pdf",
+            "invoice.pdf",
+            "statement.pdf"
+        ]
+    );
+    let content = |name: &str| {
+        files
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .content
+            .clone()
+    };
+    assert!(content("contract.pdf") == early);
+    assert!(content("invoice.pdf") == small);
+    assert!(content("invoice 1.pdf") == again);
+    assert!(content("statement.pdf") == large, "the 12 MiB file differs");
+    {
+        let s = fake.state.lock().unwrap();
+        // Under 4 MiB in one PUT; the 12 MiB file in ranges of 10 MiB and 2 MiB.
+        assert_eq!(s.small_puts, 3);
+        assert_eq!(s.sessions_opened, 1);
+        assert_eq!(s.ranges, 2);
+        assert!(s.largest_body <= 10 * 1024 * 1024, "{}", s.largest_body);
+    }
+    let shown = connector(&app, &id).await;
+    assert_eq!(shown["status"], "active", "{shown}");
+
+    // A new version becomes a new version of the same remote file.
+    let newer = bytes(40_000, 5);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice-v2.pdf", newer.clone(), "invoice", Some(&first)),
+    )
+    .await;
+    app.deliver_due().await;
+    let files = fake.files_in(&folder);
+    assert_eq!(files.len(), 4, "a version is not a second file");
+    let invoice = files.iter().find(|f| f.name == "invoice.pdf").unwrap();
+    assert!(invoice.content == newer);
+    assert_eq!(
+        invoice.versions, 2,
+        "the first content, then the new version"
+    );
+
+    // Its own files coming back through the delta are not taken in, and nothing is sent
+    // twice.
+    resync(&app, &id).await;
+    app.deliver_due().await;
+    assert_eq!(documents(&app, &acme, &case_id).await.len(), 4);
+    assert_eq!(fake.files_in(&folder).len(), 4);
+    assert_eq!(fake.state.lock().unwrap().small_puts, 4);
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn a_file_put_into_a_case_folder_is_taken_in_once_and_never_mirrored_back() {
+    let app = spawn_app().await;
+    let fake = DriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let globex = app.party(PartyKind::Creditor, "Globex").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let (other_id, other_number) = case(&app, &globex).await;
+    let id = sharepoint(&app, &fake, Some(&acme)).await;
+    app.sync_connectors().await;
+
+    let receipt = bytes(70_000, 6);
+    let proof = bytes(5 * 1024 * 1024, 7);
+    fake.put(&format!("{ROOT}/{number}"), "receipt.pdf", &receipt);
+    fake.put(
+        &format!("{ROOT}/{number}/payment_proof"),
+        "bank transfer.pdf",
+        &proof,
+    );
+    // Another creditor's case: not this connector's to fill.
+    fake.put(
+        &format!("{ROOT}/{other_number}"),
+        "foreign.pdf",
+        b"%PDF-1.7 x",
+    );
+    // Not under the root: nothing of parley's.
+    fake.put("Elsewhere", "private.pdf", b"%PDF-1.7 y");
+    resync(&app, &id).await;
+
+    let docs = documents(&app, &acme, &case_id).await;
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    let by_name = |name: &str| docs.iter().find(|d| d["fileName"] == name).unwrap().clone();
+    let taken = by_name("receipt.pdf");
+    assert_eq!(taken["documentType"], "other");
+    assert_eq!(taken["uploadedBy"], "Case files", "{taken}");
+    let typed = by_name("bank transfer.pdf");
+    assert_eq!(typed["documentType"], "payment_proof");
+    let taken_id = taken["documentId"].as_str().unwrap();
+    assert!(download(&app, &acme, taken_id).await == receipt);
+    let typed_id = typed["documentId"].as_str().unwrap();
+    assert!(download(&app, &acme, typed_id).await == proof);
+    assert!(documents(&app, &globex, &other_id).await.is_empty());
+
+    // Once: a second round, a forgotten delta state and the mirror jobs change nothing.
+    resync(&app, &id).await;
+    fake.forget_sync_state();
+    resync(&app, &id).await;
+    app.deliver_due().await;
+    assert_eq!(documents(&app, &acme, &case_id).await.len(), 2);
+    assert_eq!(fake.files_in(&format!("{ROOT}/{number}")).len(), 1);
+    {
+        let s = fake.state.lock().unwrap();
+        assert_eq!(s.small_puts + s.sessions_opened, 0, "nothing was sent back");
+        assert_eq!(s.downloads, 2);
+    }
+    let shown = connector(&app, &id).await;
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert!(shown["lastSyncAt"].is_string());
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn an_upload_broken_mid_session_resumes_where_the_service_stopped() {
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let fake = DriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = sharepoint(&app, &fake, None).await;
+    app.sync_connectors().await;
+
+    let large = bytes(25 * 1024 * 1024, 8);
+    fake.state.lock().unwrap().break_ranges_after = Some(1);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("ledger.pdf", large.clone(), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    let shown = connector(&app, &id).await;
+    assert_eq!(shown["status"], "failing", "{shown}");
+    assert!(
+        shown["lastError"].as_str().unwrap().contains("503"),
+        "{shown}"
+    );
+
+    // The service is back; the job's retry comes round.
+    fake.state.lock().unwrap().break_ranges_after = None;
+    clock.advance(Duration::from_secs(2 * 3600));
+    app.deliver_due().await;
+    let files = fake.files_in(&format!("{ROOT}/{number}"));
+    assert_eq!(files.len(), 1, "one file, not two");
+    let at = files[0]
+        .content
+        .iter()
+        .zip(&large)
+        .position(|(a, b)| a != b);
+    assert!(
+        files[0].content == large,
+        "the resumed file differs: {} bytes, first difference at {at:?}",
+        files[0].content.len()
+    );
+    {
+        let s = fake.state.lock().unwrap();
+        assert_eq!(
+            s.sessions_opened, 1,
+            "the session was resumed, not begun again"
+        );
+        // 10 MiB accepted, then (after the refused ones) the 10 MiB and 5 MiB left.
+        assert!(s.refused >= 1);
+        assert_eq!(s.ranges - s.refused, 3);
+    }
+    assert_eq!(connector(&app, &id).await["status"], "active");
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn throttling_is_waited_out_and_a_wrong_secret_shows_on_the_connector() {
+    let app = spawn_app().await;
+    let fake = DriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = sharepoint(&app, &fake, None).await;
+    app.sync_connectors().await;
+    fake.state.lock().unwrap().throttle = 2;
+    let small = bytes(10_000, 9);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("note.pdf", small.clone(), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    let files = fake.files_in(&format!("{ROOT}/{number}"));
+    assert_eq!(files.len(), 1);
+    assert!(files[0].content == small);
+    assert_eq!(fake.state.lock().unwrap().throttled, 2);
+    assert_eq!(connector(&app, &id).await["status"], "active");
+
+    let mut settings = fake.settings("Elsewhere");
+    settings["clientSecret"] = json!("not-the-secret");
+    let wrong = create(
+        &app,
+        &json!({"type": "sharepoint", "name": "Wrong", "settings": settings}),
+    )
+    .await;
+    let wrong_id = wrong["connectorId"].as_str().unwrap();
+    resync(&app, wrong_id).await;
+    let shown = connector(&app, wrong_id).await;
+    assert_eq!(shown["status"], "failing", "{shown}");
+    let error = shown["lastError"].as_str().unwrap();
+    assert!(error.contains("invalid_client"), "{error}");
+    assert!(!shown.to_string().contains("not-the-secret"));
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn settings_name_a_folder_the_services_take() {
+    let app = spawn_app().await;
+    let fake = DriveFake::start().await;
+    for folder in ["", "a//b", "../x", "Cases.", " Cases", "a:b", "a\u{1}b"] {
+        let r = app
+            .post(
+                &app.admin.token,
+                "/api/connectors",
+                &json!({"type": "sharepoint", "name": "Case files",
+                    "settings": fake.settings(folder)}),
+            )
+            .await;
+        assert_eq!(r.status(), 422, "{folder:?}");
+    }
+    let made = create(
+        &app,
+        &json!({"type": "sharepoint", "name": "Case files",
+            "settings": {"tenantId": "t", "clientId": "c", "clientSecret": "s", "driveId": "d"}}),
+    )
+    .await;
+    assert_eq!(made["settings"]["folder"], "parley");
+    assert_eq!(made["settings"]["graphUrl"], "https://graph.microsoft.com");
+}
+
+#[tokio::test]
+async fn an_erasure_deletes_the_case_folder_and_says_so() {
+    let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
+    let fake = DriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app
+        .post(
+            &acme.token,
+            "/api/cases",
+            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
+                    "amount": {"value": "100.00", "currency": "DKK"}}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let (kept_id, kept_number) = self::case(&app, &acme).await;
+    let id = sharepoint(&app, &fake, None).await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("quinta.pdf", bytes(1_000, 1), "other", None),
+    )
+    .await;
+    add(
+        &app,
+        &acme,
+        &kept_id,
+        form("other.pdf", bytes(1_000, 2), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    assert!(fake.at(&format!("{ROOT}/{number}")).is_some());
+    let r = app
+        .patch(
+            &acme.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    // The service refuses for a moment: the erasure says so and a later round deletes it.
+    fake.state.lock().unwrap().throttle = 100;
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["erased"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(
+        answer["remoteCopies"],
+        json!([{"connectorId": id, "type": "sharepoint", "caseId": case_id, "status": "failed"}])
+    );
+    assert!(fake.at(&format!("{ROOT}/{number}")).is_some());
+    assert_eq!(connector(&app, &id).await["status"], "failing");
+
+    fake.state.lock().unwrap().throttle = 0;
+    resync(&app, &id).await;
+    assert!(
+        fake.at(&format!("{ROOT}/{number}")).is_none(),
+        "the folder is gone"
+    );
+    assert!(
+        fake.at(&format!("{ROOT}/{kept_number}")).is_some(),
+        "the other case's stays"
+    );
+    assert_eq!(connector(&app, &id).await["status"], "active");
+    // Asked again: nothing left to delete.
+    let again: Value = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["remoteCopies"], json!([]));
+    fake.prism.assert_clean();
+}
