@@ -26,17 +26,19 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::sharepoint::{self, Item, Sharepoint};
+use super::sharepoint::Sharepoint;
 use super::web::Failure;
 use super::{Client, Runtime, Synced};
 use crate::app::connectors::{DocumentSystems, RemoteCopy};
 use crate::app::drives::Found;
 use crate::app::{AppError, AppResult};
 use crate::crypto::SubjectKey;
+use crate::documents::store::DocumentReader;
+use crate::domain::ConnectorId;
 use crate::domain::connector::{ConnectorStatus, REFUSED_IN_NAMES};
 use crate::domain::document::DocumentType;
 use crate::domain::{CaseId, DocumentId};
-use crate::store::{Connector, DriveFolder, RemoteFile, SyncEnd, ToMirror};
+use crate::store::{Connector, DocumentView, DriveFolder, RemoteFile, SyncEnd, ToMirror};
 
 /// Documents from before a connector (or of a creditor it serves since a change) queued for
 /// mirroring in one round at most.
@@ -48,7 +50,7 @@ const ERASE_WAIT: Duration = Duration::from_secs(20);
 const MAX_NAME: usize = 200;
 
 /// Why mirroring or a sync stopped: the service's answer, or parley's own failure.
-enum Stop {
+pub enum Stop {
     Service(Failure),
     App(AppError),
 }
@@ -113,12 +115,213 @@ fn serves(c: &Connector, creditor: &crate::domain::PartyId) -> bool {
     c.creditor_id.as_ref().is_none_or(|only| only == creditor)
 }
 
-impl Runtime {
-    fn drive(&self, c: &Connector) -> Option<std::sync::Arc<Client>> {
-        self.client(c)
-            .filter(|client| matches!(**client, Client::Sharepoint(_)))
+/// An item of a drive, as every service's listing and changes say it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub folder: bool,
+    pub content_type: Option<String>,
+    pub size: Option<i64>,
+}
+
+/// A page of a drive's changes: what is there now (removals left out).
+pub struct Changed {
+    pub entries: Vec<Entry>,
+    pub cursor: Option<String>,
+    pub more: bool,
+}
+
+/// A file once its bytes are there: its id, and where a person opens it.
+pub struct Uploaded {
+    pub id: String,
+    pub link: Option<String>,
+}
+
+/// Where a document's bytes go: a name in a folder, into the remote item it already has
+/// (a new version, or an earlier attempt's), resuming the session an attempt began.
+pub struct Target<'a> {
+    pub folder: &'a str,
+    pub name: &'a str,
+    pub remote: Option<&'a str>,
+    pub session: Option<&'a str>,
+}
+
+/// A document's bytes, opened under its case's key, for an upload.
+pub struct Source<'a> {
+    drives: &'a crate::app::drives::Drives,
+    document: &'a DocumentView,
+    key: &'a std::sync::Arc<SubjectKey>,
+}
+
+impl Source<'_> {
+    pub fn size(&self) -> u64 {
+        u64::try_from(self.document.size).unwrap_or(0)
     }
 
+    /// All of a small document's bytes (at most `limit`).
+    pub async fn whole(&self, limit: u64) -> Result<Bytes, Stop> {
+        let mut ranges = self
+            .ranges(0, usize::try_from(limit).unwrap_or(usize::MAX))
+            .await?;
+        let mut out = BytesMut::new();
+        while let Some((_, part)) = ranges.next().await? {
+            if ranges.read > limit {
+                return Err(store(anyhow::anyhow!(
+                    "a document is larger than its record says"
+                )));
+            }
+            out.extend_from_slice(&part);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The bytes from `from` on, in parts of `size` (the last one shorter).
+    pub async fn ranges(&self, from: u64, size: usize) -> Result<Ranges, Stop> {
+        Ok(Ranges {
+            reader: self.drives.reader(self.document, self.key.clone()).await?,
+            skip: from,
+            at: from,
+            size,
+            part: BytesMut::new(),
+            ended: false,
+            read: 0,
+        })
+    }
+}
+
+/// A document's bytes in parts of one size, from an offset: one part in memory at a time.
+pub struct Ranges {
+    reader: DocumentReader,
+    /// Bytes still to read past (what the service has already).
+    skip: u64,
+    /// Where the next part starts.
+    at: u64,
+    size: usize,
+    part: BytesMut,
+    ended: bool,
+    /// Bytes read from the store in all.
+    read: u64,
+}
+
+impl Ranges {
+    /// The next part and where it starts; none at the end.
+    pub async fn next(&mut self) -> Result<Option<(u64, Bytes)>, Stop> {
+        while !self.ended && self.part.len() < self.size {
+            match self.reader.next_chunk().await.map_err(store)? {
+                Some(mut chunk) => {
+                    self.read += chunk.len() as u64;
+                    if self.skip > 0 {
+                        let skip = self.skip.min(chunk.len() as u64);
+                        self.skip -= skip;
+                        chunk = chunk.slice(usize::try_from(skip).unwrap_or(chunk.len())..);
+                    }
+                    self.part.extend_from_slice(&chunk);
+                }
+                None => self.ended = true,
+            }
+        }
+        if self.part.is_empty() {
+            return Ok(None);
+        }
+        let take = self.part.len().min(self.size);
+        let part = self.part.split_to(take).freeze();
+        let start = self.at;
+        self.at += part.len() as u64;
+        Ok(Some((start, part)))
+    }
+}
+
+/// Keeps what an upload must not lose to a crash: the remote item as soon as it exists,
+/// the session as soon as it is opened.
+pub struct Keeper<'a> {
+    drives: &'a crate::app::drives::Drives,
+    connector: &'a ConnectorId,
+    document: &'a DocumentId,
+    key: &'a SubjectKey,
+}
+
+impl Keeper<'_> {
+    pub async fn remote(&self, id: &str) -> Result<(), Stop> {
+        Ok(self
+            .drives
+            .set_remote(self.connector, self.document, id)
+            .await?)
+    }
+
+    pub async fn session(&self, session: Option<&str>) -> Result<(), Stop> {
+        Ok(self
+            .drives
+            .set_session(self.connector, self.document, self.key, session)
+            .await?)
+    }
+}
+
+/// A drive connector's client: the operations every document system has, each by its
+/// own protocol.
+#[derive(Clone, Copy)]
+enum Drive<'a> {
+    Sharepoint(&'a Sharepoint),
+}
+
+impl<'a> Drive<'a> {
+    fn of(client: &'a Client) -> Option<Self> {
+        match client {
+            Client::Sharepoint(s) => Some(Self::Sharepoint(s)),
+            _ => None,
+        }
+    }
+
+    async fn root(self) -> Result<String, Failure> {
+        match self {
+            Self::Sharepoint(s) => s.root().await,
+        }
+    }
+
+    async fn folder_in(self, parent: &str, name: &str) -> Result<String, Failure> {
+        match self {
+            Self::Sharepoint(s) => s.folder_in(parent, name).await,
+        }
+    }
+
+    async fn names_in(self, folder: &str) -> Result<Vec<String>, Failure> {
+        match self {
+            Self::Sharepoint(s) => s.names_in(folder).await,
+        }
+    }
+
+    async fn upload(
+        self,
+        target: &Target<'_>,
+        source: &Source<'_>,
+        keeper: &Keeper<'_>,
+    ) -> Result<Uploaded, Stop> {
+        match self {
+            Self::Sharepoint(s) => s.upload(target, source, keeper).await,
+        }
+    }
+
+    async fn changes(self, cursor: Option<&str>) -> Result<Changed, Failure> {
+        match self {
+            Self::Sharepoint(s) => s.changes(cursor).await,
+        }
+    }
+
+    async fn download(self, id: &str) -> Result<reqwest::Response, Failure> {
+        match self {
+            Self::Sharepoint(s) => s.download(id).await,
+        }
+    }
+
+    async fn delete(self, id: &str) -> Result<(), Failure> {
+        match self {
+            Self::Sharepoint(s) => s.delete(id).await,
+        }
+    }
+}
+
+impl Runtime {
     /// The `mirror_document` job: the document mirrored to every drive connector serving
     /// its case that has no whole copy. A connector that fails is marked failing and fails
     /// the job (the queue retries it); the others keep what they did.
@@ -131,10 +334,10 @@ impl Runtime {
             if !serves(&c, &m.creditor_id) {
                 continue;
             }
-            let Some(client) = self.drive(&c) else {
+            let Some(client) = self.client(&c) else {
                 continue;
             };
-            let Client::Sharepoint(drive) = &*client else {
+            let Some(drive) = Drive::of(&client) else {
                 continue;
             };
             let started = self.clock.now();
@@ -172,7 +375,7 @@ impl Runtime {
     async fn case_folder(
         &self,
         c: &Connector,
-        drive: &Sharepoint,
+        drive: Drive<'_>,
         (case, number): (&CaseId, &str),
     ) -> Result<String, Stop> {
         if let Some(folder) = self.drives.case_folder(&c.id, case).await? {
@@ -193,7 +396,7 @@ impl Runtime {
     async fn plan(
         &self,
         c: &Connector,
-        drive: &Sharepoint,
+        drive: Drive<'_>,
         (m, key): (&ToMirror, &SubjectKey),
         folder: &str,
     ) -> Result<RemoteFile, Stop> {
@@ -218,10 +421,10 @@ impl Runtime {
             ),
             None => {
                 let mut taken: HashSet<String> = drive
-                    .children(folder)
+                    .names_in(folder)
                     .await?
                     .into_iter()
-                    .map(|i| i.name.to_lowercase())
+                    .map(|n| n.to_lowercase())
                     .collect();
                 taken.extend(
                     self.drives
@@ -251,7 +454,7 @@ impl Runtime {
     async fn mirror_to(
         &self,
         c: &Connector,
-        drive: &Sharepoint,
+        drive: Drive<'_>,
         m: &ToMirror,
         key: &std::sync::Arc<SubjectKey>,
     ) -> Result<(), Stop> {
@@ -265,112 +468,33 @@ impl Runtime {
             .case_folder(c, drive, (&doc.case_id, &m.case_number))
             .await?;
         let planned = self.plan(c, drive, (m, key), &folder).await?;
-        let item = match &planned.remote_id {
-            Some(id) => id.clone(),
-            None => {
-                let name = planned.name.as_deref().unwrap_or("document");
-                let made = drive.new_file(&folder, name).await?;
-                self.drives.set_remote(&c.id, &doc.id, &made.id).await?;
-                made.id
-            }
+        let target = Target {
+            folder: &folder,
+            name: planned.name.as_deref().unwrap_or("document"),
+            remote: planned.remote_id.as_deref(),
+            session: planned.session.as_deref(),
         };
-        let size = u64::try_from(doc.size).unwrap_or(0);
-        let uploaded = if size < sharepoint::SMALL {
-            let bytes = self.whole(doc, key.clone()).await?;
-            drive.put_content(&item, bytes).await?
-        } else {
-            self.upload_session(c, drive, (m, key), &item, planned.session)
-                .await?
+        let source = Source {
+            drives: &self.drives,
+            document: doc,
+            key,
         };
+        let keeper = Keeper {
+            drives: &self.drives,
+            connector: &c.id,
+            document: &doc.id,
+            key,
+        };
+        let uploaded = drive.upload(&target, &source, &keeper).await?;
         self.drives
             .finish_file(
                 &c.id,
                 &doc.id,
                 key,
-                (&uploaded.id, uploaded.web_url.as_deref()),
+                (&uploaded.id, uploaded.link.as_deref()),
             )
             .await?;
         Ok(())
-    }
-
-    /// A small document's bytes, whole.
-    async fn whole(
-        &self,
-        doc: &crate::store::DocumentView,
-        key: std::sync::Arc<SubjectKey>,
-    ) -> Result<Bytes, Stop> {
-        let mut reader = self.drives.reader(doc, key).await?;
-        let mut out = BytesMut::new();
-        while let Some(chunk) = reader.next_chunk().await.map_err(store)? {
-            if out.len() + chunk.len() > sharepoint::SMALL as usize {
-                return Err(store(anyhow::anyhow!(
-                    "a document is larger than its record says"
-                )));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out.freeze())
-    }
-
-    /// A large document through an upload session: the kept one resumed where the service
-    /// says it stopped, or a new one (kept before its first range is sent). One range in
-    /// memory at a time.
-    async fn upload_session(
-        &self,
-        c: &Connector,
-        drive: &Sharepoint,
-        (m, key): (&ToMirror, &std::sync::Arc<SubjectKey>),
-        item: &str,
-        kept: Option<String>,
-    ) -> Result<Item, Stop> {
-        let doc = &m.document;
-        let total = u64::try_from(doc.size).unwrap_or(0);
-        let resumed = match kept {
-            Some(url) => drive.session_offset(&url).await?.map(|at| (url, at)),
-            None => None,
-        };
-        let (session, mut offset) = match resumed {
-            Some(found) => found,
-            None => {
-                let url = drive.open_session(item).await?;
-                self.drives
-                    .set_session(&c.id, &doc.id, key, Some(&url))
-                    .await?;
-                (url, 0)
-            }
-        };
-        let mut reader = self.drives.reader(doc, key.clone()).await?;
-        // What the service has already is read past, not sent again.
-        let resume_at = offset;
-        let mut skipped = 0u64;
-        let mut range = BytesMut::with_capacity(sharepoint::RANGE);
-        let mut done = None;
-        loop {
-            let chunk = reader.next_chunk().await.map_err(store)?;
-            let last = chunk.is_none();
-            let mut chunk = chunk.unwrap_or_default();
-            if skipped < resume_at {
-                let skip = (resume_at - skipped).min(chunk.len() as u64);
-                skipped += skip;
-                chunk = chunk.slice(usize::try_from(skip).unwrap_or(chunk.len())..);
-            }
-            range.extend_from_slice(&chunk);
-            while range.len() >= sharepoint::RANGE || (last && !range.is_empty()) {
-                let take = range.len().min(sharepoint::RANGE);
-                let part = range.split_to(take).freeze();
-                let sent = part.len() as u64;
-                done = drive.put_range(&session, offset, total, part).await?;
-                offset += sent;
-            }
-            if last {
-                break;
-            }
-        }
-        done.ok_or_else(|| {
-            Stop::Service(Failure::Transient(
-                "the upload session did not end with the file".into(),
-            ))
-        })
     }
 
     /// One round of a drive connector: erasures still to make, the service's changes
@@ -379,13 +503,16 @@ impl Runtime {
     pub(super) async fn sync_drive(
         &self,
         c: &Connector,
-        drive: &Sharepoint,
+        client: &Client,
         synced: &mut Synced,
     ) -> Result<Option<String>, Result<Failure, anyhow::Error>> {
         let app = |e: AppError| Err(anyhow::Error::from(e));
         let stop = |s: Stop| match s {
             Stop::Service(f) => Ok(f),
             Stop::App(e) => Err(anyhow::Error::from(e)),
+        };
+        let Some(drive) = Drive::of(client) else {
+            return Ok(None);
         };
         for (case, folder) in self
             .drives
@@ -412,7 +539,7 @@ impl Runtime {
     async fn take_changes(
         &self,
         c: &Connector,
-        drive: &Sharepoint,
+        drive: Drive<'_>,
         synced: &mut Synced,
     ) -> Result<Option<String>, Stop> {
         let root = drive.root().await?;
@@ -420,7 +547,7 @@ impl Runtime {
         let mut cursor = c.cursor.clone();
         let mut restarted = false;
         for _ in 0..super::MAX_PAGES {
-            let page = match drive.delta(cursor.as_deref()).await {
+            let page = match drive.changes(cursor.as_deref()).await {
                 Ok(page) => page,
                 Err(Failure::Resync) if !restarted => {
                     restarted = true;
@@ -429,16 +556,14 @@ impl Runtime {
                 }
                 Err(f) => return Err(f.into()),
             };
-            let (dirs, files): (Vec<Item>, Vec<Item>) = page
-                .items
-                .into_iter()
-                .filter(|i| i.deleted.is_none())
-                .partition(|i| i.folder.is_some());
+            let (dirs, files): (Vec<Entry>, Vec<Entry>) =
+                page.entries.into_iter().partition(|e| e.folder);
             for dir in dirs {
                 self.learn_folder(c, &root, &dir, &mut folders).await?;
             }
-            for file in files.iter().filter(|f| f.file.is_some()) {
-                let Some(folder) = file.parent().and_then(|p| folders.get(p)).copied() else {
+            for file in &files {
+                let Some(folder) = file.parent.as_deref().and_then(|p| folders.get(p)).copied()
+                else {
                     continue;
                 };
                 if self.take_file(c, drive, file, folder).await? {
@@ -466,13 +591,13 @@ impl Runtime {
         &self,
         c: &Connector,
         root: &str,
-        dir: &Item,
+        dir: &Entry,
         folders: &mut HashMap<String, DriveFolder>,
     ) -> Result<(), Stop> {
         if folders.contains_key(&dir.id) {
             return Ok(());
         }
-        let Some(parent) = dir.parent() else {
+        let Some(parent) = dir.parent.as_deref() else {
             return Ok(());
         };
         let learned = if parent == root {
@@ -513,8 +638,8 @@ impl Runtime {
     async fn take_file(
         &self,
         c: &Connector,
-        drive: &Sharepoint,
-        file: &Item,
+        drive: Drive<'_>,
+        file: &Entry,
         folder: DriveFolder,
     ) -> Result<bool, Stop> {
         if self.drives.knows_remote(&c.id, &file.id).await? {
@@ -540,9 +665,8 @@ impl Runtime {
             .map_err(std::io::Error::other)
             .boxed();
         let content_type = file
-            .file
-            .as_ref()
-            .and_then(|f| f.mime_type.clone())
+            .content_type
+            .clone()
             .unwrap_or_else(|| "application/octet-stream".into());
         let found = Found {
             case_id: folder.case_id,
@@ -576,14 +700,15 @@ impl Runtime {
             let Some(c) = connectors.iter().find(|c| c.id == connector) else {
                 continue;
             };
-            let deleted = match self.drive(c).as_deref() {
-                Some(Client::Sharepoint(drive)) => {
-                    match tokio::time::timeout(ERASE_WAIT, drive.delete(&folder)).await {
-                        Ok(done) => done,
-                        Err(_) => Err(Failure::Transient("deleting took too long".into())),
-                    }
-                }
-                _ => continue,
+            let Some(client) = self.client(c) else {
+                continue;
+            };
+            let Some(drive) = Drive::of(&client) else {
+                continue;
+            };
+            let deleted = match tokio::time::timeout(ERASE_WAIT, drive.delete(&folder)).await {
+                Ok(done) => done,
+                Err(_) => Err(Failure::Transient("deleting took too long".into())),
             };
             let outcome = match deleted {
                 Ok(()) => self
@@ -615,7 +740,7 @@ impl Runtime {
     }
 }
 
-fn store(e: anyhow::Error) -> Stop {
+pub fn store(e: anyhow::Error) -> Stop {
     Stop::App(AppError::Store(e.into()))
 }
 

@@ -64,7 +64,7 @@ pub trait MailTransport {
 }
 
 /// A connector's client, built from its settings.
-enum Client {
+pub(crate) enum Client {
     Graph(graph::Graph),
     Gmail(gmail::Gmail),
     Sharepoint(sharepoint::Sharepoint),
@@ -213,7 +213,7 @@ impl Runtime {
         };
         let mut synced = Synced::default();
         let outcome = match &*client {
-            Client::Sharepoint(drive) => self.sync_drive(c, drive, &mut synced).await,
+            Client::Sharepoint(_) => self.sync_drive(c, &client, &mut synced).await,
             _ => self.read_mailbox(c, &client, &mut synced).await,
         };
         let end = match outcome {

@@ -18,6 +18,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use super::drives::{Changed, Entry, Keeper, Source, Stop, Target, Uploaded};
 use super::oauth::{self, TokenCache};
 use super::web::{self, Failure};
 use crate::domain::connector::Settings;
@@ -80,8 +81,15 @@ pub struct FileFacet {
 }
 
 impl Item {
-    pub fn parent(&self) -> Option<&str> {
-        self.parent_reference.as_ref()?.id.as_deref()
+    fn entry(self) -> Entry {
+        Entry {
+            parent: self.parent_reference.and_then(|p| p.id),
+            folder: self.folder.is_some(),
+            content_type: self.file.and_then(|f| f.mime_type),
+            size: self.size,
+            id: self.id,
+            name: self.name,
+        }
     }
 }
 
@@ -264,6 +272,97 @@ impl Sharepoint {
             }
         }
         Ok(out)
+    }
+
+    /// The names in a folder.
+    pub async fn names_in(&self, folder: &str) -> Result<Vec<String>, Failure> {
+        Ok(self
+            .children(folder)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect())
+    }
+
+    /// A document's bytes into its file: the file made empty first (and kept) where it has
+    /// none, then filled by one `PUT` under 4 MiB, or through an upload session (the kept
+    /// one resumed where Graph says it stopped).
+    pub async fn upload(
+        &self,
+        target: &Target<'_>,
+        source: &Source<'_>,
+        keeper: &Keeper<'_>,
+    ) -> Result<Uploaded, Stop> {
+        let item = match target.remote {
+            Some(id) => id.to_string(),
+            None => {
+                let made = self.new_file(target.folder, target.name).await?;
+                keeper.remote(&made.id).await?;
+                made.id
+            }
+        };
+        let done = if source.size() < SMALL {
+            let bytes = source.whole(SMALL).await?;
+            self.put_content(&item, bytes).await?
+        } else {
+            self.upload_session(&item, source, keeper, target.session)
+                .await?
+        };
+        Ok(Uploaded {
+            id: done.id,
+            link: done.web_url,
+        })
+    }
+
+    /// A large file through an upload session: the kept one resumed where Graph says it
+    /// stopped, or a new one (kept before its first range is sent). One range in memory.
+    async fn upload_session(
+        &self,
+        item: &str,
+        source: &Source<'_>,
+        keeper: &Keeper<'_>,
+        kept: Option<&str>,
+    ) -> Result<Item, Stop> {
+        let resumed = match kept {
+            Some(url) => self
+                .session_offset(url)
+                .await?
+                .map(|at| (url.to_string(), at)),
+            None => None,
+        };
+        let (session, from) = match resumed {
+            Some(found) => found,
+            None => {
+                let url = self.open_session(item).await?;
+                keeper.session(Some(&url)).await?;
+                (url, 0)
+            }
+        };
+        let mut ranges = source.ranges(from, RANGE).await?;
+        let mut done = None;
+        while let Some((start, part)) = ranges.next().await? {
+            done = self.put_range(&session, start, source.size(), part).await?;
+        }
+        done.ok_or_else(|| {
+            Stop::Service(Failure::Transient(
+                "the upload session did not end with the file".into(),
+            ))
+        })
+    }
+
+    /// A page of the drive's changes, as entries (what was deleted left out).
+    pub async fn changes(&self, cursor: Option<&str>) -> Result<Changed, Failure> {
+        let page = self.delta(cursor).await?;
+        Ok(Changed {
+            entries: page
+                .items
+                .into_iter()
+                .filter(|i| i.deleted.is_none() && (i.folder.is_some() || i.file.is_some()))
+                .map(Item::entry)
+                .collect(),
+            cursor: page.cursor,
+            more: page.more,
+        })
     }
 
     /// An empty file `name` in `parent`, replacing one of that name: the item a document's
