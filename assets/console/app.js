@@ -745,10 +745,13 @@ async function renderDocuments(el, state, onChange) {
     });
   });
   el.replaceChildren(h('h2', { id: 'h-documents' }, t('documents')),
-    table([t('file'), t('documentType'), t('created'), ''], state.documents.map((d) => h('tr', {},
+    table([t('file'), t('documentType'), t('created'), t('mirrored'), ''], state.documents.map((d) => h('tr', {},
       h('td', {}, d.fileName),
       h('td', {}, d.documentType),
       h('td', {}, when(d.uploadedAt)),
+      h('td', { class: 'mirrors' }, (d.mirrors || []).map((m) => m.url
+        ? h('a', { href: m.url, target: '_blank', rel: 'noopener noreferrer' }, t(`connector.${m.type}`))
+        : h('span', {}, t(`connector.${m.type}`)))),
       h('td', {}, button(t('download'), () => download(d.documentId, d.fileName), { 'aria-label': `${t('download')} ${d.fileName}` }))))),
     form);
 }
@@ -1094,6 +1097,11 @@ const CONNECTOR_FIELDS = {
   ],
   archive: [
     ['target', 'choice', true], ['url', 'secret', false], ['journalAddress', 'email', false],
+  ],
+  sharepoint: [
+    ['tenantId', 'text', true], ['clientId', 'text', true], ['clientSecret', 'secret', true],
+    ['driveId', 'text', true], ['folder', 'text', false], ['graphUrl', 'url', false],
+    ['loginUrl', 'url', false],
   ],
 };
 

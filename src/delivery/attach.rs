@@ -242,6 +242,7 @@ mod tests {
             is_latest: true,
             uploaded_by: String::new(),
             uploaded_at: 0,
+            mirrors: Vec::new(),
         };
         let h = part_header(
             "B",

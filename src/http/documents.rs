@@ -39,6 +39,21 @@ pub struct DocumentResponse {
     pub latest: bool,
     pub uploaded_at: String,
     pub uploaded_by: String,
+    /// The document systems it is mirrored to, with a link to the file where the service
+    /// gives one (in the answers that read one document or a case's list).
+    pub mirrors: Vec<MirrorResponse>,
+}
+
+/// A document's copy on a document system.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorResponse {
+    pub connector_id: String,
+    #[serde(rename = "type")]
+    #[schema(schema_with = super::openapi::connector_type)]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl From<DocumentView> for DocumentResponse {
@@ -57,6 +72,15 @@ impl From<DocumentView> for DocumentResponse {
             latest: d.is_latest,
             uploaded_at: rfc3339(d.uploaded_at),
             uploaded_by: d.uploaded_by,
+            mirrors: d
+                .mirrors
+                .into_iter()
+                .map(|m| MirrorResponse {
+                    connector_id: m.connector_id.to_string(),
+                    kind: m.kind.as_str().to_string(),
+                    url: m.link,
+                })
+                .collect(),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::payload;
 use crate::domain::{DocumentId, MessageId};
 
 use super::cases::visible;
-use super::{Documents, StoreError, StoreInner, StoreResult, admin_flag, audit, emit};
+use super::{Documents, Sibling, StoreError, StoreInner, StoreResult, admin_flag, audit, emit};
 use crate::domain::document::DocumentType;
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -42,6 +42,8 @@ pub struct DocumentView {
     pub is_latest: bool,
     pub uploaded_by: String,
     pub uploaded_at: Micros,
+    /// Where it is mirrored (read for the API's answers only; empty elsewhere).
+    pub mirrors: Vec<super::drives::Mirror>,
 }
 
 const COLUMNS: &str = "d.id, d.case_id, d.document_type, d.description_sealed, d.file_name, d.file_name_sealed, d.content_type, d.size, d.sha256, \
@@ -167,6 +169,7 @@ impl Documents {
             },
             uploaded_at: r.uploaded_at,
             id: r.id,
+            mirrors: Vec::new(),
         })
     }
 
@@ -274,6 +277,7 @@ impl Documents {
             is_latest: true,
             uploaded_by: actor.name.clone(),
             uploaded_at: now,
+            mirrors: Vec::new(),
         }))
     }
 
@@ -291,10 +295,11 @@ impl Documents {
         .bind(admin_flag(actor))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(self
-            .documents_from_rows(row.into_iter().collect())
-            .await?
-            .pop())
+        let mut found = self.documents_from_rows(row.into_iter().collect()).await?;
+        self.sibling::<super::Drives>()
+            .fill_mirrors(&mut found)
+            .await?;
+        Ok(found.pop())
     }
 
     /// The latest version of every document of the case, newest first.
@@ -314,7 +319,11 @@ impl Documents {
         .fetch_all(&mut *conn)
         .await?;
         drop(conn);
-        self.documents_from_rows(rows).await.map(Some)
+        let mut found = self.documents_from_rows(rows).await?;
+        self.sibling::<super::Drives>()
+            .fill_mirrors(&mut found)
+            .await?;
+        Ok(Some(found))
     }
 
     /// Every download is in the audit log, before the bytes leave.

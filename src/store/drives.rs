@@ -542,29 +542,53 @@ impl Drives {
         .await?)
     }
 
-    /// Where the document is mirrored: each connector's type and the link to the file.
-    pub async fn mirrors(
-        &self,
-        document: &DocumentId,
-    ) -> StoreResult<Vec<(ConnectorId, Option<String>)>> {
-        let rows: Vec<(ConnectorId, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT connector_id, link_sealed FROM remote_files WHERE document_id = $1 AND done_at IS NOT NULL \
-             ORDER BY connector_id",
-        )
-        .bind(document)
-        .fetch_all(&self.pool)
-        .await?;
-        self.unlock(rows.iter().filter_map(|(_, l)| l.as_deref()))
+    /// Fills in where each of these documents is mirrored (one statement).
+    pub async fn fill_mirrors(&self, documents: &mut [DocumentView]) -> StoreResult<()> {
+        if documents.is_empty() {
+            return Ok(());
+        }
+        let params: Vec<String> = (1..=documents.len()).map(|i| format!("${i}")).collect();
+        let sql = super::positional(
+            format!(
+                "SELECT f.document_id, f.connector_id, k.connector_type, f.link_sealed FROM remote_files f \
+                 JOIN connectors k ON k.id = f.connector_id \
+                 WHERE f.done_at IS NOT NULL AND f.document_id IN ({}) ORDER BY f.connector_id",
+                params.join(", ")
+            ),
+            self.backend,
+        );
+        let mut query =
+            sqlx::query_as::<_, (DocumentId, ConnectorId, String, Option<Vec<u8>>)>(&sql);
+        for d in documents.iter() {
+            query = query.bind(d.id.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        self.unlock(rows.iter().filter_map(|(_, _, _, l)| l.as_deref()))
             .await?;
-        rows.into_iter()
-            .map(|(c, sealed)| {
-                let link = sealed
-                    .map(|s| self.open_text(&link_context(&c, document), &s))
-                    .transpose()?;
-                Ok((c, link))
-            })
-            .collect()
+        for (document, connector, kind, sealed) in rows {
+            let Some(d) = documents.iter_mut().find(|d| d.id == document) else {
+                continue;
+            };
+            let link = sealed
+                .map(|s| self.open_text(&link_context(&connector, &document), &s))
+                .transpose()?;
+            d.mirrors.push(Mirror {
+                kind: ConnectorType::parse(&kind).map_err(|e| super::StoreError::Corrupt(e.0))?,
+                connector_id: connector,
+                link,
+            });
+        }
+        Ok(())
     }
+}
+
+/// Where a document is mirrored: the connector, its type, and a link to the file where the
+/// service gives one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub connector_id: ConnectorId,
+    pub kind: ConnectorType,
+    pub link: Option<String>,
 }
 
 /// Records on a connector that its work succeeded: `active`, one more item, `lastSyncAt`

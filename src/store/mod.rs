@@ -52,7 +52,7 @@ pub use audit::AuditEntry;
 pub use cases::{CaseHold, CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use connectors::{Connector, ConnectorChange, NewConnector, SyncEnd};
 pub use documents::{DocumentView, NewDocument};
-pub use drives::{DriveFolder, RemoteFile, ToMirror};
+pub use drives::{DriveFolder, Mirror, RemoteFile, ToMirror};
 pub use idempotency::Replay;
 pub use inbound::{Checked, InboundSms, Ingested, MailboxProgress, UnmatchedFilter, UnmatchedMail};
 pub use inbox::{Awaiting, InboxFilter, InboxItem, InboxPage, Unreviewable};

@@ -185,6 +185,22 @@ async fn documents_are_mirrored_into_the_case_folder_byte_identical_and_once() {
     }
     let shown = connector(&app, &id).await;
     assert_eq!(shown["status"], "active", "{shown}");
+    // The document says where it is mirrored, with the service's link.
+    let doc: Value = app
+        .get(&acme.token, &format!("/api/documents/{first}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["mirrors"][0]["connectorId"], id.as_str(), "{doc}");
+    assert_eq!(doc["mirrors"][0]["type"], "sharepoint");
+    assert!(
+        doc["mirrors"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://agency.sharepoint.com/"),
+        "{doc}"
+    );
 
     // A new version becomes a new version of the same remote file.
     let newer = bytes(40_000, 5);
