@@ -1103,6 +1103,9 @@ const CONNECTOR_FIELDS = {
     ['driveId', 'text', true], ['folder', 'text', false], ['graphUrl', 'url', false],
     ['loginUrl', 'url', false],
   ],
+  google_drive: [
+    ['serviceAccount', 'key', true], ['folderId', 'text', true], ['apiUrl', 'url', false],
+  ],
 };
 
 /// The choices of a 'choice' setting.

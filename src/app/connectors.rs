@@ -220,7 +220,9 @@ impl Connectors {
             ConnectorType::Microsoft365Mail => Source::Microsoft365,
             ConnectorType::Gmail => Source::Gmail,
             // An archive takes nothing in.
-            ConnectorType::Archive | ConnectorType::Sharepoint => return Ok(None),
+            ConnectorType::Archive | ConnectorType::Sharepoint | ConnectorType::GoogleDrive => {
+                return Ok(None);
+            }
         };
         let arrival = Arrival {
             scope: connector.creditor_id.clone(),

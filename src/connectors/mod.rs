@@ -7,6 +7,7 @@
 
 pub mod drives;
 pub mod gmail;
+pub mod google_drive;
 pub mod graph;
 pub mod oauth;
 pub mod sharepoint;
@@ -68,6 +69,7 @@ pub(crate) enum Client {
     Graph(graph::Graph),
     Gmail(gmail::Gmail),
     Sharepoint(sharepoint::Sharepoint),
+    GoogleDrive(google_drive::GoogleDrive),
 }
 
 impl Client {
@@ -89,6 +91,10 @@ impl Client {
                 http,
                 &c.settings,
             ))),
+            ConnectorType::GoogleDrive => Some(Self::GoogleDrive(google_drive::GoogleDrive::new(
+                http,
+                &c.settings,
+            ))),
             ConnectorType::Archive => None,
         }
     }
@@ -97,7 +103,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.changes(cursor).await,
             Self::Gmail(g) => g.changes(cursor).await,
-            Self::Sharepoint(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) => Err(not_a_mailbox()),
         }
     }
 
@@ -105,7 +111,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.fetch(id).await,
             Self::Gmail(g) => g.fetch(id).await,
-            Self::Sharepoint(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) => Err(not_a_mailbox()),
         }
     }
 
@@ -113,7 +119,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.send(raw).await,
             Self::Gmail(g) => g.send(raw).await,
-            Self::Sharepoint(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) => Err(not_a_mailbox()),
         }
     }
 }
@@ -213,7 +219,9 @@ impl Runtime {
         };
         let mut synced = Synced::default();
         let outcome = match &*client {
-            Client::Sharepoint(_) => self.sync_drive(c, &client, &mut synced).await,
+            Client::Sharepoint(_) | Client::GoogleDrive(_) => {
+                self.sync_drive(c, &client, &mut synced).await
+            }
             _ => self.read_mailbox(c, &client, &mut synced).await,
         };
         let end = match outcome {

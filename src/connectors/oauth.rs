@@ -163,7 +163,8 @@ pub async fn client_credentials(
 }
 
 /// The JWT bearer grant of a service account (RFC 7523): a JWT signed RS256 with the
-/// account's key, for `subject` (domain-wide delegation) and `scope`.
+/// account's key, for `subject` (domain-wide delegation; empty: the account itself) and
+/// `scope`.
 pub async fn jwt_bearer(
     http: &reqwest::Client,
     account: &crate::domain::connector::ServiceAccount,
@@ -194,7 +195,7 @@ pub fn signed_jwt(
     now: u64,
 ) -> Result<String, Failure> {
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-    let claims = serde_json::json!({
+    let mut claims = serde_json::json!({
         "iss": account.client_email,
         "sub": subject,
         "scope": scope,
@@ -202,6 +203,10 @@ pub fn signed_jwt(
         "iat": now,
         "exp": now + 3600,
     });
+    // No subject: the service account acts as itself (a shared drive it is a member of).
+    if subject.is_empty() {
+        claims.as_object_mut().map(|c| c.remove("sub"));
+    }
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),

@@ -12,6 +12,7 @@ word_enum!(
         Gmail => "gmail",
         Archive => "archive",
         Sharepoint => "sharepoint",
+        GoogleDrive => "google_drive",
     }
 );
 
@@ -125,6 +126,12 @@ const SHAREPOINT: &[Field] = &[
     or("loginUrl", Kind::Url, "https://login.microsoftonline.com"),
 ];
 
+const GOOGLE_DRIVE: &[Field] = &[
+    secret("serviceAccount", Kind::ServiceAccount),
+    field("folderId", Kind::Text),
+    or("apiUrl", Kind::Url, "https://www.googleapis.com"),
+];
+
 /// Where an archive connector journals each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveTarget {
@@ -210,6 +217,7 @@ impl ConnectorType {
             Self::Gmail => GMAIL,
             Self::Archive => ARCHIVE,
             Self::Sharepoint => SHAREPOINT,
+            Self::GoogleDrive => GOOGLE_DRIVE,
         }
     }
 
@@ -221,7 +229,7 @@ impl ConnectorType {
     /// Whether it is a document system: the documents of its cases mirrored into a folder
     /// per case, and files put there taken in.
     pub fn is_drive(self) -> bool {
-        matches!(self, Self::Sharepoint)
+        matches!(self, Self::Sharepoint | Self::GoogleDrive)
     }
 
     /// The setting that names the mailbox: changing it starts the sync from the beginning.
@@ -231,6 +239,7 @@ impl ConnectorType {
             Self::Gmail => "user",
             Self::Archive => "url",
             Self::Sharepoint => "driveId",
+            Self::GoogleDrive => "folderId",
         }
     }
 }

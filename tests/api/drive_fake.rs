@@ -251,19 +251,9 @@ impl DriveFake {
             });
         let base = serve(tokens.merge(drive)).await;
         let prism = Prism::start("graph-drive.json", &base).await;
-        let front = serve(
-            axum::Router::new()
-                .fallback(pass_on)
-                .layer(DefaultBodyLimit::max(MAX_RANGE + 1024))
-                .with_state(Front {
-                    prism: prism.base.clone(),
-                    direct: base.clone(),
-                    http: reqwest::Client::builder()
-                        .redirect(reqwest::redirect::Policy::none())
-                        .build()
-                        .unwrap(),
-                }),
-        )
+        let front = front(&prism.base, &base, |method, uri| {
+            method == axum::http::Method::PUT && uri.path().ends_with("/content")
+        })
         .await;
         {
             let mut s = state.lock().unwrap();
@@ -345,9 +335,34 @@ struct Front {
     prism: String,
     direct: String,
     http: reqwest::Client,
+    around: fn(&axum::http::Method, &axum::http::Uri) -> bool,
 }
 
-/// The front: a file's bytes straight to the fake, everything else through prism.
+/// A front before prism (its base URL): the requests `around` picks (a file's bytes) go
+/// straight to the fake at `direct`, everything else through prism.
+pub(crate) async fn front(
+    prism: &str,
+    direct: &str,
+    around: fn(&axum::http::Method, &axum::http::Uri) -> bool,
+) -> String {
+    serve(
+        axum::Router::new()
+            .fallback(pass_on)
+            .layer(DefaultBodyLimit::max(MAX_RANGE + 1024))
+            .with_state(Front {
+                prism: prism.to_string(),
+                direct: direct.to_string(),
+                http: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap(),
+                around,
+            }),
+    )
+    .await
+}
+
+/// The front: what `around` picks straight to the fake, everything else through prism.
 async fn pass_on(
     State(front): State<Front>,
     method: axum::http::Method,
@@ -355,8 +370,11 @@ async fn pass_on(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let binary = method == axum::http::Method::PUT && uri.path().ends_with("/content");
-    let to = if binary { &front.direct } else { &front.prism };
+    let to = if (front.around)(&method, &uri) {
+        &front.direct
+    } else {
+        &front.prism
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = front
         .http

@@ -1,6 +1,7 @@
-//! Document systems: a SharePoint library through Graph's drives (a stateful fake behind
-//! prism, which validates every request and answer against Graph's own description;
-//! tests/api/drive_fake.rs). Documents mirrored into a folder per case, byte-identical,
+//! Document systems: a SharePoint library through Graph's drives and a Google shared drive
+//! through the Drive API (stateful fakes behind prism, which validates every request and
+//! answer against the vendor's own description; tests/api/drive_fake.rs and
+//! tests/api/gdrive_fake.rs). Documents mirrored into a folder per case, byte-identical,
 //! once; files a person puts there taken in once; uploads resumed after a break; throttling
 //! waited out; wrong credentials shown; erasure reaching the copies.
 
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 use crate::connectors::{connector, create};
 use crate::documents::upload;
 use crate::drive_fake::DriveFake;
+use crate::gdrive_fake::GDriveFake;
 use crate::helpers::{Party, TestApp, spawn_app, spawn_app_with, spawn_app_with_clock};
 
 const ROOT: &str = "Parley/Cases";
@@ -502,5 +504,228 @@ async fn an_erasure_deletes_the_case_folder_and_says_so() {
         .await
         .unwrap();
     assert_eq!(again["remoteCopies"], json!([]));
+    fake.prism.assert_clean();
+}
+
+// ------------------------------------------------------------------------------------------
+// Google Drive (a shared drive's folder; tests/api/gdrive_fake.rs)
+
+async fn google_drive(app: &TestApp, fake: &GDriveFake) -> String {
+    let made = create(
+        app,
+        &json!({"type": "google_drive", "name": "Shared drive", "settings": fake.settings()}),
+    )
+    .await;
+    assert_eq!(made["settings"]["serviceAccount"], "***", "{made}");
+    made["connectorId"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn google_drive_mirrors_small_and_large_files_once_and_keeps_versions() {
+    let app = spawn_app().await;
+    let fake = GDriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = google_drive(&app, &fake).await;
+    app.sync_connectors().await;
+    let small = bytes(60_000, 11);
+    let large = bytes(12 * 1024 * 1024, 12);
+    let first = add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice.pdf", small.clone(), "invoice", None),
+    )
+    .await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("statement.pdf", large.clone(), "other", None),
+    )
+    .await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice.pdf", bytes(10, 13), "invoice", None),
+    )
+    .await;
+    app.deliver_due().await;
+
+    let files = fake.files_in(&number);
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["invoice 1.pdf", "invoice.pdf", "statement.pdf"]);
+    assert!(files[1].content == small);
+    assert!(files[2].content == large, "the 12 MiB file differs");
+    {
+        let s = fake.state.lock().unwrap();
+        assert_eq!((s.media_uploads, s.sessions_opened, s.chunks), (2, 1, 2));
+        assert!(s.largest_body <= 10 * 1024 * 1024);
+    }
+    let doc: Value = app
+        .get(&acme.token, &format!("/api/documents/{first}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["mirrors"][0]["type"], "google_drive", "{doc}");
+    assert!(
+        doc["mirrors"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://drive.google.com/")
+    );
+
+    let newer = bytes(70_000, 14);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice.pdf", newer.clone(), "invoice", Some(&first)),
+    )
+    .await;
+    app.deliver_due().await;
+    resync(&app, &id).await;
+    app.deliver_due().await;
+    let files = fake.files_in(&number);
+    assert_eq!(files.len(), 3);
+    assert!(files[1].content == newer);
+    assert_eq!(files[1].revisions, 2, "a new revision of the same file");
+    assert_eq!(documents(&app, &acme, &case_id).await.len(), 3);
+    assert_eq!(connector(&app, &id).await["status"], "active");
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn google_drive_takes_in_a_persons_file_once_and_resumes_a_broken_upload() {
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let fake = GDriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    // Files from before the connector: its first round lists them.
+    fake.put(&number, "letter.pdf", &bytes(3_000, 15));
+    let id = google_drive(&app, &fake).await;
+    app.sync_connectors().await;
+    let proof = bytes(90_000, 16);
+    fake.put(&format!("{number}/payment_proof"), "transfer.pdf", &proof);
+    resync(&app, &id).await;
+    fake.forget_sync_state();
+    resync(&app, &id).await;
+    let docs = documents(&app, &acme, &case_id).await;
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    let typed = docs
+        .iter()
+        .find(|d| d["fileName"] == "transfer.pdf")
+        .unwrap();
+    assert_eq!(typed["documentType"], "payment_proof");
+    assert!(download(&app, &acme, typed["documentId"].as_str().unwrap()).await == proof);
+    assert_eq!(fake.state.lock().unwrap().downloads, 2);
+
+    let large = bytes(25 * 1024 * 1024, 17);
+    fake.state.lock().unwrap().break_chunks_after = Some(1);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("ledger.pdf", large.clone(), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    assert_eq!(connector(&app, &id).await["status"], "failing");
+    fake.state.lock().unwrap().break_chunks_after = None;
+    clock.advance(Duration::from_secs(2 * 3600));
+    app.deliver_due().await;
+    let ledger: Vec<_> = fake
+        .files_in(&number)
+        .into_iter()
+        .filter(|f| f.name.starts_with("ledger"))
+        .collect();
+    assert_eq!(ledger.len(), 1, "one file, not two");
+    assert!(ledger[0].content == large, "the resumed file differs");
+    {
+        let s = fake.state.lock().unwrap();
+        assert_eq!(s.sessions_opened, 1, "resumed, not begun again");
+        assert_eq!(s.chunks - s.refused, 3);
+    }
+    assert_eq!(connector(&app, &id).await["status"], "active");
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn google_drive_erasure_deletes_the_folder_and_a_foreign_key_is_refused() {
+    let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
+    let fake = GDriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app
+        .post(
+            &acme.token,
+            "/api/cases",
+            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
+                    "amount": {"value": "100.00", "currency": "DKK"}}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let id = google_drive(&app, &fake).await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("quinta.pdf", bytes(1_000, 18), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    assert!(fake.exists(&number));
+    let r = app
+        .patch(
+            &acme.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["remoteCopies"],
+        json!([{"connectorId": id, "type": "google_drive", "caseId": case_id, "status": "deleted"}])
+    );
+    assert!(!fake.exists(&number));
+
+    // A key the token endpoint does not know.
+    let other = GDriveFake::start().await;
+    let mut settings = fake.settings();
+    settings["serviceAccount"] = other.settings()["serviceAccount"].clone();
+    settings["serviceAccount"]["token_uri"] =
+        fake.settings()["serviceAccount"]["token_uri"].clone();
+    let wrong = create(
+        &app,
+        &json!({"type": "google_drive", "name": "Wrong", "settings": settings}),
+    )
+    .await;
+    let wrong_id = wrong["connectorId"].as_str().unwrap();
+    resync(&app, wrong_id).await;
+    let shown = connector(&app, wrong_id).await;
+    assert_eq!(shown["status"], "reauthorization_required", "{shown}");
+    assert!(
+        shown["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{shown}"
+    );
     fake.prism.assert_clean();
 }

@@ -3,6 +3,7 @@
 
 mod binary;
 mod drive_fake;
+mod gdrive_fake;
 mod helpers;
 mod hostile;
 mod imap;

@@ -120,7 +120,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn form(body: &str) -> HashMap<String, String> {
+pub(crate) fn form(body: &str) -> HashMap<String, String> {
     url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect()
@@ -502,7 +502,7 @@ pub struct GmailFake {
     pub key: TestKey,
 }
 
-fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
+pub(crate) fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
     (
         status,
         axum::Json(json!({"error": {"code": status.as_u16(), "message": message,
@@ -575,6 +575,52 @@ type Gmail = State<Arc<Mutex<GmailState>>>;
 
 /// Checks the JWT bearer grant as Google does: the signature by the account's key, its
 /// issuer, audience, subject, scope and lifetime.
+/// A service account's assertion checked as Google's token endpoint checks it: three parts,
+/// signed RS256 with the account's key, from the account (`iss`) to this endpoint (`aud`),
+/// short-lived. Its claims, or why it is refused.
+pub(crate) fn verified_jwt(
+    assertion: &str,
+    public_der: &[u8],
+    (client_email, token_uri): (&str, &str),
+) -> Result<Value, &'static str> {
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let decode = |p: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap_or_default()
+    };
+    if parts.len() != 3 {
+        return Err("Invalid JWT: Token must be a short-lived token");
+    }
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_der,
+    );
+    if key.verify(signed.as_bytes(), &decode(parts[2])).is_err() {
+        return Err("Invalid JWT Signature.");
+    }
+    let header: Value = serde_json::from_slice(&decode(parts[0])).unwrap_or_default();
+    let claims: Value = serde_json::from_slice(&decode(parts[1])).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let exp = claims["exp"].as_u64().unwrap_or(0);
+    let iat = claims["iat"].as_u64().unwrap_or(0);
+    if header["alg"] != "RS256"
+        || claims["iss"] != client_email
+        || claims["aud"] != token_uri
+        || exp <= now
+        || exp - iat > 3600
+    {
+        return Err(
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.",
+        );
+    }
+    Ok(claims)
+}
+
 async fn gmail_token(State(state): Gmail, body: String) -> Response {
     let f = form(&body);
     let mut s = state.lock().unwrap();
@@ -592,45 +638,10 @@ async fn gmail_token(State(state): Gmail, body: String) -> Response {
         return refuse("unsupported_grant_type", "Invalid grant_type: ");
     }
     let assertion = f.get("assertion").cloned().unwrap_or_default();
-    let parts: Vec<&str> = assertion.split('.').collect();
-    let decode = |p: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(p)
-            .unwrap_or_default()
+    let claims = match verified_jwt(&assertion, &s.public_der, (&s.client_email, &s.token_uri)) {
+        Ok(claims) => claims,
+        Err(description) => return refuse("invalid_grant", description),
     };
-    if parts.len() != 3 {
-        return refuse(
-            "invalid_grant",
-            "Invalid JWT: Token must be a short-lived token",
-        );
-    }
-    let signed = format!("{}.{}", parts[0], parts[1]);
-    let key = ring::signature::UnparsedPublicKey::new(
-        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-        &s.public_der,
-    );
-    if key.verify(signed.as_bytes(), &decode(parts[2])).is_err() {
-        return refuse("invalid_grant", "Invalid JWT Signature.");
-    }
-    let header: Value = serde_json::from_slice(&decode(parts[0])).unwrap_or_default();
-    let claims: Value = serde_json::from_slice(&decode(parts[1])).unwrap_or_default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let exp = claims["exp"].as_u64().unwrap_or(0);
-    let iat = claims["iat"].as_u64().unwrap_or(0);
-    if header["alg"] != "RS256"
-        || claims["iss"] != s.client_email.as_str()
-        || claims["aud"] != s.token_uri.as_str()
-        || exp <= now
-        || exp - iat > 3600
-    {
-        return refuse(
-            "invalid_grant",
-            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.",
-        );
-    }
     if s.delegation_revoked
         || claims["sub"] != s.user.as_str()
         || !claims["scope"]

