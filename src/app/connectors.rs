@@ -220,7 +220,10 @@ impl Connectors {
             ConnectorType::Microsoft365Mail => Source::Microsoft365,
             ConnectorType::Gmail => Source::Gmail,
             // An archive takes nothing in.
-            ConnectorType::Archive | ConnectorType::Sharepoint | ConnectorType::GoogleDrive => {
+            ConnectorType::Archive
+            | ConnectorType::Sharepoint
+            | ConnectorType::GoogleDrive
+            | ConnectorType::Box => {
                 return Ok(None);
             }
         };

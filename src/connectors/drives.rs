@@ -26,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::box_com::BoxCom;
 use super::google_drive::GoogleDrive;
 use super::sharepoint::Sharepoint;
 use super::web::Failure;
@@ -264,14 +265,16 @@ impl Keeper<'_> {
 #[derive(Clone, Copy)]
 enum Drive<'a> {
     Sharepoint(&'a Sharepoint),
-    GoogleDrive(&'a GoogleDrive),
+    Google(&'a GoogleDrive),
+    Box(&'a BoxCom),
 }
 
 impl<'a> Drive<'a> {
     fn of(client: &'a Client) -> Option<Self> {
         match client {
             Client::Sharepoint(s) => Some(Self::Sharepoint(s)),
-            Client::GoogleDrive(g) => Some(Self::GoogleDrive(g)),
+            Client::GoogleDrive(g) => Some(Self::Google(g)),
+            Client::Box(b) => Some(Self::Box(b)),
             _ => None,
         }
     }
@@ -279,21 +282,24 @@ impl<'a> Drive<'a> {
     async fn root(self) -> Result<String, Failure> {
         match self {
             Self::Sharepoint(s) => s.root().await,
-            Self::GoogleDrive(g) => g.root().await,
+            Self::Google(g) => g.root().await,
+            Self::Box(b) => b.root().await,
         }
     }
 
     async fn folder_in(self, parent: &str, name: &str) -> Result<String, Failure> {
         match self {
             Self::Sharepoint(s) => s.folder_in(parent, name).await,
-            Self::GoogleDrive(g) => g.folder_in(parent, name).await,
+            Self::Google(g) => g.folder_in(parent, name).await,
+            Self::Box(b) => b.folder_in(parent, name).await,
         }
     }
 
     async fn names_in(self, folder: &str) -> Result<Vec<String>, Failure> {
         match self {
             Self::Sharepoint(s) => s.names_in(folder).await,
-            Self::GoogleDrive(g) => g.names_in(folder).await,
+            Self::Google(g) => g.names_in(folder).await,
+            Self::Box(b) => b.names_in(folder).await,
         }
     }
 
@@ -305,28 +311,32 @@ impl<'a> Drive<'a> {
     ) -> Result<Uploaded, Stop> {
         match self {
             Self::Sharepoint(s) => s.upload(target, source, keeper).await,
-            Self::GoogleDrive(g) => g.upload(target, source, keeper).await,
+            Self::Google(g) => g.upload(target, source, keeper).await,
+            Self::Box(b) => b.upload(target, source, keeper).await,
         }
     }
 
     async fn changes(self, cursor: Option<&str>) -> Result<Changed, Failure> {
         match self {
             Self::Sharepoint(s) => s.changes(cursor).await,
-            Self::GoogleDrive(g) => g.changes(cursor).await,
+            Self::Google(g) => g.changes(cursor).await,
+            Self::Box(b) => b.changes(cursor).await,
         }
     }
 
     async fn download(self, id: &str) -> Result<reqwest::Response, Failure> {
         match self {
             Self::Sharepoint(s) => s.download(id).await,
-            Self::GoogleDrive(g) => g.download(id).await,
+            Self::Google(g) => g.download(id).await,
+            Self::Box(b) => b.download(id).await,
         }
     }
 
     async fn delete(self, id: &str) -> Result<(), Failure> {
         match self {
             Self::Sharepoint(s) => s.delete(id).await,
-            Self::GoogleDrive(g) => g.delete(id).await,
+            Self::Google(g) => g.delete(id).await,
+            Self::Box(b) => b.delete(id).await,
         }
     }
 }

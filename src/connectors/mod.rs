@@ -5,6 +5,7 @@
 //! `connectors`), hands what they bring in to `app::connectors` (the same matching as SMTP
 //! and IMAP), and carries the outbound mail of the cases a mailbox serves.
 
+pub mod box_com;
 pub mod drives;
 pub mod gmail;
 pub mod google_drive;
@@ -70,6 +71,7 @@ pub(crate) enum Client {
     Gmail(gmail::Gmail),
     Sharepoint(sharepoint::Sharepoint),
     GoogleDrive(google_drive::GoogleDrive),
+    Box(box_com::BoxCom),
 }
 
 impl Client {
@@ -95,6 +97,7 @@ impl Client {
                 http,
                 &c.settings,
             ))),
+            ConnectorType::Box => Some(Self::Box(box_com::BoxCom::new(http, &c.settings))),
             ConnectorType::Archive => None,
         }
     }
@@ -103,7 +106,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.changes(cursor).await,
             Self::Gmail(g) => g.changes(cursor).await,
-            Self::Sharepoint(_) | Self::GoogleDrive(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) => Err(not_a_mailbox()),
         }
     }
 
@@ -111,7 +114,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.fetch(id).await,
             Self::Gmail(g) => g.fetch(id).await,
-            Self::Sharepoint(_) | Self::GoogleDrive(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) => Err(not_a_mailbox()),
         }
     }
 
@@ -119,7 +122,7 @@ impl Client {
         match self {
             Self::Graph(g) => g.send(raw).await,
             Self::Gmail(g) => g.send(raw).await,
-            Self::Sharepoint(_) | Self::GoogleDrive(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) => Err(not_a_mailbox()),
         }
     }
 }
@@ -219,7 +222,7 @@ impl Runtime {
         };
         let mut synced = Synced::default();
         let outcome = match &*client {
-            Client::Sharepoint(_) | Client::GoogleDrive(_) => {
+            Client::Sharepoint(_) | Client::GoogleDrive(_) | Client::Box(_) => {
                 self.sync_drive(c, &client, &mut synced).await
             }
             _ => self.read_mailbox(c, &client, &mut synced).await,

@@ -78,7 +78,8 @@ where
             refreshed = true;
             continue;
         }
-        if response.status().is_success() {
+        // A redirect is the caller's to follow (a download's pre-signed URL), or not.
+        if response.status().is_success() || response.status().is_redirection() {
             return Ok(response);
         }
         match failure(response).await {
@@ -138,6 +139,15 @@ async fn request(
         }
         _ => web::by_status(status, retry_after, what.trim().to_string()),
     })
+}
+
+/// A grant posted as a form to `endpoint` (a service's own client credentials flavour).
+pub async fn form_grant(
+    http: &reqwest::Client,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> Result<(String, Duration), Failure> {
+    request(http, endpoint, form).await
 }
 
 /// The client credentials grant at `{login}/{tenant}/oauth2/v2.0/token` for `scope`.

@@ -13,6 +13,7 @@ word_enum!(
         Archive => "archive",
         Sharepoint => "sharepoint",
         GoogleDrive => "google_drive",
+        Box => "box",
     }
 );
 
@@ -132,6 +133,16 @@ const GOOGLE_DRIVE: &[Field] = &[
     or("apiUrl", Kind::Url, "https://www.googleapis.com"),
 ];
 
+const BOX: &[Field] = &[
+    field("clientId", Kind::Text),
+    secret("clientSecret", Kind::Text),
+    optional(field("enterpriseId", Kind::Text)),
+    optional(field("userId", Kind::Text)),
+    or("folderId", Kind::Text, "0"),
+    or("apiUrl", Kind::Url, "https://api.box.com"),
+    or("uploadUrl", Kind::Url, "https://upload.box.com/api"),
+];
+
 /// Where an archive connector journals each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveTarget {
@@ -218,6 +229,7 @@ impl ConnectorType {
             Self::Archive => ARCHIVE,
             Self::Sharepoint => SHAREPOINT,
             Self::GoogleDrive => GOOGLE_DRIVE,
+            Self::Box => BOX,
         }
     }
 
@@ -229,7 +241,7 @@ impl ConnectorType {
     /// Whether it is a document system: the documents of its cases mirrored into a folder
     /// per case, and files put there taken in.
     pub fn is_drive(self) -> bool {
-        matches!(self, Self::Sharepoint | Self::GoogleDrive)
+        matches!(self, Self::Sharepoint | Self::GoogleDrive | Self::Box)
     }
 
     /// The setting that names the mailbox: changing it starts the sync from the beginning.
@@ -239,7 +251,7 @@ impl ConnectorType {
             Self::Gmail => "user",
             Self::Archive => "url",
             Self::Sharepoint => "driveId",
-            Self::GoogleDrive => "folderId",
+            Self::GoogleDrive | Self::Box => "folderId",
         }
     }
 }
@@ -355,6 +367,15 @@ impl Settings {
         }
         if kind == ConnectorType::Archive {
             ArchiveTarget::of(&out)?;
+        }
+        // Box's Client Credentials Grant acts for the enterprise's service account or for
+        // one user: exactly one of the two.
+        if kind == ConnectorType::Box
+            && out.text("enterpriseId").is_empty() == out.text("userId").is_empty()
+        {
+            return Err(Invalid::new(
+                "box takes exactly one of settings.enterpriseId and settings.userId",
+            ));
         }
         Ok(out)
     }

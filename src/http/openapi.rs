@@ -453,10 +453,19 @@ fn connector_settings() -> OneOfBuilder {
         .iter()
         .filter(|kind| **kind != ConnectorType::Archive)
         .fold(OneOfBuilder::new(), |one, kind| {
+            let settings: RefOr<Schema> = if *kind == ConnectorType::Box {
+                // Box acts for the enterprise or for one user: exactly one of the two ids.
+                AllOfBuilder::new()
+                    .item(settings_of(*kind, true))
+                    .item(one_of_two("enterpriseId", "userId"))
+                    .into()
+            } else {
+                settings_of(*kind, true).into()
+            };
             one.item(
                 ObjectBuilder::new()
                     .property("type", words([kind.as_str()]))
-                    .property("settings", settings_of(*kind, true)),
+                    .property("settings", settings),
             )
         })
         .item(

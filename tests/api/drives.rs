@@ -11,6 +11,7 @@ use parley::domain::PartyKind;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
+use crate::box_fake::BoxFake;
 use crate::connectors::{connector, create};
 use crate::documents::upload;
 use crate::drive_fake::DriveFake;
@@ -727,5 +728,221 @@ async fn google_drive_erasure_deletes_the_folder_and_a_foreign_key_is_refused() 
             .contains("invalid_grant"),
         "{shown}"
     );
+    fake.prism.assert_clean();
+}
+
+// ------------------------------------------------------------------------------------------
+// Box (tests/api/box_fake.rs)
+
+async fn box_connector(app: &TestApp, fake: &BoxFake) -> String {
+    let folder = fake.folder("Collections");
+    let made = create(
+        app,
+        &json!({"type": "box", "name": "Box", "settings": fake.settings(&folder)}),
+    )
+    .await;
+    assert_eq!(made["settings"]["clientSecret"], "***", "{made}");
+    made["connectorId"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn box_mirrors_small_files_whole_and_large_ones_in_digested_parts_once() {
+    let app = spawn_app().await;
+    let fake = BoxFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = box_connector(&app, &fake).await;
+    app.sync_connectors().await;
+    let small = bytes(80_000, 21);
+    let large = bytes(25 * 1024 * 1024, 22);
+    let first = add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice.pdf", small.clone(), "invoice", None),
+    )
+    .await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("ledger.pdf", large.clone(), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    let folder = format!("Collections/{number}");
+    let files = fake.files_in(&folder);
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["invoice.pdf", "ledger.pdf"]);
+    assert!(files[0].content == small);
+    assert!(files[1].content == large, "the 25 MiB file differs");
+    {
+        let s = fake.state.lock().unwrap();
+        // 8 MiB parts: 4 of them; one commit (after a 202).
+        assert_eq!(
+            (s.uploads, s.sessions_opened, s.parts, s.commits),
+            (1, 1, 4, 1)
+        );
+        assert!(s.largest_body <= 8 * 1024 * 1024);
+    }
+    let newer = bytes(90_000, 23);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("invoice-2.pdf", newer.clone(), "invoice", Some(&first)),
+    )
+    .await;
+    app.deliver_due().await;
+    resync(&app, &id).await;
+    app.deliver_due().await;
+    let files = fake.files_in(&folder);
+    assert_eq!(files.len(), 2);
+    assert!(files[0].content == newer);
+    assert_eq!(files[0].versions, 2);
+    assert_eq!(documents(&app, &acme, &case_id).await.len(), 2);
+    let doc: Value = app
+        .get(&acme.token, &format!("/api/documents/{first}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["mirrors"][0]["type"], "box", "{doc}");
+    assert_eq!(connector(&app, &id).await["status"], "active");
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn box_takes_in_a_persons_file_once_and_resumes_a_session_from_its_parts() {
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let fake = BoxFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = box_connector(&app, &fake).await;
+    app.sync_connectors().await;
+    let proof = bytes(40_000, 24);
+    fake.put(
+        &format!("Collections/{number}/payment_proof"),
+        "receipt.pdf",
+        &proof,
+    );
+    resync(&app, &id).await;
+    resync(&app, &id).await;
+    let docs = documents(&app, &acme, &case_id).await;
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["documentType"], "payment_proof");
+    assert!(download(&app, &acme, docs[0]["documentId"].as_str().unwrap()).await == proof);
+
+    let large = bytes(21 * 1024 * 1024, 25);
+    fake.state.lock().unwrap().break_parts_after = Some(1);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("big.pdf", large.clone(), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    assert_eq!(connector(&app, &id).await["status"], "failing");
+    fake.state.lock().unwrap().break_parts_after = None;
+    clock.advance(Duration::from_secs(2 * 3600));
+    app.deliver_due().await;
+    let big: Vec<_> = fake
+        .files_in(&format!("Collections/{number}"))
+        .into_iter()
+        .filter(|f| f.name.starts_with("big"))
+        .collect();
+    assert_eq!(big.len(), 1);
+    assert!(big[0].content == large, "the resumed file differs");
+    {
+        let s = fake.state.lock().unwrap();
+        assert_eq!(s.sessions_opened, 1, "resumed from its parts");
+        assert_eq!(s.parts - s.refused, 3);
+    }
+    fake.prism.assert_clean();
+}
+
+#[tokio::test]
+async fn box_erasure_deletes_the_folder_and_wrong_credentials_show() {
+    let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
+    let fake = BoxFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app
+        .post(
+            &acme.token,
+            "/api/cases",
+            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
+                    "amount": {"value": "100.00", "currency": "DKK"}}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let id = box_connector(&app, &fake).await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("quinta.pdf", bytes(1_000, 26), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    assert!(fake.at(&format!("Collections/{number}")).is_some());
+    let r = app
+        .patch(
+            &acme.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["remoteCopies"],
+        json!([{"connectorId": id, "type": "box", "caseId": case_id, "status": "deleted"}])
+    );
+    assert!(fake.at(&format!("Collections/{number}")).is_none());
+
+    let mut settings = fake.settings("0");
+    settings["clientSecret"] = json!("wrong");
+    let wrong = create(
+        &app,
+        &json!({"type": "box", "name": "Wrong", "settings": settings}),
+    )
+    .await;
+    let wrong_id = wrong["connectorId"].as_str().unwrap();
+    resync(&app, wrong_id).await;
+    let shown = connector(&app, wrong_id).await;
+    assert_eq!(shown["status"], "failing", "{shown}");
+    assert!(
+        shown["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_client"),
+        "{shown}"
+    );
+    // Exactly one of enterpriseId and userId.
+    let mut both = fake.settings("0");
+    both["userId"] = json!("12345");
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/connectors",
+            &json!({"type": "box", "name": "Both", "settings": both}),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
     fake.prism.assert_clean();
 }

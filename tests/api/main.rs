@@ -2,6 +2,7 @@
 //! test (SQLite by default; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server).
 
 mod binary;
+mod box_fake;
 mod drive_fake;
 mod gdrive_fake;
 mod helpers;

