@@ -1111,6 +1111,11 @@ const CONNECTOR_FIELDS = {
     ['userId', 'text', false], ['folderId', 'text', false], ['apiUrl', 'url', false],
     ['uploadUrl', 'url', false],
   ],
+  dropbox: [
+    ['appKey', 'text', true], ['appSecret', 'secret', true], ['refreshToken', 'secret', true],
+    ['teamMemberId', 'text', false], ['folder', 'text', false], ['apiUrl', 'url', false],
+    ['contentUrl', 'url', false],
+  ],
 };
 
 /// The choices of a 'choice' setting.

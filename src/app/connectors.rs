@@ -223,7 +223,8 @@ impl Connectors {
             ConnectorType::Archive
             | ConnectorType::Sharepoint
             | ConnectorType::GoogleDrive
-            | ConnectorType::Box => {
+            | ConnectorType::Box
+            | ConnectorType::Dropbox => {
                 return Ok(None);
             }
         };

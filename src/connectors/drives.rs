@@ -27,6 +27,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::box_com::BoxCom;
+use super::dropbox::Dropbox;
 use super::google_drive::GoogleDrive;
 use super::sharepoint::Sharepoint;
 use super::web::Failure;
@@ -267,6 +268,7 @@ enum Drive<'a> {
     Sharepoint(&'a Sharepoint),
     Google(&'a GoogleDrive),
     Box(&'a BoxCom),
+    Dropbox(&'a Dropbox),
 }
 
 impl<'a> Drive<'a> {
@@ -275,6 +277,7 @@ impl<'a> Drive<'a> {
             Client::Sharepoint(s) => Some(Self::Sharepoint(s)),
             Client::GoogleDrive(g) => Some(Self::Google(g)),
             Client::Box(b) => Some(Self::Box(b)),
+            Client::Dropbox(d) => Some(Self::Dropbox(d)),
             _ => None,
         }
     }
@@ -284,6 +287,7 @@ impl<'a> Drive<'a> {
             Self::Sharepoint(s) => s.root().await,
             Self::Google(g) => g.root().await,
             Self::Box(b) => b.root().await,
+            Self::Dropbox(d) => d.root().await,
         }
     }
 
@@ -292,6 +296,7 @@ impl<'a> Drive<'a> {
             Self::Sharepoint(s) => s.folder_in(parent, name).await,
             Self::Google(g) => g.folder_in(parent, name).await,
             Self::Box(b) => b.folder_in(parent, name).await,
+            Self::Dropbox(d) => d.folder_in(parent, name).await,
         }
     }
 
@@ -300,6 +305,7 @@ impl<'a> Drive<'a> {
             Self::Sharepoint(s) => s.names_in(folder).await,
             Self::Google(g) => g.names_in(folder).await,
             Self::Box(b) => b.names_in(folder).await,
+            Self::Dropbox(d) => d.names_in(folder).await,
         }
     }
 
@@ -313,6 +319,7 @@ impl<'a> Drive<'a> {
             Self::Sharepoint(s) => s.upload(target, source, keeper).await,
             Self::Google(g) => g.upload(target, source, keeper).await,
             Self::Box(b) => b.upload(target, source, keeper).await,
+            Self::Dropbox(d) => d.upload(target, source, keeper).await,
         }
     }
 
@@ -321,6 +328,7 @@ impl<'a> Drive<'a> {
             Self::Sharepoint(s) => s.changes(cursor).await,
             Self::Google(g) => g.changes(cursor).await,
             Self::Box(b) => b.changes(cursor).await,
+            Self::Dropbox(d) => d.changes(cursor).await,
         }
     }
 
@@ -329,6 +337,7 @@ impl<'a> Drive<'a> {
             Self::Sharepoint(s) => s.download(id).await,
             Self::Google(g) => g.download(id).await,
             Self::Box(b) => b.download(id).await,
+            Self::Dropbox(d) => d.download(id).await,
         }
     }
 
@@ -337,6 +346,7 @@ impl<'a> Drive<'a> {
             Self::Sharepoint(s) => s.delete(id).await,
             Self::Google(g) => g.delete(id).await,
             Self::Box(b) => b.delete(id).await,
+            Self::Dropbox(d) => d.delete(id).await,
         }
     }
 }

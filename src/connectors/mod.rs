@@ -7,6 +7,7 @@
 
 pub mod box_com;
 pub mod drives;
+pub mod dropbox;
 pub mod gmail;
 pub mod google_drive;
 pub mod graph;
@@ -72,6 +73,7 @@ pub(crate) enum Client {
     Sharepoint(sharepoint::Sharepoint),
     GoogleDrive(google_drive::GoogleDrive),
     Box(box_com::BoxCom),
+    Dropbox(dropbox::Dropbox),
 }
 
 impl Client {
@@ -98,6 +100,7 @@ impl Client {
                 &c.settings,
             ))),
             ConnectorType::Box => Some(Self::Box(box_com::BoxCom::new(http, &c.settings))),
+            ConnectorType::Dropbox => Some(Self::Dropbox(dropbox::Dropbox::new(http, &c.settings))),
             ConnectorType::Archive => None,
         }
     }
@@ -106,7 +109,9 @@ impl Client {
         match self {
             Self::Graph(g) => g.changes(cursor).await,
             Self::Gmail(g) => g.changes(cursor).await,
-            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) | Self::Dropbox(_) => {
+                Err(not_a_mailbox())
+            }
         }
     }
 
@@ -114,7 +119,9 @@ impl Client {
         match self {
             Self::Graph(g) => g.fetch(id).await,
             Self::Gmail(g) => g.fetch(id).await,
-            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) | Self::Dropbox(_) => {
+                Err(not_a_mailbox())
+            }
         }
     }
 
@@ -122,7 +129,9 @@ impl Client {
         match self {
             Self::Graph(g) => g.send(raw).await,
             Self::Gmail(g) => g.send(raw).await,
-            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) => Err(not_a_mailbox()),
+            Self::Sharepoint(_) | Self::GoogleDrive(_) | Self::Box(_) | Self::Dropbox(_) => {
+                Err(not_a_mailbox())
+            }
         }
     }
 }
@@ -222,9 +231,10 @@ impl Runtime {
         };
         let mut synced = Synced::default();
         let outcome = match &*client {
-            Client::Sharepoint(_) | Client::GoogleDrive(_) | Client::Box(_) => {
-                self.sync_drive(c, &client, &mut synced).await
-            }
+            Client::Sharepoint(_)
+            | Client::GoogleDrive(_)
+            | Client::Box(_)
+            | Client::Dropbox(_) => self.sync_drive(c, &client, &mut synced).await,
             _ => self.read_mailbox(c, &client, &mut synced).await,
         };
         let end = match outcome {

@@ -14,6 +14,7 @@ word_enum!(
         Sharepoint => "sharepoint",
         GoogleDrive => "google_drive",
         Box => "box",
+        Dropbox => "dropbox",
     }
 );
 
@@ -143,6 +144,16 @@ const BOX: &[Field] = &[
     or("uploadUrl", Kind::Url, "https://upload.box.com/api"),
 ];
 
+const DROPBOX: &[Field] = &[
+    field("appKey", Kind::Text),
+    secret("appSecret", Kind::Text),
+    secret("refreshToken", Kind::Text),
+    optional(field("teamMemberId", Kind::Text)),
+    or("folder", Kind::Folder, "parley"),
+    or("apiUrl", Kind::Url, "https://api.dropboxapi.com"),
+    or("contentUrl", Kind::Url, "https://content.dropboxapi.com"),
+];
+
 /// Where an archive connector journals each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveTarget {
@@ -230,6 +241,7 @@ impl ConnectorType {
             Self::Sharepoint => SHAREPOINT,
             Self::GoogleDrive => GOOGLE_DRIVE,
             Self::Box => BOX,
+            Self::Dropbox => DROPBOX,
         }
     }
 
@@ -241,7 +253,10 @@ impl ConnectorType {
     /// Whether it is a document system: the documents of its cases mirrored into a folder
     /// per case, and files put there taken in.
     pub fn is_drive(self) -> bool {
-        matches!(self, Self::Sharepoint | Self::GoogleDrive | Self::Box)
+        matches!(
+            self,
+            Self::Sharepoint | Self::GoogleDrive | Self::Box | Self::Dropbox
+        )
     }
 
     /// The setting that names the mailbox: changing it starts the sync from the beginning.
@@ -252,6 +267,7 @@ impl ConnectorType {
             Self::Archive => "url",
             Self::Sharepoint => "driveId",
             Self::GoogleDrive | Self::Box => "folderId",
+            Self::Dropbox => "folder",
         }
     }
 }

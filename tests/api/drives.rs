@@ -946,3 +946,310 @@ async fn box_erasure_deletes_the_folder_and_wrong_credentials_show() {
     assert_eq!(r.status(), 422);
     fake.prism.assert_clean();
 }
+
+// ------------------------------------------------------------------------------------------
+// Dropbox: a stateful fake in Python whose every argument and answer goes through the
+// official SDK's stone validators (tests/peers/dropbox_fake.py).
+
+struct DropboxFake {
+    base: String,
+    http: reqwest::Client,
+    _child: tokio::process::Child,
+}
+
+impl DropboxFake {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers/dropbox_fake.py");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs the Dropbox fake (scripts/test installs the dropbox SDK)");
+        let mut line = String::new();
+        tokio::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| {
+            panic!("the Dropbox fake did not start (is the dropbox SDK installed?): {line:?}")
+        });
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            _child: child,
+        }
+    }
+
+    fn settings(&self, folder: &str) -> Value {
+        json!({"appKey": "k3yq0x6k1bqzg1a", "appSecret": "s3cr3tqz1m0v7k2",
+            "refreshToken": "rQ8dzCkVqYAAAAAAAAAAAfQ3Cq2cHnQ2zNFRyZkzE-lb6nGpXr6H9V2gmjnlp1wN",
+            "folder": folder, "apiUrl": self.base, "contentUrl": self.base})
+    }
+
+    async fn state(&self) -> Value {
+        self.http
+            .get(format!("{}/_state", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn control(&self, body: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_control", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    async fn put(&self, path: &str, content: &[u8]) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+        let r = self
+            .http
+            .post(format!("{}/_put", self.base))
+            .json(&json!({"path": path, "base64": b64}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// A file's SHA-256 and revisions, by its lowercased path.
+    async fn file(&self, path: &str) -> Option<(String, u64)> {
+        let state = self.state().await;
+        let f = &state["files"][path.to_lowercase()];
+        (f["tag"] == "file").then(|| {
+            (
+                f["sha256"].as_str().unwrap().to_string(),
+                f["revs"].as_u64().unwrap(),
+            )
+        })
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn dropbox_connector(app: &TestApp, fake: &DropboxFake, extra: Value) -> String {
+    let mut settings = fake.settings("Parley/Cases");
+    for (k, v) in extra.as_object().unwrap() {
+        settings[k] = v.clone();
+    }
+    let made = create(
+        app,
+        &json!({"type": "dropbox", "name": "Dropbox", "settings": settings}),
+    )
+    .await;
+    assert_eq!(made["settings"]["refreshToken"], "***", "{made}");
+    made["connectorId"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn dropbox_mirrors_through_uploads_and_sessions_for_a_team_member_once() {
+    let app = spawn_app().await;
+    let fake = DropboxFake::start().await;
+    fake.control(json!({"team": true})).await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = dropbox_connector(
+        &app,
+        &fake,
+        json!({"teamMemberId": "dbmid:AAHhy7WsR0x-u4ZCqiDl5Fz5zvuL3kmspwU"}),
+    )
+    .await;
+    app.sync_connectors().await;
+    let small = bytes(70_000, 31);
+    let large = bytes(20 * 1024 * 1024 + 5, 32);
+    let first = add(
+        &app,
+        &acme,
+        &case_id,
+        form("faktura æøå.pdf", small.clone(), "invoice", None),
+    )
+    .await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("ledger.pdf", large.clone(), "other", None),
+    )
+    .await;
+    fake.control(json!({"throttle": 1})).await;
+    app.deliver_due().await;
+    let folder = format!("/parley/cases/{number}");
+    assert_eq!(
+        fake.file(&format!("{folder}/faktura æøå.pdf")).await,
+        Some((sha256_hex(&small), 1))
+    );
+    assert_eq!(
+        fake.file(&format!("{folder}/ledger.pdf")).await,
+        Some((sha256_hex(&large), 1))
+    );
+    let state = fake.state().await;
+    assert_eq!(state["counts"]["upload"], 1);
+    assert_eq!(
+        (
+            &state["counts"]["start"],
+            &state["counts"]["append"],
+            &state["counts"]["finish"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{state}"
+    );
+    assert_eq!(state["throttled"], 1);
+    assert!(state["largest_body"].as_u64().unwrap() <= 8 * 1024 * 1024);
+
+    let newer = bytes(50_000, 33);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("faktura æøå.pdf", newer.clone(), "invoice", Some(&first)),
+    )
+    .await;
+    app.deliver_due().await;
+    resync(&app, &id).await;
+    app.deliver_due().await;
+    assert_eq!(
+        fake.file(&format!("{folder}/faktura æøå.pdf")).await,
+        Some((sha256_hex(&newer), 2)),
+        "a new revision of the same file"
+    );
+    assert_eq!(documents(&app, &acme, &case_id).await.len(), 2);
+    assert_eq!(connector(&app, &id).await["status"], "active");
+}
+
+#[tokio::test]
+async fn dropbox_takes_in_a_persons_file_once_and_resumes_at_the_offset_it_has() {
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let fake = DropboxFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = dropbox_connector(&app, &fake, json!({})).await;
+    app.sync_connectors().await;
+    let proof = bytes(30_000, 34);
+    fake.put(
+        &format!("/Parley/Cases/{number}/payment_proof/receipt.pdf"),
+        &proof,
+    )
+    .await;
+    resync(&app, &id).await;
+    fake.control(json!({"forget_cursors": true})).await;
+    resync(&app, &id).await;
+    let docs = documents(&app, &acme, &case_id).await;
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["documentType"], "payment_proof");
+    assert!(download(&app, &acme, docs[0]["documentId"].as_str().unwrap()).await == proof);
+
+    let large = bytes(30 * 1024 * 1024, 35);
+    fake.control(json!({"break_appends_after": 1})).await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("big.pdf", large.clone(), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    assert_eq!(connector(&app, &id).await["status"], "failing");
+    fake.control(json!({"break_appends_after": null})).await;
+    clock.advance(Duration::from_secs(2 * 3600));
+    app.deliver_due().await;
+    assert_eq!(
+        fake.file(&format!("/parley/cases/{number}/big.pdf")).await,
+        Some((sha256_hex(&large), 1))
+    );
+    let state = fake.state().await;
+    assert_eq!(
+        state["counts"]["start"], 1,
+        "resumed, not begun again: {state}"
+    );
+    assert_eq!(connector(&app, &id).await["status"], "active");
+}
+
+#[tokio::test]
+async fn dropbox_erasure_deletes_the_folder_and_a_revoked_token_asks_for_reauthorization() {
+    let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
+    let fake = DropboxFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app
+        .post(
+            &acme.token,
+            "/api/cases",
+            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
+                    "amount": {"value": "100.00", "currency": "DKK"}}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let id = dropbox_connector(&app, &fake, json!({})).await;
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("quinta.pdf", bytes(1_000, 36), "other", None),
+    )
+    .await;
+    app.deliver_due().await;
+    assert!(
+        fake.file(&format!("/parley/cases/{number}/quinta.pdf"))
+            .await
+            .is_some()
+    );
+    let r = app
+        .patch(
+            &acme.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["remoteCopies"],
+        json!([{"connectorId": id, "type": "dropbox", "caseId": case_id, "status": "deleted"}])
+    );
+    assert!(
+        fake.file(&format!("/parley/cases/{number}/quinta.pdf"))
+            .await
+            .is_none()
+    );
+
+    let wrong = dropbox_connector(&app, &fake, json!({"refreshToken": "revoked"})).await;
+    resync(&app, &wrong).await;
+    let shown = connector(&app, &wrong).await;
+    assert_eq!(shown["status"], "reauthorization_required", "{shown}");
+    assert!(
+        shown["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{shown}"
+    );
+}
