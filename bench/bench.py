@@ -11,6 +11,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -79,6 +80,18 @@ class Parley:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def wait_port(port, seconds=30):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise RuntimeError(f"nothing listens on {port}")
+            time.sleep(0.05)
 
 
 def to_ms(value):
@@ -337,6 +350,71 @@ def uploads(binary, name, database_url, size_mib):
     return rate
 
 
+def drives(binary, size_mib):
+    """A document of `size_mib` MiB uploaded with a drive connector on, then mirrored through
+    each service's upload session into bench/drive_fake.py, against the fake's own intake
+    (the same parts on one kept connection); parley's peak resident memory (VmHWM) over the
+    upload and the mirror."""
+    key = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                         check=True, capture_output=True, text=True).stdout
+    parts = {"sharepoint": 10, "google_drive": 10, "box": 8, "dropbox": 8}
+    for kind, part_mib in parts.items():
+        data = tempfile.mkdtemp(prefix="parley-bench-")
+        source = os.path.join(data, "upload.bin")
+        port = free_port()
+        fake = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "drive_fake.py"), str(port)])
+        try:
+            wait_port(port)
+            base = f"http://127.0.0.1:{port}"
+            intake = float(subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "drive_fake.py"),
+                                           str(port), kind, str(size_mib), str(part_mib)],
+                                          check=True, capture_output=True, text=True).stdout)
+            with open(source, "wb") as f:
+                block = os.urandom(1 << 20)
+                for _ in range(size_mib):
+                    f.write(block)
+            p = Parley(binary, data, f"sqlite://{data}/parley.db", PARLEY_WEBHOOK_CONCURRENCY=0,
+                       PARLEY_MAX_UPLOAD_BYTES=str((size_mib + 1) << 20))
+            token, case = p.setup()
+            admin = p.cli("party", "create", "--kind", "admin", "--name", "Bench Admin")["partyId"]
+            admin_token = p.cli("token", "create", "--party", admin)["token"]
+            settings = {
+                "sharepoint": {"tenantId": "t", "clientId": "c", "clientSecret": "s", "driveId": "d",
+                               "graphUrl": base, "loginUrl": base},
+                "google_drive": {"serviceAccount": {"client_email": "bench@p.iam.gserviceaccount.com",
+                                                    "private_key": key, "token_uri": base + "/token"},
+                                 "folderId": "root", "apiUrl": base},
+                "box": {"clientId": "c", "clientSecret": "s", "enterpriseId": "1", "folderId": "0",
+                        "apiUrl": base, "uploadUrl": base},
+                "dropbox": {"appKey": "k", "appSecret": "s", "refreshToken": "r", "apiUrl": base,
+                            "contentUrl": base},
+            }[kind]
+            p.request("POST", "/api/connectors", admin_token, {"type": kind, "name": kind, "settings": settings})
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {token}",
+                                  "-F", f"file=@{source}", "-F", "documentType=other",
+                                  f"{p.base}/api/cases/{case}/documents"], check=True, capture_output=True, text=True).stdout
+            assert out == "201", out
+            t0 = time.time()
+            while True:
+                done = json.loads(urllib.request.urlopen(base + "/_done").read())
+                if done["bytes"] >= size_mib << 20:
+                    break
+                if time.time() - t0 > 1800:
+                    raise RuntimeError(f"{kind}: the mirror did not finish")
+                time.sleep(0.2)
+            elapsed = time.time() - t0
+            with open(f"/proc/{p.proc.pid}/status") as f:
+                peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+            p.stop()
+        finally:
+            fake.terminate()
+            shutil.rmtree(data, ignore_errors=True)
+        rate = size_mib / elapsed
+        print(f"mirror to {kind}: {size_mib} MiB in {elapsed:.1f} s = {rate:.0f} MiB/s "
+              f"(the fake's own intake in {part_mib} MiB parts: {intake:.0f} MiB/s -> ratio {rate / intake:.2f}); "
+              f"peak RSS over the upload and the mirror {peak:.0f} MB")
+
+
 def latency(port, token, path, samples):
     conn = http.client.HTTPConnection("127.0.0.1", port)
     times = []
@@ -412,7 +490,7 @@ def lists_compare(binary, seed, name, database_url, small_url, big):
 
 
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
-         "webhooks-sqlite", "webhooks-postgres", "upload", "lists-sqlite", "lists-postgres"]
+         "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "lists-sqlite", "lists-postgres"]
 
 
 def main():
@@ -460,6 +538,8 @@ def main():
         webhooks(args.binary, "PostgreSQL", args.postgres_webhooks, args.seconds, args.messages)
     if "upload" in parts:
         uploads(args.binary, "SQLite", None, args.upload_mib)
+    if "drives" in parts:
+        drives(args.binary, args.upload_mib)
     if "lists-sqlite" in parts:
         lists_compare(args.binary, args.seed, "SQLite", None, None, args.list_messages)
     if "lists-postgres" in parts:

@@ -187,7 +187,7 @@ impl Source<'_> {
             skip: from,
             at: from,
             size,
-            part: BytesMut::new(),
+            carry: Bytes::new(),
             ended: false,
             read: 0,
         })
@@ -202,16 +202,29 @@ pub struct Ranges {
     /// Where the next part starts.
     at: u64,
     size: usize,
-    part: BytesMut,
+    /// What the last chunk read held beyond the part it filled.
+    carry: Bytes,
     ended: bool,
     /// Bytes read from the store in all.
     read: u64,
 }
 
 impl Ranges {
-    /// The next part and where it starts; none at the end.
+    /// The next part and where it starts; none at the end. Each part is one allocation of
+    /// its size, made when it is asked for (the one before is sent and dropped by then).
     pub async fn next(&mut self) -> Result<Option<(u64, Bytes)>, Stop> {
-        while !self.ended && self.part.len() < self.size {
+        let mut part = BytesMut::new();
+        loop {
+            if !self.carry.is_empty() {
+                if part.capacity() == 0 {
+                    part.reserve(self.size);
+                }
+                let take = self.carry.len().min(self.size - part.len());
+                part.extend_from_slice(&self.carry.split_to(take));
+            }
+            if part.len() == self.size || self.ended {
+                break;
+            }
             match self.reader.next_chunk().await.map_err(store)? {
                 Some(mut chunk) => {
                     self.read += chunk.len() as u64;
@@ -220,16 +233,15 @@ impl Ranges {
                         self.skip -= skip;
                         chunk = chunk.slice(usize::try_from(skip).unwrap_or(chunk.len())..);
                     }
-                    self.part.extend_from_slice(&chunk);
+                    self.carry = chunk;
                 }
                 None => self.ended = true,
             }
         }
-        if self.part.is_empty() {
+        if part.is_empty() {
             return Ok(None);
         }
-        let take = self.part.len().min(self.size);
-        let part = self.part.split_to(take).freeze();
+        let part = part.freeze();
         let start = self.at;
         self.at += part.len() as u64;
         Ok(Some((start, part)))

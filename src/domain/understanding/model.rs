@@ -52,8 +52,10 @@ fn features(tokens: &[Token]) -> Vec<String> {
     out
 }
 
-/// Tuning replies as (intent, features).
-fn examples() -> Vec<(usize, Vec<String>)> {
+/// Tuning replies as (intent, feature numbers), each feature numbered in `index` as it is
+/// first seen (one reply's words at a time: the whole corpus's strings are never held at
+/// once).
+fn examples(index: &mut HashMap<String, usize>) -> Vec<(usize, Vec<usize>)> {
     let mut out = Vec::new();
     for line in TUNING.iter().flat_map(|f| f.lines()) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -70,7 +72,14 @@ fn examples() -> Vec<(usize, Vec<String>)> {
             continue;
         }
         let own = super::own_words(text);
-        out.push((intent as usize, features(&super::tokens(&own))));
+        let rows = features(&super::tokens(&own))
+            .into_iter()
+            .map(|f| {
+                let next = index.len();
+                *index.entry(f).or_insert(next)
+            })
+            .collect();
+        out.push((intent as usize, rows));
     }
     out
 }
@@ -96,19 +105,8 @@ impl Model {
     /// features are numbered once, so a step is arithmetic on a few dozen rows.
     fn train() -> Self {
         let mut index: HashMap<String, usize> = HashMap::new();
-        let data: Vec<(usize, Vec<usize>)> = examples()
-            .into_iter()
-            .map(|(label, feats)| {
-                let rows = feats
-                    .into_iter()
-                    .map(|f| {
-                        let next = index.len();
-                        *index.entry(f).or_insert(next)
-                    })
-                    .collect();
-                (label, rows)
-            })
-            .collect();
+        let data = examples(&mut index);
+        index.shrink_to_fit();
         let mut weights = vec![[0.0; 8]; index.len()];
         let mut bias = [0.0; 8];
         let mut order: Vec<usize> = (0..data.len()).collect();
