@@ -20,6 +20,7 @@ CREATE TABLE remote_files (
     document_id    TEXT NOT NULL,
     case_id        TEXT NOT NULL,
     origin         TEXT NOT NULL,
+    name_key       TEXT,
     name_sealed    BYTEA,
     remote_id      TEXT,
     link_sealed    BYTEA,
@@ -30,6 +31,9 @@ CREATE TABLE remote_files (
 );
 CREATE INDEX remote_files_remote ON remote_files (connector_id, remote_id);
 CREATE INDEX remote_files_case ON remote_files (case_id);
+-- One name a case folder: `name_key` is a keyed hash of the (lowercased) name, so two
+-- documents of a case mirrored at once cannot both take it.
+CREATE UNIQUE INDEX remote_files_name ON remote_files (connector_id, case_id, name_key);
 
 CREATE TABLE remote_erasures (
     connector_id TEXT NOT NULL REFERENCES connectors (id) ON DELETE CASCADE,

@@ -133,6 +133,11 @@ fn segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// A session's part size as Box gives it, held to what one part in memory may be.
+fn part_size(given: u64) -> u64 {
+    given.clamp(1 << 20, 64 << 20)
+}
+
 fn sha1_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(bytes))
 }
@@ -177,6 +182,21 @@ impl BoxCom {
                 ("box_subject_type", self.subject.0),
                 ("box_subject_id", &self.subject.1),
             ],
+        )
+        .await
+    }
+
+    /// A call answered by a redirect (a file's bytes).
+    async fn call_redirect(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, Failure> {
+        super::oauth::authorized_redirect(
+            &self.tokens,
+            || self.token(),
+            build,
+            |r| failure(r, what),
         )
         .await
     }
@@ -289,7 +309,8 @@ impl BoxCom {
         keeper: &Keeper<'_>,
     ) -> Result<String, Stop> {
         let bytes = source.whole(SMALL).await?;
-        let digest = sha1_base64(&bytes);
+        // Box reads `content-md5` as the file's SHA-1, in hex.
+        let digest = hex::encode(sha1::Sha1::digest(&bytes));
         let mut existing = target.remote.map(str::to_string);
         for _ in 0..2 {
             let (url, attributes) = match &existing {
@@ -358,7 +379,7 @@ impl BoxCom {
         {
             Some(kept) => {
                 let id = kept["id"].as_str().unwrap_or_default().to_string();
-                let size = kept["partSize"].as_u64().unwrap_or(0);
+                let size = part_size(kept["partSize"].as_u64().unwrap_or(0));
                 self.uploaded_parts(&id)
                     .await?
                     .map(|parts| (id, size, parts))
@@ -371,7 +392,7 @@ impl BoxCom {
                 let made = self.open_session(target, keeper, total).await?;
                 let kept = json!({"id": made.id, "partSize": made.part_size}).to_string();
                 keeper.session(Some(&kept)).await?;
-                (made.id, made.part_size, Vec::new())
+                (made.id, part_size(made.part_size), Vec::new())
             }
         };
         let from: u64 = parts.iter().map(|p| p["size"].as_u64().unwrap_or(0)).sum();
@@ -611,7 +632,7 @@ impl BoxCom {
     pub async fn download(&self, id: &str) -> Result<reqwest::Response, Failure> {
         let url = format!("{}/2.0/files/{}/content", self.api_url, segment(id));
         let response = self
-            .call(|t| self.http.get(&url).bearer_auth(t), "reading a file")
+            .call_redirect(|t| self.http.get(&url).bearer_auth(t), "reading a file")
             .await?;
         if !response.status().is_redirection() {
             return Ok(response);

@@ -371,6 +371,10 @@ impl Runtime {
         let Some((m, key)) = self.drives.to_mirror(id).await? else {
             return Ok(());
         };
+        // An older version after a newer one: the newer is the file's content.
+        if !m.document.is_latest {
+            return Ok(());
+        }
         let mut failed = Vec::new();
         for c in self.drives.drive_connectors().await? {
             if !serves(&c, &m.creditor_id) {
@@ -383,7 +387,15 @@ impl Runtime {
                 continue;
             };
             let started = self.clock.now();
-            match self.mirror_to(&c, drive, &m, &key).await {
+            let mut outcome = self.mirror_to(&c, drive, &m, &key).await;
+            if let Err(Stop::Service(f)) = &outcome
+                && gone(f)
+            {
+                // The case's folder (or the file) was deleted there: made again.
+                self.drives.forget_case(&c.id, &m.document.case_id).await?;
+                outcome = self.mirror_to(&c, drive, &m, &key).await;
+            }
+            match outcome {
                 Ok(()) => {}
                 Err(Stop::Service(failure)) => {
                     self.failed(&c, started, &failure).await?;
@@ -451,44 +463,52 @@ impl Runtime {
                 .drives
                 .remote_file(&c.id, &DocumentId::from_stored(before.clone()))
                 .await?
-                .filter(|r| r.remote_id.is_some()),
+                .filter(|r| r.done && r.remote_id.is_some()),
             None => None,
         };
-        let (name, remote) = match predecessor {
-            Some(before) => (
-                before
-                    .name
-                    .unwrap_or_else(|| safe_name(&doc.file_name, "document")),
-                before.remote_id,
-            ),
-            None => {
-                let mut taken: HashSet<String> = drive
-                    .names_in(folder)
+        if let Some(before) = predecessor {
+            let name = before
+                .name
+                .unwrap_or_else(|| safe_name(&doc.file_name, "document"));
+            self.drives
+                .plan_file(&c.id, doc, key, &name, before.remote_id.as_deref())
+                .await?;
+            return self.planned(c, doc).await;
+        }
+        let mut taken: HashSet<String> = drive
+            .names_in(folder)
+            .await?
+            .into_iter()
+            .map(|n| n.to_lowercase())
+            .collect();
+        // A name is the case's once (a keyed hash of it is unique): another document of the
+        // case planned at the same moment takes the next one.
+        for _ in 0..20 {
+            taken.extend(
+                self.drives
+                    .names_in_case(&c.id, &doc.case_id, false)
                     .await?
                     .into_iter()
-                    .map(|n| n.to_lowercase())
-                    .collect();
-                taken.extend(
-                    self.drives
-                        .names_in_case(&c.id, &doc.case_id)
-                        .await?
-                        .into_iter()
-                        .map(|n| n.to_lowercase()),
-                );
-                (
-                    free_name(&safe_name(&doc.file_name, "document"), &taken),
-                    None,
-                )
+                    .map(|n| n.to_lowercase()),
+            );
+            let name = free_name(&safe_name(&doc.file_name, "document"), &taken);
+            if self.drives.plan_file(&c.id, doc, key, &name, None).await? {
+                break;
             }
-        };
+            if self.drives.remote_file(&c.id, &doc.id).await?.is_some() {
+                break;
+            }
+            taken.insert(name.to_lowercase());
+        }
+        self.planned(c, doc).await
+    }
+
+    /// The file planned for a document (it must be, by now).
+    async fn planned(&self, c: &Connector, doc: &DocumentView) -> Result<RemoteFile, Stop> {
         self.drives
-            .plan_file(&c.id, doc, key, &name, remote.as_deref())
-            .await?;
-        Ok(RemoteFile {
-            name: Some(name),
-            remote_id: remote,
-            ..RemoteFile::default()
-        })
+            .remote_file(&c.id, &doc.id)
+            .await?
+            .ok_or_else(|| store(anyhow::anyhow!("no free name for a document's file")))
     }
 
     /// Mirrors one document to one connector, unless it has a whole copy or the file came
@@ -536,6 +556,11 @@ impl Runtime {
                 (&uploaded.id, uploaded.link.as_deref()),
             )
             .await?;
+        // Erased while it was uploading: what it made there goes too.
+        if self.drives.key_of(&doc.case_id).await?.is_none() {
+            drive.delete(&folder).await?;
+            self.drives.forget_case(&c.id, &doc.case_id).await?;
+        }
         Ok(())
     }
 
@@ -556,17 +581,22 @@ impl Runtime {
         let Some(drive) = Drive::of(client) else {
             return Ok(None);
         };
+        // Each erasure on its own: one that fails is recorded and the round goes on.
         for (case, folder) in self
             .drives
             .erasures(&c.id)
             .await
             .map_err(|e| app(e.into()))?
         {
-            drive.delete(&folder).await.map_err(Ok)?;
-            self.drives
-                .forget_case(&c.id, &case)
-                .await
-                .map_err(|e| app(e.into()))?;
+            let done = match drive.delete(&folder).await {
+                Ok(()) => self.drives.forget_case(&c.id, &case).await,
+                Err(f) => {
+                    self.drives
+                        .erasure_failed(&c.id, (&case, &folder), &f.describe())
+                        .await
+                }
+            };
+            done.map_err(|e| app(e.into()))?;
         }
         let cursor = self.take_changes(c, drive, synced).await.map_err(stop)?;
         self.drives
@@ -687,10 +717,22 @@ impl Runtime {
         if self.drives.knows_remote(&c.id, &file.id).await? {
             return Ok(false);
         }
-        let planned = self.drives.names_in_case(&c.id, &folder.case_id).await?;
-        if planned
+        // A file parley is uploading right now (its name kept, its id not yet).
+        let uploading = self
+            .drives
+            .names_in_case(&c.id, &folder.case_id, true)
+            .await?;
+        if uploading
             .iter()
             .any(|n| n.to_lowercase() == file.name.to_lowercase())
+        {
+            return Ok(false);
+        }
+        // A Google document, sheet or shortcut has no bytes of its own to take.
+        if file
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("application/vnd.google-apps."))
         {
             return Ok(false);
         }
@@ -701,7 +743,20 @@ impl Runtime {
             tracing::warn!(connector = %c.id, "a file in a case folder is larger than documents may be; left where it is");
             return Ok(false);
         }
-        let response = drive.download(&file.id).await?;
+        let response = match drive.download(&file.id).await {
+            Ok(response) => response,
+            // Gone since it was listed: nothing to take.
+            Err(f) if gone(&f) => return Ok(false),
+            Err(f) => return Err(f.into()),
+        };
+        if response.status() != reqwest::StatusCode::OK {
+            // Box's 202: not ready yet; the round stops here and comes back.
+            return Err(Failure::Transient(format!(
+                "a file's bytes answered HTTP {}",
+                response.status()
+            ))
+            .into());
+        }
         let bytes = response
             .bytes_stream()
             .map_err(std::io::Error::other)
@@ -719,10 +774,12 @@ impl Runtime {
         };
         match self.drives.take_in(c, found, bytes).await {
             Ok(taken) => Ok(taken),
-            Err(AppError::TooLarge(_) | AppError::Malformed(_)) => {
-                tracing::warn!(connector = %c.id, "a file in a case folder could not be read whole; tried again when it changes");
+            Err(AppError::TooLarge(_)) => {
+                tracing::warn!(connector = %c.id, "a file in a case folder is larger than documents may be; left where it is");
                 Ok(false)
             }
+            // The download broke off: the round stops before its cursor moves past the file.
+            Err(AppError::Malformed(reason)) => Err(Failure::Transient(reason).into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -780,6 +837,15 @@ impl Runtime {
         }
         out
     }
+}
+
+/// A service's "not found" (the item was deleted there).
+fn gone(f: &Failure) -> bool {
+    let text = f.describe();
+    matches!(f, Failure::Permanent(_) | Failure::Credentials(_))
+        && ["(HTTP 404", "itemNotFound", "not_found", "NOT_FOUND"]
+            .iter()
+            .any(|m| text.contains(m))
 }
 
 pub fn store(e: anyhow::Error) -> Stop {

@@ -511,9 +511,9 @@ async fn failure(response: reqwest::Response, what: &str) -> Failure {
     let explained = explained.trim().to_string();
     let summary = error.error_summary.as_str();
     match status.as_u16() {
+        // Dropbox's 400 is plain text that repeats the argument (a path: not shown).
         400 if summary.is_empty() => Failure::Credentials(format!(
-            "{explained} {} (is the app or the team member right?)",
-            web::said(&String::from_utf8_lossy(&body))
+            "{explained} Dropbox refused the call (HTTP 400; is the app, or teamMemberId for a team app, right?)"
         )),
         401 if summary.contains("expired_access_token") => Failure::Credentials(explained),
         401 => Failure::Reauthorize(format!("{explained} (connect the app again)")),

@@ -1,7 +1,7 @@
 //! `google_drive`: a folder of a Google shared drive (`folderId`) through the Drive API v3.
 //! The token by the service account's JWT bearer grant, as the account itself (no subject:
-//! a service account holds no files of its own, so it is made a member of the shared drive,
-//! `Content manager`), scope `drive`; `supportsAllDrives` on every call. Folders and empty
+//! a service account holds no files of its own, so it is made a `Manager` of the shared
+//! drive: deleting a case folder there takes an organizer), scope `drive`; `supportsAllDrives` on every call. Folders and empty
 //! files by `files.create` (metadata); a file's bytes into it by `files.update` on the upload
 //! path: one media request under 5 MiB, a resumable session above (10 MiB chunks, a
 //! multiple of 256 KiB; `308` with `Range` until the file; a session's state asked with
@@ -586,7 +586,7 @@ async fn failure(response: reqwest::Response, what: &str) -> Failure {
             retry_after,
         },
         (403, _) => Failure::Reauthorize(format!(
-            "{explained} (make the service account a Content manager of the shared drive)"
+            "{explained} (make the service account a Manager of the shared drive)"
         )),
         (404, _) if what == "listing a folder" || what == "finding a folder" => {
             Failure::Credentials(format!("{explained} (is `folderId` right?)"))

@@ -67,6 +67,35 @@ where
     F: std::future::Future<Output = Result<(String, Duration), Failure>>,
     R: std::future::Future<Output = Failure>,
 {
+    send_authorized(tokens, fetch, build, failure, false).await
+}
+
+/// [`authorized`] for a call answered by a redirect the caller follows (a download's
+/// pre-signed URL): a `3xx` is the answer, not a failure.
+pub async fn authorized_redirect<F, R>(
+    tokens: &TokenCache,
+    fetch: impl Fn() -> F,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+    failure: impl Fn(reqwest::Response) -> R,
+) -> Result<reqwest::Response, Failure>
+where
+    F: std::future::Future<Output = Result<(String, Duration), Failure>>,
+    R: std::future::Future<Output = Failure>,
+{
+    send_authorized(tokens, fetch, build, failure, true).await
+}
+
+async fn send_authorized<F, R>(
+    tokens: &TokenCache,
+    fetch: impl Fn() -> F,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+    failure: impl Fn(reqwest::Response) -> R,
+    redirect: bool,
+) -> Result<reqwest::Response, Failure>
+where
+    F: std::future::Future<Output = Result<(String, Duration), Failure>>,
+    R: std::future::Future<Output = Failure>,
+{
     let mut refreshed = false;
     let mut waited = 0;
     loop {
@@ -78,8 +107,7 @@ where
             refreshed = true;
             continue;
         }
-        // A redirect is the caller's to follow (a download's pre-signed URL), or not.
-        if response.status().is_success() || response.status().is_redirection() {
+        if response.status().is_success() || (redirect && response.status().is_redirection()) {
             return Ok(response);
         }
         match failure(response).await {

@@ -513,9 +513,21 @@ impl Sharepoint {
             Some(link) => url::Url::parse(link).ok(),
             None => {
                 let url = format!("{}/content", self.item_url(id));
-                let response = self
-                    .call(|t| self.http.get(&url).bearer_auth(t), "reading a file")
-                    .await?;
+                let scope = format!("{}/.default", self.graph_url);
+                let response = oauth::authorized_redirect(
+                    &self.tokens,
+                    || {
+                        oauth::client_credentials(
+                            &self.http,
+                            (&self.login_url, &self.tenant),
+                            (&self.client_id, &self.secret),
+                            &scope,
+                        )
+                    },
+                    |t| self.http.get(&url).bearer_auth(t),
+                    |response| failure(response, "reading a file"),
+                )
+                .await?;
                 if !response.status().is_redirection() {
                     return Ok(response);
                 }

@@ -259,6 +259,15 @@ impl Connectors {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
+        if change.restart {
+            // Another drive or root folder: what was mirrored or learned there is not here.
+            for table in ["remote_folders", "remote_files"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE connector_id = $1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         self.audit_connector(&mut tx, actor, AuditAction::ConnectorUpdated, id)
             .await?;
         tx.commit().await?;

@@ -190,6 +190,9 @@ impl Drives {
 
     /// Keeps the name chosen for a document's file before anything is uploaded (a retry
     /// after a crash uploads under the same name, replacing what a lost attempt left).
+    /// A new file's name is the case's on this connector alone (`name_key`): `false`, and
+    /// nothing kept, when another document took it meanwhile (or this one was planned).
+    /// A new version (`remote_id` given) writes into its predecessor's file and name.
     pub async fn plan_file(
         &self,
         connector: &ConnectorId,
@@ -197,20 +200,27 @@ impl Drives {
         key: &SubjectKey,
         name: &str,
         remote_id: Option<&str>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO remote_files (connector_id, document_id, case_id, origin, name_sealed, remote_id, created_at) \
-             VALUES ($1, $2, $3, 'mirrored', $4, $5, $6) ON CONFLICT (connector_id, document_id) DO NOTHING",
+    ) -> StoreResult<bool> {
+        let name_key = remote_id.is_none().then(|| {
+            self.keys.blind_index(
+                "remote-name",
+                &format!("{connector}:{}:{}", document.case_id, name.to_lowercase()),
+            )
+        });
+        let done = sqlx::query(
+            "INSERT INTO remote_files (connector_id, document_id, case_id, origin, name_key, name_sealed, remote_id, created_at) \
+             VALUES ($1, $2, $3, 'mirrored', $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(connector)
         .bind(&document.id)
         .bind(document.case_id)
+        .bind(name_key)
         .bind(key.seal_str(&name_context(connector, &document.id), name))
         .bind(remote_id)
         .bind(self.now())
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Keeps the remote item a planned file became.
@@ -339,18 +349,22 @@ impl Drives {
         Ok(())
     }
 
-    /// The names of the case's files on the connector that are planned or there, for
-    /// choosing a free one and for telling parley's own uploads from a person's files.
+    /// The names of the case's files on the connector that are planned or there (`pending`:
+    /// only those still being uploaded), for choosing a free one and for telling parley's own
+    /// uploads from a person's files.
     pub async fn names_in_case(
         &self,
         connector: &ConnectorId,
         case: &CaseId,
+        pending: bool,
     ) -> StoreResult<Vec<String>> {
         let rows: Vec<(DocumentId, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT document_id, name_sealed FROM remote_files WHERE connector_id = $1 AND case_id = $2",
+            "SELECT document_id, name_sealed FROM remote_files WHERE connector_id = $1 AND case_id = $2 \
+             AND ($3 = 0 OR done_at IS NULL)",
         )
         .bind(connector)
         .bind(case)
+        .bind(i32::from(pending))
         .fetch_all(&self.pool)
         .await?;
         self.unlock(rows.iter().filter_map(|(_, n)| n.as_deref()))
@@ -395,7 +409,15 @@ impl Drives {
         .bind(remote_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if known.is_some() {
+        // A case it no longer serves (its creditor changed since the folder was learned).
+        let served: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM cases WHERE id = $1 AND erased_at IS NULL AND ($2 IS NULL OR creditor_id = $2)",
+        )
+        .bind(new.case_id)
+        .bind(connector.creditor_id.as_ref())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if known.is_some() || served.is_none() {
             return Ok(false);
         }
         let now = self.now();
@@ -456,7 +478,7 @@ impl Drives {
              AND ($2 IS NULL OR c.creditor_id = $2) \
              AND NOT EXISTS (SELECT 1 FROM remote_files f WHERE f.connector_id = $1 AND f.document_id = d.id) \
              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.ref_id = d.id AND j.kind = 'mirror_document' \
-                 AND j.status <> 'failed') \
+                 AND j.status IN ('pending', 'running')) \
              ORDER BY d.id LIMIT $3",
         )
         .bind(&connector.id)
@@ -592,7 +614,8 @@ pub struct Mirror {
 }
 
 /// Records on a connector that its work succeeded: `active`, one more item, `lastSyncAt`
-/// now.
+/// now. Not `last_attempt_at`: that is its sync's, which a steady stream of mirrors would
+/// otherwise put off for ever.
 async fn worked(
     conn: &mut AnyConnection,
     connector: &ConnectorId,
@@ -600,7 +623,7 @@ async fn worked(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE connectors SET status = 'active', last_error = NULL, last_sync_at = $2, \
-         last_attempt_at = $2, items = items + 1 WHERE id = $1",
+         items = items + 1 WHERE id = $1",
     )
     .bind(connector)
     .bind(now)

@@ -231,6 +231,19 @@ async fn documents_are_mirrored_into_the_case_folder_byte_identical_and_once() {
     assert_eq!(documents(&app, &acme, &case_id).await.len(), 4);
     assert_eq!(fake.files_in(&folder).len(), 4);
     assert_eq!(fake.state.lock().unwrap().small_puts, 4);
+
+    // A second connector mirrors the latest versions of what was there before it.
+    let second = create(
+        &app,
+        &json!({"type": "sharepoint", "name": "Second library", "settings": fake.settings("Second")}),
+    )
+    .await;
+    resync(&app, second["connectorId"].as_str().unwrap()).await;
+    app.deliver_due().await;
+    let copied = fake.files_in(&format!("Second/{number}"));
+    assert_eq!(copied.len(), 4, "{copied:?}");
+    assert!(copied.iter().any(|f| f.content == newer));
+    assert_eq!(fake.files_in(&folder).len(), 4, "nothing more in the first");
     fake.prism.assert_clean();
 }
 
