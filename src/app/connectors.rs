@@ -313,7 +313,7 @@ pub struct RemoteCopy {
     pub case_id: crate::domain::CaseId,
     /// `deleted`, or `failed` (tried again every round until it is deleted; the connector
     /// shows why).
-    pub status: &'static str,
+    pub status: crate::domain::connector::RemoteCopyStatus,
 }
 
 /// The document systems (the drive connectors): the `mirror_document` job, and the copies

@@ -38,7 +38,7 @@ use crate::app::{AppError, AppResult};
 use crate::crypto::SubjectKey;
 use crate::documents::store::DocumentReader;
 use crate::domain::ConnectorId;
-use crate::domain::connector::{ConnectorStatus, REFUSED_IN_NAMES};
+use crate::domain::connector::{ConnectorStatus, REFUSED_IN_NAMES, RemoteCopyStatus};
 use crate::domain::document::DocumentType;
 use crate::domain::{CaseId, DocumentId};
 use crate::store::{Connector, DocumentView, DriveFolder, RemoteFile, SyncEnd, ToMirror};
@@ -814,19 +814,19 @@ impl Runtime {
                     .drives
                     .forget_case(&connector, &case)
                     .await
-                    .map(|_| "deleted"),
+                    .map(|_| RemoteCopyStatus::Deleted),
                 Err(failure) => {
                     let started = self.clock.now();
                     let _ = self.failed(c, started, &failure).await;
                     self.drives
                         .erasure_failed(&connector, (&case, &folder), &failure.describe())
                         .await
-                        .map(|_| "failed")
+                        .map(|_| RemoteCopyStatus::Failed)
                 }
             };
             let status = outcome.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "recording a remote erasure failed");
-                "failed"
+                RemoteCopyStatus::Failed
             });
             out.push(RemoteCopy {
                 connector_id: connector,

@@ -23,10 +23,8 @@ pub struct Graph {
     http: reqwest::Client,
     tokens: TokenCache,
     graph_url: String,
-    login_url: String,
-    tenant: String,
-    client_id: String,
-    secret: String,
+    /// Where its tokens come from.
+    app: oauth::GraphApp,
     mailbox: String,
     /// Where the first sync starts: mail received from then on (the connector's creation).
     since: String,
@@ -70,13 +68,10 @@ fn segment(s: &str) -> String {
 impl Graph {
     pub fn new(http: reqwest::Client, settings: &Settings, since: String) -> Self {
         Self {
+            app: oauth::GraphApp::new(http.clone(), settings),
             http,
             tokens: TokenCache::default(),
             graph_url: settings.text("graphUrl").to_string(),
-            login_url: settings.text("loginUrl").to_string(),
-            tenant: settings.text("tenantId").to_string(),
-            client_id: settings.text("clientId").to_string(),
-            secret: settings.text("clientSecret").to_string(),
             mailbox: settings.text("mailbox").to_string(),
             since,
         }
@@ -93,17 +88,9 @@ impl Graph {
         build: impl Fn(&str) -> reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, Failure> {
-        let scope = format!("{}/.default", self.graph_url);
         oauth::authorized(
             &self.tokens,
-            || {
-                oauth::client_credentials(
-                    &self.http,
-                    (&self.login_url, &self.tenant),
-                    (&self.client_id, &self.secret),
-                    &scope,
-                )
-            },
+            || self.app.token(),
             build,
             |response| self.failure(response, what),
         )

@@ -178,6 +178,42 @@ pub async fn form_grant(
     request(http, endpoint, form).await
 }
 
+/// An Entra application signing in to Microsoft Graph: the client credentials grant at
+/// its tenant's own endpoint (never `/common`), for `{graphUrl}/.default`. The settings of
+/// `microsoft365_mail` and `sharepoint`.
+pub struct GraphApp {
+    http: reqwest::Client,
+    login_url: String,
+    tenant: String,
+    client_id: String,
+    secret: String,
+    scope: String,
+}
+
+impl GraphApp {
+    pub fn new(http: reqwest::Client, settings: &crate::domain::connector::Settings) -> Self {
+        Self {
+            http,
+            login_url: settings.text("loginUrl").to_string(),
+            tenant: settings.text("tenantId").to_string(),
+            client_id: settings.text("clientId").to_string(),
+            secret: settings.text("clientSecret").to_string(),
+            scope: format!("{}/.default", settings.text("graphUrl")),
+        }
+    }
+
+    /// A new token and how long it lasts.
+    pub async fn token(&self) -> Result<(String, Duration), Failure> {
+        client_credentials(
+            &self.http,
+            (&self.login_url, &self.tenant),
+            (&self.client_id, &self.secret),
+            &self.scope,
+        )
+        .await
+    }
+}
+
 /// The client credentials grant at `{login}/{tenant}/oauth2/v2.0/token` for `scope`.
 pub async fn client_credentials(
     http: &reqwest::Client,

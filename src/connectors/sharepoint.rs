@@ -34,10 +34,8 @@ pub struct Sharepoint {
     http: reqwest::Client,
     tokens: TokenCache,
     graph_url: String,
-    login_url: String,
-    tenant: String,
-    client_id: String,
-    secret: String,
+    /// Where its tokens come from.
+    app: oauth::GraphApp,
     drive: String,
     /// The root folder's path under the drive's root, by its names.
     folder: Vec<String>,
@@ -144,13 +142,10 @@ fn segment(s: &str) -> String {
 impl Sharepoint {
     pub fn new(http: reqwest::Client, settings: &Settings) -> Self {
         Self {
+            app: oauth::GraphApp::new(http.clone(), settings),
             http,
             tokens: TokenCache::default(),
             graph_url: settings.text("graphUrl").to_string(),
-            login_url: settings.text("loginUrl").to_string(),
-            tenant: settings.text("tenantId").to_string(),
-            client_id: settings.text("clientId").to_string(),
-            secret: settings.text("clientSecret").to_string(),
             drive: settings.text("driveId").to_string(),
             folder: settings
                 .text("folder")
@@ -176,17 +171,9 @@ impl Sharepoint {
         build: impl Fn(&str) -> reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, Failure> {
-        let scope = format!("{}/.default", self.graph_url);
         oauth::authorized(
             &self.tokens,
-            || {
-                oauth::client_credentials(
-                    &self.http,
-                    (&self.login_url, &self.tenant),
-                    (&self.client_id, &self.secret),
-                    &scope,
-                )
-            },
+            || self.app.token(),
             build,
             |response| failure(response, what),
         )
@@ -513,17 +500,9 @@ impl Sharepoint {
             Some(link) => url::Url::parse(link).ok(),
             None => {
                 let url = format!("{}/content", self.item_url(id));
-                let scope = format!("{}/.default", self.graph_url);
                 let response = oauth::authorized_redirect(
                     &self.tokens,
-                    || {
-                        oauth::client_credentials(
-                            &self.http,
-                            (&self.login_url, &self.tenant),
-                            (&self.client_id, &self.secret),
-                            &scope,
-                        )
-                    },
+                    || self.app.token(),
                     |t| self.http.get(&url).bearer_auth(t),
                     |response| failure(response, "reading a file"),
                 )

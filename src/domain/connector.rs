@@ -28,6 +28,15 @@ word_enum!(
     }
 );
 
+word_enum!(
+    /// What became of a case's folder on a document system when its debtor was erased:
+    /// deleted, or failed (tried again every round until it is deleted).
+    RemoteCopyStatus, "remote copy status" {
+        Deleted => "deleted",
+        Failed => "failed",
+    }
+);
+
 /// What a setting holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

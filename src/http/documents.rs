@@ -50,8 +50,8 @@ pub struct DocumentResponse {
 pub struct MirrorResponse {
     pub connector_id: String,
     #[serde(rename = "type")]
-    #[schema(schema_with = super::openapi::connector_type)]
-    pub kind: String,
+    #[schema(value_type = String, schema_with = super::openapi::connector_type)]
+    pub kind: crate::domain::connector::ConnectorType,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
@@ -77,7 +77,7 @@ impl From<DocumentView> for DocumentResponse {
                 .into_iter()
                 .map(|m| MirrorResponse {
                     connector_id: m.connector_id.to_string(),
-                    kind: m.kind.as_str().to_string(),
+                    kind: m.kind,
                     url: m.link,
                 })
                 .collect(),

@@ -63,6 +63,50 @@ async fn sharepoint(app: &TestApp, fake: &DriveFake, creditor: Option<&Party>) -
     made["connectorId"].as_str().unwrap().to_string()
 }
 
+/// A case of Quinta Marlowe, the person the erasure tests erase: its id and number.
+async fn quinta_case(app: &TestApp, creditor: &Party) -> (String, String) {
+    let case: Value = app
+        .post(
+            &creditor.token,
+            "/api/cases",
+            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
+                    "amount": {"value": "100.00", "currency": "DKK"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    (
+        case["caseId"].as_str().unwrap().to_string(),
+        case["caseNumber"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Closes a case (with no retention, its data may then be erased).
+async fn close(app: &TestApp, creditor: &Party, case_id: &str) {
+    let r = app
+        .patch(
+            &creditor.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "closed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+/// Quinta Marlowe's erasure, asked for by the admin: its answer.
+async fn erase_quinta(app: &TestApp) -> Value {
+    let r = app
+        .post(
+            &app.admin.token,
+            "/api/data-subjects/erase",
+            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 /// Asks for a round of the connector through the API and runs it.
 async fn resync(app: &TestApp, id: &str) {
     let r = app
@@ -436,19 +480,7 @@ async fn an_erasure_deletes_the_case_folder_and_says_so() {
     let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
     let fake = DriveFake::start().await;
     let acme = app.party(PartyKind::Creditor, "Acme").await;
-    let case = app
-        .post(
-            &acme.token,
-            "/api/cases",
-            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
-                    "amount": {"value": "100.00", "currency": "DKK"}}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
-    let case_id = case["caseId"].as_str().unwrap().to_string();
-    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let (case_id, number) = quinta_case(&app, &acme).await;
     let (kept_id, kept_number) = self::case(&app, &acme).await;
     let id = sharepoint(&app, &fake, None).await;
     add(
@@ -467,26 +499,11 @@ async fn an_erasure_deletes_the_case_folder_and_says_so() {
     .await;
     app.deliver_due().await;
     assert!(fake.at(&format!("{ROOT}/{number}")).is_some());
-    let r = app
-        .patch(
-            &acme.token,
-            &format!("/api/cases/{case_id}"),
-            &json!({"status": "closed"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
+    close(&app, &acme, &case_id).await;
 
     // The service refuses for a moment: the erasure says so and a later round deletes it.
     fake.state.lock().unwrap().throttle = 100;
-    let r = app
-        .post(
-            &app.admin.token,
-            "/api/data-subjects/erase",
-            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let answer: Value = r.json().await.unwrap();
+    let answer = erase_quinta(&app).await;
     assert_eq!(answer["erased"].as_array().unwrap().len(), 1, "{answer}");
     assert_eq!(
         answer["remoteCopies"],
@@ -507,16 +524,7 @@ async fn an_erasure_deletes_the_case_folder_and_says_so() {
     );
     assert_eq!(connector(&app, &id).await["status"], "active");
     // Asked again: nothing left to delete.
-    let again: Value = app
-        .post(
-            &app.admin.token,
-            "/api/data-subjects/erase",
-            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again = erase_quinta(&app).await;
     assert_eq!(again["remoteCopies"], json!([]));
     fake.prism.assert_clean();
 }
@@ -672,19 +680,7 @@ async fn google_drive_erasure_deletes_the_folder_and_a_foreign_key_is_refused() 
     let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
     let fake = GDriveFake::start().await;
     let acme = app.party(PartyKind::Creditor, "Acme").await;
-    let case = app
-        .post(
-            &acme.token,
-            "/api/cases",
-            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
-                    "amount": {"value": "100.00", "currency": "DKK"}}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
-    let case_id = case["caseId"].as_str().unwrap().to_string();
-    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let (case_id, number) = quinta_case(&app, &acme).await;
     let id = google_drive(&app, &fake).await;
     add(
         &app,
@@ -695,24 +691,8 @@ async fn google_drive_erasure_deletes_the_folder_and_a_foreign_key_is_refused() 
     .await;
     app.deliver_due().await;
     assert!(fake.exists(&number));
-    let r = app
-        .patch(
-            &acme.token,
-            &format!("/api/cases/{case_id}"),
-            &json!({"status": "closed"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let answer: Value = app
-        .post(
-            &app.admin.token,
-            "/api/data-subjects/erase",
-            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    close(&app, &acme, &case_id).await;
+    let answer = erase_quinta(&app).await;
     assert_eq!(
         answer["remoteCopies"],
         json!([{"connectorId": id, "type": "google_drive", "caseId": case_id, "status": "deleted"}])
@@ -881,19 +861,7 @@ async fn box_erasure_deletes_the_folder_and_wrong_credentials_show() {
     let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
     let fake = BoxFake::start().await;
     let acme = app.party(PartyKind::Creditor, "Acme").await;
-    let case = app
-        .post(
-            &acme.token,
-            "/api/cases",
-            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
-                    "amount": {"value": "100.00", "currency": "DKK"}}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
-    let case_id = case["caseId"].as_str().unwrap().to_string();
-    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let (case_id, number) = quinta_case(&app, &acme).await;
     let id = box_connector(&app, &fake).await;
     add(
         &app,
@@ -904,24 +872,8 @@ async fn box_erasure_deletes_the_folder_and_wrong_credentials_show() {
     .await;
     app.deliver_due().await;
     assert!(fake.at(&format!("Collections/{number}")).is_some());
-    let r = app
-        .patch(
-            &acme.token,
-            &format!("/api/cases/{case_id}"),
-            &json!({"status": "closed"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let answer: Value = app
-        .post(
-            &app.admin.token,
-            "/api/data-subjects/erase",
-            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    close(&app, &acme, &case_id).await;
+    let answer = erase_quinta(&app).await;
     assert_eq!(
         answer["remoteCopies"],
         json!([{"connectorId": id, "type": "box", "caseId": case_id, "status": "deleted"}])
@@ -1199,19 +1151,7 @@ async fn dropbox_erasure_deletes_the_folder_and_a_revoked_token_asks_for_reautho
     let app = spawn_app_with(|c| c.policy.retention = Duration::ZERO).await;
     let fake = DropboxFake::start().await;
     let acme = app.party(PartyKind::Creditor, "Acme").await;
-    let case = app
-        .post(
-            &acme.token,
-            "/api/cases",
-            &json!({"debtor": {"name": "Quinta Marlowe", "email": "quinta@example.com"},
-                    "amount": {"value": "100.00", "currency": "DKK"}}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
-    let case_id = case["caseId"].as_str().unwrap().to_string();
-    let number = case["caseNumber"].as_str().unwrap().to_string();
+    let (case_id, number) = quinta_case(&app, &acme).await;
     let id = dropbox_connector(&app, &fake, json!({})).await;
     add(
         &app,
@@ -1226,24 +1166,8 @@ async fn dropbox_erasure_deletes_the_folder_and_a_revoked_token_asks_for_reautho
             .await
             .is_some()
     );
-    let r = app
-        .patch(
-            &acme.token,
-            &format!("/api/cases/{case_id}"),
-            &json!({"status": "closed"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let answer: Value = app
-        .post(
-            &app.admin.token,
-            "/api/data-subjects/erase",
-            &json!({"email": "quinta@example.com", "reason": "Art. 17 request"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    close(&app, &acme, &case_id).await;
+    let answer = erase_quinta(&app).await;
     assert_eq!(
         answer["remoteCopies"],
         json!([{"connectorId": id, "type": "dropbox", "caseId": case_id, "status": "deleted"}])
@@ -1265,4 +1189,30 @@ async fn dropbox_erasure_deletes_the_folder_and_a_revoked_token_asks_for_reautho
             .contains("invalid_grant"),
         "{shown}"
     );
+}
+
+/// A file larger than documents may be (`PARLEY_MAX_UPLOAD_BYTES`) put into a case folder
+/// is left where it is, its bytes never read; the round goes on with the others.
+#[tokio::test]
+async fn a_file_larger_than_a_document_may_be_is_left_on_the_service() {
+    let app = spawn_app_with(|c| c.http.max_upload_bytes = 100_000).await;
+    let fake = DriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    let id = sharepoint(&app, &fake, None).await;
+    app.sync_connectors().await;
+    fake.put(&format!("{ROOT}/{number}"), "huge.pdf", &bytes(300_000, 41));
+    let fine = bytes(20_000, 42);
+    fake.put(&format!("{ROOT}/{number}"), "fine.pdf", &fine);
+    resync(&app, &id).await;
+    let docs = documents(&app, &acme, &case_id).await;
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["fileName"], "fine.pdf");
+    assert_eq!(
+        fake.state.lock().unwrap().downloads,
+        1,
+        "the huge one is not read"
+    );
+    assert_eq!(connector(&app, &id).await["status"], "active");
+    fake.prism.assert_clean();
 }
