@@ -37,6 +37,8 @@ use crate::worker::{Worker, WorkerSettings};
 pub type DeliveryWorker = Worker<DeliveryJob>;
 /// The queue engine running webhook deliveries.
 pub type WebhookWorker = Worker<WebhookJob>;
+/// The queue engine logging messages in the CRMs.
+pub type CrmWorker = Worker<connectors::crm::CrmJob>;
 
 /// A built application: configuration checked, database migrated, ready to serve.
 pub struct App {
@@ -47,6 +49,8 @@ pub struct App {
     wake: Arc<Notify>,
     /// The connectors' syncs and their outbound mail.
     connectors: Arc<connectors::Runtime>,
+    /// The CRMs' clients.
+    crms: Arc<connectors::crm::Crms>,
 }
 
 impl App {
@@ -68,9 +72,11 @@ impl App {
         let files =
             documents::store::DocumentStore::from_config(&config, store.documents().keys_arc())?;
         let services = Services::new(&store, &config, clock.clone(), files, wake.clone())?;
+        let crms = Arc::new(connectors::crm::Crms::new(&store, clock.clone())?);
         let connectors = Arc::new(connectors::Runtime::new(
             services.connectors.clone(),
             services.drives.clone(),
+            crms.clone(),
             clock.clone(),
         )?);
         services.subjects.with_document_systems(connectors.clone());
@@ -81,6 +87,7 @@ impl App {
             clock,
             wake,
             connectors,
+            crms,
         })
     }
 
@@ -160,6 +167,22 @@ impl App {
         all
     }
 
+    /// The CRM worker of this application (the activities of the CRM connectors), for
+    /// driving it one step at a time.
+    pub fn crm(&self) -> CrmWorker {
+        Worker::new(
+            connectors::crm::CrmJob::new(self.crms.clone(), &self.store),
+            &self.store,
+            self.clock.clone(),
+            WorkerSettings {
+                concurrency: connectors::crm::CONCURRENCY,
+                lease: connectors::crm::LEASE,
+                idle: std::time::Duration::from_secs(1),
+            },
+            Arc::new(Notify::new()),
+        )
+    }
+
     /// The webhook worker of this application, for driving it one step at a time.
     pub fn webhooks(&self) -> anyhow::Result<WebhookWorker> {
         let job = WebhookJob::new(
@@ -199,6 +222,9 @@ impl App {
         } else {
             None
         };
+        // The processes that deliver log the messages in the CRMs too.
+        let crm = (self.config.delivery.concurrency > 0)
+            .then(|| tokio::spawn(Arc::new(self.crm()).run(stop_rx.clone())));
         // The processes that deliver take part in the periodic work (what it makes is
         // delivery work); each kind runs where its singleton is held.
         let periodic: Vec<_> = if self.config.delivery.concurrency > 0 {
@@ -270,7 +296,7 @@ impl App {
         })
         .await
         .context("serving HTTP");
-        for task in [worker, dispatcher, smtp, imap]
+        for task in [worker, crm, dispatcher, smtp, imap]
             .into_iter()
             .flatten()
             .chain(periodic)

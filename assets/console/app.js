@@ -463,6 +463,13 @@ function renderMessage(m, state) {
       badge(t(kind === 'system' ? 'system' : m.direction), kind),
       m.senderVerified === false ? badge(t('awaitingReview'), 'review') : null,
       m.carriedBy ? badge(t('carriedBy', { mailbox: t(`connector.${m.carriedBy.type}`) }), 'carried') : null,
+      // Where the CRMs logged it: a link to the activity where the CRM gives one.
+      ...(m.crmActivities || []).map((a) => {
+        const label = t(`crm.${a.status}`, { crm: t(`connector.${a.type}`) });
+        return a.url
+          ? h('a', { class: `badge crm ${a.status}`, href: a.url, target: '_blank', rel: 'noopener' }, label)
+          : badge(label, `crm ${a.status}`);
+      }),
       // What the reply means, and the debtor's words that decided it.
       m.understanding ? h('span', {
         class: `badge intent ${m.understanding.intent}`,
@@ -1115,6 +1122,23 @@ const CONNECTOR_FIELDS = {
     ['appKey', 'text', true], ['appSecret', 'secret', true], ['refreshToken', 'secret', true],
     ['teamMemberId', 'text', false], ['folder', 'text', false], ['apiUrl', 'url', false],
     ['contentUrl', 'url', false],
+  ],
+  salesforce: [
+    ['clientId', 'text', true], ['username', 'text', true], ['privateKey', 'key', true],
+    ['object', 'text', false], ['caseNumberField', 'text', false], ['externalIdField', 'text', false],
+    ['statusField', 'text', false], ['paidField', 'text', false], ['updateRecord', 'bool', false],
+    ['loginUrl', 'url', false],
+  ],
+  dynamics365: [
+    ['tenantId', 'text', true], ['clientId', 'text', true], ['clientSecret', 'secret', true],
+    ['environmentUrl', 'url', true], ['table', 'text', false], ['caseNumberColumn', 'text', false],
+    ['statusColumn', 'text', false], ['paidColumn', 'text', false], ['updateRecord', 'bool', false],
+    ['loginUrl', 'url', false],
+  ],
+  hubspot: [
+    ['accessToken', 'secret', true], ['objectType', 'text', false], ['caseNumberProperty', 'text', false],
+    ['messageIdProperty', 'text', false], ['statusProperty', 'text', false], ['paidProperty', 'text', false],
+    ['updateRecord', 'bool', false], ['apiUrl', 'url', false],
   ],
 };
 

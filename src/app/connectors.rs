@@ -173,11 +173,13 @@ impl Connectors {
             .connectors()
             .await?
             .into_iter()
-            .filter(|c| c.kind.is_mailbox() || c.kind.is_drive())
             .filter(|c| {
                 c.sync_requested_at.is_some()
-                    || c.last_attempt_at.is_none_or(|at| at + every <= now)
+                    || c.last_attempt_at.is_none()
+                    // A CRM's round only tries its credentials: when it is new or asked.
+                    || (!c.kind.is_crm() && c.last_attempt_at.is_some_and(|at| at + every <= now))
             })
+            .filter(|c| c.kind.is_mailbox() || c.kind.is_drive() || c.kind.is_crm())
             .collect())
     }
 
@@ -224,7 +226,10 @@ impl Connectors {
             | ConnectorType::Sharepoint
             | ConnectorType::GoogleDrive
             | ConnectorType::Box
-            | ConnectorType::Dropbox => {
+            | ConnectorType::Dropbox
+            | ConnectorType::Salesforce
+            | ConnectorType::Dynamics365
+            | ConnectorType::Hubspot => {
                 return Ok(None);
             }
         };

@@ -858,7 +858,11 @@ impl DocumentSystems for Runtime {
     }
 
     fn erase<'a>(&'a self, cases: &'a [CaseId]) -> BoxFuture<'a, Vec<RemoteCopy>> {
-        Box::pin(self.erase_cases(cases))
+        Box::pin(async move {
+            let mut copies = self.erase_cases(cases).await;
+            copies.extend(self.crms.erase(cases).await);
+            copies
+        })
     }
 }
 

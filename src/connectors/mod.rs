@@ -6,12 +6,16 @@
 //! and IMAP), and carries the outbound mail of the cases a mailbox serves.
 
 pub mod box_com;
+pub mod crm;
 pub mod drives;
 pub mod dropbox;
+pub mod dynamics;
 pub mod gmail;
 pub mod google_drive;
 pub mod graph;
+pub mod hubspot;
 pub mod oauth;
+pub mod salesforce;
 pub mod sharepoint;
 pub mod web;
 
@@ -101,7 +105,11 @@ impl Client {
             ))),
             ConnectorType::Box => Some(Self::Box(box_com::BoxCom::new(http, &c.settings))),
             ConnectorType::Dropbox => Some(Self::Dropbox(dropbox::Dropbox::new(http, &c.settings))),
-            ConnectorType::Archive => None,
+            // An archive's work is `app::archive`'s, a CRM's `connectors::crm`'s.
+            ConnectorType::Archive
+            | ConnectorType::Salesforce
+            | ConnectorType::Dynamics365
+            | ConnectorType::Hubspot => None,
         }
     }
 
@@ -163,17 +171,22 @@ pub struct Runtime {
     routes: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Connector>>)>>,
     /// One sync of a connector at a time in this process.
     syncing: tokio::sync::Mutex<()>,
+    /// The CRMs' clients: a sync tries their credentials, an erasure deletes their
+    /// activities.
+    crms: Arc<crm::Crms>,
 }
 
 impl Runtime {
     pub fn new(
         connectors: Connectors,
         drives: crate::app::drives::Drives,
+        crms: Arc<crm::Crms>,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             connectors,
             drives,
+            crms,
             http: web::client()?,
             clock,
             clients: Default::default(),
@@ -226,6 +239,9 @@ impl Runtime {
     /// the service's failures are the connector's status.
     async fn sync(&self, c: &Connector) -> anyhow::Result<Synced> {
         let started = self.clock.now();
+        if c.kind.is_crm() {
+            return self.check_crm(c, started).await;
+        }
         let Some(client) = self.client(c) else {
             return Ok(Synced::default());
         };
@@ -267,6 +283,30 @@ impl Runtime {
         );
         self.connectors.record_sync(c, started, &end).await?;
         Ok(synced)
+    }
+
+    /// A CRM's round: its credentials tried (its activities are the queue's work).
+    async fn check_crm(&self, c: &Connector, started: Micros) -> anyhow::Result<Synced> {
+        let Some(client) = self.crms.client(c) else {
+            return Ok(Synced::default());
+        };
+        let end = match client.check().await {
+            Ok(()) => SyncEnd::Done {
+                cursor: None,
+                items: 0,
+                more: false,
+            },
+            Err(failure) => SyncEnd::Failed {
+                status: match failure {
+                    Failure::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
+                    _ => ConnectorStatus::Failing,
+                },
+                error: failure.describe(),
+                items: 0,
+            },
+        };
+        self.connectors.record_sync(c, started, &end).await?;
+        Ok(Synced::default())
     }
 
     /// Reads the mailbox from the connector's cursor: each page's new mail taken in, then

@@ -138,6 +138,18 @@ async fn request(
     endpoint: &str,
     form: &[(&str, &str)],
 ) -> Result<(String, Duration), Failure> {
+    let granted: Granted = grant(http, endpoint, form).await?;
+    let lifetime = Duration::from_secs(granted.expires_in.unwrap_or(3600).clamp(60, 86_400));
+    Ok((granted.access_token, lifetime))
+}
+
+/// Posts a token request and reads its answer as the service gives it (a refusal read
+/// the OAuth 2.0 way).
+pub async fn grant<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> Result<T, Failure> {
     let response = http
         .post(endpoint)
         .form(form)
@@ -146,9 +158,7 @@ async fn request(
         .map_err(web::network)?;
     let status = response.status();
     if status.is_success() {
-        let granted: Granted = web::json(response, "the token endpoint").await?;
-        let lifetime = Duration::from_secs(granted.expires_in.unwrap_or(3600).clamp(60, 86_400));
-        return Ok((granted.access_token, lifetime));
+        return web::json(response, "the token endpoint").await;
     }
     let retry_after = web::retry_after(&response);
     let body = web::body(response, 64 * 1024).await.unwrap_or_default();
@@ -157,7 +167,7 @@ async fn request(
     let what = format!("the token endpoint refused: {} {words}", refused.error);
     Err(match refused.error.as_str() {
         // The secret, the key or the client id is wrong.
-        "invalid_client" => Failure::Credentials(what.trim().to_string()),
+        "invalid_client" | "invalid_client_id" => Failure::Credentials(what.trim().to_string()),
         // Consent, delegation or the grant itself was withdrawn or never given.
         "unauthorized_client" | "invalid_grant" | "consent_required" | "access_denied" => {
             Failure::Reauthorize(what.trim().to_string())
@@ -268,7 +278,6 @@ pub fn signed_jwt(
     scope: &str,
     now: u64,
 ) -> Result<String, Failure> {
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
     let mut claims = serde_json::json!({
         "iss": account.client_email,
         "sub": subject,
@@ -281,19 +290,26 @@ pub fn signed_jwt(
     if subject.is_empty() {
         claims.as_object_mut().map(|c| c.remove("sub"));
     }
+    signed_rs256(
+        &claims,
+        &account.private_key,
+        "the service account's private_key",
+    )
+}
+
+/// A JWT of `claims` signed RS256 with the PKCS#8 key `pem` (`what` names it in a failure):
+/// `header.claims.signature`, each base64url without padding.
+pub fn signed_rs256(claims: &serde_json::Value, pem: &str, what: &str) -> Result<String, Failure> {
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let der = pem_body(&account.private_key).ok_or_else(|| {
-        Failure::Credentials("the service account's private_key is not PEM".into())
-    })?;
-    let key = ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| {
-        Failure::Credentials(format!(
-            "the service account's private_key is not an RSA key: {e}"
-        ))
-    })?;
+    let der = crate::domain::connector::pem_der(pem)
+        .ok_or_else(|| Failure::Credentials(format!("{what} is not PEM")))?;
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&der)
+        .map_err(|e| Failure::Credentials(format!("{what} is not an RSA key: {e}")))?;
     let mut signature = vec![0; key.public().modulus_len()];
     key.sign(
         &ring::signature::RSA_PKCS1_SHA256,
@@ -306,16 +322,6 @@ pub fn signed_jwt(
         "{signing_input}.{}",
         URL_SAFE_NO_PAD.encode(signature)
     ))
-}
-
-/// The DER bytes of a PEM block.
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    let inner: String = pem
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(inner).ok()
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ word_enum!(
         GoogleDrive => "google_drive",
         Box => "box",
         Dropbox => "dropbox",
+        Salesforce => "salesforce",
+        Dynamics365 => "dynamics365",
+        Hubspot => "hubspot",
     }
 );
 
@@ -51,6 +54,11 @@ pub enum Kind {
     /// A folder's path under a drive's root: names joined by `/`, none of them empty, `.`,
     /// `..` or holding a character the document systems refuse.
     Folder,
+    /// A PEM PKCS#8 RSA private key (`BEGIN PRIVATE KEY`), up to 16 KiB.
+    PrivateKey,
+    /// A name in a service's schema (an object, a field, a property): letters, digits, `_`
+    /// and `-`, not starting with `-`; it is written into the service's queries.
+    Name,
 }
 
 /// One setting of a connector type.
@@ -163,6 +171,43 @@ const DROPBOX: &[Field] = &[
     or("contentUrl", Kind::Url, "https://content.dropboxapi.com"),
 ];
 
+const SALESFORCE: &[Field] = &[
+    or("loginUrl", Kind::Url, "https://login.salesforce.com"),
+    field("clientId", Kind::Text),
+    field("username", Kind::Text),
+    secret("privateKey", Kind::PrivateKey),
+    or("object", Kind::Name, "Case"),
+    or("caseNumberField", Kind::Name, "Parley_Case_Number__c"),
+    or("externalIdField", Kind::Name, "Parley_Message_Id__c"),
+    or("statusField", Kind::Name, "Parley_Status__c"),
+    or("paidField", Kind::Name, "Parley_Paid__c"),
+    or("updateRecord", Kind::Bool, "true"),
+];
+
+const DYNAMICS365: &[Field] = &[
+    field("tenantId", Kind::Text),
+    field("clientId", Kind::Text),
+    secret("clientSecret", Kind::Text),
+    field("environmentUrl", Kind::Url),
+    or("loginUrl", Kind::Url, "https://login.microsoftonline.com"),
+    or("table", Kind::Name, "incident"),
+    or("caseNumberColumn", Kind::Name, "parley_casenumber"),
+    or("statusColumn", Kind::Name, "parley_status"),
+    or("paidColumn", Kind::Name, "parley_paid"),
+    or("updateRecord", Kind::Bool, "true"),
+];
+
+const HUBSPOT: &[Field] = &[
+    secret("accessToken", Kind::Text),
+    or("apiUrl", Kind::Url, "https://api.hubapi.com"),
+    or("objectType", Kind::Name, "deals"),
+    or("caseNumberProperty", Kind::Name, "parley_case_number"),
+    or("messageIdProperty", Kind::Name, "parley_message_id"),
+    or("statusProperty", Kind::Name, "parley_status"),
+    or("paidProperty", Kind::Name, "parley_paid"),
+    or("updateRecord", Kind::Bool, "true"),
+];
+
 /// Where an archive connector journals each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveTarget {
@@ -251,6 +296,9 @@ impl ConnectorType {
             Self::GoogleDrive => GOOGLE_DRIVE,
             Self::Box => BOX,
             Self::Dropbox => DROPBOX,
+            Self::Salesforce => SALESFORCE,
+            Self::Dynamics365 => DYNAMICS365,
+            Self::Hubspot => HUBSPOT,
         }
     }
 
@@ -268,6 +316,12 @@ impl ConnectorType {
         )
     }
 
+    /// Whether it is a CRM: every message of its cases logged as an activity on the case's
+    /// record (or its debtor's contact), and the record kept up to date.
+    pub fn is_crm(self) -> bool {
+        matches!(self, Self::Salesforce | Self::Dynamics365 | Self::Hubspot)
+    }
+
     /// The setting that names the mailbox: changing it starts the sync from the beginning.
     pub fn mailbox_field(self) -> &'static str {
         match self {
@@ -277,6 +331,9 @@ impl ConnectorType {
             Self::Sharepoint => "driveId",
             Self::GoogleDrive | Self::Box => "folderId",
             Self::Dropbox => "folder",
+            Self::Salesforce => "object",
+            Self::Dynamics365 => "table",
+            Self::Hubspot => "objectType",
         }
     }
 }
@@ -497,6 +554,27 @@ fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
                 "settings.{name} must be true or false"
             ))),
         },
+        Kind::PrivateKey => {
+            let s = text()?;
+            if s.len() > MAX_KEY
+                || !s.contains("-----BEGIN PRIVATE KEY-----")
+                || pem_der(s).is_none()
+            {
+                return Err(Invalid::new(format!(
+                    "settings.{name} must be a PEM PKCS#8 private key (-----BEGIN PRIVATE KEY-----) of at most {MAX_KEY} bytes"
+                )));
+            }
+            Ok(Value::String(s.into()))
+        }
+        Kind::Name => {
+            let s = text()?;
+            if !schema_name(s) {
+                return Err(Invalid::new(format!(
+                    "settings.{name} must be a name of at most 100 letters, digits, _ and -, not starting with -"
+                )));
+            }
+            Ok(Value::String(s.into()))
+        }
         Kind::ServiceAccount => {
             let key = match v {
                 Value::String(s) => s.clone(),
@@ -513,6 +591,26 @@ fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
             Ok(Value::String(key))
         }
     }
+}
+
+/// A name a setting gives in a service's schema: written into queries, so nothing else.
+pub fn schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The DER bytes of a PEM block.
+pub fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let inner: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(inner).ok()
 }
 
 /// A Google service account's JSON key: the parts the JWT bearer grant needs.

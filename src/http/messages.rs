@@ -176,6 +176,13 @@ pub struct MessageResponse {
     /// `promisedDate`); absent once the debtor was erased.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub understanding: Option<crate::domain::understanding::Understanding>,
+    /// Where the CRM connectors serving its case logged it: each connector, its type, the
+    /// activity's `status` there (`pending`, `logging`, `logged`, `failed`, `unlinked`:
+    /// no record holds the case number and no contact the debtor's email) and, where the
+    /// CRM gives one, the activity's `url`. On a message read by its id and in a case's
+    /// list of messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub crm_activities: Vec<crate::store::CrmActivity>,
 }
 
 impl From<MessageView> for MessageResponse {
@@ -223,6 +230,7 @@ impl From<MessageView> for MessageResponse {
             spam: m.spam,
             carried_by: m.carried_by,
             understanding: m.understanding,
+            crm_activities: m.crm_activities,
         }
     }
 }

@@ -419,6 +419,13 @@ fn settings_of(kind: crate::domain::connector::ConnectorType, create: bool) -> O
             Kind::Folder => string().pattern(Some(FOLDER)).max_length(Some(400)).build(),
             Kind::Bool => ObjectBuilder::new().schema_type(Type::Boolean).build(),
             Kind::ServiceAccount => service_account(),
+            Kind::PrivateKey => string()
+                .pattern(Some("-----BEGIN PRIVATE KEY-----"))
+                .max_length(Some(16_384))
+                .build(),
+            Kind::Name => string()
+                .pattern(Some("^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$"))
+                .build(),
         };
         o = o.property(f.name, schema);
         if create && f.default.is_none() && !f.optional {

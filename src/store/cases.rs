@@ -446,6 +446,7 @@ async fn status_changed(
         now,
     )
     .await?;
+    super::crm::enqueue_record(&mut *tx, case_id, now).await?;
     Ok(())
 }
 

@@ -306,6 +306,15 @@ impl Connectors {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        // A CRM's activities that found no record, or failed for good, are tried again.
+        sqlx::query(
+            "UPDATE crm_activities SET status = 'pending', attempts = 0, next_attempt_at = $2, updated_at = $2 \
+             WHERE connector_id = $1 AND status IN ('unlinked', 'failed')",
+        )
+        .bind(id)
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await?;
         self.audit_connector(&mut tx, actor, AuditAction::ConnectorSyncRequested, id)
             .await?;
         tx.commit().await?;

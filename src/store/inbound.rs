@@ -748,6 +748,7 @@ impl Inbound {
             .await?;
         }
         super::archive::enqueue(&mut *tx, self.backend, &[id.as_str()], r.at).await?;
+        super::crm::enqueue_messages(&mut *tx, self.backend, &[id.as_str()], r.at).await?;
         let intent = super::inbox::on_announced(self, &mut *tx, key, (id, r.case_id), r.at).await?;
         audit_as(
             &mut *tx,

@@ -446,6 +446,7 @@ async fn finish_all(
         super::messages::apply_sent_events(&mut *conn, backend, chunk, finished).await?;
         let ids: Vec<&str> = chunk.iter().map(|s| s.id.as_str()).collect();
         super::archive::enqueue(&mut *conn, backend, &ids, finished).await?;
+        super::crm::enqueue_messages(&mut *conn, backend, &ids, finished).await?;
     }
     for f in items {
         if let Delivered::Failed { reason } = &f.delivered {

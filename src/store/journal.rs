@@ -89,6 +89,7 @@ impl Inbound {
             now,
         )
         .await?;
+        super::crm::enqueue_messages(&mut tx, self.backend, &[id.as_str()], now).await?;
         tx.commit().await?;
         Ok(Ingested::Matched {
             message_id,

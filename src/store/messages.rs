@@ -148,6 +148,10 @@ pub struct MessageView {
     /// Received email and SMS: what the reply means (`domain::understanding`).
     #[serde(default)]
     pub understanding: Option<crate::domain::understanding::Understanding>,
+    /// Where the CRM connectors logged it (filled where one message is read, and in a
+    /// case's list).
+    #[serde(default)]
+    pub crm_activities: Vec<super::CrmActivity>,
 }
 
 fn trusted() -> bool {
@@ -361,6 +365,7 @@ impl StoreInner {
             authentication: json_column(r.authentication.as_deref())?,
             spam: json_column(r.spam.as_deref())?,
             carried_by: json_column(r.carried_by.as_deref())?,
+            crm_activities: Vec::new(),
             // Gone with an erased debtor's key.
             understanding: self
                 .open_opt(&r.id, "understanding", r.understanding_sealed)?
@@ -460,6 +465,13 @@ impl Messages {
         self.unlock([row.sealed()]).await?;
         let mut m = self.message_with_body(row)?;
         m.attachments = self.sibling::<Documents>().message_attachments(id).await?;
+        m.crm_activities = self
+            .sibling::<super::Crm>()
+            .activities_of(&[id])
+            .await?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
         Ok(Some(m))
     }
 
@@ -502,6 +514,13 @@ impl Messages {
             .map(|r| self.message_from_row(r))
             .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = page_cursor(&mut items, f.limit, |m| m.id.to_string());
+        let ids: Vec<&MessageId> = items.iter().map(|m| &m.id).collect();
+        let logged = self.sibling::<super::Crm>().activities_of(&ids).await?;
+        for (id, a) in logged {
+            if let Some(m) = items.iter_mut().find(|m| m.id == id) {
+                m.crm_activities.push(a);
+            }
+        }
         Ok(Some((Page { items, next_cursor }, total)))
     }
 
@@ -982,6 +1001,7 @@ impl QueueItem {
             authentication: None,
             spam: None,
             carried_by: None,
+            crm_activities: Vec::new(),
             understanding: None,
         }
     }

@@ -11,6 +11,7 @@ mod audit;
 mod cases;
 mod connect;
 mod connectors;
+mod crm;
 mod documents;
 mod drives;
 mod idempotency;
@@ -51,6 +52,7 @@ pub use archive::{SentCopy, ToArchive};
 pub use audit::AuditEntry;
 pub use cases::{CaseHold, CasePatch, CaseView, ListCases, NewCase, SendingFacts};
 pub use connectors::{Connector, ConnectorChange, NewConnector, SyncEnd};
+pub use crm::{ActivityKind, CrmActivity, DueActivity, Outcome as CrmOutcome};
 pub use documents::{DocumentView, NewDocument};
 pub use drives::{DriveFolder, Mirror, RemoteFile, ToMirror};
 pub use idempotency::Replay;
@@ -283,6 +285,12 @@ handle!(
     /// Connectors to other systems: their settings, status, cursors and what they took in.
     Connectors,
     connectors
+);
+handle!(
+    /// The CRMs' activities: each message to log, each record to update, each copy an
+    /// erasure deletes.
+    Crm,
+    crm
 );
 handle!(
     /// Documents' metadata (their bytes are in the document store).

@@ -209,6 +209,7 @@ impl Cases {
             self.now(),
         )
         .await?;
+        super::crm::enqueue_record(&mut tx, case_id, self.now()).await?;
         tx.commit().await?;
         Ok(Some(payment))
     }

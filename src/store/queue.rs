@@ -68,6 +68,20 @@ pub const WEBHOOK_DELIVERIES: QueueTable = QueueTable {
     on_end: ", next_attempt_at = NULL",
 };
 
+pub const CRM_ACTIVITIES: QueueTable = QueueTable {
+    table: "crm_activities",
+    due: "next_attempt_at",
+    claimed: "logging",
+    done: "logged",
+    order: "next_attempt_at",
+    order_index: "crm_activities_due",
+    subject: "subject_id",
+    kind: "kind",
+    trace: "CAST(NULL AS TEXT)",
+    touch: ", updated_at = $now",
+    on_end: ", next_attempt_at = NULL",
+};
+
 /// An item held by an owner: its id and which attempt this is (1 on the first).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claim {

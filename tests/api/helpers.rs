@@ -26,6 +26,8 @@ pub struct TestApp {
     pub periodic: Vec<std::sync::Arc<parley::periodic::Periodic>>,
     /// The app's webhook dispatcher, driven one step at a time (`dispatch_webhooks`).
     pub webhooks: std::sync::Arc<parley::WebhookWorker>,
+    /// The app's CRM worker, driven one step at a time (`log_in_crms`).
+    pub crm: parley::CrmWorker,
     /// The app's receiving service, for driving the IMAP poller.
     pub inbound: parley::app::inbound::Inbound,
     pub client: reqwest::Client,
@@ -118,6 +120,7 @@ pub async fn spawn_app_with_clock(
     let delivery = app.delivery().expect("building the delivery worker");
     let periodic = app.periodic();
     let webhooks = std::sync::Arc::new(app.webhooks().expect("building the webhook dispatcher"));
+    let crm = app.crm();
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run(listener, async move {
         let _ = rx.await;
@@ -138,6 +141,7 @@ pub async fn spawn_app_with_clock(
         delivery,
         periodic,
         webhooks,
+        crm,
         inbound,
         client: reqwest::Client::new(),
         store,
@@ -251,6 +255,18 @@ impl TestApp {
             .await
             .expect("a connector round")
             .expect("this process holds the connectors' work")
+    }
+
+    /// Works every CRM activity that is due now until none is left; how many.
+    pub async fn log_in_crms(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.crm.run_once().await.expect("a CRM step");
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
     }
 
     /// Sends every webhook delivery that is due, or due within a second (one put back while

@@ -3,16 +3,19 @@
 
 mod binary;
 mod box_fake;
+mod dataverse_fake;
 mod drive_fake;
 mod gdrive_fake;
 mod helpers;
 mod hostile;
+mod hubspot_fake;
 mod imap;
 mod inbound;
 mod isolation;
 mod journal;
 mod layers;
 mod peers;
+mod salesforce_fake;
 mod vendors;
 
 mod archive;
@@ -24,6 +27,7 @@ mod cli;
 mod clients;
 mod connectors;
 mod console;
+mod crm;
 mod dkim;
 mod documents;
 mod drives;
