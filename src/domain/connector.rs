@@ -554,27 +554,7 @@ fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
                 "settings.{name} must be true or false"
             ))),
         },
-        Kind::PrivateKey => {
-            let s = text()?;
-            if s.len() > MAX_KEY
-                || !s.contains("-----BEGIN PRIVATE KEY-----")
-                || pem_der(s).is_none()
-            {
-                return Err(Invalid::new(format!(
-                    "settings.{name} must be a PEM PKCS#8 private key (-----BEGIN PRIVATE KEY-----) of at most {MAX_KEY} bytes"
-                )));
-            }
-            Ok(Value::String(s.into()))
-        }
-        Kind::Name => {
-            let s = text()?;
-            if !schema_name(s) {
-                return Err(Invalid::new(format!(
-                    "settings.{name} must be a name of at most 100 letters, digits, _ and -, not starting with -"
-                )));
-            }
-            Ok(Value::String(s.into()))
-        }
+        Kind::PrivateKey | Kind::Name => named(f.kind, name, text()?),
         Kind::ServiceAccount => {
             let key = match v {
                 Value::String(s) => s.clone(),
@@ -591,6 +571,22 @@ fn checked(f: &Field, v: &Value) -> Result<Value, Invalid> {
             Ok(Value::String(key))
         }
     }
+}
+
+/// A private key's or a schema name's setting, checked.
+fn named(kind: Kind, name: &str, s: &str) -> Result<Value, Invalid> {
+    if kind == Kind::PrivateKey {
+        if s.len() > MAX_KEY || !s.contains("-----BEGIN PRIVATE KEY-----") || pem_der(s).is_none() {
+            return Err(Invalid::new(format!(
+                "settings.{name} must be a PEM PKCS#8 private key (-----BEGIN PRIVATE KEY-----) of at most {MAX_KEY} bytes"
+            )));
+        }
+    } else if !schema_name(s) {
+        return Err(Invalid::new(format!(
+            "settings.{name} must be a name of at most 100 letters, digits, _ and -, not starting with -"
+        )));
+    }
+    Ok(Value::String(s.into()))
 }
 
 /// A name a setting gives in a service's schema: written into queries, so nothing else.

@@ -638,3 +638,51 @@ async fn hubspot_falls_back_to_the_v3_paths_where_the_dated_api_is_missing() {
     let s = fake.state.lock().unwrap();
     assert!(s.v3_path_requests > 0 && s.date_path_requests > 0);
 }
+
+#[tokio::test]
+async fn a_process_that_dies_mid_batch_leaves_one_activity_per_message() {
+    let clock = ManualClock::at(parley::domain::time::now_micros());
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let fake = HubspotFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme, "ruth@example.com").await;
+    fake.add_record(&number);
+    crm(&app, &fake, None).await;
+    let email = send(&app, &acme, &case_id, "email", "Before the crash").await;
+    let sms = send(&app, &acme, &case_id, "sms", "After the crash").await;
+
+    // HubSpot stores the emails of the batch; the process dies before it hears back.
+    let told = std::sync::Arc::new(tokio::sync::Notify::new());
+    fake.state.lock().unwrap().hang_after_write = Some(told.clone());
+    tokio::select! {
+        _ = app.crm.run_once() => panic!("the CRM never answered, so the step cannot end"),
+        () = told.notified() => {}
+    }
+    assert_eq!(fake.activities().len(), 1);
+    assert_eq!(logged(&app, &acme, &email).await[0]["status"], "logging");
+    assert_eq!(app.log_in_crms().await, 0, "a held claim is left alone");
+
+    // Its lease runs out; another process on the same database takes the claim up, finds
+    // the email HubSpot has by its message id, and logs only the SMS.
+    clock.advance(Duration::from_secs(301));
+    let again = parley::App::build_with_clock(app.config.clone(), clock.clone())
+        .await
+        .unwrap();
+    let worker = again.crm();
+    while worker.run_once().await.unwrap() > 0 {}
+    let activities = fake.activities();
+    assert_eq!(activities.len(), 2, "{activities:#?}");
+    let keys: Vec<&str> = activities
+        .iter()
+        .map(|a| a["properties"]["parley_message_id"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&email.as_str()) && keys.contains(&sms.as_str()));
+    assert!(
+        activities
+            .iter()
+            .all(|a| a["associations"][0][0] == "deals")
+    );
+    for m in [&email, &sms] {
+        assert_eq!(logged(&app, &acme, m).await[0]["status"], "logged");
+    }
+}

@@ -97,6 +97,9 @@ pub struct HubspotState {
     pub date_path_requests: usize,
     pub v3_path_requests: usize,
     pub throttled: usize,
+    /// The next batch create stores its objects, tells this, and never answers (the
+    /// caller's process dies meanwhile).
+    pub hang_after_write: Option<Arc<tokio::sync::Notify>>,
 }
 
 pub struct HubspotFake {
@@ -664,19 +667,33 @@ async fn objects(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    let s = &mut *s;
-    let t = object_type.as_str();
-    reply(s.gate(&uri, &headers).and_then(|()| {
-        let body = || parse(&headers, &bytes);
-        match (method, rest.as_str()) {
-            (Method::POST, "search") => s.searched(t, &body()?),
-            (Method::POST, "batch/create") => s.created(t, &body()?),
-            (Method::POST, "batch/archive") => s.archived(t, &body()?),
-            (Method::PATCH, id) if !id.contains('/') => s.updated(t, id, &body()?),
-            _ => Err(route_missing()),
-        }
-    }))
+    let (answer, hang) = {
+        let mut s = state.lock().unwrap();
+        let s = &mut *s;
+        let t = object_type.as_str();
+        let creating = method == Method::POST && rest == "batch/create";
+        let answer = reply(s.gate(&uri, &headers).and_then(|()| {
+            let body = || parse(&headers, &bytes);
+            match (method, rest.as_str()) {
+                (Method::POST, "search") => s.searched(t, &body()?),
+                (Method::POST, "batch/create") => s.created(t, &body()?),
+                (Method::POST, "batch/archive") => s.archived(t, &body()?),
+                (Method::PATCH, id) if !id.contains('/') => s.updated(t, id, &body()?),
+                _ => Err(route_missing()),
+            }
+        }));
+        let hang = if creating && answer.status().is_success() {
+            s.hang_after_write.take()
+        } else {
+            None
+        };
+        (answer, hang)
+    };
+    if let Some(told) = hang {
+        told.notify_one();
+        std::future::pending::<()>().await;
+    }
+    answer
 }
 
 async fn associate(

@@ -320,6 +320,10 @@ async fn every_table_is_in_the_export_or_named_as_holding_no_personal_data() {
             "remote_erasures",
             "case folders an erasure has still to delete on a document system, by remote id",
         ),
+        (
+            "crm_activities",
+            "which message (or case change) a CRM connector logged as which activity there, on which record or contact, by remote ids and a link: no content (the message is exported with `messages`)",
+        ),
         ("_sqlx_migrations", "the schema's history"),
     ];
     let tables: Vec<String> = app.store.subjects().table_names().await.unwrap();
