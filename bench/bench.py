@@ -415,6 +415,55 @@ def drives(binary, size_mib):
               f"peak RSS over the upload and the mirror {peak:.0f} MB")
 
 
+def crms(binary, messages):
+    """`messages` emails sent with a CRM connector on (its worker off), then logged by a
+    process on defaults into bench/crm_fake.py, in each CRM's batches; against the fake's own
+    intake (the same batches posted on one kept connection)."""
+    key = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                         check=True, capture_output=True, text=True).stdout
+    fake_py = os.path.join(os.path.dirname(__file__), "crm_fake.py")
+    for kind in ["salesforce", "dynamics365", "hubspot"]:
+        data = tempfile.mkdtemp(prefix="parley-bench-")
+        url = f"sqlite://{data}/parley.db"
+        port = free_port()
+        fake = subprocess.Popen([sys.executable, fake_py, str(port)])
+        try:
+            wait_port(port)
+            base = f"http://127.0.0.1:{port}"
+            intake = float(subprocess.run([sys.executable, fake_py, str(port), kind, str(messages)],
+                                          check=True, capture_output=True, text=True).stdout)
+            before = json.loads(urllib.request.urlopen(base + "/_done").read())["activities"]
+            settings = {
+                "salesforce": {"loginUrl": base, "clientId": "c", "username": "u@bench.example", "privateKey": key},
+                "dynamics365": {"tenantId": "t", "clientId": "c", "clientSecret": "s", "environmentUrl": base,
+                                "loginUrl": base},
+                "hubspot": {"accessToken": "pat-bench", "apiUrl": base},
+            }[kind]
+            queuer = Parley(binary, data, url, PARLEY_CRM_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0)
+            token, case = queuer.setup()
+            admin = queuer.cli("party", "create", "--kind", "admin", "--name", "Bench Admin")["partyId"]
+            admin_token = queuer.cli("token", "create", "--party", admin)["token"]
+            queuer.request("POST", "/api/connectors", admin_token, {"type": kind, "name": kind, "settings": settings})
+            n = queue_messages(queuer, token, case, messages)
+            while sent_count(queuer, token, case) < n:
+                time.sleep(0.1)
+            queuer.stop()
+            t0 = time.time()
+            logger = Parley(binary, data, url, PARLEY_WEBHOOK_CONCURRENCY=0)
+            while json.loads(urllib.request.urlopen(base + "/_done").read())["activities"] < before + n:
+                if time.time() - t0 > 600:
+                    raise RuntimeError(f"{kind}: the activities were not all logged")
+                time.sleep(0.05)
+            elapsed = time.time() - t0
+            logger.stop()
+        finally:
+            fake.terminate()
+            shutil.rmtree(data, ignore_errors=True)
+        rate = n / elapsed
+        print(f"crm {kind}: {n} activities logged in {elapsed:.1f} s = {rate:.0f}/s "
+              f"(the fake's own intake in the same batches: {intake:.0f}/s -> ratio {rate / intake:.2f})")
+
+
 def latency(port, token, path, samples):
     conn = http.client.HTTPConnection("127.0.0.1", port)
     times = []
@@ -490,7 +539,7 @@ def lists_compare(binary, seed, name, database_url, small_url, big):
 
 
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
-         "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "lists-sqlite", "lists-postgres"]
+         "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "crm", "lists-sqlite", "lists-postgres"]
 
 
 def main():
@@ -540,6 +589,8 @@ def main():
         uploads(args.binary, "SQLite", None, args.upload_mib)
     if "drives" in parts:
         drives(args.binary, args.upload_mib)
+    if "crm" in parts:
+        crms(args.binary, args.messages)
     if "lists-sqlite" in parts:
         lists_compare(args.binary, args.seed, "SQLite", None, None, args.list_messages)
     if "lists-postgres" in parts:

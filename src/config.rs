@@ -136,6 +136,8 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     delivery_lease: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
+    crm_concurrency: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     webhook_retry_schedule: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     webhook_allow_private: Option<String>,
@@ -532,6 +534,9 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// How long a claim holds before another worker may take the job.
     pub lease: Duration,
+    /// `PARLEY_CRM_CONCURRENCY`: CRM activities claimed (and sent to the CRMs in batches)
+    /// at once, where the delivery worker runs; 0 runs no CRM worker in this process.
+    pub crm_concurrency: usize,
 }
 
 /// The send policy's defaults.
@@ -1143,6 +1148,8 @@ fn delivery_section(raw: &BTreeMap<String, Raw>) -> Result<DeliveryConfig, Confi
         retry_schedule: delivery_retry_schedule,
         concurrency: delivery_concurrency,
         lease: delivery_lease,
+        crm_concurrency: opt(raw, "crm_concurrency", parse_workers)?
+            .unwrap_or(crate::connectors::crm::CONCURRENCY),
     })
 }
 

@@ -175,7 +175,11 @@ impl App {
             &self.store,
             self.clock.clone(),
             WorkerSettings {
-                concurrency: connectors::crm::CONCURRENCY,
+                // A process that runs no CRM worker can still be driven a step at a time.
+                concurrency: match self.config.delivery.crm_concurrency {
+                    0 => connectors::crm::CONCURRENCY,
+                    n => n,
+                },
                 lease: connectors::crm::LEASE,
                 idle: std::time::Duration::from_secs(1),
             },
@@ -223,7 +227,8 @@ impl App {
             None
         };
         // The processes that deliver log the messages in the CRMs too.
-        let crm = (self.config.delivery.concurrency > 0)
+        let crm = (self.config.delivery.concurrency > 0
+            && self.config.delivery.crm_concurrency > 0)
             .then(|| tokio::spawn(Arc::new(self.crm()).run(stop_rx.clone())));
         // The processes that deliver take part in the periodic work (what it makes is
         // delivery work); each kind runs where its singleton is held.

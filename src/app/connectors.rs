@@ -33,6 +33,8 @@ pub struct ConnectorPatch {
 #[derive(Clone)]
 pub struct Connectors {
     connectors: crate::store::Connectors,
+    /// The CRMs' activities, counted on a CRM connector's answer.
+    crm: crate::store::Crm,
     inbound: Inbound,
     /// Wakes the connectors' runner when a sync is asked for.
     wake: Arc<tokio::sync::Notify>,
@@ -61,6 +63,7 @@ impl Connectors {
     pub fn new(store: &Store, inbound: Inbound) -> Self {
         Self {
             connectors: store.connectors(),
+            crm: store.crm(),
             inbound,
             wake: Arc::new(tokio::sync::Notify::new()),
         }
@@ -95,16 +98,25 @@ impl Connectors {
     #[tracing::instrument(skip_all)]
     pub async fn list(&self, actor: &Actor) -> AppResult<Vec<Connector>> {
         admin_only(actor)?;
-        Ok(self.connectors.connectors().await?)
+        let mut all = self.connectors.connectors().await?;
+        for c in all.iter_mut().filter(|c| c.kind.is_crm()) {
+            c.activities = self.crm.activity_counts(&c.id).await?;
+        }
+        Ok(all)
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn get(&self, actor: &Actor, id: &ConnectorId) -> AppResult<Connector> {
         admin_only(actor)?;
-        self.connectors
+        let mut c = self
+            .connectors
             .connector(id)
             .await?
-            .ok_or(AppError::NotFound("connector"))
+            .ok_or(AppError::NotFound("connector"))?;
+        if c.kind.is_crm() {
+            c.activities = self.crm.activity_counts(&c.id).await?;
+        }
+        Ok(c)
     }
 
     /// Changes a connector: settings merged into what it has (a secret given as `"***"`

@@ -25,6 +25,9 @@ use super::web::{self, Failure};
 use crate::domain::connector::Settings;
 
 const API: &str = "/api/data/v9.2";
+/// Activities created at once (Dataverse's service protection counts concurrent requests
+/// per user; 52 are allowed).
+const AT_ONCE: usize = 8;
 /// Dataverse's code for a record whose key exists.
 const DUPLICATE: &str = "0x80040237";
 
@@ -243,30 +246,45 @@ impl Dynamics {
         batch: &[(&Activity, &Target)],
         _retry: bool,
     ) -> Result<Vec<Result<Logged, Failure>>, Failure> {
+        use futures_util::StreamExt;
         let (set, _) = self.entity().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (a, target) in batch {
-            let (activities, body) = self.body_of(a, target, set);
-            let id = self.activity_id(&a.key);
-            let logged = Logged {
-                remote_id: format!("{activities}/{id}"),
-                link: Some(format!(
-                    "{}/main.aspx?pagetype=entityrecord&etn={}&id={id}",
-                    self.environment,
-                    activities.trim_end_matches('s')
-                )),
-            };
-            match self
-                .call(reqwest::Method::POST, activities, Some(&body), false)
-                .await
-            {
-                Ok(_) => out.push(Ok(logged)),
-                Err(Failure::Permanent(why)) if why.contains(DUPLICATE) => out.push(Ok(logged)),
-                Err(f @ Failure::Permanent(_)) => out.push(Err(f)),
-                Err(other) => return Err(other),
-            }
+        let created: Vec<Result<Logged, Failure>> = futures_util::stream::iter(
+            (0..batch.len()).map(|i| self.create(batch[i].0, batch[i].1, set)),
+        )
+        .buffered(AT_ONCE)
+        .collect()
+        .await;
+        // A failure of the service stops the batch; a refusal of one activity is its own.
+        if let Some(Err(f)) = created
+            .iter()
+            .find(|r| matches!(r, Err(f) if !matches!(f, Failure::Permanent(_))))
+        {
+            return Err(f.clone());
         }
-        Ok(out)
+        Ok(created)
+    }
+
+    /// One activity, with its own id.
+    async fn create(&self, a: &Activity, target: &Target, set: &str) -> Result<Logged, Failure> {
+        let (activities, body) = self.body_of(a, target, set);
+        let id = self.activity_id(&a.key);
+        let logged = Logged {
+            remote_id: format!("{activities}/{id}"),
+            link: Some(format!(
+                "{}/main.aspx?pagetype=entityrecord&etn={}&id={id}",
+                self.environment,
+                activities.trim_end_matches('s')
+            )),
+        };
+        match self
+            .call(reqwest::Method::POST, activities, Some(&body), false)
+            .await
+        {
+            Ok(_) => Ok(logged),
+            // Made before, by an attempt whose answer was lost.
+            Err(Failure::Permanent(why)) if why.contains(DUPLICATE) => Ok(logged),
+            Err(f) => Err(f),
+        }
     }
 
     pub async fn update(&self, record: &str, facts: &RecordFacts) -> Result<(), Failure> {

@@ -9,8 +9,9 @@
 //! - the record's status and paid properties by `PATCH`;
 //! - deletion by the batch archive endpoint.
 //!
-//! Once per message: every activity carries the message's id in `messageIdProperty`, and a
-//! retry searches for those before it creates any. Rate limits (`429`, the ten-second and
+//! Once per message: every activity carries the message's id in `messageIdProperty`, and
+//! each batch searches for those before it creates any (an attempt that created and then
+//! lost its answer, or was throttled before it associated, left them there). Rate limits (`429`, the ten-second and
 //! the daily policy) are throttles.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -266,12 +267,13 @@ impl Hubspot {
         retry: bool,
         ids: &mut [Option<String>],
     ) -> Result<(), Failure> {
-        if retry {
-            let keys: Vec<&str> = chunk.iter().map(|i| batch[*i].0.key.as_str()).collect();
-            for (key, id) in self.existing(object, &keys).await? {
-                if let Some(i) = chunk.iter().find(|i| batch[**i].0.key == key) {
-                    ids[*i] = Some(id);
-                }
+        // Always, not only on a retry: an attempt put off by a throttle after its create
+        // went through is not counted as one.
+        let _ = retry;
+        let keys: Vec<&str> = chunk.iter().map(|i| batch[*i].0.key.as_str()).collect();
+        for (key, id) in self.existing(object, &keys).await? {
+            if let Some(i) = chunk.iter().find(|i| batch[**i].0.key == key) {
+                ids[*i] = Some(id);
             }
         }
         let fresh: Vec<usize> = chunk

@@ -58,6 +58,10 @@ pub struct ConnectorCounts {
     pub items: i64,
     /// Syncs that failed.
     pub failures: i64,
+    /// A CRM's messages by where they stand: `pending`, `logging`, `logged`, `failed`,
+    /// `unlinked` (no record holds the case number and no contact the debtor's email).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activities: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,6 +99,7 @@ impl From<Connector> for ConnectorResponse {
                 syncs: c.syncs,
                 items: c.items,
                 failures: c.failures,
+                activities: c.kind.is_crm().then(|| c.activities.into_iter().collect()),
             },
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),

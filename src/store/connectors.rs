@@ -31,6 +31,9 @@ pub struct Connector {
     pub failures: i64,
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// A CRM's messages by where they stand (`pending`, `logged`, `failed`, `unlinked`, …);
+    /// filled only where an admin reads connectors.
+    pub activities: Vec<(String, i64)>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,6 +132,7 @@ impl Connectors {
             failures: row.failures,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            activities: Vec::new(),
         })
     }
 

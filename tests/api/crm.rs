@@ -380,6 +380,10 @@ async fn a_contact_stands_in_and_an_unlinked_case_waits_for_its_record<F: Fake>(
     assert_eq!(F::on(&activities[0]), contact);
     let shown = logged(&app, &acme, &waiting).await;
     assert_eq!(shown[0]["status"], "unlinked", "{shown:?}");
+    // The admin sees what waits for a record on the connector.
+    let counts = &connector(&app, &id).await["counts"]["activities"];
+    assert_eq!(counts["unlinked"], 1, "{counts}");
+    assert_eq!(counts["logged"], 1, "{counts}");
 
     // The record is made in the CRM; a sync asked for logs what waited.
     let record = fake.add_record(&number);
