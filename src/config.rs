@@ -1149,7 +1149,7 @@ fn delivery_section(raw: &BTreeMap<String, Raw>) -> Result<DeliveryConfig, Confi
         concurrency: delivery_concurrency,
         lease: delivery_lease,
         crm_concurrency: opt(raw, "crm_concurrency", parse_workers)?
-            .unwrap_or(crate::connectors::crm::CONCURRENCY),
+            .unwrap_or(200),
     })
 }
 

@@ -30,7 +30,8 @@ use super::{dynamics, hubspot, salesforce};
 
 /// The most of a message's text an activity carries (Salesforce's `TextBody` holds 32,000).
 pub const MAX_BODY: usize = 32_000;
-/// Activities of a claim (and so of one batch at most).
+/// Activities of a claim (and so of one batch at most), when `PARLEY_CRM_CONCURRENCY` says
+/// none (its default is the same).
 pub const CONCURRENCY: usize = 200;
 pub const LEASE: Duration = Duration::from_secs(300);
 /// How long an erasure waits for a CRM before it answers `failed` (the copy is deleted
