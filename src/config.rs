@@ -1148,8 +1148,7 @@ fn delivery_section(raw: &BTreeMap<String, Raw>) -> Result<DeliveryConfig, Confi
         retry_schedule: delivery_retry_schedule,
         concurrency: delivery_concurrency,
         lease: delivery_lease,
-        crm_concurrency: opt(raw, "crm_concurrency", parse_workers)?
-            .unwrap_or(200),
+        crm_concurrency: opt(raw, "crm_concurrency", parse_workers)?.unwrap_or(200),
     })
 }
 
