@@ -83,8 +83,51 @@ enum TokenCommand {
     Revoke { token_id: String },
 }
 
+/// The allocator's settings a server starts with unless the environment names its own:
+/// an arena's memory committed as it is touched (not at once, as mimalloc does where the
+/// system overcommits), and freed pages given back to the system at once (not a second
+/// later). Measured (docs/BENCHMARKS.md): a server at rest 35 MB instead of 61, and a
+/// 1 GiB upload mirrored to a document system at a peak of 50 MB instead of 85.
+const ALLOCATOR_DEFAULTS: [(&str, &str); 2] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
+];
+
+/// mimalloc reads its options from the environment when the process starts, before `main`:
+/// a server whose environment does not name them starts itself again with them (the same
+/// process, by `exec`). If that cannot be done, it goes on as it is.
+#[cfg(unix)]
+fn with_allocator_defaults() {
+    use std::os::unix::process::CommandExt;
+    let missing: Vec<(&str, &str)> = ALLOCATOR_DEFAULTS
+        .iter()
+        .copied()
+        .filter(|(name, _)| std::env::var_os(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(me) = std::env::current_exe() else {
+        return;
+    };
+    let error = std::process::Command::new(me)
+        .args(std::env::args_os().skip(1))
+        .envs(ALLOCATOR_DEFAULTS.iter().map(|(name, value)| {
+            let value = std::env::var_os(name).unwrap_or_else(|| (*value).into());
+            (*name, value)
+        }))
+        .exec();
+    eprintln!("parley: starting with the allocator's defaults failed ({error}); going on");
+}
+
+#[cfg(not(unix))]
+fn with_allocator_defaults() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve) {
+        with_allocator_defaults();
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {

@@ -87,6 +87,9 @@ pub struct DriveState {
     pub deletes: usize,
     /// The largest request body seen.
     pub largest_body: usize,
+    /// After this many ranges are taken, the next one is taken too, this is told, and no
+    /// answer ever comes (the uploading process dies meanwhile).
+    pub hang_after_ranges: Option<(usize, Arc<tokio::sync::Notify>)>,
 }
 
 pub struct DriveFake {
@@ -656,6 +659,26 @@ async fn put_range(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let answer = take_range(&fake, &session, &headers, &body);
+    let hang = {
+        let mut s = fake.drive.lock().unwrap();
+        let taken = s.ranges - s.refused;
+        match s.hang_after_ranges.take() {
+            Some((n, told)) if taken > n && answer.status().is_success() => Some(told),
+            other => {
+                s.hang_after_ranges = other;
+                None
+            }
+        }
+    };
+    if let Some(told) = hang {
+        told.notify_one();
+        std::future::pending::<()>().await;
+    }
+    answer
+}
+
+fn take_range(fake: &Fake, session: &str, headers: &HeaderMap, body: &Bytes) -> Response {
     let mut s = fake.drive.lock().unwrap();
     assert!(
         headers.get("authorization").is_none(),
@@ -691,7 +714,7 @@ async fn put_range(
             "Content-Range is required.",
         );
     };
-    let Some(upload) = s.sessions.get_mut(&session) else {
+    let Some(upload) = s.sessions.get_mut(session) else {
         return not_found();
     };
     let last = end + 1 == total;
@@ -706,7 +729,7 @@ async fn put_range(
             "The uploaded fragment does not match the expected range or size.",
         );
     }
-    upload.received.extend_from_slice(&body);
+    upload.received.extend_from_slice(body);
     if !last {
         let next = upload.received.len();
         return (
@@ -716,7 +739,7 @@ async fn put_range(
         )
             .into_response();
     }
-    let done = s.sessions.remove(&session).unwrap();
+    let done = s.sessions.remove(session).unwrap();
     s.write(&done.item, done.received);
     let item = s.items[&done.item].clone();
     (StatusCode::CREATED, axum::Json(s.json(&item))).into_response()

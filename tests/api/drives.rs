@@ -410,6 +410,60 @@ async fn an_upload_broken_mid_session_resumes_where_the_service_stopped() {
 }
 
 #[tokio::test]
+async fn a_process_that_dies_mid_upload_leaves_a_session_another_process_finishes() {
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let fake = DriveFake::start().await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, number) = case(&app, &acme).await;
+    sharepoint(&app, &fake, None).await;
+    app.sync_connectors().await;
+    let large = bytes(25 * 1024 * 1024, 9);
+    add(
+        &app,
+        &acme,
+        &case_id,
+        form("ledger.pdf", large.clone(), "other", None),
+    )
+    .await;
+
+    // Graph takes the first two ranges; the process dies while the second is answered.
+    let told = std::sync::Arc::new(tokio::sync::Notify::new());
+    fake.state.lock().unwrap().hang_after_ranges = Some((1, told.clone()));
+    tokio::select! {
+        () = async { while app.delivery.run_once().await.unwrap() > 0 {} } => {
+            panic!("the range was never answered, so the jobs cannot all end")
+        }
+        () = told.notified() => {}
+    }
+    assert!(fake.files_in(&format!("{ROOT}/{number}")).len() <= 1);
+
+    // The job's lease runs out; another process on the same database takes it up and goes
+    // on from the range Graph has, in the same session.
+    clock.advance(Duration::from_secs(120));
+    let again = parley::App::build_with_clock(app.config.clone(), clock.clone())
+        .await
+        .unwrap();
+    let delivery = again.delivery().unwrap();
+    while delivery.run_once().await.unwrap() > 0 {}
+    let files = fake.files_in(&format!("{ROOT}/{number}"));
+    assert_eq!(files.len(), 1, "one file, not two");
+    assert!(
+        files[0].content == large,
+        "the finished file is the document"
+    );
+    let s = fake.state.lock().unwrap();
+    assert_eq!(
+        s.sessions_opened, 1,
+        "the session was resumed, not begun again"
+    );
+    assert_eq!(
+        s.ranges, 3,
+        "10 MiB, 10 MiB (taken as the process died), 5 MiB"
+    );
+}
+
+#[tokio::test]
 async fn throttling_is_waited_out_and_a_wrong_secret_shows_on_the_connector() {
     let app = spawn_app().await;
     let fake = DriveFake::start().await;
