@@ -138,14 +138,13 @@ impl Crm {
         each!(self, c => c.find_contact(email).await)
     }
 
-    /// Logs the activities on their targets: each one's outcome, in order (`retry`: an
-    /// earlier attempt may have logged some).
+    /// Logs the activities on their targets: each one's outcome, in order (an earlier
+    /// attempt may have logged some: each CRM finds those by their key).
     pub async fn log(
         &self,
         batch: &[(&Activity, &Target)],
-        retry: bool,
     ) -> Result<Vec<Result<Logged, Failure>>, Failure> {
-        each!(self, c => c.log(batch, retry).await)
+        each!(self, c => c.log(batch).await)
     }
 
     /// Tells the record the case's status and what was paid.
@@ -376,9 +375,8 @@ impl Crms {
         if batch.is_empty() {
             return Ok(());
         }
-        let retry = batch.iter().any(|(d, _, _)| d.retry);
         let pairs: Vec<(&Activity, &Target)> = batch.iter().map(|(_, a, t)| (a, t)).collect();
-        let results = client.log(&pairs, retry).await?;
+        let results = client.log(&pairs).await?;
         for ((d, _, target), result) in batch.iter().zip(results) {
             let o = match result {
                 Ok(logged) => {
@@ -485,7 +483,6 @@ impl Crms {
                 kind: ActivityKind::Erase,
                 subject_id: case.to_string(),
                 remote_id: Some(remote.clone()),
-                retry: true,
                 attempts: 1,
             })
             .collect();

@@ -244,7 +244,6 @@ impl Dynamics {
     pub async fn log(
         &self,
         batch: &[(&Activity, &Target)],
-        _retry: bool,
     ) -> Result<Vec<Result<Logged, Failure>>, Failure> {
         use futures_util::StreamExt;
         let (set, _) = self.entity().await?;

@@ -228,12 +228,11 @@ impl Hubspot {
             .collect())
     }
 
-    /// Creates the activities (after a search on a retry), then associates each with its
+    /// Creates the activities (after a search for those already there), then associates each with its
     /// record or contact.
     pub async fn log(
         &self,
         batch: &[(&Activity, &Target)],
-        retry: bool,
     ) -> Result<Vec<Result<Logged, Failure>>, Failure> {
         let mut ids: Vec<Option<String>> = vec![None; batch.len()];
         for object in ["emails", "communications"] {
@@ -241,7 +240,7 @@ impl Hubspot {
                 .filter(|i| (batch[*i].0.sms) == (object == "communications"))
                 .collect();
             for chunk in mine.chunks(BATCH) {
-                self.create(object, batch, chunk, retry, &mut ids).await?;
+                self.create(object, batch, chunk, &mut ids).await?;
                 self.associate(object, batch, chunk, &ids).await?;
             }
         }
@@ -264,12 +263,10 @@ impl Hubspot {
         object: &str,
         batch: &[(&Activity, &Target)],
         chunk: &[usize],
-        retry: bool,
         ids: &mut [Option<String>],
     ) -> Result<(), Failure> {
         // Always, not only on a retry: an attempt put off by a throttle after its create
         // went through is not counted as one.
-        let _ = retry;
         let keys: Vec<&str> = chunk.iter().map(|i| batch[*i].0.key.as_str()).collect();
         for (key, id) in self.existing(object, &keys).await? {
             if let Some(i) = chunk.iter().find(|i| batch[**i].0.key == key) {

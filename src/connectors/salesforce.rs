@@ -263,7 +263,6 @@ impl Salesforce {
     pub async fn log(
         &self,
         batch: &[(&Activity, &Target)],
-        _retry: bool,
     ) -> Result<Vec<Result<Logged, Failure>>, Failure> {
         let mut out: Vec<Option<Result<Logged, Failure>>> = vec![None; batch.len()];
         for sobject in ["EmailMessage", "Task"] {

@@ -46,8 +46,6 @@ pub struct DueActivity {
     pub subject_id: String,
     /// The activity in the CRM, once logged (`Type/id`).
     pub remote_id: Option<String>,
-    /// This is not the first attempt: an earlier one may have logged it.
-    pub retry: bool,
     /// Which attempt this is (1 on the first).
     pub attempts: i32,
 }
@@ -192,7 +190,6 @@ impl Crm {
                     case_id: r.case_id,
                     subject_id: r.subject_id,
                     remote_id: r.remote_id,
-                    retry: r.attempts > 1,
                     attempts: r.attempts,
                 })
             })
