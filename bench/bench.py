@@ -101,10 +101,20 @@ def to_ms(value):
 
 
 def wrk(url, seconds, script=None, env=None):
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    return wrk_result(wrk_start(url, seconds, script, env))
+
+
+def wrk_start(url, seconds, script=None, env=None, connections=32, threads=2):
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
+    return subprocess.Popen(cmd + [url], stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def wrk_result(proc):
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError("wrk failed")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -260,6 +270,68 @@ def together(binary, name, database_url, sink, source, seconds):
           f"{elapsed:.1f} s = {rate:.0f} msg/s into smtp-sink")
     print(f"  smtp-source into the same sink: {baseline:.0f} msg/s -> ratio {rate / baseline:.3f}")
     return rate
+
+
+def nodes(binary, database_url, sink, source, seconds, counts=(1, 2, 3)):
+    """Several `parley serve` processes on one PostgreSQL: the send API spread over them
+    (32 connections in all, each node its own case), then the accepted messages delivered
+    into smtp-sink by as many dedicated senders; each figure against one process's, and
+    delivery against smtp-source into the same sink."""
+    port = free_port()
+    sink_proc = subprocess.Popen([sink, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1000"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    t0 = time.time()
+    subprocess.run([source, "-s", "20", "-m", "20000", "-l", "2000", f"127.0.0.1:{port}"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    baseline = 20000 / (time.time() - t0)
+    first = {}
+    try:
+        for n in counts:
+            db = f"parley_bench_nodes_{n}"
+            admin = database_url.rsplit("/", 1)[0] + "/postgres"
+            subprocess.run([PSQL, "-q", "-d", admin, "-c", f"DROP DATABASE IF EXISTS {db}", "-c", f"CREATE DATABASE {db}"],
+                           check=True, capture_output=True)
+            url = database_url.rsplit("/", 1)[0] + "/" + db
+            dirs = [tempfile.mkdtemp(prefix="parley-bench-") for _ in range(n)]
+            quiet = {"PARLEY_DELIVERY_CONCURRENCY": 0, "PARLEY_WEBHOOK_CONCURRENCY": 0}
+            procs = [Parley(binary, dirs[0], url, **quiet)]
+            token, _ = procs[0].setup()
+            procs += [Parley(binary, d, url, **quiet) for d in dirs[1:]]
+            cases = [p.request("POST", "/api/cases", token, {
+                "debtor": {"name": "Example Company ApS", "email": "debtor@example.com", "phone": "+4512345678"},
+                "amount": {"value": "15000.00", "currency": "DKK"}, "invoiceNumber": f"INV-{i}"})["caseId"]
+                for i, p in enumerate(procs)]
+            for p, case in zip(procs, cases):
+                wrk(f"{p.base}/api/cases/{case}/messages", 1, "bench/send.lua", {"PARLEY_BENCH_TOKEN": token})
+            runs = [wrk_start(f"{p.base}/api/cases/{case}/messages", seconds, "bench/send.lua",
+                              {"PARLEY_BENCH_TOKEN": token}, connections=max(2, 32 // n), threads=1 if n > 1 else 2)
+                    for p, case in zip(procs, cases)]
+            results = [wrk_result(r) for r in runs]
+            rps = sum(r["rps"] for r in results)
+            p99 = max(r["p99"] for r in results)
+            errors = sum(r["errors"] for r in results)
+            queued = sum(p.request("GET", f"/api/cases/{c}/messages?limit=1", token)["totalCount"]
+                         for p, c in zip(procs, cases))
+            for p in procs:
+                p.stop()
+            t0 = time.time()
+            senders = [Parley(binary, d, url, PARLEY_SMTP_URL=f"smtp://127.0.0.1:{port}") for d in dirs]
+            while sum(sent_count(senders[0], token, c) for c in cases) < queued:
+                time.sleep(0.2)
+            elapsed = time.time() - t0
+            for p in senders:
+                p.stop()
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
+            rate = queued / elapsed
+            first.setdefault("send", rps)
+            first.setdefault("delivery", rate)
+            print(f"{n} node(s) on one PostgreSQL: send API {rps:.0f} msg/s (p99 {p99:.1f} ms, {errors} non-2xx) = "
+                  f"{rps / first['send']:.2f}x one node; {queued} delivered by {n} sender(s) at {rate:.0f} msg/s = "
+                  f"{rate / first['delivery']:.2f}x one node, {rate / baseline:.3f}x smtp-source ({baseline:.0f}/s)")
+    finally:
+        sink_proc.terminate()
 
 
 def post_notes(p, token, case, n, threads=16):
@@ -539,7 +611,8 @@ def lists_compare(binary, seed, name, database_url, small_url, big):
 
 
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
-         "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "crm", "lists-sqlite", "lists-postgres"]
+         "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "crm", "lists-sqlite", "lists-postgres",
+         "nodes-postgres"]
 
 
 def main():
@@ -591,6 +664,8 @@ def main():
         drives(args.binary, args.upload_mib)
     if "crm" in parts:
         crms(args.binary, args.messages)
+    if "nodes-postgres" in parts:
+        nodes(args.binary, args.postgres, args.sink, args.source, args.seconds)
     if "lists-sqlite" in parts:
         lists_compare(args.binary, args.seed, "SQLite", None, None, args.list_messages)
     if "lists-postgres" in parts:

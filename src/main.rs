@@ -85,13 +85,11 @@ enum TokenCommand {
 
 /// The allocator's settings a server starts with unless the environment names its own:
 /// an arena's memory committed as it is touched (not at once, as mimalloc does where the
-/// system overcommits), and freed pages given back to the system at once (not a second
-/// later). Measured (docs/BENCHMARKS.md): a server at rest 35 MB instead of 61, and a
-/// 1 GiB upload mirrored to a document system at a peak of 50 MB instead of 85.
-const ALLOCATOR_DEFAULTS: [(&str, &str); 2] = [
-    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
-    ("MIMALLOC_PURGE_DELAY", "0"),
-];
+/// system overcommits). Measured (docs/BENCHMARKS.md): a server at rest 41 MB instead of
+/// 61, and a 1 GiB upload mirrored to a document system at a peak of 52-55 MB instead of
+/// 85. Giving freed pages back at once as well (`MIMALLOC_PURGE_DELAY=0`) saved a few MB
+/// more and cost the send API 5-13 % of its rate, so it is left to the operator.
+const ALLOCATOR_DEFAULTS: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
 
 /// mimalloc reads its options from the environment when the process starts, before `main`:
 /// a server whose environment does not name them starts itself again with them (the same

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::clock::SharedClock;
-use crate::domain::connector::ConnectorStatus;
 use crate::domain::message::{Direction, MessageType};
 use crate::domain::party::Actor;
 use crate::domain::time::Micros;
@@ -251,10 +250,7 @@ impl Crms {
         started: Micros,
         failure: &Failure,
     ) -> anyhow::Result<()> {
-        let status = match failure {
-            Failure::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
-            _ => ConnectorStatus::Failing,
-        };
+        let status = failure.status();
         tracing::warn!(connector = %c.id, kind = %c.kind, status = %status, "crm connector failed");
         crate::telemetry::OUTCOMES.count("connector", c.kind.as_str(), "failed");
         let end = SyncEnd::Failed {

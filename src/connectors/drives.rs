@@ -38,7 +38,7 @@ use crate::app::{AppError, AppResult};
 use crate::crypto::SubjectKey;
 use crate::documents::store::DocumentReader;
 use crate::domain::ConnectorId;
-use crate::domain::connector::{ConnectorStatus, REFUSED_IN_NAMES, RemoteCopyStatus};
+use crate::domain::connector::{REFUSED_IN_NAMES, RemoteCopyStatus};
 use crate::domain::document::DocumentType;
 use crate::domain::{CaseId, DocumentId};
 use crate::store::{Connector, DocumentView, DriveFolder, RemoteFile, SyncEnd, ToMirror};
@@ -412,10 +412,7 @@ impl Runtime {
 
     /// Records a connector's failure (its status, `lastError`, `connector.failed`).
     async fn failed(&self, c: &Connector, started: i64, failure: &Failure) -> AppResult<()> {
-        let status = match failure {
-            Failure::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
-            _ => ConnectorStatus::Failing,
-        };
+        let status = failure.status();
         tracing::warn!(connector = %c.id, kind = %c.kind, status = %status, "document system failed");
         let end = SyncEnd::Failed {
             status,

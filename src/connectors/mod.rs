@@ -27,7 +27,7 @@ use futures_util::future::BoxFuture;
 
 use crate::app::connectors::{Connectors, Handover, MailboxRoutes, Route};
 use crate::domain::clock::SharedClock;
-use crate::domain::connector::{ConnectorStatus, ConnectorType};
+use crate::domain::connector::ConnectorType;
 use crate::domain::time::{Micros, duration_micros};
 use crate::domain::{ConnectorId, PartyId};
 use crate::store::{Connector, SyncEnd};
@@ -260,10 +260,7 @@ impl Runtime {
                 more: synced.more,
             },
             Err(Ok(failure)) => {
-                let status = match &failure {
-                    Failure::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
-                    _ => ConnectorStatus::Failing,
-                };
+                let status = failure.status();
                 tracing::warn!(connector = %c.id, kind = %c.kind, status = %status, "connector sync failed");
                 SyncEnd::Failed {
                     status,
@@ -297,10 +294,7 @@ impl Runtime {
                 more: false,
             },
             Err(failure) => SyncEnd::Failed {
-                status: match failure {
-                    Failure::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
-                    _ => ConnectorStatus::Failing,
-                },
+                status: failure.status(),
                 error: failure.describe(),
                 items: 0,
             },

@@ -34,6 +34,16 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The connector's status after this failure: withdrawn access asks an administrator
+    /// to grant it again; anything else is failing (and tried again).
+    pub fn status(&self) -> crate::domain::connector::ConnectorStatus {
+        use crate::domain::connector::ConnectorStatus;
+        match self {
+            Self::Reauthorize(_) => ConnectorStatus::ReauthorizationRequired,
+            _ => ConnectorStatus::Failing,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Self::Credentials(s) | Self::Reauthorize(s) | Self::Transient(s) => s.clone(),

@@ -1,6 +1,8 @@
 //! Reply understanding: the labelled corpus (tests/corpus/replies-*.jsonl, 300 replies in
-//! Danish and English) read by the rules, scored on the third held out from every tuning
-//! (ids divisible by 3); and what a received reply's view says.
+//! Danish and English, and heldout2-*.jsonl, 300 more written after the method was frozen)
+//! read by the rules and the model, scored on what was held out from every tuning (the
+//! first corpus's ids divisible by 3, and the whole second set); and what a received
+//! reply's view says.
 
 use std::collections::BTreeMap;
 
@@ -26,18 +28,22 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// Held out: never looked at while the rules were written or tuned.
+    /// Held out: never looked at while the rules were written or tuned, never trained on.
     pub fn held_out(&self) -> bool {
-        let n: u32 = self.id[3..].parse().unwrap();
-        n.is_multiple_of(3)
+        self.second_set() || self.id[3..].parse::<u32>().unwrap().is_multiple_of(3)
+    }
+
+    /// Of the second held-out set (`heldout2-*.jsonl`).
+    pub fn second_set(&self) -> bool {
+        self.id.starts_with("h2")
     }
 }
 
 pub fn corpus() -> Vec<Reply> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let mut all = Vec::new();
-    for lang in ["da", "en"] {
-        let text = std::fs::read_to_string(dir.join(format!("replies-{lang}.jsonl"))).unwrap();
+    for file in ["replies-da", "replies-en", "heldout2-da", "heldout2-en"] {
+        let text = std::fs::read_to_string(dir.join(format!("{file}.jsonl"))).unwrap();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: Value = serde_json::from_str(line).unwrap();
             let date = |k: &str| {
@@ -113,11 +119,14 @@ fn the_corpus_is_300_replies_half_danish_half_english_email_and_sms() {
     }
 }
 
-/// What the held-out third must reach: macro-F1 0.90 (measured 0.955), and the floor of
-/// the dispute recall measured now (0.95: 19 of 20; the aim is 0.97), and of the promised
-/// figures (docs/UNDERSTANDING.md). A change that reads worse than this fails.
+/// What the held-out replies (both sets, 400) must reach: macro-F1 0.90 (measured 0.923),
+/// the floor of the dispute recall measured now (0.964: 106 of 110; the aim is 0.97), the
+/// disputes that hold collection whatever they are read as (a dispute, a wrong person or a
+/// stop: 108 of 110), and the promised figures of the first set (docs/UNDERSTANDING.md). A
+/// change that reads worse than this fails.
 const MACRO_F1: f64 = 0.90;
-const DISPUTE_RECALL: f64 = 0.95;
+const DISPUTE_RECALL: f64 = 0.96;
+const DISPUTES_HELD: f64 = 0.98;
 const FIGURES: f64 = 0.65;
 
 #[test]
@@ -128,6 +137,21 @@ fn held_out_replies_are_read_at_least_as_well_as_measured() {
     let macro_f1 = by.values().map(|s| f1(*s)).sum::<f64>() / by.len() as f64;
     let (tp, _, fn_) = by["dispute"];
     let recall = f64::from(tp) / f64::from(tp + fn_);
+    let disputes: Vec<&Reply> = held
+        .iter()
+        .copied()
+        .filter(|r| r.intent == Intent::Dispute)
+        .collect();
+    let holding = disputes
+        .iter()
+        .filter(|r| understand(&r.text, r.date).intent.holds())
+        .count();
+    let held_share = holding as f64 / disputes.len() as f64;
+    assert!(
+        held_share >= DISPUTES_HELD,
+        "{holding} of {} held-out disputes hold collection",
+        disputes.len()
+    );
     assert!(
         macro_f1 >= MACRO_F1,
         "macro-F1 {macro_f1:.3} on {} held-out replies: {by:?}",
@@ -144,7 +168,7 @@ fn held_out_promises_name_their_amount_and_date() {
     let all = corpus();
     let promises: Vec<&Reply> = all
         .iter()
-        .filter(|r| r.held_out() && r.intent == Intent::PaymentPromise)
+        .filter(|r| r.held_out() && !r.second_set() && r.intent == Intent::PaymentPromise)
         .collect();
     let (mut right, mut asked) = (0, 0);
     for r in &promises {

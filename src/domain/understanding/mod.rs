@@ -77,7 +77,8 @@ pub struct Correction {
 
 mod figures;
 mod lexicon;
-mod model;
+#[doc(hidden)]
+pub mod model;
 
 use lexicon::RULES;
 
@@ -425,12 +426,25 @@ fn head(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// How sure the model must be to overrule rules under [`RULES_FIRM`], and to read a dispute
-/// where the rules read a promise, a payment, a plan or a question: chosen on 300 replies
-/// neither was tuned or trained on (docs/UNDERSTANDING.md).
-const MODEL_OVERRULES: f64 = 0.5;
-const RULES_FIRM: f64 = 3.0;
-const MODEL_SEES_DISPUTE: f64 = 0.6;
+/// Where the rules and the model meet (docs/UNDERSTANDING.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How sure the model must be of another intent to overrule rules under `rules_firm`
+    /// (chosen on 300 replies neither was tuned or trained on).
+    pub overrules: f64,
+    pub rules_firm: f64,
+    /// The model's probability of a dispute (whatever else it finds likelier) from which a
+    /// dispute wins over a promise, a payment, a plan or a question the rules read, and over
+    /// the model's own other guess (chosen by cross-validation on the tuning part).
+    pub sees_dispute: f64,
+}
+
+/// The settings parley reads with.
+pub const SETTINGS: Settings = Settings {
+    overrules: 0.5,
+    rules_firm: 3.0,
+    sees_dispute: 0.45,
+};
 
 /// The lexicon's rules, their words folded, once.
 fn folded_rules() -> &'static [(Intent, Vec<String>, f64)] {
@@ -452,6 +466,17 @@ fn folded_rules() -> &'static [(Intent, Vec<String>, f64)] {
 
 /// Reads a reply sent on `sent` (for "next Friday", "i morgen").
 pub fn understand(text: &str, sent: NaiveDate) -> Understanding {
+    understand_with(text, sent, model::Model::get(), SETTINGS)
+}
+
+/// [`understand`] with a given model and settings (to choose them by cross-validation).
+#[doc(hidden)]
+pub fn understand_with(
+    text: &str,
+    sent: NaiveDate,
+    model: &model::Model,
+    settings: Settings,
+) -> Understanding {
     // A reply says what it means at its start; a mail of megabytes is read no further than
     // this (the rules' work grows with the words), whatever a sender puts in it.
     let own = own_words(head(text, MAX_READ));
@@ -498,10 +523,20 @@ pub fn understand(text: &str, sent: NaiveDate) -> Understanding {
     if toks.len() <= 2 && toks.first().is_some_and(|t| t.word == "stop") {
         return plain(Intent::CeaseContact, 0.95, vec![own.clone()]);
     }
-    let (guess, probability, words) = model::Model::get().read(&toks);
+    let (p, feats) = model.read(&toks);
+    // A dispute the model finds likely enough is not lost to a promise or a payment the
+    // rules read, nor to the model's own other guess.
+    let sure_dispute = p[Intent::Dispute as usize] >= settings.sees_dispute;
+    let guess = if sure_dispute {
+        Intent::Dispute
+    } else {
+        Intent::ALL[(0..8).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap_or(7)]
+    };
+    let probability = p[guess as usize];
     // The model's reading, its words quoted from the reply as written.
     let by_model = || {
-        let evidence = words
+        let evidence = model
+            .evidence(&feats, guess)
             .iter()
             .filter_map(|w| toks.iter().find(|t| &t.word == w))
             .map(|t| own[t.start..t.end].to_string())
@@ -513,8 +548,6 @@ pub fn understand(text: &str, sent: NaiveDate) -> Understanding {
         }
         u
     };
-    // A dispute the model is sure of is not lost to a promise or a payment the rules read.
-    let sure_dispute = guess == Intent::Dispute && probability >= MODEL_SEES_DISPUTE;
     let Some(intent) = decide(&score, &own, &toks) else {
         // No rule spoke: a reply that asks is a question; else the model.
         if is_question(&own, &toks) && !sure_dispute {
@@ -524,7 +557,7 @@ pub fn understand(text: &str, sent: NaiveDate) -> Understanding {
     };
     let at = |i: Intent| score[i as usize];
     // Weak rules give way to a sure model: it has seen phrasings no rule names.
-    if guess != intent && probability >= MODEL_OVERRULES && at(intent) < RULES_FIRM
+    if guess != intent && probability >= settings.overrules && at(intent) < settings.rules_firm
         || sure_dispute && !intent.holds()
     {
         return by_model();

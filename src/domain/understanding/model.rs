@@ -55,7 +55,10 @@ fn features(tokens: &[Token]) -> Vec<String> {
 /// Tuning replies as (intent, feature numbers), each feature numbered in `index` as it is
 /// first seen (one reply's words at a time: the whole corpus's strings are never held at
 /// once).
-fn examples(index: &mut HashMap<String, usize>) -> Vec<(usize, Vec<usize>)> {
+fn examples(
+    index: &mut HashMap<String, usize>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Vec<(usize, Vec<usize>)> {
     let mut out = Vec::new();
     for line in TUNING.iter().flat_map(|f| f.lines()) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -68,7 +71,7 @@ fn examples(index: &mut HashMap<String, usize>) -> Vec<(usize, Vec<usize>)> {
         ) else {
             continue;
         };
-        if held_out(id) {
+        if held_out(id) || !keep(id) {
             continue;
         }
         let own = super::own_words(text);
@@ -89,6 +92,9 @@ fn examples(index: &mut HashMap<String, usize>) -> Vec<(usize, Vec<usize>)> {
 const EPOCHS: u32 = 100;
 const RATE: f64 = 0.5;
 const L2: f64 = 3e-3;
+/// How much more a dispute weighs in training than another reply: chosen by cross-validation
+/// on the tuning part (docs/UNDERSTANDING.md).
+pub const DISPUTE_WEIGHT: f64 = 1.0;
 
 /// Per feature, its weight for each intent (scaled by 1/sqrt of the reply's feature count),
 /// and each intent's bias.
@@ -102,10 +108,13 @@ pub struct Model {
 impl Model {
     /// Stochastic gradient descent on the cross-entropy, the replies in an order shuffled
     /// the same way every time (a fixed xorshift seed): the same model at every start. The
-    /// features are numbered once, so a step is arithmetic on a few dozen rows.
-    fn train() -> Self {
+    /// features are numbered once, so a step is arithmetic on a few dozen rows. A dispute
+    /// weighs `dispute_weight` times another reply in the loss (a missed dispute costs more
+    /// than a false one). `keep` chooses the tuning replies by id (all of them in parley;
+    /// folds of them when the settings are chosen by cross-validation).
+    pub fn train_on(keep: &dyn Fn(&str) -> bool, dispute_weight: f64) -> Self {
         let mut index: HashMap<String, usize> = HashMap::new();
-        let data = examples(&mut index);
+        let data = examples(&mut index, keep);
         index.shrink_to_fit();
         let mut weights = vec![[0.0; 8]; index.len()];
         let mut bias = [0.0; 8];
@@ -123,7 +132,13 @@ impl Model {
                 let (label, rows) = &data[n];
                 let norm = 1.0 / (rows.len().max(1) as f64).sqrt();
                 let p = softmax(rows.iter().map(|r| &weights[*r]), &bias, norm);
-                let g: [f64; 8] = std::array::from_fn(|i| p[i] - f64::from(u8::from(i == *label)));
+                let weight = if *label == Intent::Dispute as usize {
+                    dispute_weight
+                } else {
+                    1.0
+                };
+                let g: [f64; 8] =
+                    std::array::from_fn(|i| weight * (p[i] - f64::from(u8::from(i == *label))));
                 for i in 0..8 {
                     bias[i] -= rate * g[i];
                 }
@@ -155,15 +170,18 @@ impl Model {
     /// The model, trained once.
     pub fn get() -> &'static Self {
         static MODEL: OnceLock<Model> = OnceLock::new();
-        MODEL.get_or_init(Self::train)
+        MODEL.get_or_init(|| Self::train_on(&|_| true, DISPUTE_WEIGHT))
     }
 
-    /// The most likely intent, its probability, and the (known) features of the text that
-    /// weigh most for it.
-    pub fn read(&self, tokens: &[Token]) -> (Intent, f64, Vec<String>) {
+    /// P(intent) for a reply, and its features (for [`Model::evidence`]).
+    pub(super) fn read(&self, tokens: &[Token]) -> ([f64; 8], Vec<String>) {
         let feats = features(tokens);
-        let p = self.probabilities(&feats);
-        let best = (0..8).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap_or(7);
+        (self.probabilities(&feats), feats)
+    }
+
+    /// The (known) words of a reply that weigh most for `intent`.
+    pub(super) fn evidence(&self, feats: &[String], intent: Intent) -> Vec<String> {
+        let best = intent as usize;
         let mut weighed: Vec<(f64, &String)> = feats
             .iter()
             .filter(|f| !f.contains(' ') && f.chars().count() > 3)
@@ -172,12 +190,11 @@ impl Model {
             .collect();
         weighed.sort_by(|a, b| b.0.total_cmp(&a.0));
         weighed.dedup_by(|a, b| a.1 == b.1);
-        let evidence = weighed
+        weighed
             .into_iter()
             .take(3)
             .map(|(_, f)| f.clone())
-            .collect();
-        (Intent::ALL[best], p[best], evidence)
+            .collect()
     }
 }
 
