@@ -353,8 +353,13 @@ impl Crms {
         w: &mut Worked,
     ) -> Result<(), Failure> {
         let mut batch: Vec<(&DueActivity, Activity, Target)> = Vec::new();
-        for d in items.iter().filter(|d| d.kind == ActivityKind::Message) {
-            let Some(activity) = self.activity(d).await.map_err(database)? else {
+        let due: Vec<&DueActivity> = items
+            .iter()
+            .filter(|d| d.kind == ActivityKind::Message)
+            .collect();
+        let mut activities = self.activities(&due).await.map_err(database)?;
+        for d in due {
+            let Some(activity) = activities.remove(&d.subject_id) else {
                 let gone = Transition::Failed {
                     error: "the message is gone, or its debtor erased".into(),
                 };
@@ -437,25 +442,38 @@ impl Crms {
         Ok(())
     }
 
-    /// A message as the CRM logs it; `None` when it is gone or its debtor was erased.
-    async fn activity(&self, d: &DueActivity) -> crate::store::StoreResult<Option<Activity>> {
-        let id = MessageId::from_stored(d.subject_id.clone());
-        let Some(m) = self.messages.get_message(&Actor::system(), &id).await? else {
-            return Ok(None);
-        };
-        let Some(body) = m.body else { return Ok(None) };
-        let inbound = m.direction == Direction::Inbound;
-        Ok(Some(Activity {
-            key: m.id.to_string(),
-            sms: m.message_type == MessageType::Sms,
-            inbound,
-            at: m.received_at.or(m.sent_at).unwrap_or(m.created_at),
-            subject: m.subject,
-            body: bounded(&body),
-            from: m.envelope.from,
-            to: m.envelope.to,
-            status: if inbound { "received" } else { "sent" }.into(),
-        }))
+    /// The messages as the CRM logs them, by message id, read in one query; a message that
+    /// is gone or whose debtor was erased (no body) is missing.
+    async fn activities(
+        &self,
+        due: &[&DueActivity],
+    ) -> crate::store::StoreResult<HashMap<String, Activity>> {
+        let ids: Vec<MessageId> = due
+            .iter()
+            .map(|d| MessageId::from_stored(d.subject_id.clone()))
+            .collect();
+        let messages = self.messages.messages_with_bodies(&ids).await?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| {
+                let body = m.body?;
+                let inbound = m.direction == Direction::Inbound;
+                Some((
+                    m.id.to_string(),
+                    Activity {
+                        key: m.id.to_string(),
+                        sms: m.message_type == MessageType::Sms,
+                        inbound,
+                        at: m.received_at.or(m.sent_at).unwrap_or(m.created_at),
+                        subject: m.subject,
+                        body: bounded(&body),
+                        from: m.envelope.from,
+                        to: m.envelope.to,
+                        status: if inbound { "received" } else { "sent" }.into(),
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// Deletes the activities logged about these (erased) cases, each CRM given a while;

@@ -475,6 +475,34 @@ impl Messages {
         Ok(Some(m))
     }
 
+    /// Messages with their bodies, whatever their case (for the system's own work: logging
+    /// them in a CRM), in one query per 500; missing ids are left out.
+    pub async fn messages_with_bodies(&self, ids: &[MessageId]) -> StoreResult<Vec<MessageView>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = super::positional(
+                format!(
+                    "SELECT {MESSAGE_COLUMNS_WITH_BODY} FROM messages m JOIN cases c \
+                     ON c.id = m.case_id WHERE m.id IN ({})",
+                    params.join(", ")
+                ),
+                self.backend,
+            );
+            let mut q = sqlx::query_as::<_, MessageWithBody>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            self.unlock(rows.iter().map(MessageWithBody::sealed))
+                .await?;
+            for row in rows {
+                out.push(self.message_with_body(row)?);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn list_messages(
         &self,
         actor: &Actor,
