@@ -243,13 +243,16 @@ impl Queue {
     async fn outgoing_from_row(&self, r: OutgoingRow) -> StoreResult<Delivering> {
         // Its debtor was erased (the key is gone, whether or not the case says so yet):
         // nothing is left to send and no one to send it to; the policy refuses it.
-        let erased = matches!(
-            self.keys.open(
+        // The envelope opened once: `None` is erased.
+        let envelope = self
+            .open_kept(
                 &super::messages::context(&r.id, "envelope"),
-                &r.envelope_sealed
-            ),
-            Err(crate::crypto::CryptoError::Erased)
-        );
+                &r.envelope_sealed,
+            )?
+            .map(|json| serde_json::from_slice::<Envelope>(&json))
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let erased = envelope.is_none();
         let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
         let creditor_id = r.creditor_id.unwrap_or_default();
         // Every queued message has its case (`NewMessage::case_id`).
@@ -263,7 +266,7 @@ impl Queue {
             .map(|p| p.preferences)
             .map_err(|e| format!("{e}"));
         let message = Outgoing {
-            envelope: self.open_envelope(&r.id, &r.envelope_sealed)?,
+            envelope: envelope.unwrap_or_else(Envelope::erased),
             subject: self.open_opt(&r.id, "subject", r.subject_sealed)?,
             body: self
                 .open_opt(&r.id, "body", r.body_sealed)?

@@ -32,6 +32,17 @@ pub struct Envelope {
     pub cc: Vec<String>,
 }
 
+impl Envelope {
+    /// What is shown of an erased data subject's envelope.
+    pub fn erased() -> Self {
+        Self {
+            from: super::subject_keys::ERASED.to_string(),
+            to: Vec::new(),
+            cc: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: MessageId,
@@ -306,11 +317,7 @@ impl StoreInner {
     ) -> StoreResult<Envelope> {
         match self.open_kept(&context(id, "envelope"), sealed)? {
             Some(json) => Ok(serde_json::from_slice(&json).map_err(anyhow::Error::from)?),
-            None => Ok(Envelope {
-                from: super::subject_keys::ERASED.to_string(),
-                to: Vec::new(),
-                cc: Vec::new(),
-            }),
+            None => Ok(Envelope::erased()),
         }
     }
 

@@ -339,6 +339,59 @@ async fn one_click_unsubscribe_suppresses_the_recipient() {
     );
 }
 
+/// Pipelined (the sink offers PIPELINING, as Postfix does) and one command at a time (it
+/// does not): the same message arrives byte for byte (dots that begin a line, Danish
+/// letters), a refused recipient fails the message with the server's reply, and the next
+/// message goes on a fresh connection.
+#[tokio::test]
+async fn mail_goes_the_same_pipelined_or_not_and_a_refusal_in_a_pipelined_group_fails_only_its_message()
+ {
+    let mut delivered = Vec::new();
+    for args in [&[][..], &["--no-pipelining"][..]] {
+        let smtp = SmtpPeer::start_with(args).await;
+        let app = app_with_smtp(&smtp).await;
+        let (party, case_id) = case_with_creditor(&app).await;
+        let text = ".a line that begins with a dot\n..and two\nÆblegrød på trappen.";
+        let first = json!({"messageType": "email", "subject": "Hi", "body": text});
+        let refused = json!({"messageType": "email", "to": "reject-me@example.com", "subject": "Hi", "body": "Text"});
+        let mut ids = Vec::new();
+        for body in [&first, &refused, &first] {
+            let r = send(&app, &party, &case_id, body).await;
+            ids.push(
+                r.json::<Value>().await.unwrap()["messageId"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            app.deliver_due().await;
+        }
+        let statuses = [
+            report(&app, &party, &ids[0]).await["status"].clone(),
+            report(&app, &party, &ids[1]).await["status"].clone(),
+            report(&app, &party, &ids[2]).await["status"].clone(),
+        ];
+        assert_eq!(statuses, ["sent", "failed", "sent"], "{args:?}");
+        let m: Value = app
+            .get(&party.token, &format!("/api/messages/{}", ids[1]))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(m["failureReason"].as_str().unwrap().contains("550"), "{m}");
+        let mails = smtp.wait_for(2).await;
+        assert_eq!(mails.len(), 2, "{args:?}");
+        // Three transactions began; pipelined only where the server offers it.
+        let pipelined = if args.is_empty() { 3 } else { 0 };
+        assert_eq!(smtp.pipelined(), pipelined, "{args:?}");
+        let parsed = MessageParser::default().parse(&mails[0]).unwrap();
+        let body = parsed.body_text(0).unwrap().replace("\r\n", "\n");
+        assert!(body.starts_with(text), "{args:?}: {body:?}");
+        // The same up to the footer (whose unsubscribe link is the message's own).
+        delivered.push(body.split("\n--\n").next().unwrap().to_string());
+    }
+    assert_eq!(delivered[0], delivered[1]);
+}
+
 #[tokio::test]
 async fn permanent_smtp_refusal_fails_at_once_with_the_reason() {
     let smtp = SmtpPeer::start().await;

@@ -90,6 +90,13 @@ impl SmtpPeer {
         names.iter().map(|p| std::fs::read(p).unwrap()).collect()
     }
 
+    /// How many transactions came pipelined (MAIL with RCPT and DATA behind it).
+    pub fn pipelined(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join(".pipelined"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
     /// How many transactions have reached the end of DATA, finished or still waiting for
     /// the sink's reply.
     pub fn data_started(&self) -> usize {

@@ -1,13 +1,15 @@
 """A real SMTP server for the test suite and the benchmarks (aiosmtpd).
 
 Every accepted message is stored as one .eml file in --dir, as received (after DATA); every
-DATA that begins (finished or not) adds a line to --dir/.data-started.
+DATA that begins (finished or not) adds a line to --dir/.data-started, and every MAIL that
+arrives with the next commands already behind it (pipelined) a line to --dir/.pipelined.
 Recipients steer failures, so tests can provoke them:
   reject...@       -> 550 (permanent)
   tempfail-N...@   -> 451 for the first N attempts of that address, then accepted
   tempfail...@     -> 451 always
   slow-N...@       -> accepted, but the reply to the end of DATA comes after N seconds
 With --auth USER:PASS, AUTH (PLAIN or LOGIN) with those credentials is required.
+PIPELINING (RFC 2920) is offered, as Postfix offers it, unless --no-pipelining is given.
 Prints the port it listens on, then serves until killed or until its stdin closes.
 """
 
@@ -25,10 +27,26 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
-    def __init__(self, directory):
+    def __init__(self, directory, pipelining=True):
         self.directory = directory
+        self.pipelining = pipelining
         self.tries = {}
         self.lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # RCPT and DATA already read with MAIL: the client pipelines (marked for the tests).
+        if len(getattr(server._reader, "_buffer", b"")) > 0:
+            with self.lock, open(os.path.join(self.directory, ".pipelined"), "a") as f:
+                f.write("MAIL\n")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
@@ -91,11 +109,12 @@ def main():
     parser.add_argument("--dir", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--auth", help="USER:PASS required by AUTH before mail is accepted")
+    parser.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     port = args.port or free_port()
     credentials = tuple(args.auth.split(":", 1)) if args.auth else None
-    controller = SinkController(Sink(args.dir), credentials=credentials, hostname="127.0.0.1", port=port)
+    controller = SinkController(Sink(args.dir, pipelining=not args.no_pipelining), credentials=credentials, hostname="127.0.0.1", port=port)
     controller.start()
     print(port, flush=True)
     try:
