@@ -27,7 +27,7 @@ pub(crate) async fn connector(app: &TestApp, id: &str) -> Value {
 }
 
 /// Asks for a sync through the API and runs the round.
-async fn sync(app: &TestApp, id: &str) -> Value {
+pub async fn sync(app: &TestApp, id: &str) -> Value {
     let r = app
         .post(
             &app.admin.token,

@@ -12,7 +12,7 @@ use parley::domain::PartyKind;
 use parley::domain::clock::ManualClock;
 use serde_json::{Value, json};
 
-use crate::connectors::{connector, create};
+use crate::connectors::{connector, create, sync};
 use crate::dataverse_fake::DataverseFake;
 use crate::helpers::{Party, TestApp, spawn_app_with, spawn_app_with_clock};
 use crate::hubspot_fake::HubspotFake;
@@ -689,4 +689,80 @@ async fn a_process_that_dies_mid_batch_leaves_one_activity_per_message() {
     for m in [&email, &sms] {
         assert_eq!(logged(&app, &acme, m).await[0]["status"], "logged");
     }
+}
+
+/// A hostile CRM: every answer a JSON body that never ends. parley reads no more of each
+/// than its bound (4 MiB), shows the connector failing with why, and fails the activity with
+/// the reason (an answer past the bound is not one a second try reads differently); the
+/// admin's sync queues it again: not logged, not lost.
+#[tokio::test]
+async fn an_endless_crm_answer_is_read_only_to_its_bound_and_a_sync_queues_the_activity_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::StreamExt;
+    let served = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (s, r) = (served.clone(), requests.clone());
+    let router = axum::Router::new().fallback(move || {
+        let served = s.clone();
+        r.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let endless = futures_util::stream::repeat(bytes::Bytes::from_static(
+                &[b' '; 64 * 1024],
+            ))
+            .map(move |chunk| {
+                served.fetch_add(chunk.len(), Ordering::Relaxed);
+                Ok::<_, std::io::Error>(chunk)
+            });
+            axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from_stream(endless))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let app = spawn_app_with(|_| {}).await;
+    let acme = app.party(PartyKind::Creditor, "Acme").await;
+    let (case_id, _) = case(&app, &acme, "ruth@example.com").await;
+    let mut settings = HubspotFake::start().await.settings();
+    settings["apiUrl"] = json!(base);
+    let made = create(
+        &app,
+        &json!({"type": "hubspot", "name": "Hostile", "settings": settings}),
+    )
+    .await;
+    let id = made["connectorId"].as_str().unwrap();
+    app.sync_connectors().await;
+    let shown = connector(&app, id).await;
+    assert_eq!(shown["status"], "failing", "{shown}");
+    assert!(
+        shown["lastError"].as_str().unwrap().contains("longer than"),
+        "{shown}"
+    );
+
+    let message = send(&app, &acme, &case_id, "email", "Hello").await;
+    app.log_in_crms().await;
+    let activities = logged(&app, &acme, &message).await;
+    assert_eq!(activities.len(), 1, "{activities:?}");
+    assert_eq!(activities[0]["status"], "failed", "{activities:?}");
+    let shown = sync(&app, id).await;
+    assert_eq!(shown["status"], "failing", "{shown}");
+    assert_eq!(
+        logged(&app, &acme, &message).await[0]["status"],
+        "pending",
+        "queued again by the sync"
+    );
+    let (served, requests) = (
+        served.load(Ordering::Relaxed),
+        requests.load(Ordering::Relaxed),
+    );
+    assert!(requests >= 2, "{requests} requests");
+    assert!(
+        served < requests * 12 * 1024 * 1024,
+        "{served} bytes served for {requests} requests"
+    );
 }
