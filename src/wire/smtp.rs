@@ -12,7 +12,8 @@
 //! a while is checked with NOOP before it is used again; one used a moment ago is not.
 //!
 //! Where the server offers PIPELINING (RFC 2920; lettre does not read the keyword, so the
-//! EHLO reply is asked again once a connection is ready), MAIL, every RCPT and DATA go in
+//! EHLO reply is asked again once a connection is open, before AUTH; a server that refuses
+//! a second EHLO is simply not pipelined to), MAIL, every RCPT and DATA go in
 //! one write and their replies are read after it, and the dot-stuffed message with its
 //! closing `CRLF.CRLF` in a second: two round trips a message instead of four or more.
 //! Any refusal in the group ends the connection (the server never gets the message's end,
@@ -59,10 +60,6 @@ pub enum SmtpError {
     NoStartTls,
     #[error("no reply within {0:?}")]
     Timeout(Duration),
-    /// What the message needs the server does not offer (permanent: trying again gives the
-    /// same).
-    #[error("{0}")]
-    Unsupported(&'static str),
     /// The spool broke while its content was being sent: the server may hold a cut copy, so
     /// the message is not sent again.
     #[error(
@@ -74,7 +71,7 @@ pub enum SmtpError {
 impl SmtpError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::Smtp(e) if e.is_permanent())
-            || matches!(self, Self::SpoolUnreadable(_) | Self::Unsupported(_))
+            || matches!(self, Self::SpoolUnreadable(_))
     }
 }
 
@@ -278,21 +275,12 @@ impl SmtpClient {
                     connection
                 }
             };
+            let pipelining = offers_pipelining(&mut connection, &self.hello).await?;
             if let Some(credentials) = &self.credentials {
                 connection
                     .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                     .await?;
             }
-            let hello = connection
-                .command(lettre::transport::smtp::commands::Ehlo::new(
-                    self.hello.clone(),
-                ))
-                .await?;
-            let pipelining = hello.message().any(|line| {
-                line.split_whitespace()
-                    .next()
-                    .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
-            });
             Ok(Connection {
                 smtp: connection,
                 pipelining,
@@ -343,6 +331,28 @@ async fn transaction(
     }
 }
 
+/// Whether the server offers PIPELINING: its EHLO reply asked again (lettre keeps only the
+/// keywords it knows). A server that refuses a second EHLO (OpenSMTPD: `503 Already
+/// identified`) answered in step: it is not pipelined to, and the connection serves as it
+/// is. Only a broken connection is an error.
+async fn offers_pipelining(
+    smtp: &mut AsyncSmtpConnection,
+    hello: &ClientId,
+) -> Result<bool, SmtpError> {
+    match smtp
+        .command(lettre::transport::smtp::commands::Ehlo::new(hello.clone()))
+        .await
+    {
+        Ok(reply) => Ok(reply.message().any(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
+        })),
+        Err(e) if e.is_permanent() || e.is_transient() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// MAIL, every RCPT and DATA in one write; their replies read in turn. The first refusal
 /// is the error (the caller ends the connection, unread replies and all).
 async fn envelope_group(
@@ -366,7 +376,8 @@ async fn envelope_group(
 
 /// One message over a pipelining server: the envelope group, then the message dot-stuffed
 /// with its end in one write. The options are lettre's own: SMTPUTF8 for a non-ASCII
-/// address, 8BITMIME for a non-ASCII message, refused where the server lacks them.
+/// address, 8BITMIME for a non-ASCII message; where the server lacks one, lettre's own
+/// send answers as it always has (it refuses before writing anything).
 async fn pipelined(
     smtp: &mut AsyncSmtpConnection,
     envelope: &Envelope,
@@ -376,20 +387,17 @@ async fn pipelined(
     let mut options = Vec::new();
     let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
     let ascii_addresses = envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii);
+    let offers = |e| smtp.server_info().supports_feature(e);
+    if !ascii_addresses && !offers(Extension::SmtpUtfEight)
+        || !message.is_ascii() && !offers(Extension::EightBitMime)
+    {
+        smtp.send(envelope, message).await?;
+        return Ok(());
+    }
     if !ascii_addresses {
-        if !smtp.server_info().supports_feature(Extension::SmtpUtfEight) {
-            return Err(SmtpError::Unsupported(
-                "the envelope has non-ASCII addresses and the server lacks SMTPUTF8",
-            ));
-        }
         options.push(MailParameter::SmtpUtfEight);
     }
     if !message.is_ascii() {
-        if !smtp.server_info().supports_feature(Extension::EightBitMime) {
-            return Err(SmtpError::Unsupported(
-                "the message is not ASCII and the server lacks 8BITMIME",
-            ));
-        }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
     envelope_group(smtp, envelope, options).await?;

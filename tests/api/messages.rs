@@ -339,15 +339,20 @@ async fn one_click_unsubscribe_suppresses_the_recipient() {
     );
 }
 
-/// Pipelined (the sink offers PIPELINING, as Postfix does) and one command at a time (it
-/// does not): the same message arrives byte for byte (dots that begin a line, Danish
+/// Pipelined (the sink offers PIPELINING, as Postfix does), one command at a time (it does
+/// not), and to a server that refuses the second EHLO that asks whether it pipelines (as
+/// OpenSMTPD does): the same message arrives byte for byte (dots that begin a line, Danish
 /// letters), a refused recipient fails the message with the server's reply, and the next
 /// message goes on a fresh connection.
 #[tokio::test]
 async fn mail_goes_the_same_pipelined_or_not_and_a_refusal_in_a_pipelined_group_fails_only_its_message()
  {
     let mut delivered = Vec::new();
-    for args in [&[][..], &["--no-pipelining"][..]] {
+    for args in [
+        &[][..],
+        &["--no-pipelining"][..],
+        &["--refuse-second-ehlo"][..],
+    ] {
         let smtp = SmtpPeer::start_with(args).await;
         let app = app_with_smtp(&smtp).await;
         let (party, case_id) = case_with_creditor(&app).await;
@@ -390,6 +395,7 @@ async fn mail_goes_the_same_pipelined_or_not_and_a_refusal_in_a_pipelined_group_
         delivered.push(body.split("\n--\n").next().unwrap().to_string());
     }
     assert_eq!(delivered[0], delivered[1]);
+    assert_eq!(delivered[0], delivered[2]);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ Recipients steer failures, so tests can provoke them:
   slow-N...@       -> accepted, but the reply to the end of DATA comes after N seconds
 With --auth USER:PASS, AUTH (PLAIN or LOGIN) with those credentials is required.
 PIPELINING (RFC 2920) is offered, as Postfix offers it, unless --no-pipelining is given.
+With --refuse-second-ehlo, a second EHLO in a session gets 503 (as OpenSMTPD answers it).
 Prints the port it listens on, then serves until killed or until its stdin closes.
 """
 
@@ -27,13 +28,16 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
-    def __init__(self, directory, pipelining=True):
+    def __init__(self, directory, pipelining=True, refuse_second_ehlo=False):
         self.directory = directory
         self.pipelining = pipelining
+        self.refuse_second_ehlo = refuse_second_ehlo
         self.tries = {}
         self.lock = threading.Lock()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        if self.refuse_second_ehlo and session.host_name:
+            return ["503 5.5.1 Already identified"]
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
@@ -110,11 +114,12 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--auth", help="USER:PASS required by AUTH before mail is accepted")
     parser.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
+    parser.add_argument("--refuse-second-ehlo", action="store_true", help="503 to a second EHLO")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     port = args.port or free_port()
     credentials = tuple(args.auth.split(":", 1)) if args.auth else None
-    controller = SinkController(Sink(args.dir, pipelining=not args.no_pipelining), credentials=credentials, hostname="127.0.0.1", port=port)
+    controller = SinkController(Sink(args.dir, pipelining=not args.no_pipelining, refuse_second_ehlo=args.refuse_second_ehlo), credentials=credentials, hostname="127.0.0.1", port=port)
     controller.start()
     print(port, flush=True)
     try:

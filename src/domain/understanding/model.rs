@@ -2,8 +2,8 @@
 //! and word pairs of the debtor's own text, trained when parley starts on the corpus's
 //! tuning part (never the held-out third), which ships inside the binary. It reads every
 //! reply: where the rules find nothing it decides, where they are weak (a score under 3)
-//! and it is sure (0.5) it overrules them, and a dispute it is sure of (0.6) is not lost to
-//! a rule's promise or payment. Its evidence is the reply's words that weighed most for what
+//! and it is sure (0.5) it overrules them, and a dispute it gives 0.45 or more is not lost to
+//! a rule's promise or payment (chosen by cross-validation). Its evidence is the reply's words that weighed most for what
 //! it chose. Chosen over naive Bayes by measurement (docs/UNDERSTANDING.md).
 
 use std::collections::HashMap;
