@@ -443,7 +443,7 @@ pub struct Settings {
 pub const SETTINGS: Settings = Settings {
     overrules: 0.5,
     rules_firm: 3.0,
-    sees_dispute: 0.45,
+    sees_dispute: 0.7,
 };
 
 /// The lexicon's rules, their words folded, once.

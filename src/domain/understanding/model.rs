@@ -1,10 +1,11 @@
-//! A small model beside the rules: multinomial logistic regression over the folded words
-//! and word pairs of the debtor's own text, trained when parley starts on the corpus's
-//! tuning part (never the held-out third), which ships inside the binary. It reads every
-//! reply: where the rules find nothing it decides, where they are weak (a score under 3)
-//! and it is sure (0.5) it overrules them, and a dispute it gives 0.45 or more is not lost to
-//! a rule's promise or payment (chosen by cross-validation). Its evidence is the reply's words that weighed most for what
-//! it chose. Chosen over naive Bayes by measurement (docs/UNDERSTANDING.md).
+//! A small model beside the rules: multinomial logistic regression over the folded words,
+//! word pairs and four-letter pieces of words of the debtor's own text, trained when parley
+//! starts on the corpus's tuning part (never a held-out set), which ships inside the binary.
+//! It reads every reply: where the rules find nothing it decides, where they are weak (a
+//! score under 3) and it is sure (0.5) it overrules them, and a dispute it gives 0.7 or more
+//! is not lost to a rule's promise or payment (the pieces, the dispute's weight and the
+//! threshold chosen by cross-validation). Its evidence is the reply's words that weighed most
+//! for what it chose. Chosen over naive Bayes by measurement (docs/UNDERSTANDING.md).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -34,7 +35,7 @@ fn held_out(id: &str) -> bool {
     matches!(kind, "da-" | "en-") && number.parse::<u32>().is_ok_and(|n| n % 3 == 0)
 }
 
-fn features(tokens: &[Token]) -> Vec<String> {
+fn features(tokens: &[Token], grams: usize) -> Vec<String> {
     let words: Vec<&str> = tokens
         .iter()
         .map(|t| t.word.as_str())
@@ -45,6 +46,20 @@ fn features(tokens: &[Token]) -> Vec<String> {
         .collect();
     let mut out: Vec<String> = words.iter().map(|w| (*w).to_string()).collect();
     out.extend(words.windows(2).map(|p| format!("{} {}", p[0], p[1])));
+    // Pieces of `grams` letters of each word (its ends marked): a misspelt or inflected word
+    // shares most of them with the word the model has seen.
+    if grams > 0 {
+        for w in &words {
+            let marked: Vec<char> = format!("<{w}>").chars().collect();
+            if marked.len() > grams + 1 {
+                out.extend(
+                    marked
+                        .windows(grams)
+                        .map(|g| format!("#{}", g.iter().collect::<String>())),
+                );
+            }
+        }
+    }
     // Whether a word is there, not how often: a word said a thousand times (a hostile mail)
     // weighs as once.
     out.sort_unstable();
@@ -58,6 +73,7 @@ fn features(tokens: &[Token]) -> Vec<String> {
 fn examples(
     index: &mut HashMap<String, usize>,
     keep: &dyn Fn(&str) -> bool,
+    grams: usize,
 ) -> Vec<(usize, Vec<usize>)> {
     let mut out = Vec::new();
     for line in TUNING.iter().flat_map(|f| f.lines()) {
@@ -75,7 +91,7 @@ fn examples(
             continue;
         }
         let own = super::own_words(text);
-        let rows = features(&super::tokens(&own))
+        let rows = features(&super::tokens(&own), grams)
             .into_iter()
             .map(|f| {
                 let next = index.len();
@@ -94,13 +110,17 @@ const RATE: f64 = 0.5;
 const L2: f64 = 3e-3;
 /// How much more a dispute weighs in training than another reply: chosen by cross-validation
 /// on the tuning part (docs/UNDERSTANDING.md).
-pub const DISPUTE_WEIGHT: f64 = 1.0;
+pub const DISPUTE_WEIGHT: f64 = 1.5;
+/// The letters of the word pieces the model reads beside whole words (0: none).
+pub const GRAMS: usize = 4;
 
 /// Per feature, its weight for each intent (scaled by 1/sqrt of the reply's feature count),
 /// and each intent's bias.
 pub struct Model {
     /// A feature's place in `weights`.
     index: HashMap<String, usize>,
+    /// The letters of a word's pieces (none: whole words and pairs only).
+    grams: usize,
     weights: Vec<[f64; 8]>,
     bias: [f64; 8],
 }
@@ -112,9 +132,9 @@ impl Model {
     /// weighs `dispute_weight` times another reply in the loss (a missed dispute costs more
     /// than a false one). `keep` chooses the tuning replies by id (all of them in parley;
     /// folds of them when the settings are chosen by cross-validation).
-    pub fn train_on(keep: &dyn Fn(&str) -> bool, dispute_weight: f64) -> Self {
+    pub fn train_on(keep: &dyn Fn(&str) -> bool, dispute_weight: f64, grams: usize) -> Self {
         let mut index: HashMap<String, usize> = HashMap::new();
-        let data = examples(&mut index, keep);
+        let data = examples(&mut index, keep, grams);
         index.shrink_to_fit();
         let mut weights = vec![[0.0; 8]; index.len()];
         let mut bias = [0.0; 8];
@@ -152,6 +172,7 @@ impl Model {
         }
         Self {
             index,
+            grams,
             weights,
             bias,
         }
@@ -170,12 +191,17 @@ impl Model {
     /// The model, trained once.
     pub fn get() -> &'static Self {
         static MODEL: OnceLock<Model> = OnceLock::new();
-        MODEL.get_or_init(|| Self::train_on(&|_| true, DISPUTE_WEIGHT))
+        MODEL.get_or_init(|| Self::train_on(&|_| true, DISPUTE_WEIGHT, GRAMS))
+    }
+
+    /// The bytes its weights take (without the feature strings).
+    pub fn size(&self) -> usize {
+        self.weights.len() * std::mem::size_of::<[f64; 8]>()
     }
 
     /// P(intent) for a reply, and its features (for [`Model::evidence`]).
     pub(super) fn read(&self, tokens: &[Token]) -> ([f64; 8], Vec<String>) {
-        let feats = features(tokens);
+        let feats = features(tokens, self.grams);
         (self.probabilities(&feats), feats)
     }
 
@@ -184,7 +210,7 @@ impl Model {
         let best = intent as usize;
         let mut weighed: Vec<(f64, &String)> = feats
             .iter()
-            .filter(|f| !f.contains(' ') && f.chars().count() > 3)
+            .filter(|f| !f.contains(' ') && !f.starts_with('#') && f.chars().count() > 3)
             .filter_map(|f| Some((self.weights[*self.index.get(f)?][best], f)))
             .filter(|(w, _)| *w > 0.0)
             .collect();
