@@ -13,7 +13,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 KEY = "QkVOQ0hNQVJLLWtleS0zMi1ieXRlcy1sb25nLi4uLi4="  # 32 bytes, benchmark data only
@@ -334,6 +336,169 @@ def nodes(binary, database_url, sink, source, seconds, counts=(1, 2, 3)):
         sink_proc.terminate()
 
 
+# The capacity model of docs/SCALE.md: 10 million debtors, 100 million messages a month, the
+# peak hour ten times the mean hour.
+MODEL_DEBTORS = 10_000_000
+MODEL_MONTH = 100_000_000
+MODEL_PEAK = 10
+# Its mix: email and SMS by 7 to 3, one reply (an SMS) to every 20 messages.
+EMAIL_SHARE = 0.7
+REPLY_SHARE = 0.05
+# The large tables, whose rows grow with the messages.
+GROWING = ["messages", "message_events", "audit_log", "events", "webhook_deliveries", "pending_work", "jobs",
+           "job_attempts", "message_copies", "inbound_raw", "thread_participants", "threads"]
+
+
+def psql_value(url, sql):
+    out = subprocess.run([PSQL, "-qtA", "-d", url, "-c", sql], check=True, capture_output=True, text=True).stdout
+    return out.strip()
+
+
+def parallel(n, threads, one):
+    """Calls `one(i)` for i in 0..n on `threads` threads; each thread's latencies (s)."""
+    def worker(t):
+        times = []
+        for i in range(t, n, threads):
+            t0 = time.perf_counter()
+            one(i)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return sorted(x for times in pool.map(worker, range(threads)) for x in times)
+
+
+def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2000, creditors=10):
+    """The 1/`fraction` simulation of docs/SCALE.md: the model's peak hour (its messages, their
+    replies, a webhook for every creditor) sent to one `parley serve` on defaults as fast as it
+    takes them, then the clock runs until every message has left and every webhook has arrived.
+    Prints the rate against the model's peak, and each large table's rows and bytes a message,
+    scaled to the model's month and five years."""
+    peak_hour = MODEL_MONTH / (30 * 24) * MODEL_PEAK
+    n = round(peak_hour / fraction)
+    replies = round(n * REPLY_SHARE)
+    port = free_port()
+    sink_proc = subprocess.Popen([sink, "-u", "nobody", "-c", f"127.0.0.1:{port}", "1000"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    receiver = subprocess.Popen(["node", "bench/receiver.js"], stdout=subprocess.PIPE, text=True)
+    hooks = f"http://127.0.0.1:{int(receiver.stdout.readline())}"
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    subprocess.run([PSQL, "-q", "-d", admin_url, "-c", "DROP DATABASE IF EXISTS parley_bench_scale",
+                    "-c", "CREATE DATABASE parley_bench_scale"], check=True, capture_output=True)
+    url = database_url.rsplit("/", 1)[0] + "/parley_bench_scale"
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    try:
+        t0 = time.time()
+        subprocess.run([source, "-s", "20", "-m", "20000", "-l", "2000", f"127.0.0.1:{port}"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        baseline = 20000 / (time.time() - t0)
+        tps = pgbench(pgbench_bin, url, 5)
+        psql_value(url, "DROP TABLE bench_rows")
+        # SMS from a sender that takes the model's rate (a short code or a pool of numbers: one
+        # long number, paced at its default of 1 a second, would take a whole hour for 3,600).
+        p = Parley(binary, data, url, PARLEY_SMTP_URL=f"smtp://127.0.0.1:{port}", PARLEY_WEBHOOK_ALLOW_PRIVATE="true",
+                   PARLEY_SMS_RATE_PER_SECOND=10_000)
+        admin_party = p.cli("party", "create", "--kind", "admin", "--name", "Operations")["partyId"]
+        admin = p.cli("token", "create", "--party", admin_party)["token"]
+        tokens = []
+        for c in range(creditors):
+            party = p.cli("party", "create", "--kind", "creditor", "--name", f"Creditor {c}")["partyId"]
+            token = p.cli("token", "create", "--party", party)["token"]
+            p.request("POST", "/api/webhooks", token, {"url": hooks + "/hook",
+                                                       "events": ["message.sent", "message.received"]})
+            tokens.append(token)
+        case_ids = [None] * cases
+
+        def new_case(i):
+            case_ids[i] = p.request("POST", "/api/cases", tokens[i % creditors], {
+                "debtor": {"name": f"Debtor {i}", "email": f"debtor{i}@example.com", "phone": f"+4520{i:06d}"},
+                "amount": {"value": "15000.00", "currency": "DKK"}, "invoiceNumber": f"INV-{i}"})["caseId"]
+
+        parallel(cases, 16, new_case)
+        commits0 = int(psql_value(url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        wal0 = psql_value(url, "SELECT pg_current_wal_lsn()")
+        local = threading.local()
+
+        def call(method, path, body, headers):
+            if not hasattr(local, "conn"):
+                local.conn = http.client.HTTPConnection("127.0.0.1", p.port)
+            local.conn.request(method, path, body, headers)
+            r = local.conn.getresponse()
+            r.read()
+            assert r.status < 300, (path, r.status)
+
+        def send(k):
+            i = (k * 7919) % cases
+            if (k % 10) < EMAIL_SHARE * 10:
+                body = {"messageType": "email", "to": f"debtor{i}@example.com",
+                        "subject": "Payment Reminder - Invoice INV-%d" % i,
+                        "body": "Dear customer,\n\nThis is a reminder that invoice INV-%d is due." % i}
+            else:
+                body = {"messageType": "sms", "to": f"+4520{i:06d}",
+                        "body": "Reminder: invoice INV-%d of DKK 15,000.00 is due." % i}
+            call("POST", f"/api/cases/{case_ids[i]}/messages", json.dumps(body),
+                 {"Authorization": "Bearer " + tokens[i % creditors], "Content-Type": "application/json"})
+
+        texts = ["Jeg betaler 500 kr. på fredag", "Can I pay in instalments?", "Tak, jeg har betalt i går",
+                 "Hvornår skal jeg betale?"]
+
+        def reply(k):
+            i = (k * 7919) % cases
+            form = urllib.parse.urlencode({"From": f"+4520{i:06d}", "To": "+4570000000", "Body": texts[k % 4],
+                                           "MessageSid": f"SMbench{k}", "AccountSid": "AC1"})
+            call("POST", "/api/inbound/sms", form,
+                 {"Authorization": "Bearer " + admin, "Content-Type": "application/x-www-form-urlencoded"})
+
+        t0 = time.time()
+        latencies = parallel(n, 32, send)
+        accepted_after = time.time() - t0
+        parallel(replies, 8, reply)
+        offered = time.time() - t0
+        outbound = "SELECT count(*) FROM messages WHERE direction = 'outbound' AND status IN ('sent', 'delivered')"
+        while int(psql_value(url, outbound)) < n or int(urllib.request.urlopen(hooks + "/count").read()) < n + replies:
+            if time.time() - t0 > 900:
+                raise RuntimeError("the simulated hour did not finish")
+            time.sleep(0.2)
+        elapsed = time.time() - t0
+        p.stop()
+        commits = int(psql_value(url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        wal = int(psql_value(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal0}')"))
+        settle(url)
+        sizes = {t: (int(psql_value(url, f"SELECT count(*) FROM {t}")),
+                     int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))) for t in GROWING}
+        case_bytes = sum(int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))
+                         for t in ("cases", "preferences", "key_material"))
+    finally:
+        sink_proc.terminate()
+        receiver.terminate()
+        shutil.rmtree(data, ignore_errors=True)
+    rate = (n + replies) / elapsed
+    peak_rate = peak_hour * (1 + REPLY_SHARE) / 3600
+    print(f"scale, 1/{fraction} of the model's peak hour on PostgreSQL: {n} messages ({EMAIL_SHARE:.0%} email) and "
+          f"{replies} SMS replies to {cases} cases of {creditors} creditors, each creditor with a webhook")
+    print(f"  accepted in {accepted_after:.1f} s (p50 {latencies[len(latencies) // 2] * 1e3:.1f} ms, p99 "
+          f"{latencies[int(len(latencies) * 0.99)] * 1e3:.1f} ms), every message sent and every webhook "
+          f"({n + replies}) arrived after {elapsed:.1f} s: {rate:.0f} messages/s through one process, "
+          f"{rate / peak_rate:.2f}x the model's peak ({peak_rate:.0f}/s); the hour took {elapsed / 36:.2f} % of an hour "
+          f"at 1/{fraction}")
+    print(f"  smtp-source into the same sink: {baseline:.0f}/s; pgbench one-row commits: {tps:.0f}/s")
+    print(f"  PostgreSQL: {(commits - commits0) / (n + replies):.2f} commits and {wal / (n + replies) / 1024:.1f} KiB "
+          f"of WAL a message -> at the peak {(commits - commits0) / (n + replies) * peak_rate:.0f} commits/s "
+          f"({(commits - commits0) / (n + replies) * peak_rate / tps:.2f}x pgbench here), "
+          f"{wal / (n + replies) * peak_rate / 2**20:.1f} MiB/s of WAL")
+    print(f"  {'table':<20} {'rows/msg':>9} {'bytes/msg':>10} {'rows/month':>13} {'GiB/month':>10} {'GiB in 5 years':>15}")
+    month_total = 0.0
+    for t, (rows, size) in sizes.items():
+        per_rows, per_bytes = rows / n, size / n
+        month = per_bytes * MODEL_MONTH / 2**30
+        month_total += month
+        print(f"  {t:<20} {per_rows:>9.2f} {per_bytes:>10.0f} {per_rows * MODEL_MONTH:>13,.0f} {month:>10.1f} "
+              f"{month * 60:>15,.0f}")
+    print(f"  {'all of them':<20} {'':>9} {'':>10} {'':>13} {month_total:>10.1f} {month_total * 60:>15,.0f}")
+    print(f"  cases with their preferences and keys: {case_bytes / cases:.0f} bytes a case -> "
+          f"{case_bytes / cases * MODEL_DEBTORS / 2**30:.1f} GiB for {MODEL_DEBTORS:,} debtors")
+
+
 def post_notes(p, token, case, n, threads=16):
     body = json.dumps({"note": "Called the debtor; promised to pay on Friday.", "tags": ["call"]})
 
@@ -612,7 +777,7 @@ def lists_compare(binary, seed, name, database_url, small_url, big):
 
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
          "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "crm", "lists-sqlite", "lists-postgres",
-         "nodes-postgres"]
+         "nodes-postgres", "scale-postgres"]
 
 
 def main():
@@ -666,6 +831,8 @@ def main():
         crms(args.binary, args.messages)
     if "nodes-postgres" in parts:
         nodes(args.binary, args.postgres, args.sink, args.source, args.seconds)
+    if "scale-postgres" in parts:
+        scale(args.binary, args.postgres, args.sink, args.source, args.pgbench)
     if "lists-sqlite" in parts:
         lists_compare(args.binary, args.seed, "SQLite", None, None, args.list_messages)
     if "lists-postgres" in parts:
