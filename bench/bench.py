@@ -347,6 +347,9 @@ REPLY_SHARE = 0.05
 # The large tables, whose rows grow with the messages.
 GROWING = ["messages", "message_events", "audit_log", "events", "webhook_deliveries", "pending_work", "jobs",
            "job_attempts", "message_copies", "inbound_raw", "thread_participants", "threads"]
+# Months of rows a table holds at most: finished webhook work is forgotten after
+# PARLEY_WEBHOOK_RETENTION (30 days by default); everything else is kept five years.
+KEPT_MONTHS = {"events": 1, "webhook_deliveries": 1}
 
 
 def psql_value(url, sql):
@@ -486,15 +489,18 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
           f"of WAL a message -> at the peak {(commits - commits0) / (n + replies) * peak_rate:.0f} commits/s "
           f"({(commits - commits0) / (n + replies) * peak_rate / tps:.2f}x pgbench here), "
           f"{wal / (n + replies) * peak_rate / 2**20:.1f} MiB/s of WAL")
-    print(f"  {'table':<20} {'rows/msg':>9} {'bytes/msg':>10} {'rows/month':>13} {'GiB/month':>10} {'GiB in 5 years':>15}")
-    month_total = 0.0
+    print(f"  {'table':<20} {'rows/msg':>9} {'bytes/msg':>10} {'rows/month':>13} {'GiB/month':>10} "
+          f"{'GiB in 5 years':>15}")
+    month_total = kept_total = 0.0
     for t, (rows, size) in sizes.items():
         per_rows, per_bytes = rows / n, size / n
         month = per_bytes * MODEL_MONTH / 2**30
+        kept = month * KEPT_MONTHS.get(t, 60)
         month_total += month
+        kept_total += kept
         print(f"  {t:<20} {per_rows:>9.2f} {per_bytes:>10.0f} {per_rows * MODEL_MONTH:>13,.0f} {month:>10.1f} "
-              f"{month * 60:>15,.0f}")
-    print(f"  {'all of them':<20} {'':>9} {'':>10} {'':>13} {month_total:>10.1f} {month_total * 60:>15,.0f}")
+              f"{kept:>15,.0f}{' (kept 30 days)' if t in KEPT_MONTHS else ''}")
+    print(f"  {'all of them':<20} {'':>9} {'':>10} {'':>13} {month_total:>10.1f} {kept_total:>15,.0f}")
     print(f"  cases with their preferences and keys: {case_bytes / cases:.0f} bytes a case -> "
           f"{case_bytes / cases * MODEL_DEBTORS / 2**30:.1f} GiB for {MODEL_DEBTORS:,} debtors")
 

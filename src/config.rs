@@ -140,6 +140,8 @@ struct Settings {
     #[serde(default, deserialize_with = "scalar")]
     webhook_retry_schedule: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
+    webhook_retention: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
     webhook_allow_private: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     webhook_concurrency: Option<String>,
@@ -570,6 +572,9 @@ pub struct WebhookConfig {
     /// `PARLEY_WEBHOOK_CONCURRENCY`: deliveries attempted at once; 0 runs no webhook worker
     /// in this process (another process of the same database sends them).
     pub concurrency: usize,
+    /// `PARLEY_WEBHOOK_RETENTION`: how long finished deliveries and their outbox events are
+    /// kept.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1161,6 +1166,8 @@ fn webhook_section(raw: &BTreeMap<String, Raw>) -> Result<WebhookConfig, ConfigE
         retry_schedule: webhook_retry_schedule,
         allow_private: webhook_allow_private,
         concurrency: webhook_concurrency,
+        retention: opt(raw, "webhook_retention", parse_duration)?
+            .unwrap_or(Duration::from_secs(30 * 86_400)),
     })
 }
 

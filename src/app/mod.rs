@@ -173,7 +173,11 @@ impl Services {
                 store,
                 files.clone(),
                 config.storage.data_dir.clone(),
-                (config.policy.retention, config.policy.unmatched_retention),
+                (
+                    config.policy.retention,
+                    config.policy.unmatched_retention,
+                    config.webhooks.retention,
+                ),
                 clock.clone(),
             ),
             drives: drives::Drives::new(store, files.clone(), config.http.max_upload_bytes),

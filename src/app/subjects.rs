@@ -38,6 +38,9 @@ pub struct DataSubjects {
     retention: Duration,
     /// How long dismissed unmatched mail is kept.
     unmatched_retention: Duration,
+    /// How long finished webhook deliveries and their events are kept.
+    webhook_retention: Duration,
+    webhooks: crate::store::Webhooks,
     pub(super) clock: SharedClock,
     /// The document systems whose copies an erasure deletes (set once the connectors'
     /// runtime exists).
@@ -86,7 +89,7 @@ impl DataSubjects {
         store: &Store,
         files: DocumentStore,
         data_dir: std::path::PathBuf,
-        (retention, unmatched_retention): (Duration, Duration),
+        (retention, unmatched_retention, webhook_retention): (Duration, Duration, Duration),
         clock: SharedClock,
     ) -> Self {
         Self {
@@ -101,6 +104,8 @@ impl DataSubjects {
             data_dir,
             retention,
             unmatched_retention,
+            webhook_retention,
+            webhooks: store.webhooks(),
             clock,
             remote: Default::default(),
         }
@@ -223,8 +228,9 @@ impl DataSubjects {
         }
     }
 
-    /// One round of the retention sweeper: erases restricted cases whose retention ended.
-    /// Returns how many it erased.
+    /// One round of the retention sweeper: erases restricted cases whose retention ended,
+    /// removes dismissed unmatched mail past its retention, and forgets finished webhook
+    /// work past `PARLEY_WEBHOOK_RETENTION`. Returns how many cases it erased.
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> AppResult<usize> {
         let now = self.clock.now();
@@ -254,6 +260,11 @@ impl DataSubjects {
             .await?;
         if removed > 0 {
             tracing::info!(mails = removed, "dismissed unmatched mail removed");
+        }
+        let finished_before = now.saturating_sub(duration_micros(self.webhook_retention));
+        let forgotten = self.webhooks.forget_finished(finished_before).await?;
+        if forgotten > 0 {
+            tracing::info!(rows = forgotten, "finished webhook work forgotten");
         }
         Ok(erased)
     }

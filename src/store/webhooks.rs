@@ -163,6 +163,10 @@ async fn case_parties<'a>(
     Ok(parties)
 }
 
+/// The most rows of each table one round of [`Webhooks::forget_finished`] removes: a round
+/// every 10 s keeps up with 500 a second, above the busiest hour of docs/SCALE.md.
+pub const FORGET_BATCH: i64 = 5_000;
+
 impl Webhooks {
     pub async fn create_webhook(
         &self,
@@ -439,6 +443,41 @@ impl Webhooks {
                 now,
             })
             .await
+    }
+
+    /// Forgets webhook work that is over and older than `before`: deliveries delivered,
+    /// failed or cancelled; then outbox events dispatched before it with no delivery left and
+    /// no system message still to be written from them. At most [`FORGET_BATCH`] rows of
+    /// each a call, oldest first; returns how many went.
+    pub async fn forget_finished(&self, before: Micros) -> StoreResult<u64> {
+        // A delivery's id begins with the millisecond it was made (a UUIDv7): the primary key
+        // holds the oldest first, and the range ends at `before`.
+        let until = format!("whd_{:012x}", (before / 1000).max(0));
+        let mut tx = self.write_tx().await?;
+        let deliveries = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE id < $1 AND created_at < $2 AND status IN ('delivered', 'failed', 'cancelled') \
+             ORDER BY id LIMIT $3)",
+        )
+        .bind(&until)
+        .bind(before)
+        .bind(FORGET_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        let events = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e \
+             WHERE e.dispatched_at IS NOT NULL AND e.dispatched_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id) \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.ref_id = CAST(e.id AS TEXT) \
+             AND j.kind = 'system_message' AND j.status IN ('pending', 'running')) \
+             ORDER BY e.dispatched_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(FORGET_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deliveries.rows_affected() + events.rows_affected())
     }
 
     /// The event types written to the outbox so far, each once.

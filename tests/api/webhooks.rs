@@ -409,3 +409,114 @@ async fn the_webhook_worker_runs_on_its_own_setting_without_a_delivery_worker() 
     .await;
     server.stop().await;
 }
+
+/// How many outbox events of a type the database holds.
+async fn events_of(app: &crate::helpers::TestApp, event_type: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = $1")
+        .bind(event_type)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+/// Deliveries that are over (delivered, failed) and their outbox events are forgotten
+/// `PARLEY_WEBHOOK_RETENTION` after they were made; a delivery still being retried, however
+/// old, stays with its event and goes out; recent ones stay.
+#[tokio::test]
+async fn finished_webhook_work_is_forgotten_after_its_retention_and_unfinished_work_is_not() {
+    use std::time::Duration;
+    let receiver = HookReceiver::start().await;
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
+        c.webhooks.retention = Duration::from_secs(30 * 86_400);
+        // A failed attempt is tried again an hour later (by the store's clock).
+        c.webhooks.retry_schedule = vec![Duration::from_secs(3600)];
+    })
+    .await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let r = app
+        .post(
+            &creditor.token,
+            "/api/webhooks",
+            &json!({"url": receiver.url, "events": ["note.created"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let hook_id = r.json::<Value>().await.unwrap()["webhookId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let case = app.create_case(&creditor, None).await;
+    let notes = format!("/api/cases/{}/notes", case["caseId"].as_str().unwrap());
+    let note = |text: &'static str| {
+        let (app, token, notes) = (&app, creditor.token.clone(), notes.clone());
+        async move {
+            let r = app.post(&token, &notes, &json!({"note": text})).await;
+            assert_eq!(r.status(), 201);
+        }
+    };
+    note("first").await;
+    note("second").await;
+    app.dispatch_webhooks().await;
+    receiver.fail_next(&[500]);
+    note("still retrying").await;
+    app.dispatch_webhooks().await;
+    assert_eq!(receiver.requests().len(), 3);
+    let listed = || async {
+        let list: Value = app
+            .get(
+                &creditor.token,
+                &format!("/api/webhooks/{hook_id}/deliveries"),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let mut statuses: Vec<String> = list["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["status"].as_str().unwrap().to_string())
+            .collect();
+        statuses.sort();
+        statuses
+    };
+    assert_eq!(listed().await, ["delivered", "delivered", "pending"]);
+
+    // Within the retention the sweeper keeps everything.
+    clock.advance(Duration::from_secs(29 * 86_400));
+    app.deliver_due().await;
+    assert_eq!(events_of(&app, "note.created").await, 3);
+    assert_eq!(listed().await, ["delivered", "delivered", "pending"]);
+
+    // Past it, what is over goes; the delivery still owed stays, with its event (and the
+    // newest note's event waits to be dispatched).
+    clock.advance(Duration::from_secs(2 * 86_400));
+    note("recent").await;
+    app.deliver_due().await;
+    assert_eq!(listed().await, ["pending"]);
+    assert_eq!(events_of(&app, "note.created").await, 2);
+    assert_eq!(
+        events_of(&app, "case.created").await,
+        0,
+        "an event no webhook asked for goes too"
+    );
+
+    // The old delivery still goes out, and the webhook lives on.
+    app.dispatch_webhooks().await;
+    assert_eq!(listed().await, ["delivered", "delivered"]);
+    let bodies: Vec<Value> = receiver
+        .requests()
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 5);
+    clock.advance(Duration::from_secs(31 * 86_400));
+    app.deliver_due().await;
+    assert!(listed().await.is_empty());
+    assert_eq!(events_of(&app, "note.created").await, 0);
+}
