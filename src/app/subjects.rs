@@ -41,6 +41,8 @@ pub struct DataSubjects {
     /// How long finished webhook deliveries and their events are kept.
     webhook_retention: Duration,
     webhooks: crate::store::Webhooks,
+    /// Whose idempotency keys past their 24 hours the sweeper forgets.
+    parties: crate::store::Parties,
     pub(super) clock: SharedClock,
     /// The document systems whose copies an erasure deletes (set once the connectors'
     /// runtime exists).
@@ -106,6 +108,7 @@ impl DataSubjects {
             unmatched_retention,
             webhook_retention,
             webhooks: store.webhooks(),
+            parties: store.parties(),
             clock,
             remote: Default::default(),
         }
@@ -230,7 +233,8 @@ impl DataSubjects {
 
     /// One round of the retention sweeper: erases restricted cases whose retention ended,
     /// removes dismissed unmatched mail past its retention, and forgets finished webhook
-    /// work past `PARLEY_WEBHOOK_RETENTION`. Returns how many cases it erased.
+    /// work past `PARLEY_WEBHOOK_RETENTION` and idempotency keys past their 24 hours.
+    /// Returns how many cases it erased.
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> AppResult<usize> {
         let now = self.clock.now();
@@ -262,9 +266,13 @@ impl DataSubjects {
             tracing::info!(mails = removed, "dismissed unmatched mail removed");
         }
         let finished_before = now.saturating_sub(duration_micros(self.webhook_retention));
-        let forgotten = self.webhooks.forget_finished(finished_before).await?;
+        let forgotten = self.webhooks.forget_finished(finished_before).await?
+            + self.parties.forget_expired_keys(now).await?;
         if forgotten > 0 {
-            tracing::info!(rows = forgotten, "finished webhook work forgotten");
+            tracing::info!(
+                rows = forgotten,
+                "finished webhook work and expired idempotency keys forgotten"
+            );
         }
         Ok(erased)
     }

@@ -6,6 +6,10 @@ use crate::domain::time::Micros;
 
 pub const KEEP_MICROS: i64 = 24 * 3600 * 1_000_000;
 
+/// The most keys one round of the retention sweeper forgets (a round every 10 s: 500 a
+/// second).
+const FORGET_BATCH: i64 = 5_000;
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replay {
     /// The same request was made before: it queued this message.
@@ -32,6 +36,21 @@ impl Parties {
     /// What is stored of a request's SHA-256 (hex): a keyed hash of it.
     pub fn idempotency_request_hash(&self, sha256_hex: &str) -> String {
         self.keys.blind_index("idempotency-request", sha256_hex)
+    }
+
+    /// Forgets keys past their 24 hours (no repeat is answered from them any more), at most
+    /// [`FORGET_BATCH`] of them, oldest first; how many went.
+    pub async fn forget_expired_keys(&self, now: Micros) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (party_id, idem_key) IN \
+             (SELECT party_id, idem_key FROM idempotency_keys WHERE created_at < $1 \
+             ORDER BY created_at LIMIT $2)",
+        )
+        .bind(now - KEEP_MICROS)
+        .bind(FORGET_BATCH)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Records written before keys were hashed: those past their 24 hours go, the others are

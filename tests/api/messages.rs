@@ -678,6 +678,59 @@ async fn idempotency_key_replays_the_first_response_and_sends_once() {
     );
 }
 
+/// Keys past their 24 hours are forgotten by the retention sweeper (they answer no repeat
+/// any more); younger ones stay and still replay.
+#[tokio::test]
+async fn idempotency_keys_are_forgotten_after_their_24_hours() {
+    use std::time::Duration;
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let (party, case_id) = case_with_creditor(&app).await;
+    let path = format!("/api/cases/{case_id}/messages");
+    let post = |key: &'static str| {
+        app.request(reqwest::Method::POST, &party.token, &path)
+            .header("Idempotency-Key", key)
+            .json(&seed_email())
+            .send()
+    };
+    let keys = || async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let first: Value = post("monday").await.unwrap().json().await.unwrap();
+    clock.advance(Duration::from_secs(12 * 3600));
+    let tuesday: Value = post("tuesday").await.unwrap().json().await.unwrap();
+    assert_eq!(keys().await, 2);
+
+    clock.advance(Duration::from_secs(11 * 3600));
+    app.deliver_due().await;
+    assert_eq!(keys().await, 2, "both within their 24 hours");
+    let again = post("monday").await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+
+    clock.advance(Duration::from_secs(2 * 3600));
+    app.deliver_due().await;
+    assert_eq!(keys().await, 1, "the first key is past its 24 hours");
+    let r: Value = post("tuesday").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        r["messageId"], tuesday["messageId"],
+        "the younger key still replays"
+    );
+    let fresh = post("monday").await.unwrap();
+    assert!(fresh.headers().get("idempotent-replayed").is_none());
+    assert_ne!(
+        fresh.json::<Value>().await.unwrap()["messageId"],
+        first["messageId"],
+        "a forgotten key queues anew"
+    );
+}
+
 #[tokio::test]
 async fn header_injection_and_bad_recipients_are_refused() {
     let app = spawn_app().await;
