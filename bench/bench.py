@@ -371,6 +371,29 @@ def parallel(n, threads, one):
         return sorted(x for times in pool.map(worker, range(threads)) for x in times)
 
 
+def scale_setup(p, hooks, cases, creditors):
+    """An admin, `creditors` creditors each with a webhook into `hooks`, and `cases` cases
+    spread over them, each debtor with an address and a number of its own."""
+    admin_party = p.cli("party", "create", "--kind", "admin", "--name", "Operations")["partyId"]
+    admin = p.cli("token", "create", "--party", admin_party)["token"]
+    tokens = []
+    for c in range(creditors):
+        party = p.cli("party", "create", "--kind", "creditor", "--name", f"Creditor {c}")["partyId"]
+        token = p.cli("token", "create", "--party", party)["token"]
+        p.request("POST", "/api/webhooks", token, {"url": hooks + "/hook",
+                                                   "events": ["message.sent", "message.received"]})
+        tokens.append(token)
+    case_ids = [None] * cases
+
+    def new_case(i):
+        case_ids[i] = p.request("POST", "/api/cases", tokens[i % creditors], {
+            "debtor": {"name": f"Debtor {i}", "email": f"debtor{i}@example.com", "phone": f"+4520{i:06d}"},
+            "amount": {"value": "15000.00", "currency": "DKK"}, "invoiceNumber": f"INV-{i}"})["caseId"]
+
+    parallel(cases, 16, new_case)
+    return admin, tokens, case_ids
+
+
 def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2000, creditors=10):
     """The 1/`fraction` simulation of docs/SCALE.md: the model's peak hour (its messages, their
     replies, a webhook for every creditor) sent to one `parley serve` on defaults as fast as it
@@ -401,23 +424,7 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
         # long number, paced at its default of 1 a second, would take a whole hour for 3,600).
         p = Parley(binary, data, url, PARLEY_SMTP_URL=f"smtp://127.0.0.1:{port}", PARLEY_WEBHOOK_ALLOW_PRIVATE="true",
                    PARLEY_SMS_RATE_PER_SECOND=10_000)
-        admin_party = p.cli("party", "create", "--kind", "admin", "--name", "Operations")["partyId"]
-        admin = p.cli("token", "create", "--party", admin_party)["token"]
-        tokens = []
-        for c in range(creditors):
-            party = p.cli("party", "create", "--kind", "creditor", "--name", f"Creditor {c}")["partyId"]
-            token = p.cli("token", "create", "--party", party)["token"]
-            p.request("POST", "/api/webhooks", token, {"url": hooks + "/hook",
-                                                       "events": ["message.sent", "message.received"]})
-            tokens.append(token)
-        case_ids = [None] * cases
-
-        def new_case(i):
-            case_ids[i] = p.request("POST", "/api/cases", tokens[i % creditors], {
-                "debtor": {"name": f"Debtor {i}", "email": f"debtor{i}@example.com", "phone": f"+4520{i:06d}"},
-                "amount": {"value": "15000.00", "currency": "DKK"}, "invoiceNumber": f"INV-{i}"})["caseId"]
-
-        parallel(cases, 16, new_case)
+        admin, tokens, case_ids = scale_setup(p, hooks, cases, creditors)
         commits0 = int(psql_value(url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
         wal0 = psql_value(url, "SELECT pg_current_wal_lsn()")
         local = threading.local()
@@ -475,6 +482,18 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
         sink_proc.terminate()
         receiver.terminate()
         shutil.rmtree(data, ignore_errors=True)
+    scale_report(dict(n=n, replies=replies, fraction=fraction, cases=cases, creditors=creditors,
+                      accepted_after=accepted_after, latencies=latencies, elapsed=elapsed, baseline=baseline,
+                      tps=tps, commits=commits - commits0, wal=wal, sizes=sizes, case_bytes=case_bytes))
+
+
+def scale_report(r):
+    """What `scale` measured, against the model's peak and scaled to its month and five years."""
+    n, replies, fraction, cases, creditors = r["n"], r["replies"], r["fraction"], r["cases"], r["creditors"]
+    accepted_after, latencies, elapsed = r["accepted_after"], r["latencies"], r["elapsed"]
+    baseline, tps, commits, wal, sizes, case_bytes = (r["baseline"], r["tps"], r["commits"], r["wal"], r["sizes"],
+                                                      r["case_bytes"])
+    peak_hour = MODEL_MONTH / (30 * 24) * MODEL_PEAK
     rate = (n + replies) / elapsed
     peak_rate = peak_hour * (1 + REPLY_SHARE) / 3600
     print(f"scale, 1/{fraction} of the model's peak hour on PostgreSQL: {n} messages ({EMAIL_SHARE:.0%} email) and "
@@ -485,9 +504,9 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
           f"{rate / peak_rate:.2f}x the model's peak ({peak_rate:.0f}/s); the hour took {elapsed / 36:.2f} % of an hour "
           f"at 1/{fraction}")
     print(f"  smtp-source into the same sink: {baseline:.0f}/s; pgbench one-row commits: {tps:.0f}/s")
-    print(f"  PostgreSQL: {(commits - commits0) / (n + replies):.2f} commits and {wal / (n + replies) / 1024:.1f} KiB "
-          f"of WAL a message -> at the peak {(commits - commits0) / (n + replies) * peak_rate:.0f} commits/s "
-          f"({(commits - commits0) / (n + replies) * peak_rate / tps:.2f}x pgbench here), "
+    print(f"  PostgreSQL: {commits / (n + replies):.2f} commits and {wal / (n + replies) / 1024:.1f} KiB "
+          f"of WAL a message -> at the peak {commits / (n + replies) * peak_rate:.0f} commits/s "
+          f"({commits / (n + replies) * peak_rate / tps:.2f}x pgbench here), "
           f"{wal / (n + replies) * peak_rate / 2**20:.1f} MiB/s of WAL")
     print(f"  {'table':<20} {'rows/msg':>9} {'bytes/msg':>10} {'rows/month':>13} {'GiB/month':>10} "
           f"{'GiB in 5 years':>15}")
@@ -503,6 +522,8 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
     print(f"  {'all of them':<20} {'':>9} {'':>10} {'':>13} {month_total:>10.1f} {kept_total:>15,.0f}")
     print(f"  cases with their preferences and keys: {case_bytes / cases:.0f} bytes a case -> "
           f"{case_bytes / cases * MODEL_DEBTORS / 2**30:.1f} GiB for {MODEL_DEBTORS:,} debtors")
+
+
 
 
 def post_notes(p, token, case, n, threads=16):

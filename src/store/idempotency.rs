@@ -6,9 +6,9 @@ use crate::domain::time::Micros;
 
 pub const KEEP_MICROS: i64 = 24 * 3600 * 1_000_000;
 
-/// The most keys one round of the retention sweeper forgets (a round every 10 s: 500 a
+/// The most keys one round of the retention sweeper forgets (a round every 10 s: 1,000 a
 /// second).
-const FORGET_BATCH: i64 = 5_000;
+const FORGET_BATCH: i64 = 10_000;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replay {

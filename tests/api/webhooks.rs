@@ -423,100 +423,134 @@ async fn events_of(app: &crate::helpers::TestApp, event_type: &str) -> i64 {
         .unwrap()
 }
 
+/// One round of the retention sweeper alone (no delivery step after it).
+async fn sweep(app: &crate::helpers::TestApp) {
+    app.periodic
+        .iter()
+        .find(|p| p.work() == parley::store::singleton::Work::RetentionSweeper)
+        .expect("the retention sweeper")
+        .run_once()
+        .await
+        .unwrap()
+        .expect("this process holds the sweeper");
+}
+
 /// Deliveries that are over (delivered, failed) and their outbox events are forgotten
 /// `PARLEY_WEBHOOK_RETENTION` after they were made; a delivery still being retried, however
-/// old, stays with its event and goes out; recent ones stay.
+/// old, stays with its event and goes out; an event whose system message is still to be
+/// written stays until it is; recent ones stay.
 #[tokio::test]
 async fn finished_webhook_work_is_forgotten_after_its_retention_and_unfinished_work_is_not() {
     use std::time::Duration;
-    let receiver = HookReceiver::start().await;
+    let (receiver, failing) = (HookReceiver::start().await, HookReceiver::start().await);
     let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
     let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
         c.webhooks.retention = Duration::from_secs(30 * 86_400);
-        // A failed attempt is tried again an hour later (by the store's clock).
+        // A failed attempt is tried once more, an hour later (by the store's clock).
         c.webhooks.retry_schedule = vec![Duration::from_secs(3600)];
     })
     .await;
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
-    let r = app
-        .post(
-            &creditor.token,
-            "/api/webhooks",
-            &json!({"url": receiver.url, "events": ["note.created"]}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let hook_id = r.json::<Value>().await.unwrap()["webhookId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let case = app.create_case(&creditor, None).await;
-    let notes = format!("/api/cases/{}/notes", case["caseId"].as_str().unwrap());
-    let note = |text: &'static str| {
-        let (app, token, notes) = (&app, creditor.token.clone(), notes.clone());
+    let hook = |url: String, event: &'static str| {
+        let (app, token) = (&app, creditor.token.clone());
         async move {
-            let r = app.post(&token, &notes, &json!({"note": text})).await;
+            let r = app
+                .post(
+                    &token,
+                    "/api/webhooks",
+                    &json!({"url": url, "events": [event]}),
+                )
+                .await;
+            assert_eq!(r.status(), 201);
+            let id = r.json::<Value>().await.unwrap()["webhookId"].clone();
+            format!("/api/webhooks/{}/deliveries", id.as_str().unwrap())
+        }
+    };
+    let notes_hook = hook(receiver.url.clone(), "note.created").await;
+    let status_hook = hook(failing.url.clone(), "case.status_changed").await;
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap().to_string();
+    let note = |text: &'static str| {
+        let (app, token) = (&app, creditor.token.clone());
+        let path = format!("/api/cases/{case_id}/notes");
+        async move {
+            let r = app.post(&token, &path, &json!({"note": text})).await;
             assert_eq!(r.status(), 201);
         }
     };
+    let listed = |path: String| {
+        let (app, token) = (&app, creditor.token.clone());
+        async move {
+            let list: Value = app.get(&token, &path).await.json().await.unwrap();
+            let mut statuses: Vec<String> = list["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["status"].as_str().unwrap().to_string())
+                .collect();
+            statuses.sort();
+            statuses
+        }
+    };
+
     note("first").await;
     note("second").await;
+    // A status change: a webhook that fails twice (so its delivery ends failed), and a
+    // system message queued, not yet written (no delivery step runs until later).
+    failing.fail_next(&[500, 500]);
+    let r = app
+        .patch(
+            &creditor.token,
+            &format!("/api/cases/{case_id}"),
+            &json!({"status": "disputed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     app.dispatch_webhooks().await;
+    clock.advance(Duration::from_secs(2 * 3600));
+    app.dispatch_webhooks().await;
+    assert_eq!(listed(status_hook.clone()).await, ["failed"]);
     receiver.fail_next(&[500]);
     note("still retrying").await;
     app.dispatch_webhooks().await;
     assert_eq!(receiver.requests().len(), 3);
-    let listed = || async {
-        let list: Value = app
-            .get(
-                &creditor.token,
-                &format!("/api/webhooks/{hook_id}/deliveries"),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-        let mut statuses: Vec<String> = list["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["status"].as_str().unwrap().to_string())
-            .collect();
-        statuses.sort();
-        statuses
-    };
-    assert_eq!(listed().await, ["delivered", "delivered", "pending"]);
+    assert_eq!(
+        listed(notes_hook.clone()).await,
+        ["delivered", "delivered", "pending"]
+    );
 
     // Within the retention the sweeper keeps everything.
     clock.advance(Duration::from_secs(29 * 86_400));
-    app.deliver_due().await;
+    sweep(&app).await;
     assert_eq!(events_of(&app, "note.created").await, 3);
-    assert_eq!(listed().await, ["delivered", "delivered", "pending"]);
+    assert_eq!(listed(status_hook.clone()).await, ["failed"]);
 
-    // Past it, what is over goes; the delivery still owed stays, with its event (and the
-    // newest note's event waits to be dispatched).
+    // Past it, what is over goes; the delivery still owed stays with its event, and so does
+    // the event whose system message is not written yet (the newest note's event waits to be
+    // dispatched).
     clock.advance(Duration::from_secs(2 * 86_400));
     note("recent").await;
-    app.deliver_due().await;
-    assert_eq!(listed().await, ["pending"]);
+    sweep(&app).await;
+    assert_eq!(listed(notes_hook.clone()).await, ["pending"]);
+    assert!(listed(status_hook.clone()).await.is_empty());
     assert_eq!(events_of(&app, "note.created").await, 2);
+    assert_eq!(events_of(&app, "case.status_changed").await, 1);
     assert_eq!(
         events_of(&app, "case.created").await,
         0,
         "an event no webhook asked for goes too"
     );
+    // The system message is written from its event; then the event goes.
+    app.deliver_due().await;
+    sweep(&app).await;
+    assert_eq!(events_of(&app, "case.status_changed").await, 0);
 
     // The old delivery still goes out, and the webhook lives on.
     app.dispatch_webhooks().await;
-    assert_eq!(listed().await, ["delivered", "delivered"]);
-    let bodies: Vec<Value> = receiver
-        .requests()
-        .iter()
-        .map(|(_, b)| serde_json::from_str(b).unwrap())
-        .collect();
-    assert_eq!(bodies.len(), 5);
+    assert_eq!(listed(notes_hook.clone()).await, ["delivered", "delivered"]);
+    assert_eq!(receiver.requests().len(), 5);
     clock.advance(Duration::from_secs(31 * 86_400));
-    app.deliver_due().await;
-    assert!(listed().await.is_empty());
+    sweep(&app).await;
+    assert!(listed(notes_hook).await.is_empty());
     assert_eq!(events_of(&app, "note.created").await, 0);
 }
