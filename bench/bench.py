@@ -804,9 +804,44 @@ def lists_compare(binary, seed, name, database_url, small_url, big):
     print(f"  lists at {big} against 10000 messages: worst p99 ratio {worst:.2f}x")
 
 
+def thread_sizes(binary, seed, name, postgres, messages=100_000, samples=200):
+    """A case's threads listed where a case holds 100 messages and where it holds 10,000 (one
+    thread each), the same number of messages in the database: the list reads its threads'
+    counts and latest times from an index, so its time should barely grow with the thread."""
+    results = {}
+    for per_case in (100, 10_000):
+        data = tempfile.mkdtemp(prefix="parley-bench-")
+        url = f"sqlite://{data}/parley.db"
+        if postgres:
+            db = f"parley_bench_threads_{per_case}"
+            url = postgres.rsplit("/", 1)[0] + "/" + db
+            subprocess.run([PSQL, "-q", "-d", postgres, "-c", "SET client_min_messages = warning", "-c", f"DROP DATABASE IF EXISTS {db}", "-c",
+                            f"CREATE DATABASE {db}"], check=True)
+        env = {"PATH": os.environ["PATH"], "PARLEY_DATA_DIR": data, "PARLEY_DATABASE_URL": url,
+               "PARLEY_MASTER_KEY": KEY, "PARLEY_LOG_LEVEL": "warn"}
+        try:
+            out = subprocess.run([seed, "--creditors", "1", "--cases", str(messages // per_case), "--messages",
+                                  str(messages), "--per-case", str(per_case)], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            settle(url)
+            info = json.loads(out)
+            token, cases = info["token"], info["cases"]
+            p = Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0)
+            results[per_case] = latency(p.port, token, lambda i: f"/api/cases/{cases[i % len(cases)]}/threads",
+                                        samples)
+            p.stop()
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+    (s50, s99), (b50, b99) = results[100], results[10_000]
+    print(f"threads of a case on {name}, {messages} messages, one client, {samples} requests each:")
+    print(f"  a thread of 100 messages: p50 {s50:.2f} ms, p99 {s99:.2f} ms")
+    print(f"  a thread of 10000 messages: p50 {b50:.2f} ms, p99 {b99:.2f} ms -> p50 ratio {b50 / s50:.1f}x "
+          f"for 100x the messages")
+
+
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
          "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "crm", "lists-sqlite", "lists-postgres",
-         "nodes-postgres", "scale-postgres"]
+         "nodes-postgres", "scale-postgres", "threads-sqlite", "threads-postgres"]
 
 
 def main():
@@ -862,6 +897,10 @@ def main():
         nodes(args.binary, args.postgres, args.sink, args.source, args.seconds)
     if "scale-postgres" in parts:
         scale(args.binary, args.postgres, args.sink, args.source, args.pgbench)
+    if "threads-sqlite" in parts:
+        thread_sizes(args.binary, args.seed, "SQLite", None)
+    if "threads-postgres" in parts:
+        thread_sizes(args.binary, args.seed, "PostgreSQL", args.postgres)
     if "lists-sqlite" in parts:
         lists_compare(args.binary, args.seed, "SQLite", None, None, args.list_messages)
     if "lists-postgres" in parts:
