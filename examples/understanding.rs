@@ -19,11 +19,13 @@ struct Reply {
     promised: Option<String>,
 }
 
-/// The original corpus's third held out from tuning, and the second held-out set (written
-/// after the method was frozen, read only by it); the tuning files hold none.
+/// The original corpus's third held out from tuning, and the second and third held-out sets
+/// (each written after the method was frozen, by someone who read neither the corpus nor the
+/// code, and read only by it); the tuning files hold none.
 fn held_out(id: &str) -> bool {
-    id.starts_with("h2d-")
-        || id.starts_with("h2e-")
+    ["h2d-", "h2e-", "h3d-", "h3e-"]
+        .iter()
+        .any(|p| id.starts_with(p))
         || (id.starts_with("da-") || id.starts_with("en-"))
             && id[3..].parse::<u32>().unwrap() % 3 == 0
 }
@@ -45,6 +47,8 @@ fn load(dir: &str) -> Vec<Reply> {
         "tuning5-en",
         "heldout2-da",
         "heldout2-en",
+        "heldout3-da",
+        "heldout3-en",
     ] {
         let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}.jsonl")) else {
             continue;
@@ -279,14 +283,23 @@ fn main() {
         .copied()
         .filter(|r| !r.id.starts_with('h'))
         .collect();
-    let second: Vec<&Reply> = held
+    let set = |prefix: &'static str| -> Vec<&Reply> {
+        held.iter()
+            .copied()
+            .filter(|r| r.id.starts_with(prefix))
+            .collect()
+    };
+    let (second, third) = (set("h2"), set("h3"));
+    let before_third: Vec<&Reply> = held
         .iter()
         .copied()
-        .filter(|r| r.id.starts_with('h'))
+        .filter(|r| !r.id.starts_with("h3"))
         .collect();
     matrix("held out: the original corpus's third", &first);
     matrix("held out: the second set", &second);
-    matrix("held out, both sets", &held);
+    matrix("held out: the third set", &third);
+    matrix("held out: the first two sets", &before_third);
+    matrix("held out, all three sets", &held);
     matrix("tuning part", &tuning);
     // Speed: every reply read over and over, against lowercasing the same text (a plain
     // pass over the bytes: the limit of any reading of them).

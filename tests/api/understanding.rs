@@ -1,8 +1,8 @@
 //! Reply understanding: the labelled corpus (tests/corpus/replies-*.jsonl, 300 replies in
-//! Danish and English, and heldout2-*.jsonl, 300 more written after the method was frozen)
-//! read by the rules and the model, scored on what was held out from every tuning (the
-//! first corpus's ids divisible by 3, and the whole second set); and what a received
-//! reply's view says.
+//! Danish and English, and heldout2-*.jsonl and heldout3-*.jsonl, 300 more each, written
+//! after the method was frozen) read by the rules and the model, scored on what was held out
+//! from every tuning (the first corpus's ids divisible by 3, and the whole second and third
+//! sets); and what a received reply's view says.
 
 use std::collections::BTreeMap;
 
@@ -30,19 +30,26 @@ pub struct Reply {
 impl Reply {
     /// Held out: never looked at while the rules were written or tuned, never trained on.
     pub fn held_out(&self) -> bool {
-        self.second_set() || self.id[3..].parse::<u32>().unwrap().is_multiple_of(3)
+        self.later_set() || self.id[3..].parse::<u32>().unwrap().is_multiple_of(3)
     }
 
-    /// Of the second held-out set (`heldout2-*.jsonl`).
-    pub fn second_set(&self) -> bool {
-        self.id.starts_with("h2")
+    /// Of the second or third held-out set (`heldout2-*.jsonl`, `heldout3-*.jsonl`).
+    pub fn later_set(&self) -> bool {
+        self.id.starts_with("h2") || self.id.starts_with("h3")
     }
 }
 
 pub fn corpus() -> Vec<Reply> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let mut all = Vec::new();
-    for file in ["replies-da", "replies-en", "heldout2-da", "heldout2-en"] {
+    for file in [
+        "replies-da",
+        "replies-en",
+        "heldout2-da",
+        "heldout2-en",
+        "heldout3-da",
+        "heldout3-en",
+    ] {
         let text = std::fs::read_to_string(dir.join(format!("{file}.jsonl"))).unwrap();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: Value = serde_json::from_str(line).unwrap();
@@ -119,15 +126,15 @@ fn the_corpus_is_300_replies_half_danish_half_english_email_and_sms() {
     }
 }
 
-/// What the held-out replies (both sets, 400) must reach: macro-F1 0.90 (measured 0.933),
-/// the floor of the dispute recall measured now (0.964: 106 of 110; the aim is 0.97), the
-/// disputes that hold collection whatever they are read as (a dispute, a wrong person or a
-/// stop: 108 of 110), and the promised figures of the first set (docs/UNDERSTANDING.md). A
-/// change that reads worse than this fails.
+/// What the held-out replies (all three sets, 700) must reach: macro-F1 0.90 (measured
+/// 0.921), the floor of the dispute recall measured now (0.965: 193 of 200; the aim is
+/// 0.97), the disputes that hold collection whatever they are read as (a dispute, a wrong
+/// person or a stop: 196 of 200), and the promised amounts and dates (measured 0.81: 117
+/// of 144) (docs/UNDERSTANDING.md). A change that reads worse than this fails.
 const MACRO_F1: f64 = 0.90;
 const DISPUTE_RECALL: f64 = 0.96;
 const DISPUTES_HELD: f64 = 0.98;
-const FIGURES: f64 = 0.65;
+const FIGURES: f64 = 0.75;
 
 #[test]
 fn held_out_replies_are_read_at_least_as_well_as_measured() {
@@ -168,7 +175,7 @@ fn held_out_promises_name_their_amount_and_date() {
     let all = corpus();
     let promises: Vec<&Reply> = all
         .iter()
-        .filter(|r| r.held_out() && !r.second_set() && r.intent == Intent::PaymentPromise)
+        .filter(|r| r.held_out() && r.intent == Intent::PaymentPromise)
         .collect();
     let (mut right, mut asked) = (0, 0);
     for r in &promises {
