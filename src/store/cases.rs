@@ -113,43 +113,6 @@ macro_rules! case_columns {
 }
 const CASE_SELECT: &str = concat!("SELECT ", case_columns!(), " FROM cases c");
 
-/// What a send reads in one statement: the case, its preferences row, the token's validity,
-/// and (when asked) the messages counted against the frequency cap and the suppressed
-/// recipients among those named. `$1` the case, `$2`/`$3` the actor, `$4` the token, `$5`
-/// now; then the start of the cap's window when it is counted, then the recipients'
-/// suppression indexes.
-///
-/// The channel is written into the text and a part not asked for is left out, rather than
-/// switched off by a parameter: each shape then has one plan that serves every execution,
-/// which PostgreSQL keeps instead of planning the statement again each time (it did, at
-/// some 0.2 ms a send, while a parameter could still prune the frequency count).
-fn sending_sql(channel: Channel, count_recent: bool, recipients: usize) -> String {
-    let recent = recent_sql(channel, count_recent, "$6");
-    let channel = channel.as_str();
-    let first = if count_recent { 7 } else { 6 };
-    let suppressed = if recipients == 0 {
-        "-1".to_string()
-    } else {
-        let list: Vec<String> = (first..first + recipients)
-            .map(|i| format!("${i}"))
-            .collect();
-        format!(
-            "(SELECT COUNT(*) FROM suppressions s WHERE s.channel = '{channel}' AND s.value_index IN ({}) AND {})",
-            list.join(", "),
-            super::policy::applies_to("c.creditor_id")
-        )
-    };
-    format!(
-        "SELECT {}, {}, {recent} AS recent, {suppressed} AS suppressed, \
-         (SELECT COUNT(*) FROM tokens t WHERE t.id = $4 AND t.revoked_at IS NULL \
-           AND (t.expires_at IS NULL OR t.expires_at > $5)) AS token_live \
-         FROM cases c LEFT JOIN preferences pr ON pr.case_id = c.id WHERE c.id = $1 AND {}",
-        case_columns!(),
-        super::preferences::PREFERENCE_COLUMNS,
-        visible(2, 3)
-    )
-}
-
 /// The count of the frequency cap for a send's read of `c` (outbound messages of `channel`
 /// since `since` to the case or to another case of its debtor held by the same creditor: one
 /// creditor's sends never spend another's), or `-1` when not asked.
@@ -172,7 +135,7 @@ fn recent_sql(channel: Channel, count_recent: bool, since: &str) -> String {
 }
 
 /// One send's read ([`Store::case_for_sending`]), made with those of other sends in one
-/// statement on PostgreSQL ([`read_sending_batch`]).
+/// statement ([`read_sending_batch`]).
 #[derive(Debug)]
 pub(crate) struct SendingRead {
     case_id: CaseId,
@@ -187,10 +150,16 @@ pub(crate) struct SendingRead {
 }
 
 /// The reads of several sends of one channel in one statement: the sends as a `VALUES` table
-/// `r` joined to their cases, their named recipients as another (`x`). The same facts as
-/// [`sending_sql`], each send's row numbered by its place. Both tables are padded to a power
-/// of two with rows that match nothing, so the statement has few shapes and PostgreSQL keeps
-/// a plan for each.
+/// `r` joined to their cases, their named recipients as another (`x`). Per send, numbered by
+/// its place: the case, its preferences row, the token's validity, and (when asked) the
+/// messages counted against the frequency cap and the suppressed recipients among those
+/// named. Both tables are padded to a power of two with rows that match nothing, so the
+/// statement has few shapes and PostgreSQL keeps a plan for each.
+///
+/// The channel is written into the text and a part not asked for is left out, rather than
+/// switched off by a parameter: each shape then has one plan that serves every execution,
+/// which PostgreSQL keeps instead of planning the statement again each time (it did, at
+/// some 0.2 ms a send, while a parameter could still prune the frequency count).
 fn batched_sending_sql(channel: Channel, count_recent: bool, sends: usize, named: usize) -> String {
     const SENDS: [&str; 7] = [
         "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT", "BIGINT",
@@ -216,13 +185,13 @@ fn batched_sending_sql(channel: Channel, count_recent: bool, sends: usize, named
     )
 }
 
-/// The batch reader of sends' reads (a [`super::pipeline::Batcher`], PostgreSQL only): one
-/// statement for the sends of each channel in the batch. A statement costs the server a
-/// wake-up, its protocol and the start of an executor, several times what reading one case
-/// takes; concurrent sends share that.
+/// The batch reader of sends' reads (a [`super::pipeline::Batcher`]): one statement for the
+/// sends of each channel in the batch. A statement costs PostgreSQL a wake-up, its protocol
+/// and the start of an executor, several times what reading one case takes, and SQLite a
+/// hand-over to its connection's thread and back; concurrent sends share that.
 pub(crate) fn read_sending_batch<'c>(
     conn: &'c mut AnyConnection,
-    _backend: super::Backend,
+    backend: super::Backend,
     items: &'c [SendingRead],
 ) -> futures_util::future::BoxFuture<'c, StoreResult<Vec<Option<SendingRow>>>> {
     Box::pin(async move {
@@ -254,7 +223,10 @@ pub(crate) fn read_sending_batch<'c>(
                     sends.len().next_power_of_two(),
                     named.max(1).next_power_of_two(),
                 );
-                let sql = batched_sending_sql(channel, count_recent, width, named_width);
+                let sql = super::positional(
+                    batched_sending_sql(channel, count_recent, width, named_width),
+                    backend,
+                );
                 let mut q = sqlx::query_as::<_, NumberedSendingRow>(&sql);
                 for (i, send) in sends {
                     q = q
@@ -641,38 +613,19 @@ impl Cases {
         let indexes = recipients
             .iter()
             .map(|r| self.suppression_index(channel.as_str(), r));
-        let found = match &self.sending_reads {
-            Some(reads) => {
-                reads
-                    .submit(SendingRead {
-                        case_id: *case_id,
-                        party_id: actor.party_id.as_str().to_string(),
-                        admin: admin_flag(actor),
-                        token_id: actor.token_id.clone(),
-                        now: self.now(),
-                        channel,
-                        recent_since,
-                        recipients: indexes.collect(),
-                    })
-                    .await?
-            }
-            None => {
-                let sql = sending_sql(channel, recent_since.is_some(), recipients.len());
-                let mut q = sqlx::query_as::<_, SendingRow>(&sql)
-                    .bind(case_id)
-                    .bind(actor.party_id.as_str())
-                    .bind(admin_flag(actor))
-                    .bind(actor.token_id.as_str())
-                    .bind(self.now());
-                if let Some(since) = recent_since {
-                    q = q.bind(since);
-                }
-                for index in indexes {
-                    q = q.bind(index);
-                }
-                q.fetch_optional(&self.pool).await?
-            }
-        };
+        let found = self
+            .sending_reads
+            .submit(SendingRead {
+                case_id: *case_id,
+                party_id: actor.party_id.as_str().to_string(),
+                admin: admin_flag(actor),
+                token_id: actor.token_id.clone(),
+                now: self.now(),
+                channel,
+                recent_since,
+                recipients: indexes.collect(),
+            })
+            .await?;
         let Some(row) = found else {
             // No case to show: unless the token is what is wrong.
             return if self

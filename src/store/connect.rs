@@ -106,13 +106,13 @@ async fn postgres(
         .context("connecting to PostgreSQL")?;
     Ok(Store(Arc::new(StoreInner {
         side,
-        sending_reads: Some(pipeline::Batcher::start(
+        sending_reads: pipeline::Batcher::start(
             pool.clone(),
             Backend::Postgres,
             1,
             pipeline::Mode::Reads,
             cases::read_sending_batch,
-        )),
+        ),
         queued: pipeline::Batcher::start(
             pool.clone(),
             Backend::Postgres,
@@ -209,7 +209,13 @@ async fn sqlite(
     };
     Ok(Store(Arc::new(StoreInner {
         subject_keys,
-        sending_reads: None,
+        sending_reads: pipeline::Batcher::start(
+            pool.clone(),
+            Backend::Sqlite,
+            1,
+            pipeline::Mode::Reads,
+            cases::read_sending_batch,
+        ),
         queued: pipeline::Batcher::start(
             writer.clone(),
             Backend::Sqlite,

@@ -188,9 +188,8 @@ pub struct StoreInner {
     keys: Arc<KeyRing>,
     /// The keys of data subjects, apart from the database.
     subject_keys: subject_keys::KeyStore,
-    /// Sends' reads of their cases, several in one statement (PostgreSQL; on SQLite, in the
-    /// process, each reads alone).
-    sending_reads: Option<pipeline::Batcher<cases::SendingRead, Option<cases::SendingRow>>>,
+    /// Sends' reads of their cases, several in one statement.
+    sending_reads: pipeline::Batcher<cases::SendingRead, Option<cases::SendingRow>>,
     /// Group commit of queued messages.
     queued: pipeline::Batcher<messages::QueueItem, Queued>,
     /// Group commit of delivery outcomes.

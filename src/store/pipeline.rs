@@ -18,7 +18,7 @@
 //!
 //! SQLite has one writer, so it gets one lane; PostgreSQL gets several, each on its own
 //! connection, so batches overlap with each other's commits. The same engine batches the
-//! sends' reads on PostgreSQL ([`Mode::Reads`]).
+//! sends' reads on both ([`Mode::Reads`]).
 
 use std::sync::Arc;
 

@@ -73,10 +73,7 @@ async fn folder(imap: &ImapPeer, folder: &str) -> Vec<Vec<u8>> {
 }
 
 async fn sql(app: &TestApp, statement: &str, bind: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
-        .await
-        .unwrap();
+    let pool = app.pool().await;
     sqlx::query(statement)
         .bind(bind)
         .execute(&pool)
@@ -85,10 +82,7 @@ async fn sql(app: &TestApp, statement: &str, bind: &str) {
 }
 
 async fn pending_archive_jobs(app: &TestApp) -> i64 {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
-        .await
-        .unwrap();
+    let pool = app.pool().await;
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM jobs WHERE kind = 'archive_message' AND status = 'pending'",
     )
@@ -531,10 +525,7 @@ async fn an_erasure_removes_the_sent_bytes_kept_for_the_archive() {
 
 /// The storage keys of a message's kept sent bytes.
 async fn kept_files(app: &TestApp, message: &str) -> Vec<String> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
-        .await
-        .unwrap();
+    let pool = app.pool().await;
     sqlx::query_scalar("SELECT storage_key FROM sent_copies WHERE message_id = $1")
         .bind(message)
         .fetch_all(&pool)

@@ -125,11 +125,7 @@ async fn the_api_seals_secrets_checks_settings_and_is_for_admins_only() {
     let row: (String, Vec<u8>) =
         sqlx::query_as("SELECT settings, secrets_sealed FROM connectors WHERE id = $1")
             .bind(id)
-            .fetch_one(
-                &sqlx::AnyPool::connect(app.config.storage.database_url.expose())
-                    .await
-                    .unwrap(),
-            )
+            .fetch_one(&app.pool().await)
             .await
             .unwrap();
     assert!(!row.0.contains("very-secret-1"));
@@ -243,11 +239,7 @@ async fn the_api_seals_secrets_checks_settings_and_is_for_admins_only() {
     let audit: Vec<String> = sqlx::query_scalar(
         "SELECT action FROM audit_log WHERE target_type = 'connector' ORDER BY id",
     )
-    .fetch_all(
-        &sqlx::AnyPool::connect(app.config.storage.database_url.expose())
-            .await
-            .unwrap(),
-    )
+    .fetch_all(&app.pool().await)
     .await
     .unwrap();
     assert_eq!(

@@ -156,6 +156,15 @@ pub async fn spawn_app_with_clock(
 }
 
 impl TestApp {
+    /// A pool of its own on the app's database, for what a test reads or writes behind the
+    /// API's back (a crash's leftovers, rows no endpoint shows).
+    pub async fn pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(self.config.storage.database_url.expose())
+            .await
+            .unwrap()
+    }
+
     pub async fn party(&self, kind: PartyKind, name: &str) -> Party {
         let id = self.store.parties().create_party(kind, name).await.unwrap();
         let token = self

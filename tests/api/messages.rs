@@ -694,10 +694,7 @@ async fn idempotency_keys_are_forgotten_after_their_24_hours() {
             .send()
     };
     let keys = || async {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
-            .await
-            .unwrap();
+        let pool = app.pool().await;
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM idempotency_keys")
             .fetch_one(&pool)
             .await

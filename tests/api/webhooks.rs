@@ -412,10 +412,7 @@ async fn the_webhook_worker_runs_on_its_own_setting_without_a_delivery_worker() 
 
 /// How many outbox events of a type the database holds.
 async fn events_of(app: &crate::helpers::TestApp, event_type: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(app.config.storage.database_url.expose())
-        .await
-        .unwrap();
+    let pool = app.pool().await;
     sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = $1")
         .bind(event_type)
         .fetch_one(&pool)
