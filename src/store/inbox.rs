@@ -4,7 +4,7 @@
 //! announced reply waits in the inbox until someone answers on the case or marks it done.
 
 use super::cases::visible;
-use super::messages::{MESSAGE_COLUMNS_WITH_BODY, MessageWithBody, context};
+use super::messages::{MESSAGE_COLUMNS_WITH_BODY, MessageWithBody, context, review_column};
 use super::{Inbound, MessageView, StoreInner, StoreResult, admin_flag, audit, audit_as, emit};
 use crate::domain::CaseId;
 use crate::domain::MessageId;
@@ -12,7 +12,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::event::EventType;
 use crate::domain::party::Actor;
 use crate::domain::time::{Micros, rfc3339};
-use crate::domain::understanding::{Intent, Understanding};
+use crate::domain::understanding::{Intent, Review, Understanding};
 
 /// Who holds a case when a reading does (the audit log's actor).
 const READER: &str = "reply understanding";
@@ -131,18 +131,18 @@ pub(super) async fn on_announced(
     let intent = intent.as_deref().and_then(|i| Intent::parse(i).ok());
     let review = match intent {
         Some(i) if i.holds() => Some(if settled(store, tx, case_id, at).await? {
-            "confirmed"
+            Review::Confirmed
         } else {
-            "pending"
+            Review::Pending
         }),
         _ => None,
     };
     sqlx::query("UPDATE messages SET inbox = 1, review = $2 WHERE id = $1")
         .bind(id)
-        .bind(review)
+        .bind(review.map(Review::as_str))
         .execute(&mut *tx)
         .await?;
-    if review == Some("pending") {
+    if review == Some(Review::Pending) {
         hold(
             tx,
             case_id,
@@ -353,24 +353,21 @@ pub(super) async fn confirm_holds(
 }
 
 impl Inbound {
-    /// The received reply `id` on a case the actor sees, locked for the change.
+    /// The received reply `id` from a proven sender on a case the actor sees, locked for the
+    /// change.
     async fn reply(
         &self,
         conn: &mut sqlx::AnyConnection,
         actor: &Actor,
         id: &MessageId,
     ) -> StoreResult<Option<ReplyRow>> {
-        Ok(sqlx::query_as::<_, ReplyRow>(&format!(
-            "SELECT m.case_id, m.intent, m.review, m.inbox FROM messages m JOIN cases c ON c.id = m.case_id \
-             WHERE m.id = $1 AND m.direction = 'inbound' AND m.sender_verified = 1 AND {}{}",
-            visible(2, 3),
-            self.backend.for_update()
-        ))
-        .bind(id)
-        .bind(actor.party_id.as_str())
-        .bind(admin_flag(actor))
-        .fetch_optional(&mut *conn)
-        .await?)
+        self.locked_received(
+            conn,
+            (actor, id),
+            "m.case_id, m.intent, m.review, m.inbox",
+            true,
+        )
+        .await
     }
 
     /// A case worker's reading of the reply `id`: its intent from now on, the machine's kept.
@@ -392,11 +389,14 @@ impl Inbound {
             return Ok(Some(Err(Unreviewable::NotUnderstood)));
         };
         let now = self.now();
-        let review = match (intent.holds(), row.review.as_deref()) {
-            (true, Some("confirmed")) => Some("confirmed"),
-            (true, _) if settled(self, &mut tx, &row.case_id, now).await? => Some("confirmed"),
-            (true, _) => Some("pending"),
-            (false, Some("pending")) => Some("dismissed"),
+        let was = review_column(row.review.as_deref())?;
+        let review = match (intent.holds(), was) {
+            (true, Some(Review::Confirmed)) => Some(Review::Confirmed),
+            (true, _) if settled(self, &mut tx, &row.case_id, now).await? => {
+                Some(Review::Confirmed)
+            }
+            (true, _) => Some(Review::Pending),
+            (false, Some(Review::Pending)) => Some(Review::Dismissed),
             (false, r) => r,
         };
         sqlx::query(
@@ -409,10 +409,10 @@ impl Inbound {
         .bind(intent.as_str())
         .bind(&actor.name)
         .bind(now)
-        .bind(review)
+        .bind(review.map(Review::as_str))
         .execute(&mut *tx)
         .await?;
-        if row.review != review.map(str::to_string) || before != intent {
+        if was != review || before != intent {
             rehold(&mut tx, &row.case_id, now).await?;
         }
         audit(
@@ -462,7 +462,7 @@ impl Inbound {
         let Some(row) = self.reply(&mut tx, actor, id).await? else {
             return Ok(None);
         };
-        if row.review.as_deref() == Some("pending") {
+        if review_column(row.review.as_deref())? == Some(Review::Pending) {
             return Ok(Some(Err(Unreviewable::AwaitingReview)));
         }
         if row.inbox == Some(1) {
@@ -529,8 +529,8 @@ impl Inbound {
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
             let message = self.message_with_body(row.message)?;
-            let awaiting = match row.review_state.as_deref() {
-                Some("pending") => Awaiting::Review,
+            let awaiting = match review_column(row.review_state.as_deref())? {
+                Some(Review::Pending) => Awaiting::Review,
                 _ => Awaiting::Answer,
             };
             items.push(InboxItem {

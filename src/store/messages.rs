@@ -248,6 +248,15 @@ pub(super) fn json_column<T: serde::de::DeserializeOwned>(
         .map_err(|e| super::StoreError::Corrupt(e.to_string()))
 }
 
+/// A reply's review as stored (`messages.review`); a word no review knows is corrupt.
+pub(super) fn review_column(
+    word: Option<&str>,
+) -> StoreResult<Option<crate::domain::understanding::Review>> {
+    word.map(crate::domain::understanding::Review::parse)
+        .transpose()
+        .map_err(|e| super::StoreError::Corrupt(e.to_string()))
+}
+
 pub(crate) fn context(id: &(impl std::fmt::Display + ?Sized), part: &str) -> String {
     format!("msg:{id}:{part}")
 }
@@ -290,7 +299,7 @@ pub(crate) const MESSAGE_COLUMNS_WITH_BODY: &str =
 fn reviewed(
     mut read: crate::domain::understanding::Understanding,
     intent: Option<String>,
-    review: Option<String>,
+    review: Option<crate::domain::understanding::Review>,
     corrected: Option<(String, i64)>,
 ) -> crate::domain::understanding::Understanding {
     use crate::domain::understanding::{Correction, Intent};
@@ -377,7 +386,16 @@ impl StoreInner {
             understanding: self
                 .open_opt(&r.id, "understanding", r.understanding_sealed)?
                 .and_then(|json| serde_json::from_str(&json).ok())
-                .map(|read| reviewed(read, r.intent, r.review, r.corrected_by.zip(r.corrected_at))),
+                .map(|read| -> StoreResult<_> {
+                    let review = review_column(r.review.as_deref())?;
+                    Ok(reviewed(
+                        read,
+                        r.intent,
+                        review,
+                        r.corrected_by.zip(r.corrected_at),
+                    ))
+                })
+                .transpose()?,
             id: r.id,
         })
     }

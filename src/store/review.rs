@@ -24,17 +24,27 @@ struct HeldRow {
 }
 
 impl Inbound {
-    /// The received message `id` on a case the actor sees, locked for the change.
-    async fn held_message(
+    /// A received message `id` on a case the actor sees, locked for a change: `columns` of
+    /// it (of `m`, the message) read as `R`; with `proven`, only one whose sender is proven.
+    /// The reviews of a reply's reading and of a held mail both start here.
+    pub(super) async fn locked_received<R>(
         &self,
         conn: &mut sqlx::AnyConnection,
-        actor: &Actor,
-        id: &MessageId,
-    ) -> StoreResult<Option<HeldRow>> {
-        Ok(sqlx::query_as::<_, HeldRow>(&format!(
-            "SELECT m.case_id, m.thread_id, m.message_type, m.envelope_sealed, m.has_attachments, m.sender_verified \
-             FROM messages m JOIN cases c ON c.id = m.case_id \
-             WHERE m.id = $1 AND m.direction = 'inbound' AND {}{}",
+        (actor, id): (&Actor, &MessageId),
+        columns: &str,
+        proven: bool,
+    ) -> StoreResult<Option<R>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let proven = if proven {
+            " AND m.sender_verified = 1"
+        } else {
+            ""
+        };
+        Ok(sqlx::query_as::<_, R>(&format!(
+            "SELECT {columns} FROM messages m JOIN cases c ON c.id = m.case_id \
+             WHERE m.id = $1 AND m.direction = 'inbound'{proven} AND {}{}",
             visible(2, 3),
             self.backend.for_update()
         ))
@@ -43,6 +53,22 @@ impl Inbound {
         .bind(admin_flag(actor))
         .fetch_optional(&mut *conn)
         .await?)
+    }
+
+    /// The received message `id` on a case the actor sees, locked for the change.
+    async fn held_message(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        actor: &Actor,
+        id: &MessageId,
+    ) -> StoreResult<Option<HeldRow>> {
+        self.locked_received(
+            conn,
+            (actor, id),
+            "m.case_id, m.thread_id, m.message_type, m.envelope_sealed, m.has_attachments, m.sender_verified",
+            false,
+        )
+        .await
     }
 
     /// Accepts a held message: its sender becomes a participant, its attachments documents,

@@ -36,6 +36,16 @@ impl Intent {
     }
 }
 
+word_enum!(
+    /// Where a case worker's review of a reply that holds collection stands: `pending` until
+    /// it is confirmed (`confirmed`) or the reply is read otherwise (`dismissed`).
+    Review, "review" {
+        Pending => "pending",
+        Confirmed => "confirmed",
+        Dismissed => "dismissed",
+    }
+);
+
 /// A reply, understood: kept with its message (sealed: the evidence is the debtor's words).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -57,7 +67,7 @@ pub struct Understanding {
     /// A reply that holds collection (`dispute`, `wrong_person`, `cease_contact`): `pending`
     /// until a case worker confirms it (`confirmed`) or corrects it (`dismissed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review: Option<String>,
+    pub review: Option<Review>,
     /// A person's correction: `intent` above is then theirs, and `from` what was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correction: Option<Correction>,
