@@ -806,9 +806,10 @@ def lists_compare(binary, seed, name, database_url, small_url, big, bulk=False):
 
 
 def thread_sizes(binary, seed, name, postgres, messages=100_000, samples=200):
-    """A case's threads listed where a case holds 100 messages and where it holds 10,000 (one
-    thread each), the same number of messages in the database: the list reads its threads'
-    counts and latest times from an index, so its time should barely grow with the thread."""
+    """A case's threads listed where a case holds 100 messages and where it holds 10,000, the
+    same number of messages in the database (the seed's cases alternate: an SMS case is one
+    thread, an email case seven, one a subject): the list reads its threads' counts and latest
+    times from an index, so its time should grow far more slowly than the case."""
     results = {}
     for per_case in (100, 10_000):
         data = tempfile.mkdtemp(prefix="parley-bench-")
@@ -835,8 +836,8 @@ def thread_sizes(binary, seed, name, postgres, messages=100_000, samples=200):
             shutil.rmtree(data, ignore_errors=True)
     (s50, s99), (b50, b99) = results[100], results[10_000]
     print(f"threads of a case on {name}, {messages} messages, one client, {samples} requests each:")
-    print(f"  a thread of 100 messages: p50 {s50:.2f} ms, p99 {s99:.2f} ms")
-    print(f"  a thread of 10000 messages: p50 {b50:.2f} ms, p99 {b99:.2f} ms -> p50 ratio {b50 / s50:.1f}x "
+    print(f"  cases of 100 messages: p50 {s50:.2f} ms, p99 {s99:.2f} ms")
+    print(f"  cases of 10000 messages: p50 {b50:.2f} ms, p99 {b99:.2f} ms -> p50 ratio {b50 / s50:.1f}x "
           f"for 100x the messages")
 
 

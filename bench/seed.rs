@@ -43,6 +43,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let bulk = std::env::args().any(|a| a == "--bulk");
     let config = parley::config::Config::load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        !bulk || config.storage.database_url.expose().starts_with("postgres"),
+        "--bulk copies on PostgreSQL only"
+    );
     let store = parley::open_store(&config).await?;
     store.migrate().await?;
 
@@ -102,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     // With `--bulk`, the write path only for the cases asked about; the rest copied after.
     let (written, copied) = if bulk {
         let asked = busy.min(ASKED);
-        let written = messages.min(asked * per_case);
+        let written = messages.min(asked.saturating_mul(per_case));
         (asked, messages - written)
     } else {
         (busy, 0)
@@ -213,10 +217,6 @@ async fn copy_messages(
     per_case: usize,
     count: usize,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        url.starts_with("postgres"),
-        "--bulk copies on PostgreSQL only"
-    );
     anyhow::ensure!(
         !cases.is_empty(),
         "--bulk: no cases to copy onto (more --cases)"

@@ -286,7 +286,7 @@ struct NumberedSendingRow {
     row: SendingRow,
 }
 
-/// The row of [`sending_sql`].
+/// A send's read: its case, its preferences row and what its policy counts.
 #[derive(sqlx::FromRow)]
 pub(crate) struct SendingRow {
     #[sqlx(flatten)]
