@@ -38,6 +38,8 @@ pub struct Arrival<'a> {
     pub scope: Option<crate::domain::PartyId>,
     /// The connector that took it, and the mail's id there (recorded with the mail).
     pub origin: Option<(crate::domain::ConnectorId, String)>,
+    /// The IMAP mailbox it came from and the progress its UID makes (recorded with the mail).
+    pub progress: Option<(String, MailboxProgress)>,
 }
 
 /// The most unmatched mails one bulk dismissal takes; the answer says how many it did.
@@ -170,6 +172,10 @@ impl Inbound {
                         .origin
                         .as_ref()
                         .map(|(connector, remote)| (connector, remote.as_str())),
+                    progress: arrival
+                        .progress
+                        .as_ref()
+                        .map(|(mailbox, progress)| (mailbox.as_str(), *progress)),
                 },
             )
             .await?)

@@ -1013,6 +1013,7 @@ impl Received<'_> {
             spam,
             scope: None,
             origin: None,
+            progress: None,
         };
         deliver(inbound, &raw, arrival).await
     }

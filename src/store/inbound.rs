@@ -103,6 +103,10 @@ pub struct Checked<'a> {
     /// The connector that took it and its id there: recorded as taken in the same
     /// transaction as the mail, so a crash never leaves one without the other.
     pub origin: Option<(&'a crate::domain::ConnectorId, &'a str)>,
+    /// The IMAP mailbox it came from and the progress its UID makes there: recorded in the
+    /// same transaction as the mail, so a process killed between the two never leaves a
+    /// stored mail to be fetched and stored again by the process that takes over.
+    pub progress: Option<(&'a str, MailboxProgress)>,
 }
 
 impl Checked<'_> {
@@ -441,6 +445,9 @@ impl Inbound {
         let (authentication, spam) = checked.columns()?;
         let mut tx = self.write_tx().await?;
         Self::record_origin(&mut tx, checked.origin, now).await?;
+        if let Some((mailbox, progress)) = checked.progress {
+            write_progress(&mut tx, mailbox, progress).await?;
+        }
 
         if let Some(bounce) = mail.bounce.as_ref().filter(|b| b.is_failure())
             && let Some((returned, recipient)) = returned
@@ -1253,19 +1260,29 @@ impl Inbound {
         progress: MailboxProgress,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO imap_progress (mailbox, uid_validity, last_uid) VALUES ($1, $2, $3) \
-             ON CONFLICT (mailbox) DO UPDATE SET uid_validity = excluded.uid_validity, \
-             last_uid = excluded.last_uid",
-        )
-        .bind(mailbox)
-        .bind(i64::from(progress.uid_validity))
-        .bind(i64::from(progress.last_uid))
-        .execute(&mut *tx)
-        .await?;
+        write_progress(&mut tx, mailbox, progress).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// How far IMAP polling has read `mailbox`, in the caller's transaction.
+async fn write_progress(
+    tx: &mut sqlx::AnyConnection,
+    mailbox: &str,
+    progress: MailboxProgress,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO imap_progress (mailbox, uid_validity, last_uid) VALUES ($1, $2, $3) \
+         ON CONFLICT (mailbox) DO UPDATE SET uid_validity = excluded.uid_validity, \
+         last_uid = excluded.last_uid",
+    )
+    .bind(mailbox)
+    .bind(i64::from(progress.uid_validity))
+    .bind(i64::from(progress.last_uid))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 impl StoreInner {

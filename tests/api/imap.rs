@@ -365,3 +365,42 @@ async fn what_is_not_mail_stays_in_the_mailbox_marked_read_and_is_not_fetched_ag
     let again = poll_once(&target, &app.inbound).await.unwrap();
     assert_eq!((again.fetched, again.left), (0, 0), "{again:?}");
 }
+
+/// A mail taken from a mailbox is stored with the progress its UID makes, in one
+/// transaction: a process killed right after storing it leaves nothing for the process that
+/// takes the mailbox over to fetch and store again (a mail without a Message-ID would be
+/// stored twice).
+#[tokio::test]
+async fn a_taken_mail_is_stored_with_the_progress_it_makes() {
+    let app = spawn_app().await;
+    let (_, case_id) = setup(&app).await;
+    let progress = parley::store::MailboxProgress {
+        uid_validity: 7,
+        last_uid: 42,
+    };
+    assert_eq!(app.inbound.mailbox_progress("box").await.unwrap(), None);
+    let raw = mail(
+        &[
+            ("From", "debtor@example.com"),
+            ("To", &format!("case-{case_id}@localhost")),
+            ("Subject", "No Message-ID"),
+        ],
+        "Answer",
+    );
+    app.inbound
+        .receive_email(
+            parley::domain::mail::Source::Imap,
+            raw.as_bytes(),
+            parley::app::inbound::Arrival {
+                progress: Some(("box".to_string(), progress)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Recorded by the mail's own transaction, before the round would record it.
+    assert_eq!(
+        app.inbound.mailbox_progress("box").await.unwrap(),
+        Some(progress)
+    );
+}

@@ -161,7 +161,7 @@ impl Mailbox {
             if stop.is_some_and(|s| *s.borrow()) {
                 break;
             }
-            match self.take_one(uid, size, inbound).await {
+            match self.take_one(key, (uid, size), inbound).await {
                 Ok(taken) => {
                     report.fetched += usize::from(taken != Taken::Left);
                     report.stored += usize::from(taken == Taken::New);
@@ -208,8 +208,14 @@ impl Mailbox {
         }
     }
 
-    /// Fetches, stores and flags one mail.
-    async fn take_one(&mut self, uid: u32, size: u32, inbound: &Inbound) -> anyhow::Result<Taken> {
+    /// Fetches, stores and flags the mail `uid` of `size` bytes from the mailbox `key`:
+    /// stored (with the progress it makes, in one transaction), or left where it is.
+    async fn take_one(
+        &mut self,
+        key: &str,
+        (uid, size): (u32, u32),
+        inbound: &Inbound,
+    ) -> anyhow::Result<Taken> {
         if u64::from(size) > guard::MAX_LITERAL {
             // The guard would cut the connection on it, round after round: it stays where it
             // is, marked read, for someone to look at.
@@ -233,7 +239,20 @@ impl Mailbox {
         .context("fetching one mail took longer than 10 minutes")??;
         let taken = match raw {
             Some(raw) => match inbound
-                .receive_email(crate::domain::mail::Source::Imap, &raw, Default::default())
+                .receive_email(
+                    crate::domain::mail::Source::Imap,
+                    &raw,
+                    crate::app::inbound::Arrival {
+                        progress: Some((
+                            key.to_string(),
+                            MailboxProgress {
+                                uid_validity: self.uid_validity,
+                                last_uid: uid,
+                            },
+                        )),
+                        ..Default::default()
+                    },
+                )
                 .await
             {
                 Ok(Ingested::Duplicate { .. }) => Taken::Duplicate,
