@@ -475,7 +475,8 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
         wal = int(psql_value(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal0}')"))
         settle(url)
         sizes = {t: (int(psql_value(url, f"SELECT count(*) FROM {t}")),
-                     int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))) for t in GROWING}
+                     int(psql_value(url, f"SELECT COALESCE(SUM(pg_total_relation_size(relid)), 0) "
+                                                    f"FROM pg_partition_tree('{t}')"))) for t in GROWING}
         case_bytes = sum(int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))
                          for t in ("cases", "preferences", "key_material"))
     finally:

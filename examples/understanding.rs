@@ -45,6 +45,8 @@ fn load(dir: &str) -> Vec<Reply> {
         "tuning4-en",
         "tuning5-da",
         "tuning5-en",
+        "tuning6-da",
+        "tuning6-en",
         "heldout2-da",
         "heldout2-en",
         "heldout3-da",
@@ -158,7 +160,7 @@ fn choose(tuning: &[&Reply]) {
     // The sets the rules were never tuned on (the model only): out of fold, an honest
     // reading of both.
     let unseen = |id: &str| {
-        ["dz-", "ez-", "t4d-", "t4e-", "t5d-", "t5e-"]
+        ["dz-", "ez-", "t4d-", "t4e-", "t5d-", "t5e-", "t6d-", "t6e-"]
             .iter()
             .any(|p| id.starts_with(p))
     };
@@ -257,6 +259,19 @@ fn main() {
                 );
             }
         }
+        return;
+    }
+    // `--set t6`: one tuning set's matrix alone (read first by a model trained without it).
+    if let Some(prefix) = args
+        .iter()
+        .position(|a| a == "--set")
+        .and_then(|i| args.get(i + 1))
+    {
+        let set: Vec<&Reply> = all
+            .iter()
+            .filter(|r| !held_out(&r.id) && r.id.starts_with(prefix.as_str()))
+            .collect();
+        matrix(&format!("the tuning replies {prefix}*"), &set);
         return;
     }
     if args.iter().any(|a| a == "--mistakes") {

@@ -39,6 +39,7 @@ pub mod system;
 mod templates;
 mod threads;
 mod webhooks;
+pub mod months;
 mod writes;
 
 use crate::domain::CaseId;

@@ -127,12 +127,12 @@ fn the_corpus_is_300_replies_half_danish_half_english_email_and_sms() {
 }
 
 /// What the held-out replies (all three sets, 700) must reach: macro-F1 0.90 (measured
-/// 0.921), the floor of the dispute recall measured now (0.965: 193 of 200; the aim is
-/// 0.97), the disputes that hold collection whatever they are read as (a dispute, a wrong
-/// person or a stop: 196 of 200), and the promised amounts and dates (measured 0.81: 117
-/// of 144) (docs/UNDERSTANDING.md). A change that reads worse than this fails.
+/// 0.920), dispute recall 0.97 (measured 0.970: 194 of 200), the disputes that hold
+/// collection whatever they are read as (a dispute, a wrong person or a stop: 197 of 200),
+/// and the promised amounts and dates (measured 0.81: 117 of 144) (docs/UNDERSTANDING.md).
+/// A change that reads worse than this fails.
 const MACRO_F1: f64 = 0.90;
-const DISPUTE_RECALL: f64 = 0.96;
+const DISPUTE_RECALL: f64 = 0.97;
 const DISPUTES_HELD: f64 = 0.98;
 const FIGURES: f64 = 0.75;
 

@@ -551,3 +551,131 @@ async fn finished_webhook_work_is_forgotten_after_its_retention_and_unfinished_w
     assert!(listed(notes_hook).await.is_empty());
     assert_eq!(events_of(&app, "note.created").await, 0);
 }
+
+/// The months of the outbox on PostgreSQL (`partition` → `events_y2026m12`…), and which one
+/// holds the newest event.
+async fn outbox_months(app: &crate::helpers::TestApp) -> (Vec<String>, Option<String>) {
+    let pool = app.pool().await;
+    let months = sqlx::query_scalar(
+        "SELECT CAST(c.relname AS TEXT) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = CAST('events' AS regclass) ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let newest = sqlx::query_scalar(
+        "SELECT CAST(CAST(tableoid AS regclass) AS TEXT) FROM events ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    (months, newest)
+}
+
+/// On PostgreSQL the outbox is kept by month: the sweeper makes the months ahead of the
+/// clock, and drops a month past the retention whose work is over, whole; a month with a
+/// delivery still owed stays, rows and all, and its delivery goes out. (On SQLite the test
+/// above is the whole of it.)
+#[tokio::test]
+async fn on_postgres_a_month_of_finished_webhook_work_is_dropped_whole() {
+    use parley::domain::clock::Clock;
+    use parley::store::months::Month;
+    use std::time::Duration;
+    let day = Duration::from_secs(86_400);
+    let receiver = HookReceiver::start().await;
+    let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
+    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
+        c.webhooks.retention = 30 * day;
+        // A failed attempt is tried again 100 days later.
+        c.webhooks.retry_schedule = vec![100 * day];
+    })
+    .await;
+    if app.store.webhooks().backend() != parley::store::Backend::Postgres {
+        return;
+    }
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let r = app
+        .post(
+            &creditor.token,
+            "/api/webhooks",
+            &json!({"url": receiver.url, "events": ["note.created"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let hook: Value = r.json().await.unwrap();
+    let deliveries = format!(
+        "/api/webhooks/{}/deliveries",
+        hook["webhookId"].as_str().unwrap()
+    );
+    let case = app.create_case(&creditor, None).await;
+    let notes = format!("/api/cases/{}/notes", case["caseId"].as_str().unwrap());
+    let note = |text: &'static str| {
+        let (app, token, path) = (&app, creditor.token.clone(), notes.clone());
+        async move {
+            let r = app.post(&token, &path, &json!({"note": text})).await;
+            assert_eq!(r.status(), 201);
+        }
+    };
+    let statuses = || async {
+        let list: Value = app.get(&creditor.token, &deliveries).await.json().await.unwrap();
+        let mut s: Vec<String> = list["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["status"].as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s
+    };
+
+    // The first month: a note delivered. Its event is kept in its month's partition.
+    let first = Month::of(clock.now()).unwrap();
+    note("delivered").await;
+    app.dispatch_webhooks().await;
+    assert_eq!(receiver.requests().len(), 1);
+    let (months, newest) = outbox_months(&app).await;
+    assert_eq!(newest.as_deref(), Some(first.partition("events").as_str()));
+    for ahead in [first, first.next(), first.next().next()] {
+        assert!(months.contains(&ahead.partition("events")), "{months:?}");
+    }
+
+    // The next month: a note whose delivery fails and is owed for 100 days.
+    let second = first.next();
+    clock.set(second.start() + 86_400_000_000);
+    receiver.fail_next(&[500]);
+    note("owed").await;
+    app.dispatch_webhooks().await;
+    assert_eq!(receiver.requests().len(), 2);
+    assert_eq!(statuses().await, ["delivered", "pending"]);
+
+    // Three months on, past the retention: the first month goes whole; the second stays
+    // with its owed delivery; the months ahead of the clock are made.
+    clock.set(second.next().next().next().start() + 86_400_000_000);
+    sweep(&app).await;
+    let (months, _) = outbox_months(&app).await;
+    assert!(!months.contains(&first.partition("events")), "{months:?}");
+    assert!(months.contains(&second.partition("events")), "{months:?}");
+    let now = Month::of(clock.now()).unwrap();
+    assert!(
+        months.contains(&now.next().next().partition("events")),
+        "{months:?}"
+    );
+    assert_eq!(statuses().await, ["pending"]);
+    assert_eq!(events_of(&app, "note.created").await, 1);
+
+    // The owed delivery still goes out; once over and past the retention, its month goes too.
+    app.dispatch_webhooks().await;
+    assert_eq!(receiver.requests().len(), 3);
+    assert_eq!(statuses().await, ["delivered"]);
+    clock.advance(31 * day);
+    note("recent").await;
+    sweep(&app).await;
+    let (months, newest) = outbox_months(&app).await;
+    assert!(!months.contains(&second.partition("events")), "{months:?}");
+    assert_eq!(
+        newest.as_deref(),
+        Some(Month::of(clock.now()).unwrap().partition("events").as_str()),
+        "a new event lands in its month, not the default"
+    );
+    assert_eq!(events_of(&app, "note.created").await, 1);
+}

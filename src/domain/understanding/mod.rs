@@ -453,7 +453,7 @@ pub struct Settings {
 pub const SETTINGS: Settings = Settings {
     overrules: 0.5,
     rules_firm: 3.0,
-    sees_dispute: 0.7,
+    sees_dispute: 0.55,
 };
 
 /// The lexicon's rules, their words folded, once.
