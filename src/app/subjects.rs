@@ -268,7 +268,7 @@ impl DataSubjects {
         }
         let finished_before = now.saturating_sub(duration_micros(self.webhook_retention));
         // On PostgreSQL a month of the outbox that is over goes whole; what it keeps, row by row.
-        self.webhooks.keep_outbox_months(now).await?;
+        self.webhooks.keep_months(now).await?;
         let months = self.webhooks.drop_finished_months(finished_before).await?;
         if months > 0 {
             tracing::info!(months, "months of finished webhook work dropped");

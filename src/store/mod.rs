@@ -21,6 +21,7 @@ mod inbox;
 mod jobs;
 mod journal;
 mod messages;
+pub mod months;
 mod notes;
 pub mod operators;
 mod parties;
@@ -39,7 +40,6 @@ pub mod system;
 mod templates;
 mod threads;
 mod webhooks;
-pub mod months;
 mod writes;
 
 use crate::domain::CaseId;

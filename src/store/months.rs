@@ -1,7 +1,8 @@
-//! The outbox's months on PostgreSQL. `events` is partitioned by the month an event was
-//! written, `webhook_deliveries` by its event's month (`event_at`), so an event and every
-//! delivery of it share one month (migration 0029). The retention sweeper keeps the months
-//! from the clock's to [`MONTHS_AHEAD`] ahead made, and drops a month that ended before the
+//! The months of the tables PostgreSQL keeps by month (migration 0029): `audit_log` by its
+//! entries' time, `events` by the month an event was written, `webhook_deliveries` by its
+//! event's month (`event_at`), so an event and every delivery of it share one month. The
+//! retention sweeper keeps the months from the clock's to [`MONTHS_AHEAD`] ahead made, and
+//! drops a month of the outbox (never of the audit log, which is kept) that ended before the
 //! retention's start and holds nothing the row-by-row rules would keep: no delivery still
 //! owed or sent again, none made since, no event undispatched or dispatched since, no system
 //! message still to be written from one. What a month keeps, and what lands in the default
@@ -16,8 +17,8 @@ use crate::domain::time::Micros;
 /// How many months past the clock's own are made ahead of their first event.
 pub const MONTHS_AHEAD: u32 = 2;
 
-/// The tables partitioned by month, the referencing one first (it is dropped first).
-const TABLES: [&str; 2] = ["webhook_deliveries", "events"];
+/// The tables partitioned by month, a referenced one before those that reference it.
+const TABLES: [&str; 3] = ["audit_log", "events", "webhook_deliveries"];
 
 /// A calendar month in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,16 +73,16 @@ impl Month {
 }
 
 impl Webhooks {
-    /// Makes the outbox's months from `now`'s to [`MONTHS_AHEAD`] ahead that are missing;
+    /// Makes the months from `now`'s to [`MONTHS_AHEAD`] ahead that are missing;
     /// returns how many partitions it made. A month whose rows already sit in the default
     /// partition (a clock that was far off) cannot be made: it is left to the default.
-    pub async fn keep_outbox_months(&self, now: Micros) -> StoreResult<usize> {
+    pub async fn keep_months(&self, now: Micros) -> StoreResult<usize> {
         let Some(mut month) = Month::of(now).filter(|_| self.backend == Backend::Postgres) else {
             return Ok(0);
         };
         let mut made = 0;
         for _ in 0..=MONTHS_AHEAD {
-            for table in TABLES.iter().rev() {
+            for table in TABLES {
                 let name = month.partition(table);
                 let exists: Option<String> =
                     sqlx::query_scalar("SELECT CAST(to_regclass($1) AS TEXT)")
@@ -98,7 +99,9 @@ impl Webhooks {
                 );
                 match sqlx::query(&sql).execute(&self.writer).await {
                     Ok(_) => made += 1,
-                    Err(e) => tracing::warn!(partition = %name, error = %e, "a month of the outbox could not be made; its rows stay in the default partition"),
+                    Err(e) => {
+                        tracing::warn!(partition = %name, error = %e, "a month of the outbox could not be made; its rows stay in the default partition")
+                    }
                 }
             }
             month = month.next();

@@ -351,7 +351,12 @@ impl Webhooks {
             );
             let mut q = sqlx::query(&sql);
             for (id, webhook, event, at) in chunk {
-                q = q.bind(id.as_str()).bind(*webhook).bind(*event).bind(*at).bind(now);
+                q = q
+                    .bind(id.as_str())
+                    .bind(*webhook)
+                    .bind(*event)
+                    .bind(*at)
+                    .bind(now);
             }
             q.execute(&mut *tx).await?;
         }

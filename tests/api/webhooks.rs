@@ -586,8 +586,9 @@ async fn on_postgres_a_month_of_finished_webhook_work_is_dropped_whole() {
     let clock = parley::domain::clock::ManualClock::at(parley::domain::time::now_micros());
     let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
         c.webhooks.retention = 30 * day;
-        // A failed attempt is tried again 100 days later.
-        c.webhooks.retry_schedule = vec![100 * day];
+        // A failed attempt is tried again 60 days later (±20 %): owed, and due by the time
+        // the sweep below runs, but not sent until a dispatch step runs.
+        c.webhooks.retry_schedule = vec![60 * day];
     })
     .await;
     if app.store.webhooks().backend() != parley::store::Backend::Postgres {
@@ -617,7 +618,12 @@ async fn on_postgres_a_month_of_finished_webhook_work_is_dropped_whole() {
         }
     };
     let statuses = || async {
-        let list: Value = app.get(&creditor.token, &deliveries).await.json().await.unwrap();
+        let list: Value = app
+            .get(&creditor.token, &deliveries)
+            .await
+            .json()
+            .await
+            .unwrap();
         let mut s: Vec<String> = list["deliveries"]
             .as_array()
             .unwrap()
@@ -639,7 +645,7 @@ async fn on_postgres_a_month_of_finished_webhook_work_is_dropped_whole() {
         assert!(months.contains(&ahead.partition("events")), "{months:?}");
     }
 
-    // The next month: a note whose delivery fails and is owed for 100 days.
+    // The next month: a note whose delivery fails and is owed.
     let second = first.next();
     clock.set(second.start() + 86_400_000_000);
     receiver.fail_next(&[500]);
@@ -678,4 +684,21 @@ async fn on_postgres_a_month_of_finished_webhook_work_is_dropped_whole() {
         "a new event lands in its month, not the default"
     );
     assert_eq!(events_of(&app, "note.created").await, 1);
+    // The audit log is kept by month too, and none of its months is dropped.
+    let pool = app.pool().await;
+    let audit: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT CAST(CAST(tableoid AS regclass) AS TEXT) FROM audit_log ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        [
+            first.partition("audit_log"),
+            second.partition("audit_log"),
+            Month::of(clock.now()).unwrap().partition("audit_log")
+        ],
+        "each note's audit entry in its month"
+    );
 }

@@ -1,13 +1,16 @@
+-- The audit log is partitioned by the month of its entries, so each month's indexes stay the
+-- size of a month and a month's table is vacuumed on its own (the log is kept: no month of it
+-- is dropped).
 -- The outbox events and their webhook deliveries are partitioned by month: an event by the
 -- time it was written, a delivery by its event's time (`event_at`), so an event and every
 -- delivery of it share a month, and the retention sweeper drops a month that is over and
 -- older than PARLEY_WEBHOOK_RETENTION instead of deleting its rows one by one.
--- The months from the oldest event to two months ahead are made here; the retention sweeper
--- keeps making the next ones. A row no month takes (a clock far off) lands in `_default`,
--- which the sweeper empties row by row as before.
+-- The months from the oldest event or entry to two months ahead are made here; the retention
+-- sweeper keeps making the next ones. A row no month takes (a clock far off) lands in
+-- `_default` (the outbox's, the sweeper empties row by row as before).
 -- A partitioned table's keys carry its partition key: an event is (id, created_at), a
 -- delivery (id, event_at), and a delivery names its event by both. The rows are copied, so
--- writes to the outbox wait while this runs (README, upgrades).
+-- writes to the outbox and the audit log wait while this runs (README, upgrades).
 
 ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_unpartitioned;
 ALTER TABLE webhook_deliveries_unpartitioned DROP CONSTRAINT webhook_deliveries_event_id_fkey;
@@ -19,6 +22,24 @@ ALTER INDEX webhook_deliveries_webhook RENAME TO webhook_deliveries_unpartitione
 ALTER TABLE events RENAME TO events_unpartitioned;
 ALTER INDEX events_pkey RENAME TO events_unpartitioned_pkey;
 ALTER INDEX events_pending RENAME TO events_unpartitioned_pending;
+ALTER TABLE audit_log RENAME TO audit_log_unpartitioned;
+ALTER INDEX audit_log_pkey RENAME TO audit_log_unpartitioned_pkey;
+ALTER INDEX audit_log_case RENAME TO audit_log_unpartitioned_case;
+
+CREATE TABLE audit_log (
+    id              BIGINT NOT NULL DEFAULT nextval('audit_log_id_seq'),
+    case_id         TEXT,
+    actor_party_id  TEXT,
+    actor_name      TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    target_type     TEXT NOT NULL,
+    target_id       TEXT NOT NULL,
+    at              BIGINT NOT NULL,
+    PRIMARY KEY (id, at)
+) PARTITION BY RANGE (at);
+ALTER SEQUENCE audit_log_id_seq OWNED BY audit_log.id;
+CREATE INDEX audit_log_case ON audit_log (case_id, id);
+CREATE TABLE audit_log_default PARTITION OF audit_log DEFAULT;
 
 CREATE TABLE events (
     id             BIGINT NOT NULL DEFAULT nextval('events_id_seq'),
@@ -68,7 +89,8 @@ DECLARE
     hi     BIGINT;
     suffix TEXT;
 BEGIN
-    SELECT MIN(created_at) INTO oldest FROM events_unpartitioned;
+    SELECT MIN(t) INTO oldest FROM (SELECT MIN(created_at) AS t FROM events_unpartitioned
+                                    UNION ALL SELECT MIN(at) FROM audit_log_unpartitioned) o;
     month := date_trunc('month', COALESCE(to_timestamp(oldest / 1000000.0), now()) AT TIME ZONE 'UTC');
     WHILE month <= last LOOP
         lo := (extract(epoch FROM month) * 1000000)::BIGINT;
@@ -78,6 +100,8 @@ BEGIN
                        'events_' || suffix, lo, hi);
         EXECUTE format('CREATE TABLE %I PARTITION OF webhook_deliveries FOR VALUES FROM (%s) TO (%s)',
                        'webhook_deliveries_' || suffix, lo, hi);
+        EXECUTE format('CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%s) TO (%s)',
+                       'audit_log_' || suffix, lo, hi);
         month := month + INTERVAL '1 month';
     END LOOP;
 END $$;
@@ -89,5 +113,8 @@ INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_at, status, atte
     SELECT d.id, d.webhook_id, d.event_id, e.created_at, d.status, d.attempts, d.next_attempt_at,
            d.last_status, d.last_error, d.created_at, d.delivered_at, d.lease_owner, d.lease_until
     FROM webhook_deliveries_unpartitioned d JOIN events_unpartitioned e ON e.id = d.event_id;
+INSERT INTO audit_log (id, case_id, actor_party_id, actor_name, action, target_type, target_id, at)
+    SELECT id, case_id, actor_party_id, actor_name, action, target_type, target_id, at FROM audit_log_unpartitioned;
+DROP TABLE audit_log_unpartitioned;
 DROP TABLE webhook_deliveries_unpartitioned;
 DROP TABLE events_unpartitioned;
