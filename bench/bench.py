@@ -475,8 +475,8 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
         wal = int(psql_value(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal0}')"))
         settle(url)
         sizes = {t: (int(psql_value(url, f"SELECT count(*) FROM {t}")),
-                     int(psql_value(url, f"SELECT COALESCE(SUM(pg_total_relation_size(relid)), 0) "
-                                                    f"FROM pg_partition_tree('{t}')"))) for t in GROWING}
+                     int(psql_value(url, f"SELECT COALESCE((SELECT SUM(pg_total_relation_size(relid)) "
+                                                    f"FROM pg_partition_tree('{t}')), pg_total_relation_size('{t}'))"))) for t in GROWING}
         case_bytes = sum(int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))
                          for t in ("cases", "preferences", "key_material"))
     finally:
@@ -859,10 +859,10 @@ def outbox_months(binary, postgres, rows=1_000_000):
         Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0).stop()
         # Two months back: a month well past the 30 days of the default retention.
         month = psql_value(url, "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC') - INTERVAL '2 months', 'YYYY-MM-DD')")
-        start = int(psql_value(url, f"SELECT extract(epoch FROM TIMESTAMP '{month}') * 1000000")) + 1_000_000
+        start = int(psql_value(url, f"SELECT CAST(extract(epoch FROM TIMESTAMP '{month}') * 1000000 AS BIGINT)")) + 1_000_000
         name = month.replace("-", "")[:6]
         deliveries, events = f"webhook_deliveries_y{name[:4]}m{name[4:]}", f"events_y{name[:4]}m{name[4:]}"
-        end = int(psql_value(url, f"SELECT extract(epoch FROM TIMESTAMP '{month}' + INTERVAL '1 month') * 1000000"))
+        end = int(psql_value(url, f"SELECT CAST(extract(epoch FROM TIMESTAMP '{month}' + INTERVAL '1 month') * 1000000 AS BIGINT)"))
         subprocess.run([PSQL, "-q", "-d", url, "-v", "ON_ERROR_STOP=1", "-c",
                         f"CREATE TABLE IF NOT EXISTS {events} PARTITION OF events FOR VALUES FROM ({start - 1_000_000}) TO ({end})",
                         "-c", f"CREATE TABLE IF NOT EXISTS {deliveries} PARTITION OF webhook_deliveries "
