@@ -475,8 +475,7 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
         wal = int(psql_value(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal0}')"))
         settle(url)
         sizes = {t: (int(psql_value(url, f"SELECT count(*) FROM {t}")),
-                     int(psql_value(url, f"SELECT COALESCE((SELECT SUM(pg_total_relation_size(relid)) "
-                                                    f"FROM pg_partition_tree('{t}')), pg_total_relation_size('{t}'))"))) for t in GROWING}
+                     int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))) for t in GROWING}
         case_bytes = sum(int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))
                          for t in ("cases", "preferences", "key_material"))
     finally:
@@ -842,91 +841,9 @@ def thread_sizes(binary, seed, name, postgres, messages=100_000, samples=200):
           f"for 100x the messages")
 
 
-def outbox_months(binary, postgres, rows=1_000_000):
-    """Forgetting a month of finished webhook work on PostgreSQL: `rows` outbox events of a
-    month past PARLEY_WEBHOOK_RETENTION, each with a delivered delivery, forgotten the way
-    the retention sweeper does where it cannot drop the month (its statements, 10,000 rows of
-    each table a round, until none is left) and the way it drops a month (the lock, the checks
-    and the drops of `Webhooks::drop_finished_months`), each on its own copy of the data."""
-    data = tempfile.mkdtemp(prefix="parley-bench-")
-    base = postgres.rsplit("/", 1)[0]
-    dbs = ["parley_bench_outbox_rows", "parley_bench_outbox_month"]
-    try:
-        sql = [f"DROP DATABASE IF EXISTS {db}" for db in dbs] + [f"CREATE DATABASE {dbs[0]}"]
-        subprocess.run([PSQL, "-q", "-d", postgres, "-c", "SET client_min_messages = warning"]
-                       + [a for q in sql for a in ("-c", q)], check=True)
-        url = f"{base}/{dbs[0]}"
-        Parley(binary, data, url, PARLEY_DELIVERY_CONCURRENCY=0, PARLEY_WEBHOOK_CONCURRENCY=0).stop()
-        # Two months back: a month well past the 30 days of the default retention.
-        month = psql_value(url, "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC') - INTERVAL '2 months', 'YYYY-MM-DD')")
-        start = int(psql_value(url, f"SELECT CAST(extract(epoch FROM TIMESTAMP '{month}') * 1000000 AS BIGINT)")) + 1_000_000
-        name = month.replace("-", "")[:6]
-        deliveries, events = f"webhook_deliveries_y{name[:4]}m{name[4:]}", f"events_y{name[:4]}m{name[4:]}"
-        end = int(psql_value(url, f"SELECT CAST(extract(epoch FROM TIMESTAMP '{month}' + INTERVAL '1 month') * 1000000 AS BIGINT)"))
-        subprocess.run([PSQL, "-q", "-d", url, "-v", "ON_ERROR_STOP=1", "-c",
-                        f"CREATE TABLE IF NOT EXISTS {events} PARTITION OF events FOR VALUES FROM ({start - 1_000_000}) TO ({end})",
-                        "-c", f"CREATE TABLE IF NOT EXISTS {deliveries} PARTITION OF webhook_deliveries "
-                        f"FOR VALUES FROM ({start - 1_000_000}) TO ({end})", "-c",
-                        "INSERT INTO parties (id, kind, name, created_at) VALUES ('p_bench', 'creditor', 'bench', 0)", "-c",
-                        "INSERT INTO webhooks (id, owner_party_id, url, events, secret_sealed, created_at) "
-                        "VALUES ('wh_bench', 'p_bench', 'http://127.0.0.1:9/', '[\"note.created\"]', '\\x00', 0)", "-c",
-                        f"INSERT INTO events (id, event_type, payload, created_at, dispatched_at) SELECT g, 'note.created', "
-                        f"repeat('x', 400), {start} + g * 1000, {start} + g * 1000 + 500 FROM generate_series(1, {rows}) g", "-c",
-                        f"INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_at, status, attempts, created_at, delivered_at, last_status) "
-                        f"SELECT 'whd_' || lpad(to_hex(({start} + g * 1000) / 1000), 12, '0') || '-' || g, 'wh_bench', g, "
-                        f"{start} + g * 1000, 'delivered', 1, {start} + g * 1000 + 500, {start} + g * 1000 + 900, 200 "
-                        f"FROM generate_series(1, {rows}) g", "-c", "VACUUM ANALYZE", "-c", "CHECKPOINT"], check=True)
-        subprocess.run([PSQL, "-q", "-d", postgres, "-c", f"CREATE DATABASE {dbs[1]} TEMPLATE {dbs[0]}"], check=True)
-        now = int(time.time() * 1_000_000)
-        before = now - 30 * 86_400 * 1_000_000
-        until = f"whd_{before // 1000:012x}"
-        forget = [
-            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries "
-            f"WHERE id < '{until}' AND created_at < {before} AND status || '' IN ('delivered', 'failed', 'cancelled') "
-            f"ORDER BY id LIMIT 10000) AND created_at < {before} AND status || '' IN ('delivered', 'failed', 'cancelled')",
-            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e "
-            f"WHERE e.dispatched_at IS NOT NULL AND e.dispatched_at < {before} "
-            "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id) "
-            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.ref_id = CAST(e.id AS TEXT) "
-            "AND j.kind = 'system_message' AND j.status IN ('pending', 'running')) "
-            "ORDER BY e.dispatched_at LIMIT 10000) "
-            "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id)",
-        ]
-        rounds, started = 0, time.time()
-        while True:
-            rounds += 1
-            subprocess.run([PSQL, "-q", "-d", url, "-c", "BEGIN", "-c", forget[0], "-c", forget[1], "-c", "COMMIT"],
-                           check=True)
-            if psql_value(url, "SELECT count(*) FROM events") == "0":
-                break
-        by_rows = time.time() - started
-        month_url = f"{base}/{dbs[1]}"
-        started = time.time()
-        subprocess.run([PSQL, "-q", "-d", month_url, "-v", "ON_ERROR_STOP=1", "-c", "BEGIN", "-c",
-                        "SET LOCAL lock_timeout = '200ms'", "-c",
-                        "LOCK TABLE events, webhook_deliveries IN ACCESS EXCLUSIVE MODE", "-c",
-                        f"SELECT EXISTS (SELECT 1 FROM {deliveries} WHERE status IN ('pending', 'sending')) "
-                        f"OR EXISTS (SELECT 1 FROM {deliveries} WHERE id >= '{until}') "
-                        f"OR EXISTS (SELECT 1 FROM {events} WHERE dispatched_at IS NULL) "
-                        f"OR EXISTS (SELECT 1 FROM {events} WHERE dispatched_at >= {before})", "-c",
-                        f"DROP TABLE {deliveries}", "-c", f"ALTER TABLE events DETACH PARTITION {events}", "-c",
-                        f"DROP TABLE {events}", "-c", "COMMIT"], check=True, capture_output=True)
-        by_month = time.time() - started
-        left = psql_value(month_url, "SELECT count(*) FROM events")
-        assert psql_value(month_url, f"SELECT to_regclass('{events}') IS NULL") == "t", "the month was not dropped"
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
-        subprocess.run([PSQL, "-q", "-d", postgres, "-c", "SET client_min_messages = warning"]
-                       + [a for db in dbs for a in ("-c", f"DROP DATABASE IF EXISTS {db}")], check=False)
-    print(f"a month of finished webhook work on PostgreSQL ({rows} events, each with a delivered delivery):")
-    print(f"  row by row, 10000 of each a round: {by_rows:.1f} s in {rounds} rounds ({2 * rows / by_rows:.0f} rows/s; "
-          f"the sweeper's pace of a round every 10 s would take {rounds * 10 / 3600:.1f} h)")
-    print(f"  the month dropped: {by_month * 1000:.0f} ms ({left} events left) -> {by_rows / by_month:.0f}x faster")
-
-
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
          "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "crm", "lists-sqlite", "lists-postgres",
-         "nodes-postgres", "scale-postgres", "threads-sqlite", "threads-postgres", "outbox-months-postgres"]
+         "nodes-postgres", "scale-postgres", "threads-sqlite", "threads-postgres"]
 
 
 def main():
@@ -988,8 +905,6 @@ def main():
         thread_sizes(args.binary, args.seed, "SQLite", None)
     if "threads-postgres" in parts:
         thread_sizes(args.binary, args.seed, "PostgreSQL", args.postgres)
-    if "outbox-months-postgres" in parts:
-        outbox_months(args.binary, args.postgres)
     if "lists-sqlite" in parts:
         lists_compare(args.binary, args.seed, "SQLite", None, None, args.list_messages)
     if "lists-postgres" in parts:

@@ -233,8 +233,7 @@ impl DataSubjects {
 
     /// One round of the retention sweeper: erases restricted cases whose retention ended,
     /// removes dismissed unmatched mail past its retention, and forgets finished webhook
-    /// work past `PARLEY_WEBHOOK_RETENTION` (on PostgreSQL a month at a time where it can,
-    /// after making the outbox's next months) and idempotency keys past their 24 hours.
+    /// work past `PARLEY_WEBHOOK_RETENTION` and idempotency keys past their 24 hours.
     /// Returns how many cases it erased.
     #[tracing::instrument(skip_all)]
     pub async fn sweep(&self) -> AppResult<usize> {
@@ -267,12 +266,6 @@ impl DataSubjects {
             tracing::info!(mails = removed, "dismissed unmatched mail removed");
         }
         let finished_before = now.saturating_sub(duration_micros(self.webhook_retention));
-        // On PostgreSQL a month of the outbox that is over goes whole; what it keeps, row by row.
-        self.webhooks.keep_months(now).await?;
-        let months = self.webhooks.drop_finished_months(finished_before).await?;
-        if months > 0 {
-            tracing::info!(months, "months of finished webhook work dropped");
-        }
         let forgotten = self.webhooks.forget_finished(finished_before).await?
             + self.parties.forget_expired_keys(now).await?;
         if forgotten > 0 {

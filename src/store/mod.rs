@@ -21,7 +21,6 @@ mod inbox;
 mod jobs;
 mod journal;
 mod messages;
-pub mod months;
 mod notes;
 pub mod operators;
 mod parties;

@@ -332,10 +332,7 @@ impl Subjects {
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
             }
             super::Backend::Postgres => {
-                // A table kept by month is one table, not its partitions.
-                "SELECT CAST(c.relname AS TEXT) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
-                 ORDER BY 1"
+                "SELECT CAST(tablename AS TEXT) FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
             }
         };
         Ok(sqlx::query_scalar(sql).fetch_all(&self.pool).await?)

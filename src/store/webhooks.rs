@@ -264,7 +264,7 @@ impl Webhooks {
         }
         let rows = sqlx::query_as::<_, DeliveryRow>(
             "SELECT d.id, d.event_id, e.event_type, d.status, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, \
-             d.delivered_at FROM webhook_deliveries d JOIN events e ON e.id = d.event_id AND e.created_at = d.event_at WHERE d.webhook_id = $1 ORDER BY d.id DESC LIMIT $2",
+             d.delivered_at FROM webhook_deliveries d JOIN events e ON e.id = d.event_id WHERE d.webhook_id = $1 ORDER BY d.id DESC LIMIT $2",
         )
         .bind(id)
         .bind(limit)
@@ -284,7 +284,6 @@ impl Webhooks {
             id: i64,
             event_type: String,
             case_id: Option<CaseId>,
-            created_at: Micros,
         }
         #[derive(sqlx::FromRow)]
         struct Subscriber {
@@ -295,7 +294,7 @@ impl Webhooks {
         }
         let mut tx = self.write_tx().await?;
         let events = sqlx::query_as::<_, NewEvent>(
-            "SELECT id, event_type, case_id, created_at FROM events WHERE dispatched_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, event_type, case_id FROM events WHERE dispatched_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -325,8 +324,7 @@ impl Webhooks {
             .collect();
         let parties =
             case_parties(&mut tx, events.iter().filter_map(|e| e.case_id.as_ref())).await?;
-        // A delivery carries its event's time: on PostgreSQL both are kept by that month.
-        let mut deliveries: Vec<(String, &str, i64, Micros)> = Vec::new();
+        let mut deliveries: Vec<(String, &str, i64)> = Vec::new();
         for e in &events {
             let case_parties = e.case_id.as_ref().and_then(|c| parties.get(c));
             for ((h, wants), admin) in hooks.iter().zip(&subscribed).zip(&admins) {
@@ -339,37 +337,29 @@ impl Webhooks {
                             || c.partner_id.as_deref() == Some(h.owner_party_id.as_str())
                     });
                 if sees {
-                    deliveries.push((prefixed_id("whd"), h.id.as_str(), e.id, e.created_at));
+                    deliveries.push((prefixed_id("whd"), h.id.as_str(), e.id));
                 }
             }
         }
         for chunk in deliveries.chunks(100) {
             let sql = format!(
-                "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_at, status, attempts, next_attempt_at, created_at) \
-                 VALUES {} ON CONFLICT DO NOTHING",
-                super::rows_sql(chunk.len(), &["", "", "", "", "'pending'", "0", "", "="])
+                "INSERT INTO webhook_deliveries (id, webhook_id, event_id, status, attempts, next_attempt_at, created_at) \
+                 VALUES {} ON CONFLICT (webhook_id, event_id) DO NOTHING",
+                super::rows_sql(chunk.len(), &["", "", "", "'pending'", "0", "", "="])
             );
             let mut q = sqlx::query(&sql);
-            for (id, webhook, event, at) in chunk {
-                q = q
-                    .bind(id.as_str())
-                    .bind(*webhook)
-                    .bind(*event)
-                    .bind(*at)
-                    .bind(now);
+            for (id, webhook, event) in chunk {
+                q = q.bind(id.as_str()).bind(*webhook).bind(*event).bind(now);
             }
             q.execute(&mut *tx).await?;
         }
         for chunk in events.chunks(200) {
-            // The events' times bound the months PostgreSQL looks in.
-            let list: Vec<String> = (4..chunk.len() + 4).map(|i| format!("${i}")).collect();
+            let list: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "UPDATE events SET dispatched_at = $1 WHERE created_at BETWEEN $2 AND $3 AND id IN ({})",
+                "UPDATE events SET dispatched_at = $1 WHERE id IN ({})",
                 list.join(", ")
             );
-            let times = chunk.iter().map(|e| e.created_at);
-            let (first, last) = (times.clone().min(), times.max());
-            let mut q = sqlx::query(&sql).bind(now).bind(first).bind(last);
+            let mut q = sqlx::query(&sql).bind(now);
             for e in chunk {
                 q = q.bind(e.id);
             }
@@ -405,7 +395,7 @@ impl Webhooks {
             "SELECT d.id, d.webhook_id, w.url, w.secret_sealed, d.event_id, e.event_type, e.case_id, e.payload, \
                CASE WHEN w.deleted_at IS NULL AND (p.kind = 'admin' OR c.creditor_id = w.owner_party_id \
                  OR c.partner_id = w.owner_party_id) THEN 1 ELSE 0 END AS allowed \
-             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id AND e.created_at = d.event_at \
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
              JOIN parties p ON p.id = w.owner_party_id LEFT JOIN cases c ON c.id = e.case_id \
              WHERE d.id IN ({placeholders})"
         );

@@ -20,10 +20,6 @@
 //! `NOT NULL` (a legacy quirk: a rowid table accepts NULL in a non-INTEGER primary key), where
 //! PostgreSQL makes every primary-key column NOT NULL. Primary-key columns count as NOT NULL
 //! on both sides here; the application never writes a NULL key.
-//!
-//! And one for PostgreSQL's partitioned tables (the outbox, by month): their primary key and
-//! unique constraints must carry the partition key, so it is left off their end here, and
-//! their partitions, which repeat the parent's columns and indexes, are not compared.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -188,10 +184,8 @@ async fn postgres_schema(conn: &mut PgConnection) -> Schema {
          c.data_type::text AS data_type, c.is_nullable::text AS is_nullable \
          FROM information_schema.columns c JOIN information_schema.tables t \
            ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-           JOIN pg_class r ON r.relname = c.table_name \
-           JOIN pg_namespace rn ON rn.oid = r.relnamespace AND rn.nspname = c.table_schema \
          WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' \
-           AND NOT r.relispartition AND c.table_name <> '_sqlx_migrations'",
+           AND c.table_name <> '_sqlx_migrations'",
     )
     .fetch_all(&mut *conn)
     .await
@@ -218,31 +212,13 @@ async fn postgres_schema(conn: &mut PgConnection) -> Schema {
            JOIN pg_class i ON i.oid = ix.indexrelid \
            JOIN pg_class t ON t.oid = ix.indrelid \
            JOIN pg_namespace n ON n.oid = t.relnamespace \
-         WHERE n.nspname = 'public' AND t.relkind IN ('r', 'p') AND NOT t.relispartition \
-           AND t.relname <> '_sqlx_migrations'",
+         WHERE n.nspname = 'public' AND t.relkind = 'r' AND t.relname <> '_sqlx_migrations'",
     )
     .fetch_all(&mut *conn)
     .await
     .unwrap();
-    // Each partitioned table's (one-column) partition key.
-    let partitioned: BTreeMap<String, String> = sqlx::query_as::<_, (String, String)>(
-        "SELECT CAST(c.relname AS TEXT), CAST(a.attname AS TEXT) FROM pg_partitioned_table p \
-           JOIN pg_class c ON c.oid = p.partrelid \
-           JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
-    for mut index in indexes {
+    for index in indexes {
         let table = &index.table_name;
-        if let Some(key) = partitioned.get(table)
-            && !index.constraint_type.is_empty()
-            && index.columns.last() == Some(key)
-        {
-            index.columns.pop();
-        }
         match index.constraint_type.as_str() {
             "p" => {
                 schema.insert(format!(
