@@ -79,6 +79,11 @@ struct ReplyRow {
     inbox: Option<i32>,
 }
 
+impl ReplyRow {
+    /// What a reply's review reads of it (`m`, the message).
+    const COLUMNS: &str = "m.case_id, m.intent, m.review, m.inbox";
+}
+
 /// Why a correction or a `done` is refused.
 pub enum Unreviewable {
     /// The message is not a received reply with a reading.
@@ -353,23 +358,6 @@ pub(super) async fn confirm_holds(
 }
 
 impl Inbound {
-    /// The received reply `id` from a proven sender on a case the actor sees, locked for the
-    /// change.
-    async fn reply(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        actor: &Actor,
-        id: &MessageId,
-    ) -> StoreResult<Option<ReplyRow>> {
-        self.locked_received(
-            conn,
-            (actor, id),
-            "m.case_id, m.intent, m.review, m.inbox",
-            true,
-        )
-        .await
-    }
-
     /// A case worker's reading of the reply `id`: its intent from now on, the machine's kept.
     /// A reply that held its case and is now read otherwise is dismissed (the hold moves to
     /// the next reply pending, or is lifted); one now read as holding holds. A correction
@@ -382,7 +370,11 @@ impl Inbound {
         intent: Intent,
     ) -> StoreResult<Option<Result<(), Unreviewable>>> {
         let mut tx = self.write_tx().await?;
-        let Some(row) = self.reply(&mut tx, actor, id).await? else {
+        // A reply from a proven sender only.
+        let Some(row) = self
+            .locked_received::<ReplyRow>(&mut tx, (actor, id), ReplyRow::COLUMNS, true)
+            .await?
+        else {
             return Ok(None);
         };
         let Some(before) = row.intent.as_deref().and_then(|i| Intent::parse(i).ok()) else {
@@ -459,7 +451,11 @@ impl Inbound {
         id: &MessageId,
     ) -> StoreResult<Option<Result<(), Unreviewable>>> {
         let mut tx = self.write_tx().await?;
-        let Some(row) = self.reply(&mut tx, actor, id).await? else {
+        // A reply from a proven sender only.
+        let Some(row) = self
+            .locked_received::<ReplyRow>(&mut tx, (actor, id), ReplyRow::COLUMNS, true)
+            .await?
+        else {
             return Ok(None);
         };
         if review_column(row.review.as_deref())? == Some(Review::Pending) {

@@ -23,6 +23,11 @@ struct HeldRow {
     sender_verified: i32,
 }
 
+impl HeldRow {
+    /// What a held message's review reads of it (`m`, the message).
+    const COLUMNS: &str = "m.case_id, m.thread_id, m.message_type, m.envelope_sealed, m.has_attachments, m.sender_verified";
+}
+
 impl Inbound {
     /// A received message `id` on a case the actor sees, locked for a change: `columns` of
     /// it (of `m`, the message) read as `R`; with `proven`, only one whose sender is proven.
@@ -55,22 +60,6 @@ impl Inbound {
         .await?)
     }
 
-    /// The received message `id` on a case the actor sees, locked for the change.
-    async fn held_message(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        actor: &Actor,
-        id: &MessageId,
-    ) -> StoreResult<Option<HeldRow>> {
-        self.locked_received(
-            conn,
-            (actor, id),
-            "m.case_id, m.thread_id, m.message_type, m.envelope_sealed, m.has_attachments, m.sender_verified",
-            false,
-        )
-        .await
-    }
-
     /// Accepts a held message: its sender becomes a participant, its attachments documents,
     /// and `message.received` goes out, all in one transaction. `None`: no such received
     /// message on a case the actor sees; `Some(Err)`: it is not held.
@@ -80,7 +69,10 @@ impl Inbound {
         id: &MessageId,
     ) -> StoreResult<Option<Result<(), NotNow>>> {
         let mut tx = self.write_tx().await?;
-        let Some(row) = self.held_message(&mut tx, actor, id).await? else {
+        let Some(row) = self
+            .locked_received::<HeldRow>(&mut tx, (actor, id), HeldRow::COLUMNS, false)
+            .await?
+        else {
             return Ok(None);
         };
         if row.sender_verified != 0 {
@@ -134,7 +126,10 @@ impl Inbound {
         id: &MessageId,
     ) -> StoreResult<Option<Result<String, NotNow>>> {
         let mut tx = self.write_tx().await?;
-        let Some(row) = self.held_message(&mut tx, actor, id).await? else {
+        let Some(row) = self
+            .locked_received::<HeldRow>(&mut tx, (actor, id), HeldRow::COLUMNS, false)
+            .await?
+        else {
             return Ok(None);
         };
         if row.sender_verified != 0 {
