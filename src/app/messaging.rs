@@ -425,9 +425,9 @@ impl Messaging {
         let body = given
             .body
             .or(rendered.body)
-            .filter(|b| !b.trim().is_empty())
+            .filter(|b| !crate::domain::is_blank(b))
             .ok_or_else(|| invalid("body is required (or a templateId)"))?;
-        if channel == Channel::Email && subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        if channel == Channel::Email && subject.as_deref().is_none_or(crate::domain::is_blank) {
             return Err(invalid(
                 "subject is required for email (or a templateId whose template has one)",
             ));

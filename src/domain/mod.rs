@@ -105,6 +105,12 @@ impl Invalid {
     }
 }
 
+/// True when the text shows nothing: every character white space or a control character
+/// (the published schema's "not blank" says the same).
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| c.is_whitespace() || c.is_control())
+}
+
 /// True when the text holds a character that must never reach a mail header or a log line.
 pub fn has_control_chars(s: &str) -> bool {
     s.chars().any(|c| c.is_control())

@@ -165,7 +165,7 @@ fn parse_template(id: String, req: TemplateRequest) -> ApiResult<Template> {
     }
     for c in &contents {
         let lang = &c.language;
-        if c.body.trim().is_empty() {
+        if crate::domain::is_blank(&c.body) {
             return Err(invalid(format!("{lang}: body is required")));
         }
         // Kept in the clear: a NUL is text no database column holds alike.
@@ -177,7 +177,7 @@ fn parse_template(id: String, req: TemplateRequest) -> ApiResult<Template> {
             return Err(invalid(format!("{lang}: a template's text has no NUL")));
         }
         match channel {
-            Channel::Email if c.subject.as_deref().is_none_or(|s| s.trim().is_empty()) => {
+            Channel::Email if c.subject.as_deref().is_none_or(crate::domain::is_blank) => {
                 return Err(invalid(format!(
                     "{lang}: an email template needs a subject"
                 )));

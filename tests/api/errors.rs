@@ -144,3 +144,36 @@ async fn injected_and_binary_values_are_refused_not_crashed_on() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn text_of_control_characters_and_white_space_is_blank() {
+    let app = spawn_app().await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let case_id = case["caseId"].as_str().unwrap();
+    for (body, subject, word) in [
+        ("\u{9f}", "Payment reminder", "body"),
+        ("\u{1}\u{85}\u{2028} \u{7f}", "Payment reminder", "body"),
+        ("Please pay", "\u{9f}\u{a0}\u{1}", "subject"),
+    ] {
+        for path in ["messages", "messages/preview"] {
+            let r = app
+                .post(
+                    &creditor.token,
+                    &format!("/api/cases/{case_id}/{path}"),
+                    &json!({"messageType": "email", "subject": subject, "body": body}),
+                )
+                .await;
+            let problem = assert_problem(r, 422, "validation_failed").await;
+            assert!(
+                problem["detail"].as_str().unwrap().contains(word),
+                "{path} {body:?} {subject:?}: {problem}"
+            );
+        }
+    }
+    let sent = app
+        .get(&creditor.token, &format!("/api/cases/{case_id}/messages"))
+        .await;
+    let sent: serde_json::Value = sent.json().await.unwrap();
+    assert_eq!(sent["totalCount"], 0, "nothing was queued: {sent}");
+}

@@ -340,6 +340,15 @@ async fn broken_templates_are_refused() {
             json!({"name": "x", "type": "letter", "subject": "s", "body": "b"}),
             "messageType",
         ),
+        // Control characters and white space show nothing: blank, as the schema says.
+        (
+            json!({"name": "x", "type": "email", "subject": "s", "body": "\u{85}\u{9f} \u{1}"}),
+            "body",
+        ),
+        (
+            json!({"name": "x", "type": "email", "subject": "\u{9f}\u{a0}", "body": "b"}),
+            "subject",
+        ),
     ] {
         let problem = assert_problem(
             app.post(&app.admin.token, "/api/message-templates", &t)
