@@ -14,9 +14,13 @@ pub(super) fn amount(own: &str, toks: &[Token]) -> Option<String> {
     for (i, t) in toks.iter().enumerate() {
         let before = i.checked_sub(1).map(|j| toks[j].word.as_str());
         let after = toks.get(i + 1).map(|n| n.word.as_str());
-        let raw = &own[t.start..t.end];
-        let symbol =
-            own[..t.start].trim_end().ends_with(['£', '$', '€']) || own[t.end..].starts_with(",-");
+        let written = &own[t.start..t.end];
+        // "2000kr", "500dkk": the currency glued to the figure.
+        let raw = glued_currency(written).unwrap_or(written);
+        let symbol = raw.len() < written.len()
+            || written.ends_with(",-")
+            || own[..t.start].trim_end().ends_with(['£', '$', '€'])
+            || own[t.end..].starts_with(",-");
         let currency = symbol
             || before.is_some_and(|w| CURRENCY.contains(&w))
             || after.is_some_and(|w| CURRENCY.contains(&w) || w.starts_with("kr"));
@@ -28,10 +32,12 @@ pub(super) fn amount(own: &str, toks: &[Token]) -> Option<String> {
         let after_pay = before.is_some_and(|w| {
             [
                 "pay",
+                "paying",
                 "betale",
                 "betaler",
                 "indbetaler",
                 "overfoerer",
+                "overforer",
                 "transfer",
                 "send",
             ]
@@ -47,6 +53,16 @@ pub(super) fn amount(own: &str, toks: &[Token]) -> Option<String> {
         }
     }
     None
+}
+
+/// A figure with its currency glued on (`2000kr`, `1.500,00kr.`, `500dkk`): the figure.
+fn glued_currency(written: &str) -> Option<&str> {
+    let lower = written.to_ascii_lowercase();
+    ["kr.", "kr", "dkk", "eur"]
+        .iter()
+        .find(|c| lower.ends_with(*c))
+        .map(|c| &written[..written.len() - c.len()])
+        .filter(|figure| figure.ends_with(|c: char| c.is_ascii_digit()))
 }
 
 /// A figure as written in either language: `1.500,00`, `1,500.00`, `1500`, `750,-`.
@@ -157,43 +173,44 @@ fn day_number(word: &str) -> Option<u32> {
     digits.parse().ok().filter(|d| (1..=31).contains(d))
 }
 
-/// A promised date: "tomorrow", "i morgen", "(next) Friday", "på fredag", "the 15th",
-/// "den 15.", "15 January", "den 15. januar", "15/1", "end of the month", "sidst på
-/// måneden".
-pub(super) fn date(toks: &[Token], sent: NaiveDate) -> Option<NaiveDate> {
+/// A promised date: "tomorrow", "i morgen", "tonight", "i aften", "(next) Friday", "a week
+/// on Monday", "på fredag", "Friday 30 October", "the 15th", "den 15.", "den første", "15
+/// January", "den 15. januar", "15/1", "in 2 weeks", "inden for 14 dage", "end of the
+/// month", "sidst på måneden", "before Christmas".
+pub(super) fn date(own: &str, toks: &[Token], sent: NaiveDate) -> Option<NaiveDate> {
     let w = |i: usize| toks.get(i).map(|t| t.word.as_str()).unwrap_or_default();
     for i in 0..toks.len() {
         let word = w(i);
-        match word {
-            "tomorrow" if w(i.wrapping_sub(1)) == "week" => return Some(sent + Duration::days(8)),
-            "tomorrow" | "imorgen" => return sent.succ_opt(),
-            "morgen" if w(i.wrapping_sub(1)) == "i" => return sent.succ_opt(),
-            "today" | "idag" => return Some(sent),
-            "dag" if w(i.wrapping_sub(1)) == "i" => return Some(sent),
-            "end" if w(i + 1) == "of" && (w(i + 2) == "month" || w(i + 3) == "month") => {
-                return last_of_month(sent);
-            }
-            "ultimo" | "maanedsskiftet" => return last_of_month(sent),
-            "sidst" if w(i + 1) == "paa" && w(i + 2).starts_with("maaned") => {
-                return last_of_month(sent);
-            }
-            _ => {}
+        if let Some(date) = named_day(&w, i, sent) {
+            return Some(date);
         }
         if let Some(day) = weekday(word) {
+            // "Friday 30 October", "fredag den 1. maj": the date itself.
+            let at = if matches!(w(i + 1), "the" | "den" | "d") {
+                i + 2
+            } else {
+                i + 1
+            };
+            if let (Some(d), Some(m)) = (day_number(w(at)), month(w(at + 1))) {
+                return on_or_after(sent, d, m);
+            }
             let ahead = (7 + day.num_days_from_monday() as i64
                 - sent.weekday().num_days_from_monday() as i64)
                 % 7;
             let ahead = if ahead == 0 { 7 } else { ahead };
             let next_week = matches!(w(i.wrapping_sub(1)), "next" | "naeste") && ahead < 3;
-            return Some(sent + Duration::days(ahead + if next_week { 7 } else { 0 }));
-        }
-        if let Some((d, m)) = word.split_once('/')
-            && let (Some(d), Ok(m)) = (day_number(d), m.trim_end_matches('.').parse::<u32>())
-            && let Some(date) = on_or_after(sent, d, m)
-        {
-            return Some(date);
+            let week_on = w(i.wrapping_sub(1)) == "on" && w(i.wrapping_sub(2)) == "week";
+            return Some(sent + Duration::days(ahead + if next_week || week_on { 7 } else { 0 }));
         }
         if let Some(d) = day_number(word) {
+            // "15/1", "d. 1/8": day and month.
+            if own.get(toks[i].end..toks[i].end + 1) == Some("/")
+                && toks.get(i + 1).is_some_and(|n| n.start == toks[i].end + 1)
+                && let Ok(m) = w(i + 1).parse::<u32>()
+                && let Some(date) = on_or_after(sent, d, m)
+            {
+                return Some(date);
+            }
             if let Some(m) =
                 month(w(i + 1)).or_else(|| (w(i + 1) == "of").then(|| month(w(i + 2))).flatten())
             {
@@ -211,6 +228,46 @@ pub(super) fn date(toks: &[Token], sent: NaiveDate) -> Option<NaiveDate> {
         }
     }
     None
+}
+
+/// A day named by words at token `i`: today, tomorrow, the month's end, the first, a span
+/// from now ("in 2 weeks", "om en uge", "inden for 14 dage"), Christmas.
+fn named_day<'a>(w: &impl Fn(usize) -> &'a str, i: usize, sent: NaiveDate) -> Option<NaiveDate> {
+    let before = |k: usize| w(i.wrapping_sub(k));
+    match w(i) {
+        "tomorrow" if before(1) == "week" => Some(sent + Duration::days(8)),
+        "tomorrow" | "imorgen" | "2moro" | "2morrow" | "tmrw" | "tomoz" => sent.succ_opt(),
+        "overmorgen" => Some(sent + Duration::days(2)),
+        "morgen" if before(1) == "i" => sent.succ_opt(),
+        "today" | "idag" | "tonight" | "iaften" => Some(sent),
+        "dag" | "aften" if before(1) == "i" => Some(sent),
+        "end" if w(i + 1) == "of" && (w(i + 2) == "month" || w(i + 3) == "month") => {
+            last_of_month(sent)
+        }
+        "ultimo" | "maanedsskiftet" => last_of_month(sent),
+        "sidst" if w(i + 1) == "paa" && w(i + 2).starts_with("maaned") => last_of_month(sent),
+        "first" | "foerste" if matches!(before(1), "the" | "den") => next_day_of_month(sent, 1),
+        "christmas" | "xmas" | "juleaften" => on_or_after(sent, 24, 12),
+        "days" | "dage" | "weeks" | "week" | "uger" | "uge" => {
+            let n = count(before(1))?;
+            let from_now = matches!(before(2), "in" | "within" | "om" | "indenfor")
+                || before(2) == "for" && before(3) == "inden";
+            let unit = if w(i).starts_with('d') { 1 } else { 7 };
+            from_now.then(|| sent + Duration::days(n * unit))
+        }
+        _ => None,
+    }
+}
+
+/// A small count as a figure or a word.
+fn count(word: &str) -> Option<i64> {
+    Some(match word {
+        "a" | "one" | "en" | "et" => 1,
+        "two" | "to" | "couple" => 2,
+        "three" | "tre" => 3,
+        "four" | "fire" => 4,
+        _ => return word.parse().ok().filter(|n| (1..=90).contains(n)),
+    })
 }
 
 fn last_of_month(sent: NaiveDate) -> Option<NaiveDate> {

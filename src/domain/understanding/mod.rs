@@ -453,7 +453,7 @@ pub struct Settings {
 pub const SETTINGS: Settings = Settings {
     overrules: 0.5,
     rules_firm: 3.0,
-    sees_dispute: 0.55,
+    sees_dispute: 0.35,
 };
 
 /// The lexicon's rules, their words folded, once.
@@ -554,7 +554,7 @@ pub fn understand_with(
         let mut u = plain(guess, (probability * 0.8 * 100.0).round() / 100.0, evidence);
         if guess == Intent::PaymentPromise {
             u.promised_amount = amount(&own, &toks);
-            u.promised_date = date(&toks, sent);
+            u.promised_date = date(&own, &toks, sent);
         }
         u
     };
@@ -588,7 +588,7 @@ pub fn understand_with(
         // rest Friday"), else anywhere.
         let from = decided[intent as usize].first().map_or(0, |f| f.from);
         u.promised_amount = amount(&own, &toks[from..]).or_else(|| amount(&own, &toks));
-        u.promised_date = date(&toks[from..], sent).or_else(|| date(&toks, sent));
+        u.promised_date = date(&own, &toks[from..], sent).or_else(|| date(&own, &toks, sent));
     }
     u
 }
@@ -862,6 +862,58 @@ mod tests {
         assert_eq!(u.promised_date, Some(d("2026-12-15")));
         let u = understand("Jeg betaler den 15. januar", d("2026-12-01"));
         assert_eq!(u.promised_date, Some(d("2027-01-15")));
+    }
+
+    #[test]
+    fn dates_said_in_words_and_spans() {
+        // 2026-07-09 is a Thursday.
+        let sent = d("2026-07-09");
+        for (text, amount, date) in [
+            (
+                "jeg betaler 1500 kr d. 1/8, kan ik foer",
+                Some("1500.00"),
+                "2026-08-01",
+            ),
+            (
+                "can pay 2000kr on 1/9 if thats ok",
+                Some("2000.00"),
+                "2026-09-01",
+            ),
+            (
+                "overforer de 750,- paa fredag",
+                Some("750.00"),
+                "2026-07-10",
+            ),
+            ("I'll pay it in full a week on Monday", None, "2026-07-20"),
+            (
+                "Paid by Friday 30 October at the latest, I will pay",
+                None,
+                "2026-10-30",
+            ),
+            (
+                "Beløbet betales senest fredag den 1. maj",
+                None,
+                "2027-05-01",
+            ),
+            (
+                "Beløbet bliver betalt inden for 14 dage",
+                None,
+                "2026-07-23",
+            ),
+            ("will pay it in 2 weeks when im back", None, "2026-07-23"),
+            ("Jeg betaler i aften", None, "2026-07-09"),
+            ("I'll pay before Christmas", None, "2026-12-24"),
+            (
+                "I får de 400 kr den første, jeg betaler",
+                Some("400.00"),
+                "2026-08-01",
+            ),
+            ("jeg betaler i overmorgen", None, "2026-07-11"),
+        ] {
+            let u = understand(text, sent);
+            assert_eq!(u.promised_amount.as_deref(), amount, "{text}: {u:?}");
+            assert_eq!(u.promised_date, Some(d(date)), "{text}: {u:?}");
+        }
     }
 
     #[test]
