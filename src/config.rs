@@ -1146,7 +1146,7 @@ fn sms_section(raw: &BTreeMap<String, Raw>, public_url: &str) -> Result<SmsConfi
 fn delivery_section(raw: &BTreeMap<String, Raw>) -> Result<DeliveryConfig, ConfigError> {
     let delivery_retry_schedule = opt(raw, "delivery_retry_schedule", parse_schedule)?
         .unwrap_or_else(|| parse_schedule("30s,2m,10m,30m,2h,6h").expect("valid default"));
-    let delivery_concurrency = opt(raw, "delivery_concurrency", parse_workers)?.unwrap_or(32);
+    let delivery_concurrency = opt(raw, "delivery_concurrency", parse_workers)?.unwrap_or(256);
     let delivery_lease =
         opt(raw, "delivery_lease", parse_interval)?.unwrap_or(Duration::from_secs(30));
     Ok(DeliveryConfig {

@@ -158,8 +158,8 @@ pub enum EmailTransport {
 }
 
 impl EmailTransport {
-    /// SMTP from `smtp://` (STARTTLS when the server offers it) or `smtps://`, keeping as
-    /// many connections as deliveries run at once (`smtp.rs`); without a URL, `.eml` files
+    /// SMTP from `smtp://` (STARTTLS when the server offers it) or `smtps://`, with at most
+    /// `connections` open at once (`smtp.rs`); without a URL, `.eml` files
     /// in the outbox folder.
     pub fn new(
         smtp_url: Option<&str>,

@@ -94,6 +94,9 @@ pub struct DeliveryJob {
     mailboxes: Option<std::sync::Arc<dyn MailboxRoutes>>,
     /// Keeps the bytes of sent mail an archive connector is to journal.
     archive: Archive,
+    /// One permit a hand-over to an SMS provider or a mailbox connector: however many
+    /// deliveries run at once, a provider sees at most [`PEER_SESSIONS`] requests.
+    handovers: tokio::sync::Semaphore,
 }
 
 impl DeliveryJob {
@@ -109,7 +112,7 @@ impl DeliveryJob {
         let email = EmailTransport::new(
             config.mail.smtp_url.as_ref().map(|s| s.expose()),
             outbox.clone(),
-            config.delivery.concurrency,
+            config.delivery.concurrency.min(PEER_SESSIONS),
         )?;
         let sms = match (&config.sms.url, &config.sms.account, &config.sms.token) {
             (Some(base), Some(account), Some(token)) => SmsTransport::Api {
@@ -152,6 +155,7 @@ impl DeliveryJob {
             clock,
             email,
             sms,
+            handovers: tokio::sync::Semaphore::new(PEER_SESSIONS),
         })
     }
 
@@ -279,6 +283,7 @@ impl DeliveryJob {
                     let at = self.clock.now() + crate::domain::time::duration_micros(wait);
                     return (Transition::Defer(at), Delivered::Nothing);
                 }
+                let _handover = self.handovers.acquire().await;
                 self.sms.send(message).await
             }
         };
@@ -436,6 +441,7 @@ impl DeliveryJob {
                         .await
                         .map(|()| None),
                     Carrier::Mailbox(mailboxes, route) => {
+                        let _handover = self.handovers.acquire().await;
                         handed_over(mailboxes.send(route, &message.id, &bytes).await)
                     }
                 }
@@ -606,7 +612,10 @@ impl DeliveryJob {
                 .map(|()| None),
             (Ok(prefix), Carrier::Mailbox(mailboxes, route)) => {
                 match read_spooled(prefix.as_bytes(), &spool).await {
-                    Ok(bytes) => handed_over(mailboxes.send(route, id, &bytes).await),
+                    Ok(bytes) => {
+                        let _handover = self.handovers.acquire().await;
+                        handed_over(mailboxes.send(route, id, &bytes).await)
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -755,6 +764,11 @@ enum Carrier<'a> {
     Smtp,
     Mailbox(&'a dyn MailboxRoutes, &'a Route),
 }
+
+/// The most connections open to the SMTP relay, and requests to an SMS provider or a mailbox
+/// connector, at once, whatever the delivery concurrency: relays limit a client's
+/// connections (Postfix: 50 by default), providers their requests.
+const PEER_SESSIONS: usize = 32;
 
 /// How long a collection message waits before it asks again whether the reply that holds
 /// its case was reviewed (micros).

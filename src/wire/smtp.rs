@@ -8,7 +8,8 @@
 //! set `TCP_NODELAY`. And its timeout covers the connect only; here each send as a whole is
 //! bounded (RFC 5321 §4.5.3.2: up to 10 minutes for the reply to the end of DATA alone).
 //!
-//! Connections are kept for reuse, as many as deliveries run at once. A connection idle for
+//! Connections are kept for reuse, at most `keep` of them, and never more than `keep` are open
+//! at once (a transaction waits for one). A connection idle for
 //! a while is checked with NOOP before it is used again; one used a moment ago is not.
 //!
 //! Where the server offers PIPELINING (RFC 2920; lettre does not read the keyword, so the
@@ -94,6 +95,8 @@ pub struct SmtpClient {
     hello: ClientId,
     idle: Mutex<Vec<Idle>>,
     keep: usize,
+    /// One permit a transaction: never more connections open at once than are kept.
+    sessions: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for SmtpClient {
@@ -160,12 +163,14 @@ impl SmtpClient {
             hello,
             idle: Mutex::new(Vec::new()),
             keep: keep.max(1),
+            sessions: tokio::sync::Semaphore::new(keep.max(1)),
         })
     }
 
     /// Sends one message; the connection goes back for reuse unless the send broke it.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SmtpError> {
         let attempt = async {
+            let _session = self.sessions.acquire().await;
             let mut connection = self.take().await?;
             let sent = if connection.pipelining {
                 pipelined(&mut connection.smtp, envelope, message).await
@@ -200,6 +205,7 @@ impl SmtpClient {
     ) -> Result<(), SmtpError> {
         let file = std::fs::File::open(path)?;
         let attempt = async {
+            let _session = self.sessions.acquire().await;
             let mut connection = self.take().await?;
             let sent = transaction(&mut connection, envelope, prefix, file).await;
             if sent.is_ok() && !connection.smtp.has_broken() {

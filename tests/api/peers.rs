@@ -97,6 +97,14 @@ impl SmtpPeer {
             .unwrap_or(0)
     }
 
+    /// The most sessions that were open at the same time.
+    pub fn most_sessions(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join(".most-sessions"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// How many transactions have reached the end of DATA, finished or still waiting for
     /// the sink's reply.
     pub fn data_started(&self) -> usize {

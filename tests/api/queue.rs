@@ -262,6 +262,40 @@ async fn a_slow_smtp_server_gets_one_copy() {
 }
 
 #[tokio::test]
+async fn many_deliveries_in_flight_share_a_bounded_number_of_smtp_connections() {
+    let smtp = SmtpPeer::start().await;
+    let url = smtp.url();
+    // A delivery worker runs in the background, 80 deliveries in flight.
+    let app = spawn_app_with(move |c| {
+        c.mail.smtp_url = Some(parley::config::Secret::new(url));
+        c.delivery.concurrency = 80;
+    })
+    .await;
+    let creditor = app.party(PartyKind::Creditor, "Acme").await;
+    let case = app.create_case(&creditor, None).await;
+    let path = format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap());
+    // Each message holds its connection for a second (the reply to the end of DATA).
+    for i in 0..48 {
+        let r = app
+            .post(
+                &creditor.token,
+                &path,
+                &json!({"messageType": "email", "to": format!("slow-1-{i}@example.com"),
+                        "subject": "Hello", "body": "Hello"}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    // The app's own worker (80 in flight) attempts them all at once.
+    assert_eq!(smtp.wait_for(48).await.len(), 48, "every message went");
+    let most = smtp.most_sessions();
+    assert!(
+        (2..=32).contains(&most),
+        "48 deliveries at once opened {most} sessions at once; the relay sees at most 32"
+    );
+}
+
+#[tokio::test]
 async fn a_mail_server_down_for_longer_than_a_retry_step_still_gets_the_message() {
     // A port where nothing listens yet: the mail server is down.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

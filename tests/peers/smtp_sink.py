@@ -2,7 +2,8 @@
 
 Every accepted message is stored as one .eml file in --dir, as received (after DATA); every
 DATA that begins (finished or not) adds a line to --dir/.data-started, and every MAIL that
-arrives with the next commands already behind it (pipelined) a line to --dir/.pipelined.
+arrives with the next commands already behind it (pipelined) a line to --dir/.pipelined;
+--dir/.most-sessions holds the most sessions that were ever open at once.
 Recipients steer failures, so tests can provoke them:
   reject...@       -> 550 (permanent)
   tempfail-N...@   -> 451 for the first N attempts of that address, then accepted
@@ -34,6 +35,20 @@ class Sink:
         self.refuse_second_ehlo = refuse_second_ehlo
         self.tries = {}
         self.lock = threading.Lock()
+        self.open = 0
+        self.most = 0
+
+    def session_opened(self):
+        with self.lock:
+            self.open += 1
+            if self.open > self.most:
+                self.most = self.open
+                with open(os.path.join(self.directory, ".most-sessions"), "w") as f:
+                    f.write(f"{self.most}\n")
+
+    def session_closed(self):
+        with self.lock:
+            self.open -= 1
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         if self.refuse_second_ehlo and session.host_name:
@@ -92,6 +107,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+class CountedSMTP(SMTP):
+    """A session that tells its handler when it opens and closes."""
+
+    def connection_made(self, transport):
+        self.event_handler.session_opened()
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        self.event_handler.session_closed()
+        super().connection_lost(error)
+
+
 class SinkController(Controller):
     def __init__(self, handler, credentials=None, **kwargs):
         self.credentials = credentials
@@ -105,7 +132,7 @@ class SinkController(Controller):
         extra = {}
         if self.credentials:
             extra = {"auth_required": True, "auth_require_tls": False, "authenticator": self.authenticate}
-        return SMTP(self.handler, enable_SMTPUTF8=True, decode_data=False, data_size_limit=50 * 1024 * 1024, **extra)
+        return CountedSMTP(self.handler, enable_SMTPUTF8=True, decode_data=False, data_size_limit=50 * 1024 * 1024, **extra)
 
 
 def main():
