@@ -94,9 +94,11 @@ pub struct DeliveryJob {
     mailboxes: Option<std::sync::Arc<dyn MailboxRoutes>>,
     /// Keeps the bytes of sent mail an archive connector is to journal.
     archive: Archive,
-    /// One permit a hand-over to an SMS provider or a mailbox connector: however many
-    /// deliveries run at once, a provider sees at most [`PEER_SESSIONS`] requests.
-    handovers: tokio::sync::Semaphore,
+    /// One permit a hand-over to the SMS provider, and one to a mailbox connector: however
+    /// many deliveries run at once, each sees at most [`PEER_SESSIONS`] requests, and a slow
+    /// one holds up none of the other.
+    sms_handovers: tokio::sync::Semaphore,
+    mailbox_handovers: tokio::sync::Semaphore,
 }
 
 impl DeliveryJob {
@@ -155,7 +157,8 @@ impl DeliveryJob {
             clock,
             email,
             sms,
-            handovers: tokio::sync::Semaphore::new(PEER_SESSIONS),
+            sms_handovers: tokio::sync::Semaphore::new(PEER_SESSIONS),
+            mailbox_handovers: tokio::sync::Semaphore::new(PEER_SESSIONS),
         })
     }
 
@@ -283,7 +286,7 @@ impl DeliveryJob {
                     let at = self.clock.now() + crate::domain::time::duration_micros(wait);
                     return (Transition::Defer(at), Delivered::Nothing);
                 }
-                let _handover = self.handovers.acquire().await;
+                let _handover = self.sms_handovers.acquire().await;
                 self.sms.send(message).await
             }
         };
@@ -441,7 +444,7 @@ impl DeliveryJob {
                         .await
                         .map(|()| None),
                     Carrier::Mailbox(mailboxes, route) => {
-                        let _handover = self.handovers.acquire().await;
+                        let _handover = self.mailbox_handovers.acquire().await;
                         handed_over(mailboxes.send(route, &message.id, &bytes).await)
                     }
                 }
@@ -613,7 +616,7 @@ impl DeliveryJob {
             (Ok(prefix), Carrier::Mailbox(mailboxes, route)) => {
                 match read_spooled(prefix.as_bytes(), &spool).await {
                     Ok(bytes) => {
-                        let _handover = self.handovers.acquire().await;
+                        let _handover = self.mailbox_handovers.acquire().await;
                         handed_over(mailboxes.send(route, id, &bytes).await)
                     }
                     Err(e) => Err(e),

@@ -169,8 +169,9 @@ impl SmtpClient {
 
     /// Sends one message; the connection goes back for reuse unless the send broke it.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SmtpError> {
+        // The wait for a connection of our own is not the server's time.
+        let _session = self.sessions.acquire().await;
         let attempt = async {
-            let _session = self.sessions.acquire().await;
             let mut connection = self.take().await?;
             let sent = if connection.pipelining {
                 pipelined(&mut connection.smtp, envelope, message).await
@@ -204,8 +205,8 @@ impl SmtpClient {
         path: &Path,
     ) -> Result<(), SmtpError> {
         let file = std::fs::File::open(path)?;
+        let _session = self.sessions.acquire().await;
         let attempt = async {
-            let _session = self.sessions.acquire().await;
             let mut connection = self.take().await?;
             let sent = transaction(&mut connection, envelope, prefix, file).await;
             if sent.is_ok() && !connection.smtp.has_broken() {

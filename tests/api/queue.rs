@@ -274,13 +274,14 @@ async fn many_deliveries_in_flight_share_a_bounded_number_of_smtp_connections() 
     let creditor = app.party(PartyKind::Creditor, "Acme").await;
     let case = app.create_case(&creditor, None).await;
     let path = format!("/api/cases/{}/messages", case["caseId"].as_str().unwrap());
-    // Each message holds its connection for a second (the reply to the end of DATA).
+    // Each message holds its connection for three seconds (the reply to the end of DATA):
+    // all 48 are in flight together however slowly they are posted.
     for i in 0..48 {
         let r = app
             .post(
                 &creditor.token,
                 &path,
-                &json!({"messageType": "email", "to": format!("slow-1-{i}@example.com"),
+                &json!({"messageType": "email", "to": format!("slow-3-{i}@example.com"),
                         "subject": "Hello", "body": "Hello"}),
             )
             .await;

@@ -45,6 +45,8 @@ pub(super) fn amount(own: &str, toks: &[Token]) -> Option<String> {
         });
         let date_like = after.is_some_and(|w| month(w).is_some())
             || raw.ends_with('.') && after.is_some_and(|w| month(w).is_some());
+        // "betaler 1/8": a day and month.
+        let date_like = date_like || own[t.end..].starts_with('/');
         if (currency || after_pay)
             && !date_like
             && let Some(v) = number(raw.trim_end_matches('.'))
@@ -115,11 +117,12 @@ fn month(word: &str) -> Option<u32> {
         ("dec", "december"),
     ];
     let w = word.trim_end_matches('.');
+    // The first three bytes, when they end at a character's edge (`piątek` has none).
+    let head = w.get(..3)?;
     MONTHS
         .iter()
         .position(|(en, da)| {
-            w.len() >= 3
-                && (en.starts_with(&w[..3]) || da.starts_with(&w[..3]))
+            (en.starts_with(head) || da.starts_with(head))
                 && (da.starts_with(w) || w.starts_with(en) || w == "march" || w == "october")
         })
         .map(|i| i as u32 + 1)
@@ -191,15 +194,19 @@ pub(super) fn date(own: &str, toks: &[Token], sent: NaiveDate) -> Option<NaiveDa
             } else {
                 i + 1
             };
-            if let (Some(d), Some(m)) = (day_number(w(at)), month(w(at + 1))) {
-                return on_or_after(sent, d, m);
+            if let (Some(d), Some(m)) = (day_number(w(at)), month(w(at + 1)))
+                && let Some(date) = on_or_after(sent, d, m)
+            {
+                return Some(date);
             }
             let ahead = (7 + day.num_days_from_monday() as i64
                 - sent.weekday().num_days_from_monday() as i64)
                 % 7;
             let ahead = if ahead == 0 { 7 } else { ahead };
             let next_week = matches!(w(i.wrapping_sub(1)), "next" | "naeste") && ahead < 3;
-            let week_on = w(i.wrapping_sub(1)) == "on" && w(i.wrapping_sub(2)) == "week";
+            let week_on = w(i.wrapping_sub(1)) == "on"
+                && w(i.wrapping_sub(2)) == "week"
+                && matches!(w(i.wrapping_sub(3)), "a" | "one");
             return Some(sent + Duration::days(ahead + if next_week || week_on { 7 } else { 0 }));
         }
         if let Some(d) = day_number(word) {
@@ -246,8 +253,25 @@ fn named_day<'a>(w: &impl Fn(usize) -> &'a str, i: usize, sent: NaiveDate) -> Op
         }
         "ultimo" | "maanedsskiftet" => last_of_month(sent),
         "sidst" if w(i + 1) == "paa" && w(i + 2).starts_with("maaned") => last_of_month(sent),
-        "first" | "foerste" if matches!(before(1), "the" | "den") => next_day_of_month(sent, 1),
-        "christmas" | "xmas" | "juleaften" => on_or_after(sent, 24, 12),
+        "first" | "foerste" if matches!(before(1), "the" | "den") => {
+            // "the first of March"; not "the first instalment", "den første rate".
+            let next = w(i + 1);
+            if let Some(m) = (next == "of").then(|| month(w(i + 2))).flatten() {
+                on_or_after(sent, 1, m)
+            } else if ORDINAL_OF.iter().any(|n| next.starts_with(n)) {
+                None
+            } else {
+                next_day_of_month(sent, 1)
+            }
+        }
+        "christmas" | "xmas" | "juleaften"
+            if matches!(
+                before(1),
+                "before" | "by" | "until" | "inden" | "foer" | "til"
+            ) =>
+        {
+            on_or_after(sent, 24, 12)
+        }
         "days" | "dage" | "weeks" | "week" | "uger" | "uge" => {
             let n = count(before(1))?;
             let from_now = matches!(before(2), "in" | "within" | "om" | "indenfor")
@@ -258,6 +282,12 @@ fn named_day<'a>(w: &impl Fn(usize) -> &'a str, i: usize, sent: NaiveDate) -> Op
         _ => None,
     }
 }
+
+/// What "the first" may be the first of, when it is no day.
+const ORDINAL_OF: &[&str] = &[
+    "rate", "instal", "install", "payment", "betaling", "afdrag", "part", "del", "gang", "time",
+    "half", "halv", "bit",
+];
 
 /// A small count as a figure or a word.
 fn count(word: &str) -> Option<i64> {

@@ -909,11 +909,28 @@ mod tests {
                 "2026-08-01",
             ),
             ("jeg betaler i overmorgen", None, "2026-07-11"),
+            ("jeg betaler den første rate på fredag", None, "2026-07-10"),
+            ("I'll pay the first of August", None, "2026-08-01"),
+            (
+                "Заплачу 500 kr в piątek, I will pay on Friday",
+                Some("500.00"),
+                "2026-07-10",
+            ),
+            (
+                "since Christmas it was hard, I will pay on Friday",
+                None,
+                "2026-07-10",
+            ),
+            ("I'll pay next week on Monday", None, "2026-07-13"),
         ] {
             let u = understand(text, sent);
             assert_eq!(u.promised_amount.as_deref(), amount, "{text}: {u:?}");
             assert_eq!(u.promised_date, Some(d(date)), "{text}: {u:?}");
         }
+        // A day and month after "betaler" is no amount.
+        let u = understand("jeg betaler 1/8", sent);
+        assert_eq!(u.promised_amount, None, "{u:?}");
+        assert_eq!(u.promised_date, Some(d("2026-08-01")), "{u:?}");
     }
 
     #[test]

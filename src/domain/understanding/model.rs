@@ -2,7 +2,7 @@
 //! word pairs and four-letter pieces of words of the debtor's own text, trained when parley
 //! starts on the corpus's tuning part (never a held-out set), which ships inside the binary.
 //! It reads every reply: where the rules find nothing it decides, where they are weak (a
-//! score under 3) and it is sure (0.5) it overrules them, and a dispute it gives 0.55 or more
+//! score under 3) and it is sure (0.5) it overrules them, and a dispute it gives 0.35 or more
 //! is not lost to a rule's promise or payment (the pieces, the dispute's weight and the
 //! threshold chosen by cross-validation). Its evidence is the reply's words that weighed most
 //! for what it chose. Chosen over naive Bayes by measurement (docs/UNDERSTANDING.md).
