@@ -25,13 +25,13 @@ use crate::app::messaging::Messaging;
 use crate::app::policy::{Allowed, Question, SendPolicy};
 use crate::app::tracking::LinkMaker;
 use crate::config::{DeliveryConfig, MailConfig, SmsConfig};
-use crate::domain::CaseId;
 use crate::domain::MessageId;
 use crate::domain::clock::SharedClock;
 use crate::domain::code::Code;
 use crate::domain::message::{Channel, JobKind, MessageStatus};
 use crate::domain::policy::Evidence;
 use crate::domain::time::from_micros;
+use crate::domain::{CaseId, ConnectorId};
 use crate::store::queue::{Claim, DELIVERY_JOBS, QueueTable, Transition};
 use crate::store::{AttemptRecord, Delivered, Delivering, Store};
 use crate::worker::{Backoff, Job};
@@ -94,11 +94,12 @@ pub struct DeliveryJob {
     mailboxes: Option<std::sync::Arc<dyn MailboxRoutes>>,
     /// Keeps the bytes of sent mail an archive connector is to journal.
     archive: Archive,
-    /// One permit a hand-over to the SMS provider, and one to a mailbox connector: however
-    /// many deliveries run at once, each sees at most [`PEER_SESSIONS`] requests, and a slow
-    /// one holds up none of the other.
+    /// One permit a hand-over to the SMS provider, and to each mailbox connector its own:
+    /// however many deliveries run at once, each sees at most [`PEER_SESSIONS`] requests,
+    /// and a slow one (one creditor's mailbox) holds up none of the others.
     sms_handovers: tokio::sync::Semaphore,
-    mailbox_handovers: tokio::sync::Semaphore,
+    mailbox_handovers:
+        std::sync::Mutex<HashMap<ConnectorId, std::sync::Arc<tokio::sync::Semaphore>>>,
 }
 
 impl DeliveryJob {
@@ -158,7 +159,7 @@ impl DeliveryJob {
             email,
             sms,
             sms_handovers: tokio::sync::Semaphore::new(PEER_SESSIONS),
-            mailbox_handovers: tokio::sync::Semaphore::new(PEER_SESSIONS),
+            mailbox_handovers: std::sync::Mutex::default(),
         })
     }
 
@@ -394,6 +395,26 @@ impl DeliveryJob {
         .await
     }
 
+    /// A whole mail handed to a mailbox connector, at most [`PEER_SESSIONS`] at once a
+    /// connector.
+    async fn hand_to_mailbox(
+        &self,
+        mailboxes: &dyn MailboxRoutes,
+        route: &Route,
+        id: &MessageId,
+        bytes: &[u8],
+    ) -> Result<Option<String>, SendError> {
+        let permits = self
+            .mailbox_handovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route.connector.clone())
+            .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(PEER_SESSIONS)))
+            .clone();
+        let _handover = permits.acquire().await;
+        handed_over(mailboxes.send(route, id, bytes).await)
+    }
+
     async fn send_copy_by(
         &self,
         message: &crate::store::Outgoing,
@@ -444,8 +465,8 @@ impl DeliveryJob {
                         .await
                         .map(|()| None),
                     Carrier::Mailbox(mailboxes, route) => {
-                        let _handover = self.mailbox_handovers.acquire().await;
-                        handed_over(mailboxes.send(route, &message.id, &bytes).await)
+                        self.hand_to_mailbox(mailboxes, route, &message.id, &bytes)
+                            .await
                     }
                 }
             }
@@ -615,10 +636,7 @@ impl DeliveryJob {
                 .map(|()| None),
             (Ok(prefix), Carrier::Mailbox(mailboxes, route)) => {
                 match read_spooled(prefix.as_bytes(), &spool).await {
-                    Ok(bytes) => {
-                        let _handover = self.mailbox_handovers.acquire().await;
-                        handed_over(mailboxes.send(route, id, &bytes).await)
-                    }
+                    Ok(bytes) => self.hand_to_mailbox(mailboxes, route, id, &bytes).await,
                     Err(e) => Err(e),
                 }
             }

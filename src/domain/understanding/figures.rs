@@ -43,10 +43,8 @@ pub(super) fn amount(own: &str, toks: &[Token]) -> Option<String> {
             ]
             .contains(&w)
         });
-        let date_like = after.is_some_and(|w| month(w).is_some())
-            || raw.ends_with('.') && after.is_some_and(|w| month(w).is_some());
-        // "betaler 1/8": a day and month.
-        let date_like = date_like || own[t.end..].starts_with('/');
+        // "15 januar", "den 15. januar", "betaler 1/8": a day and month.
+        let date_like = after.is_some_and(|w| month(w).is_some()) || own[t.end..].starts_with('/');
         if (currency || after_pay)
             && !date_like
             && let Some(v) = number(raw.trim_end_matches('.'))
@@ -59,10 +57,13 @@ pub(super) fn amount(own: &str, toks: &[Token]) -> Option<String> {
 
 /// A figure with its currency glued on (`2000kr`, `1.500,00kr.`, `500dkk`): the figure.
 fn glued_currency(written: &str) -> Option<&str> {
-    let lower = written.to_ascii_lowercase();
+    let bytes = written.as_bytes();
     ["kr.", "kr", "dkk", "eur"]
         .iter()
-        .find(|c| lower.ends_with(*c))
+        .find(|c| {
+            bytes.len() >= c.len()
+                && bytes[bytes.len() - c.len()..].eq_ignore_ascii_case(c.as_bytes())
+        })
         .map(|c| &written[..written.len() - c.len()])
         .filter(|figure| figure.ends_with(|c: char| c.is_ascii_digit()))
 }
