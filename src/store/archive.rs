@@ -239,18 +239,14 @@ pub(super) async fn enqueue(
     if ids.is_empty() {
         return Ok(());
     }
-    let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT m.id FROM messages m JOIN cases c ON c.id = m.case_id \
          WHERE m.id IN ({}) AND m.message_type = 'email' AND EXISTS (SELECT 1 FROM connectors k \
-         WHERE k.connector_type = 'archive' AND (k.creditor_id IS NULL OR k.creditor_id = c.creditor_id))",
-        params.join(", ")
+         WHERE k.connector_type = 'archive' AND (k.creditor_id IS NULL OR k.creditor_id = c.creditor_id)) \
+         AND EXISTS (SELECT 1 FROM connectors g WHERE g.connector_type = 'archive')",
+        super::batch_list(backend, 1, "TEXT")
     );
-    let sql = super::positional(sql, backend);
-    let mut q = sqlx::query_scalar::<_, String>(&sql);
-    for id in ids {
-        q = q.bind(*id);
-    }
+    let q = sqlx::query_scalar::<_, String>(&sql).bind(super::list_param(backend, ids)?);
     let found = q.fetch_all(&mut *conn).await?;
     for id in found {
         super::side_job(&mut *conn, JobKind::ArchiveMessage, &id, at).await?;

@@ -115,23 +115,23 @@ pub(super) async fn enqueue_messages(
     if ids.is_empty() {
         return Ok(());
     }
-    let params: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO crm_activities (id, connector_id, case_id, kind, subject_id, status, attempts, \
          next_attempt_at, created_at, updated_at) \
          SELECT k.id || ':' || m.id, k.id, m.case_id, 'message', m.id, 'pending', 0, $1, $1, $1 \
-         FROM messages m JOIN cases c ON c.id = m.case_id JOIN connectors k ON k.connector_type IN ({}) \
+         FROM messages m JOIN cases c ON c.id = m.case_id JOIN connectors k ON k.connector_type IN ({types}) \
          AND (k.creditor_id IS NULL OR k.creditor_id = c.creditor_id) \
-         WHERE m.id IN ({}) AND m.message_type IN ('email', 'sms') ON CONFLICT (id) DO NOTHING",
-        crm_types(),
-        params.join(", ")
+         WHERE m.id IN ({}) AND m.message_type IN ('email', 'sms') \
+         AND EXISTS (SELECT 1 FROM connectors g WHERE g.connector_type IN ({types})) \
+         ON CONFLICT (id) DO NOTHING",
+        super::batch_list(backend, 2, "TEXT"),
+        types = crm_types(),
     );
-    let sql = super::positional(sql, backend);
-    let mut q = sqlx::query(&sql).bind(at);
-    for id in ids {
-        q = q.bind(*id);
-    }
-    q.execute(&mut *conn).await?;
+    sqlx::query(&sql)
+        .bind(at)
+        .bind(super::list_param(backend, ids)?)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

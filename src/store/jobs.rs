@@ -2,6 +2,7 @@
 //! attempt (the job's next state, the attempt record, the message's status and the outbox
 //! event) in one transaction. Claiming and leases are the queue engine's (`queue.rs`).
 
+use super::BindBatch;
 use super::messages::{Envelope, apply_event};
 use super::queue::{DELIVERY_JOBS, Transition, transition};
 use crate::domain::CaseId;
@@ -170,7 +171,6 @@ impl Queue {
         if message_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (1..=message_ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT m.id, m.case_id, COALESCE(m.channel, m.message_type) AS message_type, m.category, m.status, m.envelope_sealed, m.subject_sealed, m.body_sealed, \
              m.html_sealed, m.rfc_message_id, m.in_reply_to, c.debtor_timezone, c.status AS case_status, m.has_attachments, \
@@ -179,13 +179,12 @@ impl Queue {
              FROM messages m LEFT JOIN cases c ON c.id = m.case_id LEFT JOIN preferences pr ON pr.case_id = m.case_id \
              WHERE m.id IN ({})",
             super::preferences::PREFERENCE_COLUMNS,
-            list.join(", ")
+            super::batch_list(self.backend, 1, "TEXT")
         );
-        let mut q = sqlx::query_as::<_, OutgoingRow>(&sql);
-        for id in message_ids {
-            q = q.bind(*id);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = sqlx::query_as::<_, OutgoingRow>(&sql)
+            .bind(super::list_param(self.backend, message_ids)?)
+            .fetch_all(&self.pool)
+            .await?;
         self.unlock(rows.iter().map(|r| &r.envelope_sealed[..]))
             .await?;
         let mut found = Vec::with_capacity(rows.len());
@@ -389,24 +388,41 @@ async fn finish_all(
         .iter()
         .filter(|f| !matches!(f.next, Transition::Defer(_)))
         .collect();
-    for chunk in recorded.chunks(ROWS) {
+    if !recorded.is_empty() {
+        let rows: Vec<_> = recorded
+            .iter()
+            .map(|f| {
+                let (outcome, error) = f.outcome();
+                (
+                    &f.job_id,
+                    f.attempt,
+                    f.started_at,
+                    f.finished_at,
+                    outcome,
+                    error,
+                )
+            })
+            .collect();
         let sql = format!(
-            "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) VALUES {}",
-            super::rows_sql(chunk.len(), &["", "", "", "", "", ""])
+            "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) \
+             SELECT job_id, attempt, started_at, finished_at, outcome, error FROM ({}) v",
+            super::batch_rows(
+                backend,
+                1,
+                &[
+                    ("job_id", "TEXT"),
+                    ("attempt", "INTEGER"),
+                    ("started_at", "BIGINT"),
+                    ("finished_at", "BIGINT"),
+                    ("outcome", "TEXT"),
+                    ("error", "TEXT"),
+                ]
+            )
         );
-        let sql = super::positional(sql, backend);
-        let mut q = sqlx::query(&sql);
-        for f in chunk {
-            let (outcome, error) = f.outcome();
-            q = q
-                .bind(&f.job_id)
-                .bind(f.attempt)
-                .bind(f.started_at)
-                .bind(f.finished_at)
-                .bind(outcome)
-                .bind(error);
-        }
-        q.execute(&mut *conn).await?;
+        sqlx::query(&sql)
+            .bind_batch(super::batch_params(backend, 6, &rows)?)
+            .execute(&mut *conn)
+            .await?;
     }
 
     // A sent message's evidence is written with the rest of its sending, below.
@@ -426,7 +442,7 @@ async fn finish_all(
             .map(|f| f.finished_at)
             .max()
             .unwrap_or_default();
-        super::queue::finish_done(&mut *conn, DELIVERY_JOBS, &ids, now).await?;
+        super::queue::finish_done(&mut *conn, backend, DELIVERY_JOBS, &ids, now).await?;
     }
     for f in other {
         transition(&mut *conn, DELIVERY_JOBS, &f.job_id, &f.next, f.finished_at).await?;

@@ -1,6 +1,7 @@
 //! Messages: queueing (message, `queued` event, delivery job, audit entry and idempotency
 //! record in one transaction), reading, and status events.
 
+use super::BindBatch;
 use crate::domain::CaseId;
 use crate::domain::{DocumentId, MessageId, ThreadId};
 use futures_util::future::BoxFuture;
@@ -851,19 +852,16 @@ pub(crate) async fn apply_sent_events(
     if events.is_empty() {
         return Ok(());
     }
-    let list = (1..=events.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
-        "SELECT id, status, case_id FROM messages WHERE id IN ({list}){}",
+        "SELECT id, status, case_id FROM messages WHERE id IN ({}){}",
+        super::batch_list(backend, 1, "TEXT"),
         backend.for_update()
     );
-    let mut q = sqlx::query_as::<_, SentRow>(&sql);
-    for e in events {
-        q = q.bind(e.id);
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let rows = sqlx::query_as::<_, SentRow>(&sql)
+        .bind(super::list_param(backend, &ids)?)
+        .fetch_all(&mut *conn)
+        .await?;
     let found: Vec<(&SentRow, &SentMessage<'_>)> = events
         .iter()
         .filter_map(|e| rows.iter().find(|r| *e.id == r.id).map(|r| (r, e)))
@@ -871,19 +869,18 @@ pub(crate) async fn apply_sent_events(
     if found.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = (0..found.len())
-        .map(|i| format!("(${}, 'sent', ${})", 2 * i + 1, 2 * i + 2))
-        .collect();
     let sql = format!(
-        "INSERT INTO message_events (message_id, event, at) VALUES {}",
-        values.join(", ")
+        "INSERT INTO message_events (message_id, event, at) SELECT id, 'sent', at FROM ({}) v",
+        super::batch_rows(backend, 1, &[("id", "TEXT"), ("at", "BIGINT")])
     );
-    let sql = super::positional(sql, backend);
-    let mut q = sqlx::query(&sql);
-    for (row, e) in &found {
-        q = q.bind(row.id.as_str()).bind(e.at);
-    }
-    q.execute(&mut *conn).await?;
+    let rows: Vec<_> = found
+        .iter()
+        .map(|(row, e)| (row.id.as_str(), e.at))
+        .collect();
+    sqlx::query(&sql)
+        .bind_batch(super::batch_params(backend, 2, &rows)?)
+        .execute(&mut *conn)
+        .await?;
 
     let mut outbox = Vec::new();
     let mut advanced = Vec::new();
@@ -903,7 +900,7 @@ pub(crate) async fn apply_sent_events(
     }
     mark_sent(&mut *conn, backend, &found, &advanced).await?;
     if let Some(event_type) = EventType::for_status(MessageStatus::Sent) {
-        super::emit_many(&mut *conn, event_type, &outbox, now).await?;
+        super::emit_many(&mut *conn, backend, event_type, &outbox, now).await?;
     }
     Ok(())
 }
@@ -937,8 +934,9 @@ async fn mark_sent(
          FROM ({}) v WHERE messages.id = v.id",
         sent.as_str(),
         sent.rank(),
-        super::values_table(
-            found.len(),
+        super::batch_rows(
+            backend,
+            1,
             &[
                 ("id", "TEXT"),
                 ("at", "BIGINT"),
@@ -950,22 +948,26 @@ async fn mark_sent(
             ]
         )
     );
-    let sql = super::positional(sql, backend);
-    let mut q = sqlx::query(&sql);
-    for ((row, e), advanced) in found.iter().zip(advanced) {
-        q = q
-            .bind(row.id.as_str())
-            .bind(e.at)
-            .bind(e.provider_id)
-            .bind(i32::from(*advanced))
-            .bind(e.evidence.map(|v| v.decision.as_str()))
-            .bind(e.evidence.map(|v| v.rule.as_str()))
-            .bind(
+    let rows: Vec<_> = found
+        .iter()
+        .zip(advanced)
+        .map(|((row, e), advanced)| {
+            (
+                row.id.as_str(),
+                e.at,
+                e.provider_id,
+                i32::from(*advanced),
+                e.evidence.map(|v| v.decision.as_str()),
+                e.evidence.map(|v| v.rule.as_str()),
                 e.evidence
                     .map(|v| crate::domain::time::to_micros(v.checked_at)),
-            );
-    }
-    q.execute(&mut *conn).await?;
+            )
+        })
+        .collect();
+    sqlx::query(&sql)
+        .bind_batch(super::batch_params(backend, 7, &rows)?)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -731,6 +731,135 @@ impl<K: std::hash::Hash + Eq, V: Clone> Remembered<K, V> {
     }
 }
 
+/// A table of rows bound as a fixed number of parameters from `$param` on, whatever the
+/// number of rows: on PostgreSQL an array a column (`unnest`), on SQLite one JSON array of
+/// rows (`json_each`); [`batch_params`] writes them. A `VALUES` list of n rows is a new
+/// statement for every n, prepared again and, on PostgreSQL, planned again with hundreds of
+/// parameters; this one is prepared once a connection. `columns`: `(name, SQL type)`. For
+/// `UPDATE … FROM (…) v` and `INSERT … SELECT`.
+pub(crate) fn batch_rows(backend: Backend, param: usize, columns: &[(&str, &str)]) -> String {
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    match backend {
+        Backend::Postgres => {
+            let arrays: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, (_, ty))| format!("CAST(${} AS {ty}[])", param + i))
+                .collect();
+            format!(
+                "SELECT {} FROM unnest({}) AS u({})",
+                names.join(", "),
+                arrays.join(", "),
+                names.join(", ")
+            )
+        }
+        Backend::Sqlite => {
+            let cells: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, (name, ty))| format!("CAST(value->>{i} AS {ty}) AS {name}"))
+                .collect();
+            format!("SELECT {} FROM json_each(${param})", cells.join(", "))
+        }
+    }
+}
+
+/// A list of values bound as one parameter, `$param` ([`list_param`]), for `IN (…)`: one
+/// statement whatever the list's length (see [`batch_rows`]).
+pub(crate) fn batch_list(backend: Backend, param: usize, ty: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("SELECT unnest(CAST(${param} AS {ty}[]))"),
+        Backend::Sqlite => format!("SELECT CAST(value AS {ty}) FROM json_each(${param})"),
+    }
+}
+
+/// The parameters of a [`batch_rows`] table of `columns` columns: `rows`, each a tuple (or
+/// array) of its cells in the columns' order.
+pub(crate) fn batch_params(
+    backend: Backend,
+    columns: usize,
+    rows: &impl serde::Serialize,
+) -> sqlx::Result<Vec<String>> {
+    let encode = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
+    match backend {
+        Backend::Sqlite => Ok(vec![serde_json::to_string(rows).map_err(encode)?]),
+        Backend::Postgres => {
+            let rows = serde_json::to_value(rows).map_err(encode)?;
+            let rows = rows.as_array().map(Vec::as_slice).unwrap_or_default();
+            Ok((0..columns)
+                .map(|c| {
+                    pg_array(
+                        rows.iter()
+                            .map(|row| row.get(c).unwrap_or(&serde_json::Value::Null)),
+                    )
+                })
+                .collect())
+        }
+    }
+}
+
+/// The parameter of a [`batch_list`].
+pub(crate) fn list_param(
+    backend: Backend,
+    items: &[impl serde::Serialize],
+) -> sqlx::Result<String> {
+    let encode = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
+    match backend {
+        Backend::Sqlite => serde_json::to_string(items).map_err(encode),
+        Backend::Postgres => {
+            let items = items
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(encode)?;
+            Ok(pg_array(items.iter()))
+        }
+    }
+}
+
+/// Binding the parameters of a [`batch_rows`] table, in order.
+pub(crate) trait BindBatch {
+    fn bind_batch(self, params: Vec<String>) -> Self;
+}
+
+impl<'q> BindBatch for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    fn bind_batch(mut self, params: Vec<String>) -> Self {
+        for p in params {
+            self = self.bind(p);
+        }
+        self
+    }
+}
+
+/// A PostgreSQL array literal of these values: each quoted, `"` and `\` escaped; null as
+/// `NULL`.
+fn pg_array<'a>(values: impl Iterator<Item = &'a serde_json::Value>) -> String {
+    let mut out = String::from("{");
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let text = match v {
+            serde_json::Value::Null => {
+                out.push_str("NULL");
+                continue;
+            }
+            serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            other => std::borrow::Cow::Owned(other.to_string()),
+        };
+        out.push('"');
+        for ch in text.chars() {
+            if ch == '"' || ch == '\\' {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
 /// The rows of a `VALUES` table of bound values, each placeholder cast to its column's type
 /// (PostgreSQL infers none for a `VALUES` of placeholders), numbered from `first`.
 pub(crate) fn cast_rows(rows: usize, types: &[&str], first: usize) -> String {
@@ -768,25 +897,25 @@ pub(crate) fn values_table(rows: usize, columns: &[(&str, &str)]) -> String {
 /// Several events of one type into the outbox in one statement (`(case id, payload)`).
 pub(crate) async fn emit_many(
     conn: &mut AnyConnection,
+    backend: Backend,
     event_type: EventType,
     events: &[(Option<&CaseId>, String)],
     now: Micros,
-) -> sqlx::Result<()> {
+) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = (0..events.len())
-        .map(|i| format!("($1, ${}, ${}, $2)", 2 * i + 3, 2 * i + 4))
-        .collect();
     let sql = format!(
-        "INSERT INTO events (event_type, case_id, payload, created_at) VALUES {}",
-        values.join(", ")
+        "INSERT INTO events (event_type, case_id, payload, created_at) \
+         SELECT $1, case_id, payload, $2 FROM ({}) v",
+        batch_rows(backend, 3, &[("case_id", "TEXT"), ("payload", "TEXT")])
     );
-    let mut q = sqlx::query(&sql).bind(event_type.as_str()).bind(now);
-    for (case_id, payload) in events {
-        q = q.bind(*case_id).bind(payload.as_str());
-    }
-    q.execute(conn).await?;
+    sqlx::query(&sql)
+        .bind(event_type.as_str())
+        .bind(now)
+        .bind_batch(batch_params(backend, 2, &events)?)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -274,14 +274,14 @@ pub(crate) async fn transition(
 /// [`transition`]`(Transition::Done)`).
 pub(crate) async fn finish_done(
     conn: &mut AnyConnection,
+    backend: Backend,
     q: QueueTable,
     ids: &[&str],
     now: Micros,
-) -> sqlx::Result<()> {
+) -> StoreResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
     let sql = format!(
         "UPDATE {table} SET status = '{done}', last_error = NULL, lease_owner = NULL, lease_until = NULL{touch}{end} \
          WHERE id IN ({list})",
@@ -289,14 +289,14 @@ pub(crate) async fn finish_done(
         done = q.done,
         touch = q.touch.replace("$now", "$1"),
         end = q.on_end,
-        list = list.join(", "),
+        list = super::batch_list(backend, 2, "TEXT"),
     );
     // `$1` is bound always; a table without a change time simply does not use it.
-    let mut query = sqlx::query(&sql).bind(now);
-    for id in ids {
-        query = query.bind(*id);
-    }
-    query.execute(conn).await?;
+    sqlx::query(&sql)
+        .bind(now)
+        .bind(super::list_param(backend, ids)?)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Webhooks: subscriptions, the fan-out of outbox events to them, and their deliveries.
 
+use super::BindBatch;
 use crate::domain::CaseId;
 use crate::domain::{DeliveryId, WebhookId};
 use serde_json::Value;
@@ -140,27 +141,26 @@ struct CaseParties {
 /// The parties of every case named, read a few hundred at a time.
 async fn case_parties<'a>(
     tx: &mut sqlx::AnyConnection,
+    backend: super::Backend,
     case_ids: impl Iterator<Item = &'a CaseId>,
 ) -> StoreResult<std::collections::HashMap<CaseId, CaseParties>> {
-    let mut parties: std::collections::HashMap<CaseId, CaseParties> = Default::default();
     let mut case_ids: Vec<&CaseId> = case_ids.collect();
     case_ids.sort_unstable();
     case_ids.dedup();
-    for chunk in case_ids.chunks(200) {
-        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT id, creditor_id, partner_id FROM cases WHERE id IN ({})",
-            list.join(", ")
-        );
-        let mut q = sqlx::query_as::<_, CaseParties>(&sql);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for c in q.fetch_all(&mut *tx).await? {
-            parties.insert(c.id, c);
-        }
+    if case_ids.is_empty() {
+        return Ok(Default::default());
     }
-    Ok(parties)
+    let sql = format!(
+        "SELECT id, creditor_id, partner_id FROM cases WHERE id IN ({})",
+        super::batch_list(backend, 1, "TEXT")
+    );
+    Ok(sqlx::query_as::<_, CaseParties>(&sql)
+        .bind(super::list_param(backend, &case_ids)?)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect())
 }
 
 /// The most rows of each table one round of [`Webhooks::forget_finished`] removes: a round
@@ -322,8 +322,12 @@ impl Webhooks {
                     .is_ok_and(|k| k == crate::domain::PartyKind::Admin)
             })
             .collect();
-        let parties =
-            case_parties(&mut tx, events.iter().filter_map(|e| e.case_id.as_ref())).await?;
+        let parties = case_parties(
+            &mut tx,
+            self.backend,
+            events.iter().filter_map(|e| e.case_id.as_ref()),
+        )
+        .await?;
         let mut deliveries: Vec<(String, &str, i64)> = Vec::new();
         for e in &events {
             let case_parties = e.case_id.as_ref().and_then(|c| parties.get(c));
@@ -341,30 +345,38 @@ impl Webhooks {
                 }
             }
         }
-        for chunk in deliveries.chunks(100) {
+        let backend = self.backend;
+        if !deliveries.is_empty() {
+            // `WHERE true`: SQLite reads an `ON CONFLICT` after a bare `FROM` as a join's.
             let sql = format!(
                 "INSERT INTO webhook_deliveries (id, webhook_id, event_id, status, attempts, next_attempt_at, created_at) \
-                 VALUES {} ON CONFLICT (webhook_id, event_id) DO NOTHING",
-                super::rows_sql(chunk.len(), &["", "", "", "'pending'", "0", "", "="])
+                 SELECT id, webhook_id, event_id, 'pending', 0, $1, $1 FROM ({}) v WHERE true \
+                 ON CONFLICT (webhook_id, event_id) DO NOTHING",
+                super::batch_rows(
+                    backend,
+                    2,
+                    &[
+                        ("id", "TEXT"),
+                        ("webhook_id", "TEXT"),
+                        ("event_id", "BIGINT")
+                    ]
+                )
             );
-            let mut q = sqlx::query(&sql);
-            for (id, webhook, event) in chunk {
-                q = q.bind(id.as_str()).bind(*webhook).bind(*event).bind(now);
-            }
-            q.execute(&mut *tx).await?;
+            sqlx::query(&sql)
+                .bind(now)
+                .bind_batch(super::batch_params(backend, 3, &deliveries)?)
+                .execute(&mut *tx)
+                .await?;
         }
-        for chunk in events.chunks(200) {
-            let list: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "UPDATE events SET dispatched_at = $1 WHERE id IN ({})",
-                list.join(", ")
-            );
-            let mut q = sqlx::query(&sql).bind(now);
-            for e in chunk {
-                q = q.bind(e.id);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        sqlx::query(&format!(
+            "UPDATE events SET dispatched_at = $1 WHERE id IN ({})",
+            super::batch_list(backend, 2, "BIGINT")
+        ))
+        .bind(now)
+        .bind(super::list_param(backend, &ids)?)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(events.len())
     }
@@ -551,11 +563,11 @@ pub(crate) struct WebhookOutcome {
 /// The batch writer of webhook outcomes (a [`super::pipeline::Batcher`]).
 pub(crate) fn webhook_outcome_batch<'c>(
     conn: &'c mut sqlx::AnyConnection,
-    _backend: super::Backend,
+    backend: super::Backend,
     items: &'c [WebhookOutcome],
 ) -> futures_util::future::BoxFuture<'c, StoreResult<Vec<()>>> {
     Box::pin(async move {
-        write_webhook_outcomes(conn, items).await?;
+        write_webhook_outcomes(conn, backend, items).await?;
         Ok(vec![(); items.len()])
     })
 }
@@ -565,30 +577,32 @@ pub(crate) fn webhook_outcome_batch<'c>(
 /// the last attempt's outcome.
 async fn write_webhook_outcomes(
     conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
     items: &[WebhookOutcome],
 ) -> StoreResult<()> {
     let (done, other): (Vec<&WebhookOutcome>, Vec<&WebhookOutcome>) =
         items.iter().partition(|o| o.next == Transition::Done);
-    for chunk in done.chunks(100) {
+    if !done.is_empty() {
         let sql = format!(
             "UPDATE webhook_deliveries SET last_status = v.status, delivered_at = v.at \
              FROM ({}) v WHERE webhook_deliveries.id = v.id",
-            super::values_table(
-                chunk.len(),
+            super::batch_rows(
+                backend,
+                1,
                 &[("id", "TEXT"), ("status", "INTEGER"), ("at", "BIGINT")]
             )
         );
-        let mut q = sqlx::query(&sql);
-        for o in chunk {
-            q = q
-                .bind(o.id.as_str())
-                .bind(o.status_code.map(i32::from))
-                .bind(o.now);
-        }
-        q.execute(&mut *conn).await?;
-        let ids: Vec<&str> = chunk.iter().map(|o| o.id.as_str()).collect();
-        let now = chunk.iter().map(|o| o.now).max().unwrap_or_default();
-        super::queue::finish_done(&mut *conn, WEBHOOK_DELIVERIES, &ids, now).await?;
+        let rows: Vec<_> = done
+            .iter()
+            .map(|o| (o.id.as_str(), o.status_code, o.now))
+            .collect();
+        sqlx::query(&sql)
+            .bind_batch(super::batch_params(backend, 3, &rows)?)
+            .execute(&mut *conn)
+            .await?;
+        let ids: Vec<&str> = done.iter().map(|o| o.id.as_str()).collect();
+        let now = done.iter().map(|o| o.now).max().unwrap_or_default();
+        super::queue::finish_done(&mut *conn, backend, WEBHOOK_DELIVERIES, &ids, now).await?;
     }
     for o in other {
         if !matches!(o.next, Transition::Defer(_)) {

@@ -425,16 +425,21 @@ async fn permanent_smtp_refusal_fails_at_once_with_the_reason() {
         events(&report(&app, &party, &id).await),
         ["queued", "failed"]
     );
-    assert_eq!(
-        app.store
-            .queue()
-            .delivery_attempts(&parley::domain::MessageId::parse(&id).unwrap())
-            .await
-            .unwrap()
-            .len(),
-        1,
-        "no retry after a 5xx"
+    let attempts = app
+        .store
+        .queue()
+        .delivery_attempts(&parley::domain::MessageId::parse(&id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1, "no retry after a 5xx");
+    // The server's words are recorded as said, quotes and backslash and all.
+    let said = r#"mailbox unavailable: "{a,b}" \ NULL"#;
+    assert!(
+        attempts[0].error.as_deref().unwrap().contains(said),
+        "{:?}",
+        attempts[0].error
     );
+    assert!(m["failureReason"].as_str().unwrap().contains(said), "{m}");
 }
 
 #[tokio::test]

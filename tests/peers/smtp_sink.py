@@ -70,7 +70,8 @@ class Sink:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@", 1)[0].lower()
         if local.startswith("reject"):
-            return "550 5.1.1 mailbox unavailable"
+            # Quotes, a backslash, braces and commas: what a server says is kept as said.
+            return '550 5.1.1 mailbox unavailable: "{a,b}" \\ NULL'
         if local.startswith("tempfail"):
             parts = local.split("-")
             limit = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
