@@ -376,6 +376,52 @@ pub(crate) fn finish_batch<'c>(
     })
 }
 
+/// The attempts of a batch of outcomes, in one statement.
+async fn record_attempts(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    recorded: &[&Finish],
+) -> StoreResult<()> {
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = recorded
+        .iter()
+        .map(|f| {
+            let (outcome, error) = f.outcome();
+            let Finish {
+                job_id,
+                attempt,
+                started_at,
+                finished_at,
+                ..
+            } = f;
+            (job_id, attempt, started_at, finished_at, outcome, error)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) \
+         SELECT job_id, attempt, started_at, finished_at, outcome, error FROM ({}) v",
+        super::batch_rows(
+            backend,
+            1,
+            &[
+                ("job_id", "TEXT"),
+                ("attempt", "INTEGER"),
+                ("started_at", "BIGINT"),
+                ("finished_at", "BIGINT"),
+                ("outcome", "TEXT"),
+                ("error", "TEXT"),
+            ]
+        )
+    );
+    sqlx::query(&sql)
+        .bind_batch(super::batch_params(backend, 6, &rows)?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Writes a batch of outcomes with a few multi-row statements: the attempts, the jobs that
 /// are done, the messages sent and their events. What is rare (retries, failures, deferrals,
 /// provider ids) is written one by one.
@@ -388,42 +434,7 @@ async fn finish_all(
         .iter()
         .filter(|f| !matches!(f.next, Transition::Defer(_)))
         .collect();
-    if !recorded.is_empty() {
-        let rows: Vec<_> = recorded
-            .iter()
-            .map(|f| {
-                let (outcome, error) = f.outcome();
-                (
-                    &f.job_id,
-                    f.attempt,
-                    f.started_at,
-                    f.finished_at,
-                    outcome,
-                    error,
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, outcome, error) \
-             SELECT job_id, attempt, started_at, finished_at, outcome, error FROM ({}) v",
-            super::batch_rows(
-                backend,
-                1,
-                &[
-                    ("job_id", "TEXT"),
-                    ("attempt", "INTEGER"),
-                    ("started_at", "BIGINT"),
-                    ("finished_at", "BIGINT"),
-                    ("outcome", "TEXT"),
-                    ("error", "TEXT"),
-                ]
-            )
-        );
-        sqlx::query(&sql)
-            .bind_batch(super::batch_params(backend, 6, &rows)?)
-            .execute(&mut *conn)
-            .await?;
-    }
+    record_attempts(&mut *conn, backend, &recorded).await?;
 
     // A sent message's evidence is written with the rest of its sending, below.
     let evidence: Vec<(&str, &Evidence)> = items

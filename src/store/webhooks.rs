@@ -163,6 +163,47 @@ async fn case_parties<'a>(
         .collect())
 }
 
+/// The deliveries of a fan-out, and its events marked dispatched: one statement each.
+async fn write_fan_out(
+    tx: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    deliveries: &[(String, &str, i64)],
+    events: &[i64],
+    now: Micros,
+) -> StoreResult<()> {
+    if !deliveries.is_empty() {
+        // `WHERE true`: SQLite reads an `ON CONFLICT` after a bare `FROM` as a join's.
+        let sql = format!(
+            "INSERT INTO webhook_deliveries (id, webhook_id, event_id, status, attempts, next_attempt_at, created_at) \
+             SELECT id, webhook_id, event_id, 'pending', 0, $1, $1 FROM ({}) v WHERE true \
+             ON CONFLICT (webhook_id, event_id) DO NOTHING",
+            super::batch_rows(
+                backend,
+                2,
+                &[
+                    ("id", "TEXT"),
+                    ("webhook_id", "TEXT"),
+                    ("event_id", "BIGINT")
+                ]
+            )
+        );
+        sqlx::query(&sql)
+            .bind(now)
+            .bind_batch(super::batch_params(backend, 3, &deliveries)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!(
+        "UPDATE events SET dispatched_at = $1 WHERE id IN ({})",
+        super::batch_list(backend, 2, "BIGINT")
+    ))
+    .bind(now)
+    .bind(super::list_param(backend, events)?)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// The most rows of each table one round of [`Webhooks::forget_finished`] removes: a round
 /// every 10 s keeps up with 1,000 a second, twice the busiest hour of docs/SCALE.md.
 pub const FORGET_BATCH: i64 = 10_000;
@@ -345,38 +386,8 @@ impl Webhooks {
                 }
             }
         }
-        let backend = self.backend;
-        if !deliveries.is_empty() {
-            // `WHERE true`: SQLite reads an `ON CONFLICT` after a bare `FROM` as a join's.
-            let sql = format!(
-                "INSERT INTO webhook_deliveries (id, webhook_id, event_id, status, attempts, next_attempt_at, created_at) \
-                 SELECT id, webhook_id, event_id, 'pending', 0, $1, $1 FROM ({}) v WHERE true \
-                 ON CONFLICT (webhook_id, event_id) DO NOTHING",
-                super::batch_rows(
-                    backend,
-                    2,
-                    &[
-                        ("id", "TEXT"),
-                        ("webhook_id", "TEXT"),
-                        ("event_id", "BIGINT")
-                    ]
-                )
-            );
-            sqlx::query(&sql)
-                .bind(now)
-                .bind_batch(super::batch_params(backend, 3, &deliveries)?)
-                .execute(&mut *tx)
-                .await?;
-        }
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        sqlx::query(&format!(
-            "UPDATE events SET dispatched_at = $1 WHERE id IN ({})",
-            super::batch_list(backend, 2, "BIGINT")
-        ))
-        .bind(now)
-        .bind(super::list_param(backend, &ids)?)
-        .execute(&mut *tx)
-        .await?;
+        write_fan_out(&mut tx, self.backend, &deliveries, &ids, now).await?;
         tx.commit().await?;
         Ok(events.len())
     }
