@@ -781,20 +781,22 @@ pub(crate) fn batch_params(
     rows: &impl serde::Serialize,
 ) -> sqlx::Result<Vec<String>> {
     let encode = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
+    let value = serde_json::to_value(rows).map_err(encode)?;
+    // Every row a cell a column: a row of another shape would write NULLs, or nothing.
+    let rows = value
+        .as_array()
+        .filter(|rows| {
+            rows.iter()
+                .all(|row| row.as_array().is_some_and(|cells| cells.len() == columns))
+        })
+        .ok_or_else(|| {
+            sqlx::Error::Encode(format!("a batch's rows are not rows of {columns} cells").into())
+        })?;
     match backend {
-        Backend::Sqlite => Ok(vec![serde_json::to_string(rows).map_err(encode)?]),
-        Backend::Postgres => {
-            let rows = serde_json::to_value(rows).map_err(encode)?;
-            let rows = rows.as_array().map(Vec::as_slice).unwrap_or_default();
-            Ok((0..columns)
-                .map(|c| {
-                    pg_array(
-                        rows.iter()
-                            .map(|row| row.get(c).unwrap_or(&serde_json::Value::Null)),
-                    )
-                })
-                .collect())
-        }
+        Backend::Sqlite => Ok(vec![value.to_string()]),
+        Backend::Postgres => Ok((0..columns)
+            .map(|c| pg_array(rows.iter().map(|row| &row[c])))
+            .collect()),
     }
 }
 

@@ -404,8 +404,9 @@ fn erasure_statements() -> Vec<String> {
         ),
         format!(
             "UPDATE messages SET status = 'cancelled', status_rank = {rank}, updated_at = $2 \
-             WHERE case_id = $1 AND status IN ('queued', 'scheduled') AND id IN \
-             (SELECT ref_id FROM jobs WHERE kind = 'deliver_message' AND status = 'cancelled')",
+             WHERE case_id = $1 AND status IN ('queued', 'scheduled') AND EXISTS \
+             (SELECT 1 FROM jobs j WHERE j.ref_id = messages.id AND j.kind = 'deliver_message' \
+             AND j.status = 'cancelled')",
             rank = crate::domain::message::MessageStatus::Cancelled.rank()
         ),
         format!(

@@ -138,7 +138,7 @@ struct CaseParties {
     partner_id: Option<String>,
 }
 
-/// The parties of every case named, read a few hundred at a time.
+/// The parties of every case named, in one query.
 async fn case_parties<'a>(
     tx: &mut sqlx::AnyConnection,
     backend: super::Backend,
