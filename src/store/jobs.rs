@@ -442,7 +442,7 @@ async fn finish_all(
         .filter(|f| !matches!(f.delivered, Delivered::Sent { .. }))
         .filter_map(|f| f.evidence.as_ref().map(|e| (f.message_id.as_str(), e)))
         .collect();
-    super::messages::record_evidence(&mut *conn, &evidence).await?;
+    super::messages::record_evidence(&mut *conn, backend, &evidence).await?;
 
     let (done, other): (Vec<&Finish>, Vec<&Finish>) =
         items.iter().partition(|f| f.next == Transition::Done);

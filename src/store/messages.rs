@@ -737,32 +737,41 @@ fn delivery_channel(message_type: &str, channel: Option<&str>) -> StoreResult<Op
 /// Stores the policy's evidence on messages (`(id, evidence)`), in one statement.
 pub(crate) async fn record_evidence(
     conn: &mut AnyConnection,
+    backend: super::Backend,
     items: &[(&str, &Evidence)],
-) -> sqlx::Result<()> {
-    for chunk in items.chunks(100) {
-        let sql = format!(
-            "UPDATE messages SET policy_decision = v.d, policy_rule = v.r, policy_checked_at = v.at \
-             FROM ({}) v WHERE messages.id = v.id",
-            super::values_table(
-                chunk.len(),
-                &[
-                    ("id", "TEXT"),
-                    ("d", "TEXT"),
-                    ("r", "TEXT"),
-                    ("at", "BIGINT")
-                ]
-            )
-        );
-        let mut q = sqlx::query(&sql);
-        for (id, e) in chunk {
-            q = q
-                .bind(*id)
-                .bind(e.decision.as_str())
-                .bind(e.rule.as_str())
-                .bind(crate::domain::time::to_micros(e.checked_at));
-        }
-        q.execute(&mut *conn).await?;
+) -> StoreResult<()> {
+    if items.is_empty() {
+        return Ok(());
     }
+    let sql = format!(
+        "UPDATE messages SET policy_decision = v.d, policy_rule = v.r, policy_checked_at = v.at \
+         FROM ({}) v WHERE messages.id = v.id",
+        super::batch_rows(
+            backend,
+            1,
+            &[
+                ("id", "TEXT"),
+                ("d", "TEXT"),
+                ("r", "TEXT"),
+                ("at", "BIGINT")
+            ]
+        )
+    );
+    let rows: Vec<_> = items
+        .iter()
+        .map(|(id, e)| {
+            (
+                id,
+                e.decision.as_str(),
+                e.rule.as_str(),
+                crate::domain::time::to_micros(e.checked_at),
+            )
+        })
+        .collect();
+    sqlx::query(&sql)
+        .bind_batch(super::batch_params(backend, 4, &rows)?)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -878,24 +878,6 @@ pub(crate) fn cast_rows(rows: usize, types: &[&str], first: usize) -> String {
         .join(", ")
 }
 
-/// A table of `rows` rows of bound values, for `UPDATE … FROM (…) v`: each column a
-/// placeholder cast to its type (`(name, SQL type)`), so both databases know the types.
-pub(crate) fn values_table(rows: usize, columns: &[(&str, &str)]) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = columns
-                .iter()
-                .enumerate()
-                .map(|(c, (name, ty))| {
-                    format!("CAST(${} AS {ty}) AS {name}", r * columns.len() + c + 1)
-                })
-                .collect();
-            format!("SELECT {}", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
-}
-
 /// Several events of one type into the outbox in one statement (`(case id, payload)`).
 pub(crate) async fn emit_many(
     conn: &mut AnyConnection,
