@@ -485,8 +485,10 @@ def scale(binary, database_url, sink, source, pgbench_bin, fraction=100, cases=2
         commits = int(psql_value(url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
         wal = int(psql_value(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal0}')"))
         settle(url)
+        # A partitioned table's bytes are its partitions' (the history, migration 0030).
+        size = "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('{}')"
         sizes = {t: (int(psql_value(url, f"SELECT count(*) FROM {t}")),
-                     int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))) for t in GROWING}
+                     int(psql_value(url, size.format(t)))) for t in GROWING}
         case_bytes = sum(int(psql_value(url, f"SELECT pg_total_relation_size('{t}')"))
                          for t in ("cases", "preferences", "key_material"))
     finally:
@@ -852,9 +854,72 @@ def thread_sizes(binary, seed, name, postgres, messages=100_000, samples=200):
           f"for 100x the messages")
 
 
+def history(binary, postgres, months=60, rows=1_000_000, samples=400):
+    """The partitioned history on PostgreSQL: a case's audit log (read across every month)
+    and a message's delivery report (its events read from its message's month) timed with
+    this month's partitions alone, then again after `rows` audit entries and `rows` message
+    events spread over the `months` before it were sorted into their months by the
+    partition keeper's first round (the rows written where no month held them, as after a
+    keeper that did not run for years)."""
+    db = "parley_bench_history"
+    url = postgres.rsplit("/", 1)[0] + "/" + db
+    subprocess.run([PSQL, "-q", "-d", postgres, "-c", "SET client_min_messages = warning", "-c",
+                    f"DROP DATABASE IF EXISTS {db}", "-c", f"CREATE DATABASE {db}"], check=True)
+    data = tempfile.mkdtemp(prefix="parley-bench-")
+    try:
+        p = Parley(binary, data, url)
+        token, case = p.setup()
+        ids = [p.request("POST", f"/api/cases/{case}/messages", token,
+                         {"messageType": "email", "to": "debtor@example.com", "subject": "Reminder",
+                          "body": "Please pay."})["messageId"] for _ in range(20)]
+        paths = {
+            "audit log of a case": lambda i: f"/api/cases/{case}/audit-log",
+            "delivery report of a message": lambda i: f"/api/messages/{ids[i % len(ids)]}/delivery-report",
+        }
+        settle(url)
+        before = {k: latency(p.port, token, f, samples) for k, f in paths.items()}
+        p.stop()
+        month_s = 2_629_746  # a mean month
+        psql_value(url, f"""
+            INSERT INTO audit_log (case_id, actor_name, action, target_type, target_id, at)
+            SELECT CASE WHEN g % 1000 = 0 THEN '{case}' ELSE 'other-' || (g % 10000) END, 'bench',
+                   'case.updated', 'case', 't' || g,
+                   ((extract(epoch FROM date_trunc('month', now())) - 86400 - (g % {months}) * {month_s}) * 1000000)::bigint
+            FROM generate_series(1, {rows}) g""")
+        psql_value(url, f"""
+            INSERT INTO message_events (message_id, event, at)
+            SELECT 'msg_' || lpad(to_hex(((extract(epoch FROM date_trunc('month', now())) - 86400
+                     - (g % {months}) * {month_s}) * 1000)::bigint), 12, '0') || lpad(to_hex(g), 20, '0'),
+                   'sent', 0
+            FROM generate_series(1, {rows}) g""")
+        t0 = time.time()
+        p = Parley(binary, data, url)
+        made = ("SELECT count(*) FROM pg_inherits WHERE inhparent IN ('audit_log'::regclass, 'message_events'::regclass)")
+        left = "SELECT (SELECT count(*) FROM audit_log_default) + (SELECT count(*) FROM message_events_default)"
+        while int(psql_value(url, left)) > 0:
+            if time.time() - t0 > 900:
+                raise RuntimeError("the partition keeper did not sort the history")
+            time.sleep(0.2)
+        sorted_after = time.time() - t0
+        partitions = int(psql_value(url, made))
+        settle(url)
+        after = {k: latency(p.port, token, f, samples) for k, f in paths.items()}
+        p.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    print(f"history on PostgreSQL: {rows} audit entries and {rows} message events over the {months} months before "
+          f"this one, sorted into their months by the keeper's first round in {sorted_after:.1f} s "
+          f"({2 * rows / sorted_after:.0f} rows/s; {partitions} partitions of the two tables), one client, "
+          f"{samples} requests each:")
+    for k in paths:
+        (b50, b99), (a50, a99) = before[k], after[k]
+        print(f"  {k}: this month alone p50 {b50:.2f} ms, p99 {b99:.2f} ms; with {months} months "
+              f"p50 {a50:.2f} ms, p99 {a99:.2f} ms -> p99 ratio {a99 / max(b99, 0.01):.2f}x")
+
+
 PARTS = ["send-sqlite", "send-postgres", "e2e-sqlite", "e2e-postgres", "together-sqlite", "together-postgres",
          "webhooks-sqlite", "webhooks-postgres", "upload", "drives", "crm", "lists-sqlite", "lists-postgres",
-         "nodes-postgres", "scale-postgres", "threads-sqlite", "threads-postgres"]
+         "nodes-postgres", "scale-postgres", "threads-sqlite", "threads-postgres", "history-postgres"]
 
 
 def main():
@@ -912,6 +977,8 @@ def main():
         nodes(args.binary, args.postgres, args.sink, args.source, args.seconds)
     if "scale-postgres" in parts:
         scale(args.binary, args.postgres, args.sink, args.source, args.pgbench)
+    if "history-postgres" in parts:
+        history(args.binary, args.postgres)
     if "threads-sqlite" in parts:
         thread_sizes(args.binary, args.seed, "SQLite", None)
     if "threads-postgres" in parts:

@@ -162,6 +162,8 @@ struct Settings {
     retention: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     unmatched_retention: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    history_retention: Option<String>,
     // Logs and traces.
     #[serde(default, deserialize_with = "scalar")]
     log_format: Option<String>,
@@ -561,6 +563,10 @@ pub struct PolicyConfig {
     pub retention: Duration,
     /// `PARLEY_UNMATCHED_RETENTION`: how long dismissed unmatched mail is kept.
     pub unmatched_retention: Duration,
+    /// `PARLEY_HISTORY_RETENTION`: on PostgreSQL, a month of the delivery history (message
+    /// events, delivery attempts, the audit log) is dropped whole once it ended longer ago
+    /// than this; `None` (`off`, the default) keeps it.
+    pub history_retention: Option<Duration>,
 }
 
 /// Webhook deliveries.
@@ -1197,6 +1203,14 @@ fn policy_section(raw: &BTreeMap<String, Raw>) -> Result<PolicyConfig, ConfigErr
         opt(raw, "retention", parse_duration)?.unwrap_or(Duration::from_secs(5 * 31_557_600));
     let unmatched_retention = opt(raw, "unmatched_retention", parse_duration)?
         .unwrap_or(Duration::from_secs(30 * 86_400));
+    let history_retention = opt(raw, "history_retention", |v| {
+        if v.eq_ignore_ascii_case("off") {
+            Ok(None)
+        } else {
+            parse_duration(v).map(Some)
+        }
+    })?
+    .flatten();
     Ok(PolicyConfig {
         frequency_cap,
         person_frequency_cap,
@@ -1206,6 +1220,7 @@ fn policy_section(raw: &BTreeMap<String, Raw>) -> Result<PolicyConfig, ConfigErr
         promise_deadlines,
         retention,
         unmatched_retention,
+        history_retention,
     })
 }
 

@@ -149,6 +149,7 @@ impl App {
             &self.store,
             &self.services,
             self.config.policy.deadline_warning,
+            self.config.policy.history_retention,
         );
         let runtime = self.connectors.clone();
         let wake = runtime.wake();

@@ -1,8 +1,9 @@
 //! Work that comes round on a timer rather than from a queue, each in one process at a time
 //! (its [`Singleton`]; another process takes it over when that one dies): the deadline
 //! scanner, which announces deadlines coming due, and the retention sweeper, which erases
-//! restricted data subjects whose retention ended; and the connectors' syncs (built in
-//! `lib.rs`, woken early when a sync is asked for).
+//! restricted data subjects whose retention ended; the partition keeper (PostgreSQL's
+//! monthly partitions of the history, `store::partitions`); and the connectors' syncs (built
+//! in `lib.rs`, woken early when a sync is asked for).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,8 @@ use crate::store::singleton::{Singleton, Work};
 
 /// How often a process looks for work of each kind.
 pub const EVERY: Duration = Duration::from_secs(10);
+/// How often the partition keeper looks (it makes months ahead, so this is no deadline).
+pub const PARTITIONS_EVERY: Duration = Duration::from_secs(3_600);
 
 type Task = Box<dyn Fn() -> BoxFuture<'static, anyhow::Result<usize>> + Send + Sync>;
 
@@ -88,13 +91,18 @@ impl Periodic {
     }
 }
 
-/// The periodic work of an application: the deadline scanner, the retention sweeper and the
-/// inbox's sweeper.
-pub fn all(store: &Store, services: &Services, deadline_warning: Duration) -> Vec<Arc<Periodic>> {
+/// The periodic work of an application: the deadline scanner, the retention sweeper, the
+/// inbox's sweeper and, on PostgreSQL, the partition keeper.
+pub fn all(
+    store: &Store,
+    services: &Services,
+    deadline_warning: Duration,
+    history_retention: Option<Duration>,
+) -> Vec<Arc<Periodic>> {
     let messaging = services.messaging.clone();
     let subjects = services.subjects.clone();
     let inbound = services.inbound.clone();
-    vec![
+    let mut all = vec![
         Arc::new(Periodic::new(
             store,
             Work::DeadlineScanner,
@@ -122,5 +130,31 @@ pub fn all(store: &Store, services: &Services, deadline_warning: Duration) -> Ve
                 Box::pin(async move { Ok(inbound.sweep_inbox().await?) })
             }),
         )),
-    ]
+    ];
+    if store.backend() == crate::store::Backend::Postgres {
+        let system = store.system();
+        all.push(Arc::new(Periodic::new(
+            store,
+            Work::PartitionKeeper,
+            PARTITIONS_EVERY,
+            Box::new(move || {
+                let system = system.clone();
+                Box::pin(async move {
+                    let kept = system
+                        .keep_partitions(system.now(), history_retention)
+                        .await?;
+                    if !kept.made.is_empty() || !kept.dropped.is_empty() {
+                        tracing::info!(
+                            made = kept.made.len(),
+                            moved = kept.moved,
+                            dropped = kept.dropped.len(),
+                            "history partitions kept"
+                        );
+                    }
+                    Ok(kept.made.len() + kept.dropped.len())
+                })
+            }),
+        )));
+    }
+    all
 }

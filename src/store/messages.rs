@@ -661,7 +661,7 @@ impl Messages {
     ) -> StoreResult<bool> {
         let inserted = sqlx::query(
             "INSERT INTO message_events (message_id, event, at, provider_event_id) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+             ON CONFLICT (provider_event_id, message_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
         )
         .bind(message_id)
         .bind(event)
@@ -802,7 +802,7 @@ pub(crate) async fn apply_event(
     let Some(row) = row else { return Ok(false) };
     let inserted = sqlx::query(
         "INSERT INTO message_events (message_id, event, at, provider_event_id, detail) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+         ON CONFLICT (provider_event_id, message_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
     )
     .bind(message_id)
     .bind(event.as_str())

@@ -24,6 +24,7 @@ mod messages;
 mod notes;
 pub mod operators;
 mod parties;
+pub mod partitions;
 mod payments;
 mod pipeline;
 mod plans;

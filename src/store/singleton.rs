@@ -20,6 +20,8 @@ pub enum Work {
     ConnectorSync,
     /// Answered replies taken out of the inbox's index.
     InboxSweeper,
+    /// The history's monthly partitions made ahead and dropped past their retention.
+    PartitionKeeper,
 }
 
 impl Work {
@@ -30,6 +32,7 @@ impl Work {
             Self::RetentionSweeper => "retention",
             Self::ConnectorSync => "connectors",
             Self::InboxSweeper => "inbox",
+            Self::PartitionKeeper => "partitions",
         }
     }
 
@@ -42,6 +45,7 @@ impl Work {
             Self::RetentionSweeper => 3,
             Self::ConnectorSync => 4,
             Self::InboxSweeper => 5,
+            Self::PartitionKeeper => 6,
         }
     }
 }

@@ -324,7 +324,7 @@ impl Subjects {
     }
 
     /// The tables of the schema (for the test that every table is placed in or out of the
-    /// data subject export).
+    /// data subject export); a partitioned table once, not its partitions.
     #[doc(hidden)]
     pub async fn table_names(&self) -> StoreResult<Vec<String>> {
         let sql = match self.backend {
@@ -332,7 +332,8 @@ impl Subjects {
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
             }
             super::Backend::Postgres => {
-                "SELECT CAST(tablename AS TEXT) FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+                "SELECT CAST(c.relname AS TEXT) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
             }
         };
         Ok(sqlx::query_scalar(sql).fetch_all(&self.pool).await?)

@@ -40,6 +40,7 @@ mod messages;
 mod notes;
 mod operators;
 mod ops;
+mod partitions;
 mod plans;
 mod policy;
 mod processes;
