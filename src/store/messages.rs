@@ -660,7 +660,8 @@ impl Messages {
         provider_event_id: &str,
     ) -> StoreResult<bool> {
         let inserted = sqlx::query(
-            "INSERT INTO message_events (message_id, event, at, provider_event_id) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO message_events (message_id, event, at, provider_event_id) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1) \
              ON CONFLICT (provider_event_id, message_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
         )
         .bind(message_id)

@@ -9,10 +9,12 @@
 //! transaction. With a history retention set, a month that ended longer ago than it is
 //! dropped whole. SQLite keeps one table each and has nothing to keep.
 //!
-//! Making a month takes the DEFAULT partition's lock for a moment (moving its rows, then
-//! attaching the month, which checks that none of its rows is left behind). Every statement
-//! of the keeper gives up after [`LOCK_WAIT`] rather than queue the application's reads and
-//! writes behind a long transaction; what it did not make it makes in its next round.
+//! A round makes a table's missing months in one transaction, holding the DEFAULT
+//! partition's lock for it: every month's rows are moved out of DEFAULT, then the months are
+//! attached (each attachment checks DEFAULT for rows of its range, so a backlog is read
+//! once rather than once a month). Every statement of the keeper gives up after
+//! [`LOCK_WAIT`] rather than queue the application's reads and writes behind a long
+//! transaction; what it did not make it makes in its next round.
 
 use std::time::Duration;
 
@@ -140,61 +142,118 @@ impl System {
         let Some(this) = Month::of_millis(now.div_euclid(1000)) else {
             return Ok(kept);
         };
+        // With a retention, the first month still kept (the one the retention's end falls
+        // in): an older month is neither made nor kept, and rows of it that arrive late (an
+        // event of an old message) are deleted from DEFAULT.
+        let kept_from = retention.map(|r| {
+            let ended_before = now - crate::domain::time::duration_micros(r);
+            Month::of_millis(ended_before.div_euclid(1000)).unwrap_or(this)
+        });
         for history in HISTORY {
-            let existing = self.history_partitions(history.table).await?;
-            let mut wanted: Vec<Month> = (0..=AHEAD).map(|n| Month(this.0 + n)).collect();
-            if let Some((first, last)) = self.months_in_default(history, this).await? {
-                let mut m = first;
-                while m <= last {
-                    wanted.push(m);
-                    m = m.next();
-                }
-            }
-            wanted.sort();
-            wanted.dedup();
-            for month in wanted {
-                let name = month.partition(history.table);
-                if existing.contains(&name) {
-                    continue;
-                }
-                match self.make_month(history, month, &name).await {
-                    Ok(moved) => {
-                        kept.moved += moved;
-                        kept.made.push(name);
-                    }
-                    Err(e) if lock_not_available(&e) => {
-                        // The table's later months wait for the lock as well: all next round.
-                        tracing::info!(
-                            partition = name,
-                            "a lock was busy: the month is made next round"
-                        );
-                        break;
-                    }
-                    // Another process's keeper made it in the meantime.
-                    Err(e) if has_code(&e, "42P07") => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if let Some(retention) = retention {
-                let ended_before = now - crate::domain::time::duration_micros(retention);
-                for name in existing
-                    .iter()
-                    .filter(|n| ended_before_at(history, n, ended_before))
-                {
-                    match self.drop_month(name).await {
-                        Ok(()) => kept.dropped.push(name.clone()),
-                        Err(e) if lock_not_available(&e) => {
-                            tracing::info!(
-                                partition = name,
-                                "a lock was busy: the month is dropped next round"
-                            );
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
+            self.keep_table(history, this, kept_from, &mut kept).await?;
         }
         Ok(kept)
+    }
+
+    /// One table's round of [`System::keep_partitions`].
+    async fn keep_table(
+        &self,
+        history: History,
+        this: Month,
+        kept_from: Option<Month>,
+        kept: &mut Kept,
+    ) -> StoreResult<()> {
+        let existing = self.history_partitions(history.table).await?;
+        let mut wanted: Vec<Month> = (0..=AHEAD).map(|n| Month(this.0 + n)).collect();
+        if let Some((first, last)) = self.months_in_default(history, this).await? {
+            let mut m = first;
+            while m <= last {
+                wanted.push(m);
+                m = m.next();
+            }
+        }
+        if let Some(from) = kept_from {
+            wanted.retain(|m| *m >= from);
+            let sql = format!(
+                "DELETE FROM {t}_default WHERE {c} < {bound}",
+                t = history.table,
+                c = history.column,
+                bound = history.key.bound(from)
+            );
+            sqlx::query(&sql).execute(&self.writer).await?;
+        }
+        wanted.sort();
+        wanted.dedup();
+        let names: Vec<String> = wanted.iter().map(|m| m.partition(history.table)).collect();
+        let in_the_way = self.tables_in_the_way(&names, &existing).await?;
+        let missing: Vec<(Month, String)> = wanted
+            .into_iter()
+            .zip(names)
+            .filter(|(_, name)| !existing.contains(name) && !in_the_way.contains(name))
+            .collect();
+        for name in &in_the_way {
+            tracing::warn!(
+                partition = name,
+                "a table of this name is not a partition: its month is left in DEFAULT"
+            );
+        }
+        if !missing.is_empty() {
+            match self.make_months(history, &missing).await {
+                Ok(moved) => {
+                    kept.moved += moved;
+                    kept.made.extend(missing.into_iter().map(|(_, name)| name));
+                }
+                Err(e) if lock_not_available(&e) => {
+                    tracing::info!(
+                        table = history.table,
+                        "a lock was busy: its months are made next round"
+                    );
+                }
+                // Another process's keeper made one of them in the meantime: the rest next
+                // round.
+                Err(e) if has_code(&e, "42P07") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(from) = kept_from else {
+            return Ok(());
+        };
+        let expired = existing
+            .iter()
+            .filter(|n| month_of_partition(history, n).is_some_and(|m| m < from));
+        for name in expired {
+            match self.drop_month(name).await {
+                Ok(()) => kept.dropped.push(name.clone()),
+                Err(e) if lock_not_available(&e) => {
+                    tracing::info!(
+                        partition = name,
+                        "a lock was busy: the month is dropped next round"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Of `names`, the tables that exist but are not among the partitions (`existing`).
+    async fn tables_in_the_way(
+        &self,
+        names: &[String],
+        existing: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let present: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT CAST(c.relname AS TEXT) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relname IN ({})",
+            super::batch_list(self.backend, 1, "TEXT")
+        ))
+        .bind(super::list_param(self.backend, names)?)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(present
+            .into_iter()
+            .filter(|n| !existing.contains(n))
+            .collect())
     }
 
     /// The monthly partitions of a history table, by name (not its DEFAULT partition).
@@ -242,11 +301,16 @@ impl System {
         Ok(month(first).zip(month(last)))
     }
 
-    /// Makes a month's partition, moving into it the rows of its month waiting in DEFAULT:
-    /// how many.
-    async fn make_month(&self, history: History, month: Month, name: &str) -> sqlx::Result<u64> {
+    /// Makes the months' partitions in one transaction, moving into each the rows of its
+    /// month waiting in DEFAULT: how many. Every month's rows leave DEFAULT before the first
+    /// month is attached, so each attachment checks only what is left there (a backlog of
+    /// many months is read once, not once a month).
+    async fn make_months(&self, history: History, months: &[(Month, String)]) -> sqlx::Result<u64> {
         let (t, c) = (history.table, history.column);
-        let (lo, hi) = (history.key.bound(month), history.key.bound(month.next()));
+        let range = |month: Month| {
+            let (lo, hi) = (history.key.bound(month), history.key.bound(month.next()));
+            (format!("{c} >= {lo} AND {c} < {hi}"), lo, hi)
+        };
         let mut tx = self.writer.begin().await?;
         sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
             .execute(&mut *tx)
@@ -254,26 +318,33 @@ impl System {
         sqlx::query(&format!("LOCK TABLE {t}_default IN ACCESS EXCLUSIVE MODE"))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!("CREATE TABLE {name} (LIKE {t})"))
-            .execute(&mut *tx)
-            .await?;
-        let range = format!("{c} >= {lo} AND {c} < {hi}");
-        let moved = sqlx::query(&format!(
-            "INSERT INTO {name} SELECT * FROM {t}_default WHERE {range}"
-        ))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved > 0 {
-            sqlx::query(&format!("DELETE FROM {t}_default WHERE {range}"))
+        let mut moved = 0;
+        for (month, name) in months {
+            let (rows, _, _) = range(*month);
+            sqlx::query(&format!("CREATE TABLE {name} (LIKE {t})"))
                 .execute(&mut *tx)
                 .await?;
+            let n = sqlx::query(&format!(
+                "INSERT INTO {name} SELECT * FROM {t}_default WHERE {rows}"
+            ))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                sqlx::query(&format!("DELETE FROM {t}_default WHERE {rows}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            moved += n;
         }
-        sqlx::query(&format!(
-            "ALTER TABLE {t} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
-        ))
-        .execute(&mut *tx)
-        .await?;
+        for (month, name) in months {
+            let (_, lo, hi) = range(*month);
+            sqlx::query(&format!(
+                "ALTER TABLE {t} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(moved)
     }
@@ -291,24 +362,21 @@ impl System {
     }
 }
 
-/// Whether the month a partition's name gives ended before `at`.
-fn ended_before_at(history: History, name: &str, at: Micros) -> bool {
-    let Some(rest) = name
-        .strip_prefix(history.table)
-        .and_then(|r| r.strip_prefix('_'))
-    else {
-        return false;
-    };
+/// The month a partition's name gives (`audit_log_2026_12`); `None` for DEFAULT or another
+/// table's partition.
+fn month_of_partition(history: History, name: &str) -> Option<Month> {
+    let rest = name.strip_prefix(history.table)?.strip_prefix('_')?;
     let mut parts = rest.split('_');
     let (Some(Ok(year)), Some(Ok(month)), None) = (
         parts.next().map(str::parse::<i32>),
         parts.next().map(str::parse::<i32>),
         parts.next(),
     ) else {
-        return false;
+        return None;
     };
-    let end = Month(year * 12 + month - 1).next().start_millis() * 1000;
-    end <= at
+    (1..=12)
+        .contains(&month)
+        .then_some(Month(year * 12 + month - 1))
 }
 
 /// PostgreSQL's `lock_not_available` (a lock timeout).
@@ -345,13 +413,16 @@ mod tests {
     }
 
     #[test]
-    fn a_month_has_ended_from_the_first_instant_of_the_next() {
+    fn a_partitions_name_gives_its_month() {
         let audit = HISTORY[2];
-        let jan = 1_798_761_600_000_000; // 2027-01-01T00:00:00Z, microseconds
-        assert!(ended_before_at(audit, "audit_log_2026_12", jan));
-        assert!(!ended_before_at(audit, "audit_log_2026_12", jan - 1));
-        assert!(!ended_before_at(audit, "audit_log_2027_01", jan));
-        assert!(!ended_before_at(audit, "audit_log_default", jan));
-        assert!(!ended_before_at(audit, "message_events_2026_12", jan));
+        let dec = Month::of_millis(1_796_083_200_000).unwrap(); // 2026-12
+        assert_eq!(month_of_partition(audit, "audit_log_2026_12"), Some(dec));
+        assert_eq!(
+            month_of_partition(audit, &dec.partition("audit_log")),
+            Some(dec)
+        );
+        assert_eq!(month_of_partition(audit, "audit_log_default"), None);
+        assert_eq!(month_of_partition(audit, "audit_log_2026_13"), None);
+        assert_eq!(month_of_partition(audit, "message_events_2026_12"), None);
     }
 }

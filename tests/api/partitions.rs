@@ -33,8 +33,39 @@ async fn homes(conn: &mut PgConnection, message_id: &str, case_id: &str) -> Vec<
 
 /// `table_YYYY_MM` of the month `at` (microseconds) falls in.
 fn month_of(table: &str, at: i64) -> String {
-    let t = parley::domain::time::from_micros(at);
-    format!("{table}_{}", t.format("%Y_%m"))
+    month_after(table, at, 0)
+}
+
+/// `table_YYYY_MM` of the `n`th month after the one `at` falls in.
+fn month_after(table: &str, at: i64, n: u32) -> String {
+    use chrono::Datelike;
+    let first = parley::domain::time::from_micros(at)
+        .date_naive()
+        .with_day(1)
+        .unwrap();
+    let month = first.checked_add_months(chrono::Months::new(n)).unwrap();
+    format!("{table}_{}", month.format("%Y_%m"))
+}
+
+/// A month's partition bounds as PostgreSQL states them.
+async fn bounds(conn: &mut PgConnection, partition: &str) -> String {
+    sqlx::query_scalar("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = $1")
+        .bind(partition)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+/// The first instant of the month `at` falls in and of the next, in milliseconds.
+fn month_span(at: i64) -> (i64, i64) {
+    use chrono::Datelike;
+    let first = parley::domain::time::from_micros(at)
+        .date_naive()
+        .with_day(1)
+        .unwrap();
+    let next = first.checked_add_months(chrono::Months::new(1)).unwrap();
+    let ms = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis();
+    (ms(first), ms(next))
 }
 
 async fn sent_message(app: &TestApp) -> (Party, String, String, Value) {
@@ -89,8 +120,8 @@ async fn the_history_lands_in_its_months_and_a_month_past_its_retention_is_dropp
     let now = now_micros();
     for table in ["message_events", "job_attempts", "audit_log"] {
         let made = system.history_partitions(table).await.unwrap();
-        for n in 0..=i64::from(AHEAD) {
-            let month = month_of(table, now + n * 30 * DAY);
+        for n in 0..=AHEAD as u32 {
+            let month = month_after(table, now, n);
             assert!(made.contains(&month), "{month} not in {made:?}");
         }
     }
@@ -167,6 +198,23 @@ async fn the_history_lands_in_its_months_and_a_month_past_its_retention_is_dropp
         home("audit_log", "target_id", "ahead".into()).await,
         month_of("audit_log", ahead)
     );
+    // The months the migration made and those the keeper makes have the same bounds: each
+    // from its first instant to the next month's.
+    for (at, made_by) in [(now, "the migration"), (ahead, "the keeper")] {
+        let (from, to) = month_span(at);
+        let ids = bounds(&mut conn, &month_of("message_events", at)).await;
+        assert_eq!(
+            ids,
+            format!("FOR VALUES FROM ('msg_{from:012x}') TO ('msg_{to:012x}')"),
+            "{made_by}"
+        );
+        let times = bounds(&mut conn, &month_of("audit_log", at)).await;
+        assert_eq!(
+            times,
+            format!("FOR VALUES FROM ('{}') TO ('{}')", from * 1000, to * 1000),
+            "{made_by}"
+        );
+    }
     // The case's audit log reads across its months, in order.
     let log: Value = app
         .get(&creditor.token, &format!("/api/cases/{case_id}/audit-log"))
@@ -202,6 +250,26 @@ async fn the_history_lands_in_its_months_and_a_month_past_its_retention_is_dropp
     let audit = system.history_partitions("audit_log").await.unwrap();
     assert!(!audit.contains(&month_of("audit_log", now)), "{audit:?}");
     assert!(audit.contains(&month_of("audit_log", ahead)), "{audit:?}");
+
+    // An event of a message of a dropped month that comes late is not kept, and its month is
+    // not made again.
+    sqlx::query("INSERT INTO message_events (message_id, event, at) VALUES ($1, 'opened', $2)")
+        .bind(&message_id)
+        .bind(later)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let kept = system
+        .keep_partitions(later, Some(Duration::from_secs(30 * 86_400)))
+        .await
+        .unwrap();
+    assert_eq!(kept, Default::default());
+    let late: i64 = sqlx::query_scalar("SELECT count(*) FROM message_events WHERE message_id = $1")
+        .bind(&message_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(late, 0);
 }
 
 #[tokio::test]
@@ -278,6 +346,8 @@ async fn two_keepers_at_once_make_each_month_once() {
         return;
     }
     // Two processes' keepers (the singleton lets one run; this is the case where both do).
+    // However the second ends (it waits for the first's lock and finds the months made, or
+    // gives up waiting), each month is made once and neither fails.
     let master = app.config.storage.master_key.unwrap();
     let ring = std::sync::Arc::new(parley::crypto::KeyRing::new(master.expose(), &[]));
     let other = parley::store::Store::connect(app.config.storage.database_url.expose(), 2, ring)
@@ -293,8 +363,8 @@ async fn two_keepers_at_once_make_each_month_once() {
     let (a, b) = (a.unwrap(), b.unwrap());
     for table in ["message_events", "job_attempts", "audit_log"] {
         let made = app.store.system().history_partitions(table).await.unwrap();
-        for n in 0..=i64::from(AHEAD) {
-            let month = month_of(table, later + n * 30 * DAY);
+        for n in 0..=AHEAD as u32 {
+            let month = month_after(table, later, n);
             assert!(made.contains(&month), "{month} not in {made:?}");
             let by = [&a, &b].iter().filter(|k| k.made.contains(&month)).count();
             assert_eq!(by, 1, "{month}: {a:?} {b:?}");
