@@ -31,6 +31,15 @@ async fn homes(conn: &mut PgConnection, message_id: &str, case_id: &str) -> Vec<
     .unwrap()
 }
 
+/// SQLite keeps one table each: nothing to partition.
+fn on_sqlite(app: &TestApp) -> bool {
+    app.config
+        .storage
+        .database_url
+        .expose()
+        .starts_with("sqlite")
+}
+
 /// `table_YYYY_MM` of the month `at` (microseconds) falls in.
 fn month_of(table: &str, at: i64) -> String {
     month_after(table, at, 0)
@@ -100,13 +109,7 @@ async fn sent_message(app: &TestApp) -> (Party, String, String, Value) {
 async fn the_history_lands_in_its_months_and_a_month_past_its_retention_is_dropped() {
     let app = spawn_app().await;
     let system = app.store.system();
-    if app
-        .config
-        .storage
-        .database_url
-        .expose()
-        .starts_with("sqlite")
-    {
+    if on_sqlite(&app) {
         // Nothing to keep: one table each.
         let kept = system.keep_partitions(now_micros(), None).await.unwrap();
         assert_eq!(kept, Default::default());
@@ -275,13 +278,7 @@ async fn the_history_lands_in_its_months_and_a_month_past_its_retention_is_dropp
 #[tokio::test]
 async fn a_busy_default_partition_leaves_its_month_for_the_next_round() {
     let app = spawn_app().await;
-    if app
-        .config
-        .storage
-        .database_url
-        .expose()
-        .starts_with("sqlite")
-    {
+    if on_sqlite(&app) {
         return;
     }
     let system = app.store.system();
@@ -336,13 +333,7 @@ async fn a_busy_default_partition_leaves_its_month_for_the_next_round() {
 #[tokio::test]
 async fn two_keepers_at_once_make_each_month_once() {
     let app = spawn_app().await;
-    if app
-        .config
-        .storage
-        .database_url
-        .expose()
-        .starts_with("sqlite")
-    {
+    if on_sqlite(&app) {
         return;
     }
     // Two processes' keepers (the singleton lets one run; this is the case where both do).
