@@ -651,7 +651,8 @@ impl Messages {
     }
 
     /// An event that does not move the status (a deferral, a spam report); `false` when the
-    /// provider's event id was seen before.
+    /// provider's event id was seen before or the message is gone. The message's row is
+    /// locked while the event is written (nothing else keeps an event from outliving it).
     pub async fn record_plain_event(
         &self,
         message_id: &MessageId,
@@ -659,11 +660,12 @@ impl Messages {
         at: Micros,
         provider_event_id: &str,
     ) -> StoreResult<bool> {
-        let inserted = sqlx::query(
+        let inserted = sqlx::query(&format!(
             "INSERT INTO message_events (message_id, event, at, provider_event_id) \
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1{}) \
              ON CONFLICT (provider_event_id, message_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
-        )
+            self.backend.for_update()
+        ))
         .bind(message_id)
         .bind(event)
         .bind(at)

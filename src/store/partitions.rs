@@ -12,9 +12,12 @@
 //! A round makes a table's missing months in one transaction, holding the DEFAULT
 //! partition's lock for it: every month's rows are moved out of DEFAULT, then the months are
 //! attached (each attachment checks DEFAULT for rows of its range, so a backlog is read
-//! once rather than once a month). Every statement of the keeper gives up after
-//! [`LOCK_WAIT`] rather than queue the application's reads and writes behind a long
-//! transaction; what it did not make it makes in its next round.
+//! once rather than once a month). The lock is held as long as that takes: milliseconds for
+//! the empty months ahead, the time of the copy for a backlog. The transactions that make or
+//! drop months give up waiting for their lock after [`LOCK_WAIT`] rather than queue the
+//! application's reads and writes behind a long transaction; what a round did not make it
+//! makes in the next. (Its other statements, reads and the retention's delete from DEFAULT,
+//! take no lock that the application's statements hold.)
 
 use std::time::Duration;
 
@@ -145,9 +148,10 @@ impl System {
         // With a retention, the first month still kept (the one the retention's end falls
         // in): an older month is neither made nor kept, and rows of it that arrive late (an
         // event of an old message) are deleted from DEFAULT.
-        let kept_from = retention.map(|r| {
-            let ended_before = now - crate::domain::time::duration_micros(r);
-            Month::of_millis(ended_before.div_euclid(1000)).unwrap_or(this)
+        // A retention reaching before any date there is (`300000y`) drops nothing.
+        let kept_from = retention.and_then(|r| {
+            let ended_before = now.saturating_sub(crate::domain::time::duration_micros(r));
+            Month::of_millis(ended_before.div_euclid(1000))
         });
         for history in HISTORY {
             self.keep_table(history, this, kept_from, &mut kept).await?;

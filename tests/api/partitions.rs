@@ -205,12 +205,14 @@ async fn the_history_lands_in_its_months_and_a_month_past_its_retention_is_dropp
     // from its first instant to the next month's.
     for (at, made_by) in [(now, "the migration"), (ahead, "the keeper")] {
         let (from, to) = month_span(at);
-        let ids = bounds(&mut conn, &month_of("message_events", at)).await;
-        assert_eq!(
-            ids,
-            format!("FOR VALUES FROM ('msg_{from:012x}') TO ('msg_{to:012x}')"),
-            "{made_by}"
-        );
+        for (table, prefix) in [("message_events", "msg"), ("job_attempts", "job")] {
+            let ids = bounds(&mut conn, &month_of(table, at)).await;
+            assert_eq!(
+                ids,
+                format!("FOR VALUES FROM ('{prefix}_{from:012x}') TO ('{prefix}_{to:012x}')"),
+                "{made_by}"
+            );
+        }
         let times = bounds(&mut conn, &month_of("audit_log", at)).await;
         assert_eq!(
             times,

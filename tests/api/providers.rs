@@ -312,6 +312,17 @@ async fn email_provider_events_map_onto_statuses_once_each() {
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     assert_eq!(report["events"][2]["timestamp"], delivered_at.as_str());
+    // A deferral is kept in the history once, without moving the status: the same event id
+    // again is ignored.
+    for expected in [1, 0] {
+        let r: Value = post(json!([ev("deferred", "e5", 400)]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["recorded"], expected, "{r}");
+    }
 
     let r = app
         .client
