@@ -315,10 +315,7 @@ impl System {
             let (lo, hi) = (history.key.bound(month), history.key.bound(month.next()));
             (format!("{c} >= {lo} AND {c} < {hi}"), lo, hi)
         };
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.bounded_tx().await?;
         sqlx::query(&format!("LOCK TABLE {t}_default IN ACCESS EXCLUSIVE MODE"))
             .execute(&mut *tx)
             .await?;
@@ -353,12 +350,18 @@ impl System {
         Ok(moved)
     }
 
-    /// Drops a month's partition (its rows with it).
-    async fn drop_month(&self, name: &str) -> sqlx::Result<()> {
+    /// A transaction whose statements give up waiting for a lock after [`LOCK_WAIT`].
+    async fn bounded_tx(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
             .execute(&mut *tx)
             .await?;
+        Ok(tx)
+    }
+
+    /// Drops a month's partition (its rows with it).
+    async fn drop_month(&self, name: &str) -> sqlx::Result<()> {
+        let mut tx = self.bounded_tx().await?;
         sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
             .execute(&mut *tx)
             .await?;
